@@ -1,0 +1,65 @@
+# fer-pipeline: `make demo` runs everything on generated data; `make test` runs the suite.
+# Every target installs what it needs first (`setup`), so both work on a fresh clone.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+FER := $(VENV)/bin/fer-pipeline
+
+# Which torch build to install: `cuda` where `nvidia-smi -L` lists a GPU, else `cpu`.
+# Override with `make setup TORCH_BUILD=cpu` (or cuda). See requirements/torch-*.txt.
+TORCH_BUILD ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo cuda || echo cpu)
+
+# Where the demo (and, by default, the stage targets) read and write.
+WORK ?= work/demo
+DATA ?= $(WORK)/data
+MANIFESTS ?= $(WORK)/manifests
+STORE ?= $(WORK)/features.zarr
+RUNS ?= $(WORK)/runs
+SCORES ?= $(WORK)/scores
+DEMO_CLIPS ?= 12
+DEMO_FRAMES ?= 120
+DEMO_SEED ?= 0
+
+STAMP := $(VENV)/.installed-$(TORCH_BUILD)
+
+.PHONY: setup demo demo-data manifests features fuse ensemble test test-all bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml requirements/constraints.txt requirements/torch-$(TORCH_BUILD).txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c requirements/constraints.txt -c requirements/torch-$(TORCH_BUILD).txt -e ".[test]"
+	$(PY) -m pipeline.compat repair
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+demo-data: setup
+	$(FER) demo-data $(DATA) --clips $(DEMO_CLIPS) --frames $(DEMO_FRAMES) --seed $(DEMO_SEED)
+
+manifests: setup
+	$(FER) manifest $(DATA) --out $(MANIFESTS)
+
+features: setup
+	$(FER) extract --manifests $(MANIFESTS) --store $(STORE)
+
+fuse: setup
+	$(FER) fuse --method image --store $(STORE) --manifests $(MANIFESTS) --out $(RUNS)
+
+ensemble: setup
+	$(FER) ensemble $(RUNS)/* --manifests $(MANIFESTS) --out $(SCORES)
+
+demo: setup
+	$(FER) demo-data $(DATA) --clips $(DEMO_CLIPS) --frames $(DEMO_FRAMES) --seed $(DEMO_SEED)
+	$(FER) manifest $(DATA) --out $(MANIFESTS)
+	@echo "demo: stage one (extract) is not built yet; the demo stops after the manifests."
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	@for b in tests/bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf work

@@ -1,0 +1,1 @@
+"""The ``fer-pipeline`` command line: thin typer commands over ``stages`` and ``pipeline``."""

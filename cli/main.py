@@ -1,0 +1,70 @@
+"""The ``fer-pipeline`` command: one typer app joining the command groups of each stage.
+
+Errors end as one line on stderr and a non-zero exit; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+
+from cli import data, ensemble, extract, fuse
+from cli._common import err_console
+from pipeline import __version__
+
+app = typer.Typer(
+    name="fer-pipeline",
+    help="Feature extraction and late fusion for audio-visual facial expression recognition.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"fer-pipeline {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks instead of one-line errors."),
+) -> None:
+    """Stages: demo-data/manifest -> extract -> fuse -> ensemble."""
+
+
+for group in (data, extract, fuse, ensemble):
+    group.register(app)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the app, turning any exception into a one-line error (unless --debug)."""
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        # standalone_mode=False: click returns the exit code of typer.Exit instead of exiting.
+        result = app(args=args, prog_name="fer-pipeline", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.exceptions.Abort:
+        err_console.print("aborted")
+        return 130
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    except Exception as e:  # noqa: BLE001  (the point: no traceback for users)
+        if "--debug" in args:
+            raise
+        message = " ".join(str(e).split()) or type(e).__name__
+        err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+        err_console.print("(run with --debug for the traceback)", style="dim")
+        return 1
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

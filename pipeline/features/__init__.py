@@ -1,0 +1,1 @@
+"""Stage one's library: frozen backbones (``extractors``) and the Zarr feature store (``store``)."""

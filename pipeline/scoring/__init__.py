@@ -1,0 +1,1 @@
+"""Stage three's library: metrics, ensembles and post-processing, reports, ABAW submissions."""

@@ -1,0 +1,1 @@
+"""One module per stage (extract, fuse, ensemble): orchestration over ``pipeline``, no CLI code."""
