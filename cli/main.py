@@ -10,7 +10,7 @@ import sys
 import click
 import typer
 
-from cli import data, ensemble, extract, fuse
+from cli import data, demo, ensemble, extract, fuse
 from cli._common import err_console
 from pipeline import __version__
 
@@ -38,7 +38,7 @@ def _root(
     """Stages: demo-data/manifest -> extract -> fuse -> ensemble."""
 
 
-for group in (data, extract, fuse, ensemble):
+for group in (data, demo, extract, fuse, ensemble):
     group.register(app)
 
 

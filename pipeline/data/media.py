@@ -1,0 +1,145 @@
+"""Media I/O with PyAV (which bundles FFmpeg): probe videos, decode audio, write demo videos.
+
+torchaudio's load/save need torchcodec, which does not work on the CPU install, so audio is
+decoded here. Every failure raises :class:`MediaError` with the file and the reason in one line.
+
+Alignment rule: video frame ``i`` covers ``[i / fps, (i + 1) / fps)`` seconds of the audio track,
+so its centre is at ``(i + 0.5) / fps``; :func:`frame_centre_samples` gives that in samples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from pipeline.errors import PipelineError
+
+
+class MediaError(PipelineError):
+    """A media file that cannot be read: the message names the file and the reason."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    fps: float  # average frame rate of the video stream
+    n_frames: int  # frames in the video stream (counted by decoding headers if not declared)
+    has_audio: bool  # the file has at least one audio stream
+    duration: float  # seconds
+
+
+def _fail(path: Path, reason: object) -> MediaError:
+    return MediaError(f"{path}: {' '.join(str(reason).split())}")
+
+
+def probe_video(path: str | Path) -> VideoInfo:
+    """Frame rate, frame count and audio presence of a video file."""
+    path = Path(path)
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise _fail(path, "no video stream")
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate
+            if not rate:
+                raise _fail(path, "video stream declares no frame rate")
+            fps = float(rate)
+            n_frames = stream.frames
+            if not n_frames:  # not declared (some avi/webm): count packets, no decoding
+                n_frames = sum(1 for p in container.demux(stream) if p.size)
+            duration = n_frames / fps
+            return VideoInfo(fps, int(n_frames), bool(container.streams.audio), duration)
+    except MediaError:
+        raise
+    except (av.error.FFmpegError, OSError, ValueError) as e:
+        raise _fail(path, f"unreadable video ({e})") from None
+
+
+def decode_audio(path: str | Path, sample_rate: int) -> np.ndarray:
+    """The first audio stream as float32 mono at ``sample_rate`` Hz (resampled by FFmpeg)."""
+    path = Path(path)
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise _fail(path, "no audio stream")
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+            chunks = []
+            for frame in container.decode(container.streams.audio[0]):
+                for out in resampler.resample(frame):
+                    chunks.append(out.to_ndarray().reshape(-1))
+            for out in resampler.resample(None):  # flush
+                chunks.append(out.to_ndarray().reshape(-1))
+    except MediaError:
+        raise
+    except (av.error.FFmpegError, OSError, ValueError) as e:
+        raise _fail(path, f"unreadable audio ({e})") from None
+    if not chunks:
+        raise _fail(path, "audio stream holds no samples")
+    return np.concatenate(chunks).astype(np.float32, copy=False)
+
+
+def frame_centre_samples(n_frames: int, fps: float, sample_rate: int) -> np.ndarray:
+    """Sample index of the centre of each video frame (see the module's alignment rule)."""
+    return np.round((np.arange(n_frames) + 0.5) / fps * sample_rate).astype(np.int64)
+
+
+def read_image(path: str | Path) -> Image.Image:
+    """An RGB face crop; raises MediaError for a missing, empty or undecodable file."""
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")  # convert() forces the full decode inside the try
+    except FileNotFoundError:
+        raise _fail(path, "no such image") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise _fail(path, f"undecodable image ({e})") from None
+
+
+def write_video(
+    path: str | Path,
+    frames: np.ndarray,
+    fps: float | Fraction,
+    audio: np.ndarray | None = None,
+    sample_rate: int = 16000,
+) -> None:
+    """Write uint8 RGB frames ``[T, H, W, 3]`` (H, W even) and optional mono float audio.
+
+    Video is MPEG-4 part 2 at a fixed quality (fast, in every FFmpeg build); audio is AAC. The
+    output is deterministic for the same input, which keeps the demo dataset byte-identical.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rate = Fraction(fps).limit_denominator(1001)
+    with av.open(str(path), "w", format="mp4" if path.suffix == ".mp4" else None) as container:
+        video = container.add_stream("mpeg4", rate=rate)
+        video.height, video.width = frames.shape[1:3]
+        video.pix_fmt = "yuv420p"
+        video.bit_rate = 2_000_000
+        video.options = {"qscale": "4"}
+        video.codec_context.thread_count = 1  # threads make output order-dependent
+        stream_audio = None
+        if audio is not None:
+            stream_audio = container.add_stream("aac", rate=sample_rate)
+            stream_audio.layout = "mono"
+            stream_audio.codec_context.thread_count = 1
+        for image in frames:
+            for packet in video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in video.encode():
+            container.mux(packet)
+        if stream_audio is not None:
+            samples = np.asarray(audio, dtype=np.float32).reshape(1, -1)
+            block = 1024  # AAC frame size
+            for start in range(0, samples.shape[1], block):
+                chunk = np.ascontiguousarray(samples[:, start:start + block])
+                frame = av.AudioFrame.from_ndarray(chunk, format="flt", layout="mono")
+                frame.sample_rate = sample_rate
+                frame.pts = start
+                for packet in stream_audio.encode(frame):
+                    container.mux(packet)
+            for packet in stream_audio.encode():
+                container.mux(packet)
