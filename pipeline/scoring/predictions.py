@@ -1,5 +1,8 @@
 """Per-frame class probabilities: what stage two writes and stage three reads.
 
+(It lives in ``scoring`` because training also scores itself: ``fusion`` imports ``scoring``, and
+``scoring`` imports only ``data``, so the wings form no cycle.)
+
 A run directory holds ``predictions/<split>/<output>.npz``: one float32 ``[n_frames, 8]`` array per
 clip, keyed by clip id, covering every frame of every evaluated clip (frames with no face
 included). Most heads have one output, ``main``; the Modal Fusion Module writes ``fusion`` (Y_T),
