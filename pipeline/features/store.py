@@ -1,0 +1,247 @@
+"""The Zarr v3 feature store: per-clip groups, float16 arrays, checksums and completion markers.
+
+Layout (see DESIGN.md, "Stage 1")::
+
+    STORE/                      root attrs: {"fer_pipeline_store": FORMAT_VERSION,
+                                             "extractors": {name: Extractor.describe()}}
+      clips/<clip_id>/          attrs: {"n_frames", "fps"}
+        <array>                 e.g. swin [T, 768] float16, logmel [T_audio, n_mels], tdnn_w32 [T, 512]
+                                attrs: {"complete": {"sha256", "cache_key", "rate"}}
+        valid                   bool [T]: frame had a face image
+      .locks/                   one lock file per clip (and "root") for concurrent writers
+
+Rules that make extraction exact and resumable:
+
+* **Writers own whole chunks.** Work is split by clip and every clip is its own group, so two workers
+  never write the same chunk (two processes writing halves of one chunk lose data). Two *processes*
+  that pick the same clip are kept apart by :meth:`FeatureStore.lock_clip` (``flock``, released by
+  the kernel if the holder dies, so a SIGKILL leaves no stale lock).
+* **Write, verify, then mark done.** An array's ``complete`` attribute (its sha256 and cache key) is
+  written after its data. A crash leaves an array without the marker, or with a checksum that does
+  not match, and :meth:`is_complete` says False, so the next run rewrites it. Existence never counts.
+* **Chunks fit stage two's reads.** Stage two reads whole clips, so chunks span many frames (about
+  4 MiB each) and a clip is a handful of files.
+
+Everything the store holds is float16 (features), float32 (log-mel stays float32 because dB values
+need the range) or bool; the dtype is chosen by the extractor's :class:`ArraySpec`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec
+
+from pipeline.errors import PipelineError
+
+FORMAT_VERSION = 1
+_CHUNK_BYTES = 4 << 20
+_COMPRESSOR = BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
+
+
+class StoreError(PipelineError):
+    """The store is missing, of another format, or lacks a requested array."""
+
+
+@dataclass(frozen=True)
+class StoreProblem:
+    """One incomplete or corrupt array (or clip) found by :meth:`FeatureStore.verify`."""
+
+    clip_id: str
+    array: str | None
+    reason: str
+
+    def __str__(self) -> str:
+        where = self.clip_id if self.array is None else f"{self.clip_id}/{self.array}"
+        return f"{where}: {self.reason}"
+
+
+def checksum(data: np.ndarray) -> str:
+    """sha256 of an array's bytes (C order, its own dtype)."""
+    return hashlib.sha256(np.ascontiguousarray(data).tobytes()).hexdigest()
+
+
+def _chunk_rows(shape: tuple[int, ...], itemsize: int) -> int:
+    row_bytes = itemsize * int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else itemsize
+    return int(max(1, min(shape[0], _CHUNK_BYTES // max(1, row_bytes))))
+
+
+class FeatureStore:
+    """A handle on a store directory. Cheap to pickle (it holds only the path and mode)."""
+
+    def __init__(self, path: str | Path, mode: str = "r") -> None:
+        """``mode``: ``"r"`` to read an existing store, ``"a"`` to create it if needed and write."""
+        if mode not in ("r", "a"):
+            raise ValueError(f"mode must be 'r' or 'a', not {mode!r}")
+        self.path = Path(path)
+        self.mode = mode
+        self._root: zarr.Group | None = None
+        if mode == "r" and not (self.path / "zarr.json").exists():
+            raise StoreError(f"{self.path}: not a feature store (no zarr.json)")
+        if mode == "a" and not (self.path / "zarr.json").exists():
+            with self._lock("root"):
+                if not (self.path / "zarr.json").exists():
+                    root = zarr.open_group(str(self.path), mode="a", zarr_format=3)
+                    root.require_group("clips")
+                    root.attrs.update({"fer_pipeline_store": FORMAT_VERSION, "extractors": {}})
+        version = self.root.attrs.get("fer_pipeline_store")
+        if version != FORMAT_VERSION:
+            raise StoreError(f"{self.path}: store format {version!r}, this version reads {FORMAT_VERSION}")
+
+    def __getstate__(self) -> dict:
+        return {"path": self.path, "mode": self.mode}
+
+    def __setstate__(self, state: dict) -> None:
+        self.path, self.mode, self._root = state["path"], state["mode"], None
+
+    @property
+    def root(self) -> zarr.Group:
+        if self._root is None:
+            self._root = zarr.open_group(str(self.path), mode="r" if self.mode == "r" else "a")
+        return self._root
+
+    # ---- locks ---------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _lock(self, name: str, blocking: bool = True) -> Iterator[bool]:
+        locks = self.path / ".locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        fd = os.open(locks / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)  # closing releases the flock
+
+    def lock_clip(self, clip_id: str, blocking: bool = False) -> contextlib.AbstractContextManager[bool]:
+        """Exclusive right to write ``clip_id``; yields False if another process holds it."""
+        return self._lock(f"clip-{clip_id}", blocking)
+
+    # ---- root metadata -------------------------------------------------------------------------
+
+    def extractors(self) -> dict[str, dict]:
+        """What each extractor that wrote here was (its ``describe()``), by name."""
+        return dict(self.root.attrs.get("extractors", {}))
+
+    def record_extractors(self, descriptions: dict[str, dict]) -> None:
+        """Merge extractor descriptions into the root attributes (under the root lock)."""
+        with self._lock("root"):
+            root = zarr.open_group(str(self.path), mode="a")  # re-read: another process may have written
+            merged = dict(root.attrs.get("extractors", {}))
+            merged.update(descriptions)
+            root.attrs["extractors"] = merged
+            self._root = None
+
+    # ---- clips ---------------------------------------------------------------------------------
+
+    def clip_ids(self) -> list[str]:
+        return sorted(self.root["clips"].group_keys())
+
+    def _clip(self, clip_id: str) -> zarr.Group:
+        try:
+            return self.root[f"clips/{clip_id}"]
+        except KeyError:
+            raise StoreError(f"{self.path}: no clip {clip_id!r} in the store") from None
+
+    def clip_attrs(self, clip_id: str) -> dict:
+        return dict(self._clip(clip_id).attrs)
+
+    def ensure_clip(self, clip_id: str, n_frames: int, fps: float) -> None:
+        """Create the clip's group, or check an existing one describes the same clip."""
+        clips = self.root["clips"]
+        if clip_id in clips:
+            attrs = dict(clips[clip_id].attrs)
+            if attrs.get("n_frames") == n_frames and attrs.get("fps") == fps:
+                return
+            # The clip changed (e.g. the manifest was regenerated): its arrays are stale.
+            del clips[clip_id]
+        clips.create_group(clip_id, attributes={"n_frames": int(n_frames), "fps": float(fps)})
+
+    def array_names(self, clip_id: str) -> list[str]:
+        return sorted(self._clip(clip_id).array_keys())
+
+    def marker(self, clip_id: str, name: str) -> dict | None:
+        """The completion marker of an array, or None if absent (or the array is unreadable)."""
+        try:
+            return self._clip(clip_id)[name].attrs.get("complete")
+        except (KeyError, StoreError, ValueError, OSError):
+            return None
+
+    def is_complete(self, clip_id: str, name: str, cache_key: str, verify: bool = True) -> bool:
+        """True when the array exists, is marked complete with ``cache_key``, and (if ``verify``)
+        its data still hashes to the recorded checksum."""
+        marker = self.marker(clip_id, name)
+        if marker is None or marker.get("cache_key") != cache_key:
+            return False
+        if not verify:
+            return True
+        try:
+            return checksum(self._clip(clip_id)[name][...]) == marker.get("sha256")
+        except Exception:  # noqa: BLE001  (a truncated or missing chunk means "not complete")
+            return False
+
+    def write(self, clip_id: str, name: str, data: np.ndarray, cache_key: str, rate: float) -> None:
+        """Write one array of a clip, then its completion marker (last)."""
+        data = np.ascontiguousarray(data)
+        group = self._clip(clip_id)
+        array = group.create_array(
+            name,
+            shape=data.shape,
+            dtype=data.dtype,
+            chunks=(_chunk_rows(data.shape, data.dtype.itemsize), *data.shape[1:]),
+            compressors=_COMPRESSOR,
+            overwrite=True,
+        )
+        array[...] = data
+        array.attrs["complete"] = {"sha256": checksum(data), "cache_key": cache_key, "rate": float(rate)}
+
+    def read(self, clip_id: str, name: str) -> np.ndarray:
+        """A complete array's data (raises StoreError if it is absent or was never completed)."""
+        group = self._clip(clip_id)
+        if name not in group or "complete" not in group[name].attrs:
+            raise StoreError(f"{self.path}: clip {clip_id!r} has no complete array {name!r}")
+        return group[name][...]
+
+    def rate(self, clip_id: str, name: str) -> float:
+        """Rows per second of an array (the video fps for per-frame arrays)."""
+        marker = self.marker(clip_id, name)
+        if marker is None:
+            raise StoreError(f"{self.path}: clip {clip_id!r} has no complete array {name!r}")
+        return float(marker["rate"])
+
+    # ---- integrity -----------------------------------------------------------------------------
+
+    def verify(self, clip_ids: list[str] | None = None) -> Iterator[StoreProblem]:
+        """Yield every incomplete or corrupt array (missing marker, bad checksum, unreadable data)."""
+        for clip_id in clip_ids if clip_ids is not None else self.clip_ids():
+            try:
+                names = self.array_names(clip_id)
+            except Exception as e:  # noqa: BLE001
+                yield StoreProblem(clip_id, None, f"unreadable clip group ({e})")
+                continue
+            if "valid" not in names:
+                yield StoreProblem(clip_id, None, "no 'valid' array (extraction never finished)")
+            for name in names:
+                marker = self.marker(clip_id, name)
+                if marker is None:
+                    yield StoreProblem(clip_id, name, "no completion marker (interrupted write)")
+                    continue
+                try:
+                    actual = checksum(self._clip(clip_id)[name][...])
+                except Exception as e:  # noqa: BLE001
+                    yield StoreProblem(clip_id, name, f"unreadable data ({' '.join(str(e).split())})")
+                    continue
+                if actual != marker.get("sha256"):
+                    yield StoreProblem(clip_id, name, "checksum mismatch (corrupt data)")
