@@ -29,7 +29,6 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml requirements/constraints.txt requirements/torch-$(TORCH_BUILD).txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c requirements/constraints.txt -c requirements/torch-$(TORCH_BUILD).txt -e ".[test]"
 	$(PY) -m pipeline.compat repair
 	@rm -f $(VENV)/.installed-*
