@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
 
 from cli import data, demo, ensemble, extract, fuse
@@ -46,14 +45,14 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning any exception into a one-line error (unless --debug)."""
     args = sys.argv[1:] if argv is None else argv
     try:
-        # standalone_mode=False: click returns the exit code of typer.Exit instead of exiting.
+        # standalone_mode=False: typer returns the exit code of typer.Exit instead of exiting.
         result = app(args=args, prog_name="fer-pipeline", standalone_mode=False)
-    except click.exceptions.Exit as e:
+    except typer.Exit as e:
         return e.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         err_console.print("aborted")
         return 130
-    except click.ClickException as e:
+    except typer.TyperException as e:  # typer's (vendored) click usage errors: bad option etc.
         e.show()
         return e.exit_code
     except Exception as e:  # noqa: BLE001  (the point: no traceback for users)
