@@ -1,7 +1,76 @@
-"""Commands of this group are registered here (filled in by the issue that builds them)."""
+"""``fer-pipeline manifest ROOT --out DIR``: read an Aff-Wild2-style dataset into clip manifests.
+
+Prints the clips, frames, faces and labelled frames per class of each split, then every repair and
+rejection with its reason (``DIR/report.json`` holds the same). Exits 1 when a clip was rejected,
+unless ``--allow-skips`` accepts manifests without it; the manifests are written either way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
 
 import typer
+from rich.table import Table
+
+from cli._common import console, fail, progress_bar
+from pipeline.data.dataset import read_dataset
+from pipeline.data.labels import CLASSES
+from pipeline.data.manifest import SPLITS, DatasetReading, Issue, write_manifests
+
+
+def _summary(reading: DatasetReading) -> Table:
+    """Splits as columns and figures as rows, so that eight classes fit an 80-column terminal."""
+    counts = reading.counts()
+    table = Table(title=f"Dataset {reading.root}", title_justify="left")
+    table.add_column("")
+    for split in SPLITS:
+        table.add_column(split, justify="right")
+    for key in ("clips", "frames", "faces"):
+        table.add_row(key, *(f"{counts[s][key]:,}" for s in SPLITS))
+    table.add_section()
+    for name in CLASSES:
+        table.add_row(name, *(f"{counts[s]['labelled'][name]:,}" for s in SPLITS))
+    table.add_row("unlabelled", *(f"{counts[s]['unlabelled']:,}" for s in SPLITS))
+    return table
+
+
+def _print_issues(title: str, issues: list[Issue]) -> None:
+    if not issues:
+        return
+    console.print(f"[bold]{title} ({len(issues)}):[/]")
+    for issue in issues:
+        # markup off: clip ids and paths may hold "[...]", which rich would read as style tags.
+        console.print(f"  {issue.clip}: {issue.file}: {issue.reason} [{issue.kind}]",
+                      markup=False, highlight=False, soft_wrap=True)
+
+
+def manifest(
+    root: Path = typer.Argument(..., help="Dataset folder in the Aff-Wild2 layout."),
+    out: Path = typer.Option(..., "--out", help="Folder for <split>.jsonl and report.json."),
+    test_list: Optional[Path] = typer.Option(
+        None, "--test-list",
+        help="Text file of test clip names, one per line (default: the *test*.txt under ROOT).",
+    ),
+    allow_skips: bool = typer.Option(
+        False, "--allow-skips", help="Exit 0 even when clips were rejected."
+    ),
+) -> None:
+    """Read an Aff-Wild2-style dataset into clip manifests, repairing or rejecting bad clips."""
+    with progress_bar() as progress:
+        reading = read_dataset(root, test_list=test_list, progress=progress)
+    report = write_manifests(reading, out)
+    console.print(_summary(reading))
+    if reading.test_list is None:
+        console.print("no test list found: the test split is empty", highlight=False)
+    _print_issues("Repaired", reading.repairs)
+    _print_issues("Rejected", reading.rejections)
+    console.print(f"manifests and report written to {out}", highlight=False)
+    if reading.rejections and not allow_skips:
+        raise fail(f"{len(reading.rejections)} clip(s) rejected (listed above and in {report}); "
+                   "pass --allow-skips to use the manifests without them")
 
 
 def register(app: typer.Typer) -> None:
     """Add this group's commands to the root app."""
+    app.command("manifest")(manifest)

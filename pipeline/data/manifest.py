@@ -13,11 +13,14 @@ runs, so a 2.7-million-frame dataset stays a few hundred kilobytes of manifest.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
+
+from pipeline.data.labels import CLASSES, NUM_CLASSES
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
@@ -121,3 +124,76 @@ def load_clips(manifests: str | Path, splits: Iterable[str] = SPLITS) -> list[Cl
         if path.exists():
             clips.extend(iter_manifest(path))
     return clips
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One repair or rejection made while reading a dataset."""
+
+    clip: str  # the clip id it concerns
+    file: str  # the file that shows the problem (annotation, video, frame folder or test list)
+    kind: str  # short stable name of the rule applied, e.g. "labels_padded" (see data_manifests/)
+    reason: str  # one line for a human: what was found and what was done
+
+    def to_json(self) -> dict:
+        return {"clip": self.clip, "file": self.file, "kind": self.kind, "reason": self.reason}
+
+
+@dataclass
+class DatasetReading:
+    """What a dataset reader produced: the clips of each split, and what it repaired or rejected."""
+
+    root: str  # the dataset folder that was read
+    test_list: str | None  # the file the test split's clip names came from, if any
+    clips: dict[str, list[Clip]]  # split -> its clips sorted by id; every split in SPLITS is a key
+    faces: dict[str, int]  # clip id -> frames with a face crop on disk (within the clip's frames)
+    repairs: list[Issue]  # clips kept after a documented repair, one entry per repair
+    rejections: list[Issue]  # clips left out, one entry each; no clip is left out without one
+
+    def counts(self) -> dict[str, dict]:
+        """Per split: clips, frames, frames with a face, labelled frames per class, unlabelled."""
+        counts = {}
+        for split in SPLITS:
+            clips = self.clips.get(split, [])
+            per_class = np.zeros(NUM_CLASSES, dtype=np.int64)
+            unlabelled = 0
+            for clip in clips:
+                if clip.labels is None:
+                    unlabelled += clip.n_frames
+                    continue
+                labelled = clip.labels[clip.labels >= 0]
+                per_class += np.bincount(labelled, minlength=NUM_CLASSES)
+                unlabelled += clip.n_frames - labelled.size
+            counts[split] = {
+                "clips": len(clips),
+                "frames": sum(clip.n_frames for clip in clips),
+                "faces": sum(self.faces.get(clip.clip_id, 0) for clip in clips),
+                "labelled": {name: int(n) for name, n in zip(CLASSES, per_class)},
+                "unlabelled": unlabelled,
+            }
+        return counts
+
+    def report(self) -> dict:
+        """The content of ``report.json``."""
+        return {
+            "root": self.root,
+            "test_list": self.test_list,
+            "counts": self.counts(),
+            "repaired": dict(Counter(issue.kind for issue in self.repairs)),
+            "rejected": dict(Counter(issue.kind for issue in self.rejections)),
+            "repairs": [issue.to_json() for issue in self.repairs],
+            "rejections": [issue.to_json() for issue in self.rejections],
+        }
+
+
+def write_manifests(reading: DatasetReading, out_dir: str | Path) -> Path:
+    """Write ``<split>.jsonl`` for every split (empty ones too, replacing stale files) and
+    ``report.json`` into ``out_dir``; returns the report's path."""
+    out_dir = Path(out_dir)
+    for split in SPLITS:
+        write_manifest(out_dir / f"{split}.jsonl", reading.clips.get(split, []))
+    report = out_dir / "report.json"
+    tmp = report.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(reading.report(), indent=2) + "\n", encoding="utf-8")
+    tmp.replace(report)
+    return report

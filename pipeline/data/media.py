@@ -49,7 +49,9 @@ def probe_video(path: str | Path) -> VideoInfo:
                 raise _fail(path, "video stream declares no frame rate")
             fps = float(rate)
             n_frames = stream.frames
-            if not n_frames:  # not declared (some avi/webm): count packets, no decoding
+            # AVI headers may count a trailing empty packet, and some files declare nothing:
+            # count the non-empty packets (no decoding) unless an MP4 declares the count.
+            if not n_frames or path.suffix.lower() != ".mp4":
                 n_frames = sum(1 for p in container.demux(stream) if p.size)
             duration = n_frames / fps
             return VideoInfo(fps, int(n_frames), bool(container.streams.audio), duration)
