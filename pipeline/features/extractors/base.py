@@ -16,10 +16,15 @@ Every extractor is frozen (``eval()``, no grad) and loads its weights from a fil
 Without a file it builds seeded random weights and ``random_weights`` is True, which every summary
 must show loudly. Its :attr:`cache_key` hashes its name, config, preprocessing and the sha256 of the
 weights file: a stored array is reused only when this key matches.
+
+An extractor pickles without its model (``load()`` builds it in ``_model``), so it can be sent to
+pool and dask workers cheaply; each worker loads once. ``precision`` "bf16"/"fp16" runs the model
+under ``torch.autocast`` on ``device`` (outputs stay float32); "fp32" is exact.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -30,8 +35,11 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
+from pipeline.errors import PipelineError
+
 Kind = Literal["image", "audio", "audio_embedding"]
 Precision = Literal["fp32", "bf16", "fp16"]
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
@@ -68,12 +76,25 @@ class Extractor(ABC):
         precision: Precision = "fp32",
         seed: int = 0,
     ) -> None:
+        if precision not in PRECISIONS:
+            raise PipelineError(
+                f"{self.name}: unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
         self.config = config if config is not None else self.Config()
         self.weights = None if weights is None else Path(weights)
-        self.weights_sha256 = None if weights is None else sha256_file(weights)
+        try:
+            self.weights_sha256 = None if weights is None else sha256_file(weights)
+        except OSError as e:
+            raise PipelineError(f"{weights}: cannot read weights ({e.strerror or e})") from None
         self.device = device
         self.precision = precision
         self.seed = seed
+        self._model: Any = None  # built by load(); never pickled (see __getstate__)
+
+    def __getstate__(self) -> dict:
+        # Extractors travel to pool and dask workers unloaded; each worker calls load() itself.
+        state = self.__dict__.copy()
+        state["_model"] = None
+        return state
 
     @property
     def random_weights(self) -> bool:
@@ -112,7 +133,65 @@ class Extractor(ABC):
         """The arrays this extractor writes per clip, by store name."""
 
     def load(self) -> None:
-        """Build the model and load its weights (called once per worker, before the first batch)."""
+        """Build the model and load its weights (called once per worker, before the first batch).
+
+        Idempotent. ``forward``/``embed`` call it themselves when it has not run yet.
+        """
+
+    # Helpers shared by the torch-based extractors (torch is imported lazily: base stays cheap).
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The autocast context that ``precision`` asks for on ``device``; a no-op for fp32."""
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        import torch
+
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(torch.device(self.device).type, dtype=dtype)
+
+    def freeze(self, module: Any, channels_last: bool = False) -> Any:
+        """``module`` on ``device`` in eval mode with no gradients (optionally channels_last)."""
+        import torch
+
+        module = module.to(self.device).eval().requires_grad_(False)
+        return module.to(memory_format=torch.channels_last) if channels_last else module
+
+    def load_weights_file(self, module: Any) -> None:
+        """Load ``self.weights`` (a ``.pth`` or ``.safetensors`` state dict) with strict names.
+
+        Accepts a bare state dict or a checkpoint dict holding one under ``state_dict``; a
+        ``module.`` prefix left by DataParallel/DDP is removed. Any mismatch is a PipelineError.
+        """
+        import torch
+
+        path = self.weights
+        try:
+            if path.suffix == ".safetensors":
+                from safetensors.torch import load_file
+
+                state = load_file(path)
+            else:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # torch.load raises many types for a file that is not a checkpoint
+            reason = " ".join(str(e).split())[:200]
+            raise PipelineError(f"{path}: not a readable torch state dict ({reason})") from None
+        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+            state = state["state_dict"]
+        if not isinstance(state, dict) or not state:
+            raise PipelineError(f"{path}: holds no state dict for {self.name}")
+        if all(k.startswith("module.") for k in state):
+            state = {k[len("module."):]: v for k, v in state.items()}
+        expected = module.state_dict()
+        missing = [k for k in expected if k not in state]
+        unexpected = [k for k in state if k not in expected]
+        wrong = [k for k in expected
+                 if k in state and getattr(state[k], "shape", None) != expected[k].shape]
+        if missing or unexpected or wrong:
+            parts = [f"{label} {len(keys)} (e.g. {keys[0]})"
+                     for label, keys in (("missing", missing), ("unexpected", unexpected),
+                                         ("wrong shape", wrong)) if keys]
+            raise PipelineError(f"{path}: not {self.name} weights for this config: {'; '.join(parts)}")
+        module.load_state_dict(state, strict=True)
 
 
 class ImageExtractor(Extractor):

@@ -1,0 +1,92 @@
+"""``swin_audio``: paper 000's audio branch, Swin-Tiny over a log-mel window rendered as an image.
+
+Each window (``[T_win, n_mels]`` of the ``kim2023`` log-mel: 2048 FFT, hop 1024, 128 mels) becomes
+a spectrogram image the way a plot shows one: frequency on the vertical axis with low
+frequencies at the bottom, time left to right, bilinearly resized to the model's input size
+(224x224), scaled to [0, 1] by the window's own minimum and maximum (the paper does not give its
+scaling; an image rendering normalises to its own range), replicated to 3 channels and normalised
+with the model's mean and std. The output is timm's pooled ``forward_head(forward_features(x),
+pre_logits=True)``, 768-d for Swin-Tiny, one array ``swin_audio_w<W>`` per window length.
+
+Weights: a timm state-dict file as for ``swin`` (e.g. a Swin-Tiny fine-tuned on such images);
+without one, seeded random weights.
+"""
+
+from pipeline.compat import ensure_torchvision
+
+ensure_torchvision()
+
+from dataclasses import dataclass, field  # noqa: E402
+from typing import Any  # noqa: E402
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from pipeline.errors import PipelineError  # noqa: E402
+from pipeline.features.extractors.base import (  # noqa: E402
+    ArraySpec,
+    AudioEmbeddingExtractor,
+    AudioExtractor,
+    register,
+)
+from pipeline.features.extractors.logmel import LogMel, LogMelConfig  # noqa: E402
+from pipeline.features.extractors.swin import SWIN_TINY, build_timm, timm_probe  # noqa: E402
+
+
+@dataclass
+class SwinAudioConfig:
+    windows: tuple[int, ...] = (32, 48, 64)  # in video frames (paper 000's dynamic windows)
+    # The log-mel each window is cut from (paper 000: 2048 FFT, hop 1024, 128 mels).
+    frontend: LogMelConfig = field(default_factory=lambda: LogMelConfig(preset="kim2023"))
+    model: str = SWIN_TINY  # timm model name (paper 000: Swin-Tiny)
+
+
+@register
+class SwinAudio(AudioEmbeddingExtractor):
+    name = "swin_audio"
+    Config = SwinAudioConfig
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not self.config.windows or min(self.config.windows) < 1:
+            raise PipelineError(
+                f"swin_audio: windows must be positive video-frame counts, got {self.config.windows}")
+        self._frontend = LogMel(self.config.frontend)
+        self._probe = timm_probe(self.config.model)
+
+    @property
+    def frontend(self) -> AudioExtractor:
+        return self._frontend
+
+    @property
+    def windows(self) -> tuple[int, ...]:
+        return tuple(self.config.windows)
+
+    def outputs(self) -> dict[str, ArraySpec]:
+        return {f"{self.name}_w{w}": ArraySpec((self._probe.num_features,)) for w in self.windows}
+
+    def load(self) -> None:
+        if self._model is None:
+            model = build_timm(self.config.model, self.weights, self.seed)
+            self._model = self.freeze(model, channels_last=True)
+
+    def images(self, windows: torch.Tensor) -> torch.Tensor:
+        """``[B, T_win, n_mels]`` log-mel -> ``[B, 3, H, W]`` normalised spectrogram images."""
+        data = self._probe.data_config
+        x = torch.as_tensor(windows, dtype=torch.float32).to(self.device)
+        x = x.transpose(1, 2).flip(1).unsqueeze(1)  # [B, 1, n_mels, T]: high frequencies on top
+        x = F.interpolate(x, size=tuple(data["input_size"][1:]), mode="bilinear", align_corners=False)
+        low = x.amin(dim=(2, 3), keepdim=True)
+        high = x.amax(dim=(2, 3), keepdim=True)
+        x = (x - low) / (high - low).clamp(min=1e-6)  # a constant window becomes black
+        mean = torch.tensor(data["mean"], device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(data["std"], device=x.device).view(1, 3, 1, 1)
+        return ((x.expand(-1, 3, -1, -1) - mean) / std).contiguous(memory_format=torch.channels_last)
+
+    def embed(self, windows: torch.Tensor) -> torch.Tensor:
+        self.load()
+        with torch.inference_mode():
+            x = self.images(windows)  # in float32: autocast covers only the model
+            with self.autocast():
+                pooled = self._model.forward_head(self._model.forward_features(x), pre_logits=True)
+        return pooled.float().cpu()
