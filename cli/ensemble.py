@@ -1,7 +1,146 @@
-"""Commands of this group are registered here (filled in by the issue that builds them)."""
+"""Stage-three commands: ``ensemble`` (combine, score, report, submit), ``score``, and
+``submission check``."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import List, Optional
 
 import typer
+from rich.table import Table
+
+from cli._common import console, fail, progress_bar
+from pipeline.config import load_toml
+from pipeline.data.labels import CLASSES
+from pipeline.data.manifest import SPLITS, load_clips
+from pipeline.scoring.ensemble import EnsembleConfig
+from pipeline.scoring.submission import check_submission
+from stages.ensemble import run_ensemble, score_predictions
+
+
+class Smooth(str, Enum):
+    mean = "mean"
+    median = "median"
+    mode = "mode"
+    none = "none"
+
+
+class TuneOn(str, Enum):
+    val_crossfit = "val-crossfit"
+    train = "train"
+    same = "same"
+
+
+class Fill(str, Enum):
+    nearest = "nearest"
+    none = "none"
+
+
+submission_app = typer.Typer(help="ABAW submission files.", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this group's commands to the root app."""
+    """Add ``ensemble``, ``score`` and the ``submission`` group to the root app."""
+    app.command("ensemble")(ensemble)
+    app.command("score")(score)
+    app.add_typer(submission_app, name="submission")
+
+
+def ensemble(
+    run_dirs: List[Path] = typer.Argument(..., help="Run directories written by `fuse`."),
+    manifests: Path = typer.Option(..., "--manifests", help="Manifest directory (ground truth)."),
+    out: Path = typer.Option(..., "--out", help="Where scores.json, report.html, PNGs and"
+                             " submission.txt go."),
+    config_file: Optional[Path] = typer.Option(None, "--config", help="EnsembleConfig TOML;"
+                                               " the options below override it."),
+    smooth: Optional[Smooth] = typer.Option(None, "--smooth", help="Temporal filter within clips"
+                                            " (default: mean)."),
+    tune_on: Optional[TuneOn] = typer.Option(None, "--tune-on", help="Where choices are fitted:"
+                                             " k-fold over val clips, the train split, or the"
+                                             " scored frames themselves (default: val-crossfit)."),
+    folds: Optional[int] = typer.Option(None, "--folds", min=2, help="k for val-crossfit"
+                                        " (default: 5)."),
+    fill: Optional[Fill] = typer.Option(None, "--fill", help="Frames with no face"
+                                        " (default: nearest)."),
+    bias: Optional[bool] = typer.Option(None, "--bias/--no-bias", help="Tune per-class biases"
+                                        " (default: on)."),
+    windows: Optional[str] = typer.Option(None, "--windows", help="Odd filter widths to try,"
+                                          " e.g. 1,11,51,101."),
+    split: Optional[str] = typer.Option(None, "--split", help="Split to score (default: val)."),
+) -> None:
+    """Combine the outputs of RUN_DIRs, score them on val, write the report and the submission."""
+    config = load_toml(EnsembleConfig, config_file) if config_file else EnsembleConfig()
+    if windows is not None:
+        try:
+            config.windows = tuple(int(w) for w in windows.split(","))
+        except ValueError:
+            raise fail(f"--windows {windows!r}: want comma-separated integers") from None
+    for name, value in (("smooth", smooth), ("tune_on", tune_on), ("fill", fill)):
+        if value is not None:
+            setattr(config, name, value.value)
+    for name, value in (("folds", folds), ("bias", bias), ("split", split)):
+        if value is not None:
+            setattr(config, name, value)
+    with progress_bar() as progress:
+        result = run_ensemble(run_dirs, manifests, out, config, progress)
+
+    table = Table(title=f"{result.split} scores ({result.protocol})")
+    for column in ("method", "tuned", "macro-F1", "accuracy", "ABAW-2021"):
+        table.add_column(column, justify="left" if column == "method" else "right")
+    for row in result.rows:
+        final = row is result.final
+        table.add_row(row.name, "yes" if row.tuned else "no",
+                      f"{row.scores.macro_f1:.4f}", f"{row.scores.accuracy:.4f}",
+                      f"{row.scores.abaw2021_score:.4f}", style="bold" if final else None)
+    console.print(table)
+    if result.tuned_on_scored_frames:
+        console.print("[yellow]warning:[/] choices were tuned on the scored frames"
+                      " (--tune-on same): these scores are optimistic")
+    console.print(f"final: [bold]{result.final.name}[/] macro-F1"
+                  f" {result.final.scores.macro_f1:.4f} over {result.final.scores.n_frames} frames")
+    console.print(f"scores: {result.scores_path}")
+    console.print(f"report: {result.report_path}")
+    console.print(f"submission: {result.submission_path or '-'} ({result.submission_note})")
+
+
+def score(
+    predictions: Path = typer.Argument(..., help="A predictions .npz file or a run directory."),
+    manifests: Path = typer.Option(..., "--manifests", help="Manifest directory (ground truth)."),
+    split: Optional[str] = typer.Option(None, "--split", help="Split to score against (default:"
+                                        " from the file's path, else val)."),
+) -> None:
+    """Score per-frame predictions as written (argmax, no post-processing) against a split."""
+    if split is not None and split not in SPLITS:
+        raise fail(f"--split {split!r}: not one of {', '.join(SPLITS)}")
+    split, results = score_predictions(predictions, manifests, split)
+    table = Table(title=f"{predictions} on {split} (argmax, as written)")
+    table.add_column("metric")
+    for name, _ in results:
+        table.add_column(name, justify="right")
+    table.add_row("frames", *(str(s.n_frames) for _, s in results))
+    for label, key in (("macro-F1", "macro_f1"), ("accuracy", "accuracy"),
+                       ("ABAW-2021", "abaw2021_score")):
+        table.add_row(label, *(f"{getattr(s, key):.4f}" for _, s in results), style="bold")
+    for c, name in enumerate(CLASSES):
+        table.add_row(f"F1 {name}", *(f"{s.per_class_f1[c]:.4f}" for _, s in results))
+    console.print(table)
+
+
+@submission_app.command("check")
+def check(
+    file: Path = typer.Argument(..., help="A submission.txt."),
+    manifests: Path = typer.Option(..., "--manifests", help="Manifest directory (its clips)."),
+    split: str = typer.Option("test", "--split", help="Split the submission covers."),
+) -> None:
+    """Validate a submission file against the manifest's clips; print every problem."""
+    clips = [c for c in load_clips(manifests, [split])]
+    if not clips:
+        raise fail(f"{manifests}: no {split} clips")
+    problems = check_submission(file, clips)
+    for problem in problems:
+        console.print(problem, highlight=False, soft_wrap=True, markup=False)
+    if problems:
+        raise fail(f"{file}: {len(problems)} problem(s)")
+    rows = sum(c.n_frames for c in clips)
+    console.print(f"{file}: ok ({rows} rows for {len(clips)} {split} clips)")

@@ -1,0 +1,297 @@
+"""The stage-three report: one self-contained HTML page with its PNG plots beside it.
+
+It shows a table of every run output and ensemble (macro-F1, accuracy, ABAW-2021 score), per-class
+F1 bars, the confusion matrix of the final ensemble, the m,n grid heatmap of each proportional run
+(``metrics.json["grid"]``), the training curves from each run's ``metrics.json["history"]``, the
+class distribution per split and what each tuned choice was fitted on. Plots are drawn with the
+object API of matplotlib on the Agg canvas (no pyplot, no global backend state).
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from pipeline.data.labels import CLASSES, NUM_CLASSES
+from pipeline.scoring.ensemble import Row
+
+MAX_F1_SERIES = 6  # per-class F1 bars: the final ensemble and at most this many rows in all
+
+
+@dataclass
+class RunInfo:
+    """A run directory as the report sees it."""
+
+    name: str  # the run directory's name (the member prefix)
+    metrics: dict  # its metrics.json
+
+
+@dataclass
+class ReportData:
+    """Everything the report shows; built by the ensemble stage."""
+
+    split: str  # the scored split
+    rows: list[Row]  # members, ensembles, pipeline steps; scores on `split`
+    final: str  # name of the row the headline scores come from
+    runs: list[RunInfo]  # the run directories (curves, m,n grids)
+    class_counts: dict[str, np.ndarray]  # split -> int [9]: frames per class, then unannotated
+    tuning: dict  # the tuning record of scores.json
+    notes: list[str] = field(default_factory=list)  # lines shown under the title
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "run"
+
+
+def _save(figure: Figure, path: Path) -> str:
+    FigureCanvasAgg(figure)
+    figure.savefig(path, dpi=100)
+    return path.name
+
+
+def plot_per_class_f1(rows: Sequence[Row], final: str, path: Path) -> str:
+    """Grouped bars: per-class F1 of the final row and of the best other rows."""
+    final_row = next(r for r in rows if r.name == final)
+    others = sorted((r for r in rows if r.name != final), key=lambda r: -r.scores.macro_f1)
+    series = [final_row] + others[:MAX_F1_SERIES - 1]
+    figure = Figure(figsize=(10, 4.8))
+    ax = figure.add_subplot()
+    width = 0.8 / len(series)
+    x = np.arange(NUM_CLASSES)
+    for i, row in enumerate(series):
+        ax.bar(x + (i - (len(series) - 1) / 2) * width, row.scores.per_class_f1, width,
+               label=f"{row.name} ({row.scores.macro_f1:.3f})")
+    ax.set_xticks(x, CLASSES)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("F1")
+    ax.set_title("per-class F1 (macro-F1 in the legend)")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=3)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def plot_confusion(confusion: np.ndarray, title: str, path: Path) -> str:
+    """Row-normalised confusion matrix with the counts written in each cell."""
+    confusion = np.asarray(confusion)
+    totals = confusion.sum(axis=1, keepdims=True)
+    rates = np.divide(confusion, totals, out=np.zeros(confusion.shape), where=totals > 0)
+    figure = Figure(figsize=(6.4, 5.6))
+    ax = figure.add_subplot()
+    image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    for (i, j), count in np.ndenumerate(confusion):
+        ax.text(j, i, str(count), ha="center", va="center", fontsize=7,
+                color="white" if rates[i, j] > 0.5 else "black")
+    ax.set_xticks(range(NUM_CLASSES), CLASSES, rotation=45, ha="right")
+    ax.set_yticks(range(NUM_CLASSES), CLASSES)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    figure.colorbar(image, ax=ax, label="fraction of the true class")
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def plot_grid(grid: dict, title: str, path: Path) -> str:
+    """Heatmap of macro-F1 over the proportional rule's (m, n) grid."""
+    values = np.asarray(grid["macro_f1"], dtype=float)
+    m_values, n_values = list(grid["m"]), list(grid["n"])
+    figure = Figure(figsize=(5.2, 4.4))
+    ax = figure.add_subplot()
+    image = ax.imshow(values, cmap="viridis")
+    middle = (np.nanmin(values) + np.nanmax(values)) / 2
+    for (i, j), value in np.ndenumerate(values):
+        ax.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize=7,
+                color="black" if value > middle else "white")
+    ax.set_xticks(range(len(n_values)), n_values)
+    ax.set_yticks(range(len(m_values)), m_values)
+    ax.set_xlabel("n")
+    ax.set_ylabel("m")
+    best = grid.get("best")
+    ax.set_title(f"{title}: macro-F1 over (m, n)" + (f", best {best}" if best else ""), fontsize=9)
+    figure.colorbar(image, ax=ax)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def _series(history: Sequence[dict]) -> dict[str, list[tuple[float, float]]]:
+    """(epoch, value) per numeric key; a dict value (one per output) gives "key output" keys."""
+    series: dict[str, list[tuple[float, float]]] = {}
+    for i, entry in enumerate(history):
+        epoch = entry.get("epoch", i)
+        for key, value in entry.items():
+            values = value if isinstance(value, dict) else {"": value}
+            for sub, v in values.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and key != "epoch":
+                    series.setdefault(f"{key} {sub}".strip(), []).append((epoch, v))
+    return series
+
+
+def plot_history(history: Sequence[dict], title: str, path: Path) -> str | None:
+    """Training curves: losses on the left panel, F1/accuracy/score keys on the right.
+
+    Other numeric keys (e.g. examples per epoch) are left out: they share no scale with these.
+    """
+    series = _series(history)
+    panels = [[k for k in sorted(series) if "loss" in k],
+              [k for k in sorted(series) if "loss" not in k
+               and any(word in k for word in ("f1", "acc", "score"))]]
+    panels = [keys for keys in panels if keys]
+    if not panels:
+        return None
+    figure = Figure(figsize=(5 * len(panels), 3.6))
+    for index, keys in enumerate(panels, 1):
+        ax = figure.add_subplot(1, len(panels), index)
+        for key in keys:
+            ax.plot(*zip(*series[key]), marker="o", markersize=3, label=key)
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def plot_class_counts(counts: dict[str, np.ndarray], path: Path) -> str:
+    """Frames per class for each split (the last bar group: frames not annotated)."""
+    names = list(CLASSES) + ["(unannotated)"]
+    figure = Figure(figsize=(10, 3.8))
+    ax = figure.add_subplot()
+    width = 0.8 / max(len(counts), 1)
+    x = np.arange(len(names))
+    for i, (split, values) in enumerate(counts.items()):
+        ax.bar(x + (i - (len(counts) - 1) / 2) * width, values, width, label=split)
+    ax.set_xticks(x, names, rotation=20)
+    ax.set_ylabel("frames")
+    ax.set_title("class distribution per split")
+    ax.legend()
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def _table(header: Sequence[str], body: Sequence[Sequence[str]],
+           highlight: int | None = None) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    lines = []
+    for i, cells in enumerate(body):
+        attrs = ' class="final"' if i == highlight else ""
+        lines.append(f"<tr{attrs}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return f"<table><tr>{head}</tr>{''.join(lines)}</table>"
+
+
+def _figure(src: str, alt: str) -> str:
+    return f'<figure><img src="{html.escape(src)}" alt="{html.escape(alt)}"></figure>'
+
+
+_STYLE = """
+body { font-family: sans-serif; margin: 2em; max-width: 1100px; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+tr.final { background: #e8f0ff; font-weight: bold; }
+figure { margin: 1em 0; } img { max-width: 100%; }
+.note { color: #555; }
+"""
+
+
+def write_report(out_dir: str | Path, data: ReportData) -> Path:
+    """Write ``report.html`` and its PNGs into ``out_dir``; returns the HTML path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    final = next(r for r in data.rows if r.name == data.final)
+    parts = [f"<h1>fer-pipeline: {html.escape(data.split)} scores</h1>"]
+    parts += [f'<p class="note">{html.escape(note)}</p>' for note in data.notes]
+    parts.append(
+        f"<p>Final ensemble <b>{html.escape(final.name)}</b>: macro-F1 "
+        f"<b>{final.scores.macro_f1:.4f}</b>, accuracy {final.scores.accuracy:.4f}, "
+        f"ABAW-2021 score {final.scores.abaw2021_score:.4f} over {final.scores.n_frames} "
+        "annotated frames.</p>")
+
+    parts.append("<h2>Runs and ensembles</h2>")
+    body = [[html.escape(r.name), r.kind, "yes" if r.tuned else "no", f"{r.scores.macro_f1:.4f}",
+             f"{r.scores.accuracy:.4f}", f"{r.scores.abaw2021_score:.4f}", str(r.scores.n_frames)]
+            for r in data.rows]
+    highlight = next(i for i, r in enumerate(data.rows) if r.name == data.final)
+    parts.append(_table(["method", "kind", "tuned", "macro-F1", "accuracy", "ABAW-2021", "frames"],
+                        body, highlight))
+    parts.append(_figure(plot_per_class_f1(data.rows, data.final, out / "per_class_f1.png"),
+                         "per-class F1"))
+    parts.append(_table(["method", *CLASSES],
+                        [[html.escape(r.name), *(f"{v:.3f}" for v in r.scores.per_class_f1)]
+                         for r in data.rows], highlight))
+
+    parts.append("<h2>Confusion matrix</h2>")
+    parts.append(_figure(plot_confusion(final.scores.confusion, f"{final.name} on {data.split}",
+                                        out / "confusion.png"), "confusion matrix"))
+
+    parts.append("<h2>Tuning</h2>")
+    parts.append(_tuning_html(data.tuning))
+
+    grids = [run for run in data.runs if isinstance(run.metrics.get("grid"), dict)]
+    if grids:
+        parts.append("<h2>Proportional fusion grids (m, n)</h2>")
+        for run in grids:
+            name = plot_grid(run.metrics["grid"], run.name, out / f"grid_{_safe(run.name)}.png")
+            parts.append(_figure(name, f"m,n grid of {run.name}"))
+
+    curves = []
+    for run in data.runs:
+        history = run.metrics.get("history")
+        if isinstance(history, list) and history:
+            name = plot_history(history, run.name, out / f"curves_{_safe(run.name)}.png")
+            if name:
+                curves.append(_figure(name, f"training curves of {run.name}"))
+    if curves:
+        parts.append("<h2>Training curves</h2>")
+        parts += curves
+
+    if data.class_counts:
+        parts.append("<h2>Class distribution</h2>")
+        parts.append(_figure(plot_class_counts(data.class_counts, out / "class_distribution.png"),
+                             "class distribution"))
+        parts.append(_table(["split", *CLASSES, "(unannotated)"],
+                            [[html.escape(split), *(str(int(v)) for v in values)]
+                             for split, values in data.class_counts.items()]))
+
+    page = ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
+            f"<title>fer-pipeline report</title><style>{_STYLE}</style></head><body>\n"
+            + "\n".join(parts) + "\n</body></html>\n")
+    path = out / "report.html"
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+def _tuning_html(tuning: dict) -> str:
+    protocol = tuning.get("protocol", "?")
+    lines = [f"<p>Protocol <b>{html.escape(str(protocol))}</b>: tuned on split "
+             f"<b>{html.escape(str(tuning.get('tuning_split')))}</b>, scored on "
+             f"<b>{html.escape(str(tuning.get('scored_split')))}</b>."]
+    if tuning.get("tuned_on_scored_frames"):
+        lines.append(" <b>Choices were tuned on the scored frames: these scores are"
+                     " optimistic.</b>")
+    lines.append("</p>")
+    body = []
+    for record in tuning.get("fits", []):
+        choices = record["choices"]
+        bias = ", ".join(f"{k} {v:+.1f}" for k, v in choices["bias"].items() if v) or "none"
+        weights = ", ".join(f"{k}: {v:g}" for k, v in choices["weights"].items() if v)
+        body.append([html.escape(str(record.get("fold", "-"))),
+                     str(len(record["tuning_clips"])), str(len(record["scored_clips"])),
+                     html.escape(choices["combiner"]), html.escape(weights),
+                     str(choices["window"]), html.escape(bias)])
+    if body:
+        lines.append(_table(["fit", "tuning clips", "scored clips", "combiner", "weights",
+                             "window", "bias"], body))
+    test = tuning.get("test")
+    if test:
+        choices = test["choices"]
+        lines.append(f"<p>Test predictions: fitted on all {len(test['tuning_clips'])} clips of "
+                     f"{html.escape(test['tuning_split'])}; combiner "
+                     f"{html.escape(choices['combiner'])}, window {choices['window']}.</p>")
+    return "".join(lines)

@@ -1,0 +1,142 @@
+"""The ABAW expression-track submission file: a writer and a checker that names every problem.
+
+Format (one file for the whole test set)::
+
+    image_location,Neutral,Anger,Disgust,Fear,Happiness,Sadness,Surprise,Other
+    <clip_id>/00001.jpg,<label>
+    <clip_id>/00002.jpg,<label>
+    ...
+
+one row per frame of every test clip, frames with no face included (the challenge scores every
+frame of the video), frames of a clip in increasing order, a label an integer class index 0..7.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from pipeline.data.labels import HEADER, NUM_CLASSES
+from pipeline.data.manifest import Clip
+from pipeline.errors import PipelineError
+
+SUBMISSION_HEADER = f"image_location,{HEADER}"
+_LOCATION = re.compile(r"^(?P<clip>[^/]+)/(?P<frame>\d{5})\.jpg$")
+_INTEGER = re.compile(r"^[+-]?\d+$")
+
+
+def image_location(clip_id: str, index: int) -> str:
+    """The row key of frame ``index`` (0-based) of a clip: ``<clip_id>/00001.jpg`` for index 0."""
+    return f"{clip_id}/{index + 1:05d}.jpg"
+
+
+def write_submission(path: str | Path, rows: Iterable[tuple[Clip, np.ndarray]]) -> int:
+    """Write every frame of each (clip, labels) pair, streamed, atomically; returns the rows."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    count = 0
+    try:
+        with tmp.open("w", encoding="utf-8", newline="\n") as f:
+            f.write(SUBMISSION_HEADER + "\n")
+            for clip, labels in rows:
+                values = np.asarray(labels)
+                if not np.issubdtype(values.dtype, np.integer):
+                    raise PipelineError(f"{path}: clip {clip.clip_id} has {values.dtype} labels,"
+                                        " want integers")
+                if values.shape != (clip.n_frames,):
+                    raise PipelineError(f"{path}: clip {clip.clip_id} has {values.shape} labels"
+                                        f" for {clip.n_frames} frames")
+                if values.size and (values.min() < 0 or values.max() >= NUM_CLASSES):
+                    raise PipelineError(f"{path}: clip {clip.clip_id} has labels outside"
+                                        f" 0..{NUM_CLASSES - 1}")
+                f.writelines(f"{clip.clip_id}/{i:05d}.jpg,{v}\n"
+                             for i, v in enumerate(values.tolist(), 1))
+                count += clip.n_frames
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return count
+
+
+def check_submission(path: str | Path, clips: Sequence[Clip]) -> list[str]:
+    """Every problem of a submission file for these clips, one line each, in file order.
+
+    Row problems name their line: bad header, wrong column count, malformed image location,
+    unknown clip (once per clip, with its row count), frame beyond the clip, duplicate row, frame
+    out of order, non-integer label, label out of range. Clip problems follow: missing frames
+    (count and first missing), clips with no rows.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: no such submission file") from None
+    except UnicodeDecodeError as e:
+        return [f"{path}: not UTF-8 text ({e.reason} at byte {e.start})"]
+    lines = text.splitlines()
+    problems: list[tuple[float, str]] = []
+    if not lines:
+        return [f"{path}: empty file (want the header {SUBMISSION_HEADER})"]
+    if lines[0] != SUBMISSION_HEADER:
+        problems.append((1, f"line 1: header {lines[0][:120]!r}, want {SUBMISSION_HEADER!r}"))
+
+    by_id = {clip.clip_id: clip for clip in clips}
+    first_line = {clip.clip_id: np.zeros(clip.n_frames, dtype=np.int64) for clip in clips}
+    last_frame = {clip.clip_id: 0 for clip in clips}
+    unknown: dict[str, list[int]] = {}  # clip -> [first line, row count]
+    for number, line in enumerate(lines[1:], 2):
+        if not line.strip():
+            problems.append((number, f"line {number}: empty line"))
+            continue
+        fields = line.split(",")
+        if len(fields) != 2:
+            problems.append((number, f"line {number}: {len(fields)} columns, want 2"
+                                     " (image_location,label)"))
+            continue
+        location, label = fields[0].strip(), fields[1].strip()
+        match = _LOCATION.match(location)
+        if match is None:
+            problems.append((number, f"line {number}: image location {location[:120]!r} is not"
+                                     " <clip_id>/<5-digit frame>.jpg"))
+        else:
+            clip_id, frame = match.group("clip"), int(match.group("frame"))
+            clip = by_id.get(clip_id)
+            if clip is None:
+                unknown.setdefault(clip_id, [number, 0])[1] += 1
+            elif not 1 <= frame <= clip.n_frames:
+                problems.append((number, f"line {number}: {location}: frame {frame} is outside"
+                                         f" clip {clip_id}'s frames 1..{clip.n_frames}"))
+            elif first_line[clip_id][frame - 1]:
+                problems.append((number, f"line {number}: duplicate row for {location} (first on"
+                                         f" line {first_line[clip_id][frame - 1]})"))
+            else:
+                first_line[clip_id][frame - 1] = number
+                if frame < last_frame[clip_id]:
+                    problems.append((number, f"line {number}: {location} comes after frame"
+                                             f" {last_frame[clip_id]:05d} of its clip (frames of a"
+                                             " clip must be in increasing order)"))
+                last_frame[clip_id] = max(last_frame[clip_id], frame)
+        if not _INTEGER.match(label):
+            problems.append((number, f"line {number}: label {label[:40]!r} is not an integer"))
+        elif not 0 <= int(label) < NUM_CLASSES:
+            problems.append((number, f"line {number}: label {int(label)} is not a class index"
+                                     f" 0..{NUM_CLASSES - 1}"))
+    for clip_id, (number, count) in unknown.items():
+        problems.append((number, f"line {number}: unknown clip {clip_id!r} ({count} row(s);"
+                                 " not a clip of the given manifest split)"))
+
+    end = float("inf")  # clip-level problems come after every line problem
+    for clip in clips:
+        missing = np.flatnonzero(first_line[clip.clip_id] == 0)
+        if len(missing) == clip.n_frames and clip.n_frames:
+            problems.append((end, f"clip {clip.clip_id}: no rows ({clip.n_frames} frames)"))
+        elif len(missing):
+            first = image_location(clip.clip_id, missing[0])
+            problems.append((end, f"clip {clip.clip_id}: {len(missing)} of {clip.n_frames}"
+                                  f" frames missing (first {first})"))
+    problems.sort(key=lambda item: item[0])  # stable: same-line problems keep their order
+    return [message for _, message in problems]

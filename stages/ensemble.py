@@ -1,0 +1,273 @@
+"""Stage three: combine the outputs of run directories, score them, report, write the submission.
+
+Reads only what stage two wrote (``metrics.json`` and ``predictions/<split>/<output>.npz`` of each
+run directory) and the manifests (ground truth, clip lengths, face frames). Writes into ``out``:
+
+* ``scores.json``: the final ensemble's ``macro_f1``, ``accuracy``, ``abaw2021_score``,
+  ``per_class_f1``, ``n_frames`` and confusion matrix; every member's and ensemble's scores
+  (``rows``); and ``tuning``: the protocol and, for every fit, the clips it was tuned on, the clips
+  it predicted, and its choices (combiner, weights, window, biases), the test fit included;
+* ``config.toml`` (the :class:`EnsembleConfig` used), ``report.html`` with its PNGs;
+* ``submission.txt`` in the ABAW format when every member has test predictions and the manifests
+  list test clips (checked with :func:`check_submission` after writing).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from pipeline.config import save_toml, to_dict
+from pipeline.data.labels import NUM_CLASSES
+from pipeline.data.manifest import SPLITS, Clip, load_clips
+from pipeline.errors import PipelineError
+from pipeline.progress import ProgressEvent, ProgressFn, silent
+from pipeline.scoring.ensemble import (
+    EnsembleConfig,
+    Member,
+    Outcome,
+    Row,
+    SplitData,
+    check_clip_set,
+    clip_data,
+    clip_probs,
+    cross_fit,
+    fit,
+    load_split,
+    open_predictions,
+    predict,
+)
+from pipeline.scoring.metrics import Scores, confusion_matrix
+from pipeline.scoring.predictions import Predictions
+from pipeline.scoring.report import ReportData, RunInfo, write_report
+from pipeline.scoring.submission import check_submission, write_submission
+
+
+@dataclass
+class EnsembleResult:
+    """What the stage produced (the CLI prints it as a table)."""
+
+    split: str  # the scored split
+    rows: list[Row]  # members, ensembles, pipeline steps
+    final: Row  # the final ensemble (its scores are the headline of scores.json)
+    protocol: str  # the tuning protocol used
+    tuned_on_scored_frames: bool  # True only when the user asked for protocol "same"
+    scores_path: Path
+    report_path: Path
+    submission_path: Path | None  # None when no submission was written ...
+    submission_note: str  # ... and why (or how many rows were written)
+
+
+def read_run(run_dir: Path) -> RunInfo:
+    """A run directory's name and metrics.json (one-line errors for anything missing or broken)."""
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        raise PipelineError(f"{run_dir}: no metrics.json (not a run directory written by fuse)")
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PipelineError(f"{path}: cannot read ({e})") from None
+    outputs = metrics.get("outputs") if isinstance(metrics, dict) else None
+    if not isinstance(outputs, list) or not outputs or not all(isinstance(o, str) for o in outputs):
+        raise PipelineError(f"{path}: 'outputs' should be a non-empty list of output names")
+    return RunInfo(run_dir.name, metrics)
+
+
+def find_members(run_dirs: Sequence[Path], split: str) -> tuple[list[Member], list[RunInfo]]:
+    """Every output of every run that has predictions for ``split``; names must be unique."""
+    members, runs, seen = [], [], {}
+    for run_dir in map(Path, run_dirs):
+        run = read_run(run_dir)
+        if run.name in seen:
+            raise PipelineError(f"{run_dir}: same directory name as {seen[run.name]}; member names"
+                                " <run>/<output> would clash (rename one)")
+        seen[run.name] = run_dir
+        runs.append(run)
+        found = [Member(run_dir, output) for output in run.metrics["outputs"]
+                 if Member(run_dir, output).path(split).exists()]
+        if not found:
+            raise PipelineError(f"{run_dir}: no {split} predictions (looked for"
+                                f" predictions/{split}/<output>.npz for outputs"
+                                f" {', '.join(run.metrics['outputs'])})")
+        members += found
+    if not members:
+        raise PipelineError("no run directories given")
+    return members, runs
+
+
+def _clips_by_split(manifests: Path) -> dict[str, list[Clip]]:
+    try:
+        clips = load_clips(manifests, SPLITS)
+    except (FileNotFoundError, ValueError) as e:
+        raise PipelineError(str(e)) from None
+    return {split: [c for c in clips if c.split == split] for split in SPLITS}
+
+
+def class_counts(clips: Sequence[Clip]) -> np.ndarray:
+    """int [9]: annotated frames per class, then frames not annotated."""
+    counts = np.zeros(NUM_CLASSES + 1, dtype=np.int64)
+    for clip in clips:
+        if clip.labels is not None:
+            # bincount of label + 1 puts -1 first; roll it to the end
+            counts += np.roll(np.bincount(clip.labels.astype(np.int64) + 1,
+                                          minlength=NUM_CLASSES + 1), -1)
+    return counts
+
+
+def run_ensemble(run_dirs: Sequence[Path], manifests: Path, out: Path,
+                 config: EnsembleConfig | None = None,
+                 progress: ProgressFn = silent) -> EnsembleResult:
+    """Build, score and report every ensemble of the runs' outputs; write the submission too."""
+    config = config or EnsembleConfig()
+    config.validate()
+    members, runs = find_members(run_dirs, config.split)
+    names = [m.name for m in members]
+    clips = _clips_by_split(Path(manifests))
+    if not clips[config.split]:
+        raise PipelineError(f"{manifests}: no {config.split} clips to score")
+
+    scored = load_split([m.path(config.split) for m in members], clips[config.split],
+                        config.split, progress)
+    tuning_data = None
+    if config.tune_on == "train":
+        if not clips["train"]:
+            raise PipelineError(f"{manifests}: no train clips to tune on")
+        missing = [m.name for m in members if not m.path("train").exists()]
+        if missing:
+            raise PipelineError(f"--tune-on train: {missing[0]} has no train predictions"
+                                f" ({missing[0].split('/')[0]}/predictions/train/)")
+        tuning_data = load_split([m.path("train") for m in members], clips["train"], "train",
+                                 progress)
+    outcome = cross_fit(scored, names, config, tuning_data, progress)
+
+    tuning = {
+        "protocol": config.tune_on,
+        "tuned_on_scored_frames": outcome.tuned_on_scored_frames,
+        "tuning_split": config.tuning_split,
+        "scored_split": config.split,
+        "folds": len(outcome.folds) if config.tune_on == "val-crossfit" else None,
+        "fits": [record.to_json(names) for record in outcome.folds],
+        "test": None,
+    }
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    submission_path, note = _submission(members, names, clips["test"], scored, outcome, config,
+                                        out, tuning, progress)
+
+    final = outcome.final
+    record = {
+        "split": config.split,
+        "final": final.name,
+        **final.scores.to_json(),
+        "members": names,
+        "rows": [{"name": r.name, "kind": r.kind, "tuned": r.tuned, **r.scores.to_json()}
+                 for r in outcome.rows],
+        "tuning": tuning,
+        "config": to_dict(config),
+        "submission": submission_path.name if submission_path else None,
+        "submission_note": note,
+    }
+    scores_path = out / "scores.json"
+    scores_path.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    save_toml(config, out / "config.toml")
+
+    notes = [f"members: {', '.join(names)}", f"manifests: {manifests}", f"submission: {note}"]
+    for run in runs:  # stage two may have tuned something on the split scored here
+        grid = run.metrics.get("grid")
+        if isinstance(grid, dict) and grid.get("fitted_on") == config.split:
+            notes.append(f"{run.name}: its m,n were chosen on {config.split} by fuse, so its"
+                         f" fusion output's {config.split} score is not cross-fitted")
+    if outcome.tuned_on_scored_frames:
+        notes.insert(0, "WARNING: tuned on the scored frames (--tune-on same): optimistic scores")
+    counts = {split: class_counts(clips[split]) for split in ("train", "val")
+              if any(c.labels is not None for c in clips[split])}
+    report_path = write_report(out, ReportData(config.split, outcome.rows, final.name, runs,
+                                               counts, tuning, notes))
+    return EnsembleResult(config.split, outcome.rows, final, config.tune_on,
+                          outcome.tuned_on_scored_frames, scores_path, report_path,
+                          submission_path, note)
+
+
+def _submission(members: list[Member], names: list[str], test_clips: list[Clip],
+                scored: SplitData, outcome: Outcome, config: EnsembleConfig, out: Path,
+                tuning: dict, progress: ProgressFn) -> tuple[Path | None, str]:
+    """Fit on all of the tuning split, predict the test clips, write and check the file.
+
+    Records the test fit in ``tuning["test"]``; returns the file (None if none) and a note. A
+    submission.txt left in ``out`` by an earlier run is removed when none is written: it would
+    not match these scores.
+    """
+    path = out / "submission.txt"
+    missing = [m.name for m in members if not m.path("test").exists()]
+    if not test_clips or missing:
+        stale = path.exists()
+        path.unlink(missing_ok=True)
+        note = ("no test clips in the manifests" if not test_clips
+                else f"no test predictions for {', '.join(missing)}")
+        return None, note + ("; removed the earlier submission.txt" if stale else "")
+    if config.tune_on == "val-crossfit":
+        test_fit = fit(scored, names, config)  # all of val: no fold is scored here
+        tuning_clips = list(scored.clip_ids)
+    else:  # the single fit of "same" / "train" already used all of its tuning split
+        test_fit = outcome.folds[0].fit
+        tuning_clips = outcome.folds[0].tuning_clips
+    readers = open_predictions([m.path("test") for m in members], test_clips, "test")
+    progress(ProgressEvent("test", total=len(test_clips)))
+
+    def rows():  # clip by clip: memory does not grow with the test set
+        for clip in test_clips:
+            yield clip, predict(clip_data(readers, clip, "test"), test_fit.choices)
+            progress(ProgressEvent("test", advance=1))
+
+    count = write_submission(path, rows())
+    problems = check_submission(path, test_clips)
+    if problems:  # the writer and the checker disagree: a bug, not a user error
+        raise AssertionError(f"{path}: written submission fails its check: {problems[0]}")
+    tuning["test"] = {
+        "tuning_split": config.tuning_split,
+        "tuning_clips": tuning_clips,
+        "choices": test_fit.choices.to_json(names),
+    }
+    return path, f"{count} rows for {len(test_clips)} test clips"
+
+
+def score_predictions(target: Path, manifests: Path, split: str | None = None
+                      ) -> tuple[str, list[tuple[str, Scores]]]:
+    """Score a predictions file (or every output of a run directory) against a split's labels.
+
+    The split of a file ``.../predictions/<split>/<output>.npz`` is read from its path unless given;
+    for a run directory it defaults to val. Returns the split and (name, scores) per file.
+    """
+    target = Path(target)
+    if target.is_dir():
+        split = split or "val"
+        run = read_run(target)
+        files = [(f"{run.name}/{o}", Member(target, o).path(split)) for o in run.metrics["outputs"]]
+        files = [(name, path) for name, path in files if path.exists()]
+        if not files:
+            raise PipelineError(f"{target}: no {split} predictions")
+    elif target.is_file():
+        split = split or (target.parent.name if target.parent.name in SPLITS else "val")
+        files = [(target.stem, target)]
+    else:
+        raise PipelineError(f"{target}: no such predictions file or run directory")
+    clips = _clips_by_split(Path(manifests))[split]
+    if not clips:
+        raise PipelineError(f"{manifests}: no {split} clips")
+    if any(c.labels is None for c in clips):
+        raise PipelineError(f"{manifests}: the {split} clips have no labels to score against")
+    results = []
+    for name, path in files:
+        predictions = Predictions(path)
+        check_clip_set(predictions, clips, split)
+        total = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
+        for clip in clips:  # clip by clip: memory does not grow with the split
+            probs = clip_probs(predictions, clip, split)
+            total += confusion_matrix(clip.labels, probs.argmax(axis=1))
+        results.append((name, Scores.from_confusion(total)))
+    return split, results
