@@ -1,0 +1,265 @@
+"""The demo dataset generator: Aff-Wild2 layout, determinism, labels that need both modalities.
+
+The layout is checked against the published format (header, 5-digit 1-based frames, one label a
+line); the label design against scikit-learn classifiers on plain features (pixels, librosa
+log-mel), which know nothing of how the data was made.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from cli import demo
+from pipeline.data.labels import HEADER, NUM_CLASSES, UNLABELED
+from pipeline.data.media import decode_audio, probe_video, read_image
+from pipeline.data.synthetic import (
+    ANNOTATION_DIR,
+    FPS_CHOICES,
+    MARKER,
+    SAMPLE_RATE,
+    TEST_LIST,
+    DemoConfig,
+    generate,
+)
+from pipeline.errors import PipelineError
+
+SMALL = DemoConfig(clips=5, frames=30, seed=3, size=32)
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    return out, generate(out, SMALL)
+
+
+def _annotations(out: Path) -> dict[str, tuple[str, np.ndarray]]:
+    """clip -> (split, labels) read as the published format defines it."""
+    found = {}
+    for split, folder in (("train", "Train_Set"), ("val", "Validation_Set")):
+        for path in sorted((out / ANNOTATION_DIR / folder).glob("*.txt")):
+            lines = path.read_text(encoding="utf-8").splitlines()
+            assert lines[0] == HEADER, path
+            found[path.stem] = (split, np.array([int(v) for v in lines[1:]]))
+    return found
+
+
+def _hashes(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _video_of(clip: str) -> str:
+    return clip.removesuffix("_left").removesuffix("_right")
+
+
+@pytest.mark.parametrize("options, match", [
+    (dict(clips=3), "--clips 3"),
+    (dict(frames=8), "--frames 8"),
+    (dict(size=33), "--size 33"),
+    (dict(size=16), "--size 16"),
+    (dict(noise=0.7), "--noise 0.7"),
+    (dict(seed=-1), "--seed -1"),
+])
+def test_config_rejects_bad_options(options, match):
+    with pytest.raises(PipelineError, match=match):
+        DemoConfig(**options)
+
+
+def test_layout_follows_aff_wild2(small):
+    out, summary = small
+    labelled = _annotations(out)
+    test_clips = (out / TEST_LIST).read_text(encoding="utf-8").split()
+    clips = sorted(p.name for p in (out / "cropped_aligned").iterdir())
+    assert sorted([*labelled, *test_clips]) == clips  # every clip in exactly one split
+    assert {s: sum(1 for v in labelled.values() if v[0] == s) for s in ("train", "val")} \
+        == {s: summary.clips[s] for s in ("train", "val")}
+    assert len(test_clips) == summary.clips["test"] >= 1 and summary.clips["val"] >= 2
+    for split, labels in labelled.values():
+        assert len(labels) == SMALL.frames
+        assert set(labels.tolist()) <= set(range(UNLABELED, NUM_CLASSES))
+    everything = np.concatenate([labels for _, labels in labelled.values()])
+    assert (everything == UNLABELED).any()  # -1 runs
+    assert summary.labelled_frames == int((everything != UNLABELED).sum())
+    assert summary.class_counts == np.bincount(everything[everything >= 0], minlength=8).tolist()
+
+    two_person = [c for c in clips if c.endswith("_left")]
+    assert len(two_person) == 1
+    video = _video_of(two_person[0])
+    assert labelled[f"{video}_left"][0] == labelled[f"{video}_right"][0] == "val"
+    assert sorted(p.stem for p in (out / "videos").glob("*.mp4")) \
+        == sorted({_video_of(c) for c in clips})
+
+    missing = 0
+    for clip in clips:
+        names = sorted(p.name for p in (out / "cropped_aligned" / clip).iterdir())
+        expected = [f"{i + 1:05d}.jpg" for i in range(SMALL.frames)]
+        assert set(names) <= set(expected)
+        missing += len(expected) - len(names)
+        image = read_image(out / "cropped_aligned" / clip / names[0])
+        assert image.size == (SMALL.size, SMALL.size)
+    assert missing == summary.missing_frames > 0
+    sizes = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    assert summary.bytes == sizes
+
+
+def test_videos_carry_fps_frames_and_aligned_audio(small):
+    out, summary = small
+    rates = set()
+    for path in sorted((out / "videos").glob("*.mp4")):
+        info = probe_video(path)
+        rates.add(info.fps)
+        assert info.n_frames == SMALL.frames and info.has_audio, path
+        audio = decode_audio(path, SAMPLE_RATE)
+        # The track spans the frames; AAC adds at most a couple of 1024-sample frames of padding.
+        assert abs(len(audio) - SMALL.frames / info.fps * SAMPLE_RATE) <= 2 * 1024 + 1, path
+    assert len(rates) > 1 and rates <= set(FPS_CHOICES)
+    assert summary.videos == len(list((out / "videos").iterdir())) == SMALL.clips - 1
+
+
+def test_same_seed_same_bytes_other_seed_other_data(small, tmp_path):
+    out, _ = small
+    generate(tmp_path / "again", SMALL)
+    assert _hashes(tmp_path / "again") == _hashes(out)
+    other = DemoConfig(clips=SMALL.clips, frames=SMALL.frames, seed=SMALL.seed + 1, size=SMALL.size)
+    generate(tmp_path / "other", other)
+    mine, theirs = _hashes(out), _hashes(tmp_path / "other")
+    changed = [name for name in mine if name != MARKER and mine[name] != theirs.get(name)]
+    assert len(changed) > 0.9 * (len(mine) - 1)
+
+
+def test_noise_changes_only_labels(small, tmp_path):
+    out, _ = small
+    clean = DemoConfig(clips=SMALL.clips, frames=SMALL.frames, seed=SMALL.seed, size=SMALL.size,
+                       noise=0.0)
+    summary = generate(tmp_path / "clean", clean)
+    assert summary.noisy_frames == 0
+    mine, theirs = _hashes(out), _hashes(tmp_path / "clean")
+    assert {n for n in mine if mine[n] != theirs[n]} \
+        == {n for n in mine if n.startswith("annotations") or n == MARKER}
+    noisy, exact = _annotations(out), _annotations(tmp_path / "clean")
+    flips = sum(int((noisy[c][1] != exact[c][1]).sum()) for c in noisy)
+    # The noise is a fraction of each clip's labelled frames.
+    assert flips == sum(round(SMALL.noise * int((exact[c][1] != UNLABELED).sum())) for c in exact)
+    assert all(((noisy[c][1] == UNLABELED) == (exact[c][1] == UNLABELED)).all() for c in noisy)
+
+
+def test_two_person_clips_share_the_audio_bit(small):
+    out, _ = small
+    labelled = _annotations(out)
+    left = next(c for c in labelled if c.endswith("_left"))
+    a, b = labelled[left][1], labelled[left.replace("_left", "_right")][1]
+    both = (a != UNLABELED) & (b != UNLABELED)
+    assert np.mean(a[both] % 2 == b[both] % 2) > 0.85  # the member: same audio (up to noise)
+
+
+def test_rerun_replaces_a_demo_and_refuses_other_folders(tmp_path):
+    out = tmp_path / "demo"
+    generate(out, DemoConfig(clips=6, frames=16, size=32))
+    generate(out, DemoConfig(clips=4, frames=16, size=32))
+    assert len(list((out / "cropped_aligned").iterdir())) == 4  # no clip left from the first run
+    fresh = generate(tmp_path / "fresh", DemoConfig(clips=4, frames=16, size=32)).out
+    assert _hashes(out) == _hashes(fresh)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(PipelineError, match="not a demo dataset"):
+        generate(tmp_path / "mine", DemoConfig(clips=4, frames=16, size=32))
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def _app() -> typer.Typer:
+    """The command group alone, as cli/main.py registers it (a callback keeps the group form)."""
+    app = typer.Typer()
+    app.callback()(lambda: None)
+    demo.register(app)
+    return app
+
+
+def test_cli_writes_and_summarises(tmp_path):
+    result = CliRunner().invoke(_app(), ["demo-data", str(tmp_path / "d"), "--clips", "4",
+                                      "--frames", "16", "--size", "32", "--seed", "1"])
+    assert result.exit_code == 0, result.output
+    assert "MB on disk" in result.output and "test" in result.output
+    assert (tmp_path / "d" / TEST_LIST).read_text().strip()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--clips", "3"], "--clips 3: need at least 4"),
+    (["--frames", "2"], "--frames 2: need at least 16"),
+    (["--size", "31"], "--size 31: need an even number"),
+    ([], "not a demo dataset"),
+])
+def test_cli_rejects_bad_options_in_one_line(tmp_path, args, message):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "notes.txt").write_text("keep me")
+    result = CliRunner().invoke(_app(), ["demo-data", str(tmp_path / "d"), *args])
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0]
+    assert [p.name for p in (tmp_path / "d").iterdir()] == ["notes.txt"]
+
+
+def _frame_features(out: Path, clip: str, fps: float, audio: np.ndarray, n: int):
+    """Per frame: the face crop's pixels (4x4 RGB) and the librosa log-mel over its time span."""
+    import librosa
+
+    hop = 160
+    mel = librosa.power_to_db(librosa.feature.melspectrogram(
+        y=audio, sr=SAMPLE_RATE, n_fft=400, hop_length=hop, n_mels=64))
+    image, sound = [], []
+    for i in range(n):
+        a = int(i / fps * SAMPLE_RATE / hop)
+        b = max(a + 1, int((i + 1) / fps * SAMPLE_RATE / hop))
+        sound.append(mel[:, a:b].mean(axis=1))
+        path = out / "cropped_aligned" / clip / f"{i + 1:05d}.jpg"
+        pixels = np.asarray(read_image(path).resize((4, 4))) if path.exists() else None
+        image.append(None if pixels is None else pixels.reshape(-1) / 255.0)
+    return image, sound
+
+
+@pytest.mark.slow
+def test_labels_need_both_modalities(tmp_path):
+    """Face alone finds the pair, audio alone the member; only both find the class."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import f1_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    out = tmp_path / "demo"
+    generate(out, DemoConfig(clips=6, frames=120, seed=0, size=32))
+    sets = {"train": ([], [], []), "val": ([], [], [])}
+    for clip, (split, labels) in _annotations(out).items():
+        video = out / "videos" / f"{_video_of(clip)}.mp4"
+        image, sound = _frame_features(out, clip, probe_video(video).fps,
+                                       decode_audio(video, SAMPLE_RATE), len(labels))
+        for i, label in enumerate(labels):
+            if label != UNLABELED and image[i] is not None:
+                for store, value in zip(sets[split], (image[i], sound[i], label)):
+                    store.append(value)
+    (img, snd, y), (img_v, snd_v, y_v) = (map(np.array, sets[s]) for s in ("train", "val"))
+
+    def predict(train, target, test):
+        model = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000))
+        return model.fit(train, target).predict_proba(test), model.classes_
+
+    pair, pairs = predict(img, y // 2, img_v)
+    member, members = predict(snd, y % 2, snd_v)
+    assert np.mean(pairs[pair.argmax(1)] == y_v // 2) > 0.9
+    assert np.mean(members[member.argmax(1)] == y_v % 2) > 0.9
+    joint = (pair[:, :, None] * member[:, None, :]).reshape(len(y_v), -1).argmax(1)
+    fused = 2 * pairs[joint // len(members)] + members[joint % len(members)]
+
+    def macro_f1(prediction):
+        return f1_score(y_v, prediction, average="macro", labels=np.unique(y_v))
+
+    image_only, classes = predict(img, y, img_v)
+    audio_only, classes_a = predict(snd, y, snd_v)
+    scores = (macro_f1(classes[image_only.argmax(1)]), macro_f1(classes_a[audio_only.argmax(1)]),
+              macro_f1(fused))
+    # Alone, each modality stays near its ceiling (0.50, 0.25); together they near 1 - noise.
+    assert scores[0] < 0.6 and scores[1] < 0.35 and scores[2] > 0.85, scores
