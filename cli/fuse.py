@@ -1,7 +1,113 @@
-"""Commands of this group are registered here (filled in by the issue that builds them)."""
+"""``fer-pipeline fuse --method M --store S --manifests D --out RUNS``: stage two, one head.
+
+Builds the run config from the method's defaults, ``--preset``, ``--config FILE.toml``,
+``--set key=value`` and ``--seed`` (in that order), trains into ``RUNS/<--name or method>/``,
+prints one line per epoch and a final table of validation macro-F1 per output. Rerunning the same
+command resumes an interrupted run; a changed config is refused unless ``--restart`` or
+``--force``.
+
+The head registry imports torch, so ``--method`` is checked against it only when this command
+runs (a wrong name lists the registered heads): every other ``fer-pipeline`` command starts
+without importing torch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
 
 import typer
+from rich.table import Table
+
+from cli._common import console, progress_bar
+from pipeline.fusion.presets import PRESETS
+from pipeline.progress import ProgressEvent, ProgressFn
+
+
+def _method(value: str) -> str:
+    """Check ``--method`` against the head registry (imported here, when the command runs)."""
+    from pipeline.fusion.heads import registry
+
+    if value not in registry():
+        raise typer.BadParameter(f"{value!r} is not a registered head; choose from "
+                                 f"{', '.join(sorted(registry()))}")
+    return value
+
+
+def _preset(value: str) -> str:
+    if value not in PRESETS:
+        raise typer.BadParameter(f"{value!r} is not a preset; choose from {', '.join(PRESETS)}")
+    return value
+
+
+def _epoch_line(info: dict) -> str:
+    scores = " ".join(f"{k[3:]} {v:.3f}" for k, v in info.items() if k.startswith("f1 "))
+    return (f"epoch {info['epoch']:>3}  loss {info['loss']:.4f}  val F1 {scores}  "
+            f"best {info['best']:.3f}  {info['s']:.1f} s (data {info['data s']:.2f} s)")
+
+
+def _with_epoch_lines(bar: ProgressFn) -> ProgressFn:
+    """Print a line per epoch; the bar itself shows only how many epochs are done."""
+
+    def progress(event: ProgressEvent) -> None:
+        if event.task == "epochs" and "epoch" in event.info:
+            console.print(_epoch_line(event.info), highlight=False, soft_wrap=True)
+            event = ProgressEvent(event.task, event.advance, event.total)
+        bar(event)
+
+    return progress
+
+
+def fuse(
+    method: str = typer.Option(..., "--method", parser=_method, metavar="METHOD",
+                               help="The head to train: a registered head (image, audio, mfm, "
+                                    "sequence, proportional, and any added to pipeline/fusion/heads/)."),
+    store: Path = typer.Option(..., "--store", help="Feature store written by `extract`."),
+    manifests: Path = typer.Option(..., "--manifests",
+                                   help="Manifest directory the store was extracted from."),
+    out: Path = typer.Option(..., "--out", help="Runs folder: the run goes to OUT/<name>."),
+    config: Optional[Path] = typer.Option(None, "--config",
+                                          help="TOML config, e.g. a run's config.toml."),
+    preset: Optional[str] = typer.Option(None, "--preset", parser=_preset, metavar="PRESET",
+                                         help="A paper's settings, applied before --config and "
+                                              f"--set: {', '.join(PRESETS)}."),
+    sets: List[str] = typer.Option([], "--set", help="Override, e.g. train.lr=0.0005, head.dim=64."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed (weights and sampling)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Run folder name (default: method)."),
+    restart: bool = typer.Option(False, "--restart", help="Discard an existing run of this name."),
+    force: bool = typer.Option(False, "--force",
+                               help="Continue an existing run although its config differs."),
+) -> None:
+    """Train a fusion head on cached features; write per-frame probabilities for val and test."""
+    from pipeline.fusion.presets import build_config
+    from stages.fuse import fuse as run_fuse
+
+    run_config = build_config(method, store, manifests, preset=preset, config_file=config,
+                              sets=sets, seed=seed)
+    with progress_bar() as bar:
+        result = run_fuse(run_config, out, name=name, progress=_with_epoch_lines(bar),
+                          restart=restart, force=force)
+    if result.already_complete:
+        console.print(f"{result.run_dir}: already complete, nothing to do", highlight=False,
+                      soft_wrap=True)
+    elif result.resumed_from:
+        console.print(f"resumed after epoch {result.resumed_from}", highlight=False)
+    table = Table(title=f"{result.method}: validation", title_justify="left")
+    table.add_column("output")
+    table.add_column("val macro-F1", justify="right")
+    for output in result.outputs:
+        mark = " (primary)" if output == result.primary else ""
+        table.add_row(output + mark, f"{result.val_macro_f1[output]:.4f}")
+    console.print(table)
+    console.print(f"best epoch {result.best_epoch} of {result.epochs_run} "
+                  f"({result.metrics.get('stopped')}); run directory {result.run_dir}",
+                  highlight=False, soft_wrap=True)
+    if "grid" in result.metrics:
+        best = result.metrics["grid"]["best"]
+        console.print(f"proportional rule: m = {best[0]} (audio), n = {best[1]} (image)",
+                      highlight=False)
 
 
 def register(app: typer.Typer) -> None:
     """Add this group's commands to the root app."""
+    app.command("fuse")(fuse)

@@ -1,0 +1,249 @@
+"""Features for stage two, streamed from the store a few clips at a time.
+
+Heads never see the store. They see :class:`Table` objects: the arrays of a group of at most
+``buffer_clips`` clips concatenated row-wise (one row per video frame), with each row's label,
+face flag, audio flag, and the purity mask of its dynamic audio windows. :class:`ClipStream`
+yields the tables of a list of clips in order and loads the next group in a background thread
+while the caller trains on the current one. Memory holds at most three groups (the one in use,
+the next, and the previous one until the caller lets it go) plus a cache of clips capped at
+``cache_mb``, whatever the size of the dataset, and loading overlaps compute. The store is opened
+once per run and every clip is read whole (a handful of chunk reads), never row by row.
+
+Why not ``torch.utils.data.DataLoader``: its worker processes would each reopen the store and
+interleave groups in an order that depends on timing; a single prefetch thread keeps the order
+(and so training) deterministic at no loss, because reading a clip is cheap next to training on it.
+
+Clips without audio (``has_audio`` False in the store) get zeros for their audio arrays and
+``audio`` False, whether or not the store holds arrays for them.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from pipeline.data.labels import UNLABELED
+from pipeline.data.manifest import Clip
+from pipeline.errors import PipelineError
+from pipeline.features.store import FeatureStore, StoreError
+from pipeline.fusion.windows import window_passes
+
+VALID = "valid"  # the store's per-frame face flag
+
+
+@dataclass(frozen=True)
+class FeatureRequest:
+    """What a head reads from the store."""
+
+    arrays: tuple[str, ...]  # store arrays to read (besides "valid"), image and audio
+    audio: tuple[str, ...] = ()  # those of them that are audio (zeros for clips without audio)
+    # Dynamic windows of the audio arrays, in their order: (lengths, purity thresholds), or None.
+    purity: tuple[tuple[int, ...], tuple[float, ...]] | None = None
+
+
+@dataclass(eq=False)
+class Table:
+    """The frames of a group of clips, concatenated. Row ``r`` belongs to clip ``clip_index[r]``."""
+
+    clip_ids: tuple[str, ...]
+    offsets: np.ndarray  # int64 [n_clips + 1]: clip i is rows offsets[i]:offsets[i + 1]
+    labels: np.ndarray  # int64 [N]: class 0..7, -1 = unlabelled (every frame of a test clip)
+    valid: np.ndarray  # bool [N]: the frame had a face image
+    audio: np.ndarray  # bool [N]: the frame's clip has audio
+    window_ok: np.ndarray  # bool [N, n_audio]: the audio window may train (purity; all True else)
+    arrays: dict[str, np.ndarray]  # store name -> [N, *shape] as stored (float16 features)
+
+    def __post_init__(self) -> None:
+        sizes = np.diff(self.offsets)
+        self.clip_index = np.repeat(np.arange(len(self.clip_ids)), sizes)
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.labels.size)
+
+    def clip_rows(self, i: int) -> slice:
+        return slice(int(self.offsets[i]), int(self.offsets[i + 1]))
+
+    def window(self, rows: np.ndarray, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rows ``rows[:, None] + steps[None, :]`` kept inside each row's clip: (index, inside).
+
+        ``index`` [B, K] is clamped to the clip (safe to gather with); ``inside`` [B, K] says
+        which positions really lie in the clip.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        clip = self.clip_index[rows]
+        start, stop = self.offsets[clip][:, None], self.offsets[clip + 1][:, None]
+        wanted = rows[:, None] + np.asarray(steps, dtype=np.int64)[None, :]
+        inside = (wanted >= start) & (wanted < stop)
+        return np.clip(wanted, start, stop - 1), inside
+
+    def take(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """float32 ``[*rows.shape, *shape]`` features of array ``name`` at ``rows``."""
+        return self.arrays[name][rows].astype(np.float32)
+
+
+def _array_shape(store: FeatureStore, clip_id: str, name: str) -> tuple[int, ...]:
+    return tuple(store.root[f"clips/{clip_id}/{name}"].shape)
+
+
+def check_inputs(store: FeatureStore, clips: Sequence[Clip], request: FeatureRequest
+                 ) -> dict[str, tuple[int, ...]]:
+    """Check every clip is in the store with the manifest's length and lists every requested
+    array; return each array's per-frame shape. Raises one-line errors naming the clip.
+
+    Two metadata reads per clip, so that a 548-clip store is checked in seconds; whether each
+    array is *complete* (its marker) is checked when it is read.
+    """
+    dims: dict[str, tuple[int, ...]] = {}
+    for clip in clips:
+        try:
+            attrs = store.clip_attrs(clip.clip_id)
+        except StoreError:
+            raise PipelineError(f"clip {clip.clip_id} ({clip.split}): not in the store {store.path}"
+                                " (extract features from the same manifests)") from None
+        if attrs.get("n_frames") != clip.n_frames:
+            raise PipelineError(f"clip {clip.clip_id}: {clip.n_frames} frames in the manifest but "
+                                f"{attrs.get('n_frames')} in the store {store.path} (re-run extract)")
+        has_audio = attrs.get("has_audio", True)
+        present = set(store.array_names(clip.clip_id))
+        for name in (VALID, *request.arrays):
+            if name in request.audio and not has_audio:
+                continue  # a clip without audio needs no audio arrays
+            if name not in present:
+                raise PipelineError(f"clip {clip.clip_id}: no array {name!r} in the store "
+                                    f"{store.path} (it has: {', '.join(sorted(present)) or 'none'})")
+            if name != VALID and name not in dims:
+                dims[name] = _array_shape(store, clip.clip_id, name)[1:]
+    missing = [name for name in request.arrays if name not in dims]
+    if missing:
+        raise PipelineError(f"no clip in the store {store.path} has the array(s) {', '.join(missing)}")
+    return dims
+
+
+def feature_keys(store: FeatureStore, clip_id: str, request: FeatureRequest) -> dict[str, str]:
+    """Cache key of each requested array (as written for ``clip_id``): the identity of the features."""
+    keys = {}
+    for name in (VALID, *request.arrays):
+        marker = store.marker(clip_id, name)
+        if marker is not None:
+            keys[name] = str(marker.get("cache_key"))
+    return keys
+
+
+@dataclass(eq=False)
+class ClipArrays:
+    """One clip's rows, as read from the store (a :class:`Table` concatenates several)."""
+
+    clip_id: str
+    labels: np.ndarray  # int64 [T]
+    valid: np.ndarray  # bool [T]
+    has_audio: bool
+    window_ok: np.ndarray  # bool [T, n_audio]
+    arrays: dict[str, np.ndarray]  # store name -> [T, *shape]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self.labels, self.valid, self.window_ok,
+                                      *self.arrays.values()))
+
+
+def read_clip(store: FeatureStore, clip: Clip, request: FeatureRequest,
+              dims: dict[str, tuple[int, ...]], train: bool) -> ClipArrays:
+    """Read one whole clip; ``train`` computes the purity masks of its audio windows."""
+    n = clip.n_frames
+    has_audio = bool(store.clip_attrs(clip.clip_id).get("has_audio", True))
+    valid = store.read(clip.clip_id, VALID).astype(bool).reshape(-1)
+    if valid.size != n:
+        raise PipelineError(f"clip {clip.clip_id}: {valid.size} '{VALID}' flags for {n} frames")
+    labels = (np.full(n, UNLABELED, dtype=np.int64) if clip.labels is None
+              else clip.labels.astype(np.int64))
+    arrays = {}
+    for name in request.arrays:
+        if name in request.audio and not has_audio:
+            arrays[name] = np.zeros((n, *dims[name]), dtype=np.float16)
+            continue
+        data = store.read(clip.clip_id, name)
+        if data.shape != (n, *dims[name]):
+            raise PipelineError(f"clip {clip.clip_id}: array {name!r} has shape {data.shape}, "
+                                f"expected {(n, *dims[name])}")
+        arrays[name] = data
+    if train and request.purity is not None:
+        window_ok = window_passes(labels, *request.purity)
+    else:
+        window_ok = np.ones((n, len(request.audio)), dtype=bool)
+    return ClipArrays(clip.clip_id, labels, valid, has_audio, window_ok, arrays)
+
+
+def concat(parts: Sequence[ClipArrays]) -> Table:
+    """One :class:`Table` of the clips' rows, in order."""
+    sizes = [p.labels.size for p in parts]
+    names = list(parts[0].arrays) if parts else []
+    return Table(
+        clip_ids=tuple(p.clip_id for p in parts),
+        offsets=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+        labels=np.concatenate([p.labels for p in parts]),
+        valid=np.concatenate([p.valid for p in parts]),
+        audio=np.concatenate([np.full(p.labels.size, p.has_audio) for p in parts]),
+        window_ok=np.concatenate([p.window_ok for p in parts]),
+        arrays={name: np.concatenate([p.arrays[name] for p in parts]) for name in names},
+    )
+
+
+def load_table(store: FeatureStore, clips: Sequence[Clip], request: FeatureRequest,
+               dims: dict[str, tuple[int, ...]], train: bool) -> Table:
+    """Read whole clips into one :class:`Table`."""
+    return concat([read_clip(store, clip, request, dims, train) for clip in clips])
+
+
+class ClipStream:
+    """Tables of consecutive groups of ``buffer_clips`` clips, the next loaded while one is used.
+
+    Clips read from the store are kept in memory across epochs while their total stays within
+    ``cache_mb`` MiB (the first that fit stay; nothing is evicted), so a small dataset (the demo,
+    a validation split) is read once per run, and a large one costs at most that much memory.
+    ``wait_seconds`` accumulates the time the consumer spent waiting for data (loading that did
+    not overlap compute): the figure the benchmark reports as data loading.
+    """
+
+    def __init__(self, store: FeatureStore, request: FeatureRequest,
+                 dims: dict[str, tuple[int, ...]], buffer_clips: int, cache_mb: float = 0) -> None:
+        if buffer_clips < 1:
+            raise PipelineError(f"train.buffer_clips {buffer_clips}: need at least 1")
+        self.store, self.request, self.dims, self.buffer_clips = store, request, dims, buffer_clips
+        self.wait_seconds = 0.0
+        self._budget = int(cache_mb * (1 << 20))
+        self._cache: dict[tuple[str, bool], ClipArrays] = {}
+        self._cached_bytes = 0
+
+    def _clip(self, clip: Clip, train: bool) -> ClipArrays:
+        """A clip's arrays, from the cache or the store (runs in the loader thread only)."""
+        key = (clip.clip_id, train)
+        if key in self._cache:
+            return self._cache[key]
+        part = read_clip(self.store, clip, self.request, self.dims, train)
+        if self._cached_bytes + part.nbytes <= self._budget:
+            self._cache[key] = part
+            self._cached_bytes += part.nbytes
+        return part
+
+    def _load(self, clips: Sequence[Clip], train: bool) -> Table:
+        return concat([self._clip(clip, train) for clip in clips])
+
+    def tables(self, clips: Sequence[Clip], train: bool = False) -> Iterator[Table]:
+        groups = [clips[i:i + self.buffer_clips] for i in range(0, len(clips), self.buffer_clips)]
+        if not groups:
+            return
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clip-stream") as pool:
+            pending = pool.submit(self._load, groups[0], train)
+            for k in range(len(groups)):
+                began = time.perf_counter()
+                table = pending.result()
+                self.wait_seconds += time.perf_counter() - began
+                pending = pool.submit(self._load, groups[k + 1], train) if k + 1 < len(groups) \
+                    else None
+                yield table
+                del table  # let the group go before the one after next is loaded

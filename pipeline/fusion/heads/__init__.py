@@ -1,0 +1,188 @@
+"""The one way to declare a stage-two head: a base class, a config dataclass, a registry.
+
+A head is a ``torch.nn.Module`` subclass of :class:`Head` with a ``name``, a ``Config`` dataclass
+(a comment on every field) and the ``@register`` decorator. Every module of this package is
+imported below, so adding a head is one new file here; the CLI's ``--method`` choices come from
+:func:`registry`.
+
+What the training loop (``pipeline.fusion.train``) asks of a head:
+
+* :meth:`Head.request`: the store arrays it reads (and which are dynamic audio windows);
+* :meth:`Head.trainable` / :meth:`Head.examples`: which frames train, and the examples (frame
+  rows by default; window starts for sequence heads) for one :class:`~pipeline.fusion.data.Table`;
+* :meth:`Head.batch` -> :meth:`forward`: tensors for a batch of examples, then logits per output;
+* :meth:`Head.predict`: probabilities for every row of a table; :meth:`Head.derive` adds outputs
+  computed from others (the proportional rule); :meth:`Head.evaluator` scores a split.
+
+**Frames with no face image.** Outputs listed in ``face_outputs`` depend on the face. At such a
+frame they take the prediction of the nearest frame of the same clip that had a face (ties: the
+earlier frame; :func:`pipeline.fusion.windows.nearest_valid`): expressions change slowly next to
+the typical gap of a few missing detections, and the alternative (the audio head's guess) is much
+weaker. A clip without any face keeps the head's own output (computed on zero image features, or
+with all image tokens masked). Heads with face outputs train only on frames that had a face.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from abc import ABCMeta, abstractmethod
+from typing import Any, ClassVar, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline.data.labels import NUM_CLASSES, UNLABELED
+from pipeline.errors import PipelineError
+from pipeline.fusion.data import FeatureRequest, Table
+from pipeline.fusion.losses import LossConfig, batch_loss
+from pipeline.fusion.sampling import SamplingConfig
+from pipeline.scoring.metrics import Scores, confusion_matrix
+
+Batch = tuple[dict[str, torch.Tensor], torch.Tensor, Optional[torch.Tensor]]  # inputs, targets, weights
+
+
+class Evaluator:
+    """Streams a split's predictions into one confusion matrix per output; ``finish`` scores them."""
+
+    def __init__(self, outputs: tuple[str, ...]) -> None:
+        self.confusion = {name: np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64) for name in outputs}
+
+    def add(self, probs: dict[str, np.ndarray], labels: np.ndarray) -> None:
+        for name, matrix in self.confusion.items():
+            matrix += confusion_matrix(labels, probs[name].argmax(axis=1))
+
+    def finish(self) -> tuple[dict[str, Scores], dict[str, Any]]:
+        """Scores per output, and anything else worth keeping in metrics.json."""
+        return {name: Scores.from_confusion(m) for name, m in self.confusion.items()}, {}
+
+
+class Classifier(nn.Module):
+    """LayerNorm, dropout, then a linear layer (``hidden`` 0) or a one-hidden-layer MLP.
+
+    The LayerNorm puts features of any frozen backbone on one scale, so that one learning rate
+    suits them all; the classifier on top is still linear (the paper's Y_I and Y_A).
+    """
+
+    def __init__(self, dim: int, hidden: int = 0, dropout: float = 0.0) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.LayerNorm(dim), nn.Dropout(dropout)]
+        if hidden:
+            layers += [nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout)]
+        layers.append(nn.Linear(hidden or dim, NUM_CLASSES))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def pooled(features: np.ndarray, batch_dims: int = 1) -> np.ndarray:
+    """Mean over the spatial axes of token maps ``[..., H, W, D]`` -> ``[..., D]`` (vectors pass)."""
+    extra = features.ndim - batch_dims - 1
+    return features.mean(axis=tuple(range(batch_dims, batch_dims + extra))) if extra else features
+
+
+def masked_mean(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``tokens`` [B, K, D] over positions where ``mask`` [B, K] is True (0 if none)."""
+    weights = mask.to(tokens.dtype)[..., None]
+    return (tokens * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
+
+
+class Head(nn.Module, metaclass=ABCMeta):
+    """Base class of every head (see the module docstring for the contract)."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type]
+    outputs: ClassVar[tuple[str, ...]] = ("main",)  # what the head writes, in order
+    primary: ClassVar[str] = "main"  # the output early stopping and the summary use
+    face_outputs: ClassVar[tuple[str, ...]] = ("main",)  # outputs that depend on the face image
+    model_outputs: ClassVar[tuple[str, ...] | None] = None  # what forward returns (None: outputs)
+    needs_audio: ClassVar[bool] = False  # a training frame needs audio and a pure enough window
+    batch_size: ClassVar[int] = 64  # training examples per step unless train.batch_size is set
+
+    def __init__(self, config: Any, dims: dict[str, tuple[int, ...]]) -> None:
+        super().__init__()
+        self.config = config
+        self.dims = dims
+
+    # ---- what to read and what trains ----------------------------------------------------------
+
+    @classmethod
+    @abstractmethod
+    def request(cls, config: Any, sampling: SamplingConfig) -> FeatureRequest:
+        """The store arrays this head reads."""
+
+    def trainable(self, table: Table) -> np.ndarray:
+        """bool [N]: labelled frames this head can learn from."""
+        ok = table.labels != UNLABELED
+        if self.face_outputs:
+            ok &= table.valid
+        if self.needs_audio:
+            ok &= table.audio & table.window_ok.any(axis=1)
+        return ok
+
+    def examples(self, table: Table, counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """This epoch's training examples in ``table``: frame rows, each repeated ``counts`` times."""
+        return np.repeat(np.arange(table.n_rows), counts)
+
+    # ---- batches and outputs -------------------------------------------------------------------
+
+    @abstractmethod
+    def batch(self, table: Table, examples: np.ndarray, counts: np.ndarray | None) -> Batch:
+        """(inputs, targets, weights) for ``examples``; ``counts`` is None at inference."""
+
+    def loss(self, logits: dict[str, torch.Tensor], targets: torch.Tensor,
+             weights: torch.Tensor | None, config: LossConfig) -> torch.Tensor:
+        """Sum of the outputs' losses (Kim et al. 2023 train Y_I, Y_A and Y_T together)."""
+        return sum(batch_loss(value, targets, weights, config) for value in logits.values())
+
+    @torch.no_grad()
+    def predict(self, table: Table, batch_size: int) -> dict[str, np.ndarray]:
+        """float32 [N, 8] probabilities per model output for every row of ``table``."""
+        rows = np.arange(table.n_rows)
+        names = self.model_outputs or self.outputs
+        parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
+        device = next(self.parameters()).device
+        for begin in range(0, rows.size, batch_size):
+            inputs, _, _ = self.batch(table, rows[begin:begin + batch_size], None)
+            logits = self({k: v.to(device) for k, v in inputs.items()})
+            for name in names:
+                parts[name].append(torch.softmax(logits[name].float(), dim=-1).cpu().numpy())
+        empty = np.zeros((0, NUM_CLASSES), np.float32)
+        return {name: np.concatenate(p) if p else empty for name, p in parts.items()}
+
+    def derive(self, probs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Add outputs computed from the model's outputs (none by default)."""
+        return probs
+
+    def evaluator(self) -> Evaluator:
+        return Evaluator(self.outputs)
+
+
+_REGISTRY: dict[str, type[Head]] = {}
+
+
+def register(cls: type[Head]) -> type[Head]:
+    """Class decorator: make a head available by its ``name``."""
+    if cls.name in _REGISTRY:
+        raise ValueError(f"head {cls.name!r} registered twice")
+    if cls.primary not in cls.outputs:
+        raise ValueError(f"head {cls.name!r}: primary output {cls.primary!r} not in {cls.outputs}")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def registry() -> dict[str, type[Head]]:
+    return dict(_REGISTRY)
+
+
+def head_class(name: str) -> type[Head]:
+    if name not in _REGISTRY:
+        raise PipelineError(f"unknown method {name!r}; choose from {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+# Import every head module of this package: each registers itself.
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")

@@ -1,0 +1,192 @@
+"""``mfm``: the Modal Fusion Module of Kim et al. 2023, with its Y_I and Y_A heads.
+
+Per target frame ``t``::
+
+    image tokens   f_I  [K, D_i]   see "Tokens" below
+    audio tokens   f_A  [A, D_a]   dynamic-window audio embeddings, one per window (and frame)
+    Y_IA = Attention(q = f_A, k = v = f_I)      audio queries over the image   [A, d]
+    Y_AI = Attention(q = f_I, k = v = f_A)      image queries over the audio   [K, d]
+    Y    = Concat(Y_IA, Y_AI)                   along the token axis, after a [CLS] token
+    Y_T  = Linear(two ViT encoder layers (Y)[CLS])
+    Y_I  = Linear(frame t's image features),  Y_A = Linear(mean of frame t's audio windows)
+
+trained together (sum of the three losses); outputs ``fusion`` (Y_T, primary), ``image`` (Y_I)
+and ``audio`` (Y_A), whose probabilities stage three may ensemble as the paper does.
+
+Tokens (the choice this implementation makes, since the paper does not say how many there are):
+
+* **image**: with per-frame vectors (``swin`` [T, 768]) the tokens are the features of the
+  ``2 * context + 1`` frames ``t + k * stride`` for ``k = -context .. context``: the face's recent
+  past and near future. With token maps (``swin_tokens`` [T, 7, 7, 768]) they are the 49 spatial
+  tokens of frame ``t``. Tokens outside the clip or from frames without a face are masked.
+* **audio**: one token per dynamic window (32, 48, 64 frames around ``t``). In training a window
+  of frame ``t`` that fails the label-purity test is masked (the paper drops such windows); at
+  inference all windows are used. With ``audio_context`` > 0 the windows of the frames
+  ``t + k * stride``, ``k = -audio_context..audio_context``, are tokens too (so the module can see
+  where the sound changes); purity masks only frame ``t``'s own windows.
+
+So each softmax runs over several keys (``K + 1`` and ``A + 1``); it is never the trivial
+softmax over one pooled vector. Each key set starts with a learned **null token** that is never
+masked, so a frame whose image or audio tokens are all masked (no face nearby, no audio) still
+has a well-defined attention (onto the null token) instead of a division by zero.
+The module projects both modalities to ``dim`` with LayerNorm + Linear first, and uses learned
+position embeddings (which frame offset / which window) before and after the co-attention.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline.data.labels import NUM_CLASSES
+from pipeline.errors import PipelineError
+from pipeline.fusion.data import FeatureRequest, Table
+from pipeline.fusion.heads import Batch, Classifier, Head, masked_mean, pooled, register
+from pipeline.fusion.heads.unimodal import (
+    DEFAULT_AUDIO,
+    DEFAULT_IMAGE,
+    audio_dim,
+    audio_tokens,
+    image_vectors,
+    targets_of,
+)
+from pipeline.fusion.sampling import SamplingConfig, purity_rule
+
+
+@dataclass
+class MFMConfig:
+    image: str = DEFAULT_IMAGE  # store array: [T, D] (temporal tokens) or [T, H, W, D] (spatial)
+    audio: tuple[str, ...] = DEFAULT_AUDIO  # dynamic-window audio arrays [T, D]: one token each
+    context: int = 4  # temporal image tokens at frames t + k * stride, k = -context..context
+    audio_context: int = 0  # audio tokens of frames t + k * stride too, k = -audio_context..
+    stride: int = 2  # frames between temporal image tokens
+    dim: int = 64  # token width inside the module
+    heads: int = 4  # attention heads, in the co-attention and the encoder layers
+    layers: int = 2  # ViT encoder layers after the co-attention (the paper: 2)
+    mlp_ratio: float = 2.0  # encoder MLP width, as a multiple of dim
+    dropout: float = 0.1  # dropout in the module and on the Y_I / Y_A features
+    hidden: int = 0  # Y_I and Y_A: 0 = linear classifiers (the paper); else a hidden layer
+
+
+def _parameter(*shape: int) -> nn.Parameter:
+    return nn.Parameter(nn.init.trunc_normal_(torch.empty(*shape), std=0.02))
+
+
+@register
+class ModalFusionHead(Head):
+    name = "mfm"
+    Config = MFMConfig
+    outputs = ("fusion", "image", "audio")
+    primary = "fusion"
+    face_outputs = ("fusion", "image")
+    needs_audio = True
+
+    def __init__(self, config: MFMConfig, dims: dict[str, tuple[int, ...]]) -> None:
+        super().__init__(config, dims)
+        image_shape = dims[config.image]
+        if len(image_shape) not in (1, 3):
+            raise PipelineError(f"image array {config.image!r} of per-frame shape {image_shape}: "
+                                "need [D] vectors or [H, W, D] token maps")
+        if min(config.context, config.audio_context) < 0 or config.stride < 1:
+            raise PipelineError(f"mfm context {config.context}, audio_context "
+                                f"{config.audio_context}, stride {config.stride}: need contexts "
+                                ">= 0 and stride >= 1")
+        self.spatial = len(image_shape) == 3
+        n_image = image_shape[0] * image_shape[1] if self.spatial else 2 * config.context + 1
+        n_audio = len(config.audio) * (2 * config.audio_context + 1)
+        if n_image + n_audio < 3:
+            raise PipelineError("mfm needs more than one token on some side: raise mfm.context "
+                                "or give several audio windows")
+        d_image, d_audio, d = image_shape[-1], audio_dim(dims, config.audio), config.dim
+        self.steps = np.arange(-config.context, config.context + 1) * config.stride
+        self.audio_steps = np.arange(-config.audio_context, config.audio_context + 1) * config.stride
+
+        self.y_image = Classifier(d_image, config.hidden, config.dropout)
+        self.y_audio = Classifier(d_audio, config.hidden, config.dropout)
+        self.embed_image = nn.Sequential(nn.LayerNorm(d_image), nn.Linear(d_image, d))
+        self.embed_audio = nn.Sequential(nn.LayerNorm(d_audio), nn.Linear(d_audio, d))
+        self.position_image = _parameter(1, n_image, d)
+        self.position_audio = _parameter(1, n_audio, d)
+        self.null_image = _parameter(1, 1, d)
+        self.null_audio = _parameter(1, 1, d)
+        self.attend_image = nn.MultiheadAttention(d, config.heads, config.dropout, batch_first=True)
+        self.attend_audio = nn.MultiheadAttention(d, config.heads, config.dropout, batch_first=True)
+        self.cls = _parameter(1, 1, d)
+        self.position_fused = _parameter(1, 1 + n_audio + n_image, d)
+        layer = nn.TransformerEncoderLayer(d, config.heads, int(d * config.mlp_ratio),
+                                           config.dropout, activation="gelu", batch_first=True,
+                                           norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(d)
+        self.y_fusion = nn.Linear(d, NUM_CLASSES)
+
+    @classmethod
+    def request(cls, config: MFMConfig, sampling: SamplingConfig) -> FeatureRequest:
+        return FeatureRequest(arrays=(config.image, *config.audio), audio=tuple(config.audio),
+                              purity=purity_rule(tuple(config.audio), sampling))
+
+    def batch(self, table: Table, examples: np.ndarray, counts: np.ndarray | None) -> Batch:
+        name = self.config.image
+        if self.spatial:
+            maps = table.take(name, examples)  # [B, H, W, D]
+            tokens = maps.reshape(len(examples), -1, maps.shape[-1])
+            image_mask = np.repeat(table.valid[examples][:, None], tokens.shape[1], axis=1)
+            centre = pooled(maps)
+        else:
+            index, inside = table.window(examples, self.steps)
+            tokens = table.take(name, index)  # [B, K, D]
+            image_mask = inside & table.valid[index]
+            centre = image_vectors(table, name, examples).numpy()
+        train = counts is not None
+        audio, audio_mask = audio_tokens(table, self.config.audio, examples, train)
+        index, inside = table.window(examples, self.audio_steps)  # [B, F] frames
+        names = self.config.audio
+        context = np.stack([table.take(n, index) for n in names], axis=2)  # [B, F, W, D]
+        context_mask = np.repeat((inside & table.audio[index])[..., None], len(names), axis=2)
+        if train:  # frame t's own windows: the purity test (the other frames: only presence)
+            centre_step = len(self.audio_steps) // 2
+            context_mask[:, centre_step] &= table.window_ok[examples]
+        batch = len(examples)
+        inputs = {
+            "image": torch.from_numpy(centre),
+            "image_tokens": torch.from_numpy(tokens),
+            "image_mask": torch.from_numpy(image_mask),
+            "audio": audio,
+            "audio_mask": audio_mask,
+            "audio_tokens": torch.from_numpy(context.reshape(batch, -1, context.shape[-1])),
+            "audio_token_mask": torch.from_numpy(context_mask.reshape(batch, -1)),
+        }
+        return inputs, targets_of(table, examples), None
+
+    def co_attention(self, inputs: dict[str, torch.Tensor], need_weights: bool = False):
+        """Y_IA [B, A, d], Y_AI [B, K, d] and (if asked) their attention weights over the keys
+        (null token first): [B, A, 1 + K] and [B, K, 1 + A]."""
+        image = self.embed_image(inputs["image_tokens"]) + self.position_image
+        audio = self.embed_audio(inputs["audio_tokens"]) + self.position_audio
+        batch = image.shape[0]
+        keep = torch.ones(batch, 1, dtype=torch.bool, device=image.device)
+        image_keys = torch.cat([self.null_image.expand(batch, -1, -1), image], dim=1)
+        audio_keys = torch.cat([self.null_audio.expand(batch, -1, -1), audio], dim=1)
+        image_mask = torch.cat([keep, inputs["image_mask"]], dim=1)
+        audio_mask = torch.cat([keep, inputs["audio_token_mask"]], dim=1)
+        y_ia, w_ia = self.attend_image(audio, image_keys, image_keys, key_padding_mask=~image_mask,
+                                       need_weights=need_weights)
+        y_ai, w_ai = self.attend_audio(image, audio_keys, audio_keys, key_padding_mask=~audio_mask,
+                                       need_weights=need_weights)
+        return y_ia, y_ai, w_ia, w_ai
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        y_ia, y_ai, _, _ = self.co_attention(inputs)
+        batch = y_ia.shape[0]
+        fused = torch.cat([self.cls.expand(batch, -1, -1), y_ia, y_ai], dim=1) + self.position_fused
+        keep = torch.cat([torch.ones(batch, 1, dtype=torch.bool, device=fused.device),
+                          inputs["audio_token_mask"], inputs["image_mask"]], dim=1)
+        encoded = self.encoder(fused, src_key_padding_mask=~keep)
+        return {
+            "fusion": self.y_fusion(self.norm(encoded[:, 0])),
+            "image": self.y_image(inputs["image"]),
+            "audio": self.y_audio(masked_mean(inputs["audio"], inputs["audio_mask"])),
+        }

@@ -1,0 +1,108 @@
+"""Frame windows: dynamic audio windows and their label purity, sequence windows, faceless frames.
+
+Everything here works on one clip's frame axis (0-based frame indices, ``T`` frames) and is
+vectorised with cumulative sums, so a 100,000-frame clip costs milliseconds.
+
+* **Dynamic windows** (Kim et al. 2023, section 2.2): a window of ``L`` frames centred on frame
+  ``t`` covers frames ``t - L//2 .. t + L//2 - 1`` (the paper's ``t_c-16 .. t_c+15`` for 32),
+  clipped to the clip. Its **purity** is the fraction of its *labelled* frames that carry frame
+  ``t``'s label; a window trains only if its purity reaches the threshold of its length
+  (0.8 for 32, 0.65 for 48, 0.5 for 64 in the paper).
+* **Sequence windows** (Jin et al. 2021): fixed-length windows whose starts cover every frame;
+  at inference overlapping windows' predictions are averaged.
+* **Faceless frames**: :func:`nearest_valid` maps every frame to the nearest frame that had a face,
+  the rule heads use to predict frames without a face image (see ``heads/__init__.py``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.data.labels import NUM_CLASSES, UNLABELED
+
+# Kim et al. 2023: the three dynamic audio windows (frames) and their label-purity thresholds.
+PAPER_WINDOWS: tuple[int, ...] = (32, 48, 64)
+PAPER_THRESHOLDS: tuple[float, ...] = (0.8, 0.65, 0.5)
+
+
+def window_bounds(n_frames: int, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """First and one-past-last frame of the ``length``-frame window centred on each frame (clipped)."""
+    if length < 1:
+        raise ValueError(f"window length {length}: need at least 1 frame")
+    t = np.arange(n_frames)
+    return np.maximum(t - length // 2, 0), np.minimum(t - length // 2 + length, n_frames)
+
+
+def purity(labels: np.ndarray, length: int) -> np.ndarray:
+    """float64 [T]: fraction of the labelled frames in each frame's centred window that share its label.
+
+    0 where the frame itself is unlabelled (it is never a target). The frame counts itself, so a
+    labelled frame's purity is always > 0.
+    """
+    labels = np.asarray(labels).astype(np.int64)
+    n = labels.size
+    labelled = labels != UNLABELED
+    onehot = np.zeros((n + 1, NUM_CLASSES), dtype=np.int64)
+    onehot[1:][labelled, labels[labelled]] = 1
+    cumulative = np.cumsum(onehot, axis=0)  # row i: counts over frames < i
+    start, stop = window_bounds(n, length)
+    per_class = cumulative[stop] - cumulative[start]  # [T, 8]
+    total = per_class.sum(axis=1)
+    own = per_class[np.arange(n), np.where(labelled, labels, 0)]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        result = np.where(labelled & (total > 0), own / np.maximum(total, 1), 0.0)
+    return result
+
+
+def window_passes(labels: np.ndarray, lengths: tuple[int, ...], thresholds: tuple[float, ...]
+                  ) -> np.ndarray:
+    """bool [T, len(lengths)]: the window of each length around each frame may train.
+
+    A window passes when its frame is labelled and its purity reaches its threshold.
+    """
+    if len(lengths) != len(thresholds):
+        raise ValueError(f"{len(lengths)} window lengths but {len(thresholds)} purity thresholds")
+    labels = np.asarray(labels)
+    if not lengths:
+        return np.zeros((labels.size, 0), dtype=bool)
+    # A tiny epsilon: 0.65 of 40 frames is 26 frames, but 26/40 may round below 0.65 in floats.
+    return np.stack([purity(labels, length) >= threshold - 1e-9
+                     for length, threshold in zip(lengths, thresholds)], axis=1)
+
+
+def nearest_valid(valid: np.ndarray) -> np.ndarray:
+    """int64 [T]: index of the nearest frame with ``valid`` True (ties go to the earlier frame).
+
+    Valid frames map to themselves. With no valid frame at all every frame maps to itself (the
+    caller keeps the head's own output there).
+    """
+    valid = np.asarray(valid, dtype=bool)
+    n = valid.size
+    positions = np.flatnonzero(valid)
+    if positions.size == 0:
+        return np.arange(n)
+    t = np.arange(n)
+    after = np.searchsorted(positions, t)  # first valid position >= t
+    right = positions[np.minimum(after, positions.size - 1)]
+    left = positions[np.maximum(after - 1, 0)]
+    # Where no valid frame lies on one side, that side's candidate is the other side's.
+    right = np.where(after < positions.size, right, left)
+    left = np.where(after > 0, left, right)
+    return np.where(t - left <= right - t, left, right)
+
+
+def sequence_starts(n_frames: int, length: int, stride: int, phase: int = 0) -> np.ndarray:
+    """Starts of ``length``-frame windows, ``stride`` apart from ``phase``, the last one ending at
+    the clip's end.
+
+    With ``phase`` 0 (inference) and ``stride <= length`` the windows cover every frame. Training draws a random phase per
+    epoch, so that over epochs windows start everywhere. A clip shorter than ``length`` gets one
+    window starting at 0 (the caller pads it).
+    """
+    if stride < 1 or length < 1:
+        raise ValueError(f"window length {length} and stride {stride}: both need to be >= 1")
+    last = max(n_frames - length, 0)
+    starts = np.arange(min(phase, last), last + 1, stride)
+    if starts[-1] != last:
+        starts = np.r_[starts, last]
+    return starts.astype(np.int64)
