@@ -1,7 +1,207 @@
-"""Commands of this group are registered here (filled in by the issue that builds them)."""
+"""``fer-pipeline extract`` (stage one) and ``fer-pipeline store info|verify`` (the feature store).
+
+``extract`` builds an :class:`~stages.extract.ExtractConfig` from the defaults, then ``--config``
+(TOML), then ``--set key=value``, then the explicit options, and runs the stage with a progress
+bar. It prints a summary, a loud warning for every extractor on random weights and one line per
+skipped clip, and exits 1 when clips were skipped unless ``--allow-skips``. The run report is
+written to ``STORE/reports/extract-<UTC time>.json``.
+
+The extractor modules (timm, torchaudio) are imported only when a command needs them, so that
+``fer-pipeline --help`` and the other commands start fast.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import pkgutil
+from enum import Enum
+from pathlib import Path
+from typing import Optional
 
 import typer
+from rich.table import Table
+
+from cli._common import console, fail, progress_bar
+from pipeline.progress import ProgressEvent
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+def _builtin_extractors() -> str:
+    """Names of the built-in extractors (one module each), listed without importing them."""
+    spec = importlib.util.find_spec("pipeline.features.extractors")
+    paths = list(spec.submodule_search_locations or []) if spec else []
+    return ", ".join(sorted(m.name for m in pkgutil.iter_modules(paths) if m.name != "base"))
+
+
+def _weights(values: list[str]) -> dict[str, str]:
+    weights = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path:
+            raise fail(f"--weights {value!r}: expected NAME=PATH")
+        weights[name.strip()] = path.strip()
+    return weights
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return str(n)
+
+
+def _warn_random(names: list[str]) -> None:
+    for name in names:
+        console.print(
+            f"[bold red]WARNING: extractor {name!r} ran with RANDOM WEIGHTS (no --weights {name}=PATH): "
+            "its features are not those of a trained backbone.[/]", highlight=False)
+
+
+def extract(
+    manifests: Path = typer.Option(..., "--manifests", help="Folder of <split>.jsonl clip manifests."),
+    store: Path = typer.Option(..., "--store", help="The Zarr feature store (created if missing)."),
+    extractor: list[str] = typer.Option(
+        [], "--extractor", "-e", help=f"Extractor to run (repeat). Built in: {_builtin_extractors()}."),
+    weights: list[str] = typer.Option(
+        [], "--weights", help="NAME=PATH: weights file of an extractor (repeat)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML file of ExtractConfig fields."),
+    set_: list[str] = typer.Option(
+        [], "--set", help="key=value override of the config, e.g. configs.swin.crop_pct=1.0 (repeat)."),
+    precision: Optional[Precision] = typer.Option(None, "--precision", help="Autocast precision."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:N or auto."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Frames per forward."),
+    audio_stride: Optional[int] = typer.Option(
+        None, "--audio-stride", min=1, help="Audio embeddings every K-th frame, interpolated between."),
+    loader_threads: Optional[int] = typer.Option(
+        None, "--loader-threads", min=1, help="Decode threads per worker."),
+    scheduler: Optional[str] = typer.Option(
+        None, "--scheduler", help="inprocess, processes:N, local:N (dask LocalCluster) or tcp://HOST:PORT."),
+    splits: list[str] = typer.Option([], "--splits", help="Splits to extract (repeat or comma-separate)."),
+    allow_skips: bool = typer.Option(False, "--allow-skips", help="Exit 0 even when clips were skipped."),
+) -> None:
+    """Run frozen extractors over every clip and cache per-frame features in the store (resumable)."""
+    from pipeline import config as config_io
+    from stages.extract import ExtractConfig, run_extract
+
+    try:
+        cfg = config_io.load_toml(ExtractConfig, config) if config else ExtractConfig()
+        cfg = config_io.override(cfg, set_) if set_ else cfg
+    except (ValueError, TypeError) as e:
+        raise fail(str(e)) from None
+    if extractor:
+        cfg.extractors = list(extractor)
+    cfg.weights = {**cfg.weights, **_weights(weights)}
+    for field, value in (("precision", precision.value if precision else None), ("device", device),
+                         ("batch_size", batch_size), ("audio_stride", audio_stride),
+                         ("loader_threads", loader_threads), ("scheduler", scheduler)):
+        if value is not None:
+            setattr(cfg, field, value)
+    if splits:
+        cfg.splits = [s.strip() for value in splits for s in value.split(",") if s.strip()]
+    cfg.allow_skips = cfg.allow_skips or allow_skips
+
+    with progress_bar() as progress:
+        result = run_extract(cfg, manifests, store, progress)
+
+    table = Table(title=f"extract -> {result.store}", title_justify="left", show_header=False)
+    table.add_column(justify="left")
+    table.add_column(justify="right")
+    table.add_row("clips", f"{result.clips:,}")
+    table.add_row("  computed", f"{result.clips_done:,}")
+    table.add_row("  complete already", f"{result.clips_reused:,}"
+                  + (f" ({result.clips_by_other} by another process)" if result.clips_by_other else ""))
+    table.add_row("  skipped (bad input)", f"{len(result.skipped):,}")
+    table.add_row("  without audio", f"{result.clips_without_audio:,}")
+    table.add_row("frames computed", f"{result.frames:,}")
+    table.add_row("frames/s", f"{result.frames_per_second:,.1f}")
+    table.add_row("arrays written / reused", f"{result.arrays_written:,} / {result.arrays_reused:,}")
+    table.add_row("time (compute / total)", f"{result.seconds:.1f} s / {result.seconds_total:.1f} s")
+    table.add_row("scheduler", result.scheduler)
+    console.print(table)
+    keys = Table(title="extractors", title_justify="left")
+    for column in ("name", "cache key", "weights"):
+        keys.add_column(column)
+    for name, key in result.extractors.items():
+        source = cfg.weights.get(name) or ("[bold red]RANDOM[/]" if name in result.random_weights else "-")
+        keys.add_row(name, key, source)
+    console.print(keys)
+    if result.nothing_to_do:
+        console.print(f"nothing to do: every array of the {result.clips:,} clips is complete and "
+                      "verified; no model was built", highlight=False)
+    _warn_random(result.random_weights)
+    for skip in result.skipped:
+        console.print(f"skipped {skip}", markup=False, highlight=False, soft_wrap=True)
+    console.print(f"run report: {result.report}", highlight=False, soft_wrap=True)
+    if not result.ok:
+        raise fail(f"{len(result.skipped)} clip(s) skipped for bad input (listed above); "
+                   "pass --allow-skips to accept a store without them")
+
+
+store_app = typer.Typer(help="Inspect and check a feature store.", no_args_is_help=True)
+
+
+@store_app.command("info")
+def info(store: Path = typer.Argument(..., help="The Zarr feature store.")) -> None:
+    """Clips, arrays (shapes, dtypes, cache keys), extractors and size on disk."""
+    from pipeline.features.store import FeatureStore
+
+    summary = FeatureStore(store).summary()
+    console.print(f"store {summary.path}: {summary.clips:,} clips, {summary.frames:,} frames, "
+                  f"{summary.clips_without_audio:,} without audio, {_human(summary.size_bytes)} on disk",
+                  highlight=False, soft_wrap=True)
+    arrays = Table(title="arrays", title_justify="left")
+    for column in ("array", "clips", "incomplete", "row shape", "dtype", "cache keys"):
+        arrays.add_column(column, overflow="fold")
+    for entry in summary.arrays.values():
+        arrays.add_row(entry.name, f"{entry.complete:,}", f"{entry.incomplete:,}",
+                       ", ".join(str(list(s)) for s in sorted(entry.row_shapes)),
+                       ", ".join(sorted(entry.dtypes)), ", ".join(sorted(entry.cache_keys)))
+    console.print(arrays)
+    extractors = Table(title="extractors", title_justify="left")
+    for column in ("name", "kind", "cache key", "precision", "weights"):
+        extractors.add_column(column)
+    random = []
+    for name, described in sorted(summary.extractors.items()):
+        if described.get("random_weights"):
+            random.append(name)
+        weights = described.get("weights") or ("[bold red]RANDOM[/]" if described.get("random_weights") else "-")
+        extractors.add_row(name, str(described.get("kind")), str(described.get("cache_key")),
+                           str(described.get("precision")), weights)
+    console.print(extractors)
+    for name in random:
+        console.print(f"[bold red]WARNING: {name!r} features in this store come from RANDOM WEIGHTS.[/]",
+                      highlight=False)
+
+
+@store_app.command("verify")
+def verify(store: Path = typer.Argument(..., help="The Zarr feature store.")) -> None:
+    """Re-hash every array; list each incomplete or corrupt one and exit 1 if there is any."""
+    from pipeline.features.store import FeatureStore
+
+    handle = FeatureStore(store)
+    clip_ids = handle.clip_ids()
+    problems = []
+    with progress_bar() as progress:
+        progress(ProgressEvent("verifying clips", total=len(clip_ids)))
+        for clip_id in clip_ids:
+            problems.extend(handle.verify([clip_id]))
+            progress(ProgressEvent("verifying clips", advance=1))
+    for problem in problems:
+        console.print(str(problem), markup=False, highlight=False, soft_wrap=True)
+    if problems:
+        raise fail(f"{len(problems)} incomplete or corrupt array(s) in {store}; "
+                   "rerun `fer-pipeline extract` to recompute them")
+    console.print(f"ok: {len(clip_ids):,} clips, every array complete and matching its checksum",
+                  highlight=False)
 
 
 def register(app: typer.Typer) -> None:
     """Add this group's commands to the root app."""
+    app.command("extract")(extract)
+    app.add_typer(store_app, name="store")

@@ -4,11 +4,12 @@ Layout (see DESIGN.md, "Stage 1")::
 
     STORE/                      root attrs: {"fer_pipeline_store": FORMAT_VERSION,
                                              "extractors": {name: Extractor.describe()}}
-      clips/<clip_id>/          attrs: {"n_frames", "fps"}
+      clips/<clip_id>/          attrs: {"n_frames", "fps", "has_audio"}
         <array>                 e.g. swin [T, 768] float16, logmel [T_audio, n_mels], tdnn_w32 [T, 512]
                                 attrs: {"complete": {"sha256", "cache_key", "rate"}}
-        valid                   bool [T]: frame had a face image
+        valid                   bool [T]: frame had a face image (stage one writes it last)
       .locks/                   one lock file per clip (and "root") for concurrent writers
+      reports/                  one JSON report per extraction run (not part of the Zarr tree)
 
 Rules that make extraction exact and resumable:
 
@@ -32,7 +33,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -72,6 +73,40 @@ def checksum(data: np.ndarray) -> str:
 def _chunk_rows(shape: tuple[int, ...], itemsize: int) -> int:
     row_bytes = itemsize * int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else itemsize
     return int(max(1, min(shape[0], _CHUNK_BYTES // max(1, row_bytes))))
+
+
+@dataclass
+class ArraySummary:
+    """One array name across the store's clips (see :meth:`FeatureStore.summary`)."""
+
+    name: str
+    complete: int = 0  # clips holding it with a completion marker
+    incomplete: int = 0  # clips holding it without one (an interrupted write)
+    row_shapes: set[tuple[int, ...]] = field(default_factory=set)  # shape of one row, e.g. (768,)
+    dtypes: set[str] = field(default_factory=set)
+    cache_keys: set[str] = field(default_factory=set)  # keys of the complete copies
+
+
+@dataclass
+class StoreSummary:
+    """What a store holds, read from metadata only (no chunk is decoded)."""
+
+    path: str
+    clips: int  # clip groups
+    frames: int  # sum of the clips' n_frames
+    clips_without_audio: int  # clips marked has_audio = false
+    arrays: dict[str, ArraySummary]  # by array name
+    extractors: dict[str, dict]  # the root attributes' record of each extractor
+    size_bytes: int  # bytes of all files under the store
+
+
+def _disk_bytes(path: Path) -> int:
+    total = 0
+    for folder, _, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):  # a file removed while we walk
+                total += os.stat(os.path.join(folder, name)).st_size
+    return total
 
 
 class FeatureStore:
@@ -158,16 +193,25 @@ class FeatureStore:
     def clip_attrs(self, clip_id: str) -> dict:
         return dict(self._clip(clip_id).attrs)
 
-    def ensure_clip(self, clip_id: str, n_frames: int, fps: float) -> None:
-        """Create the clip's group, or check an existing one describes the same clip."""
+    def ensure_clip(self, clip_id: str, n_frames: int, fps: float, attrs: dict | None = None) -> None:
+        """Create the clip's group, or check an existing one describes the same clip.
+
+        ``attrs`` (e.g. ``{"has_audio": False}``) are set on the group; they describe the clip,
+        not its arrays, so a change in them does not make the arrays stale. Call it holding the
+        clip's lock: it may delete the clip's arrays.
+        """
         clips = self.root["clips"]
+        extra = dict(attrs or {})
         if clip_id in clips:
-            attrs = dict(clips[clip_id].attrs)
-            if attrs.get("n_frames") == n_frames and attrs.get("fps") == fps:
+            group = clips[clip_id]
+            current = dict(group.attrs)
+            if current.get("n_frames") == n_frames and current.get("fps") == fps:
+                if any(current.get(k) != v for k, v in extra.items()):
+                    group.attrs.update(extra)
                 return
             # The clip changed (e.g. the manifest was regenerated): its arrays are stale.
             del clips[clip_id]
-        clips.create_group(clip_id, attributes={"n_frames": int(n_frames), "fps": float(fps)})
+        clips.create_group(clip_id, attributes={"n_frames": int(n_frames), "fps": float(fps), **extra})
 
     def array_names(self, clip_id: str) -> list[str]:
         return sorted(self._clip(clip_id).array_keys())
@@ -220,6 +264,29 @@ class FeatureStore:
         if marker is None:
             raise StoreError(f"{self.path}: clip {clip_id!r} has no complete array {name!r}")
         return float(marker["rate"])
+
+    def summary(self) -> StoreSummary:
+        """Clips, arrays (shapes, dtypes, cache keys, completeness), extractors and size on disk."""
+        arrays: dict[str, ArraySummary] = {}
+        frames = without_audio = 0
+        clip_ids = self.clip_ids()
+        for clip_id in clip_ids:
+            group = self._clip(clip_id)
+            attrs = dict(group.attrs)
+            frames += int(attrs.get("n_frames", 0))
+            without_audio += attrs.get("has_audio") is False
+            for name, array in group.arrays():
+                entry = arrays.setdefault(name, ArraySummary(name))
+                marker = array.attrs.get("complete")
+                entry.row_shapes.add(tuple(array.shape[1:]))
+                entry.dtypes.add(str(array.dtype))
+                if marker is None:
+                    entry.incomplete += 1
+                else:
+                    entry.complete += 1
+                    entry.cache_keys.add(str(marker.get("cache_key")))
+        return StoreSummary(str(self.path), len(clip_ids), frames, without_audio,
+                            dict(sorted(arrays.items())), self.extractors(), _disk_bytes(self.path))
 
     # ---- integrity -----------------------------------------------------------------------------
 

@@ -1,0 +1,409 @@
+"""Stage one (``fer-pipeline extract``): frozen extractors over every clip, cached in the feature store.
+
+The stage is resumable, exact and parallel:
+
+1. **Plan** (here, in the caller's process). For every clip of the manifests and every extractor,
+   the store is asked whether the extractor's arrays are complete with the extractor's current
+   cache key and still match their checksums. What is complete is reused; nothing else counts.
+   With nothing to compute the stage returns without starting workers or building a model.
+2. **Shards.** The clips with work are cut into shards of about ``shard_frames`` frames and handed
+   to the executor that ``scheduler`` names (:mod:`pipeline.parallel`): in-process, a process
+   pool, a dask ``LocalCluster`` or a running dask scheduler. One task per shard.
+3. **Workers** (:mod:`stages.extract_worker`). Each takes a clip's lock, re-checks it, decodes
+   frames and audio in loader threads, runs the models on batches that span clip boundaries,
+   and writes each clip's arrays in a writer thread, its ``valid`` array last. A clip that another
+   process holds is left and retried at the end, waiting for the lock this time.
+4. **Report.** Counts, skipped clips with their file and reason, frames/s and which extractors ran
+   on random weights go to the returned :class:`ExtractResult` and to
+   ``STORE/reports/extract-<UTC time>.json``.
+
+A kill at any moment (SIGKILL included) leaves every array either complete (marker written after
+its data) or incomplete, and a rerun computes exactly the incomplete ones. Every forward runs on a
+full ``batch_size`` batch (a short last batch is padded), so a frame's features do not depend on
+which other frames shared its batch: a resumed or sharded run stores the same bytes as a single
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import json
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from pipeline import config as config_io
+from pipeline.data.manifest import SPLITS, Clip, load_clips
+from pipeline.errors import PipelineError
+from pipeline.features import extractors as extractor_registry
+from pipeline.features.extractors.base import AudioEmbeddingExtractor, Extractor
+from pipeline.features.store import FeatureStore, StoreError
+from pipeline.parallel import Workers, open_executor, parse_scheduler
+from pipeline.progress import ProgressEvent, ProgressFn, silent
+from stages.extract_worker import (
+    VALID,
+    VALID_KEY,
+    ClipJob,
+    ClipOutcome,
+    ShardTask,
+    array_keys,
+    run_shard,
+)
+
+DEFAULT_EXTRACTORS = ("swin", "logmel", "tdnn")
+
+
+@dataclass
+class ExtractConfig:
+    """Everything that decides what stage one computes and how (saved in every run report)."""
+
+    # Registered extractor names to run (see `fer-pipeline extract --help` for the choices).
+    extractors: list[str] = field(default_factory=lambda: list(DEFAULT_EXTRACTORS))
+    # Per-extractor config overrides, e.g. {"swin": {"crop_pct": 1.0}, "tdnn": {"windows": [32]}};
+    # keys are the fields of that extractor's Config dataclass. They change its cache key.
+    configs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Weights file per extractor (NAME -> PATH). Without one an extractor uses seeded random
+    # weights, and the summary says so loudly. The file's sha256 is part of the cache key.
+    weights: dict[str, str] = field(default_factory=dict)
+    seed: int = 0  # seed of the random weights of extractors without a weights file
+    device: str = "auto"  # "cpu", "cuda", "cuda:N", or "auto" (cuda when torch sees one)
+    precision: str = "fp32"  # "fp32", "bf16" or "fp16" (autocast); part of the cache key
+    batch_size: int = 32  # frames (or audio windows) per forward; every batch is padded to it
+    # Audio embeddings are computed every K-th frame (and the last) and linearly interpolated
+    # between (pipeline.features.audio_windows); 1 computes every frame. Part of their key.
+    audio_stride: int = 1
+    loader_threads: int = 4  # threads per worker decoding and preprocessing frames and audio
+    prefetch: int = 8  # decode jobs (of up to batch_size frames) queued ahead of the model per worker
+    # inprocess | processes:N | local:N (dask LocalCluster) | tcp://HOST:PORT (dask scheduler)
+    scheduler: str = "inprocess"
+    # Frames per task for pools and dask. Smaller: finer progress and balance; larger: fewer
+    # padded batches (one per shard and batch stream). In-process runs use a single shard.
+    shard_frames: int = 4096
+    splits: list[str] = field(default_factory=lambda: list(SPLITS))  # manifest splits to extract
+    # Re-hash stored arrays before reusing them (reads the whole store once per run). Off
+    # trusts completion markers and cache keys, which is faster on a very large store.
+    verify_existing: bool = True
+    allow_skips: bool = False  # a clip with bad input does not make the run fail
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A clip left out of this run: nothing of it was marked complete."""
+
+    clip_id: str
+    file: str  # the file that could not be read
+    reason: str  # one line
+
+    def __str__(self) -> str:
+        return f"{self.clip_id}: {self.file}: {self.reason}"
+
+
+@dataclass
+class ExtractResult:
+    """What a run did. ``ok`` is False when clips were skipped and skips were not allowed."""
+
+    store: str
+    scheduler: str
+    extractors: dict[str, str]  # name -> cache key
+    random_weights: list[str]  # extractors that ran (or would run) on seeded random weights
+    clips: int  # clips in the manifests' selected splits
+    clips_done: int  # clips this run computed arrays for
+    clips_reused: int  # clips that were complete already (or finished by another process)
+    clips_by_other: int  # of those, clips another process finished while this run waited
+    clips_without_audio: int  # clips with no audio track (their audio arrays are zeros)
+    skipped: list[Skip]  # clips with bad input, with the file and reason
+    frames: int  # frames of the clips this run computed
+    arrays_written: int
+    arrays_reused: int
+    seconds: float  # wall time of the computation (workers), without planning
+    seconds_total: float  # wall time of the whole run
+    nothing_to_do: bool  # everything was complete: no worker started, no model built
+    allow_skips: bool
+    report: str | None = None  # the JSON run report's path
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.allow_skips or not self.skipped
+
+    def to_json(self) -> dict:
+        data = dataclasses.asdict(self)
+        data["skipped"] = [dataclasses.asdict(s) for s in self.skipped]
+        data["frames_per_second"] = self.frames_per_second
+        data["ok"] = self.ok
+        return data
+
+
+# ---- extractors ----------------------------------------------------------------------------------
+
+
+def extractor_names() -> list[str]:
+    """Every registered extractor (importing the registry registers the built-in ones)."""
+    return sorted(extractor_registry.registry())
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def build_extractors(config: ExtractConfig) -> dict[str, Extractor]:
+    """The configured extractors, unloaded: building them hashes weights files but no model."""
+    known = extractor_registry.registry()
+    unknown = [n for n in [*config.extractors, *config.configs, *config.weights] if n not in known]
+    if unknown:
+        raise PipelineError(f"unknown extractor {unknown[0]!r}; choose from {', '.join(sorted(known))}")
+    if len(set(config.extractors)) != len(config.extractors) or not config.extractors:
+        raise PipelineError(f"extractors {config.extractors}: need at least one, each once")
+    if config.batch_size < 1 or config.audio_stride < 1 or config.loader_threads < 1:
+        raise PipelineError("batch_size, audio_stride and loader_threads must be at least 1")
+    device = resolve_device(config.device)
+    built: dict[str, Extractor] = {}
+    for name in config.extractors:
+        cls = known[name]
+        try:
+            ext_config = config_io.from_dict(cls.Config, config.configs.get(name, {}), f"configs.{name}")
+        except (ValueError, TypeError) as e:
+            raise PipelineError(str(e)) from None
+        weights = config.weights.get(name)
+        if weights is not None and not Path(weights).is_file():
+            raise PipelineError(f"{weights}: no such weights file for {name}")
+        built[name] = extractor_registry.create(
+            name, config=ext_config, weights=weights, device=device,
+            precision=config.precision, seed=config.seed)
+    names = [a for e in built.values() for a in e.outputs()] + [VALID]
+    clash = sorted({a for a in names if names.count(a) > 1})
+    if clash:
+        raise PipelineError(f"extractors {config.extractors} would write the same array(s) {clash}")
+    return built
+
+
+def _descriptions(extractors: dict[str, Extractor], audio_stride: int) -> dict[str, dict]:
+    described = {}
+    for name, ext in extractors.items():
+        entry = ext.describe()
+        if isinstance(ext, AudioEmbeddingExtractor):
+            entry["audio_stride"] = audio_stride
+            entry["array_keys"] = array_keys(ext, audio_stride, has_audio=True)
+        described[name] = entry
+    return described
+
+
+# ---- plan ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Plan:
+    jobs: list[ClipJob]  # clips with something to compute
+    clips_reused: int  # clips with nothing to compute
+    arrays_reused: int  # complete arrays left as they are
+
+
+def _plan_clip(store: FeatureStore, clip: Clip, extractors: dict[str, Extractor],
+               config: ExtractConfig) -> tuple[ClipJob | None, int]:
+    """What ``clip`` still needs: (a job or None, arrays that are complete)."""
+    has_audio = clip.audio_path is not None
+    try:
+        attrs = store.clip_attrs(clip.clip_id)
+    except StoreError:
+        attrs = None
+    if attrs is None or attrs.get("n_frames") != clip.n_frames or attrs.get("fps") != clip.fps:
+        # New clip, or its group will be replaced (ensure_clip): everything is to compute.
+        return ClipJob(clip, tuple(extractors), True), 0
+    needed, complete = [], 0
+    for name, ext in extractors.items():
+        keys = array_keys(ext, config.audio_stride, has_audio)
+        done = [store.is_complete(clip.clip_id, a, k, config.verify_existing) for a, k in keys.items()]
+        if all(done):
+            complete += len(done)
+        else:
+            needed.append(name)  # one stale array recomputes the extractor's whole set
+    write_valid = not store.is_complete(clip.clip_id, VALID, VALID_KEY, config.verify_existing)
+    complete += not write_valid
+    if not needed and not write_valid:
+        return None, complete
+    return ClipJob(clip, tuple(needed), write_valid), complete
+
+
+def _plan(store: FeatureStore, clips: list[Clip], extractors: dict[str, Extractor],
+          config: ExtractConfig, progress: ProgressFn) -> _Plan:
+    """Check every clip against the store, in threads (hashing stored arrays is I/O-bound)."""
+    jobs: list[ClipJob] = []
+    reused = arrays = 0
+    progress(ProgressEvent("checking store", total=len(clips)))
+    with cf.ThreadPoolExecutor(8) as pool:
+        # map keeps the manifest order (clips of one video stay adjacent: audio decoded once).
+        for job, complete in pool.map(lambda c: _plan_clip(store, c, extractors, config), clips):
+            arrays += complete
+            if job is None:
+                reused += 1
+            else:
+                jobs.append(job)
+            progress(ProgressEvent("checking store", advance=1))
+    return _Plan(jobs, reused, arrays)
+
+
+def _shards(jobs: list[ClipJob], target_frames: float) -> list[list[ClipJob]]:
+    """Consecutive runs of jobs of about ``target_frames`` frames (a long clip is its own shard)."""
+    shards: list[list[ClipJob]] = []
+    current: list[ClipJob] = []
+    frames = 0
+    for job in jobs:
+        if current and frames + job.clip.n_frames > target_frames:
+            shards.append(current)
+            current, frames = [], 0
+        current.append(job)
+        frames += job.clip.n_frames
+    if current:
+        shards.append(current)
+    return shards
+
+
+# ---- run -----------------------------------------------------------------------------------------
+
+
+class _Tally:
+    """Turns clip outcomes into progress events and counts (used from worker threads in-process)."""
+
+    def __init__(self, total_clips: int, total_frames: int, progress: ProgressFn) -> None:
+        self.outcomes: dict[str, ClipOutcome] = {}
+        self.lock = threading.Lock()  # in-process, outcomes come from the worker's threads
+        self.total_clips = total_clips
+        self.progress = progress
+        self.start = time.perf_counter()
+        self.frames = 0
+        self.skipped = 0
+        progress(ProgressEvent("extracting frames", total=total_frames,
+                               info={"clips": f"0/{total_clips}"}))
+
+    def __call__(self, outcome: ClipOutcome) -> None:
+        with self.lock:
+            if outcome.clip_id in self.outcomes or outcome.status == "locked":
+                return  # in-process outcomes arrive twice (live and with the shard's result)
+            self.outcomes[outcome.clip_id] = outcome
+            self.frames += outcome.frames
+            self.skipped += outcome.status == "skipped"
+            elapsed = max(time.perf_counter() - self.start, 1e-9)
+            info: dict[str, Any] = {"clips": f"{len(self.outcomes)}/{self.total_clips}",
+                                    "frames/s": self.frames / elapsed}
+            if self.skipped:
+                info["skipped"] = self.skipped
+            self.progress(ProgressEvent("extracting frames", advance=outcome.clip_frames, info=info))
+
+
+def _run_shards(workers: Workers, shards: list[list[ClipJob]],
+                make_task: Callable[[list[ClipJob]], ShardTask], tally: _Tally) -> list[ClipJob]:
+    """Run shards to completion; return the jobs of clips that another process held locked."""
+    live = tally if workers.in_process else None  # a callback cannot travel to other processes
+    futures = [workers.executor.submit(run_shard, make_task(shard), live) for shard in shards]
+    jobs = {job.clip.clip_id: job for shard in shards for job in shard}
+    locked: list[ClipJob] = []
+    try:
+        for future in cf.as_completed(futures):
+            for outcome in future.result():
+                if outcome.status == "locked":
+                    locked.append(jobs[outcome.clip_id])
+                else:
+                    tally(outcome)
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        raise
+    return locked
+
+
+def _write_report(store_path: Path, config: ExtractConfig, result: ExtractResult,
+                  descriptions: dict[str, dict]) -> Path:
+    reports = store_path / "reports"
+    reports.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    path = reports / f"extract-{stamp}.json"
+    body = {"config": config_io.to_dict(config), "extractors": descriptions, "result": result.to_json()}
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(body, indent=2, default=str) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def run_extract(config: ExtractConfig, manifests_dir: str | Path, store_path: str | Path,
+                progress: ProgressFn = silent) -> ExtractResult:
+    """Extract every missing array of every clip of ``manifests_dir`` into the store."""
+    started = time.perf_counter()
+    parse_scheduler(config.scheduler)  # a bad value fails before any work
+    try:
+        clips = load_clips(manifests_dir, config.splits)
+    except (FileNotFoundError, ValueError) as e:
+        raise PipelineError(str(e)) from None
+    if not clips:
+        raise PipelineError(f"{manifests_dir}: no clips in splits {', '.join(config.splits)}")
+    ids = [c.clip_id for c in clips]
+    if len(set(ids)) != len(ids):
+        duplicate = next(i for i in ids if ids.count(i) > 1)
+        raise PipelineError(f"{manifests_dir}: clip {duplicate!r} appears twice in the manifests")
+    extractors = build_extractors(config)
+    store_path = Path(store_path)
+    store = FeatureStore(store_path, "a")
+    descriptions = _descriptions(extractors, config.audio_stride)
+    store.record_extractors(descriptions)
+
+    plan = _plan(store, clips, extractors, config, progress)
+    tally = _Tally(len(plan.jobs), sum(j.clip.n_frames for j in plan.jobs), progress)
+    compute_start = time.perf_counter()
+    if plan.jobs:
+
+        def make_task(shard: list[ClipJob], wait: bool = False) -> ShardTask:
+            return ShardTask(
+                store=str(store_path), jobs=shard, extractors=extractors,
+                batch_size=config.batch_size, audio_stride=config.audio_stride,
+                loader_threads=config.loader_threads, prefetch=config.prefetch, wait=wait)
+
+        with open_executor(config.scheduler) as workers:
+            compute_start = time.perf_counter()
+            tally.start = compute_start
+            if workers.in_process:
+                target = math.inf  # one shard: batches span every clip, no padding between shards
+            else:
+                per_worker = sum(j.clip.n_frames for j in plan.jobs) / (2 * workers.workers)
+                target = max(config.batch_size, min(config.shard_frames, per_worker))
+            locked = _run_shards(workers, _shards(plan.jobs, target), make_task, tally)
+            if locked:
+                # Another process held these: wait for its locks now, then re-check and finish.
+                _run_shards(workers, _shards(locked, target),
+                            lambda shard: make_task(shard, wait=True), tally)
+    seconds = time.perf_counter() - compute_start
+
+    outcomes = tally.outcomes.values()
+    random = [n for n, e in extractors.items() if e.random_weights]
+    result = ExtractResult(
+        store=str(store_path),
+        scheduler=config.scheduler,
+        extractors={n: e.cache_key for n, e in extractors.items()},
+        random_weights=random,
+        clips=len(clips),
+        clips_done=sum(o.status == "done" for o in outcomes),
+        clips_reused=plan.clips_reused + sum(o.status == "by_other" for o in outcomes),
+        clips_by_other=sum(o.status == "by_other" for o in outcomes),
+        clips_without_audio=sum(c.audio_path is None for c in clips),
+        skipped=[Skip(o.clip_id, o.file or "", o.reason or "") for o in outcomes if o.status == "skipped"],
+        frames=tally.frames,
+        arrays_written=sum(len(o.written) for o in outcomes),
+        arrays_reused=plan.arrays_reused + sum(o.reused for o in outcomes),
+        seconds=seconds if plan.jobs else 0.0,
+        seconds_total=0.0,
+        nothing_to_do=not plan.jobs,
+        allow_skips=config.allow_skips,
+    )
+    result.seconds_total = time.perf_counter() - started
+    result.report = str(_write_report(store_path, config, result, descriptions))
+    return result
