@@ -50,7 +50,8 @@ SWEEP_CONFIGS = {  # the smallest of each (default config where not listed)
 
 
 def test_registry_holds_every_extractor():
-    assert set(registry()) == {"swin", "iresnet", "logmel", "tdnn", "swin_audio"}
+    # A superset: tests elsewhere (tests/stages) register a test-only extractor in this process.
+    assert {"swin", "iresnet", "logmel", "tdnn", "swin_audio"} <= set(registry())
     with pytest.raises(KeyError, match="unknown extractor"):
         create("nope")
 
@@ -59,7 +60,7 @@ def test_registry_holds_every_extractor():
 @pytest.mark.parametrize("name", sorted(registry()))
 def test_outputs_match_their_declared_specs(name):
     extractor = create(name, config=SWEEP_CONFIGS.get(name), seed=0)
-    assert extractor.random_weights
+    assert extractor.random_weights == extractor.has_weights  # log-mel has no weights to randomise
     specs = extractor.outputs()
     if extractor.kind == "image":
         rows = 3

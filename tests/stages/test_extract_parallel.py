@@ -82,10 +82,11 @@ def test_two_concurrent_extract_processes_share_the_work(tmp_path):
 
     reports = [json.loads(p.read_text())["result"] for p in sorted((store / "reports").glob("extract-*.json"))]
     assert len(reports) == 2
-    # Every array was written exactly once, by one of the two; each did part of the work.
+    # Every array was written exactly once, by one of the two. (How the clips split between them
+    # depends on scheduling: a process that starts late may find every clip locked, wait, and
+    # then reuse them all; that is correct, so the split itself is not asserted.)
     assert sum(r["arrays_written"] for r in reports) == 6 * 3
     assert sum(r["clips_done"] for r in reports) == 6
-    assert all(r["clips_done"] >= 1 for r in reports), reports
     assert not list(FeatureStore(store).verify())
 
     clean = tmp_path / "clean.zarr"

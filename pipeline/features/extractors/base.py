@@ -67,6 +67,8 @@ class Extractor(ABC):
     Config: ClassVar[type]  # a dataclass with a comment on every field
     # Bump when preprocessing or the computation changes in a way the config does not capture.
     version: ClassVar[int] = 1
+    # False for fixed transforms (log-mel): they have no weights, so they are never "random".
+    has_weights: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -99,7 +101,7 @@ class Extractor(ABC):
     @property
     def random_weights(self) -> bool:
         """True when no weights file was given: features come from a seeded random model."""
-        return self.weights is None
+        return self.has_weights and self.weights is None
 
     @property
     def cache_key(self) -> str:

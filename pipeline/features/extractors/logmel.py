@@ -97,6 +97,7 @@ def resolve(config: LogMelConfig) -> MelParams:
 class LogMel(AudioExtractor):
     name = "logmel"
     Config = LogMelConfig
+    has_weights = False
     block_frames: ClassVar[int] = 8192  # frames per block: bounds memory on long clips
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -112,7 +113,8 @@ class LogMel(AudioExtractor):
         return self.params.sample_rate / self.params.hop_length
 
     def outputs(self) -> dict[str, ArraySpec]:
-        return {self.name: ArraySpec((self.params.n_mels,), rate="audio")}
+        # float32: dB values span ~100 dB and stage two may normalise them; the array is small.
+        return {self.name: ArraySpec((self.params.n_mels,), dtype="float32", rate="audio")}
 
     def load(self) -> None:
         if self._model is None:
