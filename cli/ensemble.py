@@ -88,12 +88,19 @@ def ensemble(
     table = Table(title=f"{result.split} scores ({result.protocol})")
     for column in ("method", "tuned", "macro-F1", "accuracy", "ABAW-2021"):
         table.add_column(column, justify="left" if column == "method" else "right")
-    for row in result.rows:
+    # Every pairwise m,n ensemble is in scores.json and the report; the table keeps the best one.
+    pairs = [r for r in result.rows if r.name.startswith("proportional ")]
+    best_pair = max(pairs, key=lambda r: r.scores.macro_f1, default=None)
+    shown = [r for r in result.rows if r not in pairs or r is best_pair]
+    for row in shown:
         final = row is result.final
         table.add_row(row.name, "yes" if row.tuned else "no",
                       f"{row.scores.macro_f1:.4f}", f"{row.scores.accuracy:.4f}",
                       f"{row.scores.abaw2021_score:.4f}", style="bold" if final else None)
     console.print(table)
+    if len(pairs) > 1:
+        console.print(f"({len(pairs) - 1} other m,n pairs of members: see scores.json and the report)",
+                      style="dim")
     if result.tuned_on_scored_frames:
         console.print("[yellow]warning:[/] choices were tuned on the scored frames"
                       " (--tune-on same): these scores are optimistic")

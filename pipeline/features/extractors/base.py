@@ -227,17 +227,40 @@ class AudioExtractor(Extractor):
 
 
 class AudioEmbeddingExtractor(Extractor):
+    """Windows of a log-mel front end -> one vector per window.
+
+    Subclasses' configs have ``frontend`` (a :class:`LogMelConfig`-like config of the front end)
+    and ``windows`` (lengths in video frames), and subclasses set :attr:`embedding_dim`.
+    """
+
     kind: ClassVar[Kind] = "audio_embedding"
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        windows = self.config.windows
+        if not windows or min(windows) < 1:
+            raise PipelineError(f"{self.name}: windows must be positive video-frame counts, got {windows}")
+        from pipeline.features.extractors.logmel import LogMel  # logmel imports this module
+
+        self._frontend = LogMel(self.config.frontend)
+
     @property
-    @abstractmethod
     def frontend(self) -> AudioExtractor:
-        """The audio extractor whose output this one windows (configured by this one's config)."""
+        """The log-mel extractor whose output this one windows (configured by this one's config)."""
+        return self._frontend
+
+    @property
+    def windows(self) -> tuple[int, ...]:
+        """Window lengths in video frames, e.g. (32, 48, 64); arrays are ``<name>_w<length>``."""
+        return tuple(self.config.windows)
 
     @property
     @abstractmethod
-    def windows(self) -> tuple[int, ...]:
-        """Window lengths in video frames, e.g. (32, 48, 64); arrays are ``<name>_w<length>``."""
+    def embedding_dim(self) -> int:
+        """Width of one window's embedding."""
+
+    def outputs(self) -> dict[str, ArraySpec]:
+        return {f"{self.name}_w{w}": ArraySpec((self.embedding_dim,)) for w in self.windows}
 
     @abstractmethod
     def embed(self, windows: "Any") -> "Any":

@@ -22,14 +22,8 @@ from typing import Any  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from pipeline.errors import PipelineError  # noqa: E402
-from pipeline.features.extractors.base import (  # noqa: E402
-    ArraySpec,
-    AudioEmbeddingExtractor,
-    AudioExtractor,
-    register,
-)
-from pipeline.features.extractors.logmel import LogMel, LogMelConfig  # noqa: E402
+from pipeline.features.extractors.base import AudioEmbeddingExtractor, register  # noqa: E402
+from pipeline.features.extractors.logmel import LogMelConfig  # noqa: E402
 from pipeline.features.extractors.swin import SWIN_TINY, build_timm, timm_probe  # noqa: E402
 
 
@@ -48,22 +42,11 @@ class SwinAudio(AudioEmbeddingExtractor):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if not self.config.windows or min(self.config.windows) < 1:
-            raise PipelineError(
-                f"swin_audio: windows must be positive video-frame counts, got {self.config.windows}")
-        self._frontend = LogMel(self.config.frontend)
         self._probe = timm_probe(self.config.model)
 
     @property
-    def frontend(self) -> AudioExtractor:
-        return self._frontend
-
-    @property
-    def windows(self) -> tuple[int, ...]:
-        return tuple(self.config.windows)
-
-    def outputs(self) -> dict[str, ArraySpec]:
-        return {f"{self.name}_w{w}": ArraySpec((self._probe.num_features,)) for w in self.windows}
+    def embedding_dim(self) -> int:
+        return self._probe.num_features
 
     def load(self) -> None:
         if self._model is None:

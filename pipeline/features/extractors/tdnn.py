@@ -26,13 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.errors import PipelineError
-from pipeline.features.extractors.base import (
-    ArraySpec,
-    AudioEmbeddingExtractor,
-    AudioExtractor,
-    register,
-)
-from pipeline.features.extractors.logmel import LogMel, LogMelConfig
+from pipeline.features.extractors.base import AudioEmbeddingExtractor, register
+from pipeline.features.extractors.logmel import LogMelConfig
 
 
 class FrameLayer(nn.Module):
@@ -93,20 +88,10 @@ class Tdnn(AudioEmbeddingExtractor):
         c = self.config
         if not (len(c.channels) == len(c.kernels) == len(c.dilations) > 0):
             raise PipelineError(f"tdnn: channels, kernels and dilations differ in length: {c}")
-        if not c.windows or min(c.windows) < 1:
-            raise PipelineError(f"tdnn: windows must be positive video-frame counts, got {c.windows}")
-        self._frontend = LogMel(c.frontend)
 
     @property
-    def frontend(self) -> AudioExtractor:
-        return self._frontend
-
-    @property
-    def windows(self) -> tuple[int, ...]:
-        return tuple(self.config.windows)
-
-    def outputs(self) -> dict[str, ArraySpec]:
-        return {f"{self.name}_w{w}": ArraySpec((self.config.embedding_dim,)) for w in self.windows}
+    def embedding_dim(self) -> int:
+        return self.config.embedding_dim
 
     def load(self) -> None:
         if self._model is None:
