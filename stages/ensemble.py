@@ -26,20 +26,15 @@ from pipeline.data.labels import NUM_CLASSES
 from pipeline.data.manifest import SPLITS, Clip, load_clips
 from pipeline.errors import PipelineError
 from pipeline.progress import ProgressEvent, ProgressFn, silent
-from pipeline.scoring.ensemble import (
-    EnsembleConfig,
+from pipeline.scoring.ensemble import EnsembleConfig, Outcome, Row, cross_fit, fit, predict
+from pipeline.scoring.frames import (
     Member,
-    Outcome,
-    Row,
     SplitData,
     check_clip_set,
     clip_data,
     clip_probs,
-    cross_fit,
-    fit,
     load_split,
     open_predictions,
-    predict,
 )
 from pipeline.scoring.metrics import Scores, confusion_matrix
 from pipeline.scoring.predictions import Predictions

@@ -42,34 +42,40 @@ Tuning protocol (``EnsembleConfig.tune_on``): nothing is tuned on the frames it 
 * ``same``: fitted and scored on the same frames; optimistic, and labelled so.
 
 For the test split one pipeline is fitted on all of the tuning split (val, or the declared one).
+
+The steps themselves are in :mod:`pipeline.scoring.postprocess`, the searches that tune them in
+:mod:`pipeline.scoring.search`, and reading the members' predictions in
+:mod:`pipeline.scoring.frames`; this module holds the configuration, the candidates, the fitted
+pipeline and the tuning protocol.
 """
 
 from __future__ import annotations
 
 import itertools
-import math
-import os
-import re
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from pipeline.data.labels import CLASSES, NUM_CLASSES, UNLABELED
-from pipeline.data.manifest import SPLITS, Clip
+from pipeline.data.manifest import SPLITS
 from pipeline.errors import PipelineError
 from pipeline.progress import ProgressEvent, ProgressFn, silent
+from pipeline.scoring.frames import SplitData
 from pipeline.scoring.metrics import Scores, confusion_matrix, macro_f1_from_confusion
-from pipeline.scoring.predictions import Predictions, prediction_path
+from pipeline.scoring.postprocess import (
+    EPS,
+    argmax_labels,
+    biased_labels,
+    fill_no_face,
+    mode_filter,
+    smooth_probs,
+)
+from pipeline.scoring.search import _Evaluator, bias_search, proportional_search, weight_search
 
 SMOOTHERS = ("mean", "median", "mode", "none")
 FILLS = ("nearest", "none")
 PROTOCOLS = ("val-crossfit", "train", "same")
-EPS = 1e-7  # added before the log so that a probability of exactly 0 stays finite
-EXHAUSTIVE_WEIGHT_GRID = 256  # larger weight grids are searched by coordinate ascent
-MEDIAN_CHUNK = 4096  # frames per block in the median filter (bounds its [8, block, window] copy)
 
 
 @dataclass
@@ -128,141 +134,7 @@ class EnsembleConfig:
         return np.round(np.arange(-steps, steps + 1) * self.bias_step, 10)
 
 
-# ----------------------------------------------------------------------------- data
-
-
-@dataclass(frozen=True)
-class Member:
-    """One output of one run directory."""
-
-    run_dir: Path  # the run directory
-    output: str  # which of its outputs ("main", "fusion", "image", "audio", ...)
-
-    @property
-    def name(self) -> str:
-        return f"{self.run_dir.name}/{self.output}"
-
-    def path(self, split: str) -> Path:
-        return prediction_path(self.run_dir, split, self.output)
-
-
-@dataclass(eq=False)
-class SplitData:
-    """The frames of one split, clips concatenated: every member's probabilities, labels, faces."""
-
-    clip_ids: tuple[str, ...]  # clip ids in manifest order
-    groups: tuple[str, ...]  # video id of each clip (clips of one video share a fold)
-    offsets: np.ndarray  # int64 [n_clips + 1]: clip c is frames offsets[c]:offsets[c + 1]
-    probs: np.ndarray  # float32 [n_members, n_frames, 8]
-    labels: np.ndarray | None  # int8 [n_frames], -1 = not annotated; None when unlabeled (test)
-    face: np.ndarray  # bool [n_frames]: the frame has a face image
-
-    @property
-    def n_frames(self) -> int:
-        return int(self.offsets[-1])
-
-    def frame_index(self, clip_indices: Sequence[int]) -> np.ndarray:
-        """Positions of the frames of the given clips, in that order."""
-        if len(clip_indices) == 0:
-            return np.zeros(0, dtype=np.int64)
-        return np.concatenate([np.arange(self.offsets[c], self.offsets[c + 1])
-                               for c in clip_indices])
-
-    def subset(self, clip_indices: Sequence[int]) -> "SplitData":
-        """A copy holding only the given clips (whole clips, in the given order)."""
-        index = self.frame_index(clip_indices)
-        lengths = np.diff(self.offsets)[list(clip_indices)]
-        return SplitData(
-            clip_ids=tuple(self.clip_ids[c] for c in clip_indices),
-            groups=tuple(self.groups[c] for c in clip_indices),
-            offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
-            probs=self.probs[:, index],
-            labels=None if self.labels is None else self.labels[index],
-            face=self.face[index],
-        )
-
-
-_FRAME_NAME = re.compile(r"^(\d{5})\.jpg$")
-
-
-def face_mask(clip: Clip) -> np.ndarray:
-    """bool [n_frames]: frame i has a face iff its image exists (one directory listing per clip)."""
-    mask = np.zeros(clip.n_frames, dtype=bool)
-    if clip.frames_dir is None or not os.path.isdir(clip.frames_dir):
-        return mask
-    with os.scandir(clip.frames_dir) as entries:
-        for entry in entries:
-            match = _FRAME_NAME.match(entry.name)
-            if match:
-                index = int(match.group(1)) - 1
-                if 0 <= index < clip.n_frames:
-                    mask[index] = True
-    return mask
-
-
-def clip_probs(predictions: Predictions, clip: Clip, split: str) -> np.ndarray:
-    """One clip's [n_frames, 8] probabilities, checked: present, right shape, finite, >= 0."""
-    path = predictions.path
-    try:
-        array = predictions[clip.clip_id]
-    except KeyError:
-        raise PipelineError(f"{path}: no predictions for {split} clip {clip.clip_id}") from None
-    if array.shape != (clip.n_frames, NUM_CLASSES):
-        raise PipelineError(f"{path}: clip {clip.clip_id} has predictions of shape"
-                            f" {list(array.shape)}, want [{clip.n_frames}, {NUM_CLASSES}]")
-    if not np.isfinite(array).all() or (array < 0).any():
-        raise PipelineError(f"{path}: clip {clip.clip_id} has negative or non-finite probabilities")
-    return array
-
-
-def check_clip_set(predictions: Predictions, clips: Sequence[Clip], split: str) -> None:
-    """Reject a predictions file holding clips the manifest split does not have."""
-    extra = sorted(set(predictions) - {c.clip_id for c in clips})
-    if extra:
-        raise PipelineError(f"{predictions.path}: clip {extra[0]} is not in the {split} manifest"
-                            f" ({len(extra)} such clips; wrong --manifests or split?)")
-
-
-def open_predictions(paths: Sequence[Path], clips: Sequence[Clip], split: str
-                     ) -> list[Predictions]:
-    """Open each member's predictions file for a split, rejecting clips the manifest lacks."""
-    readers = []
-    for path in paths:
-        if not Path(path).exists():
-            raise PipelineError(f"{path}: no such predictions file")
-        readers.append(Predictions(path))
-        check_clip_set(readers[-1], clips, split)
-    return readers
-
-
-def load_split(paths: Sequence[Path], clips: Sequence[Clip], split: str,
-               progress: ProgressFn = silent) -> SplitData:
-    """Read each member's predictions file for the given clips of one split, checking every clip."""
-    offsets = np.concatenate([[0], np.cumsum([c.n_frames for c in clips])]).astype(np.int64)
-    probs = np.empty((len(paths), int(offsets[-1]), NUM_CLASSES), dtype=np.float32)
-    progress(ProgressEvent(f"read {split}", total=len(paths) * len(clips)))
-    for m, predictions in enumerate(open_predictions(paths, clips, split)):
-        for c, clip in enumerate(clips):
-            probs[m, offsets[c]:offsets[c + 1]] = clip_probs(predictions, clip, split)
-            progress(ProgressEvent(f"read {split}", advance=1))
-    labels = None
-    if clips and all(c.labels is not None for c in clips):
-        labels = np.concatenate([c.labels for c in clips]).astype(np.int8)
-    face = (np.concatenate([face_mask(c) for c in clips]) if clips
-            else np.zeros(0, dtype=bool))
-    return SplitData(tuple(c.clip_id for c in clips), tuple(c.video_id for c in clips),
-                     offsets, probs, labels, face)
-
-
-def clip_data(readers: Sequence[Predictions], clip: Clip, split: str) -> SplitData:
-    """One clip as a :class:`SplitData` (for applying a fitted pipeline clip by clip)."""
-    probs = np.stack([clip_probs(r, clip, split) for r in readers])
-    labels = None if clip.labels is None else clip.labels.astype(np.int8)
-    return SplitData((clip.clip_id,), (clip.video_id,), np.array([0, clip.n_frames]), probs,
-                     labels, face_mask(clip))
-
-
-# ----------------------------------------------------------------------------- post-processing
+# ----------------------------------------------------------------------------- combining
 
 
 def combine(probs: np.ndarray, weights: Sequence[float]) -> np.ndarray:
@@ -275,255 +147,6 @@ def combine(probs: np.ndarray, weights: Sequence[float]) -> np.ndarray:
             term = p * np.float32(w / weights.sum())
             total = term if total is None else total + term
     return total
-
-
-def _clip_bounds(offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """First frame and one-past-last frame of each frame's clip (both [N])."""
-    lengths = np.diff(offsets)
-    return np.repeat(offsets[:-1], lengths), np.repeat(offsets[1:], lengths)
-
-
-def fill_no_face(probs: np.ndarray, offsets: np.ndarray, face: np.ndarray) -> np.ndarray:
-    """Copy into each frame with no face the probabilities of the nearest face frame of its clip."""
-    n = len(face)
-    if face.all() or n == 0:
-        return probs
-    start, end = _clip_bounds(offsets)
-    index = np.arange(n)
-    previous = np.maximum.accumulate(np.where(face, index, -1))
-    following = np.minimum.accumulate(np.where(face, index, n)[::-1])[::-1]
-    has_previous = previous >= start
-    has_following = following < end
-    use_following = has_following & (~has_previous | (following - index < index - previous))
-    source = np.where(use_following, following, np.where(has_previous, previous, index))
-    return probs[source]
-
-
-def _window_limits(offsets: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
-    start, end = _clip_bounds(offsets)
-    index = np.arange(int(offsets[-1]))
-    half = window // 2
-    return np.maximum(start, index - half), np.minimum(end, index + half + 1)
-
-
-def smooth_probs(probs: np.ndarray, offsets: np.ndarray, kind: str, window: int) -> np.ndarray:
-    """Moving mean or median of [N, 8] probabilities within each clip (window 1 = unchanged)."""
-    if window <= 1 or kind in ("none", "mode") or len(probs) == 0:
-        return probs
-    if kind == "mean":
-        low, high = _window_limits(offsets, window)
-        # float64 running sums: float32 would lose precision over a split of millions of frames
-        sums = np.zeros((len(probs) + 1, NUM_CLASSES), dtype=np.float64)
-        np.cumsum(probs, axis=0, dtype=np.float64, out=sums[1:])
-        return ((sums[high] - sums[low]) / (high - low)[:, None]).astype(np.float32)
-    if kind == "median":
-        out = np.empty_like(probs)
-        half = window // 2
-        for c in range(len(offsets) - 1):
-            # class-major and np.partition: several times faster than np.median over [T, 8, w]
-            clip = np.pad(probs[offsets[c]:offsets[c + 1]].T, ((0, 0), (half, half)), mode="edge")
-            for s in range(0, clip.shape[1] - 2 * half, MEDIAN_CHUNK):
-                block = sliding_window_view(clip[:, s:s + MEDIAN_CHUNK + 2 * half], window, axis=1)
-                middle = np.partition(block, half, axis=-1)[..., half]  # [8, frames]
-                out[offsets[c] + s:offsets[c] + s + middle.shape[1]] = middle.T
-        total = out.sum(axis=1, keepdims=True)
-        return np.divide(out, total, out=out, where=total > 0)
-    raise ValueError(f"unknown smoothing {kind!r}")
-
-
-def mode_filter(labels: np.ndarray, offsets: np.ndarray, window: int) -> np.ndarray:
-    """Majority label over a moving window within each clip; ties keep the frame's own label."""
-    if window <= 1 or len(labels) == 0:
-        return labels
-    low, high = _window_limits(offsets, window)
-    one_hot = np.zeros((len(labels) + 1, NUM_CLASSES), dtype=np.int32)
-    one_hot[np.arange(1, len(labels) + 1), labels] = 1
-    counts = np.cumsum(one_hot, axis=0, out=one_hot)
-    votes = (counts[high] - counts[low]).astype(np.float32)
-    votes[np.arange(len(labels)), labels] += 0.5  # own label wins a tie
-    return votes.argmax(axis=1).astype(labels.dtype)
-
-
-def _argmax(scores: np.ndarray) -> np.ndarray:
-    return scores.argmax(axis=1).astype(np.int8)
-
-
-# ----------------------------------------------------------------------------- searches
-
-
-# _LOWEST_BIT[code] = index of the lowest set bit of a byte: the first class reaching the maximum
-_LOWEST_BIT = np.array([(code & -code).bit_length() - 1 if code else 0 for code in range(256)],
-                       dtype=np.int8)
-EVALUATOR_CHUNK = 32768  # frames per block: a block of every member stays in the CPU cache
-
-
-def _first_argmax(scores: np.ndarray, maximum: np.ndarray, code: np.ndarray,
-                  bits: np.ndarray) -> np.ndarray:
-    """Index of the first maximum along axis 0 of a [8, n] block (numpy's argmax rule).
-
-    Much faster than ``argmax(axis=1)`` on [n, 8]: every operation runs over contiguous rows.
-    ``maximum``, ``code`` and ``bits`` are scratch buffers of length n.
-    """
-    np.max(scores, axis=0, out=maximum)
-    code[:] = 0
-    for c in range(len(scores)):
-        np.equal(scores[c], maximum, out=bits.view(bool))
-        np.left_shift(bits, c, out=bits)
-        np.bitwise_or(code, bits, out=code)
-    return _LOWEST_BIT[code]
-
-
-class _Evaluator:
-    """Confusion matrices of argmax(sum_i w_i P_i) on fixed labelled frames, for many weights.
-
-    Where every member's argmax is the same class c, any non-negative weights (not all zero) also
-    give c, so those frames are counted once and only the disagreeing ones are re-scored. Those
-    are kept class-major ([member, 8, frames]) in cache-sized blocks, and each block is scored for
-    every weight vector before moving on.
-    """
-
-    def __init__(self, probs: Sequence[np.ndarray], labels: np.ndarray) -> None:
-        preds = [p.argmax(axis=1) for p in probs]
-        agree = np.ones(len(labels), dtype=bool)
-        for p in preds[1:]:
-            agree &= p == preds[0]
-        self.fixed = confusion_matrix(labels[agree], preds[0][agree])
-        rest = np.flatnonzero(~agree)
-        self.blocks = []
-        for start in range(0, len(rest), EVALUATOR_CHUNK):
-            index = rest[start:start + EVALUATOR_CHUNK]
-            block = np.stack([p[index].T for p in probs]).astype(np.float32)
-            self.blocks.append((block, labels[index].astype(np.intp) * NUM_CLASSES))
-
-    def confusions(self, weights: Sequence[Sequence[float]]) -> np.ndarray:
-        """int64 [n_vectors, 8, 8]: one confusion matrix per weight vector."""
-        weights = np.asarray(weights, dtype=np.float32).reshape(len(weights), -1)
-        assert (weights >= 0).all() and (weights.sum(axis=1) > 0).all(), weights
-        counts = np.zeros((len(weights), NUM_CLASSES * NUM_CLASSES), dtype=np.int64)
-        for block, truth in self.blocks:
-            n = block.shape[2]
-            total, term = np.empty((2, NUM_CLASSES, n), dtype=np.float32)
-            maximum = np.empty(n, dtype=np.float32)
-            code, bits = np.empty((2, n), dtype=np.uint8)
-            for v, vector in enumerate(weights):
-                used = np.flatnonzero(vector)
-                np.multiply(block[used[0]], vector[used[0]], out=total)
-                for i in used[1:]:
-                    np.multiply(block[i], vector[i], out=term)
-                    total += term
-                predicted = _first_argmax(total, maximum, code, bits)
-                counts[v] += np.bincount(truth + predicted, minlength=NUM_CLASSES * NUM_CLASSES)
-        return counts.reshape(-1, NUM_CLASSES, NUM_CLASSES) + self.fixed
-
-    def macro_f1s(self, weights: Sequence[Sequence[float]]) -> np.ndarray:
-        return np.atleast_1d(macro_f1_from_confusion(self.confusions(weights)))
-
-    def macro_f1(self, weights: Sequence[float]) -> float:
-        return float(self.macro_f1s([weights])[0])
-
-
-@dataclass(frozen=True)
-class ProportionalFit:
-    """The best (m, n) of the rule (m P_A + n P_B) / (m + n) and the whole grid of scores."""
-
-    m: int  # weight of the first member
-    n: int  # weight of the second member
-    grid: np.ndarray  # float64 [max_weight, max_weight]: macro-F1 at m = row + 1, n = column + 1
-
-
-def proportional_search(first: np.ndarray, second: np.ndarray, labels: np.ndarray,
-                        max_weight: int = 5) -> ProportionalFit:
-    """Grid-search integer 0 < m, n <= max_weight for macro-F1 on the labelled frames.
-
-    Pairs with the same ratio (1:1, 2:2, ...) give the same argmax, so each ratio is scored once.
-    Ties go to the first pair in (m, n) order.
-    """
-    keep = labels != UNLABELED
-    evaluator = _Evaluator([first[keep], second[keep]], labels[keep])
-    pairs = list(itertools.product(range(1, max_weight + 1), repeat=2))
-    ratios = sorted({(m // math.gcd(m, n), n // math.gcd(m, n)) for m, n in pairs})
-    by_ratio = dict(zip(ratios, evaluator.macro_f1s(ratios)))
-    grid = np.array([by_ratio[(m // math.gcd(m, n), n // math.gcd(m, n))] for m, n in pairs])
-    grid = grid.reshape(max_weight, max_weight)
-    best = int(np.argmax(grid))  # first maximum in (m, n) order
-    return ProportionalFit(best // max_weight + 1, best % max_weight + 1, grid)
-
-
-def weight_search(evaluator: _Evaluator, n_members: int, max_weight: int = 5) -> tuple[int, ...]:
-    """Integer weights 0..max_weight per member with the best macro-F1 (module docstring)."""
-    if (max_weight + 1) ** n_members <= EXHAUSTIVE_WEIGHT_GRID:
-        # all zero, or a multiple of a vector already in the grid, is skipped
-        grid = [w for w in itertools.product(range(max_weight + 1), repeat=n_members)
-                if math.gcd(*w) == 1]
-        return grid[int(np.argmax(evaluator.macro_f1s(grid)))]  # first of the best
-    weights = (1,) * n_members
-    best_score = evaluator.macro_f1(weights)
-    changed = True
-    while changed:
-        changed = False
-        for i in range(n_members):
-            trials = [weights[:i] + (v,) + weights[i + 1:] for v in range(max_weight + 1)]
-            trials = [t for t in trials if t != weights and any(t)]
-            scores = evaluator.macro_f1s(trials)
-            if scores.max() > best_score:
-                weights, best_score, changed = trials[int(np.argmax(scores))], scores.max(), True
-    return weights
-
-
-def bias_search(log_probs: np.ndarray, labels: np.ndarray, grid: np.ndarray,
-                rounds: int = 3) -> np.ndarray:
-    """Per-class offsets b (float64 [8]) maximising macro-F1 of argmax(log_probs + b).
-
-    Coordinate ascent from b = 0 over ``rounds`` sweeps of the 8 classes (stopping early when a
-    sweep changes nothing); :func:`bias_sweep` scores every grid value of one class at once. A
-    class's offset moves only on a strict gain; ties go to the value nearest the current one
-    (so no evidence, no offset).
-    """
-    keep = labels != UNLABELED
-    class_major = np.ascontiguousarray(log_probs[keep].T, dtype=np.float64)
-    labels = labels[keep].astype(np.intp)
-    bias = np.zeros(NUM_CLASSES)
-    if len(labels) == 0:
-        return bias
-    current = macro_f1_from_confusion(confusion_matrix(labels, _argmax(log_probs[keep] + bias)))
-    for _ in range(rounds):
-        moved = False
-        for c in range(NUM_CLASSES):
-            scores = bias_sweep(class_major, labels, bias, c, grid)
-            best = scores.max()
-            if best <= current + 1e-12:
-                continue
-            candidates = np.flatnonzero(scores >= best - 1e-12)
-            choice = candidates[np.argmin(np.abs(grid[candidates] - bias[c]))]
-            bias[c], current, moved = grid[choice], best, True
-        if not moved:
-            break
-    return bias
-
-
-def bias_sweep(class_major: np.ndarray, labels: np.ndarray, bias: np.ndarray, c: int,
-               grid: np.ndarray) -> np.ndarray:
-    """Macro-F1 of argmax(L + bias) with bias[c] set to each grid value (float64 [g]).
-
-    ``class_major`` is L transposed, [8, n]; ``labels`` are all annotated. With the other offsets
-    fixed, frame t is predicted c iff bias[c] > d_t = max_{j != c}(L_tj + b_j) - L_tc, else its
-    best other class; binning d_t on the grid and accumulating counts gives the confusion matrix
-    at every grid value at once. Exact except where two classes tie exactly.
-    """
-    k, g, n = NUM_CLASSES, len(grid), len(labels)
-    others = class_major + bias[:, None]
-    others[c] = -np.inf
-    best_other = np.empty(n)
-    alternative = _first_argmax(others, best_other, *np.empty((2, n), dtype=np.uint8))
-    threshold = best_other - class_major[c]
-    # at grid[i] a frame is predicted c iff grid[i] > threshold, i.e. iff its bin <= i
-    bins = np.searchsorted(grid, threshold, side="right")
-    counts = np.bincount((bins * k + labels) * k + alternative,
-                         minlength=(g + 1) * k * k).reshape(g + 1, k, k)
-    moved = np.cumsum(counts, axis=0)[:g]  # [g, truth, alternative]: frames that move to c
-    confusions = counts.sum(axis=0)[None] - moved
-    confusions[:, :, c] += moved.sum(axis=2)
-    return macro_f1_from_confusion(confusions)
 
 
 # ----------------------------------------------------------------------------- fitting
@@ -630,6 +253,11 @@ def _prepare(data: SplitData, choices: Choices, fill: bool = True) -> np.ndarray
 
 def _window_search(probs: np.ndarray, data: SplitData, choices: Choices,
                    windows: Sequence[int]) -> int:
+    """The narrowest window whose finished labels score the best macro-F1 on ``data``.
+
+    It lives here rather than in :mod:`pipeline.scoring.search` because it scores the fitted
+    pipeline itself (:class:`Choices` and :func:`_finish`).
+    """
     keep = data.labels != UNLABELED
     best, best_score = 1, -1.0
     for window in sorted(windows):  # the narrowest of equally good windows
@@ -647,9 +275,9 @@ def _finish(probs: np.ndarray, offsets: np.ndarray, choices: Choices, smooth: bo
     if smooth:
         probs = smooth_probs(probs, offsets, choices.smooth, choices.window)
     if bias and any(choices.bias):
-        labels = _argmax(np.log(probs + EPS) + np.asarray(choices.bias, dtype=np.float32))
+        labels = biased_labels(probs, choices.bias)
     else:
-        labels = _argmax(probs)
+        labels = argmax_labels(probs)
     if smooth and choices.smooth == "mode":
         labels = mode_filter(labels, offsets, choices.window)
     return labels

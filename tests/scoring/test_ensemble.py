@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from pipeline.data.labels import NUM_CLASSES
 from pipeline.errors import PipelineError
 from pipeline.scoring import ensemble as E
+from pipeline.scoring import search as S
 from pipeline.scoring.metrics import accuracy, macro_f1
 
 
@@ -178,7 +179,7 @@ def test_bias_sweep_matches_brute_force_argmax():
     grid = np.round(np.arange(-10, 11) * 0.2, 10)
     bias = rng.normal(scale=0.3, size=NUM_CLASSES)
     for c in (0, 3, 7):
-        swept = E.bias_sweep(np.ascontiguousarray(log_probs.T), labels, bias, c, grid)
+        swept = S.bias_sweep(np.ascontiguousarray(log_probs.T), labels, bias, c, grid)
         for i, value in enumerate(grid):
             trial = bias.copy()
             trial[c] = value

@@ -8,7 +8,7 @@ scored by validation macro-F1 and the best pair (ties: the smallest m, then the 
 becomes the ``fusion`` output, the primary one. The full 5 x 5 table is kept in metrics.json
 under ``"grid"``; ``m`` and ``n`` are fitted on the validation split itself, as in the paper.
 
-The search is stage three's :func:`pipeline.scoring.ensemble.proportional_search` (one
+The search is stage three's :func:`pipeline.scoring.search.proportional_search` (one
 implementation of the rule for the whole project; vectorised: 25 pairs over 1,000,000 frames in
 about a second, see ``tests/bench/``). It needs all validation frames at once, so the evaluator
 keeps the two outputs' probabilities of the labelled validation frames (64 bytes a frame).
@@ -35,7 +35,7 @@ from pipeline.fusion.heads.unimodal import (
     targets_of,
 )
 from pipeline.fusion.sampling import SamplingConfig, purity_rule
-from pipeline.scoring.ensemble import proportional_search
+from pipeline.scoring.search import proportional_search
 from pipeline.scoring.metrics import Scores, confusion_matrix
 
 
