@@ -13,24 +13,18 @@ numpy runs single-threaded here, so CPU time is what the code costs and wall tim
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
+
+from _timing import best_of
 
 from pipeline.scoring import ensemble as E
 from pipeline.scoring.metrics import score
 
 
 def _timed(label: str, fn, repeat: int = 3):
-    """Best of ``repeat`` runs, wall-clock and CPU time (CPU time is steadier on a shared machine)."""
-    best_wall = best_cpu = float("inf")
-    result = None
-    for _ in range(repeat):
-        wall, cpu = time.perf_counter(), time.process_time()
-        result = fn()
-        best_wall = min(best_wall, time.perf_counter() - wall)
-        best_cpu = min(best_cpu, time.process_time() - cpu)
-    print(f"{label:<62s} {best_wall * 1000:9.1f} ms wall {best_cpu * 1000:9.1f} ms cpu")
+    """Print the best of ``repeat`` runs (wall and CPU time); return the result."""
+    wall, cpu, result = best_of(fn, repeat)
+    print(f"{label:<62s} {wall * 1000:9.1f} ms wall {cpu * 1000:9.1f} ms cpu")
     return result
 
 

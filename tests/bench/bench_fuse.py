@@ -27,6 +27,8 @@ import numpy as np
 import torch
 import zarr
 
+from _timing import best_of
+
 from pipeline.data.manifest import Clip, write_manifest
 from pipeline.features.store import FeatureStore
 from pipeline.fusion.presets import build_config
@@ -97,17 +99,6 @@ def naive_samples_per_second(store: Path, clips: list[Clip], method: str, sample
     return samples / (time.perf_counter() - began)
 
 
-def _timed(fn, repeat: int = 3) -> tuple[float, float, object]:
-    best_wall = best_cpu = float("inf")
-    result = None
-    for _ in range(repeat):
-        wall, cpu = time.perf_counter(), time.process_time()
-        result = fn()
-        best_wall = min(best_wall, time.perf_counter() - wall)
-        best_cpu = min(best_cpu, time.process_time() - cpu)
-    return best_wall, best_cpu, result
-
-
 def _member(rng: np.random.Generator, labels: np.ndarray, strength: float) -> np.ndarray:
     logits = rng.normal(size=(labels.size, 8)).astype(np.float32)
     logits[np.arange(labels.size), np.clip(labels, 0, 7)] += strength
@@ -151,7 +142,7 @@ def main() -> None:
         "independent random members": (rng.random((n, 8), dtype=np.float32),
                                        rng.random((n, 8), dtype=np.float32)),
     }.items():
-        wall, cpu, fit = _timed(lambda: proportional_search(audio, image, labels, 5))
+        wall, cpu, fit = best_of(lambda: proportional_search(audio, image, labels, 5))
         print(f"proportional 25-pair search, 1,000,000 frames x 8, {kind:<27s} "
               f"{wall * 1000:7.1f} ms wall {cpu * 1000:7.1f} ms cpu  best (m, n) = ({fit.m}, {fit.n})")
 
