@@ -121,13 +121,18 @@ class FeatureStore:
         self._root: zarr.Group | None = None
         if mode == "r" and not (self.path / "zarr.json").exists():
             raise StoreError(f"{self.path}: not a feature store (no zarr.json)")
-        if mode == "a" and not (self.path / "zarr.json").exists():
+        if mode == "a":
+            # Writers open or create under the root lock: another process may be creating the
+            # store right now, and its root zarr.json exists before its "clips" group does.
             with self._lock("root"):
                 if not (self.path / "zarr.json").exists():
-                    root = zarr.open_group(str(self.path), mode="a", zarr_format=3)
+                    attributes = {"fer_pipeline_store": FORMAT_VERSION, "extractors": {}}
+                    root = zarr.open_group(str(self.path), mode="a", zarr_format=3,
+                                           attributes=attributes)
                     root.require_group("clips")
-                    root.attrs.update({"fer_pipeline_store": FORMAT_VERSION, "extractors": {}})
-        version = self.root.attrs.get("fer_pipeline_store")
+                version = self.root.attrs.get("fer_pipeline_store")
+        else:
+            version = self.root.attrs.get("fer_pipeline_store")
         if version != FORMAT_VERSION:
             raise StoreError(f"{self.path}: store format {version!r}, this version reads {FORMAT_VERSION}")
 

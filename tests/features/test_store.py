@@ -128,3 +128,27 @@ def test_summary_counts_arrays_shapes_keys_and_bytes(store):
     assert summary.arrays["swin"].cache_keys == {"k1", "k2"}
     assert summary.arrays["logmel"].dtypes == {"float32"}
     assert summary.size_bytes > 0
+
+
+
+def test_a_writer_waits_for_a_store_that_is_being_created(tmp_path):
+    """Creating a store is more than one file write (the root, then the clips group): a writer
+    that opens it meanwhile must wait on the root lock, not read a half-made store."""
+    import concurrent.futures
+    import fcntl
+    import os
+
+    path = tmp_path / "s.zarr"
+    (path / ".locks").mkdir(parents=True)
+    fd = os.open(path / ".locks" / "root.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # play the creating process, midway
+    zarr.open_group(str(path), mode="a", zarr_format=3)  # root written, attributes not yet
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        opening = pool.submit(FeatureStore, path, "a")
+        with pytest.raises(concurrent.futures.TimeoutError):
+            opening.result(timeout=0.5)  # blocked on the lock, not failed
+        root = zarr.open_group(str(path), mode="a")
+        root.attrs.update({"fer_pipeline_store": 1, "extractors": {}})
+        root.require_group("clips")
+        os.close(fd)  # creation done: the lock is released
+        assert opening.result(timeout=10).clip_ids() == []
