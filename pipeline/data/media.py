@@ -4,7 +4,7 @@ torchaudio's load/save need torchcodec, which does not work on the CPU install, 
 decoded here. Every failure raises :class:`MediaError` with the file and the reason in one line.
 
 Alignment rule: video frame ``i`` covers ``[i / fps, (i + 1) / fps)`` seconds of the audio track,
-so its centre is at ``(i + 0.5) / fps``; :func:`frame_centre_samples` gives that in samples.
+so its centre is at ``(i + 0.5) / fps`` (``pipeline.features.audio_windows`` centres on it).
 """
 
 from __future__ import annotations
@@ -82,11 +82,6 @@ def decode_audio(path: str | Path, sample_rate: int) -> np.ndarray:
     if not chunks:
         raise _fail(path, "audio stream holds no samples")
     return np.concatenate(chunks).astype(np.float32, copy=False)
-
-
-def frame_centre_samples(n_frames: int, fps: float, sample_rate: int) -> np.ndarray:
-    """Sample index of the centre of each video frame (see the module's alignment rule)."""
-    return np.round((np.arange(n_frames) + 0.5) / fps * sample_rate).astype(np.int64)
 
 
 def read_image(path: str | Path) -> Image.Image:

@@ -97,21 +97,14 @@ class EnsembleConfig:
 
     def validate(self) -> None:
         """Raise :class:`PipelineError` naming the first bad option."""
-        if self.split not in SPLITS:
-            raise PipelineError(f"ensemble config: split {self.split!r} is not one of"
-                                f" {', '.join(SPLITS)}")
-        if self.tune_on not in PROTOCOLS:
-            raise PipelineError(f"ensemble config: tune_on {self.tune_on!r} is not one of"
-                                f" {', '.join(PROTOCOLS)}")
+        for name, allowed in (("split", SPLITS), ("tune_on", PROTOCOLS), ("smooth", SMOOTHERS),
+                              ("fill", FILLS)):
+            if getattr(self, name) not in allowed:
+                raise PipelineError(f"ensemble config: {name} {getattr(self, name)!r} is not one"
+                                    f" of {', '.join(allowed)}")
         if self.tune_on == "train" and self.split == "train":
             raise PipelineError("ensemble config: tune_on train while scoring train (say"
                                 " tune_on = \"same\" to tune on the scored frames)")
-        if self.smooth not in SMOOTHERS:
-            raise PipelineError(f"ensemble config: smooth {self.smooth!r} is not one of"
-                                f" {', '.join(SMOOTHERS)}")
-        if self.fill not in FILLS:
-            raise PipelineError(f"ensemble config: fill {self.fill!r} is not one of"
-                                f" {', '.join(FILLS)}")
         if self.folds < 2:
             raise PipelineError(f"ensemble config: folds {self.folds} (want 2 or more)")
         bad = [w for w in self.windows if w < 1 or w % 2 == 0]
