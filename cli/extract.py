@@ -6,15 +6,13 @@ bar. It prints a summary, a loud warning for every extractor on random weights a
 skipped clip, and exits 1 when clips were skipped unless ``--allow-skips``. The run report is
 written to ``STORE/reports/extract-<UTC time>.json``.
 
-The extractor modules (timm, torchaudio) are imported only when a command needs them, so that
-``fer-pipeline --help`` and the other commands start fast.
+The extractor modules (timm, torchaudio) are imported only when a command needs them (the
+registry lists their names without importing them), so that ``fer-pipeline --help`` and the
+other commands start fast.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import pkgutil
-from enum import Enum
 from pathlib import Path
 from typing import Optional
 
@@ -22,20 +20,9 @@ import typer
 from rich.table import Table
 
 from cli._common import console, fail, progress_bar
+from pipeline.features import extractors as extractor_registry
+from pipeline.features.config import Precision
 from pipeline.progress import ProgressEvent
-
-
-class Precision(str, Enum):
-    fp32 = "fp32"
-    bf16 = "bf16"
-    fp16 = "fp16"
-
-
-def _builtin_extractors() -> str:
-    """Names of the built-in extractors (one module each), listed without importing them."""
-    spec = importlib.util.find_spec("pipeline.features.extractors")
-    paths = list(spec.submodule_search_locations or []) if spec else []
-    return ", ".join(sorted(m.name for m in pkgutil.iter_modules(paths) if m.name != "base"))
 
 
 def _weights(values: list[str]) -> dict[str, str]:
@@ -67,7 +54,7 @@ def extract(
     manifests: Path = typer.Option(..., "--manifests", help="Folder of <split>.jsonl clip manifests."),
     store: Path = typer.Option(..., "--store", help="The Zarr feature store (created if missing)."),
     extractor: list[str] = typer.Option(
-        [], "--extractor", "-e", help=f"Extractor to run (repeat). Built in: {_builtin_extractors()}."),
+        [], "--extractor", "-e", help=f"Extractor to run (repeat): {', '.join(extractor_registry.names())}."),
     weights: list[str] = typer.Option(
         [], "--weights", help="NAME=PATH: weights file of an extractor (repeat)."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file of ExtractConfig fields."),

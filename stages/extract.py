@@ -9,7 +9,7 @@ The stage is resumable, exact and parallel:
 2. **Shards.** The clips with work are cut into shards of about ``shard_frames`` frames and handed
    to the executor that ``scheduler`` names (:mod:`pipeline.parallel`): in-process, a process
    pool, a dask ``LocalCluster`` or a running dask scheduler. One task per shard.
-3. **Workers** (:mod:`stages.extract_worker`). Each takes a clip's lock, re-checks it, decodes
+3. **Workers** (:mod:`pipeline.features.runner`). Each takes a clip's lock, re-checks it, decodes
    frames and audio in loader threads, runs the models on batches that span clip boundaries,
    and writes each clip's arrays in a writer thread, its ``valid`` array last. A clip that another
    process holds is left and retried at the end, waiting for the lock this time.
@@ -32,63 +32,23 @@ import json
 import math
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 from pipeline import config as config_io
-from pipeline.data.manifest import SPLITS, Clip, load_clips
+from pipeline.data.manifest import Clip, load_clips
 from pipeline.errors import PipelineError
-from pipeline.features import extractors as extractor_registry
-from pipeline.features.extractors.base import AudioEmbeddingExtractor, Extractor
-from pipeline.features.store import FeatureStore, StoreError
+from pipeline.features.config import ExtractConfig
+from pipeline.features.extractors.base import Extractor
+from pipeline.features.plan import ClipJob, array_keys, build_extractors, plan_clip
+from pipeline.features.runner import ClipOutcome, ShardTask, run_shard
+from pipeline.features.store import FeatureStore
 from pipeline.parallel import Workers, open_executor, parse_scheduler
 from pipeline.progress import ProgressEvent, ProgressFn, silent
-from stages.extract_worker import (
-    VALID,
-    VALID_KEY,
-    ClipJob,
-    ClipOutcome,
-    ShardTask,
-    array_keys,
-    run_shard,
-)
 
-DEFAULT_EXTRACTORS = ("swin", "logmel", "tdnn")
-
-
-@dataclass
-class ExtractConfig:
-    """Everything that decides what stage one computes and how (saved in every run report)."""
-
-    # Registered extractor names to run (see `fer-pipeline extract --help` for the choices).
-    extractors: list[str] = field(default_factory=lambda: list(DEFAULT_EXTRACTORS))
-    # Per-extractor config overrides, e.g. {"swin": {"crop_pct": 1.0}, "tdnn": {"windows": [32]}};
-    # keys are the fields of that extractor's Config dataclass. They change its cache key.
-    configs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # Weights file per extractor (NAME -> PATH). Without one an extractor uses seeded random
-    # weights, and the summary says so loudly. The file's sha256 is part of the cache key.
-    weights: dict[str, str] = field(default_factory=dict)
-    seed: int = 0  # seed of the random weights of extractors without a weights file
-    device: str = "auto"  # "cpu", "cuda", "cuda:N", or "auto" (cuda when torch sees one)
-    precision: str = "fp32"  # "fp32", "bf16" or "fp16" (autocast); part of the cache key
-    batch_size: int = 32  # frames (or audio windows) per forward; every batch is padded to it
-    # Audio embeddings are computed every K-th frame (and the last) and linearly interpolated
-    # between (pipeline.features.audio_windows); 1 computes every frame. Part of their key.
-    audio_stride: int = 1
-    loader_threads: int = 4  # threads per worker decoding and preprocessing frames and audio
-    prefetch: int = 8  # decode jobs (of up to batch_size frames) queued ahead of the model per worker
-    # inprocess | processes:N | local:N (dask LocalCluster) | tcp://HOST:PORT (dask scheduler)
-    scheduler: str = "inprocess"
-    # Frames per task for pools and dask. Smaller: finer progress and balance; larger: fewer
-    # padded batches (one per shard and batch stream). In-process runs use a single shard.
-    shard_frames: int = 4096
-    splits: list[str] = field(default_factory=lambda: list(SPLITS))  # manifest splits to extract
-    # Re-hash stored arrays before reusing them (reads the whole store once per run). Off
-    # trusts completion markers and cache keys, which is faster on a very large store.
-    verify_existing: bool = True
-    allow_skips: bool = False  # a clip with bad input does not make the run fail
+__all__ = ["ExtractConfig", "ExtractResult", "Skip", "build_extractors", "run_extract"]
 
 
 @dataclass(frozen=True)
@@ -142,65 +102,18 @@ class ExtractResult:
         return data
 
 
-# ---- extractors ----------------------------------------------------------------------------------
-
-
-def extractor_names() -> list[str]:
-    """Every registered extractor (importing the registry registers the built-in ones)."""
-    return sorted(extractor_registry.registry())
-
-
-def resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def build_extractors(config: ExtractConfig) -> dict[str, Extractor]:
-    """The configured extractors, unloaded: building them hashes weights files but no model."""
-    known = extractor_registry.registry()
-    unknown = [n for n in [*config.extractors, *config.configs, *config.weights] if n not in known]
-    if unknown:
-        raise PipelineError(f"unknown extractor {unknown[0]!r}; choose from {', '.join(sorted(known))}")
-    if len(set(config.extractors)) != len(config.extractors) or not config.extractors:
-        raise PipelineError(f"extractors {config.extractors}: need at least one, each once")
-    if config.batch_size < 1 or config.audio_stride < 1 or config.loader_threads < 1:
-        raise PipelineError("batch_size, audio_stride and loader_threads must be at least 1")
-    device = resolve_device(config.device)
-    built: dict[str, Extractor] = {}
-    for name in config.extractors:
-        cls = known[name]
-        try:
-            ext_config = config_io.from_dict(cls.Config, config.configs.get(name, {}), f"configs.{name}")
-        except (ValueError, TypeError) as e:
-            raise PipelineError(str(e)) from None
-        weights = config.weights.get(name)
-        if weights is not None and not Path(weights).is_file():
-            raise PipelineError(f"{weights}: no such weights file for {name}")
-        built[name] = extractor_registry.create(
-            name, config=ext_config, weights=weights, device=device,
-            precision=config.precision, seed=config.seed)
-    names = [a for e in built.values() for a in e.outputs()] + [VALID]
-    clash = sorted({a for a in names if names.count(a) > 1})
-    if clash:
-        raise PipelineError(f"extractors {config.extractors} would write the same array(s) {clash}")
-    return built
+# ---- plan ----------------------------------------------------------------------------------------
 
 
 def _descriptions(extractors: dict[str, Extractor], audio_stride: int) -> dict[str, dict]:
     described = {}
     for name, ext in extractors.items():
         entry = ext.describe()
-        if isinstance(ext, AudioEmbeddingExtractor):
+        if ext.strided:
             entry["audio_stride"] = audio_stride
             entry["array_keys"] = array_keys(ext, audio_stride, has_audio=True)
         described[name] = entry
     return described
-
-
-# ---- plan ----------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -208,32 +121,6 @@ class _Plan:
     jobs: list[ClipJob]  # clips with something to compute
     clips_reused: int  # clips with nothing to compute
     arrays_reused: int  # complete arrays left as they are
-
-
-def _plan_clip(store: FeatureStore, clip: Clip, extractors: dict[str, Extractor],
-               config: ExtractConfig) -> tuple[ClipJob | None, int]:
-    """What ``clip`` still needs: (a job or None, arrays that are complete)."""
-    has_audio = clip.audio_path is not None
-    try:
-        attrs = store.clip_attrs(clip.clip_id)
-    except StoreError:
-        attrs = None
-    if attrs is None or attrs.get("n_frames") != clip.n_frames or attrs.get("fps") != clip.fps:
-        # New clip, or its group will be replaced (ensure_clip): everything is to compute.
-        return ClipJob(clip, tuple(extractors), True), 0
-    needed, complete = [], 0
-    for name, ext in extractors.items():
-        keys = array_keys(ext, config.audio_stride, has_audio)
-        done = [store.is_complete(clip.clip_id, a, k, config.verify_existing) for a, k in keys.items()]
-        if all(done):
-            complete += len(done)
-        else:
-            needed.append(name)  # one stale array recomputes the extractor's whole set
-    write_valid = not store.is_complete(clip.clip_id, VALID, VALID_KEY, config.verify_existing)
-    complete += not write_valid
-    if not needed and not write_valid:
-        return None, complete
-    return ClipJob(clip, tuple(needed), write_valid), complete
 
 
 def _plan(store: FeatureStore, clips: list[Clip], extractors: dict[str, Extractor],
@@ -244,7 +131,10 @@ def _plan(store: FeatureStore, clips: list[Clip], extractors: dict[str, Extracto
     progress(ProgressEvent("checking store", total=len(clips)))
     with cf.ThreadPoolExecutor(8) as pool:
         # map keeps the manifest order (clips of one video stay adjacent: audio decoded once).
-        for job, complete in pool.map(lambda c: _plan_clip(store, c, extractors, config), clips):
+        def check(clip: Clip) -> tuple[ClipJob | None, int]:
+            return plan_clip(store, clip, extractors, config.audio_stride, config.verify_existing)
+
+        for job, complete in pool.map(check, clips):
             arrays += complete
             if job is None:
                 reused += 1

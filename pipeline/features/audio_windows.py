@@ -9,9 +9,10 @@ for every frame of a clip, starting at
     start_i = floor((i + 0.5) / fps * mel_rate - (T_win - 1) / 2 + 0.5)
 
 so that the window's frame centres sit as symmetrically about the video frame's centre as the
-mel grid allows. Rows before the first or after the last log-mel frame are padded with the clip's
-minimum log-mel value, i.e. silence at the clip's floor (log-mel is in dB, floored at
-``top_db`` below the peak).
+mel grid allows. Rows before the first or after the last log-mel frame are padded (``pad``) with
+the clip's minimum value (``"min"``: for log-mel, silence at the clip's floor, since log-mel is in
+dB, floored at ``top_db`` below the peak), or with the first / last frame (``"edge"``: for
+frontends with no silence floor). The same holds for any frontend of rows at a fixed rate.
 
 Audio embeddings cost one backbone call per frame and window length; ``--audio-stride K``
 computes them only at :func:`strided_indices` (every K-th frame and always the last) and
@@ -23,6 +24,8 @@ changes slowly between them). Computed frames keep their values exactly.
 from __future__ import annotations
 
 import numpy as np
+
+PAD_MODES = ("min", "edge")
 
 
 def window_length(window_frames: int, fps: float, mel_rate: float) -> int:
@@ -43,12 +46,15 @@ def frame_windows(
     fps: float,
     window_frames: int,
     frame_indices: np.ndarray | None = None,
+    pad: str = "min",
 ) -> np.ndarray:
     """``float32 [len(frame_indices), T_win, n_mels]``: the window of each listed video frame.
 
     ``mel`` is the clip's log-mel ``[T_mel, n_mels]`` at ``mel_rate`` frames/s. Pass
     ``frame_indices`` in batches on long clips: the result holds ``T_win`` rows per frame.
+    ``pad``: rows outside the clip take its minimum (``"min"``) or its nearest row (``"edge"``).
     """
+    assert pad in PAD_MODES, f"pad must be one of {PAD_MODES}, got {pad!r}"
     mel = np.asarray(mel, dtype=np.float32)
     assert mel.ndim == 2 and mel.shape[0] > 0, f"expected a non-empty [T_mel, n_mels], got {mel.shape}"
     indices = np.arange(n_frames) if frame_indices is None else np.asarray(frame_indices, np.int64)
@@ -58,8 +64,9 @@ def frame_windows(
     starts = window_starts(indices, fps, mel_rate, t_win)
     rows = starts[:, None] + np.arange(t_win)[None, :]  # [N, T_win] log-mel frame of each row
     inside = (rows >= 0) & (rows < mel.shape[0])
-    out = mel[np.clip(rows, 0, mel.shape[0] - 1)]
-    out[~inside] = mel.min()
+    out = mel[np.clip(rows, 0, mel.shape[0] - 1)]  # "edge" padding as it stands
+    if pad == "min":
+        out[~inside] = mel.min()
     return out
 
 

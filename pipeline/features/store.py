@@ -23,6 +23,12 @@ Rules that make extraction exact and resumable:
 * **Chunks fit stage two's reads.** Stage two reads whole clips, so chunks span many frames (about
   4 MiB each) and a clip is a handful of files.
 
+**Cache keys.** An array is reused only when its marker carries the key :func:`array_key` gives:
+the extractor's cache key, plus ``-stride{k}`` for arrays computed at every k-th frame and
+interpolated between (audio embeddings), plus ``-noaudio`` for the zeros stored for a clip
+without audio (so that they are not taken for features if the clip gains an audio track).
+``valid`` depends on nothing but the frame files: its key is :data:`VALID_KEY`.
+
 Everything the store holds is float16 (features), float32 (log-mel stays float32 because dB values
 need the range) or bool; the dtype is chosen by the extractor's :class:`ArraySpec`.
 """
@@ -44,6 +50,8 @@ from zarr.codecs import BloscCodec
 from pipeline.errors import PipelineError
 
 FORMAT_VERSION = 1
+VALID = "valid"  # bool [T]: frame i had a face image on disk
+VALID_KEY = "valid-1"  # its cache key: it depends on nothing but the frame files
 _CHUNK_BYTES = 4 << 20
 _COMPRESSOR = BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
 
@@ -68,6 +76,16 @@ class StoreProblem:
 def checksum(data: np.ndarray) -> str:
     """sha256 of an array's bytes (C order, its own dtype)."""
     return hashlib.sha256(np.ascontiguousarray(data).tobytes()).hexdigest()
+
+
+def array_key(cache_key: str, audio_stride: int | None = None, no_audio: bool = False) -> str:
+    """The key an array must carry to be reused (see the module docstring).
+
+    ``audio_stride``: the array was computed at every k-th frame and interpolated (None: every
+    frame); ``no_audio``: the array holds the zeros of a clip without audio.
+    """
+    key = cache_key if audio_stride is None else f"{cache_key}-stride{audio_stride}"
+    return f"{key}-noaudio" if no_audio else key
 
 
 def _chunk_rows(shape: tuple[int, ...], itemsize: int) -> int:
@@ -221,6 +239,20 @@ class FeatureStore:
     def array_names(self, clip_id: str) -> list[str]:
         return sorted(self._clip(clip_id).array_keys())
 
+    def has_array(self, clip_id: str, name: str) -> bool:
+        """True when the clip holds an array ``name`` (complete or not)."""
+        try:
+            return name in self._clip(clip_id)
+        except StoreError:
+            return False
+
+    def shape(self, clip_id: str, name: str) -> tuple[int, ...]:
+        """An array's shape, read from metadata (no chunk is decoded)."""
+        group = self._clip(clip_id)
+        if name not in group:
+            raise StoreError(f"{self.path}: clip {clip_id!r} has no array {name!r}")
+        return tuple(group[name].shape)
+
     def marker(self, clip_id: str, name: str) -> dict | None:
         """The completion marker of an array, or None if absent (or the array is unreadable)."""
         try:
@@ -303,8 +335,8 @@ class FeatureStore:
             except Exception as e:  # noqa: BLE001
                 yield StoreProblem(clip_id, None, f"unreadable clip group ({e})")
                 continue
-            if "valid" not in names:
-                yield StoreProblem(clip_id, None, "no 'valid' array (extraction never finished)")
+            if VALID not in names:
+                yield StoreProblem(clip_id, None, f"no '{VALID}' array (extraction never finished)")
             for name in names:
                 marker = self.marker(clip_id, name)
                 if marker is None:

@@ -29,10 +29,8 @@ import numpy as np
 from pipeline.data.labels import UNLABELED
 from pipeline.data.manifest import Clip
 from pipeline.errors import PipelineError
-from pipeline.features.store import FeatureStore, StoreError
+from pipeline.features.store import VALID, FeatureStore, StoreError
 from pipeline.fusion.windows import window_passes
-
-VALID = "valid"  # the store's per-frame face flag
 
 
 @dataclass(frozen=True)
@@ -86,10 +84,6 @@ class Table:
         return self.arrays[name][rows].astype(np.float32)
 
 
-def _array_shape(store: FeatureStore, clip_id: str, name: str) -> tuple[int, ...]:
-    return tuple(store.root[f"clips/{clip_id}/{name}"].shape)
-
-
 def check_inputs(store: FeatureStore, clips: Sequence[Clip], request: FeatureRequest
                  ) -> dict[str, tuple[int, ...]]:
     """Check every clip is in the store with the manifest's length and lists every requested
@@ -117,7 +111,7 @@ def check_inputs(store: FeatureStore, clips: Sequence[Clip], request: FeatureReq
                 raise PipelineError(f"clip {clip.clip_id}: no array {name!r} in the store "
                                     f"{store.path} (it has: {', '.join(sorted(present)) or 'none'})")
             if name != VALID and name not in dims:
-                dims[name] = _array_shape(store, clip.clip_id, name)[1:]
+                dims[name] = store.shape(clip.clip_id, name)[1:]
     missing = [name for name in request.arrays if name not in dims]
     if missing:
         raise PipelineError(f"no clip in the store {store.path} has the array(s) {', '.join(missing)}")

@@ -58,6 +58,15 @@ def test_edges_are_padded_with_the_clip_minimum():
     np.testing.assert_array_equal(last[40 - start:], FLOOR)
 
 
+def test_edge_padding_repeats_the_first_and_last_rows():
+    fps, mel_rate, window_frames, n_frames = 25.0, 100.0, 8, 10
+    mel = ramp_mel(40)
+    windows = frame_windows(mel, mel_rate, n_frames, fps, window_frames, pad="edge")
+    np.testing.assert_array_equal(windows[0, :13], np.repeat(mel[:1], 13, axis=0))
+    np.testing.assert_array_equal(windows[0, 13:, 0], np.arange(32 - 13))
+    np.testing.assert_array_equal(windows[-1, 40 - 23:], np.repeat(mel[-1:], 32 - 17, axis=0))
+
+
 def test_subset_of_frames_equals_the_full_computation():
     mel = ramp_mel(300)
     full = frame_windows(mel, 100.0, 70, 25.0, 32)

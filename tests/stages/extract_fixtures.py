@@ -23,7 +23,7 @@ from PIL import Image
 
 from pipeline.data.manifest import Clip, write_manifest
 from pipeline.data.media import write_video
-from pipeline.features.extractors.base import ArraySpec, ImageExtractor, register, registry
+from pipeline.features.extractors import ArraySpec, ImageExtractor, names, register
 
 
 @dataclass
@@ -69,7 +69,7 @@ class MeanColour(ImageExtractor):
         return {self.name: out}
 
 
-if MeanColour.name not in registry():
+if MeanColour.name not in names():
     register(MeanColour)
 
 # Small tdnn and logmel configs: real extractors, a fraction of a second per clip.

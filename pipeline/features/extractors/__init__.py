@@ -1,29 +1,123 @@
 """Frozen feature extractors: one registry, one factory (``create``), one module per backbone.
 
-Importing this package registers every extractor: ``swin`` and ``iresnet`` (face crops),
-``logmel`` (audio), ``tdnn`` and ``swin_audio`` (per-frame audio embeddings over log-mel windows).
-See :mod:`pipeline.features.extractors.base` for the contract they share.
+Built in: ``swin`` and ``iresnet`` (face crops), ``logmel`` (audio), ``tdnn`` and ``swin_audio``
+(per-frame audio embeddings over log-mel windows); :mod:`~pipeline.features.extractors.base` and
+:mod:`~pipeline.features.extractors.audio_embedding` hold the contract they share.
+
+**Adding one** is one new module in this package with a ``@register``-decorated class (its
+``name = "..."`` a plain string in the class body), or a module of another package named by an
+entry point of group ``fer_pipeline.extractors`` (``NAME = "module.path"``; importing the module
+registers the extractor).
+
+**Importing this package is cheap** (no torch model code, no timm): :func:`names` reads the
+extractor names from the modules' source (:mod:`ast`, nothing is imported) and from the entry
+points; a module is imported when :func:`create` needs it, or by :func:`registry`, which imports
+them all. So ``fer-pipeline --help`` lists every extractor without loading a backbone library.
 """
 
-from pipeline.features.extractors import iresnet, logmel, swin, swin_audio, tdnn  # noqa: F401
+from __future__ import annotations
+
+import ast
+import functools
+import importlib
+import importlib.metadata
+import importlib.util
+import pkgutil
+from typing import Any
+
 from pipeline.features.extractors.base import (
+    _REGISTRY,
+    PRECISIONS,
     ArraySpec,
-    AudioEmbeddingExtractor,
     AudioExtractor,
     Extractor,
     ImageExtractor,
-    create,
+    Precision,
     register,
-    registry,
 )
 
+ENTRY_POINT_GROUP = "fer_pipeline.extractors"
+
 __all__ = [
+    "ENTRY_POINT_GROUP",
+    "PRECISIONS",
     "ArraySpec",
-    "AudioEmbeddingExtractor",
     "AudioExtractor",
     "Extractor",
     "ImageExtractor",
+    "Precision",
     "create",
+    "extractor_class",
+    "names",
     "register",
     "registry",
 ]
+
+
+def _registered_names(source: str) -> list[str]:
+    """``name`` of each ``@register``-decorated class defined in a module's source."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.ClassDef):
+            continue
+        decorators = [d.attr if isinstance(d, ast.Attribute) else getattr(d, "id", None)
+                      for d in node.decorator_list]
+        if "register" not in decorators:
+            continue
+        for statement in node.body:
+            target = (statement.targets[0] if isinstance(statement, ast.Assign) and len(statement.targets) == 1
+                      else getattr(statement, "target", None))
+            value = getattr(statement, "value", None)
+            if (isinstance(target, ast.Name) and target.id == "name"
+                    and isinstance(value, ast.Constant) and isinstance(value.value, str)):
+                found.append(value.value)
+    return found
+
+
+@functools.lru_cache(maxsize=1)
+def _package_index() -> dict[str, str]:
+    """Extractor name -> module of this package that registers it (read, not imported)."""
+    index = {}
+    for info in pkgutil.iter_modules(__path__):
+        spec = importlib.util.find_spec(f"{__name__}.{info.name}")
+        if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
+            continue
+        with open(spec.origin, encoding="utf-8") as f:
+            for name in _registered_names(f.read()):
+                index[name] = spec.name
+    return index
+
+
+def _entry_points() -> dict[str, str]:
+    """Extractor name -> module, from installed packages' ``fer_pipeline.extractors`` entry points."""
+    return {ep.name: ep.module for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def _modules() -> dict[str, str]:
+    return {**_entry_points(), **_package_index()}  # a built-in name wins over a plug-in's
+
+
+def names() -> list[str]:
+    """Every extractor's name (built in, from entry points, or registered already); imports none."""
+    return sorted({*_modules(), *_REGISTRY})
+
+
+def registry() -> dict[str, type[Extractor]]:
+    """Every extractor class by name (imports every extractor module)."""
+    for module in sorted(set(_modules().values())):
+        importlib.import_module(module)
+    return dict(_REGISTRY)
+
+
+def extractor_class(name: str) -> type[Extractor]:
+    """The class registered as ``name`` (imports only its module)."""
+    if name not in _REGISTRY and name in _modules():
+        importlib.import_module(_modules()[name])
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown extractor {name!r}; choose from {', '.join(names())}")
+    return _REGISTRY[name]
+
+
+def create(name: str, **kwargs: Any) -> Extractor:
+    """Build a registered extractor by name (``kwargs`` go to its constructor)."""
+    return extractor_class(name)(**kwargs)

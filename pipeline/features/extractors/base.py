@@ -1,6 +1,7 @@
-"""The one way to declare a frozen feature extractor: a base class, a config dataclass, a registry.
+"""The one way to declare a frozen feature extractor: a base class, a config dataclass, ``@register``.
 
-Three kinds, by what they consume:
+Kinds, by what they consume (each kind's base class also says how stage one's engine feeds it:
+``feed``, ``run_batch``, ``buffer``, ``assemble``; see :mod:`pipeline.features.feeding`):
 
 * ``image``: face crops -> one vector (or token map) per frame. ``preprocess`` turns a PIL image
   into a CHW float tensor and is cheap and picklable (it runs in loader threads, off the model's
@@ -8,9 +9,13 @@ Three kinds, by what they consume:
 * ``audio``: a mono waveform -> a time-frequency array at its own frame rate (log-mel). ``compute``
   maps ``float32 [n_samples]`` at ``config.sample_rate`` to ``float32 [T_audio, n_mels]``;
   ``frame_rate`` is frames per second of that output.
-* ``audio_embedding``: windows of log-mel centred on each video frame -> one vector per window.
-  ``embed`` maps ``float32 [B, T_window, n_mels]`` to ``[B, D]``; the stage builds windows of each
-  length in ``config.windows`` (in video frames) and stores ``<name>_w<length>`` arrays.
+* ``audio_embedding`` (:mod:`~pipeline.features.extractors.audio_embedding`): windows of a
+  frontend (log-mel by default) centred on each video frame -> one vector per window. ``embed``
+  maps ``float32 [B, T_window, F]`` to ``[B, D]``; the stage builds windows of each length in
+  ``config.windows`` (in video frames) and stores ``<name>_w<length>`` arrays.
+
+A new kind is a new base class with its own ``feed`` (and whichever of ``run_batch``, ``buffer``,
+``assemble`` differ from the defaults here); the engine needs no change.
 
 Every extractor is frozen (``eval()``, no grad) and loads its weights from a file the user names.
 Without a file it builds seeded random weights and ``random_weights`` is True, which every summary
@@ -30,16 +35,25 @@ import hashlib
 import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Hashable, Iterator
 
 import numpy as np
 
 from pipeline.errors import PipelineError
+from pipeline.features.feeding import ClipContext, Job, Loaded, StreamKey
 
-Kind = Literal["image", "audio", "audio_embedding"]
-Precision = Literal["fp32", "bf16", "fp16"]
-PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
+
+class Precision(str, Enum):
+    """Autocast precision of the frozen models (the CLI's ``--precision`` choices)."""
+
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+PRECISIONS: tuple[str, ...] = tuple(p.value for p in Precision)
 
 
 @dataclass(frozen=True)
@@ -63,24 +77,29 @@ class Extractor(ABC):
     """Base class: subclasses set ``name``, ``kind``, ``Config`` and implement their kind's method."""
 
     name: ClassVar[str]
-    kind: ClassVar[Kind]
+    kind: ClassVar[str]  # extractors of one kind are fed together (see feed)
     Config: ClassVar[type]  # a dataclass with a comment on every field
     # Bump when preprocessing or the computation changes in a way the config does not capture.
     version: ClassVar[int] = 1
     # False for fixed transforms (log-mel): they have no weights, so they are never "random".
     has_weights: ClassVar[bool] = True
+    # Reads the clip's audio: a clip without audio gets zeros, stored under a "-noaudio" key.
+    needs_audio: ClassVar[bool] = False
+    # Computed at every audio_stride-th frame and interpolated: the stride is part of the key.
+    strided: ClassVar[bool] = False
 
     def __init__(
         self,
         config: Any = None,
         weights: str | Path | None = None,
         device: str = "cpu",
-        precision: Precision = "fp32",
+        precision: Precision | str = "fp32",
         seed: int = 0,
     ) -> None:
         if precision not in PRECISIONS:
             raise PipelineError(
                 f"{self.name}: unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+        precision = Precision(precision).value  # a plain string in cache keys and descriptions
         self.config = config if config is not None else self.Config()
         self.weights = None if weights is None else Path(weights)
         try:
@@ -140,6 +159,48 @@ class Extractor(ABC):
         Idempotent. ``forward``/``embed`` call it themselves when it has not run yet.
         """
 
+    # ---- how stage one's engine feeds it (pipeline.features.feeding) ---------------------------
+
+    @classmethod
+    @abstractmethod
+    def feed(cls, extractors: list["Extractor"], clip: ClipContext) -> Iterator[Job]:
+        """The loader jobs of ``extractors`` (all of this kind, in run order) for one clip.
+
+        Called in the engine's producer thread. Work submitted before returning runs while other
+        kinds queue theirs; the iterator is drained lazily (submit each job as it is yielded, so
+        that the engine's bounded queue bounds how far loading runs ahead).
+        """
+
+    def run_batch(self, part: Hashable, batch: Any) -> dict[str, Any]:
+        """The model on one padded batch of stream ``StreamKey(self.name, part)``."""
+        raise NotImplementedError(f"{self.name}: its kind feeds no batches")
+
+    def buffer(self, name: str, clip: ClipContext) -> tuple[int, str]:
+        """(rows, dtype) of the clip's buffer that ``run_batch`` outputs ``name`` fill."""
+        return clip.n_frames, self.outputs()[name].dtype
+
+    def array_rate(self, fps: float) -> float:
+        """Rows per second of this extractor's arrays (recorded in their markers)."""
+        return fps
+
+    def assemble(self, clip: ClipContext, buffers: dict[str, np.ndarray],
+                 arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The clip's finished arrays, by store name in ``outputs()`` order, each of its dtype.
+
+        ``buffers``: what the batches filled; ``arrays``: what the loader jobs finished. An array
+        neither holds (no face in any frame, no audio track) is zeros; audio-rate arrays get no rows.
+        """
+        out = {}
+        for name, spec in self.outputs().items():
+            data = arrays.get(name)
+            if data is None:
+                data = buffers.get(name)
+            if data is None:
+                rows = 0 if spec.rate == "audio" else clip.n_frames
+                data = np.zeros((rows, *spec.shape), dtype=spec.dtype)
+            out[name] = np.asarray(data, dtype=spec.dtype)
+        return out
+
     # Helpers shared by the torch-based extractors (torch is imported lazily: base stays cheap).
 
     def autocast(self) -> contextlib.AbstractContextManager:
@@ -197,7 +258,9 @@ class Extractor(ABC):
 
 
 class ImageExtractor(Extractor):
-    kind: ClassVar[Kind] = "image"
+    """Face crops, one row per frame with a face: ``preprocess`` in loader threads, then ``forward``."""
+
+    kind: ClassVar[str] = "image"
 
     @abstractmethod
     def preprocess(self, image: "Any") -> "Any":
@@ -207,9 +270,35 @@ class ImageExtractor(Extractor):
     def forward(self, batch: "Any") -> dict[str, "Any"]:
         """[B, C, H, W] tensor -> {array name: [B, *shape] tensor}; frozen, no grad."""
 
+    @classmethod
+    def feed(cls, extractors: list[Extractor], clip: ClipContext) -> Iterator[Job]:
+        """Chunks of ``batch_size`` face frames, each decoded once for every image extractor."""
+        frames = np.flatnonzero(clip.valid)
+        for start in range(0, len(frames), clip.batch_size):
+            rows = frames[start:start + clip.batch_size]
+            paths = [clip.clip.frame_path(int(i)) for i in rows]
+            yield Job(clip.submit(_load_images, paths, extractors), rows)
+
+    def run_batch(self, part: Hashable, batch: Any) -> dict[str, Any]:
+        return self.forward(batch)
+
+
+def _load_images(paths: list[Path], extractors: list[ImageExtractor]) -> Loaded:
+    """Decode a chunk of frames and preprocess it for each image extractor (a loader job)."""
+    import torch
+
+    from pipeline.features.loading import read_images
+
+    images = read_images(paths)
+    return Loaded(batches={StreamKey(e.name): torch.stack([e.preprocess(image) for image in images])
+                           for e in extractors})
+
 
 class AudioExtractor(Extractor):
-    kind: ClassVar[Kind] = "audio"
+    """A waveform -> a time-frequency array at its own rate, computed in a loader thread."""
+
+    kind: ClassVar[str] = "audio"
+    needs_audio: ClassVar[bool] = True
 
     @property
     @abstractmethod
@@ -225,46 +314,23 @@ class AudioExtractor(Extractor):
     def compute(self, waveform: np.ndarray) -> np.ndarray:
         """float32 [n_samples] mono at ``sample_rate`` -> float32 [T_audio, n_features]."""
 
+    def array_rate(self, fps: float) -> float:
+        return self.frame_rate
 
-class AudioEmbeddingExtractor(Extractor):
-    """Windows of a log-mel front end -> one vector per window.
+    @classmethod
+    def feed(cls, extractors: list[Extractor], clip: ClipContext) -> Iterator[Job]:
+        """One job computing every array of the clip (submitted now: it runs while others queue)."""
+        if not clip.has_audio:
+            return iter(())
+        return iter([Job(clip.submit(_compute_audio, extractors, clip))])
 
-    Subclasses' configs have ``frontend`` (a :class:`LogMelConfig`-like config of the front end)
-    and ``windows`` (lengths in video frames), and subclasses set :attr:`embedding_dim`.
-    """
 
-    kind: ClassVar[Kind] = "audio_embedding"
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        windows = self.config.windows
-        if not windows or min(windows) < 1:
-            raise PipelineError(f"{self.name}: windows must be positive video-frame counts, got {windows}")
-        from pipeline.features.extractors.logmel import LogMel  # logmel imports this module
-
-        self._frontend = LogMel(self.config.frontend)
-
-    @property
-    def frontend(self) -> AudioExtractor:
-        """The log-mel extractor whose output this one windows (configured by this one's config)."""
-        return self._frontend
-
-    @property
-    def windows(self) -> tuple[int, ...]:
-        """Window lengths in video frames, e.g. (32, 48, 64); arrays are ``<name>_w<length>``."""
-        return tuple(self.config.windows)
-
-    @property
-    @abstractmethod
-    def embedding_dim(self) -> int:
-        """Width of one window's embedding."""
-
-    def outputs(self) -> dict[str, ArraySpec]:
-        return {f"{self.name}_w{w}": ArraySpec((self.embedding_dim,)) for w in self.windows}
-
-    @abstractmethod
-    def embed(self, windows: "Any") -> "Any":
-        """[B, T_window, n_mels] tensor -> [B, D] tensor; frozen, no grad."""
+def _compute_audio(extractors: list[AudioExtractor], clip: ClipContext) -> Loaded:
+    arrays = {}
+    for ext in extractors:
+        (name,) = ext.outputs()
+        arrays[name] = ext.compute(clip.waveform(ext.sample_rate))
+    return Loaded(arrays=arrays)
 
 
 _REGISTRY: dict[str, type[Extractor]] = {}
@@ -276,16 +342,3 @@ def register(cls: type[Extractor]) -> type[Extractor]:
         raise ValueError(f"extractor {cls.name!r} registered twice")
     _REGISTRY[cls.name] = cls
     return cls
-
-
-def registry() -> dict[str, type[Extractor]]:
-    return dict(_REGISTRY)
-
-
-def create(name: str, **kwargs: Any) -> Extractor:
-    """Build a registered extractor by name (``kwargs`` go to its constructor)."""
-    if name not in _REGISTRY:
-        raise KeyError(f"unknown extractor {name!r}; choose from {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name](**kwargs)
-
-

@@ -22,7 +22,8 @@ from typing import Any  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from pipeline.features.extractors.base import AudioEmbeddingExtractor, register  # noqa: E402
+from pipeline.features.extractors.audio_embedding import AudioEmbeddingExtractor  # noqa: E402
+from pipeline.features.extractors.base import register  # noqa: E402
 from pipeline.features.extractors.logmel import LogMelConfig  # noqa: E402
 from pipeline.features.extractors.swin import SWIN_TINY, build_timm, timm_probe  # noqa: E402
 

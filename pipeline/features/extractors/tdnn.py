@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.errors import PipelineError
-from pipeline.features.extractors.base import AudioEmbeddingExtractor, register
+from pipeline.features.extractors.audio_embedding import AudioEmbeddingExtractor
+from pipeline.features.extractors.base import register
 from pipeline.features.extractors.logmel import LogMelConfig
 
 
@@ -98,7 +99,7 @@ class Tdnn(AudioEmbeddingExtractor):
             c = self.config
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.seed)
-                model = XVector(self._frontend.params.n_mels, tuple(c.channels), tuple(c.kernels),
+                model = XVector(self.frontend.params.n_mels, tuple(c.channels), tuple(c.kernels),
                                 tuple(c.dilations), c.embedding_dim)
             if self.weights is not None:
                 self.load_weights_file(model)

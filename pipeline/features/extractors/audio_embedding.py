@@ -1,0 +1,149 @@
+"""The ``audio_embedding`` kind: windows of a per-clip frontend centred on video frames -> vectors.
+
+Per clip the engine decodes the audio at :attr:`~AudioEmbeddingExtractor.frontend_sample_rate`,
+runs :meth:`~AudioEmbeddingExtractor.compute_frontend` once (``float32 [T_f, F]`` at
+:attr:`~AudioEmbeddingExtractor.frontend_frame_rate` rows/s), cuts the window of each length in
+``windows`` (video frames) around every ``audio_stride``-th frame with
+:func:`~pipeline.features.audio_windows.frame_windows` (rows outside the clip padded as
+:attr:`~AudioEmbeddingExtractor.pad_mode` says), batches the windows across clips through
+:meth:`~AudioEmbeddingExtractor.embed`, and fills the frames between by linear interpolation
+(:func:`~pipeline.features.audio_windows.fill_strided`). Arrays: ``<name>_w<length>``, ``[T, D]``.
+
+The default frontend is a :class:`~pipeline.features.extractors.logmel.LogMel` configured by the
+subclass's ``config.frontend`` (``tdnn``, ``swin_audio``); other frontends (a raw waveform for a
+wav2vec2-style model, say) override the three ``frontend`` members.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Any, ClassVar, Hashable, Iterator
+
+import numpy as np
+
+from pipeline.errors import PipelineError
+from pipeline.features.audio_windows import (
+    PAD_MODES,
+    fill_strided,
+    frame_windows,
+    strided_indices,
+)
+from pipeline.features.extractors.base import ArraySpec, Extractor
+from pipeline.features.extractors.logmel import LogMel
+from pipeline.features.feeding import ClipContext, Job, Loaded, StreamKey
+
+
+class AudioEmbeddingExtractor(Extractor):
+    """Windows of a frontend -> one vector per window (see the module docstring).
+
+    Subclasses' configs have ``windows`` (lengths in video frames), and ``frontend`` (a
+    :class:`LogMelConfig`) unless they override the frontend members; subclasses set
+    :attr:`embedding_dim` and :meth:`embed`.
+    """
+
+    kind: ClassVar[str] = "audio_embedding"
+    needs_audio: ClassVar[bool] = True
+    strided: ClassVar[bool] = True
+    # Window rows outside the clip: "min" = the clip's minimum value (log-mel's silence floor),
+    # "edge" = repeat the first / last frame.
+    pad_mode: ClassVar[str] = "min"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        windows = self.config.windows
+        if not windows or min(windows) < 1:
+            raise PipelineError(f"{self.name}: windows must be positive video-frame counts, got {windows}")
+        assert self.pad_mode in PAD_MODES, f"{self.name}: pad_mode {self.pad_mode!r} not in {PAD_MODES}"
+        self._frontend: LogMel | None = None
+
+    # ---- the frontend (log-mel by default) -----------------------------------------------------
+
+    @property
+    def frontend(self) -> LogMel:
+        """The log-mel extractor whose output this one windows (configured by ``config.frontend``)."""
+        if self._frontend is None:
+            self._frontend = LogMel(self.config.frontend)
+        return self._frontend
+
+    @property
+    def frontend_sample_rate(self) -> int:
+        """The waveform rate :meth:`compute_frontend` expects."""
+        return self.frontend.sample_rate
+
+    @property
+    def frontend_frame_rate(self) -> float:
+        """Rows per second of :meth:`compute_frontend`'s output."""
+        return self.frontend.frame_rate
+
+    def compute_frontend(self, waveform: np.ndarray) -> np.ndarray:
+        """float32 [n_samples] mono -> float32 [T_f, F], once per clip."""
+        return self.frontend.compute(waveform)
+
+    # ---- outputs and model ---------------------------------------------------------------------
+
+    @property
+    def windows(self) -> tuple[int, ...]:
+        """Window lengths in video frames, e.g. (32, 48, 64); arrays are ``<name>_w<length>``."""
+        return tuple(self.config.windows)
+
+    @property
+    @abstractmethod
+    def embedding_dim(self) -> int:
+        """Width of one window's embedding."""
+
+    def outputs(self) -> dict[str, ArraySpec]:
+        return {f"{self.name}_w{w}": ArraySpec((self.embedding_dim,)) for w in self.windows}
+
+    @abstractmethod
+    def embed(self, windows: Any) -> Any:
+        """[B, T_window, F] tensor -> [B, D] tensor; frozen, no grad."""
+
+    # ---- how the engine feeds it ---------------------------------------------------------------
+
+    @classmethod
+    def feed(cls, extractors: list[Extractor], clip: ClipContext) -> Iterator[Job]:
+        """Each extractor's frontend (submitted now), then its windows in ``batch_size`` chunks."""
+        if not clip.has_audio:
+            return iter(())
+        fronts = {ext.name: clip.submit(_frontend, ext, clip) for ext in extractors}
+        return _window_jobs(extractors, clip, fronts)
+
+    def run_batch(self, part: Hashable, batch: Any) -> dict[str, Any]:
+        return {f"{self.name}_w{part}": self.embed(batch)}
+
+    def buffer(self, name: str, clip: ClipContext) -> tuple[int, str]:
+        # Embeddings at the strided frames only, float32 until interpolated.
+        return len(strided_indices(clip.n_frames, clip.audio_stride)), "float32"
+
+    def assemble(self, clip: ClipContext, buffers: dict[str, np.ndarray],
+                 arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        indices = strided_indices(clip.n_frames, clip.audio_stride)
+        filled = {name: fill_strided(buffers[name], indices, clip.n_frames)
+                  for name in self.outputs() if name in buffers}
+        return super().assemble(clip, filled, arrays)
+
+
+def _frontend(ext: AudioEmbeddingExtractor, clip: ClipContext) -> np.ndarray:
+    return ext.compute_frontend(clip.waveform(ext.frontend_sample_rate))
+
+
+def _window_jobs(extractors: list[AudioEmbeddingExtractor], clip: ClipContext,
+                 fronts: dict[str, Any]) -> Iterator[Job]:
+    indices = strided_indices(clip.n_frames, clip.audio_stride)
+    for ext in extractors:
+        for window in ext.windows:
+            for start in range(0, len(indices), clip.batch_size):
+                rows = np.arange(start, min(start + clip.batch_size, len(indices)))
+                future = clip.submit(_windows, ext, clip, fronts[ext.name], window, indices[rows])
+                yield Job(future, rows)
+
+
+def _windows(ext: AudioEmbeddingExtractor, clip: ClipContext, front: Any, window: int,
+             indices: np.ndarray) -> Loaded:
+    """One chunk of windows (a loader job). It waits for the clip's frontend, a job submitted
+    before it: the pool runs jobs in submission order, so that one is already running."""
+    import torch
+
+    windows = frame_windows(front.result(), ext.frontend_frame_rate, clip.n_frames, clip.clip.fps,
+                            window, indices, pad=ext.pad_mode)
+    return Loaded(batches={StreamKey(ext.name, window): torch.from_numpy(windows)})

@@ -1,0 +1,350 @@
+"""Stage one's engine: one shard of clips through the extractors and into the store.
+
+:func:`run_shard` runs wherever the executor puts it (this process, a pool process, a dask
+worker). Three kinds of threads keep the model busy:
+
+* the **producer** (one thread) walks the shard's clips: takes a clip's lock, re-checks what it
+  still needs (:func:`pipeline.features.plan.missing`), lists its frame files, and asks each
+  extractor kind to ``feed`` the clip (:mod:`pipeline.features.feeding`): decode jobs submitted
+  to the loader pool (:mod:`pipeline.features.loading`). The jobs go, in order, into a bounded
+  queue: it is what bounds memory and how far loading runs ahead.
+* the **model** thread (the caller's) takes them in order and keeps one
+  :class:`~pipeline.features.batching.BatchStream` per model input, whose batches span clips
+  and are padded to ``batch_size``.
+* the **writer** (:mod:`pipeline.features.writing`) writes each finished clip's arrays, ``valid``
+  last, each followed by its completion marker, then releases the clip's lock.
+
+A clip with unreadable input (a missing, empty or corrupt JPEG, an undecodable audio file) is
+dropped whole: none of its arrays is written and its outcome names the file and the reason.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import os
+import queue
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Hashable
+
+import numpy as np
+
+from pipeline.features.batching import BatchStream
+from pipeline.features.extractors.base import Extractor
+from pipeline.features.feeding import ClipContext, InputError, Job, Loaded
+from pipeline.features.loading import AudioCache
+from pipeline.features.plan import ClipJob, missing
+from pipeline.features.store import FeatureStore
+from pipeline.features.writing import ClipState, ClipWriter
+
+__all__ = ["ClipJob", "ClipOutcome", "ShardTask", "run_shard"]
+
+
+@dataclass
+class ShardTask:
+    """Everything a worker needs; small and picklable (extractors travel unloaded)."""
+
+    store: str
+    jobs: list[ClipJob]
+    # Every extractor of the run, unloaded (models are built on first use): the same set in
+    # every shard, so that a worker's cached models serve all of them.
+    extractors: dict[str, Extractor]
+    batch_size: int
+    audio_stride: int
+    loader_threads: int
+    prefetch: int
+    wait: bool  # block on clips another process holds (else report them "locked")
+
+
+@dataclass
+class ClipOutcome:
+    """What happened to one clip. ``status``: done, by_other, skipped or locked."""
+
+    clip_id: str
+    status: str
+    clip_frames: int  # the clip's n_frames (progress advances by it whatever the status)
+    frames: int = 0  # frames computed (n_frames when done, else 0)
+    written: list[str] = field(default_factory=list)  # arrays written
+    reused: int = 0  # arrays the plan wanted but found complete when the clip was locked
+    file: str | None = None  # for skipped: the unreadable file
+    reason: str | None = None  # for skipped: why
+
+
+# ---- messages from the producer to the model thread ----------------------------------------------
+
+@dataclass
+class _Load:
+    state: ClipState
+    job: Job
+
+
+@dataclass
+class _ClipEnd:
+    state: ClipState  # everything of the clip is queued
+
+
+@dataclass
+class _ClipFailed:
+    state: ClipState
+    error: InputError
+
+
+@dataclass
+class _ProducerFailed:
+    error: BaseException
+
+
+@dataclass
+class _Flush:
+    """Run short batches now: the producer is about to wait for a lock."""
+
+
+@dataclass
+class _Done:
+    """The producer queued every clip."""
+
+
+class _Stopped(Exception):
+    """The run is stopping (an error elsewhere): the producer gives up."""
+
+
+# ---- worker-process state ------------------------------------------------------------------------
+
+# Loaded models survive between the shards a pool or dask worker runs (keyed by what they are),
+# so each worker builds each model once; in-process, between runs of one session. Only the last
+# configuration's models are kept.
+_LOADED: dict[tuple[str, str, str], Extractor] = {}
+_LOADED_LOCK = threading.Lock()  # a dask worker may run two shards at once
+
+
+def _worker_extractors(extractors: dict[str, Extractor]) -> dict[str, Extractor]:
+    wanted = {(e.name, e.cache_key, e.device): e for e in extractors.values()}
+    with _LOADED_LOCK:
+        for stale in set(_LOADED) - set(wanted):  # a new configuration: drop the old models
+            del _LOADED[stale]
+        for key, ext in wanted.items():
+            _LOADED.setdefault(key, ext)
+        return {key[0]: _LOADED[key] for key in wanted}
+
+
+class _ShardRunner:
+    def __init__(self, task: ShardTask, on_outcome: Callable[[ClipOutcome], None] | None) -> None:
+        self.task = task
+        self.store = FeatureStore(task.store, "a")
+        self.extractors = _worker_extractors(task.extractors)
+        self.on_outcome = on_outcome
+        self.outcomes: list[ClipOutcome] = []
+        self.audio = AudioCache()
+        self.stop = threading.Event()
+        self.queue: queue.Queue = queue.Queue(maxsize=max(2, task.prefetch))
+        self.writer = ClipWriter(self.store, task.audio_stride, self.stop, self._release, self._written)
+        self.live: set[ClipState] = set()  # clips holding a lock (released on failure)
+        self.live_lock = threading.Lock()
+        self.streams: dict[tuple[Hashable, tuple[int, ...]], BatchStream] = {}
+        self.loader = cf.ThreadPoolExecutor(task.loader_threads, thread_name_prefix="fer-loader")
+
+    # -- bookkeeping (any thread) --
+
+    def _record(self, outcome: ClipOutcome) -> None:
+        self.outcomes.append(outcome)
+        if self.on_outcome is not None:
+            self.on_outcome(outcome)
+
+    def _release(self, state: ClipState) -> None:
+        with self.live_lock:
+            self.live.discard(state)
+        state.lock.close()
+
+    def _written(self, state: ClipState, names: list[str]) -> None:
+        n = state.context.n_frames
+        self._record(ClipOutcome(state.clip_id, "done", n, n, names, state.reused))
+
+    def _put(self, target: queue.Queue, item: Any) -> None:
+        """Put into a bounded queue, giving up when the run is being stopped."""
+        while True:
+            if self.stop.is_set():
+                raise _Stopped
+            if target is self.writer.queue and self.writer.error is not None:
+                raise self.writer.error
+            try:
+                target.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    # -- producer thread --
+
+    def _open(self, job: ClipJob) -> ClipState | None:
+        """Lock and re-check a clip; None when there is nothing to do (outcome recorded)."""
+        clip = job.clip
+        if clip.n_frames < 1:
+            self._record(ClipOutcome(clip.clip_id, "skipped", 0, file=clip.frames_dir or "",
+                                     reason="the clip has no frames"))
+            return None
+        lock = contextlib.ExitStack()
+        if not lock.enter_context(self.store.lock_clip(clip.clip_id)):
+            lock.close()
+            if not self.task.wait:
+                self._record(ClipOutcome(clip.clip_id, "locked", clip.n_frames))
+                return None
+            # Another process holds it: run our short batches first (one of its clips could be
+            # waiting behind ours), then wait for its lock.
+            self._put(self.queue, _Flush())
+            lock = contextlib.ExitStack()
+            lock.enter_context(self.store.lock_clip(clip.clip_id, blocking=True))
+        try:
+            self.store.ensure_clip(clip.clip_id, clip.n_frames, clip.fps,
+                                   {"has_audio": clip.audio_path is not None})
+            found = missing(self.store, clip, {n: self.extractors[n] for n in job.extractors},
+                            self.task.audio_stride)
+        except BaseException:
+            lock.close()
+            raise
+        # Arrays another process finished meanwhile (valid only if the plan wanted it).
+        reused = found.complete - (not job.write_valid and not found.write_valid)
+        if found.nothing:
+            lock.close()
+            self._record(ClipOutcome(clip.clip_id, "by_other", clip.n_frames, reused=reused))
+            return None
+        context = ClipContext(clip, np.zeros(clip.n_frames, dtype=bool), self.task.batch_size,
+                              self.task.audio_stride, self.loader.submit,
+                              lambda rate: self.audio.get(clip.audio_path, rate))
+        state = ClipState(context, lock, [self.extractors[n] for n in found.extractors],
+                          found.write_valid, reused)
+        with self.live_lock:
+            self.live.add(state)
+        return state
+
+    def _queue_clip(self, state: ClipState) -> None:
+        clip = state.context.clip
+        if clip.frames_dir is not None:
+            try:
+                present = set(os.listdir(clip.frames_dir))  # one listing, not a stat per frame
+            except OSError as e:
+                error = InputError(clip.frames_dir, f"unreadable frame folder ({e.strerror})")
+                self._put(self.queue, _ClipFailed(state, error))
+                self._put(self.queue, _ClipEnd(state))
+                return
+            state.context.valid = np.array(
+                [clip.frame_path(i).name in present for i in range(clip.n_frames)], bool)
+        groups: dict[str, list[Extractor]] = {}
+        for ext in state.needed:  # extractors of one kind are fed together (shared decoding)
+            groups.setdefault(ext.kind, []).append(ext)
+        # Every kind first submits what it can start now, then the jobs are queued in order.
+        feeds = [type(group[0]).feed(group, state.context) for group in groups.values()]
+        for feed in feeds:
+            for job in feed:
+                self._put(self.queue, _Load(state, job))
+        self._put(self.queue, _ClipEnd(state))
+
+    def _produce(self) -> None:
+        try:
+            for job in self.task.jobs:
+                state = self._open(job)
+                if state is not None:
+                    self._queue_clip(state)
+            self._put(self.queue, _Done())
+        except _Stopped:
+            pass
+        except BaseException as e:  # noqa: BLE001  (re-raised in the model thread)
+            with contextlib.suppress(_Stopped):
+                self._put(self.queue, _ProducerFailed(e))
+
+    # -- model thread --
+
+    def _stream(self, key: Hashable, shape: tuple[int, ...]) -> BatchStream:
+        """One stream per key and row shape (e.g. a window length in frontend rows varies with fps)."""
+        if (key, shape) not in self.streams:
+            ext = self.extractors[key.extractor]
+            self.streams[key, shape] = BatchStream(
+                lambda batch, e=ext, part=key.part: e.run_batch(part, batch), self.task.batch_size)
+        return self.streams[key, shape]
+
+    def _finish(self, state: ClipState) -> None:
+        """A clip whose rows have all run: drop it (bad input) or hand it to the writer."""
+        if not state.ended or state.pending_rows or state.finished:
+            return
+        state.finished = True
+        if state.failure is not None:
+            self._release(state)
+            self._record(ClipOutcome(state.clip_id, "skipped", state.context.n_frames,
+                                     file=state.failure.file, reason=state.failure.reason))
+            return
+        self._put(self.writer.queue, state)
+
+    def _step(self, flush: bool) -> None:
+        for (key, _), stream in self.streams.items():
+            ext = self.extractors[key.extractor]
+            for piece in stream.step(flush):
+                state = piece.owner
+                if state.failure is None:
+                    state.put(ext, piece.rows, piece.outputs)
+                state.pending_rows -= len(piece.rows)
+                self._finish(state)
+
+    def _add(self, state: ClipState, job: Job) -> None:
+        if state.failure is not None:
+            return  # the clip is dropped: do not spend the model on it
+        try:
+            loaded: Loaded = job.future.result()
+        except InputError as e:
+            state.failure = e
+            return
+        state.arrays.update(loaded.arrays)
+        for key, tensor in loaded.batches.items():
+            self._stream(key, tuple(tensor.shape[1:])).add(state, job.rows, tensor)
+            state.pending_rows += len(job.rows)
+        self._step(flush=False)
+
+    def _consume(self) -> None:
+        while True:
+            item = self.queue.get()
+            if isinstance(item, _Load):
+                self._add(item.state, item.job)
+            elif isinstance(item, _ClipEnd):
+                item.state.ended = True
+                self._finish(item.state)
+            elif isinstance(item, _ClipFailed):
+                item.state.failure = item.state.failure or item.error
+            elif isinstance(item, _Flush):
+                self._step(flush=True)
+            elif isinstance(item, _ProducerFailed):
+                raise item.error
+            else:
+                assert isinstance(item, _Done), f"unexpected message {item!r}"
+                self._step(flush=True)
+                return
+
+    # -- run --
+
+    def run(self) -> list[ClipOutcome]:
+        producer = threading.Thread(target=self._produce, name="fer-producer", daemon=True)
+        producer.start()
+        self.writer.start()
+        try:
+            self._consume()
+            self._put(self.writer.queue, self.writer.finish())
+            self.writer.thread.join()
+            if self.writer.error is not None:
+                raise self.writer.error
+        except BaseException:
+            self.stop.set()
+            raise
+        finally:
+            producer.join()
+            self.writer.thread.join()
+            self.loader.shutdown(wait=True, cancel_futures=True)
+            with self.live_lock:
+                held = list(self.live)
+            for state in held:  # a failed run leaves no lock behind in a long-lived process
+                self._release(state)
+        return self.outcomes
+
+
+def run_shard(task: ShardTask, on_outcome: Callable[[ClipOutcome], None] | None = None) -> list[ClipOutcome]:
+    """Extract one shard of clips (see the module docstring); returns every clip's outcome.
+
+    ``on_outcome`` is called as each clip ends (only in-process: it cannot travel to workers).
+    """
+    return _ShardRunner(task, on_outcome).run()
