@@ -1,6 +1,6 @@
 """``fer-pipeline extract`` (stage one) and ``fer-pipeline store info|verify`` (the feature store).
 
-``extract`` builds an :class:`~stages.extract.ExtractConfig` from the defaults, then ``--config``
+``extract`` builds an :class:`~pipeline.features.config.ExtractConfig` from the defaults, then ``--config``
 (TOML), then ``--set key=value``, then the explicit options, and runs the stage with a progress
 bar. It prints a summary, a loud warning for every extractor on random weights and one line per
 skipped clip, and exits 1 when clips were skipped unless ``--allow-skips``. The run report is
@@ -74,7 +74,8 @@ def extract(
 ) -> None:
     """Run frozen extractors over every clip and cache per-frame features in the store (resumable)."""
     from pipeline import config as config_io
-    from stages.extract import ExtractConfig, run_extract
+    from pipeline.features.config import ExtractConfig
+    from stages.extract import run_extract
 
     try:
         cfg = config_io.load_toml(ExtractConfig, config) if config else ExtractConfig()

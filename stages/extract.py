@@ -2,10 +2,11 @@
 
 The stage is resumable, exact and parallel:
 
-1. **Plan** (here, in the caller's process). For every clip of the manifests and every extractor,
-   the store is asked whether the extractor's arrays are complete with the extractor's current
-   cache key and still match their checksums. What is complete is reused; nothing else counts.
-   With nothing to compute the stage returns without starting workers or building a model.
+1. **Plan** (:mod:`pipeline.features.plan`, in the caller's process). For every clip of the
+   manifests and every extractor, the store is asked whether the extractor's arrays are complete
+   with the extractor's current cache key and still match their checksums. What is complete is
+   reused; nothing else counts. With nothing to compute the stage returns without starting
+   workers or building a model.
 2. **Shards.** The clips with work are cut into shards of about ``shard_frames`` frames and handed
    to the executor that ``scheduler`` names (:mod:`pipeline.parallel`): in-process, a process
    pool, a dask ``LocalCluster`` or a running dask scheduler. One task per shard.
@@ -48,7 +49,7 @@ from pipeline.features.store import FeatureStore
 from pipeline.parallel import Workers, open_executor, parse_scheduler
 from pipeline.progress import ProgressEvent, ProgressFn, silent
 
-__all__ = ["ExtractConfig", "ExtractResult", "Skip", "build_extractors", "run_extract"]
+__all__ = ["ExtractResult", "Skip", "run_extract"]
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,7 @@ def face_frames(manifests: Path) -> list[Path]:
 
 
 def config(name: str, precision: str, batch_size: int, device: str):
-    from stages.extract import ExtractConfig
+    from pipeline.features.config import ExtractConfig
 
     return ExtractConfig(extractors=[name], precision=precision, batch_size=batch_size, device=device)
 
@@ -66,7 +66,7 @@ def bare(name: str, precision: str, batch_size: int, device: str, paths: list[Pa
     import torch
 
     from pipeline.data.media import read_image
-    from stages.extract import build_extractors
+    from pipeline.features.plan import build_extractors
 
     ext = build_extractors(config(name, precision, batch_size, device))[name]
     ext.load()
@@ -100,7 +100,7 @@ def naive(name: str, precision: str, device: str, paths: list[Path], out: Path) 
     """Frames/s of a per-frame loop: open, transform, forward with batch 1, one .npy per frame."""
     from PIL import Image
 
-    from stages.extract import build_extractors
+    from pipeline.features.plan import build_extractors
 
     ext = build_extractors(config(name, precision, 1, device))[name]
     ext.load()

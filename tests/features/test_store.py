@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import zarr
 
-from pipeline.features.store import FeatureStore, StoreError, checksum
+from pipeline.features.store import FeatureStore, StoreError, array_key, checksum
 
 
 @pytest.fixture
@@ -30,6 +30,22 @@ def test_round_trip_keeps_dtype_shape_and_rate(store):
     np.testing.assert_array_equal(out, data)
     assert store.rate("a", "feat") == 10.0
     assert store.marker("a", "feat") == {"sha256": checksum(data), "cache_key": "k1", "rate": 10.0}
+
+
+def test_shape_and_has_array_read_metadata_only(store):
+    store.write("a", "tokens", np.zeros((5, 2, 2, 3), np.float16), cache_key="k", rate=10.0)
+    assert store.shape("a", "tokens") == (5, 2, 2, 3)
+    assert store.has_array("a", "tokens") and not store.has_array("a", "nope")
+    assert not store.has_array("no_clip", "tokens")
+    with pytest.raises(StoreError, match="no array 'nope'"):
+        store.shape("a", "nope")
+
+
+def test_array_keys_carry_the_stride_and_the_no_audio_mark():
+    assert array_key("abc") == "abc"
+    assert array_key("abc", audio_stride=4) == "abc-stride4"
+    assert array_key("abc", no_audio=True) == "abc-noaudio"
+    assert array_key("abc", audio_stride=1, no_audio=True) == "abc-stride1-noaudio"
 
 
 def test_is_complete_needs_the_same_key_and_intact_data(store):

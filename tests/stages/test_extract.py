@@ -17,7 +17,9 @@ from pipeline.data.media import decode_audio, read_image
 from pipeline.errors import PipelineError
 from pipeline.features.audio_windows import fill_strided, frame_windows, strided_indices
 from pipeline.features.store import FeatureStore
-from stages.extract import ExtractConfig, build_extractors, run_extract
+from pipeline.features.config import ExtractConfig
+from pipeline.features.plan import build_extractors
+from stages.extract import run_extract
 
 EXTRACTORS = ["test_mean_colour", "logmel", "tdnn"]
 

@@ -65,8 +65,10 @@ def _registered_names(source: str) -> list[str]:
         if "register" not in decorators:
             continue
         for statement in node.body:
-            target = (statement.targets[0] if isinstance(statement, ast.Assign) and len(statement.targets) == 1
-                      else getattr(statement, "target", None))
+            if isinstance(statement, ast.Assign) and len(statement.targets) == 1:
+                target = statement.targets[0]
+            else:  # an annotated assignment, or anything else (no target)
+                target = getattr(statement, "target", None)
             value = getattr(statement, "value", None)
             if (isinstance(target, ast.Name) and target.id == "name"
                     and isinstance(value, ast.Constant) and isinstance(value.value, str)):

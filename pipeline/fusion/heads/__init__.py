@@ -2,7 +2,8 @@
 
 A head is a ``torch.nn.Module`` subclass of :class:`Head` with a ``name``, a ``Config`` dataclass
 (a comment on every field) and the ``@register`` decorator. Every module of this package is
-imported below, so adding a head is one new file here; the CLI's ``--method`` choices come from
+imported below, so adding a head is one new file here (or, from another package, a module named
+by an entry point of group ``fer_pipeline.heads``); the CLI's ``--method`` choices come from
 :func:`registry`.
 
 What the training loop (``pipeline.fusion.train``) asks of a head:
@@ -25,6 +26,7 @@ with all image tokens masked). Heads with face outputs train only on frames that
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import pkgutil
 from abc import ABCMeta, abstractmethod
 from typing import Any, ClassVar, Optional
@@ -183,6 +185,11 @@ def head_class(name: str) -> type[Head]:
     return _REGISTRY[name]
 
 
-# Import every head module of this package: each registers itself.
+ENTRY_POINT_GROUP = "fer_pipeline.heads"
+
+# Import every head module of this package, then every module that installed packages name in
+# entry points of group "fer_pipeline.heads" (NAME = "module.path"): each registers itself.
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
+for _entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+    importlib.import_module(_entry.module)
