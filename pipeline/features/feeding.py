@@ -9,7 +9,7 @@ batches the rows of each :class:`StreamKey` across clips, runs them through the 
 ``run_batch``, scatters the outputs into per-clip buffers (``buffer``), and hands the buffers to
 the extractor's ``assemble`` when the clip is complete.
 
-This module is cheap to import (numpy only): extractor base classes import it.
+This module is cheap to import (no torch, no media library): extractor base classes import it.
 """
 
 from __future__ import annotations
