@@ -55,10 +55,11 @@ class ExtractConfig:
     def __post_init__(self) -> None:
         if isinstance(self.precision, Precision):
             self.precision = self.precision.value
-        known = extractor_registry.names()
-        unknown = [n for n in [*self.extractors, *self.configs, *self.weights] if n not in known]
+        names = [*self.extractors, *self.configs, *self.weights]
+        unknown = [n for n in names if not extractor_registry.is_known(n)]
         if unknown:
-            raise PipelineError(f"unknown extractor {unknown[0]!r}; choose from {', '.join(known)}")
+            raise PipelineError(f"unknown extractor {unknown[0]!r}; "
+                                f"choose from {', '.join(extractor_registry.names())}")
         if len(set(self.extractors)) != len(self.extractors) or not self.extractors:
             raise PipelineError(f"extractors {self.extractors}: need at least one, each once")
         if self.batch_size < 1 or self.audio_stride < 1 or self.loader_threads < 1:

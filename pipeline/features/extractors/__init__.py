@@ -48,6 +48,7 @@ __all__ = [
     "Precision",
     "create",
     "extractor_class",
+    "is_known",
     "names",
     "register",
     "registry",
@@ -111,11 +112,17 @@ def registry() -> dict[str, type[Extractor]]:
     return dict(_REGISTRY)
 
 
+def is_known(name: str) -> bool:
+    """Whether ``name`` is an extractor; imports every module only for a name not found cheaply
+    (a class whose ``name`` is not a plain string literal is found that way too)."""
+    return name in names() or name in registry()
+
+
 def extractor_class(name: str) -> type[Extractor]:
-    """The class registered as ``name`` (imports only its module)."""
+    """The class registered as ``name`` (imports only its module when the name was indexed)."""
     if name not in _REGISTRY and name in _modules():
         importlib.import_module(_modules()[name])
-    if name not in _REGISTRY:
+    if name not in _REGISTRY and not is_known(name):
         raise KeyError(f"unknown extractor {name!r}; choose from {', '.join(names())}")
     return _REGISTRY[name]
 
