@@ -11,9 +11,10 @@ from sklearn.metrics import f1_score
 from pipeline.config import load_toml
 from pipeline.errors import PipelineError
 from pipeline.features.store import FeatureStore
-from pipeline.fusion.presets import build_config
-from pipeline.fusion.train import FuseConfig, train
-from pipeline.fusion.windows import nearest_valid
+from pipeline.fusion.config import build_config
+from pipeline.fusion.config import FuseConfig
+from pipeline.fusion.train import train
+from pipeline.data.frames import nearest_face as nearest_valid
 from pipeline.scoring.predictions import Predictions, prediction_path
 
 from .synthetic import make_dataset
