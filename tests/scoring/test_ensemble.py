@@ -320,3 +320,43 @@ def test_crossfit_needs_two_videos():
     data = _split([np.full((20, 8), 0.125)], np.zeros(20), [10, 10], ["v", "v"])
     with pytest.raises(PipelineError, match="2 or more"):
         C.cross_fit(data, ["r/a"], E.EnsembleConfig())
+
+
+def test_combiners_are_discovered_in_order_and_a_new_rule_is_one_class():
+    from pipeline.scoring import combiners
+
+    assert list(combiners.registry()) == ["mean", "member", "proportional", "weighted"]
+
+    @combiners.register
+    class Geometric(combiners.Combiner):  # not a weighted mean: scored through its own apply
+        name, order = "geometric", 9
+
+        @classmethod
+        def candidates(cls, member_names, config):
+            return [combiners.Candidate("geometric", cls.name, tuple(range(len(member_names))))]
+
+        @classmethod
+        def fit(cls, candidate, data, evaluator, config):
+            return combiners.Combination(candidate.name, cls.name, None, {"power": 1})
+
+        @classmethod
+        def apply(cls, combination, probs):
+            log = np.log(probs + P.EPS).mean(axis=0)
+            p = np.exp(log - log.max(axis=1, keepdims=True))
+            return (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
+
+    try:
+        rng = np.random.default_rng(11)
+        labels = rng.integers(0, NUM_CLASSES, 90)
+        data = _split([_probs(rng, 90) for _ in range(2)], labels, [30, 30, 30])
+        fitted = F.fit(data, ["r/a", "r/b"], E.EnsembleConfig(smooth="none", bias=False))
+        assert list(fitted.candidates)[-1] == "geometric"
+        geometric = Geometric.apply(fitted.candidates["geometric"], data.probs).argmax(axis=1)
+        assert fitted.tuning_macro_f1["geometric"] == pytest.approx(macro_f1(labels, geometric))
+        weighted = fitted.candidates["proportional r/a + r/b"]
+        assert weighted.rule == "proportional" and set(weighted.params) == {"m", "n"}
+        record = fitted.choices.to_json(["r/a", "r/b"])
+        assert record["combiner"] == fitted.choices.combiner
+        assert record["rule"] == fitted.candidates[fitted.choices.combiner].rule
+    finally:
+        combiners._REGISTRY.pop("geometric")
