@@ -11,9 +11,16 @@
     RUN/predictions/<split>/<output>.npz   float32 [T, 8] per clip, every frame, val and test
     RUN/predictions/<split>/face_mask.npz  bool [T] per clip: the frames with a face image
 
-Every file is written atomically (:mod:`pipeline.io`). A run resumes only when its saved
-*identity* (:func:`identity`: the config and the store's features) matches the new one;
-:func:`differences` names what changed.
+Every file is written atomically (:mod:`pipeline.io`).
+
+**Resume.** ``checkpoint.pt`` is written after every epoch, with the torch and
+numpy generator states, so rerunning the same command after an interruption continues from the
+last finished epoch and ends exactly as an uninterrupted run would. A run whose saved config
+differs from the new one is refused with a one-line error, unless ``force`` (continue with the
+new config) or ``restart`` (discard the old run). ``train.epochs`` may change (raising it extends
+a finished run, unless it had stopped early), and so may ``train.cache_mb``.
+The saved *identity* (:func:`identity`: the config and the store's features) is what must match;
+:func:`changes` names what differs.
 """
 
 from __future__ import annotations

@@ -18,13 +18,6 @@ dedicated many-core machine.
 come from one ``numpy`` generator seeded with ``seed``; torch runs with
 ``use_deterministic_algorithms(True)``. The same config on the same machine gives the same
 predictions bit for bit.
-
-**Resume.** ``checkpoint.pt`` is written (atomically) after every epoch, with the torch and
-numpy generator states, so rerunning the same command after an interruption continues from the
-last finished epoch and ends exactly as an uninterrupted run would. A run whose saved config
-differs from the new one is refused with a one-line error, unless ``force`` (continue with the
-new config) or ``restart`` (discard the old run). ``train.epochs`` may change (raising it extends
-a finished run, unless it had stopped early), and so may ``train.cache_mb``.
 """
 
 from __future__ import annotations
@@ -75,9 +68,6 @@ class RunResult:
     resumed_from: int  # the epoch this call continued from (0: a fresh run)
     already_complete: bool  # nothing to do: the run directory was already complete
     metrics: dict[str, Any]  # the content of metrics.json
-
-
-# ---- small helpers ------------------------------------------------------------------------------
 
 
 @contextlib.contextmanager
