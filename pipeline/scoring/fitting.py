@@ -86,13 +86,9 @@ def _tuning_scores(fitted: list[Combination], data: SplitData, evaluator: _Evalu
         if combination.weights is not None:
             out.append(next(scores))
         else:
-            labels = argmax_labels(_combined(combination, data)[keep])
+            labels = argmax_labels(combiners.apply(combination, data.probs)[keep])
             out.append(float(macro_f1_from_confusion(confusion_matrix(data.labels[keep], labels))))
     return out
-
-
-def _combined(combination: Combination, data: SplitData) -> np.ndarray:
-    return combiners.apply(combination, data.probs)
 
 
 def fit(data: SplitData, member_names: Sequence[str], config: EnsembleConfig) -> Fit:
@@ -123,7 +119,7 @@ def fit(data: SplitData, member_names: Sequence[str], config: EnsembleConfig) ->
 
 
 def _prepare(data: SplitData, choices: Choices, fill: bool = True) -> np.ndarray:
-    probs = _combined(choices.combination, data)
+    probs = combiners.apply(choices.combination, data.probs)
     if fill and choices.fill == "nearest":
         probs = fill_no_face(probs, data.offsets, data.face)
     return probs
