@@ -1,9 +1,13 @@
 """Stage-three commands: ``ensemble`` (combine, score, report, submit), ``score``, and
-``submission check``."""
+``submission check``.
+
+``ensemble`` builds its :class:`~pipeline.scoring.ensemble.EnsembleConfig` with
+:func:`pipeline.config.build`: defaults < ``--config`` < ``--set key=value`` < the options below;
+the choices of ``--smooth``, ``--tune-on`` and ``--fill`` are the library's own Enums.
+"""
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 
@@ -11,30 +15,12 @@ import typer
 from rich.table import Table
 
 from cli._common import console, fail, progress_bar
-from pipeline.config import load_toml
+from pipeline.config import build
 from pipeline.data.labels import CLASSES
 from pipeline.data.manifest import SPLITS, load_clips
-from pipeline.scoring.ensemble import EnsembleConfig
+from pipeline.scoring.ensemble import EnsembleConfig, Fill, Protocol, Smoother
 from pipeline.scoring.submission import check_submission
 from stages.ensemble import run_ensemble, score_predictions
-
-
-class Smooth(str, Enum):
-    mean = "mean"
-    median = "median"
-    mode = "mode"
-    none = "none"
-
-
-class TuneOn(str, Enum):
-    val_crossfit = "val-crossfit"
-    train = "train"
-    same = "same"
-
-
-class Fill(str, Enum):
-    nearest = "nearest"
-    none = "none"
 
 
 submission_app = typer.Typer(help="ABAW submission files.", no_args_is_help=True)
@@ -54,9 +40,10 @@ def ensemble(
                              " submission.txt go."),
     config_file: Optional[Path] = typer.Option(None, "--config", help="EnsembleConfig TOML;"
                                                " the options below override it."),
-    smooth: Optional[Smooth] = typer.Option(None, "--smooth", help="Temporal filter within clips"
+    sets: List[str] = typer.Option([], "--set", help="Override, e.g. bias_step=0.05 (repeat)."),
+    smooth: Optional[Smoother] = typer.Option(None, "--smooth", help="Temporal filter within clips"
                                             " (default: mean)."),
-    tune_on: Optional[TuneOn] = typer.Option(None, "--tune-on", help="Where choices are fitted:"
+    tune_on: Optional[Protocol] = typer.Option(None, "--tune-on", help="Where choices are fitted:"
                                              " k-fold over val clips, the train split, or the"
                                              " scored frames themselves (default: val-crossfit)."),
     folds: Optional[int] = typer.Option(None, "--folds", min=2, help="k for val-crossfit"
@@ -70,18 +57,14 @@ def ensemble(
     split: Optional[str] = typer.Option(None, "--split", help="Split to score (default: val)."),
 ) -> None:
     """Combine the outputs of RUN_DIRs, score them on val, write the report and the submission."""
-    config = load_toml(EnsembleConfig, config_file) if config_file else EnsembleConfig()
     if windows is not None:
         try:
-            config.windows = tuple(int(w) for w in windows.split(","))
+            windows = [int(w) for w in windows.split(",")]
         except ValueError:
             raise fail(f"--windows {windows!r}: want comma-separated integers") from None
-    for name, value in (("smooth", smooth), ("tune_on", tune_on), ("fill", fill)):
-        if value is not None:
-            setattr(config, name, value.value)
-    for name, value in (("folds", folds), ("bias", bias), ("split", split)):
-        if value is not None:
-            setattr(config, name, value)
+    options = {"smooth": smooth, "tune_on": tune_on, "fill": fill, "folds": folds, "bias": bias,
+               "split": split, "windows": windows}
+    config = build(EnsembleConfig, file=config_file, sets=sets, options=options)
     with progress_bar() as progress:
         result = run_ensemble(run_dirs, manifests, out, config, progress)
 
@@ -89,7 +72,7 @@ def ensemble(
     for column in ("method", "tuned", "macro-F1", "accuracy", "ABAW-2021"):
         table.add_column(column, justify="left" if column == "method" else "right")
     # Every pairwise m,n ensemble is in scores.json and the report; the table keeps the best one.
-    pairs = [r for r in result.rows if r.name.startswith("proportional ")]
+    pairs = [r for r in result.rows if r.rule == "proportional"]
     best_pair = max(pairs, key=lambda r: r.scores.macro_f1, default=None)
     shown = [r for r in result.rows if r not in pairs or r is best_pair]
     for row in shown:

@@ -77,22 +77,12 @@ def extract(
     from pipeline.features.config import ExtractConfig
     from stages.extract import run_extract
 
-    try:
-        cfg = config_io.load_toml(ExtractConfig, config) if config else ExtractConfig()
-        cfg = config_io.override(cfg, set_) if set_ else cfg
-    except (ValueError, TypeError) as e:
-        raise fail(str(e)) from None
-    if extractor:
-        cfg.extractors = list(extractor)
-    cfg.weights = {**cfg.weights, **_weights(weights)}
-    for field, value in (("precision", precision.value if precision else None), ("device", device),
-                         ("batch_size", batch_size), ("audio_stride", audio_stride),
-                         ("loader_threads", loader_threads), ("scheduler", scheduler)):
-        if value is not None:
-            setattr(cfg, field, value)
-    if splits:
-        cfg.splits = [s.strip() for value in splits for s in value.split(",") if s.strip()]
-    cfg.allow_skips = cfg.allow_skips or allow_skips
+    split_names = [s.strip() for value in splits for s in value.split(",") if s.strip()]
+    cfg = config_io.build(ExtractConfig, file=config, sets=set_, options={
+        "extractors": list(extractor) or None, "weights": _weights(weights) or None,
+        "precision": precision.value if precision else None, "device": device,
+        "batch_size": batch_size, "audio_stride": audio_stride, "loader_threads": loader_threads,
+        "scheduler": scheduler, "splits": split_names or None, "allow_skips": allow_skips or None})
 
     with progress_bar() as progress:
         result = run_extract(cfg, manifests, store, progress)

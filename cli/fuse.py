@@ -1,10 +1,10 @@
 """``fer-pipeline fuse --method M --store S --manifests D --out RUNS``: stage two, one head.
 
-Builds the run config from the method's defaults, ``--preset``, ``--config FILE.toml``,
-``--set key=value`` and ``--seed`` (in that order), trains into ``RUNS/<--name or method>/``,
-prints one line per epoch and a final table of validation macro-F1 per output. Rerunning the same
-command resumes an interrupted run; a changed config is refused unless ``--restart`` or
-``--force``.
+Builds the run config with :func:`pipeline.fusion.config.build_config` (the method's defaults,
+``--preset``, ``--config FILE.toml``, ``--set key=value``, then ``--seed``; later wins), trains
+into ``RUNS/<--name or method>/``, prints one line per epoch and a final table of validation
+macro-F1 per output. Rerunning the same command resumes an interrupted run; a changed config is
+refused unless ``--restart`` or ``--force``.
 
 The head registry imports torch, so ``--method`` is checked against it only when this command
 runs (a wrong name lists the registered heads): every other ``fer-pipeline`` command starts
@@ -79,7 +79,7 @@ def fuse(
                                help="Continue an existing run although its config differs."),
 ) -> None:
     """Train a fusion head on cached features; write per-frame probabilities for val and test."""
-    from pipeline.fusion.presets import build_config
+    from pipeline.fusion.config import build_config
     from stages.fuse import fuse as run_fuse
 
     run_config = build_config(method, store, manifests, preset=preset, config_file=config,

@@ -1,12 +1,14 @@
 """Stage three: combine the outputs of run directories, score them, report, write the submission.
 
-Reads only what stage two wrote (``metrics.json`` and ``predictions/<split>/<output>.npz`` of each
-run directory) and the manifests (ground truth, clip lengths, face frames). Writes into ``out``:
+Reads only what stage two wrote (``metrics.json``, ``predictions/<split>/<output>.npz`` and
+``predictions/<split>/face_mask.npz`` of each run directory) and the manifests (ground truth, clip
+lengths); never the dataset's frame folders. Writes into ``out``, every file atomically:
 
 * ``scores.json``: the final ensemble's ``macro_f1``, ``accuracy``, ``abaw2021_score``,
   ``per_class_f1``, ``n_frames`` and confusion matrix; every member's and ensemble's scores
   (``rows``); and ``tuning``: the protocol and, for every fit, the clips it was tuned on, the clips
-  it predicted, and its choices (combiner, weights, window, biases), the test fit included;
+  it predicted, and its choices (combiner, its rule and fitted parameters, weights, window,
+  biases), the test fit included;
 * ``config.toml`` (the :class:`EnsembleConfig` used), ``report.html`` with its PNGs;
 * ``submission.txt`` in the ABAW format when every member has test predictions and the manifests
   list test clips (checked with :func:`check_submission` after writing).
@@ -21,13 +23,17 @@ from typing import Sequence
 
 import numpy as np
 
+from pipeline import io
 from pipeline.config import save_toml, to_dict
 from pipeline.data.labels import NUM_CLASSES
 from pipeline.data.manifest import SPLITS, Clip, load_clips
 from pipeline.errors import PipelineError
 from pipeline.progress import ProgressEvent, ProgressFn, silent
-from pipeline.scoring.ensemble import EnsembleConfig, Outcome, Row, cross_fit, fit, predict
+from pipeline.scoring.crossfit import Outcome, Row, cross_fit
+from pipeline.scoring.ensemble import EnsembleConfig
+from pipeline.scoring.fitting import fit, predict
 from pipeline.scoring.frames import (
+    FaceMasks,
     Member,
     SplitData,
     check_clip_set,
@@ -118,15 +124,13 @@ def run_ensemble(run_dirs: Sequence[Path], manifests: Path, out: Path,
                  progress: ProgressFn = silent) -> EnsembleResult:
     """Build, score and report every ensemble of the runs' outputs; write the submission too."""
     config = config or EnsembleConfig()
-    config.validate()
     members, runs = find_members(run_dirs, config.split)
     names = [m.name for m in members]
     clips = _clips_by_split(Path(manifests))
     if not clips[config.split]:
         raise PipelineError(f"{manifests}: no {config.split} clips to score")
 
-    scored = load_split([m.path(config.split) for m in members], clips[config.split],
-                        config.split, progress)
+    scored = load_split(members, clips[config.split], config.split, progress)
     tuning_data = None
     if config.tune_on == "train":
         if not clips["train"]:
@@ -135,8 +139,7 @@ def run_ensemble(run_dirs: Sequence[Path], manifests: Path, out: Path,
         if missing:
             raise PipelineError(f"--tune-on train: {missing[0]} has no train predictions"
                                 f" ({missing[0].split('/')[0]}/predictions/train/)")
-        tuning_data = load_split([m.path("train") for m in members], clips["train"], "train",
-                                 progress)
+        tuning_data = load_split(members, clips["train"], "train", progress)
     outcome = cross_fit(scored, names, config, tuning_data, progress)
 
     tuning = {
@@ -168,7 +171,7 @@ def run_ensemble(run_dirs: Sequence[Path], manifests: Path, out: Path,
         "submission_note": note,
     }
     scores_path = out / "scores.json"
-    scores_path.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    io.write_json(scores_path, record, indent=1)
     save_toml(config, out / "config.toml")
 
     notes = [f"members: {', '.join(names)}", f"manifests: {manifests}", f"submission: {note}"]
@@ -212,11 +215,12 @@ def _submission(members: list[Member], names: list[str], test_clips: list[Clip],
         test_fit = outcome.folds[0].fit
         tuning_clips = outcome.folds[0].tuning_clips
     readers = open_predictions([m.path("test") for m in members], test_clips, "test")
+    faces = FaceMasks([m.run_dir for m in members], "test")
     progress(ProgressEvent("test", total=len(test_clips)))
 
     def rows():  # clip by clip: memory does not grow with the test set
         for clip in test_clips:
-            yield clip, predict(clip_data(readers, clip, "test"), test_fit.choices)
+            yield clip, predict(clip_data(readers, faces, clip, "test"), test_fit.choices)
             progress(ProgressEvent("test", advance=1))
 
     count = write_submission(path, rows())

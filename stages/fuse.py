@@ -15,7 +15,8 @@ from pathlib import Path
 from pipeline.data.manifest import load_clips
 from pipeline.errors import PipelineError
 from pipeline.features.store import FeatureStore
-from pipeline.fusion.train import FuseConfig, RunResult, train
+from pipeline.fusion.config import FuseConfig
+from pipeline.fusion.train import RunResult, train
 from pipeline.progress import ProgressFn, silent
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=+-]*")

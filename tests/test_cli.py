@@ -40,3 +40,11 @@ def test_debug_shows_the_traceback(tmp_path):
     result = _run("--debug", "manifest", str(tmp_path / "nowhere"), "--out", str(tmp_path / "m"))
     assert result.returncode != 0
     assert "Traceback" in result.stderr
+
+
+def test_help_imports_neither_matplotlib_nor_torch():
+    code = ("import sys; from cli.main import app; import typer.main; typer.main.get_command(app);"
+            " print('matplotlib' in sys.modules, 'torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "False"]

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.data.frames import frame_numbers
 from pipeline.data.labels import UNLABELED, AnnotationError, read_annotation
 from pipeline.data.manifest import SPLITS, Clip, DatasetReading, Issue
 from pipeline.data.media import MediaError, VideoInfo, probe_video
@@ -40,7 +41,6 @@ VIDEO_DIRS = ("videos", "raw_videos", "batch1", "batch2")
 VIDEO_SUFFIXES = (".mp4", ".avi")
 SIDES = ("_left", "_right")
 SEARCH_DEPTH = 4  # folder levels below the root searched for the folders above
-_FRAME_NAME = re.compile(r"([0-9]{5})\.jpg")
 _TEST_WORD = re.compile(r"(?<![a-z])test")  # "Test_Set.txt", "expr_test_set.txt"; not "latest"
 # A test list's first line is a header if it is one of these words (or holds a comma or a space).
 _TEST_HEADERS = {
@@ -180,7 +180,7 @@ def _frame_numbers(folder: Path) -> list[int]:
     """1-based numbers of the ``NNNNN.jpg`` crops in a frame folder (other files are ignored)."""
     try:
         with os.scandir(folder) as it:
-            return [int(m.group(1)) for e in it if (m := _FRAME_NAME.fullmatch(e.name))]
+            return frame_numbers([e.name for e in it])
     except OSError:
         return []
 

@@ -1,6 +1,7 @@
 """Named presets reproducing each paper's stage-two settings, and the assembly of a run's config.
 
-A config is built in layers, each overriding the one before (:func:`build_config`)::
+A config is built in layers, each overriding the one before
+(:func:`pipeline.fusion.config.build_config`)::
 
     the method's defaults  <  --preset  <  --config FILE.toml  <  --set key=value  <  --seed
 
@@ -14,16 +15,10 @@ features stand in for their backbones).
 from __future__ import annotations
 
 import copy
-import tomllib
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from pipeline.config import from_dict, override, to_dict
 from pipeline.errors import PipelineError
-
-if TYPE_CHECKING:
-    from pipeline.fusion.train import FuseConfig
 
 
 @dataclass(frozen=True)
@@ -107,35 +102,3 @@ def preset_overrides(name: str, method: str) -> dict[str, Any]:
         raise PipelineError(f"preset {name} ({preset.paper.split(',')[0]}) describes the methods "
                             f"{', '.join(preset.methods)}, not {method}")
     return _merge(preset.settings, {"head": preset.heads.get(method, {})})
-
-
-def build_config(method: str, store: str | Path, manifests: str | Path, preset: str | None = None,
-                 config_file: str | Path | None = None, sets: list[str] | tuple[str, ...] = (),
-                 seed: int | None = None) -> FuseConfig:
-    """The run config: defaults < preset < config file < ``key=value`` overrides < seed."""
-    # Imported here: the training loop needs torch, and the CLI lists presets without it.
-    from pipeline.fusion.train import FuseConfig  # noqa: F811
-
-    data = to_dict(FuseConfig(method=method))
-    if preset is not None:
-        data = _merge(data, preset_overrides(preset, method))
-    if config_file is not None:
-        path = Path(config_file)
-        try:
-            loaded = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-            raise PipelineError(f"{path}: cannot read config ({' '.join(str(e).split())})") from None
-        if loaded.get("method", method) != method:
-            raise PipelineError(f"{path}: a config for method {loaded['method']!r}, not {method!r}")
-        data = _merge(data, loaded)
-    data.update(method=method, store=str(store), manifests=str(manifests))
-    try:
-        config = from_dict(FuseConfig, data)
-        config = override(config, list(sets))
-    except (ValueError, TypeError) as e:
-        raise PipelineError(" ".join(str(e).split())) from None
-    if config.method != method:
-        raise PipelineError(f"--set method={config.method}: use --method to choose the head")
-    if seed is not None:
-        config.seed = seed
-    return config

@@ -1,15 +1,13 @@
 """One training loop for every head: seeded, deterministic, resumable, streaming from the store.
 
 :func:`train` fits a registered head on the training clips, stops early on validation macro-F1
-of the head's primary output, and writes a run directory::
+of the head's primary output, and writes a run directory (its files and the rules for resuming:
+:mod:`pipeline.fusion.rundir`; the configs: :mod:`pipeline.fusion.config`).
 
-    RUN/config.toml            the full FuseConfig (enough to reproduce the run)
-    RUN/checkpoint.pt          last epoch: model, optimizer, RNG states, epoch, best score and
-                               weights, history, config
-    RUN/best.pt                the best epoch's weights, config and feature sizes (for inference)
-    RUN/metrics.json           written last: the run is complete when it exists
-    RUN/curve.png              training loss and validation macro-F1 per epoch
-    RUN/predictions/<split>/<output>.npz   float32 [T, 8] per clip, every frame, val and test
+**Fitting on validation.** A head may fit something on the validation predictions rather than by
+gradient (the proportional head's m, n): after every epoch's validation pass the loop calls
+:meth:`Head.fit_on` with the outputs of the labelled validation frames, then scores the head's
+outputs derived with what it fitted. The final pass (best epoch) fits again, as the paper does.
 
 **Threads.** ``train.threads`` defaults to 1: these heads multiply small matrices, where extra
 intra-op threads gain little, and on a busy 2-core machine they spin against other processes
@@ -20,13 +18,6 @@ dedicated many-core machine.
 come from one ``numpy`` generator seeded with ``seed``; torch runs with
 ``use_deterministic_algorithms(True)``. The same config on the same machine gives the same
 predictions bit for bit.
-
-**Resume.** ``checkpoint.pt`` is written (atomically) after every epoch, with the torch and
-numpy generator states, so rerunning the same command after an interruption continues from the
-last finished epoch and ends exactly as an uninterrupted run would. A run whose saved config
-differs from the new one is refused with a one-line error, unless ``force`` (continue with the
-new config) or ``restart`` (discard the old run). ``train.epochs`` may change (raising it extends
-a finished run, unless it had stopped early), and so may ``train.cache_mb``.
 """
 
 from __future__ import annotations
@@ -34,81 +25,33 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 
-from pipeline.config import from_dict, save_toml, to_dict
-from pipeline.data.labels import NUM_CLASSES
+from pipeline.config import save_toml, to_dict
+from pipeline.data.frames import nearest_face
+from pipeline.data.labels import NUM_CLASSES, UNLABELED
 from pipeline.data.manifest import Clip
 from pipeline.errors import PipelineError
 from pipeline.features.store import FeatureStore
 from pipeline.fusion import sampling
+from pipeline.fusion.config import FuseConfig, TrainConfig
 from pipeline.fusion.data import ClipStream, FeatureRequest, Table, check_inputs, feature_keys
 from pipeline.fusion.heads import Head, head_class
-from pipeline.fusion.losses import LossConfig
-from pipeline.fusion.sampling import SamplingConfig
-from pipeline.fusion.windows import nearest_valid
+from pipeline.fusion.rundir import FACE_RULE, RunDir, changes, identity
 from pipeline.progress import ProgressEvent, ProgressFn, silent
-from pipeline.scoring.predictions import PredictionWriter, prediction_path
-
-OPTIMIZERS = ("adamw", "sgd")
-RUN_FILES = ("checkpoint.pt", "best.pt", "metrics.json", "curve.png", "config.toml")
-FACE_RULE = "nearest frame with a face (same clip; ties: the earlier frame)"
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 30  # most epochs to train (raising it later extends a finished run)
-    patience: int = 6  # stop after this many epochs without a better validation macro-F1
-    batch_size: int = 0  # training examples per step; 0 = the head's own (64 frames, 16 windows)
-    eval_batch_size: int = 1024  # frames per forward pass at inference
-    optimizer: str = "adamw"  # "adamw" or "sgd" (with momentum)
-    lr: float = 1e-3  # learning rate (constant: a schedule would tie the run to `epochs`)
-    weight_decay: float = 0.01  # decoupled for AdamW, L2 for SGD
-    momentum: float = 0.9  # SGD momentum
-    grad_clip: float = 1.0  # clip the gradient norm to this (0: no clipping)
-    buffer_clips: int = 32  # clips per streamed group (samples are shuffled within a group)
-    cache_mb: float = 1024.0  # keep clips read from the store in memory up to this many MiB
-    threads: int = 1  # torch CPU threads; 0 = torch's default (one per core), see below
-    device: str = "cpu"  # "cpu" or "cuda" (determinism is guaranteed on CPU)
-
-    def __post_init__(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise PipelineError(f"train.optimizer {self.optimizer!r}: choose from "
-                                f"{', '.join(OPTIMIZERS)}")
-        for name in ("epochs", "patience", "eval_batch_size", "buffer_clips"):
-            if getattr(self, name) < 1:
-                raise PipelineError(f"train.{name} {getattr(self, name)}: need at least 1")
-        if self.batch_size < 0:
-            raise PipelineError(f"train.batch_size {self.batch_size}: need >= 1 (or 0: the head's)")
-
-
-@dataclass
-class FuseConfig:
-    method: str = "mfm"  # a registered head (pipeline.fusion.heads.registry())
-    seed: int = 0  # seeds the model's initial weights and every sampling draw
-    store: str = ""  # the feature store (stage one's output)
-    manifests: str = ""  # the manifest directory the store was extracted from
-    head: Any = None  # the method's own config dataclass (a table in TOML; defaults if absent)
-    train: TrainConfig = field(default_factory=TrainConfig)  # the loop
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)  # which frames train, how often
-    loss: LossConfig = field(default_factory=LossConfig)  # the per-frame loss
-
-    def __post_init__(self) -> None:
-        config_class = head_class(self.method).Config
-        if self.head is None:
-            self.head = config_class()
-        elif isinstance(self.head, dict):  # from TOML, or after config.override()
-            self.head = from_dict(config_class, self.head, f"head ({self.method})")
-        elif not isinstance(self.head, config_class):
-            raise PipelineError(f"head config {type(self.head).__name__} is not the config of "
-                                f"method {self.method!r} ({config_class.__name__})")
+from pipeline.scoring.predictions import (
+    FaceMaskWriter,
+    PredictionWriter,
+    face_mask_path,
+    prediction_path,
+)
+from pipeline.scoring.report import plot_history
 
 
 @dataclass
@@ -125,42 +68,6 @@ class RunResult:
     resumed_from: int  # the epoch this call continued from (0: a fresh run)
     already_complete: bool  # nothing to do: the run directory was already complete
     metrics: dict[str, Any]  # the content of metrics.json
-
-
-# ---- small helpers ------------------------------------------------------------------------------
-
-
-def _identity(config: FuseConfig, features: dict[str, str]) -> dict[str, Any]:
-    """What must match for a run to resume: the config and the features. Not compared:
-    ``train.epochs`` (raising it extends a run) and ``train.cache_mb`` (changes no result)."""
-    saved = to_dict(config)
-    for key in ("epochs", "cache_mb"):
-        saved["train"].pop(key, None)
-    return {"config": saved, "features": features}
-
-
-def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
-    keys = sorted(set(old) | set(new))
-    out = []
-    for key in keys:
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _differences(a, b, f"{prefix}{key}.")
-        elif a != b:
-            out.append(f"{prefix}{key}")
-    return out
-
-
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _atomic_json(obj: Any, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 @contextlib.contextmanager
@@ -193,7 +100,7 @@ def predict_table(head: Head, table: Table, batch_size: int) -> dict[str, np.nda
     for name in head.face_outputs:
         for i in range(len(table.clip_ids)):
             rows = table.clip_rows(i)
-            probs[name][rows] = probs[name][rows][nearest_valid(table.valid[rows])]
+            probs[name][rows] = probs[name][rows][nearest_face(table.valid[rows])]
     return head.derive(probs)
 
 
@@ -202,33 +109,6 @@ def _split(clips: Sequence[Clip]) -> dict[str, list[Clip]]:
     for clip in clips:
         out[clip.split].append(clip)
     return out
-
-
-def _curve(history: list[dict], outputs: tuple[str, ...], primary: str, path: Path) -> None:
-    """Training loss and validation macro-F1 per epoch, as a PNG (Agg canvas, no pyplot state)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(7, 4), dpi=100)
-    FigureCanvasAgg(figure)
-    loss_axis = figure.add_subplot(1, 1, 1)
-    epochs = [h["epoch"] for h in history]
-    loss_axis.plot(epochs, [h["train_loss"] for h in history], color="black", label="train loss")
-    loss_axis.set_xlabel("epoch")
-    loss_axis.set_ylabel("training loss")
-    f1_axis = loss_axis.twinx()
-    for name in outputs:
-        f1_axis.plot(epochs, [h["val_macro_f1"][name] for h in history], marker="o", markersize=3,
-                     linewidth=2.0 if name == primary else 1.0, label=f"val F1 {name}")
-    f1_axis.set_ylabel("validation macro-F1")
-    f1_axis.set_ylim(0, 1)
-    handles = loss_axis.get_legend_handles_labels()
-    more = f1_axis.get_legend_handles_labels()
-    f1_axis.legend(handles[0] + more[0], handles[1] + more[1], loc="center right", fontsize=8)
-    figure.subplots_adjust(left=0.1, right=0.88, bottom=0.13, top=0.95)  # (tight_layout: slow)
-    tmp = path.with_suffix(".tmp.png")
-    figure.savefig(tmp)
-    os.replace(tmp, path)
 
 
 # ---- the loop -----------------------------------------------------------------------------------
@@ -240,6 +120,7 @@ class _Run:
     def __init__(self, config: FuseConfig, run_dir: Path, clips: Sequence[Clip],
                  store: FeatureStore, progress: ProgressFn) -> None:
         self.config, self.run_dir, self.progress = config, run_dir, progress
+        self.dir = RunDir(run_dir)
         self.splits = _split(clips)
         if not self.splits["train"]:
             raise PipelineError(f"no training clips in {config.manifests or 'the manifests'}")
@@ -268,7 +149,7 @@ class _Run:
 
     def state(self) -> dict[str, Any]:
         return {
-            "identity": _identity(self.config, self.features),
+            "identity": identity(self.config, self.features),
             "config": to_dict(self.config),
             "dims": {k: list(v) for k, v in self.dims.items()},
             "epoch": self.epoch,
@@ -337,23 +218,47 @@ class _Run:
         return total / max(weight, 1), examples_seen
 
     def evaluate(self, split: str, writers: dict[str, PredictionWriter] | None = None,
-                 score: bool = True):
+                 faces: FaceMaskWriter | None = None, score: bool = True):
         """Scores of every output on ``split`` (its labelled frames), or None without ``score``;
-        writes the predictions if given writers."""
+        writes the predictions (and the face masks) if given writers.
+
+        With ``score`` and a head that fits on validation, the model outputs of the labelled
+        frames are kept, :meth:`Head.fit_on` fits on them, and the outputs derived with the fit
+        are scored.
+        """
         self.head.eval()
         evaluator = self.head.evaluator()
+        fitting = score and self.head_class.fits_on_validation
+        kept: list[tuple[dict[str, np.ndarray], np.ndarray]] = []
         for table in self.stream.tables(self.splits[split]):
             probs = predict_table(self.head, table, self.config.train.eval_batch_size)
-            if score:
+            if fitting:
+                keep = table.labels != UNLABELED
+                kept.append(({name: probs[name][keep] for name in (self.head_class.model_outputs or self.head_class.outputs)},
+                             table.labels[keep]))
+            elif score:
                 evaluator.add(probs, table.labels)
             if writers is not None:
                 for i, clip_id in enumerate(table.clip_ids):
+                    rows = table.clip_rows(i)
                     for name, writer in writers.items():
-                        writer.add(clip_id, probs[name][table.clip_rows(i)])
+                        writer.add(clip_id, probs[name][rows])
+                    if faces is not None:
+                        faces.add(clip_id, table.valid[rows].astype(bool))
             if writers is not None:  # the final pass (not every epoch's validation)
                 self.progress(ProgressEvent(f"predict {split}", advance=len(table.clip_ids),
                                             total=len(self.splits[split])))
-        return evaluator.finish() if score else None
+        if not score:
+            return None
+        fitted: dict[str, Any] = {}
+        if fitting:
+            outputs = {name: np.concatenate([k[0][name] for k in kept])
+                       for name in (self.head_class.model_outputs or self.head_class.outputs)}
+            labels = np.concatenate([k[1] for k in kept])
+            fitted = self.head.fit_on(outputs, labels)
+            evaluator.add(self.head.derive(outputs), labels)
+        scores, extra = evaluator.finish()
+        return scores, {**extra, **fitted}
 
     # -- the whole run
 
@@ -384,7 +289,7 @@ class _Run:
                 self.stopped = "early"
             elif self.epoch >= cfg.epochs:
                 self.stopped = "epochs"
-            _atomic_save(self.state(), self.run_dir / "checkpoint.pt")  # holds the best weights too
+            self.dir.save_checkpoint(self.state())  # holds the best weights too
             if improved:
                 self._save_best()
             self.progress(ProgressEvent("epochs", advance=1, info={
@@ -393,12 +298,12 @@ class _Run:
                 "best": self.best_score, "data s": data_seconds, "s": seconds}))
         if self.stopped is None:  # resumed with fewer epochs than already trained
             self.stopped = "epochs"
-            _atomic_save(self.state(), self.run_dir / "checkpoint.pt")
+            self.dir.save_checkpoint(self.state())
 
     def _save_best(self) -> None:
-        _atomic_save({"epoch": self.best_epoch, "config": to_dict(self.config),
-                      "dims": {k: list(v) for k, v in self.dims.items()},
-                      "model": self.best_state}, self.run_dir / "best.pt")
+        self.dir.save_best({"epoch": self.best_epoch, "config": to_dict(self.config),
+                            "dims": {k: list(v) for k, v in self.dims.items()},
+                            "model": self.best_state})
 
     def finish(self, resumed_from: int) -> dict[str, Any]:
         """Predictions of the best epoch for val and test, metrics.json (last), curve.png."""
@@ -413,10 +318,12 @@ class _Run:
             with contextlib.ExitStack() as stack:
                 writers = {name: stack.enter_context(PredictionWriter(
                     prediction_path(self.run_dir, split, name))) for name in outputs}
-                result = self.evaluate(split, writers, score=split == "val")
+                faces = stack.enter_context(FaceMaskWriter(face_mask_path(self.run_dir, split)))
+                result = self.evaluate(split, writers, faces, score=split == "val")
             if result is not None:
                 scores, extra = result
-        _curve(self.history, outputs, self.head_class.primary, self.run_dir / "curve.png")
+        plot_history(self.history, f"{self.config.method}: training loss and validation macro-F1",
+                     self.dir.curve)
         metrics = {
             "method": self.config.method,
             "outputs": list(outputs),
@@ -436,19 +343,8 @@ class _Run:
             "resumed_from": resumed_from,
             **extra,
         }
-        _atomic_json(metrics, self.run_dir / "metrics.json")
+        self.dir.write_metrics(metrics)
         return metrics
-
-
-def _clear(run_dir: Path) -> None:
-    """Remove what a run writes (and nothing else) from ``run_dir``."""
-    for name in RUN_FILES:
-        (run_dir / name).unlink(missing_ok=True)
-    predictions = run_dir / "predictions"
-    if predictions.is_dir():
-        for path in sorted(predictions.rglob("*"), reverse=True):
-            path.unlink() if path.is_file() else path.rmdir()
-        predictions.rmdir()
 
 
 def train(config: FuseConfig, run_dir: str | Path, clips: Sequence[Clip], store: FeatureStore,
@@ -462,36 +358,32 @@ def train(config: FuseConfig, run_dir: str | Path, clips: Sequence[Clip], store:
     """
     run_dir = Path(run_dir)
     run = _Run(config, run_dir, clips, store, progress)
-    checkpoint = run_dir / "checkpoint.pt"
     if restart:
-        _clear(run_dir)
-    saved = torch.load(checkpoint, weights_only=True) if checkpoint.exists() else None
-    identity = _identity(config, run.features)
-    if saved is not None and saved["identity"] != identity and not force:
-        changed = _differences(saved["identity"]["config"], identity["config"])
-        if saved["identity"]["features"] != identity["features"]:
-            changed.append("the store's features (re-extracted)")
+        run.dir.clear()
+    saved = run.dir.load_checkpoint()
+    new_identity = identity(config, run.features)
+    if saved is not None and saved["identity"] != new_identity and not force:
+        changed = changes(saved["identity"], new_identity)
         raise PipelineError(f"{run_dir}: an existing run has another config ({', '.join(changed)}"
                             " differ); use --restart to discard it, --force to continue it with "
                             "this config, or --name for a new run")
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_toml(config, run_dir / "config.toml")
+    save_toml(config, run.dir.config)
     with _deterministic(config.train.threads, config.train.device):
         run.build()
         if saved is not None:
             try:
                 run.restore(saved)
             except (RuntimeError, ValueError, KeyError) as e:
-                raise PipelineError(f"{checkpoint}: cannot continue this run with the new config "
+                raise PipelineError(f"{run.dir.checkpoint}: cannot continue this run with the new config "
                                     f"({str(e).splitlines()[0]}); use --restart") from None
         resumed_from = run.epoch
         more = run.stopped is None or (run.stopped == "epochs" and run.epoch < config.train.epochs)
-        metrics_path = run_dir / "metrics.json"
-        if not more and metrics_path.exists():
-            metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+        if not more and run.dir.metrics.exists():
+            metrics = run.dir.read_metrics()
             return _result(run, metrics, resumed_from, already_complete=True)
         if more:
-            metrics_path.unlink(missing_ok=True)  # the run is incomplete again until it finishes
+            run.dir.metrics.unlink(missing_ok=True)  # the run is incomplete again until it finishes
             if run.stopped == "epochs":
                 run.stopped = None
             run.fit()

@@ -1,4 +1,4 @@
-"""Frame windows: dynamic audio windows and their label purity, sequence windows, faceless frames.
+"""Frame windows: dynamic audio windows and their label purity, sequence windows.
 
 Everything here works on one clip's frame axis (0-based frame indices, ``T`` frames) and is
 vectorised with cumulative sums, so a 100,000-frame clip costs milliseconds.
@@ -10,27 +10,21 @@ vectorised with cumulative sums, so a 100,000-frame clip costs milliseconds.
   (0.8 for 32, 0.65 for 48, 0.5 for 64 in the paper).
 * **Sequence windows** (Jin et al. 2021): fixed-length windows whose starts cover every frame;
   at inference overlapping windows' predictions are averaged.
-* **Faceless frames**: :func:`nearest_valid` maps every frame to the nearest frame that had a face,
-  the rule heads use to predict frames without a face image (see ``heads/__init__.py``).
+
+Centred window bounds and the nearest-face rule (faceless frames) are the project's shared
+primitives in :mod:`pipeline.data.frames`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from pipeline.data.frames import window_bounds
 from pipeline.data.labels import NUM_CLASSES, UNLABELED
 
 # Kim et al. 2023: the three dynamic audio windows (frames) and their label-purity thresholds.
 PAPER_WINDOWS: tuple[int, ...] = (32, 48, 64)
 PAPER_THRESHOLDS: tuple[float, ...] = (0.8, 0.65, 0.5)
-
-
-def window_bounds(n_frames: int, length: int) -> tuple[np.ndarray, np.ndarray]:
-    """First and one-past-last frame of the ``length``-frame window centred on each frame (clipped)."""
-    if length < 1:
-        raise ValueError(f"window length {length}: need at least 1 frame")
-    t = np.arange(n_frames)
-    return np.maximum(t - length // 2, 0), np.minimum(t - length // 2 + length, n_frames)
 
 
 def purity(labels: np.ndarray, length: int) -> np.ndarray:
@@ -68,27 +62,6 @@ def window_passes(labels: np.ndarray, lengths: tuple[int, ...], thresholds: tupl
     # A tiny epsilon: 0.65 of 40 frames is 26 frames, but 26/40 may round below 0.65 in floats.
     return np.stack([purity(labels, length) >= threshold - 1e-9
                      for length, threshold in zip(lengths, thresholds)], axis=1)
-
-
-def nearest_valid(valid: np.ndarray) -> np.ndarray:
-    """int64 [T]: index of the nearest frame with ``valid`` True (ties go to the earlier frame).
-
-    Valid frames map to themselves. With no valid frame at all every frame maps to itself (the
-    caller keeps the head's own output there).
-    """
-    valid = np.asarray(valid, dtype=bool)
-    n = valid.size
-    positions = np.flatnonzero(valid)
-    if positions.size == 0:
-        return np.arange(n)
-    t = np.arange(n)
-    after = np.searchsorted(positions, t)  # first valid position >= t
-    right = positions[np.minimum(after, positions.size - 1)]
-    left = positions[np.maximum(after - 1, 0)]
-    # Where no valid frame lies on one side, that side's candidate is the other side's.
-    right = np.where(after < positions.size, right, left)
-    left = np.where(after > 0, left, right)
-    return np.where(t - left <= right - t, left, right)
 
 
 def sequence_starts(n_frames: int, length: int, stride: int, phase: int = 0) -> np.ndarray:

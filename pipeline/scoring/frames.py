@@ -6,23 +6,28 @@ concatenated in manifest order), checking every clip as it goes: a missing clip,
 a negative or non-finite probability is an error naming the file and the clip, and so is a clip
 the manifest split does not have. :func:`clip_data` does the same for a single clip, for applying
 a fitted pipeline clip by clip.
+
+Which frames have a face comes from the face masks stage two wrote beside the predictions
+(``predictions/<split>/face_mask.npz`` of every run directory, :class:`FaceMasks`): stage three
+never lists the dataset's frame folders, so it runs where only the run directories are. A run
+without its face mask is an error naming the run; runs that disagree on a clip's faces (made from
+different stores) are one too.
 """
 
 from __future__ import annotations
 
-import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from pipeline.data.frames import clip_offsets
 from pipeline.data.labels import NUM_CLASSES
 from pipeline.data.manifest import Clip
 from pipeline.errors import PipelineError
 from pipeline.progress import ProgressEvent, ProgressFn, silent
-from pipeline.scoring.predictions import Predictions, prediction_path
+from pipeline.scoring.predictions import Predictions, face_mask_path, prediction_path
 
 
 @dataclass(frozen=True)
@@ -69,29 +74,43 @@ class SplitData:
         return SplitData(
             clip_ids=tuple(self.clip_ids[c] for c in clip_indices),
             groups=tuple(self.groups[c] for c in clip_indices),
-            offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+            offsets=clip_offsets(lengths),
             probs=self.probs[:, index],
             labels=None if self.labels is None else self.labels[index],
             face=self.face[index],
         )
 
 
-_FRAME_NAME = re.compile(r"^(\d{5})\.jpg$")
+class FaceMasks:
+    """The face masks of a split, read from every run directory and checked to agree."""
 
+    def __init__(self, run_dirs: Sequence[Path], split: str) -> None:
+        self.split = split
+        self.readers = []
+        for run_dir in dict.fromkeys(map(Path, run_dirs)):  # each run once, in order
+            path = face_mask_path(run_dir, split)
+            if not path.exists():
+                raise PipelineError(f"{run_dir}: no {split} face mask ({path.relative_to(run_dir)}"
+                                    " is missing; rerun `fer-pipeline fuse` to write it)")
+            self.readers.append(Predictions(path))
 
-def face_mask(clip: Clip) -> np.ndarray:
-    """bool [n_frames]: frame i has a face iff its image exists (one directory listing per clip)."""
-    mask = np.zeros(clip.n_frames, dtype=bool)
-    if clip.frames_dir is None or not os.path.isdir(clip.frames_dir):
-        return mask
-    with os.scandir(clip.frames_dir) as entries:
-        for entry in entries:
-            match = _FRAME_NAME.match(entry.name)
-            if match:
-                index = int(match.group(1)) - 1
-                if 0 <= index < clip.n_frames:
-                    mask[index] = True
-    return mask
+    def __call__(self, clip: Clip) -> np.ndarray:
+        """bool [n_frames]: the clip's frames with a face."""
+        mask = None
+        for reader in self.readers:
+            try:
+                own = np.asarray(reader[clip.clip_id])
+            except KeyError:
+                raise PipelineError(f"{reader.path}: no face mask for {self.split} clip"
+                                    f" {clip.clip_id}") from None
+            if own.shape != (clip.n_frames,) or own.dtype != bool:
+                raise PipelineError(f"{reader.path}: clip {clip.clip_id} has a face mask of shape"
+                                    f" {list(own.shape)} ({own.dtype}), want bool [{clip.n_frames}]")
+            if mask is not None and not np.array_equal(mask, own):
+                raise PipelineError(f"{reader.path}: clip {clip.clip_id}'s face frames differ from"
+                                    f" {self.readers[0].path}'s (runs made from different stores?)")
+            mask = own
+        return np.zeros(clip.n_frames, dtype=bool) if mask is None else mask
 
 
 def clip_probs(predictions: Predictions, clip: Clip, split: str) -> np.ndarray:
@@ -129,12 +148,15 @@ def open_predictions(paths: Sequence[Path], clips: Sequence[Clip], split: str
     return readers
 
 
-def load_split(paths: Sequence[Path], clips: Sequence[Clip], split: str,
+def load_split(members: Sequence[Member], clips: Sequence[Clip], split: str,
                progress: ProgressFn = silent) -> SplitData:
-    """Read each member's predictions file for the given clips of one split, checking every clip."""
-    offsets = np.concatenate([[0], np.cumsum([c.n_frames for c in clips])]).astype(np.int64)
-    probs = np.empty((len(paths), int(offsets[-1]), NUM_CLASSES), dtype=np.float32)
-    progress(ProgressEvent(f"read {split}", total=len(paths) * len(clips)))
+    """Read each member's predictions file and its run's face mask for the given clips of one
+    split, checking every clip."""
+    faces = FaceMasks([m.run_dir for m in members], split)
+    offsets = clip_offsets([c.n_frames for c in clips])
+    probs = np.empty((len(members), int(offsets[-1]), NUM_CLASSES), dtype=np.float32)
+    progress(ProgressEvent(f"read {split}", total=len(members) * len(clips)))
+    paths = [m.path(split) for m in members]
     for m, predictions in enumerate(open_predictions(paths, clips, split)):
         for c, clip in enumerate(clips):
             probs[m, offsets[c]:offsets[c + 1]] = clip_probs(predictions, clip, split)
@@ -142,15 +164,16 @@ def load_split(paths: Sequence[Path], clips: Sequence[Clip], split: str,
     labels = None
     if clips and all(c.labels is not None for c in clips):
         labels = np.concatenate([c.labels for c in clips]).astype(np.int8)
-    face = (np.concatenate([face_mask(c) for c in clips]) if clips
+    face = (np.concatenate([faces(c) for c in clips]) if clips
             else np.zeros(0, dtype=bool))
     return SplitData(tuple(c.clip_id for c in clips), tuple(c.video_id for c in clips),
                      offsets, probs, labels, face)
 
 
-def clip_data(readers: Sequence[Predictions], clip: Clip, split: str) -> SplitData:
+def clip_data(readers: Sequence[Predictions], faces: FaceMasks, clip: Clip, split: str
+              ) -> SplitData:
     """One clip as a :class:`SplitData` (for applying a fitted pipeline clip by clip)."""
     probs = np.stack([clip_probs(r, clip, split) for r in readers])
     labels = None if clip.labels is None else clip.labels.astype(np.int8)
     return SplitData((clip.clip_id,), (clip.video_id,), np.array([0, clip.n_frames]), probs,
-                     labels, face_mask(clip))
+                     labels, faces(clip))

@@ -4,7 +4,7 @@ Every operation takes the frames of a split concatenated clip after clip (clip c
 ``offsets[c]:offsets[c + 1]``) and never lets one clip's frames affect another's:
 
 * :func:`fill_no_face`: a frame with no face image takes the probabilities of the nearest face
-  frame of its clip (the earlier on a tie);
+  frame of its clip (the earlier on a tie: :func:`pipeline.data.frames.nearest_face`);
 * :func:`smooth_probs`: moving mean (the window shrinks at clip ends) or per-class moving median
   (clip ends padded with the clip's first/last frame) of the probabilities;
 * :func:`mode_filter`: majority vote over predicted labels (shrinking window; a tie keeps the
@@ -22,16 +22,11 @@ from typing import Sequence
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from pipeline.data.frames import nearest_face, window_bounds
 from pipeline.data.labels import NUM_CLASSES
 
 EPS = 1e-7  # added before the log so that a probability of exactly 0 stays finite
 MEDIAN_CHUNK = 4096  # frames per block in the median filter (bounds its [8, block, window] copy)
-
-
-def _clip_bounds(offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """First frame and one-past-last frame of each frame's clip (both [N])."""
-    lengths = np.diff(offsets)
-    return np.repeat(offsets[:-1], lengths), np.repeat(offsets[1:], lengths)
 
 
 def fill_no_face(probs: np.ndarray, offsets: np.ndarray, face: np.ndarray) -> np.ndarray:
@@ -39,22 +34,7 @@ def fill_no_face(probs: np.ndarray, offsets: np.ndarray, face: np.ndarray) -> np
     n = len(face)
     if face.all() or n == 0:
         return probs
-    start, end = _clip_bounds(offsets)
-    index = np.arange(n)
-    previous = np.maximum.accumulate(np.where(face, index, -1))
-    following = np.minimum.accumulate(np.where(face, index, n)[::-1])[::-1]
-    has_previous = previous >= start
-    has_following = following < end
-    use_following = has_following & (~has_previous | (following - index < index - previous))
-    source = np.where(use_following, following, np.where(has_previous, previous, index))
-    return probs[source]
-
-
-def _window_limits(offsets: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
-    start, end = _clip_bounds(offsets)
-    index = np.arange(int(offsets[-1]))
-    half = window // 2
-    return np.maximum(start, index - half), np.minimum(end, index + half + 1)
+    return probs[nearest_face(face, offsets)]
 
 
 def smooth_probs(probs: np.ndarray, offsets: np.ndarray, kind: str, window: int) -> np.ndarray:
@@ -62,7 +42,7 @@ def smooth_probs(probs: np.ndarray, offsets: np.ndarray, kind: str, window: int)
     if window <= 1 or kind in ("none", "mode") or len(probs) == 0:
         return probs
     if kind == "mean":
-        low, high = _window_limits(offsets, window)
+        low, high = window_bounds(len(probs), window, offsets)
         # float64 running sums: float32 would lose precision over a split of millions of frames
         sums = np.zeros((len(probs) + 1, NUM_CLASSES), dtype=np.float64)
         np.cumsum(probs, axis=0, dtype=np.float64, out=sums[1:])
@@ -86,7 +66,7 @@ def mode_filter(labels: np.ndarray, offsets: np.ndarray, window: int) -> np.ndar
     """Majority label over a moving window within each clip; ties keep the frame's own label."""
     if window <= 1 or len(labels) == 0:
         return labels
-    low, high = _window_limits(offsets, window)
+    low, high = window_bounds(len(labels), window, offsets)
     one_hot = np.zeros((len(labels) + 1, NUM_CLASSES), dtype=np.int32)
     one_hot[np.arange(1, len(labels) + 1), labels] = 1
     counts = np.cumsum(one_hot, axis=0, out=one_hot)

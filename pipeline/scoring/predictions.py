@@ -5,7 +5,9 @@
 
 A run directory holds ``predictions/<split>/<output>.npz``: one float32 ``[n_frames, 8]`` array per
 clip, keyed by clip id, covering every frame of every evaluated clip (frames with no face
-included). Most heads have one output, ``main``; the Modal Fusion Module writes ``fusion`` (Y_T),
+included), and ``predictions/<split>/face_mask.npz``: one bool ``[n_frames]`` array per clip, the
+frames that had a face image (the store's ``valid`` flags, :mod:`pipeline.data.frames`'s rule), so
+that stage three needs nothing but the run directory to apply the nearest-face fill. Most heads have one output, ``main``; the Modal Fusion Module writes ``fusion`` (Y_T),
 ``image`` (Y_I) and ``audio`` (Y_A). ``metrics.json`` lists a run's outputs and its primary one.
 
 The writer streams: each clip's array goes into the zip archive as it is produced, so memory does
@@ -15,17 +17,26 @@ not grow with the number of clips. Readers are lazy (``np.load`` of an npz reads
 from __future__ import annotations
 
 import io
+import os
 import zipfile
 from pathlib import Path
 from typing import Iterator, Mapping
 
 import numpy as np
 
+from pipeline import io as atomic
 from pipeline.data.labels import NUM_CLASSES
+
+
+FACE_MASK = "face_mask"  # the file name (no suffix) of a split's face mask; not an output name
 
 
 def prediction_path(run_dir: str | Path, split: str, output: str = "main") -> Path:
     return Path(run_dir) / "predictions" / split / f"{output}.npz"
+
+
+def face_mask_path(run_dir: str | Path, split: str) -> Path:
+    return prediction_path(run_dir, split, FACE_MASK)
 
 
 class PredictionWriter:
@@ -34,24 +45,28 @@ class PredictionWriter:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = self.path.with_suffix(".npz.tmp")
+        self._tmp = atomic.temporary_path(self.path)
         self._zip = zipfile.ZipFile(self._tmp, "w", compression=zipfile.ZIP_DEFLATED)
         self._ids: set[str] = set()
 
-    def add(self, clip_id: str, probs: np.ndarray) -> None:
-        probs = np.asarray(probs, dtype=np.float32)
-        if probs.ndim != 2 or probs.shape[1] != NUM_CLASSES:
-            raise ValueError(f"clip {clip_id}: probabilities of shape {probs.shape}, want [T, 8]")
+    def _check(self, clip_id: str, array: np.ndarray) -> np.ndarray:
+        array = np.asarray(array, dtype=np.float32)
+        if array.ndim != 2 or array.shape[1] != NUM_CLASSES:
+            raise ValueError(f"clip {clip_id}: probabilities of shape {array.shape}, want [T, 8]")
+        return array
+
+    def add(self, clip_id: str, array: np.ndarray) -> None:
+        array = self._check(clip_id, array)
         if clip_id in self._ids:
             raise ValueError(f"clip {clip_id}: written twice to {self.path}")
         self._ids.add(clip_id)
         buffer = io.BytesIO()
-        np.lib.format.write_array(buffer, probs, allow_pickle=False)
+        np.lib.format.write_array(buffer, array, allow_pickle=False)
         self._zip.writestr(f"{clip_id}.npy", buffer.getvalue())
 
     def close(self) -> None:
         self._zip.close()
-        self._tmp.replace(self.path)
+        os.replace(self._tmp, self.path)
 
     def __enter__(self) -> "PredictionWriter":
         return self
@@ -64,8 +79,19 @@ class PredictionWriter:
             self._tmp.unlink(missing_ok=True)
 
 
+class FaceMaskWriter(PredictionWriter):
+    """Append clips' face masks (bool [T]) to ``face_mask.npz``, like :class:`PredictionWriter`."""
+
+    def _check(self, clip_id: str, array: np.ndarray) -> np.ndarray:
+        array = np.asarray(array)
+        if array.ndim != 1 or array.dtype != bool:
+            raise ValueError(f"clip {clip_id}: face mask of shape {array.shape} and dtype"
+                             f" {array.dtype}, want bool [T]")
+        return array
+
+
 class Predictions(Mapping[str, np.ndarray]):
-    """Read-only, lazy mapping clip id -> float32 [T, 8] probabilities."""
+    """Read-only, lazy mapping clip id -> float32 [T, 8] probabilities (or bool [T] face masks)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -91,4 +117,4 @@ class Predictions(Mapping[str, np.ndarray]):
 #                    "val_macro_f1", ...}], and for `proportional` "grid": {"m": [1..5],
 #                    "n": [1..5], "macro_f1": 5x5 list, "best": [m, n]}}
 #   curve.png       the training curve
-#   predictions/<split>/<output>.npz
+#   predictions/<split>/<output>.npz, predictions/<split>/face_mask.npz

@@ -4,7 +4,9 @@ It shows a table of every run output and ensemble (macro-F1, accuracy, ABAW-2021
 F1 bars, the confusion matrix of the final ensemble, the m,n grid heatmap of each proportional run
 (``metrics.json["grid"]``), the training curves from each run's ``metrics.json["history"]``, the
 class distribution per split and what each tuned choice was fitted on. Plots are drawn with the
-object API of matplotlib on the Agg canvas (no pyplot, no global backend state).
+object API of matplotlib on the Agg canvas (no pyplot, no global backend state); matplotlib is
+imported only when a plot is drawn, so importing this module (and ``fer-pipeline --help``) stays
+cheap. Every file is written atomically.
 """
 
 from __future__ import annotations
@@ -13,14 +15,16 @@ import html
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from pipeline.data.labels import CLASSES, NUM_CLASSES
-from pipeline.scoring.ensemble import Row
+from pipeline import io
+from pipeline.scoring.crossfit import Row
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 MAX_F1_SERIES = 6  # per-class F1 bars: the final ensemble and at most this many rows in all
 
@@ -50,9 +54,18 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "run"
 
 
-def _save(figure: Figure, path: Path) -> str:
+def _new_figure(**options: Any) -> "Figure":
+    """A matplotlib figure on an Agg canvas (matplotlib is imported here, on first use)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(**options)
     FigureCanvasAgg(figure)
-    figure.savefig(path, dpi=100)
+    return figure
+
+
+def _save(figure: "Figure", path: Path) -> str:
+    io.save_figure(path, figure, dpi=100)
     return path.name
 
 
@@ -61,7 +74,7 @@ def plot_per_class_f1(rows: Sequence[Row], final: str, path: Path) -> str:
     final_row = next(r for r in rows if r.name == final)
     others = sorted((r for r in rows if r.name != final), key=lambda r: -r.scores.macro_f1)
     series = [final_row] + others[:MAX_F1_SERIES - 1]
-    figure = Figure(figsize=(10, 4.8))
+    figure = _new_figure(figsize=(10, 4.8))
     ax = figure.add_subplot()
     width = 0.8 / len(series)
     x = np.arange(NUM_CLASSES)
@@ -82,7 +95,7 @@ def plot_confusion(confusion: np.ndarray, title: str, path: Path) -> str:
     confusion = np.asarray(confusion)
     totals = confusion.sum(axis=1, keepdims=True)
     rates = np.divide(confusion, totals, out=np.zeros(confusion.shape), where=totals > 0)
-    figure = Figure(figsize=(6.4, 5.6))
+    figure = _new_figure(figsize=(6.4, 5.6))
     ax = figure.add_subplot()
     image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     for (i, j), count in np.ndenumerate(confusion):
@@ -102,7 +115,7 @@ def plot_grid(grid: dict, title: str, path: Path) -> str:
     """Heatmap of macro-F1 over the proportional rule's (m, n) grid."""
     values = np.asarray(grid["macro_f1"], dtype=float)
     m_values, n_values = list(grid["m"]), list(grid["n"])
-    figure = Figure(figsize=(5.2, 4.4))
+    figure = _new_figure(figsize=(5.2, 4.4))
     ax = figure.add_subplot()
     image = ax.imshow(values, cmap="viridis")
     middle = (np.nanmin(values) + np.nanmax(values)) / 2
@@ -145,7 +158,7 @@ def plot_history(history: Sequence[dict], title: str, path: Path) -> str | None:
     panels = [keys for keys in panels if keys]
     if not panels:
         return None
-    figure = Figure(figsize=(5 * len(panels), 3.6))
+    figure = _new_figure(figsize=(5 * len(panels), 3.6))
     for index, keys in enumerate(panels, 1):
         ax = figure.add_subplot(1, len(panels), index)
         for key in keys:
@@ -161,7 +174,7 @@ def plot_history(history: Sequence[dict], title: str, path: Path) -> str | None:
 def plot_class_counts(counts: dict[str, np.ndarray], path: Path) -> str:
     """Frames per class for each split (the last bar group: frames not annotated)."""
     names = list(CLASSES) + ["(unannotated)"]
-    figure = Figure(figsize=(10, 3.8))
+    figure = _new_figure(figsize=(10, 3.8))
     ax = figure.add_subplot()
     width = 0.8 / max(len(counts), 1)
     x = np.arange(len(names))
@@ -262,9 +275,7 @@ def write_report(out_dir: str | Path, data: ReportData) -> Path:
     page = ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
             f"<title>fer-pipeline report</title><style>{_STYLE}</style></head><body>\n"
             + "\n".join(parts) + "\n</body></html>\n")
-    path = out / "report.html"
-    path.write_text(page, encoding="utf-8")
-    return path
+    return io.write_text(out / "report.html", page)
 
 
 def _tuning_html(tuning: dict) -> str:

@@ -19,46 +19,42 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from pipeline import io as atomic
+from pipeline.data.frames import FRAME_NAME, frame_name
 from pipeline.data.labels import HEADER, NUM_CLASSES
 from pipeline.data.manifest import Clip
 from pipeline.errors import PipelineError
 
 SUBMISSION_HEADER = f"image_location,{HEADER}"
-_LOCATION = re.compile(r"^(?P<clip>[^/]+)/(?P<frame>\d{5})\.jpg$")
+_LOCATION = re.compile(r"^(?P<clip>[^/]+)/(?P<name>.*)$")  # the name: a FRAME_NAME
 _INTEGER = re.compile(r"^[+-]?\d+$")
 
 
 def image_location(clip_id: str, index: int) -> str:
     """The row key of frame ``index`` (0-based) of a clip: ``<clip_id>/00001.jpg`` for index 0."""
-    return f"{clip_id}/{index + 1:05d}.jpg"
+    return f"{clip_id}/{frame_name(index)}"
 
 
 def write_submission(path: str | Path, rows: Iterable[tuple[Clip, np.ndarray]]) -> int:
     """Write every frame of each (clip, labels) pair, streamed, atomically; returns the rows."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
     count = 0
-    try:
-        with tmp.open("w", encoding="utf-8", newline="\n") as f:
-            f.write(SUBMISSION_HEADER + "\n")
-            for clip, labels in rows:
-                values = np.asarray(labels)
-                if not np.issubdtype(values.dtype, np.integer):
-                    raise PipelineError(f"{path}: clip {clip.clip_id} has {values.dtype} labels,"
-                                        " want integers")
-                if values.shape != (clip.n_frames,):
-                    raise PipelineError(f"{path}: clip {clip.clip_id} has {values.shape} labels"
-                                        f" for {clip.n_frames} frames")
-                if values.size and (values.min() < 0 or values.max() >= NUM_CLASSES):
-                    raise PipelineError(f"{path}: clip {clip.clip_id} has labels outside"
-                                        f" 0..{NUM_CLASSES - 1}")
-                f.writelines(f"{clip.clip_id}/{i:05d}.jpg,{v}\n"
-                             for i, v in enumerate(values.tolist(), 1))
-                count += clip.n_frames
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic.atomic_path(path) as tmp, tmp.open("w", encoding="utf-8", newline="\n") as f:
+        f.write(SUBMISSION_HEADER + "\n")
+        for clip, labels in rows:
+            values = np.asarray(labels)
+            if not np.issubdtype(values.dtype, np.integer):
+                raise PipelineError(f"{path}: clip {clip.clip_id} has {values.dtype} labels,"
+                                    " want integers")
+            if values.shape != (clip.n_frames,):
+                raise PipelineError(f"{path}: clip {clip.clip_id} has {values.shape} labels"
+                                    f" for {clip.n_frames} frames")
+            if values.size and (values.min() < 0 or values.max() >= NUM_CLASSES):
+                raise PipelineError(f"{path}: clip {clip.clip_id} has labels outside"
+                                    f" 0..{NUM_CLASSES - 1}")
+            f.writelines(f"{image_location(clip.clip_id, i)},{v}\n"
+                         for i, v in enumerate(values.tolist()))
+            count += clip.n_frames
     return count
 
 
@@ -99,11 +95,12 @@ def check_submission(path: str | Path, clips: Sequence[Clip]) -> list[str]:
             continue
         location, label = fields[0].strip(), fields[1].strip()
         match = _LOCATION.match(location)
-        if match is None:
+        name = FRAME_NAME.fullmatch(match.group("name")) if match else None
+        if name is None:
             problems.append((number, f"line {number}: image location {location[:120]!r} is not"
                                      " <clip_id>/<5-digit frame>.jpg"))
         else:
-            clip_id, frame = match.group("clip"), int(match.group("frame"))
+            clip_id, frame = match.group("clip"), int(name.group(1))
             clip = by_id.get(clip_id)
             if clip is None:
                 unknown.setdefault(clip_id, [number, 0])[1] += 1

@@ -17,7 +17,12 @@ import numpy as np
 
 from _timing import best_of
 
+from pipeline.scoring import crossfit as C
 from pipeline.scoring import ensemble as E
+from pipeline.scoring import fitting as F
+from pipeline.scoring import postprocess as P
+from pipeline.scoring import search as S
+from pipeline.scoring.frames import SplitData
 from pipeline.scoring.metrics import score
 
 
@@ -57,23 +62,23 @@ def main() -> None:
     labels = _labels(rng, n)
     audio, image = _member(rng, labels, 1.5), _member(rng, labels, 2.5)
     fit = _timed(f"proportional search, 25 pairs, {n:,} frames, heads agreeing",
-                 lambda: E.proportional_search(audio, image, labels))
+                 lambda: S.proportional_search(audio, image, labels))
     print(f"{'':<62s} best m={fit.m} n={fit.n} macro-F1 {fit.grid.max():.4f}")
     noise_a, noise_b = _member(rng, labels, 0.0), _member(rng, labels, 0.0)
     _timed(f"proportional search, 25 pairs, {n:,} frames, random heads",
-           lambda: E.proportional_search(noise_a, noise_b, labels))
+           lambda: S.proportional_search(noise_a, noise_b, labels))
 
     offsets = np.arange(0, n + 1, 5000, dtype=np.int64)  # 200 clips of 5,000 frames
     smoothed = _timed(f"mean filter, window 101, {n:,} frames",
-                      lambda: E.smooth_probs(image, offsets, "mean", 101), repeat=1)
+                      lambda: P.smooth_probs(image, offsets, "mean", 101), repeat=1)
     _timed(f"bias search (3 sweeps x 8 classes x 41 values), {n:,} frames",
-           lambda: E.bias_search(np.log(smoothed + E.EPS), labels,
+           lambda: S.bias_search(np.log(smoothed + P.EPS), labels,
                                  E.EnsembleConfig().bias_grid()), repeat=1)
 
     n = 500_000
     labels = _labels(rng, n)
     lengths = np.full(100, n // 100)
-    data = E.SplitData(
+    data = SplitData(
         clip_ids=tuple(f"c{i}" for i in range(100)),
         groups=tuple(f"v{i}" for i in range(100)),
         offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
@@ -84,8 +89,8 @@ def main() -> None:
     names = ["a/main", "b/main", "c/main"]
     config = E.EnsembleConfig(windows=(1, 11, 51, 101))
     outcome = _timed(f"cross-fitted ensemble, 3 members, 5 folds, {n:,} frames",
-                     lambda: E.cross_fit(data, names, config), repeat=1)
-    _timed(f"test fit on all {n:,} val frames", lambda: E.fit(data, names, config), repeat=1)
+                     lambda: C.cross_fit(data, names, config), repeat=1)
+    _timed(f"test fit on all {n:,} val frames", lambda: F.fit(data, names, config), repeat=1)
     for row in outcome.rows[-4:]:
         print(f"  {row.name:<60s} macro-F1 {row.scores.macro_f1:.4f}")
 

@@ -31,7 +31,7 @@ from _timing import best_of
 
 from pipeline.data.manifest import Clip, write_manifest
 from pipeline.features.store import FeatureStore
-from pipeline.fusion.presets import build_config
+from pipeline.fusion.config import build_config
 from pipeline.fusion.train import train
 from pipeline.scoring.search import proportional_search
 

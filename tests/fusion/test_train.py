@@ -11,10 +11,11 @@ from sklearn.metrics import f1_score
 from pipeline.config import load_toml
 from pipeline.errors import PipelineError
 from pipeline.features.store import FeatureStore
-from pipeline.fusion.presets import build_config
-from pipeline.fusion.train import FuseConfig, train
-from pipeline.fusion.windows import nearest_valid
-from pipeline.scoring.predictions import Predictions, prediction_path
+from pipeline.fusion.config import build_config
+from pipeline.fusion.config import FuseConfig
+from pipeline.fusion.train import train
+from pipeline.data.frames import nearest_face as nearest_valid
+from pipeline.scoring.predictions import Predictions, face_mask_path, prediction_path
 
 from .synthetic import make_dataset
 
@@ -139,6 +140,9 @@ def test_faceless_frames_take_the_nearest_face_prediction(data, tmp_path):
             continue
         valid = store.read(clip.clip_id, "valid")
         assert not valid.all()
+        # the face mask stage three reads is written beside the predictions: the store's flags
+        written = Predictions(face_mask_path(tmp_path / "run", clip.split))[clip.clip_id]
+        assert written.dtype == bool and np.array_equal(written, valid.astype(bool))
         source = nearest_valid(valid)
         for output, filled in (("fusion", True), ("image", True), ("audio", False)):
             probs = Predictions(prediction_path(tmp_path / "run", clip.split, output))[clip.clip_id]

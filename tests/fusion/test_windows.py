@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipeline.data.frames import nearest_face as nearest_valid
 from pipeline.fusion.windows import (
-    nearest_valid,
     purity,
     sequence_starts,
     window_bounds,

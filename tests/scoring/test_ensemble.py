@@ -9,7 +9,11 @@ from hypothesis import strategies as st
 
 from pipeline.data.labels import NUM_CLASSES
 from pipeline.errors import PipelineError
+from pipeline.scoring import crossfit as C
 from pipeline.scoring import ensemble as E
+from pipeline.scoring import fitting as F
+from pipeline.scoring import postprocess as P
+from pipeline.scoring.frames import SplitData
 from pipeline.scoring import search as S
 from pipeline.scoring.metrics import accuracy, macro_f1
 
@@ -25,7 +29,7 @@ def _probs(rng, n):
 
 def _split(probs, labels, lengths, groups=None, face=None):
     n_clips = len(lengths)
-    return E.SplitData(
+    return SplitData(
         clip_ids=tuple(f"c{i}" for i in range(n_clips)),
         groups=tuple(groups or (f"v{i}" for i in range(n_clips))),
         offsets=_offsets(lengths),
@@ -65,8 +69,8 @@ def test_smoothing_never_crosses_clip_boundaries(lengths, window, kind, seed):
 
     def run(p):
         if kind == "mode":
-            return E.mode_filter(p.argmax(axis=1), offsets, window)
-        return E.smooth_probs(p, offsets, kind, window)
+            return P.mode_filter(p.argmax(axis=1), offsets, window)
+        return P.smooth_probs(p, offsets, kind, window)
 
     first = slice(0, offsets[1])
     np.testing.assert_array_equal(run(probs)[first], run(changed)[first])
@@ -75,9 +79,9 @@ def test_smoothing_never_crosses_clip_boundaries(lengths, window, kind, seed):
         part = slice(offsets[c], offsets[c + 1])
         single = _offsets([lengths[c]])
         if kind == "mode":
-            alone = E.mode_filter(probs[part].argmax(1), single, window)
+            alone = P.mode_filter(probs[part].argmax(1), single, window)
         else:
-            alone = E.smooth_probs(probs[part], single, kind, window)
+            alone = P.smooth_probs(probs[part], single, kind, window)
         np.testing.assert_allclose(run(probs)[part], alone, rtol=1e-6)
 
 
@@ -89,8 +93,8 @@ def test_filters_match_naive_references(lengths, window, seed):
     offsets = _offsets(lengths)
     probs = _probs(rng, offsets[-1])
     labels = rng.integers(0, 3, offsets[-1])  # few classes: plenty of ties
-    mean = E.smooth_probs(probs, offsets, "mean", window)
-    mode = E.mode_filter(labels, offsets, window)
+    mean = P.smooth_probs(probs, offsets, "mean", window)
+    mode = P.mode_filter(labels, offsets, window)
     for c in range(len(lengths)):
         part = slice(offsets[c], offsets[c + 1])
         np.testing.assert_allclose(mean[part], _reference_mean(probs[part], window), rtol=1e-5)
@@ -99,7 +103,7 @@ def test_filters_match_naive_references(lengths, window, seed):
         padded = np.pad(probs[part], ((half, half), (0, 0)), mode="edge")
         median = np.stack([np.median(padded[i:i + window], axis=0) for i in range(lengths[c])])
         median /= median.sum(axis=1, keepdims=True)
-        np.testing.assert_allclose(E.smooth_probs(probs, offsets, "median", window)[part], median,
+        np.testing.assert_allclose(P.smooth_probs(probs, offsets, "median", window)[part], median,
                                    rtol=1e-5)
 
 
@@ -107,7 +111,7 @@ def test_fill_copies_the_nearest_face_frame_of_the_same_clip():
     offsets = _offsets([5, 3, 2])
     probs = np.arange(10, dtype=np.float32)[:, None] * np.ones(NUM_CLASSES, dtype=np.float32)
     face = np.array([0, 1, 0, 0, 1,   0, 0, 0,   0, 1], dtype=bool)
-    filled = E.fill_no_face(probs, offsets, face)[:, 0]
+    filled = P.fill_no_face(probs, offsets, face)[:, 0]
     # clip 1: frame 0 -> 1, frame 2 -> 1 (nearer than 4), frame 3 -> 4; clip 2 has no face:
     # unchanged; clip 3: frame 8 -> 9 (never from clip 1 or 2)
     np.testing.assert_array_equal(filled, [1, 1, 1, 4, 4, 5, 6, 7, 9, 9])
@@ -117,7 +121,7 @@ def test_fill_breaks_ties_towards_the_earlier_frame():
     offsets = _offsets([5])
     probs = np.arange(5, dtype=np.float32)[:, None] * np.ones(NUM_CLASSES, dtype=np.float32)
     face = np.array([1, 0, 0, 0, 1], dtype=bool)
-    np.testing.assert_array_equal(E.fill_no_face(probs, offsets, face)[:, 0], [0, 0, 0, 4, 4])
+    np.testing.assert_array_equal(P.fill_no_face(probs, offsets, face)[:, 0], [0, 0, 0, 4, 4])
 
 
 # ----------------------------------------------------------------------------- searches
@@ -138,7 +142,7 @@ def test_evaluator_matches_naive_scoring(seed, members, n):
             p[agree] = probs[0][agree]
     labels = rng.integers(-1, NUM_CLASSES, n)
     keep = labels != -1
-    evaluator = E._Evaluator([p[keep] for p in probs], labels[keep])
+    evaluator = S._Evaluator([p[keep] for p in probs], labels[keep])
     for _ in range(5):
         weights = rng.integers(0, 4, members)
         if not weights.any():
@@ -151,7 +155,7 @@ def test_proportional_search_scores_all_25_pairs():
     rng = np.random.default_rng(3)
     labels = rng.integers(-1, NUM_CLASSES, 400)
     a, b = _probs(rng, 400), _probs(rng, 400)
-    fitted = E.proportional_search(a, b, labels)
+    fitted = S.proportional_search(a, b, labels)
     for m, n in itertools.product(range(1, 6), repeat=2):
         assert fitted.grid[m - 1, n - 1] == pytest.approx(_naive_f1([a, b], labels, (m, n)),
                                                           abs=1e-6)
@@ -162,13 +166,13 @@ def test_weight_search_exhaustive_and_coordinate():
     rng = np.random.default_rng(4)
     labels = rng.integers(0, NUM_CLASSES, 300)
     probs = [_probs(rng, 300) for _ in range(4)]
-    three = E._Evaluator(probs[:3], labels)
-    best = E.weight_search(three, 3)
+    three = S._Evaluator(probs[:3], labels)
+    best = S.weight_search(three, 3)
     brute = max(_naive_f1(probs[:3], labels, w)
                 for w in itertools.product(range(6), repeat=3) if any(w))
     assert three.macro_f1(best) == pytest.approx(brute, abs=1e-9)
-    four = E._Evaluator(probs, labels)  # 6^4 > 256 points: coordinate ascent from all-ones
-    weights = E.weight_search(four, 4)
+    four = S._Evaluator(probs, labels)  # 6^4 > 256 points: coordinate ascent from all-ones
+    weights = S.weight_search(four, 4)
     assert four.macro_f1(weights) >= four.macro_f1((1, 1, 1, 1))
 
 
@@ -194,7 +198,7 @@ def test_bias_search_fixes_a_shifted_class():
     logits[np.arange(2000), labels] += 2.0
     logits[:, 2] += 1.5  # a head that over-predicts Disgust
     log_probs = logits - np.log(np.exp(logits).sum(1, keepdims=True))
-    bias = E.bias_search(log_probs, labels, np.round(np.arange(-20, 21) * 0.1, 10))
+    bias = S.bias_search(log_probs, labels, np.round(np.arange(-20, 21) * 0.1, 10))
     before = macro_f1(labels, log_probs.argmax(1))
     after = macro_f1(labels, (log_probs + bias).argmax(1))
     assert after > before + 0.05
@@ -207,12 +211,12 @@ def test_folds_keep_videos_together_balanced_and_deterministic():
     lengths = [50, 40, 40, 30, 30, 20, 10, 10]
     groups = ["a", "a", "b", "c", "d", "e", "f", "g"]  # a_left / a_right share video a
     data = _split([np.zeros((sum(lengths), 8))], np.zeros(sum(lengths)), lengths, groups)
-    folds = E.assign_folds(data, 3)
+    folds = C.assign_folds(data, 3)
     assert folds[0] == folds[1]
     load = np.bincount(folds, weights=lengths)
     assert load.max() - load.min() <= 20
-    np.testing.assert_array_equal(folds, E.assign_folds(data, 3))
-    assert E.assign_folds(_split([np.zeros((30, 8))], np.zeros(30), [10, 20], ["x", "x"]),
+    np.testing.assert_array_equal(folds, C.assign_folds(data, 3))
+    assert C.assign_folds(_split([np.zeros((30, 8))], np.zeros(30), [10, 20], ["x", "x"]),
                           5).max() == 0  # one video: one fold
 
 
@@ -238,12 +242,12 @@ def test_crossfit_never_tunes_on_the_frames_it_scores():
     rng = np.random.default_rng(7)
     lengths = [60, 50, 60, 50, 40, 40]
     probe = _split([np.zeros((sum(lengths), 8))], np.zeros(sum(lengths)), lengths)
-    folds = E.assign_folds(probe, 2)
+    folds = C.assign_folds(probe, 2)
     probs, labels = _leaky_case(folds, lengths, rng)
     data = _split(probs, labels, lengths)
     config = E.EnsembleConfig(folds=2, smooth="mean", windows=(1, 5))
 
-    crossfit = E.cross_fit(data, ["r/a", "r/b"], config)
+    crossfit = C.cross_fit(data, ["r/a", "r/b"], config)
     assert crossfit.final.scores.macro_f1 < 0.05 and crossfit.final.scores.accuracy < 0.05
     assert not crossfit.tuned_on_scored_frames
     scored = [clip for record in crossfit.folds for clip in record.scored_clips]
@@ -255,10 +259,10 @@ def test_crossfit_never_tunes_on_the_frames_it_scores():
     for f in (0, 1):
         inside = [c for c in range(len(lengths)) if folds[c] == f]
         own = data.subset(inside)
-        fitted = E.fit(own, ["r/a", "r/b"], config)
-        assert accuracy(own.labels, E.predict(own, fitted.choices)) > 0.95
+        fitted = F.fit(own, ["r/a", "r/b"], config)
+        assert accuracy(own.labels, F.predict(own, fitted.choices)) > 0.95
 
-    same = E.cross_fit(data, ["r/a", "r/b"], E.EnsembleConfig(tune_on="same", smooth="none"))
+    same = C.cross_fit(data, ["r/a", "r/b"], E.EnsembleConfig(tune_on="same", smooth="none"))
     assert same.tuned_on_scored_frames
     assert same.final.scores.macro_f1 > 0.3
 
@@ -274,7 +278,7 @@ def test_tuning_on_another_split_fits_there_only():
     val = _split([good, noise], labels, lengths)
     train = _split([noise, good], labels, lengths)  # on train the *second* member is the good one
     config = E.EnsembleConfig(tune_on="train", smooth="none", bias=False)
-    outcome = E.cross_fit(val, ["r/a", "r/b"], config, tuning=train)
+    outcome = C.cross_fit(val, ["r/a", "r/b"], config, tuning=train)
     (record,) = outcome.folds
     assert record.tuning_split == "train"
     assert record.fit.choices.combiner == "r/b"  # chosen on train, wrong for val
@@ -288,7 +292,7 @@ def test_rows_members_then_ensembles_then_pipeline_steps():
     lengths = [30, 30, 30, 30]
     labels = rng.integers(-1, NUM_CLASSES, 120)
     data = _split([_probs(rng, 120) for _ in range(3)], labels, lengths)
-    outcome = E.cross_fit(data, ["r/a", "r/b", "s/main"], E.EnsembleConfig(smooth="mode"))
+    outcome = C.cross_fit(data, ["r/a", "r/b", "s/main"], E.EnsembleConfig(smooth="mode"))
     names = [r.name for r in outcome.rows]
     assert names == ["mean", "r/a", "r/b", "s/main", "proportional r/a + r/b",
                      "proportional r/a + s/main", "proportional r/b + s/main", "weighted",
@@ -308,12 +312,51 @@ def test_rows_members_then_ensembles_then_pipeline_steps():
     (dict(folds=1), "folds"),
 ])
 def test_bad_config_is_a_one_line_error(change, message):
-    config = E.EnsembleConfig(**change)
     with pytest.raises(PipelineError, match=message):
-        config.validate()
+        E.EnsembleConfig(**change)
 
 
 def test_crossfit_needs_two_videos():
     data = _split([np.full((20, 8), 0.125)], np.zeros(20), [10, 10], ["v", "v"])
     with pytest.raises(PipelineError, match="2 or more"):
-        E.cross_fit(data, ["r/a"], E.EnsembleConfig())
+        C.cross_fit(data, ["r/a"], E.EnsembleConfig())
+
+
+def test_combiners_are_discovered_in_order_and_a_new_rule_is_one_class():
+    from pipeline.scoring import combiners
+
+    assert list(combiners.registry()) == ["mean", "member", "proportional", "weighted"]
+
+    @combiners.register
+    class Geometric(combiners.Combiner):  # not a weighted mean: scored through its own apply
+        name, order = "geometric", 9
+
+        @classmethod
+        def candidates(cls, member_names, config):
+            return [combiners.Candidate("geometric", cls.name, tuple(range(len(member_names))))]
+
+        @classmethod
+        def fit(cls, candidate, data, evaluator, config):
+            return combiners.Combination(candidate.name, cls.name, None, {"power": 1})
+
+        @classmethod
+        def apply(cls, combination, probs):
+            log = np.log(probs + P.EPS).mean(axis=0)
+            p = np.exp(log - log.max(axis=1, keepdims=True))
+            return (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
+
+    try:
+        rng = np.random.default_rng(11)
+        labels = rng.integers(0, NUM_CLASSES, 90)
+        data = _split([_probs(rng, 90) for _ in range(2)], labels, [30, 30, 30])
+        fitted = F.fit(data, ["r/a", "r/b"], E.EnsembleConfig(smooth="none", bias=False))
+        assert list(fitted.candidates)[-1] == "geometric"
+        geometric = Geometric.apply(fitted.candidates["geometric"], data.probs).argmax(axis=1)
+        assert fitted.tuning_macro_f1["geometric"] == pytest.approx(macro_f1(labels, geometric))
+        weighted = fitted.candidates["proportional r/a + r/b"]
+        assert weighted.rule == "proportional" and set(weighted.params) == {"m", "n"}
+        record = fitted.choices.to_json(["r/a", "r/b"])
+        assert record["combiner"] == fitted.choices.combiner
+        assert record["rule"] == fitted.candidates[fitted.choices.combiner].rule
+    finally:
+        combiners._REGISTRY.pop("geometric")

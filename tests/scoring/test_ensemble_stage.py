@@ -10,7 +10,8 @@ from pipeline.data.manifest import Clip, write_manifest
 from pipeline.config import load_toml
 from pipeline.errors import PipelineError
 from pipeline.scoring.ensemble import EnsembleConfig
-from pipeline.scoring.predictions import PredictionWriter
+from pipeline.data.frames import face_mask
+from pipeline.scoring.predictions import FaceMaskWriter, PredictionWriter, face_mask_path
 from pipeline.scoring.submission import check_submission
 from stages.ensemble import class_counts, run_ensemble, score_predictions
 
@@ -42,6 +43,9 @@ def _run(root: Path, name: str, outputs: list[str], clips, rng, splits=("train",
          strength=1.0, grid=False) -> Path:
     run = root / "runs" / name
     for split in splits:
+        with FaceMaskWriter(face_mask_path(run, split)) as writer:  # as stage two writes it
+            for clip in clips[split]:
+                writer.add(clip.clip_id, face_mask(clip.frames_dir, clip.n_frames))
         for k, output in enumerate(outputs):
             with PredictionWriter(run / "predictions" / split / f"{output}.npz") as writer:
                 for clip in clips[split]:
@@ -148,6 +152,22 @@ def test_user_errors_name_the_file(project, tmp_path):
     last = clips["val"][-1].clip_id
     with pytest.raises(PipelineError, match=f"short.*no predictions for val clip {last}"):
         run_ensemble([broken], root / "manifests", tmp_path / "o")
+
+
+def test_faces_come_from_the_runs_not_the_frame_folders(project, tmp_path):
+    root, clips, runs = project
+    config = EnsembleConfig(windows=(1, 5))
+    before = run_ensemble(runs, root / "manifests", tmp_path / "a", config)
+    for clip in clips["val"] + clips["test"]:  # the dataset is not on this machine
+        for image in Path(clip.frames_dir).iterdir():
+            image.unlink()
+    after = run_ensemble(runs, root / "manifests", tmp_path / "b", config)
+    assert [r.scores.macro_f1 for r in after.rows] == [r.scores.macro_f1 for r in before.rows]
+    assert (tmp_path / "a" / "submission.txt").read_bytes() == \
+        (tmp_path / "b" / "submission.txt").read_bytes()
+    face_mask_path(runs[1], "val").unlink()
+    with pytest.raises(PipelineError, match=r"mfm: no val face mask .*face_mask.npz is missing"):
+        run_ensemble(runs, root / "manifests", tmp_path / "c", config)
 
 
 def test_score_a_file_and_a_run(project):

@@ -5,7 +5,7 @@ import re
 import numpy as np
 from PIL import Image
 
-from pipeline.scoring.ensemble import Row
+from pipeline.scoring.crossfit import Row
 from pipeline.scoring.metrics import score
 from pipeline.scoring.report import ReportData, RunInfo, write_report
 

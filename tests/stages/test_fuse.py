@@ -11,8 +11,8 @@ from fusion.synthetic import make_dataset
 from pipeline.config import load_toml
 from pipeline.data.manifest import Clip, write_manifest
 from pipeline.errors import PipelineError
-from pipeline.fusion.presets import build_config
-from pipeline.fusion.train import FuseConfig
+from pipeline.fusion.config import build_config
+from pipeline.fusion.config import FuseConfig
 from stages.fuse import fuse
 
 QUICK = ["--set", "train.epochs=2", "--set", "head.dim=16", "--set", "head.heads=2"]

@@ -13,11 +13,13 @@ What the training loop (``pipeline.fusion.train``) asks of a head:
   rows by default; window starts for sequence heads) for one :class:`~pipeline.fusion.data.Table`;
 * :meth:`Head.batch` -> :meth:`forward`: tensors for a batch of examples, then logits per output;
 * :meth:`Head.predict`: probabilities for every row of a table; :meth:`Head.derive` adds outputs
-  computed from others (the proportional rule); :meth:`Head.evaluator` scores a split.
+  computed from others (the proportional rule); :meth:`Head.evaluator` scores a split;
+  :meth:`Head.fit_on` fits what is not learnt by gradient on the validation outputs (heads with
+  ``fits_on_validation``; the loop calls it after every validation pass).
 
 **Frames with no face image.** Outputs listed in ``face_outputs`` depend on the face. At such a
 frame they take the prediction of the nearest frame of the same clip that had a face (ties: the
-earlier frame; :func:`pipeline.fusion.windows.nearest_valid`): expressions change slowly next to
+earlier frame; :func:`pipeline.data.frames.nearest_face`): expressions change slowly next to
 the typical gap of a few missing detections, and the alternative (the audio head's guess) is much
 weaker. A clip without any face keeps the head's own output (computed on zero image features, or
 with all image tokens masked). Heads with face outputs train only on frames that had a face.
@@ -160,6 +162,13 @@ class Head(nn.Module, metaclass=ABCMeta):
 
     def evaluator(self) -> Evaluator:
         return Evaluator(self.outputs)
+
+    fits_on_validation: ClassVar[bool] = False  # the loop calls fit_on after validation passes
+
+    def fit_on(self, outputs: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, Any]:
+        """Fit on the model outputs of the labelled validation frames (all at once); returns what
+        to keep in metrics.json. Nothing by default."""
+        return {}
 
 
 _REGISTRY: dict[str, type[Head]] = {}

@@ -5,13 +5,14 @@ and ``audio`` heads would, summing their losses) so that one command gives a com
 fuse two *existing* runs instead, stage three's ensemble applies the same rule to run
 directories. After every epoch all integer pairs ``0 < m, n <= max_weight`` (the paper: 5) are
 scored by validation macro-F1 and the best pair (ties: the smallest m, then the smallest n)
-becomes the ``fusion`` output, the primary one. The full 5 x 5 table is kept in metrics.json
+becomes the ``fusion`` output, the primary one: the training loop calls :meth:`ProportionalHead.fit_on`
+with the validation outputs after every epoch. The full 5 x 5 table is kept in metrics.json
 under ``"grid"``; ``m`` and ``n`` are fitted on the validation split itself, as in the paper.
 
 The search is stage three's :func:`pipeline.scoring.search.proportional_search` (one
 implementation of the rule for the whole project; vectorised: 25 pairs over 1,000,000 frames in
-about a second, see ``tests/bench/``). It needs all validation frames at once, so the evaluator
-keeps the two outputs' probabilities of the labelled validation frames (64 bytes a frame).
+about a second, see ``tests/bench/``). It needs all validation frames at once, so the loop keeps
+the two outputs' probabilities of the labelled validation frames (64 bytes a frame).
 """
 
 from __future__ import annotations
@@ -22,10 +23,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.data.labels import UNLABELED
 from pipeline.errors import PipelineError
 from pipeline.fusion.data import FeatureRequest, Table
-from pipeline.fusion.heads import Batch, Classifier, Evaluator, Head, masked_mean, register
+from pipeline.fusion.heads import Batch, Classifier, Head, masked_mean, register
 from pipeline.fusion.heads.unimodal import (
     DEFAULT_AUDIO,
     DEFAULT_IMAGE,
@@ -36,7 +36,6 @@ from pipeline.fusion.heads.unimodal import (
 )
 from pipeline.fusion.sampling import SamplingConfig, purity_rule
 from pipeline.scoring.search import proportional_search
-from pipeline.scoring.metrics import Scores, confusion_matrix
 
 
 @dataclass
@@ -46,33 +45,6 @@ class ProportionalConfig:
     hidden: int = 0  # 0: linear classifiers; else one hidden layer this wide
     dropout: float = 0.2  # dropout on the features (the paper: 0.2 in its FC layer)
     max_weight: int = 5  # m (audio) and n (image) range over 1..max_weight (the paper: 5)
-
-
-class ProportionalEvaluator(Evaluator):
-    """Scores Pv and Pa, and every (m, n) pair of the rule; ``finish`` sets the head's pair."""
-
-    def __init__(self, head: "ProportionalHead") -> None:
-        super().__init__(("image", "audio"))
-        self.head = head
-        self.kept: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # audio, image, labels
-
-    def add(self, probs: dict[str, np.ndarray], labels: np.ndarray) -> None:
-        super().add(probs, labels)
-        keep = labels != UNLABELED
-        self.kept.append((probs["audio"][keep], probs["image"][keep], labels[keep]))
-
-    def finish(self) -> tuple[dict[str, Scores], dict[str, Any]]:
-        scores, _ = super().finish()
-        audio, image, labels = (np.concatenate(parts) for parts in zip(*self.kept))
-        fit = proportional_search(audio, image, labels, self.head.config.max_weight)
-        self.head.m.fill_(fit.m)
-        self.head.n.fill_(fit.n)
-        fused = (fit.m * audio + fit.n * image).argmax(axis=1)
-        weights = list(range(1, self.head.config.max_weight + 1))
-        grid = {"m": weights, "n": weights, "macro_f1": fit.grid.tolist(), "best": [fit.m, fit.n],
-                "fitted_on": "val"}
-        return {"fusion": Scores.from_confusion(confusion_matrix(labels, fused)), **scores}, \
-            {"grid": grid}
 
 
 @register
@@ -115,5 +87,14 @@ class ProportionalHead(Head):
         fused = (m * probs["audio"] + n * probs["image"]) / (m + n)
         return {"fusion": fused.astype(np.float32), **probs}
 
-    def evaluator(self) -> Evaluator:
-        return ProportionalEvaluator(self)
+    fits_on_validation = True
+
+    def fit_on(self, outputs: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, Any]:
+        """Choose (m, n) on the validation outputs; the pair is kept in the state (buffers)."""
+        fit = proportional_search(outputs["audio"], outputs["image"], labels,
+                                  self.config.max_weight)
+        self.m.fill_(fit.m)
+        self.n.fill_(fit.n)
+        weights = list(range(1, self.config.max_weight + 1))
+        return {"grid": {"m": weights, "n": weights, "macro_f1": fit.grid.tolist(),
+                         "best": [fit.m, fit.n], "fitted_on": "val"}}

@@ -1,0 +1,105 @@
+"""Stage two's configuration: the training loop (:class:`TrainConfig`) and a run (:class:`FuseConfig`).
+
+:func:`build_config` is the one way to make a run's config (through :func:`pipeline.config.build`):
+the method's defaults < a paper's preset (:mod:`pipeline.fusion.presets`) < a TOML file (e.g. a
+run's ``config.toml``) < ``key=value`` overrides < the command's own options (method, store,
+manifests, seed). Each config checks itself in ``__post_init__``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Sequence
+
+from pipeline.config import build, from_dict, read_toml
+from pipeline.errors import PipelineError
+from pipeline.fusion.losses import LossConfig
+from pipeline.fusion.sampling import SamplingConfig
+
+
+class Optimizer(str, Enum):
+    """The optimizers of ``train.optimizer``."""
+
+    adamw = "adamw"
+    sgd = "sgd"
+
+
+OPTIMIZERS = tuple(o.value for o in Optimizer)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30  # most epochs to train (raising it later extends a finished run)
+    patience: int = 6  # stop after this many epochs without a better validation macro-F1
+    batch_size: int = 0  # training examples per step; 0 = the head's own (64 frames, 16 windows)
+    eval_batch_size: int = 1024  # frames per forward pass at inference
+    optimizer: str = "adamw"  # "adamw" or "sgd" (with momentum)
+    lr: float = 1e-3  # learning rate (constant: a schedule would tie the run to `epochs`)
+    weight_decay: float = 0.01  # decoupled for AdamW, L2 for SGD
+    momentum: float = 0.9  # SGD momentum
+    grad_clip: float = 1.0  # clip the gradient norm to this (0: no clipping)
+    buffer_clips: int = 32  # clips per streamed group (samples are shuffled within a group)
+    cache_mb: float = 1024.0  # keep clips read from the store in memory up to this many MiB
+    threads: int = 1  # torch CPU threads; 0 = torch's default (one per core), see train.py
+    device: str = "cpu"  # "cpu" or "cuda" (determinism is guaranteed on CPU)
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise PipelineError(f"train.optimizer {self.optimizer!r}: choose from "
+                                f"{', '.join(OPTIMIZERS)}")
+        for name in ("epochs", "patience", "eval_batch_size", "buffer_clips"):
+            if getattr(self, name) < 1:
+                raise PipelineError(f"train.{name} {getattr(self, name)}: need at least 1")
+        if self.batch_size < 0:
+            raise PipelineError(f"train.batch_size {self.batch_size}: need >= 1 (or 0: the head's)")
+
+
+@dataclass
+class FuseConfig:
+    method: str = "mfm"  # a registered head (pipeline.fusion.heads.registry())
+    seed: int = 0  # seeds the model's initial weights and every sampling draw
+    store: str = ""  # the feature store (stage one's output)
+    manifests: str = ""  # the manifest directory the store was extracted from
+    head: Any = None  # the method's own config dataclass (a table in TOML; defaults if absent)
+    train: TrainConfig = field(default_factory=TrainConfig)  # the loop
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)  # which frames train, how often
+    loss: LossConfig = field(default_factory=LossConfig)  # the per-frame loss
+
+    def __post_init__(self) -> None:
+        # Imported here: the head registry imports torch, and the CLI builds configs without it.
+        from pipeline.fusion.heads import head_class
+
+        config_class = head_class(self.method).Config
+        if self.head is None:
+            self.head = config_class()
+        elif isinstance(self.head, dict):  # from TOML, or after config.override()
+            self.head = from_dict(config_class, self.head, f"head ({self.method})")
+        elif not isinstance(self.head, config_class):
+            raise PipelineError(f"head config {type(self.head).__name__} is not the config of "
+                                f"method {self.method!r} ({config_class.__name__})")
+
+
+def build_config(method: str, store: str | Path, manifests: str | Path, preset: str | None = None,
+                 config_file: str | Path | None = None, sets: Sequence[str] = (),
+                 seed: int | None = None) -> FuseConfig:
+    """The run config: defaults < preset < config file < ``key=value`` overrides < the options."""
+    from pipeline.fusion.presets import preset_overrides
+
+    if config_file is not None:
+        try:
+            loaded = read_toml(config_file)
+        except ValueError as e:
+            raise PipelineError(str(e)) from None
+        if loaded.get("method", method) != method:
+            raise PipelineError(f"{config_file}: a config for method {loaded['method']!r},"
+                                f" not {method!r}")
+    for assignment in sets:
+        key, _, value = assignment.partition("=")
+        if key.strip() == "method" and value.strip().strip("\"'") != method:
+            raise PipelineError(f"--set {assignment}: use --method to choose the head")
+    return build(FuseConfig, file=config_file,
+                 preset=preset_overrides(preset, method) if preset is not None else None,
+                 sets=sets, options={"method": method, "store": str(store),
+                                     "manifests": str(manifests), "seed": seed})

@@ -1,0 +1,125 @@
+"""The run directory: what stage two writes, when a run may resume, and how it is cleared.
+
+::
+
+    RUN/config.toml            the full FuseConfig (enough to reproduce the run)
+    RUN/checkpoint.pt          last epoch: model, optimizer, RNG states, epoch, best score and
+                               weights, history, config
+    RUN/best.pt                the best epoch's weights, config and feature sizes (for inference)
+    RUN/metrics.json           written last: the run is complete when it exists
+    RUN/curve.png              training loss and validation macro-F1 per epoch
+    RUN/predictions/<split>/<output>.npz   float32 [T, 8] per clip, every frame, val and test
+    RUN/predictions/<split>/face_mask.npz  bool [T] per clip: the frames with a face image
+
+Every file is written atomically (:mod:`pipeline.io`).
+
+**Resume.** ``checkpoint.pt`` is written after every epoch, with the torch and
+numpy generator states, so rerunning the same command after an interruption continues from the
+last finished epoch and ends exactly as an uninterrupted run would. A run whose saved config
+differs from the new one is refused with a one-line error, unless ``force`` (continue with the
+new config) or ``restart`` (discard the old run). ``train.epochs`` may change (raising it extends
+a finished run, unless it had stopped early), and so may ``train.cache_mb``.
+The saved *identity* (:func:`identity`: the config and the store's features) is what must match;
+:func:`changes` names what differs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pipeline import io
+from pipeline.config import to_dict
+from pipeline.fusion.config import FuseConfig
+
+RUN_FILES = ("checkpoint.pt", "best.pt", "metrics.json", "curve.png", "config.toml")
+FACE_RULE = "nearest frame with a face (same clip; ties: the earlier frame)"
+NOT_IDENTITY = ("epochs", "cache_mb")  # train.* keys a resumed run may change
+
+
+class RunDir:
+    """The paths of one run directory and the reading and writing of its files."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / "checkpoint.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.path / "best.pt"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.json"
+
+    @property
+    def curve(self) -> Path:
+        return self.path / "curve.png"
+
+    @property
+    def config(self) -> Path:
+        return self.path / "config.toml"
+
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        """The last epoch's state, or None when there is none."""
+        import torch
+
+        if not self.checkpoint.exists():
+            return None
+        return torch.load(self.checkpoint, weights_only=True)
+
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        io.torch_save(self.checkpoint, state)
+
+    def save_best(self, state: dict[str, Any]) -> None:
+        io.torch_save(self.best, state)
+
+    def read_metrics(self) -> dict[str, Any]:
+        return json.loads(self.metrics.read_text(encoding="utf-8"))
+
+    def write_metrics(self, metrics: dict[str, Any]) -> None:
+        io.write_json(self.metrics, metrics)
+
+    def clear(self) -> None:
+        """Remove what a run writes (and nothing else)."""
+        for name in RUN_FILES:
+            (self.path / name).unlink(missing_ok=True)
+        predictions = self.path / "predictions"
+        if predictions.is_dir():
+            for path in sorted(predictions.rglob("*"), reverse=True):
+                path.unlink() if path.is_file() else path.rmdir()
+            predictions.rmdir()
+
+
+def identity(config: FuseConfig, features: dict[str, str]) -> dict[str, Any]:
+    """What must match for a run to resume: the config and the features. Not compared:
+    ``train.epochs`` (raising it extends a run) and ``train.cache_mb`` (changes no result)."""
+    saved = to_dict(config)
+    for key in NOT_IDENTITY:
+        saved["train"].pop(key, None)
+    return {"config": saved, "features": features}
+
+
+def differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two nested dicts."""
+    keys = sorted(set(old) | set(new))
+    out = []
+    for key in keys:
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}")
+    return out
+
+
+def changes(saved: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """What differs between a saved identity and a new one, in words."""
+    changed = differences(saved["config"], new["config"])
+    if saved["features"] != new["features"]:
+        changed.append("the store's features (re-extracted)")
+    return changed

@@ -1,0 +1,132 @@
+"""Ensemble rules as plug-ins: each combiner proposes candidates for a set of members, fits them on
+the tuning frames, and applies a fitted candidate to members' probabilities.
+
+A *member* is one output of one run directory (``<run>/<output>``). A :class:`Combiner` is
+registered under its ``name`` with :func:`register`; every module of this package is imported
+(discovered with :mod:`pkgutil`, like the heads), so a new rule is one new file here. Each
+combiner says:
+
+* :meth:`Combiner.candidates`: the candidates it proposes for the members (none, one, or several,
+  e.g. one per pair), given the :class:`~pipeline.scoring.ensemble.EnsembleConfig`;
+* :meth:`Combiner.fit`: a :class:`Combination` fitted on the tuning frames (its parameters, and
+  its weight per member when the rule is a weighted mean, which lets stage three score many
+  weight vectors at once);
+* :meth:`Combiner.apply`: combined float32 [N, 8] probabilities (default: the weighted mean).
+
+Candidates are compared in the order of the combiners' ``order`` (then each combiner's own order);
+the earlier wins a tie. Built in: ``mean`` (0), ``member`` (1: a member alone), ``proportional``
+(2: the m,n rule of paper 004 per pair), ``weighted`` (3: integer weights per member).
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+
+import numpy as np
+
+from pipeline.errors import PipelineError
+
+if TYPE_CHECKING:
+    from pipeline.scoring.ensemble import EnsembleConfig
+    from pipeline.scoring.frames import SplitData
+    from pipeline.scoring.search import _Evaluator
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One rule proposed for the members: the row name it is scored and reported under."""
+
+    name: str  # "mean", a member's name, "proportional A + B", "weighted", ...
+    rule: str  # the combiner's registry name
+    members: tuple[int, ...]  # indices of the members it combines
+
+
+@dataclass(frozen=True)
+class Combination:
+    """A fitted candidate."""
+
+    name: str  # the candidate's name
+    rule: str  # the combiner's registry name
+    weights: tuple[float, ...] | None  # weight per member (None: not a weighted mean)
+    params: dict[str, Any] = field(default_factory=dict)  # what was fitted, for scores.json
+
+    def to_json(self, member_names: Sequence[str]) -> dict:
+        record: dict[str, Any] = {"rule": self.rule, "params": self.params}
+        if self.weights is not None:
+            record["weights"] = dict(zip(member_names, self.weights))
+        return record
+
+
+def combine(probs: np.ndarray, weights: Sequence[float]) -> np.ndarray:
+    """float32 [N, 8] = sum_i w_i P_i / sum_i w_i over members with a non-zero weight."""
+    weights = np.asarray(weights, dtype=np.float64)
+    assert weights.shape == (len(probs),) and (weights >= 0).all() and weights.sum() > 0, weights
+    total = None
+    for w, p in zip(weights, probs):
+        if w > 0:
+            term = p * np.float32(w / weights.sum())
+            total = term if total is None else total + term
+    return total
+
+
+class Combiner:
+    """Base class of an ensemble rule (see the module docstring)."""
+
+    name: ClassVar[str]
+    order: ClassVar[int]  # position of its candidates in the comparison (ties: earlier wins)
+
+    @classmethod
+    def candidates(cls, member_names: Sequence[str], config: "EnsembleConfig") -> list[Candidate]:
+        raise NotImplementedError
+
+    @classmethod
+    def fit(cls, candidate: Candidate, data: "SplitData", evaluator: "_Evaluator",
+            config: "EnsembleConfig") -> Combination:
+        """Fit ``candidate`` on ``data`` (the tuning clips); ``evaluator`` scores weight vectors
+        on its labelled frames."""
+        raise NotImplementedError
+
+    @classmethod
+    def apply(cls, combination: Combination, probs: np.ndarray) -> np.ndarray:
+        """float32 [N, 8] combined probabilities from members' [n_members, N, 8]."""
+        return combine(probs, combination.weights)
+
+
+_REGISTRY: dict[str, type[Combiner]] = {}
+
+
+def register(cls: type[Combiner]) -> type[Combiner]:
+    """Class decorator: make a combiner available by its ``name``."""
+    if cls.name in _REGISTRY:
+        raise ValueError(f"combiner {cls.name!r} registered twice")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def registry() -> dict[str, type[Combiner]]:
+    """The combiners in comparison order."""
+    return dict(sorted(_REGISTRY.items(), key=lambda item: (item[1].order, item[0])))
+
+
+def combiner(name: str) -> type[Combiner]:
+    if name not in _REGISTRY:
+        raise PipelineError(f"unknown ensemble rule {name!r}; choose from "
+                            f"{', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def candidates(member_names: Sequence[str], config: "EnsembleConfig") -> list[Candidate]:
+    """Every combiner's candidates, in tie-breaking order (earlier wins a tie)."""
+    return [c for rule in registry().values() for c in rule.candidates(member_names, config)]
+
+
+def apply(combination: Combination, probs: np.ndarray) -> np.ndarray:
+    return combiner(combination.rule).apply(combination, probs)
+
+
+# Import every combiner module of this package: each registers itself.
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")

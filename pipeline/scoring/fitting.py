@@ -1,0 +1,164 @@
+"""Fitting stage three's pipeline on tuning frames, and applying it: combine, fill, smooth, bias.
+
+:func:`fit` fits every candidate of every combiner (:mod:`pipeline.scoring.combiners`) on the
+tuning clips, keeps the one with the best macro-F1 there (the first on a tie), then tunes the
+post-processing steps greedily in :func:`pipeline_steps` order; :func:`predict` applies a fitted
+pipeline (:class:`Choices`) to any clips. The order and the rules are described in
+:mod:`pipeline.scoring.ensemble`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Sequence
+
+import numpy as np
+
+from pipeline.data.labels import CLASSES, NUM_CLASSES, UNLABELED
+from pipeline.errors import PipelineError
+from pipeline.scoring import combiners
+from pipeline.scoring.combiners import Combination
+from pipeline.scoring.ensemble import EnsembleConfig
+from pipeline.scoring.frames import SplitData
+from pipeline.scoring.metrics import confusion_matrix, macro_f1_from_confusion
+from pipeline.scoring.postprocess import (
+    EPS,
+    argmax_labels,
+    biased_labels,
+    fill_no_face,
+    mode_filter,
+    smooth_probs,
+)
+from pipeline.scoring.search import _Evaluator, bias_search
+
+
+@dataclass(frozen=True)
+class Choices:
+    """A fitted pipeline: everything that was chosen on the tuning frames."""
+
+    combination: Combination  # the selected candidate, fitted
+    fill: str  # "nearest" or "none"
+    smooth: str  # "mean", "median", "mode" or "none"
+    window: int  # filter width in frames (1 = off)
+    bias: tuple[float, ...]  # per-class log-probability offsets (zeros = none)
+
+    @property
+    def combiner(self) -> str:
+        """The selected candidate's name: "mean", a member, "proportional A + B", "weighted"."""
+        return self.combination.name
+
+    def to_json(self, member_names: Sequence[str]) -> dict:
+        return {
+            "combiner": self.combiner,
+            **self.combination.to_json(member_names),
+            "fill": self.fill,
+            "smooth": self.smooth,
+            "window": self.window,
+            "bias": dict(zip(CLASSES, self.bias)),
+        }
+
+
+@dataclass
+class Fit:
+    """The outcome of fitting on one set of tuning clips."""
+
+    candidates: dict[str, Combination]  # every candidate, fitted
+    tuning_macro_f1: dict[str, float]  # each candidate's macro-F1 on the tuning frames
+    choices: Choices  # the full pipeline built on the best candidate
+
+
+def pipeline_steps(config: EnsembleConfig) -> list[str]:
+    """The post-processing steps after "combine", in the order they are applied and tuned."""
+    steps = ["fill"] if config.fill != "none" else []
+    smooth = ["smooth"] if config.smooth != "none" else []
+    bias = ["bias"] if config.bias else []
+    return steps + (bias + smooth if config.smooth == "mode" else smooth + bias)
+
+
+def _tuning_scores(fitted: list[Combination], data: SplitData, evaluator: _Evaluator
+                   ) -> list[float]:
+    """Macro-F1 of each fitted candidate on the labelled tuning frames (weighted means at once)."""
+    weighted = [c.weights for c in fitted if c.weights is not None]
+    scores = iter(evaluator.macro_f1s(weighted).tolist() if weighted else [])
+    keep = data.labels != UNLABELED
+    out = []
+    for combination in fitted:
+        if combination.weights is not None:
+            out.append(next(scores))
+        else:
+            labels = argmax_labels(combiners.apply(combination, data.probs)[keep])
+            out.append(float(macro_f1_from_confusion(confusion_matrix(data.labels[keep], labels))))
+    return out
+
+
+def fit(data: SplitData, member_names: Sequence[str], config: EnsembleConfig) -> Fit:
+    """Fit every candidate and the post-processing on ``data`` (the tuning clips only)."""
+    if data.labels is None or not (data.labels != UNLABELED).any():
+        raise PipelineError(f"no annotated frames to tune on in {len(data.clip_ids)} clips")
+    keep = data.labels != UNLABELED
+    y = data.labels[keep]
+    evaluator = _Evaluator([p[keep] for p in data.probs], y)
+    fitted = [combiners.combiner(c.rule).fit(c, data, evaluator, config)
+              for c in combiners.candidates(member_names, config)]
+    candidates = {c.name: c for c in fitted}
+    tuning = dict(zip(candidates, _tuning_scores(fitted, data, evaluator)))
+    best = max(tuning, key=lambda name: tuning[name])  # first of the best on a tie
+
+    choices = Choices(candidates[best], config.fill, config.smooth, 1, (0.0,) * NUM_CLASSES)
+    probs = _prepare(data, choices)
+    for step in pipeline_steps(config):
+        if step == "smooth":
+            window = _window_search(probs, data, choices, config.windows)
+            choices = replace(choices, window=window)
+        elif step == "bias":
+            smoothed = smooth_probs(probs, data.offsets, choices.smooth, choices.window)
+            bias = bias_search(np.log(smoothed[keep] + EPS), y, config.bias_grid(),
+                               config.bias_rounds)
+            choices = replace(choices, bias=tuple(float(b) for b in bias))
+    return Fit(candidates, tuning, choices)
+
+
+def _prepare(data: SplitData, choices: Choices, fill: bool = True) -> np.ndarray:
+    probs = combiners.apply(choices.combination, data.probs)
+    if fill and choices.fill == "nearest":
+        probs = fill_no_face(probs, data.offsets, data.face)
+    return probs
+
+
+def _window_search(probs: np.ndarray, data: SplitData, choices: Choices,
+                   windows: Sequence[int]) -> int:
+    """The narrowest window whose finished labels score the best macro-F1 on ``data``.
+
+    It lives here rather than in :mod:`pipeline.scoring.search` because it scores the fitted
+    pipeline itself (:class:`Choices` and :func:`_finish`).
+    """
+    keep = data.labels != UNLABELED
+    best, best_score = 1, -1.0
+    for window in sorted(windows):  # the narrowest of equally good windows
+        labels = _finish(probs, data.offsets, replace(choices, window=window), smooth=True,
+                         bias=True)
+        score = macro_f1_from_confusion(confusion_matrix(data.labels[keep], labels[keep]))
+        if score > best_score:
+            best, best_score = window, score
+    return best
+
+
+def _finish(probs: np.ndarray, offsets: np.ndarray, choices: Choices, smooth: bool,
+            bias: bool) -> np.ndarray:
+    """Labels from combined (and filled) probabilities: smoothing, biases, argmax, mode filter."""
+    if smooth:
+        probs = smooth_probs(probs, offsets, choices.smooth, choices.window)
+    if bias and any(choices.bias):
+        labels = biased_labels(probs, choices.bias)
+    else:
+        labels = argmax_labels(probs)
+    if smooth and choices.smooth == "mode":
+        labels = mode_filter(labels, offsets, choices.window)
+    return labels
+
+
+def predict(data: SplitData, choices: Choices, steps: Sequence[str] | None = None) -> np.ndarray:
+    """int8 [N] labels of the pipeline, applying only the named steps (all when None)."""
+    steps = ("fill", "smooth", "bias") if steps is None else steps
+    probs = _prepare(data, choices, fill="fill" in steps)
+    return _finish(probs, data.offsets, choices, smooth="smooth" in steps, bias="bias" in steps)
