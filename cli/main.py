@@ -5,7 +5,9 @@ Errors end as one line on stderr and a non-zero exit; ``--debug`` shows the trac
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 
 import typer
 
@@ -41,17 +43,40 @@ for group in (data, demo, extract, fuse, ensemble):
     group.register(app)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what SLURM sends at a time limit): unwinds like Ctrl-C, so every stage stops cleanly."""
+
+
+# Signals received. Typer turns any KeyboardInterrupt into a silent exit code 130, so the
+# handlers record what happened for the message below.
+_signals: list[int] = []
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    _signals.append(signum)
+    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def _interrupted() -> int:
+    terminated = signal.SIGTERM in _signals
+    what = "terminated (SIGTERM)" if terminated else "interrupted"
+    err_console.print(f"{what}: rerun the same command to resume", highlight=False)
+    return 143 if terminated else 130
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning any exception into a one-line error (unless --debug)."""
     args = sys.argv[1:] if argv is None else argv
+    if threading.current_thread() is threading.main_thread():  # signal handlers live there
+        signal.signal(signal.SIGTERM, _on_signal)
+        signal.signal(signal.SIGINT, _on_signal)
     try:
         # standalone_mode=False: typer returns the exit code of typer.Exit instead of exiting.
         result = app(args=args, prog_name="fer-pipeline", standalone_mode=False)
     except typer.Exit as e:
         return e.exit_code
-    except typer.Abort:
-        err_console.print("aborted")
-        return 130
+    except (typer.Abort, KeyboardInterrupt):
+        return _interrupted()
     except typer.TyperException as e:  # typer's (vendored) click usage errors: bad option etc.
         e.show()
         return e.exit_code
@@ -62,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
         err_console.print("(run with --debug for the traceback)", style="dim")
         return 1
+    if _signals:
+        return _interrupted()
     return result if isinstance(result, int) else 0
 
 

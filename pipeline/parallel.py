@@ -8,13 +8,21 @@ The same code then runs wherever ``--scheduler`` points:
 ``inprocess``       in this process, one task after another (the default; easiest to debug)
 ``processes:N``     a local pool of N processes (``spawn``: no forked torch or zarr state)
 ``local:N``         a ``dask.distributed.LocalCluster`` of N single-threaded worker processes
-``tcp://HOST:PORT`` a running dask scheduler (e.g. from dask-jobqueue); workers must see the
-                    same files (manifests, frames, the store) at the same paths
+``tcp://HOST:PORT`` a running dask scheduler; workers must see the same files (manifests,
+                    frames, the store) at the same paths
+``file:PATH``       the dask scheduler whose address ``dask scheduler --scheduler-file PATH``
+                    wrote (the usual way to start one inside an ``sbatch`` script)
+``slurm:N[,k=v]``   a ``dask_jobqueue.SLURMCluster`` of N batch jobs, one worker each, from the
+                    user's dask-jobqueue config (``~/.config/dask/jobqueue.yaml``) with
+                    overrides, e.g. ``slurm:4,cores=8,memory=32GB,walltime=02:00:00,queue=gpu``
 ==================  ========================================================================
 
 Every task sets torch's intra-op threads before it runs, so that N workers on one machine share
 its cores instead of each starting one thread per core: ``cores // N`` per worker (at least 1),
 where for a dask scheduler N is the number of task slots on the worker's host.
+
+Pool workers die with their parent (``PR_SET_PDEATHSIG`` on Linux), so a SIGTERM from a batch
+system's time limit, or a SIGKILL, never leaves orphans writing into the store; a rerun resumes.
 """
 
 from __future__ import annotations
@@ -30,23 +38,32 @@ from typing import Any, Callable, Iterator
 
 from pipeline.errors import PipelineError
 
-SCHEDULER_HELP = "inprocess, processes:N, local:N (dask LocalCluster) or tcp://HOST:PORT (dask)"
+SCHEDULER_HELP = ("inprocess, processes:N, local:N (dask LocalCluster), tcp://HOST:PORT or "
+                  "file:SCHEDULER_FILE (a dask scheduler), slurm:N[,key=value...] (dask-jobqueue)")
+# SLURMCluster options a ``slurm:`` spec may set (the rest come from the user's jobqueue config).
+SLURM_OPTIONS = {"cores": int, "processes": int, "memory": str, "walltime": str, "queue": str,
+                 "account": str, "job_name": str, "log_directory": str, "local_directory": str,
+                 "interface": str}
 
 
 @dataclass(frozen=True)
 class Scheduler:
     """A parsed ``--scheduler`` value."""
 
-    kind: str  # "inprocess", "processes", "local" or "dask"
-    workers: int = 1  # worker processes (for "dask": unknown until connected, so 1)
-    address: str | None = None  # the dask scheduler's address for kind "dask"
+    kind: str  # "inprocess", "processes", "local", "dask", "file" or "slurm"
+    workers: int = 1  # worker processes or SLURM jobs (for "dask"/"file": unknown, so 1)
+    address: str | None = None  # the scheduler's address ("dask") or scheduler file ("file")
+    options: tuple[tuple[str, Any], ...] = ()  # SLURMCluster overrides ("slurm")
 
     def __str__(self) -> str:
         if self.kind == "inprocess":
             return "inprocess"
         if self.kind == "dask":
             return str(self.address)
-        return f"{self.kind}:{self.workers}"
+        if self.kind == "file":
+            return f"file:{self.address}"
+        extra = "".join(f",{k}={v}" for k, v in self.options)
+        return f"{self.kind}:{self.workers}{extra}"
 
 
 def parse_scheduler(spec: str) -> Scheduler:
@@ -56,10 +73,22 @@ def parse_scheduler(spec: str) -> Scheduler:
         return Scheduler("inprocess")
     if spec.startswith(("tcp://", "tls://", "ucx://", "inproc://")):
         return Scheduler("dask", address=spec)
-    match = re.fullmatch(r"(processes|local):(\d+)", spec)
-    if match is None or int(match[2]) < 1:
+    if spec.startswith("file:") and spec[len("file:"):]:
+        return Scheduler("file", address=spec[len("file:"):])
+    match = re.fullmatch(r"(processes|local|slurm):(\d+)((?:,[a-z_]+=[^,]+)*)", spec)
+    if match is None or int(match[2]) < 1 or (match[3] and match[1] != "slurm"):
         raise PipelineError(f"scheduler {spec!r}: expected {SCHEDULER_HELP}")
-    return Scheduler(match[1], int(match[2]))
+    options = []
+    for item in filter(None, match[3].split(",")):
+        key, _, value = item.partition("=")
+        if key not in SLURM_OPTIONS:
+            raise PipelineError(f"scheduler {spec!r}: unknown SLURM option {key!r}; "
+                                f"choose from {', '.join(sorted(SLURM_OPTIONS))}")
+        try:
+            options.append((key, SLURM_OPTIONS[key](value)))
+        except ValueError:
+            raise PipelineError(f"scheduler {spec!r}: {key} must be an integer, not {value!r}") from None
+    return Scheduler(match[1], int(match[2]), options=tuple(options))
 
 
 def available_cores() -> int:
@@ -126,13 +155,20 @@ class Workers:
         return self.scheduler.kind == "inprocess"
 
 
-def _dask_slots(client: Any) -> tuple[int, int]:
-    """(task slots in the cluster, torch threads per slot on the most crowded host)."""
+def _dask_slots(client: Any, wait: float | None = 60.0) -> tuple[int, int]:
+    """(task slots in the cluster, torch threads per slot on the most crowded host).
+
+    Waits up to ``wait`` seconds (None: for ever) for a first worker: in a batch job, workers
+    start beside the scheduler and join a little later.
+    """
     from distributed.comm import get_address_host
 
+    try:
+        client.wait_for_workers(1, timeout=wait)
+    except TimeoutError:
+        raise PipelineError(f"dask scheduler {client.scheduler.address}: no workers connected "
+                            f"within {wait} s") from None
     info = client.scheduler_info()["workers"]
-    if not info:
-        raise PipelineError(f"dask scheduler {client.scheduler.address}: no workers connected")
     cores = client.run(available_cores)  # address -> cores that worker's process may use
     slots: dict[str, int] = {}
     host_cores: dict[str, int] = {}
@@ -142,6 +178,59 @@ def _dask_slots(client: Any) -> tuple[int, int]:
         host_cores[host] = int(cores.get(address, 1))
     threads = min(threads_per_worker(slots[h], host_cores[h]) for h in slots)
     return sum(slots.values()), threads
+
+
+def _die_with_parent() -> None:
+    """Pool-worker initializer: the kernel sends SIGTERM to this worker when its parent dies.
+
+    Without it a SIGTERM (a batch system's time limit) or SIGKILL of ``extract`` left its pool
+    workers running on, writing and holding hundreds of MB each. Linux only; elsewhere a no-op.
+    """
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+        if os.getppid() == 1:  # the parent died before prctl ran
+            os._exit(1)
+
+
+def slurm_cluster(scheduler: Scheduler, **extra: Any) -> Any:
+    """A ``dask_jobqueue.SLURMCluster`` for a ``slurm:`` spec, with no job submitted yet.
+
+    Unset options come from the user's dask-jobqueue config (``jobqueue.slurm.*``), which is
+    where site settings (account, partition, ``job_extra_directives``, the Python to run) live.
+    ``processes`` defaults to 1: one worker process per job loads each model once and runs
+    ``cores`` shards at once, each with one torch thread (see :func:`threads_per_worker`).
+    ``extra`` goes to ``SLURMCluster`` as is (e.g. ``scheduler_options``).
+    """
+    try:
+        from dask_jobqueue import SLURMCluster
+    except ImportError:
+        raise PipelineError("scheduler slurm: needs dask-jobqueue (pip install dask-jobqueue)") from None
+    options = {"processes": 1, **dict(scheduler.options), **extra}
+    try:
+        return SLURMCluster(silence_logs=logging.ERROR, **options)
+    except ValueError as e:  # e.g. no cores/memory in the spec nor in the jobqueue config
+        raise PipelineError(f"scheduler {scheduler}: {' '.join(str(e).split())[:200]}") from None
+
+
+def _connect(scheduler: Scheduler, stack: contextlib.ExitStack) -> Any:
+    """A dask client for a scheduler given by address or by scheduler file."""
+    from distributed import Client
+
+    where = scheduler.address if scheduler.kind == "dask" else f"scheduler file {scheduler.address}"
+    if scheduler.kind == "file" and not os.path.isfile(str(scheduler.address)):
+        raise PipelineError(f"{scheduler.address}: no such scheduler file (start one with "
+                            "`dask scheduler --scheduler-file PATH`)")
+    try:
+        if scheduler.kind == "file":
+            return stack.enter_context(Client(scheduler_file=scheduler.address, timeout="30s"))
+        return stack.enter_context(Client(scheduler.address, timeout="30s"))
+    except (OSError, ValueError) as e:
+        raise PipelineError(f"dask {where}: cannot connect ({' '.join(str(e).split())[:200]})") from None
 
 
 @contextlib.contextmanager
@@ -154,9 +243,16 @@ def open_executor(scheduler: str | Scheduler) -> Iterator[Workers]:
         return
     if scheduler.kind == "processes":
         threads = threads_per_worker(scheduler.workers)
-        pool = cf.ProcessPoolExecutor(scheduler.workers, mp_context=multiprocessing.get_context("spawn"))
+        pool = cf.ProcessPoolExecutor(scheduler.workers, mp_context=multiprocessing.get_context("spawn"),
+                                      initializer=_die_with_parent)
         try:
             yield Workers(_ThreadedExecutor(pool, threads), scheduler, scheduler.workers, threads)
+        except BaseException:
+            # Interrupted (Ctrl-C, SIGTERM) or failed: stop the workers now rather than let them
+            # finish their shards; what they had not marked complete is recomputed by a rerun.
+            for process in list(getattr(pool, "_processes", {}).values()):
+                process.terminate()
+            raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
         return
@@ -171,11 +267,14 @@ def open_executor(scheduler: str | Scheduler) -> Iterator[Workers]:
             ))
             client = stack.enter_context(Client(cluster))
             slots, threads = scheduler.workers, threads_per_worker(scheduler.workers)
+        elif scheduler.kind == "slurm":
+            cluster = stack.enter_context(slurm_cluster(scheduler))
+            cluster.scale(jobs=scheduler.workers)
+            client = stack.enter_context(Client(cluster))
+            # Jobs wait in the queue: wait for the first worker, the rest join as they start.
+            slots, threads = _dask_slots(client, wait=None)
         else:
-            try:
-                client = stack.enter_context(Client(scheduler.address, timeout="30s"))
-            except OSError as e:
-                raise PipelineError(f"dask scheduler {scheduler.address}: cannot connect ({e})") from None
+            client = _connect(scheduler, stack)
             slots, threads = _dask_slots(client)
         # pure=False: two shards with equal arguments are still two tasks (dask would merge them).
         executor = _ThreadedExecutor(client.get_executor(pure=False), threads)

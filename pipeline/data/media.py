@@ -92,7 +92,10 @@ def read_image(path: str | Path) -> Image.Image:
             return image.convert("RGB")  # convert() forces the full decode inside the try
     except FileNotFoundError:
         raise _fail(path, "no such image") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+    except Image.DecompressionBombError as e:
+        # Not an OSError: a header claiming 65000x65000 pixels must skip the clip, not the run.
+        raise _fail(path, f"refused to decode ({e})") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, MemoryError) as e:
         raise _fail(path, f"undecodable image ({e})") from None
 
 
