@@ -10,6 +10,7 @@ import sys
 import typer
 
 from cli import data, demo, ensemble, extract, fuse
+from cli import store_io  # noqa: F401  (adds `store import|export` to extract's store group)
 from cli._common import err_console
 from pipeline import __version__
 
