@@ -110,7 +110,7 @@ def export(
     compression: Compression = typer.Option(Compression.gzip, "--compression", help="HDF5 filter."),
 ) -> None:
     """Export arrays to OUT.h5: a group per clip, a dataset per array, with rates and provenance."""
-    from pipeline.features.hdf5 import export_hdf5
+    from pipeline.features.hdf5_export import export_hdf5
 
     if splits and manifests is None:
         raise fail("--splits needs --manifests (the store does not know the clips' splits)")

@@ -1,53 +1,38 @@
-"""HDF5 in and out of the feature store: import per-clip arrays users already have, export arrays.
+"""HDF5 into the feature store: import per-clip arrays users already have (export: hdf5_export).
 
-**Import** (:func:`import_hdf5`) reads one array per clip of the manifests from an HDF5 file and
-writes it into the store as array ``NAME``. Layouts, chosen by :class:`ImportOptions`:
+**Import** (:func:`import_hdf5`) writes one dataset per clip of the manifests as store array
+``NAME``. Layouts (:class:`ImportOptions`): ``path`` (default ``"{clip}"``; placeholders
+``{clip}``, ``{video}``, ``{split}``) names a ``[T, D]`` dataset, a row per video frame; with
+``frames_path``, ``[N, D]`` rows and their ``[N]`` 1-based frame numbers (frames with no face
+absent); with ``hop`` (seconds), rows at that step (audio), which must span the clip's duration
+within ``tolerance`` seconds. Rows may have more axes (``[T, K, D]`` token maps).
 
-* ``path`` alone (default ``"{clip}"``; placeholders ``{clip}``, ``{video}``, ``{split}``, e.g.
-  ``"features/{clip}"``): a ``[T, D]`` dataset, one row per video frame of the clip.
-* ``path`` + ``frames_path``: ``[N, D]`` rows and an ``[N]`` dataset of their 1-based frame
-  numbers (frames with no face absent). Row ``k`` lands on frame ``frames[k] - 1``.
-* ``hop`` (seconds): rows at that step (audio features, like ``logmel``), not tied to frames; the
-  rows must span the clip's duration within ``tolerance`` seconds.
+*Which rows are real.* A video-rate import also writes ``NAME_valid`` (bool ``[T]``,
+:func:`mask_name`): True where the file had a row; the missing rows of ``NAME`` are zeros. Stage
+two counts a frame whose image array is not valid as a frame without a face
+(``pipeline.fusion.data.read_clip``). A clip with no ``valid`` array yet (a store made by import
+alone) gets an all-True one (key :data:`IMPORT_VALID_KEY`): the import knows nothing of face
+crops, and ``extract`` replaces it with the real flags whenever it runs on the store.
 
-**Which rows are real.** Every video-rate import also writes ``NAME_valid`` (bool ``[T]``, see
-:func:`mask_name`): True where the file had a row. Missing rows of ``NAME`` are zeros. Stage two
-treats a frame whose image array is not valid as a frame without a face
-(``pipeline.fusion.data.read_clip``). A clip that has no ``valid`` array yet (a store made by
-import alone) gets an all-True one under the key :data:`IMPORT_VALID_KEY`: the import knows
-nothing about face crops, the masks say which rows are missing, and ``extract`` replaces it with
-the real face flags whenever it runs on the same store.
+*Cache keys* hash the sha256 of the clip's source data (and frame numbers), the dataset paths and
+the options that shape the stored array. A re-import of an unchanged file writes nothing; a file
+with one changed dataset rewrites that clip only (a key over the whole file would rewrite every
+clip). The whole file's sha256 goes into the import's record in the store's root attributes.
 
-**Cache keys.** An imported array's key hashes the sha256 of its source dataset's data (and of its
-frame numbers), the dataset paths and the options that shape the stored array. So the key changes
-exactly when what would be stored changes: a re-import of an unchanged file writes nothing, and a
-file with one changed dataset rewrites that clip only. (A key over the whole file's sha256 would
-rewrite every clip whenever any dataset changed; the whole file's sha256 is recorded instead in the
-import's description in the store's root attributes, which ``store info`` lists.)
+*Bad input.* A clip the file lacks is listed (with ``strict``: an error before anything is
+written). A dataset of the wrong length, rank or dtype, with NaN/inf, or unreadable gives one
+:class:`BadDataset` line (file, dataset, reason); its clip stays as it was and the others go on.
+A clip's data is read and checked in full before it is written, under the clip's lock, each
+array with the store's completion marker. float16/float32 data is stored as it is (an export
+imports back bit for bit), float64 as float32; ``dtype`` casts to either instead.
 
-**Bad input.** A clip the file lacks is listed (an error with ``strict``, raised before anything
-is written). A dataset of the wrong length, rank or dtype, with NaN/inf, or unreadable is one
-:class:`BadDataset` (file, dataset, reason); its clip is left as it was and the others go on. Each
-clip's data is read and checked in full before any of it is written, under the clip's lock, each
-array with the store's completion marker, so the store keeps verifying.
-
-Accepted dtypes are floating point: float16 and float32 are stored as they are (so an export
-imports back bit for bit), float64 as float32 (the store holds nothing wider); ``dtype`` casts
-to float16 or float32 instead.
-
-**Export** (:func:`export_hdf5`) writes ``/<clip_id>/<array>`` datasets, compressed (gzip with
-shuffle, or lzf), with the clip's ``n_frames``, ``fps``, ``has_audio`` (and ``split``) as group
-attributes and each array's ``rate``, ``cache_key``, ``sha256`` and its extractor's description
-(JSON) as dataset attributes. The clip's face mask is the ``valid`` dataset, always exported (a
-mask of up to millions of frames is too large for an HDF5 attribute). One clip is in memory at a
-time; the file is written aside and renamed into place.
+Export is :mod:`pipeline.features.hdf5_export`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,15 +42,13 @@ import numpy as np
 
 from pipeline.data.manifest import Clip
 from pipeline.errors import PipelineError
-from pipeline.features.store import FeatureStore, StoreError, checksum
+from pipeline.features.store import FeatureStore, StoreError
 from pipeline.progress import ProgressEvent, ProgressFn, silent
 
-FORMAT_VERSION = 1  # of the import's cache keys and of the exported file's layout
+FORMAT_VERSION = 1  # of the import's cache keys (and of hdf5_export's file layout)
 VALID = "valid"  # the store's per-frame face flag
 IMPORT_VALID_KEY = "import-all-true-1"  # cache key of the all-True valid an import writes
 IMPORT_KIND = "hdf5 import"  # the "kind" of an import's record in the store's root attributes
-COMPRESSIONS = ("gzip", "lzf", "none")
-_EXPORT_CHUNK_BYTES = 1 << 20  # HDF5 chunks of about 1 MiB: whole-clip reads, quick to decompress
 
 
 def mask_name(name: str) -> str:
@@ -109,17 +92,6 @@ class ImportResult:
     bytes_read: int = 0  # bytes of the datasets read
     frames: int = 0  # video frames of the clips imported or found unchanged
     seconds: float = 0.0
-
-
-@dataclass
-class ExportResult:
-    path: str
-    clips: int
-    arrays: list[str]  # names exported (over all clips)
-    bytes: int  # bytes of the arrays' data (uncompressed)
-    frames: int  # video frames of the exported clips
-    file_bytes: int  # size of the written file
-    seconds: float
 
 
 class _Bad(Exception):
@@ -190,8 +162,8 @@ def _frame_numbers(h5: Any, dataset: str, rows: int, n_frames: int) -> np.ndarra
     outside = (numbers < 1) | (numbers > n_frames)
     if outside.any():
         raise _Bad(dataset, f"frame number {numbers[outside][0]} outside 1..{n_frames} (1-based)")
-    if np.unique(numbers).size != numbers.size:
-        values, counts = np.unique(numbers, return_counts=True)
+    values, counts = np.unique(numbers, return_counts=True)
+    if (counts > 1).any():
         raise _Bad(dataset, f"frame number {values[counts > 1][0]} appears more than once")
     return numbers - 1
 
@@ -257,21 +229,12 @@ def _description(file: Path, options: ImportOptions, file_sha256: str) -> dict:
     if options.hop is None:
         outputs[mask_name(options.name)] = {"rate": "video", "dtype": "bool"}
     return {
-        "name": options.name,
-        "kind": IMPORT_KIND,
-        "source": str(file),
-        "source_sha256": file_sha256,
-        "source_bytes": file.stat().st_size,
-        "path": options.path,
-        "frames_path": options.frames_path,
-        "hop": options.hop,
-        "dtype": options.dtype,
-        # What `store info` shows in its weights column: where the features came from.
-        "weights": str(file),
-        "random_weights": False,
-        "precision": "-",
+        "name": options.name, "kind": IMPORT_KIND, "outputs": outputs,
+        "source": str(file), "source_sha256": file_sha256, "source_bytes": file.stat().st_size,
+        "path": options.path, "frames_path": options.frames_path, "hop": options.hop,
+        "dtype": options.dtype, "precision": "-", "random_weights": False,
+        "weights": str(file),  # what `store info` shows in its weights column: the source
         "cache_key": "per clip: hdf5-<sha256 of the clip's dataset, paths and options>",
-        "outputs": outputs,
     }
 
 
@@ -287,11 +250,17 @@ def _check_no_clash(store: FeatureStore, options: ImportOptions) -> None:
                                 f"{described.get('kind', 'extractor')} {owner!r}; choose another --name")
 
 
-def _up_to_date(store: FeatureStore, clip_id: str, options: ImportOptions, key: str,
+def _up_to_date(store: FeatureStore, clip: Clip, options: ImportOptions, key: str,
                 with_mask: bool, verify: bool) -> bool:
-    return (store.is_complete(clip_id, options.name, key, verify)
-            and (not with_mask or store.is_complete(clip_id, mask_name(options.name), key, verify))
-            and store.marker(clip_id, VALID) is not None)
+    """The clip's group is this clip's (else ensure_clip replaces it) and holds the arrays."""
+    try:
+        attrs = store.clip_attrs(clip.clip_id)
+    except StoreError:
+        return False
+    return (attrs.get("n_frames") == clip.n_frames and attrs.get("fps") == clip.fps
+            and store.is_complete(clip.clip_id, options.name, key, verify)
+            and (not with_mask or store.is_complete(clip.clip_id, mask_name(options.name), key, verify))
+            and store.marker(clip.clip_id, VALID) is not None)
 
 
 def _write_clip(store: FeatureStore, clip: Clip, options: ImportOptions, data: np.ndarray,
@@ -351,8 +320,7 @@ def import_hdf5(file: str | Path, store_path: str | Path, clips: Sequence[Clip],
             result.bytes_read += nbytes
             result.frames += clip.n_frames
             with store.lock_clip(clip.clip_id, blocking=True):
-                if _clip_matches(store, clip) and _up_to_date(store, clip.clip_id, options, key,
-                                                             mask is not None, verify_existing):
+                if _up_to_date(store, clip, options, key, mask is not None, verify_existing):
                     result.unchanged.append(clip.clip_id)
                 else:
                     _write_clip(store, clip, options, data, mask, key)
@@ -365,86 +333,3 @@ def import_hdf5(file: str | Path, store_path: str | Path, clips: Sequence[Clip],
             store.record_extractors({options.name: description})
     result.seconds = time.perf_counter() - started
     return result
-
-
-def _clip_matches(store: FeatureStore, clip: Clip) -> bool:
-    """The store's group describes this clip (else ensure_clip replaces it: nothing is unchanged)."""
-    try:
-        attrs = store.clip_attrs(clip.clip_id)
-    except StoreError:
-        return False
-    return attrs.get("n_frames") == clip.n_frames and attrs.get("fps") == clip.fps
-
-
-def _owner_descriptions(store: FeatureStore) -> dict[str, str]:
-    """Array name -> JSON description of the extractor (or import) that wrote it."""
-    owners: dict[str, str] = {VALID: json.dumps({"name": VALID, "kind": "per-frame face flag"})}
-    for owner, described in store.extractors().items():
-        text = json.dumps(described, sort_keys=True, default=str)
-        for name in {owner, *described.get("outputs", {}), *described.get("array_keys", {})}:
-            owners[name] = text
-    return owners
-
-
-def export_hdf5(store_path: str | Path, out: str | Path, clips: Sequence[Clip] | None = None,
-                arrays: Sequence[str] | None = None, compression: str = "gzip",
-                progress: ProgressFn = silent) -> ExportResult:
-    """Write the chosen arrays (default: every complete one) of ``clips`` (default: the store's)
-    to ``out`` (see the module doc). Every array is checked against its checksum on the way."""
-    import h5py
-
-    started = time.perf_counter()
-    if compression not in COMPRESSIONS:
-        raise PipelineError(f"compression {compression!r}: choose one of {', '.join(COMPRESSIONS)}")
-    store = FeatureStore(store_path)
-    out = Path(out)
-    wanted = list(dict.fromkeys([*(arrays or []), VALID])) if arrays else None
-    if clips is None:
-        items: list[tuple[str, str | None]] = [(c, None) for c in store.clip_ids()]
-    else:
-        items = [(c.clip_id, c.split) for c in clips]
-    owners = _owner_descriptions(store)
-    filters: dict[str, Any] = {} if compression == "none" else {"compression": compression, "shuffle": True}
-    if compression == "gzip":
-        filters["compression_opts"] = 1  # level 1: most of gzip's ratio on features, far faster
-    exported: dict[str, None] = {}
-    total = frames = 0
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    progress(ProgressEvent("exporting clips", total=len(items)))
-    try:
-        with h5py.File(tmp, "w") as h5:
-            h5.attrs["fer_pipeline_export"] = FORMAT_VERSION
-            h5.attrs["store"] = str(store.path.resolve())
-            for clip_id, split in items:
-                attrs = store.clip_attrs(clip_id)  # raises StoreError naming a clip not in the store
-                group = h5.create_group(clip_id)
-                group.attrs.update({k: v for k, v in attrs.items() if isinstance(v, (int, float, str, bool))})
-                if split is not None:
-                    group.attrs["split"] = split
-                present = store.array_names(clip_id)
-                for name in wanted if wanted is not None else present:
-                    if name not in present:
-                        raise PipelineError(f"{store.path}: clip {clip_id!r} has no array {name!r}")
-                    data = store.read(clip_id, name)
-                    marker = store.marker(clip_id, name) or {}
-                    if checksum(data) != marker.get("sha256"):
-                        raise PipelineError(f"{store.path}: clip {clip_id!r} array {name!r} does not "
-                                            "match its checksum (run `fer-pipeline store verify`)")
-                    row_bytes = max(1, data[:1].nbytes)
-                    chunks = (max(1, min(len(data), _EXPORT_CHUNK_BYTES // row_bytes)), *data.shape[1:])
-                    dataset = group.create_dataset(name, data=data, chunks=chunks if data.size else None,
-                                                   **(filters if data.size else {}))
-                    dataset.attrs.update({"rate": float(marker["rate"]), "cache_key": str(marker["cache_key"]),
-                                          "sha256": marker["sha256"], "description": owners.get(name, "")})
-                    exported[name] = None
-                    total += data.nbytes
-                frames += int(attrs.get("n_frames", 0))
-                progress(ProgressEvent("exporting clips", advance=1,
-                                       info={"MB/s": total / 1e6 / (time.perf_counter() - started)}))
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return ExportResult(str(out), len(items), list(exported), total, frames, out.stat().st_size,
-                        time.perf_counter() - started)

@@ -12,10 +12,10 @@ from pipeline.features.hdf5 import (
     IMPORT_KIND,
     IMPORT_VALID_KEY,
     ImportOptions,
-    export_hdf5,
     import_hdf5,
     mask_name,
 )
+from pipeline.features.hdf5_export import export_hdf5
 from pipeline.features.store import FeatureStore, checksum
 from pipeline.fusion.data import FeatureRequest, check_inputs, feature_keys, read_clip
 
