@@ -98,6 +98,11 @@ def import_(
         console.print(str(bad), markup=False, highlight=False, soft_wrap=True)
     if result.failed:
         raise fail(f"{len(result.failed)} dataset(s) not imported (listed above); their clips are unchanged")
+    if clips and len(result.missing) == len(clips):
+        first = clips[0]
+        example = path.format(clip=first.clip_id, video=first.video_id, split=first.split)
+        raise fail(f"{file}: no dataset matches --path {path!r} for any clip of the manifests "
+                   f"(the first clip's would be {example!r})")
 
 
 @store_app.command("export")

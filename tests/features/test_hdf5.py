@@ -240,3 +240,5 @@ def test_cli_export_then_import_and_a_bad_dataset_exits_1(extracted, manifests, 
     assert main([*args[:-2], "--path", "{clip}/valid"]) == 1  # bool data: not features
     err = " ".join(capsys.readouterr().out.split())
     assert f"{out}: dataset /b_left/valid: dtype bool: need floating point features" in err
+    assert main([*args[:-4], "--path", "features/{clip}"]) == 1  # a pattern that matches nothing
+    assert "no dataset matches --path 'features/{clip}'" in " ".join(capsys.readouterr().err.split())
