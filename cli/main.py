@@ -12,6 +12,7 @@ import threading
 import typer
 
 from cli import data, demo, ensemble, extract, fuse
+from cli import store_io  # noqa: F401  (adds `store import|export` to extract's store group)
 from cli._common import err_console
 from pipeline import __version__
 

@@ -78,6 +78,14 @@ def checksum(data: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(data).tobytes()).hexdigest()
 
 
+def mask_name(name: str) -> str:
+    """The bool [T] companion of an imported array: which of its rows the source file had.
+
+    A head reading ``name`` treats frames outside the mask as frames without a face.
+    """
+    return f"{name}_valid"
+
+
 def array_key(cache_key: str, audio_stride: int | None = None, no_audio: bool = False) -> str:
     """The key an array must carry to be reused (see the module docstring).
 

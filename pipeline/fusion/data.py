@@ -29,7 +29,7 @@ import numpy as np
 from pipeline.data.labels import UNLABELED
 from pipeline.data.manifest import Clip
 from pipeline.errors import PipelineError
-from pipeline.features.store import VALID, FeatureStore, StoreError
+from pipeline.features.store import VALID, FeatureStore, StoreError, mask_name
 from pipeline.fusion.windows import window_passes
 
 
@@ -165,6 +165,10 @@ def read_clip(store: FeatureStore, clip: Clip, request: FeatureRequest,
             raise PipelineError(f"clip {clip.clip_id}: array {name!r} has shape {data.shape}, "
                                 f"expected {(n, *dims[name])}")
         arrays[name] = data
+        if name not in request.audio and store.marker(clip.clip_id, mask_name(name)) is not None:
+            # An imported image array lacks some frames (its source had no row there): such a
+            # frame counts as one without a face.
+            valid &= store.read(clip.clip_id, mask_name(name)).astype(bool).reshape(-1)
     if train and request.purity is not None:
         window_ok = window_passes(labels, *request.purity)
     else:
