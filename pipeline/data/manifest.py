@@ -95,6 +95,18 @@ class Clip:
         and the leakage guard did not exclude it (only validation scores are ever excluded)."""
         return self.task_split(task) == split and f"{task}_{split}" not in self.exclude_from
 
+    def scoring_labels(self, task: str) -> np.ndarray | None:
+        """The clip's labels of ``task`` (int8 ``[T]`` for "expr", ``[T, 12]`` for "au") as scores
+        should see them: all ``-1`` where the leakage guard excluded the clip from that task's
+        validation score, so every metric skips its frames; None where it has no such labels."""
+        labels = self.labels if task == "expr" else self.au_labels if task == "au" else None
+        if labels is None:
+            self.task_split(task)  # raises on an unknown task
+            return None
+        if f"{task}_val" in self.exclude_from:
+            return np.full_like(labels, UNLABELED)
+        return labels
+
     def frame_path(self, index: int) -> Path | None:
         """Path of frame ``index``'s face crop (it may not exist), or None without a frame folder."""
         return None if self.frames_dir is None else Path(self.frames_dir) / f"{index + 1:05d}.jpg"

@@ -121,6 +121,17 @@ def test_leakage_guard_clip_mode(au_layout):
     assert all(c.exclude_from == () for i, c in clips.items() if i not in ("vid2_left", "vid3"))
     assert not clips["vid2_left"].scored_in("au") and clips["vid6"].scored_in("au")
     assert not clips["vid3"].scored_in("expr") and clips["vid3"].scored_in("au", "train")
+    # What a scorer reads: the excluded task's labels all -1, the other task's untouched.
+    assert (clips["vid2_left"].scoring_labels("au") == -1).all()
+    np.testing.assert_array_equal(clips["vid2_left"].scoring_labels("expr"),
+                                  layout.labels["vid2_left"])
+    assert (clips["vid3"].scoring_labels("expr") == -1).all()
+    assert clips["vid3"].scoring_labels("expr").shape == (16,)
+    np.testing.assert_array_equal(clips["vid3"].scoring_labels("au"), written["vid3"])
+    assert clips["vid4"].scoring_labels("au") is None and clips["vid6"].scoring_labels("expr") \
+        is None
+    with pytest.raises(ValueError, match="unknown task"):
+        clips["vid4"].scoring_labels("va")
     assert reading.report()["leakage"] == leakage
 
 
@@ -281,3 +292,15 @@ def test_cli_table_shows_au_counts_and_the_guard(au_layout, tmp_path, capsys):
     out, _ = capsys.readouterr()
     assert code == 0 and "kept in its scores (--leakage-guard off)" in out
     assert all(c.exclude_from == () for c in load_clips(tmp_path / "n", au_only=True))
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(au_labels=np.zeros((4, 12), np.int8)), "come together"),
+    (dict(au_split="val"), "come together"),
+    (dict(au_labels=np.zeros((4, 11), np.int8), au_split="val"), r"shape \(4, 11\)"),
+    (dict(au_labels=np.zeros((4, 12), np.int8), au_split="test"), "unknown AU split 'test'"),
+    (dict(exclude_from=("test",)), "exclude_from"),
+])
+def test_clip_refuses_inconsistent_au_fields(fields, message):
+    with pytest.raises(ValueError, match=message):
+        Clip("c", "train", "c", 4, 10.0, None, None, None, np.zeros(4, np.int8), **fields)
