@@ -1,4 +1,4 @@
-"""The Aff-Wild2 reader: a dataset folder in the ABAW EXPR / AU layout -> clips, repairs, rejections.
+"""The Aff-Wild2 reader: a dataset folder in the ABAW EXPR and AU layout -> clips and a report.
 
 What it looks for under the root (``data_manifests/README.md`` is the user-facing version of
 every rule below, and each repair or rejection ``kind`` is listed there; the walk that finds the

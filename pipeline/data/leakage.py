@@ -75,7 +75,8 @@ def guard_leakage(clips: Iterable[Clip], guard: str = DEFAULT_GUARD) -> tuple[li
     def key(clip: Clip) -> str:
         return clip.video_id if guard == "video" else clip.clip_id
 
-    train = {task: {key(c) for c in clips if c.task_split(task) == "train"} for task in ("expr", "au")}
+    train = {task: {key(c) for c in clips if c.task_split(task) == "train"}
+             for task in ("expr", "au")}
     leakage = Leakage(guard, excluded_frames={"au_val": 0, "expr_val": 0})
     guarded = []
     for clip in clips:

@@ -38,7 +38,8 @@ def main() -> None:
         wall, cpu, _ = best_of(lambda: parse_au_annotation(data))
         kind = "with spaces (row by row)" if spaced else "clean"
         print(f"parse AU file, {kind}: {n / wall / 1e6:.2f} M frames/s (cpu {n / cpu / 1e6:.2f})")
-    clip = Clip("x", "train", "x", n, 30.0, None, None, None, None, au_labels=rows, au_split="train")
+    clip = Clip("x", "train", "x", n, 30.0, None, None, None, None, au_labels=rows,
+                au_split="train")
     wall, _, record = best_of(lambda: json.dumps(clip.to_json(), separators=(",", ":")))
     print(f"manifest record: {len(record) / n:.2f} bytes per frame, written at "
           f"{n / wall / 1e6:.2f} M frames/s")
