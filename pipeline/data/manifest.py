@@ -43,7 +43,7 @@ class Clip:
     """One annotated face track: a video, or one side (``_left``/``_right``) of a two-person video."""
 
     clip_id: str  # annotation file stem, e.g. "10-60-1280x720_left"; unique across splits
-    split: str  # "train", "val" or "test"
+    split: str  # "train", "val" or "test": the expression split (an AU-only clip: its AU split)
     video_id: str  # the source video's stem (shared by _left/_right clips)
     n_frames: int  # frames in the clip = frames in the video (labels are repaired to this length)
     fps: float  # the video's frame rate, read from the video file

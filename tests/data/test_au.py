@@ -304,3 +304,16 @@ def test_cli_table_shows_au_counts_and_the_guard(au_layout, tmp_path, capsys):
 def test_clip_refuses_inconsistent_au_fields(fields, message):
     with pytest.raises(ValueError, match=message):
         Clip("c", "train", "c", 4, 10.0, None, None, None, np.zeros(4, np.int8), **fields)
+
+
+def test_a_test_clip_with_au_labels_keeps_its_test_role(au_layout):
+    layout, _ = au_layout
+    rows = np.ones((12, 12), np.int8)
+    write_au_annotation(layout.au_train("vid4"), rows)
+    reading = read_dataset(layout.root)
+    assert reading.rejections == []
+    clip = by_id(reading)["vid4"]
+    assert clip in reading.clips["test"] and clip.labels is None
+    assert (clip.task_split("expr"), clip.task_split("au")) == ("test", "train")
+    np.testing.assert_array_equal(clip.au_labels, rows)
+    assert clip.exclude_from == ()  # the guard only concerns validation splits
