@@ -1,12 +1,15 @@
 """``fer-pipeline manifest ROOT --out DIR``: read an Aff-Wild2-style dataset into clip manifests.
 
-Prints the clips, frames, faces and labelled frames per class of each split, then every repair and
-rejection with its reason (``DIR/report.json`` holds the same). Exits 1 when a clip was rejected,
-unless ``--allow-skips`` accepts manifests without it; the manifests are written either way.
+Prints the clips, frames, faces and labelled frames per class of each split (and, when the dataset
+has AU annotations, the AU clips, labelled frames and active frames per AU of each AU split), the
+leakage guard's findings, then every repair and rejection with its reason (``DIR/report.json``
+holds the same). Exits 1 when a clip was rejected, unless ``--allow-skips`` accepts manifests
+without it; the manifests are written either way.
 """
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
@@ -15,8 +18,11 @@ from rich.table import Table
 
 from cli._common import console, fail, progress_bar
 from pipeline.data.dataset import read_dataset
-from pipeline.data.labels import CLASSES
-from pipeline.data.manifest import SPLITS, DatasetReading, Issue, write_manifests
+from pipeline.data.labels import AU_NAMES, CLASSES
+from pipeline.data.leakage import DEFAULT_GUARD, GUARDS
+from pipeline.data.manifest import AU_SPLITS, SPLITS, DatasetReading, Issue, write_manifests
+
+LeakageGuard = Enum("LeakageGuard", {mode: mode for mode in GUARDS}, type=str)
 
 
 def _summary(reading: DatasetReading) -> Table:
@@ -32,7 +38,40 @@ def _summary(reading: DatasetReading) -> Table:
     for name in CLASSES:
         table.add_row(name, *(f"{counts[s]['labelled'][name]:,}" for s in SPLITS))
     table.add_row("unlabelled", *(f"{counts[s]['unlabelled']:,}" for s in SPLITS))
+    if any(counts[s]["au"]["clips"] for s in SPLITS):
+        au = {s: counts[s]["au"] for s in SPLITS}
+        table.add_section()
+
+        def row(name: str, value) -> None:  # no AU test split: its column stays empty
+            table.add_row(name, *(f"{value(au[s]):,}" if s in AU_SPLITS else "" for s in SPLITS))
+
+        row("AU clips", lambda c: c["clips"])
+        row("AU labelled", lambda c: c["labelled"])
+        for name in AU_NAMES:
+            row(name, lambda c, name=name: c["active"][name])
+        row("AU unlabelled", lambda c: c["unlabelled"])
     return table
+
+
+def _print_leakage(reading: DatasetReading) -> None:
+    """The leakage guard's findings, one line per direction that found clips."""
+    leakage = reading.leakage
+    if reading.au_only:
+        console.print(f"{len(reading.au_only)} clip(s) with AU labels only (au_only.jsonl)",
+                      highlight=False)
+    for found, score, task, other in (("au_val_in_expr_train", "au_val", "AU", "expression"),
+                                      ("expr_val_in_au_train", "expr_val", "expression", "AU")):
+        clips = leakage.get(found, [])
+        if not clips:
+            continue
+        if leakage["guard"] == "off":
+            action = "kept in its scores (--leakage-guard off)"
+        else:
+            action = (f"left out of the {task} validation scores "
+                      f"({leakage['excluded_frames'][score]:,} labelled frames)")
+        console.print(f"leakage guard: {len(clips)} {task} validation clip(s) in the {other} "
+                      f"training split, {action}: {', '.join(clips)}", markup=False,
+                      highlight=False, soft_wrap=True)
 
 
 def _print_issues(title: str, issues: list[Issue]) -> None:
@@ -55,14 +94,21 @@ def manifest(
     allow_skips: bool = typer.Option(
         False, "--allow-skips", help="Exit 0 even when clips were rejected."
     ),
+    leakage_guard: LeakageGuard = typer.Option(
+        DEFAULT_GUARD, "--leakage-guard",
+        help="Leave validation clips of one task that are in the other task's training split out "
+             "of that validation score: the same clip (paper 003), the same video, or off.",
+    ),
 ) -> None:
     """Read an Aff-Wild2-style dataset into clip manifests, repairing or rejecting bad clips."""
     with progress_bar() as progress:
-        reading = read_dataset(root, test_list=test_list, progress=progress)
+        reading = read_dataset(root, test_list=test_list, progress=progress,
+                               leakage_guard=leakage_guard.value)
     report = write_manifests(reading, out)
     console.print(_summary(reading))
     if reading.test_list is None:
         console.print("no test list found: the test split is empty", highlight=False)
+    _print_leakage(reading)
     _print_issues("Repaired", reading.repairs)
     _print_issues("Rejected", reading.rejections)
     console.print(f"manifests and report written to {out}", highlight=False)

@@ -1,28 +1,41 @@
 """Clip records and their JSON-lines manifests: the only thing later stages know about the dataset.
 
 A manifest directory holds ``<split>.jsonl`` (one :class:`Clip` per line, for the splits
-``train``, ``val`` and ``test``) and ``report.json`` (what the reader repaired or rejected).
+``train``, ``val`` and ``test`` of the expression task), ``au_only.jsonl`` (clips that have AU
+labels but no expression annotation) and ``report.json`` (what the reader repaired or rejected).
+Keeping the AU-only clips apart means that adding AU annotations to a dataset changes nothing an
+expression-only run reads: its splits, dev slices and scores stay the same.
 
 Frame indexing everywhere: frame ``i`` (0-based) is image ``{i+1:05d}.jpg`` and annotation line
 ``i+1``; it covers the time span ``[i / fps, (i + 1) / fps)`` of the video's audio.
 
 Labels are stored run-length encoded (``[[label, count], ...]``): Aff-Wild2 labels come in long
-runs, so a 2.7-million-frame dataset stays a few hundred kilobytes of manifest.
+runs, so a 2.7-million-frame dataset stays a few hundred kilobytes of manifest. AU labels are
+packed into one code per frame (bit k = the k-th of ``AU_NAMES``, ``-1`` = not annotated) and
+run-length encoded the same way. The AU fields are left out of a record that has none, so a
+manifest written before AU labels existed and one written now for the same data are the same.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
 
-from pipeline.data.labels import CLASSES, NUM_CLASSES
+from pipeline.data.labels import AU_NAMES, CLASSES, NUM_AUS, NUM_CLASSES, UNLABELED
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+AU_SPLITS: tuple[str, ...] = ("train", "val")  # the AU annotation folders; no AU test list is read
+AU_ONLY = "au_only"  # manifest file stem of the clips with AU labels and no expression annotation
+TASKS: tuple[str, ...] = ("expr", "au")
+# Scores the leakage guard can exclude a clip from: "<task>_val".
+EXCLUDABLE: tuple[str, ...] = tuple(f"{task}_val" for task in TASKS)
+# The optional fields, in record order; absent from a record when they hold their default.
+_AU_FIELDS = ("au_labels", "au_split", "exclude_from")
 
 
 @dataclass(frozen=True, eq=False)
@@ -30,14 +43,20 @@ class Clip:
     """One annotated face track: a video, or one side (``_left``/``_right``) of a two-person video."""
 
     clip_id: str  # annotation file stem, e.g. "10-60-1280x720_left"; unique across splits
-    split: str  # "train", "val" or "test"
+    split: str  # "train", "val" or "test": the expression split (an AU-only clip: its AU split)
     video_id: str  # the source video's stem (shared by _left/_right clips)
     n_frames: int  # frames in the clip = frames in the video (labels are repaired to this length)
     fps: float  # the video's frame rate, read from the video file
     frames_dir: str | None  # folder of {i+1:05d}.jpg face crops (missing files = no face)
     video_path: str | None  # the source video, if found
     audio_path: str | None  # file the audio track is decoded from (the video), None if no audio
-    labels: np.ndarray | None  # int8 [n_frames], -1 = not annotated; None for test clips
+    labels: np.ndarray | None  # int8 [n_frames], -1 = not annotated; None for test clips and
+    #                            clips with AU labels only (those live in au_only.jsonl)
+    au_labels: np.ndarray | None = None  # int8 [n_frames, 12] in AU_NAMES order, rows of -1 = not
+    #                                      annotated; None: no AU annotation file
+    au_split: str | None = None  # "train" or "val": the AU folder the AU labels came from
+    exclude_from: tuple[str, ...] = ()  # scores the leakage guard leaves this clip out of:
+    #                                     "expr_val" and/or "au_val" (see pipeline.data.leakage)
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
@@ -46,14 +65,61 @@ class Clip:
             raise ValueError(
                 f"clip {self.clip_id}: {len(self.labels)} labels for {self.n_frames} frames"
             )
+        if (self.au_labels is None) != (self.au_split is None):
+            raise ValueError(f"clip {self.clip_id}: AU labels and AU split come together")
+        if self.au_split is not None and self.au_split not in AU_SPLITS:
+            raise ValueError(f"clip {self.clip_id}: unknown AU split {self.au_split!r}")
+        if self.au_labels is not None and self.au_labels.shape != (self.n_frames, NUM_AUS):
+            raise ValueError(f"clip {self.clip_id}: AU labels of shape {self.au_labels.shape} "
+                             f"for {self.n_frames} frames, want ({self.n_frames}, {NUM_AUS})")
+        unknown = set(self.exclude_from) - set(EXCLUDABLE)
+        if unknown:
+            raise ValueError(f"clip {self.clip_id}: exclude_from {sorted(unknown)} is not one of "
+                             f"{list(EXCLUDABLE)}")
+
+    @property
+    def expr_split(self) -> str | None:
+        """The clip's split in the expression task: None for a clip with AU labels only."""
+        return None if self.labels is None and self.split != "test" else self.split
+
+    def task_split(self, task: str) -> str | None:
+        """The clip's split for ``task`` ("expr" or "au"), None where it is not in that task."""
+        if task == "expr":
+            return self.expr_split
+        if task == "au":
+            return self.au_split
+        raise ValueError(f"unknown task {task!r}, want one of {list(TASKS)}")
+
+    def scored_in(self, task: str, split: str = "val") -> bool:
+        """Whether this clip's frames count in ``task``'s ``split`` scores: it is in that split
+        and the leakage guard did not exclude it (only validation scores are ever excluded)."""
+        return self.task_split(task) == split and f"{task}_{split}" not in self.exclude_from
+
+    def scoring_labels(self, task: str) -> np.ndarray | None:
+        """The clip's labels of ``task`` (int8 ``[T]`` for "expr", ``[T, 12]`` for "au") as scores
+        should see them: all ``-1`` where the leakage guard excluded the clip from that task's
+        validation score, so every metric skips its frames; None where it has no such labels."""
+        labels = self.labels if task == "expr" else self.au_labels if task == "au" else None
+        if labels is None:
+            self.task_split(task)  # raises on an unknown task
+            return None
+        if f"{task}_val" in self.exclude_from:
+            return np.full_like(labels, UNLABELED)
+        return labels
 
     def frame_path(self, index: int) -> Path | None:
         """Path of frame ``index``'s face crop (it may not exist), or None without a frame folder."""
         return None if self.frames_dir is None else Path(self.frames_dir) / f"{index + 1:05d}.jpg"
 
     def to_json(self) -> dict:
-        record = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "labels"}
+        record = {k: getattr(self, k) for k in self.__dataclass_fields__
+                  if k != "labels" and k not in _AU_FIELDS}
         record["labels"] = None if self.labels is None else encode_runs(self.labels)
+        if self.au_labels is not None:
+            record["au_labels"] = encode_runs(pack_au(self.au_labels))
+            record["au_split"] = self.au_split
+        if self.exclude_from:
+            record["exclude_from"] = list(self.exclude_from)
         return record
 
     @classmethod
@@ -61,7 +127,10 @@ class Clip:
         fields = dict(record)
         runs = fields.pop("labels")
         labels = None if runs is None else decode_runs(runs)
-        return cls(labels=labels, **fields)
+        au_runs = fields.pop("au_labels", None)
+        au_labels = None if au_runs is None else unpack_au(decode_runs(au_runs, np.int16))
+        fields["exclude_from"] = tuple(fields.get("exclude_from", ()))
+        return cls(labels=labels, au_labels=au_labels, **fields)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Clip):
@@ -79,11 +148,33 @@ def encode_runs(labels: np.ndarray) -> list[list[int]]:
     return [[int(labels[s]), int(c)] for s, c in zip(starts, counts)]
 
 
-def decode_runs(runs: list[list[int]]) -> np.ndarray:
+def decode_runs(runs: list[list[int]], dtype: type = np.int8) -> np.ndarray:
     if not runs:
-        return np.zeros(0, dtype=np.int8)
+        return np.zeros(0, dtype=dtype)
     values, counts = zip(*runs)
-    return np.repeat(np.asarray(values, dtype=np.int8), counts)
+    return np.repeat(np.asarray(values, dtype=dtype), counts)
+
+
+_AU_BITS = (1 << np.arange(NUM_AUS)).astype(np.int16)
+
+
+def pack_au(au_labels: np.ndarray) -> np.ndarray:
+    """AU labels int8 ``[T, 12]`` -> int16 ``[T]`` codes: bit k set = AU k active, ``-1`` = a row
+    not annotated. Rows mixing -1 with 0/1 cannot be packed (the reader never makes them)."""
+    au_labels = np.asarray(au_labels)
+    unlabelled = au_labels == UNLABELED
+    if (unlabelled.any(axis=1) & ~unlabelled.all(axis=1)).any():
+        raise ValueError("AU rows mixing -1 with 0/1 cannot be packed")
+    codes = (np.where(unlabelled, 0, au_labels).astype(np.int16) * _AU_BITS).sum(axis=1)
+    return np.where(unlabelled[:, 0], UNLABELED, codes).astype(np.int16)
+
+
+def unpack_au(codes: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`pack_au`: int8 ``[T, 12]``."""
+    codes = np.asarray(codes, dtype=np.int16)
+    au_labels = ((codes[:, None] & _AU_BITS) != 0).astype(np.int8)
+    au_labels[codes == UNLABELED] = UNLABELED
+    return au_labels
 
 
 def write_manifest(path: str | Path, clips: Iterable[Clip]) -> int:
@@ -113,17 +204,25 @@ def iter_manifest(path: str | Path) -> Iterator[Clip]:
                 raise ValueError(f"{path}:{line_no}: not a clip record ({e})") from None
 
 
-def load_clips(manifests: str | Path, splits: Iterable[str] = SPLITS) -> list[Clip]:
-    """All clips of the given splits from a manifest directory (splits without a file are empty)."""
+def load_clips(manifests: str | Path, splits: Iterable[str] = SPLITS, au_only: bool = False
+               ) -> list[Clip]:
+    """All clips of the given expression splits from a manifest directory (splits without a file
+    are empty), and with ``au_only`` the clips that have AU labels only (``au_only.jsonl``; a
+    manifest directory written before AU labels has none)."""
     manifests = Path(manifests)
     if not manifests.is_dir():
         raise FileNotFoundError(f"{manifests}: no such manifest directory")
     clips: list[Clip] = []
-    for split in splits:
-        path = manifests / f"{split}.jsonl"
+    for stem in [*splits, *([AU_ONLY] if au_only else [])]:
+        path = manifests / f"{stem}.jsonl"
         if path.exists():
             clips.extend(iter_manifest(path))
     return clips
+
+
+def task_clips(clips: Iterable[Clip], task: str, split: str) -> list[Clip]:
+    """The clips in ``task``'s ``split`` (for "au" load with ``au_only=True`` to get them all)."""
+    return [clip for clip in clips if clip.task_split(task) == split]
 
 
 @dataclass(frozen=True)
@@ -148,11 +247,21 @@ class DatasetReading:
     clips: dict[str, list[Clip]]  # split -> its clips sorted by id; every split in SPLITS is a key
     faces: dict[str, int]  # clip id -> frames with a face crop on disk (within the clip's frames)
     repairs: list[Issue]  # clips kept after a documented repair, one entry per repair
-    rejections: list[Issue]  # clips left out, one entry each; no clip is left out without one
+    rejections: list[Issue]  # clips (or a clip's AU labels) left out, one entry each; no clip is
+    #                          left out without one
+    au_only: list[Clip] = field(default_factory=list)  # clips with AU labels only, sorted by id
+    leakage: dict = field(default_factory=dict)  # the leakage guard's findings (Leakage.to_json)
+
+    def all_clips(self) -> list[Clip]:
+        """Every clip: the expression splits in order, then the AU-only clips."""
+        return [c for split in SPLITS for c in self.clips.get(split, [])] + list(self.au_only)
 
     def counts(self) -> dict[str, dict]:
-        """Per split: clips, frames, frames with a face, labelled frames per class, unlabelled."""
+        """Per split: clips, frames, frames with a face, labelled frames per class, unlabelled;
+        and under ``au`` the split's AU clips (its AU folder), their labelled and unlabelled frames
+        and the frames each AU is active in."""
         counts = {}
+        everything = self.all_clips()
         for split in SPLITS:
             clips = self.clips.get(split, [])
             per_class = np.zeros(NUM_CLASSES, dtype=np.int64)
@@ -170,6 +279,7 @@ class DatasetReading:
                 "faces": sum(self.faces.get(clip.clip_id, 0) for clip in clips),
                 "labelled": {name: int(n) for name, n in zip(CLASSES, per_class)},
                 "unlabelled": unlabelled,
+                "au": _au_counts([c for c in everything if c.au_split == split]),
             }
         return counts
 
@@ -179,6 +289,8 @@ class DatasetReading:
             "root": self.root,
             "test_list": self.test_list,
             "counts": self.counts(),
+            "au_only_clips": len(self.au_only),
+            "leakage": self.leakage,
             "repaired": dict(Counter(issue.kind for issue in self.repairs)),
             "rejected": dict(Counter(issue.kind for issue in self.rejections)),
             "repairs": [issue.to_json() for issue in self.repairs],
@@ -186,12 +298,29 @@ class DatasetReading:
         }
 
 
+def _au_counts(clips: list[Clip]) -> dict:
+    """AU clips, labelled and unlabelled frames, and active frames per AU, of some clips."""
+    active = np.zeros(NUM_AUS, dtype=np.int64)
+    labelled = 0
+    for clip in clips:
+        rows = clip.au_labels[clip.au_labels[:, 0] != UNLABELED]
+        active += rows.sum(axis=0, dtype=np.int64)
+        labelled += len(rows)
+    return {
+        "clips": len(clips),
+        "labelled": labelled,
+        "unlabelled": sum(clip.n_frames for clip in clips) - labelled,
+        "active": {name: int(n) for name, n in zip(AU_NAMES, active)},
+    }
+
+
 def write_manifests(reading: DatasetReading, out_dir: str | Path) -> Path:
-    """Write ``<split>.jsonl`` for every split (empty ones too, replacing stale files) and
-    ``report.json`` into ``out_dir``; returns the report's path."""
+    """Write ``<split>.jsonl`` for every split and ``au_only.jsonl`` (empty ones too, replacing
+    stale files) and ``report.json`` into ``out_dir``; returns the report's path."""
     out_dir = Path(out_dir)
     for split in SPLITS:
         write_manifest(out_dir / f"{split}.jsonl", reading.clips.get(split, []))
+    write_manifest(out_dir / f"{AU_ONLY}.jsonl", reading.au_only)
     report = out_dir / "report.json"
     tmp = report.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(reading.report(), indent=2) + "\n", encoding="utf-8")

@@ -6,12 +6,18 @@ the layout the dataset reader expects::
     OUT/cropped_aligned/<clip>/00001.jpg ...        face crops (a few frames missing: no face)
     OUT/videos/<video>.mp4                          frames + AAC audio, fps 10, 12.5 or 15
     OUT/annotations/EXPR_Recognition_Challenge/Train_Set/<clip>.txt    (and Validation_Set/)
+    OUT/annotations/AU_Detection_Challenge/Train_Set/<clip>.txt        (and Validation_Set/)
     OUT/test_set.txt                                test clip names, one a line (no labels)
     OUT/demo.json                                   the generator's settings; marks OUT as a demo
 
 One video is two-person: its clips ``<video>_left`` and ``<video>_right`` each have their own face
 track and labels but share the video's audio. It is always in the validation split. The same
 config gives a byte-identical tree; another seed gives other data.
+
+Every train and validation clip also has an AU annotation file in the same split, and two extra
+videos (after the others, ``AU_ONLY_SPLITS``) have AU labels only, one in each AU split. The AU
+labels come from their own random streams and the extra videos come last, so every file of a
+dataset without them is byte-identical with them: adding AU labels changed no expression result.
 
 Label design
 ------------
@@ -38,6 +44,11 @@ the pairs: classes are roughly, not perfectly, balanced. Then a fraction ``noise
 of labelled frames, in runs of 1-4 frames, get a different random class than their cues show
 (annotator disagreement), some clips get ``-1`` runs (not annotated) and some miss face crops.
 
+AU labels are the AUs of the class a frame's cues show (``CLASS_AUS``: Happiness AU6+AU12,
+Surprise AU1+AU2+AU26, ...; the clean class, before the expression label noise), so they too need
+both modalities. Some clips have ``-1`` rows (drawn apart from the expression ``-1`` runs), and in
+a fraction ``noise`` of annotated frames one random AU is flipped.
+
 Ceilings on macro-F1 over the 8 classes (population values, before label noise). A classifier
 that only knows the group g of a frame (its pair, or its member) does best by predicting class c
 of g with probability P(c | g): then F1_c = P(c | g) and macro-F1 = (number of groups) / 8,
@@ -52,37 +63,42 @@ whatever the class priors. So:
 
 from __future__ import annotations
 
-import colorsys
-import io
 import json
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
 
-from pipeline.data.labels import HEADER, NUM_CLASSES, UNLABELED
+from pipeline.data.labels import AU_HEADER, AU_NAMES, HEADER, NUM_AUS, NUM_CLASSES, UNLABELED
 from pipeline.data.media import write_video
+from pipeline.data.synthetic_media import SAMPLE_RATE, audio, face, identity, jpeg
 from pipeline.errors import PipelineError
 from pipeline.progress import ProgressEvent, ProgressFn, silent
 
-SAMPLE_RATE = 16000  # Hz, the rate the audio extractors read at
 FPS_CHOICES = (10.0, 12.5, 15.0)  # frame rates differ per video, as in Aff-Wild2
 PAIR_WEIGHTS = (0.30, 0.27, 0.23, 0.20)  # how often each pair {0,1} {2,3} {4,5} {6,7} is drawn
 MEMBER_WEIGHTS = (0.55, 0.45)  # which member (first / second class of a pair) a video starts with
-PAIR_HUES = (0.0, 90.0, 180.0, 270.0)  # background hue (degrees) per pair
-HUE_JITTER = 20.0  # +- degrees per frame: far from the 45 degrees that would blur two pairs
 PAIR_SEGMENT = (10, 40)  # frames per pair segment (inclusive range)
 MEMBER_SEGMENT = (50, 100)  # frames per member segment: long, because audio is read in windows
-MEMBER_F0 = ((100.0, 180.0), (300.0, 500.0))  # fundamental frequency band (Hz) per member
-MEMBER_TOP_HZ = (1200.0, 3800.0)  # highest harmonic (Hz) per member: the whole band moves
-FADE_S = 0.01  # raised-cosine fade at each member boundary, so tones do not click
-JPEG_QUALITY = 90
 
 TEST_LIST = "test_set.txt"  # test clip names, one a line
 MARKER = "demo.json"  # written first (incomplete) and last (complete): marks OUT as a demo
 ANNOTATION_DIR = Path("annotations", "EXPR_Recognition_Challenge")
+AU_ANNOTATION_DIR = Path("annotations", "AU_Detection_Challenge")
+AU_ONLY_SPLITS = ("train", "val")  # one extra video per entry, with AU labels only
+# The AUs each class shows: simplified FACS prototypes (AU9, AU5 and AU20 are not in the ABAW set).
+CLASS_AUS: tuple[tuple[str, ...], ...] = (
+    (),  # Neutral
+    ("AU4", "AU7", "AU23"),  # Anger: brow lowerer, lid tightener, lip tightener
+    ("AU10", "AU25"),  # Disgust: upper lip raiser, lips part
+    ("AU1", "AU2", "AU4", "AU25"),  # Fear: brows raised and drawn together, lips part
+    ("AU6", "AU12"),  # Happiness: cheek raiser, lip corner puller
+    ("AU1", "AU4", "AU15"),  # Sadness: inner brow raiser, brow lowerer, lip corner depressor
+    ("AU1", "AU2", "AU26"),  # Surprise: brows raised, jaw drop
+    ("AU24",),  # Other: lip pressor
+)
+_AU_PROFILES = np.array([[name in aus for name in AU_NAMES] for aus in CLASS_AUS], dtype=np.int8)
 SPLIT_DIRS = {"train": "Train_Set", "val": "Validation_Set"}
 _OWNED = ("cropped_aligned", "videos", "annotations", TEST_LIST, MARKER)  # what a rerun replaces
 
@@ -124,6 +140,9 @@ class DemoSummary:
     missing_frames: int  # frames with no face crop file
     class_counts: list[int] = field(default_factory=list)  # annotated frames per class
     bytes: int = 0  # size on disk of everything written
+    au_clips: dict[str, int] = field(default_factory=dict)  # clips with AU labels per AU split
+    au_only_clips: int = 0  # of them, clips with AU labels only
+    au_active: list[int] = field(default_factory=list)  # annotated frames each AU is active in
 
 
 @dataclass
@@ -202,89 +221,20 @@ def _labels(rng: np.random.Generator, noise_rng: np.random.Generator, pair: np.n
     return labels.astype(np.int8), int(noisy.sum())
 
 
-def _rgb(hue_deg: float, saturation: float, value: float) -> np.ndarray:
-    return np.array(colorsys.hsv_to_rgb((hue_deg % 360.0) / 360.0, saturation, value)) * 255.0
+def _au_labels(rng: np.random.Generator, noise_rng: np.random.Generator, clean: np.ndarray,
+               noise: float) -> np.ndarray:
+    """AU rows int8 ``[T, 12]`` of the classes ``clean``, with ``-1`` rows and one AU flipped in a
+    fraction ``noise`` of annotated frames. Its own generators: the expression data never moves."""
+    n = len(clean)
+    rows = _AU_PROFILES[clean]
+    if rng.random() < 0.5:  # about half the clips have unannotated stretches
+        rows[_runs(rng, n, int(rng.integers(1, 3)), (3, 12))] = UNLABELED
+    annotated = np.flatnonzero(rows[:, 0] != UNLABELED)
+    flipped = noise_rng.choice(annotated, size=int(round(noise * len(annotated))), replace=False)
+    column = noise_rng.integers(0, NUM_AUS, size=len(flipped))
+    rows[flipped, column] = 1 - rows[flipped, column]
+    return rows
 
-
-def _fill(rgb: np.ndarray) -> tuple[int, ...]:
-    return tuple(int(v) for v in np.clip(rgb, 0, 255))
-
-
-def _identity(rng: np.random.Generator) -> dict:
-    """Per-clip appearance: who the face is (independent of every label)."""
-    return {
-        "skin": _rgb(rng.uniform(15, 40), rng.uniform(0.25, 0.6), rng.uniform(0.45, 0.95)),
-        "hair": _rgb(rng.uniform(0, 50), rng.uniform(0.2, 0.8), rng.uniform(0.05, 0.5)),
-        "width": rng.uniform(0.50, 0.62),  # face width as a fraction of the crop
-        "height": rng.uniform(0.66, 0.80),
-        "eyes": rng.uniform(0.16, 0.22),  # half the distance between the eyes, fraction of crop
-    }
-
-
-def _face(rng: np.random.Generator, pair: int, who: dict, size: int) -> np.ndarray:
-    """One face crop whose background hue shows ``pair``; everything else is nuisance."""
-    s = float(size)
-    background = _rgb(PAIR_HUES[pair] + rng.uniform(-HUE_JITTER, HUE_JITTER),
-                      rng.uniform(0.45, 0.8), rng.uniform(0.55, 0.9))
-    image = Image.new("RGB", (size, size), _fill(background))
-    draw = ImageDraw.Draw(image)
-    cx, cy = s * (0.5 + rng.uniform(-0.05, 0.05)), s * (0.52 + rng.uniform(-0.05, 0.05))
-    scale = rng.uniform(0.92, 1.08)
-    w, h = s * who["width"] * scale / 2, s * who["height"] * scale / 2
-    hair = (cx - w * 1.05, cy - h * 1.08, cx + w * 1.05, cy + h * 0.2)
-    draw.ellipse(hair, fill=_fill(who["hair"]))
-    draw.ellipse((cx - w, cy - h * 0.9, cx + w, cy + h), fill=_fill(who["skin"]))
-    eye_x, eye_y, eye_r = s * who["eyes"] * scale, cy - h * 0.2, max(1.0, s * 0.03)
-    brow = rng.uniform(-0.04, 0.04) * s  # brow tilt: an expression-like nuisance
-    for side in (-1, 1):
-        ex = cx + side * eye_x
-        eye = (ex - eye_r * 1.6, eye_y - eye_r, ex + eye_r * 1.6, eye_y + eye_r)
-        draw.ellipse(eye, fill=(30, 25, 25))
-        draw.line((ex - eye_r * 2, eye_y - eye_r * 2.5 + side * brow,
-                   ex + eye_r * 2, eye_y - eye_r * 2.5 - side * brow),
-                  fill=_fill(who["hair"] * 0.6), width=max(1, size // 40))
-    mouth_w, mouth_h = w * rng.uniform(0.35, 0.6), h * rng.uniform(0.05, 0.25)
-    mouth_y = cy + h * 0.45
-    box = (cx - mouth_w, mouth_y - mouth_h, cx + mouth_w, mouth_y + mouth_h)
-    if rng.random() < 0.5:  # smile or frown: not the label
-        draw.arc(box, 20, 160, fill=(120, 30, 40), width=max(1, size // 30))
-    else:
-        draw.arc(box, 200, 340, fill=(120, 30, 40), width=max(1, size // 30))
-    pixels = np.asarray(image, dtype=np.float32)
-    angle = rng.uniform(0, 2 * np.pi)  # a lighting gradient across the crop
-    axis = np.linspace(-1.0, 1.0, size)
-    ramp = np.cos(angle) * axis[None, :] + np.sin(angle) * axis[:, None]
-    pixels *= (rng.uniform(0.75, 1.2) * (1.0 + 0.15 * ramp))[..., None]
-    pixels += rng.normal(0.0, 6.0, pixels.shape)
-    return np.clip(pixels, 0, 255).astype(np.uint8)
-
-
-def _jpeg(pixels: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="JPEG", quality=JPEG_QUALITY)
-    return buffer.getvalue()
-
-
-def _audio(rng: np.random.Generator, member: np.ndarray, fps: float) -> np.ndarray:
-    """Mono float32 audio whose pitch band follows ``member`` frame by frame."""
-    n_samples = int(round(len(member) / fps * SAMPLE_RATE))
-    signal = np.zeros(n_samples, dtype=np.float64)
-    changes = np.flatnonzero(np.diff(member)) + 1
-    for start, end in zip(np.r_[0, changes], np.r_[changes, len(member)]):
-        a, b = int(round(start / fps * SAMPLE_RATE)), int(round(end / fps * SAMPLE_RATE))
-        t = np.arange(b - a) / SAMPLE_RATE
-        f0 = rng.uniform(*MEMBER_F0[member[start]])
-        top = MEMBER_TOP_HZ[member[start]]
-        vibrato = 1.0 + rng.uniform(0.02, 0.04) * np.sin(2 * np.pi * rng.uniform(4, 6) * t)
-        phase = 2 * np.pi * np.cumsum(f0 * vibrato) / SAMPLE_RATE + rng.uniform(0, 2 * np.pi)
-        k = np.arange(1, int(top / (f0 * 1.05)) + 1)[:, None]  # 1.05: room for the vibrato
-        tone = (np.sin(k * phase[None, :]) / k ** rng.uniform(0.5, 1.0)).sum(axis=0)
-        syllables = 0.35 + 0.65 * (0.5 - 0.5 * np.cos(2 * np.pi * rng.uniform(2, 4) * t))
-        fade = np.minimum(1.0, np.minimum(t, t[-1] - t) / FADE_S)
-        signal[a:b] = tone * syllables * (0.5 - 0.5 * np.cos(np.pi * fade))
-    rms = np.sqrt(np.mean(signal ** 2)) or 1.0
-    signal += rng.normal(0.0, rms / 10 ** (rng.uniform(6, 12) / 20), n_samples)
-    return (0.6 * signal / np.abs(signal).max()).astype(np.float32)
 
 
 def _splits(rng: np.random.Generator, n_clips: int) -> tuple[list[str], int]:
@@ -328,15 +278,21 @@ def generate(out: str | Path, config: DemoConfig = DemoConfig(), progress: Progr
     _write_marker(out, config, complete=False)
     splits, two_person = _splits(np.random.default_rng(config.seed), config.clips)
     summary = DemoSummary(out=out, clips=dict.fromkeys(("train", "val", "test"), 0),
-                          frames=dict.fromkeys(("train", "val", "test"), 0), videos=len(splits),
+                          frames=dict.fromkeys(("train", "val", "test"), 0),
+                          videos=len(splits) + len(AU_ONLY_SPLITS),
                           labelled_frames=0, noisy_frames=0, missing_frames=0,
-                          class_counts=[0] * NUM_CLASSES)
+                          class_counts=[0] * NUM_CLASSES, au_clips=dict.fromkeys(SPLIT_DIRS, 0),
+                          au_active=[0] * NUM_AUS)
     test_names: list[str] = []
-    progress(ProgressEvent("videos", total=len(splits)))
-    for index, split in enumerate(splits):
+    videos = splits + list(AU_ONLY_SPLITS)
+    progress(ProgressEvent("videos", total=len(videos)))
+    for index, split in enumerate(videos):
+        au_only = index >= len(splits)
         # One generator per video: a video's content depends only on (seed, index).
         rng = np.random.default_rng([config.seed, index])
         noise_rng = np.random.default_rng([config.seed, index, 1])
+        au_rng = np.random.default_rng([config.seed, index, 2])
+        au_noise_rng = np.random.default_rng([config.seed, index, 3])
         video = f"demo_{index:03d}"
         fps = FPS_CHOICES[index % len(FPS_CHOICES)]
         n = config.frames
@@ -349,13 +305,22 @@ def generate(out: str | Path, config: DemoConfig = DemoConfig(), progress: Progr
             present = np.ones(n, dtype=bool)
             if rng.random() < 0.5:  # about half the clips lose a few faces
                 present &= ~_runs(rng, n, int(rng.integers(1, 4)), (1, 4))
-            who = _identity(rng)
-            crops = np.stack([_face(rng, int(p), who, config.size) for p in pair])
+            who = identity(rng)
+            crops = np.stack([face(rng, int(p), who, config.size) for p in pair])
             clips.append(_Clip(name, crops, labels, present))
-            _write_clip(out, split, clips[-1])
+            _write_clip(out, None if au_only else split, clips[-1])
+            if split != "test":
+                au_labels = _au_labels(au_rng, au_noise_rng, 2 * pair + member, config.noise)
+                _write_au(out, split, name, au_labels)
+                summary.au_clips[split] += 1
+                summary.au_only_clips += au_only
+                annotated = au_labels[au_labels[:, 0] != UNLABELED]
+                summary.au_active = (summary.au_active + annotated.sum(axis=0)).tolist()
+            summary.missing_frames += int((~present).sum())
+            if au_only:
+                continue
             summary.clips[split] += 1
             summary.frames[split] += n
-            summary.missing_frames += int((~present).sum())
             if split == "test":
                 test_names.append(name)
             else:
@@ -365,7 +330,7 @@ def generate(out: str | Path, config: DemoConfig = DemoConfig(), progress: Progr
                                         for k, c in enumerate(summary.class_counts)]
         # A two-person video shows both faces side by side; the audio is the video's.
         frames = np.concatenate([clip.crops for clip in clips], axis=2)
-        write_video(out / "videos" / f"{video}.mp4", frames, fps, _audio(rng, member, fps),
+        write_video(out / "videos" / f"{video}.mp4", frames, fps, audio(rng, member, fps),
                     SAMPLE_RATE)
         progress(ProgressEvent("videos", advance=1, info={"frames": n * len(names)}))
     (out / TEST_LIST).write_text("".join(f"{name}\n" for name in test_names), encoding="utf-8")
@@ -374,17 +339,25 @@ def generate(out: str | Path, config: DemoConfig = DemoConfig(), progress: Progr
     return summary
 
 
-def _write_clip(out: Path, split: str, clip: _Clip) -> None:
-    """The clip's face crops and, outside the test split, its annotation file."""
+def _write_clip(out: Path, split: str | None, clip: _Clip) -> None:
+    """The clip's face crops and, outside the test split, its expression annotation file (none
+    for ``split`` None: a clip with AU labels only)."""
     folder = out / "cropped_aligned" / clip.name
     folder.mkdir(parents=True, exist_ok=True)
     for i in np.flatnonzero(clip.present):
-        (folder / f"{i + 1:05d}.jpg").write_bytes(_jpeg(clip.crops[i]))
-    if split != "test":
+        (folder / f"{i + 1:05d}.jpg").write_bytes(jpeg(clip.crops[i]))
+    if split is not None and split != "test":
         path = out / ANNOTATION_DIR / SPLIT_DIRS[split] / f"{clip.name}.txt"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("\n".join([HEADER, *map(str, clip.labels.tolist())]) + "\n",
                         encoding="utf-8")
+
+
+def _write_au(out: Path, split: str, name: str, au_labels: np.ndarray) -> None:
+    path = out / AU_ANNOTATION_DIR / SPLIT_DIRS[split] / f"{name}.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [",".join(map(str, row)) for row in au_labels.tolist()]
+    path.write_text("\n".join([AU_HEADER, *rows]) + "\n", encoding="utf-8")
 
 
 def _files(path: Path) -> list[Path]:

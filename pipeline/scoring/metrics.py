@@ -12,7 +12,14 @@ Conventions, identical to scikit-learn's
   and still counts in the macro mean (it is not dropped as scikit-learn's default would);
 * with no annotated frame at all every score is 0 and ``n_frames`` is 0, so a caller can tell.
 
-The ABAW 2020/2021 score is ``0.67 * macroF1 + 0.33 * accuracy``.
+Class sets: ``macro_f1``, ``per_class_f1``, ``accuracy`` and ``abaw2021_score`` use the 8 classes
+of :data:`CLASSES` (ABAW 2022+, Other included). The ABAW 2020/2021 score is
+``0.67 * macroF1 + 0.33 * accuracy``; the 2021 expression track had 7 classes (no Other), so
+``abaw2021_score_7class`` (:func:`seven_class_from_confusion`) also reports it on those: frames
+annotated Other are left out, macro-F1 averages the 7 basic classes, and a prediction of Other
+on a basic-class frame is a miss (a false negative of its class, a false positive of none), as
+scikit-learn's ``f1_score(..., labels=range(7))`` counts it. The 8-class ``abaw2021_score`` is
+kept as before, for comparison with earlier runs. AU metrics are in :mod:`.au_metrics`.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from pipeline.data.labels import CLASSES, NUM_CLASSES, UNLABELED
 
 ABAW2021_F1_WEIGHT = 0.67
 ABAW2021_ACCURACY_WEIGHT = 0.33
+OTHER = CLASSES.index("Other")  # the class the 2020/2021 expression track did not have
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
@@ -80,6 +88,23 @@ def accuracy_from_confusion(confusion: np.ndarray) -> float:
     return float(np.trace(confusion) / total) if total else 0.0
 
 
+def seven_class_from_confusion(confusion: np.ndarray) -> tuple[float, float, float]:
+    """(macro-F1 over the 7 basic classes, accuracy, the ABAW 2021 score) of an 8x8 confusion
+    matrix with the frames annotated Other left out; all 0 when no other frame is annotated."""
+    confusion = np.asarray(confusion, dtype=np.float64)
+    basic = [k for k in range(NUM_CLASSES) if k != OTHER]
+    rows = confusion[basic]  # truth: the 7 basic classes; predictions: any of the 8
+    total = rows.sum()
+    if not total:
+        return 0.0, 0.0, 0.0
+    tp = rows[:, basic].diagonal()
+    denominator = rows.sum(axis=1) + rows[:, basic].sum(axis=0)  # (TP + FN) + (TP + FP)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.where(denominator > 0, 2.0 * tp / denominator, 0.0)
+    macro, acc = float(f1.mean()), float(tp.sum() / total)
+    return macro, acc, ABAW2021_F1_WEIGHT * macro + ABAW2021_ACCURACY_WEIGHT * acc
+
+
 def per_class_f1(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
     """float64 ``[8]``: F1 of each class in :data:`CLASSES` order."""
     return per_class_f1_from_confusion(confusion_matrix(y_true, y_pred))
@@ -96,8 +121,14 @@ def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 
 
 def abaw2021_score(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """The ABAW 2020/2021 expression score: 0.67 * macro-F1 + 0.33 * accuracy."""
+    """The ABAW 2020/2021 expression score over the 8 classes: 0.67 * macro-F1 + 0.33 * accuracy."""
     return score(y_true, y_pred).abaw2021_score
+
+
+def abaw2021_score_7class(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """The ABAW 2021 expression score as that track scored it, on its 7 classes (no Other): frames
+    annotated Other are left out and a prediction of Other is a miss."""
+    return seven_class_from_confusion(confusion_matrix(y_true, y_pred))[2]
 
 
 @dataclass(frozen=True, eq=False)
@@ -106,10 +137,11 @@ class Scores:
 
     macro_f1: float  # mean F1 over the 8 classes
     accuracy: float  # fraction of annotated frames right
-    abaw2021_score: float  # 0.67 * macro_f1 + 0.33 * accuracy
+    abaw2021_score: float  # 0.67 * macro_f1 + 0.33 * accuracy, over the 8 classes
     per_class_f1: tuple[float, ...]  # F1 per class, CLASSES order
     confusion: np.ndarray  # int64 [8, 8], rows = truth, columns = prediction
     n_frames: int  # annotated frames scored (targets -1 excluded)
+    abaw2021_score_7class: float = 0.0  # the same on the 2021 track's 7 classes (Other left out)
 
     @classmethod
     def from_confusion(cls, confusion: np.ndarray) -> "Scores":
@@ -123,6 +155,7 @@ class Scores:
             per_class_f1=tuple(float(v) for v in f1),
             confusion=confusion,
             n_frames=int(confusion.sum()),
+            abaw2021_score_7class=seven_class_from_confusion(confusion)[2],
         )
 
     def to_json(self) -> dict:
@@ -131,6 +164,7 @@ class Scores:
             "macro_f1": self.macro_f1,
             "accuracy": self.accuracy,
             "abaw2021_score": self.abaw2021_score,
+            "abaw2021_score_7class": self.abaw2021_score_7class,
             "per_class_f1": dict(zip(CLASSES, self.per_class_f1)),
             "n_frames": self.n_frames,
             "confusion": self.confusion.tolist(),

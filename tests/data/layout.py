@@ -20,6 +20,7 @@ from pipeline.data.media import write_video
 # The published header, written out rather than built from CLASSES: the reader must match the
 # file format, not this project's constant.
 HEADER_LINE = "Neutral,Anger,Disgust,Fear,Happiness,Sadness,Surprise,Other"
+AU_HEADER_LINE = "AU1,AU2,AU4,AU6,AU7,AU10,AU12,AU15,AU23,AU24,AU25,AU26"
 SAMPLE_RATE = 16000
 
 
@@ -33,6 +34,26 @@ def write_annotation(path: Path, labels, **kwargs) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(annotation_text(labels, **kwargs).encode("utf-8"))
     return path
+
+
+def au_text(rows, header: str | None = AU_HEADER_LINE, newline: str = "\n") -> str:
+    """An AU annotation file: the header, then per frame its 12 values comma-separated."""
+    lines = ([header] if header is not None else []) + [",".join(map(str, r)) for r in rows]
+    return newline.join(lines) + newline
+
+
+def write_au_annotation(path: Path, rows, **kwargs) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(au_text(np.asarray(rows).tolist(), **kwargs).encode("utf-8"))
+    return path
+
+
+def au_labels_for(n_frames: int, seed: int) -> np.ndarray:
+    """int8 [n, 12]: runs of random 0/1 rows and a run of -1 rows, like real AU annotations."""
+    rng = np.random.default_rng(100 + seed)
+    rows = np.repeat(rng.integers(0, 2, (n_frames, 12)), 3, axis=0)[:n_frames].astype(np.int8)
+    rows[2:4] = -1
+    return rows
 
 
 def write_frames(folder: Path, n_frames: int, missing=(), size: int = 32) -> Path:
@@ -90,6 +111,16 @@ class Layout:
         shutil.copytree(self.root, root)
         return replace(self, root=root)
 
+    @property
+    def au(self) -> Path:
+        return self.root / "annotations" / "AU_Detection_Challenge"
+
+    def au_train(self, clip_id: str) -> Path:
+        return self.au / "Train_Set" / f"{clip_id}.txt"
+
+    def au_val(self, clip_id: str) -> Path:
+        return self.au / "Validation_Set" / f"{clip_id}.txt"
+
     def train(self, clip_id: str) -> Path:
         return self.annotations / "Train_Set" / f"{clip_id}.txt"
 
@@ -101,8 +132,8 @@ class Layout:
         return self.root / folder / clip_id
 
     def video(self, video_id: str) -> Path:
-        folder = {"vid1": "videos", "vid2": "videos", "vid3": "batch1", "vid4": "raw_videos"}
-        return self.root / folder[video_id] / f"{video_id}.mp4"
+        folder = {"vid3": "batch1", "vid4": "raw_videos"}.get(video_id, "videos")
+        return self.root / folder / f"{video_id}.mp4"
 
 
 def write_layout(root: Path, challenge: str = "EXPR_Recognition_Challenge") -> Layout:
@@ -135,6 +166,28 @@ def write_layout(root: Path, challenge: str = "EXPR_Recognition_Challenge") -> L
             layout.labels[clip_id] = labels
     layout.test_list.write_text("vid4\n", encoding="utf-8")
     return layout
+
+
+# AU annotations of write_au_layout: clip id -> AU split. vid1 is in both tasks' training splits;
+# vid2_left (expression train) and vid3 (expression val) cross over, the leaks the guard finds;
+# vid5 and vid6 have AU labels only.
+AU_SPLITS = {"vid1": "train", "vid3": "train", "vid5": "train", "vid2_left": "val", "vid6": "val"}
+AU_ONLY_VIDEOS = {"vid5": (18, 10.0), "vid6": (14, 12.5)}
+
+
+def write_au_layout(layout: Layout) -> dict[str, np.ndarray]:
+    """Add AU annotations (and the videos and crops of the AU-only clips) to a written layout;
+    returns clip id -> the AU labels written."""
+    for video_id, (n_frames, fps) in AU_ONLY_VIDEOS.items():
+        write_clip_video(layout.video(video_id), n_frames, fps)
+        write_frames(layout.frames(video_id), n_frames, missing=(1,))
+    written = {}
+    for seed, (clip_id, split) in enumerate(AU_SPLITS.items()):
+        n_frames = layout.n_frames.get(clip_id) or AU_ONLY_VIDEOS[clip_id][0]
+        written[clip_id] = au_labels_for(n_frames, seed)
+        path = layout.au_train(clip_id) if split == "train" else layout.au_val(clip_id)
+        write_au_annotation(path, written[clip_id])
+    return written
 
 
 # Fixtures for the test modules that import them: the layout is written once per module and each

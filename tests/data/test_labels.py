@@ -6,13 +6,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.data.labels import (
+    AU_HEADER,
+    AU_NAMES,
     CLASSES,
     HEADER,
+    NUM_AUS,
     UNLABELED,
     AnnotationError,
     parse_annotation,
+    parse_au_annotation,
     read_annotation,
+    read_au_annotation,
 )
+from pipeline.data.manifest import pack_au, unpack_au
 from pipeline.errors import PipelineError
 
 # A file exactly as the Aff-Wild2 release writes one: header, then line i+2 = frame i = image
@@ -107,3 +113,55 @@ def test_round_trip(labels, newline, bom):
     text = newline.join([HEADER, *map(str, labels)]) + newline
     data = (b"\xef\xbb\xbf" if bom else b"") + text.encode()
     assert parse_annotation(data).tolist() == labels
+
+
+AU_HEAD = b"AU1,AU2,AU4,AU6,AU7,AU10,AU12,AU15,AU23,AU24,AU25,AU26\n"
+AU_PUBLISHED = AU_HEAD + b"0,0,0,1,0,0,1,0,0,0,1,0\n-1,-1,-1,-1,-1,-1,-1,-1,-1,-1,-1,-1\n" \
+    + b"1,1,0,0,0,0,0,0,0,0,1,1\n"
+
+
+def test_au_published_format():
+    labels = parse_au_annotation(AU_PUBLISHED, "video1.txt")
+    assert labels.dtype == np.int8 and labels.shape == (3, NUM_AUS)
+    assert labels[0].tolist() == [0, 0, 0, 1, 0, 0, 1, 0, 0, 0, 1, 0]
+    assert (labels[1] == -1).all()
+    # AU6 and AU12 (a smile) are the 4th and 7th columns.
+    assert [AU_NAMES[k] for k in np.flatnonzero(labels[0])] == ["AU6", "AU12", "AU25"]
+    assert AU_HEADER.encode() + b"\n" == AU_HEAD
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        AU_PUBLISHED.replace(b"\n", b"\r\n"),
+        b"\xef\xbb\xbf" + AU_PUBLISHED,
+        AU_PUBLISHED.replace(b"AU1,AU2,", b" AU1 , AU2,").replace(b"\n1,1,", b"\n 1 , 1,"),
+        AU_PUBLISHED + b"\n \n",
+    ],
+    ids=["crlf", "bom", "spaces", "trailing-blank-lines"],
+)
+def test_au_tolerated_variants(data):
+    np.testing.assert_array_equal(parse_au_annotation(data), parse_au_annotation(AU_PUBLISHED))
+
+
+def test_read_au_annotation(tmp_path):
+    (tmp_path / "v.txt").write_bytes(AU_PUBLISHED)
+    assert read_au_annotation(tmp_path / "v.txt").shape == (3, NUM_AUS)
+    with pytest.raises(AnnotationError, match=r"missing\.txt: unreadable"):
+        read_au_annotation(tmp_path / "missing.txt")
+    with pytest.raises(AnnotationError, match="line 1: header 'Neutral,Anger"):
+        parse_au_annotation(PUBLISHED, "v.txt")  # an EXPR file where an AU file belongs
+
+
+@settings(max_examples=50, deadline=None)
+@given(rows=st.lists(st.one_of(st.just([-1] * NUM_AUS),
+                               st.lists(st.integers(0, 1), min_size=NUM_AUS, max_size=NUM_AUS)),
+                     min_size=1, max_size=100),
+       newline=st.sampled_from(["\n", "\r\n"]))
+def test_au_round_trip_and_packing(rows, newline):
+    text = newline.join([AU_HEADER, *(",".join(map(str, r)) for r in rows)]) + newline
+    labels = parse_au_annotation(text.encode())
+    assert labels.tolist() == rows
+    np.testing.assert_array_equal(unpack_au(pack_au(labels)), labels)
+    codes = pack_au(labels)
+    assert ((codes == -1) == (labels[:, 0] == -1)).all() and codes.max() < 2 ** NUM_AUS

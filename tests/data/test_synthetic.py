@@ -1,8 +1,9 @@
 """The demo dataset generator: Aff-Wild2 layout, determinism, labels that need both modalities.
 
 The layout is checked against the published format (header, 5-digit 1-based frames, one label a
-line); the label design against scikit-learn classifiers on plain features (pixels, librosa
-log-mel), which know nothing of how the data was made.
+line, 12 AU values a line); the label design against scikit-learn classifiers on plain features
+(pixels, librosa log-mel), which know nothing of how the data was made. AU labels were added
+later without changing a byte of what the generator wrote before (checked two ways below).
 """
 
 from __future__ import annotations
@@ -16,10 +17,14 @@ import typer
 from typer.testing import CliRunner
 
 from cli import demo
-from pipeline.data.labels import HEADER, NUM_CLASSES, UNLABELED
+from pipeline.data import synthetic
+from pipeline.data.labels import AU_HEADER, AU_NAMES, CLASSES, HEADER, NUM_CLASSES, UNLABELED
 from pipeline.data.media import decode_audio, probe_video, read_image
 from pipeline.data.synthetic import (
     ANNOTATION_DIR,
+    AU_ANNOTATION_DIR,
+    AU_ONLY_SPLITS,
+    CLASS_AUS,
     FPS_CHOICES,
     MARKER,
     SAMPLE_RATE,
@@ -49,6 +54,18 @@ def _annotations(out: Path) -> dict[str, tuple[str, np.ndarray]]:
     return found
 
 
+def _au_annotations(out: Path) -> dict[str, tuple[str, np.ndarray]]:
+    """clip -> (AU split, int [T, 12] rows) read as the published AU format defines it."""
+    found = {}
+    for split, folder in (("train", "Train_Set"), ("val", "Validation_Set")):
+        for path in sorted((out / AU_ANNOTATION_DIR / folder).glob("*.txt")):
+            lines = path.read_text(encoding="utf-8").splitlines()
+            assert lines[0] == AU_HEADER, path
+            found[path.stem] = (split, np.array([[int(v) for v in line.split(",")]
+                                                 for line in lines[1:]]))
+    return found
+
+
 def _hashes(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*")) if p.is_file()}
@@ -74,9 +91,18 @@ def test_config_rejects_bad_options(options, match):
 def test_layout_follows_aff_wild2(small):
     out, summary = small
     labelled = _annotations(out)
+    au = _au_annotations(out)
+    au_only = sorted(set(au) - set(labelled))
     test_clips = (out / TEST_LIST).read_text(encoding="utf-8").split()
     clips = sorted(p.name for p in (out / "cropped_aligned").iterdir())
-    assert sorted([*labelled, *test_clips]) == clips  # every clip in exactly one split
+    # every clip in exactly one expression split, or AU-only
+    assert sorted([*labelled, *test_clips, *au_only]) == clips
+    assert len(au_only) == summary.au_only_clips == len(AU_ONLY_SPLITS)
+    assert sorted(au[c][0] for c in au_only) == sorted(AU_ONLY_SPLITS)
+    # Every labelled clip has AU labels in the same split; test clips have none.
+    assert all(au[c][0] == split for c, (split, _) in labelled.items())
+    assert not set(test_clips) & set(au)
+    assert {s: sum(v[0] == s for v in au.values()) for s in ("train", "val")} == summary.au_clips
     assert {s: sum(1 for v in labelled.values() if v[0] == s) for s in ("train", "val")} \
         == {s: summary.clips[s] for s in ("train", "val")}
     assert len(test_clips) == summary.clips["test"] >= 1 and summary.clips["val"] >= 2
@@ -119,7 +145,8 @@ def test_videos_carry_fps_frames_and_aligned_audio(small):
         # The track spans the frames; AAC adds at most a couple of 1024-sample frames of padding.
         assert abs(len(audio) - SMALL.frames / info.fps * SAMPLE_RATE) <= 2 * 1024 + 1, path
     assert len(rates) > 1 and rates <= set(FPS_CHOICES)
-    assert summary.videos == len(list((out / "videos").iterdir())) == SMALL.clips - 1
+    assert summary.videos == len(list((out / "videos").iterdir())) \
+        == SMALL.clips - 1 + len(AU_ONLY_SPLITS)
 
 
 def test_same_seed_same_bytes_other_seed_other_data(small, tmp_path):
@@ -140,13 +167,69 @@ def test_noise_changes_only_labels(small, tmp_path):
     summary = generate(tmp_path / "clean", clean)
     assert summary.noisy_frames == 0
     mine, theirs = _hashes(out), _hashes(tmp_path / "clean")
-    assert {n for n in mine if mine[n] != theirs[n]} \
-        == {n for n in mine if n.startswith("annotations") or n == MARKER}
+    changed = {n for n in mine if mine[n] != theirs[n]}
+    assert changed <= {n for n in mine if n.startswith("annotations") or n == MARKER}
+    assert changed >= {n for n in mine if n.startswith(str(ANNOTATION_DIR)) or n == MARKER}
     noisy, exact = _annotations(out), _annotations(tmp_path / "clean")
     flips = sum(int((noisy[c][1] != exact[c][1]).sum()) for c in noisy)
     # The noise is a fraction of each clip's labelled frames.
     assert flips == sum(round(SMALL.noise * int((exact[c][1] != UNLABELED).sum())) for c in exact)
     assert all(((noisy[c][1] == UNLABELED) == (exact[c][1] == UNLABELED)).all() for c in noisy)
+    # AU noise: one AU flipped in the same fraction of each clip's annotated frames.
+    noisy_au, exact_au = _au_annotations(out), _au_annotations(tmp_path / "clean")
+    for clip, (_, rows) in exact_au.items():
+        differ = (noisy_au[clip][1] != rows).sum(axis=1)
+        assert set(differ.tolist()) <= {0, 1}
+        assert differ.sum() == round(SMALL.noise * int((rows[:, 0] != UNLABELED).sum()))
+        assert ((noisy_au[clip][1] == UNLABELED) == (rows == UNLABELED)).all()
+
+
+def test_au_labels_follow_the_classes(tmp_path):
+    out = tmp_path / "clean"
+    summary = generate(out, DemoConfig(clips=5, frames=30, seed=3, size=32, noise=0.0))
+    labelled, au = _annotations(out), _au_annotations(out)
+    rows = []
+    for clip, (_, labels) in labelled.items():
+        both = (labels != UNLABELED) & (au[clip][1][:, 0] != UNLABELED)
+        assert both.any()
+        for label, row in zip(labels[both], au[clip][1][both]):
+            assert {AU_NAMES[k] for k in np.flatnonzero(row)} == set(CLASS_AUS[label]), label
+            rows.append(row)
+    assert set(CLASS_AUS[CLASSES.index("Happiness")]) == {"AU6", "AU12"}
+    assert set(CLASS_AUS[CLASSES.index("Surprise")]) == {"AU1", "AU2", "AU26"}
+    assert CLASS_AUS[CLASSES.index("Neutral")] == ()
+    assert all(any(name in aus for aus in CLASS_AUS) for name in AU_NAMES)  # every AU occurs
+    everything = np.concatenate([rows for _, rows in au.values()])
+    assert (everything[:, 0] == UNLABELED).any()  # -1 rows
+    assert set(np.unique(everything).tolist()) == {-1, 0, 1}
+    assert summary.au_active == everything[everything[:, 0] >= 0].sum(axis=0).tolist()
+
+
+def test_au_labels_leave_every_other_file_unchanged(small, tmp_path, monkeypatch):
+    """The generator with its AU part switched off writes exactly the files it wrote before AU
+    labels existed: the AU streams draw nothing from the expression ones."""
+    out, _ = small
+    monkeypatch.setattr(synthetic, "AU_ONLY_SPLITS", ())
+    monkeypatch.setattr(synthetic, "_write_au", lambda *args: None)
+    generate(tmp_path / "no_au", SMALL)
+    without, full = _hashes(tmp_path / "no_au"), _hashes(out)
+    assert without == {name: full[name] for name in without}
+    assert set(full) - set(without) == {n for n in full if "AU_Detection_Challenge" in n
+                                        or "demo_004" in n or "demo_005" in n}
+
+
+def test_expression_files_as_before_au_labels(small):
+    """A digest of SMALL's text files (expression annotations, test list, marker) as written by
+    the generator before AU labels (commit 40fdcc7): text, so independent of image and video
+    encoder versions."""
+    out, _ = small
+    names = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()
+                   and p.suffix in (".txt", ".json") and "AU_Detection" not in str(p))
+    digest = hashlib.sha256()
+    for name in names:
+        digest.update(name.encode() + b"\0" + (out / name).read_bytes() + b"\0")
+    assert len(names) == 6
+    assert digest.hexdigest() == "7ae850bd06abaf562524a284e3a9e22812efceef577fbb9a9e378b2708c4982e"
 
 
 def test_two_person_clips_share_the_audio_bit(small):
@@ -162,7 +245,8 @@ def test_rerun_replaces_a_demo_and_refuses_other_folders(tmp_path):
     out = tmp_path / "demo"
     generate(out, DemoConfig(clips=6, frames=16, size=32))
     generate(out, DemoConfig(clips=4, frames=16, size=32))
-    assert len(list((out / "cropped_aligned").iterdir())) == 4  # no clip left from the first run
+    # no clip left from the first run
+    assert len(list((out / "cropped_aligned").iterdir())) == 4 + len(AU_ONLY_SPLITS)
     fresh = generate(tmp_path / "fresh", DemoConfig(clips=4, frames=16, size=32)).out
     assert _hashes(out) == _hashes(fresh)
     (tmp_path / "mine").mkdir()

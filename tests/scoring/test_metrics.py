@@ -87,3 +87,22 @@ def test_bad_inputs_are_rejected(y_true, y_pred):
 
 def test_predictions_at_unlabeled_frames_are_not_checked():
     assert metrics.accuracy(np.array([3, -1]), np.array([3, 99])) == 1.0
+
+
+@settings(max_examples=150, deadline=None)
+@given(frames())
+def test_seven_class_score_equals_scikit_learn_without_other(data):
+    """ABAW 2021 scored 7 classes: frames annotated Other (7) are left out, and a prediction of
+    Other counts as a miss, as scikit-learn does with ``labels=range(7)``."""
+    y_true, y_pred = data
+    keep = (y_true != UNLABELED) & (y_true != CLASSES.index("Other"))
+    t, p = y_true[keep], y_pred[keep]
+    s = metrics.score(y_true, y_pred)
+    if t.size == 0:
+        assert s.abaw2021_score_7class == 0.0
+        return
+    f1 = sk.f1_score(t, p, labels=list(range(7)), average="macro", zero_division=0)
+    expected = 0.67 * f1 + 0.33 * sk.accuracy_score(t, p)
+    assert s.abaw2021_score_7class == pytest.approx(expected, abs=1e-12)
+    assert metrics.abaw2021_score_7class(y_true, y_pred) == pytest.approx(expected, abs=1e-12)
+    assert s.to_json()["abaw2021_score_7class"] == s.abaw2021_score_7class
