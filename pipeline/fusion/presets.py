@@ -6,7 +6,9 @@ A config is built in layers, each overriding the one before (:func:`build_config
 
 Presets name the feature arrays stage one writes for each paper's backbones (``swin``,
 ``swin_audio_w*``, ``iresnet``, ``tdnn_w*``) and the paper's training choices. What a paper does
-not state keeps this project's default (noted per preset). Not reproduced: Jin et al.'s
+not state keeps this project's default (noted per preset). A preset may also name the extractor
+settings its paper used (``Preset.extraction``); :func:`build_config` then refuses a store whose
+root attributes record other settings for the features the run reads. Not reproduced: Jin et al.'s
 multi-task AU training, Yu et al.'s coarse-fine granularity loss and GCSA backbone (stage one's
 features stand in for their backbones).
 """
