@@ -85,7 +85,7 @@ def build_config(method: str, store: str | Path, manifests: str | Path, preset: 
                  config_file: str | Path | None = None, sets: Sequence[str] = (),
                  seed: int | None = None) -> FuseConfig:
     """The run config: defaults < preset < config file < ``key=value`` overrides < the options."""
-    from pipeline.fusion.presets import preset_overrides
+    from pipeline.fusion.presets import check_extraction, preset_overrides
 
     if config_file is not None:
         try:
@@ -99,7 +99,10 @@ def build_config(method: str, store: str | Path, manifests: str | Path, preset: 
         key, _, value = assignment.partition("=")
         if key.strip() == "method" and value.strip().strip("\"'") != method:
             raise PipelineError(f"--set {assignment}: use --method to choose the head")
-    return build(FuseConfig, file=config_file,
-                 preset=preset_overrides(preset, method) if preset is not None else None,
-                 sets=sets, options={"method": method, "store": str(store),
-                                     "manifests": str(manifests), "seed": seed})
+    config = build(FuseConfig, file=config_file,
+                   preset=preset_overrides(preset, method) if preset is not None else None,
+                   sets=sets, options={"method": method, "store": str(store),
+                                       "manifests": str(manifests), "seed": seed})
+    if preset is not None:
+        check_extraction(preset, config)  # the store holds what the preset's paper extracted
+    return config

@@ -39,8 +39,9 @@ class FeatureRequest:
 
     arrays: tuple[str, ...]  # store arrays to read (besides "valid"), image and audio
     audio: tuple[str, ...] = ()  # those of them that are audio (zeros for clips without audio)
-    # Dynamic windows of the audio arrays, in their order: (lengths, purity thresholds), or None.
-    purity: tuple[tuple[int, ...], tuple[float, ...]] | None = None
+    # Dynamic windows of the audio arrays, in their order: (lengths, purity thresholds, purity
+    # rule), or None (see sampling.purity_rule).
+    purity: tuple[tuple[int, ...], tuple[float, ...], str] | None = None
 
 
 @dataclass(eq=False)

@@ -7,7 +7,9 @@ A config is built in layers, each overriding the one before
 
 Presets name the feature arrays stage one writes for each paper's backbones (``swin``,
 ``swin_audio_w*``, ``iresnet``, ``tdnn_w*``) and the paper's training choices. What a paper does
-not state keeps this project's default (noted per preset). Not reproduced: Jin et al.'s
+not state keeps this project's default (noted per preset). A preset may also name the extractor
+settings its paper used (``Preset.extraction``); :func:`build_config` then refuses a store whose
+root attributes record other settings for the features the run reads. Not reproduced: Jin et al.'s
 multi-task AU training, Yu et al.'s coarse-fine granularity loss and GCSA backbone (stage one's
 features stand in for their backbones).
 """
@@ -15,10 +17,13 @@ features stand in for their backbones).
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import PipelineError
+
+if TYPE_CHECKING:
+    from pipeline.fusion.config import FuseConfig
 
 
 @dataclass(frozen=True)
@@ -27,27 +32,43 @@ class Preset:
     methods: tuple[str, ...]  # the heads the paper describes (the preset applies to these)
     settings: dict[str, Any] = field(default_factory=dict)  # train / sampling / loss overrides
     heads: dict[str, dict[str, Any]] = field(default_factory=dict)  # head overrides per method
+    # What stage one must have used: extractor -> {config field (dotted): accepted values, the
+    # paper's first}. Checked against the store's record by :func:`check_extraction`.
+    extraction: dict[str, dict[str, tuple[Any, ...]]] = field(default_factory=dict)
 
 
+_SWIN_TINY = "swin_tiny_patch4_window7_224"  # timm's name (pipeline.features.extractors.swin)
 _KIM_FEATURES = {"image": "swin", "audio": ["swin_audio_w32", "swin_audio_w48", "swin_audio_w64"]}
 
 PRESETS: dict[str, Preset] = {
-    # Kim, Kim, Won 2023: Swin-Tiny features for faces and log-mel images, the Modal Fusion Module
-    # with two ViT encoder layers, Y_I / Y_A / Y_T trained together, dynamic windows 32/48/64 with
-    # purity 0.8/0.65/0.5, majority-class subsampling. Optimiser and learning rate: not stated.
+    # Kim, Kim, Won 2023: Swin-Tiny features of 224x224 faces (a plain resize) and of log-mel
+    # images (2048 FFT, hop 1024, 128 mels), the Modal Fusion Module with two ViT encoder layers,
+    # outputs Y_I / Y_A / Y_T ensembled, dynamic windows 32/48/64 kept when at least 0.8/0.65/0.5
+    # of their frames share the centre frame's label, majority-class subsampling. Not stated, so
+    # ours: frozen backbones (the paper trains both Swins), the three outputs trained at once by
+    # the sum of their losses, the subsampling cap (the median class count: it cuts Happiness on
+    # Table 1), optimiser, learning rate, epochs.
     "kim2023": Preset(
         paper="Kim et al. 2023, Multi Modal Facial Expression Recognition with Transformer-Based "
               "Fusion Networks and Dynamic Sampling",
         methods=("mfm", "image", "audio"),
         settings={
-            "sampling": {"balance": "subsample", "majority_cap": 2.0, "purity": True,
-                         "windows": [32, 48, 64], "thresholds": [0.8, 0.65, 0.5]},
+            "sampling": {"balance": "subsample", "majority_cap": 1.0, "purity": True,
+                         "purity_over": "window", "windows": [32, 48, 64],
+                         "thresholds": [0.8, 0.65, 0.5]},
             "loss": {"kind": "ce"},
         },
         heads={
             "mfm": {**_KIM_FEATURES, "layers": 2},
             "image": {"image": "swin"},
             "audio": {"audio": _KIM_FEATURES["audio"]},
+        },
+        extraction={
+            # "resized them to 224x224": the whole face crop, not timm's resize-248 + crop-224.
+            "swin": {"model": (_SWIN_TINY,), "crop_pct": (1.0,)},
+            "swin_audio": {"model": (_SWIN_TINY,), "frontend.preset": ("kim2023",),
+                           "frontend.n_fft": (2048, None), "frontend.hop_length": (1024, None),
+                           "frontend.n_mels": (128, None)},
         },
     ),
     # Jin et al. 2021: IResNet100 face features and 512-d TDNN audio features concatenated, a
@@ -102,3 +123,50 @@ def preset_overrides(name: str, method: str) -> dict[str, Any]:
         raise PipelineError(f"preset {name} ({preset.paper.split(',')[0]}) describes the methods "
                             f"{', '.join(preset.methods)}, not {method}")
     return _merge(preset.settings, {"head": preset.heads.get(method, {})})
+
+
+def _field(config: dict, dotted: str) -> Any:
+    """``config["a"]["b"]`` for ``"a.b"``; a missing field reads as None (the dataclass default)."""
+    for key in dotted.split("."):
+        config = config.get(key) if isinstance(config, dict) else None
+    return config
+
+
+def _arrays_read(head: Any) -> set[str]:
+    """Names a head config mentions (its store arrays are among them)."""
+    names: set[str] = set()
+    for value in asdict(head).values():
+        values = value if isinstance(value, (list, tuple)) else (value,)
+        names.update(v for v in values if isinstance(v, str))
+    return names
+
+
+def check_extraction(name: str, config: FuseConfig) -> None:
+    """Refuse, in one line, a store whose features this run reads were extracted with other
+    settings than preset ``name`` needs (the store's root attributes record each extractor's
+    config). Extractors whose arrays the run does not read are not checked, and a store that does
+    not exist yet is left to the stage to report.
+    """
+    from pipeline.features.store import FeatureStore, StoreError  # zarr: only when fusing
+
+    needs = PRESETS[name].extraction
+    if not needs:
+        return
+    try:
+        recorded = FeatureStore(config.store).extractors()
+    except StoreError:
+        return
+    read = _arrays_read(config.head)
+    for extractor, fields in needs.items():
+        record = recorded.get(extractor)
+        if record is None or not read & set(record.get("outputs", {})):
+            continue
+        for dotted, accepted in fields.items():
+            value = _field(record.get("config", {}), dotted)
+            if value not in accepted:
+                wanted = " or ".join(repr(a) for a in accepted)
+                raise PipelineError(
+                    f"{config.store}: {extractor} was extracted with {dotted}={value!r}, but "
+                    f"preset {name} needs {wanted}: extract into another store with "
+                    f"--set configs.{extractor}.{dotted}={accepted[0]}")
+

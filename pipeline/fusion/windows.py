@@ -5,9 +5,19 @@ vectorised with cumulative sums, so a 100,000-frame clip costs milliseconds.
 
 * **Dynamic windows** (Kim et al. 2023, section 2.2): a window of ``L`` frames centred on frame
   ``t`` covers frames ``t - L//2 .. t + L//2 - 1`` (the paper's ``t_c-16 .. t_c+15`` for 32),
-  clipped to the clip. Its **purity** is the fraction of its *labelled* frames that carry frame
-  ``t``'s label; a window trains only if its purity reaches the threshold of its length
-  (0.8 for 32, 0.65 for 48, 0.5 for 64 in the paper).
+  clipped to the clip. A window trains only if its **purity** reaches the threshold of its
+  length (0.8 for 32, 0.65 for 48, 0.5 for 64 in the paper). Two rules (``PURITY_RULES``):
+
+  - ``"window"`` (the paper's, used by ``kim2023``): the fraction of *all* the window's frames
+    that carry frame ``t``'s label. The paper excludes a window when "less than 80% of the frames
+    in the window" share the centre frame's label, so unlabelled (``-1``) frames count against
+    it: a 32-frame window with 12 unlabelled frames scores at most 20/32 = 0.625 and is dropped.
+    The paper does not say what happens at a clip's ends; here the window's frames are those
+    inside the clip (a frame before the first one has no label to compare, and its audio is the
+    extractor's padding, not another expression).
+  - ``"labelled"`` (lenient, this project's earlier rule): the fraction of the window's
+    *labelled* frames that carry frame ``t``'s label; unlabelled frames do not count at all, so
+    the same window scores 1.0 when its 20 labelled frames agree.
 * **Sequence windows** (Jin et al. 2021): fixed-length windows whose starts cover every frame;
   at inference overlapping windows' predictions are averaged.
 
@@ -25,14 +35,20 @@ from pipeline.data.labels import NUM_CLASSES, UNLABELED
 # Kim et al. 2023: the three dynamic audio windows (frames) and their label-purity thresholds.
 PAPER_WINDOWS: tuple[int, ...] = (32, 48, 64)
 PAPER_THRESHOLDS: tuple[float, ...] = (0.8, 0.65, 0.5)
+# What a window's purity divides by: all its frames (the paper) or only its labelled frames.
+PURITY_RULES: tuple[str, ...] = ("window", "labelled")
 
 
-def purity(labels: np.ndarray, length: int) -> np.ndarray:
-    """float64 [T]: fraction of the labelled frames in each frame's centred window that share its label.
+def purity(labels: np.ndarray, length: int, rule: str = "window") -> np.ndarray:
+    """float64 [T]: fraction of each frame's centred window that shares its label.
 
-    0 where the frame itself is unlabelled (it is never a target). The frame counts itself, so a
-    labelled frame's purity is always > 0.
+    ``rule = "window"`` divides by every frame of the window inside the clip (unlabelled frames
+    count as not sharing the label, as in the paper); ``"labelled"`` divides by the window's
+    labelled frames only. 0 where the frame itself is unlabelled (it is never a target). The
+    frame counts itself, so a labelled frame's purity is always > 0.
     """
+    if rule not in PURITY_RULES:
+        raise ValueError(f"purity rule {rule!r}: choose from {', '.join(PURITY_RULES)}")
     labels = np.asarray(labels).astype(np.int64)
     n = labels.size
     labelled = labels != UNLABELED
@@ -41,18 +57,17 @@ def purity(labels: np.ndarray, length: int) -> np.ndarray:
     cumulative = np.cumsum(onehot, axis=0)  # row i: counts over frames < i
     start, stop = window_bounds(n, length)
     per_class = cumulative[stop] - cumulative[start]  # [T, 8]
-    total = per_class.sum(axis=1)
+    total = stop - start if rule == "window" else per_class.sum(axis=1)
     own = per_class[np.arange(n), np.where(labelled, labels, 0)]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        result = np.where(labelled & (total > 0), own / np.maximum(total, 1), 0.0)
-    return result
+    return np.where(labelled & (total > 0), own / np.maximum(total, 1), 0.0)
 
 
-def window_passes(labels: np.ndarray, lengths: tuple[int, ...], thresholds: tuple[float, ...]
-                  ) -> np.ndarray:
+def window_passes(labels: np.ndarray, lengths: tuple[int, ...], thresholds: tuple[float, ...],
+                  rule: str = "window") -> np.ndarray:
     """bool [T, len(lengths)]: the window of each length around each frame may train.
 
-    A window passes when its frame is labelled and its purity reaches its threshold.
+    A window passes when its frame is labelled and its purity (by ``rule``, see :func:`purity`)
+    reaches its threshold.
     """
     if len(lengths) != len(thresholds):
         raise ValueError(f"{len(lengths)} window lengths but {len(thresholds)} purity thresholds")
@@ -60,7 +75,7 @@ def window_passes(labels: np.ndarray, lengths: tuple[int, ...], thresholds: tupl
     if not lengths:
         return np.zeros((labels.size, 0), dtype=bool)
     # A tiny epsilon: 0.65 of 40 frames is 26 frames, but 26/40 may round below 0.65 in floats.
-    return np.stack([purity(labels, length) >= threshold - 1e-9
+    return np.stack([purity(labels, length, rule) >= threshold - 1e-9
                      for length, threshold in zip(lengths, thresholds)], axis=1)
 
 

@@ -14,22 +14,23 @@ from pipeline.fusion.windows import (
 )
 
 
-def _purity_loop(labels, length):
+def _purity_loop(labels, length, rule):
     out = np.zeros(len(labels))
     for t, label in enumerate(labels):
         if label == -1:
             continue
         window = labels[max(0, t - length // 2): t - length // 2 + length]
-        labelled = window[window != -1]
-        out[t] = np.mean(labelled == label)
+        counted = window if rule == "window" else window[window != -1]
+        out[t] = np.mean(counted == label)
     return out
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.integers(-1, 7), min_size=1, max_size=120), st.integers(1, 70))
-def test_purity_equals_a_loop(labels, length):
+@given(st.lists(st.integers(-1, 7), min_size=1, max_size=120), st.integers(1, 70),
+       st.sampled_from(["window", "labelled"]))
+def test_purity_equals_a_loop(labels, length, rule):
     labels = np.array(labels)
-    np.testing.assert_allclose(purity(labels, length), _purity_loop(labels, length))
+    np.testing.assert_allclose(purity(labels, length, rule), _purity_loop(labels, length, rule))
 
 
 def test_window_is_the_papers_centred_range():
@@ -52,10 +53,34 @@ def test_thresholds_decide_which_windows_train():
     assert not window_passes(np.full(10, -1), (32,), (0.8,)).any()  # unlabelled frames never train
 
 
-def test_unlabelled_frames_do_not_count_against_purity():
+def test_papers_rule_counts_unlabelled_frames_against_the_window():
+    # Section 2.2: t_s is dropped when "less than 80% of the frames in the window" share the
+    # centre frame's label. Frame 50's 32-frame window is frames 34..65; 12 of them are -1 and the
+    # other 20 share its label: 20/32 = 0.625 < 0.8, dropped. The lenient rule sees 20/20.
+    labels = np.full(100, 4)
+    labels[40:52] = -1
+    labels[50] = 4  # the centre frame itself is labelled ...
+    labels[52] = -1  # ... and the window still holds 12 unlabelled frames
+    start, stop = window_bounds(100, 32)
+    window = labels[start[50]:stop[50]]
+    assert (window.size, (window == -1).sum(), (window == 4).sum()) == (32, 12, 20)
+    assert purity(labels, 32)[50] == pytest.approx(0.625)  # the default is the paper's rule
+    assert purity(labels, 32, "labelled")[50] == 1.0
+    assert not window_passes(labels, (32,), (0.8,))[50, 0]
+    assert window_passes(labels, (32,), (0.8,), "labelled")[50, 0]
+    # 48 and 64 frames around frame 50 hold the same 12 unlabelled frames: 36/48 = 0.75 >= 0.65
+    # and 52/64 = 0.8125 >= 0.5, so those windows train under either rule.
+    assert window_passes(labels, (32, 48, 64), (0.8, 0.65, 0.5))[50].tolist() == [False, True, True]
+    assert purity(labels, 48)[50] == pytest.approx(36 / 48)
+
+
+def test_lenient_rule_ignores_unlabelled_frames():
     # Frame 5's window is frames 0..20: ten of class 3, ten unlabelled, one of class 5.
     labels = np.r_[np.full(10, 3), np.full(10, -1), np.full(2, 5)]
-    assert purity(labels, 32)[5] == pytest.approx(10 / 11)
+    assert purity(labels, 32, "labelled")[5] == pytest.approx(10 / 11)
+    assert purity(labels, 32, "window")[5] == pytest.approx(10 / 21)  # clipped at the clip's start
+    with pytest.raises(ValueError, match="'lenient'"):
+        purity(labels, 32, "lenient")
 
 
 @settings(max_examples=150, deadline=None)

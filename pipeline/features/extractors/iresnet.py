@@ -1,4 +1,11 @@
-"""``iresnet``: ArcFace IResNet face embeddings, 512-d per frame (paper 003, Jin et al. 2021).
+"""``iresnet``: insightface's IResNet face embeddings, 512-d per frame (the backbone of paper 003).
+
+Paper 003 (Jin et al. 2021) uses insightface's IResNet-100 trained with the CosFace loss on
+Glint360K, then fine-tuned on Aff-Wild2 with AU and expression heads (multi-task). What we take:
+the architecture, the 112x112 input and the 512-d output; the weights are whatever file you give
+(insightface publishes IResNet-100 backbones trained with CosFace on Glint360K, as the paper's
+was, and with ArcFace on MS1MV3, all with the state-dict names below), and the network stays
+frozen (no multi-task fine-tuning here).
 
 The architecture of insightface's ``recognition/arcface_torch/backbones/iresnet.py`` with the same
 module and parameter names, so that a published ``backbone.pth`` (e.g. ``ms1mv3_arcface_r100``)

@@ -1,4 +1,10 @@
-"""``swin``: Swin-Tiny face-crop features from timm, 768-d pooled per frame (paper 000, Kim et al. 2023).
+"""``swin``: Swin-Tiny face-crop features from timm, 768-d pooled per frame (paper 000's backbone).
+
+Paper 000 (Kim et al. 2023) trains a Swin-Tiny on the aligned face crops "resized ... to 224x224"
+and fuses its features; here the backbone is frozen and its weights come from a file. The paper's
+input is a plain resize: ``crop_pct = 1.0`` (which the ``kim2023`` preset requires). The default
+(``crop_pct`` unset) is timm's eval transform for the model, resize to 248 and centre-crop 224,
+which cuts about 10% of the face's width and height.
 
 The model is ``timm.create_model(config.model, num_classes=0)``; its output is timm's own
 ``forward_head(forward_features(x), pre_logits=True)`` (channels_last changes only float rounding).

@@ -9,7 +9,9 @@ with the model's mean and std. The output is timm's pooled ``forward_head(forwar
 pre_logits=True)``, 768-d for Swin-Tiny, one array ``swin_audio_w<W>`` per window length.
 
 Weights: a timm state-dict file as for ``swin`` (e.g. a Swin-Tiny fine-tuned on such images);
-without one, seeded random weights.
+without one, seeded random weights. Paper 000 trains its audio Swin-Tiny on the spectrograms and
+gives only the log-mel parameters and the three windows; the rendering above (orientation,
+scaling, resize, channels) and the frozen backbone are ours.
 """
 
 from pipeline.compat import ensure_torchvision

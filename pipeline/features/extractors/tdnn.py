@@ -1,12 +1,17 @@
-"""``tdnn``: an x-vector TDNN over log-mel windows, 512-d per window (paper 003, Jin et al. 2021).
+"""``tdnn``: an x-vector TDNN over log-mel windows, 512-d per window (standing in for paper 003's).
 
-The x-vector network of Snyder et al. (2018): five frame-level layers (dilated 1-D convolutions
-with contexts [t-2..t+2], {t-2, t, t+2}, {t-3, t, t+3}, {t}, {t}; widths 512, 512, 512, 512,
-1500; each conv -> ReLU -> BatchNorm), statistics pooling (mean and standard deviation over time),
-and the segment-level affine layer to 512 whose output (before its nonlinearity) is the
-embedding. Its input is the ``jin2021`` log-mel (64 mels, 10 ms window, 5 ms hop) of one window
-centred on a video frame, mean-normalised over the window (cepstral mean normalisation, as x-vector
-recipes do) when ``mean_norm`` is set.
+Paper 003 (Jin et al. 2021) says only that a TDNN (citing Peddinti et al. 2015) over a TorchAudio
+mel spectrogram (64 mels, 10 ms window, 5 ms stride) gives its 512-d audio features, trained with
+the visual model frozen. The network below, its window per video frame (paper 000's 32/48/64
+frames) and the per-window mean normalisation are our choices.
+
+Our network is the x-vector of Snyder et al. (2018): five frame-level layers (dilated 1-D
+convolutions with contexts [t-2..t+2], {t-2, t, t+2}, {t-3, t, t+3}, {t}, {t}; widths 512, 512,
+512, 512, 1500; each conv -> ReLU -> BatchNorm), statistics pooling (mean and standard
+deviation over time), and the segment-level affine layer to 512 whose output (before its
+nonlinearity) is the embedding. Its input is the ``jin2021`` log-mel (64 mels, 10 ms window,
+5 ms hop) of one window centred on a video frame, mean-normalised over the window (cepstral mean
+normalisation, as x-vector recipes do) when ``mean_norm`` is set.
 
 State-dict names, for a weights file (``torch.save(module.state_dict())`` of :class:`XVector`):
 ``frames.{i}.conv.{weight,bias}``, ``frames.{i}.norm.{weight,bias,running_mean,running_var,

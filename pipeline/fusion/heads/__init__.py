@@ -66,7 +66,8 @@ class Classifier(nn.Module):
     """LayerNorm, dropout, then a linear layer (``hidden`` 0) or a one-hidden-layer MLP.
 
     The LayerNorm puts features of any frozen backbone on one scale, so that one learning rate
-    suits them all; the classifier on top is still linear (the paper's Y_I and Y_A).
+    suits them all; the layer on top is linear, as Kim et al. 2023's Y_I and Y_A are (the
+    LayerNorm and dropout before it are ours).
     """
 
     def __init__(self, dim: int, hidden: int = 0, dropout: float = 0.0) -> None:
@@ -138,7 +139,8 @@ class Head(nn.Module, metaclass=ABCMeta):
 
     def loss(self, logits: dict[str, torch.Tensor], targets: torch.Tensor,
              weights: torch.Tensor | None, config: LossConfig) -> torch.Tensor:
-        """Sum of the outputs' losses (Kim et al. 2023 train Y_I, Y_A and Y_T together)."""
+        """Sum of the outputs' losses: a head with several outputs trains them all at once (our
+        choice for ``mfm``; Kim et al. 2023 do not say how Y_I, Y_A and Y_T are trained)."""
         return sum(batch_loss(value, targets, weights, config) for value in logits.values())
 
     @torch.no_grad()

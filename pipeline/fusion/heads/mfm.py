@@ -10,8 +10,22 @@ Per target frame ``t``::
     Y_T  = Linear(two ViT encoder layers (Y)[CLS])
     Y_I  = Linear(frame t's image features),  Y_A = Linear(mean of frame t's audio windows)
 
-trained together (sum of the three losses); outputs ``fusion`` (Y_T, primary), ``image`` (Y_I)
-and ``audio`` (Y_A), whose probabilities stage three may ensemble as the paper does.
+with outputs ``fusion`` (Y_T, primary), ``image`` (Y_I) and ``audio`` (Y_A), whose probabilities
+stage three may ensemble as the paper does ("the three outputs ... are ensembled").
+
+What the paper says and what we chose:
+
+* The paper trains both Swin-Tiny backbones (image and audio "are trained separately using a Swin
+  Transformer") and then fuses; here the backbones are frozen (stage one) and only this head
+  trains.
+* The paper does not say how Y_I, Y_A and Y_T are trained; here they train together, on the sum
+  of their three losses, in one run.
+* Its attention is one scaled dot-product over the features themselves (equations 1-2); here it
+  is torch's multi-head attention (``heads`` heads, with its query/key/value projections), after
+  a LayerNorm + Linear projection of each modality to ``dim``.
+* Y_I and Y_A are "linear layers" over the image and audio features; Y_A sees the mean of frame
+  ``t``'s window embeddings (the paper has three dynamic audio features and does not say how Y_A
+  combines them).
 
 Tokens (the choice this implementation makes, since the paper does not say how many there are):
 

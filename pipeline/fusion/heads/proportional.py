@@ -7,7 +7,12 @@ directories. After every epoch all integer pairs ``0 < m, n <= max_weight`` (the
 scored by validation macro-F1 and the best pair (ties: the smallest m, then the smallest n)
 becomes the ``fusion`` output, the primary one: the training loop calls :meth:`ProportionalHead.fit_on`
 with the validation outputs after every epoch. The full 5 x 5 table is kept in metrics.json
-under ``"grid"``; ``m`` and ``n`` are fitted on the validation split itself, as in the paper.
+under ``"grid"``. The paper gives only the range (integers, ``0 < m, n < 6``), not how ``m`` and
+``n`` are chosen; we choose them by a grid search on the validation split itself, so the
+``fusion`` score is optimistic (stage three's ensemble can fit them on other clips instead).
+The paper's two classifiers are FC layers with dropout 0.2 after its GCSA-enhanced backbones,
+trained with its coarse-fine granularity loss; here they sit on stage one's frozen features and
+train with ``loss.kind``.
 
 The search is stage three's :func:`pipeline.scoring.search.proportional_search` (one
 implementation of the rule for the whole project; vectorised: 25 pairs over 1,000,000 frames in
