@@ -154,8 +154,10 @@ def read_clip(store: FeatureStore, clip: Clip, request: FeatureRequest,
     valid = store.read(clip.clip_id, VALID).astype(bool).reshape(-1)
     if valid.size != n:
         raise PipelineError(f"clip {clip.clip_id}: {valid.size} '{VALID}' flags for {n} frames")
+    # scoring_labels: an expression-val clip the leakage guard excluded (it trains the AU task)
+    # must not steer early stopping either.
     labels = (np.full(n, UNLABELED, dtype=np.int64) if clip.labels is None
-              else clip.labels.astype(np.int64))
+              else clip.scoring_labels("expr").astype(np.int64))
     arrays = {}
     for name in request.arrays:
         if name in request.audio and not has_audio:

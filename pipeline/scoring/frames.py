@@ -163,7 +163,8 @@ def load_split(members: Sequence[Member], clips: Sequence[Clip], split: str,
             progress(ProgressEvent(f"read {split}", advance=1))
     labels = None
     if clips and all(c.labels is not None for c in clips):
-        labels = np.concatenate([c.labels for c in clips]).astype(np.int8)
+        # scoring_labels: frames the leakage guard excluded from this score read as unlabelled.
+        labels = np.concatenate([c.scoring_labels("expr") for c in clips]).astype(np.int8)
     face = (np.concatenate([faces(c) for c in clips]) if clips
             else np.zeros(0, dtype=bool))
     return SplitData(tuple(c.clip_id for c in clips), tuple(c.video_id for c in clips),
@@ -174,6 +175,6 @@ def clip_data(readers: Sequence[Predictions], faces: FaceMasks, clip: Clip, spli
               ) -> SplitData:
     """One clip as a :class:`SplitData` (for applying a fitted pipeline clip by clip)."""
     probs = np.stack([clip_probs(r, clip, split) for r in readers])
-    labels = None if clip.labels is None else clip.labels.astype(np.int8)
+    labels = None if clip.labels is None else clip.scoring_labels("expr").astype(np.int8)
     return SplitData((clip.clip_id,), (clip.video_id,), np.array([0, clip.n_frames]), probs,
                      labels, faces(clip))
