@@ -1,0 +1,47 @@
+"""The import order of the library's wings, as ``pipeline/__init__.py`` states it, read off the code.
+
+``fusion -> scoring -> features -> data``: a module of a wing may import its own wing and the wings
+to its right, never one to its left; the shared top-level modules import no wing; ``pipeline``
+never imports ``stages`` or ``cli``. Imports inside functions count too.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PIPELINE = Path(__file__).resolve().parents[1] / "pipeline"
+ORDER = ("fusion", "scoring", "features", "data")  # each may import the ones after it
+
+
+def _imported_packages(path: Path) -> set[str]:
+    """Top-level-qualified names (``pipeline.x``, ``stages``, ...) a module imports, anywhere in it."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def _wing(name: str) -> str | None:
+    parts = name.split(".")
+    return parts[1] if len(parts) > 1 and parts[0] == "pipeline" and parts[1] in ORDER else None
+
+
+MODULES = sorted(PIPELINE.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PIPELINE)))
+def test_imports_follow_the_wing_order(path):
+    relative = path.relative_to(PIPELINE).parts
+    own = relative[0] if relative[0] in ORDER else None
+    allowed = set(ORDER[ORDER.index(own):]) if own else set()
+    imported = _imported_packages(path)
+    assert not {n for n in imported if n.split(".")[0] in ("stages", "cli")}, "pipeline imports stages/cli"
+    wrong = sorted({w for n in imported if (w := _wing(n)) is not None and w not in allowed})
+    assert not wrong, f"{'/'.join(relative)} ({own or 'top level'}) imports the wing(s) {wrong}"
