@@ -151,11 +151,13 @@ def extractor_names() -> list[str]:
 
 
 def resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise PipelineError(f"--device {device}: this machine has no CUDA device torch can use")
+    return device
 
 
 def build_extractors(config: ExtractConfig) -> dict[str, Extractor]:
@@ -177,8 +179,8 @@ def build_extractors(config: ExtractConfig) -> dict[str, Extractor]:
         except (ValueError, TypeError) as e:
             raise PipelineError(str(e)) from None
         weights = config.weights.get(name)
-        if weights is not None and not Path(weights).is_file():
-            raise PipelineError(f"{weights}: no such weights file for {name}")
+        if weights is not None and not Path(weights).exists():
+            raise PipelineError(f"{weights}: no such weights file or folder for {name}")
         built[name] = extractor_registry.create(
             name, config=ext_config, weights=weights, device=device,
             precision=config.precision, seed=config.seed)

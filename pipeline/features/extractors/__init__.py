@@ -5,7 +5,18 @@ Importing this package registers every extractor: ``swin`` and ``iresnet`` (face
 See :mod:`pipeline.features.extractors.base` for the contract they share.
 """
 
-from pipeline.features.extractors import iresnet, logmel, swin, swin_audio, tdnn  # noqa: F401
+from pipeline.features.extractors import (  # noqa: F401
+    ecapa,
+    egemaps,
+    hf_audio,
+    iresnet,
+    logmel,
+    onnx_face,
+    swin,
+    swin_audio,
+    tdnn,
+    timm_image,
+)
 from pipeline.features.extractors.base import (
     ArraySpec,
     AudioEmbeddingExtractor,

@@ -52,6 +52,11 @@ class ArraySpec:
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """sha256 of a file; of a folder (HF layout): of its files' relative names and hashes."""
+    if Path(path).is_dir():
+        files = sorted(p for p in Path(path).rglob("*") if p.is_file() and ".git" not in p.parts)
+        listing = "".join(f"{p.relative_to(path).as_posix()}\0{sha256_file(p)}\n" for p in files)
+        return hashlib.sha256(listing.encode()).hexdigest()
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):
@@ -234,6 +239,8 @@ class AudioEmbeddingExtractor(Extractor):
     """
 
     kind: ClassVar[Kind] = "audio_embedding"
+    # Window rows outside the clip: "min" (clip minimum, log-mel silence) or "edge" (repeat rows).
+    pad_mode: ClassVar[str] = "min"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -242,12 +249,32 @@ class AudioEmbeddingExtractor(Extractor):
             raise PipelineError(f"{self.name}: windows must be positive video-frame counts, got {windows}")
         from pipeline.features.extractors.logmel import LogMel  # logmel imports this module
 
-        self._frontend = LogMel(self.config.frontend)
+        frontend = getattr(self.config, "frontend", None)
+        self._frontend = None if frontend is None else LogMel(frontend)
 
     @property
-    def frontend(self) -> AudioExtractor:
-        """The log-mel extractor whose output this one windows (configured by this one's config)."""
-        return self._frontend
+    def frontend_sample_rate(self) -> int:
+        """The waveform rate ``compute_frontend`` expects (default: the log-mel's)."""
+        return self._frontend.sample_rate
+
+    @property
+    def frontend_frame_rate(self) -> float:
+        """Rows per second of ``compute_frontend``'s output (default: the log-mel's)."""
+        return self._frontend.frame_rate
+
+    def compute_frontend(self, waveform: np.ndarray) -> np.ndarray:
+        """float32 [n_samples] mono -> float32 [T_f, F], once per clip (default: log-mel)."""
+        return self._frontend.compute(waveform)
+
+    @property
+    def frontend(self) -> Any:
+        """The front end as an audio extractor (``sample_rate``, ``frame_rate``, ``compute``)."""
+        if self._frontend is not None:
+            return self._frontend
+        from types import SimpleNamespace
+
+        return SimpleNamespace(sample_rate=self.frontend_sample_rate,
+                               frame_rate=self.frontend_frame_rate, compute=self.compute_frontend)
 
     @property
     def windows(self) -> tuple[int, ...]:
