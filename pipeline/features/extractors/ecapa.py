@@ -117,11 +117,14 @@ class Ecapa(AudioEmbeddingExtractor):
                 reason = reason[:reason.find("Missing") if "Missing" in reason else 160][:160]
                 raise PipelineError(f"{path}: does not fit {self.weights / 'hyperparams.yaml'}'s "
                                     f"embedding_model ({reason})") from None
-        dim = modules["embedding_model"](torch.zeros(1, 50, self._n_mels(modules))).shape[-1]
+        modules = {k: self.freeze(m) for k, m in modules.items()}
+        with torch.inference_mode():
+            probe = torch.zeros(1, 50, self._n_mels(modules), device=self.device)
+            dim = modules["embedding_model"](probe).shape[-1]
         if dim != self.config.embedding_dim:
             raise PipelineError(f"{self.weights}: gives {dim}-d embeddings: add --set "
                                 f"configs.{self.name}.embedding_dim={dim}")
-        self._model = {k: self.freeze(m) for k, m in modules.items()}
+        self._model = modules
 
     @staticmethod
     def _n_mels(modules: dict[str, torch.nn.Module]) -> int:

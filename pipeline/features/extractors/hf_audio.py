@@ -157,7 +157,10 @@ class HfAudio(AudioEmbeddingExtractor):
         for first in range(0, n_frames, chunk):
             last = min(first + chunk, n_frames)
             start, stop = max(0, first - context), min(n_frames, last + context)
-            samples = wave[start * self._stride:(stop - 1) * self._stride + self._receptive]
+            # The last chunk keeps the clip's trailing samples: with group norm over time in the
+            # first conv they change every frame's normalisation, as in a one-shot run.
+            end = wave.numel() if stop == n_frames else (stop - 1) * self._stride + self._receptive
+            samples = wave[start * self._stride:end]
             states = self._hidden_states(samples[None])  # [n_layers, T, D]
             rows.append(states[:, first - start:last - start])
         states = torch.cat(rows, dim=1)  # [n_layers, n_frames, D]
