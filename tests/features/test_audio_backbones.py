@@ -174,7 +174,7 @@ def test_ecapa_folder_matches_speechbrains_encode_batch(ecapa_folder, speechbrai
         theirs = speechbrain_encoder.encode_batch(torch.from_numpy(segment)[None])[:, 0]
     assert speechbrain_encoder.mods.compute_features(torch.from_numpy(segment)[None]).shape[1] == 128
     cosine = torch.nn.functional.cosine_similarity(ours, theirs).item()
-    assert cosine > 0.99, cosine  # edge frames only (2 of 128 at each end)
+    assert cosine > 0.999, cosine  # edge frames only (measured 0.99989 here)
     assert not torch.allclose(ours, whole, atol=1e-2)  # and the window is not the whole clip
 
 
