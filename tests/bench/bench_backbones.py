@@ -93,7 +93,8 @@ def onnx_row(batch: int, repeat: int) -> tuple[str, float, float]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (torch.zeros(1, 3, 112, 112),), str(folder / "r50.onnx"),
-                          dynamo=False, dynamic_axes={"input.1": {0: "b"}})
+                          dynamo=False, input_names=["input"], output_names=["embedding"],
+                          dynamic_axes={"input": {0: "b"}, "embedding": {0: "b"}})
     return image_row("onnx (IResNet-50 export, 112 px)", build("onnx", {}, weights=folder / "r50.onnx"),
                      batch, repeat)
 

@@ -114,6 +114,14 @@ def test_map_size_pools_and_multicrop_averages(resnet18, tmp_path):
     expected = torch.nn.functional.adaptive_avg_pool2d(tokens, 3).permute(0, 2, 3, 1)
     torch.testing.assert_close(pooled_map.forward(x)["timm_map"], expected, rtol=1e-4, atol=1e-4)
 
+    own_stats = create("timm", config=TimmImageConfig(model="resnet18", mean=(0.5, 0.5, 0.5),
+                                                      std=(0.25, 0.25, 0.25)), weights=path)
+    mean0 = torch.tensor(pooled_map.data_config["mean"]).view(3, 1, 1)  # ImageNet's
+    std0 = torch.tensor(pooled_map.data_config["std"]).view(3, 1, 1)
+    pixels = pooled_map.preprocess(images(1)[0]) * std0 + mean0  # same resize and crop, in 0..1
+    torch.testing.assert_close(own_stats.preprocess(images(1)[0]), (pixels - 0.5) / 0.25,
+                               atol=1e-5, rtol=0)
+
     multi = create("timm", config=TimmImageConfig(model="resnet18", crops=(1.0,)), weights=path)
     full = create("timm", config=TimmImageConfig(model="resnet18", crop_pct=1.0), weights=path)
     pics = images(2)

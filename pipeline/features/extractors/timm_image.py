@@ -3,7 +3,8 @@
 ``config.model`` is any timm name: ``vit_small_patch14_dinov2`` (DINOv2), ``resnet18``/``resnet50``
 (DAN, paper 001: torchvision/VGGFace2/MS-Celeb ResNets share timm's names), ``convnext_*``,
 ``efficientnet_*``, swin, ... Each runs with its own input size and eval preprocessing (timm's
-``resolve_model_data_config`` + ``create_transform``; ``crop_pct`` overrides the centre crop).
+``resolve_model_data_config`` + ``create_transform``; ``crop_pct`` overrides the centre crop,
+``mean``/``std`` the normalisation, for checkpoints trained with other statistics).
 The stored vector is timm's own ``forward_head(forward_features(x), pre_logits=True)``.
 
 ``map = true`` also stores the final feature map as ``<name>_map`` ``[H, W, C]`` (channels last:
@@ -47,6 +48,9 @@ class TimmImageConfig:
     # Centre-crop fraction of the eval transform; unset: the model's own. 1.0 keeps the whole crop.
     crop_pct: float | None = None
     crops: tuple[float, ...] = ()  # extra crop fractions averaged with the main crop (multi-crop)
+    # Per-channel (R, G, B) normalisation in 0..1 units; unset: the model's own (ImageNet for most).
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
     trust_pickle: bool = False  # allow a whole pickled model as weights (runs the file's code)
 
 
@@ -68,6 +72,9 @@ class TimmImage(ImageExtractor):
         data_config = dict(probe.data_config)
         if c.crop_pct is not None:
             data_config["crop_pct"] = c.crop_pct
+        for key in ("mean", "std"):
+            if getattr(c, key) is not None:
+                data_config[key] = tuple(getattr(c, key))
         self.data_config = data_config
         self._transforms = [timm.data.create_transform(**data_config, is_training=False)] + [
             timm.data.create_transform(**{**data_config, "crop_pct": p}, is_training=False)
