@@ -209,3 +209,16 @@ def test_egemaps_equals_opensmile_on_the_same_window():
     assert out.shape == (2, 88)
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
     assert abs(out[0, 0] - expected[0, 0]) < 1e-5 and np.ptp(out[0]) > 1  # F0 etc., not zeros
+
+
+def test_hf_audio_loads_an_hf_cache_folder(tmp_path):
+    cache = tmp_path / "models--org--tiny-w2v"
+    snapshot = cache / "snapshots" / "0123abcd"
+    save_tiny("hubert", snapshot)
+    (cache / "refs").mkdir()
+    (cache / "refs" / "main").write_text("0123abcd\n")
+    audio = wave(1.0, seed=4)
+    from_cache = create("hf_audio", weights=cache).compute_frontend(audio)
+    from_snapshot = create("hf_audio", weights=snapshot).compute_frontend(audio)
+    np.testing.assert_array_equal(from_cache, from_snapshot)
+    assert from_cache.shape == (199, 32)  # 1 s at 16 kHz through the tiny conv stack
