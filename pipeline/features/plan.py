@@ -21,11 +21,15 @@ from pipeline.features.store import VALID, VALID_KEY, FeatureStore, StoreError, 
 
 
 def resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
+    """``auto`` -> cuda where torch sees one, else cpu; a CUDA device that is not there fails now,
+    before any work, in one line."""
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise PipelineError(f"--device {device}: this machine has no CUDA device torch can use")
+    return device
 
 
 def build_extractors(config: ExtractConfig) -> dict[str, Extractor]:
@@ -40,8 +44,8 @@ def build_extractors(config: ExtractConfig) -> dict[str, Extractor]:
         except (ValueError, TypeError) as e:
             raise PipelineError(str(e)) from None
         weights = config.weights.get(name)
-        if weights is not None and not Path(weights).is_file():
-            raise PipelineError(f"{weights}: no such weights file for {name}")
+        if weights is not None and not Path(weights).exists():
+            raise PipelineError(f"{weights}: no such weights file or folder for {name}")
         built[name] = cls(config=ext_config, weights=weights, device=device,
                           precision=config.precision, seed=config.seed)
     names = [a for e in built.values() for a in e.outputs()] + [VALID]

@@ -66,6 +66,11 @@ class ArraySpec:
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """sha256 of a file; of a folder (HF layout): of its files' relative names and hashes."""
+    if Path(path).is_dir():
+        files = sorted(p for p in Path(path).rglob("*") if p.is_file() and ".git" not in p.parts)
+        listing = "".join(f"{p.relative_to(path).as_posix()}\0{sha256_file(p)}\n" for p in files)
+        return hashlib.sha256(listing.encode()).hexdigest()
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):

@@ -36,6 +36,7 @@ from torch import nn
 
 from pipeline.errors import PipelineError
 from pipeline.features.extractors.base import ArraySpec, ImageExtractor, register
+from pipeline.features.extractors.checkpoints import block_counts, read_state_dict
 
 # Blocks per layer for each depth, as insightface defines them.
 LAYERS = {
@@ -121,8 +122,18 @@ class IResNetExtractor(ImageExtractor):
                 torch.manual_seed(self.seed)
                 model = IResNet(LAYERS[self.config.depth])
             if self.weights is not None:
+                self._check_depth()
                 self.load_weights_file(model)
             self._model = self.freeze(model, channels_last=True)
+
+    def _check_depth(self) -> None:
+        """Name the fix when the file is an IResNet of another depth (read off its block counts)."""
+        counts = block_counts(read_state_dict(self.weights))
+        depth = next((d for d, layers in LAYERS.items() if layers == counts), None)
+        if depth is not None and depth != self.config.depth:
+            raise PipelineError(
+                f"{self.weights}: this is an IResNet-{depth}, not {self.config.depth} (unexpected "
+                f"block counts {counts}): add --set configs.iresnet.depth={depth}")
 
     def preprocess(self, image: Any) -> torch.Tensor:
         if image.size != (INPUT_SIZE, INPUT_SIZE):

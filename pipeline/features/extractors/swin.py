@@ -11,94 +11,31 @@ The model is ``timm.create_model(config.model, num_classes=0)``; its output is t
 With ``tokens = true`` the final token map (``forward_features``, ``[7, 7, 768]`` for Swin-Tiny at
 224) is stored too, as ``swin_tokens``.
 
-Weights come from a file through timm's own loader (``pretrained_cfg_overlay=dict(file=...)``, a
-``.pth``/``.safetensors`` state dict in timm or original Swin format; a classifier head in it is
-dropped). Because timm then loads with ``strict=False``, :func:`build_timm` checks that the file
-covered every weight of the model and refuses a file that did not. Without a file the model is
-built under ``torch.manual_seed(seed)``. Preprocessing is the model's own eval transform
+Weights come from a file or folder in any layout :mod:`checkpoints` reads (a ``.pth``/
+``.safetensors`` state dict in timm or original Swin format, converted by timm's own
+``checkpoint_filter_fn``; a classifier head in it is dropped); :func:`build_timm` refuses a file
+that does not cover every weight of the model. Without a file the model is built under
+``torch.manual_seed(seed)``. Preprocessing is the model's own eval transform
 (``resolve_model_data_config`` + ``create_transform``), built from a meta-device model, so it
 needs neither weights nor memory and runs in loader threads before ``load()``.
 
-The helpers here (:func:`timm_probe`, :func:`build_timm`) also serve ``swin_audio``.
+The timm helpers live in :mod:`timm_models`; the ``timm`` extractor runs any other timm model.
 """
 
 from pipeline.compat import ensure_torchvision
 
 ensure_torchvision()
 
-import functools  # noqa: E402
-import sys  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-import timm  # noqa: E402
 import timm.data  # noqa: E402
 import torch  # noqa: E402
 
-from pipeline.errors import PipelineError  # noqa: E402
 from pipeline.features.extractors.base import ArraySpec, ImageExtractor, register  # noqa: E402
+from pipeline.features.extractors.timm_models import build_timm, timm_probe  # noqa: E402
 
 SWIN_TINY = "swin_tiny_patch4_window7_224"
-
-
-@dataclass(frozen=True)
-class TimmProbe:
-    """What a timm model needs and gives, read off a meta-device build (no weights, no memory)."""
-
-    data_config: dict  # timm's resolved eval data config: input_size, mean, std, crop_pct, ...
-    num_features: int  # width of the pooled pre-logits output
-    token_shape: tuple[int, ...]  # per-image shape of forward_features (NHWC for Swin: 7, 7, 768)
-
-
-@functools.lru_cache(maxsize=8)
-def timm_probe(model_name: str) -> TimmProbe:
-    """Data config and output shapes of a timm model, cached per process (do not mutate)."""
-    if not timm.is_model(model_name):
-        raise PipelineError(f"unknown timm model {model_name!r}")
-    with torch.device("meta"):
-        model = timm.create_model(model_name, pretrained=False, num_classes=0)
-        data_config = timm.data.resolve_model_data_config(model)
-        tokens = model.forward_features(torch.empty(1, *data_config["input_size"]))
-    return TimmProbe(data_config, int(model.num_features), tuple(tokens.shape[1:]))
-
-
-def build_timm(model_name: str, weights: Path | None, seed: int) -> torch.nn.Module:
-    """A headless (``num_classes=0``) timm model: from a weights file, or seeded random weights."""
-    timm_probe(model_name)  # a clear error for an unknown name
-    # fork_rng: seeding for the build must not disturb the caller's random stream.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        if weights is None:
-            return timm.create_model(model_name, pretrained=False, num_classes=0)
-        try:
-            model = timm.create_model(
-                model_name, pretrained=True, num_classes=0,
-                pretrained_cfg_overlay=dict(file=str(weights)),
-            )
-        except Exception as e:  # torch.load/safetensors raise many types for a bad file
-            reason = " ".join(str(e).split())[:200]
-            raise PipelineError(f"{weights}: cannot load as {model_name} weights ({reason})") from None
-    _check_covered(model, model_name, weights)
-    return model
-
-
-def _check_covered(model: torch.nn.Module, model_name: str, weights: Path) -> None:
-    """Refuse a file that left some of the model's weights at their random init.
-
-    timm drops the checkpoint's classifier for ``num_classes=0`` and then loads with
-    ``strict=False``, which would silently accept a file of some other network.
-    """
-    state = timm.models.load_state_dict(str(weights))
-    # The same conversion timm applied (original Swin checkpoints use other names).
-    convert = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
-    if convert is not None:
-        state = convert(state, model)
-    missing = [k for k in model.state_dict() if k not in state]
-    if missing:
-        raise PipelineError(
-            f"{weights}: not {model_name} weights: {len(missing)} of the model's tensors are "
-            f"missing from it (e.g. {missing[0]})")
 
 
 @dataclass
@@ -133,7 +70,7 @@ class Swin(ImageExtractor):
 
     def load(self) -> None:
         if self._model is None:
-            model = build_timm(self.config.model, self.weights, self.seed)
+            model = build_timm(self.config.model, self.weights, self.seed, option="configs.swin.model")
             # channels_last speeds up the patch-embedding convolution on CPU and GPU alike.
             self._model = self.freeze(model, channels_last=True)
 

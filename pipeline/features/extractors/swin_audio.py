@@ -27,7 +27,8 @@ import torch.nn.functional as F  # noqa: E402
 from pipeline.features.extractors.audio_embedding import AudioEmbeddingExtractor  # noqa: E402
 from pipeline.features.extractors.base import register  # noqa: E402
 from pipeline.features.extractors.logmel import LogMelConfig  # noqa: E402
-from pipeline.features.extractors.swin import SWIN_TINY, build_timm, timm_probe  # noqa: E402
+from pipeline.features.extractors.swin import SWIN_TINY  # noqa: E402
+from pipeline.features.extractors.timm_models import build_timm, timm_probe  # noqa: E402
 
 
 @dataclass
@@ -53,7 +54,8 @@ class SwinAudio(AudioEmbeddingExtractor):
 
     def load(self) -> None:
         if self._model is None:
-            model = build_timm(self.config.model, self.weights, self.seed)
+            model = build_timm(self.config.model, self.weights, self.seed,
+                               option="configs.swin_audio.model")
             self._model = self.freeze(model, channels_last=True)
 
     def images(self, windows: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,158 @@
+"""``ecapa`` and ``xvector``: SpeechBrain speaker embeddings per dynamic window (192-d / 512-d).
+
+Weights: ``--weights`` names a SpeechBrain pretrained-model folder as published (e.g.
+``spkrec-ecapa-voxceleb``, ``spkrec-xvect-voxceleb``): its ``hyperparams.yaml`` builds
+``compute_features``, ``mean_var_norm`` and ``embedding_model`` (SpeechBrain's own classes), and
+``embedding_model.ckpt`` is loaded into the last one with strict names. Other entries of the yaml
+(classifier, label encoder, pretrainer) are built but unused; nothing is fetched. Without a folder:
+seeded random ``ECAPA_TDNN(80 mels, 192)`` (``xvector``: ``Xvector(24 mels, 512)``) behind
+SpeechBrain's default ``Fbank`` and sentence mean normalisation.
+
+How this differs from SpeechBrain's ``EncoderClassifier.encode_batch`` on each window's audio:
+``compute_frontend`` runs the ``Fbank`` once over the whole clip and windows are cut from it, so
+the ~2 frames at each end of a window see the real neighbouring audio where ``encode_batch`` on a
+cut-out would see zero padding, and the dB floor (``top_db`` below the peak) is the clip's, not
+the window's. ``embed`` then does exactly what ``encode_batch`` does to the features
+(``mean_var_norm`` over the window, ``embedding_model``). A window covering the whole clip gives
+``encode_batch``'s result; interior windows differ by those edge frames (tested).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from pipeline.errors import PipelineError
+from pipeline.features.extractors.audio_embedding import AudioEmbeddingExtractor
+from pipeline.features.extractors.base import register
+
+
+@dataclass
+class EcapaConfig:
+    windows: tuple[int, ...] = (32, 48, 64)  # in video frames (paper 000's dynamic windows)
+    embedding_dim: int = 192  # the model's output width (ECAPA: 192; SpeechBrain x-vector: 512)
+
+
+def _default_modules(name: str) -> dict[str, torch.nn.Module]:
+    from speechbrain.lobes.features import Fbank
+    from speechbrain.processing.features import InputNormalization
+
+    if name == "xvector":
+        from speechbrain.lobes.models.Xvector import Xvector
+
+        n_mels, model = 24, Xvector(in_channels=24, lin_neurons=512)
+    else:
+        from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
+
+        n_mels, model = 80, ECAPA_TDNN(input_size=80, lin_neurons=192)
+    return {"compute_features": Fbank(n_mels=n_mels),
+            "mean_var_norm": InputNormalization(norm_type="sentence", std_norm=False),
+            "embedding_model": model}
+
+
+def _folder_modules(folder: Path) -> dict[str, torch.nn.Module]:
+    from hyperpyyaml import load_hyperpyyaml
+
+    path = folder / "hyperparams.yaml"
+    if not path.is_file() or not (folder / "embedding_model.ckpt").is_file():
+        raise PipelineError(f"{folder}: a SpeechBrain folder needs hyperparams.yaml and "
+                            "embedding_model.ckpt")
+    try:
+        with open(path) as f:
+            hparams = load_hyperpyyaml(f)
+    except Exception as e:  # yaml and SpeechBrain raise many types
+        raise PipelineError(f"{path}: cannot build ({' '.join(str(e).split())[:200]})") from None
+    keys = ("compute_features", "mean_var_norm", "embedding_model")
+    if any(k not in hparams for k in keys):
+        raise PipelineError(f"{path}: needs {', '.join(keys)} (an EncoderClassifier's yaml)")
+    return {k: hparams[k] for k in keys}
+
+
+@register
+class Ecapa(AudioEmbeddingExtractor):
+    name = "ecapa"
+    Config = EcapaConfig
+    pad_mode: ClassVar[str] = "edge"  # filterbank rows have no clip-independent silence value
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.weights is not None and not self.weights.is_dir():
+            raise PipelineError(f"{self.weights}: {self.name} needs a SpeechBrain model folder")
+        stft = self._modules()["compute_features"].compute_STFT
+        self._sample_rate, self._hop = int(stft.sample_rate), int(stft.hop_length)
+
+    def _modules(self) -> dict[str, torch.nn.Module]:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            if self.weights is None:
+                return _default_modules(self.name)
+            return _folder_modules(self.weights)
+
+    @property
+    def frontend_sample_rate(self) -> int:
+        return self._sample_rate
+
+    @property
+    def frontend_frame_rate(self) -> float:
+        return self._sample_rate / self._hop
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.config.embedding_dim
+
+    def load(self) -> None:
+        if self._model is not None:
+            return
+        modules = self._modules()
+        if self.weights is not None:
+            path = self.weights / "embedding_model.ckpt"
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+                modules["embedding_model"].load_state_dict(state, strict=True)
+            except Exception as e:
+                reason = " ".join(str(e).split())
+                reason = reason[:reason.find("Missing") if "Missing" in reason else 160][:160]
+                raise PipelineError(f"{path}: does not fit {self.weights / 'hyperparams.yaml'}'s "
+                                    f"embedding_model ({reason})") from None
+        modules = {k: self.freeze(m) for k, m in modules.items()}
+        with torch.inference_mode():
+            probe = torch.zeros(1, 50, self._n_mels(modules), device=self.device)
+            dim = modules["embedding_model"](probe).shape[-1]
+        if dim != self.config.embedding_dim:
+            raise PipelineError(f"{self.weights}: gives {dim}-d embeddings: add --set "
+                                f"configs.{self.name}.embedding_dim={dim}")
+        self._model = modules
+
+    @staticmethod
+    def _n_mels(modules: dict[str, torch.nn.Module]) -> int:
+        return int(modules["compute_features"].compute_fbanks.n_mels)
+
+    def compute_frontend(self, waveform: np.ndarray) -> np.ndarray:
+        self.load()
+        wave = torch.from_numpy(np.asarray(waveform, dtype=np.float32))[None].to(self.device)
+        with torch.inference_mode():
+            return self._model["compute_features"](wave)[0].float().cpu().numpy()
+
+    def embed(self, windows: torch.Tensor) -> torch.Tensor:
+        self.load()
+        x = torch.as_tensor(windows, dtype=torch.float32).to(self.device)
+        lengths = torch.ones(x.shape[0], device=self.device)
+        with torch.inference_mode(), self.autocast():
+            x = self._model["mean_var_norm"](x, lengths)
+            out = self._model["embedding_model"](x, lengths)
+        return out.reshape(x.shape[0], -1).float().cpu()
+
+
+@dataclass
+class XvectorConfig(EcapaConfig):
+    embedding_dim: int = 512  # SpeechBrain's x-vector (spkrec-xvect-voxceleb)
+
+
+@register
+class SpeechBrainXvector(Ecapa):
+    name = "xvector"
+    Config = XvectorConfig

@@ -1,0 +1,116 @@
+"""``timm``: any timm image model on face crops: a pooled vector per frame, optionally its map.
+
+``config.model`` is any timm name: ``vit_small_patch14_dinov2`` (DINOv2), ``resnet18``/``resnet50``
+(DAN, paper 001: torchvision/VGGFace2/MS-Celeb ResNets share timm's names), ``convnext_*``,
+``efficientnet_*``, swin, ... Each runs with its own input size and eval preprocessing (timm's
+``resolve_model_data_config`` + ``create_transform``; ``crop_pct`` overrides the centre crop,
+``mean``/``std`` the normalisation, for checkpoints trained with other statistics).
+The stored vector is timm's own ``forward_head(forward_features(x), pre_logits=True)``.
+
+``map = true`` also stores the final feature map as ``<name>_map`` ``[H, W, C]`` (channels last:
+CNN maps are transposed from NCHW; a ViT's patch tokens are laid on their grid, class/register
+tokens dropped): ``[7, 7, 512]`` for ResNet-18 and ``[7, 7, 2048]`` for ResNet-50 at 224. Maps are
+big (float16: 49 KB/frame for ResNet-18, 196 KB for ResNet-50); ``map_size = k`` average-pools
+the map to ``k x k`` cells before storing (adaptive average pooling, as a head's own pooling
+would): ResNet-50 at 3x3 is 36 KB/frame. No channel reduction is offered yet.
+
+``crops`` lists extra centre-crop fractions: the vector (and map) is then the mean over the
+model's own crop and each listed one (multi-crop averaging, as the 2026 ABAW leader averages
+re-crops of each face). ``preprocess`` stacks the crops along the channel axis
+(``[3 * n_crops, H, W]``, so the stage batches them like any image) and ``forward`` splits them.
+
+Weights: ``--weights`` names a file or folder in any layout :mod:`checkpoints` reads; a whole
+pickled model needs ``trust_pickle = true`` (it runs the file's code). Without weights: seeded
+random, as every extractor.
+"""
+
+from pipeline.compat import ensure_torchvision
+
+ensure_torchvision()
+
+from dataclasses import dataclass  # noqa: E402
+from typing import Any  # noqa: E402
+
+import timm.data  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from pipeline.errors import PipelineError  # noqa: E402
+from pipeline.features.extractors.base import ArraySpec, ImageExtractor, register  # noqa: E402
+from pipeline.features.extractors.timm_models import build_timm, feature_map, timm_probe  # noqa: E402
+
+
+@dataclass
+class TimmImageConfig:
+    model: str = "resnet50"  # any timm model name (timm.list_models())
+    map: bool = False  # also store the final feature map [H, W, C] as <name>_map
+    map_size: int = 0  # average-pool the stored map to map_size x map_size cells; 0: as is
+    # Centre-crop fraction of the eval transform; unset: the model's own. 1.0 keeps the whole crop.
+    crop_pct: float | None = None
+    crops: tuple[float, ...] = ()  # extra crop fractions averaged with the main crop (multi-crop)
+    # Per-channel (R, G, B) normalisation in 0..1 units; unset: the model's own (ImageNet for most).
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    trust_pickle: bool = False  # allow a whole pickled model as weights (runs the file's code)
+
+
+@register
+class TimmImage(ImageExtractor):
+    name = "timm"
+    Config = TimmImageConfig
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        c = self.config
+        self._probe = probe = timm_probe(c.model)
+        if c.map and probe.layout == "unknown":
+            raise PipelineError(f"timm: {c.model} gives no spatial map {probe.token_shape}; unset map")
+        if c.map_size < 0 or (c.map_size and c.map and c.map_size > min(probe.map_shape[:2])):
+            raise PipelineError(f"timm: map_size {c.map_size} outside 0..{min(probe.map_shape[:2])}")
+        if any(not 0 < p <= 1 for p in c.crops):
+            raise PipelineError(f"timm: crop fractions must be in (0, 1], got {c.crops}")
+        data_config = dict(probe.data_config)
+        if c.crop_pct is not None:
+            data_config["crop_pct"] = c.crop_pct
+        for key in ("mean", "std"):
+            if getattr(c, key) is not None:
+                data_config[key] = tuple(getattr(c, key))
+        self.data_config = data_config
+        self._transforms = [timm.data.create_transform(**data_config, is_training=False)] + [
+            timm.data.create_transform(**{**data_config, "crop_pct": p}, is_training=False)
+            for p in c.crops]
+
+    def outputs(self) -> dict[str, ArraySpec]:
+        specs = {self.name: ArraySpec((self._probe.num_features,))}
+        if self.config.map:
+            h, w, ch = self._probe.map_shape
+            k = self.config.map_size
+            specs[f"{self.name}_map"] = ArraySpec((k, k, ch) if k else (h, w, ch))
+        return specs
+
+    def load(self) -> None:
+        if self._model is None:
+            model = build_timm(self.config.model, self.weights, self.seed,
+                               self.config.trust_pickle, option="configs.timm.model")
+            self._model = self.freeze(model, channels_last=True)
+
+    def preprocess(self, image: Any) -> torch.Tensor:
+        return torch.cat([t(image) for t in self._transforms], dim=0)
+
+    def forward(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        self.load()
+        n_crops = len(self._transforms)
+        b, c3, h, w = batch.shape
+        x = batch.reshape(b * n_crops, c3 // n_crops, h, w).to(self.device)
+        x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), self.autocast():
+            tokens = self._model.forward_features(x)
+            pooled = self._model.forward_head(tokens, pre_logits=True)
+        out = {self.name: pooled.float().reshape(b, n_crops, -1).mean(dim=1).cpu()}
+        if self.config.map:
+            fmap = feature_map(tokens.float(), self._probe)  # [B * n_crops, H, W, C]
+            if self.config.map_size:
+                k = self.config.map_size
+                fmap = F.adaptive_avg_pool2d(fmap.permute(0, 3, 1, 2), k).permute(0, 2, 3, 1)
+            out[f"{self.name}_map"] = fmap.reshape(b, n_crops, *fmap.shape[1:]).mean(dim=1).cpu()
+        return out
