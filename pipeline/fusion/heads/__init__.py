@@ -132,6 +132,10 @@ class Head(nn.Module, metaclass=ABCMeta):
     def batch(self, table: Table, examples: np.ndarray, counts: np.ndarray | None) -> Batch:
         """(inputs, targets, weights) for ``examples``; ``counts`` is None at inference."""
 
+    def parameter_groups(self) -> list[dict]:
+        """The optimizer's parameter groups; a group without ``"lr"`` uses ``train.lr``."""
+        return [{"params": list(self.parameters())}]
+
     def loss(self, logits: dict[str, torch.Tensor], targets: torch.Tensor,
              weights: torch.Tensor | None, config: LossConfig) -> torch.Tensor:
         """Sum of the outputs' losses (Kim et al. 2023 train Y_I, Y_A and Y_T together)."""
