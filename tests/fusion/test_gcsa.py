@@ -210,6 +210,32 @@ def test_windows_follow_each_clip_and_frame(data):
     np.testing.assert_allclose(windows[1], (mel - mel.mean()) / (mel.std() + 1e-5), atol=1e-4)
 
 
+def test_clip_without_audio(tmp_path):
+    data = make_dataset(tmp_path, splits={"train": 2, "val": 1}, frames=30, token_maps=True,
+                        logmel=True, no_audio=("train01",))
+    head, table = _head(data, GCSAConfig(**SMALL))
+    # zero windows (of another length: no log-mel rate to go by), never trained, still predicted
+    silent = table.clip_ids.index("train01")
+    rows = np.array([0, table.offsets[silent] + 2])
+    windows, lengths = head.audio_windows(table, rows)
+    assert lengths[1] < lengths[0] and not windows[1].any()
+    assert not head.trainable(table)[table.clip_rows(silent)].any()
+    head.eval()
+    probs = head.derive(head.predict(table, batch_size=7))
+    assert np.isfinite(probs["fusion"]).all() and probs["audio"].shape == (table.n_rows, 8)
+
+
+def test_alternate_training_updates_one_branch_per_step(data):
+    head, table = _head(data, GCSAConfig(**SMALL, training="alternate"))
+    inputs, targets, _ = head.batch(table, np.arange(6), np.ones(table.n_rows, np.int64))
+    for branch, other in (("image", "audio"), ("audio", "image")):
+        head.zero_grad(set_to_none=True)
+        head.loss(head(inputs), targets, None, LossConfig()).backward()
+        assert getattr(head, f"fc_{branch}")[1].weight.grad is not None
+        assert getattr(head, f"fc_{other}")[1].weight.grad is None
+    assert int(head.steps) == 2  # in the state dict: a resumed run alternates on
+
+
 @pytest.mark.slow
 def test_gcsa_head_trains_and_fuses(data, tmp_path):
     config = build_config("gcsa", data.store, data.manifests, sets=[

@@ -13,6 +13,8 @@ What the training loop (``pipeline.fusion.train``) asks of a head:
 * :meth:`Head.batch` -> :meth:`forward`: tensors for a batch of examples, then logits per output;
 * :meth:`Head.predict`: probabilities for every row of a table; :meth:`Head.derive` adds outputs
   computed from others (the proportional rule); :meth:`Head.evaluator` scores a split.
+* :meth:`Head.parameter_groups`: the optimizer's parameter groups (all parameters at
+  ``train.lr`` unless a head gives some their own learning rate).
 
 **Frames with no face image.** Outputs listed in ``face_outputs`` depend on the face. At such a
 frame they take the prediction of the nearest frame of the same clip that had a face (ties: the
