@@ -15,13 +15,18 @@ interleave groups in an order that depends on timing; a single prefetch thread k
 
 Clips without audio (``has_audio`` False in the store) get zeros for their audio arrays and
 ``audio`` False, whether or not the store holds arrays for them.
+
+**Arrays at their own rate** (``FeatureRequest.series``, e.g. ``logmel [T_mel, n_mels]``) are not
+per frame: a table keeps them whole, one per clip, with their rate and the clip's fps
+(:class:`Series`), and the head cuts the windows it needs (``features.audio_windows``). A clip
+without audio gets one row of zeros.
 """
 
 from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -42,6 +47,20 @@ class FeatureRequest:
     # Dynamic windows of the audio arrays, in their order: (lengths, purity thresholds, purity
     # rule), or None (see sampling.purity_rule).
     purity: tuple[tuple[int, ...], tuple[float, ...], str] | None = None
+    # Those of `arrays` stored at their own rate (log-mel), kept whole per clip (Table.series).
+    series: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        assert set(self.series) <= set(self.arrays), f"series {self.series} not in {self.arrays}"
+
+
+@dataclass(frozen=True)
+class Series:
+    """One clip's array at its own rate, with the clocks needed to align it to video frames."""
+
+    data: np.ndarray  # [T_rate, *shape] as stored (one row of zeros for a clip without audio)
+    rate: float  # rows per second
+    fps: float  # the clip's video frame rate
 
 
 @dataclass(eq=False)
@@ -55,6 +74,7 @@ class Table:
     audio: np.ndarray  # bool [N]: the frame's clip has audio
     window_ok: np.ndarray  # bool [N, n_audio]: the audio window may train (purity; all True else)
     arrays: dict[str, np.ndarray]  # store name -> [N, *shape] as stored (float16 features)
+    series: dict[str, list[Series]] = field(default_factory=dict)  # own-rate arrays, one per clip
 
     def __post_init__(self) -> None:
         sizes = np.diff(self.offsets)
@@ -139,11 +159,12 @@ class ClipArrays:
     has_audio: bool
     window_ok: np.ndarray  # bool [T, n_audio]
     arrays: dict[str, np.ndarray]  # store name -> [T, *shape]
+    series: dict[str, Series] = field(default_factory=dict)  # own-rate arrays (request.series)
 
     @property
     def nbytes(self) -> int:
         return sum(a.nbytes for a in (self.labels, self.valid, self.window_ok,
-                                      *self.arrays.values()))
+                                      *self.arrays.values(), *(s.data for s in self.series.values())))
 
 
 def read_clip(store: FeatureStore, clip: Clip, request: FeatureRequest,
@@ -158,8 +179,19 @@ def read_clip(store: FeatureStore, clip: Clip, request: FeatureRequest,
     # must not steer early stopping either.
     labels = (np.full(n, UNLABELED, dtype=np.int64) if clip.labels is None
               else clip.scoring_labels("expr").astype(np.int64))
-    arrays = {}
+    arrays, series = {}, {}
+    for name in request.series:
+        if name in request.audio and not has_audio:
+            series[name] = Series(np.zeros((1, *dims[name]), np.float32), 1.0, clip.fps)
+            continue
+        data = store.read(clip.clip_id, name)
+        if data.ndim != 1 + len(dims[name]) or data.shape[1:] != dims[name] or not data.shape[0]:
+            raise PipelineError(f"clip {clip.clip_id}: array {name!r} has shape {data.shape}, "
+                                f"expected [T, {', '.join(map(str, dims[name]))}] with T > 0")
+        series[name] = Series(data, store.rate(clip.clip_id, name), clip.fps)
     for name in request.arrays:
+        if name in request.series:
+            continue
         if name in request.audio and not has_audio:
             arrays[name] = np.zeros((n, *dims[name]), dtype=np.float16)
             continue
@@ -176,7 +208,7 @@ def read_clip(store: FeatureStore, clip: Clip, request: FeatureRequest,
         window_ok = window_passes(labels, *request.purity)
     else:
         window_ok = np.ones((n, len(request.audio)), dtype=bool)
-    return ClipArrays(clip.clip_id, labels, valid, has_audio, window_ok, arrays)
+    return ClipArrays(clip.clip_id, labels, valid, has_audio, window_ok, arrays, series)
 
 
 def concat(parts: Sequence[ClipArrays]) -> Table:
@@ -191,6 +223,7 @@ def concat(parts: Sequence[ClipArrays]) -> Table:
         audio=np.concatenate([np.full(p.labels.size, p.has_audio) for p in parts]),
         window_ok=np.concatenate([p.window_ok for p in parts]),
         arrays={name: np.concatenate([p.arrays[name] for p in parts]) for name in names},
+        series={name: [p.series[name] for p in parts] for name in (parts[0].series if parts else ())},
     )
 
 

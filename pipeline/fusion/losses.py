@@ -1,4 +1,5 @@
-"""Frame losses: cross-entropy, focal loss (per-class alpha, gamma) and label smoothing.
+"""Frame losses: cross-entropy, focal loss (per-class alpha, gamma), label smoothing, and Yu et
+al. 2025's coarse-fine granularity loss.
 
 For frame ``i`` with target ``y`` and predicted distribution ``p``::
 
@@ -9,6 +10,30 @@ For frame ``i`` with target ``y`` and predicted distribution ``p``::
 focal-loss paper, and does not renormalise the mean (unlike torch's weighted cross-entropy).
 The batch loss is the mean over frames weighted by each frame's sample weight (the number of
 times it was drawn); targets ``-1`` contribute nothing.
+
+**Coarse-fine granularity** (``kind = "coarse_fine"``, Yu et al. 2025, equation 6)::
+
+    L = -(1/N) sum_i (1 + mu[q(y_i), q(yhat_i)]) log p_{i, y_i}
+
+cross-entropy weighted up when the predicted class lies in another valence/arousal quadrant than
+the true one. ``mu`` holds the six symmetric coefficients ``mu12 mu13 mu14 mu23 mu24 mu34``
+(``mu[q, q] = 0``). The paper gives neither their values nor the quadrant of each class; our
+choices, all in :class:`LossConfig`:
+
+* quadrants (Russell's circumplex): 1 = positive valence, high arousal (Happiness, Surprise);
+  2 = negative, high (Anger, Disgust, Fear); 3 = negative, low (Sadness); 4 = positive, low,
+  the calm corner, for **Neutral** (low arousal, valence at or just above zero). **Other** gets
+  no quadrant (-1: never penalised either way): it gathers expressions of every quadrant.
+* coefficients: 0.5 between adjacent quadrants (they share valence or arousal), 1.0 between
+  opposite ones (1-3 and 2-4, both axes differ): ``(0.5, 1.0, 0.5, 0.5, 1.0, 0.5)``.
+* the prediction ``yhat_i`` is the argmax of the output's own probabilities (the paper: "the
+  coarse granularity penalty coefficient is determined according to the emotion probability
+  vector"), taken without gradient: the weight is a constant of each step, so the gradient is
+  cross-entropy's, scaled. ``cf_prediction = "expected"`` uses instead the expected
+  coefficient ``sum_k p_k mu[q(y), q(k)]`` (also detached).
+
+With every ``mu`` 0 it is cross-entropy. It composes with ``alpha`` and label smoothing as
+focal loss does (the weight multiplies the frame's cross-entropy).
 """
 
 from __future__ import annotations
@@ -21,7 +46,9 @@ import torch.nn.functional as F
 from pipeline.data.labels import NUM_CLASSES, UNLABELED
 from pipeline.errors import PipelineError
 
-LOSS_KINDS = ("ce", "focal")
+LOSS_KINDS = ("ce", "focal", "coarse_fine")
+CF_PREDICTIONS = ("argmax", "expected")
+QUADRANT_PAIRS = ((0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3))  # the order of LossConfig.mu
 
 
 @dataclass
@@ -30,6 +57,11 @@ class LossConfig:
     gamma: float = 2.0  # focal: focusing exponent; 0 turns focal into cross-entropy
     alpha: tuple[float, ...] = ()  # per-class loss weights, 8 values in class order; () = all 1
     label_smoothing: float = 0.0  # weight of the uniform distribution mixed into each target
+    # coarse_fine: quadrant 1..4 of each class in class order (-1: none), and the coefficients
+    # mu12 mu13 mu14 mu23 mu24 mu34 (see the module docstring for these defaults)
+    quadrants: tuple[int, ...] = (4, 2, 2, 2, 1, 3, 1, -1)
+    mu: tuple[float, ...] = (0.5, 1.0, 0.5, 0.5, 1.0, 0.5)
+    cf_prediction: str = "argmax"  # coarse_fine: "argmax" class or "expected" coefficient under p
 
     def __post_init__(self) -> None:
         if self.kind not in LOSS_KINDS:
@@ -41,6 +73,27 @@ class LossConfig:
             raise PipelineError(f"loss.label_smoothing {self.label_smoothing}: need 0 <= s < 1")
         if self.gamma < 0:
             raise PipelineError(f"loss.gamma {self.gamma}: need gamma >= 0")
+        if len(self.quadrants) != NUM_CLASSES or not set(self.quadrants) <= {-1, 1, 2, 3, 4}:
+            raise PipelineError(f"loss.quadrants {list(self.quadrants)}: need {NUM_CLASSES} values "
+                                "in 1..4 or -1 (no quadrant), one per class")
+        if len(self.mu) != len(QUADRANT_PAIRS) or min(self.mu) < 0:
+            raise PipelineError(f"loss.mu {list(self.mu)}: need 6 values >= 0 "
+                                "(mu12 mu13 mu14 mu23 mu24 mu34)")
+        if self.cf_prediction not in CF_PREDICTIONS:
+            raise PipelineError(f"loss.cf_prediction {self.cf_prediction!r}: choose from "
+                                f"{', '.join(CF_PREDICTIONS)}")
+
+
+def class_penalties(config: LossConfig) -> torch.Tensor:
+    """float32 [8, 8]: ``mu[q(true), q(predicted)]`` for every pair of classes (0 within a quadrant
+    or for a class without one)."""
+    between = torch.zeros(4, 4)
+    for (a, b), value in zip(QUADRANT_PAIRS, config.mu):
+        between[a, b] = between[b, a] = value
+    quadrant = torch.tensor(config.quadrants)
+    has = quadrant > 0
+    out = between[(quadrant - 1).clamp_min(0)][:, (quadrant - 1).clamp_min(0)]
+    return out * (has[:, None] & has[None, :])
 
 
 def frame_losses(logits: torch.Tensor, targets: torch.Tensor, config: LossConfig) -> torch.Tensor:
@@ -52,6 +105,14 @@ def frame_losses(logits: torch.Tensor, targets: torch.Tensor, config: LossConfig
         loss = (1 - config.label_smoothing) * nll - config.label_smoothing * log_p.mean(dim=-1)
     if config.kind == "focal" and config.gamma:
         loss = (1 - torch.exp(-nll)).pow(config.gamma) * loss
+    if config.kind == "coarse_fine":
+        with torch.no_grad():
+            penalties = class_penalties(config).to(loss.device, loss.dtype)[targets]  # [N, 8]
+            if config.cf_prediction == "argmax":
+                mu = penalties.gather(1, log_p.argmax(dim=1, keepdim=True)).squeeze(1)
+            else:
+                mu = (penalties * log_p.exp()).sum(dim=1)
+        loss = (1 + mu) * loss
     if config.alpha:
         loss = torch.tensor(config.alpha, dtype=loss.dtype, device=loss.device)[targets] * loss
     return loss

@@ -8,10 +8,40 @@ A config is built in layers, each overriding the one before
 Presets name the feature arrays stage one writes for each paper's backbones (``swin``,
 ``swin_audio_w*``, ``iresnet``, ``tdnn_w*``) and the paper's training choices. What a paper does
 not state keeps this project's default (noted per preset). A preset may also name the extractor
-settings its paper used (``Preset.extraction``); :func:`build_config` then refuses a store whose
-root attributes record other settings for the features the run reads. Not reproduced: Jin et al.'s
-multi-task AU training, Yu et al.'s coarse-fine granularity loss and GCSA backbone (stage one's
-features stand in for their backbones).
+settings its paper used (``Preset.extraction``); the fuse-config builder then refuses a store whose
+root attributes record other settings for the features the run reads. Not reproduced: Yu et al.'s
+end-to-end RHCNN / MCNN on pixels and waveforms (small branches on stage one's face maps and
+log-mel stand in, see ``heads/gcsa.py``).
+
+``yu2025`` (Yu et al. 2025; method ``gcsa``, and ``proportional`` with the same settings):
+
+| setting      | paper                        | ours                            | why                           |
+|--------------|------------------------------|---------------------------------|-------------------------------|
+| image branch | RHCNN on face images         | 1x1 stem, residual block with   | stage two sees cached maps,   |
+|              |                              | NxN depthwise conv, shuffle, on | not pixels: the backbone map  |
+|              |                              | ``swin_tokens`` [7, 7, 768]     | replaces the primary convs    |
+| audio branch | MCNN on speech               | local/temporal/spatial branches | log-mel is what stage one     |
+|              |                              | of 2 blocks, on ``logmel``      | caches                        |
+| audio window | not stated                   | 64 video frames (``window``)    | paper 000's widest, ~2 s      |
+| GCSA         | section 3.3                  | as the text (not the equations) | see ``fusion/gcsa.py``        |
+| fusion       | (m Pa + n Pv)/(m+n), 1..5    | same, grid-searched on val      | as the paper                  |
+| loss         | coarse-fine, mu not given    | ``coarse_fine``: mu 0.5 between | not given: see ``losses.py``  |
+|              |                              | adjacent, 1.0 opposite          |                               |
+|              |                              | quadrants; Neutral in 4, Other  |                               |
+|              |                              | none; argmax prediction         |                               |
+| masking      | time + frequency masking     | torchaudio, 1 mask each, <= 8   | sizes not given               |
+|              |                              | frames, <= 16 bands, train only |                               |
+| frames       | equal time intervals         | every 5th (``interval``)        | k not given; ~6 frames/s at   |
+|              |                              |                                 | 30 fps (neighbours ~equal)    |
+| optimizer    | SGD, momentum 0.9            | same; weight decay 0.01         | decay not given: our default  |
+| lr           | 1e-4; 1e-3 for "the weight   | 1e-4 branches + GCSA            | we read the latter as the two |
+|              | parameters of speech and     | (``head.feature_lr``), 1e-3 the | modality FC layers (so all of |
+|              | facial images"               | two FC layers (``train.lr``)    | ``proportional``: 1e-3)       |
+| batch        | 16                           | 16                              | as the paper                  |
+| dropout      | 0.2 in the FC layer          | 0.2 before each FC              | as the paper                  |
+| epochs       | 300                          | 300, patience 300 (no early     | the best val epoch is kept;   |
+|              |                              | stop); eval batches of 256      | 256: bounds the CNN's memory  |
+| data         | Aff-Wild2 + AFEW + CK+ + GAN | the manifests given             | no extra data here            |
 """
 
 from __future__ import annotations
@@ -87,18 +117,22 @@ PRESETS: dict[str, Preset] = {
         heads={"sequence": {"image": "iresnet", "audio": ["tdnn_w32"], "length": 30,
                             "layers": 1}},
     ),
-    # Yu et al. 2025: proportional decision fusion P = (m Pa + n Pv) / (m + n) over integers
-    # 0 < m, n < 6, FC classifiers with dropout 0.2, SGD (momentum 0.9, learning rate 0.001 for
-    # the classifiers), batch size 16. Cross-entropy stands in for their coarse-fine loss.
+    # Yu et al. 2025 (see _YU2025 below for the table of paper vs ours).
     "yu2025": Preset(
         paper="Yu et al. 2025, Design of an Expression Recognition Solution Employing the Global "
               "Channel-Spatial Attention Mechanism",
-        methods=("proportional",),
+        methods=("gcsa", "proportional"),
         settings={
-            "train": {"optimizer": "sgd", "lr": 0.001, "momentum": 0.9, "batch_size": 16},
-            "loss": {"kind": "ce"},
+            "train": {"optimizer": "sgd", "lr": 0.001, "momentum": 0.9, "batch_size": 16,
+                      "epochs": 300, "patience": 300, "eval_batch_size": 256},
+            "loss": {"kind": "coarse_fine"},
+            "sampling": {"interval": 5},
         },
-        heads={"proportional": {"dropout": 0.2, "max_weight": 5}},
+        heads={
+            "gcsa": {"image": "swin_tokens", "audio": "logmel", "use_gcsa": True, "masking": True,
+                     "dropout": 0.2, "feature_lr": 0.0001, "max_weight": 5, "training": "joint"},
+            "proportional": {"dropout": 0.2, "max_weight": 5},
+        },
     ),
 }
 

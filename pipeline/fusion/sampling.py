@@ -1,4 +1,5 @@
-"""Which frames train, and how often per epoch: label purity, majority subsampling, class balance.
+"""Which frames train, and how often per epoch: label purity, majority subsampling, class balance,
+equal-interval frames.
 
 A frame is **trainable** when it is labelled (``-1`` never is a target) and meets its head's needs
 (a face, audio, a pure enough dynamic window; see ``Head.trainable``). Each epoch every trainable
@@ -18,6 +19,9 @@ frame is drawn ``k`` times, ``k`` random with expectation ``rate[class]``:
 
 Rates come from class counts over the whole training split, computed once before training; the
 draw itself happens clip by clip as clips stream in, from the run's seeded generator.
+
+``interval = k`` (Yu et al. 2025) trains on every k-th frame of each clip only
+(:func:`equal_interval`), for any head; class rates are counted over those frames.
 
 Label purity (``purity = true``, as in the ``kim2023`` preset) is off by default: where label runs
 are short next to the windows (the demo's runs last 10-40 frames) it keeps only the frames of the
@@ -51,6 +55,7 @@ class SamplingConfig:
     purity_over: str = "window"
     windows: tuple[int, ...] = PAPER_WINDOWS  # window lengths (frames) that have a threshold
     thresholds: tuple[float, ...] = PAPER_THRESHOLDS  # purity threshold of each window length
+    interval: int = 1  # train on every k-th frame of each clip only (yu2025); 1 = every frame
 
     def __post_init__(self) -> None:
         if self.balance not in BALANCE_MODES:
@@ -64,6 +69,8 @@ class SamplingConfig:
         if len(self.windows) != len(self.thresholds):
             raise PipelineError(f"sampling.windows has {len(self.windows)} lengths but "
                                 f"sampling.thresholds {len(self.thresholds)} values")
+        if self.interval < 1:
+            raise PipelineError(f"sampling.interval {self.interval}: need at least 1")
 
 
 def purity_rule(audio_arrays: tuple[str, ...], config: SamplingConfig
@@ -127,3 +134,16 @@ def draw(labels: np.ndarray, trainable: np.ndarray, rates: np.ndarray,
     whole = np.floor(rate)
     extra = rng.random(labels.size) < rate - whole
     return (whole + extra).astype(np.int64)
+
+
+def equal_interval(offsets: np.ndarray, interval: int) -> np.ndarray:
+    """bool [N]: frames ``0, k, 2k, ...`` of each clip (clip ``i`` is rows offsets[i]:offsets[i+1]).
+
+    Yu et al. 2025 select training images "at equal time intervals". The grid starts at each
+    clip's first frame and is the same every epoch (the paper's fixed selection); the other
+    frames still count for validation and prediction. ``interval`` 1 keeps every frame.
+    """
+    offsets = np.asarray(offsets, dtype=np.int64)
+    sizes = np.diff(offsets)
+    position = np.arange(int(offsets[-1])) - np.repeat(offsets[:-1], sizes)
+    return position % interval == 0

@@ -88,10 +88,11 @@ def _deterministic(threads: int, device: str) -> Iterator[None]:
 
 
 def _optimizer(head: Head, config: TrainConfig) -> torch.optim.Optimizer:
+    groups = head.parameter_groups()  # a head may give some parameters their own lr
     if config.optimizer == "sgd":
-        return torch.optim.SGD(head.parameters(), lr=config.lr, momentum=config.momentum,
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum,
                                weight_decay=config.weight_decay)
-    return torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
 
 
 def predict_table(head: Head, table: Table, batch_size: int) -> dict[str, np.ndarray]:
@@ -177,6 +178,13 @@ class _Run:
 
     # -- one epoch
 
+    def trainable(self, table: Table) -> np.ndarray:
+        """The head's trainable frames, on the equal-interval grid (sampling.interval)."""
+        keep = self.head.trainable(table)
+        if self.config.sampling.interval > 1:
+            keep &= sampling.equal_interval(table.offsets, self.config.sampling.interval)
+        return keep
+
     def class_rates(self) -> np.ndarray:
         """Per-class draw rates from the training split's trainable frames (labels, faces, purity)."""
         light = ClipStream(self.stream.store, FeatureRequest(arrays=(), audio=self.request.audio,
@@ -184,7 +192,7 @@ class _Run:
                            self.dims, self.config.train.buffer_clips)
         counts = np.zeros(NUM_CLASSES, np.int64)
         for table in light.tables(self.splits["train"], train=True):
-            counts += sampling.class_counts(table.labels, self.head.trainable(table))
+            counts += sampling.class_counts(table.labels, self.trainable(table))
         if not counts.any():
             raise PipelineError("no training frame can train this head (labelled, with a face, "
                                 "with audio and a pure enough window, as the head needs)")
@@ -197,7 +205,7 @@ class _Run:
         order = [self.splits["train"][i] for i in self.rng.permutation(len(self.splits["train"]))]
         total, weight, examples_seen = 0.0, 0, 0
         for table in self.stream.tables(order, train=True):
-            counts = sampling.draw(table.labels, self.head.trainable(table), rates, self.rng)
+            counts = sampling.draw(table.labels, self.trainable(table), rates, self.rng)
             examples = self.head.examples(table, counts, self.rng)
             examples = examples[self.rng.permutation(examples.size)]
             for begin in range(0, examples.size, batch_size):

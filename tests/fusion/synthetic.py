@@ -46,17 +46,22 @@ def _segments(rng: np.random.Generator, n: int, low: int, high: int, values: int
 def make_dataset(root: str | Path, splits: dict[str, int] | None = None, frames: int = 120,
                  image_dim: int = 16, audio_dim: int = 8, noise: float = 0.6, seed: int = 0,
                  faceless: float = 0.05, unlabelled: bool = True, no_audio: tuple[str, ...] = (),
-                 token_maps: bool = False) -> Synthetic:
+                 token_maps: bool = False, logmel: bool = False) -> Synthetic:
     """Write ``root/features.zarr`` and ``root/manifests`` and return them with the clips.
 
     ``splits``: clips per split (default 6 train, 3 val, 1 test). ``no_audio``: clip ids stored
     with ``has_audio`` False and no audio arrays. ``token_maps`` adds ``swin_tokens`` [T, 2, 2, D].
+    ``logmel`` adds ``logmel`` [T_mel, 16] at 25 rows/s (2.5 per frame): each row is the prototype
+    of the member at its time plus noise (drawn from its own generator: the other arrays do not
+    change).
     """
     root = Path(root)
     splits = splits or {"train": 6, "val": 3, "test": 1}
     rng = np.random.default_rng(seed)
     image_protos = rng.normal(size=(4, image_dim)) * 1.5
     audio_protos = rng.normal(size=(2, audio_dim)) * 1.5
+    mel_rng = np.random.default_rng(seed + 1)
+    mel_protos = mel_rng.normal(size=(2, 16)) * 1.5
     store = FeatureStore(root / "features.zarr", "a")
     clips: list[Clip] = []
     for split, count in splits.items():
@@ -91,6 +96,11 @@ def make_dataset(root: str | Path, splits: dict[str, int] | None = None, frames:
                              + noise * rng.normal(size=(n, audio_dim)))
                     store.write(clip_id, f"tdnn_w{length}", audio.astype(np.float16),
                                 cache_key="test", rate=10.0)
+                if logmel:
+                    frame = np.minimum(np.arange(n * 5 // 2) * 10 // 25, n - 1)
+                    mel = mel_protos[member[frame]] + noise * mel_rng.normal(size=(frame.size, 16))
+                    store.write(clip_id, "logmel", mel.astype(np.float32), cache_key="test",
+                                rate=25.0)
             split_clips.append(Clip(clip_id=clip_id, split=split, video_id=clip_id, n_frames=n,
                                     fps=10.0, frames_dir=None, video_path=None, audio_path=None,
                                     labels=None if split == "test" else labels))

@@ -15,13 +15,14 @@ from pipeline.fusion.sampling import SamplingConfig
 from .synthetic import make_dataset
 
 SMALL = {"mfm": {"dim": 16, "heads": 2},
-         "sequence": {"dim": 16, "heads": 2, "ff": 32, "length": 12, "eval_stride": 6}}
+         "sequence": {"dim": 16, "heads": 2, "ff": 32, "length": 12, "eval_stride": 6},
+         "gcsa": {"width": 8, "audio_width": 4, "window": 8}}
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     return make_dataset(tmp_path_factory.mktemp("heads"), splits={"train": 2, "val": 1},
-                        frames=30, token_maps=True)
+                        frames=30, token_maps=True, logmel=True)
 
 
 def _head(name, data, **changes):

@@ -129,4 +129,4 @@ def test_method_choices_come_from_the_registry(capsys):
     assert main(["fuse", "--method", "nonsense", "--store", "s", "--manifests", "m",
                  "--out", "o"]) == 2
     err = " ".join(capsys.readouterr().err.split())
-    assert "choose from audio, image, mfm, proportional, sequence" in err
+    assert "choose from audio, gcsa, image, mfm, proportional, sequence" in err

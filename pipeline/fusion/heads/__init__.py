@@ -16,6 +16,8 @@ What the training loop (``pipeline.fusion.train``) asks of a head:
   computed from others (the proportional rule); :meth:`Head.evaluator` scores a split;
   :meth:`Head.fit_on` fits what is not learnt by gradient on the validation outputs (heads with
   ``fits_on_validation``; the loop calls it after every validation pass).
+* :meth:`Head.parameter_groups`: the optimizer's parameter groups (all parameters at
+  ``train.lr`` unless a head gives some their own learning rate).
 
 **Frames with no face image.** Outputs listed in ``face_outputs`` depend on the face. At such a
 frame they take the prediction of the nearest frame of the same clip that had a face (ties: the
@@ -136,6 +138,10 @@ class Head(nn.Module, metaclass=ABCMeta):
     @abstractmethod
     def batch(self, table: Table, examples: np.ndarray, counts: np.ndarray | None) -> Batch:
         """(inputs, targets, weights) for ``examples``; ``counts`` is None at inference."""
+
+    def parameter_groups(self) -> list[dict]:
+        """The optimizer's parameter groups; a group without ``"lr"`` uses ``train.lr``."""
+        return [{"params": list(self.parameters())}]
 
     def loss(self, logits: dict[str, torch.Tensor], targets: torch.Tensor,
              weights: torch.Tensor | None, config: LossConfig) -> torch.Tensor:
