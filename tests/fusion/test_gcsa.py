@@ -13,7 +13,7 @@ from pipeline.fusion.data import check_inputs, load_table
 from pipeline.fusion.gcsa import GCSA, channel_shuffle, channel_unshuffle
 from pipeline.fusion.heads.gcsa import GCSAConfig, GCSAHead, SpecMasking
 from pipeline.fusion.losses import LossConfig, batch_loss
-from pipeline.fusion.presets import build_config
+from pipeline.fusion.config import build_config
 from pipeline.fusion.sampling import SamplingConfig, equal_interval
 from pipeline.fusion.train import train
 

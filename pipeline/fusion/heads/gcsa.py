@@ -7,7 +7,7 @@ Per frame ``t``::
     audio  log-mel window [T_win, n_mels] centred on t -> standardised -> (training: time and
            frequency masking) -> MCNN-style multi-branch CNN -> GCSA -> mean -> dropout -> FC -> P_a
     fusion P = (m P_a + n P_v) / (m + n), integers 1 <= m, n <= max_weight, grid-searched on
-           validation after every epoch (the ``proportional`` head's evaluator and rule, reused)
+           validation after every epoch (the ``proportional`` head's ``fit_on`` and rule, reused)
 
 The paper trains RHCNN and MCNN end to end on pixels and waveforms; here stage one's frozen
 backbone maps (``swin_tokens`` [T, 7, 7, 768]) and log-mel (``logmel`` [T_mel, n_mels]) stand in for
@@ -53,8 +53,8 @@ from pipeline.errors import PipelineError
 from pipeline.features.audio_windows import frame_windows
 from pipeline.fusion.data import FeatureRequest, Table
 from pipeline.fusion.gcsa import GCSA, channel_shuffle
-from pipeline.fusion.heads import Batch, Evaluator, Head, register
-from pipeline.fusion.heads.proportional import ProportionalEvaluator, ProportionalHead
+from pipeline.fusion.heads import Batch, Head, register
+from pipeline.fusion.heads.proportional import ProportionalHead
 from pipeline.fusion.heads.unimodal import targets_of
 from pipeline.fusion.losses import LossConfig, batch_loss
 from pipeline.fusion.sampling import SamplingConfig
@@ -253,7 +253,8 @@ class GCSAHead(Head):
         self.steps += 1
         return batch_loss(logits[branch], targets, weights, config)
 
-    derive = ProportionalHead.derive  # P = (m Pa + n Pv) / (m + n) with the fitted (m, n)
-
-    def evaluator(self) -> Evaluator:
-        return ProportionalEvaluator(self)
+    # P = (m Pa + n Pv) / (m + n) with (m, n) fitted on validation by the loop (the proportional
+    # head's rule, reused).
+    derive = ProportionalHead.derive
+    fits_on_validation = True
+    fit_on = ProportionalHead.fit_on
