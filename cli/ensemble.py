@@ -87,11 +87,14 @@ def ensemble(
     if result.tuned_on_scored_frames:
         console.print("[yellow]warning:[/] choices were tuned on the scored frames"
                       " (--tune-on same): these scores are optimistic")
+    # soft_wrap: names and paths stay whole lines (copyable) whatever the terminal's width.
     console.print(f"final: [bold]{result.final.name}[/] macro-F1"
-                  f" {result.final.scores.macro_f1:.4f} over {result.final.scores.n_frames} frames")
-    console.print(f"scores: {result.scores_path}")
-    console.print(f"report: {result.report_path}")
-    console.print(f"submission: {result.submission_path or '-'} ({result.submission_note})")
+                  f" {result.final.scores.macro_f1:.4f} over {result.final.scores.n_frames} frames",
+                  soft_wrap=True)
+    for label, path in (("scores", result.scores_path), ("report", result.report_path)):
+        console.print(f"{label}: {path}", soft_wrap=True, highlight=False, markup=False)
+    console.print(f"submission: {result.submission_path or '-'} ({result.submission_note})",
+                  soft_wrap=True, highlight=False, markup=False)
 
 
 def score(

@@ -10,6 +10,12 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)
 
+# Tests import timm/transformers directly (as reference implementations). In the project's venv
+# the startup hook that `make setup` installs does this; here it must not depend on that step.
+from pipeline.compat import ensure_torchvision  # noqa: E402
+
+ensure_torchvision()
+
 
 @pytest.fixture(autouse=True)
 def _seed():

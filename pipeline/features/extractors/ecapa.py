@@ -37,7 +37,27 @@ class EcapaConfig:
     embedding_dim: int = 192  # the model's output width (ECAPA: 192; SpeechBrain x-vector: 512)
 
 
+def _import_speechbrain() -> None:
+    """Import SpeechBrain, then drop the lazy placeholders it leaves in ``sys.modules``.
+
+    SpeechBrain registers modules such as ``speechbrain.k2_integration`` as lazy objects that
+    raise ImportError on first attribute access when their optional dependency is missing.
+    Tools that walk ``sys.modules`` (hypothesis, ``inspect``, pickling by reference) then fail in
+    any process that ran this extractor. Removing the never-loaded placeholders only means a later
+    explicit import of such a module fails the ordinary way.
+    """
+    import sys
+
+    import speechbrain  # noqa: F401
+    from speechbrain.utils.importutils import LazyModule
+
+    for name, module in list(sys.modules.items()):
+        if isinstance(module, LazyModule) and not getattr(module, "lazy_module", None):
+            del sys.modules[name]
+
+
 def _default_modules(name: str) -> dict[str, torch.nn.Module]:
+    _import_speechbrain()
     from speechbrain.lobes.features import Fbank
     from speechbrain.processing.features import InputNormalization
 
@@ -55,6 +75,7 @@ def _default_modules(name: str) -> dict[str, torch.nn.Module]:
 
 
 def _folder_modules(folder: Path) -> dict[str, torch.nn.Module]:
+    _import_speechbrain()
     from hyperpyyaml import load_hyperpyyaml
 
     path = folder / "hyperparams.yaml"

@@ -38,6 +38,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from pipeline.compat import ensure_torchvision as _ensure_torchvision  # transformers imports it
 from pipeline.errors import PipelineError
 from pipeline.features.extractors.audio_embedding import AudioEmbeddingExtractor
 from pipeline.features.extractors.base import ArraySpec, register
@@ -79,6 +80,7 @@ class HfAudio(AudioEmbeddingExtractor):
         self._sample_rate = int(preprocessor.get("sampling_rate", 16000))
         self._normalize = bool(preprocessor.get("do_normalize", True))
         if model_config is None:  # random weights: transformers' default Wav2Vec2Config
+            _ensure_torchvision()
             from transformers import Wav2Vec2Config
 
             model_config = Wav2Vec2Config().to_dict()
@@ -114,6 +116,7 @@ class HfAudio(AudioEmbeddingExtractor):
 
     def load(self) -> None:
         if self._model is None:
+            _ensure_torchvision()
             from transformers import AutoModel, Wav2Vec2Config, Wav2Vec2Model
 
             with torch.random.fork_rng(devices=[]):
