@@ -3,7 +3,7 @@
 Inputs: a feature store (stage one) and the manifest directory it was extracted from. Output:
 ``OUT/<name>/`` (``name`` defaults to the method), the run directory described in
 ``pipeline.fusion.train``. Rerunning the same command resumes or, if the run is complete,
-does nothing.
+does nothing. A ``dan`` run also gets ``attention.npz`` (``pipeline.fusion.heads.dan``).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 from pipeline.data.manifest import load_clips
 from pipeline.errors import PipelineError
 from pipeline.features.store import FeatureStore
+from pipeline.fusion.heads.dan import DANHead, write_attention
 from pipeline.fusion.train import FuseConfig, RunResult, train
 from pipeline.progress import ProgressFn, silent
 
@@ -40,4 +41,7 @@ def fuse(config: FuseConfig, out: str | Path, name: str | None = None,
     # Absolute paths: a run resumed from another working directory is still the same run.
     config = dataclasses.replace(config, store=str(store_path.resolve()),
                                  manifests=str(manifests.resolve()))
-    return train(config, Path(out) / name, clips, store, progress, restart=restart, force=force)
+    result = train(config, Path(out) / name, clips, store, progress, restart=restart, force=force)
+    if config.method == DANHead.name:  # what each attention head looks at, for the report
+        write_attention(result.run_dir, store, clips)
+    return result

@@ -21,8 +21,8 @@ from pipeline.fusion.heads.dan import (
 )
 from pipeline.fusion.losses import LossConfig, batch_loss
 from pipeline.fusion.presets import build_config
-from pipeline.fusion.train import train
 from pipeline.scoring.predictions import Predictions, prediction_path
+from stages.fuse import fuse
 
 from .synthetic import make_dataset
 
@@ -193,11 +193,20 @@ def data(tmp_path_factory):
                         frames=60, token_maps=True, noise=0.4)
 
 
+def test_preset_jeong2022_sets_the_papers_table(data):
+    config = build_config("dan", data.store, data.manifests, preset="jeong2022")
+    assert (config.train.lr, config.train.batch_size, config.train.epochs) == (1e-4, 1024, 8)
+    assert config.train.weight_decay == 1e-4 and config.head.heads == 4
+    assert config.loss.kind == "focal"
+    with pytest.raises(PipelineError, match="preset jeong2022 .* not image"):
+        build_config("image", data.store, data.manifests, preset="jeong2022")
+
+
 def test_trains_beats_chance_and_writes_attention(data, tmp_path):
     config = build_config("dan", data.store, data.manifests, preset="jeong2022",
                           sets=["train.epochs=3", "train.batch_size=32", "train.lr=0.003",
                                 "head.width=16", "head.reduction=4"])
-    result = train(config, tmp_path / "dan", data.clips, FeatureStore(data.store))
+    result = fuse(config, tmp_path, name="dan")  # the stage: training, then attention.npz
     probs = dict(Predictions(prediction_path(result.run_dir, "val", "main")))
     val = [clip for clip in data.clips if clip.split == "val"]
     labels = np.concatenate([clip.labels for clip in val])
@@ -207,12 +216,13 @@ def test_trains_beats_chance_and_writes_attention(data, tmp_path):
     assert f1 == pytest.approx(result.val_macro_f1["main"], abs=1e-6)
     assert f1 > 0.25  # chance is 1/8; the face alone allows 0.5 on these data
 
-    path = write_attention(result.run_dir, FeatureStore(data.store), data.clips, frames=2)
-    assert path == result.run_dir / ATTENTION_FILE
-    saved = np.load(path)
+    saved = np.load(result.run_dir / ATTENTION_FILE)  # one frame per validation clip
     assert saved["spatial"].shape == (2, 4, 2, 2) and saved["channel"].shape == (2, 4, 16)
     assert list(saved["clip_ids"]) == [clip.clip_id for clip in val]
     assert saved["probs"].shape == (2, 8)
     # the saved frame's probabilities are the run's prediction for it
     for clip_id, frame, p in zip(saved["clip_ids"], saved["frames"], saved["probs"]):
         np.testing.assert_allclose(p, probs[clip_id][frame], atol=1e-5)
+    # fewer frames than clips: clips spread over the split
+    path = write_attention(result.run_dir, FeatureStore(data.store), data.clips, frames=1)
+    assert list(np.load(path)["clip_ids"]) == [val[0].clip_id]
