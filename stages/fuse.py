@@ -3,7 +3,7 @@
 Inputs: a feature store (stage one) and the manifest directory it was extracted from. Output:
 ``OUT/<name>/`` (``name`` defaults to the method), the run directory described in
 ``pipeline.fusion.train``. Rerunning the same command resumes or, if the run is complete,
-does nothing.
+does nothing. A ``dan`` run also gets ``attention.npz`` (``pipeline.fusion.heads.dan``).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pipeline.data.manifest import load_clips
 from pipeline.errors import PipelineError
 from pipeline.features.store import FeatureStore
 from pipeline.fusion.config import FuseConfig
+from pipeline.fusion.heads import head_class
 from pipeline.fusion.train import RunResult, train
 from pipeline.progress import ProgressFn, silent
 
@@ -41,4 +42,6 @@ def fuse(config: FuseConfig, out: str | Path, name: str | None = None,
     # Absolute paths: a run resumed from another working directory is still the same run.
     config = dataclasses.replace(config, store=str(store_path.resolve()),
                                  manifests=str(manifests.resolve()))
-    return train(config, Path(out) / name, clips, store, progress, restart=restart, force=force)
+    result = train(config, Path(out) / name, clips, store, progress, restart=restart, force=force)
+    head_class(config.method).after_training(result.run_dir, store, clips)
+    return result

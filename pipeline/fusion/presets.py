@@ -134,6 +134,34 @@ PRESETS: dict[str, Preset] = {
             "proportional": {"dropout": 0.2, "max_weight": 5},
         },
     ),
+    # Jeong et al. 2022 (extended DAN; see pipeline/fusion/heads/dan.py):
+    #   setting        paper                        ours              why they differ
+    #   lr             1e-4                         1e-4
+    #   batch size     1024                         1024
+    #   epochs         8                            8                 patience 8: no early stop
+    #   weight decay   1e-4                         1e-4 (AdamW)
+    #   optimizer      not stated                   AdamW             DAN's AffectNet code: Adam
+    #   heads          4                            4
+    #   loss           focal                        focal, gamma 2    gamma not stated (Lin's 2)
+    #   aux losses     affinity + partition (DAN)   both, weight 1    DAN's code
+    #   backbone       ResNet-50 (VGGFace2), tuned  frozen map        stage one caches features;
+    #                                               + 1x1 adapter     the adapter trains instead
+    #   data           + AffectNet, ExpW, AI-Hub,   Aff-Wild2 only    no external data; no image
+    #                  image augmentation                             augmentation of cached maps
+    #   bagging        soft-voting bag              one model         bagging: a separate option
+    #   sampling       not stated                   none              focal loss for imbalance
+    "jeong2022": Preset(
+        paper="Jeong et al. 2022, Facial Expression Recognition based on Multi-head Cross "
+              "Attention Network",
+        methods=("dan",),
+        settings={
+            "train": {"optimizer": "adamw", "lr": 1e-4, "batch_size": 1024, "epochs": 8,
+                      "patience": 8, "weight_decay": 1e-4},
+            "loss": {"kind": "focal", "gamma": 2.0},
+            "sampling": {"balance": "none"},
+        },
+        heads={"dan": {"image": "swin_tokens", "heads": 4}},
+    ),
 }
 
 

@@ -178,6 +178,12 @@ class Head(nn.Module, metaclass=ABCMeta):
         to keep in metrics.json. Nothing by default."""
         return {}
 
+    @classmethod
+    def after_training(cls, run_dir: Any, store: Any, clips: Any) -> None:
+        """Write what a finished run of this head adds to its run directory (e.g. ``dan``'s
+        attention maps); called by ``stages.fuse`` with the run's store and clips. Nothing by
+        default."""
+
 
 _REGISTRY: dict[str, type[Head]] = {}
 

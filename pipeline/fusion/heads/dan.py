@@ -1,0 +1,328 @@
+"""``dan``: DAN (Wen et al. 2021, arXiv 2109.07270) on cached face maps, as in Jeong et al. 2022.
+
+Per frame, on the frozen backbone's face map ``x`` [C_in, H, W] (``swin_tokens`` [7, 7, 768], or
+a ResNet's [7, 7, 512 | 2048]; any ``[T, H, W, C]`` array of the store)::
+
+    feature clustering   f = ReLU(BN(Conv1x1(x)))                    [width, H, W]  (trainable)
+    head k = 1..K        s_k = f * sum_c ReLU(BN(Conv3x3(g)) + BN(Conv1x3(g)) + BN(Conv3x1(g)))
+                               with g = BN(Conv1x1(f)) [width/2]      spatial attention unit
+                         a_k = GAP(s_k) * sigmoid(L2(ReLU(BN(L1(GAP(s_k))))))   channel unit [width]
+    fusion               h = log_softmax([a_1 .. a_K], over the heads)          (K > 1 only)
+    logits               BN(FC(sum_k h_k))                            FC then BN, as DAN's code
+                                                                      and paper 001's text
+
+DAN's backbone (the "feature clustering network") is trained; here the backbone is frozen in
+stage one, so a trainable adapter (1x1 convolution, BN, ReLU) takes its place and the affinity
+loss shapes the adapter's pooled output. Total loss::
+
+    L = L_cls(logits)  +  affinity_weight * L_af  +  partition_weight * L_pt
+
+* ``L_cls``: the run's ``loss`` section (``focal`` for paper 001, via the ``jeong2022`` preset).
+* **Affinity loss** (DAN's eq. and code): with ``p_i = GAP(f_i)`` and learned class centres
+  ``c_1..c_8`` (initialised N(0, 1), as DAN's code)::
+
+      L_af = sum_i w_i ||p_i - c_{y_i}||^2 / sigma_c^2  /  sum_i w_i,
+      sigma_c^2 = sum_d Var_k(c_kd)        (unbiased variance over the 8 centres, summed over d)
+
+  DAN's code averages over the batch (``w_i`` = 1); unlabelled frames and weight 0 are left out.
+* **Partition loss**: ``v_ij = Var_k(h_ikj)`` (unbiased variance over the K heads of channel j of
+  frame i, on the log-softmax-scaled head outputs). DAN's paper writes
+  ``mean_ij log(1 + K / v_ij)``; the authors' code (which paper 001 extends, and whose numbers
+  the papers report) computes ``log(1 + K / (mean_ij v_ij + eps))``. ``partition = "code"``
+  (default) or ``"paper"`` chooses; ``eps`` is float64 machine epsilon, as their code. K = 1
+  has no partition loss (and no log-softmax), as their code.
+
+Loss weights default to DAN's code (1 and 1). The forward returns a :class:`DANOutput`: the
+``main`` logits (the only model output; predictions and the ensemble see nothing else) carrying
+the pooled features and the fused head outputs in ``.extras`` for :meth:`DANHead.loss`, so the
+auxiliary losses need no state on the module.
+
+**Biases.** DAN's code gives the convolutions and linear layers that feed a batch norm a bias;
+the batch norm cancels it (its gradient is zero), so those layers have none here.
+
+**Batch norm with one example.** DAN's 1-d batch norms (channel unit, classifier) cannot compute
+batch statistics from a single example; a training batch of one (the last of an epoch can be)
+is normalised with the running statistics instead.
+
+**Attention maps.** :meth:`DANHead.attention` gives each head's spatial map (the channel sum that
+multiplies ``f``, [K, H, W]) and channel weights ([K, width]). :func:`write_attention` writes
+them for a few validation frames of a finished run to ``RUN/attention.npz`` (keys below).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline import io as atomic
+from pipeline.config import from_dict
+from pipeline.data.labels import NUM_CLASSES, UNLABELED
+from pipeline.data.manifest import Clip
+from pipeline.errors import PipelineError
+from pipeline.features.store import FeatureStore
+from pipeline.fusion.data import FeatureRequest, Table, load_table
+from pipeline.fusion.heads import Batch, Head, register
+from pipeline.fusion.heads.unimodal import targets_of
+from pipeline.fusion.losses import LossConfig, batch_loss
+from pipeline.fusion.sampling import SamplingConfig
+
+PARTITION_FORMS = ("code", "paper")
+EPS = sys.float_info.epsilon  # DAN's code: keeps 1 / variance finite when the heads agree
+ATTENTION_FILE = "attention.npz"
+
+
+@dataclass
+class DANConfig:
+    image: str = "swin_tokens"  # store array of face maps [T, H, W, C]
+    width: int = 512  # adapter output channels (DAN's ResNet-18 map has 512)
+    heads: int = 4  # attention heads K (paper 001 and DAN: 4)
+    reduction: int = 16  # channel unit's hidden size = width // reduction (DAN: 512 -> 32)
+    affinity_weight: float = 1.0  # weight of the affinity loss (DAN's code: 1)
+    partition_weight: float = 1.0  # weight of the partition loss (DAN's code: 1)
+    partition: str = "code"  # "code": log(1 + K / mean variance); "paper": mean log(1 + K / var)
+
+    def __post_init__(self) -> None:
+        if self.partition not in PARTITION_FORMS:
+            raise PipelineError(f"dan.partition {self.partition!r}: choose from "
+                                f"{', '.join(PARTITION_FORMS)}")
+        if self.heads < 1 or self.reduction < 1 or self.width < 2 * self.reduction:
+            raise PipelineError(f"dan heads {self.heads}, width {self.width}, reduction "
+                                f"{self.reduction}: need heads >= 1 and width >= 2 * reduction")
+        if min(self.affinity_weight, self.partition_weight) < 0:
+            raise PipelineError("dan affinity_weight and partition_weight: need >= 0")
+
+
+# ---- the two auxiliary losses -------------------------------------------------------------------
+
+
+def affinity_loss(features: torch.Tensor, targets: torch.Tensor, centres: torch.Tensor,
+                  weights: torch.Tensor | None = None) -> torch.Tensor:
+    """DAN's affinity loss: weighted mean of ``||p_i - c_{y_i}||^2`` over ``sum_d Var_k(c_kd)``.
+
+    ``features`` [N, D], ``targets`` [N] (-1: left out), ``centres`` [8, D], ``weights`` [N].
+    """
+    weights = torch.ones_like(targets, dtype=features.dtype) if weights is None else weights
+    keep = (targets != UNLABELED) & (weights > 0)
+    if not bool(keep.any()):
+        return features.sum() * 0.0 + centres.sum() * 0.0
+    distance = (features[keep] - centres[targets[keep]]).pow(2).sum(dim=1)
+    spread = centres.var(dim=0).sum()
+    w = weights[keep].to(distance.dtype)
+    return (w * distance).sum() / w.sum() / spread
+
+
+def partition_loss(heads: torch.Tensor, form: str = "code") -> torch.Tensor:
+    """DAN's partition loss on the fused head outputs ``heads`` [N, K, C] (see the module doc)."""
+    count = heads.shape[1]
+    if count < 2:
+        return heads.sum() * 0.0
+    variance = heads.var(dim=1)  # [N, C], unbiased over the heads
+    if form == "code":
+        return torch.log(1 + count / (variance.mean() + EPS))
+    return torch.log(1 + count / (variance + EPS)).mean()
+
+
+# ---- the network --------------------------------------------------------------------------------
+
+
+class BatchNorm1d(nn.BatchNorm1d):
+    """Batch norm that uses its running statistics for a training batch of a single example."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and x.shape[0] == 1:
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                                False, 0.0, self.eps)
+        return super().forward(x)
+
+
+def _conv(c_in: int, c_out: int, kernel: tuple[int, int]) -> nn.Sequential:
+    padding = (kernel[0] // 2, kernel[1] // 2)
+    return nn.Sequential(nn.Conv2d(c_in, c_out, kernel, padding=padding, bias=False),
+                         nn.BatchNorm2d(c_out))
+
+
+class SpatialAttention(nn.Module):
+    """1x1 reduction to width / 2, then 3x3 + 1x3 + 3x1 back to width, ReLU, summed over channels:
+    one map [B, 1, H, W] that multiplies the input."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.reduce = _conv(width, width // 2, (1, 1))
+        self.square = _conv(width // 2, width, (3, 3))
+        self.row = _conv(width // 2, width, (1, 3))
+        self.column = _conv(width // 2, width, (3, 1))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y = self.reduce(x)
+        mask = F.relu(self.square(y) + self.row(y) + self.column(y)).sum(dim=1, keepdim=True)
+        return x * mask, mask
+
+
+class ChannelAttention(nn.Module):
+    """Global average pooling, Linear-BN-ReLU-Linear-sigmoid weights on the pooled channels."""
+
+    def __init__(self, width: int, hidden: int) -> None:
+        super().__init__()
+        self.weigh = nn.Sequential(nn.Linear(width, hidden, bias=False), BatchNorm1d(hidden),
+                                   nn.ReLU(),
+                                   nn.Linear(hidden, width), nn.Sigmoid())
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pooled = x.mean(dim=(2, 3))
+        mask = self.weigh(pooled)
+        return pooled * mask, mask
+
+
+class CrossAttentionHead(nn.Module):
+    """One head: a spatial unit then a channel unit (DAN's initialisation)."""
+
+    def __init__(self, width: int, hidden: int) -> None:
+        super().__init__()
+        self.spatial = SpatialAttention(width)
+        self.channel = ChannelAttention(width, hidden)
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out")
+            elif isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=0.001)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Output [B, width], spatial map [B, H, W], channel weights [B, width]."""
+        attended, spatial = self.spatial(x)
+        out, channel = self.channel(attended)
+        return out, spatial[:, 0], channel
+
+
+class DANOutput(dict):
+    """The head's logits by output name, with ``extras`` (tensors the auxiliary losses need)."""
+
+    def __init__(self, logits: dict[str, torch.Tensor], extras: dict[str, torch.Tensor]) -> None:
+        super().__init__(logits)
+        self.extras = extras
+
+
+@register
+class DANHead(Head):
+    """DAN's clustering adapter, multi-head cross attention and attention fusion on face maps."""
+
+    name = "dan"
+    Config = DANConfig
+
+    @classmethod
+    def after_training(cls, run_dir: Any, store: FeatureStore, clips: Sequence[Clip]) -> None:
+        write_attention(run_dir, store, clips)  # what each attention head looks at
+
+    def __init__(self, config: DANConfig, dims: dict[str, tuple[int, ...]]) -> None:
+        super().__init__(config, dims)
+        shape = dims[config.image]
+        if len(shape) != 3:
+            raise PipelineError(f"dan: image array {config.image!r} has per-frame shape {shape}; "
+                                "need a face map [H, W, C] (e.g. swin_tokens)")
+        width = config.width
+        self.adapter = nn.Sequential(nn.Conv2d(shape[-1], width, 1, bias=False),
+                                     nn.BatchNorm2d(width), nn.ReLU())
+        self.centres = nn.Parameter(torch.randn(NUM_CLASSES, width))
+        self.heads = nn.ModuleList(CrossAttentionHead(width, width // config.reduction)
+                                   for _ in range(config.heads))
+        self.fc = nn.Linear(width, NUM_CLASSES, bias=False)
+        self.bn = BatchNorm1d(NUM_CLASSES)
+
+    @classmethod
+    def request(cls, config: DANConfig, sampling: SamplingConfig) -> FeatureRequest:
+        return FeatureRequest(arrays=(config.image,))
+
+    def batch(self, table: Table, examples: np.ndarray, counts: np.ndarray | None) -> Batch:
+        maps = torch.from_numpy(table.take(self.config.image, examples))  # [B, H, W, C]
+        return {"image": maps.permute(0, 3, 1, 2).contiguous()}, targets_of(table, examples), None
+
+    def _heads(self, inputs: dict[str, torch.Tensor]):
+        features = self.adapter(inputs["image"])
+        parts = [head(features) for head in self.heads]
+        outs, spatial, channel = (torch.stack(p, dim=1) for p in zip(*parts))
+        return features, outs, spatial, channel
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> DANOutput:
+        features, outs, _, _ = self._heads(inputs)
+        if outs.shape[1] > 1:
+            outs = F.log_softmax(outs, dim=1)
+        logits = self.bn(self.fc(outs.sum(dim=1)))
+        return DANOutput({"main": logits}, {"features": features.mean(dim=(2, 3)), "heads": outs})
+
+    @torch.no_grad()
+    def attention(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each head's spatial map [B, K, H, W] and channel weights [B, K, width]."""
+        _, _, spatial, channel = self._heads(inputs)
+        return spatial, channel
+
+    def loss(self, logits: dict[str, torch.Tensor], targets: torch.Tensor,
+             weights: torch.Tensor | None, config: LossConfig) -> torch.Tensor:
+        """Classification + affinity_weight * affinity + partition_weight * partition."""
+        if not isinstance(logits, DANOutput):
+            raise TypeError("DANHead.loss needs the DANOutput of DANHead.forward")
+        extras, cfg = logits.extras, self.config
+        total = batch_loss(logits["main"], targets, weights, config)
+        if cfg.affinity_weight:
+            total = total + cfg.affinity_weight * affinity_loss(extras["features"], targets,
+                                                                self.centres, weights)
+        if cfg.partition_weight:
+            total = total + cfg.partition_weight * partition_loss(extras["heads"], cfg.partition)
+        return total
+
+
+# ---- attention maps of a finished run -----------------------------------------------------------
+
+
+def write_attention(run_dir: str | Path, store: FeatureStore, clips: Sequence[Clip],
+                    frames: int = 8) -> Path:
+    """Write ``RUN/attention.npz``: the best epoch's attention for ``frames`` validation frames.
+
+    One frame per clip, from clips spread evenly over the validation split: the clip's middle
+    frame with a face. Keys: ``spatial`` float32 [F, K, H, W] (each head's spatial map),
+    ``channel`` float32 [F, K, width] (each head's channel weights), ``probs`` float32 [F, 8],
+    ``labels`` int64 [F] (-1: unlabelled), ``clip_ids`` str [F], ``frames`` int64 [F] (frame
+    index in its clip). Written aside, then moved into place.
+    """
+    run_dir = Path(run_dir)
+    saved = torch.load(run_dir / "best.pt", weights_only=True)
+    if saved["config"].get("method") != DANHead.name:
+        raise PipelineError(f"{run_dir}: a {saved['config'].get('method')} run, not dan")
+    config = from_dict(DANConfig, saved["config"]["head"], "head (dan)")
+    dims = {name: tuple(shape) for name, shape in saved["dims"].items()}
+    head = DANHead(config, dims)
+    head.load_state_dict(saved["model"])
+    head.eval()
+    val = [clip for clip in clips if clip.split == "val"]
+    chosen = [val[i] for i in np.unique(np.linspace(0, len(val) - 1, frames).round().astype(int))
+              ] if val else []
+    request = DANHead.request(config, SamplingConfig())
+    found: dict[str, list] = {key: [] for key in ("spatial", "channel", "probs", "labels",
+                                                  "clip_ids", "frames")}
+    for clip in chosen:
+        table = load_table(store, [clip], request, dims, train=False)
+        faces = np.flatnonzero(table.valid)
+        if not faces.size:
+            continue
+        row = faces[faces.size // 2:][:1]
+        inputs, targets, _ = head.batch(table, row, None)
+        spatial, channel = head.attention(inputs)
+        with torch.no_grad():
+            probs = torch.softmax(head(inputs)["main"], dim=-1)
+        for key, value in (("spatial", spatial), ("channel", channel), ("probs", probs)):
+            found[key].append(value[0].numpy().astype(np.float32))
+        found["labels"].append(int(targets[0]))
+        found["clip_ids"].append(clip.clip_id)
+        found["frames"].append(int(row[0]))
+    if not found["clip_ids"]:
+        raise PipelineError(f"{run_dir}: no validation frame with a face to show attention for")
+    arrays = {key: np.stack(value) if key in ("spatial", "channel", "probs") else np.asarray(value)
+              for key, value in found.items()}
+    return atomic.save_npz(run_dir / ATTENTION_FILE, **arrays)
