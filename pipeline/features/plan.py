@@ -72,10 +72,12 @@ class Missing:
 
 
 def missing(store: FeatureStore, clip: Clip, extractors: dict[str, Extractor], audio_stride: int,
-            verify: bool = True) -> Missing:
+            verify: bool = False) -> Missing:
     """Which of ``extractors`` (and ``valid``) the store lacks for ``clip``, with current keys.
 
-    One stale array recomputes its extractor's whole set. ``verify`` re-hashes complete arrays.
+    One stale array recomputes its extractor's whole set. The check costs a few metadata reads
+    and ``stat`` calls per array (:meth:`FeatureStore.is_complete`); ``verify`` also re-reads and
+    re-hashes every complete array (the old, per-byte check).
     """
     has_audio = clip.audio_path is not None
     needed, complete = [], 0
