@@ -260,7 +260,8 @@ def run_extract(config: ExtractConfig, manifests_dir: str | Path, store_path: st
     descriptions = _descriptions(extractors, config.audio_stride)
     plan = _plan(store, clips, extractors, config, progress)
     recorded = store.extractors()
-    if plan.jobs or any(recorded.get(n) != d for n, d in descriptions.items()):
+    if plan.jobs or any(recorded.get(n) != json.loads(json.dumps(d, default=str))
+                        for n, d in descriptions.items()):
         try:
             store = FeatureStore(store_path, "a")
             store.record_extractors(descriptions)
