@@ -69,9 +69,8 @@ import contextlib
 import hashlib
 import os
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import zarr
@@ -80,7 +79,10 @@ from zarr.codecs import BloscCodec, Crc32cCodec
 from pipeline.errors import PipelineError
 from pipeline.features import locks
 from pipeline.features.atomic import (TMP_PREFIX, aside_name, chunk_sizes, move_into_place,
-                                      update_attributes, write_json)
+                                      update_attributes)
+
+if TYPE_CHECKING:
+    from pipeline.features.store_inspect import StoreProblem, StoreSummary
 
 FORMAT_VERSION = 1
 VALID = "valid"  # bool [T]: frame i had a face image on disk
@@ -98,19 +100,6 @@ class StoreError(PipelineError):
 
 class CorruptArray(StoreError):
     """An array's data does not match what its writer recorded (see the module docstring)."""
-
-
-@dataclass(frozen=True)
-class StoreProblem:
-    """One incomplete or corrupt array (or clip) found by :meth:`FeatureStore.verify`."""
-
-    clip_id: str
-    array: str | None
-    reason: str
-
-    def __str__(self) -> str:
-        where = self.clip_id if self.array is None else f"{self.clip_id}/{self.array}"
-        return f"{where}: {self.reason}"
 
 
 def checksum(data: np.ndarray) -> str:
@@ -166,52 +155,6 @@ def _chunk_rows(shape: tuple[int, ...], itemsize: int) -> int:
 
 def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
-
-
-@dataclass
-class ArraySummary:
-    """One array name across the store's clips (see :meth:`FeatureStore.summary`)."""
-
-    name: str
-    complete: int = 0  # clips holding it with a completion marker
-    incomplete: int = 0  # clips holding it without one (an interrupted write)
-    row_shapes: set[tuple[int, ...]] = field(default_factory=set)  # shape of one row, e.g. (768,)
-    dtypes: set[str] = field(default_factory=set)
-    cache_keys: set[str] = field(default_factory=set)  # keys of the complete copies
-    bytes: int = 0  # bytes of its chunk files (compressed, as stored)
-    frames: int = 0  # video frames of the clips holding it
-    without_dimension_names: int = 0  # copies written before arrays carried them (xarray fails)
-
-    @property
-    def bytes_per_frame(self) -> float:
-        """Stored bytes per video frame (for audio-rate arrays too: what a clip's length costs)."""
-        return self.bytes / self.frames if self.frames else 0.0
-
-
-@dataclass
-class StoreSummary:
-    """What a store holds, read from metadata only (no chunk is decoded)."""
-
-    path: str
-    clips: int  # clip groups
-    frames: int  # sum of the clips' n_frames
-    clips_without_audio: int  # clips marked has_audio = false
-    arrays: dict[str, ArraySummary]  # by array name
-    extractors: dict[str, dict]  # the root attributes' record of each extractor
-    size_bytes: int  # bytes of all files under the store
-
-    def projected_bytes(self, frames: int) -> float:
-        """The size the store would have at ``frames`` video frames, at its bytes per frame."""
-        return self.size_bytes / self.frames * frames if self.frames else 0.0
-
-
-def _disk_bytes(path: Path) -> int:
-    total = 0
-    for folder, _, files in os.walk(path):
-        for name in files:
-            with contextlib.suppress(OSError):  # a file removed while we walk
-                total += os.stat(os.path.join(folder, name)).st_size
-    return total
 
 
 def _create_store(path: Path) -> None:
@@ -509,51 +452,13 @@ class FeatureStore:
         return float(marker["rate"])
 
     def summary(self) -> StoreSummary:
-        """Clips, arrays (shapes, dtypes, cache keys, completeness, bytes), extractors, size on disk."""
-        arrays: dict[str, ArraySummary] = {}
-        frames = without_audio = 0
-        clip_ids = self.clip_ids()
-        for clip_id in clip_ids:
-            group = self._clip(clip_id)
-            attrs = dict(group.attrs)
-            n_frames = int(attrs.get("n_frames", 0))
-            frames += n_frames
-            without_audio += attrs.get("has_audio") is False
-            for name, array in group.arrays():
-                if name.startswith(TMP_PREFIX):
-                    continue
-                entry = arrays.setdefault(name, ArraySummary(name))
-                marker = array.attrs.get("complete")
-                entry.row_shapes.add(tuple(array.shape[1:]))
-                entry.dtypes.add(str(array.dtype))
-                entry.frames += n_frames
-                entry.without_dimension_names += array.metadata.dimension_names is None
-                if marker is None:
-                    entry.incomplete += 1
-                else:
-                    entry.complete += 1
-                    entry.cache_keys.add(str(marker.get("cache_key")))
-                chunks = (marker or {}).get("chunks")
-                entry.bytes += (sum(chunks.values()) if isinstance(chunks, dict)
-                                else _disk_bytes(self._clip_dir(clip_id) / name / "c"))
-        return StoreSummary(str(self.path), len(clip_ids), frames, without_audio,
-                            dict(sorted(arrays.items())), self.extractors(), _disk_bytes(self.path))
+        """Clips, arrays (shapes, dtypes, keys, completeness, bytes), extractors, size on disk."""
+        from pipeline.features.store_inspect import summarize
+
+        return summarize(self)
 
     def verify(self, clip_ids: list[str] | None = None) -> Iterator[StoreProblem]:
-        """Yield every incomplete or corrupt array (missing marker, missing or resized chunk,
-        crc32c or sha256 mismatch, unreadable data): the full check, reading every byte."""
-        for clip_id in clip_ids if clip_ids is not None else self.clip_ids():
-            try:
-                names = self._names(clip_id)
-            except Exception as e:  # noqa: BLE001
-                yield StoreProblem(clip_id, None, f"unreadable clip group ({_one_line(e)})")
-                continue
-            if VALID not in names:
-                yield StoreProblem(clip_id, None, f"no '{VALID}' array (extraction never finished)")
-            for name in names:
-                if self.marker(clip_id, name) is None:
-                    yield StoreProblem(clip_id, name, "no completion marker (interrupted write)")
-                    continue
-                _, problem = self._inspect(clip_id, name, full=True)
-                if problem is not None:
-                    yield StoreProblem(clip_id, name, f"corrupt: {problem}")
+        """Every incomplete or corrupt array (:func:`pipeline.features.store_inspect.verify`)."""
+        from pipeline.features.store_inspect import verify
+
+        return verify(self, clip_ids)
