@@ -176,3 +176,22 @@ def test_the_cli_names_a_store_path_that_is_a_file_in_one_line(tmp_path):
                  if line.strip() and not line.startswith("(run with --debug")]
         assert len(lines) == 1 and "is a file, not a feature store" in lines[0], lines
         assert "Errno" not in lines[0]
+
+
+def test_store_info_prints_bytes_per_frame_and_the_size_at_affwild2_scale(tmp_path):
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    manifests = make_dataset(tmp_path, n_clips=2, n_frames=8)
+    store = tmp_path / "f.zarr"
+    run_extract(ExtractConfig(**CONFIG), manifests, store)
+    summary = FeatureStore(store).summary()
+    entry = summary.arrays["test_mean_colour"]
+    chunk_bytes = sum(p.stat().st_size for p in store.glob("clips/*/test_mean_colour/c/**/*") if p.is_file())
+    assert entry.bytes == chunk_bytes and entry.bytes_per_frame == chunk_bytes / 16
+    assert summary.projected_bytes(2_700_000) == pytest.approx(summary.size_bytes / 16 * 2_700_000)
+    out = CliRunner().invoke(app, ["store", "info", str(store)])
+    assert out.exit_code == 0, out.output
+    assert "2,700,000 frames" in out.output and "B/frame" in out.output
+    assert f"{entry.bytes_per_frame:,.1f}" in out.output
