@@ -13,7 +13,8 @@ Layout (see DESIGN.md, "Stage 1")::
     STORE.meta/                 beside the store, outside the Zarr hierarchy (plain zarr and xarray
       locks/                    would warn about or trip on folders inside it): writers' locks,
       reports/                  one JSON report per extraction run,
-      corrupt/<clip>/<array>    arrays a reader found corrupt: the next `extract` recomputes them
+      corrupt/<clip>/<array>    arrays a reader found corrupt: the next `extract` recomputes them,
+      tmp/                      arrays and clip groups being built (see "Correct without locks")
 
 **Other tools read it.** Every array carries ``dimension_names``: ``frame`` for rows at the video
 rate, ``<array>_frame`` for other rates (log-mel's audio frames), then ``<array>_feature`` (or
@@ -35,8 +36,9 @@ readable and writable with the same ``FORMAT_VERSION``: new writes use the new a
 **Correct without locks** (:mod:`pipeline.features.atomic`). An array is built complete (data,
 then marker) in a hidden directory of its clip group and renamed into place; a clip group is
 created the same way, with its attributes and ``time``; attributes are replaced in one
-``os.replace``. A crash or a second writer leaves a hidden ``.tmp-*`` directory (never listed),
-never a half-written array. Locks (:mod:`pipeline.features.locks`: ``flock``, or lease files
+``os.replace``. Building happens in ``STORE.meta/tmp`` (same filesystem), so no reader ever lists a
+half-made node; a crash leaves a ``.tmp-*`` directory there (removed by the next writer), never a
+half-written array. Locks (:mod:`pipeline.features.locks`: ``flock``, or lease files
 where the filesystem refuses it) only keep two writers from computing the same clip.
 What filesystems give: local disks and GPFS: atomic renames and working ``flock``. NFSv4:
 atomic renames within one export; ``flock`` works unless mounted ``local_lock=flock`` (then it is
@@ -79,7 +81,7 @@ from zarr.codecs import BloscCodec, Crc32cCodec
 from pipeline.errors import PipelineError
 from pipeline.features import locks
 from pipeline.features.atomic import (TMP_PREFIX, aside_name, chunk_sizes, move_into_place,
-                                      update_attributes)
+                                      sweep, update_attributes)
 
 if TYPE_CHECKING:
     from pipeline.features.store_inspect import StoreProblem, StoreSummary
@@ -185,6 +187,7 @@ class FeatureStore:
         self.mode = mode
         self.meta = meta_dir(self.path)
         self._root: zarr.Group | None = None
+        self._scratch_dir: Path | bool | None = None  # see _scratch
         if self.path.exists() and not self.path.is_dir():
             raise StoreError(f"{self.path}: is a file, not a feature store (a store is a folder)")
         try:
@@ -206,7 +209,7 @@ class FeatureStore:
 
     def __setstate__(self, state: dict) -> None:
         self.path, self.mode, self._root = state["path"], state["mode"], None
-        self.meta = meta_dir(self.path)
+        self.meta, self._scratch_dir = meta_dir(self.path), None
 
     @property
     def root(self) -> zarr.Group:
@@ -238,6 +241,18 @@ class FeatureStore:
         Only saves duplicate work: the store is correct without it (see the module docstring).
         """
         return self._lock(f"clip-{clip_id}", blocking)
+
+    def _scratch(self) -> Path | None:
+        """Where arrays and clip groups are built before their rename (see atomic): STORE.meta/tmp,
+        or beside their final place where STORE.meta is on another filesystem (a rename cannot
+        cross filesystems). Made, and swept of what killed writers left, once per handle."""
+        if self._scratch_dir is None:
+            scratch = self.meta / "tmp"
+            scratch.mkdir(parents=True, exist_ok=True)
+            sweep(scratch)
+            same = os.stat(scratch).st_dev == os.stat(self.path / "clips").st_dev
+            self._scratch_dir = scratch if same else False
+        return self._scratch_dir or None
 
     @contextlib.contextmanager
     def _writing(self, what: str) -> Iterator[None]:
@@ -298,7 +313,7 @@ class FeatureStore:
                         self._write_array(self._clip_dir(clip_id), TIME, np.arange(n_frames) / fps,
                                           TIME_KEY, fps, True)
                     return
-            built = aside_name(self._clip_dir(clip_id))
+            built = aside_name(self._clip_dir(clip_id), self._scratch())
             try:
                 zarr.open_group(str(built), mode="w", zarr_format=3,
                                 attributes={"n_frames": int(n_frames), "fps": float(fps), **extra})
@@ -409,7 +424,7 @@ class FeatureStore:
         data = np.ascontiguousarray(data)
         dims = dims or dimension_names(name, data.ndim, video_rate)
         final = group_dir / name
-        built = aside_name(final)
+        built = aside_name(final, self._scratch())
         coordinate = TIME if video_rate else time_name(name)
         try:
             array = zarr.create_array(

@@ -7,6 +7,7 @@ import errno
 import fcntl
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -122,18 +123,37 @@ def test_a_failed_write_leaves_the_previous_array_whole_and_nothing_visible(stor
     np.testing.assert_array_equal(store.read("c1", "swin"), before)
     assert store.marker("c1", "swin")["cache_key"] == "k"
     assert not [p for p in (store.path / "clips" / "c1").iterdir() if p.name.startswith(".")]
+    assert not list((store.meta / "tmp").iterdir())
 
 
 def test_move_into_place_replaces_a_directory_whole(tmp_path):
     final = tmp_path / "a"
     final.mkdir()
     (final / "old").write_text("old")
-    built = atomic.aside_name(final)
-    built.mkdir()
+    built = atomic.aside_name(final, tmp_path / "scratch")
+    built.mkdir(parents=True)
     (built / "new").write_text("new")
     atomic.move_into_place(built, final)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "scratch"]
     assert sorted(p.name for p in final.iterdir()) == ["new"]
+    assert not list((tmp_path / "scratch").iterdir())  # the replaced copy is deleted
+
+
+def test_what_a_killed_writer_left_is_swept(tmp_path):
+    scratch = tmp_path / "scratch"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    left = scratch / f"{atomic.TMP_PREFIX}swin@{socket.gethostname()}@{dead}@abcd1234"
+    mine = atomic.aside_name(tmp_path / "valid", scratch)
+    other_host = scratch / f"{atomic.TMP_PREFIX}swin@elsewhere@1@abcd1234"
+    for path in (left, mine, other_host):
+        path.mkdir(parents=True)
+    atomic.sweep(scratch)
+    assert sorted(p.name for p in scratch.iterdir()) == sorted([mine.name, other_host.name])
+    old = time.time() - 2 * atomic.STALE_SECONDS
+    os.utime(other_host, (old, old))
+    atomic.sweep(scratch)
+    assert [p.name for p in scratch.iterdir()] == [mine.name]
 
 
 # ---- locks where flock is refused ----------------------------------------------------------------
@@ -182,7 +202,7 @@ def test_a_stale_lease_is_taken_over(tmp_path, monkeypatch):
     # A holder on this host whose process died is stale at once.
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True).stdout.strip()
-    lease.write_text(json.dumps({"host": os.uname().nodename, "pid": int(dead), "time": time.time()}))
+    lease.write_text(json.dumps({"host": socket.gethostname(), "pid": int(dead), "time": time.time()}))
     with locks.hold(folder, "x", blocking=False, lease_seconds=60) as got:
         assert got
 
