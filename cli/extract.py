@@ -112,8 +112,9 @@ def extract(
         keys.add_row(name, key, source)
     console.print(keys)
     if result.nothing_to_do:
-        console.print(f"nothing to do: every array of the {result.clips:,} clips is complete and "
-                      "verified; no model was built", highlight=False)
+        console.print(f"nothing to do: every array of the {result.clips:,} clips is complete (markers "
+                      "and chunk files checked; `fer-pipeline store verify` re-reads every byte); "
+                      "no model was built", highlight=False)
     _warn_random(result.random_weights)
     for skip in result.skipped:
         console.print(f"skipped {skip}", markup=False, highlight=False, soft_wrap=True)

@@ -4,8 +4,10 @@ The stage is resumable, exact and parallel:
 
 1. **Plan** (:mod:`pipeline.features.plan`, in the caller's process). For every clip of the
    manifests and every extractor, the store is asked whether the extractor's arrays are complete
-   with the extractor's current cache key and still match their checksums. What is complete is
-   reused; nothing else counts. With nothing to compute the stage returns without starting
+   with the extractor's current cache key, with every chunk file they were written with (a few
+   metadata reads and ``stat`` calls per array; ``verify_existing`` re-hashes every byte instead).
+   What is complete is reused; nothing else counts. Damage the plan cannot see (changed bytes)
+   is caught when the array is read, and then noted so that the next run recomputes it. With nothing to compute the stage returns without starting
    workers or building a model.
 2. **Shards.** The clips with work are cut into shards of about ``shard_frames`` frames and handed
    to the executor that ``scheduler`` names (:mod:`pipeline.parallel`): in-process, a process

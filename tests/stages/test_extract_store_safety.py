@@ -195,3 +195,29 @@ def test_store_info_prints_bytes_per_frame_and_the_size_at_affwild2_scale(tmp_pa
     assert out.exit_code == 0, out.output
     assert "2,700,000 frames" in out.output and "B/frame" in out.output
     assert f"{entry.bytes_per_frame:,.1f}" in out.output
+
+
+def test_xarray_opens_an_extracted_store_with_image_and_audio_arrays(tmp_path):
+    import warnings
+
+    import zarr
+
+    from extract_fixtures import TINY_LOGMEL
+
+    xarray = pytest.importorskip("xarray")
+    manifests = make_dataset(tmp_path, n_clips=2, n_frames=8, audio=[True, False])
+    store = tmp_path / "f.zarr"
+    run_extract(ExtractConfig(extractors=["test_mean_colour", "logmel"], batch_size=4, device="cpu",
+                              configs={"logmel": TINY_LOGMEL}), manifests, store)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing outside the Zarr hierarchy is left inside it
+        zarr.open_group(str(store), mode="r").members(max_depth=None)
+    tree = xarray.open_datatree(store, engine="zarr", consolidated=False)
+    clip = tree["clips/clip00"].dataset
+    assert clip["test_mean_colour"].dims == ("frame", "test_mean_colour_feature")
+    assert clip["logmel"].dims == ("logmel_frame", "logmel_feature")
+    assert clip["logmel_time"].size == clip["logmel"].shape[0] > 0
+    np.testing.assert_allclose(clip["time"].values, np.arange(8) / 10.0)
+    ds = xarray.open_zarr(store, group="clips/clip01", consolidated=False)  # no audio: no rows
+    assert ds["logmel"].shape[0] == 0
+    np.testing.assert_array_equal(ds["valid"].values, FeatureStore(store).read("clip01", "valid"))
