@@ -22,7 +22,8 @@ rate, ``<array>_frame`` for other rates (log-mel's audio frames), then ``<array>
 array's own names, because xarray needs one size per dimension name in a group). Time
 coordinates in seconds are attached through the CF ``coordinates`` attribute, so
 ``xarray.open_zarr(STORE, group="clips/<id>")`` and ``xarray.open_datatree(STORE, engine="zarr")``
-open a store as it is. ``time`` and names ending in ``_time`` are reserved for coordinates.
+open a store as it is (pass ``consolidated=False``: the store has no consolidated metadata, it
+changes as clips are written). ``time`` and names ending in ``_time`` are reserved for coordinates.
 
 **Reading verifies what it reads.** Arrays carry a ``crc32c`` codec after compression, checked by
 zarr on every chunk it decodes, and their marker records each chunk file's size, checked before a
@@ -34,11 +35,10 @@ readable and writable with the same ``FORMAT_VERSION``: new writes use the new a
 ``xarray`` needs dimension names (``store info`` says when an array lacks them: re-extract it).
 
 **Correct without locks** (:mod:`pipeline.features.atomic`). An array is built complete (data,
-then marker) in a hidden directory of its clip group and renamed into place; a clip group is
-created the same way, with its attributes and ``time``; attributes are replaced in one
-``os.replace``. Building happens in ``STORE.meta/tmp`` (same filesystem), so no reader ever lists a
-half-made node; a crash leaves a ``.tmp-*`` directory there (removed by the next writer), never a
-half-written array. Locks (:mod:`pipeline.features.locks`: ``flock``, or lease files
+then marker) in ``STORE.meta/tmp`` (same filesystem, outside the hierarchy: no reader lists a
+half-made node) and renamed into its clip group; a clip group is created the same way, with its
+attributes and ``time``; attributes are replaced in one ``os.replace``. A crash leaves a
+``.tmp-*`` directory in ``tmp/`` (removed by a later writer), never a half-written array. Locks (:mod:`pipeline.features.locks`: ``flock``, or lease files
 where the filesystem refuses it) only keep two writers from computing the same clip.
 What filesystems give: local disks and GPFS: atomic renames and working ``flock``. NFSv4:
 atomic renames within one export; ``flock`` works unless mounted ``local_lock=flock`` (then it is
