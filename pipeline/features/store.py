@@ -198,9 +198,10 @@ class FeatureStore:
             version = self.root.attrs.get("fer_pipeline_store")
             if mode == "a":
                 self._move_legacy_folders()
-        except OSError as e:
+        except (OSError, ValueError) as e:  # ValueError: a damaged zarr.json
+            reason = getattr(e, "strerror", None) or _one_line(e)
             raise StoreError(f"{self.path}: cannot {'read' if mode == 'r' else 'create or open'} "
-                             f"the store ({e.strerror or _one_line(e)})") from None
+                             f"the store ({reason})") from None
         if version != FORMAT_VERSION:
             raise StoreError(f"{self.path}: store format {version!r}, this version reads {FORMAT_VERSION}")
 

@@ -254,3 +254,14 @@ def test_a_store_path_that_is_a_file_gives_one_line(tmp_path, mode):
         FeatureStore(path, mode)
     with pytest.raises(StoreError, match="cannot create or open the store"):
         FeatureStore(path / "inner.zarr", "a")
+
+
+def test_an_unreadable_store_gives_one_line(store):
+    (store.path / "zarr.json").write_text("{ half a json")
+    with pytest.raises(StoreError, match=r"f.zarr: cannot read the store \(") as excinfo:
+        FeatureStore(store.path)
+    assert "\n" not in str(excinfo.value)
+    (store.path / "zarr.json").unlink()
+    (store.path / "zarr.json").mkdir()  # not a file: not a store
+    with pytest.raises(StoreError, match="not a feature store"):
+        FeatureStore(store.path)
