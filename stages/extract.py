@@ -7,8 +7,8 @@ The stage is resumable, exact and parallel:
    with the extractor's current cache key, with every chunk file they were written with (a few
    metadata reads and ``stat`` calls per array; ``verify_existing`` re-hashes every byte instead).
    What is complete is reused; nothing else counts. Damage the plan cannot see (changed bytes)
-   is caught when the array is read, and then noted so that the next run recomputes it. With nothing to compute the stage returns without starting
-   workers or building a model.
+   is caught when the array is read, and then noted so that the next run recomputes it. With
+   nothing to compute the stage returns without starting workers or building a model.
 2. **Shards.** The clips with work are cut into shards of about ``shard_frames`` frames and handed
    to the executor that ``scheduler`` names (:mod:`pipeline.parallel`): in-process, a process
    pool, a dask ``LocalCluster`` or a running dask scheduler. One task per shard.

@@ -7,8 +7,8 @@ when the holder dies, so a SIGKILL leaves no stale lock. On NFS mounted with ``l
 or Lustre with ``-o localflock`` the lock is node-local: two nodes may duplicate a clip's work
 (never corrupt it).
 
-**Lease files** (where ``flock`` raises ENOSYS, EOPNOTSUPP, ENOLCK or EINVAL: Lustre without ``-o flock``,
-some NFS setups): ``NAME.lease`` is created with ``O_EXCL`` and holds the holder's host, pid and
+**Lease files** (where ``flock`` raises ENOSYS, EOPNOTSUPP, ENOLCK or EINVAL: Lustre without
+``-o flock``, some NFS setups): ``NAME.lease`` is created with ``O_EXCL`` and holds the holder's host, pid and
 time. The holder renews it (its mtime) every third of :data:`LEASE_SECONDS`; a lease not renewed
 for :data:`LEASE_SECONDS`, or held by a dead process on this host, is stale and taken over. The
 nodes' clocks must agree to well within the lease (NTP does); a takeover race between two

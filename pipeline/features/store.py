@@ -38,8 +38,9 @@ readable and writable with the same ``FORMAT_VERSION``: new writes use the new a
 then marker) in ``STORE.meta/tmp`` (same filesystem, outside the hierarchy: no reader lists a
 half-made node) and renamed into its clip group; a clip group is created the same way, with its
 attributes and ``time``; attributes are replaced in one ``os.replace``. A crash leaves a
-``.tmp-*`` directory in ``tmp/`` (removed by a later writer), never a half-written array. Locks (:mod:`pipeline.features.locks`: ``flock``, or lease files
-where the filesystem refuses it) only keep two writers from computing the same clip.
+``.tmp-*`` directory in ``tmp/`` (removed by a later writer), never a half-written array.
+Locks (:mod:`pipeline.features.locks`: ``flock``, or lease files where the filesystem refuses
+it) only keep two writers from computing the same clip.
 What filesystems give: local disks and GPFS: atomic renames and working ``flock``. NFSv4:
 atomic renames within one export; ``flock`` works unless mounted ``local_lock=flock`` (then it is
 node-local: duplicate work across nodes, still correct). Lustre: atomic renames; ``flock`` only

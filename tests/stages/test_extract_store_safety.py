@@ -169,8 +169,9 @@ def test_the_cli_names_a_store_path_that_is_a_file_in_one_line(tmp_path):
     path = tmp_path / "features.zarr"
     path.write_text("x")
     for args in (["store", "info", str(path)], ["store", "verify", str(path)]):
-        out = subprocess.run([sys.executable, "-m", "cli.main", *args], capture_output=True, text=True,
-                             cwd=Path(HERE).parents[1], env={**os.environ, "PYTHONPATH": str(Path(HERE).parents[1])})
+        root = str(Path(HERE).parents[1])
+        out = subprocess.run([sys.executable, "-m", "cli.main", *args], capture_output=True,
+                             text=True, cwd=root, env={**os.environ, "PYTHONPATH": root})
         assert out.returncode == 1
         lines = [line for line in (out.stdout + out.stderr).splitlines()
                  if line.strip() and not line.startswith("(run with --debug")]
