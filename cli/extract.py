@@ -4,7 +4,7 @@
 (TOML), then ``--set key=value``, then the explicit options, and runs the stage with a progress
 bar. It prints a summary, a loud warning for every extractor on random weights and one line per
 skipped clip, and exits 1 when clips were skipped unless ``--allow-skips``. The run report is
-written to ``STORE/reports/extract-<UTC time>.json``.
+written to ``STORE.meta/reports/extract-<UTC time>.json`` (beside the store).
 
 The extractor modules (timm, torchaudio) are imported only when a command needs them (the
 registry lists their names without importing them), so that ``fer-pipeline --help`` and the
@@ -23,6 +23,8 @@ from cli._common import console, fail, progress_bar
 from pipeline.features import extractors as extractor_registry
 from pipeline.features.config import Precision
 from pipeline.progress import ProgressEvent
+
+AFFWILD2_FRAMES = 2_700_000  # frames of the real dataset (DESIGN.md, "Scale"): store info projects to it
 
 
 def _weights(values: list[str]) -> dict[str, str]:
@@ -110,12 +112,14 @@ def extract(
         keys.add_row(name, key, source)
     console.print(keys)
     if result.nothing_to_do:
-        console.print(f"nothing to do: every array of the {result.clips:,} clips is complete and "
-                      "verified; no model was built", highlight=False)
+        console.print(f"nothing to do: every array of the {result.clips:,} clips is complete (markers "
+                      "and chunk files checked; `fer-pipeline store verify` re-reads every byte); "
+                      "no model was built", highlight=False)
     _warn_random(result.random_weights)
     for skip in result.skipped:
         console.print(f"skipped {skip}", markup=False, highlight=False, soft_wrap=True)
-    console.print(f"run report: {result.report}", highlight=False, soft_wrap=True)
+    if result.report is not None:
+        console.print(f"run report: {result.report}", highlight=False, soft_wrap=True)
     if not result.ok:
         raise fail(f"{len(result.skipped)} clip(s) skipped for bad input (listed above); "
                    "pass --allow-skips to accept a store without them")
@@ -133,14 +137,24 @@ def info(store: Path = typer.Argument(..., help="The Zarr feature store.")) -> N
     console.print(f"store {summary.path}: {summary.clips:,} clips, {summary.frames:,} frames, "
                   f"{summary.clips_without_audio:,} without audio, {_human(summary.size_bytes)} on disk",
                   highlight=False, soft_wrap=True)
+    if summary.frames:
+        console.print(f"at {AFFWILD2_FRAMES:,} frames (Aff-Wild2) it would take about "
+                      f"{_human(summary.projected_bytes(AFFWILD2_FRAMES))} "
+                      f"({summary.size_bytes / summary.frames:,.0f} B per frame)", highlight=False)
     arrays = Table(title="arrays", title_justify="left")
-    for column in ("array", "clips", "incomplete", "row shape", "dtype", "cache keys"):
+    for column in ("array", "clips", "incomplete", "row shape", "dtype", "B/frame", "cache keys"):
         arrays.add_column(column, overflow="fold")
     for entry in summary.arrays.values():
         arrays.add_row(entry.name, f"{entry.complete:,}", f"{entry.incomplete:,}",
                        ", ".join(str(list(s)) for s in sorted(entry.row_shapes)),
-                       ", ".join(sorted(entry.dtypes)), ", ".join(sorted(entry.cache_keys)))
+                       ", ".join(sorted(entry.dtypes)), f"{entry.bytes_per_frame:,.1f}",
+                       ", ".join(sorted(entry.cache_keys)))
     console.print(arrays)
+    old = [e.name for e in summary.arrays.values() if e.without_dimension_names]
+    if old:
+        console.print(f"note: {', '.join(old)} were written before arrays carried dimension names: "
+                      "fer-pipeline reads them, xarray cannot (re-extract into a new store for xarray)",
+                      highlight=False, soft_wrap=True)
     extractors = Table(title="extractors", title_justify="left")
     for column in ("name", "kind", "cache key", "precision", "weights"):
         extractors.add_column(column)
@@ -159,7 +173,10 @@ def info(store: Path = typer.Argument(..., help="The Zarr feature store.")) -> N
 
 @store_app.command("verify")
 def verify(store: Path = typer.Argument(..., help="The Zarr feature store.")) -> None:
-    """Re-hash every array; list each incomplete or corrupt one and exit 1 if there is any."""
+    """Re-read and re-hash every array; list each incomplete or corrupt one and exit 1 if any.
+
+    Corrupt arrays are noted in STORE.meta/corrupt, so that the next `extract` recomputes them.
+    """
     from pipeline.features.store import FeatureStore
 
     handle = FeatureStore(store)

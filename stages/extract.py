@@ -4,9 +4,11 @@ The stage is resumable, exact and parallel:
 
 1. **Plan** (:mod:`pipeline.features.plan`, in the caller's process). For every clip of the
    manifests and every extractor, the store is asked whether the extractor's arrays are complete
-   with the extractor's current cache key and still match their checksums. What is complete is
-   reused; nothing else counts. With nothing to compute the stage returns without starting
-   workers or building a model.
+   with the extractor's current cache key, with every chunk file they were written with (a few
+   metadata reads and ``stat`` calls per array; ``verify_existing`` re-hashes every byte instead).
+   What is complete is reused; nothing else counts. Damage the plan cannot see (changed bytes)
+   is caught when the array is read, and then noted so that the next run recomputes it. With
+   nothing to compute the stage returns without starting workers or building a model.
 2. **Shards.** The clips with work are cut into shards of about ``shard_frames`` frames and handed
    to the executor that ``scheduler`` names (:mod:`pipeline.parallel`): in-process, a process
    pool, a dask ``LocalCluster`` or a running dask scheduler. One task per shard.
@@ -16,7 +18,12 @@ The stage is resumable, exact and parallel:
    process holds is left and retried at the end, waiting for the lock this time.
 4. **Report.** Counts, skipped clips with their file and reason, frames/s and which extractors ran
    on random weights go to the returned :class:`ExtractResult` and to
-   ``STORE/reports/extract-<UTC time>.json``.
+   ``STORE.meta/reports/extract-<UTC time>.json`` (beside the store: not part of the Zarr tree;
+   not written where the store is read-only).
+
+An existing store is planned read-only: with nothing to compute no lock is taken and nothing is
+written (a complete store on a read-only mount works). Arrays are written aside and renamed into
+place, so correctness does not depend on locks (:mod:`pipeline.features.store`).
 
 A kill at any moment (SIGKILL included) leaves every array either complete (marker written after
 its data) or incomplete, and a rerun computes exactly the incomplete ones. Every forward runs on a
@@ -45,7 +52,7 @@ from pipeline.features.config import ExtractConfig
 from pipeline.features.extractors.base import Extractor
 from pipeline.features.plan import ClipJob, array_keys, build_extractors, plan_clip
 from pipeline.features.runner import ClipOutcome, ShardTask, run_shard
-from pipeline.features.store import FeatureStore
+from pipeline.features.store import FeatureStore, StoreError
 from pipeline.parallel import Workers, open_executor, parse_scheduler
 from pipeline.progress import ProgressEvent, ProgressFn, silent
 
@@ -214,16 +221,22 @@ def _run_shards(workers: Workers, shards: list[list[ClipJob]],
     return locked
 
 
-def _write_report(store_path: Path, config: ExtractConfig, result: ExtractResult,
-                  descriptions: dict[str, dict]) -> Path:
-    reports = store_path / "reports"
-    reports.mkdir(parents=True, exist_ok=True)
+def _write_report(store: FeatureStore, config: ExtractConfig, result: ExtractResult,
+                  descriptions: dict[str, dict]) -> Path | None:
+    """The run report in ``STORE.meta/reports``; None where it cannot be written (read-only)."""
+    reports = store.meta / "reports"
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
     path = reports / f"extract-{stamp}.json"
     body = {"config": config_io.to_dict(config), "extractors": descriptions, "result": result.to_json()}
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(body, indent=2, default=str) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    try:
+        reports.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(body, indent=2, default=str) + "\n", encoding="utf-8")
+        tmp.replace(path)
+    except OSError:
+        if result.nothing_to_do:
+            return None  # a read-only store with nothing to do: nothing to report either
+        raise
     return path
 
 
@@ -244,11 +257,20 @@ def run_extract(config: ExtractConfig, manifests_dir: str | Path, store_path: st
         raise PipelineError(f"{manifests_dir}: clip {duplicate!r} appears twice in the manifests")
     extractors = build_extractors(config)
     store_path = Path(store_path)
-    store = FeatureStore(store_path, "a")
+    # An existing store is planned read-only: no lock, no write unless there is work.
+    store = FeatureStore(store_path, "r" if (store_path / "zarr.json").is_file() else "a")
     descriptions = _descriptions(extractors, config.audio_stride)
-    store.record_extractors(descriptions)
-
     plan = _plan(store, clips, extractors, config, progress)
+    recorded = store.extractors()
+    if plan.jobs or any(recorded.get(n) != json.loads(json.dumps(d, default=str))
+                        for n, d in descriptions.items()):
+        try:
+            store = FeatureStore(store_path, "a")
+            store.record_extractors(descriptions)
+        except StoreError:
+            if plan.jobs:
+                raise
+            # Nothing to compute on a store we cannot write: the record stays as it was.
     tally = _Tally(len(plan.jobs), sum(j.clip.n_frames for j in plan.jobs), progress)
     compute_start = time.perf_counter()
     if plan.jobs:
@@ -296,5 +318,6 @@ def run_extract(config: ExtractConfig, manifests_dir: str | Path, store_path: st
         allow_skips=config.allow_skips,
     )
     result.seconds_total = time.perf_counter() - started
-    result.report = str(_write_report(store_path, config, result, descriptions))
+    report = _write_report(store, config, result, descriptions)
+    result.report = str(report) if report is not None else None
     return result

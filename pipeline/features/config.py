@@ -47,9 +47,11 @@ class ExtractConfig:
     # padded batches (one per shard and batch stream). In-process runs use a single shard.
     shard_frames: int = 4096
     splits: list[str] = field(default_factory=lambda: list(SPLITS))  # manifest splits to extract
-    # Re-hash stored arrays before reusing them (reads the whole store once per run). Off
-    # trusts completion markers and cache keys, which is faster on a very large store.
-    verify_existing: bool = True
+    # Re-read and re-hash stored arrays before reusing them (reads the whole store once per run).
+    # Off (the default): trust completion markers, cache keys and the recorded chunk sizes (a few
+    # stat calls per array); corrupt data is caught when it is read (crc32c per chunk, or sha256)
+    # and `fer-pipeline store verify` is the full check.
+    verify_existing: bool = False
     allow_skips: bool = False  # a clip with bad input does not make the run fail
 
     def __post_init__(self) -> None:

@@ -17,7 +17,8 @@ from pipeline.errors import PipelineError
 from pipeline.features import extractors as extractor_registry
 from pipeline.features.config import ExtractConfig
 from pipeline.features.extractors.base import Extractor
-from pipeline.features.store import VALID, VALID_KEY, FeatureStore, StoreError, array_key
+from pipeline.features.store import (VALID, VALID_KEY, FeatureStore, StoreError, array_key,
+                                     is_coordinate)
 
 
 def resolve_device(device: str) -> str:
@@ -52,6 +53,10 @@ def build_extractors(config: ExtractConfig) -> dict[str, Extractor]:
     clash = sorted({a for a in names if names.count(a) > 1})
     if clash:
         raise PipelineError(f"extractors {config.extractors} would write the same array(s) {clash}")
+    reserved = sorted(a for a in names if is_coordinate(a))
+    if reserved:
+        raise PipelineError(f"array name(s) {reserved}: 'time' and names ending in '_time' are the "
+                            "store's time coordinates; rename the extractor's outputs")
     return built
 
 
@@ -76,10 +81,12 @@ class Missing:
 
 
 def missing(store: FeatureStore, clip: Clip, extractors: dict[str, Extractor], audio_stride: int,
-            verify: bool = True) -> Missing:
+            verify: bool = False) -> Missing:
     """Which of ``extractors`` (and ``valid``) the store lacks for ``clip``, with current keys.
 
-    One stale array recomputes its extractor's whole set. ``verify`` re-hashes complete arrays.
+    One stale array recomputes its extractor's whole set. The check costs a few metadata reads
+    and ``stat`` calls per array (:meth:`FeatureStore.is_complete`); ``verify`` also re-reads and
+    re-hashes every complete array (the old, per-byte check).
     """
     has_audio = clip.audio_path is not None
     needed, complete = [], 0

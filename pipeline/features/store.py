@@ -6,22 +6,55 @@ Layout (see DESIGN.md, "Stage 1")::
                                              "extractors": {name: Extractor.describe()}}
       clips/<clip_id>/          attrs: {"n_frames", "fps", "has_audio"}
         <array>                 e.g. swin [T, 768] float16, logmel [T_audio, n_mels], tdnn_w32 [T, 512]
-                                attrs: {"complete": {"sha256", "cache_key", "rate"}}
+                                attrs: {"complete": {"sha256", "cache_key", "rate", "chunks"}}
         valid                   bool [T]: frame had a face image (stage one writes it last)
-      .locks/                   one lock file per clip (and "root") for concurrent writers
-      reports/                  one JSON report per extraction run (not part of the Zarr tree)
+        time                    float64 [T]: seconds of each video frame (a coordinate)
+        <array>_time            float64 [T_audio]: seconds of each row of an audio-rate array
+    STORE.meta/                 beside the store, outside the Zarr hierarchy (plain zarr and xarray
+      locks/                    would warn about or trip on folders inside it): writers' locks,
+      reports/                  one JSON report per extraction run,
+      corrupt/<clip>/<array>    arrays a reader found corrupt: the next `extract` recomputes them,
+      tmp/                      arrays and clip groups being built (see "Correct without locks")
 
-Rules that make extraction exact and resumable:
+**Other tools read it.** Every array carries ``dimension_names``: ``frame`` for rows at the video
+rate, ``<array>_frame`` for other rates (log-mel's audio frames), then ``<array>_feature`` (or
+``<array>_height, _width, _channel`` for maps, ``<array>_token, _feature`` for token rows: each
+array's own names, because xarray needs one size per dimension name in a group). Time
+coordinates in seconds are attached through the CF ``coordinates`` attribute, so
+``xarray.open_zarr(STORE, group="clips/<id>")`` and ``xarray.open_datatree(STORE, engine="zarr")``
+open a store as it is (pass ``consolidated=False``: the store has no consolidated metadata, it
+changes as clips are written). ``time`` and names ending in ``_time`` are reserved for coordinates.
 
-* **Writers own whole chunks.** Work is split by clip and every clip is its own group, so two workers
-  never write the same chunk (two processes writing halves of one chunk lose data). Two *processes*
-  that pick the same clip are kept apart by :meth:`FeatureStore.lock_clip` (``flock``, released by
-  the kernel if the holder dies, so a SIGKILL leaves no stale lock).
-* **Write, verify, then mark done.** An array's ``complete`` attribute (its sha256 and cache key) is
-  written after its data. A crash leaves an array without the marker, or with a checksum that does
-  not match, and :meth:`is_complete` says False, so the next run rewrites it. Existence never counts.
-* **Chunks fit stage two's reads.** Stage two reads whole clips, so chunks span many frames (about
-  4 MiB each) and a clip is a handful of files.
+**Reading verifies what it reads.** Arrays carry a ``crc32c`` codec after compression, checked by
+zarr on every chunk it decodes, and their marker records each chunk file's size, checked before a
+read (a deleted chunk would otherwise read as zeros). Arrays written before (no ``chunks`` in the
+marker, no crc32c) are checked against their sha256 on every full read instead. A failure raises
+:class:`CorruptArray` (one line: store, clip, array, rerun ``extract``) and leaves a note in
+``STORE.meta/corrupt`` that makes the next ``extract`` recompute the array. Old stores stay
+readable and writable with the same ``FORMAT_VERSION``: new writes use the new array format,
+``xarray`` needs dimension names (``store info`` says when an array lacks them: re-extract it).
+
+**Correct without locks** (:mod:`pipeline.features.atomic`). An array is built complete (data,
+then marker) in ``STORE.meta/tmp`` (same filesystem, outside the hierarchy: no reader lists a
+half-made node) and renamed into its clip group; a clip group is created the same way, with its
+attributes and ``time``; attributes are replaced in one ``os.replace``. A crash leaves a
+``.tmp-*`` directory in ``tmp/`` (removed by a later writer), never a half-written array.
+Locks (:mod:`pipeline.features.locks`: ``flock``, or lease files where the filesystem refuses
+it) only keep two writers from computing the same clip.
+What filesystems give: local disks and GPFS: atomic renames and working ``flock``. NFSv4:
+atomic renames within one export; ``flock`` works unless mounted ``local_lock=flock`` (then it is
+node-local: duplicate work across nodes, still correct). Lustre: atomic renames; ``flock`` only
+with ``-o flock`` (``-o localflock``: node-local; neither: refused, so lease files are used).
+Object stores are not supported (no atomic rename). Readers take no lock: a store with nothing to
+write is read as it is, on a read-only mount too.
+
+**Planning costs per array, not per byte.** :meth:`FeatureStore.is_complete` trusts the marker
+and its cache key, checks the recorded chunk sizes (a ``stat`` per chunk) and the corrupt notes;
+``verify=True`` (and ``store verify``) re-reads and re-hashes everything.
+
+**Chunks fit stage two's reads.** Stage two reads whole clips, so chunks span many frames (about
+4 MiB each) and a clip is a handful of files; every chunk is written, even an all-zero one, so
+that a missing file always means damage.
 
 **Cache keys.** An array is reused only when its marker carries the key :func:`array_key` gives:
 the extractor's cache key, plus ``-stride{k}`` for arrays computed at every k-th frame and
@@ -36,41 +69,40 @@ need the range) or bool; the dtype is chosen by the extractor's :class:`ArraySpe
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
-from dataclasses import dataclass, field
+import shutil
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import zarr
-from zarr.codecs import BloscCodec
+from zarr.codecs import BloscCodec, Crc32cCodec
 
 from pipeline.errors import PipelineError
+from pipeline.features import locks
+from pipeline.features.atomic import (TMP_PREFIX, aside_name, chunk_sizes, move_into_place,
+                                      sweep, update_attributes)
+
+if TYPE_CHECKING:
+    from pipeline.features.store_inspect import StoreProblem, StoreSummary
 
 FORMAT_VERSION = 1
 VALID = "valid"  # bool [T]: frame i had a face image on disk
 VALID_KEY = "valid-1"  # its cache key: it depends on nothing but the frame files
+TIME = "time"  # float64 [T]: seconds of each video frame (the coordinate of "frame")
+TIME_KEY = "time-1"
 _CHUNK_BYTES = 4 << 20
-_COMPRESSOR = BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
+# crc32c after compression: zarr checks every chunk it decodes against it.
+_CODECS = (BloscCodec(cname="zstd", clevel=3, shuffle="shuffle"), Crc32cCodec())
 
 
 class StoreError(PipelineError):
     """The store is missing, of another format, or lacks a requested array."""
 
 
-@dataclass(frozen=True)
-class StoreProblem:
-    """One incomplete or corrupt array (or clip) found by :meth:`FeatureStore.verify`."""
-
-    clip_id: str
-    array: str | None
-    reason: str
-
-    def __str__(self) -> str:
-        where = self.clip_id if self.array is None else f"{self.clip_id}/{self.array}"
-        return f"{where}: {self.reason}"
+class CorruptArray(StoreError):
+    """An array's data does not match what its writer recorded (see the module docstring)."""
 
 
 def checksum(data: np.ndarray) -> str:
@@ -86,6 +118,21 @@ def mask_name(name: str) -> str:
     return f"{name}_valid"
 
 
+def time_name(name: str) -> str:
+    """The seconds coordinate of an array whose rows are not video frames."""
+    return f"{name}_time"
+
+
+def is_coordinate(name: str) -> bool:
+    return name == TIME or name.endswith("_time")
+
+
+def meta_dir(path: str | Path) -> Path:
+    """The folder beside a store for its locks, run reports and corrupt notes."""
+    path = Path(path)
+    return path.with_name(path.name + ".meta")
+
+
 def array_key(cache_key: str, audio_stride: int | None = None, no_audio: bool = False) -> str:
     """The key an array must carry to be reused (see the module docstring).
 
@@ -96,43 +143,38 @@ def array_key(cache_key: str, audio_stride: int | None = None, no_audio: bool = 
     return f"{key}-noaudio" if no_audio else key
 
 
+def dimension_names(name: str, ndim: int, video_rate: bool) -> tuple[str, ...]:
+    """The ``dimension_names`` of array ``name`` (see the module docstring)."""
+    rows = "frame" if video_rate else f"{name}_frame"
+    rest = {1: (), 2: ("feature",), 3: ("token", "feature"), 4: ("height", "width", "channel")}
+    suffixes = rest.get(ndim, tuple(f"axis{k}" for k in range(1, ndim)))
+    return (rows, *(f"{name}_{s}" for s in suffixes))
+
+
 def _chunk_rows(shape: tuple[int, ...], itemsize: int) -> int:
     row_bytes = itemsize * int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else itemsize
     return int(max(1, min(shape[0], _CHUNK_BYTES // max(1, row_bytes))))
 
 
-@dataclass
-class ArraySummary:
-    """One array name across the store's clips (see :meth:`FeatureStore.summary`)."""
-
-    name: str
-    complete: int = 0  # clips holding it with a completion marker
-    incomplete: int = 0  # clips holding it without one (an interrupted write)
-    row_shapes: set[tuple[int, ...]] = field(default_factory=set)  # shape of one row, e.g. (768,)
-    dtypes: set[str] = field(default_factory=set)
-    cache_keys: set[str] = field(default_factory=set)  # keys of the complete copies
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
 
 
-@dataclass
-class StoreSummary:
-    """What a store holds, read from metadata only (no chunk is decoded)."""
-
-    path: str
-    clips: int  # clip groups
-    frames: int  # sum of the clips' n_frames
-    clips_without_audio: int  # clips marked has_audio = false
-    arrays: dict[str, ArraySummary]  # by array name
-    extractors: dict[str, dict]  # the root attributes' record of each extractor
-    size_bytes: int  # bytes of all files under the store
-
-
-def _disk_bytes(path: Path) -> int:
-    total = 0
-    for folder, _, files in os.walk(path):
-        for name in files:
-            with contextlib.suppress(OSError):  # a file removed while we walk
-                total += os.stat(os.path.join(folder, name)).st_size
-    return total
+def _create_store(path: Path) -> None:
+    """Create an empty store in one rename (two processes may race: the loser keeps the winner's)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    built = aside_name(path)
+    try:
+        root = zarr.open_group(str(built), mode="w", zarr_format=3,
+                               attributes={"fer_pipeline_store": FORMAT_VERSION, "extractors": {}})
+        root.create_group("clips")
+        try:
+            os.rename(built, path)  # onto nothing, or onto an empty folder the user made
+        except OSError:
+            if not (path / "zarr.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(built, ignore_errors=True)
 
 
 class FeatureStore:
@@ -144,21 +186,23 @@ class FeatureStore:
             raise ValueError(f"mode must be 'r' or 'a', not {mode!r}")
         self.path = Path(path)
         self.mode = mode
+        self.meta = meta_dir(self.path)
         self._root: zarr.Group | None = None
-        if mode == "r" and not (self.path / "zarr.json").exists():
-            raise StoreError(f"{self.path}: not a feature store (no zarr.json)")
-        if mode == "a":
-            # Writers open or create under the root lock: another process may be creating the
-            # store right now, and its root zarr.json exists before its "clips" group does.
-            with self._lock("root"):
-                if not (self.path / "zarr.json").exists():
-                    attributes = {"fer_pipeline_store": FORMAT_VERSION, "extractors": {}}
-                    root = zarr.open_group(str(self.path), mode="a", zarr_format=3,
-                                           attributes=attributes)
-                    root.require_group("clips")
-                version = self.root.attrs.get("fer_pipeline_store")
-        else:
+        self._scratch_dir: Path | bool | None = None  # see _scratch
+        if self.path.exists() and not self.path.is_dir():
+            raise StoreError(f"{self.path}: is a file, not a feature store (a store is a folder)")
+        try:
+            if mode == "a" and not (self.path / "zarr.json").exists():
+                _create_store(self.path)
+            if not (self.path / "zarr.json").is_file():
+                raise StoreError(f"{self.path}: not a feature store (no zarr.json)")
             version = self.root.attrs.get("fer_pipeline_store")
+            if mode == "a":
+                self._move_legacy_folders()
+        except (OSError, ValueError) as e:  # ValueError: a damaged zarr.json
+            reason = getattr(e, "strerror", None) or _one_line(e)
+            raise StoreError(f"{self.path}: cannot {'read' if mode == 'r' else 'create or open'} "
+                             f"the store ({reason})") from None
         if version != FORMAT_VERSION:
             raise StoreError(f"{self.path}: store format {version!r}, this version reads {FORMAT_VERSION}")
 
@@ -167,6 +211,7 @@ class FeatureStore:
 
     def __setstate__(self, state: dict) -> None:
         self.path, self.mode, self._root = state["path"], state["mode"], None
+        self.meta, self._scratch_dir = meta_dir(self.path), None
 
     @property
     def root(self) -> zarr.Group:
@@ -174,26 +219,50 @@ class FeatureStore:
             self._root = zarr.open_group(str(self.path), mode="r" if self.mode == "r" else "a")
         return self._root
 
+    def _move_legacy_folders(self) -> None:
+        """Stores written before STORE.meta held ``.locks`` and ``reports`` inside: move them out."""
+        with contextlib.suppress(OSError):
+            shutil.rmtree(self.path / ".locks")  # empty lock files; holders use STORE.meta now
+        old_reports = self.path / "reports"
+        if old_reports.is_dir():
+            (self.meta / "reports").mkdir(parents=True, exist_ok=True)
+            for report in old_reports.iterdir():
+                with contextlib.suppress(OSError):
+                    os.replace(report, self.meta / "reports" / report.name)
+            with contextlib.suppress(OSError):
+                old_reports.rmdir()
+
     # ---- locks ---------------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _lock(self, name: str, blocking: bool = True) -> Iterator[bool]:
-        locks = self.path / ".locks"
-        locks.mkdir(parents=True, exist_ok=True)
-        fd = os.open(locks / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-            except BlockingIOError:
-                yield False
-                return
-            yield True
-        finally:
-            os.close(fd)  # closing releases the flock
+    def _lock(self, name: str, blocking: bool = True) -> contextlib.AbstractContextManager[bool]:
+        return locks.hold(self.meta / "locks", name, blocking)
 
     def lock_clip(self, clip_id: str, blocking: bool = False) -> contextlib.AbstractContextManager[bool]:
-        """Exclusive right to write ``clip_id``; yields False if another process holds it."""
+        """Exclusive right to write ``clip_id``; yields False if another process holds it.
+
+        Only saves duplicate work: the store is correct without it (see the module docstring).
+        """
         return self._lock(f"clip-{clip_id}", blocking)
+
+    def _scratch(self) -> Path | None:
+        """Where arrays and clip groups are built before their rename (see atomic): STORE.meta/tmp,
+        or beside their final place where STORE.meta is on another filesystem (a rename cannot
+        cross filesystems). Made, and swept of what killed writers left, once per handle."""
+        if self._scratch_dir is None:
+            scratch = self.meta / "tmp"
+            scratch.mkdir(parents=True, exist_ok=True)
+            sweep(scratch)
+            same = os.stat(scratch).st_dev == os.stat(self.path / "clips").st_dev
+            self._scratch_dir = scratch if same else False
+        return self._scratch_dir or None
+
+    @contextlib.contextmanager
+    def _writing(self, what: str) -> Iterator[None]:
+        """Turn a filesystem error while writing into one line naming the store."""
+        try:
+            yield
+        except OSError as e:
+            raise StoreError(f"{self.path}: cannot write {what} ({e.strerror or _one_line(e)})") from None
 
     # ---- root metadata -------------------------------------------------------------------------
 
@@ -203,17 +272,17 @@ class FeatureStore:
 
     def record_extractors(self, descriptions: dict[str, dict]) -> None:
         """Merge extractor descriptions into the root attributes (under the root lock)."""
-        with self._lock("root"):
-            root = zarr.open_group(str(self.path), mode="a")  # re-read: another process may have written
-            merged = dict(root.attrs.get("extractors", {}))
+        with self._writing("the root attributes"), self._lock("root"):
+            self._root = None  # re-read: another process may have written
+            merged = self.extractors()
             merged.update(descriptions)
-            root.attrs["extractors"] = merged
+            update_attributes(self.path, {"extractors": merged})
             self._root = None
 
     # ---- clips ---------------------------------------------------------------------------------
 
     def clip_ids(self) -> list[str]:
-        return sorted(self.root["clips"].group_keys())
+        return sorted(k for k in self.root["clips"].group_keys() if not k.startswith(TMP_PREFIX))
 
     def _clip(self, clip_id: str) -> zarr.Group:
         try:
@@ -221,31 +290,47 @@ class FeatureStore:
         except KeyError:
             raise StoreError(f"{self.path}: no clip {clip_id!r} in the store") from None
 
+    def _clip_dir(self, clip_id: str) -> Path:
+        return self.path / "clips" / clip_id
+
     def clip_attrs(self, clip_id: str) -> dict:
         return dict(self._clip(clip_id).attrs)
 
     def ensure_clip(self, clip_id: str, n_frames: int, fps: float, attrs: dict | None = None) -> None:
-        """Create the clip's group, or check an existing one describes the same clip.
+        """Create the clip's group (with its ``time``), or check an existing one describes the same clip.
 
         ``attrs`` (e.g. ``{"has_audio": False}``) are set on the group; they describe the clip,
-        not its arrays, so a change in them does not make the arrays stale. Call it holding the
-        clip's lock: it may delete the clip's arrays.
+        not its arrays, so a change in them does not make the arrays stale. A clip whose length
+        or fps changed is replaced by an empty group (its arrays are stale). Call it holding the
+        clip's lock to save duplicate work; it is correct without.
         """
-        clips = self.root["clips"]
         extra = dict(attrs or {})
-        if clip_id in clips:
-            group = clips[clip_id]
-            current = dict(group.attrs)
-            if current.get("n_frames") == n_frames and current.get("fps") == fps:
-                if any(current.get(k) != v for k, v in extra.items()):
-                    group.attrs.update(extra)
-                return
-            # The clip changed (e.g. the manifest was regenerated): its arrays are stale.
-            del clips[clip_id]
-        clips.create_group(clip_id, attributes={"n_frames": int(n_frames), "fps": float(fps), **extra})
+        with self._writing(f"clip {clip_id!r}"):
+            if (self._clip_dir(clip_id) / "zarr.json").is_file():
+                current = self.clip_attrs(clip_id)
+                if current.get("n_frames") == n_frames and current.get("fps") == fps:
+                    if any(current.get(k) != v for k, v in extra.items()):
+                        update_attributes(self._clip_dir(clip_id), extra)
+                    if TIME not in self._clip(clip_id):  # a clip written before coordinates
+                        self._write_array(self._clip_dir(clip_id), TIME, np.arange(n_frames) / fps,
+                                          TIME_KEY, fps, True)
+                    return
+            built = aside_name(self._clip_dir(clip_id), self._scratch())
+            try:
+                zarr.open_group(str(built), mode="w", zarr_format=3,
+                                attributes={"n_frames": int(n_frames), "fps": float(fps), **extra})
+                self._write_array(built, TIME, np.arange(n_frames) / fps, TIME_KEY, fps, True)
+                move_into_place(built, self._clip_dir(clip_id))
+            finally:
+                shutil.rmtree(built, ignore_errors=True)
+
+    def _names(self, clip_id: str) -> list[str]:
+        """Every array of the clip, coordinates included (hidden directories being written not)."""
+        return sorted(k for k in self._clip(clip_id).array_keys() if not k.startswith(TMP_PREFIX))
 
     def array_names(self, clip_id: str) -> list[str]:
-        return sorted(self._clip(clip_id).array_keys())
+        """The clip's data arrays (coordinates such as ``time`` left out)."""
+        return [k for k in self._names(clip_id) if not is_coordinate(k)]
 
     def has_array(self, clip_id: str, name: str) -> bool:
         """True when the clip holds an array ``name`` (complete or not)."""
@@ -268,40 +353,113 @@ class FeatureStore:
         except (KeyError, StoreError, ValueError, OSError):
             return None
 
-    def is_complete(self, clip_id: str, name: str, cache_key: str, verify: bool = True) -> bool:
-        """True when the array exists, is marked complete with ``cache_key``, and (if ``verify``)
-        its data still hashes to the recorded checksum."""
+    # ---- integrity -----------------------------------------------------------------------------
+
+    def _note(self, clip_id: str, name: str) -> Path:
+        return self.meta / "corrupt" / clip_id / name
+
+    def _chunk_problem(self, clip_id: str, name: str, marker: dict) -> str | None:
+        """What is wrong with the chunk files the marker recorded (None: all present, same sizes)."""
+        folder = self._clip_dir(clip_id) / name
+        for key, size in marker["chunks"].items():
+            try:
+                actual = os.stat(folder / key).st_size
+            except FileNotFoundError:
+                return f"chunk {key} is missing"
+            if actual != size:
+                return f"chunk {key} has {actual} bytes, {size} were written"
+        return None
+
+    def _inspect(self, clip_id: str, name: str, full: bool) -> tuple[np.ndarray | None, str | None]:
+        """Read a marked array and check it: (data, None), or (None, what is wrong).
+
+        Arrays with recorded chunks: their sizes, and crc32c per chunk as zarr decodes them;
+        ``full`` adds the sha256. Older arrays: always the sha256. A problem leaves a corrupt note
+        (where the store is writable) so that the next ``extract`` recomputes the array.
+        """
+        marker = self.marker(clip_id, name) or {}
+        chunked = isinstance(marker.get("chunks"), dict)
+        problem = self._chunk_problem(clip_id, name, marker) if chunked else None
+        data = None
+        if problem is None:
+            try:
+                data = self._clip(clip_id)[name][...]
+            except Exception as e:  # noqa: BLE001  (crc32c mismatch, undecodable or unreadable chunk)
+                problem = f"unreadable data ({_one_line(e)})"
+        if problem is None and (full or not chunked) and checksum(data) != marker.get("sha256"):
+            problem = "its data does not match its sha256"
+        if problem is None:
+            return data, None
+        with contextlib.suppress(OSError):  # a read-only store: the message still says it
+            self._note(clip_id, name).parent.mkdir(parents=True, exist_ok=True)
+            self._note(clip_id, name).touch()
+        return None, problem
+
+    def _checked(self, clip_id: str, name: str, full: bool) -> np.ndarray:
+        """A marked array's data, checked (:meth:`_inspect`); raises CorruptArray or StoreError."""
+        if self.marker(clip_id, name) is None:
+            raise StoreError(f"{self.path}: clip {clip_id!r} has no complete array {name!r}")
+        data, problem = self._inspect(clip_id, name, full)
+        if problem is not None:
+            raise CorruptArray(f"{self.path}: clip {clip_id!r} array {name!r} is corrupt ({problem}); "
+                               "rerun `fer-pipeline extract` to recompute it")
+        return data
+
+    def is_complete(self, clip_id: str, name: str, cache_key: str, verify: bool = False) -> bool:
+        """True when the array exists, is marked complete with ``cache_key``, no reader found it
+        corrupt, and its recorded chunk files are all there with their sizes (a few ``stat`` calls:
+        the cost is per array, not per byte). ``verify`` also re-reads and re-hashes its data."""
         marker = self.marker(clip_id, name)
         if marker is None or marker.get("cache_key") != cache_key:
             return False
-        if not verify:
-            return True
-        try:
-            return checksum(self._clip(clip_id)[name][...]) == marker.get("sha256")
-        except Exception:  # noqa: BLE001  (a truncated or missing chunk means "not complete")
+        if self._note(clip_id, name).exists():
             return False
+        if isinstance(marker.get("chunks"), dict) and self._chunk_problem(clip_id, name, marker):
+            return False
+        return not verify or self._inspect(clip_id, name, full=True)[1] is None
+
+    # ---- arrays --------------------------------------------------------------------------------
+
+    def _write_array(self, group_dir: Path, name: str, data: np.ndarray, cache_key: str,
+                     rate: float, video_rate: bool, dims: tuple[str, ...] | None = None) -> None:
+        """Build the array aside, complete with its marker, then rename it into ``group_dir``."""
+        data = np.ascontiguousarray(data)
+        dims = dims or dimension_names(name, data.ndim, video_rate)
+        final = group_dir / name
+        built = aside_name(final, self._scratch())
+        coordinate = TIME if video_rate else time_name(name)
+        try:
+            array = zarr.create_array(
+                str(built), shape=data.shape, dtype=data.dtype,
+                chunks=(_chunk_rows(data.shape, data.dtype.itemsize), *data.shape[1:]),
+                compressors=_CODECS, fill_value=0, zarr_format=3,
+                dimension_names=dims,
+                config={"write_empty_chunks": True},  # every chunk on disk: a missing one is damage
+                attributes={} if is_coordinate(name) else {"coordinates": coordinate})
+            if data.size:
+                array[...] = data
+            update_attributes(built, {"complete": {"sha256": checksum(data), "cache_key": cache_key,
+                                                   "rate": float(rate), "chunks": chunk_sizes(built)}})
+            move_into_place(built, final)
+        finally:
+            shutil.rmtree(built, ignore_errors=True)
 
     def write(self, clip_id: str, name: str, data: np.ndarray, cache_key: str, rate: float) -> None:
-        """Write one array of a clip, then its completion marker (last)."""
-        data = np.ascontiguousarray(data)
-        group = self._clip(clip_id)
-        array = group.create_array(
-            name,
-            shape=data.shape,
-            dtype=data.dtype,
-            chunks=(_chunk_rows(data.shape, data.dtype.itemsize), *data.shape[1:]),
-            compressors=_COMPRESSOR,
-            overwrite=True,
-        )
-        array[...] = data
-        array.attrs["complete"] = {"sha256": checksum(data), "cache_key": cache_key, "rate": float(rate)}
+        """Write one array of a clip, complete with its marker, in one rename (module docstring)."""
+        fps = float(self.clip_attrs(clip_id)["fps"])
+        video_rate = float(rate) == fps
+        with self._writing(f"clip {clip_id!r} array {name!r}"):
+            if not video_rate and not is_coordinate(name):
+                times = np.arange(len(data)) / float(rate)
+                self._write_array(self._clip_dir(clip_id), time_name(name), times,
+                                  f"{TIME_KEY}-{rate}", rate, False, (f"{name}_frame",))
+            self._write_array(self._clip_dir(clip_id), name, data, cache_key, rate, video_rate)
+            self._note(clip_id, name).unlink(missing_ok=True)
 
     def read(self, clip_id: str, name: str) -> np.ndarray:
-        """A complete array's data (raises StoreError if it is absent or was never completed)."""
-        group = self._clip(clip_id)
-        if name not in group or "complete" not in group[name].attrs:
-            raise StoreError(f"{self.path}: clip {clip_id!r} has no complete array {name!r}")
-        return group[name][...]
+        """A complete array's data, checked as it is read (module docstring); raises
+        :class:`CorruptArray` naming the clip and array when it fails, StoreError when absent."""
+        return self._checked(clip_id, name, full=False)
 
     def rate(self, clip_id: str, name: str) -> float:
         """Rows per second of an array (the video fps for per-frame arrays)."""
@@ -311,49 +469,13 @@ class FeatureStore:
         return float(marker["rate"])
 
     def summary(self) -> StoreSummary:
-        """Clips, arrays (shapes, dtypes, cache keys, completeness), extractors and size on disk."""
-        arrays: dict[str, ArraySummary] = {}
-        frames = without_audio = 0
-        clip_ids = self.clip_ids()
-        for clip_id in clip_ids:
-            group = self._clip(clip_id)
-            attrs = dict(group.attrs)
-            frames += int(attrs.get("n_frames", 0))
-            without_audio += attrs.get("has_audio") is False
-            for name, array in group.arrays():
-                entry = arrays.setdefault(name, ArraySummary(name))
-                marker = array.attrs.get("complete")
-                entry.row_shapes.add(tuple(array.shape[1:]))
-                entry.dtypes.add(str(array.dtype))
-                if marker is None:
-                    entry.incomplete += 1
-                else:
-                    entry.complete += 1
-                    entry.cache_keys.add(str(marker.get("cache_key")))
-        return StoreSummary(str(self.path), len(clip_ids), frames, without_audio,
-                            dict(sorted(arrays.items())), self.extractors(), _disk_bytes(self.path))
+        """Clips, arrays (shapes, dtypes, keys, completeness, bytes), extractors, size on disk."""
+        from pipeline.features.store_inspect import summarize
 
-    # ---- integrity -----------------------------------------------------------------------------
+        return summarize(self)
 
     def verify(self, clip_ids: list[str] | None = None) -> Iterator[StoreProblem]:
-        """Yield every incomplete or corrupt array (missing marker, bad checksum, unreadable data)."""
-        for clip_id in clip_ids if clip_ids is not None else self.clip_ids():
-            try:
-                names = self.array_names(clip_id)
-            except Exception as e:  # noqa: BLE001
-                yield StoreProblem(clip_id, None, f"unreadable clip group ({e})")
-                continue
-            if VALID not in names:
-                yield StoreProblem(clip_id, None, f"no '{VALID}' array (extraction never finished)")
-            for name in names:
-                marker = self.marker(clip_id, name)
-                if marker is None:
-                    yield StoreProblem(clip_id, name, "no completion marker (interrupted write)")
-                    continue
-                try:
-                    actual = checksum(self._clip(clip_id)[name][...])
-                except Exception as e:  # noqa: BLE001
-                    yield StoreProblem(clip_id, name, f"unreadable data ({' '.join(str(e).split())})")
-                    continue
-                if actual != marker.get("sha256"):
-                    yield StoreProblem(clip_id, name, "checksum mismatch (corrupt data)")
+        """Every incomplete or corrupt array (:func:`pipeline.features.store_inspect.verify`)."""
+        from pipeline.features.store_inspect import verify
+
+        return verify(self, clip_ids)

@@ -8,6 +8,9 @@ while the caller trains on the current one. Memory holds at most three groups (t
 the next, and the previous one until the caller lets it go) plus a cache of clips capped at
 ``cache_mb``, whatever the size of the dataset, and loading overlaps compute. The store is opened
 once per run and every clip is read whole (a handful of chunk reads), never row by row.
+Every read is checked by the store (recorded chunk sizes and crc32c per chunk, or the sha256 of
+arrays written before crc32c): a deleted or damaged chunk stops training with one line naming the
+store, clip and array (:class:`~pipeline.features.store.CorruptArray`), never reads as zeros.
 
 Why not ``torch.utils.data.DataLoader``: its worker processes would each reopen the store and
 interleave groups in an order that depends on timing; a single prefetch thread keeps the order

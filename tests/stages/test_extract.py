@@ -172,14 +172,20 @@ def test_weights_file_change_recomputes_only_that_extractor(dataset, tmp_path):
     assert all(np.array_equal(new[k], old[k]) for k in old if k[1] != "test_mean_colour")
 
 
-def test_a_corrupt_or_unmarked_array_is_recomputed_and_nothing_else(dataset, tmp_path):
+@pytest.mark.parametrize("damage", ["same-size bytes, full check", "deleted chunk"])
+def test_a_corrupt_or_unmarked_array_is_recomputed_and_nothing_else(dataset, tmp_path, damage):
     store_path = tmp_path / "f.zarr"
     run_extract(_config(), dataset, store_path)
     clean = store_arrays(store_path)
     chunk = next(p for p in (store_path / "clips" / "clip00" / "tdnn_w4" / "c").rglob("*") if p.is_file())
-    chunk.write_bytes(b"\1" * chunk.stat().st_size)
+    if damage == "deleted chunk":  # the default plan sees it (recorded chunk sizes)
+        chunk.unlink()
+        config = _config()
+    else:  # only reading can tell: verify_existing re-reads (a reader's note would do too)
+        chunk.write_bytes(b"\1" * chunk.stat().st_size)
+        config = _config(verify_existing=True)
     del zarr.open_array(str(store_path / "clips" / "clip02" / "valid"), mode="a").attrs["complete"]
-    result = run_extract(_config(), dataset, store_path)
+    result = run_extract(config, dataset, store_path)
     assert result.clips_done == 2 and result.arrays_written == 2 + 1  # tdnn's two windows; valid
     assert all(np.array_equal(v, clean[k]) for k, v in store_arrays(store_path).items())
 

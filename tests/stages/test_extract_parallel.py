@@ -80,7 +80,7 @@ def test_two_concurrent_extract_processes_share_the_work(tmp_path):
     outputs = [c.communicate(timeout=180)[0] for c in children]
     assert [c.returncode for c in children] == [0, 0], outputs
 
-    reports = [json.loads(p.read_text())["result"] for p in sorted((store / "reports").glob("extract-*.json"))]
+    reports = [json.loads(p.read_text())["result"] for p in sorted((FeatureStore(store).meta / "reports").glob("extract-*.json"))]
     assert len(reports) == 2
     # Every array was written exactly once, by one of the two. (How the clips split between them
     # depends on scheduling: a process that starts late may find every clip locked, wait, and

@@ -1,0 +1,160 @@
+"""Advisory locks for the feature store's writers: ``flock`` where the filesystem has it, lease files
+where it refuses it. A lock only saves duplicate work; the store stays correct without one
+(arrays are written aside and renamed into place, see :mod:`pipeline.features.store`).
+
+**flock** (local disks, NFSv4, GPFS, Lustre mounted with ``-o flock``): released by the kernel
+when the holder dies, so a SIGKILL leaves no stale lock. On NFS mounted with ``local_lock=flock``
+or Lustre with ``-o localflock`` the lock is node-local: two nodes may duplicate a clip's work
+(never corrupt it).
+
+**Lease files** (where ``flock`` raises ENOSYS, EOPNOTSUPP, ENOLCK or EINVAL: Lustre without
+``-o flock``, some NFS setups): ``NAME.lease`` is created with ``O_EXCL`` and holds the holder's host, pid and
+time. The holder renews it (its mtime) every third of :data:`LEASE_SECONDS`; a lease not renewed
+for :data:`LEASE_SECONDS`, or held by a dead process on this host, is stale and taken over. The
+nodes' clocks must agree to well within the lease (NTP does); a takeover race between two
+waiters is settled by the rename of the stale file, which only one of them can make.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+LEASE_SECONDS = 120.0  # a lease not renewed for this long is stale
+_POLL_SECONDS = 0.2  # how often a blocked waiter retries
+_REFUSED = {errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOLCK, errno.EINVAL}
+_NO_FLOCK: set[str] = set()  # folders whose filesystem refused flock (checked once per process)
+
+
+def _holder() -> str:
+    return json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time(),
+                       "id": uuid.uuid4().hex})
+
+
+def _stale(path: Path, lease_seconds: float) -> str | None:
+    """The lease's content if it is stale (else None, also when it is gone)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        age = time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return None
+    try:
+        holder = json.loads(text)
+    except ValueError:  # written halfway by a holder that died: stale once old enough
+        holder = {}
+    if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
+        try:
+            os.kill(holder["pid"], 0)
+        except ProcessLookupError:
+            return text  # its holder died on this host
+        except PermissionError:
+            pass  # alive, another user's
+    return text if age > lease_seconds else None
+
+
+def _take_over(path: Path, seen: str) -> None:
+    """Move a stale lease aside, unless another waiter replaced it first (then leave theirs)."""
+    aside = path.with_name(f"{path.name}.stale-{uuid.uuid4().hex}")
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return
+    if aside.read_text(encoding="utf-8") != seen:  # a fresh lease of a faster waiter: put it back
+        with contextlib.suppress(FileExistsError):
+            os.link(aside, path)
+    aside.unlink()
+
+
+def _try_lease(path: Path, lease_seconds: float) -> str | None:
+    """Create the lease; its content when we hold it, None when another live holder does."""
+    for _ in range(2):
+        body = _holder()
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            seen = _stale(path, lease_seconds)
+            if seen is None:
+                return None
+            _take_over(path, seen)
+            continue
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(body)
+        return body
+    return None
+
+
+def _ours(path: Path, body: str) -> bool:
+    try:
+        return path.read_text(encoding="utf-8") == body
+    except FileNotFoundError:
+        return False
+
+
+@contextlib.contextmanager
+def _lease(path: Path, blocking: bool, lease_seconds: float) -> Iterator[bool]:
+    body = _try_lease(path, lease_seconds)
+    while body is None and blocking:
+        time.sleep(_POLL_SECONDS)
+        body = _try_lease(path, lease_seconds)
+    if body is None:
+        yield False
+        return
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(lease_seconds / 3):
+            if not _ours(path, body):
+                return  # taken over (we were presumed dead): the writes stay correct regardless
+            with contextlib.suppress(OSError):
+                os.utime(path)
+
+    renewer = threading.Thread(target=renew, name="fer-lease", daemon=True)
+    renewer.start()
+    try:
+        yield True
+    finally:
+        stop.set()
+        renewer.join()
+        if _ours(path, body):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+
+@contextlib.contextmanager
+def hold(folder: Path, name: str, blocking: bool = True,
+         lease_seconds: float | None = None) -> Iterator[bool]:
+    """Hold lock ``name`` in ``folder``; yields False when another process holds it (non-blocking)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lease = LEASE_SECONDS if lease_seconds is None else lease_seconds
+    if str(folder) in _NO_FLOCK:
+        with _lease(folder / f"{name}.lease", blocking, lease) as got:
+            yield got
+        return
+    fd = os.open(folder / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            got = True
+        except BlockingIOError:
+            got = False
+        except OSError as e:
+            if e.errno not in _REFUSED:
+                raise
+            _NO_FLOCK.add(str(folder))
+            got = None
+        if got is not None:
+            yield got
+            return
+    finally:
+        os.close(fd)  # closing releases the flock
+    with _lease(folder / f"{name}.lease", blocking, lease) as got:
+        yield got

@@ -1,0 +1,132 @@
+"""What a feature store holds and whether it is intact: ``fer-pipeline store info`` and ``verify``.
+
+:func:`summarize` reads metadata only (markers, shapes, recorded chunk sizes), so it is cheap on
+any store; :func:`verify` is the full check, reading and re-hashing every byte (see
+:mod:`pipeline.features.store` for what a reader checks on its own).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
+
+from pipeline.features.atomic import TMP_PREFIX
+from pipeline.features.store import VALID
+
+if TYPE_CHECKING:
+    from pipeline.features.store import FeatureStore
+
+
+@dataclass(frozen=True)
+class StoreProblem:
+    """One incomplete or corrupt array (or clip) found by :meth:`FeatureStore.verify`."""
+
+    clip_id: str
+    array: str | None
+    reason: str
+
+    def __str__(self) -> str:
+        where = self.clip_id if self.array is None else f"{self.clip_id}/{self.array}"
+        return f"{where}: {self.reason}"
+
+
+@dataclass
+class ArraySummary:
+    """One array name across the store's clips (see :meth:`FeatureStore.summary`)."""
+
+    name: str
+    complete: int = 0  # clips holding it with a completion marker
+    incomplete: int = 0  # clips holding it without one (an interrupted write)
+    row_shapes: set[tuple[int, ...]] = field(default_factory=set)  # shape of one row, e.g. (768,)
+    dtypes: set[str] = field(default_factory=set)
+    cache_keys: set[str] = field(default_factory=set)  # keys of the complete copies
+    bytes: int = 0  # bytes of its chunk files (compressed, as stored)
+    frames: int = 0  # video frames of the clips holding it
+    without_dimension_names: int = 0  # copies written before arrays carried them (xarray fails)
+
+    @property
+    def bytes_per_frame(self) -> float:
+        """Stored bytes per video frame (for audio-rate arrays too: what a clip's length costs)."""
+        return self.bytes / self.frames if self.frames else 0.0
+
+
+@dataclass
+class StoreSummary:
+    """What a store holds, read from metadata only (no chunk is decoded)."""
+
+    path: str
+    clips: int  # clip groups
+    frames: int  # sum of the clips' n_frames
+    clips_without_audio: int  # clips marked has_audio = false
+    arrays: dict[str, ArraySummary]  # by array name
+    extractors: dict[str, dict]  # the root attributes' record of each extractor
+    size_bytes: int  # bytes of all files under the store
+
+    def projected_bytes(self, frames: int) -> float:
+        """The size the store would have at ``frames`` video frames, at its bytes per frame."""
+        return self.size_bytes / self.frames * frames if self.frames else 0.0
+
+
+def _disk_bytes(path: Path) -> int:
+    total = 0
+    for folder, _, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):  # a file removed while we walk
+                total += os.stat(os.path.join(folder, name)).st_size
+    return total
+
+
+def summarize(store: FeatureStore) -> StoreSummary:
+    """Clips, arrays (shapes, dtypes, cache keys, completeness, bytes), extractors, size on disk."""
+    arrays: dict[str, ArraySummary] = {}
+    frames = without_audio = 0
+    clip_ids = store.clip_ids()
+    for clip_id in clip_ids:
+        group = store.root[f"clips/{clip_id}"]
+        attrs = dict(group.attrs)
+        n_frames = int(attrs.get("n_frames", 0))
+        frames += n_frames
+        without_audio += attrs.get("has_audio") is False
+        for name, array in group.arrays():
+            if name.startswith(TMP_PREFIX):
+                continue
+            entry = arrays.setdefault(name, ArraySummary(name))
+            marker = array.attrs.get("complete")
+            entry.row_shapes.add(tuple(array.shape[1:]))
+            entry.dtypes.add(str(array.dtype))
+            entry.frames += n_frames
+            entry.without_dimension_names += array.metadata.dimension_names is None
+            if marker is None:
+                entry.incomplete += 1
+            else:
+                entry.complete += 1
+                entry.cache_keys.add(str(marker.get("cache_key")))
+            chunks = (marker or {}).get("chunks")
+            entry.bytes += (sum(chunks.values()) if isinstance(chunks, dict)
+                            else _disk_bytes(store.path / "clips" / clip_id / name / "c"))
+    return StoreSummary(str(store.path), len(clip_ids), frames, without_audio,
+                        dict(sorted(arrays.items())), store.extractors(), _disk_bytes(store.path))
+
+
+def verify(store: FeatureStore, clip_ids: list[str] | None = None) -> Iterator[StoreProblem]:
+    """Yield every incomplete or corrupt array (missing marker, missing or resized chunk, crc32c
+    or sha256 mismatch, unreadable data), coordinates included. A corrupt array is noted so that
+    the next ``extract`` recomputes it."""
+    for clip_id in clip_ids if clip_ids is not None else store.clip_ids():
+        try:
+            names = store._names(clip_id)
+        except Exception as e:  # noqa: BLE001
+            yield StoreProblem(clip_id, None, f"unreadable clip group ({' '.join(str(e).split())})")
+            continue
+        if VALID not in names:
+            yield StoreProblem(clip_id, None, f"no '{VALID}' array (extraction never finished)")
+        for name in names:
+            if store.marker(clip_id, name) is None:
+                yield StoreProblem(clip_id, name, "no completion marker (interrupted write)")
+                continue
+            _, problem = store._inspect(clip_id, name, full=True)
+            if problem is not None:
+                yield StoreProblem(clip_id, name, f"corrupt: {problem}")
