@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pipeline import config as config_io
-from pipeline.data.manifest import Clip, load_clips
+from pipeline.data.manifest import Clip, clip_digest, load_clips
 from pipeline.errors import PipelineError
 from pipeline.features.config import ExtractConfig
 from pipeline.features.extractors.base import Extractor
@@ -247,6 +247,8 @@ def run_extract(config: ExtractConfig, manifests_dir: str | Path, store_path: st
     store = FeatureStore(store_path, "a")
     descriptions = _descriptions(extractors, config.audio_stride)
     store.record_extractors(descriptions)
+    # What the clips were extracted for: `fuse` checks its manifest against these (issue 14).
+    store.record_manifest({c.clip_id: clip_digest(c) for c in clips})
 
     plan = _plan(store, clips, extractors, config, progress)
     tally = _Tally(len(plan.jobs), sum(j.clip.n_frames for j in plan.jobs), progress)
