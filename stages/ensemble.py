@@ -50,7 +50,7 @@ from pipeline.scoring.frames import (
 )
 from pipeline.scoring.metrics import Scores, confusion_matrix
 from pipeline.scoring.predictions import Predictions
-from pipeline.scoring.report import ReportData, RunInfo, write_report
+from pipeline.scoring.report import ReportData, RunInfo, Timeline, write_report
 from pipeline.scoring.submission import check_submission, write_submission
 
 
@@ -231,13 +231,31 @@ def _write_outputs(members: list[Member], names: list[str], runs: list[RunInfo],
     counts = {split: class_counts(clips[split]) for split in ("train", "val")
               if any(c.labels is not None for c in clips[split])}
     report_path = write_report(staging, ReportData(config.split, outcome.rows, final.name, runs,
-                                                   counts, tuning, notes))
+                                                   counts, tuning, notes,
+                                                   timelines(scored, outcome)))
     save_toml(config, staging / "config.toml")
     io.write_json(staging / "scores.json", record, indent=1)  # moved into `out` last
     return EnsembleResult(config.split, outcome.rows, final, config.tune_on,
                           outcome.tuned_on_scored_frames, out / "scores.json",
                           out / report_path.name,
                           out / submission_path.name if submission_path else None, note)
+
+
+def timelines(scored: SplitData, outcome: Outcome, count: int = 3) -> list[Timeline]:
+    """The final pipeline's predictions for the ``count`` clips with the most annotated frames,
+    each predicted by the fit that scored it (as in the scores)."""
+    if scored.labels is None:
+        return []
+    annotated = [int((scored.labels[scored.offsets[c]:scored.offsets[c + 1]] >= 0).sum())
+                 for c in range(len(scored.clip_ids))]
+    chosen = sorted(range(len(annotated)), key=lambda c: (-annotated[c], c))[:count]
+    out = []
+    for c in sorted(chosen):
+        clip_id = scored.clip_ids[c]
+        record = next(r for r in outcome.folds if clip_id in r.scored_clips)
+        clip = scored.subset([c])
+        out.append(Timeline(clip_id, predict(clip, record.fit.choices), clip.labels))
+    return out
 
 
 def _submission(members: list[Member], names: list[str], test_clips: list[Clip],
