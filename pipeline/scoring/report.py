@@ -128,6 +128,7 @@ def plot_per_class_f1(rows: Sequence[Row], final: str, path: Path) -> str:
         ax.text(c, 0.5, f"{ABSENT} from\nthis split", ha="center", va="center", fontsize=8,
                 color="gray")
     ax.set_xticks(x, CLASSES)
+    ax.set_xlim(-0.5, NUM_CLASSES - 0.5)  # (an absent last class has no bar to widen the axis)
     ax.set_ylim(0, 1)
     ax.set_ylabel("F1")
     ax.set_title("per-class F1 (macro-F1 in the legend)")
