@@ -131,8 +131,11 @@ def owner_lock(path: str | Path, what: str, lease: float = LEASE_SECONDS) -> Ite
     """Hold ``path`` (a lock file, created if needed) for the duration, or raise :class:`LockHeld`
     naming the holder. ``what`` names the thing locked in the message (e.g. the run directory)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:
+        raise PipelineError(f"{what}: cannot write {path} ({e.strerror})") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
