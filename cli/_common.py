@@ -1,9 +1,14 @@
-"""What every command shares: the console, one-line errors, and the rich progress bar."""
+"""What every command shares: the console, one-line errors, and progress: a rich bar on a
+terminal, and in a batch log (stderr not a terminal: SLURM, nohup, a pipe) one plain line per
+task every ``FER_PROGRESS_SECONDS`` seconds (default 30) with done/total, rate and ETA."""
 
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
 
 import typer
 from rich.console import Console
@@ -28,9 +33,85 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
+LOG_SECONDS = 30.0  # default seconds between progress lines in a batch log
+
+
+def _info_text(info: dict) -> str:
+    return "  ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+                     for k, v in info.items())
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+@dataclass
+class _Task:
+    started: float
+    total: int | None = None
+    done: int = 0
+    info: dict = field(default_factory=dict)
+    printed_at: float = -1.0  # when its last line was printed (-1: never)
+
+
+class LogLines:
+    """A :data:`ProgressFn` for batch logs: a line per task at most every ``interval`` seconds,
+    and one when the task completes, e.g.
+    ``[00:03:20] clips 120/548 (22%)  0.6/s  ETA 0:11:53  frames/s 412``."""
+
+    def __init__(self, console: Console, interval: float, clock: Callable[[], float] = time.monotonic
+                 ) -> None:
+        self.console, self.interval, self.clock = console, interval, clock
+        self.start = clock()
+        self.tasks: dict[str, _Task] = {}
+
+    def __call__(self, event: ProgressEvent) -> None:
+        now = self.clock()
+        task = self.tasks.setdefault(event.task, _Task(started=now))
+        if event.total is not None:
+            task.total = event.total
+        task.done += event.advance
+        task.info = dict(event.info) or task.info
+        finished = task.total is not None and task.done >= task.total and event.advance > 0
+        due = task.printed_at < 0 or now - task.printed_at >= self.interval
+        if (finished or due) and (event.advance or task.printed_at < 0):
+            task.printed_at = now
+            self.console.print(self.line(event.task, task, now), highlight=False, soft_wrap=True,
+                               markup=False)
+
+    def line(self, name: str, task: _Task, now: float) -> str:
+        parts = [f"[{_duration(now - self.start)}] {name}"]
+        if task.total:
+            parts[0] += f" {task.done}/{task.total} ({100 * task.done / task.total:.0f}%)"
+        else:
+            parts[0] += f" {task.done}"
+        elapsed = now - task.started
+        if task.done and elapsed > 0:
+            rate = task.done / elapsed
+            parts.append(f"{rate:.3g}/s")
+            if task.total:
+                parts.append(f"ETA {_duration(max(task.total - task.done, 0) / rate)}")
+        if task.info:
+            parts.append(_info_text(task.info))
+        return "  ".join(parts)
+
+
+def _log_seconds() -> float:
+    try:
+        return float(os.environ.get("FER_PROGRESS_SECONDS", LOG_SECONDS))
+    except ValueError:
+        return LOG_SECONDS
+
+
 @contextlib.contextmanager
-def progress_bar() -> Iterator[ProgressFn]:
-    """A :data:`ProgressFn` that drives rich progress bars, one per task name."""
+def progress_bar(console: Console | None = None) -> Iterator[ProgressFn]:
+    """A :data:`ProgressFn` that drives rich progress bars, one per task name, on a terminal;
+    :class:`LogLines` otherwise (a bar would print nothing until the end in a log file)."""
+    console = console or err_console
+    if not console.is_terminal:
+        yield LogLines(console, _log_seconds())
+        return
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -40,13 +121,11 @@ def progress_bar() -> Iterator[ProgressFn]:
         TextColumn("ETA"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=err_console, transient=False) as bar:
+    with Progress(*columns, console=console, transient=False) as bar:
         tasks: dict[str, int] = {}
 
         def update(event: ProgressEvent) -> None:
-            info = "  ".join(
-                f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in event.info.items()
-            )
+            info = _info_text(event.info)
             if event.task not in tasks:
                 tasks[event.task] = bar.add_task(event.task, total=event.total, info=info)
             bar.update(tasks[event.task], advance=event.advance, info=info,

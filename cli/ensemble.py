@@ -55,6 +55,9 @@ def ensemble(
     windows: Optional[str] = typer.Option(None, "--windows", help="Odd filter widths to try,"
                                           " e.g. 1,11,51,101."),
     split: Optional[str] = typer.Option(None, "--split", help="Split to score (default: val)."),
+    allow_manifest_mismatch: bool = typer.Option(
+        False, "--allow-manifest-mismatch",
+        help="Combine runs although they (or --manifests) have different manifest fingerprints."),
 ) -> None:
     """Combine the outputs of RUN_DIRs, score them on val, write the report and the submission."""
     if windows is not None:
@@ -66,7 +69,8 @@ def ensemble(
                "split": split, "windows": windows}
     config = build(EnsembleConfig, file=config_file, sets=sets, options=options)
     with progress_bar() as progress:
-        result = run_ensemble(run_dirs, manifests, out, config, progress)
+        result = run_ensemble(run_dirs, manifests, out, config, progress,
+                              allow_manifest_mismatch=allow_manifest_mismatch)
 
     table = Table(title=f"{result.split} scores ({result.protocol})")
     for column in ("method", "tuned", "macro-F1", "accuracy", "ABAW-2021"):

@@ -77,6 +77,9 @@ def fuse(
     restart: bool = typer.Option(False, "--restart", help="Discard an existing run of this name."),
     force: bool = typer.Option(False, "--force",
                                help="Continue an existing run although its config differs."),
+    allow_manifest_mismatch: bool = typer.Option(
+        False, "--allow-manifest-mismatch",
+        help="Train although the manifests differ from those the store was extracted from."),
 ) -> None:
     """Train a fusion head on cached features; write per-frame probabilities for val and test."""
     from pipeline.fusion.config import build_config
@@ -86,7 +89,8 @@ def fuse(
                               sets=sets, seed=seed)
     with progress_bar() as bar:
         result = run_fuse(run_config, out, name=name, progress=_with_epoch_lines(bar),
-                          restart=restart, force=force)
+                          restart=restart, force=force,
+                          allow_manifest_mismatch=allow_manifest_mismatch)
     if result.already_complete:
         console.print(f"{result.run_dir}: already complete, nothing to do", highlight=False,
                       soft_wrap=True)

@@ -18,12 +18,19 @@ Two facts about the pinned wheels (see requirements/torch-cpu.txt):
   (run by ``make setup``) removes those libraries, and only when the import actually fails that
   way on a CPU torch. Audio decoding never goes through torchaudio (its load/save need torchcodec);
   we use PyAV.
+
+* A user's own script or notebook in the venv (``import timm``) does not call the shim.
+  ``repair`` therefore also installs a startup hook (:func:`install_startup_hook`): a
+  ``fer_pipeline_compat.pth`` in the venv's site-packages that imports a tiny meta-path finder
+  (:mod:`pipeline._startup_hook`), which runs :func:`ensure_torchvision` right before
+  torchvision is first imported. Interpreter start imports no torch for it.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import sys
+import sysconfig
 from pathlib import Path
 
 _TORCHVISION_SCHEMAS = {
@@ -31,6 +38,8 @@ _TORCHVISION_SCHEMAS = {
     "torchvision::qnms": "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
 }
 _torchvision_checked = False
+HOOK_PTH = "fer_pipeline_compat.pth"  # the startup file in site-packages ...
+HOOK_MODULE = "fer_pipeline_compat_hook"  # ... and the module its one line imports
 
 
 def _package_dir(name: str) -> Path | None:
@@ -65,21 +74,11 @@ def ensure_torchvision() -> None:
             torch.library.define(qualname, schema)
 
 
-def _torchaudio_import_error() -> str | None:
-    """Try ``import torchaudio`` in a fresh interpreter; return the error text or None."""
-    import subprocess
-
-    result = subprocess.run(
-        [sys.executable, "-c", "import torchaudio.transforms"], capture_output=True, text=True
-    )
-    return None if result.returncode == 0 else (result.stderr.strip().splitlines() or ["?"])[-1]
-
-
 def repair_torchaudio() -> str:
     """Remove torchaudio's CUDA extension libraries when they break its import on a CPU torch."""
     import torch
 
-    error = _torchaudio_import_error()
+    error = _fresh_import_error("torchaudio.transforms")
     if error is None:
         return "torchaudio imports: nothing to repair"
     package = _package_dir("torchaudio")
@@ -88,10 +87,31 @@ def repair_torchaudio() -> str:
     removed = sorted(p.name for p in (package / "lib").glob("*.so"))
     for name in removed:
         (package / "lib" / name).unlink()
-    error = _torchaudio_import_error()
+    error = _fresh_import_error("torchaudio.transforms")
     if error is not None:
         raise RuntimeError(f"torchaudio still does not import after removing {removed}: {error}")
     return f"removed torchaudio's CUDA extension libraries {removed}; torchaudio.transforms imports"
+
+
+def install_startup_hook(site_packages: str | Path | None = None) -> Path:
+    """Write the startup hook (the ``.pth`` file and its module) into ``site_packages`` (default:
+    this interpreter's, i.e. the venv's); returns the ``.pth`` path. Idempotent."""
+    from pipeline import io
+
+    target = Path(site_packages or sysconfig.get_paths()["purelib"])
+    source = Path(__file__).with_name("_startup_hook.py").read_text(encoding="utf-8")
+    io.write_text(target / f"{HOOK_MODULE}.py", source)
+    return io.write_text(target / HOOK_PTH, f"import {HOOK_MODULE}\n")
+
+
+def _fresh_import_error(module: str) -> str | None:
+    """``import module`` in a fresh interpreter of this venv (with its startup hooks): the error
+    text, or None."""
+    import subprocess
+
+    result = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True,
+                            text=True)
+    return None if result.returncode == 0 else (result.stderr.strip().splitlines() or ["?"])[-1]
 
 
 def main(argv: list[str]) -> int:
@@ -99,10 +119,12 @@ def main(argv: list[str]) -> int:
         print("usage: python -m pipeline.compat repair", file=sys.stderr)
         return 2
     print(repair_torchaudio())
-    ensure_torchvision()
-    import timm  # noqa: F401  (proves the shim works in this environment)
-
-    print("timm imports")
+    print(f"startup hook: {install_startup_hook()}")
+    error = _fresh_import_error("timm")  # proves a user's own `import timm` works
+    if error is not None:
+        print(f"timm still does not import in a fresh interpreter: {error}", file=sys.stderr)
+        return 1
+    print("timm imports in a fresh interpreter")
     return 0
 
 

@@ -3,16 +3,23 @@
 Each writer writes into ``<name>.tmp`` beside the target and renames it over the target with
 :func:`os.replace` (atomic on POSIX within one file system), so a crash or an interruption never
 leaves a half-written ``scores.json``, checkpoint or submission where a reader would take it for
-a finished one; on an exception the temporary file is removed.
+a finished one; on an exception the temporary file is removed, and a full disk becomes one line
+(:func:`no_space`). Files that must agree with each other (a score file and its report) are
+written together with :func:`staged_files`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
+
+from pipeline.errors import PipelineError
 
 
 def temporary_path(path: str | Path) -> Path:
@@ -29,10 +36,22 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = temporary_path(path)
     try:
         yield tmp
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        full = no_space(path, e)
+        if full is not None:
+            raise full from None
         raise
     os.replace(tmp, path)
+
+
+def no_space(path: str | Path, error: BaseException) -> PipelineError | None:
+    """The one-line error for a disk (or quota) that is full while writing ``path``, else None."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        reason = "no space left" if error.errno == errno.ENOSPC else "disk quota exceeded"
+        return PipelineError(f"{reason} on {Path(path).parent} (writing {Path(path).name});"
+                             " free some space and rerun the same command to resume")
+    return None
 
 
 def write_bytes(path: str | Path, data: bytes) -> Path:
@@ -63,12 +82,19 @@ def save_npz(path: str | Path, **arrays: Any) -> Path:
 
 
 def torch_save(path: str | Path, obj: Any) -> Path:
-    """``torch.save(obj)`` (torch is imported only by the callers that save tensors)."""
+    """``torch.save(obj)`` (torch is imported only by the callers that save tensors).
+
+    Serialised in memory first: torch's own file writer turns a full disk into "unexpected pos
+    N vs M", a plain write gives ``ENOSPC`` (:func:`no_space`). Checkpoints of these heads are
+    a few MB.
+    """
+    import io as _io
+
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-    return Path(path)
+    buffer = _io.BytesIO()
+    torch.save(obj, buffer)
+    return write_bytes(path, buffer.getbuffer())
 
 
 def save_figure(path: str | Path, figure: Any, **options: Any) -> Path:
@@ -77,3 +103,48 @@ def save_figure(path: str | Path, figure: Any, **options: Any) -> Path:
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format=path.suffix.lstrip(".") or "png", **options)
     return path
+
+
+@contextlib.contextmanager
+def staged_files(out: str | Path, last: str, optional: Sequence[str] = ()) -> Iterator[Path]:
+    """Yield a staging folder inside ``out`` to write a set of files into; then move them into
+    ``out`` with ``last`` moved last (and its old version removed first), so ``out`` never holds
+    a ``last`` that disagrees with the files beside it. ``optional``: names the set may lack; an
+    old one in ``out`` is removed when the new set has none (it would not match).
+
+    An exception while writing (Ctrl-C included) removes the staging folder and leaves ``out``
+    as it was. Once moving has begun, an interruption is held back until every file is moved
+    (renames take microseconds), then raised.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    names = sorted(p.name for p in staging.iterdir() if p.name != last)
+    steps = [lambda: (out / last).unlink(missing_ok=True)]
+    steps += [lambda name=name: (out / name).unlink(missing_ok=True)
+              for name in optional if not (staging / name).exists()]
+    steps += [lambda name=name: _move(staging / name, out / name) for name in names]
+    if (staging / last).exists():
+        steps.append(lambda: _move(staging / last, out / last))
+    interrupted: BaseException | None = None
+    while steps:
+        try:
+            while steps:
+                steps[0]()
+                steps.pop(0)
+        except KeyboardInterrupt as e:  # finish the moves first
+            interrupted = e
+    shutil.rmtree(staging, ignore_errors=True)
+    if interrupted is not None:
+        raise interrupted
+
+
+def _move(source: Path, target: Path) -> None:
+    """``os.replace`` that may be repeated (an interruption may come right after it)."""
+    if source.exists():
+        os.replace(source, target)

@@ -12,6 +12,12 @@ lengths); never the dataset's frame folders. Writes into ``out``, every file ato
 * ``config.toml`` (the :class:`EnsembleConfig` used), ``report.html`` with its PNGs;
 * ``submission.txt`` in the ABAW format when every member has test predictions and the manifests
   list test clips (checked with :func:`check_submission` after writing).
+
+The outputs are written into a staging folder and moved into ``out`` together, ``scores.json``
+last (:func:`pipeline.io.staged_files`): an interruption leaves the previous outputs intact, and
+a ``scores.json`` is never beside a report of another run. The runs must have read the same
+manifests as ``manifests`` (:func:`check_manifests`, their ``manifest_fingerprint``) unless
+``allow_manifest_mismatch``; ``scores.json`` records the fingerprint.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import numpy as np
 from pipeline import io
 from pipeline.config import save_toml, to_dict
 from pipeline.data.labels import NUM_CLASSES
-from pipeline.data.manifest import SPLITS, Clip, load_clips
+from pipeline.data.manifest import SPLITS, Clip, fingerprint, load_clips
 from pipeline.errors import PipelineError
 from pipeline.progress import ProgressEvent, ProgressFn, silent
 from pipeline.scoring.crossfit import Outcome, Row, cross_fit
@@ -44,7 +50,7 @@ from pipeline.scoring.frames import (
 )
 from pipeline.scoring.metrics import Scores, confusion_matrix
 from pipeline.scoring.predictions import Predictions
-from pipeline.scoring.report import ReportData, RunInfo, write_report
+from pipeline.scoring.report import ReportData, RunInfo, Timeline, write_report
 from pipeline.scoring.submission import check_submission, write_submission
 
 
@@ -119,14 +125,39 @@ def class_counts(clips: Sequence[Clip]) -> np.ndarray:
     return counts
 
 
+def check_manifests(runs: Sequence[RunInfo], run_dirs: Sequence[Path], manifests: Path,
+                    expected: str) -> None:
+    """Refuse runs trained on manifests other than each other's or ``manifests`` (``expected``:
+    its fingerprint). Runs written before fingerprints were recorded are not checked."""
+    known = [(run, Path(d)) for run, d in zip(runs, run_dirs)
+             if isinstance(run.metrics.get("manifest_fingerprint"), str)]
+    for (run, path), (other, other_path) in zip(known, known[1:]):
+        if run.metrics["manifest_fingerprint"] != other.metrics["manifest_fingerprint"]:
+            raise PipelineError(
+                f"{path} and {other_path} were trained on different manifests (fingerprints"
+                f" {run.metrics['manifest_fingerprint'][:12]} and"
+                f" {other.metrics['manifest_fingerprint'][:12]}); pass --allow-manifest-mismatch"
+                " to combine them anyway")
+    for run, path in known[:1]:
+        if run.metrics["manifest_fingerprint"] != expected:
+            raise PipelineError(
+                f"{path} was trained on other manifests than {manifests} (fingerprints"
+                f" {run.metrics['manifest_fingerprint'][:12]} and {expected[:12]}); pass the"
+                " manifests it was trained on, or --allow-manifest-mismatch")
+
+
 def run_ensemble(run_dirs: Sequence[Path], manifests: Path, out: Path,
                  config: EnsembleConfig | None = None,
-                 progress: ProgressFn = silent) -> EnsembleResult:
+                 progress: ProgressFn = silent,
+                 allow_manifest_mismatch: bool = False) -> EnsembleResult:
     """Build, score and report every ensemble of the runs' outputs; write the submission too."""
     config = config or EnsembleConfig()
     members, runs = find_members(run_dirs, config.split)
     names = [m.name for m in members]
     clips = _clips_by_split(Path(manifests))
+    manifest_fingerprint = fingerprint(c for split in SPLITS for c in clips[split])
+    if not allow_manifest_mismatch:
+        check_manifests(runs, run_dirs, Path(manifests), manifest_fingerprint)
     if not clips[config.split]:
         raise PipelineError(f"{manifests}: no {config.split} clips to score")
 
@@ -153,9 +184,23 @@ def run_ensemble(run_dirs: Sequence[Path], manifests: Path, out: Path,
     }
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    with io.staged_files(out, last="scores.json", optional=["submission.txt"]) as staging:
+        return _write_outputs(members, names, runs, clips, scored, outcome, config, manifests,
+                              manifest_fingerprint, allow_manifest_mismatch, out, staging,
+                              tuning, progress)
+
+
+def _write_outputs(members: list[Member], names: list[str], runs: list[RunInfo],
+                   clips: dict[str, list[Clip]], scored: SplitData, outcome: Outcome,
+                   config: EnsembleConfig, manifests: Path, manifest_fingerprint: str,
+                   mismatch_allowed: bool, out: Path, staging: Path, tuning: dict,
+                   progress: ProgressFn) -> EnsembleResult:
+    """Write the submission, the report, config.toml and scores.json into ``staging`` (moved
+    into ``out`` afterwards); the result names the files where they will be."""
     submission_path, note = _submission(members, names, clips["test"], scored, outcome, config,
-                                        out, tuning, progress)
+                                        staging, tuning, progress)
+    if submission_path is None and (out / "submission.txt").exists():
+        note += "; removed the earlier submission.txt"  # (the move into `out` removes it)
 
     final = outcome.final
     record = {
@@ -169,12 +214,13 @@ def run_ensemble(run_dirs: Sequence[Path], manifests: Path, out: Path,
         "config": to_dict(config),
         "submission": submission_path.name if submission_path else None,
         "submission_note": note,
+        "manifest_fingerprint": manifest_fingerprint,
+        "manifest_mismatch_allowed": mismatch_allowed,
     }
-    scores_path = out / "scores.json"
-    io.write_json(scores_path, record, indent=1)
-    save_toml(config, out / "config.toml")
 
     notes = [f"members: {', '.join(names)}", f"manifests: {manifests}", f"submission: {note}"]
+    if mismatch_allowed:
+        notes.insert(0, "WARNING: --allow-manifest-mismatch: the runs' manifests were not checked")
     for run in runs:  # stage two may have tuned something on the split scored here
         grid = run.metrics.get("grid")
         if isinstance(grid, dict) and grid.get("fitted_on") == config.split:
@@ -184,11 +230,32 @@ def run_ensemble(run_dirs: Sequence[Path], manifests: Path, out: Path,
         notes.insert(0, "WARNING: tuned on the scored frames (--tune-on same): optimistic scores")
     counts = {split: class_counts(clips[split]) for split in ("train", "val")
               if any(c.labels is not None for c in clips[split])}
-    report_path = write_report(out, ReportData(config.split, outcome.rows, final.name, runs,
-                                               counts, tuning, notes))
+    report_path = write_report(staging, ReportData(config.split, outcome.rows, final.name, runs,
+                                                   counts, tuning, notes,
+                                                   timelines(scored, outcome)))
+    save_toml(config, staging / "config.toml")
+    io.write_json(staging / "scores.json", record, indent=1)  # moved into `out` last
     return EnsembleResult(config.split, outcome.rows, final, config.tune_on,
-                          outcome.tuned_on_scored_frames, scores_path, report_path,
-                          submission_path, note)
+                          outcome.tuned_on_scored_frames, out / "scores.json",
+                          out / report_path.name,
+                          out / submission_path.name if submission_path else None, note)
+
+
+def timelines(scored: SplitData, outcome: Outcome, count: int = 3) -> list[Timeline]:
+    """The final pipeline's predictions for the ``count`` clips with the most annotated frames,
+    each predicted by the fit that scored it (as in the scores)."""
+    if scored.labels is None:
+        return []
+    annotated = [int((scored.labels[scored.offsets[c]:scored.offsets[c + 1]] >= 0).sum())
+                 for c in range(len(scored.clip_ids))]
+    chosen = sorted(range(len(annotated)), key=lambda c: (-annotated[c], c))[:count]
+    out = []
+    for c in sorted(chosen):
+        clip_id = scored.clip_ids[c]
+        record = next(r for r in outcome.folds if clip_id in r.scored_clips)
+        clip = scored.subset([c])
+        out.append(Timeline(clip_id, predict(clip, record.fit.choices), clip.labels))
+    return out
 
 
 def _submission(members: list[Member], names: list[str], test_clips: list[Clip],

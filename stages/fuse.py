@@ -4,6 +4,10 @@ Inputs: a feature store (stage one) and the manifest directory it was extracted 
 ``OUT/<name>/`` (``name`` defaults to the method), the run directory described in
 ``pipeline.fusion.train``. Rerunning the same command resumes or, if the run is complete,
 does nothing. A ``dan`` run also gets ``attention.npz`` (``pipeline.fusion.heads.dan``).
+
+A run directory has one writer at a time (:meth:`RunDir.owned`): a second ``fuse`` into it is
+refused in one line naming the first. The manifests must be those the store was extracted from,
+for every clip read (:func:`check_manifest`), unless ``allow_manifest_mismatch``.
 """
 
 from __future__ import annotations
@@ -12,19 +16,34 @@ import dataclasses
 import re
 from pathlib import Path
 
-from pipeline.data.manifest import load_clips
+from pipeline.data.manifest import Clip, clip_digest, load_clips
 from pipeline.errors import PipelineError
 from pipeline.features.store import FeatureStore
 from pipeline.fusion.config import FuseConfig
 from pipeline.fusion.heads import head_class
+from pipeline.fusion.rundir import RunDir
 from pipeline.fusion.train import RunResult, train
 from pipeline.progress import ProgressFn, silent
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=+-]*")
 
 
+def check_manifest(store: FeatureStore, clips: list[Clip], manifests: Path) -> None:
+    """Refuse clips whose manifest record (length, labels) differs from the one the store
+    recorded at extraction. Clips the store has no record of (older stores) are not checked."""
+    recorded = store.manifest_digests()
+    differing = [c.clip_id for c in clips
+                 if c.clip_id in recorded and recorded[c.clip_id] != clip_digest(c)]
+    if differing:
+        raise PipelineError(
+            f"{manifests}: not the manifests {store.path} was extracted from ({len(differing)}"
+            f" clip(s) differ in length or labels, e.g. {differing[0]}); rerun `extract` with"
+            " these manifests, or pass --allow-manifest-mismatch")
+
+
 def fuse(config: FuseConfig, out: str | Path, name: str | None = None,
-         progress: ProgressFn = silent, restart: bool = False, force: bool = False) -> RunResult:
+         progress: ProgressFn = silent, restart: bool = False, force: bool = False,
+         allow_manifest_mismatch: bool = False) -> RunResult:
     """Train ``config.method`` into ``out/<name or method>`` (see :func:`pipeline.fusion.train.train`)."""
     name = name or config.method
     if not _NAME.fullmatch(name):
@@ -39,9 +58,13 @@ def fuse(config: FuseConfig, out: str | Path, name: str | None = None,
         clips = load_clips(manifests)
     except ValueError as e:
         raise PipelineError(" ".join(str(e).split())) from None
+    if not allow_manifest_mismatch:
+        check_manifest(store, clips, manifests)
     # Absolute paths: a run resumed from another working directory is still the same run.
     config = dataclasses.replace(config, store=str(store_path.resolve()),
                                  manifests=str(manifests.resolve()))
-    result = train(config, Path(out) / name, clips, store, progress, restart=restart, force=force)
-    head_class(config.method).after_training(result.run_dir, store, clips)
+    run_dir = Path(out) / name
+    with RunDir(run_dir).owned():
+        result = train(config, run_dir, clips, store, progress, restart=restart, force=force)
+        head_class(config.method).after_training(result.run_dir, store, clips)
     return result

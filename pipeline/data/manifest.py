@@ -18,6 +18,7 @@ manifest written before AU labels existed and one written now for the same data 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -218,6 +219,23 @@ def load_clips(manifests: str | Path, splits: Iterable[str] = SPLITS, au_only: b
         if path.exists():
             clips.extend(iter_manifest(path))
     return clips
+
+
+def clip_digest(clip: Clip) -> str:
+    """sha256 of what a clip's record means to later stages: its id, length and labels
+    (expression and AU). Paths, fps and the leakage guard's marks are left out: moving the
+    dataset or re-running the guard does not make it another manifest."""
+    record = {"clip_id": clip.clip_id, "n_frames": clip.n_frames,
+              "labels": None if clip.labels is None else encode_runs(clip.labels),
+              "au_labels": None if clip.au_labels is None else encode_runs(pack_au(clip.au_labels))}
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
+
+
+def fingerprint(clips: Iterable[Clip]) -> str:
+    """sha256 of a set of clips (order-free): their splits and :func:`clip_digest` s. Two runs
+    with equal fingerprints read the same clips with the same lengths and labels."""
+    lines = sorted(f"{c.split} {c.clip_id} {clip_digest(c)}" for c in clips)
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
 def task_clips(clips: Iterable[Clip], task: str, split: str) -> list[Clip]:

@@ -2,7 +2,8 @@
 
 ::
 
-    RUN/config.toml            the full FuseConfig (enough to reproduce the run)
+    RUN/config.toml            the full FuseConfig (enough to reproduce the run), written with
+                               every checkpoint: it always matches checkpoint.pt
     RUN/checkpoint.pt          last epoch: model, optimizer, RNG states, epoch, best score and
                                weights, history, config
     RUN/best.pt                the best epoch's weights, config and feature sizes (for inference)
@@ -10,8 +11,13 @@
     RUN/curve.png              training loss and validation macro-F1 per epoch
     RUN/predictions/<split>/<output>.npz   float32 [T, 8] per clip, every frame, val and test
     RUN/predictions/<split>/face_mask.npz  bool [T] per clip: the frames with a face image
+    RUN/.lock                  the owner lock (:mod:`pipeline.locks`): who is writing the run
 
 Every file is written atomically (:mod:`pipeline.io`).
+
+**One writer.** :meth:`RunDir.owned` holds the run's lock for a whole ``fuse`` call: a second
+``fuse`` into the same directory is refused in one line naming the holder (host, pid, command),
+and the kernel frees the lock when the holder dies, so a killed run resumes without any cleaning.
 
 **Resume.** ``checkpoint.pt`` is written after every epoch, with the torch and
 numpy generator states, so rerunning the same command after an interruption continues from the
@@ -25,13 +31,17 @@ The saved *identity* (:func:`identity`: the config and the store's features) is 
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
+
+import tomli_w
 
 from pipeline import io
 from pipeline.config import to_dict
 from pipeline.fusion.config import FuseConfig
+from pipeline.locks import owner_lock
 
 RUN_FILES = ("checkpoint.pt", "best.pt", "metrics.json", "curve.png", "config.toml")
 FACE_RULE = "nearest frame with a face (same clip; ties: the earlier frame)"
@@ -64,6 +74,14 @@ class RunDir:
     def config(self) -> Path:
         return self.path / "config.toml"
 
+    @contextlib.contextmanager
+    def owned(self) -> Iterator[None]:
+        """Hold the run's owner lock (creating the directory); raise ``LockHeld`` if another
+        process holds it."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        with owner_lock(self.path / ".lock", f"run directory {self.path}"):
+            yield
+
     def load_checkpoint(self) -> dict[str, Any] | None:
         """The last epoch's state, or None when there is none."""
         import torch
@@ -73,7 +91,10 @@ class RunDir:
         return torch.load(self.checkpoint, weights_only=True)
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
+        """The checkpoint, then ``config.toml`` from the config inside it (never before: the two
+        must not disagree after an interruption)."""
         io.torch_save(self.checkpoint, state)
+        io.write_text(self.config, tomli_w.dumps(state["config"]))
 
     def save_best(self, state: dict[str, Any]) -> None:
         io.torch_save(self.best, state)

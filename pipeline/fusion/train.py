@@ -33,10 +33,10 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from pipeline.config import save_toml, to_dict
+from pipeline.config import to_dict
 from pipeline.data.frames import nearest_face
 from pipeline.data.labels import NUM_CLASSES, UNLABELED
-from pipeline.data.manifest import Clip
+from pipeline.data.manifest import Clip, fingerprint
 from pipeline.errors import PipelineError
 from pipeline.features.store import FeatureStore
 from pipeline.fusion import sampling
@@ -346,6 +346,8 @@ class _Run:
             "splits": {split: [c.clip_id for c in clips] for split, clips in self.splits.items()
                        if split != "train" and clips},
             "features": self.features,
+            # the manifests read (ensemble refuses to mix runs whose fingerprints differ)
+            "manifest_fingerprint": fingerprint(c for clips in self.splits.values() for c in clips),
             "faceless_frames": FACE_RULE,
             "face_outputs": list(self.head_class.face_outputs),
             "resumed_from": resumed_from,
@@ -376,7 +378,6 @@ def train(config: FuseConfig, run_dir: str | Path, clips: Sequence[Clip], store:
                             " differ); use --restart to discard it, --force to continue it with "
                             "this config, or --name for a new run")
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_toml(config, run.dir.config)
     with _deterministic(config.train.threads, config.train.device):
         run.build()
         if saved is not None:

@@ -12,10 +12,16 @@ that stage three needs nothing but the run directory to apply the nearest-face f
 
 The writer streams: each clip's array goes into the zip archive as it is produced, so memory does
 not grow with the number of clips. Readers are lazy (``np.load`` of an npz reads one clip on access).
+
+A probabilities file also holds ``__classes__``: the class names of its columns (a unicode array,
+``np.load(path)["__classes__"]``), so that other tools need not know the ABAW order. It is not a
+clip: :class:`Predictions` leaves it out of its keys and offers it as ``classes``. A full disk
+while writing is one line naming the directory (:func:`pipeline.io.no_space`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import zipfile
@@ -25,10 +31,11 @@ from typing import Iterator, Mapping
 import numpy as np
 
 from pipeline import io as atomic
-from pipeline.data.labels import NUM_CLASSES
+from pipeline.data.labels import CLASSES, NUM_CLASSES
 
 
 FACE_MASK = "face_mask"  # the file name (no suffix) of a split's face mask; not an output name
+CLASSES_KEY = "__classes__"  # the entry of a probabilities file naming its columns (not a clip)
 
 
 def prediction_path(run_dir: str | Path, split: str, output: str = "main") -> Path:
@@ -55,18 +62,37 @@ class PredictionWriter:
             raise ValueError(f"clip {clip_id}: probabilities of shape {array.shape}, want [T, 8]")
         return array
 
+    names: tuple[str, ...] | None = CLASSES  # written as __classes__ (None: no column names)
+
     def add(self, clip_id: str, array: np.ndarray) -> None:
         array = self._check(clip_id, array)
-        if clip_id in self._ids:
+        if clip_id in self._ids or clip_id == CLASSES_KEY:
             raise ValueError(f"clip {clip_id}: written twice to {self.path}")
         self._ids.add(clip_id)
+        self._write(clip_id, array)
+
+    def _write(self, key: str, array: np.ndarray) -> None:
         buffer = io.BytesIO()
         np.lib.format.write_array(buffer, array, allow_pickle=False)
-        self._zip.writestr(f"{clip_id}.npy", buffer.getvalue())
+        try:
+            self._zip.writestr(f"{key}.npy", buffer.getvalue())
+        except OSError as e:
+            raise atomic.no_space(self.path, e) or e
 
     def close(self) -> None:
-        self._zip.close()
+        try:
+            if self.names is not None:
+                self._write(CLASSES_KEY, np.asarray(self.names))
+            self._zip.close()
+        except OSError as e:
+            self._discard()
+            raise atomic.no_space(self.path, e) or e
         os.replace(self._tmp, self.path)
+
+    def _discard(self) -> None:
+        with contextlib.suppress(OSError):  # (a full disk may refuse the closing write too)
+            self._zip.close()
+        self._tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> "PredictionWriter":
         return self
@@ -75,12 +101,13 @@ class PredictionWriter:
         if exc_type is None:
             self.close()
         else:  # leave no half-written file behind
-            self._zip.close()
-            self._tmp.unlink(missing_ok=True)
+            self._discard()
 
 
 class FaceMaskWriter(PredictionWriter):
     """Append clips' face masks (bool [T]) to ``face_mask.npz``, like :class:`PredictionWriter`."""
+
+    names = None  # a mask has no class columns
 
     def _check(self, clip_id: str, array: np.ndarray) -> np.ndarray:
         array = np.asarray(array)
@@ -98,15 +125,25 @@ class Predictions(Mapping[str, np.ndarray]):
         if not self.path.exists():
             raise FileNotFoundError(f"{self.path}: no such predictions file")
         self._npz = np.load(self.path, allow_pickle=False)
+        self._clips = [key for key in self._npz.files if key != CLASSES_KEY]
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The column names (files written before they were recorded: the ABAW order)."""
+        if CLASSES_KEY in self._npz.files:
+            return tuple(str(name) for name in self._npz[CLASSES_KEY])
+        return CLASSES
 
     def __getitem__(self, clip_id: str) -> np.ndarray:
+        if clip_id == CLASSES_KEY:
+            raise KeyError(clip_id)
         return self._npz[clip_id]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._npz.files)
+        return iter(self._clips)
 
     def __len__(self) -> int:
-        return len(self._npz.files)
+        return len(self._clips)
 
 
 # The rest of a run directory (written by pipeline.fusion.train, read by stage three):

@@ -1,9 +1,14 @@
-"""The stage-three report: one self-contained HTML page with its PNG plots beside it.
+"""The stage-three report: one self-contained HTML page (its PNG plots embedded as ``data:`` URIs,
+so the file can be mailed or moved alone; the PNGs are also written beside it).
 
 It shows a table of every run output and ensemble (macro-F1, accuracy, ABAW-2021 score), per-class
-F1 bars, the confusion matrix of the final ensemble, the m,n grid heatmap of each proportional run
-(``metrics.json["grid"]``), the training curves from each run's ``metrics.json["history"]``, the
-class distribution per split and what each tuned choice was fitted on. Plots are drawn with the
+F1 bars, precision, recall, F1 and support per class of the final ensemble (a class with no frame
+in the scored split is marked *absent*, not scored as F1 0: its F1 is undefined there, whatever
+the macro-F1 counts), the confusion matrix of the final ensemble, a timeline of predicted and
+true class for a few clips, the m,n grid heatmap of each proportional run
+(``metrics.json["grid"]``), the training curves from each run's ``metrics.json["history"]``
+(training and validation loss, validation macro-F1, on integer epochs), the class distribution per
+split and what each tuned choice was fitted on. Plots are drawn with the
 object API of matplotlib on the Agg canvas (no pyplot, no global backend state); matplotlib is
 imported only when a plot is drawn, so importing this module (and ``fer-pipeline --help``) stays
 cheap. Every file is written atomically.
@@ -11,6 +16,7 @@ cheap. Every file is written atomically.
 
 from __future__ import annotations
 
+import base64
 import html
 import re
 from dataclasses import dataclass, field
@@ -27,6 +33,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 MAX_F1_SERIES = 6  # per-class F1 bars: the final ensemble and at most this many rows in all
+ABSENT = "absent"  # shown for a class with no frame in the scored split
 
 
 @dataclass
@@ -48,6 +55,40 @@ class ReportData:
     class_counts: dict[str, np.ndarray]  # split -> int [9]: frames per class, then unannotated
     tuning: dict  # the tuning record of scores.json
     notes: list[str] = field(default_factory=list)  # lines shown under the title
+    timelines: list["Timeline"] = field(default_factory=list)  # a few clips, frame by frame
+
+
+@dataclass
+class Timeline:
+    """One clip's final predicted and true class per frame (for the timeline plot)."""
+
+    clip_id: str
+    predicted: np.ndarray  # int [T]
+    labels: np.ndarray  # int [T], -1 = not annotated
+
+
+def class_table(confusion: np.ndarray) -> list[tuple[str, float | None, float | None,
+                                                     float | None, int]]:
+    """(class, precision, recall, F1, support) per class from a confusion matrix (rows = truth).
+    Precision, recall and F1 are None for a class with no true frame (absent); precision is 0
+    for a present class never predicted."""
+    confusion = np.asarray(confusion, dtype=np.int64)
+    hits, support, predicted = np.diag(confusion), confusion.sum(axis=1), confusion.sum(axis=0)
+    table = []
+    for c, name in enumerate(CLASSES):
+        if support[c] == 0:
+            table.append((name, None, None, None, 0))
+            continue
+        precision = hits[c] / predicted[c] if predicted[c] else 0.0
+        recall = hits[c] / support[c]
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        table.append((name, float(precision), float(recall), float(f1), int(support[c])))
+    return table
+
+
+def _present(confusion: np.ndarray) -> np.ndarray:
+    """bool [8]: the classes with at least one true frame."""
+    return np.asarray(confusion).sum(axis=1) > 0
 
 
 def _safe(name: str) -> str:
@@ -74,14 +115,20 @@ def plot_per_class_f1(rows: Sequence[Row], final: str, path: Path) -> str:
     final_row = next(r for r in rows if r.name == final)
     others = sorted((r for r in rows if r.name != final), key=lambda r: -r.scores.macro_f1)
     series = [final_row] + others[:MAX_F1_SERIES - 1]
+    present = _present(final_row.scores.confusion)
     figure = _new_figure(figsize=(10, 4.8))
     ax = figure.add_subplot()
     width = 0.8 / len(series)
     x = np.arange(NUM_CLASSES)
     for i, row in enumerate(series):
-        ax.bar(x + (i - (len(series) - 1) / 2) * width, row.scores.per_class_f1, width,
+        values = np.where(present, row.scores.per_class_f1, np.nan)  # no bar for absent classes
+        ax.bar(x + (i - (len(series) - 1) / 2) * width, values, width,
                label=f"{row.name} ({row.scores.macro_f1:.3f})")
+    for c in np.flatnonzero(~present):
+        ax.text(c, 0.5, f"{ABSENT} from\nthis split", ha="center", va="center", fontsize=8,
+                color="gray")
     ax.set_xticks(x, CLASSES)
+    ax.set_xlim(-0.5, NUM_CLASSES - 0.5)  # (an absent last class has no bar to widen the axis)
     ax.set_ylim(0, 1)
     ax.set_ylabel("F1")
     ax.set_title("per-class F1 (macro-F1 in the legend)")
@@ -151,6 +198,8 @@ def plot_history(history: Sequence[dict], title: str, path: Path) -> str | None:
 
     Other numeric keys (e.g. examples per epoch) are left out: they share no scale with these.
     """
+    from matplotlib.ticker import MaxNLocator
+
     series = _series(history)
     panels = [[k for k in sorted(series) if "loss" in k],
               [k for k in sorted(series) if "loss" not in k
@@ -163,10 +212,39 @@ def plot_history(history: Sequence[dict], title: str, path: Path) -> str | None:
         ax = figure.add_subplot(1, len(panels), index)
         for key in keys:
             ax.plot(*zip(*series[key]), marker="o", markersize=3, label=key)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.set_xlabel("epoch")
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
     figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def plot_timelines(timelines: Sequence[Timeline], path: Path) -> str:
+    """One panel per clip: the true class (thick, grey where not annotated) and the final
+    ensemble's predicted class, frame by frame."""
+    figure = _new_figure(figsize=(10, 1.9 * len(timelines) + 0.6))
+    axes = figure.subplots(len(timelines), 1, squeeze=False)[:, 0]
+    for ax, timeline in zip(axes, timelines):
+        frames = np.arange(len(timeline.labels))
+        truth = np.where(timeline.labels >= 0, timeline.labels, np.nan).astype(float)
+        ax.step(frames, truth, where="post", color="tab:green", linewidth=4, alpha=0.5,
+                label="true")
+        ax.step(frames, timeline.predicted, where="post", color="tab:red", linewidth=1,
+                label="predicted")
+        unannotated = timeline.labels < 0
+        if unannotated.any():
+            ax.fill_between(frames, -0.5, NUM_CLASSES - 0.5, where=unannotated, step="post",
+                            color="lightgray", alpha=0.5, label="not annotated")
+        ax.set_yticks(range(NUM_CLASSES), CLASSES, fontsize=7)
+        ax.set_ylim(-0.5, NUM_CLASSES - 0.5)
+        ax.set_xlim(0, max(len(frames) - 1, 1))
+        agree = (timeline.predicted == timeline.labels)[~unannotated]
+        accuracy = f", {agree.mean():.0%} of annotated frames right" if agree.size else ""
+        ax.set_title(f"{timeline.clip_id} ({len(frames)} frames{accuracy})", fontsize=8)
+    axes[0].legend(fontsize=7, loc="upper right", ncol=3)
+    axes[-1].set_xlabel("frame")
     figure.tight_layout()
     return _save(figure, path)
 
@@ -194,12 +272,21 @@ def _table(header: Sequence[str], body: Sequence[Sequence[str]],
     lines = []
     for i, cells in enumerate(body):
         attrs = ' class="final"' if i == highlight else ""
-        lines.append(f"<tr{attrs}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+        lines.append(f"<tr{attrs}>" + "".join(
+            f'<td class="absent">{c}</td>' if c == ABSENT else f"<td>{c}</td>" for c in cells)
+            + "</tr>")
     return f"<table><tr>{head}</tr>{''.join(lines)}</table>"
 
 
-def _figure(src: str, alt: str) -> str:
-    return f'<figure><img src="{html.escape(src)}" alt="{html.escape(alt)}"></figure>'
+def _figure(path: Path, alt: str) -> str:
+    """The PNG at ``path`` embedded in the page as a data URI (the page needs no other file)."""
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(alt)}"'
+            f' title="{html.escape(path.name)}"></figure>')
+
+
+def _value(value: float | None) -> str:
+    return ABSENT if value is None else f"{value:.3f}"
 
 
 _STYLE = """
@@ -208,6 +295,7 @@ table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 tr.final { background: #e8f0ff; font-weight: bold; }
+td.absent { color: #999; font-style: italic; }
 figure { margin: 1em 0; } img { max-width: 100%; }
 .note { color: #555; }
 """
@@ -233,15 +321,35 @@ def write_report(out_dir: str | Path, data: ReportData) -> Path:
     highlight = next(i for i, r in enumerate(data.rows) if r.name == data.final)
     parts.append(_table(["method", "kind", "tuned", "macro-F1", "accuracy", "ABAW-2021", "frames"],
                         body, highlight))
-    parts.append(_figure(plot_per_class_f1(data.rows, data.final, out / "per_class_f1.png"),
+    present = _present(final.scores.confusion)
+    parts.append(_figure(out / plot_per_class_f1(data.rows, data.final, out / "per_class_f1.png"),
                          "per-class F1"))
     parts.append(_table(["method", *CLASSES],
-                        [[html.escape(r.name), *(f"{v:.3f}" for v in r.scores.per_class_f1)]
+                        [[html.escape(r.name), *(_value(v if present[c] else None)
+                                                 for c, v in enumerate(r.scores.per_class_f1))]
                          for r in data.rows], highlight))
 
+    parts.append(f"<h2>Per class: {html.escape(final.name)}</h2>")
+    if not present.all():
+        parts.append(f'<p class="note">{ABSENT}: no frame of this class in the {html.escape(data.split)}'
+                     " split, so its precision, recall and F1 are undefined here (the macro-F1 above"
+                     " still averages over all 8 classes as the metric defines it).</p>")
+    parts.append(_table(["class", "precision", "recall", "F1", "support (frames)"],
+                        [[name, *map(_value, (precision, recall, f1)), str(support)]
+                         for name, precision, recall, f1, support
+                         in class_table(final.scores.confusion)]))
+
     parts.append("<h2>Confusion matrix</h2>")
-    parts.append(_figure(plot_confusion(final.scores.confusion, f"{final.name} on {data.split}",
-                                        out / "confusion.png"), "confusion matrix"))
+    parts.append(_figure(out / plot_confusion(final.scores.confusion,
+                                              f"{final.name} on {data.split}",
+                                              out / "confusion.png"), "confusion matrix"))
+
+    if data.timelines:
+        parts.append("<h2>Timelines</h2>")
+        parts.append(f'<p class="note">Predicted ({html.escape(final.name)}) and true class,'
+                     " frame by frame, for the clips with the most annotated frames.</p>")
+        parts.append(_figure(out / plot_timelines(data.timelines, out / "timelines.png"),
+                             "timelines of predicted and true class"))
 
     parts.append("<h2>Tuning</h2>")
     parts.append(_tuning_html(data.tuning))
@@ -251,7 +359,7 @@ def write_report(out_dir: str | Path, data: ReportData) -> Path:
         parts.append("<h2>Proportional fusion grids (m, n)</h2>")
         for run in grids:
             name = plot_grid(run.metrics["grid"], run.name, out / f"grid_{_safe(run.name)}.png")
-            parts.append(_figure(name, f"m,n grid of {run.name}"))
+            parts.append(_figure(out / name, f"m,n grid of {run.name}"))
 
     curves = []
     for run in data.runs:
@@ -259,14 +367,15 @@ def write_report(out_dir: str | Path, data: ReportData) -> Path:
         if isinstance(history, list) and history:
             name = plot_history(history, run.name, out / f"curves_{_safe(run.name)}.png")
             if name:
-                curves.append(_figure(name, f"training curves of {run.name}"))
+                curves.append(_figure(out / name, f"training curves of {run.name}"))
     if curves:
         parts.append("<h2>Training curves</h2>")
         parts += curves
 
     if data.class_counts:
         parts.append("<h2>Class distribution</h2>")
-        parts.append(_figure(plot_class_counts(data.class_counts, out / "class_distribution.png"),
+        parts.append(_figure(out / plot_class_counts(data.class_counts,
+                                                     out / "class_distribution.png"),
                              "class distribution"))
         parts.append(_table(["split", *CLASSES, "(unannotated)"],
                             [[html.escape(split), *(str(int(v)) for v in values)]

@@ -1,5 +1,9 @@
-"""The HTML report: every PNG it references lies beside it and decodes; every PNG is referenced."""
+"""The HTML report: one portable file (every PNG embedded and decoding, the same PNGs beside it),
+per-class precision, recall and support checked against scikit-learn, absent classes marked,
+integer epoch ticks, validation loss, timelines."""
 
+import base64
+import io
 import re
 
 import numpy as np
@@ -43,19 +47,29 @@ def test_report_pngs_decode_and_are_referenced(tmp_path):
     )
     html_path = write_report(tmp_path / "out", data)
     page = html_path.read_text()
-    sources = re.findall(r'<img src="([^"]+)"', page)
+    embedded = _embedded(page)
     pngs = sorted(p.name for p in html_path.parent.glob("*.png"))
-    assert sorted(sources) == pngs  # every PNG referenced, every reference a PNG beside it
+    assert sorted(embedded) == pngs  # every PNG embedded, and the same files lie beside the page
     assert {"confusion.png", "per_class_f1.png", "class_distribution.png", "curves_runA.png",
             "grid_prop_run.png"} == set(pngs)
     for name in pngs:
-        with Image.open(html_path.parent / name) as image:
+        assert embedded[name] == (html_path.parent / name).read_bytes()
+        with Image.open(io.BytesIO(embedded[name])) as image:
             image.load()
             assert image.format == "PNG" and image.size[0] > 100
+    assert 'src="' not in page.replace('src="data:image/png;base64,', "")  # no outside file
     assert "&lt;odd&gt; &amp; name" in page and "<odd>" not in page
     assert "Anger +0.2" in page and "val-crossfit" in page
     for row in data.rows:
         assert f"{row.scores.macro_f1:.4f}" in page
+
+
+def _embedded(page: str) -> dict[str, bytes]:
+    """PNG bytes of every image of the page by its title (the PNG's file name)."""
+    found = re.findall(r'<img src="data:image/png;base64,([^"]+)" alt="[^"]*" title="([^"]+)"',
+                       page)
+    assert len(found) == page.count("<img ")
+    return {title: base64.b64decode(data) for data, title in found}
 
 
 def test_history_series_flatten_per_output_values():
@@ -72,4 +86,65 @@ def test_report_without_runs_or_counts_still_has_table_and_confusion(tmp_path):
                       class_counts={}, tuning={"protocol": "same", "tuned_on_scored_frames": True})
     page = write_report(tmp_path, data).read_text()
     assert "optimistic" in page
-    assert sorted(re.findall(r'<img src="([^"]+)"', page)) == ["confusion.png", "per_class_f1.png"]
+    assert sorted(_embedded(page)) == ["confusion.png", "per_class_f1.png"]
+
+
+def test_class_table_matches_scikit_learn_and_marks_absent_classes(tmp_path):
+    from sklearn.metrics import precision_recall_fscore_support
+
+    from pipeline.scoring.report import class_table
+
+    rng = np.random.default_rng(2)
+    truth = rng.choice([0, 1, 2, 4, 5, 6], 400)  # Fear (3) and Other (7) absent
+    pred = np.where(rng.random(400) < 0.4, rng.integers(0, 8, 400), truth)
+    pred[:5] = 3  # Fear predicted, never true
+    precision, recall, f1, support = precision_recall_fscore_support(
+        truth, pred, labels=range(8), zero_division=0)
+    table = class_table(score(truth, pred).confusion)
+    for c, (name, p, r, f, n) in enumerate(table):
+        assert n == support[c]
+        if c in (3, 7):
+            assert (p, r, f) == (None, None, None)
+        else:
+            np.testing.assert_allclose((p, r, f), (precision[c], recall[c], f1[c]))
+    rows = [Row("ensemble", "pipeline", True, score(truth, pred))]
+    page = write_report(tmp_path, ReportData("val", rows, "ensemble", [], {},
+                                             {"protocol": "same"})).read_text()
+    fear_row = re.search(r"<tr><td>Fear</td>(.*?)</tr>", page).group(1)
+    assert fear_row.count('class="absent">absent') == 3 and "<td>0</td>" in fear_row
+    happy_row = re.search(r"<tr><td>Happiness</td>(.*?)</tr>", page).group(1)
+    assert f"<td>{precision[4]:.3f}</td><td>{recall[4]:.3f}</td>" in happy_row
+
+
+def test_curves_have_integer_epochs_and_validation_loss(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    from pipeline.scoring import report
+
+    drawn = []
+    monkeypatch.setattr(report, "_save", lambda figure, path: drawn.append(figure) or path.name)
+    history = [{"epoch": e, "train_loss": 1 / e, "val_loss": {"fusion": 2 / e},
+                "val_macro_f1": {"fusion": e / 10}} for e in range(1, 4)]
+    assert report.plot_history(history, "run", tmp_path / "c.png") == "c.png"
+    figure: Figure = drawn[0]
+    figure.canvas.draw()
+    losses, scores = figure.axes
+    assert [line.get_label() for line in losses.get_lines()] == ["train_loss", "val_loss fusion"]
+    for ax in (losses, scores):
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks)
+
+
+def test_timelines_are_drawn_for_the_given_clips(tmp_path):
+    from pipeline.scoring.report import Timeline
+
+    rng = np.random.default_rng(3)
+    rows = _rows(rng)
+    labels = np.repeat([0, 4, -1, 6], 25)
+    timelines = [Timeline("clip_a", np.repeat([0, 4, 4, 6], 25), labels),
+                 Timeline("clip_b", rng.integers(0, 8, 60), rng.integers(-1, 8, 60))]
+    page = write_report(tmp_path, ReportData("val", rows, "ensemble", [], {},
+                                             {"protocol": "same"}, timelines=timelines)).read_text()
+    assert "<h2>Timelines</h2>" in page and "timelines.png" in _embedded(page)
+    with Image.open(tmp_path / "timelines.png") as image:
+        assert image.size[1] > image.size[0] / 4  # one panel per clip

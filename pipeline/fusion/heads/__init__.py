@@ -50,18 +50,32 @@ Batch = tuple[dict[str, torch.Tensor], torch.Tensor, Optional[torch.Tensor]]  # 
 
 
 class Evaluator:
-    """Streams a split's predictions into one confusion matrix per output; ``finish`` scores them."""
+    """Streams a split's predictions into one confusion matrix per output; ``finish`` scores them.
+
+    It also keeps each output's validation loss, ``val_loss``: the mean negative log-likelihood
+    of the labelled frames' true class under the written probabilities (cross-entropy). It is
+    not the training loss when that is focal or weighted; it shows over-fitting all the same.
+    """
 
     def __init__(self, outputs: tuple[str, ...]) -> None:
         self.confusion = {name: np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64) for name in outputs}
+        self.nll = dict.fromkeys(outputs, 0.0)
+        self.frames = 0
 
     def add(self, probs: dict[str, np.ndarray], labels: np.ndarray) -> None:
+        labelled = labels >= 0
+        rows, truth = np.flatnonzero(labelled), labels[labelled].astype(np.int64)
+        self.frames += rows.size
         for name, matrix in self.confusion.items():
             matrix += confusion_matrix(labels, probs[name].argmax(axis=1))
+            picked = np.asarray(probs[name], np.float64)[rows, truth]
+            self.nll[name] -= float(np.log(np.clip(picked, 1e-12, None)).sum())
 
     def finish(self) -> tuple[dict[str, Scores], dict[str, Any]]:
-        """Scores per output, and anything else worth keeping in metrics.json."""
-        return {name: Scores.from_confusion(m) for name, m in self.confusion.items()}, {}
+        """Scores per output, and anything else worth keeping in metrics.json (``val_loss``)."""
+        loss = {name: total / max(self.frames, 1) for name, total in self.nll.items()}
+        return ({name: Scores.from_confusion(m) for name, m in self.confusion.items()},
+                {"val_loss": loss})
 
 
 class Classifier(nn.Module):

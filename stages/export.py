@@ -1,0 +1,163 @@
+"""Export a run's per-frame predictions as tidy rows that other tools read (CSV or Parquet).
+
+One row per frame of every clip of a split, clip by clip (memory does not grow with the split)::
+
+    clip, frame, time, face, Neutral, Anger, Disgust, Fear, Happiness, Sadness, Surprise, Other, label
+
+``frame`` is 0-based (frame ``i`` is image ``{i+1:05d}.jpg``), ``time`` the frame's start in
+seconds (``frame / fps``), ``face`` whether the frame had a face image (frames without one carry
+the nearest face's prediction, the run's rule), the class columns the probabilities of the chosen
+output (named from the file's ``__classes__``), ``label`` the annotation (-1: not annotated;
+empty / null for clips without labels, e.g. test). Parquet is written one row group per clip
+with ``pyarrow`` (optional: ``pip install pyarrow``). The file is written aside and renamed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io as text_io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import io
+from pipeline.config import read_toml
+from pipeline.data.manifest import SPLITS, Clip, load_clips
+from pipeline.errors import PipelineError
+from pipeline.progress import ProgressEvent, ProgressFn, silent
+from pipeline.scoring.frames import check_clip_set, clip_probs
+from pipeline.scoring.predictions import Predictions, face_mask_path, prediction_path
+from stages.ensemble import read_run
+
+FORMATS = ("csv", "parquet")
+
+
+@dataclass
+class ExportResult:
+    path: Path  # the file written
+    output: str  # the run output exported
+    clips: int
+    rows: int
+
+
+def _manifests(run_dir: Path, manifests: Path | None) -> Path:
+    if manifests is not None:
+        return manifests
+    config = run_dir / "config.toml"
+    try:
+        return Path(read_toml(config)["manifests"])
+    except (OSError, ValueError, KeyError):
+        raise PipelineError(f"{config}: cannot read the run's manifests; pass --manifests") from None
+
+
+def _columns(clip: Clip, probs: np.ndarray, face: np.ndarray) -> dict[str, np.ndarray]:
+    frames = np.arange(clip.n_frames)
+    return {"frame": frames, "time": frames / clip.fps, "face": face.astype(bool), "probs": probs,
+            "label": None if clip.labels is None else clip.labels.astype(np.int16)}
+
+
+class _CsvWriter:
+    def __init__(self, file, classes: tuple[str, ...]) -> None:
+        self.file = file
+        csv.writer(file, lineterminator="\n").writerow(
+            ["clip", "frame", "time", "face", *classes, "label"])
+
+    def write(self, clip_id: str, columns: dict[str, np.ndarray]) -> None:
+        quoted = text_io.StringIO()
+        csv.writer(quoted, lineterminator="").writerow([clip_id])  # quoted only if it must be
+        label = columns["label"]
+        numbers = np.column_stack([columns["frame"], columns["time"], columns["face"],
+                                   columns["probs"], *(() if label is None else (label,))])
+        fmt = ["%d", "%.6f", "%d"] + ["%.6g"] * columns["probs"].shape[1]
+        fmt += [] if label is None else ["%d"]
+        body = text_io.StringIO()
+        np.savetxt(body, numbers, fmt=fmt, delimiter=",")
+        ending = "\n" if label is not None else ",\n"
+        prefix = quoted.getvalue() + ","
+        self.file.write("".join(prefix + line + ending for line in body.getvalue().splitlines()))
+
+    def close(self) -> None:
+        pass
+
+
+class _ParquetWriter:
+    def __init__(self, path: Path, classes: tuple[str, ...]) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self.pa, self.classes = pa, classes
+        self.schema = pa.schema([("clip", pa.string()), ("frame", pa.int32()),
+                                 ("time", pa.float64()), ("face", pa.bool_()),
+                                 *((name, pa.float32()) for name in classes),
+                                 ("label", pa.int16())])
+        self.writer = pq.ParquetWriter(str(path), self.schema)
+
+    def write(self, clip_id: str, columns: dict[str, np.ndarray]) -> None:
+        pa, n = self.pa, len(columns["frame"])
+        label = columns["label"]
+        arrays = [pa.array([clip_id] * n, pa.string()), pa.array(columns["frame"], pa.int32()),
+                  pa.array(columns["time"], pa.float64()), pa.array(columns["face"], pa.bool_()),
+                  *(pa.array(columns["probs"][:, k], pa.float32()) for k in range(len(self.classes))),
+                  pa.nulls(n, pa.int16()) if label is None else pa.array(label, pa.int16())]
+        self.writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _check_parquet() -> None:
+    try:
+        import pyarrow.parquet  # noqa: F401
+    except ImportError:
+        raise PipelineError("--format parquet needs the pyarrow package (pip install pyarrow);"
+                            " or use --format csv") from None
+
+
+def export_predictions(run_dir: str | Path, fmt: str = "csv", split: str = "val",
+                       output: str | None = None, out: str | Path | None = None,
+                       manifests: str | Path | None = None,
+                       progress: ProgressFn = silent) -> ExportResult:
+    """Write ``output``'s (default: the run's primary) ``split`` predictions of ``run_dir`` as
+    tidy rows to ``out`` (default ``RUN/predictions/<split>/<output>.<fmt>``)."""
+    run_dir = Path(run_dir)
+    if fmt not in FORMATS:
+        raise PipelineError(f"--format {fmt!r}: choose from {', '.join(FORMATS)}")
+    if split not in SPLITS:
+        raise PipelineError(f"--split {split!r}: not one of {', '.join(SPLITS)}")
+    if fmt == "parquet":
+        _check_parquet()
+    run = read_run(run_dir)
+    output = output or run.metrics.get("primary") or run.metrics["outputs"][0]
+    if output not in run.metrics["outputs"]:
+        raise PipelineError(f"{run_dir}: no output {output!r} (outputs:"
+                            f" {', '.join(run.metrics['outputs'])})")
+    source = prediction_path(run_dir, split, output)
+    if not source.is_file():
+        raise PipelineError(f"{source}: no such predictions file ({split} was not predicted?)")
+    manifest_dir = _manifests(run_dir, Path(manifests) if manifests else None)
+    try:
+        clips = load_clips(manifest_dir, [split])
+    except (FileNotFoundError, ValueError) as e:
+        raise PipelineError(str(e)) from None
+    if not face_mask_path(run_dir, split).is_file():
+        raise PipelineError(f"{face_mask_path(run_dir, split)}: no such face mask file")
+    predictions, faces = Predictions(source), Predictions(face_mask_path(run_dir, split))
+    check_clip_set(predictions, clips, split)
+    clips = [c for c in clips if c.clip_id in predictions]
+    target = Path(out) if out else source.with_suffix(f".{fmt}")
+    progress(ProgressEvent("export", total=len(clips)))
+    rows = 0
+    with io.atomic_path(target) as tmp:
+        with open(tmp, "w", encoding="utf-8", newline="") if fmt == "csv" else \
+                contextlib.nullcontext() as file:  # (the Parquet writer opens its own file)
+            writer = (_CsvWriter(file, predictions.classes) if fmt == "csv"
+                      else _ParquetWriter(tmp, predictions.classes))
+            for clip in clips:  # clip by clip: memory does not grow with the split
+                face = np.asarray(faces[clip.clip_id], dtype=bool)
+                writer.write(clip.clip_id, _columns(clip, clip_probs(predictions, clip, split), face))
+                rows += clip.n_frames
+                progress(ProgressEvent("export", advance=1))
+            writer.close()
+    return ExportResult(target, output, len(clips), rows)

@@ -1,0 +1,117 @@
+"""``fer-pipeline export``: tidy per-frame rows that other tools read back, and npz files that
+name their class columns."""
+
+import builtins
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from cli.main import main
+from pipeline.data.labels import CLASSES
+from pipeline.data.manifest import load_clips
+from pipeline.scoring.predictions import Predictions, PredictionWriter
+from scoring.test_ensemble_stage import _clips, _run
+from stages.export import export_predictions
+
+COLUMNS = ["clip", "frame", "time", "face", *CLASSES, "label"]
+
+
+@pytest.fixture()
+def run(tmp_path):
+    rng = np.random.default_rng(1)
+    clips = _clips(tmp_path, rng)
+    run = _run(tmp_path, "mfm", ["fusion", "image"], clips, rng)
+    metrics = json.loads((run / "metrics.json").read_text())
+    (run / "metrics.json").write_text(json.dumps({**metrics, "primary": "fusion"}))
+    (run / "config.toml").write_text(f'method = "mfm"\nmanifests = "{tmp_path / "manifests"}"\n')
+    return run, tmp_path / "manifests"
+
+
+def _expected(run, manifests, split, output):
+    probs = Predictions(run / "predictions" / split / f"{output}.npz")
+    faces = Predictions(run / "predictions" / split / "face_mask.npz")
+    return load_clips(manifests, [split]), probs, faces
+
+
+def test_npz_files_name_their_columns(tmp_path):
+    path = tmp_path / "p.npz"
+    with PredictionWriter(path) as writer:
+        writer.add("a", np.full((3, 8), 0.125))
+    assert list(np.load(path)["__classes__"]) == list(CLASSES)  # what another tool sees
+    predictions = Predictions(path)
+    assert list(predictions) == ["a"] and len(predictions) == 1
+    assert predictions.classes == CLASSES
+
+
+def test_csv_rows_read_back_with_the_csv_module(run, capsys):
+    run_dir, manifests = run
+    assert main(["export", str(run_dir), "--format", "csv"]) == 0  # manifests from config.toml
+    path = run_dir / "predictions" / "val" / "fusion.csv"
+    assert f"{path}: " in capsys.readouterr().out
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == COLUMNS
+    clips, probs, faces = _expected(run_dir, manifests, "val", "fusion")
+    assert len(rows) - 1 == sum(c.n_frames for c in clips)
+    body = iter(rows[1:])
+    for clip in clips:
+        got = [next(body) for _ in range(clip.n_frames)]
+        assert {r[0] for r in got} == {clip.clip_id}
+        assert [int(r[1]) for r in got] == list(range(clip.n_frames))
+        np.testing.assert_allclose([float(r[2]) for r in got], np.arange(clip.n_frames) / clip.fps,
+                                   atol=1e-6)
+        assert [r[3] == "1" for r in got] == list(faces[clip.clip_id])
+        np.testing.assert_allclose([[float(v) for v in r[4:12]] for r in got], probs[clip.clip_id],
+                                   rtol=1e-5)
+        assert [int(r[12]) for r in got] == list(clip.labels)
+
+
+def test_test_split_has_empty_labels_and_other_outputs_can_be_chosen(run, tmp_path):
+    run_dir, manifests = run
+    result = export_predictions(run_dir, "csv", "test", output="image", out=tmp_path / "t.csv",
+                                manifests=manifests)
+    with open(result.path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert result.output == "image" and result.rows == len(rows)
+    assert {r["label"] for r in rows} == {""}
+
+
+def test_parquet_rows(run):
+    pq = pytest.importorskip("pyarrow.parquet")
+    run_dir, manifests = run
+    result = export_predictions(run_dir, "parquet", "val")
+    table = pq.read_table(result.path)
+    assert table.column_names == COLUMNS
+    clips, probs, faces = _expected(run_dir, manifests, "val", "fusion")
+    assert table.num_rows == sum(c.n_frames for c in clips)
+    first = clips[0]
+    rows = table.slice(0, first.n_frames).to_pydict()
+    np.testing.assert_array_equal(np.column_stack([rows[c] for c in CLASSES]),
+                                  probs[first.clip_id])
+    assert rows["label"] == list(first.labels) and rows["face"] == list(faces[first.clip_id])
+
+
+def test_parquet_without_pyarrow_is_one_line(run, capsys, monkeypatch):
+    real_import = builtins.__import__
+
+    def no_pyarrow(name, *args, **kwargs):
+        if name.startswith("pyarrow"):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_pyarrow)
+    assert main(["export", str(run[0]), "--format", "parquet"]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "--format parquet needs the pyarrow package (pip install pyarrow)" in err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--output", "audio"], "no output 'audio' (outputs: fusion, image)"),
+    (["--split", "dev"], "--split 'dev': not one of train, val, test"),
+    (["--split", "train", "--manifests", "nowhere"], "no such manifest directory"),
+])
+def test_bad_options_are_one_line(run, capsys, args, message):
+    assert main(["export", str(run[0]), "--format", "csv", *args]) == 1
+    assert message in " ".join(capsys.readouterr().err.split())

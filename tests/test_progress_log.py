@@ -1,0 +1,48 @@
+"""Progress in a batch log (stderr not a terminal): plain lines every N seconds, not a rich bar."""
+
+import io
+
+from rich.console import Console
+
+from cli._common import LogLines, progress_bar
+from pipeline.progress import ProgressEvent
+
+
+def _console(terminal: bool) -> tuple[Console, io.StringIO]:
+    buffer = io.StringIO()
+    return Console(file=buffer, force_terminal=terminal, width=200), buffer
+
+
+def test_lines_every_interval_with_rate_and_eta():
+    console, buffer = _console(terminal=False)
+    now = [100.0]
+    log = LogLines(console, interval=30, clock=lambda: now[0])
+    log(ProgressEvent("extracting frames", total=1000, info={"clips": "0/10"}))
+    for step in range(10):  # a clip of 100 frames every 10 s
+        now[0] += 10
+        log(ProgressEvent("extracting frames", advance=100,
+                          info={"clips": f"{step + 1}/10", "frames/s": 10.0}))
+    lines = buffer.getvalue().splitlines()
+    # the start, then every 30 s (30, 60, 90 s), then completion at 100 s
+    assert len(lines) == 5, lines
+    assert lines[0] == "[0:00:00] extracting frames 0/1000 (0%)  clips 0/10"
+    assert lines[1] == ("[0:00:30] extracting frames 300/1000 (30%)  10/s  ETA 0:01:10  "
+                        "clips 3/10  frames/s 10")
+    assert lines[2].startswith("[0:01:00] extracting frames 600/1000 (60%)  10/s  ETA 0:00:40")
+    assert lines[-1].startswith("[0:01:40] extracting frames 1000/1000 (100%)  10/s  ETA 0:00:00")
+    assert "\x1b[" not in buffer.getvalue()  # no terminal control codes in a log
+
+
+def test_progress_bar_picks_lines_for_a_log_and_a_bar_for_a_terminal(monkeypatch):
+    monkeypatch.setenv("FER_PROGRESS_SECONDS", "0")
+    console, buffer = _console(terminal=False)
+    with progress_bar(console) as progress:
+        assert isinstance(progress, LogLines)
+        progress(ProgressEvent("epochs", total=2))
+        progress(ProgressEvent("epochs", advance=1))
+        progress(ProgressEvent("epochs", advance=1))
+    assert [line.split("] ")[1].split("  ")[0] for line in buffer.getvalue().splitlines()] == [
+        "epochs 0/2 (0%)", "epochs 1/2 (50%)", "epochs 2/2 (100%)"]
+    terminal, _ = _console(terminal=True)
+    with progress_bar(terminal) as progress:
+        assert not isinstance(progress, LogLines)
