@@ -1,24 +1,22 @@
-"""Owner locks: one process at a time may write a directory; a second is refused in one line.
+"""Advisory locks: ``flock`` where the filesystem has it, lease files where it refuses it.
 
-:func:`owner_lock` takes ``flock`` on a lock file and writes who holds it (host, pid, command,
-start time) into it, so a refused process can say who is in the way. The kernel releases a
-``flock`` when its holder dies, even by SIGKILL: a stale lock never needs clearing by hand.
+Two users: the feature store's writers (:func:`hold`, one lock per clip and for the root) and the
+run directories of stage two (:func:`owner_lock`: one writer per run; a second is refused in one
+line naming the first). A lock only saves duplicate work or a confusing second writer; outputs
+stay correct without one (arrays are written aside and renamed into place, see
+:mod:`pipeline.features.store`; every run file is written atomically, see :mod:`pipeline.io`).
 
-Where the file system refuses ``flock`` (Lustre mounted without ``-o flock``, some NFS setups:
-``ENOSYS``, ``ENOLCK``, ``EOPNOTSUPP``), the lock falls back to a **lease file** created with
-``O_EXCL`` beside it and renewed by a daemon thread every ``lease / 3`` seconds. A lease whose
-file has not been renewed for ``lease`` seconds, or whose holder is a dead process on this host,
-is stale and taken over. What each file system gives:
+**flock** (local disks, NFSv4, GPFS, Lustre mounted with ``-o flock``): released by the kernel
+when the holder dies, so a SIGKILL leaves no stale lock. On NFS mounted with ``local_lock=flock``
+or Lustre with ``-o localflock`` the lock is node-local: two nodes may duplicate a clip's work
+(never corrupt it).
 
-* local disks, NFSv4, Lustre with ``-o flock``, GPFS: ``flock`` across all nodes; a dead
-  holder's lock is released at once;
-* Lustre ``-o localflock``: ``flock`` works but only within one node; two nodes may both get the
-  lock (correctness must not depend on it: every file is still written aside and renamed);
-* file systems refusing ``flock``: the lease file; a killed holder blocks others until its lease
-  runs out (``lease`` seconds, 60 by default).
-
-Locks here only keep two writers apart; every output is still written atomically
-(:mod:`pipeline.io`), so a lock that fails to exclude costs duplicate work, never a torn file.
+**Lease files** (where ``flock`` raises ENOSYS, EOPNOTSUPP, ENOLCK or EINVAL: Lustre without
+``-o flock``, some NFS setups): ``NAME.lease`` is created with ``O_EXCL`` and holds the holder's host, pid and
+time. The holder renews it (its mtime) every third of :data:`LEASE_SECONDS`; a lease not renewed
+for :data:`LEASE_SECONDS`, or held by a dead process on this host, is stale and taken over. The
+nodes' clocks must agree to well within the lease (NTP does); a takeover race between two
+waiters is settled by the rename of the stale file, which only one of them can make.
 """
 
 from __future__ import annotations
@@ -32,14 +30,16 @@ import socket
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Iterator
 
 from pipeline.errors import PipelineError
 
-LEASE_SECONDS = 60.0  # a lease not renewed for this long is stale
-# errnos with which a file system says it does not do flock
-FLOCK_REFUSED = {errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL}
+LEASE_SECONDS = 120.0  # a lease not renewed for this long is stale
+_POLL_SECONDS = 0.2  # how often a blocked waiter retries
+_REFUSED = {errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOLCK, errno.EINVAL}
+_NO_FLOCK: set[str] = set()  # folders whose filesystem refused flock (checked once per process)
 
 
 class LockHeld(PipelineError):
@@ -47,7 +47,7 @@ class LockHeld(PipelineError):
 
 
 def holder_info() -> dict:
-    """Who this process is, as written into a lock file."""
+    """Who this process is, as written into a lock or lease file."""
     return {"host": socket.gethostname(), "pid": os.getpid(),
             "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "command": " ".join([os.path.basename(sys.argv[0] or "python"), *sys.argv[1:]])[:300]}
@@ -61,6 +61,10 @@ def describe(info: dict | None) -> str:
     return text + (f" ({info['command']})" if info.get("command") else "")
 
 
+def _holder() -> str:
+    return json.dumps({**holder_info(), "time": time.time(), "id": uuid.uuid4().hex})
+
+
 def _read(path: Path) -> dict | None:
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
@@ -69,91 +73,152 @@ def _read(path: Path) -> dict | None:
     return info if isinstance(info, dict) else None
 
 
-def _alive_here(info: dict) -> bool:
-    """False only when the holder is certainly dead: a process of this host that is gone."""
-    if info.get("host") != socket.gethostname() or not isinstance(info.get("pid"), int):
-        return True
+def _stale(path: Path, lease_seconds: float) -> str | None:
+    """The lease's content if it is stale (else None, also when it is gone)."""
     try:
-        os.kill(info["pid"], 0)
-    except ProcessLookupError:
+        text = path.read_text(encoding="utf-8")
+        age = time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return None
+    try:
+        holder = json.loads(text)
+    except ValueError:  # written halfway by a holder that died: stale once old enough
+        holder = {}
+    if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
+        try:
+            os.kill(holder["pid"], 0)
+        except ProcessLookupError:
+            return text  # its holder died on this host
+        except PermissionError:
+            pass  # alive, another user's
+    return text if age > lease_seconds else None
+
+
+def _take_over(path: Path, seen: str) -> None:
+    """Move a stale lease aside, unless another waiter replaced it first (then leave theirs)."""
+    aside = path.with_name(f"{path.name}.stale-{uuid.uuid4().hex}")
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return
+    if aside.read_text(encoding="utf-8") != seen:  # a fresh lease of a faster waiter: put it back
+        with contextlib.suppress(FileExistsError):
+            os.link(aside, path)
+    aside.unlink()
+
+
+def _try_lease(path: Path, lease_seconds: float) -> str | None:
+    """Create the lease; its content when we hold it, None when another live holder does."""
+    for _ in range(2):
+        body = _holder()
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            seen = _stale(path, lease_seconds)
+            if seen is None:
+                return None
+            _take_over(path, seen)
+            continue
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(body)
+        return body
+    return None
+
+
+def _ours(path: Path, body: str) -> bool:
+    try:
+        return path.read_text(encoding="utf-8") == body
+    except FileNotFoundError:
         return False
-    except PermissionError:
-        return True
-    return True
 
 
 @contextlib.contextmanager
-def _lease(path: Path, what: str, lease: float) -> Iterator[None]:
-    """The lease-file lock (for file systems without flock)."""
-    lease_path = path.with_name(path.name + ".lease")
-    mine = holder_info()
-    for _attempt in range(2):
-        try:
-            fd = os.open(lease_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-            break
-        except FileExistsError:
-            info = _read(lease_path)
-            try:
-                age = time.time() - lease_path.stat().st_mtime
-            except FileNotFoundError:
-                continue  # released meanwhile
-            if age < lease and (info is None or _alive_here(info)):
-                raise LockHeld(f"{what}: in use by {describe(info)}; wait for it to finish"
-                               f" (lease file {lease_path}, stale after {lease:g} s)") from None
-            # Stale: move it aside under a unique name (only one taker wins the rename).
-            with contextlib.suppress(FileNotFoundError):
-                os.replace(lease_path, lease_path.with_name(f"{lease_path.name}.stale-{os.getpid()}"))
-                os.unlink(lease_path.with_name(f"{lease_path.name}.stale-{os.getpid()}"))
-    else:
-        raise LockHeld(f"{what}: could not take the lease file {lease_path}")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(mine, f)
+def _lease(path: Path, blocking: bool, lease_seconds: float) -> Iterator[bool]:
+    body = _try_lease(path, lease_seconds)
+    while body is None and blocking:
+        time.sleep(_POLL_SECONDS)
+        body = _try_lease(path, lease_seconds)
+    if body is None:
+        yield False
+        return
     stop = threading.Event()
 
     def renew() -> None:
-        while not stop.wait(lease / 3):
+        while not stop.wait(lease_seconds / 3):
+            if not _ours(path, body):
+                return  # taken over (we were presumed dead): the writes stay correct regardless
             with contextlib.suppress(OSError):
-                os.utime(lease_path)
+                os.utime(path)
 
-    thread = threading.Thread(target=renew, name=f"lease {lease_path.name}", daemon=True)
-    thread.start()
+    renewer = threading.Thread(target=renew, name="fer-lease", daemon=True)
+    renewer.start()
     try:
-        yield
+        yield True
     finally:
         stop.set()
-        thread.join()
-        if _read(lease_path) == mine:
-            lease_path.unlink(missing_ok=True)
+        renewer.join()
+        if _ours(path, body):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+
+@contextlib.contextmanager
+def hold(folder: Path, name: str, blocking: bool = True,
+         lease_seconds: float | None = None) -> Iterator[bool]:
+    """Hold lock ``name`` in ``folder``; yields False when another process holds it (non-blocking)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lease = LEASE_SECONDS if lease_seconds is None else lease_seconds
+    if str(folder) in _NO_FLOCK:
+        with _lease(folder / f"{name}.lease", blocking, lease) as got:
+            yield got
+        return
+    fd = os.open(folder / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            got = True
+        except BlockingIOError:
+            got = False
+        except OSError as e:
+            if e.errno not in _REFUSED:
+                raise
+            _NO_FLOCK.add(str(folder))
+            got = None
+        if got is not None:
+            yield got
+            return
+    finally:
+        os.close(fd)  # closing releases the flock
+    with _lease(folder / f"{name}.lease", blocking, lease) as got:
+        yield got
 
 
 @contextlib.contextmanager
 def owner_lock(path: str | Path, what: str, lease: float = LEASE_SECONDS) -> Iterator[None]:
-    """Hold ``path`` (a lock file, created if needed) for the duration, or raise :class:`LockHeld`
-    naming the holder. ``what`` names the thing locked in the message (e.g. the run directory)."""
+    """Hold the lock ``path`` for the duration, or raise :class:`LockHeld` naming the holder.
+
+    ``what`` names the thing locked in messages (e.g. the run directory). The holder's host, pid,
+    start time and command are written into the lock file (or the lease), so a refused process
+    can say who is in the way.
+    """
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     except OSError as e:
-        raise PipelineError(f"{what}: cannot write {path} ({e.strerror})") from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise LockHeld(f"{what}: in use by {describe(_read(path))}; wait for it to finish"
-                           " or write elsewhere") from None
-        except OSError as e:
-            if e.errno not in FLOCK_REFUSED:
-                raise
-            os.close(fd)
-            fd = -1
-            with _lease(path, what, lease):
-                yield
-            return
-        # Holder info goes into the locked file itself: readers see it while the lock is held.
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(holder_info()).encode(), 0)
+        raise PipelineError(f"{what}: cannot write {path.parent} ({e.strerror})") from None
+    with hold(path.parent, path.name, blocking=False, lease_seconds=lease) as got:
+        if not got:
+            lease_file = path.parent / f"{path.name}.lease"
+            if lease_file.exists():
+                raise LockHeld(f"{what}: in use by {describe(_read(lease_file))}; wait for it to"
+                               f" finish (lease file {lease_file}, stale after {lease:g} s)")
+            raise LockHeld(f"{what}: in use by {describe(_read(path.parent / f'{path.name}.lock'))};"
+                           " wait for it to finish or write elsewhere")
+        with contextlib.suppress(OSError):  # informational only: the lock holds without it
+            fd = os.open(path.parent / f"{path.name}.lock", os.O_WRONLY | os.O_CREAT, 0o666)
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, json.dumps(holder_info()).encode(), 0)
+            finally:
+                os.close(fd)
         yield
-    finally:
-        if fd >= 0:
-            os.close(fd)  # releases the flock

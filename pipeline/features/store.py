@@ -40,7 +40,7 @@ then marker) in ``STORE.meta/tmp`` (same filesystem, outside the hierarchy: no r
 half-made node) and renamed into its clip group; a clip group is created the same way, with its
 attributes and ``time``; attributes are replaced in one ``os.replace``. A crash leaves a
 ``.tmp-*`` directory in ``tmp/`` (removed by a later writer), never a half-written array.
-Locks (:mod:`pipeline.features.locks`: ``flock``, or lease files where the filesystem refuses
+Locks (:mod:`pipeline.locks`: ``flock``, or lease files where the filesystem refuses
 it) only keep two writers from computing the same clip.
 What filesystems give: local disks and GPFS: atomic renames and working ``flock``. NFSv4:
 atomic renames within one export; ``flock`` works unless mounted ``local_lock=flock`` (then it is
@@ -81,7 +81,7 @@ import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec
 
 from pipeline.errors import PipelineError
-from pipeline.features import locks
+from pipeline import locks
 from pipeline.features.atomic import (TMP_PREFIX, aside_name, chunk_sizes, move_into_place,
                                       sweep, update_attributes)
 

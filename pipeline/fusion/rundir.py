@@ -11,7 +11,7 @@
     RUN/curve.png              training loss and validation macro-F1 per epoch
     RUN/predictions/<split>/<output>.npz   float32 [T, 8] per clip, every frame, val and test
     RUN/predictions/<split>/face_mask.npz  bool [T] per clip: the frames with a face image
-    RUN/.lock                  the owner lock (:mod:`pipeline.locks`): who is writing the run
+    RUN/owner.lock             the owner lock (:mod:`pipeline.locks`): who is writing the run
 
 Every file is written atomically (:mod:`pipeline.io`).
 
@@ -79,7 +79,7 @@ class RunDir:
         """Hold the run's owner lock (creating the directory); raise ``LockHeld`` if another
         process holds it."""
         self.path.mkdir(parents=True, exist_ok=True)
-        with owner_lock(self.path / ".lock", f"run directory {self.path}"):
+        with owner_lock(self.path / "owner", f"run directory {self.path}"):
             yield
 
     def load_checkpoint(self) -> dict[str, Any] | None:

@@ -15,7 +15,7 @@ import pytest
 
 from extract_fixtures import make_dataset, store_arrays
 from pipeline.errors import PipelineError
-from pipeline.features import locks
+from pipeline import locks
 from pipeline.features.store import CorruptArray, FeatureStore
 from stages.extract import ExtractConfig, run_extract
 
