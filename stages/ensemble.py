@@ -61,6 +61,26 @@ class EnsembleResult:
     report_path: Path
     submission_path: Path | None  # None when no submission was written ...
     submission_note: str  # ... and why (or how many rows were written)
+    fitted_on: dict[str, str] | None = None  # row name -> where its choices were fitted
+
+
+def fitted_on(rows: Sequence[Row], runs: Sequence[RunInfo], protocol: str, split: str
+              ) -> dict[str, str]:
+    """Where each row's choices were fitted: ``train-dev`` (members selected on the training
+    split's dev slice), ``val-crossfit``/``train`` (stage three's protocol), or ``<split> (same
+    frames)`` when a member selected on the scored split or the protocol is ``same``."""
+    same = f"{split} (same frames)"
+    by_run = {run.name: run.metrics.get("selected_on", "val") for run in runs}  # old runs: val
+    members = {row.name: by_run.get(row.name.split("/")[0], "val") for row in rows
+               if row.kind == "member"}
+    leaked = any(selected == split for selected in members.values()) or protocol == "same"
+    out = {}
+    for row in rows:
+        if row.kind == "member":
+            out[row.name] = same if members[row.name] == split else members[row.name]
+        else:
+            out[row.name] = same if leaked else protocol if row.tuned else "train-dev"
+    return out
 
 
 def read_run(run_dir: Path) -> RunInfo:
@@ -158,13 +178,14 @@ def run_ensemble(run_dirs: Sequence[Path], manifests: Path, out: Path,
                                         out, tuning, progress)
 
     final = outcome.final
+    fitted = fitted_on(outcome.rows, runs, config.tune_on, config.split)
     record = {
         "split": config.split,
         "final": final.name,
         **final.scores.to_json(),
         "members": names,
-        "rows": [{"name": r.name, "kind": r.kind, "tuned": r.tuned, **r.scores.to_json()}
-                 for r in outcome.rows],
+        "rows": [{"name": r.name, "kind": r.kind, "tuned": r.tuned, "fitted_on": fitted[r.name],
+                  **r.scores.to_json()} for r in outcome.rows],
         "tuning": tuning,
         "config": to_dict(config),
         "submission": submission_path.name if submission_path else None,
@@ -188,7 +209,7 @@ def run_ensemble(run_dirs: Sequence[Path], manifests: Path, out: Path,
                                                counts, tuning, notes))
     return EnsembleResult(config.split, outcome.rows, final, config.tune_on,
                           outcome.tuned_on_scored_frames, scores_path, report_path,
-                          submission_path, note)
+                          submission_path, note, fitted)
 
 
 def _submission(members: list[Member], names: list[str], test_clips: list[Clip],
