@@ -17,7 +17,7 @@ from rich.table import Table
 
 from cli._common import console, progress_bar
 from cli.fuse import _method, _preset
-from pipeline.fusion.config import SelectOn
+from pipeline.fusion.folds import SelectOn
 from pipeline.parallel import SCHEDULER_HELP
 
 

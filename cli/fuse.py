@@ -22,7 +22,7 @@ import typer
 from rich.table import Table
 
 from cli._common import console, progress_bar
-from pipeline.fusion.config import SelectOn
+from pipeline.fusion.folds import SelectOn
 from pipeline.fusion.presets import PRESETS
 from pipeline.progress import ProgressEvent, ProgressFn
 

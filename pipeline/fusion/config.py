@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 from pipeline.config import build, from_dict, read_toml
 from pipeline.errors import PipelineError
+from pipeline.fusion.folds import SELECT_ON, SELECTED_ON, SelectOn  # noqa: F401 (re-exported)
 from pipeline.fusion.losses import LossConfig
 from pipeline.fusion.sampling import SamplingConfig
 
@@ -28,18 +29,6 @@ class Optimizer(str, Enum):
 
 
 OPTIMIZERS = tuple(o.value for o in Optimizer)
-
-
-class SelectOn(str, Enum):
-    """The choices of ``train.select_on`` (``--select-on``)."""
-
-    dev = "dev"
-    val = "val"
-
-
-SELECT_ON = tuple(s.value for s in SelectOn)
-# What metrics.json's "selected_on" says for each choice (stage three's "fitted on" column).
-SELECTED_ON = {"dev": "train-dev", "val": "val"}
 
 
 @dataclass

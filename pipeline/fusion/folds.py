@@ -7,7 +7,8 @@ land on the same side. Three users share it:
 * :func:`assign_folds`: ``fer-pipeline cv``'s k folds over all labelled clips;
 * :func:`dev_slice`: the held-out training clips a head selects its epoch and its own parameters
   on (``train.select_on = "dev"``, the default; see :mod:`pipeline.fusion.train`);
-* :func:`bootstrap`: the training clips of one bagging member (``bag.k``; see ``stages/fuse.py``).
+* :func:`bootstrap`: the training clips of one bagging member (``bag.k``; see ``stages/fuse.py``);
+* :class:`SelectOn`: where a run selects (its dev slice or val).
 
 **Stratification** (:func:`partition`). Each video has a profile: its labelled frames per class
 and its total frames. Videos are visited in a seeded random order and each goes to the part that
@@ -23,6 +24,7 @@ and so the partition; the same seed always gives the same partition.
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Sequence
 
 import numpy as np
@@ -30,6 +32,19 @@ import numpy as np
 from pipeline.data.labels import NUM_CLASSES, UNLABELED
 from pipeline.data.manifest import Clip
 from pipeline.errors import PipelineError
+
+
+class SelectOn(str, Enum):
+    """Where a run selects its epoch and fitted choices: the choices of ``train.select_on``
+    (``--select-on``): the training split's dev slice, or the validation split."""
+
+    dev = "dev"
+    val = "val"
+
+
+SELECT_ON = tuple(s.value for s in SelectOn)
+# What metrics.json's "selected_on" says for each choice (stage three's "fitted on" column).
+SELECTED_ON = {"dev": "train-dev", "val": "val"}
 
 
 def videos(clips: Sequence[Clip]) -> list[str]:
