@@ -29,7 +29,8 @@ def cv(
     out: Path = typer.Option(..., "--out", help="CV folder: fold<k>/ and cv.json go here."),
     folds: int = typer.Option(5, "--folds", min=2, help="k: folds of whole videos."),
     fold_seed: int = typer.Option(0, "--fold-seed", help="Seeds the fold assignment."),
-    scheduler: str = typer.Option("inprocess", "--scheduler", help=f"Where folds run: {SCHEDULER_HELP}."),
+    scheduler: str = typer.Option("inprocess", "--scheduler",
+                                  help=f"Where folds run: {SCHEDULER_HELP}."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML config of the heads."),
     preset: Optional[str] = typer.Option(None, "--preset", parser=_preset, metavar="PRESET",
                                          help="A paper's settings for the heads."),
@@ -64,9 +65,10 @@ def cv(
         table.add_row(name, *cells, f"{stats['mean']:.4f} +- {stats['std']:.4f}",
                       style="bold" if name == result.final else None)
     console.print(table)
-    errors = [f"fold {r['fold']}: {r['ensemble_error']}" for r in result.folds if r["ensemble_error"]]
-    for error in errors:
-        console.print(f"[yellow]no ensemble[/] {error}", highlight=False, soft_wrap=True)
+    for r in result.folds:
+        if r["ensemble_error"]:
+            console.print(f"[yellow]no ensemble[/] fold {r['fold']}: {r['ensemble_error']}",
+                          highlight=False, soft_wrap=True)
     console.print(f"cv: {result.path}", highlight=False, soft_wrap=True)
 
 

@@ -45,7 +45,8 @@ def _preset(value: str) -> str:
 
 def _epoch_line(info: dict) -> str:
     scores = " ".join(f"{k[3:]} {v:.3f}" for k, v in info.items() if k.startswith("f1 "))
-    return (f"epoch {info['epoch']:>3}  loss {info['loss']:.4f}  {info.get('on', 'val')} F1 {scores}  "
+    return (f"epoch {info['epoch']:>3}  loss {info['loss']:.4f}  "
+            f"{info.get('on', 'val')} F1 {scores}  "
             f"best {info['best']:.3f}  {info['s']:.1f} s (data {info['data s']:.2f} s)")
 
 

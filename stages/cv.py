@@ -124,7 +124,8 @@ def summarise(records: Sequence[dict]) -> dict[str, dict]:
         values = [r["rows"][name] for r in records if name in r["rows"]]
         out[name] = {"mean": float(np.mean(values)),
                      "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
-                     "n": len(values), "per_fold": {r["fold"]: r["rows"].get(name) for r in records}}
+                     "n": len(values),
+                     "per_fold": {r["fold"]: r["rows"].get(name) for r in records}}
     return out
 
 
@@ -167,8 +168,8 @@ def run_cv(configs: Sequence[FuseConfig], out: str | Path, k: int = 5, seed: int
                       for split in ("train", "val")}
         saved = fold_dir / "clips.json"
         if saved.exists() and json.loads(saved.read_text(encoding="utf-8")) != assignment:
-            raise PipelineError(f"{fold_dir}: holds a fold of other clips (another --folds, --seed "
-                                "or manifests); use another --out")
+            raise PipelineError(f"{fold_dir}: holds a fold of other clips (another --folds, "
+                                "--fold-seed or manifests); use another --out")
         for split in ("train", "val", "test"):
             write_manifest(fold_dir / "manifests" / f"{split}.jsonl",
                            [c for c in relabelled if c.split == split])

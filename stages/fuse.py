@@ -6,13 +6,13 @@ Inputs: a feature store (stage one) and the manifest directory it was extracted 
 ``pipeline.fusion.train``. Rerunning the same command resumes or, if the run is complete,
 does nothing.
 
-**Bagging** (``bag.k = K``, ``--bag K``; paper 001's soft-voting bagging). ``OUT/<name>/members/<i>/``
-holds K normal run directories of the same head, member i with its own seed
-(:func:`pipeline.fusion.config.member_seed` of the run's seed, ``bag.seed`` and i) for its weights,
-its sampling and its training clips: a bootstrap resample of the training videos (whole videos,
-drawn with replacement; the paper does not say how its variants differ, this is bagging's
-definition). Every member selects its epoch on the same dev slice as a single run would. The bag's
-own ``predictions/<split>/<output>.npz`` are the mean of its members' probabilities
+**Bagging** (``bag.k = K``, ``--bag K``; paper 001's soft-voting bagging).
+``OUT/<name>/members/<i>/`` holds K normal run directories of the same head, member i with its
+own seed (:func:`pipeline.fusion.config.member_seed` of the run's seed, ``bag.seed`` and i) for
+its weights, its sampling and its training clips: a bootstrap resample of the training videos
+(whole videos, drawn with replacement; the paper does not say how its variants differ, this is
+bagging's definition), the dev slice excluded: every member selects its epoch on the same dev
+slice as a single run would. The bag's own ``predictions/<split>/<output>.npz`` are the mean of its members' probabilities
 (:func:`pipeline.scoring.combiners.bag.soft_vote`), with the members' face masks, so stage three
 treats a bag as one member; its ``metrics.json`` (written last) lists the members and their
 scores. A killed bag resumes member by member (a finished member is not retrained, an interrupted
@@ -55,8 +55,9 @@ _BAG_FREE = ("bag.k", "train.epochs", "train.cache_mb")
 
 def fuse(config: FuseConfig, out: str | Path, name: str | None = None,
          progress: ProgressFn = silent, restart: bool = False, force: bool = False) -> RunResult:
-    """Train ``config.method`` into ``out/<name or method>`` (see :func:`pipeline.fusion.train.train`);
-    with ``config.bag.k`` a bag of that many members (see the module docstring)."""
+    """Train ``config.method`` into ``out/<name or method>`` (see
+    :func:`pipeline.fusion.train.train`); with ``config.bag.k``, a bag of that many members (see
+    the module docstring)."""
     name = name or config.method
     if not _NAME.fullmatch(name):
         raise PipelineError(f"run name {name!r}: use letters, digits and ._=+- (no slashes)")
@@ -88,7 +89,8 @@ def member_config(config: FuseConfig, i: int) -> FuseConfig:
 
 
 def fuse_bag(config: FuseConfig, run_dir: Path, clips: Sequence[Clip], store: FeatureStore,
-             progress: ProgressFn = silent, restart: bool = False, force: bool = False) -> RunResult:
+             progress: ProgressFn = silent, restart: bool = False, force: bool = False
+             ) -> RunResult:
     """Train (or resume) the bag's members one after another, then write the averaged run."""
     bag = RunDir(run_dir)
     if restart and run_dir.is_dir():
@@ -99,9 +101,9 @@ def fuse_bag(config: FuseConfig, run_dir: Path, clips: Sequence[Clip], store: Fe
         changed = [key for key in differences(read_toml(bag.config), to_dict(config))
                    if key not in _BAG_FREE]
         if changed:
-            raise PipelineError(f"{run_dir}: an existing bag has another config ({', '.join(changed)}"
-                                " differ); use --restart to discard it, --force to continue it with "
-                                "this config, or --name for a new run")
+            raise PipelineError(f"{run_dir}: an existing bag has another config "
+                                f"({', '.join(changed)} differ); use --restart to discard it, "
+                                "--force to continue it with this config, or --name for a new run")
     run_dir.mkdir(parents=True, exist_ok=True)
     save_toml(config, bag.config)
     members: list[RunResult] = []

@@ -15,11 +15,11 @@ and its total frames. Videos are visited in a seeded random order and each goes 
 it fills least, relative to that part's share of the totals: the mean over the video's classes,
 weighted by the video's share of each class's frames, of ``(part's frames of c + video's) /
 part's target of c`` (ties: the earlier part). Weighting by shares rather than frames lets a
-video's few frames of a rare class count as much as they matter to that class. So every part receives about its share of every class, as far as whole
-videos allow, and a rare class spread over few videos is spread over as many parts as it can be.
-A video without labelled frames is placed by its frame count alone. No part is left empty: the
-last videos go to empty parts while any remain. The seed changes the order,
-and so the partition; the same seed always gives the same partition.
+video's few frames of a rare class count as much as they matter to that class. So every part
+receives about its share of every class, as far as whole videos allow, and a rare class found in
+few videos is spread over as many parts as it can be. A video without labelled frames is placed
+by its frame count alone. No part is left empty: the last videos go to empty parts while any
+remain. The seed changes the order, and so the partition; the same seed gives the same one.
 """
 
 from __future__ import annotations
@@ -116,7 +116,8 @@ def dev_slice(clips: Sequence[Clip], fraction: float, seed: int) -> tuple[list[C
         raise PipelineError(f"{len(videos(clips))} training video(s): a dev slice for selection "
                             "needs 2 or more (or select on val: train.select_on=val)")
     parts = partition(clips, [1.0 - fraction, fraction], seed)
-    return ([c for c, p in zip(clips, parts) if p == 0], [c for c, p in zip(clips, parts) if p == 1])
+    return ([c for c, p in zip(clips, parts) if p == 0],
+            [c for c, p in zip(clips, parts) if p == 1])
 
 
 def bootstrap(clips: Sequence[Clip], seed: int | Sequence[int]) -> list[Clip]:

@@ -354,7 +354,8 @@ class _Run:
                 scores, extra = result
         if selection is not None:
             extra = {**extra, **selection[1]}  # what was fitted, on dev
-        plot_history(self.history, f"{self.config.method}: training loss and {self.select} macro-F1",
+        plot_history(self.history,
+                     f"{self.config.method}: training loss and {self.select} macro-F1",
                      self.dir.curve)
         metrics = {
             "method": self.config.method,

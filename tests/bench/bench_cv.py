@@ -52,7 +52,8 @@ def main() -> None:
         for name in (f"{args.method}/{one.primary}", cv.final):
             stats = cv.summary.get(name)
             if stats:
-                print(f"  {name}: {stats['mean']:.4f} +- {stats['std']:.4f} over {stats['n']} folds")
+                print(f"  {name}: {stats['mean']:.4f} +- {stats['std']:.4f} over {stats['n']}"
+                      " folds")
         if args.bag:
             bag_config = build_config("image", args.store, args.manifests,
                                       sets=[*sets, f"bag.k={args.bag}"])

@@ -41,7 +41,8 @@ def test_cv_end_to_end_and_resumes_fold_by_fold(data, tmp_path, capsys):
         # every labelled clip is scored in exactly one fold, trained on in the others
         assert sorted(fold["val_clips"]) == sorted(c for c, k in fold_of.items() if k == f)
         assert fold["selected_on"] == {"image": "train-dev", "audio": "train-dev"}
-        metrics = json.loads((tmp_path / f"fold{f}" / "runs" / "image" / "metrics.json").read_text())
+        run = tmp_path / f"fold{f}" / "runs" / "image"
+        metrics = json.loads((run / "metrics.json").read_text())
         assert set(metrics["dev_clips"]).isdisjoint(fold["val_clips"])
         assert sorted(metrics["splits"]["val"]) == sorted(fold["val_clips"])
         scores = json.loads((tmp_path / f"fold{f}" / "ensemble" / "scores.json").read_text())
@@ -78,7 +79,7 @@ def test_fitted_on_says_where_each_row_was_fitted():
     scores = Scores.from_confusion(np.eye(8, dtype=np.int64))
     rows = [Row("a/main", "member", False, scores), Row("b/main", "member", False, scores),
             Row("mean", "ensemble", False, scores), Row("ensemble", "pipeline", True, scores)]
-    honest = [RunInfo("a", {"selected_on": "train-dev"}), RunInfo("b", {"selected_on": "train-dev"})]
+    honest = [RunInfo(name, {"selected_on": "train-dev"}) for name in "ab"]
     assert fitted_on(rows, honest, "val-crossfit", "val") == {
         "a/main": "train-dev", "b/main": "train-dev", "mean": "train-dev",
         "ensemble": "val-crossfit"}

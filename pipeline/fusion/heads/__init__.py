@@ -170,7 +170,8 @@ class Head(nn.Module, metaclass=ABCMeta):
 
     def fit_on(self, outputs: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, Any]:
         """Fit on the model outputs of the labelled selection frames (all at once); returns what
-        to keep in metrics.json (the loop adds ``"fitted_on"`` to each table). Nothing by default."""
+        to keep in metrics.json (the loop adds ``"fitted_on"`` to each table). Nothing by
+        default."""
         return {}
 
 

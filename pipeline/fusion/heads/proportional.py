@@ -96,7 +96,8 @@ class ProportionalHead(Head):
     fits_on_validation = True
 
     def fit_on(self, outputs: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, Any]:
-        """Choose (m, n) on the selection clips' outputs; the pair is kept in the state (buffers)."""
+        """Choose (m, n) on the selection clips' outputs; the pair is kept in the state
+        (buffers)."""
         fit = proportional_search(outputs["audio"], outputs["image"], labels,
                                   self.config.max_weight)
         self.m.fill_(fit.m)
