@@ -197,6 +197,9 @@ def run_ensemble(run_dirs: Sequence[Path], manifests: Path, out: Path,
 
     notes = [f"members: {', '.join(names)}", f"manifests: {manifests}", f"submission: {note}"]
     for run in runs:  # stage two may have tuned something on the split scored here
+        if run.metrics.get("selected_on", "val") == config.split:
+            notes.append(f"{run.name}: selected its epoch on {config.split} (fuse --select-on val),"
+                         f" so its {config.split} scores are fitted on the same frames")
         grid = run.metrics.get("grid")
         if isinstance(grid, dict) and grid.get("fitted_on") == config.split:
             notes.append(f"{run.name}: its m,n were chosen on {config.split} by fuse, so its"
