@@ -73,7 +73,7 @@ def ensemble(
                               allow_manifest_mismatch=allow_manifest_mismatch)
 
     table = Table(title=f"{result.split} scores ({result.protocol})")
-    for column in ("method", "tuned", "macro-F1", "accuracy", "ABAW-2021"):
+    for column in ("method", "fitted on", "macro-F1", "accuracy", "ABAW-2021"):
         table.add_column(column, justify="left" if column == "method" else "right")
     # Every pairwise m,n ensemble is in scores.json and the report; the table keeps the best one.
     pairs = [r for r in result.rows if r.rule == "proportional"]
@@ -81,7 +81,7 @@ def ensemble(
     shown = [r for r in result.rows if r not in pairs or r is best_pair]
     for row in shown:
         final = row is result.final
-        table.add_row(row.name, "yes" if row.tuned else "no",
+        table.add_row(row.name, (result.fitted_on or {}).get(row.name, "-"),
                       f"{row.scores.macro_f1:.4f}", f"{row.scores.accuracy:.4f}",
                       f"{row.scores.abaw2021_score:.4f}", style="bold" if final else None)
     console.print(table)

@@ -4,7 +4,9 @@ Builds the run config with :func:`pipeline.fusion.config.build_config` (the meth
 ``--preset``, ``--config FILE.toml``, ``--set key=value``, then ``--seed``; later wins), trains
 into ``RUNS/<--name or method>/``, prints one line per epoch and a final table of validation
 macro-F1 per output. Rerunning the same command resumes an interrupted run; a changed config is
-refused unless ``--restart`` or ``--force``.
+refused unless ``--restart`` or ``--force``. ``--select-on`` chooses where the epoch (and a head's
+fitted choices) are selected (``train.select_on``: the training split's dev slice by default);
+``--bag K`` trains a bag of K bootstrap variants (``bag.k``; see ``stages/fuse.py``).
 
 The head registry imports torch, so ``--method`` is checked against it only when this command
 runs (a wrong name lists the registered heads): every other ``fer-pipeline`` command starts
@@ -20,6 +22,7 @@ import typer
 from rich.table import Table
 
 from cli._common import console, progress_bar
+from pipeline.fusion.folds import SelectOn
 from pipeline.fusion.presets import PRESETS
 from pipeline.progress import ProgressEvent, ProgressFn
 
@@ -42,7 +45,8 @@ def _preset(value: str) -> str:
 
 def _epoch_line(info: dict) -> str:
     scores = " ".join(f"{k[3:]} {v:.3f}" for k, v in info.items() if k.startswith("f1 "))
-    return (f"epoch {info['epoch']:>3}  loss {info['loss']:.4f}  val F1 {scores}  "
+    return (f"epoch {info['epoch']:>3}  loss {info['loss']:.4f}  "
+            f"{info.get('on', 'val')} F1 {scores}  "
             f"best {info['best']:.3f}  {info['s']:.1f} s (data {info['data s']:.2f} s)")
 
 
@@ -74,6 +78,13 @@ def fuse(
     sets: List[str] = typer.Option([], "--set", help="Override, e.g. train.lr=0.0005, head.dim=64."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed (weights and sampling)."),
     name: Optional[str] = typer.Option(None, "--name", help="Run folder name (default: method)."),
+    select_on: Optional[SelectOn] = typer.Option(
+        None, "--select-on", help="Where the epoch and the head's own choices are selected: dev (a"
+        " held-out slice of the training clips; the default) or val (optimistic val scores, and"
+        " every output says so)."),
+    bag: Optional[int] = typer.Option(None, "--bag", min=2, help="Train a bag of K variants, each"
+                                      " on a bootstrap resample of the training videos, and write"
+                                      " their averaged probabilities (bag.k)."),
     restart: bool = typer.Option(False, "--restart", help="Discard an existing run of this name."),
     force: bool = typer.Option(False, "--force",
                                help="Continue an existing run although its config differs."),
@@ -85,8 +96,10 @@ def fuse(
     from pipeline.fusion.config import build_config
     from stages.fuse import fuse as run_fuse
 
+    options = [*([f"train.select_on={select_on.value}"] if select_on else []),
+               *([f"bag.k={bag}"] if bag else [])]
     run_config = build_config(method, store, manifests, preset=preset, config_file=config,
-                              sets=sets, seed=seed)
+                              sets=[*sets, *options], seed=seed)
     with progress_bar() as bar:
         result = run_fuse(run_config, out, name=name, progress=_with_epoch_lines(bar),
                           restart=restart, force=force,
@@ -97,15 +110,26 @@ def fuse(
     elif result.resumed_from:
         console.print(f"resumed after epoch {result.resumed_from}", highlight=False)
     table = Table(title=f"{result.method}: validation", title_justify="left")
+    if not result.val_macro_f1:
+        console.print("no validation clips: no val scores", highlight=False)
+        return
     table.add_column("output")
     table.add_column("val macro-F1", justify="right")
     for output in result.outputs:
         mark = " (primary)" if output == result.primary else ""
         table.add_row(output + mark, f"{result.val_macro_f1[output]:.4f}")
     console.print(table)
-    console.print(f"best epoch {result.best_epoch} of {result.epochs_run} "
-                  f"({result.metrics.get('stopped')}); run directory {result.run_dir}",
-                  highlight=False, soft_wrap=True)
+    if "bag" in result.metrics:
+        for i, member in enumerate(result.metrics["bag"]["members"]):
+            console.print(f"member {i}: val macro-F1 {member['val_macro_f1'][result.primary]:.4f}"
+                          f" (best epoch {member['best_epoch']})", highlight=False)
+        console.print(f"bag of {len(result.metrics['bag']['members'])} (soft voting); run directory"
+                      f" {result.run_dir}", highlight=False, soft_wrap=True)
+    else:
+        console.print(f"best epoch {result.best_epoch} of {result.epochs_run} "
+                      f"({result.metrics.get('stopped')}); run directory {result.run_dir}",
+                      highlight=False, soft_wrap=True)
+    console.print(f"selected on: {result.metrics.get('selected_on', 'val')}", highlight=False)
     if "grid" in result.metrics:
         best = result.metrics["grid"]["best"]
         console.print(f"proportional rule: m = {best[0]} (audio), n = {best[1]} (image)",

@@ -67,6 +67,26 @@ class EnsembleResult:
     report_path: Path
     submission_path: Path | None  # None when no submission was written ...
     submission_note: str  # ... and why (or how many rows were written)
+    fitted_on: dict[str, str] | None = None  # row name -> where its choices were fitted
+
+
+def fitted_on(rows: Sequence[Row], runs: Sequence[RunInfo], protocol: str, split: str
+              ) -> dict[str, str]:
+    """Where each row's choices were fitted: ``train-dev`` (members selected on the training
+    split's dev slice), ``val-crossfit``/``train`` (stage three's protocol), or ``<split> (same
+    frames)`` when a member selected on the scored split or the protocol is ``same``."""
+    same = f"{split} (same frames)"
+    by_run = {run.name: run.metrics.get("selected_on", "val") for run in runs}  # old runs: val
+    members = {row.name: by_run.get(row.name.split("/")[0], "val") for row in rows
+               if row.kind == "member"}
+    leaked = any(selected == split for selected in members.values()) or protocol == "same"
+    out = {}
+    for row in rows:
+        if row.kind == "member":
+            out[row.name] = same if members[row.name] == split else members[row.name]
+        else:
+            out[row.name] = same if leaked else protocol if row.tuned else "train-dev"
+    return out
 
 
 def read_run(run_dir: Path) -> RunInfo:
@@ -203,13 +223,14 @@ def _write_outputs(members: list[Member], names: list[str], runs: list[RunInfo],
         note += "; removed the earlier submission.txt"  # (the move into `out` removes it)
 
     final = outcome.final
+    fitted = fitted_on(outcome.rows, runs, config.tune_on, config.split)
     record = {
         "split": config.split,
         "final": final.name,
         **final.scores.to_json(),
         "members": names,
-        "rows": [{"name": r.name, "kind": r.kind, "tuned": r.tuned, **r.scores.to_json()}
-                 for r in outcome.rows],
+        "rows": [{"name": r.name, "kind": r.kind, "tuned": r.tuned, "fitted_on": fitted[r.name],
+                  **r.scores.to_json()} for r in outcome.rows],
         "tuning": tuning,
         "config": to_dict(config),
         "submission": submission_path.name if submission_path else None,
@@ -222,6 +243,9 @@ def _write_outputs(members: list[Member], names: list[str], runs: list[RunInfo],
     if mismatch_allowed:
         notes.insert(0, "WARNING: --allow-manifest-mismatch: the runs' manifests were not checked")
     for run in runs:  # stage two may have tuned something on the split scored here
+        if run.metrics.get("selected_on", "val") == config.split:
+            notes.append(f"{run.name}: selected its epoch on {config.split} (fuse --select-on val),"
+                         f" so its {config.split} scores are fitted on the same frames")
         grid = run.metrics.get("grid")
         if isinstance(grid, dict) and grid.get("fitted_on") == config.split:
             notes.append(f"{run.name}: its m,n were chosen on {config.split} by fuse, so its"
@@ -238,7 +262,8 @@ def _write_outputs(members: list[Member], names: list[str], runs: list[RunInfo],
     return EnsembleResult(config.split, outcome.rows, final, config.tune_on,
                           outcome.tuned_on_scored_frames, out / "scores.json",
                           out / report_path.name,
-                          out / submission_path.name if submission_path else None, note)
+                          out / submission_path.name if submission_path else None, note,
+                          fitted)
 
 
 def timelines(scored: SplitData, outcome: Outcome, count: int = 3) -> list[Timeline]:

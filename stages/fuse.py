@@ -3,7 +3,8 @@
 Inputs: a feature store (stage one) and the manifest directory it was extracted from. Output:
 ``OUT/<name>/`` (``name`` defaults to the method), the run directory described in
 ``pipeline.fusion.train``. Rerunning the same command resumes or, if the run is complete,
-does nothing. A ``dan`` run also gets ``attention.npz`` (``pipeline.fusion.heads.dan``).
+does nothing. A ``dan`` run also gets ``attention.npz`` (``pipeline.fusion.heads.dan``). With
+``bag.k = K`` (``--bag K``) the run is a soft-voting bag of K members (:mod:`pipeline.fusion.bagging`).
 
 A run directory has one writer at a time (:meth:`RunDir.owned`): a second ``fuse`` into it is
 refused in one line naming the first. The manifests must be those the store was extracted from,
@@ -19,6 +20,7 @@ from pathlib import Path
 from pipeline.data.manifest import Clip, clip_digest, load_clips
 from pipeline.errors import PipelineError
 from pipeline.features.store import FeatureStore
+from pipeline.fusion.bagging import fuse_bag
 from pipeline.fusion.config import FuseConfig
 from pipeline.fusion.heads import head_class
 from pipeline.fusion.rundir import RunDir
@@ -44,7 +46,8 @@ def check_manifest(store: FeatureStore, clips: list[Clip], manifests: Path) -> N
 def fuse(config: FuseConfig, out: str | Path, name: str | None = None,
          progress: ProgressFn = silent, restart: bool = False, force: bool = False,
          allow_manifest_mismatch: bool = False) -> RunResult:
-    """Train ``config.method`` into ``out/<name or method>`` (see :func:`pipeline.fusion.train.train`)."""
+    """Train ``config.method`` into ``out/<name or method>`` (see
+    :func:`pipeline.fusion.train.train`); with ``config.bag.k``, a bag of that many members."""
     name = name or config.method
     if not _NAME.fullmatch(name):
         raise PipelineError(f"run name {name!r}: use letters, digits and ._=+- (no slashes)")
@@ -65,6 +68,8 @@ def fuse(config: FuseConfig, out: str | Path, name: str | None = None,
                                  manifests=str(manifests.resolve()))
     run_dir = Path(out) / name
     with RunDir(run_dir).owned():
+        if config.bag.k:
+            return fuse_bag(config, run_dir, clips, store, progress, restart, force)
         result = train(config, run_dir, clips, store, progress, restart=restart, force=force)
         head_class(config.method).after_training(result.run_dir, store, clips)
     return result

@@ -13,8 +13,10 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 from pipeline.config import build, from_dict, read_toml
 from pipeline.errors import PipelineError
+from pipeline.fusion.folds import SELECT_ON, SELECTED_ON, SelectOn  # noqa: F401 (re-exported)
 from pipeline.fusion.losses import LossConfig
 from pipeline.fusion.sampling import SamplingConfig
 
@@ -30,9 +32,30 @@ OPTIMIZERS = tuple(o.value for o in Optimizer)
 
 
 @dataclass
+class BagConfig:
+    """Soft-voting bagging (paper 001): ``k`` members of one head, each trained on a bootstrap
+    resample of the training videos, their probabilities averaged (see ``stages/fuse.py``)."""
+
+    k: int = 0  # members; 0 = no bagging
+    seed: int = 0  # with the run's seed, seeds every member's weights, sampling and resample
+    member: int = -1  # set in a member's own config: it is member i (-1: not a member)
+
+    def __post_init__(self) -> None:
+        if self.k < 0 or self.k == 1:
+            raise PipelineError(f"bag.k {self.k}: need 0 (no bagging) or 2 or more members")
+        if self.k and self.member >= 0:
+            raise PipelineError("bag.member is set in a member's config, where bag.k is 0")
+
+
+def member_seed(seed: int, bag_seed: int, member: int) -> int:
+    """Member ``member``'s own seed: independent streams for every (run seed, bag seed, member)."""
+    return int(np.random.SeedSequence([seed, bag_seed, member]).generate_state(1)[0] >> 1)
+
+
+@dataclass
 class TrainConfig:
     epochs: int = 30  # most epochs to train (raising it later extends a finished run)
-    patience: int = 6  # stop after this many epochs without a better validation macro-F1
+    patience: int = 6  # stop after this many epochs without a better selection macro-F1
     batch_size: int = 0  # training examples per step; 0 = the head's own (64 frames, 16 windows)
     eval_batch_size: int = 1024  # frames per forward pass at inference
     optimizer: str = "adamw"  # "adamw" or "sgd" (with momentum)
@@ -44,8 +67,19 @@ class TrainConfig:
     cache_mb: float = 1024.0  # keep clips read from the store in memory up to this many MiB
     threads: int = 1  # torch CPU threads; 0 = torch's default (one per core), see train.py
     device: str = "cpu"  # "cpu" or "cuda" (determinism is guaranteed on CPU)
+    # Where the epoch and the head's own choices (the proportional m,n) are selected: "dev", a
+    # held-out slice of the training clips (whole videos; pipeline.fusion.folds.dev_slice), or
+    # "val", the validation clips (then every val score of the run is optimistic, and says so).
+    select_on: str = "dev"
+    dev_fraction: float = 0.2  # share of the training frames (per class) held out as the dev slice
+    dev_seed: int = 0  # seeds the dev slice (not `seed`: runs of several seeds share one slice)
 
     def __post_init__(self) -> None:
+        if self.select_on not in SELECT_ON:
+            raise PipelineError(f"train.select_on {self.select_on!r}: choose from "
+                                f"{', '.join(SELECT_ON)}")
+        if not 0.0 < self.dev_fraction < 1.0:
+            raise PipelineError(f"train.dev_fraction {self.dev_fraction}: need 0 < f < 1")
         if self.optimizer not in OPTIMIZERS:
             raise PipelineError(f"train.optimizer {self.optimizer!r}: choose from "
                                 f"{', '.join(OPTIMIZERS)}")
@@ -66,6 +100,7 @@ class FuseConfig:
     train: TrainConfig = field(default_factory=TrainConfig)  # the loop
     sampling: SamplingConfig = field(default_factory=SamplingConfig)  # which frames train, how often
     loss: LossConfig = field(default_factory=LossConfig)  # the per-frame loss
+    bag: BagConfig = field(default_factory=BagConfig)  # bagging (off unless bag.k >= 2)
 
     def __post_init__(self) -> None:
         # Imported here: the head registry imports torch, and the CLI builds configs without it.

@@ -1,13 +1,26 @@
 """One training loop for every head: seeded, deterministic, resumable, streaming from the store.
 
-:func:`train` fits a registered head on the training clips, stops early on validation macro-F1
-of the head's primary output, and writes a run directory (its files and the rules for resuming:
-:mod:`pipeline.fusion.rundir`; the configs: :mod:`pipeline.fusion.config`).
+:func:`train` fits a registered head on the training clips, stops early on the macro-F1 of the
+head's primary output on the *selection* clips, and writes a run directory (its files and the
+rules for resuming: :mod:`pipeline.fusion.rundir`; the configs: :mod:`pipeline.fusion.config`).
 
-**Fitting on validation.** A head may fit something on the validation predictions rather than by
-gradient (the proportional head's m, n): after every epoch's validation pass the loop calls
-:meth:`Head.fit_on` with the outputs of the labelled validation frames, then scores the head's
-outputs derived with what it fitted. The final pass (best epoch) fits again, as the paper does.
+**Selection on held-out training clips.** By default (``train.select_on = "dev"``) the selection
+clips are a dev slice of the training split (``train.dev_fraction`` of its frames per class, whole
+videos, seeded by ``train.dev_seed``; :func:`pipeline.fusion.folds.dev_slice`), which does not
+train: the run never reads a validation label to choose anything, so its validation scores are
+honest. ``train.select_on = "val"`` selects on the validation clips as ABAW papers do; then
+metrics.json says ``"selected_on": "val"`` and stage three marks the run's val scores as fitted on
+the same frames. Either way the predictions of every val (and test) clip are written.
+
+**Fitting on the selection clips.** A head may fit something on its predictions rather than by
+gradient (the proportional head's m, n): after every epoch's selection pass the loop calls
+:meth:`Head.fit_on` with the outputs of the labelled selection frames, then scores the head's
+outputs derived with what it fitted. The final pass (best epoch) fits again, as the paper does,
+before the val and test predictions are written with the fitted choice.
+
+**Bagging members** (``bag.member >= 0``, set by ``stages/fuse.py``) train on a bootstrap resample
+of the training videos left after the dev slice, drawn from the member's own seed
+(:func:`pipeline.fusion.folds.bootstrap`); they select on the same dev slice as a single run.
 
 **Threads.** ``train.threads`` defaults to 1: these heads multiply small matrices, where extra
 intra-op threads gain little, and on a busy 2-core machine they spin against other processes
@@ -39,8 +52,8 @@ from pipeline.data.labels import NUM_CLASSES, UNLABELED
 from pipeline.data.manifest import Clip, fingerprint
 from pipeline.errors import PipelineError
 from pipeline.features.store import FeatureStore
-from pipeline.fusion import sampling
-from pipeline.fusion.config import FuseConfig, TrainConfig
+from pipeline.fusion import folds, sampling
+from pipeline.fusion.config import SELECTED_ON, FuseConfig, TrainConfig
 from pipeline.fusion.data import ClipStream, FeatureRequest, Table, check_inputs, feature_keys
 from pipeline.fusion.heads import Head, head_class
 from pipeline.fusion.rundir import FACE_RULE, RunDir, changes, identity
@@ -62,7 +75,7 @@ class RunResult:
     method: str
     outputs: tuple[str, ...]  # the head's outputs; predictions exist for each
     primary: str  # the output early stopping used
-    val_macro_f1: dict[str, float]  # validation macro-F1 per output, best epoch
+    val_macro_f1: dict[str, float]  # validation macro-F1 per output, best epoch ({}: no val clips)
     best_epoch: int
     epochs_run: int  # epochs trained in total (over all resumptions)
     resumed_from: int  # the epoch this call continued from (0: a fresh run)
@@ -105,10 +118,19 @@ def predict_table(head: Head, table: Table, batch_size: int) -> dict[str, np.nda
     return head.derive(probs)
 
 
-def _split(clips: Sequence[Clip]) -> dict[str, list[Clip]]:
-    out: dict[str, list[Clip]] = {"train": [], "val": [], "test": []}
+def run_splits(clips: Sequence[Clip], config: FuseConfig) -> dict[str, list[Clip]]:
+    """The clips of a run by role: ``train`` (what trains; a bootstrap resample for a bagging
+    member), ``dev`` (the held-out training clips selection uses; empty with select_on val),
+    ``val`` and ``test`` (predicted and written)."""
+    out: dict[str, list[Clip]] = {"train": [], "dev": [], "val": [], "test": []}
     for clip in clips:
         out[clip.split].append(clip)
+    if config.train.select_on == "dev" and out["train"]:
+        out["train"], out["dev"] = folds.dev_slice(out["train"], config.train.dev_fraction,
+                                                   config.train.dev_seed)
+    if config.bag.member >= 0 and out["train"]:
+        # Its own stream (not the run's generator): the resample is fixed before the model is built.
+        out["train"] = folds.bootstrap(out["train"], seed=(config.seed, 1))
     return out
 
 
@@ -122,12 +144,13 @@ class _Run:
                  store: FeatureStore, progress: ProgressFn) -> None:
         self.config, self.run_dir, self.progress = config, run_dir, progress
         self.dir = RunDir(run_dir)
-        self.splits = _split(clips)
+        self.splits = run_splits(clips, config)
+        self.select = config.train.select_on  # the split the epoch and fitted choices come from
         if not self.splits["train"]:
             raise PipelineError(f"no training clips in {config.manifests or 'the manifests'}")
-        if not self.splits["val"]:
-            raise PipelineError(f"no validation clips in {config.manifests or 'the manifests'}: "
-                                "early stopping needs them")
+        if not self.splits[self.select]:
+            raise PipelineError(f"no {self.select} clips in {config.manifests or 'the manifests'}:"
+                                " early stopping needs them")
         self.head_class = head_class(config.method)
         self.request = self.head_class.request(config.head, config.sampling)
         self.dims = check_inputs(store, clips, self.request)
@@ -226,17 +249,18 @@ class _Run:
         return total / max(weight, 1), examples_seen
 
     def evaluate(self, split: str, writers: dict[str, PredictionWriter] | None = None,
-                 faces: FaceMaskWriter | None = None, score: bool = True):
+                 faces: FaceMaskWriter | None = None, score: bool = True, fit: bool = False):
         """Scores of every output on ``split`` (its labelled frames), or None without ``score``;
         writes the predictions (and the face masks) if given writers.
 
-        With ``score`` and a head that fits on validation, the model outputs of the labelled
-        frames are kept, :meth:`Head.fit_on` fits on them, and the outputs derived with the fit
-        are scored.
+        With ``fit`` (only ever on the selection split) and a head that fits on its predictions,
+        the model outputs of the labelled frames are kept, :meth:`Head.fit_on` fits on them, and
+        the outputs derived with the fit are scored.
         """
+        assert not fit or split == self.select, (split, self.select)
         self.head.eval()
         evaluator = self.head.evaluator()
-        fitting = score and self.head_class.fits_on_validation
+        fitting = score and fit and self.head_class.fits_on_validation
         kept: list[tuple[dict[str, np.ndarray], np.ndarray]] = []
         for table in self.stream.tables(self.splits[split]):
             probs = predict_table(self.head, table, self.config.train.eval_batch_size)
@@ -264,6 +288,9 @@ class _Run:
                        for name in (self.head_class.model_outputs or self.head_class.outputs)}
             labels = np.concatenate([k[1] for k in kept])
             fitted = self.head.fit_on(outputs, labels)
+            # Each table a head fits says where: "train-dev" or "val" (stage three reads it).
+            fitted = {k: {**v, "fitted_on": SELECTED_ON[self.select]} if isinstance(v, dict) else v
+                      for k, v in fitted.items()}
             evaluator.add(self.head.derive(outputs), labels)
         scores, extra = evaluator.finish()
         return scores, {**extra, **fitted}
@@ -277,7 +304,7 @@ class _Run:
         while self.epoch < cfg.epochs and self.stopped != "early":
             began, waited = time.perf_counter(), self.stream.wait_seconds
             loss, examples = self.train_epoch(rates)
-            scores, extra = self.evaluate("val")
+            scores, extra = self.evaluate(self.select, fit=True)
             self.epoch += 1
             f1 = {name: s.macro_f1 for name, s in scores.items()}
             score = f1[self.head_class.primary]
@@ -290,7 +317,8 @@ class _Run:
             seconds = time.perf_counter() - began
             data_seconds = self.stream.wait_seconds - waited
             self.history.append({
-                "epoch": self.epoch, "train_loss": loss, "val_macro_f1": f1, "examples": examples,
+                "epoch": self.epoch, "train_loss": loss, f"{self.select}_macro_f1": f1,
+                "examples": examples,
                 "seconds": seconds, "data_seconds": data_seconds, **extra,
             })
             if self.bad_epochs >= cfg.patience:
@@ -301,7 +329,7 @@ class _Run:
             if improved:
                 self._save_best()
             self.progress(ProgressEvent("epochs", advance=1, info={
-                "epoch": self.epoch, "loss": loss,
+                "epoch": self.epoch, "loss": loss, "on": self.select,
                 **{f"f1 {name}": value for name, value in f1.items()},
                 "best": self.best_score, "data s": data_seconds, "s": seconds}))
         if self.stopped is None:  # resumed with fewer epochs than already trained
@@ -318,6 +346,7 @@ class _Run:
         self.head.load_state_dict(self.best_state)
         self._save_best()  # (again: an interruption may have come between checkpoint and best.pt)
         outputs = self.head_class.outputs
+        selection = self._final_selection()
         scores: dict = {}
         extra: dict = {}
         for split in ("val", "test"):
@@ -327,10 +356,14 @@ class _Run:
                 writers = {name: stack.enter_context(PredictionWriter(
                     prediction_path(self.run_dir, split, name))) for name in outputs}
                 faces = stack.enter_context(FaceMaskWriter(face_mask_path(self.run_dir, split)))
-                result = self.evaluate(split, writers, faces, score=split == "val")
+                result = self.evaluate(split, writers, faces, score=split == "val",
+                                       fit=split == self.select)
             if result is not None:
                 scores, extra = result
-        plot_history(self.history, f"{self.config.method}: training loss and validation macro-F1",
+        if selection is not None:
+            extra = {**extra, **selection[1]}  # what was fitted, on dev
+        plot_history(self.history,
+                     f"{self.config.method}: training loss and {self.select} macro-F1",
                      self.dir.curve)
         metrics = {
             "method": self.config.method,
@@ -344,17 +377,41 @@ class _Run:
             "val_scores": {name: s.to_json() for name, s in scores.items()},
             "history": self.history,
             "splits": {split: [c.clip_id for c in clips] for split, clips in self.splits.items()
-                       if split != "train" and clips},
+                       if split not in ("train", "dev") and clips},
             "features": self.features,
             # the manifests read (ensemble refuses to mix runs whose fingerprints differ)
             "manifest_fingerprint": fingerprint(c for clips in self.splits.values() for c in clips),
             "faceless_frames": FACE_RULE,
             "face_outputs": list(self.head_class.face_outputs),
             "resumed_from": resumed_from,
+            **self._selection_record(selection),
             **extra,
         }
         self.dir.write_metrics(metrics)
         return metrics
+
+    # -- selection on the dev slice (kept apart from the loop above)
+
+    def _final_selection(self):
+        """With select_on dev: the best epoch's scores on the dev slice, and what a head fits
+        there (fitted now, so the val and test predictions use it). None with select_on val
+        (the val pass itself fits)."""
+        if self.select != "dev":
+            return None
+        return self.evaluate("dev", fit=True)
+
+    def _selection_record(self, selection) -> dict[str, Any]:
+        """metrics.json's account of where the run selected its epoch and fitted choices."""
+        record: dict[str, Any] = {"selected_on": SELECTED_ON[self.select]}
+        if selection is not None:
+            scores, _ = selection
+            record["dev_macro_f1"] = {name: s.macro_f1 for name, s in scores.items()}
+            record["dev_clips"] = [c.clip_id for c in self.splits["dev"]]
+            record["dev"] = {"fraction": self.config.train.dev_fraction,
+                             "seed": self.config.train.dev_seed}
+        if self.config.bag.member >= 0:
+            record["bootstrap"] = [c.clip_id for c in self.splits["train"]]
+        return record
 
 
 def train(config: FuseConfig, run_dir: str | Path, clips: Sequence[Clip], store: FeatureStore,

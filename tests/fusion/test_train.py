@@ -120,7 +120,9 @@ def test_run_directory_holds_everything(data, tmp_path):
     assert metrics["outputs"] == ["fusion", "image", "audio"] and metrics["primary"] == "fusion"
     assert metrics["val_macro_f1"] == result.val_macro_f1
     assert len(metrics["history"]) == 3 and 1 <= metrics["best_epoch"] <= 3
-    assert metrics["val_macro_f1"]["fusion"] == max(h["val_macro_f1"]["fusion"]
+    # selected on the training split's dev slice (the default): its best epoch is the best dev score
+    assert metrics["selected_on"] == "train-dev" and metrics["dev_clips"]
+    assert metrics["dev_macro_f1"]["fusion"] == max(h["dev_macro_f1"]["fusion"]
                                                     for h in metrics["history"])
     lengths = {c.clip_id: c.n_frames for c in data.clips}
     for split in ("val", "test"):
@@ -150,8 +152,10 @@ def test_faceless_frames_take_the_nearest_face_prediction(data, tmp_path):
 
 
 def test_proportional_keeps_its_grid_and_applies_its_rule(data, tmp_path):
-    result = _run(data, "proportional", tmp_path / "run")
+    # selected on val, so that the grid can be recomputed from the written val predictions
+    result = _run(data, "proportional", tmp_path / "run", "train.select_on=val")
     grid = result.metrics["grid"]
+    assert grid["fitted_on"] == "val" and result.metrics["selected_on"] == "val"
     assert grid["m"] == grid["n"] == [1, 2, 3, 4, 5]
     f1 = np.array(grid["macro_f1"])
     assert f1.shape == (5, 5) and result.val_macro_f1["fusion"] == pytest.approx(f1.max())

@@ -325,7 +325,7 @@ def test_crossfit_needs_two_videos():
 def test_combiners_are_discovered_in_order_and_a_new_rule_is_one_class():
     from pipeline.scoring import combiners
 
-    assert list(combiners.registry()) == ["mean", "member", "proportional", "weighted"]
+    assert list(combiners.registry()) == ["mean", "member", "proportional", "weighted", "bag"]
 
     @combiners.register
     class Geometric(combiners.Combiner):  # not a weighted mean: scored through its own apply

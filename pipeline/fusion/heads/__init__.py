@@ -14,8 +14,9 @@ What the training loop (``pipeline.fusion.train``) asks of a head:
 * :meth:`Head.batch` -> :meth:`forward`: tensors for a batch of examples, then logits per output;
 * :meth:`Head.predict`: probabilities for every row of a table; :meth:`Head.derive` adds outputs
   computed from others (the proportional rule); :meth:`Head.evaluator` scores a split;
-  :meth:`Head.fit_on` fits what is not learnt by gradient on the validation outputs (heads with
-  ``fits_on_validation``; the loop calls it after every validation pass).
+  :meth:`Head.fit_on` fits what is not learnt by gradient on the selection clips' outputs (heads
+  with ``fits_on_validation``; the loop calls it after every selection pass: the training split's
+  dev slice by default, the validation split with ``train.select_on = "val"``).
 * :meth:`Head.parameter_groups`: the optimizer's parameter groups (all parameters at
   ``train.lr`` unless a head gives some their own learning rate).
 
@@ -188,8 +189,9 @@ class Head(nn.Module, metaclass=ABCMeta):
     fits_on_validation: ClassVar[bool] = False  # the loop calls fit_on after validation passes
 
     def fit_on(self, outputs: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, Any]:
-        """Fit on the model outputs of the labelled validation frames (all at once); returns what
-        to keep in metrics.json. Nothing by default."""
+        """Fit on the model outputs of the labelled selection frames (all at once); returns what
+        to keep in metrics.json (the loop adds ``"fitted_on"`` to each table). Nothing by
+        default."""
         return {}
 
     @classmethod

@@ -6,10 +6,11 @@ fuse two *existing* runs instead, stage three's ensemble applies the same rule t
 directories. After every epoch all integer pairs ``0 < m, n <= max_weight`` (the paper: 5) are
 scored by validation macro-F1 and the best pair (ties: the smallest m, then the smallest n)
 becomes the ``fusion`` output, the primary one: the training loop calls :meth:`ProportionalHead.fit_on`
-with the validation outputs after every epoch. The full 5 x 5 table is kept in metrics.json
-under ``"grid"``. The paper gives only the range (integers, ``0 < m, n < 6``), not how ``m`` and
-``n`` are chosen; we choose them by a grid search on the validation split itself, so the
-``fusion`` score is optimistic (stage three's ensemble can fit them on other clips instead).
+with the outputs of its selection clips after every epoch. The full 5 x 5 table is kept in
+metrics.json under ``"grid"`` (with ``"fitted_on"``). The paper gives only the range (integers,
+``0 < m, n < 6``), not how ``m`` and ``n`` are chosen; we choose them by a grid search on the
+selection clips: by default the dev slice of the training split, so the ``fusion`` val score is
+honest; with ``train.select_on = "val"`` the validation split itself (optimistic, and said so).
 The paper's two classifiers are FC layers with dropout 0.2 after its GCSA-enhanced backbones,
 trained with its coarse-fine granularity loss; here they sit on stage one's frozen features and
 train with ``loss.kind``.
@@ -95,11 +96,12 @@ class ProportionalHead(Head):
     fits_on_validation = True
 
     def fit_on(self, outputs: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, Any]:
-        """Choose (m, n) on the validation outputs; the pair is kept in the state (buffers)."""
+        """Choose (m, n) on the selection clips' outputs; the pair is kept in the state
+        (buffers)."""
         fit = proportional_search(outputs["audio"], outputs["image"], labels,
                                   self.config.max_weight)
         self.m.fill_(fit.m)
         self.n.fill_(fit.n)
         weights = list(range(1, self.config.max_weight + 1))
         return {"grid": {"m": weights, "n": weights, "macro_f1": fit.grid.tolist(),
-                         "best": [fit.m, fit.n], "fitted_on": "val"}}
+                         "best": [fit.m, fit.n]}}

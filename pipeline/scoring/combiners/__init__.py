@@ -15,7 +15,8 @@ combiner says:
 
 Candidates are compared in the order of the combiners' ``order`` (then each combiner's own order);
 the earlier wins a tie. Built in: ``mean`` (0), ``member`` (1: a member alone), ``proportional``
-(2: the m,n rule of paper 004 per pair), ``weighted`` (3: integer weights per member).
+(2: the m,n rule of paper 004 per pair), ``weighted`` (3: integer weights per member), ``bag``
+(4: soft voting of the members that share an output name, paper 001).
 """
 
 from __future__ import annotations
