@@ -19,7 +19,8 @@ import zarr
 
 from pipeline.data.manifest import Clip
 from pipeline.errors import PipelineError
-from pipeline.features import atomic, locks
+from pipeline import locks
+from pipeline.features import atomic
 from pipeline.features.store import CorruptArray, FeatureStore, StoreError, checksum
 from pipeline.fusion.data import FeatureRequest, check_inputs, read_clip
 
