@@ -4,11 +4,13 @@ Reads only what stage two wrote (``metrics.json``, ``predictions/<split>/<output
 ``predictions/<split>/face_mask.npz`` of each run directory) and the manifests (ground truth, clip
 lengths); never the dataset's frame folders. Writes into ``out``, every file atomically:
 
-* ``scores.json``: the final ensemble's ``macro_f1``, ``accuracy``, ``abaw2021_score``,
-  ``per_class_f1``, ``n_frames`` and confusion matrix; every member's and ensemble's scores
-  (``rows``); and ``tuning``: the protocol and, for every fit, the clips it was tuned on, the clips
-  it predicted, and its choices (combiner, its rule and fitted parameters, weights, window,
-  biases), the test fit included;
+* ``scores.json``: the final ensemble's ``macro_f1`` (and ``macro_f1_ci``, its bootstrap
+  interval), ``accuracy``, ``abaw2021_score``, ``per_class_f1``, ``n_frames`` and confusion
+  matrix; every member's and ensemble's scores with what they were fitted on and their interval
+  (``rows``); ``final_minus_best_member``: the paired bootstrap of the final row minus the best
+  member; and ``tuning``: the protocol and, for every fit, the clips it was tuned on, the clips
+  it predicted, its applied choices (combiner, its rule and fitted parameters, weights, window,
+  biases, steps), the nested decision of which steps to apply, the test fit included;
 * ``config.toml`` (the :class:`EnsembleConfig` used), ``report.html`` with its PNGs;
 * ``submission.txt`` in the ABAW format when every member has test predictions and the manifests
   list test clips (checked with :func:`check_submission` after writing).
@@ -29,9 +31,10 @@ from pipeline.data.labels import NUM_CLASSES
 from pipeline.data.manifest import SPLITS, Clip, load_clips
 from pipeline.errors import PipelineError
 from pipeline.progress import ProgressEvent, ProgressFn, silent
-from pipeline.scoring.crossfit import Outcome, Row, cross_fit
+from pipeline.scoring.bootstrap import Difference
+from pipeline.scoring.crossfit import Outcome, Row, cross_fit, nested_fit
 from pipeline.scoring.ensemble import EnsembleConfig
-from pipeline.scoring.fitting import fit, predict
+from pipeline.scoring.fitting import predict
 from pipeline.scoring.frames import (
     FaceMasks,
     Member,
@@ -61,6 +64,8 @@ class EnsembleResult:
     report_path: Path
     submission_path: Path | None  # None when no submission was written ...
     submission_note: str  # ... and why (or how many rows were written)
+    best_member: str | None = None  # the member row with the best macro-F1
+    gain: Difference | None = None  # final minus best member (paired bootstrap; None: off)
 
 
 def read_run(run_dir: Path) -> RunInfo:
@@ -140,7 +145,8 @@ def run_ensemble(run_dirs: Sequence[Path], manifests: Path, out: Path,
             raise PipelineError(f"--tune-on train: {missing[0]} has no train predictions"
                                 f" ({missing[0].split('/')[0]}/predictions/train/)")
         tuning_data = load_split(members, clips["train"], "train", progress)
-    outcome = cross_fit(scored, names, config, tuning_data, progress)
+    outcome = cross_fit(scored, names, config, tuning_data, progress,
+                        member_fitted_on(members, runs))
 
     tuning = {
         "protocol": config.tune_on,
@@ -163,8 +169,12 @@ def run_ensemble(run_dirs: Sequence[Path], manifests: Path, out: Path,
         "final": final.name,
         **final.scores.to_json(),
         "members": names,
-        "rows": [{"name": r.name, "kind": r.kind, "tuned": r.tuned, **r.scores.to_json()}
-                 for r in outcome.rows],
+        "macro_f1_ci": final.interval.to_json() if final.interval else None,
+        "rows": [{"name": r.name, "kind": r.kind, "fitted_on": r.fitted_on,
+                  "macro_f1_ci": r.interval.to_json() if r.interval else None,
+                  **r.scores.to_json()} for r in outcome.rows],
+        "best_member": outcome.best_member,
+        "final_minus_best_member": outcome.gain.to_json() if outcome.gain else None,
         "tuning": tuning,
         "config": to_dict(config),
         "submission": submission_path.name if submission_path else None,
@@ -184,11 +194,40 @@ def run_ensemble(run_dirs: Sequence[Path], manifests: Path, out: Path,
         notes.insert(0, "WARNING: tuned on the scored frames (--tune-on same): optimistic scores")
     counts = {split: class_counts(clips[split]) for split in ("train", "val")
               if any(c.labels is not None for c in clips[split])}
+    if outcome.gain is not None:
+        notes.append(gain_note(outcome))
+    same = same_frames_note(outcome.rows)
+    if same:
+        notes.append(same)
     report_path = write_report(out, ReportData(config.split, outcome.rows, final.name, runs,
                                                counts, tuning, notes))
     return EnsembleResult(config.split, outcome.rows, final, config.tune_on,
                           outcome.tuned_on_scored_frames, scores_path, report_path,
-                          submission_path, note)
+                          submission_path, note, outcome.best_member, outcome.gain)
+
+
+def member_fitted_on(members: Sequence[Member], runs: Sequence[RunInfo]) -> dict[str, str]:
+    """Where each member's head made its choices: its run's ``metrics.json["selected_on"]``
+    ("train-dev" or "val"); "val" when absent (heads that early-stop on val write none)."""
+    selected = {run.name: run.metrics.get("selected_on") or "val" for run in runs}
+    return {m.name: str(selected[m.run_dir.name]) for m in members}
+
+
+def same_frames_note(rows: Sequence[Row]) -> str | None:
+    """A line naming the members whose heads chose on the scored frames (None if none did)."""
+    same = [r.name for r in rows if r.kind == "member" and r.fitted_on.endswith("(same frames)")]
+    if not same:
+        return None
+    return (f"{', '.join(same)}: the head chose its epoch (or m,n) on these same frames, so its"
+            " row and every ensemble of it are optimistic")
+
+
+def gain_note(outcome: Outcome | EnsembleResult) -> str:
+    """One line: the final row minus the best member, with its paired bootstrap interval."""
+    gain = outcome.gain
+    return (f"final minus best member ({outcome.best_member}): {gain.estimate:+.4f} macro-F1,"
+            f" {gain.level:.0%} CI [{gain.low:+.4f}, {gain.high:+.4f}], > 0 in"
+            f" {gain.share_positive:.0%} of {gain.n_resamples} paired clip resamples")
 
 
 def _submission(members: list[Member], names: list[str], test_clips: list[Clip],
@@ -209,7 +248,7 @@ def _submission(members: list[Member], names: list[str], test_clips: list[Clip],
                 else f"no test predictions for {', '.join(missing)}")
         return None, note + ("; removed the earlier submission.txt" if stale else "")
     if config.tune_on == "val-crossfit":
-        test_fit = fit(scored, names, config)  # all of val: no fold is scored here
+        test_fit = nested_fit(scored, names, config)  # all of val: no fold is scored here
         tuning_clips = list(scored.clip_ids)
     else:  # the single fit of "same" / "train" already used all of its tuning split
         test_fit = outcome.folds[0].fit
@@ -220,7 +259,7 @@ def _submission(members: list[Member], names: list[str], test_clips: list[Clip],
 
     def rows():  # clip by clip: memory does not grow with the test set
         for clip in test_clips:
-            yield clip, predict(clip_data(readers, faces, clip, "test"), test_fit.choices)
+            yield clip, predict(clip_data(readers, faces, clip, "test"), test_fit.applied)
             progress(ProgressEvent("test", advance=1))
 
     count = write_submission(path, rows())
@@ -230,7 +269,8 @@ def _submission(members: list[Member], names: list[str], test_clips: list[Clip],
     tuning["test"] = {
         "tuning_split": config.tuning_split,
         "tuning_clips": tuning_clips,
-        "choices": test_fit.choices.to_json(names),
+        "choices": test_fit.applied.to_json(names),
+        "decision": test_fit.decision,
     }
     return path, f"{count} rows for {len(test_clips)} test clips"
 
