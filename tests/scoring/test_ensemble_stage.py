@@ -13,7 +13,9 @@ from pipeline.scoring.ensemble import EnsembleConfig
 from pipeline.data.frames import face_mask
 from pipeline.scoring.predictions import FaceMaskWriter, PredictionWriter, face_mask_path
 from pipeline.scoring.submission import check_submission
-from stages.ensemble import class_counts, run_ensemble, score_predictions
+from pipeline.scoring.frames import Member
+from pipeline.scoring.report import RunInfo
+from stages.ensemble import class_counts, member_fitted_on, run_ensemble, score_predictions
 
 
 def _clips(root: Path, rng) -> dict[str, list[Clip]]:
@@ -89,6 +91,16 @@ def test_stage_writes_scores_report_and_submission(project):
     assert record["n_frames"] == labelled
     names = [r["name"] for r in record["rows"]]
     assert {"image/main", "mfm/fusion", "mfm/image", "mfm/audio", "mean", "weighted"} <= set(names)
+    fitted_on = {r["name"]: r["fitted_on"] for r in record["rows"]}
+    assert fitted_on["image/main"] == "val (same frames)"  # no selected_on: early-stopped on val
+    assert fitted_on["weighted"] == fitted_on[record["final"]] == "val-crossfit"
+    assert fitted_on["mean"] == "nothing"
+    for row in record["rows"]:
+        ci = row["macro_f1_ci"]
+        assert ci["low"] <= row["macro_f1"] <= ci["high"] and ci["n_resamples"] == 2000
+    gain = record["final_minus_best_member"]
+    best = {r["name"]: r["macro_f1"] for r in record["rows"]}[record["best_member"]]
+    assert gain["estimate"] == pytest.approx(record["macro_f1"] - best)
 
     tuning = record["tuning"]
     assert tuning["protocol"] == "val-crossfit" and tuning["tuned_on_scored_frames"] is False
@@ -215,3 +227,9 @@ def test_cli_end_to_end(project, capsys):
     assert "macro-F1" in capsys.readouterr().out
     assert main(["ensemble", str(runs[0]), "--manifests", str(root / "nowhere"),
                  "--out", str(out)]) == 1
+
+
+def test_members_say_where_their_heads_selected(tmp_path):
+    runs = [RunInfo("a", {"selected_on": "train-dev"}), RunInfo("b", {})]
+    members = [Member(tmp_path / "a", "main"), Member(tmp_path / "b", "fusion")]
+    assert member_fitted_on(members, runs) == {"a/main": "train-dev", "b/fusion": "val"}

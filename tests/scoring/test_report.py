@@ -74,3 +74,15 @@ def test_report_without_runs_or_counts_still_has_table_and_confusion(tmp_path):
     page = write_report(tmp_path, data).read_text()
     assert "optimistic" in page
     assert sorted(re.findall(r'<img src="([^"]+)"', page)) == ["confusion.png", "per_class_f1.png"]
+
+
+def test_report_shows_what_rows_were_fitted_on_and_their_interval(tmp_path):
+    from pipeline.scoring.bootstrap import Interval
+
+    rows = _rows(np.random.default_rng(2))
+    rows[-1].interval = Interval(rows[-1].scores.macro_f1, 0.1234, 0.9876, 0.9, 100)
+    data = ReportData(split="val", rows=rows, final="ensemble", runs=[], class_counts={},
+                      tuning={"protocol": "val-crossfit"})
+    page = write_report(tmp_path, data).read_text()
+    assert "<th>fitted on</th>" in page and "<th>90% CI</th>" in page
+    assert "0.1234-0.9876" in page and "val (same frames)" in page
