@@ -55,6 +55,12 @@ def ensemble(
     windows: Optional[str] = typer.Option(None, "--windows", help="Odd filter widths to try,"
                                           " e.g. 1,11,51,101."),
     split: Optional[str] = typer.Option(None, "--split", help="Split to score (default: val)."),
+    bootstrap: Optional[int] = typer.Option(None, "--bootstrap", min=0, help="Resamples of the"
+                                            " clip-level bootstrap intervals, 0 = none"
+                                            " (default: 2000)."),
+    nested: Optional[bool] = typer.Option(None, "--nested/--no-nested", help="Decide by inner"
+                                          " folds whether fill, smoothing and biases are applied"
+                                          " (default: on)."),
 ) -> None:
     """Combine the outputs of RUN_DIRs, score them on val, write the report and the submission."""
     if windows is not None:
@@ -63,7 +69,7 @@ def ensemble(
         except ValueError:
             raise fail(f"--windows {windows!r}: want comma-separated integers") from None
     options = {"smooth": smooth, "tune_on": tune_on, "fill": fill, "folds": folds, "bias": bias,
-               "split": split, "windows": windows}
+               "split": split, "windows": windows, "bootstrap": bootstrap, "nested": nested}
     config = build(EnsembleConfig, file=config_file, sets=sets, options=options)
     with progress_bar() as progress:
         result = run_ensemble(run_dirs, manifests, out, config, progress)

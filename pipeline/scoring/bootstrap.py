@@ -48,8 +48,7 @@ def resample_counts(groups: Sequence[str], n_resamples: int, seed: int) -> np.nd
     Videos (``groups``, one per clip) are drawn uniformly with replacement, as many as there are;
     a drawn video brings all of its clips.
     """
-    videos, clip_video = np.unique(np.asarray(groups, dtype=object).astype(str),
-                                   return_inverse=True)
+    videos, clip_video = np.unique(np.asarray(groups, dtype=str), return_inverse=True)
     rng = np.random.default_rng(seed)
     drawn = rng.multinomial(len(videos), np.full(len(videos), 1.0 / len(videos)),
                             size=n_resamples)
