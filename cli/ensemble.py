@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from cli._common import console, fail, progress_bar
@@ -105,7 +106,7 @@ def ensemble(
     if result.tuned_on_scored_frames:
         console.print("[yellow]warning:[/] choices were tuned on the scored frames"
                       " (--tune-on same): these scores are optimistic")
-    console.print(f"final: [bold]{result.final.name}[/] macro-F1"
+    console.print(f"[bold]{escape(result.final.name)}[/] macro-F1"
                   f" {result.final.scores.macro_f1:.4f}, ABAW-2021"
                   f" {result.final.scores.abaw2021_score:.4f} over"
                   f" {result.final.scores.n_frames} frames")

@@ -155,11 +155,13 @@ def decide_steps(data: SplitData, member_names: Sequence[str], config: EnsembleC
     configured = pipeline_steps(config)
     folds = assign_folds(data, config.inner_folds)
     k = int(folds.max()) + 1 if len(folds) else 0
-    if not config.nested or not configured or k < 2:
-        why = "nested off" if not config.nested else "no step" if not configured else (
-            "fewer than 2 videos: not checked")
-        return tuple(configured), {"checked": False, "why": why, "inner_folds": 0,
+    if not config.nested or not configured:
+        return tuple(configured), {"checked": False, "why": "nested off" if configured else
+                                   "no step configured", "inner_folds": 0,
                                    "steps": list(configured), "trials": []}
+    if k < 2:  # no held-out clip to show that a step helps: none is applied
+        return (), {"checked": False, "why": "fewer than 2 videos to fit on: no step applied",
+                    "inner_folds": 0, "steps": [], "trials": []}
     inner = []  # (fitting clips, held-out clips, their frames, the candidate chosen without them)
     for j in range(k):
         inside = [c for c in range(len(folds)) if folds[c] == j]

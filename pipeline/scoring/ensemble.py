@@ -40,7 +40,8 @@ the other inner folds and predicts its own clips; then, step by step in the orde
 is kept iff it raises the pooled macro-F1 of those held-out predictions (strictly: a tie keeps the
 simpler pipeline), later steps being tuned with the steps kept so far. The final pipeline is then
 tuned on all fitting clips with the kept steps only. With fewer than two videos to fit on there
-are no inner folds and every configured step is kept (recorded as unchecked). Inside
+are no inner folds, nothing can show that a step helps, and none is applied (recorded as
+unchecked); ``nested = false`` applies every configured step unchecked. Inside
 ``val-crossfit`` this runs once per outer fold, so the scored fold is never seen; the rows of the
 single steps (``ensemble+fill``, ...) still apply every configured step, to show what each does.
 

@@ -81,11 +81,11 @@ def test_decisions_for_a_fold_never_see_its_labels():
                    for p, c in zip(poisoned.folds, clean.folds) if p.fold != fold)
 
 
-def test_too_few_videos_keep_every_step_unchecked():
+def test_too_few_videos_apply_no_step_unless_nested_is_off():
     rng = np.random.default_rng(2)
     labels = _runs(rng, 100)
     data = _data(labels, [_noisy(rng, labels, 0.5)], [100])
     steps, record = C.decide_steps(data, ["r/a"], E.EnsembleConfig())
-    assert steps == ("fill", "smooth", "bias") and record["checked"] is False
+    assert steps == () and record["checked"] is False
     steps, record = C.decide_steps(data, ["r/a"], E.EnsembleConfig(nested=False))
     assert steps == ("fill", "smooth", "bias") and record["why"] == "nested off"
