@@ -4,8 +4,12 @@ Frames of one clip are strongly correlated (labels come in runs, smoothing spans
 resampling unit is the video: a resample draws as many videos as the split has, with replacement
 (the ``_left``/``_right`` clips of a two-person video are drawn together; every other video has
 one clip, so this is the clip-level bootstrap), and scores every frame of every drawn clip once per
-draw. Macro-F1 follows :mod:`pipeline.scoring.metrics` (the 8 classes always count, a class
-absent from both truth and prediction has F1 0).
+draw. The point estimate is macro-F1 as :mod:`pipeline.scoring.metrics` defines it (the 8 classes
+always count). In a resample, a class that the split annotates but no drawn clip does is left out
+of that resample's mean (the resample cannot tell how well it is recognised; counting it as F1 0
+would drag every resample of a split with rare classes below the estimate, and the interval would
+sit under it); every other class counts as in the estimate, so a resample that draws every clip
+once gives the estimate exactly.
 
 Vectorised over resamples: each clip's 8x8 confusion matrix is counted once
 (:func:`clip_confusions`, one ``np.bincount`` over the frames); a resample is a vector of draw
@@ -26,7 +30,7 @@ from typing import Sequence
 import numpy as np
 
 from pipeline.data.labels import NUM_CLASSES, UNLABELED
-from pipeline.scoring.metrics import macro_f1_from_confusion
+from pipeline.scoring.metrics import macro_f1_from_confusion, per_class_f1_from_confusion
 
 
 def clip_confusions(labels: np.ndarray, predictions: np.ndarray, offsets: np.ndarray
@@ -56,10 +60,16 @@ def resample_counts(groups: Sequence[str], n_resamples: int, seed: int) -> np.nd
 
 
 def resampled_macro_f1(confusions: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """float64 [n_resamples]: macro-F1 of every resample (``counts`` from :func:`resample_counts`)."""
+    """float64 [n_resamples]: macro-F1 of every resample (``counts`` from :func:`resample_counts`;
+    the classes that count: see the module docstring)."""
     flat = confusions.reshape(len(confusions), -1).astype(np.float64)
-    totals = counts.astype(np.float64) @ flat  # exact: counts stay far below 2**53
-    return np.atleast_1d(macro_f1_from_confusion(totals.reshape(-1, NUM_CLASSES, NUM_CLASSES)))
+    totals = (counts.astype(np.float64) @ flat).reshape(-1, NUM_CLASSES, NUM_CLASSES)  # exact
+    f1 = per_class_f1_from_confusion(totals)
+    never_annotated = confusions.sum(axis=(0, 2)) == 0  # [8]: counts as in the estimate
+    counted = (totals.sum(axis=2) > 0) | never_annotated
+    n_counted = counted.sum(axis=1)
+    return np.divide((f1 * counted).sum(axis=1), n_counted, out=np.zeros(len(totals)),
+                     where=n_counted > 0)
 
 
 @dataclass(frozen=True)

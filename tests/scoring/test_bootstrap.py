@@ -37,18 +37,36 @@ def test_clip_confusions_sum_to_the_split_and_count_each_clip():
 def test_one_resample_matches_scikit_learn_on_the_resampled_frames():
     rng = np.random.default_rng(1)
     labels, predicted, offsets = _clips(rng, 9)
+    for c in range(9):  # one class per clip: most resamples leave some class out
+        labels[offsets[c]:offsets[c + 1]][labels[offsets[c]:offsets[c + 1]] != -1] = c % 8
     groups = ["a", "b", "c", "c", "d", "e", "f", "g", "h"]  # clips 2 and 3: one video
     counts = B.resample_counts(groups, 50, seed=3)
     assert (counts[:, 2] == counts[:, 3]).all()  # a video's clips are drawn together
     assert (counts[:, [0, 1, 2, 4, 5, 6, 7, 8]].sum(axis=1) == 8).all()  # 8 videos per draw
     values = B.resampled_macro_f1(B.clip_confusions(labels, predicted, offsets), counts)
-    for r in (0, 17, 49):
+    left_out = 0
+    for r in range(0, 50, 7):
         frames = np.concatenate([np.arange(offsets[c], offsets[c + 1])
                                  for c in range(9) for _ in range(counts[r, c])])
         keep = labels[frames] != -1
-        expected = f1_score(labels[frames][keep], predicted[frames][keep],
-                            labels=range(NUM_CLASSES), average="macro", zero_division=0)
+        truth, guess = labels[frames][keep], predicted[frames][keep]
+        # the classes annotated in the resample, and those the whole split never annotates
+        counted = sorted(set(truth.tolist()) | (set(range(NUM_CLASSES)) - set(labels.tolist())))
+        expected = f1_score(truth, guess, labels=counted, average="macro", zero_division=0)
         assert values[r] == pytest.approx(expected, abs=1e-12)
+        left_out += len(counted) < NUM_CLASSES
+    assert left_out  # the rule for classes no drawn clip annotates was exercised
+
+
+def test_a_resample_of_every_clip_once_is_the_estimate_even_with_a_class_never_annotated():
+    labels, predicted, offsets = _clips(np.random.default_rng(6), 6)
+    labels[labels == 3] = 2  # class 3 is annotated nowhere but still predicted
+    confusions = B.clip_confusions(labels, predicted, offsets)
+    once = np.ones((1, 6), dtype=np.int64)
+    assert B.resampled_macro_f1(confusions, once)[0] == pytest.approx(macro_f1(labels, predicted))
+    # a resample of clips without a single annotated frame scores 0, as metrics does
+    empty = np.zeros_like(confusions)
+    assert B.resampled_macro_f1(empty, once)[0] == 0.0
 
 
 def test_interval_contains_the_estimate_and_shrinks_with_more_clips():
