@@ -236,7 +236,8 @@ def cross_fit(scored: SplitData, member_names: Sequence[str], config: EnsembleCo
     pipeline_names = pipeline_row_names(config)
     steps = pipeline_steps(config)
     n = scored.n_frames
-    predictions = {name: np.zeros(n, dtype=np.int8) for name in names + pipeline_names + [""]}
+    predictions = {name: np.zeros(n, dtype=np.int8) for name in names + pipeline_names}
+    final_predictions = np.zeros(n, dtype=np.int8)  # each fold's decided pipeline
     records = []
     progress(ProgressEvent("tune", total=len(plan)))
     for fold, tune_data, inside, tuning_split in plan:
@@ -248,7 +249,7 @@ def cross_fit(scored: SplitData, member_names: Sequence[str], config: EnsembleCo
             predictions[name][where] = predict(target, choices, steps=())
         for i, name in enumerate(pipeline_names):
             predictions[name][where] = predict(target, result.choices, steps=steps[:i])
-        predictions[""][where] = predict(target, result.applied)  # the final pipeline
+        final_predictions[where] = predict(target, result.applied)
         records.append(FoldRecord(
             fold=fold,
             scored_clips=[scored.clip_ids[c] for c in inside],
@@ -261,8 +262,10 @@ def cross_fit(scored: SplitData, member_names: Sequence[str], config: EnsembleCo
     counts = (resample_counts(scored.groups, config.bootstrap, config.bootstrap_seed)
               if config.bootstrap else None)
 
-    def row(name: str, kind: str, fitted_on: str, rule: str | None = None) -> Row:
-        confusions = clip_confusions(scored.labels, predictions[name], scored.offsets)
+    def row(name: str, kind: str, fitted_on: str, rule: str | None = None,
+            predicted: np.ndarray | None = None) -> Row:
+        predicted = predictions[name] if predicted is None else predicted
+        confusions = clip_confusions(scored.labels, predicted, scored.offsets)
         ci = None if counts is None else interval(confusions, counts, config.confidence)
         return Row(name, kind, fitted_on, Scores.from_confusion(confusions.sum(axis=0)), rule,
                    ci, confusions)
@@ -282,8 +285,8 @@ def cross_fit(scored: SplitData, member_names: Sequence[str], config: EnsembleCo
         # fitted: the selection among several candidates, a window, biases (not the fill rule)
         tuned = len(names) > 1 or any(step != "fill" for step in steps[:i])
         rows.append(row(name, "pipeline", protocol if tuned else NOTHING))
-    final = row("", "final", protocol)
-    final.name = final_row_name(config, [r.fit.applied.steps for r in records])
+    final = row(final_row_name(config, [r.fit.applied.steps for r in records]), "final", protocol,
+                predicted=final_predictions)
     rows.append(final)
 
     members = [r for r in rows if r.kind == "member"]
