@@ -17,8 +17,8 @@ MANIFESTS ?= $(WORK)/manifests
 STORE ?= $(WORK)/features.zarr
 RUNS ?= $(WORK)/runs
 SCORES ?= $(WORK)/scores
-DEMO_CLIPS ?= 12
-DEMO_FRAMES ?= 120
+DEMO_CLIPS ?= 32
+DEMO_FRAMES ?= 45
 DEMO_SEED ?= 0
 
 STAMP := $(VENV)/.installed-$(TORCH_BUILD)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from cli._common import console, fail, progress_bar
@@ -20,7 +21,7 @@ from pipeline.data.labels import CLASSES
 from pipeline.data.manifest import SPLITS, load_clips
 from pipeline.scoring.ensemble import EnsembleConfig, Fill, Protocol, Smoother
 from pipeline.scoring.submission import check_submission
-from stages.ensemble import run_ensemble, score_predictions
+from stages.ensemble import gain_note, run_ensemble, same_frames_note, score_predictions
 
 
 submission_app = typer.Typer(help="ABAW submission files.", no_args_is_help=True)
@@ -58,6 +59,12 @@ def ensemble(
     allow_manifest_mismatch: bool = typer.Option(
         False, "--allow-manifest-mismatch",
         help="Combine runs although they (or --manifests) have different manifest fingerprints."),
+    bootstrap: Optional[int] = typer.Option(None, "--bootstrap", min=0, help="Resamples of the"
+                                            " clip-level bootstrap intervals, 0 = none"
+                                            " (default: 2000)."),
+    nested: Optional[bool] = typer.Option(None, "--nested/--no-nested", help="Decide by inner"
+                                          " folds whether fill, smoothing and biases are applied"
+                                          " (default: on)."),
 ) -> None:
     """Combine the outputs of RUN_DIRs, score them on val, write the report and the submission."""
     if windows is not None:
@@ -66,35 +73,48 @@ def ensemble(
         except ValueError:
             raise fail(f"--windows {windows!r}: want comma-separated integers") from None
     options = {"smooth": smooth, "tune_on": tune_on, "fill": fill, "folds": folds, "bias": bias,
-               "split": split, "windows": windows}
+               "split": split, "windows": windows, "bootstrap": bootstrap, "nested": nested}
     config = build(EnsembleConfig, file=config_file, sets=sets, options=options)
     with progress_bar() as progress:
         result = run_ensemble(run_dirs, manifests, out, config, progress,
                               allow_manifest_mismatch=allow_manifest_mismatch)
 
     table = Table(title=f"{result.split} scores ({result.protocol})")
-    for column in ("method", "fitted on", "macro-F1", "accuracy", "ABAW-2021"):
-        table.add_column(column, justify="left" if column == "method" else "right")
+    level = next((r.interval.level for r in result.rows if r.interval), None)
+    ci_column = f"{level:.0%} CI" if level is not None else None
+    # ABAW-2021 is in scores.json and the report: the numbers keep their width in 80 columns.
+    table.add_column("method", overflow="fold")
+    table.add_column("fitted on", no_wrap=True)
+    for column in ("macro-F1", ci_column, "accuracy"):
+        if column:
+            table.add_column(column, justify="right", no_wrap=True)
     # Every pairwise m,n ensemble is in scores.json and the report; the table keeps the best one.
     pairs = [r for r in result.rows if r.rule == "proportional"]
     best_pair = max(pairs, key=lambda r: r.scores.macro_f1, default=None)
     shown = [r for r in result.rows if r not in pairs or r is best_pair]
     for row in shown:
         final = row is result.final
-        table.add_row(row.name, (result.fitted_on or {}).get(row.name, "-"),
-                      f"{row.scores.macro_f1:.4f}", f"{row.scores.accuracy:.4f}",
-                      f"{row.scores.abaw2021_score:.4f}", style="bold" if final else None)
+        ci = [f"{row.interval.low:.3f}-{row.interval.high:.3f}" if row.interval else "-"]
+        table.add_row(row.name, row.fitted_on, f"{row.scores.macro_f1:.4f}",
+                      *(ci if ci_column else []), f"{row.scores.accuracy:.4f}",
+                      style="bold" if final else None)
     console.print(table)
     if len(pairs) > 1:
         console.print(f"({len(pairs) - 1} other m,n pairs of members: see scores.json and the report)",
                       style="dim")
+    if result.gain is not None:
+        console.print(gain_note(result))
+    same = same_frames_note(result.rows)
+    if same:
+        console.print(same, style="dim")
     if result.tuned_on_scored_frames:
         console.print("[yellow]warning:[/] choices were tuned on the scored frames"
                       " (--tune-on same): these scores are optimistic")
     # soft_wrap: names and paths stay whole lines (copyable) whatever the terminal's width.
-    console.print(f"final: [bold]{result.final.name}[/] macro-F1"
-                  f" {result.final.scores.macro_f1:.4f} over {result.final.scores.n_frames} frames",
-                  soft_wrap=True)
+    console.print(f"[bold]{escape(result.final.name)}[/] macro-F1"
+                  f" {result.final.scores.macro_f1:.4f}, ABAW-2021"
+                  f" {result.final.scores.abaw2021_score:.4f} over"
+                  f" {result.final.scores.n_frames} frames", soft_wrap=True)
     for label, path in (("scores", result.scores_path), ("report", result.report_path)):
         console.print(f"{label}: {path}", soft_wrap=True, highlight=False, markup=False)
     console.print(f"submission: {result.submission_path or '-'} ({result.submission_note})",

@@ -4,11 +4,13 @@ Reads only what stage two wrote (``metrics.json``, ``predictions/<split>/<output
 ``predictions/<split>/face_mask.npz`` of each run directory) and the manifests (ground truth, clip
 lengths); never the dataset's frame folders. Writes into ``out``, every file atomically:
 
-* ``scores.json``: the final ensemble's ``macro_f1``, ``accuracy``, ``abaw2021_score``,
-  ``per_class_f1``, ``n_frames`` and confusion matrix; every member's and ensemble's scores
-  (``rows``); and ``tuning``: the protocol and, for every fit, the clips it was tuned on, the clips
-  it predicted, and its choices (combiner, its rule and fitted parameters, weights, window,
-  biases), the test fit included;
+* ``scores.json``: the final ensemble's ``macro_f1`` (and ``macro_f1_ci``, its bootstrap
+  interval), ``accuracy``, ``abaw2021_score``, ``per_class_f1``, ``n_frames`` and confusion
+  matrix; every member's and ensemble's scores with what they were fitted on and their interval
+  (``rows``); ``final_minus_best_member``: the paired bootstrap of the final row minus the best
+  member; and ``tuning``: the protocol and, for every fit, the clips it was tuned on, the clips
+  it predicted, its applied choices (combiner, its rule and fitted parameters, weights, window,
+  biases, steps), the nested decision of which steps to apply, the test fit included;
 * ``config.toml`` (the :class:`EnsembleConfig` used), ``report.html`` with its PNGs;
 * ``submission.txt`` in the ABAW format when every member has test predictions and the manifests
   list test clips (checked with :func:`check_submission` after writing).
@@ -35,9 +37,10 @@ from pipeline.data.labels import NUM_CLASSES
 from pipeline.data.manifest import SPLITS, Clip, fingerprint, load_clips
 from pipeline.errors import PipelineError
 from pipeline.progress import ProgressEvent, ProgressFn, silent
-from pipeline.scoring.crossfit import Outcome, Row, cross_fit
+from pipeline.scoring.bootstrap import Difference
+from pipeline.scoring.crossfit import Outcome, Row, cross_fit, nested_fit
 from pipeline.scoring.ensemble import EnsembleConfig
-from pipeline.scoring.fitting import fit, predict
+from pipeline.scoring.fitting import predict
 from pipeline.scoring.frames import (
     FaceMasks,
     Member,
@@ -67,26 +70,8 @@ class EnsembleResult:
     report_path: Path
     submission_path: Path | None  # None when no submission was written ...
     submission_note: str  # ... and why (or how many rows were written)
-    fitted_on: dict[str, str] | None = None  # row name -> where its choices were fitted
-
-
-def fitted_on(rows: Sequence[Row], runs: Sequence[RunInfo], protocol: str, split: str
-              ) -> dict[str, str]:
-    """Where each row's choices were fitted: ``train-dev`` (members selected on the training
-    split's dev slice), ``val-crossfit``/``train`` (stage three's protocol), or ``<split> (same
-    frames)`` when a member selected on the scored split or the protocol is ``same``."""
-    same = f"{split} (same frames)"
-    by_run = {run.name: run.metrics.get("selected_on", "val") for run in runs}  # old runs: val
-    members = {row.name: by_run.get(row.name.split("/")[0], "val") for row in rows
-               if row.kind == "member"}
-    leaked = any(selected == split for selected in members.values()) or protocol == "same"
-    out = {}
-    for row in rows:
-        if row.kind == "member":
-            out[row.name] = same if members[row.name] == split else members[row.name]
-        else:
-            out[row.name] = same if leaked else protocol if row.tuned else "train-dev"
-    return out
+    best_member: str | None = None  # the member row with the best macro-F1
+    gain: Difference | None = None  # final minus best member (paired bootstrap; None: off)
 
 
 def read_run(run_dir: Path) -> RunInfo:
@@ -191,7 +176,8 @@ def run_ensemble(run_dirs: Sequence[Path], manifests: Path, out: Path,
             raise PipelineError(f"--tune-on train: {missing[0]} has no train predictions"
                                 f" ({missing[0].split('/')[0]}/predictions/train/)")
         tuning_data = load_split(members, clips["train"], "train", progress)
-    outcome = cross_fit(scored, names, config, tuning_data, progress)
+    outcome = cross_fit(scored, names, config, tuning_data, progress,
+                        member_fitted_on(members, runs))
 
     tuning = {
         "protocol": config.tune_on,
@@ -223,14 +209,17 @@ def _write_outputs(members: list[Member], names: list[str], runs: list[RunInfo],
         note += "; removed the earlier submission.txt"  # (the move into `out` removes it)
 
     final = outcome.final
-    fitted = fitted_on(outcome.rows, runs, config.tune_on, config.split)
     record = {
         "split": config.split,
         "final": final.name,
         **final.scores.to_json(),
         "members": names,
-        "rows": [{"name": r.name, "kind": r.kind, "tuned": r.tuned, "fitted_on": fitted[r.name],
+        "macro_f1_ci": final.interval.to_json() if final.interval else None,
+        "rows": [{"name": r.name, "kind": r.kind, "fitted_on": r.fitted_on,
+                  "macro_f1_ci": r.interval.to_json() if r.interval else None,
                   **r.scores.to_json()} for r in outcome.rows],
+        "best_member": outcome.best_member,
+        "final_minus_best_member": outcome.gain.to_json() if outcome.gain else None,
         "tuning": tuning,
         "config": to_dict(config),
         "submission": submission_path.name if submission_path else None,
@@ -243,9 +232,6 @@ def _write_outputs(members: list[Member], names: list[str], runs: list[RunInfo],
     if mismatch_allowed:
         notes.insert(0, "WARNING: --allow-manifest-mismatch: the runs' manifests were not checked")
     for run in runs:  # stage two may have tuned something on the split scored here
-        if run.metrics.get("selected_on", "val") == config.split:
-            notes.append(f"{run.name}: selected its epoch on {config.split} (fuse --select-on val),"
-                         f" so its {config.split} scores are fitted on the same frames")
         grid = run.metrics.get("grid")
         if isinstance(grid, dict) and grid.get("fitted_on") == config.split:
             notes.append(f"{run.name}: its m,n were chosen on {config.split} by fuse, so its"
@@ -254,6 +240,11 @@ def _write_outputs(members: list[Member], names: list[str], runs: list[RunInfo],
         notes.insert(0, "WARNING: tuned on the scored frames (--tune-on same): optimistic scores")
     counts = {split: class_counts(clips[split]) for split in ("train", "val")
               if any(c.labels is not None for c in clips[split])}
+    if outcome.gain is not None:
+        notes.append(gain_note(outcome))
+    same = same_frames_note(outcome.rows)
+    if same:
+        notes.append(same)
     report_path = write_report(staging, ReportData(config.split, outcome.rows, final.name, runs,
                                                    counts, tuning, notes,
                                                    timelines(scored, outcome)))
@@ -263,7 +254,7 @@ def _write_outputs(members: list[Member], names: list[str], runs: list[RunInfo],
                           outcome.tuned_on_scored_frames, out / "scores.json",
                           out / report_path.name,
                           out / submission_path.name if submission_path else None, note,
-                          fitted)
+                          outcome.best_member, outcome.gain)
 
 
 def timelines(scored: SplitData, outcome: Outcome, count: int = 3) -> list[Timeline]:
@@ -281,6 +272,30 @@ def timelines(scored: SplitData, outcome: Outcome, count: int = 3) -> list[Timel
         clip = scored.subset([c])
         out.append(Timeline(clip_id, predict(clip, record.fit.choices), clip.labels))
     return out
+
+
+def member_fitted_on(members: Sequence[Member], runs: Sequence[RunInfo]) -> dict[str, str]:
+    """Where each member's head made its choices: its run's ``metrics.json["selected_on"]``
+    ("train-dev" or "val"); "val" when absent (heads that early-stop on val write none)."""
+    selected = {run.name: run.metrics.get("selected_on") or "val" for run in runs}
+    return {m.name: str(selected[m.run_dir.name]) for m in members}
+
+
+def same_frames_note(rows: Sequence[Row]) -> str | None:
+    """A line naming the members whose heads chose on the scored frames (None if none did)."""
+    same = [r.name for r in rows if r.kind == "member" and r.fitted_on.endswith("(same frames)")]
+    if not same:
+        return None
+    return (f"{', '.join(same)}: the head chose its epoch (or m,n) on these same frames, so its"
+            " row and every ensemble of it are optimistic")
+
+
+def gain_note(outcome: Outcome | EnsembleResult) -> str:
+    """One line: the final row minus the best member, with its paired bootstrap interval."""
+    gain = outcome.gain
+    return (f"final minus best member ({outcome.best_member}): {gain.estimate:+.4f} macro-F1,"
+            f" {gain.level:.0%} CI [{gain.low:+.4f}, {gain.high:+.4f}], > 0 in"
+            f" {gain.share_positive:.0%} of {gain.n_resamples} paired clip resamples")
 
 
 def _submission(members: list[Member], names: list[str], test_clips: list[Clip],
@@ -301,7 +316,7 @@ def _submission(members: list[Member], names: list[str], test_clips: list[Clip],
                 else f"no test predictions for {', '.join(missing)}")
         return None, note + ("; removed the earlier submission.txt" if stale else "")
     if config.tune_on == "val-crossfit":
-        test_fit = fit(scored, names, config)  # all of val: no fold is scored here
+        test_fit = nested_fit(scored, names, config)  # all of val: no fold is scored here
         tuning_clips = list(scored.clip_ids)
     else:  # the single fit of "same" / "train" already used all of its tuning split
         test_fit = outcome.folds[0].fit
@@ -312,7 +327,7 @@ def _submission(members: list[Member], names: list[str], test_clips: list[Clip],
 
     def rows():  # clip by clip: memory does not grow with the test set
         for clip in test_clips:
-            yield clip, predict(clip_data(readers, faces, clip, "test"), test_fit.choices)
+            yield clip, predict(clip_data(readers, faces, clip, "test"), test_fit.applied)
             progress(ProgressEvent("test", advance=1))
 
     count = write_submission(path, rows())
@@ -322,7 +337,8 @@ def _submission(members: list[Member], names: list[str], test_clips: list[Clip],
     tuning["test"] = {
         "tuning_split": config.tuning_split,
         "tuning_clips": tuning_clips,
-        "choices": test_fit.choices.to_json(names),
+        "choices": test_fit.applied.to_json(names),
+        "decision": test_fit.decision,
     }
     return path, f"{count} rows for {len(test_clips)} test clips"
 

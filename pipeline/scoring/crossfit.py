@@ -3,7 +3,10 @@
 :func:`cross_fit` scores every member, candidate and pipeline step on the scored split, each
 frame predicted by a pipeline fitted without it (protocol ``val-crossfit``), fitted on another
 split (``train``), or on the scored frames themselves (``same``, labelled so); see
-:mod:`pipeline.scoring.ensemble`.
+:mod:`pipeline.scoring.ensemble`. :func:`nested_fit` is one such fit: the candidate and every
+step tuned on the fitting clips, and which steps to apply decided by inner folds over those same
+clips (:func:`decide_steps`). Every row carries a clip-level bootstrap interval and the outcome
+a paired bootstrap of the final row minus the best member (:mod:`pipeline.scoring.bootstrap`).
 """
 
 from __future__ import annotations
@@ -17,9 +20,24 @@ from pipeline.errors import PipelineError
 from pipeline.progress import ProgressEvent, ProgressFn, silent
 from pipeline.scoring.ensemble import EnsembleConfig
 from pipeline.scoring import combiners
-from pipeline.scoring.fitting import Fit, fit, pipeline_steps, predict
+from pipeline.data.labels import UNLABELED
+from pipeline.scoring.bootstrap import (
+    Difference,
+    Interval,
+    clip_confusions,
+    interval,
+    paired_difference,
+    resample_counts,
+)
+from pipeline.scoring.fitting import (
+    Fit,
+    fit_candidates,
+    fit_steps,
+    pipeline_steps,
+    predict,
+)
 from pipeline.scoring.frames import SplitData
-from pipeline.scoring.metrics import Scores, confusion_matrix
+from pipeline.scoring.metrics import Scores, confusion_matrix, macro_f1_from_confusion
 
 
 def assign_folds(data: SplitData, k: int) -> np.ndarray:
@@ -37,15 +55,25 @@ def assign_folds(data: SplitData, k: int) -> np.ndarray:
     return np.array([fold_of_group[g] for g in data.groups], dtype=np.int64)
 
 
+NOTHING = "nothing"  # the "fitted on" of a row with nothing fitted (the plain mean)
+
+
+def fitted_on_label(where: str, split: str) -> str:
+    """How a row's "fitted on" reads: the split or slice, flagged when it is the scored split."""
+    return f"{split} (same frames)" if where == split else where
+
+
 @dataclass
 class Row:
     """One line of the results table."""
 
     name: str  # a candidate ("mean", a member, "proportional A + B", ...), "ensemble", "ensemble+..."
-    kind: str  # "member" (a run's output as written), "ensemble" (a combination), "pipeline"
-    tuned: bool  # whether anything in it was fitted (then: on other frames, unless protocol same)
+    kind: str  # "member" (a run's output as written), "ensemble", "pipeline" (a step), "final"
+    fitted_on: str  # what its choices saw: "train-dev", "val-crossfit", "val (same frames)", ...
     scores: Scores
     rule: str | None = None  # the combiner of a candidate's row (None: a pipeline row)
+    interval: Interval | None = None  # bootstrap interval of macro-F1 (None: bootstrap off)
+    clip_confusions: np.ndarray | None = None  # int64 [n_clips, 8, 8], for paired differences
 
 
 @dataclass
@@ -64,7 +92,9 @@ class FoldRecord:
             "tuning_split": self.tuning_split,
             "tuning_clips": self.tuning_clips,
             "scored_clips": self.scored_clips,
-            "choices": self.fit.choices.to_json(member_names),
+            "choices": self.fit.applied.to_json(member_names),
+            "every_step_choices": self.fit.choices.to_json(member_names),
+            "decision": self.fit.decision,
             "candidates": {
                 name: {**combination.to_json(member_names),
                        "tuning_macro_f1": self.fit.tuning_macro_f1[name]}
@@ -77,9 +107,11 @@ class FoldRecord:
 class Outcome:
     """Scores of every member, candidate and pipeline step on the scored split."""
 
-    rows: list[Row]  # members, combinations, then the pipeline steps; the last row is the final
+    rows: list[Row]  # members, combinations, the pipeline steps, then the final row
     folds: list[FoldRecord]  # one per fit
     tuned_on_scored_frames: bool  # True only for protocol "same"
+    best_member: str | None = None  # the member row with the best macro-F1
+    gain: Difference | None = None  # final minus best member, paired bootstrap
 
     @property
     def final(self) -> Row:
@@ -89,16 +121,93 @@ class Outcome:
 def pipeline_row_names(config: EnsembleConfig) -> list[str]:
     names, current = ["ensemble"], "ensemble"
     for step in pipeline_steps(config):
-        current += f"+smooth({config.smooth})" if step == "smooth" else f"+{step}"
+        current += _step_name(step, config)
         names.append(current)
     return names
 
 
+def _step_name(step: str, config: EnsembleConfig) -> str:
+    return f"+smooth({config.smooth})" if step == "smooth" else f"+{step}"
+
+
+def final_row_name(config: EnsembleConfig, applied: Sequence[Sequence[str]]) -> str:
+    """``final: ensemble+...``: the steps applied, each with ``[k/n]`` unless every fit chose it."""
+    name = "final: ensemble"
+    for step in pipeline_steps(config):
+        count = sum(step in steps for steps in applied)
+        if count:
+            name += _step_name(step, config) + ("" if count == len(applied)
+                                                else f"[{count}/{len(applied)}]")
+    return name
+
+
+def _pooled_macro_f1(labels: np.ndarray, predicted: np.ndarray) -> float:
+    keep = labels != UNLABELED
+    return float(macro_f1_from_confusion(confusion_matrix(labels[keep], predicted[keep])))
+
+
+def decide_steps(data: SplitData, member_names: Sequence[str], config: EnsembleConfig
+                 ) -> tuple[tuple[str, ...], dict]:
+    """Which configured steps help on held-out clips of ``data`` (inner folds): (steps, record).
+
+    See "Nested decisions" in :mod:`pipeline.scoring.ensemble`. Only ``data`` is read.
+    """
+    configured = pipeline_steps(config)
+    folds = assign_folds(data, config.inner_folds)
+    k = int(folds.max()) + 1 if len(folds) else 0
+    if not config.nested or not configured:
+        return tuple(configured), {"checked": False, "why": "nested off" if configured else
+                                   "no step configured", "inner_folds": 0,
+                                   "steps": list(configured), "trials": []}
+    if k < 2:  # no held-out clip to show that a step helps: none is applied
+        return (), {"checked": False, "why": "fewer than 2 videos to fit on: no step applied",
+                    "inner_folds": 0, "steps": [], "trials": []}
+    inner = []  # (fitting clips, held-out clips, their frames, the candidate chosen without them)
+    for j in range(k):
+        inside = [c for c in range(len(folds)) if folds[c] == j]
+        train = data.subset([c for c in range(len(folds)) if folds[c] != j])
+        candidates, _, best = fit_candidates(train, member_names, config)
+        inner.append((train, data.subset(inside), data.frame_index(inside), candidates[best]))
+
+    def held_out_score(steps: Sequence[str]) -> float:
+        predicted = np.zeros(data.n_frames, dtype=np.int8)
+        for train, held, where, combination in inner:
+            predicted[where] = predict(held, fit_steps(train, combination, config, steps))
+        return _pooled_macro_f1(data.labels, predicted)
+
+    applied: list[str] = []
+    current = held_out_score(applied)
+    trials = []
+    for step in configured:
+        with_step = held_out_score(applied + [step])
+        keep = with_step > current
+        trials.append({"step": step, "without": current, "with": with_step, "applied": keep})
+        if keep:
+            applied.append(step)
+            current = with_step
+    return tuple(applied), {"checked": True, "inner_folds": k, "steps": applied,
+                            "trials": trials}
+
+
+def nested_fit(data: SplitData, member_names: Sequence[str], config: EnsembleConfig) -> Fit:
+    """Fit on ``data``: the best candidate, every configured step (for the step rows), and the
+    pipeline of the steps :func:`decide_steps` keeps (the one applied)."""
+    candidates, tuning, best = fit_candidates(data, member_names, config)
+    every = fit_steps(data, candidates[best], config, pipeline_steps(config))
+    steps, decision = decide_steps(data, member_names, config)
+    final = every if list(steps) == pipeline_steps(config) else fit_steps(
+        data, candidates[best], config, steps)
+    return Fit(candidates, tuning, every, final, decision)
+
+
 def cross_fit(scored: SplitData, member_names: Sequence[str], config: EnsembleConfig,
-              tuning: SplitData | None = None, progress: ProgressFn = silent) -> Outcome:
+              tuning: SplitData | None = None, progress: ProgressFn = silent,
+              member_fitted_on: dict[str, str] | None = None) -> Outcome:
     """Score members, candidates and pipeline steps on ``scored``, fitting per the protocol.
 
     ``tuning`` is the declared tuning split's data (protocol ``train``); ignored otherwise.
+    ``member_fitted_on`` says where each member's head made its choices (default: on val, as
+    heads that early-stop on val do).
     """
     if scored.labels is None:
         raise PipelineError(f"split {config.split} has no labels to score against")
@@ -128,10 +237,11 @@ def cross_fit(scored: SplitData, member_names: Sequence[str], config: EnsembleCo
     steps = pipeline_steps(config)
     n = scored.n_frames
     predictions = {name: np.zeros(n, dtype=np.int8) for name in names + pipeline_names}
+    final_predictions = np.zeros(n, dtype=np.int8)  # each fold's decided pipeline
     records = []
     progress(ProgressEvent("tune", total=len(plan)))
     for fold, tune_data, inside, tuning_split in plan:
-        result = fit(tune_data, member_names, config)
+        result = nested_fit(tune_data, member_names, config)
         target = scored if len(inside) == len(all_clips) else scored.subset(inside)
         where = scored.frame_index(inside)
         for name in names:
@@ -139,6 +249,7 @@ def cross_fit(scored: SplitData, member_names: Sequence[str], config: EnsembleCo
             predictions[name][where] = predict(target, choices, steps=())
         for i, name in enumerate(pipeline_names):
             predictions[name][where] = predict(target, result.choices, steps=steps[:i])
+        final_predictions[where] = predict(target, result.applied)
         records.append(FoldRecord(
             fold=fold,
             scored_clips=[scored.clip_ids[c] for c in inside],
@@ -148,14 +259,40 @@ def cross_fit(scored: SplitData, member_names: Sequence[str], config: EnsembleCo
         ))
         progress(ProgressEvent("tune", advance=1, info={"fold": fold if fold is not None else 0}))
 
-    def scores(name: str) -> Scores:
-        return Scores.from_confusion(confusion_matrix(scored.labels, predictions[name]))
+    counts = (resample_counts(scored.groups, config.bootstrap, config.bootstrap_seed)
+              if config.bootstrap else None)
 
-    rows = [Row(name, "member" if name in member_names else "ensemble",
-                name not in member_names and name != "mean", scores(name), rules[name])
-            for name in names]
+    def row(name: str, kind: str, fitted_on: str, rule: str | None = None,
+            predicted: np.ndarray | None = None) -> Row:
+        predicted = predictions[name] if predicted is None else predicted
+        confusions = clip_confusions(scored.labels, predicted, scored.offsets)
+        ci = None if counts is None else interval(confusions, counts, config.confidence)
+        return Row(name, kind, fitted_on, Scores.from_confusion(confusions.sum(axis=0)), rule,
+                   ci, confusions)
+
+    protocol = {"val-crossfit": "val-crossfit", "train": config.tune_on,
+                "same": fitted_on_label(config.split, config.split)}[config.tune_on]
+    member_fitted_on = member_fitted_on or {}
+    rows = []
+    for name in names:
+        if name in member_names:
+            where = member_fitted_on.get(name, "val")
+            rows.append(row(name, "member", fitted_on_label(where, config.split), rules[name]))
+        else:
+            rows.append(row(name, "ensemble", NOTHING if name == "mean" else protocol,
+                            rules[name]))
     for i, name in enumerate(pipeline_names):
-        # tuned: the selection among several candidates, a window, biases (not the fill rule)
+        # fitted: the selection among several candidates, a window, biases (not the fill rule)
         tuned = len(names) > 1 or any(step != "fill" for step in steps[:i])
-        rows.append(Row(name, "pipeline", tuned, scores(name)))
-    return Outcome(rows, records, config.tune_on == "same")
+        rows.append(row(name, "pipeline", protocol if tuned else NOTHING))
+    final = row(final_row_name(config, [r.fit.applied.steps for r in records]), "final", protocol,
+                predicted=final_predictions)
+    rows.append(final)
+
+    members = [r for r in rows if r.kind == "member"]
+    best = max(members, key=lambda r: r.scores.macro_f1, default=None)
+    gain = None
+    if best is not None and counts is not None:
+        gain = paired_difference(final.clip_confusions, best.clip_confusions, counts,
+                                 config.confidence)
+    return Outcome(rows, records, config.tune_on == "same", best.name if best else None, gain)

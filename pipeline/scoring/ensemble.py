@@ -33,6 +33,22 @@ The fitted pipeline (:class:`pipeline.scoring.fitting.Choices`) applies, in orde
 Each step is tuned greedily given the previous ones. With ``mode`` the bias step comes before the
 smoothing step (biases act on probabilities, the mode filter on the labels they give).
 
+**Nested decisions** (``EnsembleConfig.nested``, default on): whether fill, smoothing and biases
+are applied at all is decided on the fitting clips only, by inner folds over them (whole videos,
+the same fold rule, ``inner_folds``): each inner fold selects its candidate and tunes the steps on
+the other inner folds and predicts its own clips; then, step by step in the order above, a step
+is kept iff it raises the pooled macro-F1 of those held-out predictions (strictly: a tie keeps the
+simpler pipeline), later steps being tuned with the steps kept so far. The final pipeline is then
+tuned on all fitting clips with the kept steps only. With fewer than two videos to fit on there
+are no inner folds, nothing can show that a step helps, and none is applied (recorded as
+unchecked); ``nested = false`` applies every configured step unchecked. Inside
+``val-crossfit`` this runs once per outer fold, so the scored fold is never seen; the rows of the
+single steps (``ensemble+fill``, ...) still apply every configured step, to show what each does.
+
+**Uncertainty**: every row's macro-F1 carries a clip-level bootstrap interval
+(:mod:`pipeline.scoring.bootstrap`; ``bootstrap`` resamples, ``bootstrap_seed``, ``confidence``),
+and the final row a paired bootstrap of its difference from the best member.
+
 Tuning protocol (``EnsembleConfig.tune_on``): nothing is tuned on the frames it is scored on.
 
 * ``val-crossfit`` (default): the scored split's clips are split into k folds (whole videos: the
@@ -111,6 +127,11 @@ class EnsembleConfig:
     bias_rounds: int = 3  # coordinate-ascent sweeps over the 8 classes (stops early when stable)
     proportional: bool = True  # the m,n rule of paper 004 for every pair of members
     max_weight: int = 5  # integer weights 0..max_weight (the m,n rule uses 1..max_weight)
+    nested: bool = True  # decide by inner folds whether fill, smoothing and biases are applied
+    inner_folds: int = 5  # k of those inner folds (fewer when the fitting clips have fewer videos)
+    bootstrap: int = 2000  # resamples of the clip-level bootstrap (0 = no intervals)
+    bootstrap_seed: int = 0  # seed of those resamples
+    confidence: float = 0.95  # level of the bootstrap intervals
 
     def __post_init__(self) -> None:
         """Raise :class:`PipelineError` naming the first bad option."""
@@ -127,8 +148,12 @@ class EnsembleConfig:
         if self.tune_on == "train" and self.split == "train":
             raise PipelineError("ensemble config: tune_on train while scoring train (say"
                                 " tune_on = \"same\" to tune on the scored frames)")
-        if self.folds < 2:
-            raise PipelineError(f"ensemble config: folds {self.folds} (want 2 or more)")
+        if self.folds < 2 or self.inner_folds < 2:
+            raise PipelineError(f"ensemble config: folds {self.folds}, inner_folds"
+                                f" {self.inner_folds} (want 2 or more)")
+        if self.bootstrap < 0 or not 0 < self.confidence < 1:
+            raise PipelineError(f"ensemble config: bootstrap {self.bootstrap} (want >= 0),"
+                                f" confidence {self.confidence} (want between 0 and 1)")
         bad = [w for w in self.windows if w < 1 or w % 2 == 0]
         if bad or not self.windows:
             raise PipelineError(f"ensemble config: windows {list(self.windows)}: want odd"

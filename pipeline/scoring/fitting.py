@@ -1,9 +1,10 @@
 """Fitting stage three's pipeline on tuning frames, and applying it: combine, fill, smooth, bias.
 
-:func:`fit` fits every candidate of every combiner (:mod:`pipeline.scoring.combiners`) on the
-tuning clips, keeps the one with the best macro-F1 there (the first on a tie), then tunes the
-post-processing steps greedily in :func:`pipeline_steps` order; :func:`predict` applies a fitted
-pipeline (:class:`Choices`) to any clips. The order and the rules are described in
+:func:`fit_candidates` fits every candidate of every combiner (:mod:`pipeline.scoring.combiners`)
+on the tuning clips and keeps the one with the best macro-F1 there (the first on a tie);
+:func:`fit_steps` tunes the given post-processing steps greedily in :func:`pipeline_steps` order;
+:func:`fit` does both with every configured step. :func:`predict` applies a fitted pipeline
+(:class:`Choices`, which names the steps it applies) to any clips. The order and the rules are described in
 :mod:`pipeline.scoring.ensemble`.
 """
 
@@ -41,6 +42,7 @@ class Choices:
     smooth: str  # "mean", "median", "mode" or "none"
     window: int  # filter width in frames (1 = off)
     bias: tuple[float, ...]  # per-class log-probability offsets (zeros = none)
+    steps: tuple[str, ...] = ("fill", "smooth", "bias")  # the post-processing steps applied
 
     @property
     def combiner(self) -> str:
@@ -55,6 +57,7 @@ class Choices:
             "smooth": self.smooth,
             "window": self.window,
             "bias": dict(zip(CLASSES, self.bias)),
+            "steps": list(self.steps),
         }
 
 
@@ -64,7 +67,14 @@ class Fit:
 
     candidates: dict[str, Combination]  # every candidate, fitted
     tuning_macro_f1: dict[str, float]  # each candidate's macro-F1 on the tuning frames
-    choices: Choices  # the full pipeline built on the best candidate
+    choices: Choices  # the pipeline with every configured step, built on the best candidate
+    final: Choices | None = None  # the steps decided to help (nested decisions); None: choices
+    decision: dict | None = None  # how they were decided, for scores.json
+
+    @property
+    def applied(self) -> Choices:
+        """The pipeline actually used for predictions."""
+        return self.choices if self.final is None else self.final
 
 
 def pipeline_steps(config: EnsembleConfig) -> list[str]:
@@ -91,22 +101,32 @@ def _tuning_scores(fitted: list[Combination], data: SplitData, evaluator: _Evalu
     return out
 
 
-def fit(data: SplitData, member_names: Sequence[str], config: EnsembleConfig) -> Fit:
-    """Fit every candidate and the post-processing on ``data`` (the tuning clips only)."""
+def fit_candidates(data: SplitData, member_names: Sequence[str], config: EnsembleConfig
+                   ) -> tuple[dict[str, Combination], dict[str, float], str]:
+    """Fit every candidate on ``data``: (candidates, their tuning macro-F1, the best one's name)."""
     if data.labels is None or not (data.labels != UNLABELED).any():
         raise PipelineError(f"no annotated frames to tune on in {len(data.clip_ids)} clips")
     keep = data.labels != UNLABELED
-    y = data.labels[keep]
-    evaluator = _Evaluator([p[keep] for p in data.probs], y)
+    evaluator = _Evaluator([p[keep] for p in data.probs], data.labels[keep])
     fitted = [combiners.combiner(c.rule).fit(c, data, evaluator, config)
               for c in combiners.candidates(member_names, config)]
     candidates = {c.name: c for c in fitted}
     tuning = dict(zip(candidates, _tuning_scores(fitted, data, evaluator)))
     best = max(tuning, key=lambda name: tuning[name])  # first of the best on a tie
+    return candidates, tuning, best
 
-    choices = Choices(candidates[best], config.fill, config.smooth, 1, (0.0,) * NUM_CLASSES)
+
+def fit_steps(data: SplitData, combination: Combination, config: EnsembleConfig,
+              steps: Sequence[str]) -> Choices:
+    """Tune the given post-processing steps (a sub-sequence of :func:`pipeline_steps`) greedily,
+    in order, on ``data``; a step not given is off (fill none, smoothing none, no biases)."""
+    keep = data.labels != UNLABELED
+    y = data.labels[keep]
+    choices = Choices(combination, config.fill if "fill" in steps else "none",
+                      config.smooth if "smooth" in steps else "none", 1, (0.0,) * NUM_CLASSES,
+                      tuple(steps))
     probs = _prepare(data, choices)
-    for step in pipeline_steps(config):
+    for step in steps:
         if step == "smooth":
             window = _window_search(probs, data, choices, config.windows)
             choices = replace(choices, window=window)
@@ -115,7 +135,15 @@ def fit(data: SplitData, member_names: Sequence[str], config: EnsembleConfig) ->
             bias = bias_search(np.log(smoothed[keep] + EPS), y, config.bias_grid(),
                                config.bias_rounds)
             choices = replace(choices, bias=tuple(float(b) for b in bias))
-    return Fit(candidates, tuning, choices)
+    return choices
+
+
+def fit(data: SplitData, member_names: Sequence[str], config: EnsembleConfig) -> Fit:
+    """Fit every candidate and every configured post-processing step on ``data`` (the tuning
+    clips only); which steps to apply is decided in :mod:`pipeline.scoring.crossfit`."""
+    candidates, tuning, best = fit_candidates(data, member_names, config)
+    return Fit(candidates, tuning,
+               fit_steps(data, candidates[best], config, pipeline_steps(config)))
 
 
 def _prepare(data: SplitData, choices: Choices, fill: bool = True) -> np.ndarray:
@@ -158,7 +186,7 @@ def _finish(probs: np.ndarray, offsets: np.ndarray, choices: Choices, smooth: bo
 
 
 def predict(data: SplitData, choices: Choices, steps: Sequence[str] | None = None) -> np.ndarray:
-    """int8 [N] labels of the pipeline, applying only the named steps (all when None)."""
-    steps = ("fill", "smooth", "bias") if steps is None else steps
+    """int8 [N] labels of the pipeline, applying only the named steps (its own when None)."""
+    steps = choices.steps if steps is None else steps
     probs = _prepare(data, choices, fill="fill" in steps)
     return _finish(probs, data.offsets, choices, smooth="smooth" in steps, bias="bias" in steps)

@@ -310,17 +310,21 @@ def write_report(out_dir: str | Path, data: ReportData) -> Path:
     parts += [f'<p class="note">{html.escape(note)}</p>' for note in data.notes]
     parts.append(
         f"<p>Final ensemble <b>{html.escape(final.name)}</b>: macro-F1 "
-        f"<b>{final.scores.macro_f1:.4f}</b>, accuracy {final.scores.accuracy:.4f}, "
+        f"<b>{final.scores.macro_f1:.4f}</b>"
+        + (f" ({final.interval.level:.0%} CI {final.interval.low:.4f}-{final.interval.high:.4f})"
+           if final.interval else "") + f", accuracy {final.scores.accuracy:.4f}, "
         f"ABAW-2021 score {final.scores.abaw2021_score:.4f} over {final.scores.n_frames} "
         "annotated frames.</p>")
 
     parts.append("<h2>Runs and ensembles</h2>")
-    body = [[html.escape(r.name), r.kind, "yes" if r.tuned else "no", f"{r.scores.macro_f1:.4f}",
+    body = [[html.escape(r.name), r.kind, html.escape(r.fitted_on), f"{r.scores.macro_f1:.4f}",
+             f"{r.interval.low:.4f}-{r.interval.high:.4f}" if r.interval else "-",
              f"{r.scores.accuracy:.4f}", f"{r.scores.abaw2021_score:.4f}", str(r.scores.n_frames)]
             for r in data.rows]
     highlight = next(i for i, r in enumerate(data.rows) if r.name == data.final)
-    parts.append(_table(["method", "kind", "tuned", "macro-F1", "accuracy", "ABAW-2021", "frames"],
-                        body, highlight))
+    level = next((f"{r.interval.level:.0%} CI" for r in data.rows if r.interval), "CI")
+    parts.append(_table(["method", "kind", "fitted on", "macro-F1", level, "accuracy",
+                         "ABAW-2021", "frames"], body, highlight))
     present = _present(final.scores.confusion)
     parts.append(_figure(out / plot_per_class_f1(data.rows, data.final, out / "per_class_f1.png"),
                          "per-class F1"))
@@ -404,10 +408,11 @@ def _tuning_html(tuning: dict) -> str:
         body.append([html.escape(str(record.get("fold", "-"))),
                      str(len(record["tuning_clips"])), str(len(record["scored_clips"])),
                      html.escape(choices["combiner"]), html.escape(weights),
-                     str(choices["window"]), html.escape(bias)])
+                     str(choices["window"]), html.escape(bias),
+                     html.escape(", ".join(choices.get("steps", [])) or "none")])
     if body:
         lines.append(_table(["fit", "tuning clips", "scored clips", "combiner", "weights",
-                             "window", "bias"], body))
+                             "window", "bias", "steps applied"], body))
     test = tuning.get("test")
     if test:
         choices = test["choices"]

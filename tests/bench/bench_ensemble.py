@@ -8,7 +8,8 @@ numpy runs single-threaded here, so CPU time is what the code costs and wall tim
   that mostly agree (trained heads) and for two independent random members (the worst case:
   the frames where both members agree are counted once, so agreement makes it cheaper);
 * the other tuned steps on 1M frames: mean filter (one window), bias coordinate ascent;
-* a whole cross-fitted ensemble (5 folds + the test fit) of 3 members on a 0.5M-frame val split.
+* a whole cross-fitted ensemble (5 folds + the test fit) of 3 members on a 0.5M-frame val split,
+  without and with the nested decisions (5 inner folds per fit), and the bootstrap intervals.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from _timing import best_of
 
 from pipeline.scoring import crossfit as C
 from pipeline.scoring import ensemble as E
-from pipeline.scoring import fitting as F
 from pipeline.scoring import postprocess as P
 from pipeline.scoring import search as S
 from pipeline.scoring.frames import SplitData
@@ -88,9 +88,13 @@ def main() -> None:
     )
     names = ["a/main", "b/main", "c/main"]
     config = E.EnsembleConfig(windows=(1, 11, 51, 101))
-    outcome = _timed(f"cross-fitted ensemble, 3 members, 5 folds, {n:,} frames",
+    _timed(f"cross-fitted ensemble, 3 members, 5 folds, {n:,} frames, not nested",
+           lambda: C.cross_fit(data, names, E.EnsembleConfig(windows=config.windows,
+                                                             nested=False)), repeat=1)
+    outcome = _timed("the same, steps decided by 5 inner folds (default)",
                      lambda: C.cross_fit(data, names, config), repeat=1)
-    _timed(f"test fit on all {n:,} val frames", lambda: F.fit(data, names, config), repeat=1)
+    _timed(f"test fit on all {n:,} val frames (nested)",
+           lambda: C.nested_fit(data, names, config), repeat=1)
     for row in outcome.rows[-4:]:
         print(f"  {row.name:<60s} macro-F1 {row.scores.macro_f1:.4f}")
 

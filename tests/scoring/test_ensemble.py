@@ -294,11 +294,13 @@ def test_rows_members_then_ensembles_then_pipeline_steps():
     data = _split([_probs(rng, 120) for _ in range(3)], labels, lengths)
     outcome = C.cross_fit(data, ["r/a", "r/b", "s/main"], E.EnsembleConfig(smooth="mode"))
     names = [r.name for r in outcome.rows]
-    assert names == ["mean", "r/a", "r/b", "s/main", "proportional r/a + r/b",
-                     "proportional r/a + s/main", "proportional r/b + s/main", "weighted",
-                     "ensemble", "ensemble+fill", "ensemble+fill+bias",
-                     "ensemble+fill+bias+smooth(mode)"]
-    assert outcome.final.name == names[-1]
+    assert names[:-1] == ["mean", "r/a", "r/b", "s/main", "proportional r/a + r/b",
+                          "proportional r/a + s/main", "proportional r/b + s/main", "weighted",
+                          "ensemble", "ensemble+fill", "ensemble+fill+bias",
+                          "ensemble+fill+bias+smooth(mode)"]
+    assert outcome.final.name == names[-1] and outcome.final.kind == "final"
+    applied = [record.fit.applied.steps for record in outcome.folds]
+    assert outcome.final.name == C.final_row_name(E.EnsembleConfig(smooth="mode"), applied)
     assert all(r.scores.n_frames == int((labels != -1).sum()) for r in outcome.rows)
 
 

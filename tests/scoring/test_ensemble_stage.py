@@ -13,7 +13,9 @@ from pipeline.scoring.ensemble import EnsembleConfig
 from pipeline.data.frames import face_mask
 from pipeline.scoring.predictions import FaceMaskWriter, PredictionWriter, face_mask_path
 from pipeline.scoring.submission import check_submission
-from stages.ensemble import class_counts, run_ensemble, score_predictions
+from pipeline.scoring.frames import Member
+from pipeline.scoring.report import RunInfo
+from stages.ensemble import class_counts, member_fitted_on, run_ensemble, score_predictions
 
 
 def _clips(root: Path, rng) -> dict[str, list[Clip]]:
@@ -81,13 +83,24 @@ def test_stage_writes_scores_report_and_submission(project):
     record = json.loads((out / "scores.json").read_text())
     for key in ("macro_f1", "accuracy", "abaw2021_score", "per_class_f1", "n_frames", "tuning"):
         assert key in record
-    assert record["final"] == result.final.name == "ensemble+fill+smooth(mean)+bias"
+    assert record["final"] == result.final.name and result.final.name.startswith("final: ensemble")
+    assert "ensemble+fill+smooth(mean)+bias" in [r["name"] for r in record["rows"]]
     assert record["macro_f1"] == pytest.approx(result.final.scores.macro_f1)
     assert len(record["per_class_f1"]) == 8
     labelled = sum(int((c.labels != -1).sum()) for c in clips["val"])
     assert record["n_frames"] == labelled
     names = [r["name"] for r in record["rows"]]
     assert {"image/main", "mfm/fusion", "mfm/image", "mfm/audio", "mean", "weighted"} <= set(names)
+    fitted_on = {r["name"]: r["fitted_on"] for r in record["rows"]}
+    assert fitted_on["image/main"] == "val (same frames)"  # no selected_on: early-stopped on val
+    assert fitted_on["weighted"] == fitted_on[record["final"]] == "val-crossfit"
+    assert fitted_on["mean"] == "nothing"
+    for row in record["rows"]:
+        ci = row["macro_f1_ci"]
+        assert ci["low"] <= row["macro_f1"] <= ci["high"] and ci["n_resamples"] == 2000
+    gain = record["final_minus_best_member"]
+    best = {r["name"]: r["macro_f1"] for r in record["rows"]}[record["best_member"]]
+    assert gain["estimate"] == pytest.approx(record["macro_f1"] - best)
 
     tuning = record["tuning"]
     assert tuning["protocol"] == "val-crossfit" and tuning["tuned_on_scored_frames"] is False
@@ -95,7 +108,8 @@ def test_stage_writes_scores_report_and_submission(project):
     assert sorted(scored) == sorted(c.clip_id for c in clips["val"])
     for fit in tuning["fits"]:
         assert not set(fit["scored_clips"]) & set(fit["tuning_clips"])
-        assert set(fit["choices"]) >= {"combiner", "weights", "window", "bias"}
+        assert set(fit["choices"]) >= {"combiner", "weights", "window", "bias", "steps"}
+        assert fit["decision"]["checked"] and fit["choices"]["steps"] == fit["decision"]["steps"]
     assert tuning["test"]["tuning_clips"] == [c.clip_id for c in clips["val"]]
 
     assert result.submission_path == out / "submission.txt"
@@ -124,7 +138,10 @@ def test_tune_on_train_and_same_are_recorded(project):
                           EnsembleConfig(tune_on="same", smooth="none", fill="none"))
     record = json.loads((root / "b" / "scores.json").read_text())
     assert record["tuning"]["tuned_on_scored_frames"] is True
-    assert record["final"] == "ensemble+bias" and result.tuned_on_scored_frames
+    assert record["final"] in ("final: ensemble", "final: ensemble+bias")
+    assert result.tuned_on_scored_frames
+    assert record["rows"][-2]["name"] == "ensemble+bias"
+    assert record["rows"][-1]["fitted_on"] == "val (same frames)"
 
 
 def test_no_submission_without_test_predictions(project):
@@ -191,8 +208,10 @@ def test_cli_end_to_end(project, capsys):
                  "--no-bias"])
     printed = capsys.readouterr().out
     assert code == 0, printed
-    assert "ensemble+fill+smooth(mode)" in printed and "report.html" in printed
     record = json.loads((out / "scores.json").read_text())
+    assert "95% CI" in printed and "fitted on" in printed and "report.html" in printed
+    assert f"{record['rows'][-1]['macro_f1']:.4f}" in printed
+    assert "final minus best member" in printed
     assert record["config"]["bias"] is False and len(record["tuning"]["fits"]) == 2
 
     assert main(["submission", "check", str(out / "submission.txt"),
@@ -208,3 +227,9 @@ def test_cli_end_to_end(project, capsys):
     assert "macro-F1" in capsys.readouterr().out
     assert main(["ensemble", str(runs[0]), "--manifests", str(root / "nowhere"),
                  "--out", str(out)]) == 1
+
+
+def test_members_say_where_their_heads_selected(tmp_path):
+    runs = [RunInfo("a", {"selected_on": "train-dev"}), RunInfo("b", {})]
+    members = [Member(tmp_path / "a", "main"), Member(tmp_path / "b", "fusion")]
+    assert member_fitted_on(members, runs) == {"a/main": "train-dev", "b/fusion": "val"}

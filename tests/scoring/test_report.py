@@ -20,7 +20,8 @@ def _rows(rng):
     for name, kind, noise in [("runA/main", "member", 0.6), ("<odd> & name", "member", 0.8),
                               ("ensemble", "pipeline", 0.3)]:
         pred = np.where(rng.random(300) < noise, rng.integers(0, 8, 300), truth)
-        rows.append(Row(name, kind, kind != "member", score(truth, pred)))
+        rows.append(Row(name, kind, "val-crossfit" if kind != "member" else "val (same frames)",
+                        score(truth, pred)))
     return rows
 
 
@@ -107,7 +108,7 @@ def test_class_table_matches_scikit_learn_and_marks_absent_classes(tmp_path):
             assert (p, r, f) == (None, None, None)
         else:
             np.testing.assert_allclose((p, r, f), (precision[c], recall[c], f1[c]))
-    rows = [Row("ensemble", "pipeline", True, score(truth, pred))]
+    rows = [Row("ensemble", "pipeline", "val-crossfit", score(truth, pred))]
     page = write_report(tmp_path, ReportData("val", rows, "ensemble", [], {},
                                              {"protocol": "same"})).read_text()
     fear_row = re.search(r"<tr><td>Fear</td>(.*?)</tr>", page).group(1)
@@ -148,3 +149,15 @@ def test_timelines_are_drawn_for_the_given_clips(tmp_path):
     assert "<h2>Timelines</h2>" in page and "timelines.png" in _embedded(page)
     with Image.open(tmp_path / "timelines.png") as image:
         assert image.size[1] > image.size[0] / 4  # one panel per clip
+
+
+def test_report_shows_what_rows_were_fitted_on_and_their_interval(tmp_path):
+    from pipeline.scoring.bootstrap import Interval
+
+    rows = _rows(np.random.default_rng(2))
+    rows[-1].interval = Interval(rows[-1].scores.macro_f1, 0.1234, 0.9876, 0.9, 100)
+    data = ReportData(split="val", rows=rows, final="ensemble", runs=[], class_counts={},
+                      tuning={"protocol": "val-crossfit"})
+    page = write_report(tmp_path, data).read_text()
+    assert "<th>fitted on</th>" in page and "<th>90% CI</th>" in page
+    assert "0.1234-0.9876" in page and "val (same frames)" in page
