@@ -9,10 +9,6 @@ import pytest
 from cli.main import main
 from fusion.synthetic import make_dataset
 from pipeline.data.manifest import load_clips
-from stages.ensemble import fitted_on
-from pipeline.scoring.crossfit import Row
-from pipeline.scoring.metrics import Scores
-from pipeline.scoring.report import RunInfo
 
 QUICK = ["--set", "train.epochs=2", "--set", "train.batch_size=32"]
 
@@ -73,18 +69,3 @@ def test_cv_in_a_process_pool_matches_in_process(data, tmp_path, capsys):
     assert _cv(data, tmp_path / "b", "--scheduler", "processes:2") == 0
     a, b = (json.loads((tmp_path / x / "cv.json").read_text()) for x in "ab")
     assert a["summary"] == b["summary"]
-
-
-def test_fitted_on_says_where_each_row_was_fitted():
-    scores = Scores.from_confusion(np.eye(8, dtype=np.int64))
-    rows = [Row("a/main", "member", False, scores), Row("b/main", "member", False, scores),
-            Row("mean", "ensemble", False, scores), Row("ensemble", "pipeline", True, scores)]
-    honest = [RunInfo(name, {"selected_on": "train-dev"}) for name in "ab"]
-    assert fitted_on(rows, honest, "val-crossfit", "val") == {
-        "a/main": "train-dev", "b/main": "train-dev", "mean": "train-dev",
-        "ensemble": "val-crossfit"}
-    leaky = [honest[0], RunInfo("b", {})]  # a run written before selected_on: selected on val
-    out = fitted_on(rows, leaky, "val-crossfit", "val")
-    assert out["a/main"] == "train-dev" and out["b/main"] == "val (same frames)"
-    assert out["mean"] == out["ensemble"] == "val (same frames)"
-    assert fitted_on(rows, honest, "same", "val")["ensemble"] == "val (same frames)"
