@@ -27,6 +27,8 @@ class Optimizer(str, Enum):
 
 
 OPTIMIZERS = tuple(o.value for o in Optimizer)
+SCHEDULES = ("batch", "epoch", "joint")  # train.task_schedule (pipeline.fusion.tasks)
+SELECT_ON = ("expr", "au")  # train.select_on: the task whose validation score selects the epoch
 
 
 @dataclass
@@ -44,8 +46,20 @@ class TrainConfig:
     cache_mb: float = 1024.0  # keep clips read from the store in memory up to this many MiB
     threads: int = 1  # torch CPU threads; 0 = torch's default (one per core), see train.py
     device: str = "cpu"  # "cpu" or "cuda" (determinism is guaranteed on CPU)
+    # Multi-task heads (head.tasks = ["expr", "au"]), see pipeline.fusion.tasks: how the two tasks
+    # take turns, "batch" (alternate batch by batch), "epoch" (epoch by epoch) or "joint" (every
+    # batch mixes both, the sum of the two losses); and the validation score early stopping
+    # follows, "expr" (macro-F1 of the primary output) or "au" (AU mean F1 at threshold 0.5).
+    task_schedule: str = "batch"
+    select_on: str = "expr"
 
     def __post_init__(self) -> None:
+        if self.task_schedule not in SCHEDULES:
+            raise PipelineError(f"train.task_schedule {self.task_schedule!r}: choose from "
+                                f"{', '.join(SCHEDULES)}")
+        if self.select_on not in SELECT_ON:
+            raise PipelineError(f"train.select_on {self.select_on!r}: choose from "
+                                f"{', '.join(SELECT_ON)}")
         if self.optimizer not in OPTIMIZERS:
             raise PipelineError(f"train.optimizer {self.optimizer!r}: choose from "
                                 f"{', '.join(OPTIMIZERS)}")
