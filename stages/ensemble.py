@@ -12,6 +12,12 @@ lengths); never the dataset's frame folders. Writes into ``out``, every file ato
 * ``config.toml`` (the :class:`EnsembleConfig` used), ``report.html`` with its PNGs;
 * ``submission.txt`` in the ABAW format when every member has test predictions and the manifests
   list test clips (checked with :func:`check_submission` after writing).
+
+Runs with action-unit outputs (multi-task heads, ``metrics.json``'s ``au_outputs``) are scored on
+the AU validation split as well (:mod:`pipeline.scoring.au_ensemble`: each AU output at threshold
+0.5, their mean, and per-AU thresholds fitted by the same protocol and folds); ``scores.json``
+holds them under ``au``, the report lists them, and ``submission_au.txt`` (the ABAW AU format,
+checked with :func:`check_au_submission`) is written for the test clips.
 """
 
 from __future__ import annotations
@@ -26,9 +32,10 @@ import numpy as np
 from pipeline import io
 from pipeline.config import save_toml, to_dict
 from pipeline.data.labels import NUM_CLASSES
-from pipeline.data.manifest import SPLITS, Clip, load_clips
+from pipeline.data.manifest import SPLITS, Clip, load_clips, task_clips
 from pipeline.errors import PipelineError
 from pipeline.progress import ProgressEvent, ProgressFn, silent
+from pipeline.scoring.au_ensemble import AUOutcome, au_rows, decide_clips, load_au
 from pipeline.scoring.crossfit import Outcome, Row, cross_fit
 from pipeline.scoring.ensemble import EnsembleConfig
 from pipeline.scoring.fitting import fit, predict
@@ -45,7 +52,12 @@ from pipeline.scoring.frames import (
 from pipeline.scoring.metrics import Scores, confusion_matrix
 from pipeline.scoring.predictions import Predictions
 from pipeline.scoring.report import ReportData, RunInfo, write_report
-from pipeline.scoring.submission import check_submission, write_submission
+from pipeline.scoring.submission import (
+    check_au_submission,
+    check_submission,
+    write_au_submission,
+    write_submission,
+)
 
 
 @dataclass
@@ -61,6 +73,9 @@ class EnsembleResult:
     report_path: Path
     submission_path: Path | None  # None when no submission was written ...
     submission_note: str  # ... and why (or how many rows were written)
+    au: AUOutcome | None = None  # AU scores, when runs have AU outputs
+    au_submission_path: Path | None = None  # submission_au.txt, if written ...
+    au_submission_note: str = ""  # ... and why not (or how many rows were written)
 
 
 def read_run(run_dir: Path) -> RunInfo:
@@ -156,6 +171,7 @@ def run_ensemble(run_dirs: Sequence[Path], manifests: Path, out: Path,
     out.mkdir(parents=True, exist_ok=True)
     submission_path, note = _submission(members, names, clips["test"], scored, outcome, config,
                                         out, tuning, progress)
+    au, au_path, au_note = _action_units(run_dirs, runs, Path(manifests), config, out)
 
     final = outcome.final
     record = {
@@ -169,6 +185,8 @@ def run_ensemble(run_dirs: Sequence[Path], manifests: Path, out: Path,
         "config": to_dict(config),
         "submission": submission_path.name if submission_path else None,
         "submission_note": note,
+        "au": None if au is None else {**au.to_json(), "submission": au_path and au_path.name,
+                                       "submission_note": au_note},
     }
     scores_path = out / "scores.json"
     io.write_json(scores_path, record, indent=1)
@@ -180,6 +198,11 @@ def run_ensemble(run_dirs: Sequence[Path], manifests: Path, out: Path,
         if isinstance(grid, dict) and grid.get("fitted_on") == config.split:
             notes.append(f"{run.name}: its m,n were chosen on {config.split} by fuse, so its"
                          f" fusion output's {config.split} score is not cross-fitted")
+    if au is not None:
+        notes += [f"AU {row.name}{' (tuned)' if row.tuned else ''}: mean F1"
+                  f" {row.scores.mean_f1:.4f}, accuracy {row.scores.accuracy:.4f}, ABAW-2021 AU"
+                  f" {row.scores.abaw2021_score:.4f} over {row.scores.n_frames} frames"
+                  for row in au.rows] + [f"AU submission: {au_note}", *au.notes]
     if outcome.tuned_on_scored_frames:
         notes.insert(0, "WARNING: tuned on the scored frames (--tune-on same): optimistic scores")
     counts = {split: class_counts(clips[split]) for split in ("train", "val")
@@ -188,7 +211,49 @@ def run_ensemble(run_dirs: Sequence[Path], manifests: Path, out: Path,
                                                counts, tuning, notes))
     return EnsembleResult(config.split, outcome.rows, final, config.tune_on,
                           outcome.tuned_on_scored_frames, scores_path, report_path,
-                          submission_path, note)
+                          submission_path, note, au, au_path, au_note)
+
+
+def _action_units(run_dirs: Sequence[Path], runs: list[RunInfo], manifests: Path,
+                  config: EnsembleConfig, out: Path
+                  ) -> tuple[AUOutcome | None, Path | None, str]:
+    """Score the runs' AU outputs on the AU split and write ``submission_au.txt`` for the test
+    clips; (None, None, why) when no run has AU predictions for the scored split. A stale
+    ``submission_au.txt`` is removed when none is written."""
+    path = out / "submission_au.txt"
+    members = [Member(Path(run_dir), output) for run_dir, run in zip(run_dirs, runs)
+               for output in run.metrics.get("au_outputs", [])]
+    members = [m for m in members if m.path(config.split).exists()]
+    clips = load_clips(manifests, SPLITS, au_only=True) if members else []
+    # The clips the leakage guard left out of AU scores hold no scored frame: not in any fold.
+    scored_clips = [c for c in clips if c.scored_in("au", config.split)]
+    if not scored_clips:
+        path.unlink(missing_ok=True)
+        why = "no AU outputs" if not members else f"no AU {config.split} clips"
+        return None, None, why
+    names = [m.name for m in members]
+    scored = load_au(members, scored_clips, config.split, labelled=True)
+    tuning = None
+    if config.tune_on == "train" and all(m.path("train").exists() for m in members):
+        tuning = load_au(members, task_clips(clips, "au", "train"), "train", labelled=True)
+    outcome = au_rows(scored, names, config, tuning)
+    test_clips = [c for c in clips if c.split == "test"]
+    missing = [m.name for m in members if not m.path("test").exists()]
+    if not test_clips or missing:
+        path.unlink(missing_ok=True)
+        return outcome, None, ("no test clips" if not test_clips
+                               else f"no test AU predictions for {', '.join(missing)}")
+
+    def rows():  # clip by clip: memory does not grow with the test set
+        for clip in test_clips:
+            yield clip, decide_clips(load_au(members, [clip], "test", labelled=False),
+                                     outcome.thresholds)[0]
+
+    count = write_au_submission(path, rows())
+    problems = check_au_submission(path, test_clips)
+    if problems:  # the writer and the checker disagree: a bug, not a user error
+        raise AssertionError(f"{path}: written AU submission fails its check: {problems[0]}")
+    return outcome, path, f"{count} rows for {len(test_clips)} test clips"
 
 
 def _submission(members: list[Member], names: list[str], test_clips: list[Clip],
