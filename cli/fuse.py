@@ -99,6 +99,9 @@ def fuse(
         mark = " (primary)" if output == result.primary else ""
         table.add_row(output + mark, f"{result.val_macro_f1[output]:.4f}")
     console.print(table)
+    if result.val_au is not None:  # a multi-task run: its AU output at threshold 0.5
+        console.print(f"AU: mean F1 {result.val_au['mean_f1']:.4f}, accuracy "
+                      f"{result.val_au['accuracy']:.4f} (threshold 0.5)", highlight=False)
     console.print(f"best epoch {result.best_epoch} of {result.epochs_run} "
                   f"({result.metrics.get('stopped')}); run directory {result.run_dir}",
                   highlight=False, soft_wrap=True)

@@ -1,8 +1,9 @@
 """One training loop for every head: seeded, deterministic, resumable, streaming from the store.
 
 :func:`train` fits a registered head on the training clips, stops early on validation macro-F1
-of the head's primary output (or AU mean F1, ``train.select_on``), and writes a run directory (its files and the rules for resuming:
-:mod:`pipeline.fusion.rundir`; the configs: :mod:`pipeline.fusion.config`).
+of the head's primary output (or AU mean F1, ``train.select_on``), and writes a run directory
+(its files and the rules for resuming: :mod:`pipeline.fusion.rundir`; the configs:
+:mod:`pipeline.fusion.config`).
 
 **Fitting on validation.** A head may fit something on the validation predictions rather than by
 gradient (the proportional head's m, n): after every epoch's validation pass the loop calls
