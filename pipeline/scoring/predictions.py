@@ -94,7 +94,7 @@ class FaceMaskWriter(PredictionWriter):
 
 
 class AUPredictionWriter(PredictionWriter):
-    """Append clips' AU probabilities (float32 [T, 12]) to ``au.npz`` (see :class:`PredictionWriter`)."""
+    """Append clips' AU probabilities (float32 [T, 12]) to ``au.npz``, as the writer above."""
 
     def _check(self, clip_id: str, array: np.ndarray) -> np.ndarray:
         array = np.asarray(array, dtype=np.float32)
