@@ -111,9 +111,7 @@ def selection_score(select_on: str, expr_f1: float, au: dict[str, Any] | None) -
 
 def au_pos_weight(run: "_Run") -> np.ndarray:
     """float64 [12]: ``loss.au_pos_weight``, or negatives / positives of each AU over the training
-    frames the head can learn AUs from."""
-    if run.config.loss.au_pos_weight:
-        return np.asarray(run.config.loss.au_pos_weight, dtype=np.float64)
+    frames the head can learn AUs from. Refuses a run without any such frame."""
     light = ClipStream(run.stream.store, FeatureRequest(arrays=(), audio=run.request.audio,
                                                         tasks=run.request.tasks),
                        run.dims, run.config.train.buffer_clips)
@@ -121,6 +119,12 @@ def au_pos_weight(run: "_Run") -> np.ndarray:
     for table in light.tables(run.splits["train"], train=True):
         labels = table.au_labels[run.head.au_trainable(table)]
         counts += np.stack([(labels == 0).sum(axis=0), (labels == 1).sum(axis=0)], axis=-1)
+    if not counts.any():
+        raise PipelineError("head.tasks has \"au\" but no training frame has AU labels (and a face"
+                            " where the head needs one); manifests written before AU labels "
+                            "existed need `fer-pipeline manifest` again")
+    if run.config.loss.au_pos_weight:
+        return np.asarray(run.config.loss.au_pos_weight, dtype=np.float64)
     return au_pos_weights(counts)
 
 

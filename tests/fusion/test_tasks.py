@@ -252,3 +252,10 @@ def test_jin2021_preset_is_multitask_with_batch_alternation(data):
     assert config.head.tasks == ("expr", "au") and config.head.image == "iresnet"
     assert config.train.task_schedule == "batch" and config.train.optimizer == "sgd"
     assert config.loss.kind == "focal"
+
+
+def test_au_task_without_au_labels_is_refused_in_one_line(tmp_path):
+    data = make_dataset(tmp_path, splits={"train": 2, "val": 1}, frames=30)
+    with pytest.raises(PipelineError, match="no training frame has AU labels"):
+        train(build_config("image", data.store, data.manifests, sets=FAST), tmp_path / "run",
+              data.clips, FeatureStore(data.store))
