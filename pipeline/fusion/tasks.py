@@ -15,7 +15,9 @@ A run is multi-task when its head's config has ``tasks = ["expr", "au"]`` (heads
   - ``epoch``: odd epochs (the 1st, 3rd, ...) train expressions, even ones AUs; an epoch's
     batches hold only its task's examples and its loss is only that task's, so only the shared
     trunk and that task's head change (the other head gets no gradient at all, so neither
-    momentum nor weight decay touches it);
+    momentum nor weight decay touches it). ``train.patience`` counts the epochs of both tasks:
+    on the demo data a patience of 6 stopped a sequence run at epoch 9 (expression macro-F1
+    0.365), 12 let it reach 0.735 by epoch 25;
   - ``batch``: within each streamed group of clips, batches of expression examples and batches of
     AU examples alternate (expression first); where one task runs out of batches, the other's
     remaining batches follow (the paper does not say what happens when the two sets differ in
