@@ -43,7 +43,6 @@ from pipeline.data.labels import NUM_AUS, UNLABELED
 from pipeline.data.manifest import SPLITS, Clip
 from pipeline.errors import PipelineError
 from pipeline.fusion import sampling
-from pipeline.fusion.config import SCHEDULES, SELECT_ON
 from pipeline.fusion.data import ClipStream, FeatureRequest, Table
 from pipeline.fusion.heads import Head
 from pipeline.fusion.losses import au_batch_loss, au_pos_weights
@@ -52,7 +51,7 @@ from pipeline.scoring.au_metrics import AUScores, au_counts
 if TYPE_CHECKING:
     from pipeline.fusion.train import _Run
 
-__all__ = ["SCHEDULES", "SELECT_ON", "AUEvaluator", "in_split", "run_splits", "task_batches"]
+__all__ = ["AUEvaluator", "in_split", "run_splits", "task_batches"]
 
 EXPR, AU = 0, 1  # task tags of training examples
 _TASK = {EXPR: "expr", AU: "au"}

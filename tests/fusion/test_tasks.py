@@ -11,7 +11,7 @@ import torch
 from sklearn.metrics import f1_score
 
 from pipeline.data.labels import NUM_AUS, UNLABELED
-from pipeline.data.manifest import Clip, load_clips, write_manifest
+from pipeline.data.manifest import load_clips, write_manifest
 from pipeline.errors import PipelineError
 from pipeline.features.store import FeatureStore
 from pipeline.fusion.config import build_config
