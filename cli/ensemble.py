@@ -115,10 +115,31 @@ def ensemble(
                   f" {result.final.scores.macro_f1:.4f}, ABAW-2021"
                   f" {result.final.scores.abaw2021_score:.4f} over"
                   f" {result.final.scores.n_frames} frames", soft_wrap=True)
+    console.print(f"final on the ABAW 2021 track's 7 classes (no Other): ABAW-2021"
+                  f" {result.final.scores.abaw2021_score_7class:.4f}", style="dim")
+    if result.au is not None:
+        _print_au(result)
     for label, path in (("scores", result.scores_path), ("report", result.report_path)):
         console.print(f"{label}: {path}", soft_wrap=True, highlight=False, markup=False)
     console.print(f"submission: {result.submission_path or '-'} ({result.submission_note})",
                   soft_wrap=True, highlight=False, markup=False)
+
+
+def _print_au(result) -> None:
+    """The AU table of a run with AU outputs: scores at 0.5 and with fitted thresholds."""
+    au = result.au
+    table = Table(title=f"AU {au.split} scores ({result.protocol})")
+    for column in ("method", "tuned", "mean F1", "accuracy", "ABAW-2021 AU"):
+        table.add_column(column, justify="left" if column == "method" else "right")
+    for row in au.rows:
+        table.add_row(row.name, "yes" if row.tuned else "no", f"{row.scores.mean_f1:.4f}",
+                      f"{row.scores.accuracy:.4f}", f"{row.scores.abaw2021_score:.4f}",
+                      style="bold" if row is au.final else None)
+    console.print(table)
+    for note in au.notes:
+        console.print(note, style="dim")
+    console.print(f"AU submission: {result.au_submission_path or '-'}"
+                  f" ({result.au_submission_note})")
 
 
 def score(

@@ -119,6 +119,9 @@ def fuse(
         mark = " (primary)" if output == result.primary else ""
         table.add_row(output + mark, f"{result.val_macro_f1[output]:.4f}")
     console.print(table)
+    if result.val_au is not None:  # a multi-task run: its AU output at threshold 0.5
+        console.print(f"AU: mean F1 {result.val_au['mean_f1']:.4f}, accuracy "
+                      f"{result.val_au['accuracy']:.4f} (threshold 0.5)", highlight=False)
     if "bag" in result.metrics:
         for i, member in enumerate(result.metrics["bag"]["members"]):
             console.print(f"member {i}: val macro-F1 {member['val_macro_f1'][result.primary]:.4f}"

@@ -20,6 +20,12 @@ last (:func:`pipeline.io.staged_files`): an interruption leaves the previous out
 a ``scores.json`` is never beside a report of another run. The runs must have read the same
 manifests as ``manifests`` (:func:`check_manifests`, their ``manifest_fingerprint``) unless
 ``allow_manifest_mismatch``; ``scores.json`` records the fingerprint.
+
+Runs with action-unit outputs (multi-task heads, ``metrics.json``'s ``au_outputs``) are scored on
+the AU validation split as well (:mod:`pipeline.scoring.au_ensemble`: each AU output at threshold
+0.5, their mean, and per-AU thresholds fitted by the same protocol and folds); ``scores.json``
+holds them under ``au``, the report lists them, and ``submission_au.txt`` (the ABAW AU format,
+checked with :func:`check_au_submission`) is written for the test clips.
 """
 
 from __future__ import annotations
@@ -34,9 +40,10 @@ import numpy as np
 from pipeline import io
 from pipeline.config import save_toml, to_dict
 from pipeline.data.labels import NUM_CLASSES
-from pipeline.data.manifest import SPLITS, Clip, fingerprint, load_clips
+from pipeline.data.manifest import SPLITS, Clip, fingerprint, load_clips, task_clips
 from pipeline.errors import PipelineError
 from pipeline.progress import ProgressEvent, ProgressFn, silent
+from pipeline.scoring.au_ensemble import AUOutcome, au_rows, decide_clips, load_au
 from pipeline.scoring.bootstrap import Difference
 from pipeline.scoring.crossfit import Outcome, Row, cross_fit, nested_fit
 from pipeline.scoring.ensemble import EnsembleConfig
@@ -54,7 +61,12 @@ from pipeline.scoring.frames import (
 from pipeline.scoring.metrics import Scores, confusion_matrix
 from pipeline.scoring.predictions import Predictions
 from pipeline.scoring.report import ReportData, RunInfo, Timeline, write_report
-from pipeline.scoring.submission import check_submission, write_submission
+from pipeline.scoring.submission import (
+    check_au_submission,
+    check_submission,
+    write_au_submission,
+    write_submission,
+)
 
 
 @dataclass
@@ -72,6 +84,9 @@ class EnsembleResult:
     submission_note: str  # ... and why (or how many rows were written)
     best_member: str | None = None  # the member row with the best macro-F1
     gain: Difference | None = None  # final minus best member (paired bootstrap; None: off)
+    au: AUOutcome | None = None  # AU scores, when runs have AU outputs
+    au_submission_path: Path | None = None  # submission_au.txt, if written ...
+    au_submission_note: str = ""  # ... and why not (or how many rows were written)
 
 
 def read_run(run_dir: Path) -> RunInfo:
@@ -190,13 +205,16 @@ def run_ensemble(run_dirs: Sequence[Path], manifests: Path, out: Path,
     }
 
     out = Path(out)
-    with io.staged_files(out, last="scores.json", optional=["submission.txt"]) as staging:
-        return _write_outputs(members, names, runs, clips, scored, outcome, config, manifests,
+    with io.staged_files(out, last="scores.json",
+                         optional=["submission.txt", "submission_au.txt"]) as staging:
+        return _write_outputs(run_dirs, members, names, runs, clips, scored, outcome, config,
+                              manifests,
                               manifest_fingerprint, allow_manifest_mismatch, out, staging,
                               tuning, progress)
 
 
-def _write_outputs(members: list[Member], names: list[str], runs: list[RunInfo],
+def _write_outputs(run_dirs: Sequence[Path], members: list[Member], names: list[str],
+                   runs: list[RunInfo],
                    clips: dict[str, list[Clip]], scored: SplitData, outcome: Outcome,
                    config: EnsembleConfig, manifests: Path, manifest_fingerprint: str,
                    mismatch_allowed: bool, out: Path, staging: Path, tuning: dict,
@@ -207,6 +225,7 @@ def _write_outputs(members: list[Member], names: list[str], runs: list[RunInfo],
                                         staging, tuning, progress)
     if submission_path is None and (out / "submission.txt").exists():
         note += "; removed the earlier submission.txt"  # (the move into `out` removes it)
+    au, au_path, au_note = _action_units(run_dirs, runs, manifests, config, staging)
 
     final = outcome.final
     record = {
@@ -226,6 +245,8 @@ def _write_outputs(members: list[Member], names: list[str], runs: list[RunInfo],
         "submission_note": note,
         "manifest_fingerprint": manifest_fingerprint,
         "manifest_mismatch_allowed": mismatch_allowed,
+        "au": None if au is None else {**au.to_json(), "submission": au_path and au_path.name,
+                                       "submission_note": au_note},
     }
 
     notes = [f"members: {', '.join(names)}", f"manifests: {manifests}", f"submission: {note}"]
@@ -236,6 +257,11 @@ def _write_outputs(members: list[Member], names: list[str], runs: list[RunInfo],
         if isinstance(grid, dict) and grid.get("fitted_on") == config.split:
             notes.append(f"{run.name}: its m,n were chosen on {config.split} by fuse, so its"
                          f" fusion output's {config.split} score is not cross-fitted")
+    if au is not None:
+        notes += [f"AU {row.name}{' (tuned)' if row.tuned else ''}: mean F1"
+                  f" {row.scores.mean_f1:.4f}, accuracy {row.scores.accuracy:.4f}, ABAW-2021 AU"
+                  f" {row.scores.abaw2021_score:.4f} over {row.scores.n_frames} frames"
+                  for row in au.rows] + [f"AU submission: {au_note}", *au.notes]
     if outcome.tuned_on_scored_frames:
         notes.insert(0, "WARNING: tuned on the scored frames (--tune-on same): optimistic scores")
     counts = {split: class_counts(clips[split]) for split in ("train", "val")
@@ -254,7 +280,8 @@ def _write_outputs(members: list[Member], names: list[str], runs: list[RunInfo],
                           outcome.tuned_on_scored_frames, out / "scores.json",
                           out / report_path.name,
                           out / submission_path.name if submission_path else None, note,
-                          outcome.best_member, outcome.gain)
+                          outcome.best_member, outcome.gain, au,
+                          out / au_path.name if au_path else None, au_note)
 
 
 def timelines(scored: SplitData, outcome: Outcome, count: int = 3) -> list[Timeline]:
@@ -296,6 +323,48 @@ def gain_note(outcome: Outcome | EnsembleResult) -> str:
     return (f"final minus best member ({outcome.best_member}): {gain.estimate:+.4f} macro-F1,"
             f" {gain.level:.0%} CI [{gain.low:+.4f}, {gain.high:+.4f}], > 0 in"
             f" {gain.share_positive:.0%} of {gain.n_resamples} paired clip resamples")
+
+
+def _action_units(run_dirs: Sequence[Path], runs: list[RunInfo], manifests: Path,
+                  config: EnsembleConfig, out: Path
+                  ) -> tuple[AUOutcome | None, Path | None, str]:
+    """Score the runs' AU outputs on the AU split and write ``submission_au.txt`` into ``out``
+    (the staging folder) for the test clips; (None, None, why) when no run has AU predictions
+    for the scored split (the staged move then removes a stale ``submission_au.txt``)."""
+    path = out / "submission_au.txt"
+    members = [Member(Path(run_dir), output) for run_dir, run in zip(run_dirs, runs)
+               for output in run.metrics.get("au_outputs", [])]
+    members = [m for m in members if m.path(config.split).exists()]
+    clips = load_clips(manifests, SPLITS, au_only=True) if members else []
+    # The clips the leakage guard left out of AU scores hold no scored frame: not in any fold.
+    scored_clips = [c for c in clips if c.scored_in("au", config.split)]
+    if not scored_clips:
+        path.unlink(missing_ok=True)
+        why = "no AU outputs" if not members else f"no AU {config.split} clips"
+        return None, None, why
+    names = [m.name for m in members]
+    scored = load_au(members, scored_clips, config.split, labelled=True)
+    tuning = None
+    if config.tune_on == "train" and all(m.path("train").exists() for m in members):
+        tuning = load_au(members, task_clips(clips, "au", "train"), "train", labelled=True)
+    outcome = au_rows(scored, names, config, tuning)
+    test_clips = [c for c in clips if c.split == "test"]
+    missing = [m.name for m in members if not m.path("test").exists()]
+    if not test_clips or missing:
+        path.unlink(missing_ok=True)
+        return outcome, None, ("no test clips" if not test_clips
+                               else f"no test AU predictions for {', '.join(missing)}")
+
+    def rows():  # clip by clip: memory does not grow with the test set
+        for clip in test_clips:
+            yield clip, decide_clips(load_au(members, [clip], "test", labelled=False),
+                                     outcome.thresholds)[0]
+
+    count = write_au_submission(path, rows())
+    problems = check_au_submission(path, test_clips)
+    if problems:  # the writer and the checker disagree: a bug, not a user error
+        raise AssertionError(f"{path}: written AU submission fails its check: {problems[0]}")
+    return outcome, path, f"{count} rows for {len(test_clips)} test clips"
 
 
 def _submission(members: list[Member], names: list[str], test_clips: list[Clip],

@@ -246,7 +246,7 @@ def run_extract(config: ExtractConfig, manifests_dir: str | Path, store_path: st
     started = time.perf_counter()
     parse_scheduler(config.scheduler)  # a bad value fails before any work
     try:
-        clips = load_clips(manifests_dir, config.splits)
+        clips = load_clips(manifests_dir, config.splits, au_only=True)  # AU-only clips train AU
     except (FileNotFoundError, ValueError) as e:
         raise PipelineError(str(e)) from None
     if not clips:

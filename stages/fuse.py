@@ -58,7 +58,7 @@ def fuse(config: FuseConfig, out: str | Path, name: str | None = None,
         raise PipelineError(f"{manifests}: no such manifest directory (run `fer-pipeline manifest`)")
     store = FeatureStore(store_path)
     try:
-        clips = load_clips(manifests)
+        clips = load_clips(manifests, au_only=True)  # the run keeps the clips of its tasks
     except ValueError as e:
         raise PipelineError(" ".join(str(e).split())) from None
     if not allow_manifest_mismatch:

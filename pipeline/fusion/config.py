@@ -29,6 +29,8 @@ class Optimizer(str, Enum):
 
 
 OPTIMIZERS = tuple(o.value for o in Optimizer)
+SCHEDULES = ("batch", "epoch", "joint")  # train.task_schedule (pipeline.fusion.tasks)
+SELECT_TASKS = ("expr", "au")  # train.select_task: the task whose score selects the epoch
 
 
 @dataclass
@@ -73,6 +75,12 @@ class TrainConfig:
     select_on: str = "dev"
     dev_fraction: float = 0.2  # share of the training frames (per class) held out as the dev slice
     dev_seed: int = 0  # seeds the dev slice (not `seed`: runs of several seeds share one slice)
+    # Multi-task heads (head.tasks = ["expr", "au"]), see pipeline.fusion.tasks: how the two tasks
+    # take turns, "batch" (alternate batch by batch), "epoch" (epoch by epoch) or "joint" (every
+    # batch mixes both, the sum of the two losses); and the score early stopping follows, "expr"
+    # (macro-F1 of the primary output) or "au" (AU mean F1 at threshold 0.5).
+    task_schedule: str = "batch"
+    select_task: str = "expr"
 
     def __post_init__(self) -> None:
         if self.select_on not in SELECT_ON:
@@ -80,6 +88,12 @@ class TrainConfig:
                                 f"{', '.join(SELECT_ON)}")
         if not 0.0 < self.dev_fraction < 1.0:
             raise PipelineError(f"train.dev_fraction {self.dev_fraction}: need 0 < f < 1")
+        if self.task_schedule not in SCHEDULES:
+            raise PipelineError(f"train.task_schedule {self.task_schedule!r}: choose from "
+                                f"{', '.join(SCHEDULES)}")
+        if self.select_task not in SELECT_TASKS:
+            raise PipelineError(f"train.select_task {self.select_task!r}: choose from "
+                                f"{', '.join(SELECT_TASKS)}")
         if self.optimizer not in OPTIMIZERS:
             raise PipelineError(f"train.optimizer {self.optimizer!r}: choose from "
                                 f"{', '.join(OPTIMIZERS)}")

@@ -23,6 +23,14 @@ Clips without audio (``has_audio`` False in the store) get zeros for their audio
 per frame: a table keeps them whole, one per clip, with their rate and the clip's fps
 (:class:`Series`), and the head cuts the windows it needs (``features.audio_windows``). A clip
 without audio gets one row of zeros.
+
+**Tasks.** A run trains expressions (``"expr"``) and optionally action units (``"au"``,
+``FeatureRequest.tasks``). A clip's labels of a task fill its rows only where the clip's split of
+that task fits the table's use (:func:`task_labels`): a training table holds only the labels of
+the task's training split, so a clip in the expression training split and the AU validation split
+trains expressions and never AUs; an evaluation table holds every label as scores see it (the
+leakage guard's exclusions applied, ``Clip.scoring_labels``), and the loop scores a task only on
+the clips of that task's evaluated split.
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from pipeline.data.labels import UNLABELED
+from pipeline.data.labels import NUM_AUS, UNLABELED
 from pipeline.data.manifest import Clip
 from pipeline.errors import PipelineError
 from pipeline.features.store import VALID, FeatureStore, StoreError, mask_name
@@ -52,6 +60,7 @@ class FeatureRequest:
     purity: tuple[tuple[int, ...], tuple[float, ...], str] | None = None
     # Those of `arrays` stored at their own rate (log-mel), kept whole per clip (Table.series).
     series: tuple[str, ...] = ()
+    tasks: tuple[str, ...] = ("expr",)  # label kinds to read: "expr", and "au" for AU labels
 
     def __post_init__(self) -> None:
         assert set(self.series) <= set(self.arrays), f"series {self.series} not in {self.arrays}"
@@ -78,6 +87,7 @@ class Table:
     window_ok: np.ndarray  # bool [N, n_audio]: the audio window may train (purity; all True else)
     arrays: dict[str, np.ndarray]  # store name -> [N, *shape] as stored (float16 features)
     series: dict[str, list[Series]] = field(default_factory=dict)  # own-rate arrays, one per clip
+    au_labels: np.ndarray | None = None  # int8 [N, 12], -1 = unlabelled; None: AU not a task
 
     def __post_init__(self) -> None:
         sizes = np.diff(self.offsets)
@@ -163,11 +173,23 @@ class ClipArrays:
     window_ok: np.ndarray  # bool [T, n_audio]
     arrays: dict[str, np.ndarray]  # store name -> [T, *shape]
     series: dict[str, Series] = field(default_factory=dict)  # own-rate arrays (request.series)
+    au_labels: np.ndarray | None = None  # int8 [T, 12]; None when AU is not a task
 
     @property
     def nbytes(self) -> int:
+        au = () if self.au_labels is None else (self.au_labels,)
         return sum(a.nbytes for a in (self.labels, self.valid, self.window_ok,
-                                      *self.arrays.values(), *(s.data for s in self.series.values())))
+                                      *self.arrays.values(), *au,
+                                      *(s.data for s in self.series.values())))
+
+
+def task_labels(clip: Clip, task: str, train: bool) -> np.ndarray | None:
+    """The clip's labels of ``task`` for a training table (``train``: only if the clip is in the
+    task's training split) or an evaluation table (as the leakage guard leaves them for scores);
+    None where the clip has none for that use."""
+    if train and clip.task_split(task) != "train":
+        return None
+    return clip.scoring_labels(task)
 
 
 def read_clip(store: FeatureStore, clip: Clip, request: FeatureRequest,
@@ -180,8 +202,13 @@ def read_clip(store: FeatureStore, clip: Clip, request: FeatureRequest,
         raise PipelineError(f"clip {clip.clip_id}: {valid.size} '{VALID}' flags for {n} frames")
     # scoring_labels: an expression-val clip the leakage guard excluded (it trains the AU task)
     # must not steer early stopping either.
-    labels = (np.full(n, UNLABELED, dtype=np.int64) if clip.labels is None
-              else clip.scoring_labels("expr").astype(np.int64))
+    expr = task_labels(clip, "expr", train) if "expr" in request.tasks else None
+    labels = (np.full(n, UNLABELED, dtype=np.int64) if expr is None else expr.astype(np.int64))
+    au_labels = None
+    if "au" in request.tasks:
+        au = task_labels(clip, "au", train)
+        au_labels = (np.full((n, NUM_AUS), UNLABELED, dtype=np.int8) if au is None
+                     else au.astype(np.int8))
     arrays, series = {}, {}
     for name in request.series:
         if name in request.audio and not has_audio:
@@ -211,7 +238,8 @@ def read_clip(store: FeatureStore, clip: Clip, request: FeatureRequest,
         window_ok = window_passes(labels, *request.purity)
     else:
         window_ok = np.ones((n, len(request.audio)), dtype=bool)
-    return ClipArrays(clip.clip_id, labels, valid, has_audio, window_ok, arrays, series)
+    return ClipArrays(clip.clip_id, labels, valid, has_audio, window_ok, arrays, series,
+                      au_labels)
 
 
 def concat(parts: Sequence[ClipArrays]) -> Table:
@@ -227,6 +255,8 @@ def concat(parts: Sequence[ClipArrays]) -> Table:
         window_ok=np.concatenate([p.window_ok for p in parts]),
         arrays={name: np.concatenate([p.arrays[name] for p in parts]) for name in names},
         series={name: [p.series[name] for p in parts] for name in (parts[0].series if parts else ())},
+        au_labels=(np.concatenate([p.au_labels for p in parts])
+                   if parts and parts[0].au_labels is not None else None),
     )
 
 

@@ -1,5 +1,6 @@
-"""Frame losses: cross-entropy, focal loss (per-class alpha, gamma), label smoothing, and Yu et
-al. 2025's coarse-fine granularity loss.
+"""Frame losses: cross-entropy, focal loss (per-class alpha, gamma), label smoothing and Yu et
+al. 2025's coarse-fine granularity loss for expressions; binary cross-entropy with positive weights
+for action units.
 
 For frame ``i`` with target ``y`` and predicted distribution ``p``::
 
@@ -34,16 +35,28 @@ choices, all in :class:`LossConfig`:
 
 With every ``mu`` 0 it is cross-entropy. It composes with ``alpha`` and label smoothing as
 focal loss does (the weight multiplies the frame's cross-entropy).
+
+Action units (Jin et al. 2021, eq. 1), for frame ``f`` with AU targets ``t`` and probabilities
+``p = sigmoid(z)``::
+
+    au_f = -sum_i (w_i * t_i * log p_i + (1 - t_i) * log(1 - p_i))     over its annotated AUs i
+
+summed over the 12 AUs as the paper writes it (not averaged), then averaged over frames like the
+expression loss. ``w_i`` is ``loss.au_pos_weight`` or, when that is empty, computed from the
+training split (:func:`au_pos_weights`): the paper does not say how; we take negatives / positives
+of each AU (torch's advice for ``pos_weight``), which gives positives and negatives equal total
+weight, and 1 for an AU without a positive or a negative frame.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.data.labels import NUM_CLASSES, UNLABELED
+from pipeline.data.labels import NUM_AUS, NUM_CLASSES, UNLABELED
 from pipeline.errors import PipelineError
 
 LOSS_KINDS = ("ce", "focal", "coarse_fine")
@@ -53,7 +66,7 @@ QUADRANT_PAIRS = ((0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3))  # the order o
 
 @dataclass
 class LossConfig:
-    kind: str = "ce"  # "ce" (cross-entropy) or "focal" (Jin et al. 2021)
+    kind: str = "ce"  # "ce" (cross-entropy), "focal" (Jin et al. 2021) or "coarse_fine" (Yu et al.)
     gamma: float = 2.0  # focal: focusing exponent; 0 turns focal into cross-entropy
     alpha: tuple[float, ...] = ()  # per-class loss weights, 8 values in class order; () = all 1
     label_smoothing: float = 0.0  # weight of the uniform distribution mixed into each target
@@ -62,6 +75,9 @@ class LossConfig:
     quadrants: tuple[int, ...] = (4, 2, 2, 2, 1, 3, 1, -1)
     mu: tuple[float, ...] = (0.5, 1.0, 0.5, 0.5, 1.0, 0.5)
     cf_prediction: str = "argmax"  # coarse_fine: "argmax" class or "expected" coefficient under p
+    # AU loss: the positive weight w_i of each of the 12 AUs (AU_NAMES order); () = negatives /
+    # positives of each AU over the training split's AU-labelled frames
+    au_pos_weight: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in LOSS_KINDS:
@@ -73,6 +89,10 @@ class LossConfig:
             raise PipelineError(f"loss.label_smoothing {self.label_smoothing}: need 0 <= s < 1")
         if self.gamma < 0:
             raise PipelineError(f"loss.gamma {self.gamma}: need gamma >= 0")
+        if self.au_pos_weight and (len(self.au_pos_weight) != NUM_AUS
+                                   or min(self.au_pos_weight) <= 0):
+            raise PipelineError(f"loss.au_pos_weight {list(self.au_pos_weight)}: need {NUM_AUS} "
+                                "positive values, one per AU (or none)")
         if len(self.quadrants) != NUM_CLASSES or not set(self.quadrants) <= {-1, 1, 2, 3, 4}:
             raise PipelineError(f"loss.quadrants {list(self.quadrants)}: need {NUM_CLASSES} values "
                                 "in 1..4 or -1 (no quadrant), one per class")
@@ -134,3 +154,33 @@ def batch_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tenso
     losses = frame_losses(logits[keep], targets[keep], config)
     w = weights[keep].to(losses.dtype)
     return (w * losses).sum() / w.sum()
+
+
+def au_pos_weights(counts: np.ndarray) -> np.ndarray:
+    """float64 [12]: negatives / positives of each AU from ``counts`` [12, 2] (negative, positive
+    frames); 1 where an AU lacks either."""
+    counts = np.asarray(counts, dtype=np.float64)
+    negative, positive = counts[:, 0], counts[:, 1]
+    return np.where((positive > 0) & (negative > 0), negative / np.maximum(positive, 1), 1.0)
+
+
+def au_batch_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None,
+                  pos_weight: torch.Tensor) -> torch.Tensor:
+    """Weighted mean over frames of eq. 1; logits and targets ``[..., 12]`` (targets -1, 0, 1),
+    frame weights ``[...]``. AU values of -1 are left out; a frame without any annotated AU or of
+    weight 0 counts for nothing; a batch without any gives a zero that still depends on the
+    logits."""
+    logits = logits.reshape(-1, NUM_AUS).float()
+    targets = targets.reshape(-1, NUM_AUS)
+    weights = (torch.ones(targets.shape[0], dtype=torch.float32, device=logits.device)
+               if weights is None else weights.reshape(-1).float())
+    annotated = targets != UNLABELED
+    keep = annotated.any(dim=1) & (weights > 0)
+    if not bool(keep.any()):
+        return logits.sum() * 0.0
+    values = F.binary_cross_entropy_with_logits(
+        logits[keep], targets[keep].clamp_min(0).float(), reduction="none",
+        pos_weight=pos_weight.to(logits.device, torch.float32))
+    frame = (values * annotated[keep]).sum(dim=1)
+    w = weights[keep]
+    return (w * frame).sum() / w.sum()

@@ -1,8 +1,9 @@
 """One training loop for every head: seeded, deterministic, resumable, streaming from the store.
 
-:func:`train` fits a registered head on the training clips, stops early on the macro-F1 of the
-head's primary output on the *selection* clips, and writes a run directory (its files and the
-rules for resuming: :mod:`pipeline.fusion.rundir`; the configs: :mod:`pipeline.fusion.config`).
+:func:`train` fits a registered head on the training clips, stops early on the score of the head's
+primary output on the *selection* clips (macro-F1, or AU mean F1 with ``train.select_task =
+"au"``), and writes a run directory (its files and the rules for resuming:
+:mod:`pipeline.fusion.rundir`; the configs: :mod:`pipeline.fusion.config`).
 
 **Selection on held-out training clips.** By default (``train.select_on = "dev"``) the selection
 clips are a dev slice of the training split (``train.dev_fraction`` of its frames per class, whole
@@ -22,6 +23,9 @@ before the val and test predictions are written with the fitted choice.
 of the training videos left after the dev slice, drawn from the member's own seed
 (:func:`pipeline.fusion.folds.bootstrap`); they select on the same dev slice as a single run.
 
+**Multi-task heads** (expressions and action units) train and score through
+:mod:`pipeline.fusion.tasks`; they also write ``predictions/<split>/au.npz``.
+
 **Threads.** ``train.threads`` defaults to 1: these heads multiply small matrices, where extra
 intra-op threads gain little, and on a busy 2-core machine they spin against other processes
 (an ``mfm`` epoch took 13 times longer with 2 threads than with 1 there). Raise it on a
@@ -36,6 +40,7 @@ predictions bit for bit.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import time
@@ -57,8 +62,19 @@ from pipeline.fusion.config import SELECTED_ON, FuseConfig, TrainConfig
 from pipeline.fusion.data import ClipStream, FeatureRequest, Table, check_inputs, feature_keys
 from pipeline.fusion.heads import Head, head_class
 from pipeline.fusion.rundir import FACE_RULE, RunDir, changes, identity
+from pipeline.fusion.tasks import (
+    AUEvaluator,
+    au_pos_weight,
+    in_split,
+    run_splits as task_splits,
+    selection_score,
+    split_labels,
+    task_metrics,
+    train_epoch_tasks,
+)
 from pipeline.progress import ProgressEvent, ProgressFn, silent
 from pipeline.scoring.predictions import (
+    AUPredictionWriter,
     FaceMaskWriter,
     PredictionWriter,
     face_mask_path,
@@ -81,6 +97,7 @@ class RunResult:
     resumed_from: int  # the epoch this call continued from (0: a fresh run)
     already_complete: bool  # nothing to do: the run directory was already complete
     metrics: dict[str, Any]  # the content of metrics.json
+    val_au: dict[str, Any] | None = None  # AU scores at 0.5, best epoch (multi-task runs)
 
 
 @contextlib.contextmanager
@@ -111,20 +128,20 @@ def _optimizer(head: Head, config: TrainConfig) -> torch.optim.Optimizer:
 def predict_table(head: Head, table: Table, batch_size: int) -> dict[str, np.ndarray]:
     """Every output's probabilities for every row of ``table``, the faceless-frame rule applied."""
     probs = head.predict(table, batch_size)
-    for name in head.face_outputs:
+    for name in head.filled_outputs:
         for i in range(len(table.clip_ids)):
             rows = table.clip_rows(i)
             probs[name][rows] = probs[name][rows][nearest_face(table.valid[rows])]
     return head.derive(probs)
 
 
-def run_splits(clips: Sequence[Clip], config: FuseConfig) -> dict[str, list[Clip]]:
+def run_splits(clips: Sequence[Clip], config: FuseConfig,
+               tasks: Sequence[str] = ("expr",)) -> dict[str, list[Clip]]:
     """The clips of a run by role: ``train`` (what trains; a bootstrap resample for a bagging
     member), ``dev`` (the held-out training clips selection uses; empty with select_on val),
-    ``val`` and ``test`` (predicted and written)."""
-    out: dict[str, list[Clip]] = {"train": [], "dev": [], "val": [], "test": []}
-    for clip in clips:
-        out[clip.split].append(clip)
+    ``val`` and ``test`` (predicted and written). A clip is in a split when it is there for one
+    of the run's ``tasks`` (:func:`pipeline.fusion.tasks.run_splits`)."""
+    out = {"dev": [], **task_splits(clips, tasks)}
     if config.train.select_on == "dev" and out["train"]:
         out["train"], out["dev"] = folds.dev_slice(out["train"], config.train.dev_fraction,
                                                    config.train.dev_seed)
@@ -144,20 +161,27 @@ class _Run:
                  store: FeatureStore, progress: ProgressFn) -> None:
         self.config, self.run_dir, self.progress = config, run_dir, progress
         self.dir = RunDir(run_dir)
-        self.splits = run_splits(clips, config)
+        self.tasks = tuple(getattr(config.head, "tasks", ("expr",)))
+        self.splits = run_splits(clips, config, self.tasks)
         self.select = config.train.select_on  # the split the epoch and fitted choices come from
+        self.clips = {c.clip_id: c for split in self.splits.values() for c in split}
+        clips = list(self.clips.values())  # the clips of this run's tasks only
+        if config.train.select_task == "au" and "au" not in self.tasks:
+            raise PipelineError("train.select_task = au needs a head with tasks [\"expr\", \"au\"]")
         if not self.splits["train"]:
             raise PipelineError(f"no training clips in {config.manifests or 'the manifests'}")
         if not self.splits[self.select]:
             raise PipelineError(f"no {self.select} clips in {config.manifests or 'the manifests'}:"
                                 " early stopping needs them")
         self.head_class = head_class(config.method)
-        self.request = self.head_class.request(config.head, config.sampling)
+        self.request = dataclasses.replace(
+            self.head_class.request(config.head, config.sampling), tasks=self.tasks)
         self.dims = check_inputs(store, clips, self.request)
         self.features = feature_keys(store, self.splits["train"][0].clip_id, self.request)
         self.stream = ClipStream(store, self.request, self.dims, config.train.buffer_clips,
                                  config.train.cache_mb)
         self.device = torch.device(config.train.device)
+        self.au_pos_weight: np.ndarray | None = None  # multi-task runs: set before training
 
     # -- state
 
@@ -222,6 +246,8 @@ class _Run:
         return sampling.class_rates(counts, self.config.sampling)
 
     def train_epoch(self, rates: np.ndarray) -> tuple[float, int]:
+        if self.head.au_outputs:
+            return train_epoch_tasks(self, rates)
         self.head.train()
         cfg = self.config.train
         batch_size = cfg.batch_size or self.head_class.batch_size
@@ -260,6 +286,7 @@ class _Run:
         assert not fit or split == self.select, (split, self.select)
         self.head.eval()
         evaluator = self.head.evaluator()
+        au_evaluator = AUEvaluator() if self.head.au_outputs and score else None
         fitting = score and fit and self.head_class.fits_on_validation
         kept: list[tuple[dict[str, np.ndarray], np.ndarray]] = []
         for table in self.stream.tables(self.splits[split]):
@@ -268,13 +295,21 @@ class _Run:
                 keep = table.labels != UNLABELED
                 kept.append(({name: probs[name][keep] for name in (self.head_class.model_outputs or self.head_class.outputs)},
                              table.labels[keep]))
+            elif au_evaluator is not None:
+                # The dev slice is made of training clips: their labels are the training split's.
+                labels, au_labels = split_labels(table, self.clips,
+                                                 "train" if split == "dev" else split)
+                evaluator.add(probs, labels)
+                au_evaluator.add(probs[self.head.au_outputs[0]], au_labels)
             elif score:
                 evaluator.add(probs, table.labels)
             if writers is not None:
                 for i, clip_id in enumerate(table.clip_ids):
                     rows = table.clip_rows(i)
                     for name, writer in writers.items():
-                        writer.add(clip_id, probs[name][rows])
+                        task = "au" if name in self.head.au_outputs else "expr"
+                        if in_split(self.clips[clip_id], task, split):
+                            writer.add(clip_id, probs[name][rows])
                     if faces is not None:
                         faces.add(clip_id, table.valid[rows].astype(bool))
             if writers is not None:  # the final pass (not every epoch's validation)
@@ -293,6 +328,8 @@ class _Run:
                       for k, v in fitted.items()}
             evaluator.add(self.head.derive(outputs), labels)
         scores, extra = evaluator.finish()
+        if au_evaluator is not None:
+            extra["val_au"] = au_evaluator.finish().to_json()
         return scores, {**extra, **fitted}
 
     # -- the whole run
@@ -300,6 +337,7 @@ class _Run:
     def fit(self) -> None:
         cfg = self.config.train
         rates = self.class_rates()
+        self.au_pos_weight = au_pos_weight(self) if self.head.au_outputs else None
         self.progress(ProgressEvent("epochs", advance=self.epoch, total=cfg.epochs))
         while self.epoch < cfg.epochs and self.stopped != "early":
             began, waited = time.perf_counter(), self.stream.wait_seconds
@@ -307,7 +345,8 @@ class _Run:
             scores, extra = self.evaluate(self.select, fit=True)
             self.epoch += 1
             f1 = {name: s.macro_f1 for name, s in scores.items()}
-            score = f1[self.head_class.primary]
+            score = selection_score(cfg.select_task, f1[self.head_class.primary],
+                                    extra.get("val_au"))
             improved = score > self.best_score
             if improved:
                 self.best_score, self.best_epoch, self.bad_epochs = score, self.epoch, 0
@@ -355,6 +394,8 @@ class _Run:
             with contextlib.ExitStack() as stack:
                 writers = {name: stack.enter_context(PredictionWriter(
                     prediction_path(self.run_dir, split, name))) for name in outputs}
+                writers.update({name: stack.enter_context(AUPredictionWriter(
+                    prediction_path(self.run_dir, split, name))) for name in self.head.au_outputs})
                 faces = stack.enter_context(FaceMaskWriter(face_mask_path(self.run_dir, split)))
                 result = self.evaluate(split, writers, faces, score=split == "val",
                                        fit=split == self.select)
@@ -385,6 +426,7 @@ class _Run:
             "face_outputs": list(self.head_class.face_outputs),
             "resumed_from": resumed_from,
             **self._selection_record(selection),
+            **task_metrics(self),
             **extra,
         }
         self.dir.write_metrics(metrics)
@@ -469,5 +511,6 @@ def _result(run: _Run, metrics: dict, resumed_from: int, already_complete: bool)
         resumed_from=resumed_from,
         already_complete=already_complete,
         metrics=metrics,
+        val_au=metrics.get("val_au"),
     )
 

@@ -31,11 +31,14 @@ from typing import Iterator, Mapping
 import numpy as np
 
 from pipeline import io as atomic
-from pipeline.data.labels import CLASSES, NUM_CLASSES
+from pipeline.data.labels import CLASSES, NUM_AUS, NUM_CLASSES
 
 
 FACE_MASK = "face_mask"  # the file name (no suffix) of a split's face mask; not an output name
 CLASSES_KEY = "__classes__"  # the entry of a probabilities file naming its columns (not a clip)
+# The action-unit output of a multi-task run: float32 [T, 12] AU probabilities per clip, listed in
+# metrics.json's "au_outputs" (not in "outputs", which are expression outputs).
+AU_OUTPUT = "au"
 
 
 def prediction_path(run_dir: str | Path, split: str, output: str = "main") -> Path:
@@ -114,6 +117,17 @@ class FaceMaskWriter(PredictionWriter):
         if array.ndim != 1 or array.dtype != bool:
             raise ValueError(f"clip {clip_id}: face mask of shape {array.shape} and dtype"
                              f" {array.dtype}, want bool [T]")
+        return array
+
+
+class AUPredictionWriter(PredictionWriter):
+    """Append clips' AU probabilities (float32 [T, 12]) to ``au.npz``, as the writer above."""
+
+    def _check(self, clip_id: str, array: np.ndarray) -> np.ndarray:
+        array = np.asarray(array, dtype=np.float32)
+        if array.ndim != 2 or array.shape[1] != NUM_AUS:
+            raise ValueError(f"clip {clip_id}: AU probabilities of shape {array.shape}, "
+                             f"want [T, {NUM_AUS}]")
         return array
 
 

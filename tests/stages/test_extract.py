@@ -265,3 +265,19 @@ def test_store_info_and_verify_commands(dataset, tmp_path):
     assert bad.exit_code == 1
     assert "clip00/test_mean_colour" in bad.output and "clip01/logmel" in bad.output
     assert "2 incomplete or corrupt" in bad.output
+
+
+def test_clips_with_au_labels_only_are_extracted_too(tmp_path):
+    import dataclasses
+
+    from pipeline.data.manifest import write_manifest
+
+    manifests = make_dataset(tmp_path, n_clips=1, n_frames=12)
+    other = make_dataset(tmp_path / "au", n_clips=1, n_frames=12, first=1)
+    (clip,) = load_clips(other)
+    au_only = dataclasses.replace(clip, labels=None, au_labels=np.zeros((12, 12), np.int8),
+                                  au_split="train")
+    write_manifest(manifests / "au_only.jsonl", [au_only])
+    result = run_extract(_config(extractors=["test_mean_colour"]), manifests, tmp_path / "f.zarr")
+    assert result.clips == 2 and sorted(FeatureStore(tmp_path / "f.zarr").clip_ids()) == [
+        "clip00", "clip01"]

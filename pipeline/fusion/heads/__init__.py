@@ -20,6 +20,17 @@ What the training loop (``pipeline.fusion.train``) asks of a head:
 * :meth:`Head.parameter_groups`: the optimizer's parameter groups (all parameters at
   ``train.lr`` unless a head gives some their own learning rate).
 
+**Multi-task heads** (Jin et al. 2021). A head whose ``Config`` derives from :class:`TaskConfig`
+may train action units beside expressions (``tasks = ["expr", "au"]``): its ``__init__`` calls
+:meth:`Head.add_au_output` with the width of its shared trunk's features and its ``forward``
+returns :meth:`Head.with_au` of those features and its expression logits. That adds an output
+``au``: one linear layer to 12 sigmoid units on the trunk (the paper's "fully connected" AU head
+beside the expression one). ``Head.outputs`` stays the expression outputs; ``au_outputs`` holds
+``("au",)`` on such a head (an instance attribute: it depends on the config). The AU output
+depends on the face exactly when the head's expression outputs do. :meth:`Head.au_targets` gives
+a batch's AU targets in the shape of its AU logits (frame heads; sequence heads override
+:meth:`Head.example_rows`).
+
 **Frames with no face image.** Outputs listed in ``face_outputs`` depend on the face. At such a
 frame they take the prediction of the nearest frame of the same clip that had a face (ties: the
 earlier frame; :func:`pipeline.data.frames.nearest_face`): expressions change slowly next to
@@ -34,20 +45,36 @@ import importlib
 import importlib.metadata
 import pkgutil
 from abc import ABCMeta, abstractmethod
+from dataclasses import dataclass
 from typing import Any, ClassVar, Optional
 
 import numpy as np
 import torch
 from torch import nn
 
-from pipeline.data.labels import NUM_CLASSES, UNLABELED
+from pipeline.data.labels import NUM_AUS, NUM_CLASSES, UNLABELED
+from pipeline.data.manifest import TASKS
 from pipeline.errors import PipelineError
 from pipeline.fusion.data import FeatureRequest, Table
 from pipeline.fusion.losses import LossConfig, batch_loss
 from pipeline.fusion.sampling import SamplingConfig
 from pipeline.scoring.metrics import Scores, confusion_matrix
+from pipeline.scoring.predictions import AU_OUTPUT
 
 Batch = tuple[dict[str, torch.Tensor], torch.Tensor, Optional[torch.Tensor]]  # inputs, targets, weights
+
+
+@dataclass
+class TaskConfig:
+    """Base of the configs of heads that can learn action units beside expressions."""
+
+    tasks: tuple[str, ...] = ("expr",)  # "expr" (always), and "au": 12 AU sigmoid units beside it
+
+    def __post_init__(self) -> None:
+        if "expr" not in self.tasks or not set(self.tasks) <= set(TASKS) \
+                or len(set(self.tasks)) != len(self.tasks):
+            raise PipelineError(f"head.tasks {list(self.tasks)}: want [\"expr\"] or "
+                                '["expr", "au"]')
 
 
 class Evaluator:
@@ -94,9 +121,14 @@ class Classifier(nn.Module):
             layers += [nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout)]
         layers.append(nn.Linear(hidden or dim, NUM_CLASSES))
         self.net = nn.Sequential(*layers)
+        self.width = hidden or dim  # size of the trunk features the last layer classifies
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """Everything before the last linear layer (what a multi-task head shares)."""
+        return self.net[:-1](x)
 
 
 def pooled(features: np.ndarray, batch_dims: int = 1) -> np.ndarray:
@@ -127,6 +159,54 @@ class Head(nn.Module, metaclass=ABCMeta):
         super().__init__()
         self.config = config
         self.dims = dims
+        self.tasks: tuple[str, ...] = tuple(getattr(config, "tasks", ("expr",)))
+        self.au_outputs: tuple[str, ...] = (AU_OUTPUT,) if "au" in self.tasks else ()
+
+    # ---- action units beside expressions (heads with a TaskConfig) -----------------------------
+
+    def add_au_output(self, width: int) -> None:
+        """Add the AU layer on trunk features of size ``width`` (when AU is one of the tasks)."""
+        if self.au_outputs:
+            self.au_layer = nn.Linear(width, NUM_AUS)
+
+    def with_au(self, trunk: torch.Tensor, logits: dict[str, torch.Tensor]
+                ) -> dict[str, torch.Tensor]:
+        """``logits`` plus the AU logits of the trunk features (when AU is one of the tasks)."""
+        if self.au_outputs:
+            logits[AU_OUTPUT] = self.au_layer(trunk)
+        return logits
+
+    @property
+    def filled_outputs(self) -> tuple[str, ...]:
+        """Outputs whose faceless frames take the nearest face's prediction."""
+        return self.face_outputs + (self.au_outputs if self.face_outputs else ())
+
+    def au_trainable(self, table: Table) -> np.ndarray:
+        """bool [N]: frames with AU labels this head can learn AUs from."""
+        ok = (table.au_labels != UNLABELED).any(axis=1)
+        if self.face_outputs:
+            ok &= table.valid
+        if self.needs_audio:
+            ok &= table.audio
+        return ok
+
+    def example_rows(self, table: Table, examples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The rows each example is scored on (``[B]`` for frame heads) and which of them lie
+        in the example's clip."""
+        return examples, np.ones(examples.shape, dtype=bool)
+
+    def au_targets(self, table: Table, examples: np.ndarray, trainable: np.ndarray
+                   ) -> torch.Tensor:
+        """int8 AU targets ``[*rows, 12]`` of ``examples``; -1 at rows not ``trainable``."""
+        rows, inside = self.example_rows(table, examples)
+        keep = (inside & trainable[rows])[..., None]
+        return torch.from_numpy(np.where(keep, table.au_labels[rows], UNLABELED).astype(np.int8))
+
+    def probabilities(self, name: str, logits: torch.Tensor) -> np.ndarray:
+        """float32 probabilities of an output: sigmoid per AU, softmax over the classes."""
+        logits = logits.float()
+        probs = torch.sigmoid(logits) if name in self.au_outputs else torch.softmax(logits, dim=-1)
+        return probs.cpu().numpy()
 
     # ---- what to read and what trains ----------------------------------------------------------
 
@@ -162,29 +242,32 @@ class Head(nn.Module, metaclass=ABCMeta):
              weights: torch.Tensor | None, config: LossConfig) -> torch.Tensor:
         """Sum of the outputs' losses: a head with several outputs trains them all at once (our
         choice for ``mfm``; Kim et al. 2023 do not say how Y_I, Y_A and Y_T are trained)."""
-        return sum(batch_loss(value, targets, weights, config) for value in logits.values())
+        return sum(batch_loss(value, targets, weights, config) for name, value in logits.items()
+                   if name not in self.au_outputs)
 
     @torch.no_grad()
     def predict(self, table: Table, batch_size: int) -> dict[str, np.ndarray]:
-        """float32 [N, 8] probabilities per model output for every row of ``table``."""
+        """float32 [N, 8] probabilities per model output (``[N, 12]`` for AUs) for every row of
+        ``table``."""
         rows = np.arange(table.n_rows)
-        names = self.model_outputs or self.outputs
+        names = (self.model_outputs or self.outputs) + self.au_outputs
         parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
         device = next(self.parameters()).device
         for begin in range(0, rows.size, batch_size):
             inputs, _, _ = self.batch(table, rows[begin:begin + batch_size], None)
             logits = self({k: v.to(device) for k, v in inputs.items()})
             for name in names:
-                parts[name].append(torch.softmax(logits[name].float(), dim=-1).cpu().numpy())
-        empty = np.zeros((0, NUM_CLASSES), np.float32)
-        return {name: np.concatenate(p) if p else empty for name, p in parts.items()}
+                parts[name].append(self.probabilities(name, logits[name]))
+        return {name: np.concatenate(p) if p else
+                np.zeros((0, NUM_AUS if name in self.au_outputs else NUM_CLASSES), np.float32)
+                for name, p in parts.items()}
 
     def derive(self, probs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Add outputs computed from the model's outputs (none by default)."""
         return probs
 
     def evaluator(self) -> Evaluator:
-        return Evaluator(self.outputs)
+        return Evaluator(type(self).outputs)  # the expression outputs (AUs: pipeline.fusion.tasks)
 
     fits_on_validation: ClassVar[bool] = False  # the loop calls fit_on after validation passes
 

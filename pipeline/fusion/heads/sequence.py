@@ -11,6 +11,11 @@ weighted by how often the sampler drew it (majority subsampling and class balanc
 weights here). At inference windows start every ``eval_stride`` frames, the last one ending at
 the clip's end, and each frame's probabilities are the mean over the windows that contain it.
 A clip shorter than ``length`` is one padded window (padding is masked in the attention).
+
+With ``tasks = ["expr", "au"]`` (the ``jin2021`` preset) a second linear layer classifies the 12
+action units frame by frame from the same encoder output (Jin et al.'s multi-task training, here
+on the sequence model: their visual backbone is stage one's frozen extractor); AU probabilities
+are averaged over overlapping windows like the expression ones.
 """
 
 from __future__ import annotations
@@ -21,17 +26,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.data.labels import NUM_CLASSES, UNLABELED
+from pipeline.data.labels import NUM_AUS, NUM_CLASSES, UNLABELED
 from pipeline.errors import PipelineError
 from pipeline.fusion.data import FeatureRequest, Table
-from pipeline.fusion.heads import Batch, Head, pooled, register
+from pipeline.fusion.heads import Batch, Head, TaskConfig, pooled, register
 from pipeline.fusion.heads.unimodal import DEFAULT_AUDIO, DEFAULT_IMAGE
 from pipeline.fusion.sampling import SamplingConfig
 from pipeline.fusion.windows import sequence_starts
 
 
 @dataclass
-class SequenceConfig:
+class SequenceConfig(TaskConfig):
     image: str = DEFAULT_IMAGE  # per-frame face features [T, D] (token maps are mean-pooled)
     audio: tuple[str, ...] = DEFAULT_AUDIO  # per-frame audio arrays [T, D], concatenated
     length: int = 30  # frames per window (the paper: 30)
@@ -70,6 +75,7 @@ class SequenceHead(Head):
         self.encoder = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(config.dim)
         self.classify = nn.Linear(config.dim, NUM_CLASSES)
+        self.add_au_output(config.dim)
         self.steps = np.arange(config.length)
 
     @classmethod
@@ -89,6 +95,9 @@ class SequenceHead(Head):
         starts = self._starts(table, self.config.train_stride, rng)
         rows, inside = table.window(starts, self.steps)
         return starts[((counts[rows] > 0) & inside).any(axis=1)]
+
+    def example_rows(self, table: Table, examples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return table.window(examples, self.steps)
 
     def batch(self, table: Table, examples: np.ndarray, counts: np.ndarray | None) -> Batch:
         rows, inside = table.window(examples, self.steps)  # [B, L]
@@ -114,21 +123,24 @@ class SequenceHead(Head):
             parts.append(self.norm_audio(inputs["audio"]))
         x = self.project(torch.cat([*parts, inputs["flags"]], dim=-1))
         x = self.encoder(x + self.position[:, :x.shape[1]], src_key_padding_mask=~inputs["mask"])
-        return {"main": self.classify(self.norm(x))}
+        x = self.norm(x)
+        return self.with_au(x, {"main": self.classify(x)})
 
     @torch.no_grad()
     def predict(self, table: Table, batch_size: int) -> dict[str, np.ndarray]:
         starts = self._starts(table, self.config.eval_stride, None)
-        sums = np.zeros((table.n_rows, NUM_CLASSES), np.float64)
+        widths = {"main": NUM_CLASSES, **{name: NUM_AUS for name in self.au_outputs}}
+        sums = {name: np.zeros((table.n_rows, width), np.float64) for name, width in widths.items()}
         hits = np.zeros(table.n_rows, np.float64)
         per_batch = max(1, batch_size // self.config.length)
         device = next(self.parameters()).device
         for begin in range(0, starts.size, per_batch):
             chunk = starts[begin:begin + per_batch]
             inputs, _, _ = self.batch(table, chunk, None)
-            logits = self({k: v.to(device) for k, v in inputs.items()})["main"]
-            probs = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+            logits = self({k: v.to(device) for k, v in inputs.items()})
             rows, inside = table.window(chunk, self.steps)
-            np.add.at(sums, rows[inside], probs[inside])
+            for name, total in sums.items():
+                np.add.at(total, rows[inside], self.probabilities(name, logits[name])[inside])
             np.add.at(hits, rows[inside], 1.0)
-        return {"main": (sums / np.maximum(hits, 1.0)[:, None]).astype(np.float32)}
+        return {name: (total / np.maximum(hits, 1.0)[:, None]).astype(np.float32)
+                for name, total in sums.items()}

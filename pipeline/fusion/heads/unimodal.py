@@ -5,6 +5,10 @@ classifies each frame from its dynamic-window audio embeddings (one per window l
 classifier sees the mean of the windows that may train (label purity, see ``windows.py``); at
 inference all windows count.
 
+``image`` may also learn action units (``tasks = ["expr", "au"]``): an AU layer on the
+classifier's trunk (its LayerNorm, dropout and hidden layer; with ``hidden = 0`` the trunk holds
+only the LayerNorm, since the backbone itself is frozen in stage one).
+
 The input helpers here are shared by the fusion heads that contain these two classifiers.
 """
 
@@ -17,7 +21,15 @@ import torch
 
 from pipeline.errors import PipelineError
 from pipeline.fusion.data import FeatureRequest, Table
-from pipeline.fusion.heads import Batch, Classifier, Head, masked_mean, pooled, register
+from pipeline.fusion.heads import (
+    Batch,
+    Classifier,
+    Head,
+    TaskConfig,
+    masked_mean,
+    pooled,
+    register,
+)
 from pipeline.fusion.sampling import SamplingConfig, purity_rule
 
 DEFAULT_IMAGE = "swin"  # stage one's Swin-Tiny face features
@@ -57,7 +69,7 @@ def targets_of(table: Table, rows: np.ndarray) -> torch.Tensor:
 
 
 @dataclass
-class ImageConfig:
+class ImageConfig(TaskConfig):
     image: str = DEFAULT_IMAGE  # store array: [T, D] features or [T, H, W, D] maps (mean-pooled)
     hidden: int = 0  # 0: a linear classifier (the paper's Y_I); else one hidden layer this wide
     dropout: float = 0.1  # dropout on the features (and on the hidden layer)
@@ -73,6 +85,7 @@ class ImageHead(Head):
     def __init__(self, config: ImageConfig, dims: dict[str, tuple[int, ...]]) -> None:
         super().__init__(config, dims)
         self.classifier = Classifier(dims[config.image][-1], config.hidden, config.dropout)
+        self.add_au_output(self.classifier.width)
 
     @classmethod
     def request(cls, config: ImageConfig, sampling: SamplingConfig) -> FeatureRequest:
@@ -83,7 +96,10 @@ class ImageHead(Head):
             targets_of(table, examples), None
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {"main": self.classifier(inputs["image"])}
+        if not self.au_outputs:
+            return {"main": self.classifier(inputs["image"])}
+        trunk = self.classifier.trunk(inputs["image"])
+        return self.with_au(trunk, {"main": self.classifier.net[-1](trunk)})
 
 
 @dataclass

@@ -1,0 +1,198 @@
+"""Stage three's action units: score the AU outputs of multi-task runs, with per-AU thresholds
+cross-fitted like every other tuned choice, and predict the test clips' AUs.
+
+A multi-task run lists its AU outputs in ``metrics.json``'s ``au_outputs`` and writes
+``predictions/<split>/au.npz`` (float32 ``[T, 12]`` per clip). For the AU validation split (the
+clips with AU labels there, as the leakage guard leaves them: ``Clip.scoring_labels("au")``)
+:func:`au_rows` scores:
+
+* each AU member as written, at threshold 0.5;
+* with two or more members, their mean (soft voting; nothing tuned) at 0.5;
+* the final one (the mean, or the only member) with one threshold per AU
+  (:func:`~pipeline.scoring.au_metrics.fit_au_thresholds`, objective mean F1), fitted by the
+  expression ensemble's protocol: ``val-crossfit`` (the same folds of whole videos,
+  :func:`~pipeline.scoring.crossfit.assign_folds`; each fold's frames decided by thresholds
+  fitted on the other folds), ``train`` (fitted on the training split's AU predictions, when
+  the runs wrote them) or ``same`` (fitted on the scored frames: optimistic, labelled so).
+
+The test clips' decisions use thresholds fitted on all of the tuning split. Memory holds one
+split's AU probabilities per member (12 values a frame).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from pipeline.data.frames import clip_offsets
+from pipeline.data.labels import NUM_AUS
+from pipeline.data.manifest import Clip
+from pipeline.errors import PipelineError
+from pipeline.scoring.au_metrics import AUScores, au_counts, binarize, fit_au_thresholds
+from pipeline.scoring.crossfit import assign_folds
+from pipeline.scoring.ensemble import EnsembleConfig
+from pipeline.scoring.frames import Member
+from pipeline.scoring.predictions import Predictions
+
+MEAN = "mean"  # the row name of the members' mean
+
+
+@dataclass(eq=False)
+class AUData:
+    """The AU probabilities of one split's clips, concatenated (the fields assign_folds reads)."""
+
+    clip_ids: tuple[str, ...]
+    groups: tuple[str, ...]  # video id of each clip (folds keep a video whole)
+    offsets: np.ndarray  # int64 [n_clips + 1]
+    probs: np.ndarray  # float32 [n_members, n_frames, 12]
+    labels: np.ndarray | None  # int8 [n_frames, 12] as scores see them; None for test clips
+
+    def frames(self, clip_indices: Sequence[int]) -> np.ndarray:
+        if len(clip_indices) == 0:
+            return np.zeros(0, dtype=np.int64)
+        return np.concatenate([np.arange(self.offsets[c], self.offsets[c + 1])
+                               for c in clip_indices])
+
+
+def load_au(members: Sequence[Member], clips: Sequence[Clip], split: str, labelled: bool
+            ) -> AUData:
+    """Read every AU member's ``split`` predictions for ``clips``, checking each clip."""
+    offsets = clip_offsets([c.n_frames for c in clips])
+    probs = np.empty((len(members), int(offsets[-1]), NUM_AUS), dtype=np.float32)
+    for m, member in enumerate(members):
+        path = member.path(split)
+        if not path.exists():
+            raise PipelineError(f"{path}: no such AU predictions file")
+        reader = Predictions(path)
+        for c, clip in enumerate(clips):
+            try:
+                array = reader[clip.clip_id]
+            except KeyError:
+                raise PipelineError(f"{path}: no AU predictions for {split} clip "
+                                    f"{clip.clip_id}") from None
+            if array.shape != (clip.n_frames, NUM_AUS):
+                raise PipelineError(f"{path}: clip {clip.clip_id} has AU predictions of shape "
+                                    f"{list(array.shape)}, want [{clip.n_frames}, {NUM_AUS}]")
+            if not (np.isfinite(array).all() and (array >= 0).all() and (array <= 1).all()):
+                raise PipelineError(f"{path}: clip {clip.clip_id} has AU probabilities outside"
+                                    " [0, 1]")
+            probs[m, offsets[c]:offsets[c + 1]] = array
+    labels = None
+    if labelled:
+        labels = (np.concatenate([c.scoring_labels("au") for c in clips]).astype(np.int8)
+                  if clips else np.zeros((0, NUM_AUS), np.int8))
+    return AUData(tuple(c.clip_id for c in clips), tuple(c.video_id for c in clips), offsets,
+                  probs, labels)
+
+
+@dataclass
+class AURow:
+    """One line of the AU table."""
+
+    name: str  # a member, "mean", or either with "+thresholds"
+    tuned: bool  # thresholds fitted (on other frames, unless the protocol is "same")
+    scores: AUScores
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "tuned": self.tuned, **self.scores.to_json()}
+
+
+@dataclass
+class AUOutcome:
+    """AU scores of the scored split, the threshold fits, and the test fit's thresholds."""
+
+    split: str
+    members: list[str]
+    rows: list[AURow]  # the last row is the final one
+    folds: list[dict[str, Any]]  # per fit: fold, tuning clips, scored clips, thresholds
+    thresholds: np.ndarray  # [12] fitted on all of the tuning split (for the test clips)
+    tuned_on_scored_frames: bool
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def final(self) -> AURow:
+        return self.rows[-1]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"split": self.split, "members": self.members, "final": self.final.name,
+                **self.final.scores.to_json(), "rows": [r.to_json() for r in self.rows],
+                "tuning": {"objective": "f1", "tuned_on_scored_frames":
+                           self.tuned_on_scored_frames, "fits": self.folds},
+                "notes": self.notes}
+
+
+def combined(data: AUData) -> np.ndarray:
+    """float32 [n_frames, 12]: the members' mean (the only member's own probabilities)."""
+    return data.probs.mean(axis=0) if len(data.probs) > 1 else data.probs[0]
+
+
+def au_rows(scored: AUData, names: Sequence[str], config: EnsembleConfig,
+            tuning: AUData | None = None) -> AUOutcome:
+    """Score every AU member, their mean, and the final one with fitted thresholds."""
+    if scored.labels is None:
+        raise PipelineError(f"split {config.split} has no AU labels to score against")
+    labels = scored.labels
+    rows = [AURow(name, False, _score(labels, scored.probs[m])) for m, name in enumerate(names)]
+    final_name = names[0] if len(names) == 1 else MEAN
+    probs = combined(scored)
+    if len(names) > 1:
+        rows.append(AURow(MEAN, False, _score(labels, probs)))
+    notes: list[str] = []
+    plan: list[tuple[int | None, list[int], list[int]]] = []  # (fold, tune clips, scored clips)
+    all_clips = list(range(len(scored.clip_ids)))
+    if config.tune_on == "val-crossfit":
+        if len(set(scored.groups)) < 2:
+            notes.append("AU thresholds not tuned: cross-fitting needs 2 or more videos")
+        else:
+            folds = assign_folds(scored, config.folds)
+            plan = [(int(f), [c for c in all_clips if folds[c] != f],
+                     [c for c in all_clips if folds[c] == f]) for f in range(int(folds.max()) + 1)]
+    elif config.tune_on == "same":
+        plan = [(None, all_clips, all_clips)]
+    elif tuning is None:
+        notes.append("AU thresholds not tuned: the runs wrote no train AU predictions")
+    fits: list[dict[str, Any]] = []
+    if config.tune_on == "train" and tuning is not None:
+        thresholds = fit_au_thresholds(tuning.labels, combined(tuning))
+        fits.append(_fit_record(None, tuning, list(range(len(tuning.clip_ids))), scored,
+                                all_clips, thresholds, "train"))
+        rows.append(AURow(f"{final_name}+thresholds", True,
+                          _score(labels, probs, thresholds)))
+    elif plan:
+        decided = np.zeros_like(labels)
+        for fold, tune_clips, scored_clips in plan:
+            tune_rows, score_rows = scored.frames(tune_clips), scored.frames(scored_clips)
+            thresholds = fit_au_thresholds(labels[tune_rows], probs[tune_rows])
+            decided[score_rows] = binarize(probs[score_rows], thresholds)
+            fits.append(_fit_record(fold, scored, tune_clips, scored, scored_clips, thresholds,
+                                    config.split))
+        thresholds = fit_au_thresholds(labels, probs)  # all of the tuning split: the test fit
+        counts = au_counts(labels, decided)
+        n = int((labels != -1).any(axis=1).sum())
+        rows.append(AURow(f"{final_name}+thresholds", True,
+                          AUScores.from_counts(counts, n, thresholds)))
+    else:
+        thresholds = np.full(NUM_AUS, 0.5)
+    return AUOutcome(config.split, list(names), rows, fits, np.asarray(thresholds),
+                     config.tune_on == "same" and bool(plan), notes)
+
+
+def _score(labels: np.ndarray, probs: np.ndarray, thresholds: Any = 0.5) -> AUScores:
+    counts = au_counts(labels, probs, thresholds)
+    return AUScores.from_counts(counts, int((labels != -1).any(axis=1).sum()), thresholds)
+
+
+def _fit_record(fold: int | None, tuned: AUData, tune_clips: list[int], scored: AUData,
+                scored_clips: list[int], thresholds: np.ndarray, split: str) -> dict[str, Any]:
+    return {"fold": fold, "tuning_split": split,
+            "tuning_clips": [tuned.clip_ids[c] for c in tune_clips],
+            "scored_clips": [scored.clip_ids[c] for c in scored_clips],
+            "thresholds": [float(t) for t in thresholds]}
+
+
+def decide_clips(data: AUData, thresholds: np.ndarray) -> list[np.ndarray]:
+    """int8 [T, 12] decisions of each clip of ``data`` (the members' mean, the thresholds)."""
+    decided = binarize(combined(data), thresholds)
+    return [decided[data.offsets[c]:data.offsets[c + 1]] for c in range(len(data.clip_ids))]
