@@ -164,8 +164,9 @@ class _Run:
         self.tasks = tuple(getattr(config.head, "tasks", ("expr",)))
         self.splits = run_splits(clips, config, self.tasks)
         self.select = config.train.select_on  # the split the epoch and fitted choices come from
-        self.clips = {c.clip_id: c for split in self.splits.values() for c in split}
-        clips = list(self.clips.values())  # the clips of this run's tasks only
+        used = {c.clip_id for split in self.splits.values() for c in split}
+        clips = [c for c in clips if c.clip_id in used]  # this run's tasks', in manifest order
+        self.clips = {c.clip_id: c for c in clips}
         if config.train.select_task == "au" and "au" not in self.tasks:
             raise PipelineError("train.select_task = au needs a head with tasks [\"expr\", \"au\"]")
         if not self.splits["train"]:
@@ -401,8 +402,8 @@ class _Run:
                                        fit=split == self.select)
             if result is not None:
                 scores, extra = result
-        if selection is not None:
-            extra = {**extra, **selection[1]}  # what was fitted, on dev
+        if selection is not None:  # what was fitted, on dev (its AU score stays the dev one's)
+            extra = {**extra, **{k: v for k, v in selection[1].items() if k != "val_au"}}
         plot_history(self.history,
                      f"{self.config.method}: training loss and {self.select} macro-F1",
                      self.dir.curve)
