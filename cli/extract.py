@@ -101,6 +101,7 @@ def extract(
     table.add_row("arrays written / reused", f"{result.arrays_written:,} / {result.arrays_reused:,}")
     table.add_row("time (compute / total)", f"{result.seconds:.1f} s / {result.seconds_total:.1f} s")
     table.add_row("scheduler", result.scheduler)
+    table.add_row("precision", result.precision)
     console.print(table)
     keys = Table(title="extractors", title_justify="left")
     for column in ("name", "cache key", "weights"):
