@@ -40,7 +40,9 @@ class TrainConfig:
     weight_decay: float = 0.01  # decoupled for AdamW, L2 for SGD
     momentum: float = 0.9  # SGD momentum
     grad_clip: float = 1.0  # clip the gradient norm to this (0: no clipping)
-    buffer_clips: int = 32  # clips per streamed group (samples are shuffled within a group)
+    # MiB of features streamed at once: groups of consecutive clips of up to a third of it
+    # (samples are shuffled within a group; a longer clip is a group of its own)
+    buffer_mb: float = 1536.0
     cache_mb: float = 1024.0  # keep clips read from the store in memory up to this many MiB
     threads: int = 1  # torch CPU threads; 0 = torch's default (one per core), see train.py
     device: str = "cpu"  # "cpu" or "cuda" (determinism is guaranteed on CPU)
@@ -49,7 +51,9 @@ class TrainConfig:
         if self.optimizer not in OPTIMIZERS:
             raise PipelineError(f"train.optimizer {self.optimizer!r}: choose from "
                                 f"{', '.join(OPTIMIZERS)}")
-        for name in ("epochs", "patience", "eval_batch_size", "buffer_clips"):
+        if not self.buffer_mb > 0:
+            raise PipelineError(f"train.buffer_mb {self.buffer_mb}: need a positive size")
+        for name in ("epochs", "patience", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise PipelineError(f"train.{name} {getattr(self, name)}: need at least 1")
         if self.batch_size < 0:
