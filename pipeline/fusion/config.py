@@ -44,7 +44,11 @@ class TrainConfig:
     # (samples are shuffled within a group; a longer clip is a group of its own)
     buffer_mb: float = 1536.0
     cache_mb: float = 1024.0  # keep clips read from the store in memory up to this many MiB
-    threads: int = 1  # torch CPU threads; 0 = torch's default (one per core), see train.py
+    # torch CPU threads; 0 = torch's default (one per core), see train.py. 1 by default: on the
+    # 2-core machine this project is built on, a one-epoch mfm run on the demo store took 5.3 s
+    # wall / 1.1 s CPU with 1 thread and 47 s / 11 s with 2 (tests/bench/bench_train_threads.py).
+    # Results are bit-identical for a given thread count, not across thread counts.
+    threads: int = 1
     device: str = "cpu"  # "cpu" or "cuda" (determinism is guaranteed on CPU)
 
     def __post_init__(self) -> None:
