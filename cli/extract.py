@@ -60,7 +60,8 @@ def extract(
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file of ExtractConfig fields."),
     set_: list[str] = typer.Option(
         [], "--set", help="key=value override of the config, e.g. configs.swin.crop_pct=1.0 (repeat)."),
-    precision: Optional[Precision] = typer.Option(None, "--precision", help="Autocast precision."),
+    precision: Optional[Precision] = typer.Option(
+        None, "--precision", help="Autocast precision; auto: bf16 where the device has it natively, else fp32."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:N or auto."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Frames per forward."),
     audio_stride: Optional[int] = typer.Option(
