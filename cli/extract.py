@@ -61,7 +61,7 @@ def extract(
     set_: list[str] = typer.Option(
         [], "--set", help="key=value override of the config, e.g. configs.swin.crop_pct=1.0 (repeat)."),
     precision: Optional[Precision] = typer.Option(
-        None, "--precision", help="Autocast precision; auto: bf16 where the device has it natively, else fp32."),
+        None, "--precision", help="Autocast; auto: bf16 where the device has it natively, else fp32."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:N or auto."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Frames per forward."),
     audio_stride: Optional[int] = typer.Option(
