@@ -35,12 +35,13 @@ $(STAMP): pyproject.toml requirements/constraints.txt requirements/torch-$(TORCH
 	@touch $@
 
 # Stage one's backbones for the demo and `make features`: Swin-Tiny on faces, TDNN over log-mel
-# (per-frame embeddings over 32/48/64-frame windows). fp32: this CPU has no native bf16.
+# (per-frame embeddings over 32/48/64-frame windows, its frame-level layers run once per clip).
+# auto: bf16 where the hardware has it natively (this project's CPU: avx512_bf16), else fp32.
 EXTRACTORS ?= -e swin -e logmel -e tdnn
-EXTRACT_OPTS ?= --precision fp32
-# The demo computes audio embeddings every 8th frame (interpolated between): its audio cue changes
-# every 50-100 frames, and stride 1 would triple the demo's extraction time on 2 cores.
-DEMO_EXTRACT_OPTS ?= --precision fp32 --audio-stride 8
+EXTRACT_OPTS ?= --precision auto
+# The demo computes audio embeddings at every frame: with tdnn's per-clip path, --audio-stride 8
+# saves only about 1.2x of the audio part (tests/bench/bench_audio_embedding.py).
+DEMO_EXTRACT_OPTS ?= --precision auto
 FUSE_METHODS ?= image audio mfm sequence proportional
 
 demo-data: setup

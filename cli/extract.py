@@ -62,7 +62,8 @@ def extract(
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file of ExtractConfig fields."),
     set_: list[str] = typer.Option(
         [], "--set", help="key=value override of the config, e.g. configs.swin.crop_pct=1.0 (repeat)."),
-    precision: Optional[Precision] = typer.Option(None, "--precision", help="Autocast precision."),
+    precision: Optional[Precision] = typer.Option(
+        None, "--precision", help="Autocast; auto: bf16 where the device has it natively, else fp32."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:N or auto."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Frames per forward."),
     audio_stride: Optional[int] = typer.Option(
@@ -103,6 +104,7 @@ def extract(
     table.add_row("arrays written / reused", f"{result.arrays_written:,} / {result.arrays_reused:,}")
     table.add_row("time (compute / total)", f"{result.seconds:.1f} s / {result.seconds_total:.1f} s")
     table.add_row("scheduler", result.scheduler)
+    table.add_row("precision", result.precision)
     console.print(table)
     keys = Table(title="extractors", title_justify="left")
     for column in ("name", "cache key", "weights"):

@@ -48,9 +48,9 @@ from typing import Any, Callable
 from pipeline import config as config_io
 from pipeline.data.manifest import Clip, clip_digest, load_clips
 from pipeline.errors import PipelineError
-from pipeline.features.config import ExtractConfig
+from pipeline.features.config import ExtractConfig, resolve_precision
 from pipeline.features.extractors.base import Extractor
-from pipeline.features.plan import ClipJob, array_keys, build_extractors, plan_clip
+from pipeline.features.plan import ClipJob, array_keys, build_extractors, plan_clip, resolve_device
 from pipeline.features.runner import ClipOutcome, ShardTask, run_shard
 from pipeline.features.store import FeatureStore, StoreError
 from pipeline.parallel import Workers, open_executor, parse_scheduler
@@ -92,6 +92,7 @@ class ExtractResult:
     seconds_total: float  # wall time of the whole run
     nothing_to_do: bool  # everything was complete: no worker started, no model built
     allow_skips: bool
+    precision: str = ""  # the autocast precision the models ran in, and why (--precision auto)
     report: str | None = None  # the JSON run report's path
 
     @property
@@ -321,6 +322,7 @@ def run_extract(config: ExtractConfig, manifests_dir: str | Path, store_path: st
         seconds_total=0.0,
         nothing_to_do=not plan.jobs,
         allow_skips=config.allow_skips,
+        precision="{} ({})".format(*resolve_precision(config.precision, resolve_device(config.device))),
     )
     result.seconds_total = time.perf_counter() - started
     report = _write_report(store, config, result, descriptions)

@@ -7,6 +7,11 @@ where needed, so a batch spans clip boundaries. A short batch (at the end, or be
 blocks on a lock: ``flush``) is padded with zeros to ``batch_size``, so that every forward has the
 same shape: oneDNN and cuDNN choose kernels by shape, and a frame's fp32 result can differ in the
 last bit between batch sizes; padding makes it independent of its neighbours.
+
+On a CUDA device a batch assembled on the CPU is copied from pinned (page-locked) memory with a
+non-blocking copy, so the transfer overlaps the model's previous work on the GPU instead of
+stalling the model thread; rows already on the device (decoded there) are not copied. On the CPU
+nothing changes.
 """
 
 from __future__ import annotations
@@ -31,10 +36,11 @@ class Piece:
 class BatchStream:
     """Rows for one model input; ``run`` maps a ``[batch_size, ...]`` tensor to ``{name: tensor}``."""
 
-    def __init__(self, run: Callable[[Any], dict[str, Any]], batch_size: int) -> None:
+    def __init__(self, run: Callable[[Any], dict[str, Any]], batch_size: int, device: str = "cpu") -> None:
         assert batch_size >= 1, f"batch_size must be >= 1, got {batch_size}"
         self.run = run
         self.batch_size = batch_size
+        self.device = device  # where ``run``'s model is: a CUDA device gets pinned, async copies
         self.pieces: deque[Piece] = deque()
         self.pending = 0  # rows queued, not yet run
 
@@ -67,6 +73,7 @@ class BatchStream:
             self.pending -= n
             if n < self.batch_size:
                 batch = torch.cat([batch, batch.new_zeros((self.batch_size - n, *batch.shape[1:]))])
+            batch = to_device(batch, self.device)
             with torch.inference_mode():
                 outputs = {k: v[:n].float().cpu().numpy() for k, v in self.run(batch).items()}
             start = 0
@@ -77,3 +84,12 @@ class BatchStream:
                 start += count
                 done.append(piece)
         return done
+
+
+def to_device(batch: Any, device: str) -> Any:
+    """``batch`` on a CUDA ``device`` through pinned memory and a non-blocking copy (the copy is
+    ordered before the model's kernels on the same stream); unchanged for the CPU or a tensor
+    already there."""
+    if not device.startswith("cuda") or batch.device.type == "cuda":
+        return batch
+    return batch.pin_memory().to(device, non_blocking=True)

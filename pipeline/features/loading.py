@@ -3,6 +3,14 @@
 These run in the loader pool of :mod:`pipeline.features.runner`, off the model's thread. A file
 that cannot be read raises :class:`~pipeline.features.feeding.InputError` naming it, which drops
 the clip whole.
+
+**JPEG decoding on the GPU.** On a GPU, Swin-Tiny in bf16 outruns the CPU's JPEG decoding.
+:func:`jpeg_decode_device` says where a chunk of frames can be decoded: on the model's CUDA
+device when torchvision's nvJPEG ``decode_jpeg`` takes a batch there (torchvision >= 0.19),
+else on the CPU (PIL, :func:`read_images`: the fallback and the only path on a CPU machine).
+:func:`decode_jpegs` reads the files' bytes in the loader thread and decodes the chunk in one
+batched call. It is used by ``tests/bench/bench_extract.py --device cuda``; the stage's image kind
+still decodes with PIL, since its extractors preprocess PIL images (see the bench's note).
 """
 
 from __future__ import annotations
@@ -22,6 +30,56 @@ def input_error(path: str | Path, error: MediaError) -> InputError:
     message = str(error)
     prefix = f"{path}: "
     return InputError(str(path), message[len(prefix):] if message.startswith(prefix) else message)
+
+
+def jpeg_decode_device(device: str) -> str:
+    """Where to decode frames for a model on ``device``: that CUDA device when batched nvJPEG
+    decoding is available there, else "cpu"."""
+    if not device.startswith("cuda"):
+        return "cpu"
+    try:
+        import torch
+
+        from pipeline.compat import ensure_torchvision
+
+        ensure_torchvision()
+        import torchvision
+    except ImportError:
+        return "cpu"
+    version = tuple(int(p) for p in torchvision.__version__.split("+")[0].split(".")[:2])
+    if not torch.cuda.is_available() or version < (0, 19):  # batched decode_jpeg came in 0.19
+        return "cpu"
+    return device
+
+
+def decode_jpegs(paths: Sequence[Path], device: str) -> list[Any]:
+    """uint8 ``[3, H, W]`` tensors of a chunk of JPEG frames, decoded in one call on ``device``
+    (see :func:`jpeg_decode_device`); a bad file raises an InputError naming it."""
+    import torch
+
+    from pipeline.compat import ensure_torchvision
+
+    ensure_torchvision()
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    data = []
+    for path in paths:
+        try:
+            raw = Path(path).read_bytes()
+        except OSError as e:
+            raise InputError(str(path), f"unreadable image ({e.strerror or e})") from None
+        if not raw:
+            raise InputError(str(path), "empty image file")
+        data.append(torch.frombuffer(bytearray(raw), dtype=torch.uint8))
+    try:
+        return list(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
+    except RuntimeError:
+        for path, raw in zip(paths, data):  # name the file: decode each on the CPU
+            try:
+                decode_jpeg(raw, mode=ImageReadMode.RGB)
+            except RuntimeError as e:
+                raise InputError(str(path), f"undecodable JPEG ({' '.join(str(e).split())[:120]})") from None
+        raise
 
 
 def read_images(paths: Sequence[Path]) -> list[Any]:

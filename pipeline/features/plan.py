@@ -15,7 +15,7 @@ from pipeline import config as config_io
 from pipeline.data.manifest import Clip
 from pipeline.errors import PipelineError
 from pipeline.features import extractors as extractor_registry
-from pipeline.features.config import ExtractConfig
+from pipeline.features.config import ExtractConfig, resolve_precision
 from pipeline.features.extractors.base import Extractor
 from pipeline.features.store import (VALID, VALID_KEY, FeatureStore, StoreError, array_key,
                                      is_coordinate)
@@ -37,6 +37,7 @@ def build_extractors(config: ExtractConfig) -> dict[str, Extractor]:
     """The configured extractors, unloaded: building them hashes weights files but no model."""
     config = dataclasses.replace(config)  # re-checks fields assigned after the config was built
     device = resolve_device(config.device)
+    precision, _ = resolve_precision(config.precision, device)
     built: dict[str, Extractor] = {}
     for name in config.extractors:
         cls = extractor_registry.extractor_class(name)
@@ -48,7 +49,7 @@ def build_extractors(config: ExtractConfig) -> dict[str, Extractor]:
         if weights is not None and not Path(weights).exists():
             raise PipelineError(f"{weights}: no such weights file or folder for {name}")
         built[name] = cls(config=ext_config, weights=weights, device=device,
-                          precision=config.precision, seed=config.seed)
+                          precision=precision, seed=config.seed)
     names = [a for e in built.values() for a in e.outputs()] + [VALID]
     clash = sorted({a for a in names if names.count(a) > 1})
     if clash:

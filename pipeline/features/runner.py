@@ -258,7 +258,8 @@ class _ShardRunner:
         if (key, shape) not in self.streams:
             ext = self.extractors[key.extractor]
             self.streams[key, shape] = BatchStream(
-                lambda batch, e=ext, part=key.part: e.run_batch(part, batch), self.task.batch_size)
+                lambda batch, e=ext, part=key.part: e.run_batch(part, batch), self.task.batch_size,
+                ext.device)
         return self.streams[key, shape]
 
     def _finish(self, state: ClipState) -> None:

@@ -1,12 +1,17 @@
 """Features for stage two, streamed from the store a few clips at a time.
 
-Heads never see the store. They see :class:`Table` objects: the arrays of a group of at most
-``buffer_clips`` clips concatenated row-wise (one row per video frame), with each row's label,
+Heads never see the store. They see :class:`Table` objects: the arrays of a group of consecutive
+clips of at most ``buffer_mb / 3`` MiB concatenated row-wise (one row per video frame; a clip
+larger than that is a group of its own), with each row's label,
 face flag, audio flag, and the purity mask of its dynamic audio windows. :class:`ClipStream`
 yields the tables of a list of clips in order and loads the next group in a background thread
 while the caller trains on the current one. Memory holds at most three groups (the one in use,
-the next, and the previous one until the caller lets it go) plus a cache of clips capped at
-``cache_mb``, whatever the size of the dataset, and loading overlaps compute. The store is opened
+the next, and the previous one until the caller lets it go), so about ``buffer_mb`` whatever the
+length of the clips, plus a cache of clips capped at ``cache_mb``, whatever the size of the
+dataset, and loading overlaps compute. Groups are bounded in bytes, not clips, because clip
+lengths vary by two orders of magnitude (Aff-Wild2: from a few hundred to tens of thousands of
+frames); which clips form a group depends only on their sizes and ``buffer_mb``, so training
+stays deterministic. The store is opened
 once per run and every clip is read whole (a handful of chunk reads), never row by row.
 Every read is checked by the store (recorded chunk sizes and crc32c per chunk, or the sha256 of
 arrays written before crc32c): a deleted or damaged chunk stops training with one line naming the
@@ -267,7 +272,8 @@ def load_table(store: FeatureStore, clips: Sequence[Clip], request: FeatureReque
 
 
 class ClipStream:
-    """Tables of consecutive groups of ``buffer_clips`` clips, the next loaded while one is used.
+    """Tables of consecutive groups of clips (up to ``buffer_mb / 3`` MiB each), the next loaded
+    while one is used.
 
     Clips read from the store are kept in memory across epochs while their total stays within
     ``cache_mb`` MiB (the first that fit stay; nothing is evicted), so a small dataset (the demo,
@@ -277,10 +283,11 @@ class ClipStream:
     """
 
     def __init__(self, store: FeatureStore, request: FeatureRequest,
-                 dims: dict[str, tuple[int, ...]], buffer_clips: int, cache_mb: float = 0) -> None:
-        if buffer_clips < 1:
-            raise PipelineError(f"train.buffer_clips {buffer_clips}: need at least 1")
-        self.store, self.request, self.dims, self.buffer_clips = store, request, dims, buffer_clips
+                 dims: dict[str, tuple[int, ...]], buffer_mb: float, cache_mb: float = 0) -> None:
+        if not buffer_mb > 0:
+            raise PipelineError(f"train.buffer_mb {buffer_mb}: need a positive size")
+        self.store, self.request, self.dims = store, request, dims
+        self._group_bytes = buffer_mb * (1 << 20) / 3  # three groups alive at most
         self.wait_seconds = 0.0
         self._budget = int(cache_mb * (1 << 20))
         self._cache: dict[tuple[str, bool], ClipArrays] = {}
@@ -297,20 +304,32 @@ class ClipStream:
             self._cached_bytes += part.nbytes
         return part
 
-    def _load(self, clips: Sequence[Clip], train: bool) -> Table:
-        return concat([self._clip(clip, train) for clip in clips])
+    def _load(self, clips: Sequence[Clip], start: int, carry: ClipArrays | None,
+              train: bool) -> tuple[Table, int, ClipArrays | None]:
+        """The group from ``carry`` (a clip read by the previous call) and ``clips[start:]`` up
+        to the byte budget: (its table, the next clip's index, the clip read but left over)."""
+        parts = [] if carry is None else [carry]
+        total = sum(p.nbytes for p in parts)
+        while start < len(clips):
+            part = self._clip(clips[start], train)
+            start += 1
+            if parts and total + part.nbytes > self._group_bytes:
+                return concat(parts), start, part
+            parts.append(part)
+            total += part.nbytes
+        return concat(parts), start, None
 
     def tables(self, clips: Sequence[Clip], train: bool = False) -> Iterator[Table]:
-        groups = [clips[i:i + self.buffer_clips] for i in range(0, len(clips), self.buffer_clips)]
-        if not groups:
+        if not clips:
             return
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clip-stream") as pool:
-            pending = pool.submit(self._load, groups[0], train)
-            for k in range(len(groups)):
+            pending = pool.submit(self._load, clips, 0, None, train)
+            while pending is not None:
                 began = time.perf_counter()
-                table = pending.result()
+                table, start, carry = pending.result()
                 self.wait_seconds += time.perf_counter() - began
-                pending = pool.submit(self._load, groups[k + 1], train) if k + 1 < len(groups) \
-                    else None
+                more = start < len(clips) or carry is not None
+                pending = pool.submit(self._load, clips, start, carry, train) if more else None
+                del carry
                 yield table
                 del table  # let the group go before the one after next is loaded

@@ -179,7 +179,7 @@ class _Run:
             self.head_class.request(config.head, config.sampling), tasks=self.tasks)
         self.dims = check_inputs(store, clips, self.request)
         self.features = feature_keys(store, self.splits["train"][0].clip_id, self.request)
-        self.stream = ClipStream(store, self.request, self.dims, config.train.buffer_clips,
+        self.stream = ClipStream(store, self.request, self.dims, config.train.buffer_mb,
                                  config.train.cache_mb)
         self.device = torch.device(config.train.device)
         self.au_pos_weight: np.ndarray | None = None  # multi-task runs: set before training
@@ -237,7 +237,7 @@ class _Run:
         """Per-class draw rates from the training split's trainable frames (labels, faces, purity)."""
         light = ClipStream(self.stream.store, FeatureRequest(arrays=(), audio=self.request.audio,
                                                              purity=self.request.purity),
-                           self.dims, self.config.train.buffer_clips)
+                           self.dims, self.config.train.buffer_mb)
         counts = np.zeros(NUM_CLASSES, np.int64)
         for table in light.tables(self.splits["train"], train=True):
             counts += sampling.class_counts(table.labels, self.trainable(table))

@@ -11,9 +11,15 @@ measures, for one image extractor (``swin``) at each ``--precision``:
   forward with batch 1, ``np.save`` of one file per frame;
 
 and prints frames/s of each (frames with a face: the ones the model sees), whole/bare (target
->= 0.9) and whole/naive (target >= 3). Then it runs the whole stage in a fresh subprocess on the
-dataset and on one with ``--rss-scale`` times the clips, and prints each run's peak RSS (target:
-flat in the number of clips).
+>= 0.9), whole/naive (target >= 3) and the share of the stage's time the model waits for input
+(``1 - whole/bare``: the model thread does nothing else). Then JPEG decoding alone: frames/s of
+the CPU loader (PIL) and, on a CUDA ``--device`` with batched nvJPEG, of
+:func:`pipeline.features.loading.decode_jpegs` there. Then it runs the whole stage in a fresh
+subprocess on the dataset and on one with ``--rss-scale`` times the clips, and prints each run's
+peak RSS (target: flat in the number of clips).
+
+``--device cuda`` runs all of it on the GPU (pinned, non-blocking batch copies). Paired runs of
+``--precision bf16 fp32`` on this project's 2-core CPU (``avx512_bf16``) are in the README.
 
 Timings on a shared machine vary with its load: the script prints the load average beside them.
 """
@@ -114,6 +120,28 @@ def naive(name: str, precision: str, device: str, paths: list[Path], out: Path) 
     return len(paths) / (time.perf_counter() - start)
 
 
+def decode_rates(paths: list[Path], device: str, batch_size: int) -> tuple[float, float | None]:
+    """(CPU PIL decode frames/s, batched decode frames/s on ``device`` or None where unavailable)."""
+    from pipeline.features.loading import decode_jpegs, jpeg_decode_device, read_images
+
+    start = time.perf_counter()
+    read_images(paths)
+    cpu = len(paths) / (time.perf_counter() - start)
+    target = jpeg_decode_device(device)
+    if target == "cpu":
+        return cpu, None
+    import torch
+
+    chunks = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
+    decode_jpegs(chunks[0], target)  # warm-up: nvJPEG handles, first allocations
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for chunk in chunks:
+        decode_jpegs(chunk, target)
+    torch.cuda.synchronize()
+    return cpu, len(paths) / (time.perf_counter() - start)
+
+
 def rss_child(args: argparse.Namespace) -> None:
     """(In a subprocess) run the stage once and print the process's peak RSS in MiB."""
     from stages.extract import run_extract
@@ -168,7 +196,11 @@ def main() -> None:
             n = naive(args.extractor, precision, args.device, paths[:args.naive_frames], work / f"naive-{precision}")
             print(f"{precision}: bare {b:7.2f} f/s | whole {w_faces:7.2f} f/s ({w_all:.2f} incl. frames "
                   f"without a face) | naive {n:7.2f} f/s | whole/bare {w_faces / b:.2f} (target >= 0.9) | "
-                  f"whole/naive {w_faces / n:.2f} (target >= 3)   [load {os.getloadavg()[0]:.1f}]", flush=True)
+                  f"whole/naive {w_faces / n:.2f} (target >= 3) | model waits for input "
+                  f"{max(0.0, 1 - w_faces / b):.0%}   [load {os.getloadavg()[0]:.1f}]", flush=True)
+        cpu_decode, device_decode = decode_rates(paths, args.device, args.batch_size)
+        print(f"JPEG decode: CPU (PIL, one loader thread) {cpu_decode:8.1f} f/s | batched on "
+              f"{args.device}: " + (f"{device_decode:8.1f} f/s" if device_decode else "not available"))
 
         small = make_demo(work / "rss1", args.clips, args.rss_frames, args.size)
         large = make_demo(work / "rss4", args.clips * args.rss_scale, args.rss_frames, args.size)

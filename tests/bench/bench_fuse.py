@@ -67,7 +67,7 @@ def make_store(root: Path, clips: int, frames: int, seed: int = 0) -> tuple[Path
 def one_epoch(method: str, store: Path, manifests: Path, clips: list[Clip], out: Path) -> dict:
     """Train ``method`` for one epoch from the store, no cache, groups of 4 clips."""
     config = build_config(method, store, manifests, sets=["train.epochs=1", "train.cache_mb=0",
-                                                          "train.buffer_clips=4"])
+                                                          "train.buffer_mb=64"])
     began = time.perf_counter()
     result = train(config, out / method, clips, FeatureStore(store))
     total = time.perf_counter() - began

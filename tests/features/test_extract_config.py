@@ -23,7 +23,7 @@ def test_bad_fields_are_refused_when_the_config_is_built(fields, message):
 
 
 def test_precision_choices_are_defined_once_and_stored_as_strings():
-    assert tuple(p.value for p in Precision) == PRECISIONS == ("fp32", "bf16", "fp16")
+    assert tuple(p.value for p in Precision) == ("auto", *PRECISIONS) == ("auto", "fp32", "bf16", "fp16")
     config = ExtractConfig(precision=Precision.bf16)
     assert config.precision == "bf16" and type(config.precision) is str
     assert config_io.to_dict(config)["precision"] == "bf16"

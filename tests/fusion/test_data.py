@@ -38,7 +38,8 @@ def test_groups_are_bounded_and_in_order(data):
     store = FeatureStore(data.store)
     dims = check_inputs(store, data.clips, REQUEST)
     assert dims == {"swin": (16,), **{name: (8,) for name in AUDIO}}
-    stream = ClipStream(store, REQUEST, dims, buffer_clips=1)
+    clip_mb = read_clip(store, data.clips[0], REQUEST, dims, train=True).nbytes / 2**20
+    stream = ClipStream(store, REQUEST, dims, buffer_mb=3 * clip_mb)  # one clip per group
     alive: list[weakref.ref] = []
     seen = []
     for table in stream.tables(data.clips, train=True):  # 6 groups of one clip
@@ -57,7 +58,7 @@ def test_cache_keeps_clips_within_its_budget(data):
     clip_bytes = read_clip(store, data.clips[0], REQUEST, dims, train=False).nbytes
     # 6 clips: 5 read valid + swin + 3 audio arrays, one without audio only valid + swin
     for cache_mb, reads_second_epoch in ((0, 27), (2 * clip_bytes / 2**20, 27 - 2 * 5), (1.0, 0)):
-        stream = ClipStream(store, REQUEST, dims, buffer_clips=2, cache_mb=cache_mb)
+        stream = ClipStream(store, REQUEST, dims, buffer_mb=6 * clip_bytes / 2**20, cache_mb=cache_mb)
         for _ in stream.tables(data.clips):
             pass
         CountingStore.reads = 0

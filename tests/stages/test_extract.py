@@ -94,7 +94,7 @@ def test_arrays_match_the_extractors_run_directly(dataset, tmp_path):
         wave = decode_audio(clip.audio_path, 16000)
         np.testing.assert_array_equal(mel, logmel.compute(wave).astype(dtype))
         assert store.rate(clip_id, "logmel") == pytest.approx(16000 / 256)
-        front = tdnn.frontend.compute(wave)
+        front = tdnn.compute_frontend(wave)
         indices = strided_indices(20, 3)
         for w in (4, 8):
             windows = frame_windows(front, tdnn.frontend.frame_rate, 20, clip.fps, w, indices)

@@ -53,7 +53,8 @@ if WaveMean.name not in names():
 def test_a_non_log_mel_audio_embedding_runs_through_the_engine(tmp_path):
     manifests = make_dataset(tmp_path, n_clips=3, n_frames=18, fps=10.0, audio=[True, False, True])
     store_path = tmp_path / "f.zarr"
-    config = ExtractConfig(extractors=["test_wave_mean"], batch_size=4, audio_stride=2, device="cpu")
+    config = ExtractConfig(extractors=["test_wave_mean"], batch_size=4, audio_stride=2, device="cpu",
+                           precision="fp32")  # as WaveMean() below
     result = run_extract(config, manifests, store_path)
     assert result.ok and result.clips_done == 3 and result.arrays_written == 3 * 3
     store = FeatureStore(store_path)

@@ -9,6 +9,18 @@ runs :meth:`~AudioEmbeddingExtractor.compute_frontend` once (``float32 [T_f, F]`
 :meth:`~AudioEmbeddingExtractor.embed`, and fills the frames between by linear interpolation
 (:func:`~pipeline.features.audio_windows.fill_strided`). Arrays: ``<name>_w<length>``, ``[T, D]``.
 
+**Once per clip.** An extractor whose network is frame-level layers followed by statistics pooling
+and segment-level layers (``tdnn``) offers :meth:`~AudioEmbeddingExtractor.frame_context`,
+:meth:`~AudioEmbeddingExtractor.frame_level` and :meth:`~AudioEmbeddingExtractor.pool_segment`.
+The engine then runs the frame-level layers once over the clip and pools every window from prefix
+sums (:mod:`pipeline.features.window_pooling`, which says exactly which rows a window pools):
+loader jobs send ``float64 [B, 2C + 1]`` rows (sum, sum of squares, count per window) to the
+model thread, where :meth:`~AudioEmbeddingExtractor.pool_segment` finishes them. Without these
+(or with ``config.per_clip`` false) each window runs through :meth:`~AudioEmbeddingExtractor.embed`
+whole, as before. A mean-pooling extractor (``hf_audio``) fits the same pair with no frame-level
+layers (``frame_context() == (0, 0)``); ECAPA does not (its squeeze-excitation blocks and
+attentive pooling look at the whole window).
+
 The default frontend is a :class:`~pipeline.features.extractors.logmel.LogMel` configured by the
 subclass's ``config.frontend`` (``tdnn``, ``swin_audio``); other frontends (a raw waveform for a
 wav2vec2-style model, say) override the three ``frontend`` members.
@@ -17,6 +29,7 @@ wav2vec2-style model, say) override the three ``frontend`` members.
 from __future__ import annotations
 
 from abc import abstractmethod
+from concurrent.futures import Future
 from typing import Any, ClassVar, Hashable, Iterator
 
 import numpy as np
@@ -27,10 +40,13 @@ from pipeline.features.audio_windows import (
     fill_strided,
     frame_windows,
     strided_indices,
+    window_length,
+    window_starts,
 )
 from pipeline.features.extractors.base import ArraySpec, Extractor
 from pipeline.features.extractors.logmel import LogMel
 from pipeline.features.feeding import ClipContext, Job, Loaded, StreamKey
+from pipeline.features.window_pooling import ClipFrames, pooled_ranges
 
 
 class AudioEmbeddingExtractor(Extractor):
@@ -98,6 +114,27 @@ class AudioEmbeddingExtractor(Extractor):
     def embed(self, windows: Any) -> Any:
         """[B, T_window, F] tensor -> [B, D] tensor; frozen, no grad."""
 
+    # ---- optional: the per-clip path (pipeline.features.window_pooling) -----------------------
+
+    def frame_context(self) -> tuple[int, int] | None:
+        """``(left, right)``: frontend rows before and after a row that its frame-level output
+        reads; None (the default): no per-clip path, every window runs through :meth:`embed`."""
+        return None
+
+    def frame_level(self, rows: np.ndarray) -> Any:
+        """``float32 [N, F]`` frontend rows -> ``[N - left - right, C]`` frame-level outputs."""
+        raise NotImplementedError(f"{self.name}: no frame-level layers")
+
+    def pool_segment(self, sums: Any, sums_sq: Any, counts: Any) -> Any:
+        """Per window, float64 ``[B, C]`` sums of its frame-level outputs and of their squares and
+        ``[B]`` counts -> ``[B, D]`` embeddings (statistics pooling, then the segment layers)."""
+        raise NotImplementedError(f"{self.name}: no segment layers")
+
+    @property
+    def per_clip(self) -> bool:
+        """Whether the engine runs the frame-level layers once per clip (``config.per_clip``)."""
+        return self.frame_context() is not None and getattr(self.config, "per_clip", True)
+
     # ---- how the engine feeds it ---------------------------------------------------------------
 
     @classmethod
@@ -106,9 +143,12 @@ class AudioEmbeddingExtractor(Extractor):
         if not clip.has_audio:
             return iter(())
         fronts = {ext.name: clip.submit(_frontend, ext, clip) for ext in extractors}
-        return _window_jobs(extractors, clip, fronts)
+        return _jobs(extractors, clip, fronts)
 
     def run_batch(self, part: Hashable, batch: Any) -> dict[str, Any]:
+        if self.per_clip:  # rows of window_sums: sum, sum of squares, count
+            c = (batch.shape[1] - 1) // 2
+            return {f"{self.name}_w{part}": self.pool_segment(batch[:, :c], batch[:, c:2 * c], batch[:, 2 * c])}
         return {f"{self.name}_w{part}": self.embed(batch)}
 
     def buffer(self, name: str, clip: ClipContext) -> tuple[int, str]:
@@ -127,10 +167,13 @@ def _frontend(ext: AudioEmbeddingExtractor, clip: ClipContext) -> np.ndarray:
     return ext.compute_frontend(clip.waveform(ext.frontend_sample_rate))
 
 
-def _window_jobs(extractors: list[AudioEmbeddingExtractor], clip: ClipContext,
-                 fronts: dict[str, Any]) -> Iterator[Job]:
+def _jobs(extractors: list[AudioEmbeddingExtractor], clip: ClipContext,
+          fronts: dict[str, Any]) -> Iterator[Job]:
     indices = strided_indices(clip.n_frames, clip.audio_stride)
     for ext in extractors:
+        if ext.per_clip:
+            yield from _pooled_jobs(ext, clip, fronts[ext.name], indices)
+            continue
         for window in ext.windows:
             for start in range(0, len(indices), clip.batch_size):
                 rows = np.arange(start, min(start + clip.batch_size, len(indices)))
@@ -147,3 +190,55 @@ def _windows(ext: AudioEmbeddingExtractor, clip: ClipContext, front: Any, window
     windows = frame_windows(front.result(), ext.frontend_frame_rate, clip.n_frames, clip.clip.fps,
                             window, indices, pad=ext.pad_mode)
     return Loaded(batches={StreamKey(ext.name, window): torch.from_numpy(windows)})
+
+
+# ---- the per-clip path -------------------------------------------------------------------------
+
+
+class _ClipPooling:
+    """A clip's :class:`ClipFrames`, built by the first of its jobs once the frontend is there."""
+
+    def __init__(self, ext: AudioEmbeddingExtractor, front: Future, origin: int) -> None:
+        self.ext, self.front, self.origin = ext, front, origin
+        self.frames: ClipFrames | None = None
+
+    def get(self) -> ClipFrames:
+        if self.frames is None:
+            self.frames = ClipFrames(self.ext, self.front.result(), self.origin)
+        return self.frames
+
+
+def _pooled_jobs(ext: AudioEmbeddingExtractor, clip: ClipContext, front: Future,
+                 indices: np.ndarray) -> Iterator[Job]:
+    """One job per ``batch_size`` frames with every window length's sums: the clip's jobs share
+    the prefix sums, so each waits for the one before it (submitted earlier: already running)."""
+    left, right = ext.frame_context()
+    rate = ext.frontend_frame_rate
+    ranges = {}
+    for window in ext.windows:
+        t_win = window_length(window, clip.clip.fps, rate)
+        ranges[window] = pooled_ranges(window_starts(indices, clip.clip.fps, rate, t_win), t_win, left, right)
+    pooling = _ClipPooling(ext, front, min(int(first.min()) for first, _ in ranges.values()))
+    previous = None
+    for start in range(0, len(indices), clip.batch_size):
+        rows = np.arange(start, min(start + clip.batch_size, len(indices)))
+        parts = {window: (first[rows], stop[rows]) for window, (first, stop) in ranges.items()}
+        previous = clip.submit(_pooled, pooling, previous, parts)
+        yield Job(previous, rows)
+
+
+def _pooled(pooling: _ClipPooling, previous: Future | None,
+            parts: dict[int, tuple[np.ndarray, np.ndarray]]) -> Loaded:
+    """One loader job: the window sums of a chunk of frames, for every window length."""
+    import torch
+
+    if previous is not None:
+        previous.result()  # raises the clip's InputError, if any
+    firsts = np.concatenate([first for first, _ in parts.values()])
+    stops = np.concatenate([stop for _, stop in parts.values()])
+    sums = pooling.get().window_sums(firsts, stops)  # one call: the earliest row of the chunk first
+    batches, at = {}, 0
+    for window, (first, _) in parts.items():
+        batches[StreamKey(pooling.ext.name, window)] = torch.from_numpy(sums[at:at + len(first)])
+        at += len(first)
+    return Loaded(batches=batches)

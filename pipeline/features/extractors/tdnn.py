@@ -10,8 +10,23 @@ convolutions with contexts [t-2..t+2], {t-2, t, t+2}, {t-3, t, t+3}, {t}, {t}; w
 512, 512, 1500; each conv -> ReLU -> BatchNorm), statistics pooling (mean and standard
 deviation over time), and the segment-level affine layer to 512 whose output (before its
 nonlinearity) is the embedding. Its input is the ``jin2021`` log-mel (64 mels, 10 ms window,
-5 ms hop) of one window centred on a video frame, mean-normalised over the window (cepstral mean
-normalisation, as x-vector recipes do) when ``mean_norm`` is set.
+5 ms hop) of one window centred on a video frame, mean-normalised (cepstral mean normalisation):
+
+* ``mean_norm = "sliding"`` (the default since version 2): each log-mel row minus the mean of the
+  ``cmn_seconds`` (3 s) of rows centred on it, the window shifted to stay inside the clip (the
+  whole clip when shorter): Kaldi's ``apply-cmvn-sliding --norm-vars=false --center=true
+  --cmn-window=300`` at 10 ms, as the x-vector recipe of Snyder et al. runs it. It is part of the
+  frontend, so a row's normalised value is the same in every window, which is what lets the
+  frame-level layers run once per clip;
+* ``"window"`` (version 1's): each window minus its own mean; only with ``per_clip = false``;
+* ``"none"``.
+
+``per_clip`` (default true) runs the frame-level layers once over the clip and pools each window
+from prefix sums (:mod:`pipeline.features.window_pooling`): the same pooled frames as the network
+on the window alone, so the two agree to float rounding for every window of at least the receptive
+field (15 rows, 75 ms); a shorter window takes its one output from the clip's real neighbouring
+rows instead of repeated edge rows. ``per_clip = false`` keeps the per-window computation.
+Version 2 (cache keys changed): sliding CMN and the per-clip path.
 
 State-dict names, for a weights file (``torch.save(module.state_dict())`` of :class:`XVector`):
 ``frames.{i}.conv.{weight,bias}``, ``frames.{i}.norm.{weight,bias,running_mean,running_var,
@@ -26,6 +41,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -61,15 +77,34 @@ class XVector(nn.Module):
         self.segment = nn.Linear(2 * channels[-1], embedding_dim)
         self.receptive_field = 1 + sum((k - 1) * d for k, d in zip(kernels, dilations))
 
+    def frame_level(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, n_mels, T]`` -> ``[B, C, T - receptive_field + 1]`` (unpadded)."""
+        for layer in self.frames:
+            x = layer(x)
+        return x
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.transpose(1, 2)  # conv over time: [B, n_mels, T]
         short = self.receptive_field - x.shape[-1]
         if short > 0:
             x = F.pad(x, (short // 2, short - short // 2), mode="replicate")
-        for layer in self.frames:
-            x = layer(x)
+        x = self.frame_level(x)
         stats = torch.cat([x.mean(dim=-1), x.std(dim=-1, unbiased=False)], dim=-1)
         return self.segment(stats)
+
+
+MEAN_NORMS = ("sliding", "window", "none")
+
+
+def sliding_cmn(x: np.ndarray, window: int) -> np.ndarray:
+    """``x [T, F]`` minus, per row, the mean of ``window`` rows centred on it, shifted to stay
+    inside ``x`` (all of ``x`` when shorter): Kaldi's sliding CMN with ``center=true``."""
+    n = x.shape[0]
+    if n <= window:
+        return (x - x.mean(axis=0, dtype=np.float64)).astype(np.float32)
+    begin = np.clip(np.arange(n) - window // 2, 0, n - window)
+    cum = np.concatenate([np.zeros((1, x.shape[1])), np.cumsum(x, axis=0, dtype=np.float64)])
+    return (x - (cum[begin + window] - cum[begin]) / window).astype(np.float32)
 
 
 @dataclass
@@ -81,19 +116,31 @@ class TdnnConfig:
     kernels: tuple[int, ...] = (5, 3, 3, 1, 1)  # frame-level context sizes
     dilations: tuple[int, ...] = (1, 2, 3, 1, 1)  # frame-level dilations
     embedding_dim: int = 512  # paper 003: 512-d audio features
-    mean_norm: bool = True  # subtract each window's per-band mean over time before the network
+    # Cepstral mean normalisation: "sliding" (per row, over cmn_seconds centred on it), "window"
+    # (each window's own mean; needs per_clip = false) or "none" (see the module docstring).
+    mean_norm: str = "sliding"
+    cmn_seconds: float = 3.0  # the sliding CMN's span (Kaldi's x-vector recipe: 300 x 10 ms)
+    per_clip: bool = True  # frame-level layers once per clip, windows pooled from prefix sums
 
 
 @register
 class Tdnn(AudioEmbeddingExtractor):
     name = "tdnn"
     Config = TdnnConfig
+    version = 2  # 2: sliding CMN by default, the per-clip path (see the module docstring)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         c = self.config
         if not (len(c.channels) == len(c.kernels) == len(c.dilations) > 0):
             raise PipelineError(f"tdnn: channels, kernels and dilations differ in length: {c}")
+        if c.mean_norm not in MEAN_NORMS:
+            raise PipelineError(f"tdnn: mean_norm {c.mean_norm!r}: choose from {', '.join(MEAN_NORMS)}")
+        if c.mean_norm == "window" and c.per_clip:
+            raise PipelineError("tdnn: mean_norm 'window' differs per window: set configs.tdnn.per_clip=false")
+        if c.cmn_seconds <= 0:
+            raise PipelineError(f"tdnn: cmn_seconds must be positive, got {c.cmn_seconds}")
+        self._context = sum((k - 1) * d for k, d in zip(c.kernels, c.dilations))
 
     @property
     def embedding_dim(self) -> int:
@@ -110,10 +157,39 @@ class Tdnn(AudioEmbeddingExtractor):
                 self.load_weights_file(model)
             self._model = self.freeze(model)
 
+    def compute_frontend(self, waveform: np.ndarray) -> np.ndarray:
+        mel = self.frontend.compute(waveform)
+        if self.config.mean_norm != "sliding":
+            return mel
+        return sliding_cmn(mel, max(1, round(self.config.cmn_seconds * self.frontend_frame_rate)))
+
     def embed(self, windows: torch.Tensor) -> torch.Tensor:
         self.load()
         x = torch.as_tensor(windows, dtype=torch.float32).to(self.device)
         with torch.inference_mode(), self.autocast():
-            if self.config.mean_norm:
+            if self.config.mean_norm == "window":
                 x = x - x.mean(dim=1, keepdim=True)
             return self._model(x).float().cpu()
+
+    # ---- the per-clip path (pipeline.features.window_pooling) ----------------------------------
+
+    def frame_context(self) -> tuple[int, int] | None:
+        if not self.config.per_clip:
+            return None
+        # Output t of the unpadded convs reads rows t .. t + context: centred, it reads half each side.
+        return self._context // 2, self._context - self._context // 2
+
+    def frame_level(self, rows: np.ndarray) -> torch.Tensor:
+        self.load()
+        x = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32)).to(self.device)
+        with torch.inference_mode(), self.autocast():
+            return self._model.frame_level(x.T[None])[0].T.float().cpu()
+
+    def pool_segment(self, sums: torch.Tensor, sums_sq: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        self.load()
+        n = counts.clamp(min=1)[:, None]  # a padded batch row has count 0
+        mean = sums / n
+        std = (sums_sq / n - mean * mean).clamp(min=0).sqrt()  # float64: no cancellation to speak of
+        stats = torch.cat([mean, std], dim=1).float().to(self.device)
+        with torch.inference_mode(), self.autocast():
+            return self._model.segment(stats).float().cpu()
