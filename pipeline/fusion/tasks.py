@@ -115,7 +115,7 @@ def au_pos_weight(run: "_Run") -> np.ndarray:
     frames the head can learn AUs from. Refuses a run without any such frame."""
     light = ClipStream(run.stream.store, FeatureRequest(arrays=(), audio=run.request.audio,
                                                         tasks=run.request.tasks),
-                       run.dims, run.config.train.buffer_clips)
+                       run.dims, run.config.train.buffer_mb)
     counts = np.zeros((NUM_AUS, 2), np.int64)
     for table in light.tables(run.splits["train"], train=True):
         labels = table.au_labels[run.head.au_trainable(table)]
