@@ -21,7 +21,8 @@ from pipeline.data.labels import CLASSES
 from pipeline.data.manifest import SPLITS, load_clips
 from pipeline.scoring.ensemble import EnsembleConfig, Fill, Protocol, Smoother
 from pipeline.scoring.submission import check_submission
-from stages.ensemble import gain_note, run_ensemble, same_frames_note, score_predictions
+from pipeline.scoring.crossfit import gain_note, same_frames_note
+from stages.ensemble import run_ensemble, score_predictions
 
 
 submission_app = typer.Typer(help="ABAW submission files.", no_args_is_help=True)

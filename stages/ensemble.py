@@ -40,12 +40,20 @@ import numpy as np
 from pipeline import io
 from pipeline.config import save_toml, to_dict
 from pipeline.data.labels import NUM_CLASSES
-from pipeline.data.manifest import SPLITS, Clip, fingerprint, load_clips, task_clips
+from pipeline.data.manifest import SPLITS, Clip, fingerprint, load_clips
 from pipeline.errors import PipelineError
 from pipeline.progress import ProgressEvent, ProgressFn, silent
-from pipeline.scoring.au_ensemble import AUOutcome, au_rows, decide_clips, load_au
+from pipeline.scoring.au_ensemble import AUOutcome, action_units
 from pipeline.scoring.bootstrap import Difference
-from pipeline.scoring.crossfit import Outcome, Row, cross_fit, nested_fit
+from pipeline.scoring.crossfit import (
+    Outcome,
+    Row,
+    cross_fit,
+    gain_note,
+    member_fitted_on,
+    nested_fit,
+    same_frames_note,
+)
 from pipeline.scoring.ensemble import EnsembleConfig
 from pipeline.scoring.fitting import predict
 from pipeline.scoring.frames import (
@@ -61,12 +69,7 @@ from pipeline.scoring.frames import (
 from pipeline.scoring.metrics import Scores, confusion_matrix
 from pipeline.scoring.predictions import Predictions
 from pipeline.scoring.report import ReportData, RunInfo, Timeline, write_report
-from pipeline.scoring.submission import (
-    check_au_submission,
-    check_submission,
-    write_au_submission,
-    write_submission,
-)
+from pipeline.scoring.submission import check_submission, write_submission
 
 
 @dataclass
@@ -225,7 +228,7 @@ def _write_outputs(run_dirs: Sequence[Path], members: list[Member], names: list[
                                         staging, tuning, progress)
     if submission_path is None and (out / "submission.txt").exists():
         note += "; removed the earlier submission.txt"  # (the move into `out` removes it)
-    au, au_path, au_note = _action_units(run_dirs, runs, manifests, config, staging)
+    au, au_path, au_note = action_units(run_dirs, runs, manifests, config, staging)
 
     final = outcome.final
     record = {
@@ -299,72 +302,6 @@ def timelines(scored: SplitData, outcome: Outcome, count: int = 3) -> list[Timel
         clip = scored.subset([c])
         out.append(Timeline(clip_id, predict(clip, record.fit.choices), clip.labels))
     return out
-
-
-def member_fitted_on(members: Sequence[Member], runs: Sequence[RunInfo]) -> dict[str, str]:
-    """Where each member's head made its choices: its run's ``metrics.json["selected_on"]``
-    ("train-dev" or "val"); "val" when absent (heads that early-stop on val write none)."""
-    selected = {run.name: run.metrics.get("selected_on") or "val" for run in runs}
-    return {m.name: str(selected[m.run_dir.name]) for m in members}
-
-
-def same_frames_note(rows: Sequence[Row]) -> str | None:
-    """A line naming the members whose heads chose on the scored frames (None if none did)."""
-    same = [r.name for r in rows if r.kind == "member" and r.fitted_on.endswith("(same frames)")]
-    if not same:
-        return None
-    return (f"{', '.join(same)}: the head chose its epoch (or m,n) on these same frames, so its"
-            " row and every ensemble of it are optimistic")
-
-
-def gain_note(outcome: Outcome | EnsembleResult) -> str:
-    """One line: the final row minus the best member, with its paired bootstrap interval."""
-    gain = outcome.gain
-    return (f"final minus best member ({outcome.best_member}): {gain.estimate:+.4f} macro-F1,"
-            f" {gain.level:.0%} CI [{gain.low:+.4f}, {gain.high:+.4f}], > 0 in"
-            f" {gain.share_positive:.0%} of {gain.n_resamples} paired clip resamples")
-
-
-def _action_units(run_dirs: Sequence[Path], runs: list[RunInfo], manifests: Path,
-                  config: EnsembleConfig, out: Path
-                  ) -> tuple[AUOutcome | None, Path | None, str]:
-    """Score the runs' AU outputs on the AU split and write ``submission_au.txt`` into ``out``
-    (the staging folder) for the test clips; (None, None, why) when no run has AU predictions
-    for the scored split (the staged move then removes a stale ``submission_au.txt``)."""
-    path = out / "submission_au.txt"
-    members = [Member(Path(run_dir), output) for run_dir, run in zip(run_dirs, runs)
-               for output in run.metrics.get("au_outputs", [])]
-    members = [m for m in members if m.path(config.split).exists()]
-    clips = load_clips(manifests, SPLITS, au_only=True) if members else []
-    # The clips the leakage guard left out of AU scores hold no scored frame: not in any fold.
-    scored_clips = [c for c in clips if c.scored_in("au", config.split)]
-    if not scored_clips:
-        path.unlink(missing_ok=True)
-        why = "no AU outputs" if not members else f"no AU {config.split} clips"
-        return None, None, why
-    names = [m.name for m in members]
-    scored = load_au(members, scored_clips, config.split, labelled=True)
-    tuning = None
-    if config.tune_on == "train" and all(m.path("train").exists() for m in members):
-        tuning = load_au(members, task_clips(clips, "au", "train"), "train", labelled=True)
-    outcome = au_rows(scored, names, config, tuning)
-    test_clips = [c for c in clips if c.split == "test"]
-    missing = [m.name for m in members if not m.path("test").exists()]
-    if not test_clips or missing:
-        path.unlink(missing_ok=True)
-        return outcome, None, ("no test clips" if not test_clips
-                               else f"no test AU predictions for {', '.join(missing)}")
-
-    def rows():  # clip by clip: memory does not grow with the test set
-        for clip in test_clips:
-            yield clip, decide_clips(load_au(members, [clip], "test", labelled=False),
-                                     outcome.thresholds)[0]
-
-    count = write_au_submission(path, rows())
-    problems = check_au_submission(path, test_clips)
-    if problems:  # the writer and the checker disagree: a bug, not a user error
-        raise AssertionError(f"{path}: written AU submission fails its check: {problems[0]}")
-    return outcome, path, f"{count} rows for {len(test_clips)} test clips"
 
 
 def _submission(members: list[Member], names: list[str], test_clips: list[Clip],

@@ -65,6 +65,10 @@ without audio (so that they are not taken for features if the clip gains an audi
 
 Everything the store holds is float16 (features), float32 (log-mel stays float32 because dB values
 need the range) or bool; the dtype is chosen by the extractor's :class:`ArraySpec`.
+
+This module is the store's whole contract (layout, keys, markers, verified reads, atomic writes),
+hence its length: the docstring above is a fifth of it; inspection (`verify`, summaries) lives in
+:mod:`pipeline.features.store_inspect`, locks in :mod:`pipeline.locks`.
 """
 
 from __future__ import annotations

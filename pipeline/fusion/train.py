@@ -35,6 +35,11 @@ dedicated many-core machine.
 come from one ``numpy`` generator seeded with ``seed``; torch runs with
 ``use_deterministic_algorithms(True)``. The same config on the same machine gives the same
 predictions bit for bit.
+
+**Size.** This file is longer than one purpose usually needs (about 500 lines) because the loop's
+state lives in one class (:class:`_Run`: epochs, selection, resume, the final predictions), and
+cutting it would spread that state over modules that all reach into it; what stands on its own is
+elsewhere already (configs, the run directory, folds, multi-task epochs, bagging).
 """
 
 from __future__ import annotations

@@ -22,19 +22,21 @@ split's AU probabilities per member (12 values a frame).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from pipeline.data.frames import clip_offsets
 from pipeline.data.labels import NUM_AUS
-from pipeline.data.manifest import Clip
+from pipeline.data.manifest import SPLITS, Clip, load_clips, task_clips
 from pipeline.errors import PipelineError
 from pipeline.scoring.au_metrics import AUScores, au_counts, binarize, fit_au_thresholds
 from pipeline.scoring.crossfit import assign_folds
 from pipeline.scoring.ensemble import EnsembleConfig
 from pipeline.scoring.frames import Member
 from pipeline.scoring.predictions import Predictions
+from pipeline.scoring.submission import check_au_submission, write_au_submission
 
 MEAN = "mean"  # the row name of the members' mean
 
@@ -196,3 +198,45 @@ def decide_clips(data: AUData, thresholds: np.ndarray) -> list[np.ndarray]:
     """int8 [T, 12] decisions of each clip of ``data`` (the members' mean, the thresholds)."""
     decided = binarize(combined(data), thresholds)
     return [decided[data.offsets[c]:data.offsets[c + 1]] for c in range(len(data.clip_ids))]
+
+
+def action_units(run_dirs: Sequence[Path], runs: Sequence[Any], manifests: Path,
+                  config: EnsembleConfig, out: Path
+                  ) -> tuple[AUOutcome | None, Path | None, str]:
+    """Score the runs' AU outputs on the AU split and write ``submission_au.txt`` into ``out``
+    (the staging folder) for the test clips; (None, None, why) when no run has AU predictions
+    for the scored split (the staged move then removes a stale ``submission_au.txt``)."""
+    path = out / "submission_au.txt"
+    members = [Member(Path(run_dir), output) for run_dir, run in zip(run_dirs, runs)
+               for output in run.metrics.get("au_outputs", [])]
+    members = [m for m in members if m.path(config.split).exists()]
+    clips = load_clips(manifests, SPLITS, au_only=True) if members else []
+    # The clips the leakage guard left out of AU scores hold no scored frame: not in any fold.
+    scored_clips = [c for c in clips if c.scored_in("au", config.split)]
+    if not scored_clips:
+        path.unlink(missing_ok=True)
+        why = "no AU outputs" if not members else f"no AU {config.split} clips"
+        return None, None, why
+    names = [m.name for m in members]
+    scored = load_au(members, scored_clips, config.split, labelled=True)
+    tuning = None
+    if config.tune_on == "train" and all(m.path("train").exists() for m in members):
+        tuning = load_au(members, task_clips(clips, "au", "train"), "train", labelled=True)
+    outcome = au_rows(scored, names, config, tuning)
+    test_clips = [c for c in clips if c.split == "test"]
+    missing = [m.name for m in members if not m.path("test").exists()]
+    if not test_clips or missing:
+        path.unlink(missing_ok=True)
+        return outcome, None, ("no test clips" if not test_clips
+                               else f"no test AU predictions for {', '.join(missing)}")
+
+    def rows():  # clip by clip: memory does not grow with the test set
+        for clip in test_clips:
+            yield clip, decide_clips(load_au(members, [clip], "test", labelled=False),
+                                     outcome.thresholds)[0]
+
+    count = write_au_submission(path, rows())
+    problems = check_au_submission(path, test_clips)
+    if problems:  # the writer and the checker disagree: a bug, not a user error
+        raise AssertionError(f"{path}: written AU submission fails its check: {problems[0]}")
+    return outcome, path, f"{count} rows for {len(test_clips)} test clips"

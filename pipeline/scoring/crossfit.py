@@ -12,7 +12,7 @@ a paired bootstrap of the final row minus the best member (:mod:`pipeline.scorin
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -36,7 +36,7 @@ from pipeline.scoring.fitting import (
     pipeline_steps,
     predict,
 )
-from pipeline.scoring.frames import SplitData
+from pipeline.scoring.frames import Member, SplitData
 from pipeline.scoring.metrics import Scores, confusion_matrix, macro_f1_from_confusion
 
 
@@ -296,3 +296,28 @@ def cross_fit(scored: SplitData, member_names: Sequence[str], config: EnsembleCo
         gain = paired_difference(final.clip_confusions, best.clip_confusions, counts,
                                  config.confidence)
     return Outcome(rows, records, config.tune_on == "same", best.name if best else None, gain)
+
+
+def member_fitted_on(members: Sequence[Member], runs: Sequence[Any]) -> dict[str, str]:
+    """Where each member's head made its choices: its run's ``metrics.json["selected_on"]``
+    ("train-dev" or "val"); "val" when absent (heads that early-stop on val write none)."""
+    selected = {run.name: run.metrics.get("selected_on") or "val" for run in runs}
+    return {m.name: str(selected[m.run_dir.name]) for m in members}
+
+
+def same_frames_note(rows: Sequence[Row]) -> str | None:
+    """A line naming the members whose heads chose on the scored frames (None if none did)."""
+    same = [r.name for r in rows if r.kind == "member" and r.fitted_on.endswith("(same frames)")]
+    if not same:
+        return None
+    return (f"{', '.join(same)}: the head chose its epoch (or m,n) on these same frames, so its"
+            " row and every ensemble of it are optimistic")
+
+
+def gain_note(outcome: Any) -> str:
+    """One line: the final row minus the best member, with its paired bootstrap interval (of an
+    :class:`Outcome` or anything with its ``gain`` and ``best_member``)."""
+    gain = outcome.gain
+    return (f"final minus best member ({outcome.best_member}): {gain.estimate:+.4f} macro-F1,"
+            f" {gain.level:.0%} CI [{gain.low:+.4f}, {gain.high:+.4f}], > 0 in"
+            f" {gain.share_positive:.0%} of {gain.n_resamples} paired clip resamples")

@@ -15,7 +15,8 @@ from pipeline.scoring.predictions import FaceMaskWriter, PredictionWriter, face_
 from pipeline.scoring.submission import check_submission
 from pipeline.scoring.frames import Member
 from pipeline.scoring.report import RunInfo
-from stages.ensemble import class_counts, member_fitted_on, run_ensemble, score_predictions
+from pipeline.scoring.crossfit import member_fitted_on
+from stages.ensemble import class_counts, run_ensemble, score_predictions
 
 
 def _clips(root: Path, rng) -> dict[str, list[Clip]]:
