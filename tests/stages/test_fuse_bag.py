@@ -88,11 +88,16 @@ def test_bag_command_prints_members(data, tmp_path, capsys):
     assert "train.lr differ" in " ".join(capsys.readouterr().err.split())
 
 
-def test_bag_combiner_soft_votes_members_sharing_an_output():
-    names = ["a/main", "b/main", "c/fusion", "c/image"]
+def test_bag_combiner_soft_votes_variants_of_one_head():
+    names = ["image_s0/main", "image_s1/main", "mfm/fusion", "mfm/image", "audio/main"]
     found = combiners.combiner("bag").candidates(names, EnsembleConfig())
-    assert [(c.name, c.members) for c in found] == [("bag main", (0, 1))]
-    assert combiners.combiner("bag").candidates(["a/main", "b/main"], EnsembleConfig()) == []
+    assert [(c.name, c.members) for c in found] == [("bag image main", (0, 1))]
+    # different heads sharing an output name are no bag; nor is every member (that is `mean`)
+    assert combiners.combiner("bag").candidates(["image/main", "audio/main", "seq/main"],
+                                                EnsembleConfig()) == []
+    assert combiners.combiner("bag").candidates(["0/main", "1/main"], EnsembleConfig()) == []
+    assert [c.name for c in combiners.combiner("bag").candidates(
+        ["0/main", "1/main", "mfm/fusion"], EnsembleConfig())] == ["bag main"]
     rng = np.random.default_rng(0)
     probs = rng.dirichlet(np.ones(8), size=(4, 30)).astype(np.float32)
 

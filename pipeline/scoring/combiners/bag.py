@@ -8,19 +8,32 @@ member (it can be ensembled with other heads like any run, and no stage-three ch
 form it: the bag is the paper's rule, fixed before any validation label is read).
 
 The combiner covers the other case: the user passes several runs of one head to stage three
-(bag members ``RUN/members/<i>`` or runs of several seeds). Members are grouped by output name, the
-user's grouping being which runs they pass: for every output name that two or more members share,
-and that is not every member (then ``mean`` is the same rule), the candidate ``bag <output>``
-averages those members with weight 1 each. Nothing is tuned.
+(bag members ``RUN/members/<i>``, or runs of several seeds). Variants of one head are recognised by
+their run names, which differ only in a trailing number (``image_s0``, ``image_s1``;
+``image-seed3``; the members ``0``, ``1``, ...): members whose run names share the stem before that
+number (:func:`variant_stem`) and share an output are one bag. For every such group of two or more
+members that is not every member (then ``mean`` is the same rule), the candidate ``bag <stem>
+<output>`` averages them with weight 1 each. Nothing is tuned. Runs of different heads never form
+a bag, even when their outputs share a name such as ``main``.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 import numpy as np
 
 from pipeline.scoring.combiners import Candidate, Combination, Combiner, combine, register
+
+
+_NUMBERED = re.compile(r"^(?P<stem>.*?)[-_.]?(?:seed|s)?\d+$")
+
+
+def variant_stem(run: str) -> str | None:
+    """The stem of a run name that ends in a number (a seed or member index), else None."""
+    match = _NUMBERED.match(run)
+    return None if match is None else match["stem"]
 
 
 def soft_vote(probs: Sequence[np.ndarray]) -> np.ndarray:
@@ -35,11 +48,14 @@ class Bag(Combiner):
 
     @classmethod
     def candidates(cls, member_names, config):
-        groups: dict[str, list[int]] = {}
+        groups: dict[tuple[str, str], list[int]] = {}
         for i, name in enumerate(member_names):
-            groups.setdefault(name.rsplit("/", 1)[-1], []).append(i)
-        return [Candidate(f"bag {output}", cls.name, tuple(members))
-                for output, members in groups.items()
+            run, _, output = name.rpartition("/")
+            stem = variant_stem(run)
+            if stem is not None:
+                groups.setdefault((stem, output), []).append(i)
+        return [Candidate(" ".join(["bag", *filter(None, key)]), cls.name, tuple(members))
+                for key, members in groups.items()
                 if 1 < len(members) < len(member_names)]
 
     @classmethod
