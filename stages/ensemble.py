@@ -43,6 +43,7 @@ from pipeline.data.labels import NUM_CLASSES
 from pipeline.data.manifest import SPLITS, Clip, fingerprint, load_clips
 from pipeline.errors import PipelineError
 from pipeline.progress import ProgressEvent, ProgressFn, silent
+from pipeline.scoring.attention import ATTENTION_FILE
 from pipeline.scoring.au_ensemble import AUOutcome, action_units
 from pipeline.scoring.bootstrap import Difference
 from pipeline.scoring.crossfit import (
@@ -104,7 +105,8 @@ def read_run(run_dir: Path) -> RunInfo:
     outputs = metrics.get("outputs") if isinstance(metrics, dict) else None
     if not isinstance(outputs, list) or not outputs or not all(isinstance(o, str) for o in outputs):
         raise PipelineError(f"{path}: 'outputs' should be a non-empty list of output names")
-    return RunInfo(run_dir.name, metrics)
+    attention = run_dir / ATTENTION_FILE
+    return RunInfo(run_dir.name, metrics, attention if attention.is_file() else None)
 
 
 def find_members(run_dirs: Sequence[Path], split: str) -> tuple[list[Member], list[RunInfo]]:

@@ -27,6 +27,7 @@ import numpy as np
 
 from pipeline.data.labels import CLASSES, NUM_CLASSES
 from pipeline import io
+from pipeline.scoring.attention import plot_attention
 from pipeline.scoring.crossfit import Row
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ class RunInfo:
 
     name: str  # the run directory's name (the member prefix)
     metrics: dict  # its metrics.json
+    attention: Path | None = None  # its attention maps (pipeline.scoring.attention), if any
 
 
 @dataclass
@@ -354,6 +356,15 @@ def write_report(out_dir: str | Path, data: ReportData) -> Path:
                      " frame by frame, for the clips with the most annotated frames.</p>")
         parts.append(_figure(out / plot_timelines(data.timelines, out / "timelines.png"),
                              "timelines of predicted and true class"))
+
+    for run in data.runs:
+        if run.attention is not None:
+            parts.append(f"<h2>Attention: {html.escape(run.name)}</h2>")
+            parts.append('<p class="note">Each attention head\'s spatial map over the face map,'
+                         " for validation frames (rows).</p>")
+            parts.append(_figure(out / plot_attention(run.attention,
+                                                      out / f"attention_{run.name}.png"),
+                                 f"attention maps of {run.name}"))
 
     parts.append("<h2>Tuning</h2>")
     parts.append(_tuning_html(data.tuning))

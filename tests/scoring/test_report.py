@@ -7,6 +7,7 @@ import io
 import re
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from pipeline.scoring.crossfit import Row
@@ -161,3 +162,35 @@ def test_report_shows_what_rows_were_fitted_on_and_their_interval(tmp_path):
     page = write_report(tmp_path, data).read_text()
     assert "<th>fitted on</th>" in page and "<th>90% CI</th>" in page
     assert "0.1234-0.9876" in page and "val (same frames)" in page
+
+
+def test_attention_maps_of_a_run_are_drawn_in_the_report(tmp_path):
+    from pipeline.scoring.attention import ATTENTION_FILE, read_attention
+
+    rng = np.random.default_rng(4)
+    run = tmp_path / "dan"
+    run.mkdir()
+    spatial = rng.random((3, 4, 7, 7)).astype(np.float32)  # 3 frames, 4 heads, a 7x7 map
+    np.savez(run / ATTENTION_FILE, spatial=spatial, channel=rng.random((3, 4, 16)),
+             probs=rng.dirichlet(np.ones(8), 3).astype(np.float32), labels=np.array([4, -1, 0]),
+             clip_ids=np.array(["v1", "v2", "v3"]), frames=np.array([10, 3, 7]))
+    np.testing.assert_array_equal(read_attention(run / ATTENTION_FILE)["spatial"], spatial)
+    runs = [RunInfo("dan", {"outputs": ["main"], "history": []}, run / ATTENTION_FILE)]
+    page = write_report(tmp_path / "out", ReportData("val", _rows(rng), "ensemble", runs, {},
+                                                     {"protocol": "same"})).read_text()
+    assert "<h2>Attention: dan</h2>" in page
+    with Image.open(io.BytesIO(_embedded(page)["attention_dan.png"])) as image:
+        assert image.size[0] > image.size[1] / 2  # four heads side by side, three rows
+
+
+def test_an_unusable_attention_file_is_one_line(tmp_path):
+    from pipeline.errors import PipelineError
+    from pipeline.scoring.attention import read_attention
+
+    bad = tmp_path / "attention.npz"
+    np.savez(bad, spatial=np.zeros((2, 7, 7)))
+    with pytest.raises(PipelineError, match="attention.npz: not an attention file"):
+        read_attention(bad)
+    bad.write_bytes(b"garbage")
+    with pytest.raises(PipelineError, match="attention.npz: unreadable attention file"):
+        read_attention(bad)
