@@ -150,3 +150,42 @@ def test_dinov2_small_from_a_safetensors_folder_equals_timm(tmp_path):
     assert out["timm"].shape == (1, 384) and out["timm_map"].shape == (1, 37, 37, 384)
     grid = tokens[:, reference.num_prefix_tokens:].reshape(1, 37, 37, 384)
     torch.testing.assert_close(out["timm_map"], grid, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_map_every_keeps_each_kth_map_as_is_and_marks_it(tmp_path):
+    """Through the real engine and stage two's reader: the kept maps equal map_every=1's, the rows
+    between are zeros (compressed away), and the frames without a map count as faceless."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "stages"))
+    from extract_fixtures import make_dataset
+
+    from pipeline.features.config import ExtractConfig
+    from pipeline.features.store import FeatureStore, mask_name
+    from pipeline.fusion.data import FeatureRequest, check_inputs, read_clip
+    from pipeline.data.manifest import load_clips
+    from stages.extract import run_extract
+
+    manifests = make_dataset(tmp_path, n_clips=2, n_frames=10)
+    stores = {}
+    for every in (1, 3):
+        config = ExtractConfig(extractors=["timm"], precision="fp32", batch_size=4, configs={
+            "timm": {"model": "resnet10t", "map": True, "map_every": every}})
+        assert run_extract(config, manifests, tmp_path / f"s{every}.zarr").ok
+        stores[every] = FeatureStore(tmp_path / f"s{every}.zarr")
+    full, sparse = stores[1], stores[3]
+    clips = load_clips(manifests)
+    for clip in clips:
+        kept = sparse.read(clip.clip_id, mask_name("timm_map"))
+        np.testing.assert_array_equal(np.flatnonzero(kept), np.arange(0, clip.n_frames, 3))
+        a, b = full.read(clip.clip_id, "timm_map"), sparse.read(clip.clip_id, "timm_map")
+        np.testing.assert_array_equal(b[kept], a[kept])
+        assert not b[~kept].any()
+    request = FeatureRequest(arrays=("timm_map",))
+    dims = check_inputs(sparse, clips, request)
+    table = read_clip(sparse, clips[0], request, dims, train=True)
+    np.testing.assert_array_equal(
+        table.valid, sparse.read(clips[0].clip_id, "valid") & sparse.read(clips[0].clip_id,
+                                                                         mask_name("timm_map")))

@@ -12,7 +12,14 @@ CNN maps are transposed from NCHW; a ViT's patch tokens are laid on their grid, 
 tokens dropped): ``[7, 7, 512]`` for ResNet-18 and ``[7, 7, 2048]`` for ResNet-50 at 224. Maps are
 big (float16: 49 KB/frame for ResNet-18, 196 KB for ResNet-50); ``map_size = k`` average-pools
 the map to ``k x k`` cells before storing (adaptive average pooling, as a head's own pooling
-would): ResNet-50 at 3x3 is 36 KB/frame. No channel reduction is offered yet.
+would): ResNet-50 at 3x3 is 36 KB/frame; that changes what a head sees. ``map_every = k`` keeps
+the map as it is but only at every k-th frame (frames 0, k, 2k, ... of each clip, as paper 004
+samples frames at equal intervals): the other rows are zeros, which the store's compressor all but
+removes (about 1/k of the bytes), and ``<name>_map_valid`` (the store's companion-mask rule,
+:func:`pipeline.features.store.mask_name`) marks the frames that hold one. A head reading the map
+trains only on those frames and sees exactly the maps it would see with ``map_every = 1``; frames
+between take the prediction of the nearest frame with a map (the faceless-frame rule of stage
+two). No channel reduction is offered yet.
 
 ``crops`` lists extra centre-crop fractions: the vector (and map) is then the mean over the
 model's own crop and each listed one (multi-crop averaging, as the 2026 ABAW leader averages
@@ -31,6 +38,7 @@ ensure_torchvision()
 from dataclasses import dataclass  # noqa: E402
 from typing import Any  # noqa: E402
 
+import numpy as np  # noqa: E402
 import timm.data  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -38,6 +46,7 @@ import torch.nn.functional as F  # noqa: E402
 from pipeline.errors import PipelineError  # noqa: E402
 from pipeline.features.extractors.base import ArraySpec, ImageExtractor, register  # noqa: E402
 from pipeline.features.extractors.timm_models import build_timm, feature_map, timm_probe  # noqa: E402
+from pipeline.features.store import mask_name  # noqa: E402
 
 
 @dataclass
@@ -45,6 +54,7 @@ class TimmImageConfig:
     model: str = "resnet50"  # any timm model name (timm.list_models())
     map: bool = False  # also store the final feature map [H, W, C] as <name>_map
     map_size: int = 0  # average-pool the stored map to map_size x map_size cells; 0: as is
+    map_every: int = 1  # store the map at every k-th frame only (zeros between, <name>_map_valid)
     # Centre-crop fraction of the eval transform; unset: the model's own. 1.0 keeps the whole crop.
     crop_pct: float | None = None
     crops: tuple[float, ...] = ()  # extra crop fractions averaged with the main crop (multi-crop)
@@ -67,6 +77,8 @@ class TimmImage(ImageExtractor):
             raise PipelineError(f"timm: {c.model} gives no spatial map {probe.token_shape}; unset map")
         if c.map_size < 0 or (c.map_size and c.map and c.map_size > min(probe.map_shape[:2])):
             raise PipelineError(f"timm: map_size {c.map_size} outside 0..{min(probe.map_shape[:2])}")
+        if c.map_every < 1:
+            raise PipelineError(f"timm: map_every {c.map_every}: need 1 (every frame) or more")
         if any(not 0 < p <= 1 for p in c.crops):
             raise PipelineError(f"timm: crop fractions must be in (0, 1], got {c.crops}")
         data_config = dict(probe.data_config)
@@ -86,7 +98,23 @@ class TimmImage(ImageExtractor):
             h, w, ch = self._probe.map_shape
             k = self.config.map_size
             specs[f"{self.name}_map"] = ArraySpec((k, k, ch) if k else (h, w, ch))
+            if self.config.map_every > 1:
+                specs[mask_name(f"{self.name}_map")] = ArraySpec((), dtype="bool")
         return specs
+
+    def assemble(self, clip: Any, buffers: dict[str, np.ndarray],
+                 arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """As every extractor, then (``map_every > 1``) the map kept at every k-th frame only."""
+        k = self.config.map_every
+        name = f"{self.name}_map"
+        if self.config.map and k > 1:
+            kept = np.zeros(clip.n_frames, dtype=bool)
+            kept[::k] = True
+            buffers = dict(buffers)
+            if name in buffers:
+                buffers[name] = np.where(kept.reshape(-1, 1, 1, 1), buffers[name], 0)
+            arrays = {**arrays, mask_name(name): kept}
+        return super().assemble(clip, buffers, arrays)
 
     def load(self) -> None:
         if self._model is None:
