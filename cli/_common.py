@@ -68,9 +68,10 @@ class LogLines:
 
     def __call__(self, event: ProgressEvent) -> None:
         now = self.clock()
-        task = self.tasks.setdefault(event.task, _Task(started=now))
-        if event.total is not None:
-            task.total = event.total
+        if event.total is not None or event.task not in self.tasks:
+            # An event with a total (re)starts its task: a bag's members each train "epochs".
+            self.tasks[event.task] = _Task(started=now, total=event.total)
+        task = self.tasks[event.task]
         task.done += event.advance
         task.info = dict(event.info) or task.info
         finished = task.total is not None and task.done >= task.total and event.advance > 0
@@ -128,7 +129,8 @@ def progress_bar(console: Console | None = None) -> Iterator[ProgressFn]:
             info = _info_text(event.info)
             if event.task not in tasks:
                 tasks[event.task] = bar.add_task(event.task, total=event.total, info=info)
-            bar.update(tasks[event.task], advance=event.advance, info=info,
-                       **({"total": event.total} if event.total is not None else {}))
+            elif event.total is not None:  # a total (re)starts the task, as in LogLines
+                bar.reset(tasks[event.task], total=event.total)
+            bar.update(tasks[event.task], advance=event.advance, info=info)
 
         yield update

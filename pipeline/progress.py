@@ -14,7 +14,7 @@ from typing import Any, Callable
 class ProgressEvent:
     task: str  # a short stable name, e.g. "clips" or "epoch 3"
     advance: int = 0  # units completed since the previous event for this task
-    total: int | None = None  # set on the first event of a task (and whenever it changes)
+    total: int | None = None  # set on the first event of a task: an event with a total (re)starts it
     info: dict[str, Any] = field(default_factory=dict)  # figures to display beside the bar
 
 

@@ -46,3 +46,17 @@ def test_progress_bar_picks_lines_for_a_log_and_a_bar_for_a_terminal(monkeypatch
     terminal, _ = _console(terminal=True)
     with progress_bar(terminal) as progress:
         assert not isinstance(progress, LogLines)
+
+
+def test_a_task_that_starts_again_counts_from_zero():
+    """A bag trains its members one after another, each announcing its own "epochs" total."""
+    console, buffer = _console(terminal=False)
+    now = [0.0]
+    log = LogLines(console, interval=0, clock=lambda: now[0])
+    for member in range(2):
+        log(ProgressEvent("epochs", total=3))
+        for _ in range(2):  # early stop after 2 of 3 epochs
+            now[0] += 1
+            log(ProgressEvent("epochs", advance=1))
+    lines = buffer.getvalue().splitlines()
+    assert [line.split()[2] for line in lines] == ["0/3", "1/3", "2/3", "0/3", "1/3", "2/3"]

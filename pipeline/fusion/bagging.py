@@ -69,11 +69,11 @@ def fuse_bag(config: FuseConfig, run_dir: Path, clips: Sequence[Clip], store: Fe
     run_dir.mkdir(parents=True, exist_ok=True)
     save_toml(config, bag.config)
     members: list[RunResult] = []
+    progress(ProgressEvent("bag members", total=config.bag.k))
     for i in range(config.bag.k):
-        progress(ProgressEvent("bag members", advance=0, total=config.bag.k))
         members.append(train(member_config(config, i), run_dir / "members" / str(i), clips, store,
                              progress, force=force))
-        progress(ProgressEvent("bag members", advance=1, total=config.bag.k))
+        progress(ProgressEvent("bag members", advance=1))
     if bag.metrics.exists() and all(m.already_complete for m in members) \
             and bag.read_metrics().get("bag", {}).get("k") == config.bag.k:
         return _bag_result(run_dir, bag.read_metrics(), already_complete=True)
