@@ -28,7 +28,7 @@ from pipeline.errors import PipelineError
 from pipeline.features.store import FeatureStore
 from pipeline.fusion.config import SELECTED_ON, BagConfig, FuseConfig, member_seed
 from pipeline.fusion.rundir import FACE_RULE, RunDir, differences
-from pipeline.fusion.train import RunResult, train
+from pipeline.fusion.train import RunResult, run_splits, train
 from pipeline.progress import ProgressEvent, ProgressFn, silent
 from pipeline.scoring.combiners.bag import soft_vote
 from pipeline.scoring.metrics import Scores, confusion_matrix
@@ -78,7 +78,9 @@ def fuse_bag(config: FuseConfig, run_dir: Path, clips: Sequence[Clip], store: Fe
             and bag.read_metrics().get("bag", {}).get("k") == config.bag.k:
         return _bag_result(run_dir, bag.read_metrics(), already_complete=True)
     bag.metrics.unlink(missing_ok=True)  # incomplete until the averaged predictions are written
-    metrics = _write_bag(config, run_dir, members, [c for c in clips if c.split in ("val", "test")])
+    # The clips the members predicted: those of the head's tasks (AU-only clips are not, say).
+    splits = run_splits(clips, config, tuple(getattr(config.head, "tasks", ("expr",))))
+    metrics = _write_bag(config, run_dir, members, [*splits["val"], *splits["test"]])
     return _bag_result(run_dir, metrics, already_complete=False)
 
 
