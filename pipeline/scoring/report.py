@@ -7,8 +7,10 @@ in the scored split is marked *absent*, not scored as F1 0: its F1 is undefined 
 the macro-F1 counts), the confusion matrix of the final ensemble, a timeline of predicted and
 true class for a few clips, the m,n grid heatmap of each proportional run
 (``metrics.json["grid"]``), the training curves from each run's ``metrics.json["history"]``
-(training and validation loss, validation macro-F1, on integer epochs), the class distribution per
-split and what each tuned choice was fitted on. Plots are drawn with the
+(training and validation loss, validation macro-F1, on integer epochs), the attention maps of runs
+that saved them (:mod:`pipeline.scoring.attention`), the class distribution per split and what each
+tuned choice was fitted on. One page's sections and their plots make this file a little over 400
+lines; the attention figure lives in its own module. Plots are drawn with the
 object API of matplotlib on the Agg canvas (no pyplot, no global backend state); matplotlib is
 imported only when a plot is drawn, so importing this module (and ``fer-pipeline --help``) stays
 cheap. Every file is written atomically.
