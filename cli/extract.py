@@ -22,6 +22,7 @@ from rich.table import Table
 from cli._common import console, fail, progress_bar
 from pipeline.features import extractors as extractor_registry
 from pipeline.features.config import Precision
+from pipeline.parallel import SCHEDULER_HELP
 from pipeline.progress import ProgressEvent
 
 AFFWILD2_FRAMES = 2_700_000  # frames of the real dataset (DESIGN.md, "Scale"): store info projects to it
@@ -71,7 +72,7 @@ def extract(
     loader_threads: Optional[int] = typer.Option(
         None, "--loader-threads", min=1, help="Decode threads per worker."),
     scheduler: Optional[str] = typer.Option(
-        None, "--scheduler", help="inprocess, processes:N, local:N (dask LocalCluster) or tcp://HOST:PORT."),
+        None, "--scheduler", help=f"Where shards run: {SCHEDULER_HELP}."),
     splits: list[str] = typer.Option([], "--splits", help="Splits to extract (repeat or comma-separate)."),
     allow_skips: bool = typer.Option(False, "--allow-skips", help="Exit 0 even when clips were skipped."),
 ) -> None:
