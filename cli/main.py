@@ -68,9 +68,19 @@ def _interrupted() -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning any exception into a one-line error (unless --debug)."""
     args = sys.argv[1:] if argv is None else argv
+    _signals.clear()
+    previous = {}
     if threading.current_thread() is threading.main_thread():  # signal handlers live there
-        signal.signal(signal.SIGTERM, _on_signal)
-        signal.signal(signal.SIGINT, _on_signal)
+        previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return _run(args)
+    finally:  # a caller that runs main() in-process (a test, a notebook) gets its handlers back
+        for sig, handler in previous.items():
+            if handler is not None:  # None: installed outside Python, cannot be put back
+                signal.signal(sig, handler)
+
+
+def _run(args: list[str]) -> int:
     try:
         # standalone_mode=False: typer returns the exit code of typer.Exit instead of exiting.
         result = app(args=args, prog_name="fer-pipeline", standalone_mode=False)
