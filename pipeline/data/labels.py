@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -81,6 +82,20 @@ def _lines(data: bytes, path: str | Path) -> list[str]:
     return lines
 
 
+def _body(lines: list[str], names: Sequence[str], header: str, row: re.Pattern, what: str,
+          path: str | Path) -> list[str]:
+    """The lines after an annotation file's header, which must name ``names`` (one-line errors:
+    a missing header, another header, no ``what`` after it)."""
+    if [name.strip() for name in lines[0].split(",")] != list(names):
+        if row.fullmatch(lines[0]):
+            raise AnnotationError(path, f"line 1: missing header, expected {header!r} before"
+                                        f" the {what}")
+        raise AnnotationError(path, f"line 1: header {_show(lines[0])} is not {header!r}")
+    if len(lines) < 2:
+        raise AnnotationError(path, f"header but no {what}")
+    return lines[1:]
+
+
 def parse_annotation(data: bytes, path: str | Path = "<annotation>") -> np.ndarray:
     """Labels of one EXPR annotation file's bytes: int8 ``[n_frames]``, ``-1`` = not annotated.
 
@@ -91,17 +106,7 @@ def parse_annotation(data: bytes, path: str | Path = "<annotation>") -> np.ndarr
     is not an integer, a label outside ``-1..7``. Nothing is guessed, because a guessed label is a
     wrong training target that no later check can find.
     """
-    lines = _lines(data, path)
-    header = lines[0]
-    if [name.strip() for name in header.split(",")] != list(CLASSES):
-        if _LABEL.fullmatch(header):
-            raise AnnotationError(
-                path, f"line 1: missing header, expected {HEADER!r} before the labels"
-            )
-        raise AnnotationError(path, f"line 1: header {_show(header)} is not {HEADER!r}")
-    body = lines[1:]
-    if not body:
-        raise AnnotationError(path, "header but no labels")
+    body = _body(_lines(data, path), CLASSES, HEADER, _LABEL, "labels", path)
     values = []
     for line_no, line in enumerate(body, 2):
         if not _LABEL.fullmatch(line):
@@ -168,17 +173,7 @@ def parse_au_annotation(data: bytes, path: str | Path = "<annotation>") -> np.nd
     that is not an integer, a value outside {-1, 0, 1}, and a row mixing -1 with 0/1 (the format
     marks an unannotated frame with a whole row of -1; a partial one means a damaged file).
     """
-    lines = _lines(data, path)
-    header = lines[0]
-    if [name.strip() for name in header.split(",")] != list(AU_NAMES):
-        if _AU_ROW.fullmatch(header):
-            raise AnnotationError(
-                path, f"line 1: missing header, expected {AU_HEADER!r} before the rows"
-            )
-        raise AnnotationError(path, f"line 1: header {_show(header)} is not {AU_HEADER!r}")
-    body = lines[1:]
-    if not body:
-        raise AnnotationError(path, "header but no rows")
+    body = _body(_lines(data, path), AU_NAMES, AU_HEADER, _AU_ROW, "rows", path)
     values = _clean_au_rows(body)
     if values is None:  # something to tolerate (whitespace) or to reject: line by line
         for line_no, line in enumerate(body, 2):

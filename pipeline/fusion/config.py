@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
 from pipeline.config import build, from_dict, read_toml
 from pipeline.errors import PipelineError
 from pipeline.fusion.folds import SELECT_ON, SELECTED_ON, SelectOn  # noqa: F401 (re-exported)

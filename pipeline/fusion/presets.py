@@ -46,10 +46,10 @@ log-mel stand in, see ``heads/gcsa.py``).
 
 from __future__ import annotations
 
-import copy
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pipeline.config import merge
 from pipeline.errors import PipelineError
 
 if TYPE_CHECKING:
@@ -171,17 +171,6 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-def _merge(base: dict, update: dict) -> dict:
-    """``base`` with ``update`` merged in, tables recursively."""
-    merged = copy.deepcopy(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
-
-
 def preset_overrides(name: str, method: str) -> dict[str, Any]:
     """The config tables preset ``name`` sets for ``method``."""
     if name not in PRESETS:
@@ -190,7 +179,7 @@ def preset_overrides(name: str, method: str) -> dict[str, Any]:
     if method not in preset.methods:
         raise PipelineError(f"preset {name} ({preset.paper.split(',')[0]}) describes the methods "
                             f"{', '.join(preset.methods)}, not {method}")
-    return _merge(preset.settings, {"head": preset.heads.get(method, {})})
+    return merge(preset.settings, {"head": preset.heads.get(method, {})})
 
 
 def _field(config: dict, dotted: str) -> Any:
