@@ -13,10 +13,10 @@ from pipeline.compat import HOOK_MODULE, HOOK_PTH, install_startup_hook
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _python(code: str) -> subprocess.CompletedProcess:
+def _python(code: str, *flags: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                          timeout=300)
+    return subprocess.run([sys.executable, *flags, "-c", code], capture_output=True, text=True,
+                          env=env, timeout=300)
 
 
 @pytest.mark.slow  # two fresh interpreters import torch and timm (10-25 s)
@@ -33,8 +33,11 @@ def test_fresh_interpreter_imports_timm_with_the_hook(tmp_path):
         "print('ok', timm.create_model('resnet18', pretrained=False, num_classes=3).num_classes)\n")
     assert hooked.returncode == 0, hooked.stderr[-2000:]
     assert hooked.stdout.split() == ["ok", "3"]
-    # without it, what the hook is for: on the CPU torch of requirements/torch-cpu.txt, timm fails
-    plain = _python("import timm")
+    # without it, what the hook is for: on the CPU torch of requirements/torch-cpu.txt, timm fails.
+    # The project's venv has the hook installed (make setup), so the control run skips site's .pth
+    # processing (-S) and puts the site-packages folders on the path by hand.
+    folders = [p for p in sys.path if p.endswith("site-packages")]
+    plain = _python(f"import sys; sys.path.extend({folders!r}); import timm", "-S")
     if plain.returncode == 0:
         pytest.skip("torchvision's native library loads here: nothing for the hook to fix")
     assert "torchvision::nms does not exist" in plain.stderr
