@@ -102,3 +102,20 @@ def test_mismatches_name_the_clip(data):
         check_inputs(store, [_clip("train00", 41)], REQUEST)
     with pytest.raises(PipelineError, match="clip train00: no array 'iresnet'.*it has: "):
         check_inputs(store, [_clip("train00")], FeatureRequest(arrays=("iresnet",)))
+
+
+def test_a_clip_the_leakage_guard_excluded_has_no_expression_labels_for_scoring(data):
+    """An expression-val clip that is in the AU training split (paper 003, 4.1): neither early
+    stopping nor any expression score may read its labels."""
+    import dataclasses
+
+    store = FeatureStore(data.store)
+    dims = check_inputs(store, data.clips, REQUEST)
+    val = next(c for c in data.clips if c.split == "val")
+    assert (val.labels != -1).any()
+    guarded = dataclasses.replace(val, exclude_from=("expr_val",))
+    kept = read_clip(store, val, REQUEST, dims, train=False)
+    dropped = read_clip(store, guarded, REQUEST, dims, train=False)
+    np.testing.assert_array_equal(kept.labels, val.labels)
+    assert (dropped.labels == -1).all()
+    np.testing.assert_array_equal(dropped.arrays["swin"], kept.arrays["swin"])  # features stay
