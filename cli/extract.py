@@ -20,8 +20,9 @@ import typer
 from rich.table import Table
 
 from cli._common import console, fail, progress_bar
+from cli.describe import describe_extractor
 from pipeline.features import extractors as extractor_registry
-from pipeline.features.config import Precision
+from pipeline.features.config import DEFAULT_EXTRACTORS, Precision
 from pipeline.parallel import SCHEDULER_HELP
 from pipeline.progress import ProgressEvent
 
@@ -57,7 +58,8 @@ def extract(
     manifests: Path = typer.Option(..., "--manifests", help="Folder of <split>.jsonl clip manifests."),
     store: Path = typer.Option(..., "--store", help="The Zarr feature store (created if missing)."),
     extractor: list[str] = typer.Option(
-        [], "--extractor", "-e", help=f"Extractor to run (repeat): {', '.join(extractor_registry.names())}."),
+        [], "--extractor", "-e", help=f"Extractor to run (repeat): {', '.join(extractor_registry.names())}. "
+             f"Default: {', '.join(DEFAULT_EXTRACTORS)}."),
     weights: list[str] = typer.Option(
         [], "--weights", help="NAME=PATH: weights file of an extractor (repeat)."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file of ExtractConfig fields."),
@@ -75,6 +77,9 @@ def extract(
         None, "--scheduler", help=f"Where shards run: {SCHEDULER_HELP}."),
     splits: list[str] = typer.Option([], "--splits", help="Splits to extract (repeat or comma-separate)."),
     allow_skips: bool = typer.Option(False, "--allow-skips", help="Exit 0 even when clips were skipped."),
+    describe: Optional[str] = typer.Option(
+        None, "--describe", metavar="NAME", is_eager=True, expose_value=False,
+        callback=describe_extractor, help="List extractor NAME's options (type, default, meaning) and exit."),
 ) -> None:
     """Run frozen extractors over every clip and cache per-frame features in the store (resumable)."""
     from pipeline import config as config_io
