@@ -467,10 +467,16 @@ class FeatureStore:
         finally:
             shutil.rmtree(built, ignore_errors=True)
 
-    def write(self, clip_id: str, name: str, data: np.ndarray, cache_key: str, rate: float) -> None:
-        """Write one array of a clip, complete with its marker, in one rename (module docstring)."""
+    def write(self, clip_id: str, name: str, data: np.ndarray, cache_key: str, rate: float,
+              video_rate: bool | None = None) -> None:
+        """Write one array of a clip, complete with its marker, in one rename (module docstring).
+
+        ``video_rate``: whether its rows are the clip's video frames (dimension ``frame``, the
+        clip's ``time``); None: when ``rate`` is the clip's fps. An array at its own clock whose
+        rate happens to equal the fps (a hop of 1/fps) passes False: its row count may differ.
+        """
         fps = float(self.clip_attrs(clip_id)["fps"])
-        video_rate = float(rate) == fps
+        video_rate = float(rate) == fps if video_rate is None else video_rate
         with self._writing(f"clip {clip_id!r} array {name!r}"):
             if not video_rate and not is_coordinate(name):
                 times = np.arange(len(data)) / float(rate)
