@@ -53,6 +53,7 @@ from pipeline.features.extractors.base import Extractor
 from pipeline.features.plan import ClipJob, array_keys, build_extractors, plan_clip, resolve_device
 from pipeline.features.runner import ClipOutcome, ShardTask, run_shard
 from pipeline.features.store import FeatureStore, StoreError
+from pipeline.features.store_meta import consolidate, is_consolidated, unconsolidate
 from pipeline.parallel import Workers, open_executor, parse_scheduler
 from pipeline.progress import ProgressEvent, ProgressFn, silent
 
@@ -241,6 +242,18 @@ def _write_report(store: FeatureStore, config: ExtractConfig, result: ExtractRes
     return path
 
 
+def _consolidate(store_path: Path, wrote: bool) -> None:
+    """Consolidated metadata for xarray once the store is finished (store_meta): after writing,
+    or for a store made before it was written; a read-only store is left as it is."""
+    if not wrote and is_consolidated(store_path):
+        return
+    try:
+        consolidate(store_path)
+    except OSError:
+        if wrote:
+            raise
+
+
 def run_extract(config: ExtractConfig, manifests_dir: str | Path, store_path: str | Path,
                 progress: ProgressFn = silent) -> ExtractResult:
     """Extract every missing array of every clip of ``manifests_dir`` into the store."""
@@ -271,6 +284,8 @@ def run_extract(config: ExtractConfig, manifests_dir: str | Path, store_path: st
                    for n, d in descriptions.items())):
         try:
             store = FeatureStore(store_path, "a")
+            if plan.jobs:
+                unconsolidate(store_path)  # a writer starts (pipeline.features.store_meta)
             store.record_extractors(descriptions)
             store.record_manifest(digests)
         except StoreError:
@@ -324,6 +339,7 @@ def run_extract(config: ExtractConfig, manifests_dir: str | Path, store_path: st
         allow_skips=config.allow_skips,
         precision="{} ({})".format(*resolve_precision(config.precision, resolve_device(config.device))),
     )
+    _consolidate(store_path, wrote=bool(plan.jobs))
     result.seconds_total = time.perf_counter() - started
     report = _write_report(store, config, result, descriptions)
     result.report = str(report) if report is not None else None

@@ -48,6 +48,7 @@ import numpy as np
 from pipeline.data.manifest import Clip
 from pipeline.errors import PipelineError
 from pipeline.features.store import VALID, FeatureStore, StoreError, is_coordinate, mask_name
+from pipeline.features.store_meta import clip_attributes, consolidate, unconsolidate
 from pipeline.progress import ProgressEvent, ProgressFn, silent
 
 FORMAT_VERSION = 1  # of the import's cache keys (and of hdf5_export's file layout)
@@ -312,7 +313,7 @@ def _up_to_date(store: FeatureStore, clip: Clip, options: ImportOptions, key: st
 def _write_clip(store: FeatureStore, clip: Clip, options: ImportOptions, data: np.ndarray,
                 mask: np.ndarray | None, key: str) -> None:
     """Write one checked clip (its lock held): mask, array, and an all-True valid if it has none."""
-    store.ensure_clip(clip.clip_id, clip.n_frames, clip.fps, {"has_audio": clip.audio_path is not None})
+    store.ensure_clip(clip.clip_id, clip.n_frames, clip.fps, clip_attributes(clip))
     rate = clip.fps if options.hop is None else 1.0 / options.hop
     if mask is not None:
         store.write(clip.clip_id, mask_name(options.name), mask, key, clip.fps)
@@ -372,6 +373,8 @@ def import_hdf5(file: str | Path, store_path: str | Path, clips: Sequence[Clip],
                 if _up_to_date(store, clip, options, key, mask is not None, verify_existing):
                     result.unchanged.append(clip.clip_id)
                 else:
+                    if not result.written:
+                        unconsolidate(store.path)  # a writer starts (store_meta)
                     _write_clip(store, clip, options, data, mask, key)
                     result.written.append(clip.clip_id)
             progress(ProgressEvent("importing clips", advance=1,
@@ -380,5 +383,7 @@ def import_hdf5(file: str | Path, store_path: str | Path, clips: Sequence[Clip],
         description = _description(file, options, _file_sha256(file))
         if store.extractors().get(options.name) != description:
             store.record_extractors({options.name: description})
+    if result.written:
+        consolidate(store.path)
     result.seconds = time.perf_counter() - started
     return result

@@ -36,6 +36,7 @@ from pipeline.features.feeding import ClipContext, InputError, Job, Loaded
 from pipeline.features.loading import AudioCache
 from pipeline.features.plan import ClipJob, missing
 from pipeline.features.store import FeatureStore
+from pipeline.features.store_meta import clip_attributes
 from pipeline.features.writing import ClipState, ClipWriter
 
 __all__ = ["ClipJob", "ClipOutcome", "ShardTask", "run_shard"]
@@ -194,8 +195,7 @@ class _ShardRunner:
             lock = contextlib.ExitStack()
             lock.enter_context(self.store.lock_clip(clip.clip_id, blocking=True))
         try:
-            self.store.ensure_clip(clip.clip_id, clip.n_frames, clip.fps,
-                                   {"has_audio": clip.audio_path is not None})
+            self.store.ensure_clip(clip.clip_id, clip.n_frames, clip.fps, clip_attributes(clip))
             found = missing(self.store, clip, {n: self.extractors[n] for n in job.extractors},
                             self.task.audio_stride)
         except BaseException:
