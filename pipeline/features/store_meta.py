@@ -21,14 +21,16 @@ with AU labels), so that a reader of the store alone can group clips by split an
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
+from typing import Iterator
 
 from pipeline import locks
 from pipeline.data.manifest import Clip
 from pipeline.features.atomic import TMP_PREFIX, write_json
-from pipeline.features.store import meta_dir
+from pipeline.features.store import StoreError, meta_dir
 
 KEY = "consolidated_metadata"
 
@@ -68,10 +70,21 @@ def _nodes(root: Path) -> dict[str, dict]:
     return nodes
 
 
+@contextlib.contextmanager
+def _root_json(root: Path) -> Iterator[None]:
+    """The root lock held; a filesystem error as one line naming the store."""
+    try:
+        with locks.hold(meta_dir(root) / "locks", "root", True):
+            yield
+    except OSError as e:
+        raise StoreError(f"{root}: cannot write the consolidated metadata "
+                         f"({e.strerror or ' '.join(str(e).split())})") from None
+
+
 def consolidate(store: str | Path) -> int:
     """Write the store's consolidated metadata; returns the number of nodes it lists."""
     root = Path(store)
-    with locks.hold(meta_dir(root) / "locks", "root", True):
+    with _root_json(root):
         nodes = _nodes(root)
         meta = json.loads((root / "zarr.json").read_text(encoding="utf-8"))
         meta[KEY] = _inline(nodes)
@@ -89,7 +102,7 @@ def unconsolidate(store: str | Path) -> None:
     root = Path(store)
     if not is_consolidated(root):
         return
-    with locks.hold(meta_dir(root) / "locks", "root", True):
+    with _root_json(root):
         meta = json.loads((root / "zarr.json").read_text(encoding="utf-8"))
         if meta.pop(KEY, None) is not None:
             write_json(root / "zarr.json", meta)
