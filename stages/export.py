@@ -12,7 +12,9 @@ probabilities of the chosen output (named from the file's ``__classes__``), ``la
 annotation (-1: not annotated; empty / null for clips without labels, e.g. test). Parquet is
 written one row group per clip with ``pyarrow`` (optional: ``pip install pyarrow``), with the
 provenance (:func:`provenance`: run, method, output, split, manifests, selection, the run's
-config) as JSON under the schema metadata key ``fer_pipeline``. The file goes to the current
+config) as JSON under the schema metadata key ``fer_pipeline``. An ``ensemble`` output folder
+exports its final probabilities (``final_<split>.npz``, :mod:`pipeline.scoring.final_probs`;
+``--manifests`` needed). The file goes to the current
 directory by default (``<run>.<split>.<output>.<format>``: a run directory holds only what
 ``fuse`` wrote), written aside and renamed.
 """
@@ -33,6 +35,7 @@ from pipeline.config import read_toml
 from pipeline.data.manifest import SPLITS, Clip, load_clips
 from pipeline.errors import PipelineError
 from pipeline.progress import ProgressEvent, ProgressFn, silent
+from pipeline.scoring.final_probs import FINAL, final_face_path, final_path
 from pipeline.scoring.frames import check_clip_set, clip_probs
 from pipeline.scoring.predictions import Predictions, face_mask_path, prediction_path
 from stages.ensemble import read_run
@@ -56,6 +59,31 @@ def _manifests(run_dir: Path, manifests: Path | None) -> Path:
         return Path(read_toml(config)["manifests"])
     except (OSError, ValueError, KeyError):
         raise PipelineError(f"{config}: cannot read the run's manifests; pass --manifests") from None
+
+
+def _is_ensemble(run_dir: Path) -> bool:
+    """An output folder of ``ensemble`` (scores.json) rather than a run of ``fuse``."""
+    return (run_dir / "scores.json").is_file() and not (run_dir / "metrics.json").is_file()
+
+
+def _ensemble_source(run_dir: Path, split: str, output: str | None, manifests: str | Path | None
+                     ) -> tuple[str, Path, Path, dict]:
+    """(output, probabilities file, face mask file, what to record) of an ensemble folder."""
+    if output not in (None, FINAL):
+        raise PipelineError(f"{run_dir}: an ensemble folder has one output, {FINAL!r}")
+    if manifests is None:  # (the ensemble's config does not name them)
+        raise PipelineError(f"{run_dir}: an ensemble folder needs --manifests")
+    try:
+        scores = json.loads((run_dir / "scores.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PipelineError(f"{run_dir / 'scores.json'}: cannot read ({e})") from None
+    if scores.get("split") != split:
+        raise PipelineError(f"{run_dir}: the ensemble scored {scores.get('split')!r}, not"
+                            f" {split!r} (its final probabilities are of that split)")
+    recorded = {"method": "ensemble", "final": scores.get("final"), "members": scores.get("members"),
+                "manifest_fingerprint": scores.get("manifest_fingerprint"),
+                "selected_on": (scores.get("tuning") or {}).get("protocol")}
+    return FINAL, final_path(run_dir, split), final_face_path(run_dir, split), recorded
 
 
 def _columns(clip: Clip, probs: np.ndarray, face: np.ndarray) -> dict[str, np.ndarray]:
@@ -151,7 +179,8 @@ def export_predictions(run_dir: str | Path, fmt: str = "csv", split: str = "val"
                        manifests: str | Path | None = None,
                        progress: ProgressFn = silent) -> ExportResult:
     """Write ``output``'s (default: the run's primary) ``split`` predictions of ``run_dir`` as
-    tidy rows to ``out`` (default ``./<run>.<split>.<output>.<fmt>``)."""
+    tidy rows to ``out`` (default ``./<run>.<split>.<output>.<fmt>``). ``run_dir`` may also be
+    an ``ensemble`` output folder: its final probabilities (output ``final``) are exported."""
     run_dir = Path(run_dir)
     if fmt not in FORMATS:
         raise PipelineError(f"--format {fmt!r}: choose from {', '.join(FORMATS)}")
@@ -159,12 +188,16 @@ def export_predictions(run_dir: str | Path, fmt: str = "csv", split: str = "val"
         raise PipelineError(f"--split {split!r}: not one of {', '.join(SPLITS)}")
     if fmt == "parquet":
         _check_parquet()
-    run = read_run(run_dir)
-    output = output or run.metrics.get("primary") or run.metrics["outputs"][0]
-    if output not in run.metrics["outputs"]:
-        raise PipelineError(f"{run_dir}: no output {output!r} (outputs:"
-                            f" {', '.join(run.metrics['outputs'])})")
-    source = prediction_path(run_dir, split, output)
+    if _is_ensemble(run_dir):
+        output, source, mask, metrics = _ensemble_source(run_dir, split, output, manifests)
+    else:
+        run = read_run(run_dir)
+        metrics = run.metrics
+        output = output or run.metrics.get("primary") or run.metrics["outputs"][0]
+        if output not in run.metrics["outputs"]:
+            raise PipelineError(f"{run_dir}: no output {output!r} (outputs:"
+                                f" {', '.join(run.metrics['outputs'])})")
+        source, mask = prediction_path(run_dir, split, output), face_mask_path(run_dir, split)
     if not source.is_file():
         raise PipelineError(f"{source}: no such predictions file ({split} was not predicted?)")
     manifest_dir = _manifests(run_dir, Path(manifests) if manifests else None)
@@ -172,13 +205,13 @@ def export_predictions(run_dir: str | Path, fmt: str = "csv", split: str = "val"
         clips = load_clips(manifest_dir, [split])
     except (FileNotFoundError, ValueError) as e:
         raise PipelineError(str(e)) from None
-    if not face_mask_path(run_dir, split).is_file():
-        raise PipelineError(f"{face_mask_path(run_dir, split)}: no such face mask file")
-    predictions, faces = Predictions(source), Predictions(face_mask_path(run_dir, split))
+    if not mask.is_file():
+        raise PipelineError(f"{mask}: no such face mask file")
+    predictions, faces = Predictions(source), Predictions(mask)
     check_clip_set(predictions, clips, split)
     clips = [c for c in clips if c.clip_id in predictions]
     target = Path(out) if out else Path(f"{run_dir.resolve().name}.{split}.{output}.{fmt}")
-    metadata = provenance(run_dir, run.metrics, output, split, manifest_dir)
+    metadata = provenance(run_dir, metrics, output, split, manifest_dir)
     progress(ProgressEvent("export", total=len(clips)))
     rows = 0
     with io.atomic_path(target) as tmp:

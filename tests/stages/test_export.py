@@ -125,3 +125,33 @@ def test_parquet_without_pyarrow_is_one_line(run, capsys, monkeypatch):
 def test_bad_options_are_one_line(run, capsys, args, message):
     assert main(["export", str(run[0]), "--format", "csv", *args]) == 1
     assert message in " ".join(capsys.readouterr().err.split())
+
+
+def test_the_ensembles_final_probabilities_export_and_score_as_scores_json_says(tmp_path, capsys):
+    """An ensemble folder exports its final per-frame probabilities; their argmax over the
+    labelled frames gives the macro-F1 of scores.json (sklearn as the reference)."""
+    from sklearn.metrics import f1_score
+
+    from pipeline.scoring.ensemble import EnsembleConfig
+    from stages.ensemble import run_ensemble
+
+    rng = np.random.default_rng(0)
+    clips = _clips(tmp_path, rng)
+    runs = [_run(tmp_path, "image", ["main"], clips, rng),
+            _run(tmp_path, "mfm", ["fusion", "image", "audio"], clips, rng)]
+    out = tmp_path / "scores"
+    run_ensemble(runs, tmp_path / "manifests", out, EnsembleConfig(windows=(1, 5, 11)))
+    record = json.loads((out / "scores.json").read_text())
+    assert main(["export", str(out), "--format", "csv", "--manifests", str(tmp_path / "manifests"),
+                 "--out", str(tmp_path / "final.csv")]) == 0
+    with open(tmp_path / "final.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == sum(c.n_frames for c in clips["val"])
+    labelled = [r for r in rows if int(r["label"]) >= 0]
+    predicted = [int(np.argmax([float(r[c]) for c in CLASSES])) for r in labelled]
+    truth = [int(r["label"]) for r in labelled]
+    reference = f1_score(truth, predicted, average="macro", labels=range(len(CLASSES)),
+                         zero_division=0)
+    assert reference == pytest.approx(record["macro_f1"], abs=1e-9)
+    assert main(["export", str(out), "--format", "csv"]) == 1  # needs the manifests
+    assert "needs --manifests" in capsys.readouterr().err
