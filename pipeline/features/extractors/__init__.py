@@ -2,8 +2,9 @@
 
 Built in: ``swin``, ``timm`` (any timm model, optionally its feature map), ``iresnet`` and
 ``onnx`` (face crops); ``logmel`` (audio); ``tdnn``, ``swin_audio`` (over log-mel windows),
-``hf_audio`` (wav2vec2/HuBERT/WavLM), ``ecapa``, ``xvector`` (SpeechBrain) and ``egemaps``
-(openSMILE functionals): per-frame audio embeddings over dynamic windows; :mod:`~pipeline.features.extractors.base` and
+``hf_audio`` (wav2vec2/HuBERT/WavLM), ``ecapa``, ``xvector`` (SpeechBrain), ``egemaps``
+(openSMILE functionals) and ``audio_model`` (any waveform-in ONNX/TorchScript encoder):
+per-frame audio embeddings over dynamic windows; :mod:`~pipeline.features.extractors.base` and
 :mod:`~pipeline.features.extractors.audio_embedding` hold the contract they share.
 
 **Adding one** is one new module in this package with a ``@register``-decorated class (its
