@@ -1,11 +1,13 @@
 """What every command shares: the console, one-line errors, and progress: a rich bar on a
 terminal, and in a batch log (stderr not a terminal: SLURM, nohup, a pipe) one plain line per
-task every ``FER_PROGRESS_SECONDS`` seconds (default 30) with done/total, rate and ETA."""
+task every ``FER_PROGRESS_SECONDS`` seconds (default 30) with done/total, rate and ETA, also when
+nothing advanced in that time (a heartbeat thread: the line then says for how long)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -53,6 +55,10 @@ class _Task:
     done: int = 0
     info: dict = field(default_factory=dict)
     printed_at: float = -1.0  # when its last line was printed (-1: never)
+    advanced_at: float = 0.0  # when it last advanced (its start until then)
+
+    def __post_init__(self) -> None:
+        self.advanced_at = self.started
 
 
 class LogLines:
@@ -65,14 +71,36 @@ class LogLines:
         self.console, self.interval, self.clock = console, interval, clock
         self.start = clock()
         self.tasks: dict[str, _Task] = {}
+        self.lock = threading.Lock()  # events come from worker threads, beats from a timer
+
+    def heartbeat(self) -> None:
+        """A line for each unfinished task that printed none for ``interval`` seconds, so that
+        a log shows the run is alive while a long step sends no event (one batch, one dask
+        shard). The line says how long it has been since anything advanced."""
+        with self.lock:
+            now = self.clock()
+            for name, task in self.tasks.items():
+                finished = task.total is not None and task.done >= task.total
+                if finished or task.printed_at < 0 or now - task.printed_at < self.interval:
+                    continue
+                task.printed_at = now
+                quiet = _duration(now - task.advanced_at)
+                self.console.print(f"{self.line(name, task, now)}  (no change for {quiet})",
+                                   highlight=False, soft_wrap=True, markup=False)
 
     def __call__(self, event: ProgressEvent) -> None:
+        with self.lock:
+            self._event(event)
+
+    def _event(self, event: ProgressEvent) -> None:
         now = self.clock()
         if event.total is not None or event.task not in self.tasks:
             # An event with a total (re)starts its task: a bag's members each train "epochs".
             self.tasks[event.task] = _Task(started=now, total=event.total)
         task = self.tasks[event.task]
         task.done += event.advance
+        if event.advance:
+            task.advanced_at = now
         task.info = dict(event.info) or task.info
         finished = task.total is not None and task.done >= task.total and event.advance > 0
         due = task.printed_at < 0 or now - task.printed_at >= self.interval
@@ -105,13 +133,29 @@ def _log_seconds() -> float:
         return LOG_SECONDS
 
 
+def _beat(log: LogLines, stop: threading.Event) -> None:
+    """Call ``log.heartbeat`` every few seconds until ``stop`` (a line is due every interval)."""
+    while not stop.wait(min(log.interval, 5.0)):
+        log.heartbeat()
+
+
 @contextlib.contextmanager
 def progress_bar(console: Console | None = None) -> Iterator[ProgressFn]:
     """A :data:`ProgressFn` that drives rich progress bars, one per task name, on a terminal;
     :class:`LogLines` otherwise (a bar would print nothing until the end in a log file)."""
     console = console or err_console
     if not console.is_terminal:
-        yield LogLines(console, _log_seconds())
+        log = LogLines(console, _log_seconds())
+        stop = threading.Event()
+        beat = threading.Thread(target=_beat, args=(log, stop), name="fer-log-heartbeat", daemon=True)
+        if log.interval > 0:
+            beat.start()
+        try:
+            yield log
+        finally:
+            stop.set()
+            if beat.is_alive():
+                beat.join()
         return
     columns = (
         TextColumn("[bold]{task.description}"),

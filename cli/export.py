@@ -1,6 +1,6 @@
 """``fer-pipeline export RUN --format csv|parquet [--split val]``: a run's per-frame predictions
-as tidy rows (clip, frame, time, face, the 8 class probabilities by name, label) for other tools;
-see :mod:`stages.export`."""
+as tidy rows (clip, index, frame, time, face, the 8 class probabilities by name, label) for other
+tools; see :mod:`stages.export`."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def export(
     split: str = typer.Option("val", "--split", help="Split to export (val or test)."),
     output: Optional[str] = typer.Option(None, "--output", help="Run output (default: primary)."),
     out: Optional[Path] = typer.Option(None, "--out", help="File to write (default:"
-                                       " RUN/predictions/<split>/<output>.<format>)."),
+                                       " ./<run>.<split>.<output>.<format>)."),
     manifests: Optional[Path] = typer.Option(None, "--manifests", help="Manifest directory"
                                              " (default: the one in the run's config.toml)."),
 ) -> None:

@@ -20,8 +20,9 @@ import typer
 from rich.table import Table
 
 from cli._common import console, fail, progress_bar
+from cli.describe import describe_extractor
 from pipeline.features import extractors as extractor_registry
-from pipeline.features.config import Precision
+from pipeline.features.config import DEFAULT_EXTRACTORS, Precision
 from pipeline.parallel import SCHEDULER_HELP
 from pipeline.progress import ProgressEvent
 
@@ -53,11 +54,20 @@ def _warn_random(names: list[str]) -> None:
             "its features are not those of a trained backbone.[/]", highlight=False)
 
 
+def _print_job_script(scheduler: str | None) -> None:
+    from pipeline.parallel import slurm_job_script
+
+    if not scheduler or not scheduler.strip().startswith("slurm:"):
+        raise fail("--print-job-script needs --scheduler slurm:N[,...] (e.g. slurm:4,gres=gpu:1)")
+    console.print(slurm_job_script(scheduler), markup=False, highlight=False, soft_wrap=True)
+
+
 def extract(
     manifests: Path = typer.Option(..., "--manifests", help="Folder of <split>.jsonl clip manifests."),
     store: Path = typer.Option(..., "--store", help="The Zarr feature store (created if missing)."),
     extractor: list[str] = typer.Option(
-        [], "--extractor", "-e", help=f"Extractor to run (repeat): {', '.join(extractor_registry.names())}."),
+        [], "--extractor", "-e", help=f"Extractor to run (repeat): {', '.join(extractor_registry.names())}. "
+             f"Default: {', '.join(DEFAULT_EXTRACTORS)}."),
     weights: list[str] = typer.Option(
         [], "--weights", help="NAME=PATH: weights file of an extractor (repeat)."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file of ExtractConfig fields."),
@@ -75,12 +85,21 @@ def extract(
         None, "--scheduler", help=f"Where shards run: {SCHEDULER_HELP}."),
     splits: list[str] = typer.Option([], "--splits", help="Splits to extract (repeat or comma-separate)."),
     allow_skips: bool = typer.Option(False, "--allow-skips", help="Exit 0 even when clips were skipped."),
+    print_job_script: bool = typer.Option(
+        False, "--print-job-script", help="With --scheduler slurm:...: print the batch script"
+        " each job would run, submit nothing and exit."),
+    describe: Optional[str] = typer.Option(
+        None, "--describe", metavar="NAME", is_eager=True, expose_value=False,
+        callback=describe_extractor, help="List extractor NAME's options (type, default, meaning) and exit."),
 ) -> None:
     """Run frozen extractors over every clip and cache per-frame features in the store (resumable)."""
     from pipeline import config as config_io
     from pipeline.features.config import ExtractConfig
     from stages.extract import run_extract
 
+    if print_job_script:
+        _print_job_script(scheduler)
+        return
     split_names = [s.strip() for value in splits for s in value.split(",") if s.strip()]
     cfg = config_io.build(ExtractConfig, file=config, sets=set_, options={
         "extractors": list(extractor) or None, "weights": _weights(weights) or None,

@@ -22,6 +22,7 @@ import typer
 from rich.table import Table
 
 from cli._common import console, progress_bar
+from cli.describe import describe_method
 from pipeline.fusion.folds import SelectOn
 from pipeline.fusion.presets import PRESETS
 from pipeline.progress import ProgressEvent, ProgressFn
@@ -91,6 +92,10 @@ def fuse(
     allow_manifest_mismatch: bool = typer.Option(
         False, "--allow-manifest-mismatch",
         help="Train although the manifests differ from those the store was extracted from."),
+    describe: Optional[str] = typer.Option(
+        None, "--describe", metavar="METHOD", is_eager=True, expose_value=False,
+        callback=describe_method, help="List head METHOD's options and every method's shared"
+        " options (type, default, meaning) and exit."),
 ) -> None:
     """Train a fusion head on cached features; write per-frame probabilities for val and test."""
     from pipeline.fusion.config import build_config

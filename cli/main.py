@@ -10,8 +10,9 @@ import sys
 import threading
 
 import typer
+import typer.main
 
-from cli import cv, data, demo, ensemble, export, extract, fuse
+from cli import conventions, cv, data, demo, ensemble, export, extract, fuse
 from cli import store_io  # noqa: F401  (adds `store import|export` to extract's store group)
 from cli._common import err_console
 from pipeline import __version__
@@ -83,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: list[str]) -> int:
     try:
         # standalone_mode=False: typer returns the exit code of typer.Exit instead of exiting.
-        result = app(args=args, prog_name="fer-pipeline", standalone_mode=False)
+        command = conventions.apply(typer.main.get_command(app))
+        result = command.main(args=args, prog_name="fer-pipeline", standalone_mode=False)
     except typer.Exit as e:
         return e.exit_code
     except (typer.Abort, KeyboardInterrupt):

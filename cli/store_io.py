@@ -46,14 +46,16 @@ def _split_list(values: list[str]) -> list[str]:
 
 
 def _clips(manifests: Path, splits: list[str]):
-    from pipeline.data.manifest import SPLITS, load_clips
+    """The clips of the chosen splits (default: all, the AU-only clips too, as `extract` has)."""
+    from pipeline.data.manifest import AU_ONLY, SPLITS, load_clips
 
-    chosen = _split_list(splits) or list(SPLITS)
-    unknown = [s for s in chosen if s not in SPLITS]
+    choices = (*SPLITS, AU_ONLY)
+    chosen = _split_list(splits) or list(choices)
+    unknown = [s for s in chosen if s not in choices]
     if unknown:
-        raise fail(f"--splits {', '.join(unknown)}: choose from {', '.join(SPLITS)}")
+        raise fail(f"--splits {', '.join(unknown)}: choose from {', '.join(choices)}")
     try:
-        return load_clips(manifests, chosen)
+        return load_clips(manifests, [s for s in chosen if s != AU_ONLY], au_only=AU_ONLY in chosen)
     except (FileNotFoundError, ValueError) as e:
         raise fail(str(e)) from None
 
@@ -64,13 +66,15 @@ def import_(
     store: Path = typer.Option(..., "--store", help="The Zarr feature store (created if missing)."),
     manifests: Path = typer.Option(..., "--manifests", help="Folder of <split>.jsonl clip manifests."),
     name: str = typer.Option(..., "--name", help="Store array to write, e.g. myface."),
-    path: str = typer.Option("{clip}", "--path",
-                             help="Dataset of a clip's rows; placeholders {clip}, {video}, {split}."),
+    path: Optional[str] = typer.Option(
+        None, "--path", help="Dataset of a clip's rows; placeholders {clip}, {video}, {split}"
+        " (default: {clip}, or {clip}/ARRAY in a file that `store export` wrote)."),
     frames_path: Optional[str] = typer.Option(
         None, "--frames-path", help="Dataset of the rows' 1-based frame numbers ([N, D] layout)."),
     rate: str = typer.Option("video", "--rate", help="'video' (a row per frame) or 'hop=SECONDS'."),
     dtype: Optional[DType] = typer.Option(None, "--dtype", help="Cast to this (default: keep float16/32)."),
-    splits: list[str] = typer.Option([], "--splits", help="Splits to import (default: all)."),
+    splits: list[str] = typer.Option([], "--splits", help="Splits to import: train, val, test,"
+                                     " au_only (default: all)."),
     strict: bool = typer.Option(False, "--strict", help="Fail, writing nothing, if the file lacks a clip."),
 ) -> None:
     """Import per-clip arrays from an HDF5 file as store array NAME (resumable, checksummed)."""
@@ -100,8 +104,8 @@ def import_(
         raise fail(f"{len(result.failed)} dataset(s) not imported (listed above); their clips are unchanged")
     if clips and len(result.missing) == len(clips):
         first = clips[0]
-        example = path.format(clip=first.clip_id, video=first.video_id, split=first.split)
-        raise fail(f"{file}: no dataset matches --path {path!r} for any clip of the manifests "
+        example = result.path.format(clip=first.clip_id, video=first.video_id, split=first.split)
+        raise fail(f"{file}: no dataset matches --path {result.path!r} for any clip of the manifests "
                    f"(the first clip's would be {example!r})")
 
 

@@ -14,7 +14,8 @@ The same code then runs wherever ``--scheduler`` points:
                     wrote (the usual way to start one inside an ``sbatch`` script)
 ``slurm:N[,k=v]``   a ``dask_jobqueue.SLURMCluster`` of N batch jobs, one worker each, from the
                     user's dask-jobqueue config (``~/.config/dask/jobqueue.yaml``) with
-                    overrides, e.g. ``slurm:4,cores=8,memory=32GB,walltime=02:00:00,queue=gpu``
+                    overrides, e.g. ``slurm:4,cores=8,memory=32GB,walltime=02:00:00,queue=gpu``;
+                    ``gres=gpu:1`` requests GPUs (:func:`slurm_job_script` shows the script)
 ==================  ========================================================================
 
 Every task sets torch's intra-op threads before it runs, so that N workers on one machine share
@@ -43,7 +44,7 @@ SCHEDULER_HELP = ("inprocess, processes:N, local:N (dask LocalCluster), tcp://HO
 # SLURMCluster options a ``slurm:`` spec may set (the rest come from the user's jobqueue config).
 SLURM_OPTIONS = {"cores": int, "processes": int, "memory": str, "walltime": str, "queue": str,
                  "account": str, "job_name": str, "log_directory": str, "local_directory": str,
-                 "interface": str}
+                 "interface": str, "gres": str}
 
 
 @dataclass(frozen=True)
@@ -210,11 +211,36 @@ def slurm_cluster(scheduler: Scheduler, **extra: Any) -> Any:
         from dask_jobqueue import SLURMCluster
     except ImportError:
         raise PipelineError("scheduler slurm: needs dask-jobqueue (pip install dask-jobqueue)") from None
-    options = {"processes": 1, **dict(scheduler.options), **extra}
+    options = {"processes": 1, **_jobqueue_options(scheduler), **extra}
     try:
         return SLURMCluster(silence_logs=logging.ERROR, **options)
     except ValueError as e:  # e.g. no cores/memory in the spec nor in the jobqueue config
         raise PipelineError(f"scheduler {scheduler}: {' '.join(str(e).split())[:200]}") from None
+
+
+def _jobqueue_options(scheduler: Scheduler) -> dict[str, Any]:
+    """A ``slurm:`` spec's options as ``SLURMCluster`` takes them: ``gres=gpu:1`` (a generic
+    resource request, e.g. GPUs: SLURMCluster has no option of its own for it) becomes the
+    directive ``#SBATCH --gres=gpu:1``, after those of the user's jobqueue config."""
+    import dask.config
+
+    options = dict(scheduler.options)
+    gres = options.pop("gres", None)
+    if gres is not None:
+        configured = dask.config.get("jobqueue.slurm.job-extra-directives", None) or []
+        options["job_extra_directives"] = [*configured, f"--gres={gres}"]
+    return options
+
+
+def slurm_job_script(spec: str | Scheduler) -> str:
+    """The batch script a ``slurm:`` spec would submit for each job (nothing is submitted; no
+    SLURM needed): what ``extract --print-job-script`` prints."""
+    scheduler = parse_scheduler(spec) if isinstance(spec, str) else spec
+    if scheduler.kind != "slurm":
+        raise PipelineError(f"scheduler {scheduler}: only a slurm: scheduler has a job script")
+    # A scheduler on this host only while the script is built: no dashboard, no network.
+    with slurm_cluster(scheduler, scheduler_options={"dashboard_address": None}) as cluster:
+        return cluster.job_script()
 
 
 def _connect(scheduler: Scheduler, stack: contextlib.ExitStack) -> Any:

@@ -12,6 +12,8 @@ lengths); never the dataset's frame folders. Writes into ``out``, every file ato
   it predicted, its applied choices (combiner, its rule and fitted parameters, weights, window,
   biases, steps), the nested decision of which steps to apply, the test fit included;
 * ``config.toml`` (the :class:`EnsembleConfig` used), ``report.html`` with its PNGs;
+* ``final_<split>.npz`` and ``face_mask_<split>.npz``: the final pipeline's per-frame
+  probabilities of the scored split (:mod:`pipeline.scoring.final_probs`; ``export OUT``);
 * ``submission.txt`` in the ABAW format when every member has test predictions and the manifests
   list test clips (checked with :func:`check_submission` after writing).
 
@@ -68,6 +70,7 @@ from pipeline.scoring.frames import (
     open_predictions,
 )
 from pipeline.scoring.metrics import Scores, confusion_matrix
+from pipeline.scoring.final_probs import write_final_probs
 from pipeline.scoring.predictions import Predictions
 from pipeline.scoring.report import ReportData, RunInfo, Timeline, write_report
 from pipeline.scoring.submission import check_submission, write_submission
@@ -280,6 +283,7 @@ def _write_outputs(run_dirs: Sequence[Path], members: list[Member], names: list[
                                                    counts, tuning, notes,
                                                    timelines(scored, outcome)))
     save_toml(config, staging / "config.toml")
+    write_final_probs(scored, outcome.folds, config.split, staging)  # for `export OUT`
     io.write_json(staging / "scores.json", record, indent=1)  # moved into `out` last
     return EnsembleResult(config.split, outcome.rows, final, config.tune_on,
                           outcome.tuned_on_scored_frames, out / "scores.json",

@@ -53,6 +53,7 @@ from pipeline.features.extractors.base import Extractor
 from pipeline.features.plan import ClipJob, array_keys, build_extractors, plan_clip, resolve_device
 from pipeline.features.runner import ClipOutcome, ShardTask, run_shard
 from pipeline.features.store import FeatureStore, StoreError
+from pipeline.features.store_meta import consolidate, is_consolidated, unconsolidate
 from pipeline.parallel import Workers, open_executor, parse_scheduler
 from pipeline.progress import ProgressEvent, ProgressFn, silent
 
@@ -183,6 +184,7 @@ class _Tally:
         self.start = time.perf_counter()
         self.frames = 0
         self.skipped = 0
+        self.partial: dict[str, int] = {}  # clip -> frames run so far, for clips not ended
         progress(ProgressEvent("extracting frames", total=total_frames,
                                info={"clips": f"0/{total_clips}"}))
 
@@ -193,19 +195,39 @@ class _Tally:
             self.outcomes[outcome.clip_id] = outcome
             self.frames += outcome.frames
             self.skipped += outcome.status == "skipped"
-            elapsed = max(time.perf_counter() - self.start, 1e-9)
-            info: dict[str, Any] = {"clips": f"{len(self.outcomes)}/{self.total_clips}",
-                                    "frames/s": self.frames / elapsed}
-            if self.skipped:
-                info["skipped"] = self.skipped
-            self.progress(ProgressEvent("extracting frames", advance=outcome.clip_frames, info=info))
+            shown = self.partial.pop(outcome.clip_id, 0)  # frames of it shown already
+            self.progress(ProgressEvent("extracting frames", advance=outcome.clip_frames - shown,
+                                        info=self._info(self.frames)))
+
+    def frames_run(self, clip_id: str, frames: int) -> None:
+        """Frames of a clip still running (in-process): the bar and the log lines move within a
+        long clip instead of waiting for its end."""
+        with self.lock:
+            if clip_id in self.outcomes:
+                return
+            advance = frames - self.partial.get(clip_id, 0)
+            if advance <= 0:
+                return
+            self.partial[clip_id] = frames
+            running = self.frames + sum(self.partial.values())
+            self.progress(ProgressEvent("extracting frames", advance=advance,
+                                        info=self._info(running)))
+
+    def _info(self, frames: int) -> dict[str, Any]:
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        info: dict[str, Any] = {"clips": f"{len(self.outcomes)}/{self.total_clips}",
+                                "frames/s": frames / elapsed}
+        if self.skipped:
+            info["skipped"] = self.skipped
+        return info
 
 
 def _run_shards(workers: Workers, shards: list[list[ClipJob]],
                 make_task: Callable[[list[ClipJob]], ShardTask], tally: _Tally) -> list[ClipJob]:
     """Run shards to completion; return the jobs of clips that another process held locked."""
     live = tally if workers.in_process else None  # a callback cannot travel to other processes
-    futures = [workers.executor.submit(run_shard, make_task(shard), live) for shard in shards]
+    frames = tally.frames_run if workers.in_process else None
+    futures = [workers.executor.submit(run_shard, make_task(shard), live, frames) for shard in shards]
     jobs = {job.clip.clip_id: job for shard in shards for job in shard}
     locked: list[ClipJob] = []
     try:
@@ -241,6 +263,18 @@ def _write_report(store: FeatureStore, config: ExtractConfig, result: ExtractRes
     return path
 
 
+def _consolidate(store_path: Path, wrote: bool) -> None:
+    """Consolidated metadata for xarray once the store is finished (store_meta): after writing,
+    or for a store made before it was written; a read-only store is left as it is."""
+    if not wrote and is_consolidated(store_path):
+        return
+    try:
+        consolidate(store_path)
+    except StoreError:
+        if wrote:
+            raise
+
+
 def run_extract(config: ExtractConfig, manifests_dir: str | Path, store_path: str | Path,
                 progress: ProgressFn = silent) -> ExtractResult:
     """Extract every missing array of every clip of ``manifests_dir`` into the store."""
@@ -273,6 +307,8 @@ def run_extract(config: ExtractConfig, manifests_dir: str | Path, store_path: st
             store = FeatureStore(store_path, "a")
             store.record_extractors(descriptions)
             store.record_manifest(digests)
+            if plan.jobs:
+                unconsolidate(store_path)  # a writer starts (pipeline.features.store_meta)
         except StoreError:
             if plan.jobs:
                 raise
@@ -324,6 +360,7 @@ def run_extract(config: ExtractConfig, manifests_dir: str | Path, store_path: st
         allow_skips=config.allow_skips,
         precision="{} ({})".format(*resolve_precision(config.precision, resolve_device(config.device))),
     )
+    _consolidate(store_path, wrote=bool(plan.jobs))
     result.seconds_total = time.perf_counter() - started
     report = _write_report(store, config, result, descriptions)
     result.report = str(report) if report is not None else None

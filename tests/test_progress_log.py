@@ -60,3 +60,42 @@ def test_a_task_that_starts_again_counts_from_zero():
             log(ProgressEvent("epochs", advance=1))
     lines = buffer.getvalue().splitlines()
     assert [line.split()[2] for line in lines] == ["0/3", "1/3", "2/3", "0/3", "1/3", "2/3"]
+
+
+def test_a_quiet_task_still_gets_a_line_every_interval():
+    """No event for a while (one long batch, a dask shard still running): the heartbeat prints
+    the task's state, saying how long nothing advanced; finished tasks stay quiet."""
+    console, buffer = _console(terminal=False)
+    now = [0.0]
+    log = LogLines(console, interval=30, clock=lambda: now[0])
+    log(ProgressEvent("extracting frames", total=100))
+    now[0] = 10
+    log(ProgressEvent("extracting frames", advance=20))
+    now[0] = 29
+    log.heartbeat()  # not due yet
+    now[0] = 31
+    log.heartbeat()
+    now[0] = 50
+    log.heartbeat()  # printed 19 s ago: not due
+    now[0] = 62
+    log.heartbeat()
+    lines = buffer.getvalue().splitlines()
+    assert len(lines) == 3, lines
+    assert lines[1].startswith("[0:00:31] extracting frames 20/100 (20%)")
+    assert lines[1].endswith("(no change for 0:00:21)")
+    assert lines[2].startswith("[0:01:02]") and lines[2].endswith("(no change for 0:00:52)")
+    log(ProgressEvent("extracting frames", advance=80))  # done: a line, then silence
+    now[0] = 200
+    log.heartbeat()
+    assert len(buffer.getvalue().splitlines()) == 4
+
+
+def test_the_heartbeat_runs_by_itself_in_a_batch_log(monkeypatch):
+    import time
+
+    monkeypatch.setenv("FER_PROGRESS_SECONDS", "0.05")
+    console, buffer = _console(terminal=False)
+    with progress_bar(console) as progress:
+        progress(ProgressEvent("training", total=3))
+        time.sleep(0.5)  # no event at all meanwhile
+    assert "(no change for" in buffer.getvalue()

@@ -115,6 +115,10 @@ class ExtractConfig:
         if unknown:
             raise PipelineError(f"unknown extractor {unknown[0]!r}; "
                                 f"choose from {', '.join(extractor_registry.names())}")
+        unused = [n for n in self.weights if n not in self.extractors]
+        if unused:  # a weights file that would silently not be used is a typo or a missing -e
+            raise PipelineError(f"--weights {unused[0]}=...: extractor {unused[0]!r} is not run "
+                                f"(running: {', '.join(self.extractors)}); add -e {unused[0]}")
         if len(set(self.extractors)) != len(self.extractors) or not self.extractors:
             raise PipelineError(f"extractors {self.extractors}: need at least one, each once")
         if self.batch_size < 1 or self.audio_stride < 1 or self.loader_threads < 1:

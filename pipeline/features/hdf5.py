@@ -2,10 +2,14 @@
 
 **Import** (:func:`import_hdf5`) writes one dataset per clip of the manifests as store array
 ``NAME``. Layouts (:class:`ImportOptions`): ``path`` (default ``"{clip}"``; placeholders
-``{clip}``, ``{video}``, ``{split}``) names a ``[T, D]`` dataset, a row per video frame; with
+``{clip}``, ``{video}``, ``{split}``; a file that ``store export`` wrote is recognised, see
+:func:`export_layout`) names a ``[T, D]`` dataset, a row per video frame; with
 ``frames_path``, ``[N, D]`` rows and their ``[N]`` 1-based frame numbers (frames with no face
 absent); with ``hop`` (seconds), rows at that step (audio), which must span the clip's duration
-within ``tolerance`` seconds. Rows may have more axes (``[T, K, D]`` token maps).
+within ``tolerance`` seconds; they are stored at their own clock (dimension ``NAME_frame``,
+coordinate ``NAME_time``), as log-mel is, and heads that want one row per video frame read them
+interpolated to the frames' times (``pipeline.fusion.data``). Rows may have more axes
+(``[T, K, D]`` token maps).
 
 *Which rows are real.* A video-rate import also writes ``NAME_valid`` (bool ``[T]``,
 :func:`mask_name`): True where the file had a row; the missing rows of ``NAME`` are zeros. Stage
@@ -31,6 +35,7 @@ Export is :mod:`pipeline.features.hdf5_export`.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -42,7 +47,8 @@ import numpy as np
 
 from pipeline.data.manifest import Clip
 from pipeline.errors import PipelineError
-from pipeline.features.store import VALID, FeatureStore, StoreError, mask_name
+from pipeline.features.store import VALID, FeatureStore, StoreError, is_coordinate, mask_name
+from pipeline.features.store_meta import clip_attributes, consolidate, unconsolidate
 from pipeline.progress import ProgressEvent, ProgressFn, silent
 
 FORMAT_VERSION = 1  # of the import's cache keys (and of hdf5_export's file layout)
@@ -55,7 +61,9 @@ class ImportOptions:
     """How to read one array per clip from an HDF5 file."""
 
     name: str  # the store array to write
-    path: str = "{clip}"  # dataset of a clip's rows; placeholders {clip}, {video}, {split}
+    # dataset of a clip's rows; placeholders {clip}, {video}, {split}. None: "{clip}", or for a
+    # file that `store export` wrote, "{clip}/<its array>" (see export_layout)
+    path: str | None = None
     frames_path: str | None = None  # dataset of the rows' 1-based frame numbers ([N, D] layout)
     hop: float | None = None  # seconds between rows (audio); None: one row per video frame
     dtype: str | None = None  # "float16"/"float32" to cast; None: keep float16/32, float64 -> 32
@@ -86,6 +94,7 @@ class ImportResult:
     bytes_read: int = 0  # bytes of the datasets read
     frames: int = 0  # video frames of the clips imported or found unchanged
     seconds: float = 0.0
+    path: str = ""  # the dataset pattern read (--path, or the one export_layout chose)
 
 
 class _Bad(Exception):
@@ -100,12 +109,54 @@ def _resolve(pattern: str, clip: Clip) -> str:
     return pattern.format(clip=clip.clip_id, video=clip.video_id, split=clip.split).strip("/")
 
 
+def _exported_arrays(h5: Any) -> tuple[list[str], dict[str, float], float | None]:
+    """The arrays of the first clip group of a ``store export`` file, their rates, its fps."""
+    import h5py
+
+    for group in h5.values():
+        if not isinstance(group, h5py.Group):
+            continue
+        arrays = [name for name, node in group.items() if isinstance(node, h5py.Dataset)
+                  and name != VALID and not is_coordinate(name) and not name.endswith("_valid")]
+        rates = {name: float(group[name].attrs.get("rate", 0.0)) for name in arrays}
+        fps = group.attrs.get("fps")
+        return sorted(arrays), rates, None if fps is None else float(fps)
+    return [], {}, None
+
+
+def export_layout(h5: Any, file: Path, options: ImportOptions) -> ImportOptions:
+    """``options`` with ``path`` (and ``hop``) filled in when ``path`` is None.
+
+    A file that ``store export`` wrote (root attribute ``fer_pipeline_export``) holds
+    ``/<clip>/<array>`` datasets with their ``rate``: the array imported is the one named like
+    ``options.name``, else the file's only array (several: an error listing them); rows at a rate
+    other than the clip's fps become a ``hop`` import unless a hop was given. Any other file:
+    ``path="{clip}"``.
+    """
+    if options.path is not None:
+        return options
+    if "fer_pipeline_export" not in h5.attrs:
+        return dataclasses.replace(options, path="{clip}")
+    arrays, rates, fps = _exported_arrays(h5)
+    if options.name in arrays:
+        array = options.name
+    elif len(arrays) == 1:
+        array = arrays[0]
+    else:
+        raise PipelineError(f"{file}: a `store export` file with arrays {', '.join(arrays) or 'none'}:"
+                            " choose one with --path '{clip}/ARRAY' (or --name ARRAY)")
+    hop = options.hop
+    if hop is None and options.frames_path is None and fps and rates[array] and rates[array] != fps:
+        hop = 1.0 / rates[array]
+    return dataclasses.replace(options, path=f"{{clip}}/{array}", hop=hop)
+
+
 def _check_options(options: ImportOptions) -> None:
     name = options.name
     if not name or "/" in name or name == VALID:
         raise PipelineError(f"--name {name!r}: need a store array name other than {VALID!r}, without '/'")
     example = Clip("c", "train", "v", 1, 1.0, None, None, None, None)
-    for flag, pattern in (("--path", options.path), ("--frames-path", options.frames_path)):
+    for flag, pattern in (("--path", options.path), ("--frames-path", options.frames_path)):  # None: not yet
         if pattern is None:
             continue
         try:
@@ -214,6 +265,8 @@ def _clip_rows(h5: Any, clip: Clip, options: ImportOptions
     spec = {"format": FORMAT_VERSION, "data_sha256": digest.hexdigest(), "dataset": dataset,
             "frames": frames_dataset, "hop": options.hop, "dtype": str(data.dtype),
             "n_frames": clip.n_frames, "fps": clip.fps}
+    if options.hop is not None:  # hop rows have their own dimension and time (earlier: not always)
+        spec["own_clock"] = True
     key = "hdf5-" + hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
     return data, mask, key, bytes_read
 
@@ -260,13 +313,13 @@ def _up_to_date(store: FeatureStore, clip: Clip, options: ImportOptions, key: st
 def _write_clip(store: FeatureStore, clip: Clip, options: ImportOptions, data: np.ndarray,
                 mask: np.ndarray | None, key: str) -> None:
     """Write one checked clip (its lock held): mask, array, and an all-True valid if it has none."""
-    store.ensure_clip(clip.clip_id, clip.n_frames, clip.fps, {"has_audio": clip.audio_path is not None})
+    store.ensure_clip(clip.clip_id, clip.n_frames, clip.fps, clip_attributes(clip))
     rate = clip.fps if options.hop is None else 1.0 / options.hop
     if mask is not None:
         store.write(clip.clip_id, mask_name(options.name), mask, key, clip.fps)
     elif mask_name(options.name) in store.array_names(clip.clip_id):
         del store.root[f"clips/{clip.clip_id}"][mask_name(options.name)]  # stale: hop rows have none
-    store.write(clip.clip_id, options.name, data, key, rate)
+    store.write(clip.clip_id, options.name, data, key, rate, video_rate=options.hop is None)
     if store.marker(clip.clip_id, VALID) is None:
         store.write(clip.clip_id, VALID, np.ones(clip.n_frames, dtype=bool), IMPORT_VALID_KEY, clip.fps)
 
@@ -290,6 +343,9 @@ def import_hdf5(file: str | Path, store_path: str | Path, clips: Sequence[Clip],
         raise PipelineError(f"{file}: not a readable HDF5 file ({' '.join(str(e).split())})") from None
     result = ImportResult(str(file), options.name, len(clips))
     with h5:
+        options = export_layout(h5, file, options)
+        _check_options(options)
+        result.path = options.path
         result.missing = [c.clip_id for c in clips if _resolve(options.path, c) not in h5]
         if strict and result.missing:
             raise PipelineError(f"{file}: no dataset {options.path!r} for {len(result.missing)} clip(s) "
@@ -317,6 +373,8 @@ def import_hdf5(file: str | Path, store_path: str | Path, clips: Sequence[Clip],
                 if _up_to_date(store, clip, options, key, mask is not None, verify_existing):
                     result.unchanged.append(clip.clip_id)
                 else:
+                    if not result.written:
+                        unconsolidate(store.path)  # a writer starts (store_meta)
                     _write_clip(store, clip, options, data, mask, key)
                     result.written.append(clip.clip_id)
             progress(ProgressEvent("importing clips", advance=1,
@@ -325,5 +383,7 @@ def import_hdf5(file: str | Path, store_path: str | Path, clips: Sequence[Clip],
         description = _description(file, options, _file_sha256(file))
         if store.extractors().get(options.name) != description:
             store.record_extractors({options.name: description})
+    if result.written:
+        consolidate(store.path)
     result.seconds = time.perf_counter() - started
     return result

@@ -36,6 +36,7 @@ from pipeline.features.feeding import ClipContext, InputError, Job, Loaded
 from pipeline.features.loading import AudioCache
 from pipeline.features.plan import ClipJob, missing
 from pipeline.features.store import FeatureStore
+from pipeline.features.store_meta import clip_attributes
 from pipeline.features.writing import ClipState, ClipWriter
 
 __all__ = ["ClipJob", "ClipOutcome", "ShardTask", "run_shard"]
@@ -129,8 +130,12 @@ def _worker_extractors(extractors: dict[str, Extractor]) -> dict[str, Extractor]
 
 
 class _ShardRunner:
-    def __init__(self, task: ShardTask, on_outcome: Callable[[ClipOutcome], None] | None) -> None:
+    def __init__(self, task: ShardTask, on_outcome: Callable[[ClipOutcome], None] | None,
+                 on_frames: Callable[[str, int], None] | None = None) -> None:
         self.task = task
+        self.on_frames = on_frames
+        # clip -> stream -> rows run: a clip's frames through its furthest model (see _step)
+        self.rows_run: dict[str, dict[Hashable, int]] = {}
         self.store = FeatureStore(task.store, "a")
         self.extractors = _worker_extractors(task.extractors)
         self.on_outcome = on_outcome
@@ -194,8 +199,7 @@ class _ShardRunner:
             lock = contextlib.ExitStack()
             lock.enter_context(self.store.lock_clip(clip.clip_id, blocking=True))
         try:
-            self.store.ensure_clip(clip.clip_id, clip.n_frames, clip.fps,
-                                   {"has_audio": clip.audio_path is not None})
+            self.store.ensure_clip(clip.clip_id, clip.n_frames, clip.fps, clip_attributes(clip))
             found = missing(self.store, clip, {n: self.extractors[n] for n in job.extractors},
                             self.task.audio_stride)
         except BaseException:
@@ -282,7 +286,21 @@ class _ShardRunner:
                 if state.failure is None:
                     state.put(ext, piece.rows, piece.outputs)
                 state.pending_rows -= len(piece.rows)
+                self._frames_run(state, key, len(piece.rows))
                 self._finish(state)
+
+    def _frames_run(self, state: ClipState, key: Hashable, rows: int) -> None:
+        """Tell ``on_frames`` how many frames of a clip have run: the rows of the stream furthest
+        along (each stream has a row per frame), so that a long clip shows progress before it
+        ends; the clip's outcome then completes it."""
+        if self.on_frames is None:
+            return
+        run = self.rows_run.setdefault(state.clip_id, {})
+        before = max(run.values(), default=0)
+        run[key] = run.get(key, 0) + rows
+        done = min(max(run.values()), state.context.n_frames)
+        if done > before:
+            self.on_frames(state.clip_id, done)
 
     def _add(self, state: ClipState, job: Job) -> None:
         if state.failure is not None:
@@ -343,9 +361,11 @@ class _ShardRunner:
         return self.outcomes
 
 
-def run_shard(task: ShardTask, on_outcome: Callable[[ClipOutcome], None] | None = None) -> list[ClipOutcome]:
+def run_shard(task: ShardTask, on_outcome: Callable[[ClipOutcome], None] | None = None,
+              on_frames: Callable[[str, int], None] | None = None) -> list[ClipOutcome]:
     """Extract one shard of clips (see the module docstring); returns every clip's outcome.
 
-    ``on_outcome`` is called as each clip ends (only in-process: it cannot travel to workers).
+    ``on_outcome`` is called as each clip ends, ``on_frames(clip_id, frames)`` as its frames run
+    (both only in-process: a callback cannot travel to workers).
     """
-    return _ShardRunner(task, on_outcome).run()
+    return _ShardRunner(task, on_outcome, on_frames).run()

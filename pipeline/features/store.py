@@ -23,8 +23,9 @@ rate, ``<array>_frame`` for other rates (log-mel's audio frames), then ``<array>
 array's own names, because xarray needs one size per dimension name in a group). Time
 coordinates in seconds are attached through the CF ``coordinates`` attribute, so
 ``xarray.open_zarr(STORE, group="clips/<id>")`` and ``xarray.open_datatree(STORE, engine="zarr")``
-open a store as it is (pass ``consolidated=False``: the store has no consolidated metadata, it
-changes as clips are written). ``time`` and names ending in ``_time`` are reserved for coordinates.
+open a store as it is; a finished ``extract`` or ``store import`` leaves consolidated metadata
+for them, which this class never reads (:mod:`pipeline.features.store_meta`). ``time`` and names
+ending in ``_time`` are reserved for coordinates.
 
 **Reading verifies what it reads.** Arrays carry a ``crc32c`` codec after compression, checked by
 zarr on every chunk it decodes, and their marker records each chunk file's size, checked before a
@@ -221,7 +222,9 @@ class FeatureStore:
     @property
     def root(self) -> zarr.Group:
         if self._root is None:
-            self._root = zarr.open_group(str(self.path), mode="r" if self.mode == "r" else "a")
+            # Never the consolidated metadata: it may be older than the folders (store_meta).
+            self._root = zarr.open_group(str(self.path), mode="r" if self.mode == "r" else "a",
+                                         use_consolidated=False)
         return self._root
 
     def _move_legacy_folders(self) -> None:
@@ -296,7 +299,8 @@ class FeatureStore:
         if all(recorded.get(k) == v for k, v in digests.items()):
             return
         with self._lock("root"):
-            root = zarr.open_group(str(self.path), mode="a")  # re-read: another process may have written
+            root = zarr.open_group(str(self.path), mode="a",  # re-read: another process may have written
+                                   use_consolidated=False)
             merged = dict(root.attrs.get("manifest_digests", {}))
             merged.update(digests)
             root.attrs["manifest_digests"] = merged
@@ -467,10 +471,16 @@ class FeatureStore:
         finally:
             shutil.rmtree(built, ignore_errors=True)
 
-    def write(self, clip_id: str, name: str, data: np.ndarray, cache_key: str, rate: float) -> None:
-        """Write one array of a clip, complete with its marker, in one rename (module docstring)."""
+    def write(self, clip_id: str, name: str, data: np.ndarray, cache_key: str, rate: float,
+              video_rate: bool | None = None) -> None:
+        """Write one array of a clip, complete with its marker, in one rename (module docstring).
+
+        ``video_rate``: whether its rows are the clip's video frames (dimension ``frame``, the
+        clip's ``time``); None: when ``rate`` is the clip's fps. An array at its own clock whose
+        rate happens to equal the fps (a hop of 1/fps) passes False: its row count may differ.
+        """
         fps = float(self.clip_attrs(clip_id)["fps"])
-        video_rate = float(rate) == fps
+        video_rate = float(rate) == fps if video_rate is None else video_rate
         with self._writing(f"clip {clip_id!r} array {name!r}"):
             if not video_rate and not is_coordinate(name):
                 times = np.arange(len(data)) / float(rate)

@@ -27,7 +27,9 @@ Clips without audio (``has_audio`` False in the store) get zeros for their audio
 **Arrays at their own rate** (``FeatureRequest.series``, e.g. ``logmel [T_mel, n_mels]``) are not
 per frame: a table keeps them whole, one per clip, with their rate and the clip's fps
 (:class:`Series`), and the head cuts the windows it needs (``features.audio_windows``). A clip
-without audio gets one row of zeros.
+without audio gets one row of zeros. Such an array requested as a per-frame array (an import
+with ``--rate hop=...`` as ``head.audio``) is read interpolated to the video frames
+(:func:`at_video_frames`).
 
 **Tasks.** A run trains expressions (``"expr"``) and optionally action units (``"au"``,
 ``FeatureRequest.tasks``). A clip's labels of a task fill its rows only where the clip's split of
@@ -197,6 +199,25 @@ def task_labels(clip: Clip, task: str, train: bool) -> np.ndarray | None:
     return clip.scoring_labels(task)
 
 
+def at_video_frames(data: np.ndarray, rate: float, clip: Clip) -> np.ndarray:
+    """An array at its own clock (``rate`` rows per second; an import with ``--rate hop=...``)
+    as one row per video frame: linearly interpolated at each frame's time ``i / fps`` (row ``j``
+    stands at ``j / rate``; frames past the last row take it). A per-frame array passes as it is.
+
+    Interpolation, not a mean over each frame's span, because that is how stage one fills the
+    frames between strided audio embeddings (``features.audio_windows``).
+    """
+    n = clip.n_frames
+    if (rate == clip.fps and len(data) == n) or not len(data):
+        return data
+    position = np.arange(n) / clip.fps * rate  # each frame's time, in rows
+    before = np.clip(np.floor(position).astype(np.int64), 0, len(data) - 1)
+    after = np.minimum(before + 1, len(data) - 1)
+    weight = np.clip(position - before, 0.0, 1.0).reshape(n, *([1] * (data.ndim - 1)))
+    rows = data.astype(np.float32)
+    return (rows[before] * (1 - weight) + rows[after] * weight).astype(data.dtype)
+
+
 def read_clip(store: FeatureStore, clip: Clip, request: FeatureRequest,
               dims: dict[str, tuple[int, ...]], train: bool) -> ClipArrays:
     """Read one whole clip; ``train`` computes the purity masks of its audio windows."""
@@ -230,7 +251,8 @@ def read_clip(store: FeatureStore, clip: Clip, request: FeatureRequest,
         if name in request.audio and not has_audio:
             arrays[name] = np.zeros((n, *dims[name]), dtype=np.float16)
             continue
-        data = store.read(clip.clip_id, name)
+        data = at_video_frames(store.read(clip.clip_id, name), store.rate(clip.clip_id, name),
+                               clip)
         if data.shape != (n, *dims[name]):
             raise PipelineError(f"clip {clip.clip_id}: array {name!r} has shape {data.shape}, "
                                 f"expected {(n, *dims[name])}")

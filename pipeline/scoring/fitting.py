@@ -185,6 +185,24 @@ def _finish(probs: np.ndarray, offsets: np.ndarray, choices: Choices, smooth: bo
     return labels
 
 
+def predict_probs(data: SplitData, choices: Choices, steps: Sequence[str] | None = None
+                  ) -> np.ndarray:
+    """float32 [N, 8]: the pipeline's probabilities before its decisions: combined, filled and
+    smoothed as the named steps (its own when None) say, then the biases applied as
+    ``softmax(log p + bias)``, so that their argmax is :func:`predict`'s labels (before a mode
+    filter, which acts on labels and has no probabilities)."""
+    steps = choices.steps if steps is None else steps
+    probs = _prepare(data, choices, fill="fill" in steps)
+    if "smooth" in steps:
+        probs = smooth_probs(probs, data.offsets, choices.smooth, choices.window)
+    if "bias" in steps and any(choices.bias):
+        logits = np.log(probs + EPS) + np.asarray(choices.bias, dtype=np.float32)
+        logits -= logits.max(axis=1, keepdims=True)
+        probs = np.exp(logits)
+        probs /= probs.sum(axis=1, keepdims=True)
+    return np.asarray(probs, dtype=np.float32)
+
+
 def predict(data: SplitData, choices: Choices, steps: Sequence[str] | None = None) -> np.ndarray:
     """int8 [N] labels of the pipeline, applying only the named steps (its own when None)."""
     steps = choices.steps if steps is None else steps

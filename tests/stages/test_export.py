@@ -15,7 +15,7 @@ from pipeline.scoring.predictions import Predictions, PredictionWriter
 from scoring.test_ensemble_stage import _clips, _run
 from stages.export import export_predictions
 
-COLUMNS = ["clip", "frame", "time", "face", *CLASSES, "label"]
+COLUMNS = ["clip", "index", "frame", "time", "face", *CLASSES, "label"]
 
 
 @pytest.fixture()
@@ -45,11 +45,14 @@ def test_npz_files_name_their_columns(tmp_path):
     assert predictions.classes == CLASSES
 
 
-def test_csv_rows_read_back_with_the_csv_module(run, capsys):
+def test_csv_rows_read_back_with_the_csv_module(run, capsys, tmp_path, monkeypatch):
     run_dir, manifests = run
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
     assert main(["export", str(run_dir), "--format", "csv"]) == 0  # manifests from config.toml
-    path = run_dir / "predictions" / "val" / "fusion.csv"
-    assert f"{path}: " in capsys.readouterr().out
+    path = tmp_path / "elsewhere" / "mfm.val.fusion.csv"  # the current directory, not the run's
+    assert f"{path.name}: " in capsys.readouterr().out
+    assert not list((run_dir / "predictions").rglob("*.csv"))
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
     assert rows[0] == COLUMNS
@@ -60,12 +63,13 @@ def test_csv_rows_read_back_with_the_csv_module(run, capsys):
         got = [next(body) for _ in range(clip.n_frames)]
         assert {r[0] for r in got} == {clip.clip_id}
         assert [int(r[1]) for r in got] == list(range(clip.n_frames))
-        np.testing.assert_allclose([float(r[2]) for r in got], np.arange(clip.n_frames) / clip.fps,
+        assert [int(r[2]) for r in got] == list(range(1, clip.n_frames + 1))  # 1-based frames
+        np.testing.assert_allclose([float(r[3]) for r in got], np.arange(clip.n_frames) / clip.fps,
                                    atol=1e-6)
-        assert [r[3] == "1" for r in got] == list(faces[clip.clip_id])
-        np.testing.assert_allclose([[float(v) for v in r[4:12]] for r in got], probs[clip.clip_id],
+        assert [r[4] == "1" for r in got] == list(faces[clip.clip_id])
+        np.testing.assert_allclose([[float(v) for v in r[5:13]] for r in got], probs[clip.clip_id],
                                    rtol=1e-5)
-        assert [int(r[12]) for r in got] == list(clip.labels)
+        assert [int(r[13]) for r in got] == list(clip.labels)
 
 
 def test_test_split_has_empty_labels_and_other_outputs_can_be_chosen(run, tmp_path):
@@ -78,10 +82,10 @@ def test_test_split_has_empty_labels_and_other_outputs_can_be_chosen(run, tmp_pa
     assert {r["label"] for r in rows} == {""}
 
 
-def test_parquet_rows(run):
+def test_parquet_rows(run, tmp_path):
     pq = pytest.importorskip("pyarrow.parquet")
     run_dir, manifests = run
-    result = export_predictions(run_dir, "parquet", "val")
+    result = export_predictions(run_dir, "parquet", "val", out=tmp_path / "p.parquet")
     table = pq.read_table(result.path)
     assert table.column_names == COLUMNS
     clips, probs, faces = _expected(run_dir, manifests, "val", "fusion")
@@ -91,6 +95,12 @@ def test_parquet_rows(run):
     np.testing.assert_array_equal(np.column_stack([rows[c] for c in CLASSES]),
                                   probs[first.clip_id])
     assert rows["label"] == list(first.labels) and rows["face"] == list(faces[first.clip_id])
+    assert rows["index"] == list(range(first.n_frames))
+    assert rows["frame"] == list(range(1, first.n_frames + 1))
+    provenance = json.loads(pq.read_schema(result.path).metadata[b"fer_pipeline"])
+    assert provenance["run"] == str(run_dir.resolve()) and provenance["output"] == "fusion"
+    assert provenance["split"] == "val" and provenance["manifests"] == str(manifests.resolve())
+    assert 'method = "mfm"' in provenance["config_toml"]
 
 
 def test_parquet_without_pyarrow_is_one_line(run, capsys, monkeypatch):
@@ -115,3 +125,33 @@ def test_parquet_without_pyarrow_is_one_line(run, capsys, monkeypatch):
 def test_bad_options_are_one_line(run, capsys, args, message):
     assert main(["export", str(run[0]), "--format", "csv", *args]) == 1
     assert message in " ".join(capsys.readouterr().err.split())
+
+
+def test_the_ensembles_final_probabilities_export_and_score_as_scores_json_says(tmp_path, capsys):
+    """An ensemble folder exports its final per-frame probabilities; their argmax over the
+    labelled frames gives the macro-F1 of scores.json (sklearn as the reference)."""
+    from sklearn.metrics import f1_score
+
+    from pipeline.scoring.ensemble import EnsembleConfig
+    from stages.ensemble import run_ensemble
+
+    rng = np.random.default_rng(0)
+    clips = _clips(tmp_path, rng)
+    runs = [_run(tmp_path, "image", ["main"], clips, rng),
+            _run(tmp_path, "mfm", ["fusion", "image", "audio"], clips, rng)]
+    out = tmp_path / "scores"
+    run_ensemble(runs, tmp_path / "manifests", out, EnsembleConfig(windows=(1, 5, 11)))
+    record = json.loads((out / "scores.json").read_text())
+    assert main(["export", str(out), "--format", "csv", "--manifests", str(tmp_path / "manifests"),
+                 "--out", str(tmp_path / "final.csv")]) == 0
+    with open(tmp_path / "final.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == sum(c.n_frames for c in clips["val"])
+    labelled = [r for r in rows if int(r["label"]) >= 0]
+    predicted = [int(np.argmax([float(r[c]) for c in CLASSES])) for r in labelled]
+    truth = [int(r["label"]) for r in labelled]
+    reference = f1_score(truth, predicted, average="macro", labels=range(len(CLASSES)),
+                         zero_division=0)
+    assert reference == pytest.approx(record["macro_f1"], abs=1e-9)
+    assert main(["export", str(out), "--format", "csv"]) == 1  # needs the manifests
+    assert "needs --manifests" in capsys.readouterr().err

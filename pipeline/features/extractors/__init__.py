@@ -2,8 +2,9 @@
 
 Built in: ``swin``, ``timm`` (any timm model, optionally its feature map), ``iresnet`` and
 ``onnx`` (face crops); ``logmel`` (audio); ``tdnn``, ``swin_audio`` (over log-mel windows),
-``hf_audio`` (wav2vec2/HuBERT/WavLM), ``ecapa``, ``xvector`` (SpeechBrain) and ``egemaps``
-(openSMILE functionals): per-frame audio embeddings over dynamic windows; :mod:`~pipeline.features.extractors.base` and
+``hf_audio`` (wav2vec2/HuBERT/WavLM), ``ecapa``, ``xvector`` (SpeechBrain), ``egemaps``
+(openSMILE functionals) and ``audio_model`` (any waveform-in ONNX/TorchScript encoder):
+per-frame audio embeddings over dynamic windows; :mod:`~pipeline.features.extractors.base` and
 :mod:`~pipeline.features.extractors.audio_embedding` hold the contract they share.
 
 **Adding one** is one new module in this package with a ``@register``-decorated class (its
@@ -27,6 +28,7 @@ import importlib.util
 import pkgutil
 from typing import Any
 
+from pipeline.errors import PipelineError
 from pipeline.features.extractors.base import (
     _REGISTRY,
     PRECISIONS,
@@ -123,7 +125,13 @@ def is_known(name: str) -> bool:
 def extractor_class(name: str) -> type[Extractor]:
     """The class registered as ``name`` (imports only its module when the name was indexed)."""
     if name not in _REGISTRY and name in _modules():
-        importlib.import_module(_modules()[name])
+        module = _modules()[name]
+        importlib.import_module(module)
+        if name not in _REGISTRY:  # an entry point whose name is not what its module registers
+            raise PipelineError(
+                f"extractor {name!r}: module {module} (entry point {name} of group "
+                f"{ENTRY_POINT_GROUP}) registers no extractor of that name; an entry point's name "
+                f"must be its class's `name` (registered now: {', '.join(sorted(_REGISTRY))})")
     if name not in _REGISTRY and not is_known(name):
         raise KeyError(f"unknown extractor {name!r}; choose from {', '.join(names())}")
     return _REGISTRY[name]

@@ -6,7 +6,10 @@ cuda and the installed onnxruntime has it. The stored vector is the model's firs
 one named by ``output``), flattened; its width is read off the file when the extractor is built.
 
 Preprocessing is configurable because ONNX files carry none: the crop is resized (bilinear) to
-``input_size`` and each channel becomes ``(pixel - mean) / std`` in 0..255 units; the defaults
+the model's input size when its input is static (``[N, C, H, W]`` with numbers), else to
+``input_size``, and each channel becomes ``(pixel - mean) / std`` in 0..255 units. A model
+with one input channel (FER2013-style 48x48 grey CNNs) gets the grey image (PIL ``"L"``) and the
+first ``mean``/``std``. The defaults
 (127.5, 127.5) are insightface's recognition models' ``[-1, 1]`` scaling, in RGB order
 (insightface's own ``ArcFaceONNX`` feeds RGB too: ``swapRB=True`` on BGR images). Set
 ``channels = "BGR"`` for models trained on BGR input. ``precision`` is ignored: the file's own
@@ -26,13 +29,20 @@ from pipeline.errors import PipelineError
 from pipeline.features.extractors.base import ArraySpec, ImageExtractor, register
 
 
+DEFAULT_INPUT_SIZE = 112
+
+
 @dataclass
 class OnnxFaceConfig:
-    input_size: int = 112  # square input side in pixels (insightface recognition: 112)
+    # square input side in pixels (insightface recognition: 112), for models whose input size is
+    # not fixed; a model with a static [N, C, H, W] input is fed H x W
+    input_size: int = DEFAULT_INPUT_SIZE
     mean: tuple[float, float, float] = (127.5, 127.5, 127.5)  # per channel, 0..255 units
     std: tuple[float, float, float] = (127.5, 127.5, 127.5)  # per channel, 0..255 units
     channels: str = "RGB"  # channel order the model expects: "RGB" or "BGR"
-    output: str = ""  # name of the output to store; empty: the model's first output
+    # name of the output to store (a model with several: logits, embedding, ...); empty: the
+    # model's first output
+    output: str = ""
 
 
 def _session(path: Any, device: str) -> Any:
@@ -65,8 +75,27 @@ class OnnxFace(ImageExtractor):
             raise PipelineError(f"{self.weights}: no output {self._output!r}; it has {', '.join(outputs)}")
         dims = outputs[self._output][1:]
         if not all(isinstance(d, int) for d in dims):
-            raise PipelineError(f"{self.weights}: output {self._output!r} has no fixed width {dims}")
+            raise PipelineError(f"{self.weights}: output {self._output!r} has no fixed width {dims}"
+                                f" (outputs: {', '.join(f'{k} {v}' for k, v in outputs.items())})")
         self._dim = int(np.prod(dims))
+        self._channels, self._size = self._input_layout(session.get_inputs()[0].shape)
+
+    def _input_layout(self, shape: Any) -> tuple[int, tuple[int, int]]:
+        """(channels, (height, width)) the model takes: from its input when that is static
+        (``[N, C, H, W]`` with numbers), else 3 channels at ``input_size``."""
+        size = (self.config.input_size, self.config.input_size)
+        if len(shape) != 4:
+            raise PipelineError(f"{self.weights}: input of shape {shape}; want [N, C, H, W]")
+        channels = shape[1] if isinstance(shape[1], int) else 3
+        if channels not in (1, 3):
+            raise PipelineError(f"{self.weights}: input has {channels} channels; 1 (grey) or 3")
+        if isinstance(shape[2], int) and isinstance(shape[3], int):
+            static = (shape[2], shape[3])
+            if static != size and self.config.input_size != DEFAULT_INPUT_SIZE:
+                raise PipelineError(f"{self.weights}: the model takes {static[0]}x{static[1]} input;"
+                                    f" configs.onnx.input_size is {self.config.input_size}")
+            size = static
+        return channels, size
 
     def outputs(self) -> dict[str, ArraySpec]:
         return {self.name: ArraySpec((self._dim,))}
@@ -76,13 +105,18 @@ class OnnxFace(ImageExtractor):
             self._model = _session(self.weights, self.device)
 
     def preprocess(self, image: Any) -> torch.Tensor:
-        size = self.config.input_size
-        if image.size != (size, size):
-            image = image.resize((size, size), Image.BILINEAR)
-        pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
-        if self.config.channels == "BGR":
-            pixels = pixels[..., ::-1]
-        pixels = (pixels - np.float32(self.config.mean)) / np.float32(self.config.std)
+        height, width = self._size
+        if image.size != (width, height):
+            image = image.resize((width, height), Image.BILINEAR)
+        if self._channels == 1:  # grey (FER2013-style models): the first mean and std apply
+            pixels = np.asarray(image.convert("L"), dtype=np.float32)[..., None]
+            mean, std = np.float32(self.config.mean[:1]), np.float32(self.config.std[:1])
+        else:
+            pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
+            if self.config.channels == "BGR":
+                pixels = pixels[..., ::-1]
+            mean, std = np.float32(self.config.mean), np.float32(self.config.std)
+        pixels = (pixels - mean) / std
         return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))
 
     def forward(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
