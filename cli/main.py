@@ -11,7 +11,7 @@ import threading
 
 import typer
 
-from cli import cv, data, demo, ensemble, export, extract, fuse
+from cli import cv, data, demo, ensemble, export, extract, faces, fuse
 from cli import store_io  # noqa: F401  (adds `store import|export` to extract's store group)
 from cli._common import err_console
 from pipeline import __version__
@@ -40,7 +40,7 @@ def _root(
     """Stages: demo-data/manifest -> extract -> fuse -> ensemble."""
 
 
-for group in (data, demo, extract, fuse, ensemble, cv, export):
+for group in (data, demo, faces, extract, fuse, ensemble, cv, export):
     group.register(app)
 
 

@@ -20,9 +20,9 @@ PHOTO_EYES = np.array([[220.0, 190.0], [308.0, 187.0]])
 PATCH = (100, 40, 420, 420)  # the part of the photo pasted: head, cap and shoulders
 # (frame, face centre x, face centre y, zoom) as fractions of the frame's width/height; between
 # key frames everything moves linearly. Pan right, zoom in, leave to the right, come back.
-PATH = ((0.00, 0.28, 0.50, 0.45), (0.30, 0.70, 0.50, 0.45), (0.50, 0.50, 0.55, 0.75),
-        (0.62, 0.60, 0.50, 0.50), (0.72, 1.60, 0.50, 0.50), (0.85, 1.60, 0.50, 0.50),
-        (0.86, 0.35, 0.45, 0.55), (1.00, 0.45, 0.50, 0.60))
+PATH = ((0.00, 0.28, 0.50, 0.45), (0.30, 0.70, 0.50, 0.45), (0.48, 0.50, 0.55, 0.75),
+        (0.58, 0.60, 0.50, 0.50), (0.80, 1.60, 0.50, 0.50), (0.86, 1.60, 0.50, 0.50),
+        (0.87, 0.35, 0.45, 0.55), (1.00, 0.45, 0.50, 0.60))
 
 
 def photo() -> Image.Image:

@@ -1,0 +1,141 @@
+"""``fer-pipeline faces`` on videos of a real face at known places: faces found where the face is
+in the picture and nowhere else, boxes and eyes where they are, two people apart, resumable per
+video, bad videos skipped; and its output runs through manifest -> extract -> fuse -> ensemble."""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cli.main import main
+from pipeline.data.faces import weights
+from pipeline.data.faces.align import template
+from pipeline.data.faces.config import FacesConfig
+from pipeline.data.faces.synthetic import moving_face, two_faces
+from pipeline.data.faces.track import iou
+from pipeline.data.frames import face_mask
+from pipeline.data.manifest import load_clips
+from pipeline.data.media import decode_audio, probe_video, write_video
+from stages.faces import run_faces
+
+pytestmark = pytest.mark.skipif(
+    not weights.default_path().exists(),
+    reason=f"MTCNN weights not at {weights.default_path()}: `make faces-weights` downloads them "
+    "from PyPI (impossible offline)")
+
+BOX_IOU = 0.7  # detected vs known face box, every frame with the whole face in the picture
+EYE_TOLERANCE = 0.06  # eyes in the crop vs the template's, as a fraction of the crop side
+
+
+@pytest.fixture(scope="module")
+def moving(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("videos")
+    video = moving_face(n_frames=40)
+    write_video(folder / "hopper.mp4", video.frames, 10.0)
+    return folder / "hopper.mp4", video
+
+
+@pytest.fixture(scope="module")
+def faces_out(moving, tmp_path_factory):
+    out = tmp_path_factory.mktemp("faces")
+    result = run_faces([moving[0]], out, FacesConfig())
+    assert [o.status for o in result.outcomes] == ["done"]
+    return out, result
+
+
+def test_faces_found_where_the_face_is_in_the_picture(moving, faces_out):
+    _, video = moving
+    out, result = faces_out
+    folder = out / "cropped_aligned" / "hopper"
+    present = np.array([(folder / f"{i + 1:05d}.jpg").is_file() for i in range(40)])
+    inside, outside = video.inside(), video.outside()
+    assert inside.sum() >= 25 and outside.sum() >= 5  # the path does both
+    assert present[inside].all() and not present[outside].any()
+    assert result.outcomes[0].clips == {"hopper": int(present.sum())}
+    assert sorted(p.name for p in folder.iterdir()) == [f"{i + 1:05d}.jpg" for i in np.flatnonzero(present)]
+    with Image.open(folder / "00001.jpg") as crop:
+        assert crop.size == (112, 112)
+
+
+def test_quality_file_boxes_and_eyes_match_the_known_face(moving, faces_out):
+    _, video = moving
+    out, _ = faces_out
+    with np.load(out / "faces" / "hopper.npz") as quality:
+        q = {k: quality[k] for k in quality.files}
+    assert q["face"].shape == (40,) and q["landmarks"].shape == (40, 5, 2)
+    assert float(q["fps"]) == pytest.approx(10.0)
+    assert np.isnan(q["score"][~q["face"]]).all() and (q["score"][q["face"]] > 0.9).all()
+    eyes = template(112, 1.0)[:2]
+    for i in np.flatnonzero(video.inside()):
+        assert iou(video.boxes[i], q["box"][i]) > BOX_IOU, i
+        # the known eyes, moved by the frame's transform, land on the template's eyes
+        moved = video.eyes[i] @ q["transform"][i][:, :2].T + q["transform"][i][:, 2]
+        assert np.abs(moved - eyes).max() < EYE_TOLERANCE * 112, i
+
+
+def test_rerun_reuses_and_an_interrupted_video_is_redone(moving, faces_out, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(faces_out[0], out)
+    again = run_faces([moving[0]], out, FacesConfig())
+    assert [o.status for o in again.outcomes] == ["reused"] and again.frames == 0
+    # an interrupted run left a folder without the video's record: redone, stray file gone
+    (out / "faces" / "hopper.json").unlink()
+    (out / "cropped_aligned" / "hopper" / "99999.jpg").write_bytes(b"junk")
+    redo = run_faces([moving[0]], out, FacesConfig())
+    assert [o.status for o in redo.outcomes] == ["done"]
+    assert not (out / "cropped_aligned" / "hopper" / "99999.jpg").exists()
+    assert not any((out / ".faces-partial").iterdir())
+    # other settings: the video is redone with them
+    wider = run_faces([moving[0]], out, FacesConfig(scale=1.4))
+    assert [o.status for o in wider.outcomes] == ["done"]
+
+
+def test_two_people_are_two_clips_and_bad_videos_are_skipped(tmp_path, capsys):
+    video = two_faces(n_frames=8)
+    folder = tmp_path / "videos"
+    write_video(folder / "pair.mp4", video.frames, 10.0)
+    (folder / "broken.mp4").write_bytes(b"not a video")
+    out = tmp_path / "out"
+    code = main(["faces", str(folder), "--out", str(out), "--two-person", "pair"])
+    assert code == 1
+    assert "broken.mp4" in capsys.readouterr().out
+    with np.load(out / "faces" / "pair_left.npz") as left, np.load(out / "faces" / "pair_right.npz") as right:
+        assert left["face"].all() and right["face"].all()
+        for i in range(8):
+            assert iou(video.boxes[i], left["box"][i]) > BOX_IOU
+            assert iou(video.right_boxes[i], right["box"][i]) > BOX_IOU
+    assert not (out / "cropped_aligned" / "broken").exists()
+
+
+@pytest.mark.slow  # five videos through all three stages (about a minute on 2 busy cores)
+def test_faces_output_runs_through_every_stage(tmp_path):
+    import extract_fixtures  # noqa: F401  (registers test_mean_colour)
+
+    data = tmp_path / "data"
+    assert main(["demo-data", str(data), "--clips", "4", "--frames", "16", "--seed", "1"]) == 0
+    shutil.rmtree(data / "cropped_aligned")
+    # Each demo video replaced by the real face moving (its own path per video), keeping its
+    # audio and frame rate: the labels still fit the frames.
+    two = [p.name[:-len("_left.txt")] for p in data.rglob("*_left.txt")][0]
+    for k, path in enumerate(sorted((data / "videos").glob("*.mp4"))):
+        info = probe_video(path)
+        audio = decode_audio(path, 16000)
+        video = two_faces(info.n_frames) if path.stem == two else moving_face(info.n_frames, seed=k)
+        write_video(path, video.frames, info.fps, audio, 16000)
+    assert main(["faces", str(data / "videos"), "--out", str(data), "--two-person", two,
+                 "--allow-skips"]) == 0
+    manifests, store, runs = tmp_path / "manifests", tmp_path / "f.zarr", tmp_path / "runs"
+    assert main(["manifest", str(data), "--out", str(manifests)]) == 0  # 1 if a clip is rejected
+    clips = load_clips(manifests)
+    assert len(clips) == 4 and all(Path(c.frames_dir).parent == data / "cropped_aligned" for c in clips)
+    assert all(face_mask(c.frames_dir, c.n_frames).sum() >= c.n_frames // 2 for c in clips)
+    assert main(["extract", "--manifests", str(manifests), "--store", str(store),
+                 "-e", "test_mean_colour", "--device", "cpu"]) == 0
+    assert main(["fuse", "--method", "image", "--store", str(store), "--manifests", str(manifests),
+                 "--out", str(runs), "--set", "train.epochs=2", "--set", "train.select_on=val",
+                 "--set", "head.image=test_mean_colour"]) == 0
+    assert main(["ensemble", str(runs / "image"), "--manifests", str(manifests),
+                 "--out", str(tmp_path / "scores"), "--tune-on", "same"]) == 0
+    assert (tmp_path / "scores" / "scores.json").is_file()
