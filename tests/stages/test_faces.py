@@ -139,3 +139,18 @@ def test_faces_output_runs_through_every_stage(tmp_path):
     assert main(["ensemble", str(runs / "image"), "--manifests", str(manifests),
                  "--out", str(tmp_path / "scores"), "--tune-on", "same"]) == 0
     assert (tmp_path / "scores" / "scores.json").is_file()
+
+
+@pytest.mark.slow  # two spawned workers import torch
+def test_process_pool_writes_what_a_single_process_writes(tmp_path):
+    for k in range(2):
+        write_video(tmp_path / "videos" / f"v{k}.mp4", moving_face(n_frames=6, seed=k).frames, 10.0)
+    single = run_faces([tmp_path / "videos"], tmp_path / "a", FacesConfig())
+    pooled = run_faces([tmp_path / "videos"], tmp_path / "b", FacesConfig(scheduler="processes:2"))
+    assert [o.clips for o in pooled.outcomes] == [o.clips for o in single.outcomes]
+    for k in range(2):
+        with np.load(tmp_path / "a" / "faces" / f"v{k}.npz") as a, np.load(tmp_path / "b" / "faces" / f"v{k}.npz") as b:
+            for key in a.files:
+                np.testing.assert_array_equal(a[key], b[key])
+        for crop in (tmp_path / "a" / "cropped_aligned" / f"v{k}").iterdir():
+            assert crop.read_bytes() == (tmp_path / "b" / "cropped_aligned" / f"v{k}" / crop.name).read_bytes()
