@@ -90,3 +90,30 @@ def test_two_people_are_left_and_right_and_never_mixed():
     crowd = [faces + [_face(100, 150)] for faces in detections[:8]]
     left, right = people(link(crowd), 2)
     assert all(f.box[1] < 100 for f in [*left.values(), *right.values()])
+
+
+def test_a_wider_crop_holds_the_narrower_one_at_its_centre():
+    """Multi-scale re-crops from one stored crop: the centre 1/1.4 of a crop at scale 1.4 is the
+    crop at scale 1.0 (what ``configs.timm.crops`` fractions take), up to resampling."""
+    from pipeline.data.faces.synthetic import moving_face
+
+    video = moving_face(n_frames=1)
+    eyes, box = video.eyes[0], video.boxes[0]
+    # five points from the known eyes and box: nose between the eyes, mouth near the chin
+    mid = eyes.mean(0)
+    landmarks = np.array([eyes[0], eyes[1], [mid[0], mid[1] + 0.3 * (box[3] - box[1])],
+                          [eyes[0, 0], box[3] - 0.2 * (box[3] - box[1])],
+                          [eyes[1, 0], box[3] - 0.2 * (box[3] - box[1])]])
+    narrow, _ = align(video.frames[0], landmarks, 112, 1.0)
+    wide, _ = align(video.frames[0], landmarks, 160, 1.4)
+    side = 160 / 1.4
+    start = (160 - side) / 2
+    from PIL import Image
+
+    centre = Image.fromarray(wide).resize((112, 112), Image.Resampling.BILINEAR,
+                                          box=(start, start, start + side, start + side))
+    difference = np.abs(np.asarray(centre, float) - narrow.astype(float))
+    assert difference.mean() < 4.0  # grey levels (measured 2.2)
+    # ... while the same crop moved by one pixel differs by about 10
+    shifted, _ = align(video.frames[0], landmarks + [1.0, 0.0], 112, 1.0)
+    assert np.abs(shifted.astype(float) - narrow.astype(float)).mean() > difference.mean() * 3
