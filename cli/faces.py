@@ -19,6 +19,9 @@ def faces(
     weights: Optional[str] = typer.Option(
         None, "--weights", help="MTCNN weights: facenet-pytorch's wheel or a folder of "
         "pnet.pt/rnet.pt/onet.pt (default: $FER_FACE_WEIGHTS, else .cache/faces/ of `make faces-weights`)."),
+    onnx: Optional[Path] = typer.Option(
+        None, "--onnx", help="Detect with this SCRFD ONNX file (with keypoints, e.g. insightface's "
+        "det_10g.onnx) instead of MTCNN."),
     two_person: list[str] = typer.Option(
         [], "--two-person", help="Video name (file stem) showing two people: clips <name>_left and "
         "<name>_right (repeat or comma-separate)."),
@@ -34,7 +37,8 @@ def faces(
 
     names = [n.strip() for value in two_person for n in value.split(",") if n.strip()]
     cfg = config_io.build(FacesConfig, file=config, sets=set_, options={
-        "weights": weights, "two_person": names or None, "scheduler": scheduler})
+        "weights": weights, "two_person": names or None, "scheduler": scheduler,
+        "detector": "scrfd" if onnx else None, "onnx": str(onnx) if onnx else None})
     with progress_bar() as progress:
         result = run_faces(videos, out, cfg, progress)
     table = Table(title=f"faces -> {result.out}/cropped_aligned", title_justify="left")

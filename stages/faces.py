@@ -2,7 +2,8 @@
 
 For each video (one task each, through :mod:`pipeline.parallel`'s executors, as ``extract``):
 
-1. decode the frames in batches and run MTCNN on them (:mod:`pipeline.data.faces.mtcnn`);
+1. decode the frames in batches and run the detector on them: MTCNN
+   (:mod:`pipeline.data.faces.mtcnn`) or an SCRFD ONNX file (:mod:`pipeline.data.faces.scrfd`);
 2. link the detections into tracks and pick each person's face per frame
    (:mod:`pipeline.data.faces.track`): one person (clip ``<video>``), or two for the videos in
    ``two_person`` (clips ``<video>_left`` and ``<video>_right``, by position);
@@ -22,6 +23,7 @@ redone, replacing whatever an interrupted run left of it.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import functools
 import json
 import os
 import shutil
@@ -38,6 +40,7 @@ from pipeline.data.faces import weights as face_weights
 from pipeline.data.faces.align import align
 from pipeline.data.faces.config import FacesConfig
 from pipeline.data.faces.mtcnn import MTCNN, Face
+from pipeline.data.faces.scrfd import SCRFD, file_sha256
 from pipeline.data.faces.track import link, people
 from pipeline.data.faces.video import frame_batches
 from pipeline.data.frames import frame_name
@@ -101,9 +104,21 @@ def find_videos(paths: list[str | Path]) -> list[Path]:
     return videos
 
 
+@functools.lru_cache(maxsize=8)
+def _onnx_sha256(path: str, size: int, mtime_ns: int) -> str:
+    return file_sha256(path)
+
+
+def _weights_id(config: FacesConfig) -> str:
+    if config.detector == "mtcnn":
+        return face_weights.fingerprint()
+    stat = os.stat(config.onnx)
+    return "scrfd:" + _onnx_sha256(config.onnx, stat.st_size, stat.st_mtime_ns)
+
+
 def _key(video: Path, config: FacesConfig) -> dict:
     stat = video.stat()
-    return {"settings": config.output_key(), "weights": face_weights.fingerprint(),
+    return {"settings": config.output_key(), "weights": _weights_id(config),
             "video": {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns},
             "two_person": video.stem in config.two_person}
 
@@ -116,14 +131,18 @@ def _complete(out: Path, video: Path, config: FacesConfig) -> bool:
         return False
 
 
-_DETECTORS: dict[tuple, MTCNN] = {}  # per worker process: weights are read and checked once
+_DETECTORS: dict[tuple, MTCNN | SCRFD] = {}  # per worker process: weights read and checked once
 
 
-def _detector(config: FacesConfig) -> MTCNN:
-    key = (config.weights, config.min_face, tuple(config.thresholds), config.factor)
+def _detector(config: FacesConfig) -> MTCNN | SCRFD:
+    key = (config.detector, config.weights, config.min_face, tuple(config.thresholds),
+           config.factor, config.onnx, config.onnx_size, config.onnx_threshold)
     if key not in _DETECTORS:
-        _DETECTORS[key] = MTCNN(face_weights.load_state_dicts(config.weights or None),
-                                config.min_face, tuple(config.thresholds), config.factor)
+        if config.detector == "scrfd":
+            _DETECTORS[key] = SCRFD(config.onnx, config.onnx_size, config.onnx_threshold)
+        else:
+            _DETECTORS[key] = MTCNN(face_weights.load_state_dicts(config.weights or None),
+                                    config.min_face, tuple(config.thresholds), config.factor)
     return _DETECTORS[key]
 
 
@@ -215,7 +234,7 @@ def run_faces(videos: list[str | Path], out: str | Path, config: FacesConfig,
     unknown = set(config.two_person) - {v.stem for v in files}
     if unknown:
         raise PipelineError(f"two_person names {', '.join(sorted(unknown))}: not among the videos")
-    face_weights.load_state_dicts(config.weights or None)  # missing or altered weights: fail now
+    _detector(config)  # missing or altered weights, or a bad ONNX file: fail now, in one line
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     progress(ProgressEvent("videos", total=len(files)))

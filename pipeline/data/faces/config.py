@@ -9,6 +9,10 @@ from pipeline.errors import PipelineError
 
 @dataclass
 class FacesConfig:
+    detector: str = "mtcnn"  # "mtcnn" (weights below) or "scrfd" (the ONNX file `onnx` names)
+    onnx: str = ""  # an SCRFD detector with keypoints (insightface's det_10g.onnx and the like)
+    onnx_size: int = 640  # input side for an ONNX file whose input size is free
+    onnx_threshold: float = 0.5  # SCRFD score threshold (insightface's default)
     # The MTCNN weights: facenet-pytorch's wheel or a folder of pnet.pt/rnet.pt/onet.pt; empty:
     # $FER_FACE_WEIGHTS, else the wheel `make faces-weights` put in the checkout's .cache/faces/.
     weights: str = ""
@@ -28,6 +32,13 @@ class FacesConfig:
     scheduler: str = "inprocess"  # as `extract --scheduler`: one task per video
 
     def __post_init__(self) -> None:
+        if self.detector not in ("mtcnn", "scrfd"):
+            raise PipelineError(f"detector {self.detector!r}: choose mtcnn or scrfd")
+        if self.detector == "scrfd" and not self.onnx:
+            raise PipelineError("detector scrfd: name its ONNX file (--onnx PATH or onnx=PATH)")
+        if self.onnx_size < 32 or not 0.0 < self.onnx_threshold <= 1.0:
+            raise PipelineError(f"onnx_size {self.onnx_size} / onnx_threshold {self.onnx_threshold}: "
+                                "need a size >= 32 and a threshold in (0, 1]")
         if len(self.thresholds) != 3 or not all(0.0 <= t <= 1.0 for t in self.thresholds):
             raise PipelineError(f"thresholds {self.thresholds}: need three scores in [0, 1]")
         if self.min_face < 12:
@@ -43,5 +54,7 @@ class FacesConfig:
 
     def output_key(self) -> dict:
         """What decides the crops (a finished video is redone when any of it changes)."""
-        return {k: getattr(self, k) for k in ("min_face", "thresholds", "factor", "size", "scale",
-                                              "iou_min", "max_gap", "min_frames", "jpeg_quality")}
+        detector = (("min_face", "thresholds", "factor") if self.detector == "mtcnn"
+                    else ("onnx_size", "onnx_threshold"))
+        return {k: getattr(self, k) for k in ("detector", *detector, "size", "scale", "iou_min",
+                                              "max_gap", "min_frames", "jpeg_quality")}
