@@ -103,7 +103,7 @@ $(FACE_WHEEL): requirements/faces-weights.txt | $(STAMP)
 test: setup faces-weights
 	$(PY) -m pytest -q
 
-bench: setup
+bench: setup faces-weights
 	@for b in tests/bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:

@@ -2,7 +2,6 @@
 ``detect_face`` (imported from the same wheel, run on the same weights) and against a real face
 whose box and eyes were read off the photo by eye."""
 
-import shutil
 import sys
 import zipfile
 

@@ -154,3 +154,21 @@ def test_process_pool_writes_what_a_single_process_writes(tmp_path):
                 np.testing.assert_array_equal(a[key], b[key])
         for crop in (tmp_path / "a" / "cropped_aligned" / f"v{k}").iterdir():
             assert crop.read_bytes() == (tmp_path / "b" / "cropped_aligned" / f"v{k}" / crop.name).read_bytes()
+
+
+def test_bad_requests_fail_in_one_line_before_any_work(tmp_path, capsys):
+    write_video(tmp_path / "v" / "a.mp4", np.zeros((2, 64, 64, 3), np.uint8), 10.0)
+    out = tmp_path / "out"
+    cases = [
+        (["--two-person", "nope"], "two_person names nope: not among the videos"),
+        (["--weights", str(tmp_path / "missing.whl")], "missing.whl: no such file or folder"),
+        (["--set", "thresholds=[0.5]"], "thresholds [0.5]: need three scores"),
+        (["--set", "detector=scrfd"], "detector scrfd: name its ONNX file"),
+    ]
+    for extra, message in cases:
+        assert main(["faces", str(tmp_path / "v"), "--out", str(out), *extra]) == 1
+        err = capsys.readouterr().err
+        assert message in " ".join(err.split()) and "Traceback" not in err
+    assert main(["faces", str(tmp_path / "nowhere"), "--out", str(out)]) == 1
+    assert "nowhere: no such video file or folder" in " ".join(capsys.readouterr().err.split())
+    assert not (out / "cropped_aligned").exists()
