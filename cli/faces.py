@@ -25,6 +25,9 @@ def faces(
     two_person: list[str] = typer.Option(
         [], "--two-person", help="Video name (file stem) showing two people: clips <name>_left and "
         "<name>_right (repeat or comma-separate)."),
+    sides_from: Optional[Path] = typer.Option(
+        None, "--sides-from", help="Folder searched for <video>_left/_right annotation files (.txt, "
+        "Aff-Wild2's): those videos are two-person."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file of FacesConfig fields."),
     set_: list[str] = typer.Option([], "--set", help="key=value override, e.g. scale=1.2 (repeat)."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help=f"Where videos run: {SCHEDULER_HELP}."),
@@ -33,9 +36,11 @@ def faces(
     """Face crops from raw videos: MTCNN, one identity tracked per clip, five-point alignment."""
     from pipeline import config as config_io
     from pipeline.data.faces.config import FacesConfig
-    from stages.faces import run_faces
+    from stages.faces import run_faces, two_person_videos
 
     names = [n.strip() for value in two_person for n in value.split(",") if n.strip()]
+    if sides_from is not None:
+        names += sorted(two_person_videos(sides_from, videos) - set(names))
     cfg = config_io.build(FacesConfig, file=config, sets=set_, options={
         "weights": weights, "two_person": names or None, "scheduler": scheduler,
         "detector": "scrfd" if onnx else None, "onnx": str(onnx) if onnx else None})

@@ -116,6 +116,17 @@ def _weights_id(config: FacesConfig) -> str:
     return "scrfd:" + _onnx_sha256(config.onnx, stat.st_size, stat.st_mtime_ns)
 
 
+def two_person_videos(annotations: str | Path, videos: list[str | Path]) -> set[str]:
+    """Stems of ``videos`` that have a ``<stem>_left.txt`` or ``<stem>_right.txt`` anywhere
+    under ``annotations`` (how Aff-Wild2 names the two sides of a two-person video)."""
+    annotations = Path(annotations)
+    if not annotations.is_dir():
+        raise PipelineError(f"{annotations}: no such annotation folder")
+    sides = {p.stem.rsplit("_", 1)[0] for p in annotations.rglob("*.txt")
+             if p.stem.endswith(("_left", "_right"))}
+    return sides & {v.stem for v in find_videos(videos)}
+
+
 def _key(video: Path, config: FacesConfig) -> dict:
     stat = video.stat()
     return {"settings": config.output_key(), "weights": _weights_id(config),

@@ -18,7 +18,7 @@ from pipeline.data.faces.track import iou
 from pipeline.data.frames import face_mask
 from pipeline.data.manifest import load_clips
 from pipeline.data.media import decode_audio, probe_video, write_video
-from stages.faces import run_faces
+from stages.faces import run_faces, two_person_videos
 
 pytestmark = pytest.mark.skipif(
     not weights.default_path().exists(),
@@ -119,13 +119,14 @@ def test_faces_output_runs_through_every_stage(tmp_path):
     # Each demo video replaced by the real face moving (its own path per video), keeping its
     # audio and frame rate: the labels still fit the frames.
     two = [p.name[:-len("_left.txt")] for p in data.rglob("*_left.txt")][0]
+    assert two_person_videos(data / "annotations", [data / "videos"]) == {two}
     for k, path in enumerate(sorted((data / "videos").glob("*.mp4"))):
         info = probe_video(path)
         audio = decode_audio(path, 16000)
         video = two_faces(info.n_frames) if path.stem == two else moving_face(info.n_frames, seed=k)
         write_video(path, video.frames, info.fps, audio, 16000)
-    assert main(["faces", str(data / "videos"), "--out", str(data), "--two-person", two,
-                 "--allow-skips"]) == 0
+    assert main(["faces", str(data / "videos"), "--out", str(data), "--sides-from",
+                 str(data / "annotations")]) == 0
     manifests, store, runs = tmp_path / "manifests", tmp_path / "f.zarr", tmp_path / "runs"
     assert main(["manifest", str(data), "--out", str(manifests)]) == 0  # 1 if a clip is rejected
     clips = load_clips(manifests)
