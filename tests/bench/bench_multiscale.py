@@ -3,7 +3,8 @@
 Run: ``PYTHONPATH=. .venv/bin/python tests/bench/bench_multiscale.py [--model resnet18] [--frames 32]``.
 The 2026 ABAW leader's re-crops at margins 1.0, 1.2 and 1.4, averaged: ``fer-pipeline faces --set
 scale=1.4 --set size=160`` stores the widest crop, and the ``timm`` extractor's
-``crops=[0.857, 0.714]`` (1.2/1.4, 1.0/1.4) adds the two narrower ones as centre crops of it (the
+``crop_pct=1.0, crops=[0.857, 0.714]`` (1.2/1.4, 1.0/1.4) reads it whole and adds the two
+narrower ones as centre crops of it (the
 alignment zooms about the crop's centre: tests/data/test_faces_align_track.py). Measured: the
 extractor's preprocessing + forward per frame with one crop and with three, on the CPU (random
 weights, fp32, 1 thread), best of 3.
@@ -32,7 +33,7 @@ def main() -> None:
     print(f"timm {args.model}, {args.frames} crops of 160x160, CPU fp32, 1 thread")
     base = None
     for crops in ((), (1.2 / 1.4, 1.0 / 1.4)):
-        extractor = TimmImage(config=TimmImageConfig(model=args.model, crops=crops), device="cpu",
+        extractor = TimmImage(config=TimmImageConfig(model=args.model, crop_pct=1.0, crops=crops), device="cpu",
                               precision="fp32", seed=0)
         extractor.load()
 
