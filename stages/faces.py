@@ -205,7 +205,7 @@ def process_video(video: str, out: str, config: FacesConfig) -> VideoOutcome:
                                                    quality=config.jpeg_quality)
                 index += 1
         if index != n:
-            raise MediaError(f"{video_path}: decoded {index} frames, then {n}: unstable decoding")
+            raise MediaError(f"{video_path}: {n} frames decoded, then {index} on a second pass")
         fps = probe_video(video_path).fps
         for name, person, transform in zip(names, persons, transforms):
             io.save_npz(staging / f"{name}.npz", **_quality(person, transform, n, fps))
@@ -216,6 +216,11 @@ def process_video(video: str, out: str, config: FacesConfig) -> VideoOutcome:
         io.write_json(root / QUALITY / f"{video_path.stem}.json", record)
     except MediaError as e:
         return VideoOutcome(video_path.stem, "skipped", reason=str(e))
+    except OSError as e:  # a full disk is one line naming where; anything else is a bug
+        full = io.no_space(staging / names[0], e)
+        if full is not None:
+            raise full from None
+        raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return VideoOutcome(video_path.stem, "done", dict(record["faces"]), n,

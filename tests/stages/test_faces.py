@@ -173,3 +173,18 @@ def test_bad_requests_fail_in_one_line_before_any_work(tmp_path, capsys):
     assert main(["faces", str(tmp_path / "nowhere"), "--out", str(out)]) == 1
     assert "nowhere: no such video file or folder" in " ".join(capsys.readouterr().err.split())
     assert not (out / "cropped_aligned").exists()
+
+
+def test_full_disk_is_one_line_and_leaves_nothing_half_written(moving, tmp_path, monkeypatch):
+    import errno
+
+    from pipeline.errors import PipelineError
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", full)
+    with pytest.raises(PipelineError, match="no space left on .*rerun the same command"):
+        run_faces([moving[0]], tmp_path / "out", FacesConfig())
+    assert not (tmp_path / "out" / "cropped_aligned").exists()
+    assert not any((tmp_path / "out" / ".faces-partial").iterdir())
