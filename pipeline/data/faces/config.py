@@ -1,0 +1,60 @@
+"""Settings of ``fer-pipeline faces`` (``--config`` TOML, ``--set key=value``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pipeline.errors import PipelineError
+
+
+@dataclass
+class FacesConfig:
+    detector: str = "mtcnn"  # "mtcnn" (weights below) or "scrfd" (the ONNX file `onnx` names)
+    onnx: str = ""  # an SCRFD detector with keypoints (insightface's det_10g.onnx and the like)
+    onnx_size: int = 640  # input side for an ONNX file whose input size is free
+    onnx_threshold: float = 0.5  # SCRFD score threshold (insightface's default)
+    # The MTCNN weights: facenet-pytorch's wheel or a folder of pnet.pt/rnet.pt/onet.pt; empty:
+    # $FER_FACE_WEIGHTS, else the wheel `make faces-weights` put in the checkout's .cache/faces/.
+    weights: str = ""
+    min_face: float = 20.0  # smallest face side searched, in video pixels (MTCNN's minsize)
+    thresholds: list[float] = field(default_factory=lambda: [0.6, 0.7, 0.7])  # P/R/O-Net scores
+    factor: float = 0.709  # pyramid step between scales (MTCNN's default)
+    size: int = 112  # side of the square crops (Aff-Wild2's cropped_aligned: 112)
+    # Margin: 1.0 puts the landmarks on ArcFace's 112x112 template; 1.2 shows 1.2x more around.
+    scale: float = 1.0
+    iou_min: float = 0.3  # a detection continues a track when its box overlaps the last this much
+    max_gap: int = 5  # frames a track may miss and still be continued
+    min_frames: int = 3  # shorter tracks are dropped as false detections
+    # Videos (file stems) that show two people: their clips are <video>_left and <video>_right.
+    two_person: list[str] = field(default_factory=list)
+    batch: int = 8  # frames per detector call
+    jpeg_quality: int = 95
+    scheduler: str = "inprocess"  # as `extract --scheduler`: one task per video
+
+    def __post_init__(self) -> None:
+        if self.detector not in ("mtcnn", "scrfd"):
+            raise PipelineError(f"detector {self.detector!r}: choose mtcnn or scrfd")
+        if self.detector == "scrfd" and not self.onnx:
+            raise PipelineError("detector scrfd: name its ONNX file (--onnx PATH or onnx=PATH)")
+        if self.onnx_size < 32 or not 0.0 < self.onnx_threshold <= 1.0:
+            raise PipelineError(f"onnx_size {self.onnx_size} / onnx_threshold {self.onnx_threshold}: "
+                                "need a size >= 32 and a threshold in (0, 1]")
+        if len(self.thresholds) != 3 or not all(0.0 <= t <= 1.0 for t in self.thresholds):
+            raise PipelineError(f"thresholds {self.thresholds}: need three scores in [0, 1]")
+        if self.min_face < 12:
+            raise PipelineError(f"min_face {self.min_face}: MTCNN finds faces of 12 pixels or more")
+        if not 0.0 < self.factor < 1.0:
+            raise PipelineError(f"factor {self.factor}: need a pyramid step in (0, 1)")
+        if self.size < 16 or self.scale <= 0:
+            raise PipelineError(f"size {self.size} / scale {self.scale}: need size >= 16, scale > 0")
+        if not 0.0 < self.iou_min <= 1.0 or self.max_gap < 0 or self.min_frames < 1:
+            raise PipelineError("iou_min in (0, 1], max_gap >= 0 and min_frames >= 1 please")
+        if self.batch < 1 or not 1 <= self.jpeg_quality <= 100:
+            raise PipelineError(f"batch {self.batch} / jpeg_quality {self.jpeg_quality}: out of range")
+
+    def output_key(self) -> dict:
+        """What decides the crops (a finished video is redone when any of it changes)."""
+        detector = (("min_face", "thresholds", "factor") if self.detector == "mtcnn"
+                    else ("onnx_size", "onnx_threshold"))
+        return {k: getattr(self, k) for k in ("detector", *detector, "size", "scale", "iou_min",
+                                              "max_gap", "min_frames", "jpeg_quality")}

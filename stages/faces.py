@@ -1,0 +1,270 @@
+"""``fer-pipeline faces``: face crops from raw videos, in the layout the dataset reader reads.
+
+For each video (one task each, through :mod:`pipeline.parallel`'s executors, as ``extract``):
+
+1. decode the frames in batches and run the detector on them: MTCNN
+   (:mod:`pipeline.data.faces.mtcnn`) or an SCRFD ONNX file (:mod:`pipeline.data.faces.scrfd`);
+2. link the detections into tracks and pick each person's face per frame
+   (:mod:`pipeline.data.faces.track`): one person (clip ``<video>``), or two for the videos in
+   ``two_person`` (clips ``<video>_left`` and ``<video>_right``, by position);
+3. decode again and warp every chosen face onto the five-point template
+   (:mod:`pipeline.data.faces.align`): ``ROOT/cropped_aligned/<clip>/00001.jpg`` for frame 0
+   (1-based, as Aff-Wild2), no file where the clip has no face;
+4. write ``ROOT/faces/<clip>.npz``, the clip's per-frame quality: ``face`` bool [T], ``score``
+   float32 [T] (O-Net's probability, NaN without a face), ``box`` [T, 4] and ``landmarks``
+   [T, 5, 2] in video pixels, ``transform`` [T, 2, 3] (video pixels -> crop pixels), ``fps``.
+
+Everything of a video is written into ``ROOT/.faces-partial/`` first, then moved into place, then
+its record ``ROOT/faces/<video>.json`` is written last: a video with a record whose key matches
+(settings, weights, the video's size and mtime) is complete and skipped by a rerun; any other is
+redone, replacing whatever an interrupted run left of it.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import functools
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from pipeline import io
+from pipeline.data.faces import weights as face_weights
+from pipeline.data.faces.align import align
+from pipeline.data.faces.config import FacesConfig
+from pipeline.data.faces.mtcnn import MTCNN, Face
+from pipeline.data.faces.scrfd import SCRFD, file_sha256
+from pipeline.data.faces.track import link, people
+from pipeline.data.faces.video import frame_batches
+from pipeline.data.frames import frame_name
+from pipeline.data.media import MediaError, probe_video
+from pipeline.errors import PipelineError
+from pipeline.parallel import open_executor, parse_scheduler
+from pipeline.progress import ProgressEvent, ProgressFn, silent
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm")
+CROPS, QUALITY, PARTIAL = "cropped_aligned", "faces", ".faces-partial"
+
+
+@dataclass
+class VideoOutcome:
+    video: str
+    status: str  # "done", "reused" or "skipped"
+    clips: dict[str, int] = field(default_factory=dict)  # clip -> frames with a face
+    frames: int = 0  # frames decoded (0 when reused)
+    seconds: float = 0.0  # detection + alignment + writing time of this video
+    reason: str = ""  # why it was skipped
+
+
+@dataclass
+class FacesResult:
+    out: str
+    outcomes: list[VideoOutcome]
+    seconds: float
+
+    @property
+    def skipped(self) -> list[VideoOutcome]:
+        return [o for o in self.outcomes if o.status == "skipped"]
+
+    @property
+    def frames(self) -> int:
+        return sum(o.frames for o in self.outcomes)
+
+    @property
+    def frames_per_second(self) -> float:
+        busy = sum(o.seconds for o in self.outcomes)
+        return self.frames / busy if busy > 0 else 0.0
+
+
+def find_videos(paths: list[str | Path]) -> list[Path]:
+    """Video files named, or found (recursively) in the folders named; stems must be unique."""
+    videos: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            videos += sorted(p for p in path.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)
+        elif path.is_file():
+            videos.append(path)
+        else:
+            raise PipelineError(f"{path}: no such video file or folder")
+    stems: dict[str, Path] = {}
+    for video in videos:
+        if video.stem in stems:
+            raise PipelineError(f"{video}: same name as {stems[video.stem]} (clips are named by "
+                                "the video's file name)")
+        stems[video.stem] = video
+    if not videos:
+        raise PipelineError(f"no video files ({', '.join(VIDEO_SUFFIXES)}) in {', '.join(map(str, paths))}")
+    return videos
+
+
+@functools.lru_cache(maxsize=8)
+def _onnx_sha256(path: str, size: int, mtime_ns: int) -> str:
+    return file_sha256(path)
+
+
+def _weights_id(config: FacesConfig) -> str:
+    if config.detector == "mtcnn":
+        return face_weights.fingerprint()
+    stat = os.stat(config.onnx)
+    return "scrfd:" + _onnx_sha256(config.onnx, stat.st_size, stat.st_mtime_ns)
+
+
+def two_person_videos(annotations: str | Path, videos: list[str | Path]) -> set[str]:
+    """Stems of ``videos`` that have a ``<stem>_left.txt`` or ``<stem>_right.txt`` anywhere
+    under ``annotations`` (how Aff-Wild2 names the two sides of a two-person video)."""
+    annotations = Path(annotations)
+    if not annotations.is_dir():
+        raise PipelineError(f"{annotations}: no such annotation folder")
+    sides = {p.stem.rsplit("_", 1)[0] for p in annotations.rglob("*.txt")
+             if p.stem.endswith(("_left", "_right"))}
+    return sides & {v.stem for v in find_videos(videos)}
+
+
+def _key(video: Path, config: FacesConfig) -> dict:
+    stat = video.stat()
+    return {"settings": config.output_key(), "weights": _weights_id(config),
+            "video": {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns},
+            "two_person": video.stem in config.two_person}
+
+
+def _complete(out: Path, video: Path, config: FacesConfig) -> bool:
+    record = out / QUALITY / f"{video.stem}.json"
+    try:
+        return json.loads(record.read_text(encoding="utf-8")).get("key") == _key(video, config)
+    except (OSError, ValueError):
+        return False
+
+
+_DETECTORS: dict[tuple, MTCNN | SCRFD] = {}  # per worker process: weights read and checked once
+
+
+def _detector(config: FacesConfig) -> MTCNN | SCRFD:
+    key = (config.detector, config.weights, config.min_face, tuple(config.thresholds),
+           config.factor, config.onnx, config.onnx_size, config.onnx_threshold)
+    if key not in _DETECTORS:
+        if config.detector == "scrfd":
+            _DETECTORS[key] = SCRFD(config.onnx, config.onnx_size, config.onnx_threshold)
+        else:
+            _DETECTORS[key] = MTCNN(face_weights.load_state_dicts(config.weights or None),
+                                    config.min_face, tuple(config.thresholds), config.factor)
+    return _DETECTORS[key]
+
+
+def detect_video(video: Path, config: FacesConfig) -> tuple[list[list[Face]], int]:
+    """Detections per frame and the number of frames."""
+    detector = _detector(config)
+    detections: list[list[Face]] = []
+    for batch in frame_batches(video, config.batch):
+        detections += detector.detect(batch)
+    return detections, len(detections)
+
+
+def _quality(person: dict[int, Face], transforms: dict[int, np.ndarray], n: int, fps: float) -> dict:
+    face = np.zeros(n, bool)
+    score = np.full(n, np.nan, np.float32)
+    box = np.full((n, 4), np.nan, np.float32)
+    landmarks = np.full((n, 5, 2), np.nan, np.float32)
+    transform = np.full((n, 2, 3), np.nan, np.float32)
+    for i, f in person.items():
+        face[i], score[i], box[i], landmarks[i], transform[i] = True, f.score, f.box, f.landmarks, transforms[i]
+    return {"face": face, "score": score, "box": box, "landmarks": landmarks,
+            "transform": transform, "fps": np.float64(fps)}
+
+
+def process_video(video: str, out: str, config: FacesConfig) -> VideoOutcome:
+    """One video, start to record; bad media becomes a ``skipped`` outcome."""
+    video_path, root = Path(video), Path(out)
+    if _complete(root, video_path, config):
+        return VideoOutcome(video_path.stem, "reused")
+    started = time.perf_counter()
+    two = video_path.stem in config.two_person
+    names = [f"{video_path.stem}_left", f"{video_path.stem}_right"] if two else [video_path.stem]
+    (root / PARTIAL).mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f"{video_path.stem}-", dir=root / PARTIAL))
+    try:
+        detections, n = detect_video(video_path, config)
+        persons = people(link(detections, config.iou_min, config.max_gap), len(names), config.min_frames)
+        transforms: list[dict[int, np.ndarray]] = [{} for _ in names]
+        for name in names:
+            (staging / name).mkdir()
+        index = 0
+        for batch in frame_batches(video_path, config.batch):
+            for frame in batch:
+                for p, (name, person) in enumerate(zip(names, persons)):
+                    if index in person:
+                        crop, transforms[p][index] = align(frame, person[index].landmarks,
+                                                           config.size, config.scale)
+                        Image.fromarray(crop).save(staging / name / frame_name(index),
+                                                   quality=config.jpeg_quality)
+                index += 1
+        if index != n:
+            raise MediaError(f"{video_path}: {n} frames decoded, then {index} on a second pass")
+        fps = probe_video(video_path).fps
+        for name, person, transform in zip(names, persons, transforms):
+            io.save_npz(staging / f"{name}.npz", **_quality(person, transform, n, fps))
+        _publish(root, staging, names)
+        record = {"video": str(video_path), "clips": names, "frames": n,
+                  "faces": {name: len(p) for name, p in zip(names, persons)},
+                  "key": _key(video_path, config)}
+        io.write_json(root / QUALITY / f"{video_path.stem}.json", record)
+    except MediaError as e:
+        return VideoOutcome(video_path.stem, "skipped", reason=str(e))
+    except OSError as e:  # a full disk is one line naming where; anything else is a bug
+        full = io.no_space(staging / names[0], e)
+        if full is not None:
+            raise full from None
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return VideoOutcome(video_path.stem, "done", dict(record["faces"]), n,
+                        time.perf_counter() - started)
+
+
+def _publish(root: Path, staging: Path, names: list[str]) -> None:
+    """Move a video's clip folders and quality files from ``staging`` into place."""
+    (root / CROPS).mkdir(parents=True, exist_ok=True)
+    (root / QUALITY).mkdir(parents=True, exist_ok=True)
+    for name in names:
+        target = root / CROPS / name
+        if target.exists():  # left by an interrupted or older run: set it aside, then delete it
+            old = staging / f".old-{name}"
+            os.replace(target, old)
+            shutil.rmtree(old)
+        os.replace(staging / name, target)
+        os.replace(staging / f"{name}.npz", root / QUALITY / f"{name}.npz")
+
+
+def run_faces(videos: list[str | Path], out: str | Path, config: FacesConfig,
+              progress: ProgressFn = silent) -> FacesResult:
+    """Crops and quality files of every video not complete already under ``out``."""
+    started = time.perf_counter()
+    parse_scheduler(config.scheduler)
+    files = find_videos(videos)
+    unknown = set(config.two_person) - {v.stem for v in files}
+    if unknown:
+        raise PipelineError(f"two_person names {', '.join(sorted(unknown))}: not among the videos")
+    _detector(config)  # missing or altered weights, or a bad ONNX file: fail now, in one line
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    progress(ProgressEvent("videos", total=len(files)))
+    outcomes = []
+    with open_executor(config.scheduler) as workers:
+        futures = [workers.executor.submit(process_video, str(v), str(out), config) for v in files]
+        try:
+            for future in cf.as_completed(futures):
+                outcome = future.result()
+                outcomes.append(outcome)
+                progress(ProgressEvent("videos", advance=1, info={"frames": outcome.frames}))
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+    outcomes.sort(key=lambda o: o.video)
+    return FacesResult(str(out), outcomes, time.perf_counter() - started)
