@@ -17,8 +17,8 @@ from pipeline.errors import PipelineError
 from pipeline.features import extractors as extractor_registry
 from pipeline.features.config import ExtractConfig, resolve_precision
 from pipeline.features.extractors.base import Extractor
-from pipeline.features.store import (VALID, VALID_KEY, FeatureStore, StoreError, array_key,
-                                     is_coordinate)
+from pipeline.features.store import (TIME, TIME_KEY, VALID, VALID_KEY, FeatureStore, StoreError,
+                                     array_key, is_coordinate)
 
 
 def resolve_device(device: str) -> str:
@@ -122,6 +122,7 @@ def plan_clip(store: FeatureStore, clip: Clip, extractors: dict[str, Extractor],
         # New clip, or its group will be replaced (ensure_clip): everything is to compute.
         return ClipJob(clip, tuple(extractors), True), 0
     found = missing(store, clip, extractors, audio_stride, verify)
-    if found.nothing:
+    # A damaged `time` (found by a reader or `store verify`): the worker's ensure_clip rewrites it.
+    if found.nothing and store.is_complete(clip.clip_id, TIME, TIME_KEY):
         return None, found.complete
     return ClipJob(clip, found.extractors, found.write_valid), found.complete

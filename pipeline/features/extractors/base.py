@@ -18,8 +18,8 @@ A new kind is a new base class with its own ``feed`` (and whichever of ``run_bat
 ``assemble`` differ from the defaults here); the engine needs no change.
 
 Every extractor is frozen (``eval()``, no grad) and loads its weights from a file the user names.
-Without a file it builds random weights drawn from its own generator (seeded from its name, config
-and seed: :meth:`Extractor.build`, :mod:`~pipeline.features.extractors.seeding`) and
+Without a file it builds random weights drawn from its own generator (seeded from its name and
+seed: :meth:`Extractor.build`, :mod:`~pipeline.features.extractors.seeding`) and
 ``random_weights`` is True, which every summary must show loudly. Its :attr:`cache_key` hashes its name, config, preprocessing and the sha256 of the
 weights file: a stored array is reused only when this key matches.
 
@@ -214,12 +214,12 @@ class Extractor(ABC):
 
     def generator(self) -> Any:
         """This extractor's own random stream for its random weights: a ``torch.Generator``
-        seeded from its name, config and ``seed``, never torch's global generator (which every
-        thread shares; :mod:`~pipeline.features.extractors.seeding`)."""
+        seeded from its name and ``seed``, never torch's global generator (which every thread
+        shares; :mod:`~pipeline.features.extractors.seeding`). Not from its config: options
+        that leave the network as it is (windows, crops, which maps are kept) keep its weights."""
         import torch
 
-        spec = json.dumps({"name": self.name, "config": dataclasses.asdict(self.config),
-                           "seed": self.seed}, sort_keys=True, default=str)
+        spec = json.dumps({"name": self.name, "seed": self.seed}, sort_keys=True)
         seed = int.from_bytes(hashlib.sha256(spec.encode()).digest()[:8], "little")
         return torch.Generator().manual_seed(seed)
 

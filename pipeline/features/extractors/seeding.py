@@ -7,7 +7,7 @@ clips from different random networks). So an extractor with random weights build
 usual and then :func:`redraw` replaces every parameter the constructor drew at random with values
 drawn, in the module's parameter order, from a ``torch.Generator`` of its own
 (:meth:`~pipeline.features.extractors.base.Extractor.generator`, seeded from the extractor's
-name, config and ``seed``). The runner also builds every model once, before its threads start.
+name and ``seed``). The runner also builds every model once, before its threads start.
 
 Which parameters are redrawn: every floating-point parameter that is not constant. A constant
 one (a norm's ones and zeros, a layer scale's 1e-5, PReLU's 0.25) is what the constructor set,
