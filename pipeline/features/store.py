@@ -397,13 +397,14 @@ class FeatureStore:
         """The arrays the clip's writers recorded having written (``store verify`` expects each)."""
         return list(self.clip_attrs(clip_id).get("arrays", []))
 
-    def record_arrays(self, clip_id: str, names: list[str]) -> None:
+    def record_arrays(self, clip_id: str, names: list[str], removed: tuple[str, ...] = ()) -> None:
         """Add ``names`` (and the time coordinates written with them) to the clip's record of its
-        arrays. Called by the writer holding the clip's lock, after the arrays are in place."""
+        arrays, and drop ``removed`` (deleted on purpose). Called by a writer holding the clip's
+        lock, after the arrays are in place."""
         fps = float(self.clip_attrs(clip_id)["fps"])
         coordinates = [time_name(n) for n in names if (m := self.marker(clip_id, n)) and m["rate"] != fps]
         recorded = self.recorded_arrays(clip_id)
-        merged = sorted({*recorded, TIME, *names, *coordinates})
+        merged = sorted({*recorded, TIME, *names, *coordinates} - set(removed))
         if merged != recorded:
             with self._writing(f"clip {clip_id!r} attributes"):
                 update_attributes(self._clip_dir(clip_id), {"arrays": merged})
