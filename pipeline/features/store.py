@@ -211,8 +211,12 @@ class FeatureStore:
                 self._move_legacy_folders()
         except (OSError, ValueError) as e:  # ValueError: a damaged zarr.json
             reason = getattr(e, "strerror", None) or _one_line(e)
-            raise StoreError(f"{self.path}: cannot {'read' if mode == 'r' else 'create or open'} "
-                             f"the store ({reason})") from None
+            what = "read" if mode == "r" else "create or open"
+            if isinstance(e, ValueError):  # the root's records are gone: nothing here rebuilds them
+                raise StoreError(f"{self.path}: cannot {what} the store ({self.path / 'zarr.json'}: "
+                                 f"{reason}); restore that file from a copy, or rerun "
+                                 "`fer-pipeline extract` into a new --store") from None
+            raise StoreError(f"{self.path}: cannot {what} the store ({reason})") from None
         if version != FORMAT_VERSION:
             raise StoreError(f"{self.path}: store format {version!r}, this version reads {FORMAT_VERSION}")
 
