@@ -66,6 +66,8 @@ def _repaired(store, clean, manifests) -> None:
     assert all(found[k].tobytes() == expected[k].tobytes() for k in expected)
     for clip_id in ("clip00", "clip01"):  # the coordinates too
         np.testing.assert_array_equal(FeatureStore(store).read(clip_id, "time"), np.arange(12) / 10.0)
+        np.testing.assert_array_equal(FeatureStore(store).read(clip_id, "logmel_time"),
+                                      FeatureStore(clean).read(clip_id, "logmel_time"))
 
 
 def _one_line_naming(message: str, path) -> None:
@@ -108,11 +110,19 @@ def test_a_deleted_array_folder_is_reported_and_repaired(store, clean):
     _repaired(store, clean[1], clean[0])
 
 
-def test_a_corrupt_time_array_is_recomputed(store, clean):
-    chunk = next(p for p in (store / "clips" / "clip01" / "time" / "c").rglob("*") if p.is_file())
+@pytest.mark.parametrize("coordinate", ["time", "logmel_time"])
+def test_a_corrupt_time_coordinate_is_recomputed(store, clean, coordinate):
+    chunk = next(p for p in (store / "clips" / "clip01" / coordinate / "c").rglob("*") if p.is_file())
     data = bytearray(chunk.read_bytes())
     data[len(data) // 2] ^= 0xFF
     chunk.write_bytes(bytes(data))
     (problem,) = _verify(store)
-    assert problem.startswith("clip01/time: corrupt")
+    assert problem.startswith(f"clip01/{coordinate}: corrupt")
+    _repaired(store, clean[1], clean[0])
+
+
+def test_a_deleted_time_coordinate_is_reported_and_recomputed(store, clean):
+    shutil.rmtree(store / "clips" / "clip00" / "logmel_time")
+    (problem,) = _verify(store)
+    assert problem.startswith("clip00/logmel_time: missing")
     _repaired(store, clean[1], clean[0])
