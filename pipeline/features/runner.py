@@ -15,7 +15,8 @@ worker). Three kinds of threads keep the model busy:
   last, each followed by its completion marker, then releases the clip's lock.
 
 A clip with unreadable input (a missing, empty or corrupt JPEG, an undecodable audio file, an
-audio track shorter than the clip: a truncated file) is dropped whole: none of its arrays is written and its outcome names the file and the reason.
+audio track shorter than the clip: a truncated file) is dropped whole: none of its arrays is
+written and its outcome names the file and the reason.
 """
 
 from __future__ import annotations

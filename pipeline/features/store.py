@@ -322,14 +322,16 @@ class FeatureStore:
     def _nodes(folder: Path) -> list[str]:
         """The nodes (sub-folders with a ``zarr.json``) of a folder, listed without parsing their
         metadata: one damaged node must not hide the others."""
-        return sorted(e.name for e in os.scandir(folder) if e.is_dir()
-                      and not e.name.startswith(TMP_PREFIX) and os.path.isfile(os.path.join(e.path, "zarr.json")))
+        return sorted(e.name for e in os.scandir(folder)
+                      if e.is_dir() and not e.name.startswith(TMP_PREFIX)
+                      and os.path.isfile(os.path.join(e.path, "zarr.json")))
 
     def clip_ids(self) -> list[str]:
         try:
             return self._nodes(self.path / "clips")
         except OSError as e:
-            raise StoreError(f"{self.path / 'clips'}: cannot list the clips ({e.strerror or e})") from None
+            raise StoreError(f"{self.path / 'clips'}: cannot list the clips "
+                             f"({e.strerror or e})") from None
 
     def _clip(self, clip_id: str) -> zarr.Group:
         try:
@@ -367,7 +369,8 @@ class FeatureStore:
         extra = dict(attrs or {})
         with self._writing(f"clip {clip_id!r}"):
             try:
-                current = self.clip_attrs(clip_id) if (self._clip_dir(clip_id) / "zarr.json").is_file() else {}
+                exists = (self._clip_dir(clip_id) / "zarr.json").is_file()
+                current = self.clip_attrs(clip_id) if exists else {}
             except DamagedMetadata:
                 current = {}  # its arrays cannot be trusted to be this clip's: a new group
             if current.get("n_frames") == n_frames and current.get("fps") == fps:
@@ -395,7 +398,8 @@ class FeatureStore:
         try:
             return self._nodes(self._clip_dir(clip_id))
         except OSError as e:
-            raise StoreError(f"{self._clip_dir(clip_id)}: cannot list the arrays ({e.strerror or e})") from None
+            raise StoreError(f"{self._clip_dir(clip_id)}: cannot list the arrays "
+                             f"({e.strerror or e})") from None
 
     def recorded_arrays(self, clip_id: str) -> list[str]:
         """The arrays the clip's writers recorded having written (``store verify`` expects each)."""
@@ -406,7 +410,8 @@ class FeatureStore:
         arrays, and drop ``removed`` (deleted on purpose). Called by a writer holding the clip's
         lock, after the arrays are in place."""
         fps = float(self.clip_attrs(clip_id)["fps"])
-        coordinates = [time_name(n) for n in names if (m := self.marker(clip_id, n)) and m["rate"] != fps]
+        coordinates = [time_name(n) for n in names
+                       if (m := self.marker(clip_id, n)) and m["rate"] != fps]
         recorded = self.recorded_arrays(clip_id)
         merged = sorted({*recorded, TIME, *names, *coordinates} - set(removed))
         if merged != recorded:

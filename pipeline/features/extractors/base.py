@@ -20,7 +20,8 @@ A new kind is a new base class with its own ``feed`` (and whichever of ``run_bat
 Every extractor is frozen (``eval()``, no grad) and loads its weights from a file the user names.
 Without a file it builds random weights drawn from its own generator (seeded from its name and
 seed: :meth:`Extractor.build`, :mod:`~pipeline.features.extractors.seeding`) and
-``random_weights`` is True, which every summary must show loudly. Its :attr:`cache_key` hashes its name, config, preprocessing and the sha256 of the
+``random_weights`` is True, which every summary must show loudly. Its :attr:`cache_key` hashes
+its name, config, preprocessing and the sha256 of the
 weights file: a stored array is reused only when this key matches.
 
 An extractor pickles without its model (``load()`` builds it in ``_model``), so it can be sent to

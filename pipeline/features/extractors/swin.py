@@ -15,9 +15,10 @@ Weights come from a file or folder in any layout :mod:`checkpoints` reads (a ``.
 ``.safetensors`` state dict in timm or original Swin format, converted by timm's own
 ``checkpoint_filter_fn``; a classifier head in it is dropped); :func:`build_timm` refuses a file
 that does not cover every weight of the model. Without a file its random weights are drawn from
-the extractor's own generator (:mod:`~pipeline.features.extractors.seeding`). Preprocessing is the model's own eval transform
-(``resolve_model_data_config`` + ``create_transform``), built from a meta-device model, so it
-needs neither weights nor memory and runs in loader threads before ``load()``.
+the extractor's own generator (:mod:`~pipeline.features.extractors.seeding`). Preprocessing is
+the model's own eval transform (``resolve_model_data_config`` + ``create_transform``), built from
+a meta-device model, so it needs neither weights nor memory and runs in loader threads before
+``load()``.
 
 The timm helpers live in :mod:`timm_models`; the ``timm`` extractor runs any other timm model.
 """
