@@ -93,7 +93,7 @@ def decode_audio_track(path: str | Path, sample_rate: int) -> tuple[np.ndarray, 
 
 
 def short_audio(n_samples: int, sample_rate: int, n_frames: int, fps: float,
-                frame_seconds: float) -> str | None:
+                frame_seconds: float, extra: float = 0.0) -> str | None:
     """Why a decoded track of ``n_samples`` is too short for a clip of ``n_frames`` at ``fps``,
     or None when it covers the clip.
 
@@ -101,14 +101,16 @@ def short_audio(n_samples: int, sample_rate: int, n_frames: int, fps: float,
     decodes without error, only shorter: its frame count still comes from the index. The
     tolerance is one video frame (audio and video tracks of one file end within a frame of each
     other) plus one frame of the audio codec (a track's length is a whole number of codec frames,
-    and encoders trim the last one): 0.1 s + 0.064 s for 10 fps video with 16 kHz AAC.
+    and encoders trim the last one): 0.1 s + 0.064 s for 10 fps video with 16 kHz AAC; ``extra``
+    seconds on top (``ExtractConfig.audio_short_tolerance``) for sources whose audio ends early.
     """
     have, need = n_samples / sample_rate, n_frames / fps
-    tolerance = 1 / fps + frame_seconds
+    tolerance = 1 / fps + frame_seconds + extra
     if need - have <= tolerance:
         return None
     return (f"the audio track ends at {have:.2f} s, before the {need:.2f} s of the clip's "
-            f"{n_frames} frames at {fps:g} fps (tolerance {tolerance:.3f} s): a truncated file?")
+            f"{n_frames} frames at {fps:g} fps (tolerance {tolerance:.3f} s; "
+            "--set audio_short_tolerance=SECONDS adds to it): a truncated file?")
 
 
 def read_image(path: str | Path) -> Image.Image:

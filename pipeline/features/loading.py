@@ -100,7 +100,8 @@ class AudioCache:
         self._lock = threading.Lock()
         self._entries: dict[int, tuple[str, np.ndarray, float]] = {}
 
-    def get(self, path: str, sample_rate: int, n_frames: int, fps: float) -> np.ndarray:
+    def get(self, path: str, sample_rate: int, n_frames: int, fps: float,
+            extra_tolerance: float = 0.0) -> np.ndarray:
         """The track at ``sample_rate``; an InputError when it is shorter than the clip's
         ``n_frames`` at ``fps`` (a truncated file: :func:`~pipeline.data.media.short_audio`)."""
         with self._lock:  # decoding under the lock: the second clip of a video waits, not re-decodes
@@ -112,7 +113,7 @@ class AudioCache:
                     raise input_error(path, e) from None
                 self._entries[sample_rate] = entry
         _, samples, frame_seconds = entry
-        reason = short_audio(len(samples), sample_rate, n_frames, fps, frame_seconds)
+        reason = short_audio(len(samples), sample_rate, n_frames, fps, frame_seconds, extra_tolerance)
         if reason is not None:
             raise InputError(path, reason)
         return samples

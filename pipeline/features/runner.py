@@ -56,6 +56,7 @@ class ShardTask:
     loader_threads: int
     prefetch: int
     wait: bool  # block on clips another process holds (else report them "locked")
+    audio_short_tolerance: float = 0.0  # ExtractConfig.audio_short_tolerance
 
 
 @dataclass
@@ -216,8 +217,8 @@ class _ShardRunner:
             return None
         context = ClipContext(clip, np.zeros(clip.n_frames, dtype=bool), self.task.batch_size,
                               self.task.audio_stride, self.loader.submit,
-                              lambda rate: self.audio.get(clip.audio_path, rate,
-                                                          clip.n_frames, clip.fps))
+                              lambda rate: self.audio.get(clip.audio_path, rate, clip.n_frames,
+                                                          clip.fps, self.task.audio_short_tolerance))
         state = ClipState(context, lock, [self.extractors[n] for n in found.extractors],
                           found.write_valid, reused)
         with self.live_lock:

@@ -60,6 +60,9 @@ def test_a_front_indexed_truncated_video_is_bad_input(tmp_path):
     assert all(store.marker("clip01", n) is None for n in names)  # nothing of it is complete
     allowed = run_extract(_config(allow_skips=True), manifests, tmp_path / "f.zarr")
     assert allowed.ok and [s.clip_id for s in allowed.skipped] == ["clip01"]
+    # A source whose audio ends early on purpose: a larger tolerance takes the clip.
+    tolerant = run_extract(_config(audio_short_tolerance=3.0), manifests, tmp_path / "f.zarr")
+    assert tolerant.ok and not tolerant.skipped and tolerant.clips_done == 1
 
 
 def test_the_tolerance_is_one_video_frame_and_one_codec_frame(tmp_path):
@@ -69,6 +72,7 @@ def test_the_tolerance_is_one_video_frame_and_one_codec_frame(tmp_path):
     reason = short_audio(int((4.0 - 0.17) * rate), rate, 40, 10.0, aac)
     assert reason is not None and "3.83 s" in reason and "tolerance 0.164 s" in reason
     assert short_audio(4 * rate + 512, rate, 40, 10.0, aac) is None  # longer is fine
+    assert short_audio(int((4.0 - 0.17) * rate), rate, 40, 10.0, aac, extra=0.01) is None
     # The codec frame comes from the file: make_dataset writes 16 kHz AAC.
     manifests = make_dataset(tmp_path, n_clips=1, n_frames=10, fps=10.0)
     samples, frame_seconds = decode_audio_track(manifests.parent / "videos" / "clip00.mp4", rate)
