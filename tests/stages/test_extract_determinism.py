@@ -34,7 +34,7 @@ NEEDS = {"ecapa": "speechbrain", "xvector": "speechbrain", "egemaps": "opensmile
 
 @pytest.fixture(scope="module")
 def manifests(tmp_path_factory):
-    return make_dataset(tmp_path_factory.mktemp("determinism"), n_clips=6, n_frames=12, fps=10.0)
+    return make_dataset(tmp_path_factory.mktemp("determinism"), n_clips=6, n_frames=8, fps=10.0)
 
 
 def _extract(name: str, manifests, store, monkeypatch) -> dict:
