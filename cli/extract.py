@@ -191,6 +191,8 @@ def info(store: Path = typer.Argument(..., help="The Zarr feature store.")) -> N
     for name in random:
         console.print(f"[bold red]WARNING: {name!r} features in this store come from RANDOM WEIGHTS.[/]",
                       highlight=False)
+    for line in summary.damaged:  # left out of the tables above
+        console.print(f"damaged: {line}", markup=False, highlight=False, soft_wrap=True)
 
 
 @store_app.command("verify")

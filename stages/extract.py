@@ -321,7 +321,8 @@ def run_extract(config: ExtractConfig, manifests_dir: str | Path, store_path: st
             return ShardTask(
                 store=str(store_path), jobs=shard, extractors=extractors,
                 batch_size=config.batch_size, audio_stride=config.audio_stride,
-                loader_threads=config.loader_threads, prefetch=config.prefetch, wait=wait)
+                loader_threads=config.loader_threads, prefetch=config.prefetch, wait=wait,
+                audio_short_tolerance=config.audio_short_tolerance)
 
         with open_executor(config.scheduler) as workers:
             compute_start = time.perf_counter()

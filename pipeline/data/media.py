@@ -63,11 +63,19 @@ def probe_video(path: str | Path) -> VideoInfo:
 
 def decode_audio(path: str | Path, sample_rate: int) -> np.ndarray:
     """The first audio stream as float32 mono at ``sample_rate`` Hz (resampled by FFmpeg)."""
+    return decode_audio_track(path, sample_rate)[0]
+
+
+def decode_audio_track(path: str | Path, sample_rate: int) -> tuple[np.ndarray, float]:
+    """:func:`decode_audio`, and the seconds of one frame of the track's codec (1024 samples for
+    AAC; 0 for a codec without fixed frames, such as PCM): the granularity of its length."""
     path = Path(path)
     try:
         with av.open(str(path)) as container:
             if not container.streams.audio:
                 raise _fail(path, "no audio stream")
+            codec = container.streams.audio[0].codec_context
+            frame_seconds = (codec.frame_size or 0) / (codec.sample_rate or sample_rate)
             resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
             chunks = []
             for frame in container.decode(container.streams.audio[0]):
@@ -81,7 +89,28 @@ def decode_audio(path: str | Path, sample_rate: int) -> np.ndarray:
         raise _fail(path, f"unreadable audio ({e})") from None
     if not chunks:
         raise _fail(path, "audio stream holds no samples")
-    return np.concatenate(chunks).astype(np.float32, copy=False)
+    return np.concatenate(chunks).astype(np.float32, copy=False), frame_seconds
+
+
+def short_audio(n_samples: int, sample_rate: int, n_frames: int, fps: float,
+                frame_seconds: float, extra: float = 0.0) -> str | None:
+    """Why a decoded track of ``n_samples`` is too short for a clip of ``n_frames`` at ``fps``,
+    or None when it covers the clip.
+
+    A video whose index is at the front (``movflags=faststart``) and whose data was cut off
+    decodes without error, only shorter: its frame count still comes from the index. The
+    tolerance is one video frame (audio and video tracks of one file end within a frame of each
+    other) plus one frame of the audio codec (a track's length is a whole number of codec frames,
+    and encoders trim the last one): 0.1 s + 0.064 s for 10 fps video with 16 kHz AAC; ``extra``
+    seconds on top (``ExtractConfig.audio_short_tolerance``) for sources whose audio ends early.
+    """
+    have, need = n_samples / sample_rate, n_frames / fps
+    tolerance = 1 / fps + frame_seconds + extra
+    if need - have <= tolerance:
+        return None
+    return (f"the audio track ends at {have:.2f} s, before the {need:.2f} s of the clip's "
+            f"{n_frames} frames at {fps:g} fps (tolerance {tolerance:.3f} s; "
+            "--set audio_short_tolerance=SECONDS adds to it): a truncated file?")
 
 
 def read_image(path: str | Path) -> Image.Image:

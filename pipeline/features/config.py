@@ -106,6 +106,10 @@ class ExtractConfig:
     # and `fer-pipeline store verify` is the full check.
     verify_existing: bool = False
     allow_skips: bool = False  # a clip with bad input does not make the run fail
+    # Seconds an audio track may end before its clip's last frame on top of one video frame and
+    # one audio codec frame (pipeline.data.media.short_audio); a shorter track (a truncated file)
+    # is bad input. Raise it for sources whose audio ends early, rather than skip their clips.
+    audio_short_tolerance: float = 0.0
 
     def __post_init__(self) -> None:
         if isinstance(self.precision, Enum):  # this module's Precision or the extractors'
@@ -123,6 +127,9 @@ class ExtractConfig:
             raise PipelineError(f"extractors {self.extractors}: need at least one, each once")
         if self.batch_size < 1 or self.audio_stride < 1 or self.loader_threads < 1:
             raise PipelineError("batch_size, audio_stride and loader_threads must be at least 1")
+        if not self.audio_short_tolerance >= 0:
+            raise PipelineError("audio_short_tolerance must be >= 0 seconds, "
+                                f"got {self.audio_short_tolerance}")
         if self.precision not in ("auto", *PRECISIONS):
             raise PipelineError(f"unknown precision {self.precision!r}; "
                                 f"choose from {', '.join(p.value for p in Precision)}")

@@ -315,13 +315,18 @@ def _write_clip(store: FeatureStore, clip: Clip, options: ImportOptions, data: n
     """Write one checked clip (its lock held): mask, array, and an all-True valid if it has none."""
     store.ensure_clip(clip.clip_id, clip.n_frames, clip.fps, clip_attributes(clip))
     rate = clip.fps if options.hop is None else 1.0 / options.hop
+    written, removed = [options.name], ()
     if mask is not None:
         store.write(clip.clip_id, mask_name(options.name), mask, key, clip.fps)
+        written.append(mask_name(options.name))
     elif mask_name(options.name) in store.array_names(clip.clip_id):
         del store.root[f"clips/{clip.clip_id}"][mask_name(options.name)]  # stale: hop rows have none
+        removed = (mask_name(options.name),)
     store.write(clip.clip_id, options.name, data, key, rate, video_rate=options.hop is None)
     if store.marker(clip.clip_id, VALID) is None:
         store.write(clip.clip_id, VALID, np.ones(clip.n_frames, dtype=bool), IMPORT_VALID_KEY, clip.fps)
+        written.append(VALID)
+    store.record_arrays(clip.clip_id, written, removed)  # what `store verify` expects
 
 
 def import_hdf5(file: str | Path, store_path: str | Path, clips: Sequence[Clip],

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from pipeline.data.media import MediaError, decode_audio, read_image
+from pipeline.data.media import MediaError, decode_audio_track, read_image, short_audio
 from pipeline.features.feeding import InputError
 
 
@@ -98,15 +98,22 @@ class AudioCache:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._entries: dict[int, tuple[str, np.ndarray]] = {}
+        self._entries: dict[int, tuple[str, np.ndarray, float]] = {}
 
-    def get(self, path: str, sample_rate: int) -> np.ndarray:
+    def get(self, path: str, sample_rate: int, n_frames: int, fps: float,
+            extra_tolerance: float = 0.0) -> np.ndarray:
+        """The track at ``sample_rate``; an InputError when it is shorter than the clip's
+        ``n_frames`` at ``fps`` (a truncated file: :func:`~pipeline.data.media.short_audio`)."""
         with self._lock:  # decoding under the lock: the second clip of a video waits, not re-decodes
             entry = self._entries.get(sample_rate)
             if entry is None or entry[0] != path:
                 try:
-                    entry = (path, decode_audio(path, sample_rate))
+                    entry = (path, *decode_audio_track(path, sample_rate))
                 except MediaError as e:
                     raise input_error(path, e) from None
                 self._entries[sample_rate] = entry
-            return entry[1]
+        _, samples, frame_seconds = entry
+        reason = short_audio(len(samples), sample_rate, n_frames, fps, frame_seconds, extra_tolerance)
+        if reason is not None:
+            raise InputError(path, reason)
+        return samples

@@ -17,8 +17,8 @@ from pipeline.errors import PipelineError
 from pipeline.features import extractors as extractor_registry
 from pipeline.features.config import ExtractConfig, resolve_precision
 from pipeline.features.extractors.base import Extractor
-from pipeline.features.store import (VALID, VALID_KEY, FeatureStore, StoreError, array_key,
-                                     is_coordinate)
+from pipeline.features.store import (TIME, TIME_KEY, VALID, VALID_KEY, FeatureStore, StoreError,
+                                     array_key, is_coordinate, time_name)
 
 
 def resolve_device(device: str) -> str:
@@ -93,13 +93,25 @@ def missing(store: FeatureStore, clip: Clip, extractors: dict[str, Extractor], a
     needed, complete = [], 0
     for name, ext in extractors.items():
         keys = array_keys(ext, audio_stride, has_audio)
-        done = [store.is_complete(clip.clip_id, a, k, verify) for a, k in keys.items()]
+        done = [store.is_complete(clip.clip_id, a, k, verify) and _coordinate_intact(store, clip, a)
+                for a, k in keys.items()]
         if all(done):
             complete += len(done)
         else:
             needed.append(name)
     write_valid = not store.is_complete(clip.clip_id, VALID, VALID_KEY, verify)
     return Missing(tuple(needed), write_valid, complete + (not write_valid))
+
+
+def _coordinate_intact(store: FeatureStore, clip: Clip, name: str) -> bool:
+    """An array at its own rate (log-mel) needs its time coordinate, written with it: a damaged
+    or deleted one (found by a reader or ``store verify``) recomputes the pair."""
+    marker = store.marker(clip.clip_id, name) or {}
+    if float(marker.get("rate", clip.fps)) == float(clip.fps):
+        return True
+    coordinate = store.marker(clip.clip_id, time_name(name))
+    return coordinate is not None and store.is_complete(clip.clip_id, time_name(name),
+                                                        coordinate.get("cache_key"))
 
 
 @dataclass(frozen=True)
@@ -122,6 +134,7 @@ def plan_clip(store: FeatureStore, clip: Clip, extractors: dict[str, Extractor],
         # New clip, or its group will be replaced (ensure_clip): everything is to compute.
         return ClipJob(clip, tuple(extractors), True), 0
     found = missing(store, clip, extractors, audio_stride, verify)
-    if found.nothing:
+    # A damaged `time` (found by a reader or `store verify`): the worker's ensure_clip rewrites it.
+    if found.nothing and store.is_complete(clip.clip_id, TIME, TIME_KEY):
         return None, found.complete
     return ClipJob(clip, found.extractors, found.write_valid), found.complete

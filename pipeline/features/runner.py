@@ -14,8 +14,9 @@ worker). Three kinds of threads keep the model busy:
 * the **writer** (:mod:`pipeline.features.writing`) writes each finished clip's arrays, ``valid``
   last, each followed by its completion marker, then releases the clip's lock.
 
-A clip with unreadable input (a missing, empty or corrupt JPEG, an undecodable audio file) is
-dropped whole: none of its arrays is written and its outcome names the file and the reason.
+A clip with unreadable input (a missing, empty or corrupt JPEG, an undecodable audio file, an
+audio track shorter than the clip: a truncated file) is dropped whole: none of its arrays is
+written and its outcome names the file and the reason.
 """
 
 from __future__ import annotations
@@ -48,14 +49,15 @@ class ShardTask:
 
     store: str
     jobs: list[ClipJob]
-    # Every extractor of the run, unloaded (models are built on first use): the same set in
-    # every shard, so that a worker's cached models serve all of them.
+    # Every extractor of the run, unloaded (each worker builds the models before its threads
+    # start): the same set in every shard, so that a worker's cached models serve all of them.
     extractors: dict[str, Extractor]
     batch_size: int
     audio_stride: int
     loader_threads: int
     prefetch: int
     wait: bool  # block on clips another process holds (else report them "locked")
+    audio_short_tolerance: float = 0.0  # ExtractConfig.audio_short_tolerance
 
 
 @dataclass
@@ -112,20 +114,26 @@ class _Stopped(Exception):
 
 # ---- worker-process state ------------------------------------------------------------------------
 
-# Loaded models survive between the shards a pool or dask worker runs (keyed by what they are),
-# so each worker builds each model once; in-process, between runs of one session. Only the last
-# configuration's models are kept.
+# Loaded models survive between the shards a pool or dask worker runs, keyed by what defines them
+# (name, cache key: config, weights sha256, seed, precision; device), so each worker builds each
+# model once; in-process, between runs of one session. Only the last configuration's models are
+# kept. A model enters the cache only once it has loaded: a failed load is never kept, so a
+# corrected command (the same weights at a path the worker can read, say) loads afresh.
 _LOADED: dict[tuple[str, str, str], Extractor] = {}
 _LOADED_LOCK = threading.Lock()  # a dask worker may run two shards at once
 
 
 def _worker_extractors(extractors: dict[str, Extractor]) -> dict[str, Extractor]:
+    """This worker's loaded extractors for a shard. Every model is built here, in the shard's
+    own thread before its loader threads start (never lazily by whichever thread asks first)."""
     wanted = {(e.name, e.cache_key, e.device): e for e in extractors.values()}
     with _LOADED_LOCK:
         for stale in set(_LOADED) - set(wanted):  # a new configuration: drop the old models
             del _LOADED[stale]
         for key, ext in wanted.items():
-            _LOADED.setdefault(key, ext)
+            if key not in _LOADED:
+                ext.load()  # raises on failure: nothing is cached
+                _LOADED[key] = ext
         return {key[0]: _LOADED[key] for key in wanted}
 
 
@@ -213,7 +221,8 @@ class _ShardRunner:
             return None
         context = ClipContext(clip, np.zeros(clip.n_frames, dtype=bool), self.task.batch_size,
                               self.task.audio_stride, self.loader.submit,
-                              lambda rate: self.audio.get(clip.audio_path, rate))
+                              lambda rate: self.audio.get(clip.audio_path, rate, clip.n_frames,
+                                                          clip.fps, self.task.audio_short_tolerance))
         state = ClipState(context, lock, [self.extractors[n] for n in found.extractors],
                           found.write_valid, reused)
         with self.live_lock:

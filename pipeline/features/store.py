@@ -111,6 +111,11 @@ class CorruptArray(StoreError):
     """An array's data does not match what its writer recorded (see the module docstring)."""
 
 
+class DamagedMetadata(StoreError):
+    """A clip group's or an array's ``zarr.json`` cannot be read: the message names the file and
+    says what to run (``extract`` replaces the node; ``store verify`` lists every such file)."""
+
+
 def checksum(data: np.ndarray) -> str:
     """sha256 of an array's bytes (C order, its own dtype)."""
     return hashlib.sha256(np.ascontiguousarray(data).tobytes()).hexdigest()
@@ -207,8 +212,12 @@ class FeatureStore:
                 self._move_legacy_folders()
         except (OSError, ValueError) as e:  # ValueError: a damaged zarr.json
             reason = getattr(e, "strerror", None) or _one_line(e)
-            raise StoreError(f"{self.path}: cannot {'read' if mode == 'r' else 'create or open'} "
-                             f"the store ({reason})") from None
+            what = "read" if mode == "r" else "create or open"
+            if isinstance(e, ValueError):  # the root's records are gone: nothing here rebuilds them
+                raise StoreError(f"{self.path}: cannot {what} the store ({self.path / 'zarr.json'}: "
+                                 f"{reason}); restore that file from a copy, or rerun "
+                                 "`fer-pipeline extract` into a new --store") from None
+            raise StoreError(f"{self.path}: cannot {what} the store ({reason})") from None
         if version != FORMAT_VERSION:
             raise StoreError(f"{self.path}: store format {version!r}, this version reads {FORMAT_VERSION}")
 
@@ -308,14 +317,44 @@ class FeatureStore:
 
     # ---- clips ---------------------------------------------------------------------------------
 
+    def _damaged(self, node: Path, error: BaseException, what: str) -> DamagedMetadata:
+        reason = getattr(error, "strerror", None) or _one_line(error)
+        return DamagedMetadata(f"{node / 'zarr.json'}: unreadable {what} metadata ({reason}); rerun "
+                               f"`fer-pipeline extract` to recompute the {what}")
+
+    @staticmethod
+    def _nodes(folder: Path) -> list[str]:
+        """The nodes (sub-folders with a ``zarr.json``) of a folder, listed without parsing their
+        metadata: one damaged node must not hide the others."""
+        return sorted(e.name for e in os.scandir(folder)
+                      if e.is_dir() and not e.name.startswith(TMP_PREFIX)
+                      and os.path.isfile(os.path.join(e.path, "zarr.json")))
+
     def clip_ids(self) -> list[str]:
-        return sorted(k for k in self.root["clips"].group_keys() if not k.startswith(TMP_PREFIX))
+        try:
+            return self._nodes(self.path / "clips")
+        except OSError as e:
+            raise StoreError(f"{self.path / 'clips'}: cannot list the clips "
+                             f"({e.strerror or e})") from None
 
     def _clip(self, clip_id: str) -> zarr.Group:
         try:
             return self.root[f"clips/{clip_id}"]
-        except KeyError:
-            raise StoreError(f"{self.path}: no clip {clip_id!r} in the store") from None
+        except Exception as e:  # noqa: BLE001  (zarr raises many types for a damaged zarr.json)
+            if isinstance(e, KeyError) and not (self._clip_dir(clip_id) / "zarr.json").exists():
+                raise StoreError(f"{self.path}: no clip {clip_id!r} in the store") from None
+            raise self._damaged(self._clip_dir(clip_id), e, "clip group") from None
+
+    def _array(self, clip_id: str, name: str) -> zarr.Array:
+        """A clip's array node; StoreError when absent, DamagedMetadata naming its zarr.json."""
+        group = self._clip(clip_id)
+        folder = self._clip_dir(clip_id) / name
+        try:
+            return group[name]
+        except Exception as e:  # noqa: BLE001
+            if isinstance(e, KeyError) and not (folder / "zarr.json").exists():
+                raise StoreError(f"{self.path}: clip {clip_id!r} has no array {name!r}") from None
+            raise self._damaged(folder, e, "array") from None
 
     def _clip_dir(self, clip_id: str) -> Path:
         return self.path / "clips" / clip_id
@@ -333,15 +372,20 @@ class FeatureStore:
         """
         extra = dict(attrs or {})
         with self._writing(f"clip {clip_id!r}"):
-            if (self._clip_dir(clip_id) / "zarr.json").is_file():
-                current = self.clip_attrs(clip_id)
-                if current.get("n_frames") == n_frames and current.get("fps") == fps:
-                    if any(current.get(k) != v for k, v in extra.items()):
-                        update_attributes(self._clip_dir(clip_id), extra)
-                    if TIME not in self._clip(clip_id):  # a clip written before coordinates
-                        self._write_array(self._clip_dir(clip_id), TIME, np.arange(n_frames) / fps,
-                                          TIME_KEY, fps, True)
-                    return
+            try:
+                exists = (self._clip_dir(clip_id) / "zarr.json").is_file()
+                current = self.clip_attrs(clip_id) if exists else {}
+            except DamagedMetadata:
+                current = {}  # its arrays cannot be trusted to be this clip's: a new group
+            if current.get("n_frames") == n_frames and current.get("fps") == fps:
+                if any(current.get(k) != v for k, v in extra.items()):
+                    update_attributes(self._clip_dir(clip_id), extra)
+                # Written before coordinates, or found damaged (by a reader or `store verify`).
+                if not self.is_complete(clip_id, TIME, TIME_KEY):
+                    self._write_array(self._clip_dir(clip_id), TIME, np.arange(n_frames) / fps,
+                                      TIME_KEY, fps, True)
+                    self._note(clip_id, TIME).unlink(missing_ok=True)
+                return
             built = aside_name(self._clip_dir(clip_id), self._scratch())
             try:
                 zarr.open_group(str(built), mode="w", zarr_format=3,
@@ -352,8 +396,31 @@ class FeatureStore:
                 shutil.rmtree(built, ignore_errors=True)
 
     def _names(self, clip_id: str) -> list[str]:
-        """Every array of the clip, coordinates included (hidden directories being written not)."""
-        return sorted(k for k in self._clip(clip_id).array_keys() if not k.startswith(TMP_PREFIX))
+        """Every array of the clip, coordinates included (hidden directories being written not);
+        listed without parsing the arrays' metadata (see :meth:`_nodes`)."""
+        self._clip(clip_id)  # the group's own metadata is readable
+        try:
+            return self._nodes(self._clip_dir(clip_id))
+        except OSError as e:
+            raise StoreError(f"{self._clip_dir(clip_id)}: cannot list the arrays "
+                             f"({e.strerror or e})") from None
+
+    def recorded_arrays(self, clip_id: str) -> list[str]:
+        """The arrays the clip's writers recorded having written (``store verify`` expects each)."""
+        return list(self.clip_attrs(clip_id).get("arrays", []))
+
+    def record_arrays(self, clip_id: str, names: list[str], removed: tuple[str, ...] = ()) -> None:
+        """Add ``names`` (and the time coordinates written with them) to the clip's record of its
+        arrays, and drop ``removed`` (deleted on purpose). Called by a writer holding the clip's
+        lock, after the arrays are in place."""
+        fps = float(self.clip_attrs(clip_id)["fps"])
+        coordinates = [time_name(n) for n in names
+                       if (m := self.marker(clip_id, n)) and m["rate"] != fps]
+        recorded = self.recorded_arrays(clip_id)
+        merged = sorted({*recorded, TIME, *names, *coordinates} - set(removed))
+        if merged != recorded:
+            with self._writing(f"clip {clip_id!r} attributes"):
+                update_attributes(self._clip_dir(clip_id), {"arrays": merged})
 
     def array_names(self, clip_id: str) -> list[str]:
         """The clip's data arrays (coordinates such as ``time`` left out)."""
@@ -362,22 +429,20 @@ class FeatureStore:
     def has_array(self, clip_id: str, name: str) -> bool:
         """True when the clip holds an array ``name`` (complete or not)."""
         try:
-            return name in self._clip(clip_id)
+            self._clip(clip_id)
         except StoreError:
             return False
+        return (self._clip_dir(clip_id) / name / "zarr.json").is_file()
 
     def shape(self, clip_id: str, name: str) -> tuple[int, ...]:
         """An array's shape, read from metadata (no chunk is decoded)."""
-        group = self._clip(clip_id)
-        if name not in group:
-            raise StoreError(f"{self.path}: clip {clip_id!r} has no array {name!r}")
-        return tuple(group[name].shape)
+        return tuple(self._array(clip_id, name).shape)
 
     def marker(self, clip_id: str, name: str) -> dict | None:
         """The completion marker of an array, or None if absent (or the array is unreadable)."""
         try:
-            return self._clip(clip_id)[name].attrs.get("complete")
-        except (KeyError, StoreError, ValueError, OSError):
+            return self._array(clip_id, name).attrs.get("complete")
+        except StoreError:
             return None
 
     # ---- integrity -----------------------------------------------------------------------------
@@ -423,8 +488,9 @@ class FeatureStore:
         return None, problem
 
     def _checked(self, clip_id: str, name: str, full: bool) -> np.ndarray:
-        """A marked array's data, checked (:meth:`_inspect`); raises CorruptArray or StoreError."""
-        if self.marker(clip_id, name) is None:
+        """A marked array's data, checked (:meth:`_inspect`); raises CorruptArray or StoreError
+        (DamagedMetadata, naming the file, for an unreadable ``zarr.json``)."""
+        if self._array(clip_id, name).attrs.get("complete") is None:
             raise StoreError(f"{self.path}: clip {clip_id!r} has no complete array {name!r}")
         data, problem = self._inspect(clip_id, name, full)
         if problem is not None:

@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-from pipeline.features.atomic import TMP_PREFIX
-from pipeline.features.store import VALID
+from pipeline.features.store import VALID, StoreError
 
 if TYPE_CHECKING:
     from pipeline.features.store import FeatureStore
@@ -64,6 +63,7 @@ class StoreSummary:
     arrays: dict[str, ArraySummary]  # by array name
     extractors: dict[str, dict]  # the root attributes' record of each extractor
     size_bytes: int  # bytes of all files under the store
+    damaged: list[str] = field(default_factory=list)  # unreadable zarr.json files, one line each
 
     def projected_bytes(self, frames: int) -> float:
         """The size the store would have at ``frames`` video frames, at its bytes per frame."""
@@ -83,15 +83,23 @@ def summarize(store: FeatureStore) -> StoreSummary:
     """Clips, arrays (shapes, dtypes, cache keys, completeness, bytes), extractors, size on disk."""
     arrays: dict[str, ArraySummary] = {}
     frames = without_audio = 0
+    damaged: list[str] = []
     clip_ids = store.clip_ids()
     for clip_id in clip_ids:
-        group = store.root[f"clips/{clip_id}"]
-        attrs = dict(group.attrs)
+        try:
+            attrs = store.clip_attrs(clip_id)
+            names = store._names(clip_id)
+        except StoreError as e:  # a damaged clip group: `store verify` reports it too
+            damaged.append(str(e))
+            continue
         n_frames = int(attrs.get("n_frames", 0))
         frames += n_frames
         without_audio += attrs.get("has_audio") is False
-        for name, array in group.arrays():
-            if name.startswith(TMP_PREFIX):
+        for name in names:
+            try:
+                array = store._array(clip_id, name)
+            except StoreError as e:
+                damaged.append(str(e))
                 continue
             entry = arrays.setdefault(name, ArraySummary(name))
             marker = array.attrs.get("complete")
@@ -108,23 +116,33 @@ def summarize(store: FeatureStore) -> StoreSummary:
             entry.bytes += (sum(chunks.values()) if isinstance(chunks, dict)
                             else _disk_bytes(store.path / "clips" / clip_id / name / "c"))
     return StoreSummary(str(store.path), len(clip_ids), frames, without_audio,
-                        dict(sorted(arrays.items())), store.extractors(), _disk_bytes(store.path))
+                        dict(sorted(arrays.items())), store.extractors(), _disk_bytes(store.path),
+                        damaged)
 
 
 def verify(store: FeatureStore, clip_ids: list[str] | None = None) -> Iterator[StoreProblem]:
     """Yield every incomplete or corrupt array (missing marker, missing or resized chunk, crc32c
-    or sha256 mismatch, unreadable data), coordinates included. A corrupt array is noted so that
-    the next ``extract`` recomputes it."""
+    or sha256 mismatch, unreadable data, unreadable ``zarr.json``), coordinates included, and
+    every array the clip's record lists (:meth:`FeatureStore.record_arrays`) that is gone. A
+    corrupt array is noted so that the next ``extract`` recomputes it (``time`` included)."""
     for clip_id in clip_ids if clip_ids is not None else store.clip_ids():
         try:
             names = store._names(clip_id)
-        except Exception as e:  # noqa: BLE001
-            yield StoreProblem(clip_id, None, f"unreadable clip group ({' '.join(str(e).split())})")
+        except StoreError as e:  # DamagedMetadata: the message names the file and what to run
+            yield StoreProblem(clip_id, None, str(e))
             continue
         if VALID not in names:
             yield StoreProblem(clip_id, None, f"no '{VALID}' array (extraction never finished)")
+        for name in sorted(set(store.recorded_arrays(clip_id)) - set(names) - {VALID}):
+            yield StoreProblem(clip_id, name, "missing: recorded as written, its folder is gone; "
+                               "rerun `fer-pipeline extract` with its extractor to recompute it")
         for name in names:
-            if store.marker(clip_id, name) is None:
+            try:
+                marked = store._array(clip_id, name).attrs.get("complete") is not None
+            except StoreError as e:  # DamagedMetadata: the message names the file
+                yield StoreProblem(clip_id, name, str(e))
+                continue
+            if not marked:
                 yield StoreProblem(clip_id, name, "no completion marker (interrupted write)")
                 continue
             _, problem = store._inspect(clip_id, name, full=True)

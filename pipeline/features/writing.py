@@ -106,6 +106,7 @@ class ClipWriter:
                 for name, (data, rate) in assemble(state).items():
                     self.store.write(clip.clip_id, name, data, keys[name], rate)
                     written.append(name)
+                self.store.record_arrays(clip.clip_id, written)  # what `store verify` expects
             except BaseException as e:  # noqa: BLE001  (re-raised in the model thread)
                 self.error = e
                 return

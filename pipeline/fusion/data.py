@@ -52,7 +52,7 @@ import numpy as np
 from pipeline.data.labels import NUM_AUS, UNLABELED
 from pipeline.data.manifest import Clip
 from pipeline.errors import PipelineError
-from pipeline.features.store import VALID, FeatureStore, StoreError, mask_name
+from pipeline.features.store import VALID, DamagedMetadata, FeatureStore, StoreError, mask_name
 from pipeline.fusion.windows import window_passes
 
 
@@ -137,6 +137,8 @@ def check_inputs(store: FeatureStore, clips: Sequence[Clip], request: FeatureReq
     for clip in clips:
         try:
             attrs = store.clip_attrs(clip.clip_id)
+        except DamagedMetadata:
+            raise  # names the damaged file and what to run
         except StoreError:
             raise PipelineError(f"clip {clip.clip_id} ({clip.split}): not in the store {store.path}"
                                 " (extract features from the same manifests)") from None

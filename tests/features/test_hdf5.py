@@ -1,6 +1,7 @@
 """HDF5 import and export: round trips, frame-number alignment, bad input, unchanged re-imports."""
 
 import json
+import shutil
 
 import h5py
 import numpy as np
@@ -127,6 +128,7 @@ def test_frame_numbers_align_rows_to_their_frames(manifests, tmp_path):
     np.testing.assert_array_equal(store.read("a", "face_valid"), [0, 1, 1, 0, 0, 0, 1])
     np.testing.assert_array_equal(store.read("b_left", "face")[[4, 0]], rows[:2])
     assert list(store.verify()) == []
+    assert {"face", "face_valid", "valid", "time"} <= set(store.recorded_arrays("a"))
 
     # Usable by the heads: check_inputs and feature_keys accept it, and frames the file lacked
     # count as frames without a face.
@@ -241,3 +243,22 @@ def test_cli_export_then_import_and_a_bad_dataset_exits_1(extracted, manifests, 
     assert f"{out}: dataset /b_left/valid: dtype bool: need floating point features" in err
     assert main([*args[:-4], "--path", "features/{clip}"]) == 1  # a pattern that matches nothing
     assert "no dataset matches --path 'features/{clip}'" in " ".join(capsys.readouterr().err.split())
+
+
+def test_the_clip_record_follows_imports_and_verify_expects_it(manifests, tmp_path):
+    rows = np.random.default_rng(2).standard_normal((7, 4)).astype(np.float32)
+    sparse = _write_h5(tmp_path / "sparse.h5", {"feat/a": rows[:3], "num/a": np.array([1, 2, 7])})
+    store_path = tmp_path / "s.zarr"
+    import_hdf5(sparse, store_path, load_clips(manifests),
+                ImportOptions("face", path="feat/{clip}", frames_path="num/{clip}"))
+    store = FeatureStore(store_path)
+    assert "face_valid" in store.recorded_arrays("a")
+    # Rows at their own rate this time: the stale mask is deleted and leaves the record, and the
+    # rows' time coordinate joins it.
+    hops = _write_h5(tmp_path / "hops.h5", {"feat/a": np.concatenate([rows, rows, rows])})
+    import_hdf5(hops, store_path, load_clips(manifests),
+                ImportOptions("face", path="feat/{clip}", hop=1 / (3 * FPS)))
+    recorded = store.recorded_arrays("a")
+    assert "face_valid" not in recorded and "face_time" in recorded and list(store.verify()) == []
+    shutil.rmtree(store_path / "clips" / "a" / "face")
+    assert [str(p) for p in store.verify()][0].startswith("a/face: missing")

@@ -262,6 +262,8 @@ def test_an_unreadable_store_gives_one_line(store):
     with pytest.raises(StoreError, match=r"f.zarr: cannot read the store \(") as excinfo:
         FeatureStore(store.path)
     assert "\n" not in str(excinfo.value)
+    message = str(excinfo.value)
+    assert str(store.path / "zarr.json") in message and "fer-pipeline extract" in message
     (store.path / "zarr.json").unlink()
     (store.path / "zarr.json").mkdir()  # not a file: not a store
     with pytest.raises(StoreError, match="not a feature store"):

@@ -18,8 +18,10 @@ A new kind is a new base class with its own ``feed`` (and whichever of ``run_bat
 ``assemble`` differ from the defaults here); the engine needs no change.
 
 Every extractor is frozen (``eval()``, no grad) and loads its weights from a file the user names.
-Without a file it builds seeded random weights and ``random_weights`` is True, which every summary
-must show loudly. Its :attr:`cache_key` hashes its name, config, preprocessing and the sha256 of the
+Without a file it builds random weights drawn from its own generator (seeded from its name and
+seed: :meth:`Extractor.build`, :mod:`~pipeline.features.extractors.seeding`) and
+``random_weights`` is True, which every summary must show loudly. Its :attr:`cache_key` hashes
+its name, config, preprocessing and the sha256 of the
 weights file: a stored array is reused only when this key matches.
 
 An extractor pickles without its model (``load()`` builds it in ``_model``), so it can be sent to
@@ -37,11 +39,12 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any, ClassVar, Hashable, Iterator
+from typing import Any, Callable, ClassVar, Hashable, Iterator
 
 import numpy as np
 
 from pipeline.errors import PipelineError
+from pipeline.features.extractors.seeding import RANDOM_INIT, redraw
 from pipeline.features.feeding import ClipContext, Job, Loaded, StreamKey
 
 
@@ -138,6 +141,8 @@ class Extractor(ABC):
             "seed": self.seed if self.random_weights else None,
             "precision": self.precision,
         }
+        if self.random_weights:  # only there: keys of extractors with weights files stay as they were
+            spec["random_init"] = RANDOM_INIT
         return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def describe(self) -> dict:
@@ -159,7 +164,7 @@ class Extractor(ABC):
         """The arrays this extractor writes per clip, by store name."""
 
     def load(self) -> None:
-        """Build the model and load its weights (called once per worker, before the first batch).
+        """Build the model and load its weights (called once per worker, before its threads start).
 
         Idempotent. ``forward``/``embed`` call it themselves when it has not run yet.
         """
@@ -207,6 +212,26 @@ class Extractor(ABC):
         return out
 
     # Helpers shared by the torch-based extractors (torch is imported lazily: base stays cheap).
+
+    def generator(self) -> Any:
+        """This extractor's own random stream for its random weights: a ``torch.Generator``
+        seeded from its name and ``seed``, never torch's global generator (which every thread
+        shares; :mod:`~pipeline.features.extractors.seeding`). Not from its config: options
+        that leave the network as it is (windows, crops, which maps are kept) keep its weights."""
+        import torch
+
+        spec = json.dumps({"name": self.name, "seed": self.seed}, sort_keys=True)
+        seed = int.from_bytes(hashlib.sha256(spec.encode()).digest()[:8], "little")
+        return torch.Generator().manual_seed(seed)
+
+    def build(self, make: Callable[[], Any]) -> Any:
+        """``make()``'s module; with random weights, its drawn parameters redrawn from
+        :meth:`generator`, so the model is the same whichever thread builds it and when."""
+        import torch
+
+        with torch.random.fork_rng(devices=[]):  # the constructor's draws leave the caller's stream
+            module = make()
+        return redraw(module, self.generator()) if self.random_weights else module
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """The autocast context that ``precision`` asks for on ``device``; a no-op for fp32."""

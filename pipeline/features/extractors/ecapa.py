@@ -15,6 +15,12 @@ cut-out would see zero padding, and the dB floor (``top_db`` below the peak) is 
 the window's. ``embed`` then does exactly what ``encode_batch`` does to the features
 (``mean_var_norm`` over the window, ``embedding_model``). A window covering the whole clip gives
 ``encode_batch``'s result; interior windows differ by those edge frames (tested).
+
+One more difference, for ``xvector``: SpeechBrain's ``StatisticsPooling`` adds Gaussian noise,
+rescaled to [1e-5, 9e-5], to every pooled mean, even in eval mode, from torch's global generator;
+so two runs of ``encode_batch`` differ and stored features would depend on the run. Here the noise
+is its midpoint, a constant 5e-5 (:func:`_fixed_pooling_noise`): the same bytes in every run, at
+most 4e-5 from any of SpeechBrain's draws. ``xvector`` version 2 (cache keys changed).
 """
 
 from __future__ import annotations
@@ -74,6 +80,18 @@ def _default_modules(name: str) -> dict[str, torch.nn.Module]:
             "embedding_model": model}
 
 
+def _fixed_pooling_noise(module: torch.nn.Module) -> None:
+    """Replace the random noise of every SpeechBrain ``StatisticsPooling`` in ``module`` by its
+    midpoint (see the module docstring)."""
+    from speechbrain.nnet.pooling import StatisticsPooling
+
+    for pooling in module.modules():
+        if isinstance(pooling, StatisticsPooling):
+            midpoint = 5 * pooling.eps  # eps * ((1 - 9) * g + 9) for g in [0, 1]: eps .. 9 eps
+            pooling._get_gauss_noise = (
+                lambda shape, device="cpu", value=midpoint: torch.full(shape, value, device=device))
+
+
 def _folder_modules(folder: Path) -> dict[str, torch.nn.Module]:
     _import_speechbrain()
     from hyperpyyaml import load_hyperpyyaml
@@ -107,10 +125,9 @@ class Ecapa(AudioEmbeddingExtractor):
         self._sample_rate, self._hop = int(stft.sample_rate), int(stft.hop_length)
 
     def _modules(self) -> dict[str, torch.nn.Module]:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            if self.weights is None:
-                return _default_modules(self.name)
+        if self.weights is None:  # random weights, drawn from this extractor's own generator
+            return dict(self.build(lambda: torch.nn.ModuleDict(_default_modules(self.name))).items())
+        with torch.random.fork_rng(devices=[]):  # the folder's checkpoint replaces any draw
             return _folder_modules(self.weights)
 
     @property
@@ -139,6 +156,7 @@ class Ecapa(AudioEmbeddingExtractor):
                 reason = reason[:reason.find("Missing") if "Missing" in reason else 160][:160]
                 raise PipelineError(f"{path}: does not fit {self.weights / 'hyperparams.yaml'}'s "
                                     f"embedding_model ({reason})") from None
+        _fixed_pooling_noise(modules["embedding_model"])
         modules = {k: self.freeze(m) for k, m in modules.items()}
         with torch.inference_mode():
             probe = torch.zeros(1, 50, self._n_mels(modules), device=self.device)
@@ -177,3 +195,4 @@ class XvectorConfig(EcapaConfig):
 class SpeechBrainXvector(Ecapa):
     name = "xvector"
     Config = XvectorConfig
+    version = 2  # 2: StatisticsPooling's random noise fixed at its midpoint (module docstring)

@@ -119,16 +119,14 @@ class HfAudio(AudioEmbeddingExtractor):
             _ensure_torchvision()
             from transformers import AutoModel, Wav2Vec2Config, Wav2Vec2Model
 
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self.seed)
-                if self._folder is None:
-                    model = Wav2Vec2Model(Wav2Vec2Config())
-                else:
-                    try:
-                        model = AutoModel.from_pretrained(self._folder, local_files_only=True)
-                    except Exception as e:  # transformers raises many types for a bad folder
-                        reason = " ".join(str(e).split())[:200]
-                        raise PipelineError(f"{self.weights}: cannot load ({reason})") from None
+            if self._folder is None:
+                model = self.build(lambda: Wav2Vec2Model(Wav2Vec2Config()))
+            else:
+                try:
+                    model = AutoModel.from_pretrained(self._folder, local_files_only=True)
+                except Exception as e:  # transformers raises many types for a bad folder
+                    reason = " ".join(str(e).split())[:200]
+                    raise PipelineError(f"{self.weights}: cannot load ({reason})") from None
             self._receptive = self._receptive_field(model)
             self._model = self.freeze(model)
 

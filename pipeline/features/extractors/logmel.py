@@ -18,6 +18,16 @@ Frame ``j`` is centred at ``j * hop / sample_rate`` seconds; a waveform of ``n``
 ``1 + n // hop`` frames. Long clips are computed in blocks of frames cut from the same padded
 waveform, so the result equals a one-shot computation (to float rounding) while peak memory
 stays bounded.
+
+**The same bytes whatever the thread count.** torch's mel projection (an MKL ``sgemm`` of the
+power spectrogram by the filterbank) splits its sums differently with 3 threads or more than
+with 1 or 2 when ``n_mels`` is small: at 20 mels, 1 and 3 threads gave 19,374 different values
+of 187,520 on a 10-minute clip, up to 5.7e-6 dB (``tests/bench/bench_logmel.py``), so an
+in-process run (all cores) and a ``processes:N`` run (cores / N threads each) stored different
+log-mels. So the projection and the dB step run in numpy, in
+float64, each filter summing its own bins in a fixed order (:func:`project_mel`), and round to
+float32 once; the power spectrogram (torch's STFT) is the same at every thread count. Version 2
+(cache keys changed).
 """
 
 from __future__ import annotations
@@ -93,10 +103,22 @@ def resolve(config: LogMelConfig) -> MelParams:
     return params
 
 
+def project_mel(power: np.ndarray, filters: list[tuple[int, np.ndarray]]) -> np.ndarray:
+    """``float32 [n_freqs, T]`` power -> ``float64 [n_mels, T]``: each filter ``(first bin,
+    float64 weights)`` sums its bins one after another (numpy, one thread, a fixed order: the
+    result does not depend on any thread count)."""
+    out = np.zeros((len(filters), power.shape[1]))
+    for m, (first, weights) in enumerate(filters):
+        for k, weight in enumerate(weights):
+            out[m] += weight * power[first + k].astype(np.float64)
+    return out
+
+
 @register
 class LogMel(AudioExtractor):
     name = "logmel"
     Config = LogMelConfig
+    version = 2  # 2: projection and dB in float64 numpy, the same at every thread count
     has_weights = False
     block_frames: ClassVar[int] = 8192  # frames per block: bounds memory on long clips
 
@@ -126,6 +148,13 @@ class LogMel(AudioExtractor):
                 hop_length=p.hop_length, f_min=p.f_min, f_max=p.f_max, n_mels=p.n_mels,
                 power=2.0, center=False, norm="slaney", mel_scale="slaney",
             ).eval()
+            # The filterbank as (first bin, weights of its non-zero span) per mel band.
+            bank = self._model.mel_scale.fb.numpy().astype(np.float64)  # [n_freqs, n_mels]
+            self._filters = []
+            for column in bank.T:
+                bins = np.flatnonzero(column)
+                first, last = (int(bins[0]), int(bins[-1]) + 1) if bins.size else (0, 0)
+                self._filters.append((first, column[first:last]))
 
     def compute(self, waveform: np.ndarray) -> np.ndarray:
         self.load()
@@ -140,9 +169,9 @@ class LogMel(AudioExtractor):
             for start in range(0, n_frames, self.block_frames):
                 stop = min(start + self.block_frames, n_frames)
                 segment = padded[start * p.hop_length:(stop - 1) * p.hop_length + p.n_fft]
-                power = self._model(segment)  # [n_mels, stop - start]
-                blocks.append(10.0 * torch.log10(torch.clamp(power, min=AMIN)))
-        db = torch.cat(blocks, dim=1).T.contiguous().numpy()
+                power = project_mel(self._model.spectrogram(segment).numpy(), self._filters)
+                blocks.append((10.0 * np.log10(np.maximum(power, AMIN))).astype(np.float32))
+        db = np.ascontiguousarray(np.concatenate(blocks, axis=1).T)
         if self.config.top_db > 0:  # relative to the whole clip's peak, as librosa does per call
             np.maximum(db, db.max() - self.config.top_db, out=db)
         return db

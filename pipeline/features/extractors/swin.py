@@ -14,10 +14,11 @@ With ``tokens = true`` the final token map (``forward_features``, ``[7, 7, 768]`
 Weights come from a file or folder in any layout :mod:`checkpoints` reads (a ``.pth``/
 ``.safetensors`` state dict in timm or original Swin format, converted by timm's own
 ``checkpoint_filter_fn``; a classifier head in it is dropped); :func:`build_timm` refuses a file
-that does not cover every weight of the model. Without a file the model is built under
-``torch.manual_seed(seed)``. Preprocessing is the model's own eval transform
-(``resolve_model_data_config`` + ``create_transform``), built from a meta-device model, so it
-needs neither weights nor memory and runs in loader threads before ``load()``.
+that does not cover every weight of the model. Without a file its random weights are drawn from
+the extractor's own generator (:mod:`~pipeline.features.extractors.seeding`). Preprocessing is
+the model's own eval transform (``resolve_model_data_config`` + ``create_transform``), built from
+a meta-device model, so it needs neither weights nor memory and runs in loader threads before
+``load()``.
 
 The timm helpers live in :mod:`timm_models`; the ``timm`` extractor runs any other timm model.
 """
@@ -70,7 +71,8 @@ class Swin(ImageExtractor):
 
     def load(self) -> None:
         if self._model is None:
-            model = build_timm(self.config.model, self.weights, self.seed, option="configs.swin.model")
+            model = self.build(lambda: build_timm(self.config.model, self.weights,
+                                                  option="configs.swin.model"))
             # channels_last speeds up the patch-embedding convolution on CPU and GPU alike.
             self._model = self.freeze(model, channels_last=True)
 

@@ -54,8 +54,8 @@ class SwinAudio(AudioEmbeddingExtractor):
 
     def load(self) -> None:
         if self._model is None:
-            model = build_timm(self.config.model, self.weights, self.seed,
-                               option="configs.swin_audio.model")
+            model = self.build(lambda: build_timm(self.config.model, self.weights,
+                                                  option="configs.swin_audio.model"))
             self._model = self.freeze(model, channels_last=True)
 
     def images(self, windows: torch.Tensor) -> torch.Tensor:

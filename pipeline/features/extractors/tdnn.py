@@ -149,10 +149,8 @@ class Tdnn(AudioEmbeddingExtractor):
     def load(self) -> None:
         if self._model is None:
             c = self.config
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self.seed)
-                model = XVector(self.frontend.params.n_mels, tuple(c.channels), tuple(c.kernels),
-                                tuple(c.dilations), c.embedding_dim)
+            model = self.build(lambda: XVector(self.frontend.params.n_mels, tuple(c.channels),
+                                               tuple(c.kernels), tuple(c.dilations), c.embedding_dim))
             if self.weights is not None:
                 self.load_weights_file(model)
             self._model = self.freeze(model)

@@ -118,8 +118,8 @@ class TimmImage(ImageExtractor):
 
     def load(self) -> None:
         if self._model is None:
-            model = build_timm(self.config.model, self.weights, self.seed,
-                               self.config.trust_pickle, option="configs.timm.model")
+            model = self.build(lambda: build_timm(self.config.model, self.weights,
+                                                  self.config.trust_pickle, option="configs.timm.model"))
             self._model = self.freeze(model, channels_last=True)
 
     def preprocess(self, image: Any) -> torch.Tensor:

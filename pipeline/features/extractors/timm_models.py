@@ -1,7 +1,7 @@
 """timm helpers shared by ``timm``, ``swin`` and ``swin_audio``: probe a model, build it with weights.
 
 :func:`timm_probe` reads a model's eval data config and output shapes off a meta-device build (no
-weights, no memory). :func:`build_timm` builds a headless (``num_classes=0``) model, seeded, and
+weights, no memory). :func:`build_timm` builds a headless (``num_classes=0``) model and
 loads a weights file or folder in any layout :mod:`checkpoints` reads, after timm's own
 per-model conversion (``checkpoint_filter_fn``: original Swin, DINOv2, ... names to timm's). The
 checkpoint's classifier is dropped, as timm does for ``num_classes=0``; every other tensor must
@@ -78,14 +78,12 @@ def feature_map(tokens: torch.Tensor, probe: TimmProbe) -> torch.Tensor:
     raise PipelineError(f"cannot read a spatial map off this model's features {probe.token_shape}")
 
 
-def build_timm(model_name: str, weights: Path | None, seed: int,
-               trust_pickle: bool = False, option: str = "configs.timm.model") -> torch.nn.Module:
-    """A headless (``num_classes=0``) timm model: from a weights file/folder, or seeded random."""
+def build_timm(model_name: str, weights: Path | None, trust_pickle: bool = False,
+               option: str = "configs.timm.model") -> torch.nn.Module:
+    """A headless (``num_classes=0``) timm model: from a weights file/folder, or timm's random
+    initialisation (an extractor redraws it from its own generator: ``Extractor.build``)."""
     timm_probe(model_name)  # a clear error for an unknown name
-    # fork_rng: seeding for the build must not disturb the caller's random stream.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = timm.create_model(model_name, pretrained=False, num_classes=0)
+    model = timm.create_model(model_name, pretrained=False, num_classes=0)
     if weights is not None:
         load_timm_weights(model, model_name, Path(weights), trust_pickle, option)
     return model
