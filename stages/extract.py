@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pipeline import config as config_io
-from pipeline.data.manifest import Clip, clip_digest, load_clips
+from pipeline.data.manifest import Clip, feature_digest, load_clips
 from pipeline.errors import PipelineError
 from pipeline.features.config import ExtractConfig, resolve_precision
 from pipeline.features.extractors.base import Extractor
@@ -291,9 +291,10 @@ def run_extract(config: ExtractConfig, manifests_dir: str | Path, store_path: st
     descriptions = _descriptions(extractors, config.audio_stride)
     plan = _plan(store, clips, extractors, config, progress)
     recorded = store.extractors()
-    # What the clips were extracted for: `fuse` checks its manifest against these.
-    digests = {c.clip_id: clip_digest(c) for c in clips}
-    known = store.manifest_digests()
+    # What the clips' features were extracted for (not their labels): `fuse` checks its
+    # manifest against these.
+    digests = {c.clip_id: feature_digest(c) for c in clips}
+    known = store.feature_digests()
     if (plan.jobs or any(known.get(k) != v for k, v in digests.items())
             or any(recorded.get(n) != json.loads(json.dumps(d, default=str))
                    for n, d in descriptions.items())):
