@@ -16,8 +16,9 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from pipeline.errors import PipelineError
 
@@ -28,14 +29,48 @@ def temporary_path(path: str | Path) -> Path:
     return path.with_name(path.name + ".tmp")
 
 
+# Checks run before any write under a folder: folder -> check (raises to stop the write). The
+# owner of a run directory in lease mode registers one (pipeline.locks.owner_lock): it renews
+# its lease and stops when another process took the directory over.
+_GUARDS: dict[Path, Callable[[], None]] = {}
+_GUARDS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def guard_writes(folder: str | Path, check: Callable[[], None]) -> Iterator[None]:
+    """Run ``check`` before every write (and removal) under ``folder`` for the duration."""
+    folder = Path(os.path.abspath(folder))
+    with _GUARDS_LOCK:
+        _GUARDS[folder] = check
+    try:
+        yield
+    finally:
+        with _GUARDS_LOCK:
+            _GUARDS.pop(folder, None)
+
+
+def check_write(path: str | Path) -> None:
+    """Run the guards of the folders holding ``path`` (see :func:`guard_writes`)."""
+    path = Path(os.path.abspath(path))
+    with _GUARDS_LOCK:
+        checks = [check for folder, check in _GUARDS.items() if folder in path.parents]
+    for check in checks:
+        check()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path to write to; on success it replaces ``path``, on error it is removed."""
+    """Yield a temporary path to write to; on success it replaces ``path``, on error it is removed.
+
+    The folder's guards (:func:`guard_writes`) run before writing and again just before the
+    rename that publishes the file."""
     path = Path(path)
+    check_write(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_path(path)
     try:
         yield tmp
+        check_write(path)
     except BaseException as e:
         tmp.unlink(missing_ok=True)
         full = no_space(path, e)

@@ -107,6 +107,7 @@ class RunDir:
 
     def clear(self) -> None:
         """Remove what a run writes (and nothing else)."""
+        io.check_write(self.metrics)  # the owner's guards (a lease still held, a writable folder)
         for name in RUN_FILES:
             (self.path / name).unlink(missing_ok=True)
         predictions = self.path / "predictions"
