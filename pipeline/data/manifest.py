@@ -346,13 +346,16 @@ def _au_counts(clips: list[Clip]) -> dict:
     }
 
 
-def write_manifests(reading: DatasetReading, out_dir: str | Path) -> Path:
+def write_manifests(reading: DatasetReading, out_dir: str | Path, manifests: bool = True) -> Path:
     """Write ``<split>.jsonl`` for every split and ``au_only.jsonl`` (empty ones too, replacing
-    stale files) and ``report.json`` into ``out_dir``; returns the report's path."""
+    stale files) and ``report.json`` into ``out_dir``; returns the report's path. With
+    ``manifests=False`` only the report is written (the reading was refused)."""
     out_dir = Path(out_dir)
-    for split in SPLITS:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for split in SPLITS if manifests else ():
         write_manifest(out_dir / f"{split}.jsonl", reading.clips.get(split, []))
-    write_manifest(out_dir / f"{AU_ONLY}.jsonl", reading.au_only)
+    if manifests:
+        write_manifest(out_dir / f"{AU_ONLY}.jsonl", reading.au_only)
     report = out_dir / "report.json"
     tmp = report.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(reading.report(), indent=2) + "\n", encoding="utf-8")
