@@ -15,8 +15,10 @@ import errno
 import json
 import os
 import shutil
+import socket
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -153,7 +155,9 @@ def staged_files(out: str | Path, last: str, optional: Sequence[str] = ()) -> It
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
+    remove_stale_staging(out)
+    staging = Path(tempfile.mkdtemp(prefix=f".staging-{socket.gethostname()}-{os.getpid()}-",
+                                    dir=out))
     try:
         yield staging
     except BaseException:
@@ -177,6 +181,39 @@ def staged_files(out: str | Path, last: str, optional: Sequence[str] = ()) -> It
     shutil.rmtree(staging, ignore_errors=True)
     if interrupted is not None:
         raise interrupted
+
+
+STALE_STAGING_SECONDS = 24 * 3600.0  # a staging folder of another host is stale after this
+
+
+def _staging_is_stale(folder: Path) -> bool:
+    """A staging folder left by a killed writer: ``.staging-HOST-PID-XXXX`` of a dead process on
+    this host; one of another host (whose processes cannot be asked) or of an older version
+    (``.staging-XXXX``) once untouched for :data:`STALE_STAGING_SECONDS`."""
+    host, _, rest = folder.name[len(".staging-"):].rpartition("-")
+    host, _, pid = host.rpartition("-")
+    if host == socket.gethostname() and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            pass  # alive, another user's
+        return False  # alive: a live run's (a reused pid only delays the cleaning)
+    try:
+        return time.time() - folder.stat().st_mtime > STALE_STAGING_SECONDS
+    except FileNotFoundError:
+        return False
+
+
+def remove_stale_staging(out: Path) -> list[Path]:
+    """Remove the staging folders killed writers left in ``out`` (never a live one's)."""
+    removed = []
+    for folder in out.glob(".staging-*"):
+        if folder.is_dir() and _staging_is_stale(folder):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
 
 
 def _move(source: Path, target: Path) -> None:
