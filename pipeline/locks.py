@@ -25,6 +25,8 @@ import contextlib
 import errno
 import fcntl
 import json
+import logging
+import math
 import os
 import socket
 import sys
@@ -37,7 +39,10 @@ from typing import Callable, Iterator
 from pipeline import io
 from pipeline.errors import PipelineError
 
+log = logging.getLogger(__name__)
+
 LEASE_SECONDS = 120.0  # a lease not renewed for this long is stale
+WAIT_NOTE_SECONDS = 30.0  # a blocked waiter logs who holds the lease at once, then this often
 _POLL_SECONDS = 0.2  # how often a blocked waiter retries
 _REFUSED = {errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOLCK, errno.EINVAL}
 _NO_FLOCK: set[str] = set()  # folders whose filesystem refused flock (checked once per process)
@@ -163,7 +168,13 @@ class Lease:
 @contextlib.contextmanager
 def _lease(path: Path, blocking: bool, lease_seconds: float) -> Iterator[Lease | bool]:
     body = _try_lease(path, lease_seconds)
+    noted = -math.inf  # when the last "waiting" line was logged
     while body is None and blocking:
+        if time.monotonic() - noted >= WAIT_NOTE_SECONDS:
+            # At once, then periodically: a lease of another host can hold for minutes.
+            noted = time.monotonic()
+            log.warning("waiting for %s: held by %s; it is taken over if not renewed for %g s",
+                        path, describe(_read(path)), lease_seconds)
         time.sleep(_POLL_SECONDS)
         body = _try_lease(path, lease_seconds)
     if body is None:
