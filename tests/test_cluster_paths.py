@@ -35,7 +35,7 @@ def worker_elsewhere(tmp_path):
     (tmp_path / "worker").mkdir()
     scheduler = subprocess.Popen(
         [sys.executable, "-m", "distributed.cli.dask_scheduler", "--scheduler-file", str(path),
-         "--host", "127.0.0.1", "--dashboard-address", ":0"],
+         "--host", "127.0.0.1", "--port", "0", "--dashboard-address", ":0"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     worker = None
     try:
