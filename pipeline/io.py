@@ -6,6 +6,11 @@ leaves a half-written ``scores.json``, checkpoint or submission where a reader w
 a finished one; on an exception the temporary file is removed, and a full disk becomes one line
 (:func:`no_space`). Files that must agree with each other (a score file and its report) are
 written together with :func:`staged_files`.
+
+A folder's owner may guard it (:func:`guard_writes`): every atomic write under it first runs the
+guard's check, so that a run directory's owner that lost its lease stops before writing
+(:mod:`pipeline.locks`). Staging folders carry their writer's host and pid, so that the next
+:func:`staged_files` removes those of killed writers (:func:`remove_stale_staging`).
 """
 
 from __future__ import annotations
