@@ -4,7 +4,8 @@ Prints the clips, frames, faces and labelled frames per class of each split (and
 has AU annotations, the AU clips, labelled frames and active frames per AU of each AU split), the
 leakage guard's findings, then every repair and rejection with its reason (``DIR/report.json``
 holds the same). Exits 1 when a clip was rejected, unless ``--allow-skips`` accepts manifests
-without it; the manifests are written either way.
+without it: the exit code says whether manifests were written (on exit 1 only ``report.json``
+is, and manifests already in DIR are left as they were).
 """
 
 from __future__ import annotations
@@ -104,17 +105,18 @@ def manifest(
     with progress_bar() as progress:
         reading = read_dataset(root, test_list=test_list, progress=progress,
                                leakage_guard=leakage_guard.value)
-    report = write_manifests(reading, out)
+    refused = bool(reading.rejections) and not allow_skips
+    report = write_manifests(reading, out, manifests=not refused)
     console.print(_summary(reading))
     if reading.test_list is None:
         console.print("no test list found: the test split is empty", highlight=False)
     _print_leakage(reading)
     _print_issues("Repaired", reading.repairs)
     _print_issues("Rejected", reading.rejections)
-    console.print(f"manifests and report written to {out}", highlight=False)
-    if reading.rejections and not allow_skips:
+    if refused:
         raise fail(f"{len(reading.rejections)} clip(s) rejected (listed above and in {report}); "
-                   "pass --allow-skips to use the manifests without them")
+                   "no manifests written: pass --allow-skips to write them without those clips")
+    console.print(f"manifests and report written to {out}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -6,6 +6,11 @@ leaves a half-written ``scores.json``, checkpoint or submission where a reader w
 a finished one; on an exception the temporary file is removed, and a full disk becomes one line
 (:func:`no_space`). Files that must agree with each other (a score file and its report) are
 written together with :func:`staged_files`.
+
+A folder's owner may guard it (:func:`guard_writes`): every atomic write under it first runs the
+guard's check, so that a run directory's owner that lost its lease stops before writing
+(:mod:`pipeline.locks`). Staging folders carry their writer's host and pid, so that the next
+:func:`staged_files` removes those of killed writers (:func:`remove_stale_staging`).
 """
 
 from __future__ import annotations
@@ -15,9 +20,12 @@ import errno
 import json
 import os
 import shutil
+import socket
 import tempfile
+import threading
+import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from pipeline.errors import PipelineError
 
@@ -28,14 +36,48 @@ def temporary_path(path: str | Path) -> Path:
     return path.with_name(path.name + ".tmp")
 
 
+# Checks run before any write under a folder: folder -> check (raises to stop the write). The
+# owner of a run directory in lease mode registers one (pipeline.locks.owner_lock): it renews
+# its lease and stops when another process took the directory over.
+_GUARDS: dict[Path, Callable[[], None]] = {}
+_GUARDS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def guard_writes(folder: str | Path, check: Callable[[], None]) -> Iterator[None]:
+    """Run ``check`` before every write (and removal) under ``folder`` for the duration."""
+    folder = Path(os.path.abspath(folder))
+    with _GUARDS_LOCK:
+        _GUARDS[folder] = check
+    try:
+        yield
+    finally:
+        with _GUARDS_LOCK:
+            _GUARDS.pop(folder, None)
+
+
+def check_write(path: str | Path) -> None:
+    """Run the guards of the folders holding ``path`` (see :func:`guard_writes`)."""
+    path = Path(os.path.abspath(path))
+    with _GUARDS_LOCK:
+        checks = [check for folder, check in _GUARDS.items() if folder in path.parents]
+    for check in checks:
+        check()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path to write to; on success it replaces ``path``, on error it is removed."""
+    """Yield a temporary path to write to; on success it replaces ``path``, on error it is removed.
+
+    The folder's guards (:func:`guard_writes`) run before writing and again just before the
+    rename that publishes the file."""
     path = Path(path)
+    check_write(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_path(path)
     try:
         yield tmp
+        check_write(path)
     except BaseException as e:
         tmp.unlink(missing_ok=True)
         full = no_space(path, e)
@@ -118,7 +160,9 @@ def staged_files(out: str | Path, last: str, optional: Sequence[str] = ()) -> It
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
+    remove_stale_staging(out)
+    staging = Path(tempfile.mkdtemp(prefix=f".staging-{socket.gethostname()}-{os.getpid()}-",
+                                    dir=out))
     try:
         yield staging
     except BaseException:
@@ -142,6 +186,39 @@ def staged_files(out: str | Path, last: str, optional: Sequence[str] = ()) -> It
     shutil.rmtree(staging, ignore_errors=True)
     if interrupted is not None:
         raise interrupted
+
+
+STALE_STAGING_SECONDS = 24 * 3600.0  # a staging folder of another host is stale after this
+
+
+def _staging_is_stale(folder: Path) -> bool:
+    """A staging folder left by a killed writer: ``.staging-HOST-PID-XXXX`` of a dead process on
+    this host; one of another host (whose processes cannot be asked) or of an older version
+    (``.staging-XXXX``) once untouched for :data:`STALE_STAGING_SECONDS`."""
+    host, _, rest = folder.name[len(".staging-"):].rpartition("-")
+    host, _, pid = host.rpartition("-")
+    if host == socket.gethostname() and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            pass  # alive, another user's
+        return False  # alive: a live run's (a reused pid only delays the cleaning)
+    try:
+        return time.time() - folder.stat().st_mtime > STALE_STAGING_SECONDS
+    except FileNotFoundError:
+        return False
+
+
+def remove_stale_staging(out: Path) -> list[Path]:
+    """Remove the staging folders killed writers left in ``out`` (never a live one's)."""
+    removed = []
+    for folder in out.glob(".staging-*"):
+        if folder.is_dir() and _staging_is_stale(folder):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
 
 
 def _move(source: Path, target: Path) -> None:

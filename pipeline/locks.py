@@ -25,6 +25,8 @@ import contextlib
 import errno
 import fcntl
 import json
+import logging
+import math
 import os
 import socket
 import sys
@@ -32,11 +34,15 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
+from pipeline import io
 from pipeline.errors import PipelineError
 
+log = logging.getLogger(__name__)
+
 LEASE_SECONDS = 120.0  # a lease not renewed for this long is stale
+WAIT_NOTE_SECONDS = 30.0  # a blocked waiter logs who holds the lease at once, then this often
 _POLL_SECONDS = 0.2  # how often a blocked waiter retries
 _REFUSED = {errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOLCK, errno.EINVAL}
 _NO_FLOCK: set[str] = set()  # folders whose filesystem refused flock (checked once per process)
@@ -132,10 +138,43 @@ def _ours(path: Path, body: str) -> bool:
         return False
 
 
+class LeaseLost(PipelineError):
+    """This process's lease was taken over (it stalled past the lease): it must stop writing."""
+
+
+class Lease:
+    """A lease this process holds (truthy, like ``True`` from :func:`hold`)."""
+
+    def __init__(self, path: Path, body: str, lease_seconds: float) -> None:
+        self.path, self.body, self.lease_seconds = path, body, lease_seconds
+
+    def check(self, what: str) -> None:
+        """Renew the lease, or raise :class:`LeaseLost` when another process holds it now.
+
+        Called before each write: a holder that was stopped (SIGSTOP, a suspended job, a VM
+        paused) for longer than the lease finds on waking that a waiter took the lease over as
+        stale, and stops instead of writing over the new owner's files. (A holder that wakes
+        in the instant a waiter is taking over may still make one write: the lease cannot
+        close that window, flock can.)
+        """
+        if not _ours(self.path, self.body):
+            raise LeaseLost(f"{what}: this process lost its lease to {describe(_read(self.path))}"
+                            f" (it was stalled for more than the {self.lease_seconds:g} s lease);"
+                            " stopped without writing: the other process owns it now")
+        with contextlib.suppress(OSError):
+            os.utime(self.path)
+
+
 @contextlib.contextmanager
-def _lease(path: Path, blocking: bool, lease_seconds: float) -> Iterator[bool]:
+def _lease(path: Path, blocking: bool, lease_seconds: float) -> Iterator[Lease | bool]:
     body = _try_lease(path, lease_seconds)
+    noted = -math.inf  # when the last "waiting" line was logged
     while body is None and blocking:
+        if time.monotonic() - noted >= WAIT_NOTE_SECONDS:
+            # At once, then periodically: a lease of another host can hold for minutes.
+            noted = time.monotonic()
+            log.warning("waiting for %s: held by %s; it is taken over if not renewed for %g s",
+                        path, describe(_read(path)), lease_seconds)
         time.sleep(_POLL_SECONDS)
         body = _try_lease(path, lease_seconds)
     if body is None:
@@ -153,7 +192,7 @@ def _lease(path: Path, blocking: bool, lease_seconds: float) -> Iterator[bool]:
     renewer = threading.Thread(target=renew, name="fer-lease", daemon=True)
     renewer.start()
     try:
-        yield True
+        yield Lease(path, body, lease_seconds)
     finally:
         stop.set()
         renewer.join()
@@ -164,8 +203,9 @@ def _lease(path: Path, blocking: bool, lease_seconds: float) -> Iterator[bool]:
 
 @contextlib.contextmanager
 def hold(folder: Path, name: str, blocking: bool = True,
-         lease_seconds: float | None = None) -> Iterator[bool]:
-    """Hold lock ``name`` in ``folder``; yields False when another process holds it (non-blocking)."""
+         lease_seconds: float | None = None) -> Iterator[Lease | bool]:
+    """Hold lock ``name`` in ``folder``; yields False when another process holds it (non-blocking),
+    else True (flock) or the :class:`Lease` (lease file)."""
     folder.mkdir(parents=True, exist_ok=True)
     lease = LEASE_SECONDS if lease_seconds is None else lease_seconds
     if str(folder) in _NO_FLOCK:
@@ -194,31 +234,82 @@ def hold(folder: Path, name: str, blocking: bool = True,
 
 
 @contextlib.contextmanager
-def owner_lock(path: str | Path, what: str, lease: float = LEASE_SECONDS) -> Iterator[None]:
+def owner_lock(path: str | Path, what: str, lease: float | None = None) -> Iterator[None]:
     """Hold the lock ``path`` for the duration, or raise :class:`LockHeld` naming the holder.
 
     ``what`` names the thing locked in messages (e.g. the run directory). The holder's host, pid,
     start time and command are written into the lock file (or the lease), so a refused process
-    can say who is in the way.
+    can say who is in the way. With a lease (:data:`LEASE_SECONDS` unless ``lease``), every
+    write under the lock's folder through :mod:`pipeline.io` first renews it and checks that it
+    is still ours (:meth:`Lease.check`, raising :class:`LeaseLost`). Where the folder is
+    read-only (no lock file can be made) nobody writes through this mount: the body runs without
+    a lock, and a write it tries fails in one line.
     """
     path = Path(path)
+    lease = LEASE_SECONDS if lease is None else lease
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise PipelineError(f"{what}: cannot write {path.parent} ({e.strerror})") from None
-    with hold(path.parent, path.name, blocking=False, lease_seconds=lease) as got:
-        if not got:
+    with contextlib.ExitStack() as stack:
+        try:
+            got = stack.enter_context(hold(path.parent, path.name, blocking=False,
+                                           lease_seconds=lease))
+        except OSError as e:
+            if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise
+            got = None
+            stack.enter_context(io.guard_writes(path.parent, _refuse(what, path.parent, e)))
+        if got is False:
             lease_file = path.parent / f"{path.name}.lease"
             if lease_file.exists():
                 raise LockHeld(f"{what}: in use by {describe(_read(lease_file))}; wait for it to"
                                f" finish (lease file {lease_file}, stale after {lease:g} s)")
             raise LockHeld(f"{what}: in use by {describe(_read(path.parent / f'{path.name}.lock'))};"
                            " wait for it to finish or write elsewhere")
-        with contextlib.suppress(OSError):  # informational only: the lock holds without it
-            fd = os.open(path.parent / f"{path.name}.lock", os.O_WRONLY | os.O_CREAT, 0o666)
-            try:
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, json.dumps(holder_info()).encode(), 0)
-            finally:
-                os.close(fd)
+        if isinstance(got, Lease):
+            stack.enter_context(io.guard_writes(path.parent, lambda: got.check(what)))
+        if got is True:
+            with contextlib.suppress(OSError):  # informational only: the lock holds without it
+                fd = os.open(path.parent / f"{path.name}.lock", os.O_WRONLY | os.O_CREAT, 0o666)
+                try:
+                    os.ftruncate(fd, 0)
+                    os.pwrite(fd, json.dumps(holder_info()).encode(), 0)
+                finally:
+                    os.close(fd)
         yield
+
+
+def _refuse(what: str, folder: Path, error: OSError) -> Callable[[], None]:
+    """A write guard for a folder where no lock could be made: every write fails in one line."""
+    def check() -> None:
+        raise PipelineError(f"{what}: cannot write {folder} ({error.strerror}); it is read-only"
+                            " here: rerun where it is writable, or write elsewhere")
+    return check
+
+
+def held_by(path: str | Path) -> dict | None:
+    """Who holds the owner lock ``path`` now (host, pid, command, ...), or None when nobody does.
+
+    Takes nothing: a shared flock probe on the lock file (read-only opening, so a read-only
+    mount works), or a fresh lease file. For readers that must not mistake a run being
+    rewritten for a broken one.
+    """
+    path = Path(path)
+    lease_file = path.parent / f"{path.name}.lease"
+    if lease_file.exists() and _stale(lease_file, LEASE_SECONDS) is None:
+        return _read(lease_file) or {}
+    lock_file = path.parent / f"{path.name}.lock"
+    try:
+        fd = os.open(lock_file, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _read(lock_file) or {}
+    except OSError:
+        return None  # no flock here: only a lease could tell, and there is none
+    finally:
+        os.close(fd)  # closing releases the probe
+    return None

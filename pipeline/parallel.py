@@ -82,13 +82,15 @@ def parse_scheduler(spec: str) -> Scheduler:
     options = []
     for item in filter(None, match[3].split(",")):
         key, _, value = item.partition("=")
-        if key not in SLURM_OPTIONS:
+        known = {**SLURM_OPTIONS, "submit_timeout": float}  # seconds sbatch may take to answer
+        if key not in known:
             raise PipelineError(f"scheduler {spec!r}: unknown SLURM option {key!r}; "
-                                f"choose from {', '.join(sorted(SLURM_OPTIONS))}")
+                                f"choose from {', '.join(sorted(known))}")
         try:
-            options.append((key, SLURM_OPTIONS[key](value)))
+            options.append((key, known[key](value)))
         except ValueError:
-            raise PipelineError(f"scheduler {spec!r}: {key} must be an integer, not {value!r}") from None
+            kind = "an integer" if known[key] is int else "a number"
+            raise PipelineError(f"scheduler {spec!r}: {key} must be {kind}, not {value!r}") from None
     return Scheduler(match[1], int(match[2]), options=tuple(options))
 
 
@@ -225,6 +227,7 @@ def _jobqueue_options(scheduler: Scheduler) -> dict[str, Any]:
     import dask.config
 
     options = dict(scheduler.options)
+    options.pop("submit_timeout", None)  # ours (pipeline.slurm_submit), not SLURMCluster's
     gres = options.pop("gres", None)
     if gres is not None:
         configured = dask.config.get("jobqueue.slurm.job-extra-directives", None) or []
@@ -294,10 +297,18 @@ def open_executor(scheduler: str | Scheduler) -> Iterator[Workers]:
             client = stack.enter_context(Client(cluster))
             slots, threads = scheduler.workers, threads_per_worker(scheduler.workers)
         elif scheduler.kind == "slurm":
-            cluster = stack.enter_context(slurm_cluster(scheduler))
-            cluster.scale(jobs=scheduler.workers)
-            client = stack.enter_context(Client(cluster))
-            # Jobs wait in the queue: wait for the first worker, the rest join as they start.
+            from pipeline.slurm_submit import (SUBMIT_SECONDS, submission_logs_quiet,
+                                               submission_watch, wait_for_first_job)
+
+            options = dict(scheduler.options)
+            failures, job_cls = submission_watch(options.get("submit_timeout", SUBMIT_SECONDS))
+            cluster = stack.enter_context(slurm_cluster(scheduler, job_cls=job_cls))
+            with submission_logs_quiet():
+                cluster.scale(jobs=scheduler.workers)
+                client = stack.enter_context(Client(cluster))
+                # Jobs wait in the queue: wait for the first worker (the rest join as they
+                # start), but stop at once, with sbatch's message, when a submission fails.
+                wait_for_first_job(client, failures, str(scheduler))
             slots, threads = _dask_slots(client, wait=None)
         else:
             client = _connect(scheduler, stack)

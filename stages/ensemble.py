@@ -44,6 +44,7 @@ from pipeline.config import save_toml, to_dict
 from pipeline.data.labels import NUM_CLASSES
 from pipeline.data.manifest import SPLITS, Clip, fingerprint, load_clips
 from pipeline.errors import PipelineError
+from pipeline.locks import describe, held_by
 from pipeline.progress import ProgressEvent, ProgressFn, silent
 from pipeline.scoring.attention import ATTENTION_FILE
 from pipeline.scoring.au_ensemble import AUOutcome, action_units
@@ -100,6 +101,13 @@ def read_run(run_dir: Path) -> RunInfo:
     """A run directory's name and metrics.json (one-line errors for anything missing or broken)."""
     path = run_dir / "metrics.json"
     if not path.is_file():
+        holder = held_by(run_dir / "owner")
+        if holder is not None:  # fuse removes metrics.json while it (re)writes a run
+            raise PipelineError(f"{run_dir}: being written by {describe(holder)}; run ensemble "
+                                "when it has finished")
+        if (run_dir / "checkpoint.pt").is_file():
+            raise PipelineError(f"{run_dir}: an unfinished run (no metrics.json, nobody writing"
+                                " it); rerun its fuse command to finish it")
         raise PipelineError(f"{run_dir}: no metrics.json (not a run directory written by fuse)")
     try:
         metrics = json.loads(path.read_text(encoding="utf-8"))

@@ -38,6 +38,7 @@ import concurrent.futures as cf
 import dataclasses
 import json
 import math
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -46,7 +47,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pipeline import config as config_io
-from pipeline.data.manifest import Clip, clip_digest, load_clips
+from pipeline.data.manifest import Clip, feature_digest, load_clips
 from pipeline.errors import PipelineError
 from pipeline.features.config import ExtractConfig, resolve_precision
 from pipeline.features.extractors.base import Extractor
@@ -244,6 +245,30 @@ def _run_shards(workers: Workers, shards: list[list[ClipJob]],
     return locked
 
 
+def _absolute(clip: Clip) -> Clip:
+    """The clip with its media paths made absolute (from this process's working directory):
+    a worker started elsewhere (a dask worker, a SLURM job) must open the same files."""
+    paths = {k: os.path.abspath(v) for k in ("frames_dir", "video_path", "audio_path")
+             if (v := getattr(clip, k)) is not None and not os.path.isabs(v)}
+    return dataclasses.replace(clip, **paths) if paths else clip
+
+
+def _check_written(store_path: Path, outcomes: Any) -> None:
+    """Every array the workers reported written is in the store this process reads.
+
+    A worker that saw the store at another path (another mount, a relative path resolved in its
+    own directory) wrote somewhere else: then the run must fail, not report success.
+    """
+    store = FeatureStore(store_path)
+    reported = [(o.clip_id, name) for o in outcomes if o.status == "done" for name in o.written]
+    absent = [f"{clip}/{name}" for clip, name in reported if store.marker(clip, name) is None]
+    if absent:
+        raise PipelineError(
+            f"{store_path}: workers reported {len(reported)} array(s) written but this store lacks "
+            f"{len(absent)} (e.g. {absent[0]}): the workers write another store; they must see "
+            "the store, manifests and media at the same absolute paths as this process")
+
+
 def _write_report(store: FeatureStore, config: ExtractConfig, result: ExtractResult,
                   descriptions: dict[str, dict]) -> Path | None:
     """The run report in ``STORE.meta/reports``; None where it cannot be written (read-only)."""
@@ -290,16 +315,20 @@ def run_extract(config: ExtractConfig, manifests_dir: str | Path, store_path: st
     if len(set(ids)) != len(ids):
         duplicate = next(i for i in ids if ids.count(i) > 1)
         raise PipelineError(f"{manifests_dir}: clip {duplicate!r} appears twice in the manifests")
+    # Absolute paths before anything is sent to a worker: a dask worker or a SLURM job runs in
+    # its own working directory, where a relative path names another store or no file at all.
+    clips = [_absolute(c) for c in clips]
     extractors = build_extractors(config)
-    store_path = Path(store_path)
+    store_path = Path(os.path.abspath(store_path))
     # An existing store is planned read-only: no lock, no write unless there is work.
     store = FeatureStore(store_path, "r" if (store_path / "zarr.json").is_file() else "a")
     descriptions = _descriptions(extractors, config.audio_stride)
     plan = _plan(store, clips, extractors, config, progress)
     recorded = store.extractors()
-    # What the clips were extracted for: `fuse` checks its manifest against these.
-    digests = {c.clip_id: clip_digest(c) for c in clips}
-    known = store.manifest_digests()
+    # What the clips' features were extracted for (not their labels): `fuse` checks its
+    # manifest against these.
+    digests = {c.clip_id: feature_digest(c) for c in clips}
+    known = store.feature_digests()
     if (plan.jobs or any(known.get(k) != v for k, v in digests.items())
             or any(recorded.get(n) != json.loads(json.dumps(d, default=str))
                    for n, d in descriptions.items())):
@@ -340,6 +369,8 @@ def run_extract(config: ExtractConfig, manifests_dir: str | Path, store_path: st
     seconds = time.perf_counter() - compute_start
 
     outcomes = tally.outcomes.values()
+    if plan.jobs and parse_scheduler(config.scheduler).kind != "inprocess":
+        _check_written(store_path, outcomes)
     random = [n for n, e in extractors.items() if e.random_weights]
     result = ExtractResult(
         store=str(store_path),

@@ -7,8 +7,9 @@ does nothing. A ``dan`` run also gets ``attention.npz`` (``pipeline.fusion.heads
 ``bag.k = K`` (``--bag K``) the run is a soft-voting bag of K members (:mod:`pipeline.fusion.bagging`).
 
 A run directory has one writer at a time (:meth:`RunDir.owned`): a second ``fuse`` into it is
-refused in one line naming the first. The manifests must be those the store was extracted from,
-for every clip read (:func:`check_manifest`), unless ``allow_manifest_mismatch``.
+refused in one line naming the first. The manifests must describe the clips the store was
+extracted from (frame counts, fps, media; labels may change) for every clip read
+(:func:`check_manifest`), unless ``allow_manifest_mismatch``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import dataclasses
 import re
 from pathlib import Path
 
-from pipeline.data.manifest import Clip, clip_digest, load_clips
+from pipeline.data.manifest import Clip, clip_digest, feature_digest, load_clips
 from pipeline.errors import PipelineError
 from pipeline.features.store import FeatureStore
 from pipeline.fusion.bagging import fuse_bag
@@ -31,16 +32,30 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=+-]*")
 
 
 def check_manifest(store: FeatureStore, clips: list[Clip], manifests: Path) -> None:
-    """Refuse clips whose manifest record (length, labels) differs from the one the store
-    recorded at extraction. Clips the store has no record of (older stores) are not checked."""
-    recorded = store.manifest_digests()
-    differing = [c.clip_id for c in clips
-                 if c.clip_id in recorded and recorded[c.clip_id] != clip_digest(c)]
+    """Refuse clips whose features would differ from the store's: a frame count, fps or media
+    other than the store recorded at extraction (:func:`feature_digest`). Labels may differ
+    (a relabelled manifest reads the same features; runs record the labels' fingerprint).
+
+    A store written before feature digests has label-including digests (``manifest_digests``):
+    its clips are checked against those, labels included, until ``extract`` is rerun with the
+    new manifests (it computes nothing new and records feature digests). Clips with neither
+    record (older stores still) are not checked."""
+    features, legacy = store.feature_digests(), store.manifest_digests()
+    differing = [c.clip_id for c in clips if c.clip_id in features
+                 and features[c.clip_id] != feature_digest(c)]
     if differing:
         raise PipelineError(
             f"{manifests}: not the manifests {store.path} was extracted from ({len(differing)}"
-            f" clip(s) differ in length or labels, e.g. {differing[0]}); rerun `extract` with"
-            " these manifests, or pass --allow-manifest-mismatch")
+            f" clip(s) differ in frame count, fps or media, e.g. {differing[0]}); rerun `extract`"
+            " with these manifests, or pass --allow-manifest-mismatch")
+    differing = [c.clip_id for c in clips if c.clip_id not in features and c.clip_id in legacy
+                 and legacy[c.clip_id] != clip_digest(c)]
+    if differing:
+        raise PipelineError(
+            f"{manifests}: not the manifests {store.path} was extracted from ({len(differing)}"
+            f" clip(s) differ in length or labels, e.g. {differing[0]}; the store predates"
+            " label-free digests): rerun `extract` with these manifests (it recomputes only"
+            " clips whose frames changed), or pass --allow-manifest-mismatch")
 
 
 def fuse(config: FuseConfig, out: str | Path, name: str | None = None,

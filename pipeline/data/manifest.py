@@ -231,6 +231,20 @@ def clip_digest(clip: Clip) -> str:
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
 
 
+def feature_digest(clip: Clip) -> str:
+    """sha256 of what a clip's *features* depend on: its id, frame count, fps and which media it
+    has (the frame folder's and the video's file names, whether it has audio). Labels are left
+    out: a manifest that corrects labels or adds AU annotations reads the same features, so a
+    store extracted before stays valid (:func:`clip_digest`, with labels, is what runs record).
+    Folders above the media are left out too: moving the dataset changes no feature."""
+    media = {"frames": None if clip.frames_dir is None else Path(clip.frames_dir).name,
+             "video": None if clip.video_path is None else Path(clip.video_path).name,
+             "audio": None if clip.audio_path is None else Path(clip.audio_path).name}
+    record = {"clip_id": clip.clip_id, "n_frames": clip.n_frames, "fps": float(clip.fps),
+              "media": media}
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
+
+
 def fingerprint(clips: Iterable[Clip]) -> str:
     """sha256 of a set of clips (order-free): their splits and :func:`clip_digest` s. Two runs
     with equal fingerprints read the same clips with the same lengths and labels."""
@@ -332,13 +346,16 @@ def _au_counts(clips: list[Clip]) -> dict:
     }
 
 
-def write_manifests(reading: DatasetReading, out_dir: str | Path) -> Path:
+def write_manifests(reading: DatasetReading, out_dir: str | Path, manifests: bool = True) -> Path:
     """Write ``<split>.jsonl`` for every split and ``au_only.jsonl`` (empty ones too, replacing
-    stale files) and ``report.json`` into ``out_dir``; returns the report's path."""
+    stale files) and ``report.json`` into ``out_dir``; returns the report's path. With
+    ``manifests=False`` only the report is written (the reading was refused)."""
     out_dir = Path(out_dir)
-    for split in SPLITS:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for split in SPLITS if manifests else ():
         write_manifest(out_dir / f"{split}.jsonl", reading.clips.get(split, []))
-    write_manifest(out_dir / f"{AU_ONLY}.jsonl", reading.au_only)
+    if manifests:
+        write_manifest(out_dir / f"{AU_ONLY}.jsonl", reading.au_only)
     report = out_dir / "report.json"
     tmp = report.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(reading.report(), indent=2) + "\n", encoding="utf-8")

@@ -8,6 +8,7 @@ clip's lock (another process may have finished part of it meanwhile).
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +49,8 @@ def build_extractors(config: ExtractConfig) -> dict[str, Extractor]:
         weights = config.weights.get(name)
         if weights is not None and not Path(weights).exists():
             raise PipelineError(f"{weights}: no such weights file or folder for {name}")
+        if weights is not None:  # absolute: workers load it from their own working directory
+            weights = os.path.abspath(weights)
         built[name] = cls(config=ext_config, weights=weights, device=device,
                           precision=precision, seed=config.seed)
     names = [a for e in built.values() for a in e.outputs()] + [VALID]

@@ -4,7 +4,8 @@ Layout (see DESIGN.md, "Stage 1")::
 
     STORE/                      root attrs: {"fer_pipeline_store": FORMAT_VERSION,
                                              "extractors": {name: Extractor.describe()},
-                                             "manifest_digests": {clip_id: clip_digest}}
+                                             "feature_digests": {clip_id: feature_digest}}
+                                (stores written before: "manifest_digests", with labels)
       clips/<clip_id>/          attrs: {"n_frames", "fps", "has_audio"}
         <array>                 e.g. swin [T, 768] float16, logmel [T_audio, n_mels], tdnn_w32 [T, 512]
                                 attrs: {"complete": {"sha256", "cache_key", "rate", "chunks"}}
@@ -296,23 +297,29 @@ class FeatureStore:
             update_attributes(self.path, {"extractors": merged})
             self._root = None
 
+    def feature_digests(self) -> dict[str, str]:
+        """clip id -> :func:`pipeline.data.manifest.feature_digest` of the manifest record each
+        clip was last extracted with (frame count, fps, media; no labels)."""
+        return dict(self.root.attrs.get("feature_digests", {}))
+
     def manifest_digests(self) -> dict[str, str]:
-        """clip id -> :func:`pipeline.data.manifest.clip_digest` of the manifest record each clip
-        was last extracted with (empty for a store written before digests were recorded)."""
+        """clip id -> :func:`pipeline.data.manifest.clip_digest` (labels included) of the record
+        each clip was extracted with, as stores written before feature digests recorded it
+        (read only: ``extract`` now records :meth:`feature_digests`)."""
         return dict(self.root.attrs.get("manifest_digests", {}))
 
     def record_manifest(self, digests: dict[str, str]) -> None:
-        """Merge clips' manifest digests into the root attributes (under the root lock; no lock
+        """Merge clips' feature digests into the root attributes (under the root lock; no lock
         and no write when they are recorded already)."""
-        recorded = self.manifest_digests()
+        recorded = self.feature_digests()
         if all(recorded.get(k) == v for k, v in digests.items()):
             return
         with self._lock("root"):
             root = zarr.open_group(str(self.path), mode="a",  # re-read: another process may have written
                                    use_consolidated=False)
-            merged = dict(root.attrs.get("manifest_digests", {}))
+            merged = dict(root.attrs.get("feature_digests", {}))
             merged.update(digests)
-            root.attrs["manifest_digests"] = merged
+            root.attrs["feature_digests"] = merged
             self._root = None
 
     # ---- clips ---------------------------------------------------------------------------------

@@ -107,6 +107,7 @@ class RunDir:
 
     def clear(self) -> None:
         """Remove what a run writes (and nothing else)."""
+        io.check_write(self.metrics)  # the owner's guards (a lease still held, a writable folder)
         for name in RUN_FILES:
             (self.path / name).unlink(missing_ok=True)
         predictions = self.path / "predictions"
@@ -116,13 +117,15 @@ class RunDir:
             predictions.rmdir()
 
 
-def identity(config: FuseConfig, features: dict[str, str]) -> dict[str, Any]:
-    """What must match for a run to resume: the config and the features. Not compared:
-    ``train.epochs`` (raising it extends a run) and ``train.cache_mb`` (changes no result)."""
+def identity(config: FuseConfig, features: dict[str, str], labels: str | None = None) -> dict[str, Any]:
+    """What must match for a run to resume: the config, the features and the labels read (the
+    manifests' :func:`~pipeline.data.manifest.fingerprint`: the store accepts relabelled
+    manifests, a run must not train on two labellings). Not compared: ``train.epochs``
+    (raising it extends a run) and ``train.cache_mb`` (changes no result)."""
     saved = to_dict(config)
     for key in NOT_IDENTITY:
         saved["train"].pop(key, None)
-    return {"config": saved, "features": features}
+    return {"config": saved, "features": features, **({"labels": labels} if labels else {})}
 
 
 def differences(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -143,4 +146,6 @@ def changes(saved: dict[str, Any], new: dict[str, Any]) -> list[str]:
     changed = differences(saved["config"], new["config"])
     if saved["features"] != new["features"]:
         changed.append("the store's features (re-extracted)")
+    if saved.get("labels") != new.get("labels"):
+        changed.append("the manifests' labels")
     return changed

@@ -168,6 +168,9 @@ class _Run:
         self.dir = RunDir(run_dir)
         self.tasks = tuple(getattr(config.head, "tasks", ("expr",)))
         self.splits = run_splits(clips, config, self.tasks)
+        # the manifests read, labels included (ensemble refuses to mix runs whose fingerprints
+        # differ; a run does not resume on other labels)
+        self.labels_fingerprint = fingerprint(c for clips in self.splits.values() for c in clips)
         self.select = config.train.select_on  # the split the epoch and fitted choices come from
         used = {c.clip_id for split in self.splits.values() for c in split}
         clips = [c for c in clips if c.clip_id in used]  # this run's tasks', in manifest order
@@ -203,7 +206,7 @@ class _Run:
 
     def state(self) -> dict[str, Any]:
         return {
-            "identity": identity(self.config, self.features),
+            "identity": identity(self.config, self.features, self.labels_fingerprint),
             "config": to_dict(self.config),
             "dims": {k: list(v) for k, v in self.dims.items()},
             "epoch": self.epoch,
@@ -426,8 +429,7 @@ class _Run:
             "splits": {split: [c.clip_id for c in clips] for split, clips in self.splits.items()
                        if split not in ("train", "dev") and clips},
             "features": self.features,
-            # the manifests read (ensemble refuses to mix runs whose fingerprints differ)
-            "manifest_fingerprint": fingerprint(c for clips in self.splits.values() for c in clips),
+            "manifest_fingerprint": self.labels_fingerprint,
             "faceless_frames": FACE_RULE,
             "face_outputs": list(self.head_class.face_outputs),
             "resumed_from": resumed_from,
@@ -476,7 +478,9 @@ def train(config: FuseConfig, run_dir: str | Path, clips: Sequence[Clip], store:
     if restart:
         run.dir.clear()
     saved = run.dir.load_checkpoint()
-    new_identity = identity(config, run.features)
+    new_identity = identity(config, run.features, run.labels_fingerprint)
+    if saved is not None and "labels" not in saved["identity"]:
+        new_identity.pop("labels")  # a checkpoint written before labels were part of it
     if saved is not None and saved["identity"] != new_identity and not force:
         changed = changes(saved["identity"], new_identity)
         raise PipelineError(f"{run_dir}: an existing run has another config ({', '.join(changed)}"

@@ -38,9 +38,9 @@ def test_rejections_fail_unless_allowed(layout, tmp_path, capsys):
     assert "Repaired (1)" in out and "Rejected (1)" in out
     error_lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1 and "1 clip(s) rejected" in error_lines[0]
-    # The manifests of what could be read are written anyway.
-    assert [c.clip_id for c in load_clips(out_dir, ["val"])] == []
-    assert len(load_clips(out_dir, ["train"])) == 3
+    assert "no manifests written: pass --allow-skips" in error_lines[0]
+    # Exit 1 writes no manifests (issue 23): only the report, naming what was rejected.
+    assert sorted(p.name for p in out_dir.iterdir()) == ["report.json"]
     report = json.loads((out_dir / "report.json").read_text())
     assert report["rejected"] == {"bad_annotation": 1}
     assert report["rejections"][0] == {"clip": "vid3", "file": str(layout.val("vid3")),
@@ -48,8 +48,11 @@ def test_rejections_fail_unless_allowed(layout, tmp_path, capsys):
                                        "reason": "line 1: header 'no header' is not "
                                                  "'Neutral,Anger,Disgust,Fear,Happiness,Sadness,"
                                                  "Surprise,Other'"}
-    code, _, _ = run(capsys, layout.root, "--out", out_dir, "--allow-skips")
-    assert code == 0
+    code, out, _ = run(capsys, layout.root, "--out", out_dir, "--allow-skips")
+    assert code == 0 and "manifests and report written to" in out
+    # The manifests of what could be read, without the rejected clip.
+    assert [c.clip_id for c in load_clips(out_dir, ["val"])] == []
+    assert len(load_clips(out_dir, ["train"])) == 3
 
 
 def test_paths_with_brackets_are_printed_verbatim(layout, tmp_path, capsys):

@@ -19,7 +19,7 @@ from cli.main import main
 from extract_fixtures import make_dataset as make_media
 from fusion.synthetic import make_dataset
 from pipeline.config import load_toml
-from pipeline.data.manifest import clip_digest, load_clips, write_manifest
+from pipeline.data.manifest import feature_digest, fingerprint, load_clips, write_manifest
 from pipeline.errors import PipelineError
 from pipeline.features.config import ExtractConfig
 from pipeline.features.store import FeatureStore
@@ -35,7 +35,7 @@ QUICK = ["--method", "image", "--set", "train.patience=1000"]
 def data(tmp_path_factory):
     data = make_dataset(tmp_path_factory.mktemp("owner"), splits={"train": 2, "val": 1},
                         frames=40)
-    FeatureStore(data.store, "a").record_manifest({c.clip_id: clip_digest(c) for c in data.clips})
+    FeatureStore(data.store, "a").record_manifest({c.clip_id: feature_digest(c) for c in data.clips})
     return data
 
 
@@ -136,17 +136,33 @@ def _relabelled(data, tmp_path) -> Path:
     return manifests
 
 
-def test_fuse_refuses_a_manifest_other_than_the_stores(data, tmp_path, capsys):
+def test_fuse_accepts_relabelled_manifests_and_refuses_other_frame_counts(data, tmp_path, capsys):
+    """Labels are not features (issue 23, point 7): a label fix needs no re-extraction."""
     manifests = _relabelled(data, tmp_path)
     args = ["fuse", "--store", str(data.store), "--manifests", str(manifests),
             "--out", str(tmp_path), *QUICK, "--set", "train.epochs=1"]
-    assert main(args) == 1
-    err = " ".join(capsys.readouterr().err.split())
-    assert f"{manifests}: not the manifests {data.store} was extracted from" in err
-    assert "1 clip(s) differ" in err and "--allow-manifest-mismatch" in err
-    assert main([*args, "--allow-manifest-mismatch"]) == 0
+    assert main(args) == 0, capsys.readouterr().err
     metrics = json.loads((tmp_path / "image" / "metrics.json").read_text())
-    assert len(metrics["manifest_fingerprint"]) == 64
+    # the run records the labels it read: another labelling is another fingerprint
+    assert metrics["manifest_fingerprint"] == fingerprint(load_clips(manifests))
+    assert metrics["manifest_fingerprint"] != fingerprint(load_clips(data.manifests))
+    # ...and a run trained on one labelling does not resume or count as complete on another
+    original = ["fuse", "--store", str(data.store), "--manifests", str(data.manifests),
+                "--out", str(tmp_path), *QUICK, "--set", "train.epochs=1"]
+    assert main(original) == 1
+    assert "the manifests' labels differ" in " ".join(capsys.readouterr().err.split())
+    # a frame count other than the store's is still refused
+    longer = tmp_path / "longer"
+    clips = load_clips(data.manifests)
+    clips[0] = dataclasses.replace(clips[0], n_frames=clips[0].n_frames + 1,
+                                   labels=np.r_[clips[0].labels, clips[0].labels[-1:]])
+    for split in ("train", "val"):
+        write_manifest(longer / f"{split}.jsonl", [c for c in clips if c.split == split])
+    assert main([*args[:4], str(longer), *args[5:], "--name", "longer"]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"{longer}: not the manifests {data.store} was extracted from" in err
+    assert f"1 clip(s) differ in frame count, fps or media, e.g. {clips[0].clip_id}" in err
+    assert "--allow-manifest-mismatch" in err
 
 
 def test_extract_records_the_manifest_and_fuse_checks_it(tmp_path):
@@ -155,14 +171,43 @@ def test_extract_records_the_manifest_and_fuse_checks_it(tmp_path):
     run_extract(ExtractConfig(extractors=["test_mean_colour"], device="cpu"), manifests, store_path)
     store = FeatureStore(store_path)
     clips = load_clips(manifests)
-    assert store.manifest_digests() == {c.clip_id: clip_digest(c) for c in clips}
+    assert store.feature_digests() == {c.clip_id: feature_digest(c) for c in clips}
     check_manifest(store, clips, manifests)  # the same manifest passes
-    changed = [dataclasses.replace(c, labels=np.full(c.n_frames, 3, np.int8)) for c in clips]
-    with pytest.raises(PipelineError, match="2 clip\\(s\\) differ in length or labels"):
-        check_manifest(store, changed, manifests)
-    # extracting again with the new manifest records it (no array is recomputed)
-    write_manifest(manifests / "train.jsonl", changed)
+    relabelled = [dataclasses.replace(c, labels=np.full(c.n_frames, 3, np.int8)) for c in clips]
+    check_manifest(store, relabelled, manifests)  # so does another labelling
+    faster = [dataclasses.replace(c, fps=c.fps * 2) for c in clips]
+    with pytest.raises(PipelineError, match="2 clip\\(s\\) differ in frame count, fps or media"):
+        check_manifest(store, faster, manifests)
+    # extracting again with the new manifest recomputes the clips and records it
+    write_manifest(manifests / "train.jsonl", faster)
     again = run_extract(ExtractConfig(extractors=["test_mean_colour"], device="cpu"), manifests,
                         store_path)
-    assert again.arrays_written == 0
-    check_manifest(FeatureStore(store_path), changed, manifests)
+    assert again.clips_done == 2
+    check_manifest(FeatureStore(store_path), faster, manifests)
+
+def test_a_store_with_label_digests_is_read_and_upgraded_by_extract(tmp_path):
+    """Stores extracted before feature digests recorded ``manifest_digests`` (labels included):
+    fuse still checks those; `extract` with the relabelled manifests recomputes nothing and
+    records feature digests, after which the relabelled manifests are accepted."""
+    import zarr
+
+    from pipeline.data.manifest import clip_digest
+
+    manifests = make_media(tmp_path, n_clips=2, n_frames=6)
+    store_path = tmp_path / "f.zarr"
+    config = ExtractConfig(extractors=["test_mean_colour"], device="cpu")
+    run_extract(config, manifests, store_path)
+    clips = load_clips(manifests)
+    root = zarr.open_group(str(store_path), mode="a")  # what an old extract left
+    del root.attrs["feature_digests"]
+    root.attrs["manifest_digests"] = {c.clip_id: clip_digest(c) for c in clips}
+    store = FeatureStore(store_path)
+    check_manifest(store, clips, manifests)
+    relabelled = [dataclasses.replace(c, labels=np.full(c.n_frames, 3, np.int8)) for c in clips]
+    with pytest.raises(PipelineError, match=r"2 clip\(s\) differ in length or labels, e.g. clip00; "
+                                            r"the store predates label-free digests\): rerun `extract`"):
+        check_manifest(store, relabelled, manifests)
+    write_manifest(manifests / "train.jsonl", relabelled)
+    again = run_extract(config, manifests, store_path)
+    assert again.arrays_written == 0 and again.clips_done == 0
+    check_manifest(FeatureStore(store_path), relabelled, manifests)
