@@ -51,6 +51,7 @@ from pipeline.scoring.crossfit import (
     Row,
     cross_fit,
     gain_note,
+    member_dev_f1,
     member_fitted_on,
     nested_fit,
     same_frames_note,
@@ -197,7 +198,7 @@ def run_ensemble(run_dirs: Sequence[Path], manifests: Path, out: Path,
                                 f" ({missing[0].split('/')[0]}/predictions/train/)")
         tuning_data = load_split(members, clips["train"], "train", progress)
     outcome = cross_fit(scored, names, config, tuning_data, progress,
-                        member_fitted_on(members, runs))
+                        member_fitted_on(members, runs), member_dev_f1(members, runs))
 
     tuning = {
         "protocol": config.tune_on,
@@ -324,7 +325,8 @@ def _submission(members: list[Member], names: list[str], test_clips: list[Clip],
                 else f"no test predictions for {', '.join(missing)}")
         return None, note + ("; removed the earlier submission.txt" if stale else "")
     if config.tune_on == "val-crossfit":
-        test_fit = nested_fit(scored, names, config)  # all of val: no fold is scored here
+        # all of val: no fold is scored here
+        test_fit = nested_fit(scored, names, config, outcome.anchor)
         tuning_clips = list(scored.clip_ids)
     else:  # the single fit of "same" / "train" already used all of its tuning split
         test_fit = outcome.folds[0].fit
@@ -347,6 +349,7 @@ def _submission(members: list[Member], names: list[str], test_clips: list[Clip],
         "tuning_clips": tuning_clips,
         "choices": test_fit.applied.to_json(names),
         "decision": test_fit.decision,
+        "selection": test_fit.selection,
     }
     return path, f"{count} rows for {len(test_clips)} test clips"
 
