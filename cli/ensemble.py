@@ -80,7 +80,9 @@ def ensemble(
         result = run_ensemble(run_dirs, manifests, out, config, progress,
                               allow_manifest_mismatch=allow_manifest_mismatch)
 
-    table = Table(title=f"{result.split} scores ({result.protocol})")
+    # the precision beside the table: fp32 and bf16 features can print other ensemble rows
+    table = Table(title=f"{result.split} scores ({result.protocol}; features in"
+                        f" {result.precision})")
     level = next((r.interval.level for r in result.rows if r.interval), None)
     ci_column = f"{level:.0%} CI" if level is not None else None
     # ABAW-2021 is in scores.json and the report: the numbers keep their width in 80 columns.

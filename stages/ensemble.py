@@ -10,7 +10,9 @@ lengths); never the dataset's frame folders. Writes into ``out``, every file ato
   (``rows``); ``final_minus_best_member``: the paired bootstrap of the final row minus the best
   member; and ``tuning``: the protocol and, for every fit, the clips it was tuned on, the clips
   it predicted, its applied choices (combiner, its rule and fitted parameters, weights, window,
-  biases, steps), the nested decision of which steps to apply, the test fit included;
+  biases, steps), the nested decision of which steps to apply and the selection rule's record
+  (:mod:`pipeline.scoring.selection`), the test fit included; ``feature_precision``: the precision
+  the members' features were extracted in (:mod:`stages.precision`);
 * ``config.toml`` (the :class:`EnsembleConfig` used), ``report.html`` with its PNGs;
 * ``submission.txt`` in the ABAW format when every member has test predictions and the manifests
   list test clips (checked with :func:`check_submission` after writing).
@@ -72,6 +74,7 @@ from pipeline.scoring.metrics import Scores, confusion_matrix
 from pipeline.scoring.predictions import Predictions
 from pipeline.scoring.report import ReportData, RunInfo, Timeline, write_report
 from pipeline.scoring.submission import check_submission, write_submission
+from stages.precision import feature_precision
 
 
 @dataclass
@@ -92,6 +95,7 @@ class EnsembleResult:
     au: AUOutcome | None = None  # AU scores, when runs have AU outputs
     au_submission_path: Path | None = None  # submission_au.txt, if written ...
     au_submission_note: str = ""  # ... and why not (or how many rows were written)
+    precision: str = "unknown"  # the precision of the members' features (stages.precision)
 
 
 def read_run(run_dir: Path) -> RunInfo:
@@ -234,9 +238,11 @@ def _write_outputs(run_dirs: Sequence[Path], members: list[Member], names: list[
     au, au_path, au_note = action_units(run_dirs, runs, manifests, config, staging)
 
     final = outcome.final
+    precision = feature_precision(run_dirs, [run.metrics for run in runs])
     record = {
         "split": config.split,
         "final": final.name,
+        "feature_precision": precision,
         **final.scores.to_json(),
         "members": names,
         "macro_f1_ci": final.interval.to_json() if final.interval else None,
@@ -255,7 +261,8 @@ def _write_outputs(run_dirs: Sequence[Path], members: list[Member], names: list[
                                        "submission_note": au_note},
     }
 
-    notes = [f"members: {', '.join(names)}", f"manifests: {manifests}", f"submission: {note}"]
+    notes = [f"members: {', '.join(names)}", f"features extracted in: {precision}",
+             f"manifests: {manifests}", f"submission: {note}"]
     if mismatch_allowed:
         notes.insert(0, "WARNING: --allow-manifest-mismatch: the runs' manifests were not checked")
     for run in runs:  # stage two may have tuned something on the split scored here
@@ -287,7 +294,7 @@ def _write_outputs(run_dirs: Sequence[Path], members: list[Member], names: list[
                           out / report_path.name,
                           out / submission_path.name if submission_path else None, note,
                           outcome.best_member, outcome.gain, au,
-                          out / au_path.name if au_path else None, au_note)
+                          out / au_path.name if au_path else None, au_note, precision)
 
 
 def timelines(scored: SplitData, outcome: Outcome, count: int = 3) -> list[Timeline]:

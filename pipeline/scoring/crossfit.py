@@ -116,7 +116,8 @@ class Outcome:
     tuned_on_scored_frames: bool  # True only for protocol "same"
     best_member: str | None = None  # the member row with the best macro-F1
     gain: Difference | None = None  # final minus best member, paired bootstrap
-    anchor: str | None = None  # the member with the best dev score (None: none has one)
+    # the member with the best dev score with anchor "dev" (None: chosen per fit, see selection)
+    anchor: str | None = None
 
     @property
     def final(self) -> Row:
@@ -153,8 +154,8 @@ def final_row_name(config: EnsembleConfig, applied: Sequence[Sequence[str]],
             count = sum(step in steps for steps in ensemble_fits)
             if count:
                 name += _step_name(step, config) + ("" if count == n else f"[{count}/{n}]")
-        if len(ensemble_fits) < n and name == "ensemble":
-            name += f"[{len(ensemble_fits)}/{n}]"
+        if len(ensemble_fits) < n:
+            name = f"ensemble[{len(ensemble_fits)}/{n}]" + name[len("ensemble"):]
         parts.append(name)
     return "final: " + " | ".join(parts)
 
@@ -264,7 +265,7 @@ def cross_fit(scored: SplitData, member_names: Sequence[str], config: EnsembleCo
     heads that early-stop on val do). ``member_dev_f1``: each member's macro-F1 on its run's dev
     slice, where recorded (the anchored rule's anchor, :mod:`pipeline.scoring.selection`).
     """
-    anchor = dev_anchor(member_names, member_dev_f1 or {})
+    anchor = dev_anchor(member_names, member_dev_f1 or {}) if config.anchor == "dev" else None
     if scored.labels is None:
         raise PipelineError(f"split {config.split} has no labels to score against")
     all_clips = list(range(len(scored.clip_ids)))

@@ -117,6 +117,7 @@ SMOOTHERS = values(Smoother)
 FILLS = values(Fill)
 PROTOCOLS = values(Protocol)
 SELECTIONS = values(Selection)
+ANCHORS = ("fitting", "dev")
 
 
 @dataclass
@@ -141,6 +142,9 @@ class EnsembleConfig:
     max_weight: int = 5  # integer weights 0..max_weight (the m,n rule uses 1..max_weight)
     nested: bool = True  # decide by inner folds whether fill, smoothing and biases are applied
     selection: str = "anchored"  # anchored | best (see pipeline.scoring.selection)
+    # anchored: the anchor member is the best on the fitting clips ("fitting") or by its run's
+    # dev-slice score ("dev": no validation label, but the demo's 4 dev videos rank it wrongly)
+    anchor: str = "fitting"
     # anchored: the ensemble replaces the anchor member only when its gain on held-out inner
     # folds is positive in at least this share of paired video resamples
     clear_gain: float = 0.95
@@ -153,7 +157,8 @@ class EnsembleConfig:
     def __post_init__(self) -> None:
         """Raise :class:`PipelineError` naming the first bad option."""
         for name, allowed in (("split", SPLITS), ("tune_on", PROTOCOLS), ("smooth", SMOOTHERS),
-                              ("fill", FILLS), ("selection", SELECTIONS)):
+                              ("fill", FILLS), ("selection", SELECTIONS),
+                              ("anchor", ANCHORS)):
             value = getattr(self, name)
             if isinstance(value, Enum):  # a choice given as the Enum itself: store its value
                 value = value.value

@@ -123,7 +123,7 @@ def main() -> None:
     data, names, fitted_on, dev = load(args.runs, args.manifests)
     print(f"{args.runs}: {len(names)} members, {len(data.clip_ids)} val clips in"
           f" {len(set(data.groups))} videos, {data.n_frames} frames")
-    print("dev macro-F1 (the anchored rule's anchor is the best):",
+    print("dev macro-F1 (with anchor = "dev" the anchor is the first):",
           ", ".join(f"{k} {v:.3f}" for k, v in sorted(dev.items(), key=lambda kv: -kv[1])[:3]))
     extra = {}
     for item in args.set:

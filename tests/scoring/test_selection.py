@@ -63,7 +63,6 @@ def test_it_keeps_the_best_member_when_the_gain_is_noise():
     assert any(r.fit.applied.combiner != "r/a" or r.fit.applied.steps
                for r in best.folds)  # the old rule picks something else
     outcome = C.cross_fit(data, NAMES, _config(smooth="none"), member_dev_f1=dev)
-    assert outcome.anchor == "r/a"
     assert all(r.fit.kept_anchor == "r/a" and r.fit.selection["kept"] == "anchor"
                for r in outcome.folds)
     rows = {r.name: r for r in outcome.rows}
@@ -90,21 +89,24 @@ def test_it_keeps_the_ensemble_when_the_gain_is_clear():
     assert outcome.final.scores.macro_f1 > rows["r/a"].scores.macro_f1 + 0.2
 
 
-def test_the_anchor_is_chosen_on_dev_scores_not_on_validation_labels():
+def test_the_anchor_is_chosen_on_the_fitting_clips_or_on_dev_scores():
     rng = np.random.default_rng(2)
     lengths = [40] * 6
     labels = _labels(rng, lengths)
     a = _member(rng, labels, 1.6)
     b = _member(rng, labels, 1.3)  # worse on val ...
     data = _split([a, b], labels, lengths)
-    outcome = C.cross_fit(data, NAMES, _config(), member_dev_f1={"r/a": 0.4, "r/b": 0.6})
+    dev = {"r/a": 0.4, "r/b": 0.6}
+    outcome = C.cross_fit(data, NAMES, _config(anchor="dev"), member_dev_f1=dev)
     assert outcome.anchor == "r/b"  # ... but better on its dev slice: the anchor
     assert all(r.fit.selection["anchor"] == "r/b" and r.fit.selection["anchor_chosen_on"]
                == "train-dev" for r in outcome.folds)
-    # with no dev score the anchor is chosen per fit on its fitting clips
-    outcome = C.cross_fit(data, NAMES, _config())
-    assert outcome.anchor is None
-    assert all(r.fit.selection["anchor_chosen_on"] == "fitting clips" for r in outcome.folds)
+    # by default, or with no dev score, the anchor is chosen per fit on its fitting clips
+    for outcome in (C.cross_fit(data, NAMES, _config(), member_dev_f1=dev),
+                    C.cross_fit(data, NAMES, _config(anchor="dev"))):
+        assert outcome.anchor is None
+        assert all(r.fit.selection["anchor_chosen_on"] == "fitting clips"
+                   and r.fit.selection["anchor"] == "r/a" for r in outcome.folds)
     assert dev_anchor(NAMES, {"r/b": 0.3}) == "r/b" and dev_anchor(NAMES, {}) is None
 
 
@@ -131,6 +133,6 @@ def test_final_row_name_counts_the_fits_that_kept_the_member():
     config = _config()
     assert C.final_row_name(config, [(), (), ()], ["m/f"] * 3) == "final: m/f"
     assert C.final_row_name(config, [(), ("bias",), ()], ["m/f", None, "m/f"]) == (
-        "final: m/f[2/3] | ensemble+bias[1/3]")
+        "final: m/f[2/3] | ensemble[1/3]+bias[1/3]")
     assert C.final_row_name(config, [(), ()], ["m/f", None]) == "final: m/f[1/2] | ensemble[1/2]"
     assert C.final_row_name(config, [("bias",), ("bias",)]) == "final: ensemble+bias"
