@@ -310,7 +310,7 @@ def timelines(scored: SplitData, outcome: Outcome, count: int = 3) -> list[Timel
         clip_id = scored.clip_ids[c]
         record = next(r for r in outcome.folds if clip_id in r.scored_clips)
         clip = scored.subset([c])
-        out.append(Timeline(clip_id, predict(clip, record.fit.choices), clip.labels))
+        out.append(Timeline(clip_id, predict(clip, record.fit.applied), clip.labels))
     return out
 
 

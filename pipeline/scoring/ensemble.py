@@ -26,12 +26,22 @@ The fitted pipeline (:class:`pipeline.scoring.fitting.Choices`) applies, in orde
    by repeating the clip's first/last frame), or ``mode`` (majority vote over predicted labels;
    shrinking window; a tie keeps the frame's own label when it is among the tied, else the lowest
    class index). The window is tuned from ``EnsembleConfig.windows`` (1 = off);
+   **fallback** (``EnsembleConfig.fallback``, off by default; issue 21's confidence fallback):
+   only the frames whose own top probability (combined and filled, before smoothing) is below a
+   threshold take the smoothed prediction; the others keep their own. The threshold is tuned from
+   ``fallback_thresholds`` and "every frame" (plain smoothing), the lowest of equally good ones,
+   given the smooth step's window when smoothing is applied, else jointly with the window. A
+   step of its own: applied only where the nested decisions below keep it;
 4. **bias**: per-class offsets added to log-probabilities before the argmax, tuned for macro-F1
    by coordinate ascent (each class's offset in turn set to its best value on a grid, holding
    the others; the best value is found exactly for the whole grid from one cumulative count).
 
 Each step is tuned greedily given the previous ones. With ``mode`` the bias step comes before the
 smoothing step (biases act on probabilities, the mode filter on the labels they give).
+
+**Selection** (``EnsembleConfig.selection``): ``anchored`` (default) applies the best member alone
+unless the pipeline above gains clearly over it on held-out inner folds of the fitting clips;
+``best`` always applies the pipeline above. The rule and why: :mod:`pipeline.scoring.selection`.
 
 **Nested decisions** (``EnsembleConfig.nested``, default on): whether fill, smoothing and biases
 are applied at all is decided on the fitting clips only, by inner folds over them (whole videos,
@@ -148,6 +158,7 @@ class EnsembleConfig:
     # anchored: the ensemble replaces the anchor member only when its gain on held-out inner
     # folds is positive in at least this share of paired video resamples
     clear_gain: float = 0.95
+    min_gain: float = 0.0  # ... and its estimate is above this (macro-F1 points, 0 = any gain)
     selection_resamples: int = 1000  # paired video resamples of that decision
     inner_folds: int = 5  # k of those inner folds (fewer when the fitting clips have fewer videos)
     bootstrap: int = 2000  # resamples of the clip-level bootstrap (0 = no intervals)
@@ -171,9 +182,10 @@ class EnsembleConfig:
         if not self.fallback_thresholds or not all(0 < t <= 1 for t in self.fallback_thresholds):
             raise PipelineError(f"ensemble config: fallback_thresholds"
                                 f" {list(self.fallback_thresholds)}: want values in (0, 1]")
-        if not 0 < self.clear_gain <= 1 or self.selection_resamples < 1:
+        if not 0 < self.clear_gain <= 1 or self.selection_resamples < 1 or self.min_gain < 0:
             raise PipelineError(f"ensemble config: clear_gain {self.clear_gain} (want in (0, 1]),"
-                                f" selection_resamples {self.selection_resamples} (want >= 1)")
+                                f" selection_resamples {self.selection_resamples} (want >= 1),"
+                                f" min_gain {self.min_gain} (want >= 0)")
         if self.tune_on == "train" and self.split == "train":
             raise PipelineError("ensemble config: tune_on train while scoring train (say"
                                 " tune_on = \"same\" to tune on the scored frames)")

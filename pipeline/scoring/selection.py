@@ -76,7 +76,7 @@ def anchored(fit: Fit, data: SplitData, member_names: Sequence[str], config: Ens
         source = "fitting clips"
         anchor = max((n for n in member_names), key=lambda n: fit.tuning_macro_f1[n])
     record: dict = {"rule": "anchored", "anchor": anchor, "anchor_chosen_on": source,
-                    "clear_gain": config.clear_gain}
+                    "clear_gain": config.clear_gain, "min_gain": config.min_gain}
     if held_out is None:
         record.update(kept="anchor", why="fewer than 2 videos to fit on: no held-out gain")
         return _keep_anchor(fit, anchor, record)
@@ -86,7 +86,7 @@ def anchored(fit: Fit, data: SplitData, member_names: Sequence[str], config: Ens
     gain = paired_difference(clip_confusions(data.labels, held_out, data.offsets),
                              clip_confusions(data.labels, anchor_labels, data.offsets),
                              counts, config.confidence)
-    clear = gain.estimate > 0 and gain.share_positive >= config.clear_gain
+    clear = (gain.estimate > config.min_gain and gain.share_positive >= config.clear_gain)
     record.update(held_out_gain=gain.to_json(), kept="ensemble" if clear else "anchor")
     if clear:
         fit.selection = record

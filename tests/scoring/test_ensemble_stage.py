@@ -213,6 +213,7 @@ def test_cli_end_to_end(project, capsys):
     assert "95% CI" in printed and "fitted on" in printed and "report.html" in printed
     assert f"{record['rows'][-1]['macro_f1']:.4f}" in printed
     assert "final minus best member" in printed
+    assert "features in unknown" in printed and record["feature_precision"].startswith("unknown")
     assert record["config"]["bias"] is False and len(record["tuning"]["fits"]) == 2
 
     assert main(["submission", "check", str(out / "submission.txt"),
