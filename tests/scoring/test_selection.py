@@ -1,10 +1,12 @@
-"""The anchored selection rule (issue 25): the best member by its dev score unless the ensemble's
-held-out gain is clear, decided on the fitting clips only."""
+"""The anchored selection rule (issue 25): the best member (on the fitting clips, or by its dev
+score) unless the ensemble's held-out gain is clear, decided on the fitting clips only."""
 
 import numpy as np
+import pytest
 from sklearn.metrics import f1_score
 
 from pipeline.data.labels import NUM_CLASSES
+from pipeline.errors import PipelineError
 from pipeline.scoring import crossfit as C
 from pipeline.scoring import ensemble as E
 from pipeline.scoring.frames import SplitData
@@ -136,3 +138,15 @@ def test_final_row_name_counts_the_fits_that_kept_the_member():
         "final: m/f[2/3] | ensemble[1/3]+bias[1/3]")
     assert C.final_row_name(config, [(), ()], ["m/f", None]) == "final: m/f[1/2] | ensemble[1/2]"
     assert C.final_row_name(config, [("bias",), ("bias",)]) == "final: ensemble+bias"
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(selection="worst"), "selection"),
+    (dict(anchor="val"), "anchor"),
+    (dict(clear_gain=0.0), "clear_gain"),
+    (dict(min_gain=-0.1), "min_gain"),
+    (dict(fallback_thresholds=(0.5, 1.5)), "fallback_thresholds"),
+])
+def test_bad_selection_or_fallback_options_are_one_line_errors(change, message):
+    with pytest.raises(PipelineError, match=message):
+        E.EnsembleConfig(**change)
