@@ -159,6 +159,9 @@ class EnsembleConfig:
     # folds is positive in at least this share of paired video resamples
     clear_gain: float = 0.95
     min_gain: float = 0.0  # ... and its estimate is above this (macro-F1 points, 0 = any gain)
+    # ... and the fitting clips hold at least this many videos (fewer: the anchor is kept; a
+    # bootstrap over so few videos says "clear" too easily, see pipeline.scoring.selection)
+    min_videos: int = 10
     selection_resamples: int = 1000  # paired video resamples of that decision
     inner_folds: int = 5  # k of those inner folds (fewer when the fitting clips have fewer videos)
     bootstrap: int = 2000  # resamples of the clip-level bootstrap (0 = no intervals)
@@ -182,10 +185,12 @@ class EnsembleConfig:
         if not self.fallback_thresholds or not all(0 < t <= 1 for t in self.fallback_thresholds):
             raise PipelineError(f"ensemble config: fallback_thresholds"
                                 f" {list(self.fallback_thresholds)}: want values in (0, 1]")
-        if not 0 < self.clear_gain <= 1 or self.selection_resamples < 1 or self.min_gain < 0:
+        if (not 0 < self.clear_gain <= 1 or self.selection_resamples < 1 or self.min_gain < 0
+                or self.min_videos < 2):
             raise PipelineError(f"ensemble config: clear_gain {self.clear_gain} (want in (0, 1]),"
                                 f" selection_resamples {self.selection_resamples} (want >= 1),"
-                                f" min_gain {self.min_gain} (want >= 0)")
+                                f" min_gain {self.min_gain} (want >= 0), min_videos"
+                                f" {self.min_videos} (want >= 2)")
         if self.tune_on == "train" and self.split == "train":
             raise PipelineError("ensemble config: tune_on train while scoring train (say"
                                 " tune_on = \"same\" to tune on the scored frames)")

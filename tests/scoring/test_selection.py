@@ -64,8 +64,10 @@ def test_it_keeps_the_best_member_when_the_gain_is_noise():
                        member_dev_f1=dev)
     assert any(r.fit.applied.combiner != "r/a" or r.fit.applied.steps
                for r in best.folds)  # the old rule picks something else
-    outcome = C.cross_fit(data, NAMES, _config(smooth="none"), member_dev_f1=dev)
+    # min_videos=2: the bootstrap gate itself decides (6 videos are below the default 10)
+    outcome = C.cross_fit(data, NAMES, _config(smooth="none", min_videos=2), member_dev_f1=dev)
     assert all(r.fit.kept_anchor == "r/a" and r.fit.selection["kept"] == "anchor"
+               and r.fit.selection["held_out_gain"]["share_positive"] < 0.95
                for r in outcome.folds)
     rows = {r.name: r for r in outcome.rows}
     assert outcome.final.name == "final: r/a"
@@ -74,9 +76,10 @@ def test_it_keeps_the_best_member_when_the_gain_is_noise():
 
 
 def test_it_keeps_the_ensemble_when_the_gain_is_clear():
-    # a knows classes 0-3, b knows 4-7: their mean is far better than either, on every video
+    # a knows classes 0-3, b knows 4-7: their mean is far better than either, on every video;
+    # 15 videos in 3 folds: each fit sees 10, min_videos
     rng = np.random.default_rng(1)
-    lengths = [40] * 12
+    lengths = [30] * 15
     labels = _labels(rng, lengths)
     a = _member(rng, labels, 4.0, classes=range(4))
     b = _member(rng, labels, 4.0, classes=range(4, 8))
@@ -89,6 +92,10 @@ def test_it_keeps_the_ensemble_when_the_gain_is_clear():
     assert outcome.final.name.startswith("final: ensemble")
     rows = {r.name: r for r in outcome.rows}
     assert outcome.final.scores.macro_f1 > rows["r/a"].scores.macro_f1 + 0.2
+    # the same clear gain on fewer fitting videos than min_videos does not count
+    few = C.cross_fit(data, NAMES, _config(min_videos=11))
+    assert all(r.fit.kept_anchor is not None and "10 videos" in r.fit.selection["why"]
+               for r in few.folds)
 
 
 def test_the_anchor_is_chosen_on_the_fitting_clips_or_on_dev_scores():
@@ -118,7 +125,7 @@ def test_the_gain_is_decided_on_the_fitting_clips_against_held_out_predictions()
     labels = _labels(rng, lengths)
     data = _split([_member(rng, labels, 2.0, range(5)), _member(rng, labels, 2.0, range(3, 8))],
                   labels, lengths)
-    config = _config(bias=False)
+    config = _config(bias=False, min_videos=2)
     fit = C.nested_fit(data, NAMES, config, anchor="r/a")
     inner = C.inner_fits(data, NAMES, config)
     steps = fit.final.steps if fit.kept_anchor is None else fit.decision["steps"]
@@ -145,6 +152,7 @@ def test_final_row_name_counts_the_fits_that_kept_the_member():
     (dict(anchor="val"), "anchor"),
     (dict(clear_gain=0.0), "clear_gain"),
     (dict(min_gain=-0.1), "min_gain"),
+    (dict(min_videos=1), "min_videos"),
     (dict(fallback_thresholds=(0.5, 1.5)), "fallback_thresholds"),
 ])
 def test_bad_selection_or_fallback_options_are_one_line_errors(change, message):
