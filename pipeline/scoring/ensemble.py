@@ -153,7 +153,7 @@ class EnsembleConfig:
     nested: bool = True  # decide by inner folds whether fill, smoothing and biases are applied
     selection: str = "anchored"  # anchored | best (see pipeline.scoring.selection)
     # anchored: the anchor member is the best on the fitting clips ("fitting") or by its run's
-    # dev-slice score ("dev": no validation label, but the demo's 4 dev videos rank it wrongly)
+    # dev-slice score ("dev": no validation label, but the demo's 3 dev videos rank it wrongly)
     anchor: str = "fitting"
     # anchored: the ensemble replaces the anchor member only when its gain on held-out inner
     # folds is positive in at least this share of paired video resamples

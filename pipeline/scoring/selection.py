@@ -15,7 +15,7 @@ perturbations and put it below the best member in a large share of them
    ``anchor = "dev"``, the member with the best macro-F1 on its own run's dev slice of the training
    videos (``metrics.json``'s ``dev_macro_f1``, written by heads that select on dev; members
    without one are not anchors, and with none the fitting clips decide). ``dev`` reads no
-   validation label, but the demo's dev slice (4 training videos) ranks ``sequence/main`` first
+   validation label, but the demo's dev slice (3 training videos) ranks ``sequence/main`` first
    (0.586 against 0.478 for ``mfm/fusion``) while on validation ``mfm/fusion`` leads by 0.21, so
    the default is ``fitting``. Either way the anchor's rows are honest: the scored fold is not
    among the fitting clips. Its predictions on the fitting clips are the ones it was chosen on,
