@@ -6,8 +6,9 @@ split (``train``), or on the scored frames themselves (``same``, labelled so); s
 :mod:`pipeline.scoring.ensemble`. :func:`nested_fit` is one such fit: the candidate and every
 step tuned on the fitting clips, and which steps to apply decided by inner folds over those same
 clips (:func:`decide_steps`), then the rule of :mod:`pipeline.scoring.selection` (the best member
-unless the ensemble's held-out gain is clear) picks what is applied. Every row carries a clip-level bootstrap interval and the outcome
-a paired bootstrap of the final row minus the best member (:mod:`pipeline.scoring.bootstrap`).
+unless the ensemble's held-out gain is clear) picks what is applied. Every row carries a
+clip-level bootstrap interval and the outcome a paired bootstrap of the final row minus the best
+member (:mod:`pipeline.scoring.bootstrap`).
 """
 
 from __future__ import annotations
@@ -250,7 +251,8 @@ def nested_fit(data: SplitData, member_names: Sequence[str], config: EnsembleCon
     fit = Fit(candidates, tuning, every, final, decision)
     if not rule:
         return fit
-    held_out = None if inner is None else held_out_predictions(data, inner, config, steps)
+    few = len(set(data.groups)) < config.min_videos  # the anchor is kept: no need to predict
+    held_out = None if inner is None or few else held_out_predictions(data, inner, config, steps)
     return anchored(fit, data, member_names, config, anchor, held_out)
 
 

@@ -105,7 +105,8 @@ class Fill(str, Enum):
 
 
 class Selection(str, Enum):
-    """What the final row applies (``EnsembleConfig.selection``; :mod:`pipeline.scoring.selection`)."""
+    """What the final row applies (``EnsembleConfig.selection``; see
+    :mod:`pipeline.scoring.selection`)."""
 
     anchored = "anchored"  # the best member by its dev score unless the ensemble's gain is clear
     best = "best"  # the candidate and steps that score best on the fitting clips
