@@ -10,7 +10,9 @@ lengths); never the dataset's frame folders. Writes into ``out``, every file ato
   (``rows``); ``final_minus_best_member``: the paired bootstrap of the final row minus the best
   member; and ``tuning``: the protocol and, for every fit, the clips it was tuned on, the clips
   it predicted, its applied choices (combiner, its rule and fitted parameters, weights, window,
-  biases, steps), the nested decision of which steps to apply, the test fit included;
+  biases, steps), the nested decision of which steps to apply and the selection rule's record
+  (:mod:`pipeline.scoring.selection`), the test fit included; ``feature_precision``: the precision
+  the members' features were extracted in (:mod:`stages.precision`);
 * ``config.toml`` (the :class:`EnsembleConfig` used), ``report.html`` with its PNGs;
 * ``final_<split>.npz`` and ``face_mask_<split>.npz``: the final pipeline's per-frame
   probabilities of the scored split (:mod:`pipeline.scoring.final_probs`; ``export OUT``);
@@ -54,6 +56,7 @@ from pipeline.scoring.crossfit import (
     Row,
     cross_fit,
     gain_note,
+    member_dev_f1,
     member_fitted_on,
     nested_fit,
     same_frames_note,
@@ -75,6 +78,7 @@ from pipeline.scoring.final_probs import write_final_probs
 from pipeline.scoring.predictions import Predictions
 from pipeline.scoring.report import ReportData, RunInfo, Timeline, write_report
 from pipeline.scoring.submission import check_submission, write_submission
+from stages.precision import feature_precision
 
 
 @dataclass
@@ -95,6 +99,7 @@ class EnsembleResult:
     au: AUOutcome | None = None  # AU scores, when runs have AU outputs
     au_submission_path: Path | None = None  # submission_au.txt, if written ...
     au_submission_note: str = ""  # ... and why not (or how many rows were written)
+    precision: str = "unknown"  # the precision of the members' features (stages.precision)
 
 
 def read_run(run_dir: Path) -> RunInfo:
@@ -208,7 +213,7 @@ def run_ensemble(run_dirs: Sequence[Path], manifests: Path, out: Path,
                                 f" ({missing[0].split('/')[0]}/predictions/train/)")
         tuning_data = load_split(members, clips["train"], "train", progress)
     outcome = cross_fit(scored, names, config, tuning_data, progress,
-                        member_fitted_on(members, runs))
+                        member_fitted_on(members, runs), member_dev_f1(members, runs))
 
     tuning = {
         "protocol": config.tune_on,
@@ -244,9 +249,11 @@ def _write_outputs(run_dirs: Sequence[Path], members: list[Member], names: list[
     au, au_path, au_note = action_units(run_dirs, runs, manifests, config, staging)
 
     final = outcome.final
+    precision = feature_precision(run_dirs, [run.metrics for run in runs])
     record = {
         "split": config.split,
         "final": final.name,
+        "feature_precision": precision,
         **final.scores.to_json(),
         "members": names,
         "macro_f1_ci": final.interval.to_json() if final.interval else None,
@@ -265,7 +272,8 @@ def _write_outputs(run_dirs: Sequence[Path], members: list[Member], names: list[
                                        "submission_note": au_note},
     }
 
-    notes = [f"members: {', '.join(names)}", f"manifests: {manifests}", f"submission: {note}"]
+    notes = [f"members: {', '.join(names)}", f"features extracted in: {precision}",
+             f"manifests: {manifests}", f"submission: {note}"]
     if mismatch_allowed:
         notes.insert(0, "WARNING: --allow-manifest-mismatch: the runs' manifests were not checked")
     for run in runs:  # stage two may have tuned something on the split scored here
@@ -298,7 +306,7 @@ def _write_outputs(run_dirs: Sequence[Path], members: list[Member], names: list[
                           out / report_path.name,
                           out / submission_path.name if submission_path else None, note,
                           outcome.best_member, outcome.gain, au,
-                          out / au_path.name if au_path else None, au_note)
+                          out / au_path.name if au_path else None, au_note, precision)
 
 
 def timelines(scored: SplitData, outcome: Outcome, count: int = 3) -> list[Timeline]:
@@ -314,7 +322,7 @@ def timelines(scored: SplitData, outcome: Outcome, count: int = 3) -> list[Timel
         clip_id = scored.clip_ids[c]
         record = next(r for r in outcome.folds if clip_id in r.scored_clips)
         clip = scored.subset([c])
-        out.append(Timeline(clip_id, predict(clip, record.fit.choices), clip.labels))
+        out.append(Timeline(clip_id, predict(clip, record.fit.applied), clip.labels))
     return out
 
 
@@ -336,7 +344,8 @@ def _submission(members: list[Member], names: list[str], test_clips: list[Clip],
                 else f"no test predictions for {', '.join(missing)}")
         return None, note + ("; removed the earlier submission.txt" if stale else "")
     if config.tune_on == "val-crossfit":
-        test_fit = nested_fit(scored, names, config)  # all of val: no fold is scored here
+        # all of val: no fold is scored here
+        test_fit = nested_fit(scored, names, config, outcome.anchor)
         tuning_clips = list(scored.clip_ids)
     else:  # the single fit of "same" / "train" already used all of its tuning split
         test_fit = outcome.folds[0].fit
@@ -359,6 +368,7 @@ def _submission(members: list[Member], names: list[str], test_clips: list[Clip],
         "tuning_clips": tuning_clips,
         "choices": test_fit.applied.to_json(names),
         "decision": test_fit.decision,
+        "selection": test_fit.selection,
     }
     return path, f"{count} rows for {len(test_clips)} test clips"
 

@@ -5,8 +5,10 @@ frame predicted by a pipeline fitted without it (protocol ``val-crossfit``), fit
 split (``train``), or on the scored frames themselves (``same``, labelled so); see
 :mod:`pipeline.scoring.ensemble`. :func:`nested_fit` is one such fit: the candidate and every
 step tuned on the fitting clips, and which steps to apply decided by inner folds over those same
-clips (:func:`decide_steps`). Every row carries a clip-level bootstrap interval and the outcome
-a paired bootstrap of the final row minus the best member (:mod:`pipeline.scoring.bootstrap`).
+clips (:func:`decide_steps`), then the rule of :mod:`pipeline.scoring.selection` (the best member
+unless the ensemble's held-out gain is clear) picks what is applied. Every row carries a
+clip-level bootstrap interval and the outcome a paired bootstrap of the final row minus the best
+member (:mod:`pipeline.scoring.bootstrap`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pipeline.errors import PipelineError
 from pipeline.progress import ProgressEvent, ProgressFn, silent
 from pipeline.scoring.ensemble import EnsembleConfig
 from pipeline.scoring import combiners
+from pipeline.scoring.combiners import Combination
 from pipeline.data.labels import UNLABELED
 from pipeline.scoring.bootstrap import (
     Difference,
@@ -38,6 +41,7 @@ from pipeline.scoring.fitting import (
 )
 from pipeline.scoring.frames import Member, SplitData
 from pipeline.scoring.metrics import Scores, confusion_matrix, macro_f1_from_confusion
+from pipeline.scoring.selection import anchored, dev_anchor
 
 
 def assign_folds(data: SplitData, k: int) -> np.ndarray:
@@ -95,6 +99,7 @@ class FoldRecord:
             "choices": self.fit.applied.to_json(member_names),
             "every_step_choices": self.fit.choices.to_json(member_names),
             "decision": self.fit.decision,
+            "selection": self.fit.selection,
             "candidates": {
                 name: {**combination.to_json(member_names),
                        "tuning_macro_f1": self.fit.tuning_macro_f1[name]}
@@ -112,6 +117,8 @@ class Outcome:
     tuned_on_scored_frames: bool  # True only for protocol "same"
     best_member: str | None = None  # the member row with the best macro-F1
     gain: Difference | None = None  # final minus best member, paired bootstrap
+    # the member with the best dev score with anchor "dev" (None: chosen per fit, see selection)
+    anchor: str | None = None
 
     @property
     def final(self) -> Row:
@@ -130,15 +137,28 @@ def _step_name(step: str, config: EnsembleConfig) -> str:
     return f"+smooth({config.smooth})" if step == "smooth" else f"+{step}"
 
 
-def final_row_name(config: EnsembleConfig, applied: Sequence[Sequence[str]]) -> str:
-    """``final: ensemble+...``: the steps applied, each with ``[k/n]`` unless every fit chose it."""
-    name = "final: ensemble"
-    for step in pipeline_steps(config):
-        count = sum(step in steps for steps in applied)
-        if count:
-            name += _step_name(step, config) + ("" if count == len(applied)
-                                                else f"[{count}/{len(applied)}]")
-    return name
+def final_row_name(config: EnsembleConfig, applied: Sequence[Sequence[str]],
+                   anchors: Sequence[str | None] | None = None) -> str:
+    """``final: ensemble+...``: the steps applied, each with ``[k/n]`` unless every fit chose it.
+
+    ``anchors``: per fit, the member applied alone by the anchored rule (None: the ensemble).
+    Fits that kept a member read ``<member>[k/n]``, joined to the ensemble's part by `` | ``.
+    """
+    n = len(applied)
+    anchors = list(anchors) if anchors is not None else [None] * n
+    kept = {a: anchors.count(a) for a in anchors if a is not None}
+    parts = [name + ("" if count == n else f"[{count}/{n}]") for name, count in kept.items()]
+    ensemble_fits = [steps for steps, a in zip(applied, anchors) if a is None]
+    if ensemble_fits:
+        name = "ensemble"
+        for step in pipeline_steps(config):
+            count = sum(step in steps for steps in ensemble_fits)
+            if count:
+                name += _step_name(step, config) + ("" if count == n else f"[{count}/{n}]")
+        if len(ensemble_fits) < n:
+            name = f"ensemble[{len(ensemble_fits)}/{n}]" + name[len("ensemble"):]
+        parts.append(name)
+    return "final: " + " | ".join(parts)
 
 
 def _pooled_macro_f1(labels: np.ndarray, predicted: np.ndarray) -> float:
@@ -146,34 +166,58 @@ def _pooled_macro_f1(labels: np.ndarray, predicted: np.ndarray) -> float:
     return float(macro_f1_from_confusion(confusion_matrix(labels[keep], predicted[keep])))
 
 
-def decide_steps(data: SplitData, member_names: Sequence[str], config: EnsembleConfig
-                 ) -> tuple[tuple[str, ...], dict]:
-    """Which configured steps help on held-out clips of ``data`` (inner folds): (steps, record).
+# per inner fold: (its fitting clips, its held-out clips, their frames, the candidate chosen
+# without them)
+InnerFits = list[tuple[SplitData, SplitData, np.ndarray, Combination]]
 
-    See "Nested decisions" in :mod:`pipeline.scoring.ensemble`. Only ``data`` is read.
-    """
-    configured = pipeline_steps(config)
+
+def inner_fits(data: SplitData, member_names: Sequence[str], config: EnsembleConfig
+               ) -> InnerFits | None:
+    """The inner folds of ``data`` (whole videos), each with the candidate selected on the other
+    inner folds; None with fewer than two videos (no held-out clip)."""
     folds = assign_folds(data, config.inner_folds)
     k = int(folds.max()) + 1 if len(folds) else 0
-    if not config.nested or not configured:
-        return tuple(configured), {"checked": False, "why": "nested off" if configured else
-                                   "no step configured", "inner_folds": 0,
-                                   "steps": list(configured), "trials": []}
-    if k < 2:  # no held-out clip to show that a step helps: none is applied
-        return (), {"checked": False, "why": "fewer than 2 videos to fit on: no step applied",
-                    "inner_folds": 0, "steps": [], "trials": []}
-    inner = []  # (fitting clips, held-out clips, their frames, the candidate chosen without them)
+    if k < 2:
+        return None
+    inner = []
     for j in range(k):
         inside = [c for c in range(len(folds)) if folds[c] == j]
         train = data.subset([c for c in range(len(folds)) if folds[c] != j])
         candidates, _, best = fit_candidates(train, member_names, config)
         inner.append((train, data.subset(inside), data.frame_index(inside), candidates[best]))
+    return inner
+
+
+def held_out_predictions(data: SplitData, inner: InnerFits, config: EnsembleConfig,
+                         steps: Sequence[str]) -> np.ndarray:
+    """int8 [N] labels of ``data``: each inner fold's frames predicted by the pipeline with
+    ``steps`` tuned on the other inner folds."""
+    predicted = np.zeros(data.n_frames, dtype=np.int8)
+    for train, held, where, combination in inner:
+        predicted[where] = predict(held, fit_steps(train, combination, config, steps))
+    return predicted
+
+
+def decide_steps(data: SplitData, member_names: Sequence[str], config: EnsembleConfig,
+                 inner: InnerFits | None = None) -> tuple[tuple[str, ...], dict]:
+    """Which configured steps help on held-out clips of ``data`` (inner folds): (steps, record).
+
+    See "Nested decisions" in :mod:`pipeline.scoring.ensemble`. Only ``data`` is read;
+    ``inner``: its :func:`inner_fits`, when made already.
+    """
+    configured = pipeline_steps(config)
+    if not config.nested or not configured:
+        return tuple(configured), {"checked": False, "why": "nested off" if configured else
+                                   "no step configured", "inner_folds": 0,
+                                   "steps": list(configured), "trials": []}
+    inner = inner if inner is not None else inner_fits(data, member_names, config)
+    if inner is None:  # no held-out clip to show that a step helps: none is applied
+        return (), {"checked": False, "why": "fewer than 2 videos to fit on: no step applied",
+                    "inner_folds": 0, "steps": [], "trials": []}
+    k = len(inner)
 
     def held_out_score(steps: Sequence[str]) -> float:
-        predicted = np.zeros(data.n_frames, dtype=np.int8)
-        for train, held, where, combination in inner:
-            predicted[where] = predict(held, fit_steps(train, combination, config, steps))
-        return _pooled_macro_f1(data.labels, predicted)
+        return _pooled_macro_f1(data.labels, held_out_predictions(data, inner, config, steps))
 
     applied: list[str] = []
     current = held_out_score(applied)
@@ -189,26 +233,41 @@ def decide_steps(data: SplitData, member_names: Sequence[str], config: EnsembleC
                             "trials": trials}
 
 
-def nested_fit(data: SplitData, member_names: Sequence[str], config: EnsembleConfig) -> Fit:
+def nested_fit(data: SplitData, member_names: Sequence[str], config: EnsembleConfig,
+               anchor: str | None = None) -> Fit:
     """Fit on ``data``: the best candidate, every configured step (for the step rows), and the
-    pipeline of the steps :func:`decide_steps` keeps (the one applied)."""
+    pipeline of the steps :func:`decide_steps` keeps; with ``selection = "anchored"`` the
+    anchor member replaces that pipeline unless its held-out gain is clear
+    (:func:`pipeline.scoring.selection.anchored`; ``anchor``: the dev-chosen member, None:
+    chosen on ``data``)."""
     candidates, tuning, best = fit_candidates(data, member_names, config)
     every = fit_steps(data, candidates[best], config, pipeline_steps(config))
-    steps, decision = decide_steps(data, member_names, config)
+    rule = config.selection == "anchored" and len(member_names) > 1
+    needs_inner = rule or (config.nested and pipeline_steps(config))
+    inner = inner_fits(data, member_names, config) if needs_inner else None
+    steps, decision = decide_steps(data, member_names, config, inner)
     final = every if list(steps) == pipeline_steps(config) else fit_steps(
         data, candidates[best], config, steps)
-    return Fit(candidates, tuning, every, final, decision)
+    fit = Fit(candidates, tuning, every, final, decision)
+    if not rule:
+        return fit
+    few = len(set(data.groups)) < config.min_videos  # the anchor is kept: no need to predict
+    held_out = None if inner is None or few else held_out_predictions(data, inner, config, steps)
+    return anchored(fit, data, member_names, config, anchor, held_out)
 
 
 def cross_fit(scored: SplitData, member_names: Sequence[str], config: EnsembleConfig,
               tuning: SplitData | None = None, progress: ProgressFn = silent,
-              member_fitted_on: dict[str, str] | None = None) -> Outcome:
+              member_fitted_on: dict[str, str] | None = None,
+              member_dev_f1: dict[str, float] | None = None) -> Outcome:
     """Score members, candidates and pipeline steps on ``scored``, fitting per the protocol.
 
     ``tuning`` is the declared tuning split's data (protocol ``train``); ignored otherwise.
     ``member_fitted_on`` says where each member's head made its choices (default: on val, as
-    heads that early-stop on val do).
+    heads that early-stop on val do). ``member_dev_f1``: each member's macro-F1 on its run's dev
+    slice, where recorded (the anchored rule's anchor, :mod:`pipeline.scoring.selection`).
     """
+    anchor = dev_anchor(member_names, member_dev_f1 or {}) if config.anchor == "dev" else None
     if scored.labels is None:
         raise PipelineError(f"split {config.split} has no labels to score against")
     all_clips = list(range(len(scored.clip_ids)))
@@ -241,7 +300,7 @@ def cross_fit(scored: SplitData, member_names: Sequence[str], config: EnsembleCo
     records = []
     progress(ProgressEvent("tune", total=len(plan)))
     for fold, tune_data, inside, tuning_split in plan:
-        result = nested_fit(tune_data, member_names, config)
+        result = nested_fit(tune_data, member_names, config, anchor)
         target = scored if len(inside) == len(all_clips) else scored.subset(inside)
         where = scored.frame_index(inside)
         for name in names:
@@ -285,8 +344,9 @@ def cross_fit(scored: SplitData, member_names: Sequence[str], config: EnsembleCo
         # fitted: the selection among several candidates, a window, biases (not the fill rule)
         tuned = len(names) > 1 or any(step != "fill" for step in steps[:i])
         rows.append(row(name, "pipeline", protocol if tuned else NOTHING))
-    final = row(final_row_name(config, [r.fit.applied.steps for r in records]), "final", protocol,
-                predicted=final_predictions)
+    final = row(final_row_name(config, [r.fit.applied.steps for r in records],
+                               [r.fit.kept_anchor for r in records]),
+                "final", protocol, predicted=final_predictions)
     rows.append(final)
 
     members = [r for r in rows if r.kind == "member"]
@@ -295,7 +355,8 @@ def cross_fit(scored: SplitData, member_names: Sequence[str], config: EnsembleCo
     if best is not None and counts is not None:
         gain = paired_difference(final.clip_confusions, best.clip_confusions, counts,
                                  config.confidence)
-    return Outcome(rows, records, config.tune_on == "same", best.name if best else None, gain)
+    return Outcome(rows, records, config.tune_on == "same", best.name if best else None, gain,
+                   anchor)
 
 
 def member_fitted_on(members: Sequence[Member], runs: Sequence[Any]) -> dict[str, str]:
@@ -303,6 +364,18 @@ def member_fitted_on(members: Sequence[Member], runs: Sequence[Any]) -> dict[str
     ("train-dev" or "val"); "val" when absent (heads that early-stop on val write none)."""
     selected = {run.name: run.metrics.get("selected_on") or "val" for run in runs}
     return {m.name: str(selected[m.run_dir.name]) for m in members}
+
+
+def member_dev_f1(members: Sequence[Member], runs: Sequence[Any]) -> dict[str, float]:
+    """Each member's macro-F1 on its run's dev slice (``metrics.json["dev_macro_f1"]``), for the
+    members whose run recorded one (heads that selected on val record none)."""
+    dev = {run.name: run.metrics.get("dev_macro_f1") for run in runs}
+    out = {}
+    for m in members:
+        scores = dev.get(m.run_dir.name)
+        if isinstance(scores, dict) and isinstance(scores.get(m.output), (int, float)):
+            out[m.name] = float(scores[m.output])
+    return out
 
 
 def same_frames_note(rows: Sequence[Row]) -> str | None:

@@ -26,12 +26,22 @@ The fitted pipeline (:class:`pipeline.scoring.fitting.Choices`) applies, in orde
    by repeating the clip's first/last frame), or ``mode`` (majority vote over predicted labels;
    shrinking window; a tie keeps the frame's own label when it is among the tied, else the lowest
    class index). The window is tuned from ``EnsembleConfig.windows`` (1 = off);
+   **fallback** (``EnsembleConfig.fallback``, off by default; issue 21's confidence fallback):
+   only the frames whose own top probability (combined and filled, before smoothing) is below a
+   threshold take the smoothed prediction; the others keep their own. The threshold is tuned from
+   ``fallback_thresholds`` and "every frame" (plain smoothing), the lowest of equally good ones,
+   given the smooth step's window when smoothing is applied, else jointly with the window. A
+   step of its own: applied only where the nested decisions below keep it;
 4. **bias**: per-class offsets added to log-probabilities before the argmax, tuned for macro-F1
    by coordinate ascent (each class's offset in turn set to its best value on a grid, holding
    the others; the best value is found exactly for the whole grid from one cumulative count).
 
 Each step is tuned greedily given the previous ones. With ``mode`` the bias step comes before the
 smoothing step (biases act on probabilities, the mode filter on the labels they give).
+
+**Selection** (``EnsembleConfig.selection``): ``anchored`` (default) applies the best member alone
+unless the pipeline above gains clearly over it on held-out inner folds of the fitting clips;
+``best`` always applies the pipeline above. The rule and why: :mod:`pipeline.scoring.selection`.
 
 **Nested decisions** (``EnsembleConfig.nested``, default on): whether fill, smoothing and biases
 are applied at all is decided on the fitting clips only, by inner folds over them (whole videos,
@@ -94,6 +104,14 @@ class Fill(str, Enum):
     none = "none"
 
 
+class Selection(str, Enum):
+    """What the final row applies (``EnsembleConfig.selection``; see
+    :mod:`pipeline.scoring.selection`)."""
+
+    anchored = "anchored"  # the best member by its dev score unless the ensemble's gain is clear
+    best = "best"  # the candidate and steps that score best on the fitting clips
+
+
 class Protocol(str, Enum):
     """Where the choices are fitted (``EnsembleConfig.tune_on``)."""
 
@@ -109,6 +127,8 @@ def values(choices: type[Enum]) -> tuple[str, ...]:
 SMOOTHERS = values(Smoother)
 FILLS = values(Fill)
 PROTOCOLS = values(Protocol)
+SELECTIONS = values(Selection)
+ANCHORS = ("fitting", "dev")
 
 
 @dataclass
@@ -121,6 +141,10 @@ class EnsembleConfig:
     smooth: str = "mean"  # temporal filter within clips: mean | median | mode | none
     windows: tuple[int, ...] = (1, 5, 11, 25, 51, 101, 201)  # odd filter widths tried (1 = off)
     fill: str = "nearest"  # frames with no face: nearest (copy the nearest face frame) | none
+    # confidence fallback (off by default): only frames whose top probability is below a tuned
+    # threshold take the smoothed prediction; a step of its own, decided like the others
+    fallback: bool = False
+    fallback_thresholds: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # tried
     bias: bool = True  # tune per-class log-probability offsets for macro-F1
     bias_range: float = 2.0  # offsets are searched in [-bias_range, +bias_range] ...
     bias_step: float = 0.1  # ... on a grid of this step
@@ -128,6 +152,18 @@ class EnsembleConfig:
     proportional: bool = True  # the m,n rule of paper 004 for every pair of members
     max_weight: int = 5  # integer weights 0..max_weight (the m,n rule uses 1..max_weight)
     nested: bool = True  # decide by inner folds whether fill, smoothing and biases are applied
+    selection: str = "anchored"  # anchored | best (see pipeline.scoring.selection)
+    # anchored: the anchor member is the best on the fitting clips ("fitting") or by its run's
+    # dev-slice score ("dev": no validation label, but the demo's 3 dev videos rank it wrongly)
+    anchor: str = "fitting"
+    # anchored: the ensemble replaces the anchor member only when its gain on held-out inner
+    # folds is positive in at least this share of paired video resamples
+    clear_gain: float = 0.95
+    min_gain: float = 0.0  # ... and its estimate is above this (macro-F1 points, 0 = any gain)
+    # ... and the fitting clips hold at least this many videos (fewer: the anchor is kept; a
+    # bootstrap over so few videos says "clear" too easily, see pipeline.scoring.selection)
+    min_videos: int = 10
+    selection_resamples: int = 1000  # paired video resamples of that decision
     inner_folds: int = 5  # k of those inner folds (fewer when the fitting clips have fewer videos)
     bootstrap: int = 2000  # resamples of the clip-level bootstrap (0 = no intervals)
     bootstrap_seed: int = 0  # seed of those resamples
@@ -136,7 +172,8 @@ class EnsembleConfig:
     def __post_init__(self) -> None:
         """Raise :class:`PipelineError` naming the first bad option."""
         for name, allowed in (("split", SPLITS), ("tune_on", PROTOCOLS), ("smooth", SMOOTHERS),
-                              ("fill", FILLS)):
+                              ("fill", FILLS), ("selection", SELECTIONS),
+                              ("anchor", ANCHORS)):
             value = getattr(self, name)
             if isinstance(value, Enum):  # a choice given as the Enum itself: store its value
                 value = value.value
@@ -145,6 +182,16 @@ class EnsembleConfig:
                 raise PipelineError(f"ensemble config: {name} {value!r} is not one"
                                     f" of {', '.join(allowed)}")
         self.windows = tuple(self.windows)
+        self.fallback_thresholds = tuple(float(t) for t in self.fallback_thresholds)
+        if not self.fallback_thresholds or not all(0 < t <= 1 for t in self.fallback_thresholds):
+            raise PipelineError(f"ensemble config: fallback_thresholds"
+                                f" {list(self.fallback_thresholds)}: want values in (0, 1]")
+        if (not 0 < self.clear_gain <= 1 or self.selection_resamples < 1 or self.min_gain < 0
+                or self.min_videos < 2):
+            raise PipelineError(f"ensemble config: clear_gain {self.clear_gain} (want in (0, 1]),"
+                                f" selection_resamples {self.selection_resamples} (want >= 1),"
+                                f" min_gain {self.min_gain} (want >= 0), min_videos"
+                                f" {self.min_videos} (want >= 2)")
         if self.tune_on == "train" and self.split == "train":
             raise PipelineError("ensemble config: tune_on train while scoring train (say"
                                 " tune_on = \"same\" to tune on the scored frames)")

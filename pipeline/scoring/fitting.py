@@ -1,4 +1,5 @@
-"""Fitting stage three's pipeline on tuning frames, and applying it: combine, fill, smooth, bias.
+"""Fitting stage three's pipeline on tuning frames, and applying it: combine, fill, smooth,
+fallback, bias.
 
 :func:`fit_candidates` fits every candidate of every combiner (:mod:`pipeline.scoring.combiners`)
 on the tuning clips and keeps the one with the best macro-F1 there (the first on a tie);
@@ -27,6 +28,7 @@ from pipeline.scoring.postprocess import (
     argmax_labels,
     biased_labels,
     fill_no_face,
+    low_confidence,
     mode_filter,
     smooth_probs,
 )
@@ -43,6 +45,9 @@ class Choices:
     window: int  # filter width in frames (1 = off)
     bias: tuple[float, ...]  # per-class log-probability offsets (zeros = none)
     steps: tuple[str, ...] = ("fill", "smooth", "bias")  # the post-processing steps applied
+    # confidence fallback: only frames whose top probability is below this take the smoothed
+    # prediction (None: every frame does, plain smoothing); used when "fallback" is in steps
+    threshold: float | None = None
 
     @property
     def combiner(self) -> str:
@@ -57,6 +62,7 @@ class Choices:
             "smooth": self.smooth,
             "window": self.window,
             "bias": dict(zip(CLASSES, self.bias)),
+            "fallback_threshold": self.threshold,
             "steps": list(self.steps),
         }
 
@@ -70,6 +76,8 @@ class Fit:
     choices: Choices  # the pipeline with every configured step, built on the best candidate
     final: Choices | None = None  # the steps decided to help (nested decisions); None: choices
     decision: dict | None = None  # how they were decided, for scores.json
+    selection: dict | None = None  # the anchored rule's record (pipeline.scoring.selection)
+    kept_anchor: str | None = None  # the member applied alone when the anchored rule kept it
 
     @property
     def applied(self) -> Choices:
@@ -80,7 +88,8 @@ class Fit:
 def pipeline_steps(config: EnsembleConfig) -> list[str]:
     """The post-processing steps after "combine", in the order they are applied and tuned."""
     steps = ["fill"] if config.fill != "none" else []
-    smooth = ["smooth"] if config.smooth != "none" else []
+    smooth = (["smooth"] + (["fallback"] if config.fallback else [])
+              if config.smooth != "none" else [])
     bias = ["bias"] if config.bias else []
     return steps + (bias + smooth if config.smooth == "mode" else smooth + bias)
 
@@ -122,16 +131,23 @@ def fit_steps(data: SplitData, combination: Combination, config: EnsembleConfig,
     in order, on ``data``; a step not given is off (fill none, smoothing none, no biases)."""
     keep = data.labels != UNLABELED
     y = data.labels[keep]
+    smooths = "smooth" in steps or "fallback" in steps
     choices = Choices(combination, config.fill if "fill" in steps else "none",
-                      config.smooth if "smooth" in steps else "none", 1, (0.0,) * NUM_CLASSES,
+                      config.smooth if smooths else "none", 1, (0.0,) * NUM_CLASSES,
                       tuple(steps))
     probs = _prepare(data, choices)
     for step in steps:
         if step == "smooth":
             window = _window_search(probs, data, choices, config.windows)
             choices = replace(choices, window=window)
+        elif step == "fallback":
+            # given the smooth step's window when it is applied; else the window is tuned too
+            windows = [choices.window] if "smooth" in steps else config.windows
+            window, threshold = _fallback_search(probs, data, choices, windows,
+                                                 config.fallback_thresholds)
+            choices = replace(choices, window=window, threshold=threshold)
         elif step == "bias":
-            smoothed = smooth_probs(probs, data.offsets, choices.smooth, choices.window)
+            smoothed = _smoothed_probs(probs, data.offsets, choices, "fallback" in steps)
             bias = bias_search(np.log(smoothed[keep] + EPS), y, config.bias_grid(),
                                config.bias_rounds)
             choices = replace(choices, bias=tuple(float(b) for b in bias))
@@ -171,17 +187,58 @@ def _window_search(probs: np.ndarray, data: SplitData, choices: Choices,
     return best
 
 
+def _fallback_search(probs: np.ndarray, data: SplitData, choices: Choices,
+                     windows: Sequence[int], thresholds: Sequence[float]
+                     ) -> tuple[int, float | None]:
+    """(window, threshold) of the confidence fallback with the best macro-F1 on ``data``.
+
+    Every threshold (then None: every frame smoothed) for every window; ties go to the narrowest
+    window, then the lowest threshold (the fewest frames changed). Each window is smoothed once.
+    """
+    keep = data.labels != UNLABELED
+    best, best_score = (choices.window, None), -1.0
+    for window in sorted(windows):
+        at_window = replace(choices, window=window)
+        smoothed = (smooth_probs(probs, data.offsets, choices.smooth, window)
+                    if choices.smooth in ("mean", "median") else None)
+        for threshold in (*sorted(thresholds), None):
+            labels = _finish(probs, data.offsets, replace(at_window, threshold=threshold),
+                             smooth=True, bias=True, fallback=True, smoothed=smoothed)
+            score = macro_f1_from_confusion(confusion_matrix(data.labels[keep], labels[keep]))
+            if score > best_score:
+                best, best_score = (window, threshold), score
+    return best
+
+
+def _smoothed_probs(probs: np.ndarray, offsets: np.ndarray, choices: Choices, fallback: bool,
+                    smoothed: np.ndarray | None = None) -> np.ndarray:
+    """The probabilities after a mean or median filter (``smoothed``: computed already), only on
+    the low-confidence frames under the fallback; ``probs`` as they are for ``mode``/``none``."""
+    if choices.smooth not in ("mean", "median"):
+        return probs
+    if smoothed is None:
+        smoothed = smooth_probs(probs, offsets, choices.smooth, choices.window)
+    low = low_confidence(probs, choices.threshold) if fallback else None
+    return smoothed if low is None else np.where(low[:, None], smoothed, probs)
+
+
 def _finish(probs: np.ndarray, offsets: np.ndarray, choices: Choices, smooth: bool,
-            bias: bool) -> np.ndarray:
-    """Labels from combined (and filled) probabilities: smoothing, biases, argmax, mode filter."""
+            bias: bool, fallback: bool = False, smoothed: np.ndarray | None = None
+            ) -> np.ndarray:
+    """Labels from combined (and filled) probabilities: smoothing (with the confidence fallback:
+    only on frames whose own top probability is below the threshold), biases, argmax, mode
+    filter. ``smoothed``: the mean or median filter's output, when computed already."""
+    own = probs
     if smooth:
-        probs = smooth_probs(probs, offsets, choices.smooth, choices.window)
+        probs = _smoothed_probs(own, offsets, choices, fallback, smoothed)
     if bias and any(choices.bias):
         labels = biased_labels(probs, choices.bias)
     else:
         labels = argmax_labels(probs)
     if smooth and choices.smooth == "mode":
-        labels = mode_filter(labels, offsets, choices.window)
+        filtered = mode_filter(labels, offsets, choices.window)
+        low = low_confidence(own, choices.threshold) if fallback else None
+        labels = filtered if low is None else np.where(low, filtered, labels)
     return labels
 
 
@@ -207,4 +264,5 @@ def predict(data: SplitData, choices: Choices, steps: Sequence[str] | None = Non
     """int8 [N] labels of the pipeline, applying only the named steps (its own when None)."""
     steps = choices.steps if steps is None else steps
     probs = _prepare(data, choices, fill="fill" in steps)
-    return _finish(probs, data.offsets, choices, smooth="smooth" in steps, bias="bias" in steps)
+    return _finish(probs, data.offsets, choices, smooth="smooth" in steps or "fallback" in steps,
+                   bias="bias" in steps, fallback="fallback" in steps)

@@ -1,4 +1,4 @@
-"""Per-clip post-processing of combined per-frame probabilities: fill, smooth, bias.
+"""Per-clip post-processing of combined per-frame probabilities: fill, smooth, fallback, bias.
 
 Every operation takes the frames of a split concatenated clip after clip (clip c is frames
 ``offsets[c]:offsets[c + 1]``) and never lets one clip's frames affect another's:
@@ -9,6 +9,8 @@ Every operation takes the frames of a split concatenated clip after clip (clip c
   (clip ends padded with the clip's first/last frame) of the probabilities;
 * :func:`mode_filter`: majority vote over predicted labels (shrinking window; a tie keeps the
   frame's own label when it is among the tied, else the lowest class index);
+* :func:`low_confidence`: the frames whose top probability is below a threshold, the ones that
+  take the smoothed prediction under the confidence fallback (the other frames keep their own);
 * :func:`biased_labels`: per-class offsets added to log-probabilities before the argmax.
 
 The order in which they are applied and how each is tuned: :mod:`pipeline.scoring.ensemble`; the
@@ -83,3 +85,12 @@ def argmax_labels(scores: np.ndarray) -> np.ndarray:
 def biased_labels(probs: np.ndarray, bias: Sequence[float]) -> np.ndarray:
     """int8 [N] labels of argmax(log(probs) + bias): the per-class offsets applied to [N, 8]."""
     return argmax_labels(np.log(probs + EPS) + np.asarray(bias, dtype=np.float32))
+
+
+def low_confidence(probs: np.ndarray, threshold: float | None) -> np.ndarray | None:
+    """bool [N]: the frames whose top probability is below ``threshold`` (the confidence fallback:
+    they take the smoothed prediction, the others keep their own); None for ``threshold`` None,
+    meaning every frame takes the smoothed prediction (plain smoothing)."""
+    if threshold is None:
+        return None
+    return probs.max(axis=1) < np.float32(threshold)

@@ -300,7 +300,9 @@ def test_rows_members_then_ensembles_then_pipeline_steps():
                           "ensemble+fill+bias+smooth(mode)"]
     assert outcome.final.name == names[-1] and outcome.final.kind == "final"
     applied = [record.fit.applied.steps for record in outcome.folds]
-    assert outcome.final.name == C.final_row_name(E.EnsembleConfig(smooth="mode"), applied)
+    anchors = [record.fit.kept_anchor for record in outcome.folds]
+    assert outcome.final.name == C.final_row_name(E.EnsembleConfig(smooth="mode"), applied,
+                                                  anchors)
     assert all(r.scores.n_frames == int((labels != -1).sum()) for r in outcome.rows)
 
 

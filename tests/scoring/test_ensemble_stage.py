@@ -84,7 +84,9 @@ def test_stage_writes_scores_report_and_submission(project):
     record = json.loads((out / "scores.json").read_text())
     for key in ("macro_f1", "accuracy", "abaw2021_score", "per_class_f1", "n_frames", "tuning"):
         assert key in record
-    assert record["final"] == result.final.name and result.final.name.startswith("final: ensemble")
+    # the fixture's val split has too few videos for a clear ensemble gain (the anchored rule)
+    assert record["final"] == result.final.name and result.final.name.startswith("final: mfm/")
+    assert all(fit["selection"]["kept"] == "anchor" for fit in record["tuning"]["fits"])
     assert "ensemble+fill+smooth(mean)+bias" in [r["name"] for r in record["rows"]]
     assert record["macro_f1"] == pytest.approx(result.final.scores.macro_f1)
     assert len(record["per_class_f1"]) == 8
@@ -110,7 +112,8 @@ def test_stage_writes_scores_report_and_submission(project):
     for fit in tuning["fits"]:
         assert not set(fit["scored_clips"]) & set(fit["tuning_clips"])
         assert set(fit["choices"]) >= {"combiner", "weights", "window", "bias", "steps"}
-        assert fit["decision"]["checked"] and fit["choices"]["steps"] == fit["decision"]["steps"]
+        kept = fit["decision"]["steps"] if fit["selection"]["kept"] == "ensemble" else []
+        assert fit["decision"]["checked"] and fit["choices"]["steps"] == kept  # anchor: no step
     assert tuning["test"]["tuning_clips"] == [c.clip_id for c in clips["val"]]
 
     assert result.submission_path == out / "submission.txt"
@@ -213,6 +216,7 @@ def test_cli_end_to_end(project, capsys):
     assert "95% CI" in printed and "fitted on" in printed and "report.html" in printed
     assert f"{record['rows'][-1]['macro_f1']:.4f}" in printed
     assert "final minus best member" in printed
+    assert "features in unknown" in printed and record["feature_precision"].startswith("unknown")
     assert record["config"]["bias"] is False and len(record["tuning"]["fits"]) == 2
 
     assert main(["submission", "check", str(out / "submission.txt"),
