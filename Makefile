@@ -40,10 +40,8 @@ $(STAMP): pyproject.toml requirements/constraints.txt requirements/torch-$(TORCH
 EXTRACTORS ?= -e swin -e logmel -e tdnn
 EXTRACT_OPTS ?= --precision auto
 # The demo computes audio embeddings at every frame: with tdnn's per-clip path, --audio-stride 8
-# saves only about 1.2x of the audio part (tests/bench/bench_audio_embedding.py). Its audio cue is a
-# steady frequency band, which tdnn's default 3 s sliding cepstral mean normalisation removes
-# (measured: mfm/fusion 0.23 with it, 0.75 without), so the demo turns it off.
-DEMO_EXTRACT_OPTS ?= --precision auto --set configs.tdnn.mean_norm=none
+# saves only about 1.2x of the audio part (tests/bench/bench_audio_embedding.py).
+DEMO_EXTRACT_OPTS ?= --precision auto
 FUSE_METHODS ?= image audio mfm sequence proportional
 
 demo-data: setup
