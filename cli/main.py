@@ -11,7 +11,7 @@ import threading
 
 import typer
 
-from cli import cv, data, demo, ensemble, export, extract, fuse
+from cli import cv, data, demo, ensemble, export, extract, finetune, fuse
 from cli import store_io  # noqa: F401  (adds `store import|export` to extract's store group)
 from cli._common import err_console
 from pipeline import __version__
@@ -37,10 +37,10 @@ def _root(
                                  help="Print the version and exit."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks instead of one-line errors."),
 ) -> None:
-    """Stages: demo-data/manifest -> extract -> fuse -> ensemble."""
+    """Stages: demo-data/manifest -> [finetune] -> extract -> fuse -> ensemble."""
 
 
-for group in (data, demo, extract, fuse, ensemble, cv, export):
+for group in (data, demo, finetune, extract, fuse, ensemble, cv, export):
     group.register(app)
 
 
