@@ -9,9 +9,11 @@ becomes a tensor (augmentation, preprocessing), and what the weights record says
   same statistics, which the record carries.
 * :class:`AudioBackbone` (``backbone = "tdnn"``): the ``tdnn`` extractor's x-vector network
   (:class:`~pipeline.features.extractors.tdnn.XVector`). A sample is a labelled video frame; its
-  input is the log-mel window of ``tdnn.windows[0]`` video frames centred on it, cut exactly as
+  input is the log-mel window of ``window`` video frames centred on it, cut exactly as
   stage one cuts it (:func:`~pipeline.features.audio_windows.frame_windows`, the extractor's own
-  frontend and CMN), labelled by its centre frame (jin2021's audio model). No augmentation.
+  frontend and CMN), labelled by its centre frame (jin2021's audio model). A window's rows
+  depend on its clip's fps, so batches hold windows of one length (:meth:`Backbone.shape_keys`).
+  No augmentation.
   Frontends are computed once per clip and held in memory (fine for the demo; Aff-Wild2's 45 h of
   audio at 200 rows/s would take about 8 GB: a decode-once cache on disk is not done yet).
 
@@ -36,7 +38,7 @@ from pipeline.data.labels import UNLABELED
 from pipeline.data.manifest import Clip
 from pipeline.data.media import decode_audio, read_image
 from pipeline.errors import PipelineError
-from pipeline.features.audio_windows import frame_windows
+from pipeline.features.audio_windows import frame_windows, window_length
 from pipeline.finetune.config import FinetuneConfig
 
 
@@ -114,6 +116,10 @@ class Backbone:
     def dataset(self, samples: Samples, plan: np.ndarray, seeds: np.ndarray | None) -> _Plan:
         return _Plan(self, samples, plan, seeds)
 
+    def shape_keys(self, samples: Samples) -> np.ndarray:
+        """int64 [N]: samples with equal keys have inputs of equal shape (a batch holds one key)."""
+        return np.zeros(len(samples), dtype=np.int64)
+
 
 class FaceBackbone(Backbone):
     family = "timm"
@@ -176,11 +182,15 @@ class AudioBackbone(Backbone):
 
     def __init__(self, config: FinetuneConfig) -> None:
         super().__init__(config)
-        from pipeline.features.extractors.tdnn import Tdnn
+        from pipeline.features.extractors.tdnn import Tdnn, resolve_preprocessing
+        from pipeline.features.weights_record import read_record
 
-        # The extractor itself computes the frontend (log-mel + CMN): what stage one will feed.
-        self.extractor = Tdnn(config=config.tdnn)
-        self.window = int(config.tdnn.windows[0])
+        # The extractor itself computes the frontend (log-mel + CMN): what stage one will feed;
+        # unset CMN options resolve as they would for the initial weights.
+        tdnn = dataclasses.replace(config.tdnn, windows=(config.window,))
+        tdnn = resolve_preprocessing(tdnn, read_record(config.weights), config.weights)
+        self.extractor = Tdnn(config=tdnn)
+        self.window = config.window
         self._fronts: dict[str, np.ndarray] = {}
 
     def build(self) -> nn.Module:
@@ -213,6 +223,12 @@ class AudioBackbone(Backbone):
             wave = decode_audio(clip.audio_path, self.extractor.frontend_sample_rate)
             self._fronts[clip.audio_path] = self.extractor.compute_frontend(wave)
         return self._fronts[clip.audio_path]
+
+    def shape_keys(self, samples: Samples) -> np.ndarray:
+        # A window's rows depend on its clip's fps: batches are cut per window length.
+        lengths = np.array([window_length(self.window, clip.fps, self.extractor.frontend_frame_rate)
+                            for clip in samples.clips], dtype=np.int64)
+        return lengths[samples.clip] if len(samples) else np.zeros(0, dtype=np.int64)
 
     def tensor(self, samples: Samples, i: int, seed: int | None) -> torch.Tensor:
         clip = samples.clips[int(samples.clip[i])]

@@ -28,12 +28,6 @@ class AugmentConfig:
     color_jitter: float = 0.2  # brightness/contrast/saturation jitter strength (0: none)
 
 
-def _tdnn_default() -> TdnnConfig:
-    # One 32-frame window per centre frame (jin2021/paper 000's shortest window); no CMN: the
-    # paper is silent and level cues carry expression (the record says what was used).
-    return TdnnConfig(windows=(32,), mean_norm="none", cmn_seconds=3.0)
-
-
 @dataclass
 class FinetuneConfig:
     backbone: str = "timm"  # "timm" (face crops, any timm model) or "tdnn" (log-mel windows)
@@ -59,7 +53,11 @@ class FinetuneConfig:
     loss: LossConfig = field(default_factory=LossConfig)  # the heads' losses (ce, focal, coarse_fine)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)  # balance / majority_cap / interval
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    tdnn: TdnnConfig = field(default_factory=_tdnn_default)  # backbone tdnn: network, frontend, window, CMN
+    # backbone tdnn: the log-mel window (video frames) centred on each labelled frame (paper 000's
+    # shortest dynamic window), and the network, frontend and CMN (tdnn's own options; mean_norm
+    # unset: as the extractor resolves it for the initial weights, "none" for random ones).
+    window: int = 32
+    tdnn: TdnnConfig = field(default_factory=TdnnConfig)
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
@@ -73,9 +71,8 @@ class FinetuneConfig:
         if self.sampling.purity:
             raise PipelineError("sampling.purity applies to dynamic audio windows of stage two; "
                                 "finetune labels a window by its centre frame")
-        if self.backbone == "tdnn" and len(self.tdnn.windows) != 1:
-            raise PipelineError(f"tdnn.windows {list(self.tdnn.windows)}: finetune trains on one "
-                                "window length")
+        if self.window < 1:
+            raise PipelineError(f"window {self.window}: need a positive number of video frames")
 
 
 def build_config(manifests: str | Path, backbone: str | None = None, model: str | None = None,

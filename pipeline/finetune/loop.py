@@ -23,7 +23,7 @@ rerun writes the same bytes as one never interrupted. A changed config is refuse
 stays.
 
 **DDP.** Under ``torchrun`` (``WORLD_SIZE`` > 1) each process trains ``batch_size / world`` of
-every step on its share of the epoch's plan (gloo on CPU, NCCL on CUDA); rank 0 holds the lock
+every step's samples (:func:`batches`) (gloo on CPU, NCCL on CUDA); rank 0 holds the lock
 and writes every file. Every process scores the whole dev slice (the same numbers, so every
 process takes the same early-stopping decision without communicating).
 """
@@ -147,9 +147,30 @@ def _optimizer(model: Classifier, config: FinetuneConfig) -> torch.optim.Optimiz
     return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
 
 
-def _loader(dataset: torch.utils.data.Dataset, batch: int, config: FinetuneConfig,
-            device: torch.device) -> torch.utils.data.DataLoader:
-    return torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=False,
+def batches(keys: np.ndarray, size: int, world: int, rank: int, seed: int, epoch: int
+            ) -> list[list[int]]:
+    """This process's batches (positions into the epoch's plan) of one epoch.
+
+    Global batches of ``size`` consecutive plan positions with one shape key each (in plan order
+    within a key), visited in an order drawn from ``(seed, epoch)``; each is cut to a multiple of
+    ``world`` and process ``rank`` takes every ``world``-th position of it, so every process runs
+    the same number of steps (DDP needs that)."""
+    cut: list[np.ndarray] = []
+    for key in np.unique(keys):
+        positions = np.flatnonzero(keys == key)
+        cut.extend(positions[i:i + size] for i in range(0, len(positions), size))
+    order = np.random.default_rng([seed, epoch, 1]).permutation(len(cut))
+    out = []
+    for b in order:
+        batch = cut[b][:len(cut[b]) // world * world]
+        if len(batch):
+            out.append([int(p) for p in batch[rank::world]])
+    return out
+
+
+def _loader(dataset: torch.utils.data.Dataset, batch_sampler: list[list[int]],
+            config: FinetuneConfig, device: torch.device) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(dataset, batch_sampler=batch_sampler,
                                        num_workers=config.workers,
                                        pin_memory=device.type == "cuda")
 
@@ -169,12 +190,16 @@ def predict(model: Classifier, backbone: Backbone, samples: Samples, config: Fin
             device: torch.device) -> np.ndarray:
     """Predicted class of every sample (eval preprocessing, eval mode)."""
     model.eval()
-    out = []
+    out = np.zeros(len(samples), dtype=np.int64)
     data = backbone.dataset(samples, np.arange(len(samples)), None)
+    keys = backbone.shape_keys(samples)
+    groups = [np.flatnonzero(keys == key) for key in np.unique(keys)]
+    sampler = [g[i:i + config.eval_batch_size].tolist()
+               for g in groups for i in range(0, len(g), config.eval_batch_size)]
     with torch.no_grad():
-        for x, _ in _loader(data, config.eval_batch_size, config, device):
-            out.append(model(x.to(device)).argmax(dim=1).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+        for rows, (x, _) in zip(sampler, _loader(data, sampler, config, device)):
+            out[rows] = model(x.to(device)).argmax(dim=1).cpu().numpy()
+    return out
 
 
 def finetune(config: FinetuneConfig, out: str | Path, progress: ProgressFn = silent,
@@ -215,6 +240,7 @@ class _Finetune:
             raise PipelineError(f"{config.manifests}: no usable labelled frames in the "
                                 f"{'training' if not len(self.train) else 'dev'} clips "
                                 f"({'faces' if config.backbone == 'timm' else 'audio'} needed)")
+        self.keys = self.backbone.shape_keys(self.train)
         counts = sampling.class_counts(self.train.label, np.ones(len(self.train), dtype=bool))
         self.rates = sampling.class_rates(counts, config.sampling)
         self.saved_config = to_dict(config)
@@ -294,13 +320,13 @@ class _Finetune:
         started = time.perf_counter()
         config, epoch = self.config, self.epoch + 1
         plan, seeds = epoch_plan(self.train, self.rates, config.seed, epoch)
-        world = self.dist.world
-        plan, seeds = plan[:len(plan) // world * world], seeds[:len(plan) // world * world]
-        share = self.backbone.dataset(self.train, plan[self.dist.rank::world], seeds[self.dist.rank::world])
+        data = self.backbone.dataset(self.train, plan, seeds)
+        steps = batches(self.keys[plan], config.batch_size, self.dist.world, self.dist.rank,
+                        config.seed, epoch)
         torch.manual_seed(int(np.random.SeedSequence([config.seed, epoch, 7]).generate_state(1)[0]))
         model.train()
         losses = []
-        for x, y in _loader(share, max(1, config.batch_size // world), config, self.device):
+        for x, y in _loader(data, steps, config, self.device):
             logits = model(x.to(self.device))
             loss = batch_loss(logits, y.to(self.device), None, config.loss)
             self.optimizer.zero_grad(set_to_none=True)
