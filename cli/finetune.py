@@ -8,6 +8,7 @@ tdnn=DIR``) loads with its recorded preprocessing. Prints a line per epoch and a
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import List, Optional
 
@@ -47,6 +48,9 @@ def finetune(
 
     run_config = build_config(manifests, backbone=backbone, model=model, weights=weights,
                               config_file=config, sets=sets, seed=seed)
+    if os.environ.get("RANK", "0") != "0":  # a DDP process other than rank 0: rank 0 reports
+        run(run_config, out, restart=restart)
+        return
     with progress_bar() as bar:
         result = run(run_config, out, progress=_with_epoch_lines(bar), restart=restart)
     r = result.record

@@ -207,13 +207,18 @@ def finetune(config: FinetuneConfig, out: str | Path, progress: ProgressFn = sil
     """Fine-tune ``config.backbone`` and write the weights folder ``out`` (see the module doc)."""
     out = Path(out)
     dist = _Dist.from_env()
-    if dist.world > 1 and not torch.distributed.is_initialized():
+    started = dist.world > 1 and not torch.distributed.is_initialized()
+    if started:
         backend = "nccl" if config.device.startswith("cuda") else "gloo"
         torch.distributed.init_process_group(backend)
     lock = owner_lock(work_dir(out) / "owner", f"fine-tune {out}") if dist.rank == 0 \
         else contextlib.nullcontext()
-    with lock, _deterministic(config.threads):
-        return _Finetune(config, out, dist, progress).run(restart)
+    try:
+        with lock, _deterministic(config.threads):
+            return _Finetune(config, out, dist, progress).run(restart)
+    finally:
+        if started:
+            torch.distributed.destroy_process_group()
 
 
 class _Finetune:
@@ -368,7 +373,7 @@ class _Finetune:
     def _write(self) -> None:
         assert self.best_state is not None, "a finished fine-tune has a best epoch"
         write_weights_folder(self.out, self.best_state, self._record())
-        io.write_json(self.history_path, {"epochs": self.history,
+        io.write_json(self.history_path, {"epochs": self.history, "processes": self.dist.world,
                                           "seconds": sum(h["s"] for h in self.history)})
 
     def _result(self, resumed: int, already: bool) -> FinetuneResult:
