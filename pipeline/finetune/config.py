@@ -44,6 +44,11 @@ class FinetuneConfig:
     weight_decay: float = 0.05  # decoupled for AdamW, L2 for SGD
     momentum: float = 0.9  # SGD momentum
     grad_clip: float = 1.0  # clip the gradient norm (0: no clipping)
+    accumulate: int = 1  # gradient accumulation: one optimiser step every this many batches
+    precision: str = "fp32"  # "fp32", or "bf16"/"fp16" autocast of the forward (fp16: CUDA only)
+    # Backbone parameters kept frozen: name prefixes (timm names, e.g. "conv1", "layer1" for a
+    # ResNet's stem and first stage; "patch_embed", "blocks.0" for a ViT). Each must match one.
+    frozen: tuple[str, ...] = ()
     seed: int = 0  # weights of the classifier, sampling, augmentation
     dev_fraction: float = 0.2  # share of training frames per class held out (whole videos) to select the epoch
     dev_seed: int = 0  # the dev slice's seed (the heads' default: the same slice as `fuse`)
@@ -71,6 +76,10 @@ class FinetuneConfig:
         if self.sampling.purity:
             raise PipelineError("sampling.purity applies to dynamic audio windows of stage two; "
                                 "finetune labels a window by its centre frame")
+        if self.accumulate < 1:
+            raise PipelineError(f"accumulate {self.accumulate}: need 1 or more batches per step")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise PipelineError(f"precision {self.precision!r}: choose from fp32, bf16, fp16")
         if self.window < 1:
             raise PipelineError(f"window {self.window}: need a positive number of video frames")
 

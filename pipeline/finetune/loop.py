@@ -138,8 +138,29 @@ def _deterministic(threads: int) -> Iterator[None]:
         torch.set_num_threads(previous[1])
 
 
+def _freeze(backbone: nn.Module, prefixes: tuple[str, ...]) -> None:
+    """Keep the parameters named by ``prefixes`` (e.g. early blocks) as they are."""
+    names = [name for name, _ in backbone.named_parameters()]
+    for prefix in prefixes:
+        if not any(n == prefix or n.startswith(prefix + ".") for n in names):
+            raise PipelineError(f"frozen: no backbone parameter is named {prefix!r}[.*] "
+                                f"(names start with e.g. {', '.join(sorted({n.split('.')[0] for n in names})[:6])})")
+    for name, param in backbone.named_parameters():
+        if any(name == p or name.startswith(p + ".") for p in prefixes):
+            param.requires_grad_(False)
+
+
+def _autocast(config: FinetuneConfig, device: torch.device) -> contextlib.AbstractContextManager:
+    if config.precision == "fp32":
+        return contextlib.nullcontext()
+    if config.precision == "fp16" and device.type != "cuda":
+        raise PipelineError("precision fp16 needs a CUDA device; use bf16 on CPU")
+    dtype = torch.bfloat16 if config.precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
 def _optimizer(model: Classifier, config: FinetuneConfig) -> torch.optim.Optimizer:
-    groups = [{"params": list(model.backbone.parameters()), "lr": config.lr},
+    groups = [{"params": [p for p in model.backbone.parameters() if p.requires_grad], "lr": config.lr},
               {"params": list(model.head.parameters()), "lr": config.head_lr}]
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum,
@@ -256,6 +277,7 @@ class _Finetune:
     def _build(self) -> None:
         torch.manual_seed(self.config.seed)
         backbone = self.backbone.build()
+        _freeze(backbone, tuple(self.config.frozen))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.config.seed + 1)  # the classifier's own stream
             self.model = Classifier(backbone, self.backbone.num_features).to(self.device)
@@ -331,15 +353,19 @@ class _Finetune:
         torch.manual_seed(int(np.random.SeedSequence([config.seed, epoch, 7]).generate_state(1)[0]))
         model.train()
         losses = []
-        for x, y in _loader(data, steps, config, self.device):
-            logits = model(x.to(self.device))
-            loss = batch_loss(logits, y.to(self.device), None, config.loss)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+        self.optimizer.zero_grad(set_to_none=True)
+        for k, (x, y) in enumerate(_loader(data, steps, config, self.device)):
+            with _autocast(config, self.device):
+                logits = model(x.to(self.device))
+            loss = batch_loss(logits.float(), y.to(self.device), None, config.loss)
+            (loss / config.accumulate).backward()
+            losses.append(float(loss.detach()))
+            if (k + 1) % config.accumulate and k + 1 < len(steps):
+                continue  # accumulate the next batch's gradient first
             if config.grad_clip:
                 nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             self.optimizer.step()
-            losses.append(float(loss.detach()))
+            self.optimizer.zero_grad(set_to_none=True)
         predicted = predict(self.model, self.backbone, self.dev, config, self.device)
         score = macro_f1(self.dev.label, predicted)
         self.epoch = epoch

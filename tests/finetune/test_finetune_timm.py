@@ -141,3 +141,20 @@ def test_bad_options_are_one_line_errors(demo_manifests, tmp_path):
         build_config(demo_manifests, sets=["backbone=vgg"])
     with pytest.raises(PipelineError, match="no such manifest directory"):
         finetune(build_config(tmp_path / "nowhere", sets=SETS), tmp_path / "w")
+
+
+def test_frozen_blocks_bf16_and_accumulation(demo_manifests, tmp_path):
+    sets = ["epochs=1", "batch_size=8", "accumulate=2", "precision=bf16", "model=test_resnet",
+            "frozen=[\"conv1\", \"bn1\"]"]
+    out = tmp_path / "w"
+    finetune(build_config(demo_manifests, sets=sets), out)
+    from safetensors.torch import load_file
+
+    tuned = load_file(str(out / WEIGHTS_NAME))
+    initial = build_timm("test_resnet", None, 0).state_dict()
+    for name in ("conv1.0.weight", "conv1.6.weight", "bn1.weight", "bn1.bias"):
+        assert torch.equal(tuned[name], initial[name]), name
+    assert not torch.equal(tuned["layer1.0.conv1.weight"], initial["layer1.0.conv1.weight"])
+    with pytest.raises(PipelineError, match="no backbone parameter is named 'stem9'"):
+        finetune(build_config(demo_manifests, sets=["model=test_resnet", "frozen=[\"stem9\"]"]),
+                 tmp_path / "x")
