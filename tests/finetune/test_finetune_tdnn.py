@@ -24,6 +24,9 @@ SETS = ["backbone=tdnn", "epochs=2", "batch_size=16", "lr=1e-3", "tdnn.channels=
         "tdnn.embedding_dim=8", "tdnn.mean_norm=sliding"]
 
 
+pytestmark = pytest.mark.slow  # a fine-tune and an extraction (about a minute on 2 cores)
+
+
 @pytest.fixture(scope="module")
 def tuned(demo_manifests, tmp_path_factory):
     out = tmp_path_factory.mktemp("ft") / "tdnn"
