@@ -37,6 +37,8 @@ def finetune(
     backbone: Optional[str] = typer.Option(None, "--backbone", help="timm (face crops) or tdnn (log-mel windows)."),
     model: Optional[str] = typer.Option(None, "--model", help="timm model name (backbone timm)."),
     weights: Optional[str] = typer.Option(None, "--weights", help="Initial weights (file or folder); default: seeded random."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="A paper's fine-tuning settings: "
+                                         "kim2023, jeong2022, jin2021, yu2025 (before --config, --set)."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML config."),
     sets: List[str] = typer.Option([], "--set", help="Override, e.g. lr=3e-5, epochs=10, augment.hflip=0."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed (classifier, sampling, augmentation)."),
@@ -47,7 +49,7 @@ def finetune(
     from stages.finetune import finetune as run
 
     run_config = build_config(manifests, backbone=backbone, model=model, weights=weights,
-                              config_file=config, sets=sets, seed=seed)
+                              config_file=config, sets=sets, seed=seed, preset=preset)
     if os.environ.get("RANK", "0") != "0":  # a DDP process other than rank 0: rank 0 reports
         run(run_config, out, restart=restart)
         return

@@ -1,5 +1,5 @@
 """The options of ``fer-pipeline finetune`` (:class:`FinetuneConfig`), built like every config:
-defaults < ``--config FILE.toml`` < ``--set key=value`` < the command's options."""
+defaults < ``--preset`` < ``--config FILE.toml`` < ``--set key=value`` < the command's options."""
 
 from __future__ import annotations
 
@@ -86,8 +86,12 @@ class FinetuneConfig:
 
 def build_config(manifests: str | Path, backbone: str | None = None, model: str | None = None,
                  weights: str | None = None, config_file: str | Path | None = None,
-                 sets: Sequence[str] = (), seed: int | None = None) -> FinetuneConfig:
-    """The fine-tune's config: defaults < config file < ``key=value`` < the command's options."""
-    return build(FinetuneConfig, file=config_file, sets=sets,
+                 sets: Sequence[str] = (), seed: int | None = None,
+                 preset: str | None = None) -> FinetuneConfig:
+    """The fine-tune's config: defaults < preset (:mod:`pipeline.finetune.presets`) < config file
+    < ``key=value`` < the command's options."""
+    from pipeline.finetune.presets import preset_tables
+
+    return build(FinetuneConfig, file=config_file, sets=sets, preset=preset_tables(preset),
                  options={"manifests": str(manifests), "backbone": backbone, "model": model,
                           "weights": weights, "seed": seed})

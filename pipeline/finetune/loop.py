@@ -31,7 +31,6 @@ process takes the same early-stopping decision without communicating).
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import time
@@ -406,8 +405,3 @@ class _Finetune:
         record = read_record(self.out) if self.dist.rank == 0 else self._record()
         return FinetuneResult(self.out, record, self.epoch, resumed, already,
                               sum(h["s"] for h in self.history))
-
-
-def read_history(out: str | Path) -> dict[str, Any]:
-    """The per-epoch history of the fine-tune that wrote ``out`` (for reports)."""
-    return json.loads((work_dir(Path(out)) / "history.json").read_text(encoding="utf-8"))

@@ -158,3 +158,18 @@ def test_frozen_blocks_bf16_and_accumulation(demo_manifests, tmp_path):
     with pytest.raises(PipelineError, match="no backbone parameter is named 'stem9'"):
         finetune(build_config(demo_manifests, sets=["model=test_resnet", "frozen=[\"stem9\"]"]),
                  tmp_path / "x")
+
+
+def test_presets_carry_what_the_papers_state(demo_manifests):
+    jeong = build_config(demo_manifests, preset="jeong2022")
+    assert (jeong.model, jeong.lr, jeong.batch_size, jeong.epochs, jeong.weight_decay) == (
+        "resnet50", 1e-4, 1024, 8, 1e-4)
+    jin = build_config(demo_manifests, preset="jin2021", sets=["batch_size=8"])  # --set wins
+    assert (jin.backbone, jin.optimizer, jin.lr, jin.loss.kind, jin.batch_size) == (
+        "tdnn", "sgd", 0.001, "focal", 8)
+    yu = build_config(demo_manifests, preset="yu2025")
+    assert (yu.loss.kind, yu.sampling.interval, yu.lr, yu.head_lr) == ("coarse_fine", 5, 1e-4, 1e-3)
+    kim = build_config(demo_manifests, preset="kim2023")
+    assert kim.model == "swin_tiny_patch4_window7_224" and kim.sampling.balance == "subsample"
+    with pytest.raises(PipelineError, match="finetune preset 'nope'"):
+        build_config(demo_manifests, preset="nope")
