@@ -130,10 +130,14 @@ class FaceBackbone(Backbone):
         import timm.data
 
         from pipeline.features.extractors.timm_models import timm_probe
+        from pipeline.features.weights_record import check_family, image_data_config, read_record
 
         self.model_name = config.model
         self.probe = timm_probe(config.model)
-        self.data_config = dict(self.probe.data_config)
+        # Initial weights from an earlier fine-tune keep the preprocessing they were trained with.
+        initial = read_record(config.weights)
+        check_family(initial, "timm", config.model, config.weights)
+        self.data_config = image_data_config(self.probe.data_config, initial)
         a = config.augment
         self.eval_transform = timm.data.create_transform(**self.data_config, is_training=False)
         self.train_transform = self.eval_transform if not a.enabled else timm.data.create_transform(

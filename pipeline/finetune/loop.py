@@ -23,7 +23,7 @@ rerun writes the same bytes as one never interrupted. A changed config is refuse
 stays.
 
 **DDP.** Under ``torchrun`` (``WORLD_SIZE`` > 1) each process trains ``batch_size / world`` of
-every step's samples (:func:`batches`) (gloo on CPU, NCCL on CUDA); rank 0 holds the lock
+every step's samples (:func:`pipeline.finetune.plan.batches`) (gloo on CPU, NCCL on CUDA); rank 0 holds the lock
 and writes every file. Every process scores the whole dev slice (the same numbers, so every
 process takes the same early-stopping decision without communicating).
 """
@@ -50,6 +50,7 @@ from pipeline.features.extractors.base import sha256_file
 from pipeline.features.weights_record import WeightsRecord, read_record, write_weights_folder
 from pipeline.finetune.backbones import Backbone, Samples, backbone_for
 from pipeline.finetune.config import FinetuneConfig
+from pipeline.finetune.plan import batches, epoch_plan
 from pipeline.fusion import folds, sampling
 from pipeline.fusion.folds import SELECTED_ON
 from pipeline.fusion.losses import batch_loss
@@ -167,43 +168,11 @@ def _optimizer(model: Classifier, config: FinetuneConfig) -> torch.optim.Optimiz
     return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
 
 
-def batches(keys: np.ndarray, size: int, world: int, rank: int, seed: int, epoch: int
-            ) -> list[list[int]]:
-    """This process's batches (positions into the epoch's plan) of one epoch.
-
-    Global batches of ``size`` consecutive plan positions with one shape key each (in plan order
-    within a key), visited in an order drawn from ``(seed, epoch)``; each is cut to a multiple of
-    ``world`` and process ``rank`` takes every ``world``-th position of it, so every process runs
-    the same number of steps (DDP needs that)."""
-    cut: list[np.ndarray] = []
-    for key in np.unique(keys):
-        positions = np.flatnonzero(keys == key)
-        cut.extend(positions[i:i + size] for i in range(0, len(positions), size))
-    order = np.random.default_rng([seed, epoch, 1]).permutation(len(cut))
-    out = []
-    for b in order:
-        batch = cut[b][:len(cut[b]) // world * world]
-        if len(batch):
-            out.append([int(p) for p in batch[rank::world]])
-    return out
-
-
 def _loader(dataset: torch.utils.data.Dataset, batch_sampler: list[list[int]],
             config: FinetuneConfig, device: torch.device) -> torch.utils.data.DataLoader:
     return torch.utils.data.DataLoader(dataset, batch_sampler=batch_sampler,
                                        num_workers=config.workers,
                                        pin_memory=device.type == "cuda")
-
-
-def epoch_plan(samples: Samples, rates: np.ndarray, seed: int, epoch: int
-               ) -> tuple[np.ndarray, np.ndarray]:
-    """(sample indices in training order, one augmentation seed each) for ``epoch``: the heads'
-    class-rate draw, shuffled; a function of ``(seed, epoch)`` alone, so a resumed run redraws it."""
-    rng = np.random.default_rng([seed, epoch])
-    counts = sampling.draw(samples.label, np.ones(len(samples), dtype=bool), rates, rng)
-    plan = np.repeat(np.arange(len(samples)), counts)
-    rng.shuffle(plan)
-    return plan, rng.integers(0, 2**31 - 1, size=len(plan))
 
 
 def predict(model: Classifier, backbone: Backbone, samples: Samples, config: FinetuneConfig,
