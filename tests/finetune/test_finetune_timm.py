@@ -19,13 +19,12 @@ import timm.data  # noqa: E402
 
 from pipeline.data.manifest import Clip, iter_manifest, write_manifest  # noqa: E402
 from pipeline.errors import PipelineError  # noqa: E402
-from pipeline.features.config import ExtractConfig  # noqa: E402
+from cli.main import main  # noqa: E402
 from pipeline.features.extractors.timm_models import build_timm  # noqa: E402
 from pipeline.features.store import FeatureStore  # noqa: E402
 from pipeline.features.weights_record import WEIGHTS_NAME, read_record  # noqa: E402
 from pipeline.finetune.config import build_config  # noqa: E402
 from pipeline.finetune.loop import work_dir  # noqa: E402
-from stages.extract import run_extract  # noqa: E402
 from stages.finetune import finetune  # noqa: E402
 
 SETS = ["epochs=2", "batch_size=16", "model=test_resnet"]
@@ -56,10 +55,12 @@ def test_record_says_what_it_saw(tuned, demo_manifests):
 
 def test_weights_load_in_extract_and_equal_timms_forward(tuned, demo_manifests, tmp_path):
     out, _ = tuned
-    config = ExtractConfig(extractors=["timm"], configs={"timm": {"model": "test_resnet"}},
-                           weights={"timm": str(out)}, device="cpu", precision="fp32",
-                           batch_size=8, splits=["train"])
-    run_extract(config, demo_manifests, tmp_path / "f.zarr")
+    # The command a user runs: `extract -e timm --weights timm=DIR` (no preprocessing options).
+    code = main(["extract", "--manifests", str(demo_manifests), "--store", str(tmp_path / "f.zarr"),
+                 "-e", "timm", "--set", "configs.timm.model=test_resnet", "--weights",
+                 f"timm={out}", "--precision", "fp32", "--device", "cpu", "--batch-size", "8",
+                 "--splits", "train"])
+    assert code == 0
     store = FeatureStore(tmp_path / "f.zarr")
     # The trained model's own forward: the backbone state the loop kept for its best epoch,
     # loaded into timm's model and run by timm with timm's eval transform.
