@@ -174,3 +174,16 @@ def test_presets_carry_what_the_papers_state(demo_manifests):
     assert kim.model == "swin_tiny_patch4_window7_224" and kim.sampling.balance == "subsample"
     with pytest.raises(PipelineError, match="finetune preset 'nope'"):
         build_config(demo_manifests, preset="nope")
+
+
+def test_selects_on_the_same_train_dev_slice_as_fuse(tuned, demo_manifests, tmp_path):
+    from pipeline.data.manifest import load_clips
+    from pipeline.fusion.config import build_config as fuse_config
+    from pipeline.fusion.train import run_splits
+
+    out, _ = tuned
+    splits = run_splits(load_clips(demo_manifests, au_only=True),
+                        fuse_config("image", tmp_path / "unused.zarr", demo_manifests))
+    record = read_record(out)
+    assert record.clips["dev"] == [c.clip_id for c in splits["dev"]]
+    assert record.clips["train"] == [c.clip_id for c in splits["train"]]
