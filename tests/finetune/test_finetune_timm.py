@@ -187,3 +187,11 @@ def test_selects_on_the_same_train_dev_slice_as_fuse(tuned, demo_manifests, tmp_
     record = read_record(out)
     assert record.clips["dev"] == [c.clip_id for c in splits["dev"]]
     assert record.clips["train"] == [c.clip_id for c in splits["train"]]
+
+
+def test_dataloader_workers_change_no_number(tuned, demo_manifests, tmp_path):
+    # Each augmentation draw is seeded by its sample's own seed: decoding in 2 worker processes
+    # trains the same weights as decoding in the training process.
+    out, _ = tuned
+    finetune(build_config(demo_manifests, sets=[*SETS, "workers=2"]), tmp_path / "w")
+    assert (tmp_path / "w" / WEIGHTS_NAME).read_bytes() == (out / WEIGHTS_NAME).read_bytes()
