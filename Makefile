@@ -23,7 +23,7 @@ DEMO_SEED ?= 0
 
 STAMP := $(VENV)/.installed-$(TORCH_BUILD)
 
-.PHONY: setup demo demo-data manifests features fuse ensemble paper-kim2023 test test-all bench clean faces-weights
+.PHONY: setup demo demo-data manifests features fuse ensemble paper-kim2023 finetune-demo test test-all bench clean faces-weights
 
 setup: $(STAMP)
 
@@ -40,10 +40,8 @@ $(STAMP): pyproject.toml requirements/constraints.txt requirements/torch-$(TORCH
 EXTRACTORS ?= -e swin -e logmel -e tdnn
 EXTRACT_OPTS ?= --precision auto
 # The demo computes audio embeddings at every frame: with tdnn's per-clip path, --audio-stride 8
-# saves only about 1.2x of the audio part (tests/bench/bench_audio_embedding.py). Its audio cue is a
-# steady frequency band, which tdnn's default 3 s sliding cepstral mean normalisation removes
-# (measured: mfm/fusion 0.23 with it, 0.75 without), so the demo turns it off.
-DEMO_EXTRACT_OPTS ?= --precision auto --set configs.tdnn.mean_norm=none
+# saves only about 1.2x of the audio part (tests/bench/bench_audio_embedding.py).
+DEMO_EXTRACT_OPTS ?= --precision auto
 FUSE_METHODS ?= image audio mfm sequence proportional
 
 demo-data: setup
@@ -89,6 +87,35 @@ paper-kim2023: setup
 	  --out $(RUNS) --name kim2023
 	$(FER) ensemble $(RUNS)/kim2023 --manifests $(MANIFESTS) --out $(KIM_SCORES)/kim2023
 	$(FER) ensemble $(RUNS)/mfm $(RUNS)/kim2023 --manifests $(MANIFESTS) --out $(KIM_SCORES)/beside-mfm
+
+# Stage 0 on the demo data (`make finetune-demo`): fine-tune a timm face backbone and the tdnn on
+# the training clips (epoch selected on the train-dev slice), extract with the random and with the
+# fine-tuned weights into two stores, fit the image, audio and mfm heads on each, and print their
+# val macro-F1 with bootstrap intervals beside each fine-tune's time (FT_WORK/comparison.md).
+# Sized for a 2-core CPU: timm's test_resnet and a narrower tdnn (the same network in both stores).
+FT_WORK ?= $(WORK)/finetune
+FT_MODEL ?= test_resnet
+FT_TDNN_NET ?= channels=[128,128,128,128,384] embedding_dim=128
+FT_FACE_OPTS ?= --set epochs=6 --set patience=3 --set lr=1e-3
+FT_AUDIO_OPTS ?= --set epochs=6 --set patience=3 --set lr=1e-3 --set sampling.interval=2
+FT_EXTRACT_OPTS ?= --precision fp32 --set configs.timm.model=$(FT_MODEL) \
+  $(foreach o,$(FT_TDNN_NET),--set 'configs.tdnn.$(o)')
+
+finetune-demo: setup
+	$(MAKE) --no-print-directory demo-data manifests
+	$(FER) finetune --manifests $(MANIFESTS) --out $(FT_WORK)/weights/timm --model $(FT_MODEL) $(FT_FACE_OPTS)
+	$(FER) finetune --backbone tdnn --manifests $(MANIFESTS) --out $(FT_WORK)/weights/tdnn \
+	  $(FT_AUDIO_OPTS) $(foreach o,$(FT_TDNN_NET),--set 'tdnn.$(o)')
+	$(FER) extract --manifests $(MANIFESTS) --store $(FT_WORK)/frozen.zarr -e timm -e tdnn $(FT_EXTRACT_OPTS)
+	$(FER) extract --manifests $(MANIFESTS) --store $(FT_WORK)/tuned.zarr -e timm -e tdnn $(FT_EXTRACT_OPTS) \
+	  --weights timm=$(FT_WORK)/weights/timm --weights tdnn=$(FT_WORK)/weights/tdnn
+	@for s in frozen tuned; do \
+	  $(FER) fuse --method image --set head.image=timm --store $(FT_WORK)/$$s.zarr --manifests $(MANIFESTS) --out $(FT_WORK)/runs-$$s || exit 1; \
+	  $(FER) fuse --method audio --store $(FT_WORK)/$$s.zarr --manifests $(MANIFESTS) --out $(FT_WORK)/runs-$$s || exit 1; \
+	  $(FER) fuse --method mfm --set head.image=timm --store $(FT_WORK)/$$s.zarr --manifests $(MANIFESTS) --out $(FT_WORK)/runs-$$s || exit 1; \
+	  $(FER) ensemble $(FT_WORK)/runs-$$s/image $(FT_WORK)/runs-$$s/audio $(FT_WORK)/runs-$$s/mfm --manifests $(MANIFESTS) --out $(FT_WORK)/scores-$$s || exit 1; \
+	done
+	$(PY) tests/bench/finetune_compare.py $(FT_WORK)
 
 # MTCNN weights for `fer-pipeline faces` and its tests: facenet-pytorch's wheel, hash-checked,
 # not installed (requirements/faces-weights.txt). Offline, the face tests skip and say why.

@@ -12,7 +12,7 @@ import threading
 import typer
 import typer.main
 
-from cli import conventions, cv, data, demo, ensemble, export, extract, faces, fuse
+from cli import conventions, cv, data, demo, ensemble, export, extract, faces, finetune, fuse
 from cli import store_io  # noqa: F401  (adds `store import|export` to extract's store group)
 from cli._common import err_console
 from pipeline import __version__
@@ -38,10 +38,10 @@ def _root(
                                  help="Print the version and exit."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks instead of one-line errors."),
 ) -> None:
-    """Stages: demo-data/manifest -> extract -> fuse -> ensemble."""
+    """Stages: demo-data/manifest -> [finetune] -> extract -> fuse -> ensemble."""
 
 
-for group in (data, demo, faces, extract, fuse, ensemble, cv, export):
+for group in (data, demo, faces, finetune, extract, fuse, ensemble, cv, export):
     group.register(app)
 
 

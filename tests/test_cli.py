@@ -9,7 +9,8 @@ from cli.main import main
 def test_help_lists_every_stage_command(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    for command in ("demo-data", "manifest", "extract", "store", "fuse", "ensemble", "score", "submission"):
+    for command in ("demo-data", "manifest", "finetune", "extract", "store", "fuse", "ensemble", "score",
+                    "submission"):
         assert command in out, command
 
 

@@ -1,6 +1,6 @@
 """The import order of the library's wings, as ``pipeline/__init__.py`` states it, read off the code.
 
-``fusion -> scoring -> features -> data``: a module of a wing may import its own wing and the wings
+``finetune -> fusion -> scoring -> features -> data``: a module of a wing may import its own wing and the wings
 to its right, never one to its left; the shared top-level modules import no wing; ``pipeline``
 never imports ``stages`` or ``cli``. Imports inside functions count too.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 PIPELINE = Path(__file__).resolve().parents[1] / "pipeline"
-ORDER = ("fusion", "scoring", "features", "data")  # each may import the ones after it
+ORDER = ("finetune", "fusion", "scoring", "features", "data")  # each may import the ones after it
 
 
 def _imported_packages(path: Path) -> set[str]:

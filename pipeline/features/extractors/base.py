@@ -46,6 +46,7 @@ import numpy as np
 from pipeline.errors import PipelineError
 from pipeline.features.extractors.seeding import RANDOM_INIT, redraw
 from pipeline.features.feeding import ClipContext, Job, Loaded, StreamKey
+from pipeline.features.weights_record import WeightsRecord, read_record
 
 
 class Precision(str, Enum):
@@ -114,6 +115,9 @@ class Extractor(ABC):
             self.weights_sha256 = None if weights is None else sha256_file(weights)
         except OSError as e:
             raise PipelineError(f"{weights}: cannot read weights ({e.strerror or e})") from None
+        # A folder written by `fer-pipeline finetune` records the preprocessing its weights were
+        # trained with; the extractor applies it (pipeline.features.weights_record).
+        self.weights_record: WeightsRecord | None = read_record(weights)
         self.device = device
         self.precision = precision
         self.seed = seed
@@ -250,7 +254,8 @@ class Extractor(ABC):
         return module.to(memory_format=torch.channels_last) if channels_last else module
 
     def load_weights_file(self, module: Any) -> None:
-        """Load ``self.weights`` (a ``.pth`` or ``.safetensors`` state dict) with strict names.
+        """Load ``self.weights`` (a ``.pth`` or ``.safetensors`` state dict, or a folder holding
+        ``model.safetensors``) with strict names.
 
         Accepts a bare state dict or a checkpoint dict holding one under ``state_dict``; a
         ``module.`` prefix left by DataParallel/DDP is removed. Any mismatch is a PipelineError.
@@ -258,6 +263,10 @@ class Extractor(ABC):
         import torch
 
         path = self.weights
+        if path.is_dir():  # a HF-layout folder, e.g. one `fer-pipeline finetune` wrote
+            from pipeline.features.extractors.checkpoints import resolve_folder
+
+            path = resolve_folder(path)
         try:
             if path.suffix == ".safetensors":
                 from safetensors.torch import load_file

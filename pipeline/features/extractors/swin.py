@@ -18,7 +18,8 @@ that does not cover every weight of the model. Without a file its random weights
 the extractor's own generator (:mod:`~pipeline.features.extractors.seeding`). Preprocessing is
 the model's own eval transform (``resolve_model_data_config`` + ``create_transform``), built from
 a meta-device model, so it needs neither weights nor memory and runs in loader threads before
-``load()``.
+``load()``; a folder written by ``fer-pipeline finetune`` brings its own
+(:mod:`pipeline.features.weights_record`).
 
 The timm helpers live in :mod:`timm_models`; the ``timm`` extractor runs any other timm model.
 """
@@ -35,6 +36,7 @@ import torch  # noqa: E402
 
 from pipeline.features.extractors.base import ArraySpec, ImageExtractor, register  # noqa: E402
 from pipeline.features.extractors.timm_models import build_timm, timm_probe  # noqa: E402
+from pipeline.features.weights_record import check_family, image_data_config  # noqa: E402
 
 SWIN_TINY = "swin_tiny_patch4_window7_224"
 
@@ -43,7 +45,8 @@ SWIN_TINY = "swin_tiny_patch4_window7_224"
 class SwinConfig:
     model: str = SWIN_TINY  # timm model name (paper 000: Swin-Tiny, 224x224, 768-d)
     tokens: bool = False  # also store the final token map as swin_tokens ([7, 7, 768] for Swin-Tiny)
-    # Centre-crop fraction of the eval transform; unset: the model's own (0.9 for Swin-Tiny).
+    # Centre-crop fraction of the eval transform; unset: the weights record's, else the model's
+    # own (0.9 for Swin-Tiny).
     # 1.0 keeps the whole (already tight, aligned) face crop.
     crop_pct: float | None = None
 
@@ -56,7 +59,8 @@ class Swin(ImageExtractor):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         probe = timm_probe(self.config.model)
-        data_config = dict(probe.data_config)
+        check_family(self.weights_record, "timm", self.config.model, self.weights)
+        data_config = image_data_config(probe.data_config, self.weights_record)
         if self.config.crop_pct is not None:
             data_config["crop_pct"] = self.config.crop_pct
         self.data_config = data_config

@@ -12,7 +12,15 @@ deviation over time), and the segment-level affine layer to 512 whose output (be
 nonlinearity) is the embedding. Its input is the ``jin2021`` log-mel (64 mels, 10 ms window,
 5 ms hop) of one window centred on a video frame, mean-normalised (cepstral mean normalisation):
 
-* ``mean_norm = "sliding"`` (the default since version 2): each log-mel row minus the mean of the
+Normalisation is part of how a set of weights was trained, so by default (``mean_norm`` unset) it
+follows the weights: a folder written by ``fer-pipeline finetune`` records its ``mean_norm``,
+``cmn_seconds`` and log-mel frontend and the extractor applies them
+(:mod:`pipeline.features.weights_record`); with random weights nothing is normalised (``"none"``:
+a random network has learnt no level invariance, and CMN would erase the level cues a head on its
+features can still read: on the demo, mfm 0.23 with sliding CMN, 0.75 without); a weights file
+without a record gets ``"sliding"``, the x-vector recipe such checkpoints follow. Set explicitly:
+
+* ``mean_norm = "sliding"``: each log-mel row minus the mean of the
   ``cmn_seconds`` (3 s) of rows centred on it, the window shifted to stay inside the clip (the
   whole clip when shorter): Kaldi's ``apply-cmvn-sliding --norm-vars=false --center=true
   --cmn-window=300`` at 10 ms, as the x-vector recipe of Snyder et al. runs it. It is part of the
@@ -38,6 +46,7 @@ padded by repeating its edge frames.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,10 +55,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.config import from_dict
 from pipeline.errors import PipelineError
 from pipeline.features.extractors.audio_embedding import AudioEmbeddingExtractor
 from pipeline.features.extractors.base import register
 from pipeline.features.extractors.logmel import LogMelConfig
+from pipeline.features.weights_record import WeightsRecord, check_family
 
 
 class FrameLayer(nn.Module):
@@ -107,6 +118,9 @@ def sliding_cmn(x: np.ndarray, window: int) -> np.ndarray:
     return (x - (cum[begin + window] - cum[begin]) / window).astype(np.float32)
 
 
+DEFAULT_CMN_SECONDS = 3.0  # Kaldi's x-vector recipe: 300 rows x 10 ms
+
+
 @dataclass
 class TdnnConfig:
     windows: tuple[int, ...] = (32, 48, 64)  # in video frames (paper 000's dynamic windows)
@@ -117,10 +131,32 @@ class TdnnConfig:
     dilations: tuple[int, ...] = (1, 2, 3, 1, 1)  # frame-level dilations
     embedding_dim: int = 512  # paper 003: 512-d audio features
     # Cepstral mean normalisation: "sliding" (per row, over cmn_seconds centred on it), "window"
-    # (each window's own mean; needs per_clip = false) or "none" (see the module docstring).
-    mean_norm: str = "sliding"
-    cmn_seconds: float = 3.0  # the sliding CMN's span (Kaldi's x-vector recipe: 300 x 10 ms)
+    # (each window's own mean; needs per_clip = false) or "none"; unset: what the weights record
+    # says, "none" for random weights, "sliding" for a weights file without a record (see the
+    # module docstring).
+    mean_norm: str | None = None
+    cmn_seconds: float | None = None  # the sliding CMN's span; unset: the record's, else 3.0 (Kaldi)
     per_clip: bool = True  # frame-level layers once per clip, windows pooled from prefix sums
+
+
+def resolve_preprocessing(config: TdnnConfig, record: WeightsRecord | None,
+                          weights: Any) -> TdnnConfig:
+    """``config`` with ``mean_norm``, ``cmn_seconds`` and the frontend decided: the user's where
+    set, else the weights record's, else ``"none"`` for random weights and ``"sliding"`` over
+    3 s for a weights file without a record. A frontend set by the user that differs from the
+    record's is refused: the network learnt on the record's."""
+    check_family(record, "tdnn", "xvector", weights)
+    pre = record.preprocessing if record is not None else {}
+    mean_norm = config.mean_norm or pre.get("mean_norm") or ("none" if weights is None else "sliding")
+    cmn = config.cmn_seconds or pre.get("cmn_seconds") or DEFAULT_CMN_SECONDS
+    frontend = config.frontend
+    if "frontend" in pre:
+        recorded = from_dict(LogMelConfig, pre["frontend"])
+        if frontend not in (recorded, TdnnConfig().frontend):
+            raise PipelineError(f"{weights}: trained on log-mel {pre['frontend']}, not on "
+                                f"configs.tdnn.frontend {dataclasses.asdict(frontend)}; unset it")
+        frontend = recorded
+    return dataclasses.replace(config, mean_norm=mean_norm, cmn_seconds=float(cmn), frontend=frontend)
 
 
 @register
@@ -131,7 +167,8 @@ class Tdnn(AudioEmbeddingExtractor):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        c = self.config
+        # The cache key hashes the resolved config: what the computation really uses.
+        self.config = c = resolve_preprocessing(self.config, self.weights_record, self.weights)
         if not (len(c.channels) == len(c.kernels) == len(c.dilations) > 0):
             raise PipelineError(f"tdnn: channels, kernels and dilations differ in length: {c}")
         if c.mean_norm not in MEAN_NORMS:

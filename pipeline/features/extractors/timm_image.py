@@ -26,7 +26,9 @@ model's own crop and each listed one (multi-crop averaging, as the 2026 ABAW lea
 re-crops of each face). ``preprocess`` stacks the crops along the channel axis
 (``[3 * n_crops, H, W]``, so the stage batches them like any image) and ``forward`` splits them.
 
-Weights: ``--weights`` names a file or folder in any layout :mod:`checkpoints` reads; a whole
+Weights: ``--weights`` names a file or folder in any layout :mod:`checkpoints` reads (a folder
+``fer-pipeline finetune`` wrote brings its preprocessing: input size, mean/std, crop; the options
+above still win; :mod:`pipeline.features.weights_record`); a whole
 pickled model needs ``trust_pickle = true`` (it runs the file's code). Without weights: seeded
 random, as every extractor.
 """
@@ -47,6 +49,7 @@ from pipeline.errors import PipelineError  # noqa: E402
 from pipeline.features.extractors.base import ArraySpec, ImageExtractor, register  # noqa: E402
 from pipeline.features.extractors.timm_models import build_timm, feature_map, timm_probe  # noqa: E402
 from pipeline.features.store import mask_name  # noqa: E402
+from pipeline.features.weights_record import check_family, image_data_config  # noqa: E402
 
 
 @dataclass
@@ -55,10 +58,12 @@ class TimmImageConfig:
     map: bool = False  # also store the final feature map [H, W, C] as <name>_map
     map_size: int = 0  # average-pool the stored map to map_size x map_size cells; 0: as is
     map_every: int = 1  # store the map at every k-th frame only (zeros between, <name>_map_valid)
-    # Centre-crop fraction of the eval transform; unset: the model's own. 1.0 keeps the whole crop.
+    # Centre-crop fraction of the eval transform; unset: the weights record's, else the model's
+    # own. 1.0 keeps the whole crop.
     crop_pct: float | None = None
     crops: tuple[float, ...] = ()  # extra crop fractions averaged with the main crop (multi-crop)
-    # Per-channel (R, G, B) normalisation in 0..1 units; unset: the model's own (ImageNet for most).
+    # Per-channel (R, G, B) normalisation in 0..1 units; unset: the weights record's, else the
+    # model's own (ImageNet for most).
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
     trust_pickle: bool = False  # allow a whole pickled model as weights (runs the file's code)
@@ -81,7 +86,8 @@ class TimmImage(ImageExtractor):
             raise PipelineError(f"timm: map_every {c.map_every}: need 1 (every frame) or more")
         if any(not 0 < p <= 1 for p in c.crops):
             raise PipelineError(f"timm: crop fractions must be in (0, 1], got {c.crops}")
-        data_config = dict(probe.data_config)
+        check_family(self.weights_record, "timm", c.model, self.weights)
+        data_config = image_data_config(probe.data_config, self.weights_record)
         if c.crop_pct is not None:
             data_config["crop_pct"] = c.crop_pct
         for key in ("mean", "std"):

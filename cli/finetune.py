@@ -1,0 +1,74 @@
+"""``fer-pipeline finetune --backbone timm --model M --manifests D --out DIR``: stage 0.
+
+Trains the backbone on the training split's labelled clips (epoch selected on the train-dev slice)
+and writes a weights folder that ``extract -e timm --weights timm=DIR`` (or ``-e tdnn --weights
+tdnn=DIR``) loads with its recorded preprocessing. Prints a line per epoch and a summary. Under
+``torchrun`` it trains with DDP (see the README's sbatch lines).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from cli._common import console, progress_bar
+from pipeline.progress import ProgressEvent, ProgressFn
+
+
+def _with_epoch_lines(bar: ProgressFn) -> ProgressFn:
+    def progress(event: ProgressEvent) -> None:
+        if event.task == "epochs" and "epoch" in event.info:
+            i = event.info
+            console.print(f"epoch {i['epoch']:>3}  loss {i['loss']:.4f}  train-dev F1 "
+                          f"{i['dev_f1']:.3f}  best {i['best']:.3f}  {i['s']:.1f} s",
+                          highlight=False)
+            event = ProgressEvent(event.task, event.advance, event.total)
+        bar(event)
+
+    return progress
+
+
+def finetune(
+    manifests: Path = typer.Option(..., "--manifests", help="Manifest directory (its training split is read)."),
+    out: Path = typer.Option(..., "--out", help="Weights folder to write (working files go to OUT.train/)."),
+    backbone: Optional[str] = typer.Option(None, "--backbone", help="timm (face crops) or tdnn (log-mel windows)."),
+    model: Optional[str] = typer.Option(None, "--model", help="timm model name (backbone timm)."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="Initial weights (file or folder); default: seeded random."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="A paper's fine-tuning settings: "
+                                         "kim2023, jeong2022, jin2021, yu2025 (before --config, --set)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML config."),
+    sets: List[str] = typer.Option([], "--set", help="Override, e.g. lr=3e-5, epochs=10, augment.hflip=0."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed (classifier, sampling, augmentation)."),
+    restart: bool = typer.Option(False, "--restart", help="Discard an unfinished fine-tune into OUT."),
+) -> None:
+    """Fine-tune a face or audio backbone on the training clips (stage 0); write a weights folder."""
+    from pipeline.finetune.config import build_config
+    from stages.finetune import finetune as run
+
+    run_config = build_config(manifests, backbone=backbone, model=model, weights=weights,
+                              config_file=config, sets=sets, seed=seed, preset=preset)
+    if os.environ.get("RANK", "0") != "0":  # a DDP process other than rank 0: rank 0 reports
+        run(run_config, out, restart=restart)
+        return
+    with progress_bar() as bar:
+        result = run(run_config, out, progress=_with_epoch_lines(bar), restart=restart)
+    r = result.record
+    if result.already_complete:
+        console.print(f"{out}: already complete, nothing to do", highlight=False, soft_wrap=True)
+    elif result.resumed_from:
+        console.print(f"resumed after epoch {result.resumed_from}", highlight=False)
+    console.print(f"{r.family} {r.model}: epoch {r.epoch} of {r.epochs_run} selected on {r.selected_on}"
+                  f" (macro-F1 {r.selection_score:.4f}); {len(r.clips['train'])} clips trained, "
+                  f"{len(r.clips['dev'])} selected; {result.seconds:.1f} s", highlight=False,
+                  soft_wrap=True)
+    name = "tdnn" if r.family == "tdnn" else "timm"
+    console.print(f"weights: {out}  (extract -e {name} --weights {name}={out})", highlight=False,
+                  soft_wrap=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add this group's commands to the root app."""
+    app.command("finetune")(finetune)

@@ -1,0 +1,13 @@
+"""Stage 0, ``fer-pipeline finetune``: train a face or audio backbone on the labelled training
+clips and write a weights folder (:mod:`pipeline.features.weights_record`) that stage one loads
+unchanged and freezes.
+
+Modules: :mod:`~pipeline.finetune.config` (the options), :mod:`~pipeline.finetune.backbones`
+(what differs per backbone: the network, its samples, its augmentation and preprocessing),
+:mod:`~pipeline.finetune.loop` (one seeded, resumable, DDP-aware training loop).
+
+In the data flow it sits beside ``features`` (it reads data and writes weights that features
+load); in the import order it sits above ``fusion``, because it trains with the heads' own losses,
+sampling rates and train-dev slice (:mod:`pipeline.fusion.losses`, :mod:`pipeline.fusion.sampling`,
+:mod:`pipeline.fusion.folds`) instead of copies of them.
+"""

@@ -1,0 +1,251 @@
+"""What differs per backbone when fine-tuning: the network, its labelled samples, how a sample
+becomes a tensor (augmentation, preprocessing), and what the weights record says.
+
+* :class:`FaceBackbone` (``backbone = "timm"``): any timm model, built headless by the same
+  :func:`~pipeline.features.extractors.timm_models.build_timm` stage one uses (initial weights in
+  any layout ``extract`` reads). A sample is a labelled frame with a face crop. Training transform:
+  timm's own (random resized crop, horizontal flip, colour jitter; :class:`AugmentConfig`), at the
+  model's input size and normalisation; selection and stage one use timm's eval transform with the
+  same statistics, which the record carries.
+* :class:`AudioBackbone` (``backbone = "tdnn"``): the ``tdnn`` extractor's x-vector network
+  (:class:`~pipeline.features.extractors.tdnn.XVector`). A sample is a labelled video frame; its
+  input is the log-mel window of ``window`` video frames centred on it, cut exactly as
+  stage one cuts it (:func:`~pipeline.features.audio_windows.frame_windows`, the extractor's own
+  frontend and CMN), labelled by its centre frame (jin2021's audio model). A window's rows
+  depend on its clip's fps, so batches hold windows of one length (:meth:`Backbone.shape_keys`).
+  No augmentation.
+  Frontends are computed once per clip and held in memory (fine for the demo; Aff-Wild2's 45 h of
+  audio at 200 rows/s would take about 8 GB: a decode-once cache on disk is not done yet).
+
+Each augmentation draw is seeded by the sample's own seed (from the epoch's plan), so the same
+plan gives the same tensors in any DataLoader worker, after any resume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline.compat import ensure_torchvision
+from pipeline.data.frames import face_mask
+from pipeline.data.labels import UNLABELED
+from pipeline.data.manifest import Clip
+from pipeline.data.media import decode_audio, read_image
+from pipeline.errors import PipelineError
+from pipeline.features.audio_windows import frame_windows, window_length
+from pipeline.finetune.config import FinetuneConfig
+
+
+@dataclass
+class Samples:
+    """The labelled samples of a set of clips: row i is frame ``frame[i]`` of ``clips[clip[i]]``."""
+
+    clips: list[Clip]
+    clip: np.ndarray  # int64 [N]
+    frame: np.ndarray  # int64 [N]
+    label: np.ndarray  # int64 [N], 0..7
+
+    def __len__(self) -> int:
+        return len(self.label)
+
+
+def _samples(clips: Sequence[Clip], usable: Any) -> Samples:
+    rows = []
+    for i, clip in enumerate(clips):
+        labels = clip.labels.astype(np.int64)
+        keep = (labels != UNLABELED) & usable(clip)
+        frames = np.flatnonzero(keep)
+        rows.append((np.full(len(frames), i), frames, labels[frames]))
+    if not rows:
+        empty = np.zeros(0, dtype=np.int64)
+        return Samples(list(clips), empty, empty, empty)
+    return Samples(list(clips), *(np.concatenate(parts).astype(np.int64) for parts in zip(*rows)))
+
+
+class _Plan(torch.utils.data.Dataset):
+    """A list of (sample, seed) pairs; item k is sample ``plan[k]`` as a tensor and its label."""
+
+    def __init__(self, backbone: "Backbone", samples: Samples, plan: np.ndarray,
+                 seeds: np.ndarray | None) -> None:
+        self.backbone, self.samples, self.plan, self.seeds = backbone, samples, plan, seeds
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, int]:
+        i = int(self.plan[k])
+        seed = None if self.seeds is None else int(self.seeds[k])
+        x = self.backbone.tensor(self.samples, i, seed)
+        return x, int(self.samples.label[i])
+
+
+class Backbone:
+    """The per-backbone part of fine-tuning (see the module docstring)."""
+
+    family: str
+    model_name: str
+
+    def __init__(self, config: FinetuneConfig) -> None:
+        self.config = config
+
+    def build(self) -> nn.Module:
+        """The backbone, ``[B, ...] -> [B, num_features]``, with the initial weights."""
+        raise NotImplementedError
+
+    @property
+    def num_features(self) -> int:
+        raise NotImplementedError
+
+    def samples(self, clips: Sequence[Clip]) -> Samples:
+        raise NotImplementedError
+
+    def tensor(self, samples: Samples, i: int, seed: int | None) -> torch.Tensor:
+        """Sample ``i``'s input; ``seed`` None: the eval preprocessing, else an augmented draw."""
+        raise NotImplementedError
+
+    def preprocessing(self) -> dict[str, Any]:
+        """What the weights record tells the extractor to apply."""
+        raise NotImplementedError
+
+    def dataset(self, samples: Samples, plan: np.ndarray, seeds: np.ndarray | None) -> _Plan:
+        return _Plan(self, samples, plan, seeds)
+
+    def shape_keys(self, samples: Samples) -> np.ndarray:
+        """int64 [N]: samples with equal keys have inputs of equal shape (a batch holds one key)."""
+        return np.zeros(len(samples), dtype=np.int64)
+
+
+class FaceBackbone(Backbone):
+    family = "timm"
+
+    def __init__(self, config: FinetuneConfig) -> None:
+        super().__init__(config)
+        ensure_torchvision()
+        import timm.data
+
+        from pipeline.features.extractors.timm_models import timm_probe
+        from pipeline.features.weights_record import check_family, image_data_config, read_record
+
+        self.model_name = config.model
+        self.probe = timm_probe(config.model)
+        # Initial weights from an earlier fine-tune keep the preprocessing they were trained with.
+        initial = read_record(config.weights)
+        check_family(initial, "timm", config.model, config.weights)
+        self.data_config = image_data_config(self.probe.data_config, initial)
+        a = config.augment
+        self.eval_transform = timm.data.create_transform(**self.data_config, is_training=False)
+        self.train_transform = self.eval_transform if not a.enabled else timm.data.create_transform(
+            input_size=self.data_config["input_size"], is_training=True, scale=tuple(a.scale),
+            ratio=tuple(a.ratio), hflip=a.hflip, vflip=0.0, color_jitter=a.color_jitter or None,
+            auto_augment=None, re_prob=0.0, interpolation=self.data_config["interpolation"],
+            mean=self.data_config["mean"], std=self.data_config["std"])
+
+    def build(self) -> nn.Module:
+        from pipeline.features.extractors.timm_models import build_timm
+
+        return build_timm(self.model_name, self.config.weights, self.config.seed,
+                          option="model")
+
+    @property
+    def num_features(self) -> int:
+        return self.probe.num_features
+
+    def samples(self, clips: Sequence[Clip]) -> Samples:
+        return _samples(clips, lambda clip: face_mask(clip.frames_dir, clip.n_frames))
+
+    def tensor(self, samples: Samples, i: int, seed: int | None) -> torch.Tensor:
+        clip = samples.clips[int(samples.clip[i])]
+        image = read_image(clip.frame_path(int(samples.frame[i])))
+        if seed is None:
+            return self.eval_transform(image)
+        # timm's random resized crop draws from `random`, torchvision's jitter and flip from torch.
+        state = random.getstate()
+        try:
+            random.seed(seed)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                return self.train_transform(image)
+        finally:
+            random.setstate(state)
+
+    def preprocessing(self) -> dict[str, Any]:
+        d = self.data_config
+        return {"input_size": list(d["input_size"]), "mean": list(d["mean"]), "std": list(d["std"]),
+                "crop_pct": d["crop_pct"], "interpolation": d["interpolation"]}
+
+
+class AudioBackbone(Backbone):
+    family = "tdnn"
+    model_name = "xvector"
+
+    def __init__(self, config: FinetuneConfig) -> None:
+        super().__init__(config)
+        from pipeline.features.extractors.tdnn import Tdnn, resolve_preprocessing
+        from pipeline.features.weights_record import read_record
+
+        # The extractor itself computes the frontend (log-mel + CMN): what stage one will feed;
+        # unset CMN options resolve as they would for the initial weights.
+        tdnn = dataclasses.replace(config.tdnn, windows=(config.window,))
+        tdnn = resolve_preprocessing(tdnn, read_record(config.weights), config.weights)
+        self.extractor = Tdnn(config=tdnn)
+        self.window = config.window
+        self._fronts: dict[str, np.ndarray] = {}
+
+    def build(self) -> nn.Module:
+        from pipeline.features.extractors.checkpoints import read_state_dict
+        from pipeline.features.extractors.tdnn import XVector
+
+        c = self.extractor.config
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.config.seed)
+            model = XVector(self.extractor.frontend.params.n_mels, tuple(c.channels),
+                            tuple(c.kernels), tuple(c.dilations), c.embedding_dim)
+        if self.config.weights is not None:
+            state = read_state_dict(self.config.weights)
+            try:
+                model.load_state_dict(state, strict=True)
+            except RuntimeError as e:
+                raise PipelineError(f"{self.config.weights}: not tdnn weights for this config "
+                                    f"({' '.join(str(e).split())[:160]})") from None
+        return model
+
+    @property
+    def num_features(self) -> int:
+        return self.extractor.config.embedding_dim
+
+    def samples(self, clips: Sequence[Clip]) -> Samples:
+        return _samples(clips, lambda clip: np.full(clip.n_frames, clip.audio_path is not None))
+
+    def front(self, clip: Clip) -> np.ndarray:
+        if clip.audio_path not in self._fronts:  # _left/_right clips share their video's audio
+            wave = decode_audio(clip.audio_path, self.extractor.frontend_sample_rate)
+            self._fronts[clip.audio_path] = self.extractor.compute_frontend(wave)
+        return self._fronts[clip.audio_path]
+
+    def shape_keys(self, samples: Samples) -> np.ndarray:
+        # A window's rows depend on its clip's fps: batches are cut per window length.
+        lengths = np.array([window_length(self.window, clip.fps, self.extractor.frontend_frame_rate)
+                            for clip in samples.clips], dtype=np.int64)
+        return lengths[samples.clip] if len(samples) else np.zeros(0, dtype=np.int64)
+
+    def tensor(self, samples: Samples, i: int, seed: int | None) -> torch.Tensor:
+        clip = samples.clips[int(samples.clip[i])]
+        x = frame_windows(self.front(clip), self.extractor.frontend_frame_rate, clip.n_frames,
+                          clip.fps, self.window, np.array([samples.frame[i]]),
+                          pad=self.extractor.pad_mode)
+        return torch.from_numpy(np.ascontiguousarray(x[0]))
+
+    def preprocessing(self) -> dict[str, Any]:
+        c = self.extractor.config
+        return {"frontend": dataclasses.asdict(c.frontend), "mean_norm": c.mean_norm,
+                "cmn_seconds": c.cmn_seconds, "window": self.window}
+
+
+def backbone_for(config: FinetuneConfig) -> Backbone:
+    return FaceBackbone(config) if config.backbone == "timm" else AudioBackbone(config)

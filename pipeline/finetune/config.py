@@ -1,0 +1,97 @@
+"""The options of ``fer-pipeline finetune`` (:class:`FinetuneConfig`), built like every config:
+defaults < ``--preset`` < ``--config FILE.toml`` < ``--set key=value`` < the command's options."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from pipeline.config import build
+from pipeline.errors import PipelineError
+from pipeline.features.extractors.tdnn import TdnnConfig
+from pipeline.fusion.losses import LossConfig
+from pipeline.fusion.sampling import SamplingConfig
+
+BACKBONES = ("timm", "tdnn")
+OPTIMIZERS = ("adamw", "sgd")
+
+
+@dataclass
+class AugmentConfig:
+    """Face-crop augmentation (timm's training transform); off: the eval transform."""
+
+    enabled: bool = True
+    scale: tuple[float, float] = (0.6, 1.0)  # random resized crop: area fraction kept (faces: no tiny crops)
+    ratio: tuple[float, float] = (0.75, 1.3333)  # random resized crop: aspect ratio range
+    hflip: float = 0.5  # probability of a horizontal flip
+    color_jitter: float = 0.2  # brightness/contrast/saturation jitter strength (0: none)
+
+
+@dataclass
+class FinetuneConfig:
+    backbone: str = "timm"  # "timm" (face crops, any timm model) or "tdnn" (log-mel windows)
+    model: str = "resnet50"  # timm model name (backbone timm)
+    weights: str | None = None  # initial weights (file or folder, any layout extract reads); unset: seeded random
+    manifests: str = ""  # manifest directory (set by the command)
+    epochs: int = 5  # most epochs
+    patience: int = 3  # stop after this many epochs without a better train-dev macro-F1
+    batch_size: int = 32  # samples per optimiser step (over all DDP processes together)
+    eval_batch_size: int = 64  # samples per forward pass when scoring the dev slice
+    optimizer: str = "adamw"  # "adamw" or "sgd" (with momentum)
+    lr: float = 1e-4  # backbone learning rate (constant)
+    head_lr: float = 1e-3  # learning rate of the new linear classifier
+    weight_decay: float = 0.05  # decoupled for AdamW, L2 for SGD
+    momentum: float = 0.9  # SGD momentum
+    grad_clip: float = 1.0  # clip the gradient norm (0: no clipping)
+    accumulate: int = 1  # gradient accumulation: one optimiser step every this many batches
+    precision: str = "fp32"  # "fp32", or "bf16"/"fp16" autocast of the forward (fp16: CUDA only)
+    # Backbone parameters kept frozen: name prefixes (timm names, e.g. "conv1", "layer1" for a
+    # ResNet's stem and first stage; "patch_embed", "blocks.0" for a ViT). Each must match one.
+    frozen: tuple[str, ...] = ()
+    seed: int = 0  # weights of the classifier, sampling, augmentation
+    dev_fraction: float = 0.2  # share of training frames per class held out (whole videos) to select the epoch
+    dev_seed: int = 0  # the dev slice's seed (the heads' default: the same slice as `fuse`)
+    threads: int = 1  # torch CPU threads per process (results are bit-identical per thread count)
+    workers: int = 0  # DataLoader worker processes decoding face crops (0: in the training process)
+    device: str = "cpu"  # "cpu" or "cuda" (DDP: cuda:<local rank>)
+    loss: LossConfig = field(default_factory=LossConfig)  # the heads' losses (ce, focal, coarse_fine)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)  # balance / majority_cap / interval
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # backbone tdnn: the log-mel window (video frames) centred on each labelled frame (paper 000's
+    # shortest dynamic window), and the network, frontend and CMN (tdnn's own options; mean_norm
+    # unset: as the extractor resolves it for the initial weights, "none" for random ones).
+    window: int = 32
+    tdnn: TdnnConfig = field(default_factory=TdnnConfig)
+
+    def __post_init__(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise PipelineError(f"backbone {self.backbone!r}: choose from {', '.join(BACKBONES)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise PipelineError(f"optimizer {self.optimizer!r}: choose from {', '.join(OPTIMIZERS)}")
+        if self.epochs < 1 or self.patience < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
+            raise PipelineError("epochs, patience, batch_size and eval_batch_size must be >= 1")
+        if not 0.0 < self.dev_fraction < 1.0:
+            raise PipelineError(f"dev_fraction {self.dev_fraction}: need 0 < f < 1")
+        if self.sampling.purity:
+            raise PipelineError("sampling.purity applies to dynamic audio windows of stage two; "
+                                "finetune labels a window by its centre frame")
+        if self.accumulate < 1:
+            raise PipelineError(f"accumulate {self.accumulate}: need 1 or more batches per step")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise PipelineError(f"precision {self.precision!r}: choose from fp32, bf16, fp16")
+        if self.window < 1:
+            raise PipelineError(f"window {self.window}: need a positive number of video frames")
+
+
+def build_config(manifests: str | Path, backbone: str | None = None, model: str | None = None,
+                 weights: str | None = None, config_file: str | Path | None = None,
+                 sets: Sequence[str] = (), seed: int | None = None,
+                 preset: str | None = None) -> FinetuneConfig:
+    """The fine-tune's config: defaults < preset (:mod:`pipeline.finetune.presets`) < config file
+    < ``key=value`` < the command's options."""
+    from pipeline.finetune.presets import preset_tables
+
+    return build(FinetuneConfig, file=config_file, sets=sets, preset=preset_tables(preset),
+                 options={"manifests": str(manifests), "backbone": backbone, "model": model,
+                          "weights": weights, "seed": seed})

@@ -1,0 +1,376 @@
+"""The fine-tuning loop: seeded, deterministic, resumable, and DDP-aware (``torchrun``).
+
+:func:`finetune` trains ``backbone + Linear(num_features, 8)`` on the labelled frames of the
+**training split only** (validation manifests are never opened), selects its epoch on the same
+train-dev slice of whole training videos the heads use (:func:`pipeline.fusion.folds.dev_slice`
+with ``dev_fraction``/``dev_seed``), and writes the best epoch's backbone as a weights folder
+(:mod:`pipeline.features.weights_record`). Losses and class rates are the heads' own
+(:func:`pipeline.fusion.losses.batch_loss`, :func:`pipeline.fusion.sampling.class_rates` and
+:func:`~pipeline.fusion.sampling.draw`; ``sampling.interval`` keeps every k-th frame).
+
+**Leakage guard.** A training clip whose AU split is val and that the manifests' guard did not mark
+``exclude_from: au_val`` (the guard was ``off``) would leak into AU validation scores: it is left
+out, and the record lists it. Clips the guard did mark are trained on as in the heads.
+
+**Files.** ``OUT/`` receives only the weights and the record (their hash is stage one's cache key);
+the working state lives beside it in ``OUT.train/``: ``owner.lock`` (one writer,
+:func:`pipeline.locks.owner_lock`), ``checkpoint.pt`` (written aside and renamed after every
+epoch: model, optimiser, best state, counters) and ``history.json`` (per-epoch loss, dev F1,
+seconds). Rerunning the same command resumes from the checkpoint; every random draw of an epoch
+comes from ``(seed, epoch)`` (the plan, augmentation, dropout), so a run killed at any moment and
+rerun writes the same bytes as one never interrupted. A changed config is refused unless
+``restart``. SIGTERM/Ctrl-C unwind through ``KeyboardInterrupt``: the last complete checkpoint
+stays.
+
+**DDP.** Under ``torchrun`` (``WORLD_SIZE`` > 1) each process trains ``batch_size / world`` of
+every step's samples (:func:`pipeline.finetune.plan.batches`) (gloo on CPU, NCCL on CUDA); rank 0 holds the lock
+and writes every file. Every process scores the whole dev slice (the same numbers, so every
+process takes the same early-stopping decision without communicating).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline import io
+from pipeline.config import to_dict
+from pipeline.data.manifest import Clip, fingerprint, load_clips
+from pipeline.errors import PipelineError
+from pipeline.features.extractors.base import sha256_file
+from pipeline.features.weights_record import WeightsRecord, read_record, write_weights_folder
+from pipeline.finetune.backbones import Backbone, Samples, backbone_for
+from pipeline.finetune.config import FinetuneConfig
+from pipeline.finetune.plan import batches, epoch_plan
+from pipeline.fusion import folds, sampling
+from pipeline.fusion.folds import SELECTED_ON
+from pipeline.fusion.losses import batch_loss
+from pipeline.locks import owner_lock
+from pipeline.progress import ProgressEvent, ProgressFn, silent
+from pipeline.scoring.metrics import macro_f1
+
+# Config fields that may change between a run and its resumption (they change no number).
+RESUMABLE_CHANGES = ("workers",)
+
+
+@dataclass
+class FinetuneResult:
+    out: Path
+    record: WeightsRecord
+    epochs_run: int
+    resumed_from: int  # the epoch this call continued from (0: fresh)
+    already_complete: bool
+    seconds: float  # training time over all calls (history.json)
+
+
+class Classifier(nn.Module):
+    """The backbone and a new linear classifier over its pooled features."""
+
+    def __init__(self, backbone: nn.Module, num_features: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(num_features, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def from_env(cls) -> "_Dist":
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls()
+        return cls(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            torch.distributed.barrier()
+
+
+def work_dir(out: Path) -> Path:
+    """The working folder beside the weights folder (lock, checkpoint, history)."""
+    return out.with_name(out.name + ".train")
+
+
+def _splits(config: FinetuneConfig) -> tuple[list[Clip], list[Clip], list[str]]:
+    """(training clips, dev clips, clips left out by the leakage guard) of the training split."""
+    manifests = Path(config.manifests)
+    if not manifests.is_dir():
+        raise PipelineError(f"{manifests}: no such manifest directory (run `fer-pipeline manifest`)")
+    try:
+        clips = load_clips(manifests, splits=("train",))  # never the validation labels
+    except ValueError as e:
+        raise PipelineError(" ".join(str(e).split())) from None
+    labelled = [c for c in clips if c.labels is not None]
+    leaking = sorted(c.clip_id for c in labelled
+                     if c.au_split == "val" and "au_val" not in c.exclude_from)
+    labelled = [c for c in labelled if c.clip_id not in leaking]
+    if not labelled:
+        raise PipelineError(f"{manifests}: no labelled training clips to fine-tune on")
+    train, dev = folds.dev_slice(labelled, config.dev_fraction, config.dev_seed)
+    return train, dev, leaking
+
+
+@contextlib.contextmanager
+def _deterministic(threads: int) -> Iterator[None]:
+    previous = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.set_num_threads(max(1, threads))
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0])
+        torch.set_num_threads(previous[1])
+
+
+def _freeze(backbone: nn.Module, prefixes: tuple[str, ...]) -> None:
+    """Keep the parameters named by ``prefixes`` (e.g. early blocks) as they are."""
+    names = [name for name, _ in backbone.named_parameters()]
+    for prefix in prefixes:
+        if not any(n == prefix or n.startswith(prefix + ".") for n in names):
+            raise PipelineError(f"frozen: no backbone parameter is named {prefix!r}[.*] "
+                                f"(names start with e.g. {', '.join(sorted({n.split('.')[0] for n in names})[:6])})")
+    for name, param in backbone.named_parameters():
+        if any(name == p or name.startswith(p + ".") for p in prefixes):
+            param.requires_grad_(False)
+
+
+def _autocast(config: FinetuneConfig, device: torch.device) -> contextlib.AbstractContextManager:
+    if config.precision == "fp32":
+        return contextlib.nullcontext()
+    if config.precision == "fp16" and device.type != "cuda":
+        raise PipelineError("precision fp16 needs a CUDA device; use bf16 on CPU")
+    dtype = torch.bfloat16 if config.precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def _optimizer(model: Classifier, config: FinetuneConfig) -> torch.optim.Optimizer:
+    groups = [{"params": [p for p in model.backbone.parameters() if p.requires_grad], "lr": config.lr},
+              {"params": list(model.head.parameters()), "lr": config.head_lr}]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum,
+                               weight_decay=config.weight_decay)
+    return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _loader(dataset: torch.utils.data.Dataset, batch_sampler: list[list[int]],
+            config: FinetuneConfig, device: torch.device) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(dataset, batch_sampler=batch_sampler,
+                                       num_workers=config.workers,
+                                       pin_memory=device.type == "cuda")
+
+
+def predict(model: Classifier, backbone: Backbone, samples: Samples, config: FinetuneConfig,
+            device: torch.device) -> np.ndarray:
+    """Predicted class of every sample (eval preprocessing, eval mode)."""
+    model.eval()
+    out = np.zeros(len(samples), dtype=np.int64)
+    data = backbone.dataset(samples, np.arange(len(samples)), None)
+    keys = backbone.shape_keys(samples)
+    groups = [np.flatnonzero(keys == key) for key in np.unique(keys)]
+    sampler = [g[i:i + config.eval_batch_size].tolist()
+               for g in groups for i in range(0, len(g), config.eval_batch_size)]
+    with torch.no_grad():
+        for rows, (x, _) in zip(sampler, _loader(data, sampler, config, device)):
+            out[rows] = model(x.to(device)).argmax(dim=1).cpu().numpy()
+    return out
+
+
+def finetune(config: FinetuneConfig, out: str | Path, progress: ProgressFn = silent,
+             restart: bool = False) -> FinetuneResult:
+    """Fine-tune ``config.backbone`` and write the weights folder ``out`` (see the module doc)."""
+    out = Path(out)
+    dist = _Dist.from_env()
+    started = dist.world > 1 and not torch.distributed.is_initialized()
+    if started:
+        backend = "nccl" if config.device.startswith("cuda") else "gloo"
+        torch.distributed.init_process_group(backend)
+    lock = owner_lock(work_dir(out) / "owner", f"fine-tune {out}") if dist.rank == 0 \
+        else contextlib.nullcontext()
+    try:
+        with lock, _deterministic(config.threads):
+            return _Finetune(config, out, dist, progress).run(restart)
+    finally:
+        if started:
+            torch.distributed.destroy_process_group()
+
+
+class _Finetune:
+    """One call of :func:`finetune`: its state, epochs and files."""
+
+    def __init__(self, config: FinetuneConfig, out: Path, dist: _Dist, progress: ProgressFn) -> None:
+        self.config, self.out, self.dist, self.progress = config, out, dist, progress
+        self.work = work_dir(out)
+        self.checkpoint_path = self.work / "checkpoint.pt"
+        self.history_path = self.work / "history.json"
+        device = config.device
+        if device.startswith("cuda") and dist.world > 1:
+            device = f"cuda:{dist.local_rank}"
+        self.device = torch.device(device)
+        self.train_clips, self.dev_clips, self.left_out = _splits(config)
+        self.backbone = backbone_for(config)
+        self.train = self.backbone.samples(self.train_clips)
+        self.dev = self.backbone.samples(self.dev_clips)
+        if config.sampling.interval > 1:
+            keep = self.train.frame % config.sampling.interval == 0
+            self.train = Samples(self.train.clips, self.train.clip[keep], self.train.frame[keep],
+                                 self.train.label[keep])
+        if not len(self.train) or not len(self.dev):
+            raise PipelineError(f"{config.manifests}: no usable labelled frames in the "
+                                f"{'training' if not len(self.train) else 'dev'} clips "
+                                f"({'faces' if config.backbone == 'timm' else 'audio'} needed)")
+        self.keys = self.backbone.shape_keys(self.train)
+        counts = sampling.class_counts(self.train.label, np.ones(len(self.train), dtype=bool))
+        self.rates = sampling.class_rates(counts, config.sampling)
+        self.saved_config = to_dict(config)
+        self.initial_sha = None if config.weights is None else sha256_file(config.weights)
+
+    # -- state
+
+    def _build(self) -> None:
+        torch.manual_seed(self.config.seed)
+        backbone = self.backbone.build()
+        _freeze(backbone, tuple(self.config.frozen))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.config.seed + 1)  # the classifier's own stream
+            self.model = Classifier(backbone, self.backbone.num_features).to(self.device)
+        self.optimizer = _optimizer(self.model, self.config)
+        self.epoch, self.best_score, self.best_epoch, self.bad = 0, -math.inf, 0, 0
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.history: list[dict[str, Any]] = []
+        self.complete = False
+
+    def _state(self) -> dict[str, Any]:
+        return {"config": self.saved_config, "epoch": self.epoch, "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "best_state": self.best_state,
+                "best_score": self.best_score, "best_epoch": self.best_epoch, "bad": self.bad,
+                "history": self.history, "complete": self.complete}
+
+    def _load(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epoch, self.best_state = state["epoch"], state["best_state"]
+        self.best_score, self.best_epoch, self.bad = state["best_score"], state["best_epoch"], state["bad"]
+        self.history, self.complete = state["history"], state["complete"]
+
+    def _resume(self, restart: bool) -> int:
+        if restart or not self.checkpoint_path.exists():
+            return 0
+        try:
+            state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
+        except Exception as e:  # a checkpoint from another torch, or damaged: say which file
+            raise PipelineError(f"{self.checkpoint_path}: unreadable checkpoint ({e}); rerun with "
+                                "--restart") from None
+        old = {k: v for k, v in state["config"].items() if k not in RESUMABLE_CHANGES}
+        new = {k: v for k, v in self.saved_config.items() if k not in RESUMABLE_CHANGES}
+        if old != new:
+            changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            raise PipelineError(f"{self.out}: an unfinished fine-tune with another config "
+                                f"(differs in {', '.join(changed)}); rerun with --restart")
+        self._load(state)
+        return self.epoch
+
+    # -- the loop
+
+    def run(self, restart: bool) -> FinetuneResult:
+        self._build()
+        resumed = self._resume(restart)
+        if self.complete and read_record(self.out) is not None:
+            return self._result(resumed, already=True)
+        ddp = self.model
+        if self.dist.world > 1:
+            ddp = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        total = self.config.epochs
+        self.progress(ProgressEvent("epochs", total=total))
+        self.progress(ProgressEvent("epochs", advance=self.epoch))
+        while not self.complete and self.epoch < total:
+            self._epoch(ddp)
+            self.progress(ProgressEvent("epochs", advance=1, info=self.history[-1]))
+            self.complete = self.bad >= self.config.patience or self.epoch >= total
+            if self.dist.rank == 0:
+                io.torch_save(self.checkpoint_path, self._state())
+            self.dist.barrier()
+        if self.dist.rank == 0:
+            self._write()
+        self.dist.barrier()
+        return self._result(resumed, already=False)
+
+    def _epoch(self, model: nn.Module) -> None:
+        started = time.perf_counter()
+        config, epoch = self.config, self.epoch + 1
+        plan, seeds = epoch_plan(self.train, self.rates, config.seed, epoch)
+        data = self.backbone.dataset(self.train, plan, seeds)
+        steps = batches(self.keys[plan], config.batch_size, self.dist.world, self.dist.rank,
+                        config.seed, epoch)
+        torch.manual_seed(int(np.random.SeedSequence([config.seed, epoch, 7]).generate_state(1)[0]))
+        model.train()
+        losses = []
+        self.optimizer.zero_grad(set_to_none=True)
+        for k, (x, y) in enumerate(_loader(data, steps, config, self.device)):
+            with _autocast(config, self.device):
+                logits = model(x.to(self.device))
+            loss = batch_loss(logits.float(), y.to(self.device), None, config.loss)
+            (loss / config.accumulate).backward()
+            losses.append(float(loss.detach()))
+            if (k + 1) % config.accumulate and k + 1 < len(steps):
+                continue  # accumulate the next batch's gradient first
+            if config.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        predicted = predict(self.model, self.backbone, self.dev, config, self.device)
+        score = macro_f1(self.dev.label, predicted)
+        self.epoch = epoch
+        if score > self.best_score:
+            self.best_score, self.best_epoch, self.bad = score, epoch, 0
+            self.best_state = {k: v.detach().cpu().clone()
+                               for k, v in self.model.backbone.state_dict().items()}
+        else:
+            self.bad += 1
+        self.history.append({"epoch": epoch, "loss": float(np.mean(losses)) if losses else 0.0,
+                             "dev_f1": float(score), "best": float(self.best_score),
+                             "samples": int(len(plan)), "s": time.perf_counter() - started})
+
+    # -- output
+
+    def _record(self) -> WeightsRecord:
+        return WeightsRecord(
+            family=self.backbone.family, model=self.backbone.model_name,
+            preprocessing=self.backbone.preprocessing(), weights_sha256="",
+            manifest_fingerprint=fingerprint(self.train_clips + self.dev_clips),
+            clips={"train": [c.clip_id for c in self.train_clips],
+                   "dev": [c.clip_id for c in self.dev_clips]},
+            config=self.saved_config, selected_on=SELECTED_ON["dev"],
+            selection_score=float(self.best_score), epoch=int(self.best_epoch),
+            epochs_run=int(self.epoch), initial_weights=self.config.weights,
+            initial_weights_sha256=self.initial_sha,
+            leakage={"left_out_au_val_unguarded": self.left_out,
+                     "trained_clips_excluded_from_au_val": sorted(
+                         c.clip_id for c in self.train_clips if "au_val" in c.exclude_from)})
+
+    def _write(self) -> None:
+        assert self.best_state is not None, "a finished fine-tune has a best epoch"
+        write_weights_folder(self.out, self.best_state, self._record())
+        io.write_json(self.history_path, {"epochs": self.history, "processes": self.dist.world,
+                                          "seconds": sum(h["s"] for h in self.history)})
+
+    def _result(self, resumed: int, already: bool) -> FinetuneResult:
+        record = read_record(self.out) if self.dist.rank == 0 else self._record()
+        return FinetuneResult(self.out, record, self.epoch, resumed, already,
+                              sum(h["s"] for h in self.history))

@@ -1,0 +1,46 @@
+"""Which samples train in an epoch, in which order and batches: a function of ``(seed, epoch)``.
+
+:func:`epoch_plan` draws each sample's count with the heads' class rates
+(:func:`pipeline.fusion.sampling.draw`) and shuffles; :func:`batches` cuts the plan into batches
+of one input shape and hands each DDP process its part. Nothing here keeps state, so a resumed
+run redraws exactly the epoch it lost.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.finetune.backbones import Samples
+from pipeline.fusion import sampling
+
+
+def epoch_plan(samples: Samples, rates: np.ndarray, seed: int, epoch: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """(sample indices in training order, one augmentation seed each) for ``epoch``: the heads'
+    class-rate draw, shuffled; a function of ``(seed, epoch)`` alone, so a resumed run redraws it."""
+    rng = np.random.default_rng([seed, epoch])
+    counts = sampling.draw(samples.label, np.ones(len(samples), dtype=bool), rates, rng)
+    plan = np.repeat(np.arange(len(samples)), counts)
+    rng.shuffle(plan)
+    return plan, rng.integers(0, 2**31 - 1, size=len(plan))
+
+
+def batches(keys: np.ndarray, size: int, world: int, rank: int, seed: int, epoch: int
+            ) -> list[list[int]]:
+    """This process's batches (positions into the epoch's plan) of one epoch.
+
+    Global batches of ``size`` consecutive plan positions with one shape key each (in plan order
+    within a key), visited in an order drawn from ``(seed, epoch)``; each is cut to a multiple of
+    ``world`` and process ``rank`` takes every ``world``-th position of it, so every process runs
+    the same number of steps (DDP needs that)."""
+    cut: list[np.ndarray] = []
+    for key in np.unique(keys):
+        positions = np.flatnonzero(keys == key)
+        cut.extend(positions[i:i + size] for i in range(0, len(positions), size))
+    order = np.random.default_rng([seed, epoch, 1]).permutation(len(cut))
+    out = []
+    for b in order:
+        batch = cut[b][:len(cut[b]) // world * world]
+        if len(batch):
+            out.append([int(p) for p in batch[rank::world]])
+    return out

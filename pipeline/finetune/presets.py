@@ -1,0 +1,39 @@
+"""Each paper's fine-tuning settings, as far as the paper states them (``finetune --preset``).
+
+Layers, later wins: the defaults < ``--preset`` < ``--config FILE.toml`` < ``--set`` < options.
+What a paper does not state keeps this project's default (:mod:`pipeline.finetune.config`).
+
+| preset | backbone | paper states | ours (paper silent) |
+| --- | --- | --- | --- |
+| ``kim2023`` (000) | ``swin_tiny_patch4_window7_224`` on faces | Swin-Tiny trained on the faces; majority-class subsampling | subsampling cap at the median class count (as the fuse preset); AdamW, lr 1e-4, 5 epochs, batch 32; augmentation |
+| ``jeong2022`` (001) | ``resnet50`` (a VGGFace2 ResNet-50 as ``--weights``) | Table 2: lr 1e-4, batch 1024, 8 epochs, weight decay 1e-4 (we read the table as the fine-tune's too: it does not say which stage it is for) | AdamW; no augmentation stated: ours |
+| ``jin2021`` (003) | ``tdnn`` (the IResNet is not fine-tuned here yet) | image model: SGD with momentum, lr 0.001, batch 64, focal loss; TDNN: nothing | the image model's optimiser, lr and batch for the TDNN; momentum 0.9; focal gamma 2 |
+| ``yu2025`` (004) | any timm model (its RHCNN is not available) | SGD, lr 1e-4 (backbone) and 1e-3 (the image/speech weights: our classifier), momentum 0.9, batch 16, coarse-fine loss, equal-interval frames, 300 rounds | 10 epochs (300 rounds of its end-to-end net are not a fine-tune budget), interval 5 frames |
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.errors import PipelineError
+
+FINETUNE_PRESETS: dict[str, dict[str, Any]] = {
+    "kim2023": {"backbone": "timm", "model": "swin_tiny_patch4_window7_224",
+                "sampling": {"balance": "subsample", "majority_cap": 1.0}},
+    "jeong2022": {"backbone": "timm", "model": "resnet50", "lr": 1e-4, "batch_size": 1024,
+                  "epochs": 8, "weight_decay": 1e-4},
+    "jin2021": {"backbone": "tdnn", "optimizer": "sgd", "momentum": 0.9, "lr": 0.001,
+                "head_lr": 0.001, "batch_size": 64, "loss": {"kind": "focal", "gamma": 2.0}},
+    "yu2025": {"backbone": "timm", "optimizer": "sgd", "momentum": 0.9, "lr": 1e-4,
+               "head_lr": 1e-3, "batch_size": 16, "epochs": 10, "loss": {"kind": "coarse_fine"},
+               "sampling": {"interval": 5}},
+}
+
+
+def preset_tables(name: str | None) -> dict[str, Any] | None:
+    """The config tables of preset ``name`` (None: none), or a one-line error naming the choices."""
+    if name is None:
+        return None
+    if name not in FINETUNE_PRESETS:
+        raise PipelineError(f"finetune preset {name!r}: choose from {', '.join(FINETUNE_PRESETS)}")
+    return FINETUNE_PRESETS[name]
