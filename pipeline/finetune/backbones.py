@@ -147,10 +147,13 @@ class FaceBackbone(Backbone):
             mean=self.data_config["mean"], std=self.data_config["std"])
 
     def build(self) -> nn.Module:
+        from pipeline.features.extractors.seeding import redraw, weights_generator
         from pipeline.features.extractors.timm_models import build_timm
 
-        return build_timm(self.model_name, self.config.weights, self.config.seed,
-                          option="model")
+        model = build_timm(self.model_name, self.config.weights, option="model")
+        if self.config.weights is None:  # the random network `extract -e timm --set seed=S` uses
+            redraw(model, weights_generator("timm", self.config.seed))
+        return model
 
     @property
     def num_features(self) -> int:

@@ -44,7 +44,7 @@ from typing import Any, Callable, ClassVar, Hashable, Iterator
 import numpy as np
 
 from pipeline.errors import PipelineError
-from pipeline.features.extractors.seeding import RANDOM_INIT, redraw
+from pipeline.features.extractors.seeding import RANDOM_INIT, redraw, weights_generator
 from pipeline.features.feeding import ClipContext, Job, Loaded, StreamKey
 from pipeline.features.weights_record import WeightsRecord, read_record
 
@@ -218,15 +218,10 @@ class Extractor(ABC):
     # Helpers shared by the torch-based extractors (torch is imported lazily: base stays cheap).
 
     def generator(self) -> Any:
-        """This extractor's own random stream for its random weights: a ``torch.Generator``
-        seeded from its name and ``seed``, never torch's global generator (which every thread
-        shares; :mod:`~pipeline.features.extractors.seeding`). Not from its config: options
-        that leave the network as it is (windows, crops, which maps are kept) keep its weights."""
-        import torch
-
-        spec = json.dumps({"name": self.name, "seed": self.seed}, sort_keys=True)
-        seed = int.from_bytes(hashlib.sha256(spec.encode()).digest()[:8], "little")
-        return torch.Generator().manual_seed(seed)
+        """This extractor's own random stream for its random weights, never torch's global
+        generator (which every thread shares; :func:`~pipeline.features.extractors.seeding.
+        weights_generator`)."""
+        return weights_generator(self.name, self.seed)
 
     def build(self, make: Callable[[], Any]) -> Any:
         """``make()``'s module; with random weights, its drawn parameters redrawn from

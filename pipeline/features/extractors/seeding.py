@@ -21,6 +21,8 @@ statistics, index tables) are never drawn and stay as built.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from typing import Any
 
@@ -28,6 +30,17 @@ EMBEDDING_STD = 0.02  # timm's trunc_normal_ / transformers' initializer_range f
 # Recorded in an extractor's cache key when its weights are random: arrays from models drawn
 # another way (the global generator, before this module) are never reused as these.
 RANDOM_INIT = "own-generator-1"
+
+
+def weights_generator(name: str, seed: int) -> Any:
+    """The ``torch.Generator`` an extractor called ``name`` draws its random weights from: seeded
+    from its name and ``seed`` alone, so options that leave the network as it is (windows, crops,
+    which maps are kept) keep its weights, and ``finetune`` starts from the same random network."""
+    import torch
+
+    spec = json.dumps({"name": name, "seed": seed}, sort_keys=True)
+    return torch.Generator().manual_seed(int.from_bytes(hashlib.sha256(spec.encode()).digest()[:8],
+                                                        "little"))
 
 
 def _fan_in_bound(weight: Any) -> float:
