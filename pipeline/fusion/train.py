@@ -62,7 +62,7 @@ from pipeline.data.labels import NUM_CLASSES, UNLABELED
 from pipeline.data.manifest import Clip, fingerprint
 from pipeline.errors import PipelineError
 from pipeline.features.store import FeatureStore
-from pipeline.fusion import folds, sampling
+from pipeline.fusion import folds, moe, sampling
 from pipeline.fusion.config import SELECTED_ON, FuseConfig, TrainConfig
 from pipeline.fusion.data import ClipStream, FeatureRequest, Table, check_inputs, feature_keys
 from pipeline.fusion.heads import Head, head_class
@@ -194,7 +194,9 @@ class _Run:
     def build(self) -> None:
         torch.manual_seed(self.config.seed)
         self.rng = np.random.default_rng(self.config.seed)
-        self.head = self.head_class(self.config.head, self.dims).to(self.device)
+        self.head = self.head_class(self.config.head, self.dims)
+        moe.install(self.head, self.config.classifier)
+        self.head = self.head.to(self.device)
         self.optimizer = _optimizer(self.head, self.config.train)
         self.epoch, self.best_score, self.best_epoch, self.bad_epochs = 0, -math.inf, 0, 0
         self.stopped: str | None = None
