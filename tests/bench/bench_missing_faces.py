@@ -1,0 +1,87 @@
+"""Macro-F1 of fusion heads with and without modality dropout, on frames with and without a face.
+
+Run on a demo with a fixed share of missing faces (prints a table, asserts nothing)::
+
+    fer-pipeline demo-data W/data --clips 32 --frames 90 --missing-faces 0.3
+    fer-pipeline manifest W/data --out W/manifests
+    fer-pipeline extract --manifests W/manifests --store W/features.zarr -e swin -e logmel \\
+        -e tdnn --precision auto --set configs.tdnn.mean_norm=none
+    .venv/bin/python tests/bench/bench_missing_faces.py W [--epochs 15] [--dropout 0.3]
+
+For each head (``mfm``, ``gated``, ``xattn``, ``tcn``, default configs) and modality dropout
+``0`` and ``--dropout`` (``modality_dropout_which = "either"``), one run trains on the training
+split with the epoch selected on its dev slice (``train.select_on = "dev"``: nothing is fitted on
+validation, so every row is "fitted on: train-dev"); runs already in ``W/runs-missing-faces``
+are reused. Each run's primary output on the validation split, as written (``mfm``'s faceless
+frames take the nearest face's prediction, the rule of heads with face outputs; the new heads
+predict them themselves), is scored on all labelled frames, on those with a face and on those
+without, with clip-level bootstrap 95% intervals (:mod:`pipeline.scoring.bootstrap`, 1000
+resamples, the same for every row). One seed per row: the intervals are over validation clips,
+not over training seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.data.manifest import load_clips, task_clips
+from pipeline.features.store import FeatureStore
+from pipeline.fusion.config import build_config
+from pipeline.fusion.heads import head_class
+from pipeline.fusion.train import train
+from pipeline.scoring.bootstrap import clip_confusions, interval, resample_counts
+from pipeline.scoring.predictions import Predictions, face_mask_path, prediction_path
+
+HEADS = ("mfm", "gated", "xattn", "tcn")
+
+
+def _cell(confusions: np.ndarray, counts: np.ndarray) -> str:
+    i = interval(confusions, counts)
+    return f"{i.estimate:.3f} [{i.low:.3f}, {i.high:.3f}]"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("work", type=Path, help="folder with manifests/ and features.zarr")
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--dropout", type=float, default=0.3, help="the modality dropout row")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    store, manifests = args.work / "features.zarr", args.work / "manifests"
+    runs = args.work / "runs-missing-faces"
+    clips = load_clips(manifests)
+    val = task_clips(clips, "expr", "val")
+    counts = resample_counts([c.video_id for c in val], 1000, seed=0)
+    rows = []
+    for method in HEADS:
+        for p in (0.0, args.dropout):
+            name = f"{method}-md{p:g}"
+            config = build_config(method, store, manifests, seed=args.seed, sets=[
+                f"train.epochs={args.epochs}", f"head.modality_dropout={p}"])
+            train(config, runs / name, clips, FeatureStore(store))
+            output = head_class(method).primary
+            probs = Predictions(prediction_path(runs / name, "val", output))
+            faces = Predictions(face_mask_path(runs / name, "val"))
+            labels = [c.scoring_labels("expr").astype(np.int64) for c in val]
+            predicted = [probs[c.clip_id].argmax(axis=1) for c in val]
+            face = [faces[c.clip_id].astype(bool) for c in val]
+            offsets = np.r_[0, np.cumsum([len(x) for x in labels])]
+            y, yhat, f = np.concatenate(labels), np.concatenate(predicted), np.concatenate(face)
+            cells = [_cell(clip_confusions(np.where(keep, y, -1), yhat, offsets), counts)
+                     for keep in (np.ones_like(f), f, ~f)]
+            rows.append((method, p, cells))
+    labelled = y >= 0
+    print(f"validation: {len(val)} clips, {int(labelled.sum())} labelled frames, "
+          f"{int((labelled & ~f).sum())} of them without a face; fitted on: train-dev (dev "
+          "slice of the training clips selects the epoch); macro-F1 [95% clip bootstrap]")
+    print(f"| head | modality dropout | fitted on | all frames | with a face | without a face |")
+    print("|---|---|---|---|---|---|")
+    for method, p, cells in rows:
+        print(f"| `{method}` | {p:g} | train-dev | {' | '.join(cells)} |")
+
+
+if __name__ == "__main__":
+    main()
