@@ -62,18 +62,19 @@ def safe_attention(attention: nn.MultiheadAttention, query: torch.Tensor, keys: 
 class Block(nn.Module):
     """Pre-norm attention (self or cross) and feed-forward, with safe attention."""
 
-    def __init__(self, dim: int, heads: int, ff: int, dropout: float) -> None:
+    def __init__(self, dim: int, heads: int, ff: int, dropout: float, cross: bool) -> None:
         super().__init__()
-        self.norm_q, self.norm_kv, self.norm_ff = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.norm_q, self.norm_ff = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.norm_kv = nn.LayerNorm(dim) if cross else None  # self-attention: the query's norm
         self.attention = nn.MultiheadAttention(dim, heads, dropout, batch_first=True)
         self.ff = nn.Sequential(nn.Linear(dim, ff), nn.GELU(), nn.Dropout(dropout),
                                 nn.Linear(ff, dim), nn.Dropout(dropout))
 
     def forward(self, x: torch.Tensor, keys: torch.Tensor | None, key_mask: torch.Tensor
                 ) -> torch.Tensor:
-        """``keys`` None: self-attention over ``x``."""
+        """``keys`` is None in a self-attention block (it attends over ``x``)."""
         q = self.norm_q(x)
-        kv = q if keys is None else self.norm_kv(keys)
+        kv = q if self.norm_kv is None else self.norm_kv(keys)
         x = x + safe_attention(self.attention, q, kv, key_mask)
         return x + self.ff(self.norm_ff(x))
 
@@ -92,11 +93,13 @@ class XAttnHead(WindowHead):
         self.position = nn.Parameter(nn.init.trunc_normal_(torch.empty(1, config.length, d),
                                                            std=0.02))
 
-        def blocks(n: int) -> nn.ModuleList:
-            return nn.ModuleList(Block(d, config.heads, config.ff, config.dropout) for _ in range(n))
+        def blocks(n: int, cross: bool) -> nn.ModuleList:
+            return nn.ModuleList(Block(d, config.heads, config.ff, config.dropout, cross)
+                                 for _ in range(n))
 
-        self.self_image, self.self_audio = blocks(config.layers), blocks(config.layers)
-        self.cross_image, self.cross_audio = blocks(config.cross_layers), blocks(config.cross_layers)
+        self.self_image, self.self_audio = blocks(config.layers, False), blocks(config.layers, False)
+        self.cross_image = blocks(config.cross_layers, True)
+        self.cross_audio = blocks(config.cross_layers, True)
         self.norm = nn.LayerNorm(d)
         self.classify = nn.Linear(d, NUM_CLASSES)
 
