@@ -40,7 +40,8 @@ def _head(name, data, **changes):
 
 
 def test_registry_holds_the_five_heads():
-    assert {"image", "audio", "mfm", "sequence", "proportional"} <= set(registry())
+    assert {"image", "audio", "mfm", "sequence", "proportional", "gated", "xattn", "tcn"} \
+        <= set(registry())
     for name, cls in registry().items():
         assert cls.name == name and cls.primary in cls.outputs
 

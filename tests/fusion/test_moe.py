@@ -1,6 +1,8 @@
 """The mixture-of-experts classifier: its formula computed directly, installed in every registered
 head (contract: shapes, loss, gradients to the experts), and in a training run's model."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -80,3 +82,16 @@ def test_a_run_trains_the_mixture(tmp_path):
     saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert any(key.endswith("router.weight") for key in saved["model"])
     assert saved["config"]["classifier"] == {"experts": 2, "top_k": 0}
+
+
+def test_runs_written_before_the_new_options_still_resume(tmp_path):
+    from pipeline.fusion.rundir import changes, identity
+
+    new = identity(build_config("mfm", tmp_path, tmp_path), {"swin": "k"})
+    old = copy.deepcopy(new)  # as a run written before classifier.* and modality dropout
+    del old["config"]["classifier"]
+    del old["config"]["head"]["modality_dropout"], old["config"]["head"]["modality_dropout_which"]
+    assert changes(old, new) == []
+    changed = identity(build_config("mfm", tmp_path, tmp_path,
+                                    sets=["classifier.experts=2"]), {"swin": "k"})
+    assert changes(old, changed) == ["classifier.experts"]
