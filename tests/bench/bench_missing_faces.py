@@ -6,7 +6,7 @@ Run on a demo with a fixed share of missing faces (prints a table, asserts nothi
     fer-pipeline manifest W/data --out W/manifests
     fer-pipeline extract --manifests W/manifests --store W/features.zarr -e swin -e logmel \\
         -e tdnn --precision auto --set configs.tdnn.mean_norm=none
-    .venv/bin/python tests/bench/bench_missing_faces.py W [--epochs 15] [--dropout 0.3]
+    .venv/bin/python tests/bench/bench_missing_faces.py W [--epochs 10] [--dropout 0.3]
 
 For each head (``mfm``, ``gated``, ``xattn``, ``tcn``, default configs) and modality dropout
 ``0`` and ``--dropout`` (``modality_dropout_which = "either"``), one run trains on the training
@@ -46,9 +46,11 @@ def _cell(confusions: np.ndarray, counts: np.ndarray) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("work", type=Path, help="folder with manifests/ and features.zarr")
-    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--dropout", type=float, default=0.3, help="the modality dropout row")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--heads", nargs="+", default=list(HEADS), choices=HEADS,
+                        help="a subset (e.g. to run two processes side by side)")
     args = parser.parse_args()
     store, manifests = args.work / "features.zarr", args.work / "manifests"
     runs = args.work / "runs-missing-faces"
@@ -56,7 +58,7 @@ def main() -> None:
     val = task_clips(clips, "expr", "val")
     counts = resample_counts([c.video_id for c in val], 1000, seed=0)
     rows = []
-    for method in HEADS:
+    for method in args.heads:
         for p in (0.0, args.dropout):
             name = f"{method}-md{p:g}"
             config = build_config(method, store, manifests, seed=args.seed, sets=[
@@ -77,7 +79,7 @@ def main() -> None:
     print(f"validation: {len(val)} clips, {int(labelled.sum())} labelled frames, "
           f"{int((labelled & ~f).sum())} of them without a face; fitted on: train-dev (dev "
           "slice of the training clips selects the epoch); macro-F1 [95% clip bootstrap]")
-    print(f"| head | modality dropout | fitted on | all frames | with a face | without a face |")
+    print("| head | modality dropout | fitted on | all frames | with a face | without a face |")
     print("|---|---|---|---|---|---|")
     for method, p, cells in rows:
         print(f"| `{method}` | {p:g} | train-dev | {' | '.join(cells)} |")
