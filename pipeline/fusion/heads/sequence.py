@@ -16,6 +16,11 @@ With ``tasks = ["expr", "au"]`` (the ``jin2021`` preset) a second linear layer c
 action units frame by frame from the same encoder output (Jin et al.'s multi-task training, here
 on the sequence model: their visual backbone is stage one's frozen extractor); AU probabilities
 are averaged over overlapping windows like the expression ones.
+
+Windows may be long (``length = 300``, the ABAW 2023 winner's): memory stays bounded by the batch
+(``batch_size`` windows in training, ``eval_batch_size // length`` at inference) and the stream.
+``modality_dropout`` (training only, :mod:`pipeline.fusion.modality`) zeroes a whole window's
+face or audio features and clears its presence flag (:func:`drop_window_modalities`).
 """
 
 from __future__ import annotations
