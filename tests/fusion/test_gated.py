@@ -47,7 +47,9 @@ def test_missing_face_gets_gate_zero_and_no_say(data, gate, width):
     with torch.no_grad():
         g, _ = head.gates(inputs)
         out = head(inputs)["main"]
-        inputs["x0"] = inputs["x0"] + 100.0 * torch.randn_like(inputs["x0"])  # garbage face
+        garbage = inputs["x0"] + 100.0 * torch.randn_like(inputs["x0"])
+        garbage[torch.from_numpy(faceless)] = float("nan")  # whatever the store holds there
+        inputs["x0"] = garbage
         out_garbage = head(inputs)["main"]
     assert float(g[torch.from_numpy(faceless), 0].abs().max()) == 0.0
     assert float(g[torch.from_numpy(table.valid), 0].min()) > 0.0

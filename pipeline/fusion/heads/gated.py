@@ -138,7 +138,8 @@ class GatedHead(Head):
             self.training, present.device)
         present = present & torch.where(self.is_image, keep_image[:, None], keep_audio[:, None])
         mask = present.to(torch.float32)[..., None]
-        h = torch.stack([p(inputs[f"x{i}"]) for i, p in enumerate(self.project)], dim=1) * mask
+        h = torch.stack([p(inputs[f"x{i}"]) for i, p in enumerate(self.project)], dim=1)
+        h = torch.where(present[..., None], h, torch.zeros_like(h))  # even if x held NaN there
         z = self.gate_layer(h.flatten(1))
         if self.config.gate_width == "channel":
             z = z.view_as(h)
