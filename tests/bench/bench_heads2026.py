@@ -1,7 +1,8 @@
 """Benchmark of the 2026 heads' stage-two cost per store frame and peak memory (prints figures).
 
-Run: ``.venv/bin/python tests/bench/bench_heads2026.py [--clips 10] [--frames 600 2400]``. For
-each store size (``--frames`` per clip; every 5th clip is validation) it builds a synthetic store
+Run: ``.venv/bin/python tests/bench/bench_heads2026.py [--clips 5 20] [--frames 600]``. For
+each store size (``--clips`` clips of ``--frames`` frames; every 5th clip is validation) it builds
+a synthetic store
 with the real feature sizes (``swin`` [T, 768], ``tdnn_w32/48/64`` [T, 512], float16; see
 ``bench_fuse.py``), then trains one epoch (and its selection pass) of ``mfm``, ``gated``,
 ``xattn``, ``tcn`` and ``sequence`` with 300-frame windows, each in a fresh process, streaming
@@ -12,7 +13,8 @@ from the store (``train.cache_mb = 0``, ``train.buffer_mb = 64``), and prints:
   validation clips);
 * the process's peak resident memory (``ru_maxrss``) and its increase over the process after
   imports, before the run: what the run itself held. Memory bounded by the stream, not the store,
-  shows as the same increase at every store size.
+  shows as the same increase at every number of clips (it grows with the longest clip, which is
+  read whole: ``pipeline/fusion/data.py``).
 
 Default heads' configs (``mfm`` dim 64; ``gated`` dim 128; ``xattn`` dim 128, 64-frame windows;
 ``tcn`` dim 128, 6 levels, 300-frame windows; ``sequence`` 300-frame windows), one torch thread,
@@ -69,9 +71,9 @@ def one_run(method: str, root: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clips", type=int, default=10, help="clips (every 5th is validation)")
-    parser.add_argument("--frames", type=int, nargs="+", default=[600, 2400],
-                        help="frames per clip, one store per value")
+    parser.add_argument("--clips", type=int, nargs="+", default=[5, 20],
+                        help="clips (every 5th is validation), one store per value")
+    parser.add_argument("--frames", type=int, default=600, help="frames per clip")
     parser.add_argument("--one", nargs=2, metavar=("METHOD", "ROOT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -82,10 +84,10 @@ def main() -> None:
     print("one epoch + selection pass per head, fresh process each, 1 torch thread, fp32 CPU")
     print(f"{'head':<14s} {'store frames':>12s} {'wall ms/frame':>14s} {'cpu ms/frame':>13s} "
           f"{'peak MiB':>9s} {'run MiB':>8s}")
-    for frames in args.frames:
+    for clips in args.clips:
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)
-            make_store(root, args.clips, frames)
+            make_store(root, clips, args.frames)
             for method in METHODS:
                 out = subprocess.run([sys.executable, __file__, "--one", method, str(root)],
                                      capture_output=True, text=True, check=True)
