@@ -1,6 +1,6 @@
 """Benchmark of the 2026 heads' stage-two cost per store frame and peak memory (prints figures).
 
-Run: ``.venv/bin/python tests/bench/bench_heads2026.py [--clips 5 20] [--frames 600]``. For
+Run: ``.venv/bin/python tests/bench/bench_heads2026.py [--clips 20 80] [--frames 600]``. For
 each store size (``--clips`` clips of ``--frames`` frames; every 5th clip is validation) it builds
 a synthetic store
 with the real feature sizes (``swin`` [T, 768], ``tdnn_w32/48/64`` [T, 512], float16; see
@@ -71,9 +71,10 @@ def one_run(method: str, root: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clips", type=int, nargs="+", default=[5, 20],
+    parser.add_argument("--clips", type=int, nargs="+", default=[20, 80],
                         help="clips (every 5th is validation), one store per value")
     parser.add_argument("--frames", type=int, default=600, help="frames per clip")
+    parser.add_argument("--heads", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--one", nargs=2, metavar=("METHOD", "ROOT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -88,7 +89,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)
             make_store(root, clips, args.frames)
-            for method in METHODS:
+            for method in args.heads:
                 out = subprocess.run([sys.executable, __file__, "--one", method, str(root)],
                                      capture_output=True, text=True, check=True)
                 r = json.loads(out.stdout.strip().splitlines()[-1])
