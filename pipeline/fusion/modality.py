@@ -28,6 +28,10 @@ import torch
 from pipeline.errors import PipelineError
 
 WHICH = ("either", "image", "audio")  # modality_dropout_which
+# What the heads that can predict without a face (gated, xattn, tcn) write at a frame without one:
+# "own", their own output (from audio and context), or "nearest", the prediction of the nearest
+# frame of the clip with a face (the rule of heads with face outputs, heads/__init__.py).
+FACELESS = ("own", "nearest")
 
 
 def check(p: float, which: str, head: str) -> None:
@@ -37,6 +41,13 @@ def check(p: float, which: str, head: str) -> None:
     if which not in WHICH:
         raise PipelineError(f"{head} modality_dropout_which {which!r}: choose from "
                             f"{', '.join(WHICH)}")
+
+
+def face_outputs(rule: str, head: str) -> tuple[str, ...]:
+    """The head's ``face_outputs`` under ``faceless = rule`` (its one output is ``main``)."""
+    if rule not in FACELESS:
+        raise PipelineError(f"{head} faceless {rule!r}: choose from {', '.join(FACELESS)}")
+    return ("main",) if rule == "nearest" else ()
 
 
 def modality_keep(batch: int, p: float, which: str, training: bool,

@@ -431,7 +431,7 @@ class _Run:
             # the manifests read (ensemble refuses to mix runs whose fingerprints differ)
             "manifest_fingerprint": fingerprint(c for clips in self.splits.values() for c in clips),
             "faceless_frames": FACE_RULE,
-            "face_outputs": list(self.head_class.face_outputs),
+            "face_outputs": list(self.head.face_outputs),  # a head's config may set them
             "resumed_from": resumed_from,
             **self._selection_record(selection),
             **task_metrics(self),

@@ -15,7 +15,8 @@ split with the epoch selected on its dev slice (``train.select_on = "dev"``: not
 validation, so every row is "fitted on: train-dev"); runs already in ``W/runs-missing-faces``
 are reused. Each run's primary output on the validation split, as written (``mfm``'s faceless
 frames take the nearest face's prediction, the rule of heads with face outputs; the new heads
-predict them themselves), is scored on all labelled frames, on those with a face and on those
+are run with both of their ``faceless`` rules: ``own``, they predict them themselves, and
+``nearest``, mfm's rule; the two train alike), is scored on all labelled frames, on those with a face and on those
 without, with clip-level bootstrap 95% intervals (:mod:`pipeline.scoring.bootstrap`, 1000
 resamples, the same for every row). One seed per row: the intervals are over validation clips,
 not over training seeds.
@@ -65,11 +66,12 @@ def main() -> None:
     counts = resample_counts([c.video_id for c in val], 1000, seed=0)
     rows = []
     for method in args.heads:
-        for p in (0.0, args.dropout):
-            name = f"{method}-md{p:g}"
+        for p, rule in [(p, rule) for rule in (("own", "nearest") if method != "mfm" else ("",))
+                        for p in (0.0, args.dropout)]:
+            name = f"{method}-md{p:g}" + (f"-{rule}" if rule == "nearest" else "")
             config = build_config(method, store, manifests, seed=args.seed, sets=[
                 f"train.epochs={args.epochs}", f"head.modality_dropout={p}",
-                *DEMO_SETS.get(method, [])])
+                *([f"head.faceless={rule}"] if rule else []), *DEMO_SETS.get(method, [])])
             train(config, runs / name, clips, FeatureStore(store))
             output = head_class(method).primary
             probs = Predictions(prediction_path(runs / name, "val", output))
@@ -81,15 +83,16 @@ def main() -> None:
             y, yhat, f = np.concatenate(labels), np.concatenate(predicted), np.concatenate(face)
             cells = [_cell(clip_confusions(np.where(keep, y, -1), yhat, offsets), counts)
                      for keep in (np.ones_like(f), f, ~f)]
-            rows.append((method, p, cells))
+            rows.append((method, p, rule or "nearest", cells))
     labelled = y >= 0
     print(f"validation: {len(val)} clips, {int(labelled.sum())} labelled frames, "
           f"{int((labelled & ~f).sum())} of them without a face; fitted on: train-dev (dev "
           "slice of the training clips selects the epoch); macro-F1 [95% clip bootstrap]")
-    print("| head | modality dropout | fitted on | all frames | with a face | without a face |")
-    print("|---|---|---|---|---|---|")
-    for method, p, cells in rows:
-        print(f"| `{method}` | {p:g} | train-dev | {' | '.join(cells)} |")
+    print("| head | modality dropout | faceless frames | fitted on | all frames | with a face | "
+          "without a face |")
+    print("|---|---|---|---|---|---|---|")
+    for method, p, rule, cells in rows:
+        print(f"| `{method}` | {p:g} | {rule} | train-dev | {' | '.join(cells)} |")
 
 
 if __name__ == "__main__":

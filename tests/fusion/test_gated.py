@@ -91,3 +91,32 @@ def test_faceless_frames_train_when_they_have_audio(data):
     ok = head.trainable(table)
     assert (ok & ~table.valid).any()
     assert not (ok & (table.labels < 0)).any()
+
+
+@pytest.mark.parametrize("name", ["gated", "xattn", "tcn"])
+def test_faceless_rule_is_an_option(data, name):
+    from pipeline.data.frames import nearest_face
+    from pipeline.errors import PipelineError
+    from pipeline.fusion.heads import registry
+    from pipeline.fusion.train import predict_table
+
+    cls = registry()[name]
+    small = {"xattn": {"length": 12, "eval_stride": 6}, "tcn": {"length": 12, "eval_stride": 6,
+                                                                  "levels": 2}}.get(name, {})
+    request = cls.request(cls.Config(**small), SamplingConfig())
+    store = FeatureStore(data.store)
+    dims = check_inputs(store, data.clips, request)
+    table = load_table(store, data.clips, request, dims, train=False)
+    probs = {}
+    for rule in ("own", "nearest"):
+        torch.manual_seed(0)
+        head = cls(cls.Config(**small, faceless=rule), dims).eval()
+        assert head.filled_outputs == (() if rule == "own" else ("main",))
+        probs[rule] = predict_table(head, table, 64)["main"]
+    assert not np.array_equal(probs["own"][~table.valid], probs["nearest"][~table.valid])
+    for i in range(len(table.clip_ids)):
+        rows = table.clip_rows(i)
+        np.testing.assert_array_equal(probs["nearest"][rows],
+                                      probs["own"][rows][nearest_face(table.valid[rows])])
+    with pytest.raises(PipelineError, match="faceless 'fill'"):
+        cls(cls.Config(**small, faceless="fill"), dims)

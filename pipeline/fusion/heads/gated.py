@@ -15,8 +15,10 @@ gated fusion module, followed by inference-time temporal smoothing"). Per frame 
 **A missing face gives its gate 0 by construction**: its features are zeroed before the gate
 sees them and its gate is multiplied by (or, for softmax, masked to) zero, so the frame's output
 is the audio arrays' alone, whatever the store holds at that frame. Frames without a face are
-therefore predicted by the head itself (``face_outputs`` is empty: no nearest-face filling) and
-train with it; a frame trains when it is labelled and has a face or usable audio.
+therefore predicted by the head itself (``faceless = "own"``: ``face_outputs`` is empty, no
+nearest-face filling; ``"nearest"`` writes the nearest face's prediction there instead, as heads
+with face outputs do) and train with it either way; a frame trains when it is labelled and has a
+face or usable audio.
 
 **Multi-crop arrays.** Stage one may store re-crops of an image array ``NAME`` as
 ``NAME_crop1 .. NAME_crop{K-1}`` beside ``NAME`` (crop 0), all of the same shape; with
@@ -67,13 +69,14 @@ class GatedConfig:
     dropout: float = 0.1  # dropout on the projections and in the classifier
     modality_dropout: float = 0.0  # training: a sample loses one modality with this probability
     modality_dropout_which: str = "either"  # "either", "image" or "audio" (pipeline.fusion.modality)
+    faceless: str = "own"  # frames without a face: "own" output, or the "nearest" face's prediction
 
 
 @register
 class GatedHead(Head):
     name = "gated"
     Config = GatedConfig
-    face_outputs = ()  # a faceless frame is the audio gates' prediction (see the docstring)
+    face_outputs = ()  # "faceless = own" (the default): faceless frames keep the audio gates' output
 
     def __init__(self, config: GatedConfig, dims: dict[str, tuple[int, ...]]) -> None:
         super().__init__(config, dims)
@@ -84,6 +87,7 @@ class GatedHead(Head):
                                 f"{config.gate_width!r}: need crops >= 1, gate one of "
                                 f"{', '.join(GATES)}, gate_width one of {', '.join(GATE_WIDTHS)}")
         modality.check(config.modality_dropout, config.modality_dropout_which, self.name)
+        self.face_outputs = modality.face_outputs(config.faceless, self.name)
         for name in config.images:
             shapes = {dims[crop] for crop in crop_names(name, config.crops)}
             if len(shapes) != 1:

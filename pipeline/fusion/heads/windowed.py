@@ -20,8 +20,9 @@ a window of up to ``length`` frames at once.
   by the batch: a training batch holds ``batch_size`` windows, an inference batch
   ``eval_batch_size // length`` windows (at least one), never a whole clip or store.
 * **Faces.** A frame without a face has its face features zeroed and masked; the head predicts it
-  from audio and context itself (``face_outputs`` is empty: no nearest-face filling), and
-  labelled frames with a face or audio train.
+  from audio and context itself (``faceless = "own"``: ``face_outputs`` is empty, no nearest-face
+  filling; ``"nearest"`` writes the nearest face's prediction there, as heads with face outputs
+  do), and labelled frames with a face or audio train either way.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class WindowConfig:
     dropout: float = 0.1  # dropout inside the head
     modality_dropout: float = 0.0  # training: a window loses one modality with this probability
     modality_dropout_which: str = "either"  # "either", "image" or "audio" (pipeline.fusion.modality)
+    faceless: str = "own"  # frames without a face: "own" output, or the "nearest" face's prediction
 
 
 def voting_weights(length: int, voting: str) -> np.ndarray:
@@ -67,7 +69,7 @@ def voting_weights(length: int, voting: str) -> np.ndarray:
 class WindowHead(Head):
     """Base of the window heads (not registered itself)."""
 
-    face_outputs = ()
+    face_outputs = ()  # "faceless = own" (the default); "nearest" sets ("main",) per instance
     batch_size = 16  # windows per step
 
     def __init__(self, config: WindowConfig, dims: dict[str, tuple[int, ...]]) -> None:
@@ -81,6 +83,7 @@ class WindowHead(Head):
             raise PipelineError(f"{self.name} voting {config.voting!r}: choose from "
                                 f"{', '.join(VOTING)}")
         modality.check(config.modality_dropout, config.modality_dropout_which, self.name)
+        self.face_outputs = modality.face_outputs(config.faceless, self.name)
         self.d_image = dims[config.image][-1]
         self.d_audio = sum(dims[name][-1] for name in config.audio)
 
