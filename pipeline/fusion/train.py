@@ -479,8 +479,8 @@ def train(config: FuseConfig, run_dir: str | Path, clips: Sequence[Clip], store:
         run.dir.clear()
     saved = run.dir.load_checkpoint()
     new_identity = identity(config, run.features)
-    if saved is not None and saved["identity"] != new_identity and not force:
-        changed = changes(saved["identity"], new_identity)
+    changed = [] if saved is None else changes(saved["identity"], new_identity)
+    if changed and not force:
         raise PipelineError(f"{run_dir}: an existing run has another config ({', '.join(changed)}"
                             " differ); use --restart to discard it, --force to continue it with "
                             "this config, or --name for a new run")

@@ -95,3 +95,22 @@ def test_runs_written_before_the_new_options_still_resume(tmp_path):
     changed = identity(build_config("mfm", tmp_path, tmp_path,
                                     sets=["classifier.experts=2"]), {"swin": "k"})
     assert changes(old, changed) == ["classifier.experts"]
+
+
+def test_a_run_written_before_the_new_options_resumes(tmp_path):
+    data = make_dataset(tmp_path / "d", splits={"train": 2, "val": 1}, frames=30)
+    sets = ["head.dim=16", "head.heads=2", "head.context=1"]
+    first = build_config("mfm", data.store, data.manifests, sets=["train.epochs=1", *sets])
+    train(first, tmp_path / "run", data.clips, FeatureStore(data.store))
+    path = tmp_path / "run" / "checkpoint.pt"
+    saved = torch.load(path, weights_only=True)
+    for config in (saved["identity"]["config"], saved["config"]):  # as an older version wrote it
+        del config["classifier"], config["head"]["modality_dropout"]
+    torch.save(saved, path)
+    more = build_config("mfm", data.store, data.manifests, sets=["train.epochs=2", *sets])
+    result = train(more, tmp_path / "run", data.clips, FeatureStore(data.store))
+    assert result.resumed_from == 1 and result.epochs_run == 2
+    other = build_config("mfm", data.store, data.manifests,
+                         sets=["train.epochs=3", "head.modality_dropout=0.2", *sets])
+    with pytest.raises(PipelineError, match=r"\(head.modality_dropout differ\)"):
+        train(other, tmp_path / "run", data.clips, FeatureStore(data.store))
