@@ -16,7 +16,8 @@ validation, so every row is "fitted on: train-dev"); runs already in ``W/runs-mi
 are reused. Each run's primary output on the validation split, as written (``mfm``'s faceless
 frames take the nearest face's prediction, the rule of heads with face outputs; the new heads
 are run with both of their ``faceless`` rules: ``own``, they predict them themselves, and
-``nearest``, mfm's rule; the two train alike), is scored on all labelled frames, on those with a face and on those
+``nearest``, mfm's rule; the two take the same gradient steps, but the epoch kept may differ,
+since the dev slice scores the predictions as written), is scored on all labelled frames, on those with a face and on those
 without, with clip-level bootstrap 95% intervals (:mod:`pipeline.scoring.bootstrap`, 1000
 resamples, the same for every row). One seed per row: the intervals are over validation clips,
 not over training seeds.
