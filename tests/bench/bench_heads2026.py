@@ -12,7 +12,8 @@ from the store (``train.cache_mb = 0``, ``train.buffer_mb = 64``), and prints:
   the epoch the training clips, the selection pass the dev clips, the final pass the dev and
   validation clips);
 * the process's peak resident memory (``ru_maxrss``) and its increase over the process after
-  imports, before the run: what the run itself held. Memory bounded by the stream, not the store,
+  imports, before the run: what the run itself held (including about 50 MiB of modules the run
+  imports, matplotlib among them). Memory bounded by the stream, not the store,
   shows as the same increase at every number of clips (it grows with the longest clip, which is
   read whole: ``pipeline/fusion/data.py``).
 
