@@ -25,10 +25,14 @@ def demo_data(
     size: int = typer.Option(_DEFAULTS.size, "--size", help="Face crop side in pixels (even)."),
     noise: float = typer.Option(
         _DEFAULTS.noise, "--noise", help="Fraction of labelled frames contradicting their cues."),
+    missing_faces: float = typer.Option(
+        None, "--missing-faces",
+        help="Share of every clip's frames without a face crop (default: a few in half the clips)."),
 ) -> None:
     """Write a small Aff-Wild2-layout dataset whose labels need both face and audio."""
     try:
-        config = DemoConfig(clips=clips, frames=frames, seed=seed, size=size, noise=noise)
+        config = DemoConfig(clips=clips, frames=frames, seed=seed, size=size, noise=noise,
+                            missing_faces=missing_faces)
         start = time.perf_counter()
         with progress_bar() as progress:
             summary = generate(out, config, progress)

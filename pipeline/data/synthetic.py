@@ -43,6 +43,9 @@ row); each video starts with member 0 or 1 (weights 0.55/0.45) and alternates, i
 the pairs: classes are roughly, not perfectly, balanced. Then a fraction ``noise`` (default 5%)
 of labelled frames, in runs of 1-4 frames, get a different random class than their cues show
 (annotator disagreement), some clips get ``-1`` runs (not annotated) and some miss face crops.
+With ``missing_faces`` set (a share in [0, 0.9]), every clip instead misses exactly
+``round(share * frames)`` face crops, in runs of 5-30 frames (a detector losing a face for a
+while), drawn from a generator of their own: everything else is the default demo's, byte for byte.
 
 AU labels are the AUs of the class a frame's cues show (``CLASS_AUS``: Happiness AU6+AU12,
 Surprise AU1+AU2+AU26, ...; the clean class, before the expression label noise), so they too need
@@ -114,6 +117,8 @@ class DemoConfig:
     seed: int = 0  # everything is drawn from this seed
     size: int = 112  # side of the square face crops in pixels (even: the video codec needs it)
     noise: float = 0.05  # fraction of labelled frames whose label disagrees with the cues
+    missing_faces: float | None = None  # share of every clip's frames without a face crop (None:
+    # the default rule, about half the clips lose a few faces)
 
     def __post_init__(self) -> None:
         if self.clips < MIN_CLIPS:
@@ -125,6 +130,8 @@ class DemoConfig:
             raise PipelineError(f"--size {self.size}: need an even number >= {MIN_SIZE}")
         if not 0.0 <= self.noise <= 0.5:
             raise PipelineError(f"--noise {self.noise}: need a fraction in [0, 0.5]")
+        if self.missing_faces is not None and not 0.0 <= self.missing_faces <= 0.9:
+            raise PipelineError(f"--missing-faces {self.missing_faces}: need a share in [0, 0.9]")
         if self.seed < 0:
             raise PipelineError(f"--seed {self.seed}: need a non-negative integer")
 
@@ -192,6 +199,18 @@ def _runs(rng: np.random.Generator, n: int, count: int, length: tuple[int, int])
         span = int(rng.integers(length[0], length[1] + 1))
         start = int(rng.integers(0, max(1, n - span)))
         mask[start:start + span] = True
+    return mask
+
+
+def _missing_share(rng: np.random.Generator, n: int, share: float) -> np.ndarray:
+    """A mask of exactly ``round(share * n)`` frames, in runs of 5-30 frames at random places."""
+    target = int(round(share * n))
+    mask = np.zeros(n, dtype=bool)
+    while mask.sum() < target:
+        span = int(rng.integers(5, 31))
+        start = int(rng.integers(0, max(1, n - span)))
+        new = np.flatnonzero(~mask[start:start + span]) + start
+        mask[new[:target - int(mask.sum())]] = True  # the last run stops at the target
     return mask
 
 
@@ -266,7 +285,10 @@ def _prepare(out: Path) -> None:
 
 
 def _write_marker(out: Path, config: DemoConfig, complete: bool) -> None:
-    record = {"generator": "fer-pipeline demo-data", "config": asdict(config), "complete": complete}
+    settings = asdict(config)
+    if config.missing_faces is None:  # the default demo's marker stays as it always was
+        del settings["missing_faces"]
+    record = {"generator": "fer-pipeline demo-data", "config": settings, "complete": complete}
     (out / MARKER).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
 
 
@@ -305,6 +327,9 @@ def generate(out: str | Path, config: DemoConfig = DemoConfig(), progress: Progr
             present = np.ones(n, dtype=bool)
             if rng.random() < 0.5:  # about half the clips lose a few faces
                 present &= ~_runs(rng, n, int(rng.integers(1, 4)), (1, 4))
+            if config.missing_faces is not None:  # its own generator: nothing else changes
+                face_rng = np.random.default_rng([config.seed, index, 4, len(clips)])
+                present = ~_missing_share(face_rng, n, config.missing_faces)
             who = identity(rng)
             crops = np.stack([face(rng, int(p), who, config.size) for p in pair])
             clips.append(_Clip(name, crops, labels, present))

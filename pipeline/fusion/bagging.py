@@ -27,7 +27,7 @@ from pipeline.data.manifest import Clip
 from pipeline.errors import PipelineError
 from pipeline.features.store import FeatureStore
 from pipeline.fusion.config import SELECTED_ON, BagConfig, FuseConfig, member_seed
-from pipeline.fusion.rundir import FACE_RULE, RunDir, differences
+from pipeline.fusion.rundir import FACE_RULE, RunDir, differences, with_new_options
 from pipeline.fusion.train import RunResult, run_splits, train
 from pipeline.progress import ProgressEvent, ProgressFn, silent
 from pipeline.scoring.combiners.bag import soft_vote
@@ -60,7 +60,8 @@ def fuse_bag(config: FuseConfig, run_dir: Path, clips: Sequence[Clip], store: Fe
             RunDir(member).clear()
         bag.clear()
     if bag.config.exists() and not force:
-        changed = [key for key in differences(read_toml(bag.config), to_dict(config))
+        changed = [key for key in differences(with_new_options(read_toml(bag.config)),
+                                                 to_dict(config))
                    if key not in _BAG_FREE]
         if changed:
             raise PipelineError(f"{run_dir}: an existing bag has another config "

@@ -114,6 +114,22 @@ class TrainConfig:
 
 
 @dataclass
+class ClassifierConfig:
+    """The class layers of any head: its own linear layers, or mixtures of experts
+    (:mod:`pipeline.fusion.moe`)."""
+
+    experts: int = 0  # 0: the head's own class layers; >= 2: each is a mixture of this many
+    top_k: int = 0  # 0: every expert, weighted by the router; k: the k highest weights only
+
+    def __post_init__(self) -> None:
+        if self.experts < 0 or self.experts == 1:
+            raise PipelineError(f"classifier.experts {self.experts}: need 0 (off) or >= 2")
+        if self.top_k < 0 or (self.experts and self.top_k > self.experts):
+            raise PipelineError(f"classifier.top_k {self.top_k}: need 0 (all) or 1.."
+                                f"{self.experts} (classifier.experts)")
+
+
+@dataclass
 class FuseConfig:
     method: str = "mfm"  # a registered head (pipeline.fusion.heads.registry())
     seed: int = 0  # seeds the model's initial weights and every sampling draw
@@ -124,6 +140,7 @@ class FuseConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)  # which frames train, how often
     loss: LossConfig = field(default_factory=LossConfig)  # the per-frame loss
     bag: BagConfig = field(default_factory=BagConfig)  # bagging (off unless bag.k >= 2)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)  # mixture of experts
 
     def __post_init__(self) -> None:
         # Imported here: the head registry imports torch, and the CLI builds configs without it.

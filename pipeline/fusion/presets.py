@@ -168,6 +168,37 @@ PRESETS: dict[str, Preset] = {
         },
         heads={"dan": {"image": "swin_tokens", "heads": 4}},
     ),
+    # Sun and Gao 2026 (arXiv 2603.12221, ABAW10 expression leader, val 0.5368): DINOv2 ViT-L/14
+    # face features averaged over several re-crops, frame-aligned wav2vec2 features of short
+    # audio windows, a lightweight gated fusion module, temporal smoothing at inference. Only the
+    # abstract and introduction were reachable: the gate's form, widths, window, optimiser and
+    # loss are ours (README "Heads of 2026"). The re-crop average is stage one's
+    # `configs.timm.crops` (one array) or head.crops (re-crops stored as NAME_crop<k>); the
+    # smoothing is stage three's.
+    "sun2026": Preset(
+        paper="Sun and Gao 2026, A Two-Stage Dual-Modality Model for Facial Emotional Expression "
+              "Recognition (arXiv 2603.12221)",
+        methods=("gated",),
+        heads={"gated": {"images": ["timm"], "audio": ["hf_audio_w32"], "gate": "sigmoid",
+                         "gate_width": "scalar"}},
+        extraction={"timm": {"model": ("vit_large_patch14_dinov2.lvd142m",
+                                       "vit_large_patch14_dinov2")}},
+    ),
+    # Yu et al. 2026 (arXiv 2603.08034, ABAW10 expression 0.5029): BEiT-large faces and
+    # WavLM-large audio in a dual-branch transformer with safe cross-attention, modality dropout,
+    # focal loss, sliding-window soft voting. Rates, window, widths and focal gamma are not in the
+    # reachable text (the abstract): ours (README "Heads of 2026").
+    "yu2026": Preset(
+        paper="Yu et al. 2026, Solution to the 10th ABAW Expression Recognition Challenge: A Robust "
+              "Multimodal Framework with Safe Cross-Attention and Modality Dropout "
+              "(arXiv 2603.08034)",
+        methods=("xattn",),
+        settings={"loss": {"kind": "focal", "gamma": 2.0}, "sampling": {"balance": "none"}},
+        heads={"xattn": {"image": "timm", "audio": ["hf_audio_w32"], "modality_dropout": 0.2,
+                         "modality_dropout_which": "either", "voting": "uniform"}},
+        extraction={"timm": {"model": ("beit_large_patch16_224.in22k_ft_in22k_in1k",
+                                       "beit_large_patch16_224")}},
+    ),
 }
 
 

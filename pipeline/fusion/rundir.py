@@ -39,7 +39,8 @@ from typing import Any, Iterator
 import tomli_w
 
 from pipeline import io
-from pipeline.config import to_dict
+from pipeline.config import merge, to_dict
+from pipeline.errors import PipelineError
 from pipeline.fusion.config import FuseConfig
 from pipeline.locks import owner_lock
 
@@ -141,9 +142,20 @@ def differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     return out
 
 
+def with_new_options(saved_config: dict[str, Any]) -> dict[str, Any]:
+    """A saved run config with the options added to the code since it was written, at their
+    defaults: a run written before an option existed ran as that option's default does (every
+    new option defaults to the earlier behaviour), so it still resumes."""
+    try:
+        defaults = identity(FuseConfig(method=saved_config.get("method", "mfm")), {})["config"]
+    except PipelineError:  # a method this code no longer has: compare as saved
+        return saved_config
+    return merge(defaults, saved_config)
+
+
 def changes(saved: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """What differs between a saved identity and a new one, in words."""
-    changed = differences(saved["config"], new["config"])
+    changed = differences(with_new_options(saved["config"]), new["config"])
     if saved["features"] != new["features"]:
         changed.append("the store's features (re-extracted)")
     if saved.get("labels") != new.get("labels"):

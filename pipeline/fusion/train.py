@@ -62,7 +62,7 @@ from pipeline.data.labels import NUM_CLASSES, UNLABELED
 from pipeline.data.manifest import Clip, fingerprint
 from pipeline.errors import PipelineError
 from pipeline.features.store import FeatureStore
-from pipeline.fusion import folds, sampling
+from pipeline.fusion import folds, moe, sampling
 from pipeline.fusion.config import SELECTED_ON, FuseConfig, TrainConfig
 from pipeline.fusion.data import ClipStream, FeatureRequest, Table, check_inputs, feature_keys
 from pipeline.fusion.heads import Head, head_class
@@ -197,7 +197,9 @@ class _Run:
     def build(self) -> None:
         torch.manual_seed(self.config.seed)
         self.rng = np.random.default_rng(self.config.seed)
-        self.head = self.head_class(self.config.head, self.dims).to(self.device)
+        self.head = self.head_class(self.config.head, self.dims)
+        moe.install(self.head, self.config.classifier)
+        self.head = self.head.to(self.device)
         self.optimizer = _optimizer(self.head, self.config.train)
         self.epoch, self.best_score, self.best_epoch, self.bad_epochs = 0, -math.inf, 0, 0
         self.stopped: str | None = None
@@ -431,7 +433,7 @@ class _Run:
             "features": self.features,
             "manifest_fingerprint": self.labels_fingerprint,
             "faceless_frames": FACE_RULE,
-            "face_outputs": list(self.head_class.face_outputs),
+            "face_outputs": list(self.head.face_outputs),  # a head's config may set them
             "resumed_from": resumed_from,
             **self._selection_record(selection),
             **task_metrics(self),
@@ -480,9 +482,9 @@ def train(config: FuseConfig, run_dir: str | Path, clips: Sequence[Clip], store:
     saved = run.dir.load_checkpoint()
     new_identity = identity(config, run.features, run.labels_fingerprint)
     if saved is not None and "labels" not in saved["identity"]:
-        new_identity.pop("labels")  # a checkpoint written before labels were part of it
-    if saved is not None and saved["identity"] != new_identity and not force:
-        changed = changes(saved["identity"], new_identity)
+        new_identity.pop("labels", None)  # a checkpoint written before labels were part of it
+    changed = [] if saved is None else changes(saved["identity"], new_identity)
+    if changed and not force:
         raise PipelineError(f"{run_dir}: an existing run has another config ({', '.join(changed)}"
                             " differ); use --restart to discard it, --force to continue it with "
                             "this config, or --name for a new run")

@@ -16,7 +16,10 @@ from .synthetic import make_dataset
 
 SMALL = {"mfm": {"dim": 16, "heads": 2},
          "sequence": {"dim": 16, "heads": 2, "ff": 32, "length": 12, "eval_stride": 6},
-         "gcsa": {"width": 8, "audio_width": 4, "window": 8}}
+         "gcsa": {"width": 8, "audio_width": 4, "window": 8},
+         "gated": {"dim": 16},
+         "xattn": {"dim": 16, "heads": 2, "ff": 32, "length": 12, "eval_stride": 6},
+         "tcn": {"dim": 16, "levels": 3, "length": 12, "eval_stride": 6}}
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +40,8 @@ def _head(name, data, **changes):
 
 
 def test_registry_holds_the_five_heads():
-    assert {"image", "audio", "mfm", "sequence", "proportional"} <= set(registry())
+    assert {"image", "audio", "mfm", "sequence", "proportional", "gated", "xattn", "tcn"} \
+        <= set(registry())
     for name, cls in registry().items():
         assert cls.name == name and cls.primary in cls.outputs
 

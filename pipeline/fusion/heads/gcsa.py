@@ -51,6 +51,7 @@ from torch import nn
 from pipeline.data.labels import NUM_CLASSES
 from pipeline.errors import PipelineError
 from pipeline.features.audio_windows import frame_windows
+from pipeline.fusion import modality
 from pipeline.fusion.data import FeatureRequest, Table
 from pipeline.fusion.gcsa import GCSA, channel_shuffle
 from pipeline.fusion.heads import Batch, Head, register
@@ -80,6 +81,8 @@ class GCSAConfig:
     training: str = "joint"  # "joint" (sum of both losses) or "alternate" (branch by branch)
     feature_lr: float = 0.0  # learning rate of all but the FC classifiers; 0 = train.lr
     max_weight: int = 5  # m (audio) and n (image) range over 1..max_weight (the paper: 5)
+    modality_dropout: float = 0.0  # training: a sample loses one modality with this probability
+    modality_dropout_which: str = "either"  # "either", "image" or "audio" (pipeline.fusion.modality)
 
 
 def _block(cin: int, cout: int, kernel: tuple[int, int]) -> nn.Sequential:
@@ -180,6 +183,7 @@ class GCSAHead(Head):
             raise PipelineError(f"gcsa window {config.window}, max_weight {config.max_weight}, "
                                 f"width {config.width}: need window, max_weight >= 1 and a width "
                                 f"divisible by groups ({config.groups})")
+        modality.check(config.modality_dropout, config.modality_dropout_which, self.name)
         self.image_branch = ImageBranch(shape[-1], config)
         self.audio_branch = AudioBranch(config)
         self.fc_image = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(config.width, NUM_CLASSES))
@@ -232,6 +236,15 @@ class GCSAHead(Head):
         return inputs, targets_of(table, examples), None
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        # Modality dropout (training only): a dropped modality's input is zeroed, as a clip
+        # without audio gives its audio branch (the branches train on their own losses, so
+        # this teaches each branch what to say when its input is missing).
+        keep_image, keep_audio = modality.modality_keep(
+            inputs["image"].shape[0], self.config.modality_dropout,
+            self.config.modality_dropout_which, self.training, inputs["image"].device)
+        if not (bool(keep_image.all()) and bool(keep_audio.all())):
+            inputs = {**inputs, "image": inputs["image"] * keep_image[:, None, None, None],
+                      "audio": inputs["audio"] * keep_audio[:, None, None]}
         image = self.fc_image(self.image_branch(inputs["image"]))
         windows, lengths = inputs["audio"], inputs["audio_length"]
         if bool((lengths == windows.shape[1]).all()):  # one length (one fps): no regrouping

@@ -57,6 +57,7 @@ from torch import nn
 
 from pipeline.data.labels import NUM_CLASSES
 from pipeline.errors import PipelineError
+from pipeline.fusion import modality
 from pipeline.fusion.data import FeatureRequest, Table
 from pipeline.fusion.heads import Batch, Classifier, Head, masked_mean, pooled, register
 from pipeline.fusion.heads.unimodal import (
@@ -83,6 +84,8 @@ class MFMConfig:
     mlp_ratio: float = 2.0  # encoder MLP width, as a multiple of dim
     dropout: float = 0.1  # dropout in the module and on the Y_I / Y_A features
     hidden: int = 0  # Y_I and Y_A: 0 = linear classifiers (the paper); else a hidden layer
+    modality_dropout: float = 0.0  # training: a sample loses one modality with this probability
+    modality_dropout_which: str = "either"  # "either", "image" or "audio" (pipeline.fusion.modality)
 
 
 def _parameter(*shape: int) -> nn.Parameter:
@@ -108,6 +111,7 @@ class ModalFusionHead(Head):
             raise PipelineError(f"mfm context {config.context}, audio_context "
                                 f"{config.audio_context}, stride {config.stride}: need contexts "
                                 ">= 0 and stride >= 1")
+        modality.check(config.modality_dropout, config.modality_dropout_which, self.name)
         self.spatial = len(image_shape) == 3
         n_image = image_shape[0] * image_shape[1] if self.spatial else 2 * config.context + 1
         n_audio = len(config.audio) * (2 * config.audio_context + 1)
@@ -175,6 +179,18 @@ class ModalFusionHead(Head):
         }
         return inputs, targets_of(table, examples), None
 
+    def drop_modalities(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Modality dropout (training only, ``pipeline.fusion.modality``): a dropped modality's
+        tokens are all masked in the fusion module, which then attends to its null token. Y_I and
+        Y_A keep their input: each sees one modality, and masking it would teach them the prior."""
+        keep_image, keep_audio = modality.modality_keep(
+            inputs["image_mask"].shape[0], self.config.modality_dropout,
+            self.config.modality_dropout_which, self.training, inputs["image_mask"].device)
+        if bool(keep_image.all()) and bool(keep_audio.all()):
+            return inputs
+        return {**inputs, "image_mask": inputs["image_mask"] & keep_image[:, None],
+                "audio_token_mask": inputs["audio_token_mask"] & keep_audio[:, None]}
+
     def co_attention(self, inputs: dict[str, torch.Tensor], need_weights: bool = False):
         """Y_IA [B, A, d], Y_AI [B, K, d] and (if asked) their attention weights over the keys
         (null token first): [B, A, 1 + K] and [B, K, 1 + A]."""
@@ -193,6 +209,7 @@ class ModalFusionHead(Head):
         return y_ia, y_ai, w_ia, w_ai
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        inputs = self.drop_modalities(inputs)
         y_ia, y_ai, _, _ = self.co_attention(inputs)
         batch = y_ia.shape[0]
         fused = torch.cat([self.cls.expand(batch, -1, -1), y_ia, y_ai], dim=1) + self.position_fused

@@ -16,6 +16,11 @@ With ``tasks = ["expr", "au"]`` (the ``jin2021`` preset) a second linear layer c
 action units frame by frame from the same encoder output (Jin et al.'s multi-task training, here
 on the sequence model: their visual backbone is stage one's frozen extractor); AU probabilities
 are averaged over overlapping windows like the expression ones.
+
+Windows may be long (``length = 300``, the ABAW 2023 winner's): memory stays bounded by the batch
+(``batch_size`` windows in training, ``eval_batch_size // length`` at inference) and the stream.
+``modality_dropout`` (training only, :mod:`pipeline.fusion.modality`) zeroes a whole window's
+face or audio features and clears its presence flag (:func:`drop_window_modalities`).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from torch import nn
 
 from pipeline.data.labels import NUM_AUS, NUM_CLASSES, UNLABELED
 from pipeline.errors import PipelineError
+from pipeline.fusion import modality
 from pipeline.fusion.data import FeatureRequest, Table
 from pipeline.fusion.heads import Batch, Head, TaskConfig, pooled, register
 from pipeline.fusion.heads.unimodal import DEFAULT_AUDIO, DEFAULT_IMAGE
@@ -47,6 +53,24 @@ class SequenceConfig(TaskConfig):
     layers: int = 1  # transformer encoder layers (the paper: 1)
     ff: int = 256  # encoder feed-forward width
     dropout: float = 0.1  # dropout on the inputs and inside the encoder
+    modality_dropout: float = 0.0  # training: a sample loses one modality with this probability
+    modality_dropout_which: str = "either"  # "either", "image" or "audio" (pipeline.fusion.modality)
+
+
+def drop_window_modalities(inputs: dict[str, torch.Tensor], config, training: bool
+                           ) -> dict[str, torch.Tensor]:
+    """Modality dropout of a window head's inputs (``pipeline.fusion.modality``; training only):
+    a dropped modality's features are zeroed and its presence flag cleared over the whole window,
+    as in a window without a face or a clip without audio."""
+    flags = inputs["flags"]
+    keep_image, keep_audio = modality.modality_keep(
+        flags.shape[0], config.modality_dropout, config.modality_dropout_which, training,
+        flags.device)
+    if bool(keep_image.all()) and bool(keep_audio.all()):
+        return inputs
+    keep = torch.stack([keep_image, keep_audio], dim=1).to(flags.dtype)[:, None, :]  # [B, 1, 2]
+    return {**inputs, "flags": flags * keep,
+            "image": inputs["image"] * keep[..., :1], "audio": inputs["audio"] * keep[..., 1:]}
 
 
 @register
@@ -62,6 +86,7 @@ class SequenceHead(Head):
         if config.eval_stride > config.length:
             raise PipelineError(f"sequence eval_stride {config.eval_stride} > length "
                                 f"{config.length} would leave frames without a prediction")
+        modality.check(config.modality_dropout, config.modality_dropout_which, self.name)
         d_image = dims[config.image][-1]
         d_audio = sum(dims[name][-1] for name in config.audio)
         self.norm_image = nn.LayerNorm(d_image)
@@ -118,6 +143,7 @@ class SequenceHead(Head):
         return inputs, targets, weights
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        inputs = drop_window_modalities(inputs, self.config, self.training)
         parts = [self.norm_image(inputs["image"])]
         if self.norm_audio is not None:
             parts.append(self.norm_audio(inputs["audio"]))
