@@ -36,6 +36,11 @@ choices, all in :class:`LossConfig`:
 With every ``mu`` 0 it is cross-entropy. It composes with ``alpha`` and label smoothing as
 focal loss does (the weight multiplies the frame's cross-entropy).
 
+**Which prediction** (``on``). Eq. 6 is written for the fused ``P = (m Pa + n Pv) / (m + n)``
+(eq. 4), so with ``on = "fused"`` a head with that fusion (``gcsa``, ``proportional``) takes
+every loss above on ``P`` (:func:`proportional_log_probs`; ``yhat`` is then the argmax of ``P``);
+with ``on = "branches"`` each branch's own prediction gets the loss and the losses are summed.
+
 Action units (Jin et al. 2021, eq. 1), for frame ``f`` with AU targets ``t`` and probabilities
 ``p = sigmoid(z)``::
 
