@@ -40,6 +40,10 @@ def cv(
                                                  " (here: the held-out fold itself; optimistic)."),
     ensemble_sets: List[str] = typer.Option([], "--ensemble-set", help="Stage-three override,"
                                             " e.g. bias=false."),
+    allow_random_weights: bool = typer.Option(
+        False, "--allow-random-weights",
+        help="With --preset: accept a store that records random weights for a backbone the"
+             " preset's paper trained."),
 ) -> None:
     """Cross-validate heads and their ensemble: k folds of whole videos over train + val."""
     from pipeline.config import build
@@ -49,7 +53,8 @@ def cv(
 
     extra = [f"train.select_on={select_on.value}"] if select_on else []
     configs = [build_config(m, store, manifests, preset=preset, config_file=config,
-                            sets=[*sets, *extra], seed=seed) for m in methods]
+                            sets=[*sets, *extra], seed=seed,
+                            allow_random_weights=allow_random_weights) for m in methods]
     ensemble = build(EnsembleConfig, sets=ensemble_sets)
     with progress_bar() as bar:
         result = run_cv(configs, out, folds, fold_seed, ensemble, scheduler, bar)

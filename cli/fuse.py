@@ -9,7 +9,8 @@ fitted choices) are selected (``train.select_on``: the training split's dev slic
 ``--bag K`` trains a bag of K bootstrap variants (``bag.k``; see ``stages/fuse.py``).
 
 The head registry imports torch, so ``--method`` is checked against it only when this command
-runs (a wrong name lists the registered heads): every other ``fer-pipeline`` command starts
+runs (a wrong name lists the registered heads), and ``fuse --help`` lists the registered heads
+only when it is shown (:class:`_RegistryHelp`): every other ``fer-pipeline`` command starts
 without importing torch.
 """
 
@@ -20,6 +21,7 @@ from typing import List, Optional
 
 import typer
 from rich.table import Table
+from typer.core import TyperCommand
 
 from cli._common import console, progress_bar
 from cli.describe import describe_method
@@ -36,6 +38,20 @@ def _method(value: str) -> str:
         raise typer.BadParameter(f"{value!r} is not a registered head; choose from "
                                  f"{', '.join(sorted(registry()))}")
     return value
+
+
+class _RegistryHelp(TyperCommand):
+    """``fuse``'s command: its help lists the heads registered when it is shown (the registry,
+    not a list written here, so a head added to pipeline/fusion/heads/ or by an entry point
+    appears by itself)."""
+
+    def format_help(self, ctx, formatter) -> None:  # noqa: ANN001 (click's types)
+        from pipeline.fusion.heads import registry
+
+        for param in self.params:
+            if param.name == "method":
+                param.help = f"The head to train: {', '.join(sorted(registry()))}."
+        super().format_help(ctx, formatter)
 
 
 def _preset(value: str) -> str:
@@ -65,8 +81,7 @@ def _with_epoch_lines(bar: ProgressFn) -> ProgressFn:
 
 def fuse(
     method: str = typer.Option(..., "--method", parser=_method, metavar="METHOD",
-                               help="The head to train: a registered head (image, audio, mfm, "
-                                    "sequence, proportional, and any added to pipeline/fusion/heads/)."),
+                               help="The head to train: a registered head (listed by --help)."),
     store: Path = typer.Option(..., "--store", help="Feature store written by `extract`."),
     manifests: Path = typer.Option(..., "--manifests",
                                    help="Manifest directory the store was extracted from."),
@@ -96,6 +111,10 @@ def fuse(
         None, "--describe", metavar="METHOD", is_eager=True, expose_value=False,
         callback=describe_method, help="List head METHOD's options and every method's shared"
         " options (type, default, meaning) and exit."),
+    allow_random_weights: bool = typer.Option(
+        False, "--allow-random-weights",
+        help="With --preset: train although the store records random weights for a backbone the"
+             " preset's paper trained (its features are then untrained)."),
 ) -> None:
     """Train a fusion head on cached features; write per-frame probabilities for val and test."""
     from pipeline.fusion.config import build_config
@@ -104,7 +123,8 @@ def fuse(
     options = [*([f"train.select_on={select_on.value}"] if select_on else []),
                *([f"bag.k={bag}"] if bag else [])]
     run_config = build_config(method, store, manifests, preset=preset, config_file=config,
-                              sets=[*sets, *options], seed=seed)
+                              sets=[*sets, *options], seed=seed,
+                              allow_random_weights=allow_random_weights)
     with progress_bar() as bar:
         result = run_fuse(run_config, out, name=name, progress=_with_epoch_lines(bar),
                           restart=restart, force=force,
@@ -146,4 +166,4 @@ def fuse(
 
 def register(app: typer.Typer) -> None:
     """Add this group's commands to the root app."""
-    app.command("fuse")(fuse)
+    app.command("fuse", cls=_RegistryHelp)(fuse)

@@ -140,7 +140,8 @@ def run_cv(configs: Sequence[FuseConfig], out: str | Path, k: int = 5, seed: int
     if len(set(methods)) != len(methods):
         raise PipelineError(f"cv: method(s) given twice: {', '.join(sorted(methods))}")
     if any(c.bag.k for c in configs):
-        raise PipelineError("cv: bagged heads (bag.k) are not cross-validated; drop --bag")
+        raise PipelineError("cv: bagged heads (bag.k) are not cross-validated; drop --bag, or "
+                            "--set bag.k=0 (the jeong2022 preset bags)")
     ensemble = ensemble or EnsembleConfig()
     store, manifests = Path(configs[0].store).resolve(), Path(configs[0].manifests)
     if not manifests.is_dir():

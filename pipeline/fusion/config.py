@@ -50,6 +50,21 @@ class BagConfig:
             raise PipelineError("bag.member is set in a member's config, where bag.k is 0")
 
 
+@dataclass
+class ClassesConfig:
+    """The expression classes a run learns (the ``task`` table)."""
+
+    # 8: the ABAW 2022+ classes. 7: the ABAW 2020/2021 track's (no Other): frames annotated Other
+    # are unlabelled for training, selection and the run's own scores, and the expression
+    # outputs never predict Other (its logit is masked: probability 0 in the predictions).
+    classes: int = 8
+
+    def __post_init__(self) -> None:
+        if self.classes not in (7, 8):
+            raise PipelineError(f"task.classes {self.classes}: choose 8 (with Other) or 7 "
+                                "(without, as the ABAW 2021 track)")
+
+
 def member_seed(seed: int, bag_seed: int, member: int) -> int:
     """Member ``member``'s own seed: independent streams for every (run seed, bag seed, member)."""
     return int(np.random.SeedSequence([seed, bag_seed, member]).generate_state(1)[0] >> 1)
@@ -141,6 +156,7 @@ class FuseConfig:
     loss: LossConfig = field(default_factory=LossConfig)  # the per-frame loss
     bag: BagConfig = field(default_factory=BagConfig)  # bagging (off unless bag.k >= 2)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)  # mixture of experts
+    task: ClassesConfig = field(default_factory=ClassesConfig)  # 8 or 7 expression classes
 
     def __post_init__(self) -> None:
         # Imported here: the head registry imports torch, and the CLI builds configs without it.
@@ -154,12 +170,22 @@ class FuseConfig:
         elif not isinstance(self.head, config_class):
             raise PipelineError(f"head config {type(self.head).__name__} is not the config of "
                                 f"method {self.method!r} ({config_class.__name__})")
+        if self.loss.on == "fused" and not head_class(self.method).fused_loss:
+            raise PipelineError(f"loss.on = fused: method {self.method!r} has no proportional "
+                                "fusion to train (gcsa and proportional have)")
+        if self.task.classes == 7 and self.loss.label_smoothing:
+            raise PipelineError("loss.label_smoothing with task.classes = 7: smoothing would put "
+                                "weight on the masked Other class; set one of them back")
 
 
 def build_config(method: str, store: str | Path, manifests: str | Path, preset: str | None = None,
                  config_file: str | Path | None = None, sets: Sequence[str] = (),
-                 seed: int | None = None) -> FuseConfig:
-    """The run config: defaults < preset < config file < ``key=value`` overrides < the options."""
+                 seed: int | None = None, allow_random_weights: bool = False) -> FuseConfig:
+    """The run config: defaults < preset < config file < ``key=value`` overrides < the options.
+
+    With a preset, the store must hold what its paper extracted (:func:`check_extraction`);
+    ``allow_random_weights`` accepts features of a backbone the paper trained that the store
+    records as random weights."""
     from pipeline.fusion.presets import check_extraction, preset_overrides
 
     if config_file is not None:
@@ -179,5 +205,5 @@ def build_config(method: str, store: str | Path, manifests: str | Path, preset: 
                    sets=sets, options={"method": method, "store": str(store),
                                        "manifests": str(manifests), "seed": seed})
     if preset is not None:
-        check_extraction(preset, config)  # the store holds what the preset's paper extracted
+        check_extraction(preset, config, allow_random_weights)  # what the paper extracted
     return config

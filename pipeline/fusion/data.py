@@ -49,11 +49,13 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from pipeline.data.labels import NUM_AUS, UNLABELED
+from pipeline.data.labels import CLASSES, NUM_AUS, UNLABELED
 from pipeline.data.manifest import Clip
 from pipeline.errors import PipelineError
 from pipeline.features.store import VALID, DamagedMetadata, FeatureStore, StoreError, mask_name
 from pipeline.fusion.windows import window_passes
+
+OTHER = CLASSES.index("Other")  # the class a 7-class run (task.classes = 7) does not have
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,9 @@ class FeatureRequest:
     # Those of `arrays` stored at their own rate (log-mel), kept whole per clip (Table.series).
     series: tuple[str, ...] = ()
     tasks: tuple[str, ...] = ("expr",)  # label kinds to read: "expr", and "au" for AU labels
+    # Expression classes (task.classes): 7 reads frames annotated Other as unlabelled (-1), for
+    # training and scoring alike, as the ABAW 2021 track had no Other.
+    classes: int = 8
 
     def __post_init__(self) -> None:
         assert set(self.series) <= set(self.arrays), f"series {self.series} not in {self.arrays}"
@@ -232,6 +237,8 @@ def read_clip(store: FeatureStore, clip: Clip, request: FeatureRequest,
     # must not steer early stopping either.
     expr = task_labels(clip, "expr", train) if "expr" in request.tasks else None
     labels = (np.full(n, UNLABELED, dtype=np.int64) if expr is None else expr.astype(np.int64))
+    if request.classes == 7:
+        labels[labels == OTHER] = UNLABELED
     au_labels = None
     if "au" in request.tasks:
         au = task_labels(clip, "au", train)

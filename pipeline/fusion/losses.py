@@ -36,6 +36,11 @@ choices, all in :class:`LossConfig`:
 With every ``mu`` 0 it is cross-entropy. It composes with ``alpha`` and label smoothing as
 focal loss does (the weight multiplies the frame's cross-entropy).
 
+**Which prediction** (``on``). Eq. 6 is written for the fused ``P = (m Pa + n Pv) / (m + n)``
+(eq. 4), so with ``on = "fused"`` a head with that fusion (``gcsa``, ``proportional``) takes
+every loss above on ``P`` (:func:`proportional_log_probs`; ``yhat`` is then the argmax of ``P``);
+with ``on = "branches"`` each branch's own prediction gets the loss and the losses are summed.
+
 Action units (Jin et al. 2021, eq. 1), for frame ``f`` with AU targets ``t`` and probabilities
 ``p = sigmoid(z)``::
 
@@ -50,6 +55,7 @@ weight, and 1 for an AU without a positive or a negative frame.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,6 +66,7 @@ from pipeline.data.labels import NUM_AUS, NUM_CLASSES, UNLABELED
 from pipeline.errors import PipelineError
 
 LOSS_KINDS = ("ce", "focal", "coarse_fine")
+LOSS_ON = ("branches", "fused")  # loss.on: see proportional_log_probs
 CF_PREDICTIONS = ("argmax", "expected")
 QUADRANT_PAIRS = ((0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3))  # the order of LossConfig.mu
 
@@ -78,8 +85,14 @@ class LossConfig:
     # AU loss: the positive weight w_i of each of the 12 AUs (AU_NAMES order); () = negatives /
     # positives of each AU over the training split's AU-labelled frames
     au_pos_weight: tuple[float, ...] = ()
+    # Heads with the proportional fusion P = (m Pa + n Pv) / (m + n) (gcsa, proportional): the
+    # loss of each branch's own prediction, summed ("branches"), or the loss of the fused P
+    # ("fused", Yu et al. eq. 6 as written; P with the head's current m, n)
+    on: str = "branches"
 
     def __post_init__(self) -> None:
+        if self.on not in LOSS_ON:
+            raise PipelineError(f"loss.on {self.on!r}: choose from {', '.join(LOSS_ON)}")
         if self.kind not in LOSS_KINDS:
             raise PipelineError(f"loss.kind {self.kind!r}: choose from {', '.join(LOSS_KINDS)}")
         if self.alpha and len(self.alpha) != NUM_CLASSES:
@@ -154,6 +167,17 @@ def batch_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tenso
     losses = frame_losses(logits[keep], targets[keep], config)
     w = weights[keep].to(losses.dtype)
     return (w * losses).sum() / w.sum()
+
+
+def proportional_log_probs(audio_logits: torch.Tensor, image_logits: torch.Tensor, m: float,
+                           n: float) -> torch.Tensor:
+    """``log P`` of Yu et al.'s fused prediction ``P = (m Pa + n Pv) / (m + n)``, with ``Pa`` and
+    ``Pv`` the softmax of each branch's logits; computed in log space (logsumexp), so no branch's
+    small probabilities underflow. ``log P`` are valid logits of ``P`` (their softmax is ``P``), so
+    :func:`batch_loss` takes them as it takes any output's logits."""
+    log_pa = F.log_softmax(audio_logits.float(), dim=-1) + math.log(m)
+    log_pv = F.log_softmax(image_logits.float(), dim=-1) + math.log(n)
+    return torch.logaddexp(log_pa, log_pv) - math.log(m + n)
 
 
 def au_pos_weights(counts: np.ndarray) -> np.ndarray:

@@ -13,35 +13,11 @@ root attributes record other settings for the features the run reads. Not reprod
 end-to-end RHCNN / MCNN on pixels and waveforms (small branches on stage one's face maps and
 log-mel stand in, see ``heads/gcsa.py``).
 
-``yu2025`` (Yu et al. 2025; method ``gcsa``, and ``proportional`` with the same settings):
-
-| setting      | paper                        | ours                            | why                           |
-|--------------|------------------------------|---------------------------------|-------------------------------|
-| image branch | RHCNN on face images         | 1x1 stem, residual block with   | stage two sees cached maps,   |
-|              |                              | NxN depthwise conv, shuffle, on | not pixels: the backbone map  |
-|              |                              | ``swin_tokens`` [7, 7, 768]     | replaces the primary convs    |
-| audio branch | MCNN on speech               | local/temporal/spatial branches | log-mel is what stage one     |
-|              |                              | of 2 blocks, on ``logmel``      | caches                        |
-| audio window | not stated                   | 64 video frames (``window``)    | paper 000's widest, ~2 s      |
-| GCSA         | section 3.3                  | as the text (not the equations) | see ``fusion/gcsa.py``        |
-| fusion       | (m Pa + n Pv)/(m+n), 1..5    | same, grid-searched on val      | as the paper                  |
-| loss         | coarse-fine, mu not given    | ``coarse_fine``: mu 0.5 between | not given: see ``losses.py``  |
-|              |                              | adjacent, 1.0 opposite          |                               |
-|              |                              | quadrants; Neutral in 4, Other  |                               |
-|              |                              | none; argmax prediction         |                               |
-| masking      | time + frequency masking     | torchaudio, 1 mask each, <= 8   | sizes not given               |
-|              |                              | frames, <= 16 bands, train only |                               |
-| frames       | equal time intervals         | every 5th (``interval``)        | k not given; ~6 frames/s at   |
-|              |                              |                                 | 30 fps (neighbours ~equal)    |
-| optimizer    | SGD, momentum 0.9            | same; weight decay 0.01         | decay not given: our default  |
-| lr           | 1e-4; 1e-3 for "the weight   | 1e-4 branches + GCSA            | we read the latter as the two |
-|              | parameters of speech and     | (``head.feature_lr``), 1e-3 the | modality FC layers (so all of |
-|              | facial images"               | two FC layers (``train.lr``)    | ``proportional``: 1e-3)       |
-| batch        | 16                           | 16                              | as the paper                  |
-| dropout      | 0.2 in the FC layer          | 0.2 before each FC              | as the paper                  |
-| epochs       | 300                          | 300, patience 300 (no early     | the best val epoch is kept;   |
-|              |                              | stop); eval batches of 256      | 256: bounds the CNN's memory  |
-| data         | Aff-Wild2 + AFEW + CK+ + GAN | the manifests given             | no extra data here            |
+Every setting of each preset, the paper's value against ours and why, is in README.md's tables
+("Every setting of each preset"); ``tests/fusion/test_preset_tables.py`` checks them against the
+configs these presets resolve to. A preset may name extractors whose weights its paper trained
+(``Preset.trained``): the fuse-config builder then refuses a store that records random weights
+for them unless the user allows it (``fuse --allow-random-weights``).
 """
 
 from __future__ import annotations
@@ -65,6 +41,9 @@ class Preset:
     # What stage one must have used: extractor -> {config field (dotted): accepted values, the
     # paper's first}. Checked against the store's record by :func:`check_extraction`.
     extraction: dict[str, dict[str, tuple[Any, ...]]] = field(default_factory=dict)
+    # Extractors whose weights the paper trained: a store recording random weights for one the
+    # run reads is refused (unless allowed), since its features would be untrained.
+    trained: tuple[str, ...] = ()
 
 
 _SWIN_TINY = "swin_tiny_patch4_window7_224"  # timm's name (pipeline.features.extractors.swin)
@@ -89,7 +68,9 @@ PRESETS: dict[str, Preset] = {
             "loss": {"kind": "ce"},
         },
         heads={
-            "mfm": {**_KIM_FEATURES, "layers": 2},
+            # ViT's encoder MLP (4x); Y_I on every labelled face frame, as a separately trained
+            # image model would be
+            "mfm": {**_KIM_FEATURES, "layers": 2, "mlp_ratio": 4.0, "image_every_face": True},
             "image": {"image": "swin"},
             "audio": {"audio": _KIM_FEATURES["audio"]},
         },
@@ -109,21 +90,28 @@ PRESETS: dict[str, Preset] = {
     # extractor), so the alternation moves to the sequence model. Not stated, so ours: the
     # sequence model's batch size (64 is the visual model's; the head's default of 16 windows is
     # kept), the AU positive weights (negatives / positives per AU on the training split),
-    # early stopping on expression macro-F1.
+    # early stopping on expression macro-F1. The 2021 track's 7 classes: Other frames are
+    # unlabelled (task.classes = 8 for the 8-class variant). "SGD with momentum" and nothing
+    # more: no weight decay and no gradient clipping (PyTorch's SGD as the paper would have built
+    # it). The paper trains its TDNN: a store whose tdnn has random weights is refused.
     "jin2021": Preset(
         paper="Jin et al. 2021, A Multi-modal and Multi-task Learning Method for Action Unit and "
               "Expression Recognition",
         methods=("sequence",),
         settings={
-            "train": {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "task_schedule": "batch",
-                      "select_task": "expr"},
+            "train": {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 0.0,
+                      "grad_clip": 0.0, "task_schedule": "batch", "select_task": "expr"},
             "loss": {"kind": "focal", "gamma": 2.0},
             "sampling": {"balance": "none"},
+            "task": {"classes": 7},
         },
         heads={"sequence": {"image": "iresnet", "audio": ["tdnn_w32"], "length": 30,
                             "layers": 1, "tasks": ["expr", "au"]}},
+        trained=("tdnn",),
     ),
-    # Yu et al. 2025 (see _YU2025 below for the table of paper vs ours).
+    # Yu et al. 2025: eq. 6 on the fused P (loss.on = fused), m and n calculated from the two
+    # modalities' aligned predictions (head.weights = keyframe; the paper's "key frame alignment",
+    # whose details it does not give). README.md's table has the rest.
     "yu2025": Preset(
         paper="Yu et al. 2025, Design of an Expression Recognition Solution Employing the Global "
               "Channel-Spatial Attention Mechanism",
@@ -131,31 +119,19 @@ PRESETS: dict[str, Preset] = {
         settings={
             "train": {"optimizer": "sgd", "lr": 0.001, "momentum": 0.9, "batch_size": 16,
                       "epochs": 300, "patience": 300, "eval_batch_size": 256},
-            "loss": {"kind": "coarse_fine"},
+            "loss": {"kind": "coarse_fine", "on": "fused"},
             "sampling": {"interval": 5},
         },
         heads={
             "gcsa": {"image": "swin_tokens", "audio": "logmel", "use_gcsa": True, "masking": True,
-                     "dropout": 0.2, "feature_lr": 0.0001, "max_weight": 5, "training": "joint"},
-            "proportional": {"dropout": 0.2, "max_weight": 5},
+                     "dropout": 0.2, "feature_lr": 0.0001, "max_weight": 5, "training": "joint",
+                     "weights": "keyframe", "fast_params": "classifiers"},
+            "proportional": {"dropout": 0.2, "max_weight": 5, "weights": "keyframe"},
         },
     ),
-    # Jeong et al. 2022 (extended DAN; see pipeline/fusion/heads/dan.py):
-    #   setting        paper                        ours              why they differ
-    #   lr             1e-4                         1e-4
-    #   batch size     1024                         1024
-    #   epochs         8                            8                 patience 8: no early stop
-    #   weight decay   1e-4                         1e-4 (AdamW)
-    #   optimizer      not stated                   AdamW             DAN's AffectNet code: Adam
-    #   heads          4                            4
-    #   loss           focal                        focal, gamma 2    gamma not stated (Lin's 2)
-    #   aux losses     affinity + partition (DAN)   both, weight 1    DAN's code
-    #   backbone       ResNet-50 (VGGFace2), tuned  frozen map        stage one caches features;
-    #                                               + 1x1 adapter     the adapter trains instead
-    #   data           + AffectNet, ExpW, AI-Hub,   Aff-Wild2 only    no external data; no image
-    #                  image augmentation                             augmentation of cached maps
-    #   bagging        soft-voting bag              one model         bagging: a separate option
-    #   sampling       not stated                   none              focal loss for imbalance
+    # Jeong et al. 2022 (extended DAN; see pipeline/fusion/heads/dan.py): DAN on a ResNet-50
+    # map (frozen here; a trainable 1x1 adapter instead), the paper's table 2, and its reported
+    # system, a soft-voting bag (5 members: the paper gives no count).
     "jeong2022": Preset(
         paper="Jeong et al. 2022, Facial Expression Recognition based on Multi-head Cross "
               "Attention Network",
@@ -165,8 +141,10 @@ PRESETS: dict[str, Preset] = {
                       "patience": 8, "weight_decay": 1e-4},
             "loss": {"kind": "focal", "gamma": 2.0},
             "sampling": {"balance": "none"},
+            "bag": {"k": 5},
         },
-        heads={"dan": {"image": "swin_tokens", "heads": 4}},
+        heads={"dan": {"image": "timm_map", "heads": 4}},
+        extraction={"timm": {"model": ("resnet50",), "map": (True,)}},
     ),
     # Sun and Gao 2026 (arXiv 2603.12221, ABAW10 expression leader, val 0.5368): DINOv2 ViT-L/14
     # face features averaged over several re-crops, frame-aligned wav2vec2 features of short
@@ -229,22 +207,32 @@ def _arrays_read(head: Any) -> set[str]:
     return names
 
 
-def check_extraction(name: str, config: FuseConfig) -> None:
+def check_extraction(name: str, config: FuseConfig, allow_random_weights: bool = False) -> None:
     """Refuse, in one line, a store whose features this run reads were extracted with other
     settings than preset ``name`` needs (the store's root attributes record each extractor's
-    config). Extractors whose arrays the run does not read are not checked, and a store that does
-    not exist yet is left to the stage to report.
+    config), or, unless ``allow_random_weights``, on random weights for an extractor the paper
+    trained (the store records ``random_weights`` per extractor). Extractors whose arrays the run
+    does not read are not checked, and a store that does not exist yet is left to the stage to
+    report.
     """
     from pipeline.features.store import FeatureStore, StoreError  # zarr: only when fusing
 
     needs = PRESETS[name].extraction
-    if not needs:
+    trained = () if allow_random_weights else PRESETS[name].trained
+    if not needs and not trained:
         return
     try:
         recorded = FeatureStore(config.store).extractors()
     except StoreError:
         return
     read = _arrays_read(config.head)
+    for extractor in trained:
+        record = recorded.get(extractor)
+        if record and read & set(record.get("outputs", {})) and record.get("random_weights"):
+            raise PipelineError(
+                f"{config.store}: {extractor} features come from random weights (no weights file "
+                f"at extraction), but preset {name}'s paper trained its {extractor}: extract with "
+                f"--weights {extractor}=PATH, or pass --allow-random-weights to fuse anyway")
     for extractor, fields in needs.items():
         record = recorded.get(extractor)
         if record is None or not read & set(record.get("outputs", {})):

@@ -64,7 +64,14 @@ from pipeline.errors import PipelineError
 from pipeline.features.store import FeatureStore
 from pipeline.fusion import folds, moe, sampling
 from pipeline.fusion.config import SELECTED_ON, FuseConfig, TrainConfig
-from pipeline.fusion.data import ClipStream, FeatureRequest, Table, check_inputs, feature_keys
+from pipeline.fusion.data import (
+    OTHER,
+    ClipStream,
+    FeatureRequest,
+    Table,
+    check_inputs,
+    feature_keys,
+)
 from pipeline.fusion.heads import Head, head_class
 from pipeline.fusion.rundir import FACE_RULE, RunDir, changes, identity
 from pipeline.fusion.tasks import (
@@ -85,6 +92,7 @@ from pipeline.scoring.predictions import (
     face_mask_path,
     prediction_path,
 )
+from pipeline.scoring.metrics import seven_class_from_confusion
 from pipeline.scoring.report import plot_history
 
 
@@ -128,6 +136,22 @@ def _optimizer(head: Head, config: TrainConfig) -> torch.optim.Optimizer:
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum,
                                weight_decay=config.weight_decay)
     return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def mask_other(head: Head) -> None:
+    """``task.classes = 7``: a forward hook gives the Other logit of every expression output a
+    large negative value, so the head learns and predicts the 7 classes of the ABAW 2021 track
+    (probability 0 for Other; AU outputs untouched). Finite, not -inf: a fused log-probability
+    (``loss.on = fused``) of two -inf terms would give NaN gradients."""
+    expression = set(head.model_outputs or head.outputs)
+
+    def hook(module: torch.nn.Module, inputs: Any, outputs: dict[str, torch.Tensor]):
+        for name in expression & set(outputs):
+            outputs[name] = outputs[name].clone()
+            outputs[name][..., OTHER] = -1e4
+        return outputs
+
+    head.register_forward_hook(hook)
 
 
 def predict_table(head: Head, table: Table, batch_size: int) -> dict[str, np.ndarray]:
@@ -184,7 +208,8 @@ class _Run:
                                 " early stopping needs them")
         self.head_class = head_class(config.method)
         self.request = dataclasses.replace(
-            self.head_class.request(config.head, config.sampling), tasks=self.tasks)
+            self.head_class.request(config.head, config.sampling), tasks=self.tasks,
+            classes=config.task.classes)
         self.dims = check_inputs(store, clips, self.request)
         self.features = feature_keys(store, self.splits["train"][0].clip_id, self.request)
         self.stream = ClipStream(store, self.request, self.dims, config.train.buffer_mb,
@@ -200,6 +225,8 @@ class _Run:
         self.head = self.head_class(self.config.head, self.dims)
         moe.install(self.head, self.config.classifier)
         self.head = self.head.to(self.device)
+        if self.config.task.classes == 7:
+            mask_other(self.head)
         self.optimizer = _optimizer(self.head, self.config.train)
         self.epoch, self.best_score, self.best_epoch, self.bad_epochs = 0, -math.inf, 0, 0
         self.stopped: str | None = None
@@ -246,7 +273,8 @@ class _Run:
     def class_rates(self) -> np.ndarray:
         """Per-class draw rates from the training split's trainable frames (labels, faces, purity)."""
         light = ClipStream(self.stream.store, FeatureRequest(arrays=(), audio=self.request.audio,
-                                                             purity=self.request.purity),
+                                                             purity=self.request.purity,
+                                                             classes=self.request.classes),
                            self.dims, self.config.train.buffer_mb)
         counts = np.zeros(NUM_CLASSES, np.int64)
         for table in light.tables(self.splits["train"], train=True):
@@ -427,6 +455,7 @@ class _Run:
             "seed": self.config.seed,
             "val_macro_f1": {name: s.macro_f1 for name, s in scores.items()},
             "val_scores": {name: s.to_json() for name, s in scores.items()},
+            **self._seven_class_record(scores),
             "history": self.history,
             "splits": {split: [c.clip_id for c in clips] for split, clips in self.splits.items()
                        if split not in ("train", "dev") and clips},
@@ -441,6 +470,14 @@ class _Run:
         }
         self.dir.write_metrics(metrics)
         return metrics
+
+    def _seven_class_record(self, scores: dict) -> dict[str, Any]:
+        """task.classes = 7: the classes, and val macro-F1 over the 7 (``val_macro_f1`` averages
+        all 8, Other at 0, so it is 7/8 of that; selection is the same either way)."""
+        if self.config.task.classes != 7:
+            return {}
+        return {"classes": 7, "val_macro_f1_7class": {
+            name: seven_class_from_confusion(s.confusion)[0] for name, s in scores.items()}}
 
     # -- selection on the dev slice (kept apart from the loop above)
 

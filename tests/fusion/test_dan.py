@@ -198,6 +198,7 @@ def test_preset_jeong2022_sets_the_papers_table(data):
     assert (config.train.lr, config.train.batch_size, config.train.epochs) == (1e-4, 1024, 8)
     assert config.train.weight_decay == 1e-4 and config.head.heads == 4
     assert config.loss.kind == "focal"
+    assert config.head.image == "timm_map" and config.bag.k == 5  # ResNet-50's map, a bag of 5
     with pytest.raises(PipelineError, match="preset jeong2022 .* not image"):
         build_config("image", data.store, data.manifests, preset="jeong2022")
 
@@ -206,6 +207,8 @@ def test_trains_beats_chance_and_writes_attention(data, tmp_path):
     config = build_config("dan", data.store, data.manifests, preset="jeong2022",
                           sets=["train.epochs=3", "train.batch_size=32", "train.lr=0.003",
                                 "head.width=16", "head.reduction=4",
+                                # on Swin's map (the README's line), one model
+                                "head.image=swin_tokens", "bag.k=0",
                                 # the synthetic split is small: all training clips train
                                 "train.select_on=val"])
     result = fuse(config, tmp_path, name="dan")  # the stage: training, then attention.npz

@@ -58,3 +58,50 @@ def test_fuse_command_refuses_in_one_line(tmp_path, capsys):
     assert "crop_pct=0.9" in err and "Traceback" not in err
     assert len([line for line in err.splitlines() if line.startswith("error:")]) == 1
     assert not (tmp_path / "runs").exists()
+
+
+def test_jeong2022_needs_a_resnet50_map(tmp_path):
+    from pipeline.features.extractors.timm_image import TimmImageConfig
+
+    store = _store(tmp_path / "r18.zarr", timm=TimmImageConfig(model="resnet18", map=True))
+    with pytest.raises(PipelineError, match=r"timm was extracted with model='resnet18'.*"
+                                            r"configs\.timm\.model=resnet50"):
+        build_config("dan", store, tmp_path, preset="jeong2022")
+    store = _store(tmp_path / "r50.zarr", timm=TimmImageConfig(model="resnet50", map=True))
+    config = build_config("dan", store, tmp_path, preset="jeong2022")
+    assert config.head.image == "timm_map" and config.bag.k == 5
+    # on Swin instead (the README's line): the timm record is not what the run reads
+    build_config("dan", store, tmp_path, preset="jeong2022", sets=["head.image=swin_tokens"])
+
+
+def _tdnn_store(path, random_weights: bool):
+    store = FeatureStore(path, mode="a")
+    described = create("tdnn").describe()
+    described["random_weights"] = random_weights  # as extract records a --weights file or none
+    store.record_extractors({"tdnn": described})
+    return path
+
+
+def test_jin2021_refuses_a_random_tdnn_unless_allowed(tmp_path):
+    store = _tdnn_store(tmp_path / "random.zarr", random_weights=True)
+    with pytest.raises(PipelineError, match="tdnn features come from random weights.*"
+                                            "--allow-random-weights"):
+        build_config("sequence", store, tmp_path, preset="jin2021")
+    config = build_config("sequence", store, tmp_path, preset="jin2021", allow_random_weights=True)
+    assert config.task.classes == 7
+    build_config("sequence", store, tmp_path)  # no preset: no paper to hold the store to
+    trained = _tdnn_store(tmp_path / "trained.zarr", random_weights=False)
+    config = build_config("sequence", trained, tmp_path, preset="jin2021")
+    # the paper's optimiser: SGD with momentum at 0.01, no weight decay or clipping stated
+    assert (config.train.optimizer, config.train.lr, config.train.weight_decay,
+            config.train.grad_clip) == ("sgd", 0.01, 0.0, 0.0)
+
+
+def test_jin2021_cli_flag_allows_random_weights(tmp_path, capsys):
+    store = _tdnn_store(tmp_path / "random.zarr", random_weights=True)
+    args = ["fuse", "--method", "sequence", "--preset", "jin2021", "--store", str(store),
+            "--manifests", str(tmp_path / "none"), "--out", str(tmp_path / "runs")]
+    assert main(args) == 1
+    assert "--allow-random-weights" in capsys.readouterr().err
+    assert main([*args, "--allow-random-weights"]) == 1  # gets past the check: no manifests
+    assert "random weights" not in capsys.readouterr().err

@@ -154,6 +154,7 @@ class Head(nn.Module, metaclass=ABCMeta):
     model_outputs: ClassVar[tuple[str, ...] | None] = None  # what forward returns (None: outputs)
     needs_audio: ClassVar[bool] = False  # a training frame needs audio and a pure enough window
     batch_size: ClassVar[int] = 64  # training examples per step unless train.batch_size is set
+    fused_loss: ClassVar[bool] = False  # its loss can train a proportional fusion (loss.on=fused)
 
     def __init__(self, config: Any, dims: dict[str, tuple[int, ...]]) -> None:
         super().__init__()

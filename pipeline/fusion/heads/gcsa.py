@@ -6,8 +6,8 @@ Per frame ``t``::
            -> GCSA -> mean over H, W -> dropout -> FC -> P_v
     audio  log-mel window [T_win, n_mels] centred on t -> standardised -> (training: time and
            frequency masking) -> MCNN-style multi-branch CNN -> GCSA -> mean -> dropout -> FC -> P_a
-    fusion P = (m P_a + n P_v) / (m + n), integers 1 <= m, n <= max_weight, grid-searched on
-           validation after every epoch (the ``proportional`` head's ``fit_on`` and rule, reused)
+    fusion P = (m P_a + n P_v) / (m + n), integers 1 <= m, n <= max_weight, chosen on the
+           selection clips after every epoch (``weights``: the ``proportional`` head's rules)
 
 The paper trains RHCNN and MCNN end to end on pixels and waveforms; here stage one's frozen
 backbone maps (``swin_tokens`` [T, 7, 7, 768]) and log-mel (``logmel`` [T_mel, n_mels]) stand in for
@@ -34,10 +34,19 @@ separately, so a frame's output never depends on the other frames of its batch.
 **Training.** ``training = "joint"`` sums the two branches' losses at every step;
 ``"alternate"`` trains them branch by branch, the image loss on even steps and the audio loss on
 odd ones (the other branch's parameters get no gradient and SGD skips them; the step counter is
-part of the checkpoint, so a resumed run alternates as an uninterrupted one). ``use_gcsa =
-false`` replaces both GCSA modules by the identity (the paper's "Base" row). ``feature_lr`` gives
-everything but the two FC classifiers its own learning rate (the ``yu2025`` preset: 1e-4, with
-1e-3 for the classifiers; see ``presets.py``).
+part of the checkpoint, so a resumed run alternates as an uninterrupted one). With ``loss.on =
+"fused"`` (the ``yu2025`` preset) the loss is eq. 6 on the fused P (see ``proportional.py``);
+"alternate" then lets only one branch's logits carry gradient into P at each step. ``use_gcsa =
+false`` replaces both GCSA modules by the identity (the paper's "Base" row).
+
+**Learning rates.** The paper: "a learning rate of 0.0001. The learning rate for the weight
+parameters of speech and facial images is set to 0.001". ``feature_lr`` is the 1e-4 and
+``train.lr`` the 1e-3; ``fast_params`` says which parameters get ``train.lr``:
+``"classifiers"`` (the ``yu2025`` preset) reads "weight parameters of speech and facial images"
+as the two modality FC layers that weigh each modality's features into classes (everything else,
+branches and GCSA, at 1e-4); ``"weights"`` reads it as every weight tensor (convolution kernels
+and linear matrices) of the speech and image networks, with their biases and normalisation
+parameters at 1e-4.
 """
 
 from __future__ import annotations
@@ -55,12 +64,17 @@ from pipeline.fusion import modality
 from pipeline.fusion.data import FeatureRequest, Table
 from pipeline.fusion.gcsa import GCSA, channel_shuffle
 from pipeline.fusion.heads import Batch, Head, register
-from pipeline.fusion.heads.proportional import ProportionalHead
+from pipeline.fusion.heads.proportional import (
+    WEIGHT_RULES,
+    ProportionalHead,
+    fused_or_branch_loss,
+)
 from pipeline.fusion.heads.unimodal import targets_of
 from pipeline.fusion.losses import LossConfig, batch_loss
 from pipeline.fusion.sampling import SamplingConfig
 
 TRAINING_MODES = ("joint", "alternate")
+FAST_PARAMS = ("classifiers", "weights")
 
 
 @dataclass
@@ -83,6 +97,10 @@ class GCSAConfig:
     max_weight: int = 5  # m (audio) and n (image) range over 1..max_weight (the paper: 5)
     modality_dropout: float = 0.0  # training: a sample loses one modality with this probability
     modality_dropout_which: str = "either"  # "either", "image" or "audio" (pipeline.fusion.modality)
+    weights: str = "grid"  # how (m, n) are chosen: "grid" or "keyframe" (see proportional.py)
+    # which parameters train at train.lr (the others at feature_lr): "classifiers" (the two FC
+    # layers) or "weights" (every conv/linear weight tensor; biases and norms at feature_lr)
+    fast_params: str = "classifiers"
 
 
 def _block(cin: int, cout: int, kernel: tuple[int, int]) -> nn.Sequential:
@@ -165,6 +183,7 @@ class GCSAHead(Head):
     model_outputs = ("image", "audio")
     face_outputs = ("image",)  # the fusion output is derived after faceless frames are filled
     needs_audio = True
+    fused_loss = True
     batch_size = 16  # the paper's
 
     def __init__(self, config: GCSAConfig, dims: dict[str, tuple[int, ...]]) -> None:
@@ -179,6 +198,10 @@ class GCSAHead(Head):
         if config.training not in TRAINING_MODES:
             raise PipelineError(f"gcsa training {config.training!r}: choose from "
                                 f"{', '.join(TRAINING_MODES)}")
+        if config.fast_params not in FAST_PARAMS or config.weights not in WEIGHT_RULES:
+            raise PipelineError(f"gcsa fast_params {config.fast_params!r}, weights "
+                                f"{config.weights!r}: choose from {', '.join(FAST_PARAMS)} and "
+                                f"{', '.join(WEIGHT_RULES)}")
         if config.window < 1 or config.max_weight < 1 or config.width % config.groups:
             raise PipelineError(f"gcsa window {config.window}, max_weight {config.max_weight}, "
                                 f"width {config.width}: need window, max_weight >= 1 and a width "
@@ -199,12 +222,15 @@ class GCSAHead(Head):
                               series=(config.audio,))
 
     def parameter_groups(self) -> list[dict]:
-        classifiers = [*self.fc_image.parameters(), *self.fc_audio.parameters()]
-        chosen = {id(p) for p in classifiers}
+        if self.config.fast_params == "classifiers":
+            fast = [*self.fc_image.parameters(), *self.fc_audio.parameters()]
+        else:  # the weight tensors of every conv and linear layer (GCSA's included)
+            fast = [m.weight for m in self.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+        chosen = {id(p) for p in fast}
         features = {"params": [p for p in self.parameters() if id(p) not in chosen]}
         if self.config.feature_lr:
             features["lr"] = self.config.feature_lr
-        return [features, {"params": classifiers}]
+        return [features, {"params": fast}]
 
     def audio_windows(self, table: Table, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """float32 [B, T_max, mels] standardised windows (zero-padded) and int64 [B] lengths."""
@@ -261,13 +287,17 @@ class GCSAHead(Head):
     def loss(self, logits: dict[str, torch.Tensor], targets: torch.Tensor,
              weights: torch.Tensor | None, config: LossConfig) -> torch.Tensor:
         if self.config.training == "joint":
-            return super().loss(logits, targets, weights, config)
+            return fused_or_branch_loss(self, logits, targets, weights, config)
         branch = ("image", "audio")[int(self.steps) % 2]
         self.steps += 1
+        if config.on == "fused":  # P, with gradient through this step's branch only
+            other = "audio" if branch == "image" else "image"
+            logits = {branch: logits[branch], other: logits[other].detach()}
+            return fused_or_branch_loss(self, logits, targets, weights, config)
         return batch_loss(logits[branch], targets, weights, config)
 
-    # P = (m Pa + n Pv) / (m + n) with (m, n) fitted on validation by the loop (the proportional
-    # head's rule, reused).
+    # P = (m Pa + n Pv) / (m + n) with (m, n) fitted on the selection clips by the loop (the
+    # proportional head's rules, reused).
     derive = ProportionalHead.derive
     fits_on_validation = True
     fit_on = ProportionalHead.fit_on

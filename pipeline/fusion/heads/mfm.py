@@ -26,6 +26,12 @@ What the paper says and what we chose:
 * Y_I and Y_A are "linear layers" over the image and audio features; Y_A sees the mean of frame
   ``t``'s window embeddings (the paper has three dynamic audio features and does not say how Y_A
   combines them).
+* Which frames train: Y_T and Y_A need audio and at least one window that passes purity. With
+  ``image_every_face`` (the ``kim2023`` preset) Y_I trains on every labelled frame with a face, as
+  the paper's separately trained image model would (its frames without such a window train Y_I
+  only); without it every output trains on the frames Y_T can use.
+* The encoder's MLP is ``mlp_ratio`` times ``dim`` wide: 4 in the ``kim2023`` preset, ViT's (the
+  paper: "the same structure as the encoder of ViT"), 2 by default (smaller, for the demo).
 
 Tokens (the choice this implementation makes, since the paper does not say how many there are):
 
@@ -55,7 +61,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.data.labels import NUM_CLASSES
+from pipeline.data.labels import NUM_CLASSES, UNLABELED
 from pipeline.errors import PipelineError
 from pipeline.fusion import modality
 from pipeline.fusion.data import FeatureRequest, Table
@@ -68,6 +74,7 @@ from pipeline.fusion.heads.unimodal import (
     image_vectors,
     targets_of,
 )
+from pipeline.fusion.losses import LossConfig, batch_loss
 from pipeline.fusion.sampling import SamplingConfig, purity_rule
 
 
@@ -86,6 +93,12 @@ class MFMConfig:
     hidden: int = 0  # Y_I and Y_A: 0 = linear classifiers (the paper); else a hidden layer
     modality_dropout: float = 0.0  # training: a sample loses one modality with this probability
     modality_dropout_which: str = "either"  # "either", "image" or "audio" (pipeline.fusion.modality)
+    # True: Y_I trains on every labelled face frame, Y_T and Y_A on those with a pure enough audio
+    # window; False: all three on the latter only
+    image_every_face: bool = False
+
+
+AUDIO_TRAINS = "audio_trains"  # bool [B] in a training batch's inputs: Y_T and Y_A train here
 
 
 def _parameter(*shape: int) -> nn.Parameter:
@@ -146,6 +159,21 @@ class ModalFusionHead(Head):
         return FeatureRequest(arrays=(config.image, *config.audio), audio=tuple(config.audio),
                               purity=purity_rule(tuple(config.audio), sampling))
 
+    def trainable(self, table: Table) -> np.ndarray:
+        if not self.config.image_every_face:
+            return super().trainable(table)
+        return (table.labels != UNLABELED) & table.valid  # Y_I's frames; loss() narrows Y_T, Y_A
+
+    def loss(self, logits: dict[str, torch.Tensor], targets: torch.Tensor,
+             weights: torch.Tensor | None, config: LossConfig) -> torch.Tensor:
+        audio_ok = logits.pop(AUDIO_TRAINS, None)
+        if audio_ok is None:
+            return super().loss(logits, targets, weights, config)
+        narrowed = torch.where(audio_ok, targets, torch.full_like(targets, UNLABELED))
+        return (batch_loss(logits["image"], targets, weights, config)
+                + batch_loss(logits["fusion"], narrowed, weights, config)
+                + batch_loss(logits["audio"], narrowed, weights, config))
+
     def batch(self, table: Table, examples: np.ndarray, counts: np.ndarray | None) -> Batch:
         name = self.config.image
         if self.spatial:
@@ -177,6 +205,9 @@ class ModalFusionHead(Head):
             "audio_tokens": torch.from_numpy(context.reshape(batch, -1, context.shape[-1])),
             "audio_token_mask": torch.from_numpy(context_mask.reshape(batch, -1)),
         }
+        if train and self.config.image_every_face:  # the frames Y_T and Y_A may train on
+            inputs[AUDIO_TRAINS] = torch.from_numpy(
+                table.audio[examples] & table.window_ok[examples].any(axis=1))
         return inputs, targets_of(table, examples), None
 
     def drop_modalities(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -216,8 +247,11 @@ class ModalFusionHead(Head):
         keep = torch.cat([torch.ones(batch, 1, dtype=torch.bool, device=fused.device),
                           inputs["audio_token_mask"], inputs["image_mask"]], dim=1)
         encoded = self.encoder(fused, src_key_padding_mask=~keep)
-        return {
+        out = {
             "fusion": self.y_fusion(self.norm(encoded[:, 0])),
             "image": self.y_image(inputs["image"]),
             "audio": self.y_audio(masked_mean(inputs["audio"], inputs["audio_mask"])),
         }
+        if AUDIO_TRAINS in inputs:  # a training batch: passed on to loss(), which removes it
+            out[AUDIO_TRAINS] = inputs[AUDIO_TRAINS]
+        return out
