@@ -37,8 +37,8 @@ from pipeline.errors import PipelineError
 from pipeline.progress import ProgressEvent, ProgressFn, silent
 from pipeline.scoring.final_probs import FINAL, final_face_path, final_path
 from pipeline.scoring.frames import check_clip_set, clip_probs
-from pipeline.scoring.predictions import Predictions, face_mask_path, prediction_path
-from stages.ensemble import read_run
+from pipeline.runs.predictions import Predictions, face_mask_path, prediction_path
+from pipeline.runs.record import read_run
 
 FORMATS = ("csv", "parquet")
 
@@ -192,11 +192,11 @@ def export_predictions(run_dir: str | Path, fmt: str = "csv", split: str = "val"
         output, source, mask, metrics = _ensemble_source(run_dir, split, output, manifests)
     else:
         run = read_run(run_dir)
-        metrics = run.metrics
-        output = output or run.metrics.get("primary") or run.metrics["outputs"][0]
-        if output not in run.metrics["outputs"]:
+        metrics = run.record.to_json()
+        output = output or run.record.primary
+        if output not in run.record.outputs:
             raise PipelineError(f"{run_dir}: no output {output!r} (outputs:"
-                                f" {', '.join(run.metrics['outputs'])})")
+                                f" {', '.join(run.record.outputs)})")
         source, mask = prediction_path(run_dir, split, output), face_mask_path(run_dir, split)
     if not source.is_file():
         raise PipelineError(f"{source}: no such predictions file ({split} was not predicted?)")

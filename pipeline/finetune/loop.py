@@ -56,7 +56,7 @@ from pipeline.fusion.folds import SELECTED_ON
 from pipeline.fusion.losses import batch_loss
 from pipeline.locks import owner_lock
 from pipeline.progress import ProgressEvent, ProgressFn, silent
-from pipeline.scoring.metrics import macro_f1
+from pipeline.metrics.scores import macro_f1
 
 # Config fields that may change between a run and its resumption (they change no number).
 RESUMABLE_CHANGES = ("workers",)

@@ -71,7 +71,7 @@ Tuning protocol (``EnsembleConfig.tune_on``): nothing is tuned on the frames it 
 For the test split one pipeline is fitted on all of the tuning split (val, or the declared one).
 
 The steps themselves are in :mod:`pipeline.scoring.postprocess`, the searches that tune them in
-:mod:`pipeline.scoring.search`, fitting and applying the pipeline in
+:mod:`pipeline.metrics.search`, fitting and applying the pipeline in
 :mod:`pipeline.scoring.fitting`, the folds and the scored rows in :mod:`pipeline.scoring.crossfit`,
 and reading the members' predictions in :mod:`pipeline.scoring.frames`; this module holds the
 configuration and its choice lists.

@@ -15,7 +15,7 @@ The paper's two classifiers are FC layers with dropout 0.2 after its GCSA-enhanc
 trained with its coarse-fine granularity loss; here they sit on stage one's frozen features and
 train with ``loss.kind``.
 
-The search is stage three's :func:`pipeline.scoring.search.proportional_search` (one
+The search is stage three's :func:`pipeline.metrics.search.proportional_search` (one
 implementation of the rule for the whole project; vectorised: 25 pairs over 1,000,000 frames in
 about a second, see ``tests/bench/``). It needs all validation frames at once, so the loop keeps
 the two outputs' probabilities of the labelled validation frames (64 bytes a frame).
@@ -41,7 +41,7 @@ from pipeline.fusion.heads.unimodal import (
     targets_of,
 )
 from pipeline.fusion.sampling import SamplingConfig, purity_rule
-from pipeline.scoring.search import proportional_search
+from pipeline.metrics.search import proportional_search
 
 
 @dataclass

@@ -29,11 +29,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 import numpy as np
 
 from pipeline.errors import PipelineError
+from pipeline.metrics.mean import combine
 
 if TYPE_CHECKING:
     from pipeline.scoring.ensemble import EnsembleConfig
     from pipeline.scoring.frames import SplitData
-    from pipeline.scoring.search import _Evaluator
+    from pipeline.metrics.search import _Evaluator
 
 
 @dataclass(frozen=True)
@@ -59,18 +60,6 @@ class Combination:
         if self.weights is not None:
             record["weights"] = dict(zip(member_names, self.weights))
         return record
-
-
-def combine(probs: np.ndarray, weights: Sequence[float]) -> np.ndarray:
-    """float32 [N, 8] = sum_i w_i P_i / sum_i w_i over members with a non-zero weight."""
-    weights = np.asarray(weights, dtype=np.float64)
-    assert weights.shape == (len(probs),) and (weights >= 0).all() and weights.sum() > 0, weights
-    total = None
-    for w, p in zip(weights, probs):
-        if w > 0:
-            term = p * np.float32(w / weights.sum())
-            total = term if total is None else total + term
-    return total
 
 
 class Combiner:

@@ -1,7 +1,7 @@
 """``proportional``: the rule of paper 004, ``(m P_A + n P_B) / (m + n)``, for every pair of members.
 
 Integers ``0 < m, n <= max_weight`` (5) are grid-searched for macro-F1 on the tuning frames by
-:func:`pipeline.scoring.search.proportional_search` (the 25 pairs; ties: the smallest m, then n).
+:func:`pipeline.metrics.search.proportional_search` (the 25 pairs; ties: the smallest m, then n).
 Off with ``EnsembleConfig.proportional = false``.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 
 from pipeline.scoring.combiners import Candidate, Combination, Combiner, register
-from pipeline.scoring.search import proportional_search
+from pipeline.metrics.search import proportional_search
 
 
 @register

@@ -1,14 +1,14 @@
 """``weighted``: integer weights ``0..max_weight`` (5) per member, tuned for macro-F1.
 
 Searched exhaustively when the grid has at most 256 points (three members or fewer), otherwise by
-coordinate ascent from all-ones (:func:`pipeline.scoring.search.weight_search`). Proposed for three
+coordinate ascent from all-ones (:func:`pipeline.metrics.search.weight_search`). Proposed for three
 members or more, and for two when the proportional rule is off (it would cover them).
 """
 
 from __future__ import annotations
 
 from pipeline.scoring.combiners import Candidate, Combination, Combiner, register
-from pipeline.scoring.search import weight_search
+from pipeline.metrics.search import weight_search
 
 
 @register
