@@ -13,10 +13,17 @@ combiner says:
   weight vectors at once);
 * :meth:`Combiner.apply`: combined float32 [N, 8] probabilities (default: the weighted mean).
 
+A combiner with options declares them as heads do: a dataclass ``Config`` on the class (defaults,
+checks in ``__post_init__``), set as ``[combiner.<name>]`` in the ensemble's TOML or with
+``--set combiner.<name>.<key>=value``; :func:`options` builds every combiner's ``Config`` for
+:class:`~pipeline.scoring.ensemble.EnsembleConfig`, and a combiner reads its own with
+:meth:`Combiner.options`. So a combiner with an option is one file.
+
 Candidates are compared in the order of the combiners' ``order`` (then each combiner's own order);
 the earlier wins a tie. Built in: ``mean`` (0), ``member`` (1: a member alone), ``proportional``
-(2: the m,n rule of paper 004 per pair), ``weighted`` (3: integer weights per member), ``bag``
-(4: soft voting of the members that share an output name, paper 001).
+(2: the m,n rule of paper 004 per pair; options ``enabled``, ``max_weight``), ``weighted`` (3:
+integer weights per member; option ``max_weight``), ``bag`` (4: soft voting of the members that
+share an output name, paper 001).
 """
 
 from __future__ import annotations
@@ -24,10 +31,11 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 
+from pipeline.config import from_dict
 from pipeline.errors import PipelineError
 from pipeline.metrics.mean import combine
 
@@ -67,6 +75,12 @@ class Combiner:
 
     name: ClassVar[str]
     order: ClassVar[int]  # position of its candidates in the comparison (ties: earlier wins)
+    Config: ClassVar[type | None] = None  # its options (a dataclass), or None: it has none
+
+    @classmethod
+    def options(cls, config: "EnsembleConfig") -> Any:
+        """This combiner's options in ``config`` (an instance of its ``Config``)."""
+        return config.combiner[cls.name]
 
     @classmethod
     def candidates(cls, member_names: Sequence[str], config: "EnsembleConfig") -> list[Candidate]:
@@ -106,6 +120,32 @@ def combiner(name: str) -> type[Combiner]:
         raise PipelineError(f"unknown ensemble rule {name!r}; choose from "
                             f"{', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]
+
+
+def options(given: Mapping[str, Any]) -> dict[str, Any]:
+    """Every combiner's options, built from ``given`` (combiner name -> a table of its options,
+    or its ``Config`` itself); defaults for those not given. PipelineError naming the key for an
+    unknown combiner, a combiner without options, or a bad option."""
+    unknown = sorted(set(given) - set(_REGISTRY))
+    if unknown:
+        raise PipelineError(f"ensemble config: combiner.{unknown[0]}: no such combiner; choose "
+                            f"from {', '.join(sorted(_REGISTRY))}")
+    built = {}
+    for name, cls in registry().items():
+        value = given.get(name, {})
+        if cls.Config is None:
+            if value:
+                raise PipelineError(f"ensemble config: combiner.{name}: the {name} rule has no"
+                                    " options")
+            continue
+        if isinstance(value, cls.Config):
+            built[name] = value
+            continue
+        try:
+            built[name] = from_dict(cls.Config, value, f"combiner.{name}")
+        except (ValueError, TypeError) as e:
+            raise PipelineError(f"ensemble config: {' '.join(str(e).split())}") from None
+    return built
 
 
 def candidates(member_names: Sequence[str], config: "EnsembleConfig") -> list[Candidate]:
