@@ -26,7 +26,7 @@ from pipeline.features.config import DEFAULT_EXTRACTORS, Precision
 from pipeline.parallel import SCHEDULER_HELP
 from pipeline.progress import ProgressEvent
 
-AFFWILD2_FRAMES = 2_700_000  # frames of the real dataset (DESIGN.md, "Scale"): store info projects to it
+AFFWILD2_FRAMES = 2_700_000  # frames of the real Aff-Wild2: what store info projects sizes to
 
 
 def _weights(values: list[str]) -> dict[str, str]:

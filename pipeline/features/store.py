@@ -1,6 +1,6 @@
 """The Zarr v3 feature store: per-clip groups, float16 arrays, checksums and completion markers.
 
-Layout (see DESIGN.md, "Stage 1")::
+Layout (stage one's output; the stages around it: README.md, "Layout")::
 
     STORE/                      root attrs: {"fer_pipeline_store": FORMAT_VERSION,
                                              "extractors": {name: Extractor.describe()},

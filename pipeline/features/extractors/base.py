@@ -50,14 +50,18 @@ from pipeline.features.weights_record import WeightsRecord, read_record
 
 
 class Precision(str, Enum):
-    """Autocast precision of the frozen models (the CLI's ``--precision`` choices)."""
+    """The ``--precision`` choices: ``auto`` (resolved per device by
+    :func:`pipeline.features.config.resolve_precision`, never given to an extractor) or an
+    autocast precision of the frozen models (:data:`PRECISIONS`)."""
 
+    auto = "auto"
     fp32 = "fp32"
     bf16 = "bf16"
     fp16 = "fp16"
 
 
-PRECISIONS: tuple[str, ...] = tuple(p.value for p in Precision)
+# The precisions an extractor runs in (what "auto" resolves to).
+PRECISIONS: tuple[str, ...] = tuple(p.value for p in Precision if p is not Precision.auto)
 
 
 @dataclass(frozen=True)
