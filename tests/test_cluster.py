@@ -108,6 +108,7 @@ def test_scheduler_file_joins_a_running_scheduler(tmp_path):
 POOL_CHILD = """
 import json, os, sys, time
 from pipeline.parallel import open_executor
+from pipeline.features.store_inspect import verify
 with open_executor("processes:2") as workers:
     pids = sorted({workers.executor.submit(os.getpid).result() for _ in range(8)})
     for _ in range(2):
@@ -184,7 +185,7 @@ def test_sigterm_stops_a_process_pool_extraction_and_a_rerun_resumes(tmp_path):
     rerun = subprocess.run([sys.executable, "-c", EXTRACT_CHILD, str(STAGES_TESTS), *args],
                            env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
-    assert list(FeatureStore(store).verify()) == []
+    assert list(verify(FeatureStore(store))) == []
     assert len(FeatureStore(store).clip_ids()) == 6
 
 

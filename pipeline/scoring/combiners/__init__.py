@@ -31,7 +31,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -40,9 +40,15 @@ from pipeline.errors import PipelineError
 from pipeline.metrics.mean import combine
 
 if TYPE_CHECKING:
-    from pipeline.scoring.ensemble import EnsembleConfig
     from pipeline.scoring.frames import SplitData
     from pipeline.metrics.search import _Evaluator
+
+
+class EnsembleConfig(Protocol):
+    """What a combiner reads of :class:`pipeline.scoring.ensemble.EnsembleConfig` (which builds
+    the combiners' options with :func:`options`, so this package does not import it)."""
+
+    combiner: dict[str, Any]  # combiner name -> its Config
 
 
 @dataclass(frozen=True)
@@ -78,17 +84,17 @@ class Combiner:
     Config: ClassVar[type | None] = None  # its options (a dataclass), or None: it has none
 
     @classmethod
-    def options(cls, config: "EnsembleConfig") -> Any:
+    def options(cls, config: EnsembleConfig) -> Any:
         """This combiner's options in ``config`` (an instance of its ``Config``)."""
         return config.combiner[cls.name]
 
     @classmethod
-    def candidates(cls, member_names: Sequence[str], config: "EnsembleConfig") -> list[Candidate]:
+    def candidates(cls, member_names: Sequence[str], config: EnsembleConfig) -> list[Candidate]:
         raise NotImplementedError
 
     @classmethod
     def fit(cls, candidate: Candidate, data: "SplitData", evaluator: "_Evaluator",
-            config: "EnsembleConfig") -> Combination:
+            config: EnsembleConfig) -> Combination:
         """Fit ``candidate`` on ``data`` (the tuning clips); ``evaluator`` scores weight vectors
         on its labelled frames."""
         raise NotImplementedError
@@ -148,7 +154,7 @@ def options(given: Mapping[str, Any]) -> dict[str, Any]:
     return built
 
 
-def candidates(member_names: Sequence[str], config: "EnsembleConfig") -> list[Candidate]:
+def candidates(member_names: Sequence[str], config: EnsembleConfig) -> list[Candidate]:
     """Every combiner's candidates, in tie-breaking order (earlier wins a tie)."""
     return [c for rule in registry().values() for c in rule.candidates(member_names, config)]
 
