@@ -29,7 +29,7 @@ import numpy as np
 
 from pipeline import io as atomic
 from pipeline.data.labels import CLASSES, NUM_AUS, NUM_CLASSES
-from pipeline.runs.layout import FACE_MASK, face_mask_path, prediction_path  # noqa: F401 (re-exported)
+from pipeline.runs.layout import face_mask_path, prediction_path  # noqa: F401 (the writers' paths)
 
 
 CLASSES_KEY = "__classes__"  # the entry of a probabilities file naming its columns (not a clip)
