@@ -108,7 +108,6 @@ def test_scheduler_file_joins_a_running_scheduler(tmp_path):
 POOL_CHILD = """
 import json, os, sys, time
 from pipeline.parallel import open_executor
-from pipeline.features.store_inspect import verify
 with open_executor("processes:2") as workers:
     pids = sorted({workers.executor.submit(os.getpid).result() for _ in range(8)})
     for _ in range(2):
@@ -155,6 +154,7 @@ def test_sigterm_stops_a_process_pool_extraction_and_a_rerun_resumes(tmp_path):
     sys.path.insert(0, str(STAGES_TESTS))
     from extract_fixtures import make_dataset
     from pipeline.features.store import FeatureStore
+    from pipeline.features.store_inspect import verify
 
     manifests = make_dataset(tmp_path, n_clips=6, n_frames=16)
     store = tmp_path / "f.zarr"
