@@ -26,7 +26,7 @@ from pipeline.features.config import DEFAULT_EXTRACTORS, Precision
 from pipeline.parallel import SCHEDULER_HELP
 from pipeline.progress import ProgressEvent
 
-AFFWILD2_FRAMES = 2_700_000  # frames of the real dataset (DESIGN.md, "Scale"): store info projects to it
+AFFWILD2_FRAMES = 2_700_000  # frames of the real Aff-Wild2: what store info projects sizes to
 
 
 def _weights(values: list[str]) -> dict[str, str]:
@@ -153,9 +153,10 @@ store_app = typer.Typer(help="Inspect and check a feature store.", no_args_is_he
 @store_app.command("info")
 def info(store: Path = typer.Argument(..., help="The Zarr feature store.")) -> None:
     """Clips, arrays (shapes, dtypes, cache keys), extractors and size on disk."""
+    from pipeline.features import store_inspect
     from pipeline.features.store import FeatureStore
 
-    summary = FeatureStore(store).summary()
+    summary = store_inspect.summarize(FeatureStore(store))
     console.print(f"store {summary.path}: {summary.clips:,} clips, {summary.frames:,} frames, "
                   f"{summary.clips_without_audio:,} without audio, {_human(summary.size_bytes)} on disk",
                   highlight=False, soft_wrap=True)
@@ -201,6 +202,7 @@ def verify(store: Path = typer.Argument(..., help="The Zarr feature store.")) ->
 
     Corrupt arrays are noted in STORE.meta/corrupt, so that the next `extract` recomputes them.
     """
+    from pipeline.features import store_inspect
     from pipeline.features.store import FeatureStore
 
     handle = FeatureStore(store)
@@ -209,7 +211,7 @@ def verify(store: Path = typer.Argument(..., help="The Zarr feature store.")) ->
     with progress_bar() as progress:
         progress(ProgressEvent("verifying clips", total=len(clip_ids)))
         for clip_id in clip_ids:
-            problems.extend(handle.verify([clip_id]))
+            problems.extend(store_inspect.verify(handle, [clip_id]))
             progress(ProgressEvent("verifying clips", advance=1))
     for problem in problems:
         console.print(str(problem), markup=False, highlight=False, soft_wrap=True)

@@ -28,6 +28,7 @@ from cli.describe import describe_method
 from pipeline.fusion.folds import SelectOn
 from pipeline.fusion.presets import PRESETS
 from pipeline.progress import ProgressEvent, ProgressFn
+from pipeline.runs.record import read_record
 
 
 def _method(value: str) -> str:
@@ -147,19 +148,20 @@ def fuse(
     if result.val_au is not None:  # a multi-task run: its AU output at threshold 0.5
         console.print(f"AU: mean F1 {result.val_au['mean_f1']:.4f}, accuracy "
                       f"{result.val_au['accuracy']:.4f} (threshold 0.5)", highlight=False)
-    if "bag" in result.metrics:
-        for i, member in enumerate(result.metrics["bag"]["members"]):
+    record = read_record(result.run_dir)
+    if record.bag is not None:
+        for i, member in enumerate(record.bag["members"]):
             console.print(f"member {i}: val macro-F1 {member['val_macro_f1'][result.primary]:.4f}"
                           f" (best epoch {member['best_epoch']})", highlight=False)
-        console.print(f"bag of {len(result.metrics['bag']['members'])} (soft voting); run directory"
+        console.print(f"bag of {len(record.bag['members'])} (soft voting); run directory"
                       f" {result.run_dir}", highlight=False, soft_wrap=True)
     else:
         console.print(f"best epoch {result.best_epoch} of {result.epochs_run} "
-                      f"({result.metrics.get('stopped')}); run directory {result.run_dir}",
+                      f"({record.extra.get('stopped')}); run directory {result.run_dir}",
                       highlight=False, soft_wrap=True)
-    console.print(f"selected on: {result.metrics.get('selected_on', 'val')}", highlight=False)
-    if "grid" in result.metrics:
-        best = result.metrics["grid"]["best"]
+    console.print(f"selected on: {record.selected_on}", highlight=False)
+    if record.grid is not None:
+        best = record.grid["best"]
         console.print(f"proportional rule: m = {best[0]} (audio), n = {best[1]} (image)",
                       highlight=False)
 

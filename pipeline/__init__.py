@@ -1,22 +1,26 @@
 """fer-pipeline: feature extraction, fusion heads and scoring for audio-visual expression recognition.
 
-The library has five wings. Data flows through them in this order:
+The library has seven wings. Data flows through them in this order:
 
     data (labels, dataset reader, manifests, media, demo data)
       -> finetune (stage 0, optional: trains a backbone, writes weights that features load)
       -> features (extractors, the Zarr store, the fine-tuned weights folder's format)
-        -> fusion (windows, sampling, losses, heads, training)
-          -> scoring (metrics, combiners, cross-fitting, reports, submissions)
+        -> fusion (windows, sampling, losses, heads, training)  writes run directories
+          -> scoring (combiners, cross-fitting, reports, submissions)  reads them
 
-Imports point the other way, from a wing to the wings it stands on, in one fixed order:
-``finetune -> fusion -> scoring -> features -> data``. ``finetune`` runs beside ``features`` but
+Imports point the other way, from a wing to the wings it stands on, in fixed tiers:
+
+    finetune -> {fusion, scoring} -> runs -> metrics -> features -> data
+
+``fusion`` and ``scoring`` share a tier: neither imports the other. They meet in ``runs`` (the run
+directory: its layout, the typed record ``metrics.json``, predictions, attention maps, the
+training curve) and stand on ``metrics`` (expression and AU scores, the weight and bias searches,
+the probability mean a bag and an ensemble both form). ``finetune`` runs beside ``features`` but
 imports from the top: it trains with the heads' losses, sampling and train-dev slice
-(``fusion``) and scores with ``scoring.metrics``; nothing imports it (the weights folder's format
-lives in ``features``). A wing imports only wings to its right: ``fusion``
-scores itself with ``scoring.metrics`` and writes ``scoring.predictions``, so ``scoring`` sits
-below ``fusion`` although it runs after it; ``scoring`` needs nothing of ``features``.
+(``fusion``) and scores with ``metrics``; nothing imports it (the weights folder's format lives in
+``features``). ``runs``, ``metrics`` and ``scoring`` need nothing of ``features``.
 ``tests/test_layering.py`` holds the code to this order. Top-level modules (``config``, ``io``,
-``errors``, ``parallel``, ``progress``, ``compat``) serve every wing and import no wing.
+``errors``, ``locks``, ``parallel``, ``progress``, ``compat``) serve every wing and import no wing.
 
 Nothing in this package prints; progress goes through a callback (:mod:`pipeline.progress`).
 """

@@ -1,8 +1,8 @@
 """Stage three: combine the outputs of run directories, score them, report, write the submission.
 
-Reads only what stage two wrote (``metrics.json``, ``predictions/<split>/<output>.npz`` and
-``predictions/<split>/face_mask.npz`` of each run directory) and the manifests (ground truth, clip
-lengths); never the dataset's frame folders. Writes into ``out``, every file atomically:
+Reads only what stage two wrote, through :mod:`pipeline.runs` (each run directory's record
+``metrics.json``, ``predictions/<split>/<output>.npz`` and ``predictions/<split>/face_mask.npz``)
+and the manifests (ground truth, clip lengths); never the dataset's frame folders. Writes into ``out``, every file atomically:
 
 * ``scores.json``: the final ensemble's ``macro_f1`` (and ``macro_f1_ci``, its bootstrap
   interval), ``accuracy``, ``abaw2021_score``, ``per_class_f1``, ``n_frames`` and confusion
@@ -34,7 +34,6 @@ checked with :func:`check_au_submission`) is written for the test clips.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -46,9 +45,7 @@ from pipeline.config import save_toml, to_dict
 from pipeline.data.labels import NUM_CLASSES
 from pipeline.data.manifest import SPLITS, Clip, fingerprint, load_clips
 from pipeline.errors import PipelineError
-from pipeline.locks import describe, held_by
 from pipeline.progress import ProgressEvent, ProgressFn, silent
-from pipeline.scoring.attention import ATTENTION_FILE
 from pipeline.scoring.au_ensemble import AUOutcome, action_units
 from pipeline.scoring.bootstrap import Difference
 from pipeline.scoring.crossfit import (
@@ -73,10 +70,11 @@ from pipeline.scoring.frames import (
     load_split,
     open_predictions,
 )
-from pipeline.scoring.metrics import Scores, confusion_matrix
+from pipeline.metrics.scores import Scores, confusion_matrix
 from pipeline.scoring.final_probs import write_final_probs
-from pipeline.scoring.predictions import Predictions
-from pipeline.scoring.report import ReportData, RunInfo, Timeline, write_report
+from pipeline.runs.predictions import Predictions
+from pipeline.runs.record import RunInfo, read_run
+from pipeline.scoring.report import ReportData, Timeline, write_report
 from pipeline.scoring.submission import check_submission, write_submission
 from stages.precision import feature_precision
 
@@ -102,29 +100,6 @@ class EnsembleResult:
     precision: str = "unknown"  # the precision of the members' features (stages.precision)
 
 
-def read_run(run_dir: Path) -> RunInfo:
-    """A run directory's name and metrics.json (one-line errors for anything missing or broken)."""
-    path = run_dir / "metrics.json"
-    if not path.is_file():
-        holder = held_by(run_dir / "owner")
-        if holder is not None:  # fuse removes metrics.json while it (re)writes a run
-            raise PipelineError(f"{run_dir}: being written by {describe(holder)}; run ensemble "
-                                "when it has finished")
-        if (run_dir / "checkpoint.pt").is_file():
-            raise PipelineError(f"{run_dir}: an unfinished run (no metrics.json, nobody writing"
-                                " it); rerun its fuse command to finish it")
-        raise PipelineError(f"{run_dir}: no metrics.json (not a run directory written by fuse)")
-    try:
-        metrics = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise PipelineError(f"{path}: cannot read ({e})") from None
-    outputs = metrics.get("outputs") if isinstance(metrics, dict) else None
-    if not isinstance(outputs, list) or not outputs or not all(isinstance(o, str) for o in outputs):
-        raise PipelineError(f"{path}: 'outputs' should be a non-empty list of output names")
-    attention = run_dir / ATTENTION_FILE
-    return RunInfo(run_dir.name, metrics, attention if attention.is_file() else None)
-
-
 def find_members(run_dirs: Sequence[Path], split: str) -> tuple[list[Member], list[RunInfo]]:
     """Every output of every run that has predictions for ``split``; names must be unique."""
     members, runs, seen = [], [], {}
@@ -135,12 +110,12 @@ def find_members(run_dirs: Sequence[Path], split: str) -> tuple[list[Member], li
                                 " <run>/<output> would clash (rename one)")
         seen[run.name] = run_dir
         runs.append(run)
-        found = [Member(run_dir, output) for output in run.metrics["outputs"]
+        found = [Member(run_dir, output) for output in run.record.outputs
                  if Member(run_dir, output).path(split).exists()]
         if not found:
             raise PipelineError(f"{run_dir}: no {split} predictions (looked for"
                                 f" predictions/{split}/<output>.npz for outputs"
-                                f" {', '.join(run.metrics['outputs'])})")
+                                f" {', '.join(run.record.outputs)})")
         members += found
     if not members:
         raise PipelineError("no run directories given")
@@ -171,19 +146,19 @@ def check_manifests(runs: Sequence[RunInfo], run_dirs: Sequence[Path], manifests
     """Refuse runs trained on manifests other than each other's or ``manifests`` (``expected``:
     its fingerprint). Runs written before fingerprints were recorded are not checked."""
     known = [(run, Path(d)) for run, d in zip(runs, run_dirs)
-             if isinstance(run.metrics.get("manifest_fingerprint"), str)]
+             if run.record.manifest_fingerprint is not None]
     for (run, path), (other, other_path) in zip(known, known[1:]):
-        if run.metrics["manifest_fingerprint"] != other.metrics["manifest_fingerprint"]:
+        if run.record.manifest_fingerprint != other.record.manifest_fingerprint:
             raise PipelineError(
                 f"{path} and {other_path} were trained on different manifests (fingerprints"
-                f" {run.metrics['manifest_fingerprint'][:12]} and"
-                f" {other.metrics['manifest_fingerprint'][:12]}); pass --allow-manifest-mismatch"
+                f" {run.record.manifest_fingerprint[:12]} and"
+                f" {other.record.manifest_fingerprint[:12]}); pass --allow-manifest-mismatch"
                 " to combine them anyway")
     for run, path in known[:1]:
-        if run.metrics["manifest_fingerprint"] != expected:
+        if run.record.manifest_fingerprint != expected:
             raise PipelineError(
                 f"{path} was trained on other manifests than {manifests} (fingerprints"
-                f" {run.metrics['manifest_fingerprint'][:12]} and {expected[:12]}); pass the"
+                f" {run.record.manifest_fingerprint[:12]} and {expected[:12]}); pass the"
                 " manifests it was trained on, or --allow-manifest-mismatch")
 
 
@@ -249,7 +224,7 @@ def _write_outputs(run_dirs: Sequence[Path], members: list[Member], names: list[
     au, au_path, au_note = action_units(run_dirs, runs, manifests, config, staging)
 
     final = outcome.final
-    precision = feature_precision(run_dirs, [run.metrics for run in runs])
+    precision = feature_precision(run_dirs, [run.record for run in runs])
     record = {
         "split": config.split,
         "final": final.name,
@@ -277,7 +252,7 @@ def _write_outputs(run_dirs: Sequence[Path], members: list[Member], names: list[
     if mismatch_allowed:
         notes.insert(0, "WARNING: --allow-manifest-mismatch: the runs' manifests were not checked")
     for run in runs:  # stage two may have tuned something on the split scored here
-        grid = run.metrics.get("grid")
+        grid = run.record.grid
         if isinstance(grid, dict) and grid.get("fitted_on") == config.split:
             notes.append(f"{run.name}: its m,n were chosen on {config.split} by fuse, so its"
                          f" fusion output's {config.split} score is not cross-fitted")
@@ -384,7 +359,7 @@ def score_predictions(target: Path, manifests: Path, split: str | None = None
     if target.is_dir():
         split = split or "val"
         run = read_run(target)
-        files = [(f"{run.name}/{o}", Member(target, o).path(split)) for o in run.metrics["outputs"]]
+        files = [(f"{run.name}/{o}", Member(target, o).path(split)) for o in run.record.outputs]
         files = [(name, path) for name, path in files if path.exists()]
         if not files:
             raise PipelineError(f"{target}: no {split} predictions")

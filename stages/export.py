@@ -37,8 +37,9 @@ from pipeline.errors import PipelineError
 from pipeline.progress import ProgressEvent, ProgressFn, silent
 from pipeline.scoring.final_probs import FINAL, final_face_path, final_path
 from pipeline.scoring.frames import check_clip_set, clip_probs
-from pipeline.scoring.predictions import Predictions, face_mask_path, prediction_path
-from stages.ensemble import read_run
+from pipeline.runs.layout import RunPaths
+from pipeline.runs.predictions import Predictions, face_mask_path, prediction_path
+from pipeline.runs.record import read_run
 
 FORMATS = ("csv", "parquet")
 
@@ -54,7 +55,7 @@ class ExportResult:
 def _manifests(run_dir: Path, manifests: Path | None) -> Path:
     if manifests is not None:
         return manifests
-    config = run_dir / "config.toml"
+    config = RunPaths(run_dir).config
     try:
         return Path(read_toml(config)["manifests"])
     except (OSError, ValueError, KeyError):
@@ -63,7 +64,7 @@ def _manifests(run_dir: Path, manifests: Path | None) -> Path:
 
 def _is_ensemble(run_dir: Path) -> bool:
     """An output folder of ``ensemble`` (scores.json) rather than a run of ``fuse``."""
-    return (run_dir / "scores.json").is_file() and not (run_dir / "metrics.json").is_file()
+    return (run_dir / "scores.json").is_file() and not RunPaths(run_dir).metrics.is_file()
 
 
 def _ensemble_source(run_dir: Path, split: str, output: str | None, manifests: str | Path | None
@@ -95,7 +96,7 @@ def _columns(clip: Clip, probs: np.ndarray, face: np.ndarray) -> dict[str, np.nd
 
 def provenance(run_dir: Path, run_metrics: dict, output: str, split: str, manifests: Path) -> dict:
     """What a Parquet file records about where its rows come from."""
-    config = run_dir / "config.toml"
+    config = RunPaths(run_dir).config
     return {
         "fer_pipeline_version": __version__,
         "run": str(run_dir.resolve()),
@@ -192,11 +193,11 @@ def export_predictions(run_dir: str | Path, fmt: str = "csv", split: str = "val"
         output, source, mask, metrics = _ensemble_source(run_dir, split, output, manifests)
     else:
         run = read_run(run_dir)
-        metrics = run.metrics
-        output = output or run.metrics.get("primary") or run.metrics["outputs"][0]
-        if output not in run.metrics["outputs"]:
+        metrics = run.record.to_json()
+        output = output or run.record.primary
+        if output not in run.record.outputs:
             raise PipelineError(f"{run_dir}: no output {output!r} (outputs:"
-                                f" {', '.join(run.metrics['outputs'])})")
+                                f" {', '.join(run.record.outputs)})")
         source, mask = prediction_path(run_dir, split, output), face_mask_path(run_dir, split)
     if not source.is_file():
         raise PipelineError(f"{source}: no such predictions file ({split} was not predicted?)")

@@ -2,7 +2,7 @@
 
 Results can differ between fp32 and bf16 features (README, "Honest scores"), so stage three
 prints and records the precision next to its table. Nothing new is written for it: each run's
-``config.toml`` names its store, ``metrics.json["features"]`` holds the cache key of every array the
+``config.toml`` names its store, its record's ``features`` holds the cache key of every array the
 run read, and the store's root attributes describe every extractor that wrote there (its cache key
 and its resolved ``precision``, :meth:`pipeline.features.extractors.base.Extractor.describe`).
 An array's key is its extractor's key, or that key and a suffix (``-stride1``). Stage three needs
@@ -18,6 +18,8 @@ from typing import Sequence
 
 from pipeline.errors import PipelineError
 from pipeline.features.store import FeatureStore
+from pipeline.runs.layout import RunPaths
+from pipeline.runs.record import RunRecord
 
 VALID_ARRAY = "valid"  # the face mask array: no extractor wrote it
 
@@ -25,7 +27,7 @@ VALID_ARRAY = "valid"  # the face mask array: no extractor wrote it
 def run_precisions(run_dir: Path, features: dict) -> set[str]:
     """The precisions of the extractors whose arrays the run read (raises PipelineError, OSError,
     TOMLDecodeError when its store cannot be read)."""
-    config = tomllib.loads((run_dir / "config.toml").read_text(encoding="utf-8"))
+    config = tomllib.loads(RunPaths(run_dir).config.read_text(encoding="utf-8"))
     extractors = FeatureStore(config["store"], "r").extractors()
     found = set()
     for name, key in features.items():
@@ -39,13 +41,13 @@ def run_precisions(run_dir: Path, features: dict) -> set[str]:
     return found
 
 
-def feature_precision(run_dirs: Sequence[Path], metrics: Sequence[dict]) -> str:
+def feature_precision(run_dirs: Sequence[Path], records: Sequence[RunRecord]) -> str:
     """"bf16", "fp32", "bf16 + fp32" (runs on stores of different precisions), or
     "unknown (<run>: <why>)"."""
     found: set[str] = set()
-    for run_dir, record in zip(map(Path, run_dirs), metrics):
-        features = record.get("features")
-        if not isinstance(features, dict) or not features:
+    for run_dir, record in zip(map(Path, run_dirs), records):
+        features = record.features
+        if not features:
             return f"unknown ({run_dir.name}: its metrics.json lists no features)"
         try:
             found |= run_precisions(run_dir, features)

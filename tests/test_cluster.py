@@ -154,6 +154,7 @@ def test_sigterm_stops_a_process_pool_extraction_and_a_rerun_resumes(tmp_path):
     sys.path.insert(0, str(STAGES_TESTS))
     from extract_fixtures import make_dataset
     from pipeline.features.store import FeatureStore
+    from pipeline.features.store_inspect import verify
 
     manifests = make_dataset(tmp_path, n_clips=6, n_frames=16)
     store = tmp_path / "f.zarr"
@@ -184,7 +185,7 @@ def test_sigterm_stops_a_process_pool_extraction_and_a_rerun_resumes(tmp_path):
     rerun = subprocess.run([sys.executable, "-c", EXTRACT_CHILD, str(STAGES_TESTS), *args],
                            env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
-    assert list(FeatureStore(store).verify()) == []
+    assert list(verify(FeatureStore(store))) == []
     assert len(FeatureStore(store).clip_ids()) == 6
 
 

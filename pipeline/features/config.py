@@ -23,21 +23,12 @@ from typing import Any
 from pipeline.data.manifest import SPLITS
 from pipeline.errors import PipelineError
 from pipeline.features import extractors as extractor_registry
-from pipeline.features.extractors.base import PRECISIONS
+from pipeline.features.extractors.base import PRECISIONS, Precision
 
 DEFAULT_EXTRACTORS = ("swin", "logmel", "tdnn")
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # CPU flags of native bf16 arithmetic
 
 __all__ = ["DEFAULT_EXTRACTORS", "ExtractConfig", "Precision", "resolve_precision"]
-
-
-class Precision(str, Enum):
-    """The ``--precision`` choices: ``auto`` or an autocast precision of the extractors."""
-
-    auto = "auto"
-    fp32 = "fp32"
-    bf16 = "bf16"
-    fp16 = "fp16"
 
 
 def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
@@ -112,7 +103,7 @@ class ExtractConfig:
     audio_short_tolerance: float = 0.0
 
     def __post_init__(self) -> None:
-        if isinstance(self.precision, Enum):  # this module's Precision or the extractors'
+        if isinstance(self.precision, Enum):  # a Precision given as the Enum itself
             self.precision = self.precision.value
         names = [*self.extractors, *self.configs, *self.weights]
         unknown = [n for n in names if not extractor_registry.is_known(n)]

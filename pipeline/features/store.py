@@ -1,6 +1,6 @@
 """The Zarr v3 feature store: per-clip groups, float16 arrays, checksums and completion markers.
 
-Layout (see DESIGN.md, "Stage 1")::
+Layout (stage one's output; the stages around it: README.md, "Layout")::
 
     STORE/                      root attrs: {"fer_pipeline_store": FORMAT_VERSION,
                                              "extractors": {name: Extractor.describe()},
@@ -69,8 +69,9 @@ Everything the store holds is float16 (features), float32 (log-mel stays float32
 need the range) or bool; the dtype is chosen by the extractor's :class:`ArraySpec`.
 
 This module is the store's whole contract (layout, keys, markers, verified reads, atomic writes),
-hence its length: the docstring above is a fifth of it; inspection (`verify`, summaries) lives in
-:mod:`pipeline.features.store_inspect`, locks in :mod:`pipeline.locks`.
+hence its length: the docstring above is a fifth of it. Inspection (``verify``, summaries) stands
+on it in :mod:`pipeline.features.store_inspect`, which this module does not import; locks are in
+:mod:`pipeline.locks`.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ import hashlib
 import os
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 
 import numpy as np
 import zarr
@@ -90,9 +91,6 @@ from pipeline.errors import PipelineError
 from pipeline import locks
 from pipeline.features.atomic import (TMP_PREFIX, aside_name, chunk_sizes, move_into_place,
                                       sweep, update_attributes)
-
-if TYPE_CHECKING:
-    from pipeline.features.store_inspect import StoreProblem, StoreSummary
 
 FORMAT_VERSION = 1
 VALID = "valid"  # bool [T]: frame i had a face image on disk
@@ -352,7 +350,7 @@ class FeatureStore:
                 raise StoreError(f"{self.path}: no clip {clip_id!r} in the store") from None
             raise self._damaged(self._clip_dir(clip_id), e, "clip group") from None
 
-    def _array(self, clip_id: str, name: str) -> zarr.Array:
+    def array_node(self, clip_id: str, name: str) -> zarr.Array:
         """A clip's array node; StoreError when absent, DamagedMetadata naming its zarr.json."""
         group = self._clip(clip_id)
         folder = self._clip_dir(clip_id) / name
@@ -402,7 +400,7 @@ class FeatureStore:
             finally:
                 shutil.rmtree(built, ignore_errors=True)
 
-    def _names(self, clip_id: str) -> list[str]:
+    def node_names(self, clip_id: str) -> list[str]:
         """Every array of the clip, coordinates included (hidden directories being written not);
         listed without parsing the arrays' metadata (see :meth:`_nodes`)."""
         self._clip(clip_id)  # the group's own metadata is readable
@@ -431,7 +429,7 @@ class FeatureStore:
 
     def array_names(self, clip_id: str) -> list[str]:
         """The clip's data arrays (coordinates such as ``time`` left out)."""
-        return [k for k in self._names(clip_id) if not is_coordinate(k)]
+        return [k for k in self.node_names(clip_id) if not is_coordinate(k)]
 
     def has_array(self, clip_id: str, name: str) -> bool:
         """True when the clip holds an array ``name`` (complete or not)."""
@@ -443,12 +441,12 @@ class FeatureStore:
 
     def shape(self, clip_id: str, name: str) -> tuple[int, ...]:
         """An array's shape, read from metadata (no chunk is decoded)."""
-        return tuple(self._array(clip_id, name).shape)
+        return tuple(self.array_node(clip_id, name).shape)
 
     def marker(self, clip_id: str, name: str) -> dict | None:
         """The completion marker of an array, or None if absent (or the array is unreadable)."""
         try:
-            return self._array(clip_id, name).attrs.get("complete")
+            return self.array_node(clip_id, name).attrs.get("complete")
         except StoreError:
             return None
 
@@ -469,7 +467,7 @@ class FeatureStore:
                 return f"chunk {key} has {actual} bytes, {size} were written"
         return None
 
-    def _inspect(self, clip_id: str, name: str, full: bool) -> tuple[np.ndarray | None, str | None]:
+    def inspect_array(self, clip_id: str, name: str, full: bool) -> tuple[np.ndarray | None, str | None]:
         """Read a marked array and check it: (data, None), or (None, what is wrong).
 
         Arrays with recorded chunks: their sizes, and crc32c per chunk as zarr decodes them;
@@ -495,11 +493,11 @@ class FeatureStore:
         return None, problem
 
     def _checked(self, clip_id: str, name: str, full: bool) -> np.ndarray:
-        """A marked array's data, checked (:meth:`_inspect`); raises CorruptArray or StoreError
+        """A marked array's data, checked (:meth:`inspect_array`); raises CorruptArray or StoreError
         (DamagedMetadata, naming the file, for an unreadable ``zarr.json``)."""
-        if self._array(clip_id, name).attrs.get("complete") is None:
+        if self.array_node(clip_id, name).attrs.get("complete") is None:
             raise StoreError(f"{self.path}: clip {clip_id!r} has no complete array {name!r}")
-        data, problem = self._inspect(clip_id, name, full)
+        data, problem = self.inspect_array(clip_id, name, full)
         if problem is not None:
             raise CorruptArray(f"{self.path}: clip {clip_id!r} array {name!r} is corrupt ({problem}); "
                                "rerun `fer-pipeline extract` to recompute it")
@@ -516,7 +514,7 @@ class FeatureStore:
             return False
         if isinstance(marker.get("chunks"), dict) and self._chunk_problem(clip_id, name, marker):
             return False
-        return not verify or self._inspect(clip_id, name, full=True)[1] is None
+        return not verify or self.inspect_array(clip_id, name, full=True)[1] is None
 
     # ---- arrays --------------------------------------------------------------------------------
 
@@ -573,15 +571,3 @@ class FeatureStore:
         if marker is None:
             raise StoreError(f"{self.path}: clip {clip_id!r} has no complete array {name!r}")
         return float(marker["rate"])
-
-    def summary(self) -> StoreSummary:
-        """Clips, arrays (shapes, dtypes, keys, completeness, bytes), extractors, size on disk."""
-        from pipeline.features.store_inspect import summarize
-
-        return summarize(self)
-
-    def verify(self, clip_ids: list[str] | None = None) -> Iterator[StoreProblem]:
-        """Every incomplete or corrupt array (:func:`pipeline.features.store_inspect.verify`)."""
-        from pipeline.features.store_inspect import verify
-
-        return verify(self, clip_ids)

@@ -88,7 +88,7 @@ def summarize(store: FeatureStore) -> StoreSummary:
     for clip_id in clip_ids:
         try:
             attrs = store.clip_attrs(clip_id)
-            names = store._names(clip_id)
+            names = store.node_names(clip_id)
         except StoreError as e:  # a damaged clip group: `store verify` reports it too
             damaged.append(str(e))
             continue
@@ -97,7 +97,7 @@ def summarize(store: FeatureStore) -> StoreSummary:
         without_audio += attrs.get("has_audio") is False
         for name in names:
             try:
-                array = store._array(clip_id, name)
+                array = store.array_node(clip_id, name)
             except StoreError as e:
                 damaged.append(str(e))
                 continue
@@ -127,7 +127,7 @@ def verify(store: FeatureStore, clip_ids: list[str] | None = None) -> Iterator[S
     corrupt array is noted so that the next ``extract`` recomputes it (``time`` included)."""
     for clip_id in clip_ids if clip_ids is not None else store.clip_ids():
         try:
-            names = store._names(clip_id)
+            names = store.node_names(clip_id)
         except StoreError as e:  # DamagedMetadata: the message names the file and what to run
             yield StoreProblem(clip_id, None, str(e))
             continue
@@ -138,13 +138,13 @@ def verify(store: FeatureStore, clip_ids: list[str] | None = None) -> Iterator[S
                                "rerun `fer-pipeline extract` with its extractor to recompute it")
         for name in names:
             try:
-                marked = store._array(clip_id, name).attrs.get("complete") is not None
+                marked = store.array_node(clip_id, name).attrs.get("complete") is not None
             except StoreError as e:  # DamagedMetadata: the message names the file
                 yield StoreProblem(clip_id, name, str(e))
                 continue
             if not marked:
                 yield StoreProblem(clip_id, name, "no completion marker (interrupted write)")
                 continue
-            _, problem = store._inspect(clip_id, name, full=True)
+            _, problem = store.inspect_array(clip_id, name, full=True)
             if problem is not None:
                 yield StoreProblem(clip_id, name, f"corrupt: {problem}")

@@ -17,7 +17,7 @@ itself so that stage one feeds the network what it learnt on:
 
 The record holds the weights file's sha256 and is read only when it matches, so a record never
 describes other weights than those beside it. Stage one's cache key hashes the whole folder
-(:func:`pipeline.features.extractors.base.sha256_file`), record included: features of two
+(:func:`sha256_file`), record included: features of two
 fine-tunes never mix. The folder is written file by file through atomic moves, record last: a
 crash leaves either the previous complete folder or one without a valid record (refused).
 """
@@ -25,6 +25,7 @@ crash leaves either the previous complete folder or one without a valid record (
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +76,19 @@ class WeightsRecord:
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """sha256 of a file; of a folder (HF layout): of its files' relative names and hashes."""
+    if Path(path).is_dir():
+        files = sorted(p for p in Path(path).rglob("*") if p.is_file() and ".git" not in p.parts)
+        listing = "".join(f"{p.relative_to(path).as_posix()}\0{sha256_file(p)}\n" for p in files)
+        return hashlib.sha256(listing.encode()).hexdigest()
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def record_path(folder: str | Path) -> Path:
     return Path(folder) / RECORD_NAME
 
@@ -84,8 +98,6 @@ def read_record(weights: str | Path | None) -> WeightsRecord | None:
     a folder without a record, or no weights at all."""
     if weights is None or not Path(weights).is_dir() or not record_path(weights).exists():
         return None
-    from pipeline.features.extractors.base import sha256_file
-
     path = record_path(weights)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -117,8 +129,6 @@ def write_weights_folder(folder: str | Path, state: dict[str, Any], record: Weig
     hash, so a reader never takes a half-replaced folder for a complete one.
     """
     from safetensors.torch import save_file
-
-    from pipeline.features.extractors.base import sha256_file
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

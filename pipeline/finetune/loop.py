@@ -46,7 +46,7 @@ from pipeline import io
 from pipeline.config import to_dict
 from pipeline.data.manifest import Clip, fingerprint, load_clips
 from pipeline.errors import PipelineError
-from pipeline.features.extractors.base import sha256_file
+from pipeline.features.weights_record import sha256_file
 from pipeline.features.weights_record import WeightsRecord, read_record, write_weights_folder
 from pipeline.finetune.backbones import Backbone, Samples, backbone_for
 from pipeline.finetune.config import FinetuneConfig
@@ -56,7 +56,7 @@ from pipeline.fusion.folds import SELECTED_ON
 from pipeline.fusion.losses import batch_loss
 from pipeline.locks import owner_lock
 from pipeline.progress import ProgressEvent, ProgressFn, silent
-from pipeline.scoring.metrics import macro_f1
+from pipeline.metrics.scores import macro_f1
 
 # Config fields that may change between a run and its resumption (they change no number).
 RESUMABLE_CHANGES = ("workers",)

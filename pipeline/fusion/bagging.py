@@ -6,7 +6,7 @@ its weights, its sampling and its training clips: a bootstrap resample of the tr
 (whole videos, drawn with replacement; the paper does not say how its variants differ, this is
 bagging's definition), the dev slice excluded: every member selects its epoch on the same dev
 slice as a single run would. The bag's own ``predictions/<split>/<output>.npz`` are the mean of
-its members' probabilities (:func:`pipeline.scoring.combiners.bag.soft_vote`), with the members' face masks, so stage three
+its members' probabilities (:func:`pipeline.metrics.mean.soft_vote`), with the members' face masks, so stage three
 treats a bag as one member; its ``metrics.json`` (written last) lists the members and their
 scores. A killed bag resumes member by member (a finished member is not retrained, an interrupted
 one continues from its last epoch); raising ``bag.k`` adds members and re-averages.
@@ -30,9 +30,9 @@ from pipeline.fusion.config import SELECTED_ON, BagConfig, FuseConfig, member_se
 from pipeline.fusion.rundir import FACE_RULE, RunDir, differences, with_new_options
 from pipeline.fusion.train import RunResult, run_splits, train
 from pipeline.progress import ProgressEvent, ProgressFn, silent
-from pipeline.scoring.combiners.bag import soft_vote
-from pipeline.scoring.metrics import Scores, confusion_matrix
-from pipeline.scoring.predictions import (
+from pipeline.metrics.mean import soft_vote
+from pipeline.metrics.scores import Scores, confusion_matrix
+from pipeline.runs.predictions import (
     FaceMaskWriter,
     PredictionWriter,
     Predictions,

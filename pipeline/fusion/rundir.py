@@ -1,19 +1,7 @@
-"""The run directory: what stage two writes, when a run may resume, and how it is cleared.
+"""The run directory's writing side: when a run may resume, how it is cleared, who owns it.
 
-::
-
-    RUN/config.toml            the full FuseConfig (enough to reproduce the run), written with
-                               every checkpoint: it always matches checkpoint.pt
-    RUN/checkpoint.pt          last epoch: model, optimizer, RNG states, epoch, best score and
-                               weights, history, config
-    RUN/best.pt                the best epoch's weights, config and feature sizes (for inference)
-    RUN/metrics.json           written last: the run is complete when it exists
-    RUN/curve.png              training loss and validation macro-F1 per epoch
-    RUN/predictions/<split>/<output>.npz   float32 [T, 8] per clip, every frame, val and test
-    RUN/predictions/<split>/face_mask.npz  bool [T] per clip: the frames with a face image
-    RUN/owner.lock             the owner lock (:mod:`pipeline.locks`): who is writing the run
-
-Every file is written atomically (:mod:`pipeline.io`).
+The layout (every file's name) is :mod:`pipeline.runs.layout`, the record ``metrics.json``
+:mod:`pipeline.runs.record`; :class:`RunDir` adds to those paths what only stage two does.
 
 **One writer.** :meth:`RunDir.owned` holds the run's lock for a whole ``fuse`` call: a second
 ``fuse`` into the same directory is refused in one line naming the holder (host, pid, command),
@@ -32,8 +20,6 @@ The saved *identity* (:func:`identity`: the config and the store's features) is 
 from __future__ import annotations
 
 import contextlib
-import json
-from pathlib import Path
 from typing import Any, Iterator
 
 import tomli_w
@@ -43,44 +29,22 @@ from pipeline.config import merge, to_dict
 from pipeline.errors import PipelineError
 from pipeline.fusion.config import FuseConfig
 from pipeline.locks import owner_lock
+from pipeline.runs.layout import RUN_FILES, RunPaths
+from pipeline.runs.record import read_record, write_record
 
-RUN_FILES = ("checkpoint.pt", "best.pt", "metrics.json", "curve.png", "config.toml")
 FACE_RULE = "nearest frame with a face (same clip; ties: the earlier frame)"
 NOT_IDENTITY = ("epochs", "cache_mb")  # train.* keys a resumed run may change
 
 
-class RunDir:
-    """The paths of one run directory and the reading and writing of its files."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-
-    @property
-    def checkpoint(self) -> Path:
-        return self.path / "checkpoint.pt"
-
-    @property
-    def best(self) -> Path:
-        return self.path / "best.pt"
-
-    @property
-    def metrics(self) -> Path:
-        return self.path / "metrics.json"
-
-    @property
-    def curve(self) -> Path:
-        return self.path / "curve.png"
-
-    @property
-    def config(self) -> Path:
-        return self.path / "config.toml"
+class RunDir(RunPaths):
+    """The paths of one run directory and the writing (and resuming) of its files."""
 
     @contextlib.contextmanager
     def owned(self) -> Iterator[None]:
         """Hold the run's owner lock (creating the directory); raise ``LockHeld`` if another
         process holds it."""
         self.path.mkdir(parents=True, exist_ok=True)
-        with owner_lock(self.path / "owner", f"run directory {self.path}"):
+        with owner_lock(self.owner, f"run directory {self.path}"):
             yield
 
     def load_checkpoint(self) -> dict[str, Any] | None:
@@ -101,17 +65,19 @@ class RunDir:
         io.torch_save(self.best, state)
 
     def read_metrics(self) -> dict[str, Any]:
-        return json.loads(self.metrics.read_text(encoding="utf-8"))
+        """The record as the dict training's result carries (read through the schema)."""
+        return read_record(self.path).to_json()
 
     def write_metrics(self, metrics: dict[str, Any]) -> None:
-        io.write_json(self.metrics, metrics)
+        """The record, checked against the schema (:func:`pipeline.runs.record.write_record`)."""
+        write_record(self.path, metrics)
 
     def clear(self) -> None:
         """Remove what a run writes (and nothing else)."""
         io.check_write(self.metrics)  # the owner's guards (a lease still held, a writable folder)
         for name in RUN_FILES:
             (self.path / name).unlink(missing_ok=True)
-        predictions = self.path / "predictions"
+        predictions = self.predictions_dir
         if predictions.is_dir():
             for path in sorted(predictions.rglob("*"), reverse=True):
                 path.unlink() if path.is_file() else path.rmdir()

@@ -27,7 +27,7 @@ A run is multi-task when its head's config has ``tasks = ["expr", "au"]`` (heads
     loss over its AU examples.
 
 * **Scores.** Every validation pass scores AUs too (mean F1, accuracy and ABAW 2021 score at
-  threshold 0.5, :mod:`pipeline.scoring.au_metrics`) on the clips of the AU validation split, as
+  threshold 0.5, :mod:`pipeline.metrics.au`) on the clips of the AU validation split, as
   the leakage guard leaves them; early stopping follows ``train.select_task`` (expression macro-F1 of
   the primary output by default).
 """
@@ -46,7 +46,7 @@ from pipeline.fusion import sampling
 from pipeline.fusion.data import ClipStream, FeatureRequest, Table
 from pipeline.fusion.heads import Head
 from pipeline.fusion.losses import au_batch_loss, au_pos_weights
-from pipeline.scoring.au_metrics import AUScores, au_counts
+from pipeline.metrics.au import AUScores, au_counts
 
 if TYPE_CHECKING:
     from pipeline.fusion.train import _Run

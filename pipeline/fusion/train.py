@@ -85,15 +85,15 @@ from pipeline.fusion.tasks import (
     train_epoch_tasks,
 )
 from pipeline.progress import ProgressEvent, ProgressFn, silent
-from pipeline.scoring.predictions import (
+from pipeline.runs.predictions import (
     AUPredictionWriter,
     FaceMaskWriter,
     PredictionWriter,
     face_mask_path,
     prediction_path,
 )
-from pipeline.scoring.metrics import seven_class_from_confusion
-from pipeline.scoring.report import plot_history
+from pipeline.metrics.scores import seven_class_from_confusion
+from pipeline.runs.plots import plot_history
 
 
 @dataclass

@@ -1,8 +1,7 @@
 """What an attention head looks at: the report's figure of a run's saved attention maps.
 
-Heads with spatial attention (``dan``) write ``RUN/attention.npz`` after training (keys
-``spatial`` float32 [F, K, H, W], ``probs`` [F, 8], ``labels`` [F], ``clip_ids`` [F], ``frames``
-[F]; see :func:`pipeline.fusion.heads.dan.write_attention`). Stage three draws, for a few of those
+Heads with spatial attention (``dan``) write ``RUN/attention.npz`` after training
+(:mod:`pipeline.runs.attention`). Stage three draws, for a few of those
 frames, each head's map over the face map's grid, so a user sees whether the heads attend to
 different regions (what DAN's partition loss asks of them).
 """
@@ -14,34 +13,17 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.data.labels import CLASSES
-from pipeline.errors import PipelineError
-
-ATTENTION_FILE = "attention.npz"  # in a run directory, beside metrics.json
-
-
-def read_attention(path: str | Path) -> dict[str, np.ndarray]:
-    """The arrays of an attention file, checked (one line naming the file when it is unusable)."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
-    except (OSError, ValueError) as e:
-        raise PipelineError(f"{path}: unreadable attention file ({e})") from None
-    spatial = arrays.get("spatial")
-    if spatial is None or spatial.ndim != 4 or not {"clip_ids", "frames", "labels", "probs"} <= set(arrays):
-        raise PipelineError(f"{path}: not an attention file (want spatial [F, K, H, W], probs, "
-                            "labels, clip_ids, frames)")
-    return arrays
+from pipeline.runs.attention import read_attention
+from pipeline.runs.plots import new_figure, save_figure
 
 
 def plot_attention(path: str | Path, out: Path, frames: int = 4) -> str:
     """A grid of heat maps: one row per saved frame (at most ``frames``), one column per head;
     returns the PNG's file name."""
-    from pipeline.scoring.report import _new_figure, _save  # one plotting setup for the report
-
     arrays = read_attention(path)
     spatial = arrays["spatial"][:frames]
     n, heads = spatial.shape[:2]
-    figure = _new_figure(figsize=(1.6 * heads + 0.4, 1.7 * n + 0.3))
+    figure = new_figure(figsize=(1.6 * heads + 0.4, 1.7 * n + 0.3))
     axes = figure.subplots(n, heads, squeeze=False)
     for f in range(n):
         label = int(arrays["labels"][f])
@@ -57,4 +39,4 @@ def plot_attention(path: str | Path, out: Path, frames: int = 4) -> str:
         axes[f, 0].set_ylabel(f"{arrays['clip_ids'][f]} #{int(arrays['frames'][f]) + 1}\n"
                               f"true {truth}\npred {predicted}", fontsize=7)
     figure.tight_layout()
-    return _save(figure, out)
+    return save_figure(figure, out)

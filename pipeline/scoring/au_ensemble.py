@@ -1,7 +1,7 @@
 """Stage three's action units: score the AU outputs of multi-task runs, with per-AU thresholds
 cross-fitted like every other tuned choice, and predict the test clips' AUs.
 
-A multi-task run lists its AU outputs in ``metrics.json``'s ``au_outputs`` and writes
+A multi-task run lists its AU outputs in its record's ``au_outputs`` and writes
 ``predictions/<split>/au.npz`` (float32 ``[T, 12]`` per clip). For the AU validation split (the
 clips with AU labels there, as the leakage guard leaves them: ``Clip.scoring_labels("au")``)
 :func:`au_rows` scores:
@@ -9,7 +9,7 @@ clips with AU labels there, as the leakage guard leaves them: ``Clip.scoring_lab
 * each AU member as written, at threshold 0.5;
 * with two or more members, their mean (soft voting; nothing tuned) at 0.5;
 * the final one (the mean, or the only member) with one threshold per AU
-  (:func:`~pipeline.scoring.au_metrics.fit_au_thresholds`, objective mean F1), fitted by the
+  (:func:`~pipeline.metrics.au.fit_au_thresholds`, objective mean F1), fitted by the
   expression ensemble's protocol: ``val-crossfit`` (the same folds of whole videos,
   :func:`~pipeline.scoring.crossfit.assign_folds`; each fold's frames decided by thresholds
   fitted on the other folds), ``train`` (fitted on the training split's AU predictions, when
@@ -31,11 +31,11 @@ from pipeline.data.frames import clip_offsets
 from pipeline.data.labels import NUM_AUS
 from pipeline.data.manifest import SPLITS, Clip, load_clips, task_clips
 from pipeline.errors import PipelineError
-from pipeline.scoring.au_metrics import AUScores, au_counts, binarize, fit_au_thresholds
+from pipeline.metrics.au import AUScores, au_counts, binarize, fit_au_thresholds
 from pipeline.scoring.crossfit import assign_folds
 from pipeline.scoring.ensemble import EnsembleConfig
 from pipeline.scoring.frames import Member
-from pipeline.scoring.predictions import Predictions
+from pipeline.runs.predictions import Predictions
 from pipeline.scoring.submission import check_au_submission, write_au_submission
 
 MEAN = "mean"  # the row name of the members' mean
@@ -208,7 +208,7 @@ def action_units(run_dirs: Sequence[Path], runs: Sequence[Any], manifests: Path,
     for the scored split (the staged move then removes a stale ``submission_au.txt``)."""
     path = out / "submission_au.txt"
     members = [Member(Path(run_dir), output) for run_dir, run in zip(run_dirs, runs)
-               for output in run.metrics.get("au_outputs", [])]
+               for output in run.record.au_outputs]
     members = [m for m in members if m.path(config.split).exists()]
     clips = load_clips(manifests, SPLITS, au_only=True) if members else []
     # The clips the leakage guard left out of AU scores hold no scored frame: not in any fold.

@@ -4,7 +4,7 @@ Frames of one clip are strongly correlated (labels come in runs, smoothing spans
 resampling unit is the video: a resample draws as many videos as the split has, with replacement
 (the ``_left``/``_right`` clips of a two-person video are drawn together; every other video has
 one clip, so this is the clip-level bootstrap), and scores every frame of every drawn clip once per
-draw. The point estimate is macro-F1 as :mod:`pipeline.scoring.metrics` defines it (the 8 classes
+draw. The point estimate is macro-F1 as :mod:`pipeline.metrics.scores` defines it (the 8 classes
 always count). In a resample, a class that the split annotates but no drawn clip does is left out
 of that resample's mean (the resample cannot tell how well it is recognised; counting it as F1 0
 would drag every resample of a split with rare classes below the estimate, and the interval would
@@ -30,7 +30,7 @@ from typing import Sequence
 import numpy as np
 
 from pipeline.data.labels import NUM_CLASSES, UNLABELED
-from pipeline.scoring.metrics import macro_f1_from_confusion, per_class_f1_from_confusion
+from pipeline.metrics.scores import macro_f1_from_confusion, per_class_f1_from_confusion
 
 
 def clip_confusions(labels: np.ndarray, predictions: np.ndarray, offsets: np.ndarray

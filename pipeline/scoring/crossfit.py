@@ -40,7 +40,7 @@ from pipeline.scoring.fitting import (
     predict,
 )
 from pipeline.scoring.frames import Member, SplitData
-from pipeline.scoring.metrics import Scores, confusion_matrix, macro_f1_from_confusion
+from pipeline.metrics.scores import Scores, confusion_matrix, macro_f1_from_confusion
 from pipeline.scoring.selection import anchored, dev_anchor
 
 
@@ -360,16 +360,16 @@ def cross_fit(scored: SplitData, member_names: Sequence[str], config: EnsembleCo
 
 
 def member_fitted_on(members: Sequence[Member], runs: Sequence[Any]) -> dict[str, str]:
-    """Where each member's head made its choices: its run's ``metrics.json["selected_on"]``
-    ("train-dev" or "val"); "val" when absent (heads that early-stop on val write none)."""
-    selected = {run.name: run.metrics.get("selected_on") or "val" for run in runs}
+    """Where each member's head made its choices: its run record's ``selected_on`` ("train-dev"
+    or "val"; :data:`pipeline.runs.record.DEFAULT_SELECTED_ON` for records without it)."""
+    selected = {run.name: run.record.selected_on for run in runs}
     return {m.name: str(selected[m.run_dir.name]) for m in members}
 
 
 def member_dev_f1(members: Sequence[Member], runs: Sequence[Any]) -> dict[str, float]:
-    """Each member's macro-F1 on its run's dev slice (``metrics.json["dev_macro_f1"]``), for the
+    """Each member's macro-F1 on its run's dev slice (its record's ``dev_macro_f1``), for the
     members whose run recorded one (heads that selected on val record none)."""
-    dev = {run.name: run.metrics.get("dev_macro_f1") for run in runs}
+    dev = {run.name: run.record.dev_macro_f1 for run in runs}
     out = {}
     for m in members:
         scores = dev.get(m.run_dir.name)

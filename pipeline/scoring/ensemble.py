@@ -7,11 +7,15 @@ combining members are plug-ins (:mod:`pipeline.scoring.combiners`, one file each
 * ``mean``: all weights 1 (plain soft voting, nothing tuned);
 * ``member``: a member alone (the members' own rows);
 * ``proportional A + B``: the rule of paper 004, ``(m P_A + n P_B) / (m + n)`` with integers
-  ``0 < m, n < 6`` grid-searched (the 25 pairs), for every pair of members;
+  ``0 < m, n <= max_weight`` (5: the 25 pairs) grid-searched, for every pair of members;
 * ``weighted``: integer weights ``0..max_weight`` (5) per member, searched exhaustively when
   the grid has at most 256 points (three members or fewer), otherwise by coordinate ascent
   from all-ones (each member's weight in turn set to its best value, sweeps until nothing
   changes). It is left out for exactly two members when the proportional rule covers them.
+
+Each combiner owns its options (``[combiner.<name>]``, ``--set combiner.<name>.<key>=value``:
+``combiner.proportional.enabled``, ``combiner.proportional.max_weight``,
+``combiner.weighted.max_weight``); this config keeps what every rule shares.
 
 The fitted pipeline (:class:`pipeline.scoring.fitting.Choices`) applies, in order:
 
@@ -71,7 +75,7 @@ Tuning protocol (``EnsembleConfig.tune_on``): nothing is tuned on the frames it 
 For the test split one pipeline is fitted on all of the tuning split (val, or the declared one).
 
 The steps themselves are in :mod:`pipeline.scoring.postprocess`, the searches that tune them in
-:mod:`pipeline.scoring.search`, fitting and applying the pipeline in
+:mod:`pipeline.metrics.search`, fitting and applying the pipeline in
 :mod:`pipeline.scoring.fitting`, the folds and the scored rows in :mod:`pipeline.scoring.crossfit`,
 and reading the members' predictions in :mod:`pipeline.scoring.frames`; this module holds the
 configuration and its choice lists.
@@ -79,13 +83,15 @@ configuration and its choice lists.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 import numpy as np
 
 from pipeline.data.manifest import SPLITS
 from pipeline.errors import PipelineError
+from pipeline.scoring import combiners
 
 
 class Smoother(str, Enum):
@@ -149,8 +155,9 @@ class EnsembleConfig:
     bias_range: float = 2.0  # offsets are searched in [-bias_range, +bias_range] ...
     bias_step: float = 0.1  # ... on a grid of this step
     bias_rounds: int = 3  # coordinate-ascent sweeps over the 8 classes (stops early when stable)
-    proportional: bool = True  # the m,n rule of paper 004 for every pair of members
-    max_weight: int = 5  # integer weights 0..max_weight (the m,n rule uses 1..max_weight)
+    # each combiner's own options ([combiner.<name>], --set combiner.<name>.<key>=value; see
+    # pipeline.scoring.combiners): built into its Config, defaults for those not given
+    combiner: dict[str, Any] = field(default_factory=dict)
     nested: bool = True  # decide by inner folds whether fill, smoothing and biases are applied
     selection: str = "anchored"  # anchored | best (see pipeline.scoring.selection)
     # anchored: the anchor member is the best on the fitting clips ("fitting") or by its run's
@@ -205,10 +212,10 @@ class EnsembleConfig:
         if bad or not self.windows:
             raise PipelineError(f"ensemble config: windows {list(self.windows)}: want odd"
                                 " widths >= 1")
-        if (self.max_weight < 1 or self.bias_step <= 0 or self.bias_range < 0
-                or self.bias_rounds < 1):
-            raise PipelineError("ensemble config: max_weight, bias_step, bias_rounds must be"
-                                " positive and bias_range non-negative")
+        if self.bias_step <= 0 or self.bias_range < 0 or self.bias_rounds < 1:
+            raise PipelineError("ensemble config: bias_step, bias_rounds must be positive and"
+                                " bias_range non-negative")
+        self.combiner = combiners.options(self.combiner)
 
     @property
     def tuning_split(self) -> str:

@@ -14,7 +14,7 @@ from typing import Sequence
 
 from pipeline.scoring.fitting import predict_probs
 from pipeline.scoring.frames import SplitData
-from pipeline.scoring.predictions import FaceMaskWriter, PredictionWriter
+from pipeline.runs.predictions import FaceMaskWriter, PredictionWriter
 
 FINAL = "final"  # the output name an ensemble directory exports
 

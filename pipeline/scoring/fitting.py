@@ -22,7 +22,7 @@ from pipeline.scoring import combiners
 from pipeline.scoring.combiners import Combination
 from pipeline.scoring.ensemble import EnsembleConfig
 from pipeline.scoring.frames import SplitData
-from pipeline.scoring.metrics import confusion_matrix, macro_f1_from_confusion
+from pipeline.metrics.scores import confusion_matrix, macro_f1_from_confusion
 from pipeline.scoring.postprocess import (
     EPS,
     argmax_labels,
@@ -32,7 +32,7 @@ from pipeline.scoring.postprocess import (
     mode_filter,
     smooth_probs,
 )
-from pipeline.scoring.search import _Evaluator, bias_search
+from pipeline.metrics.search import _Evaluator, bias_search
 
 
 @dataclass(frozen=True)
@@ -173,7 +173,7 @@ def _window_search(probs: np.ndarray, data: SplitData, choices: Choices,
                    windows: Sequence[int]) -> int:
     """The narrowest window whose finished labels score the best macro-F1 on ``data``.
 
-    It lives here rather than in :mod:`pipeline.scoring.search` because it scores the fitted
+    It lives here rather than in :mod:`pipeline.metrics.search` because it scores the fitted
     pipeline itself (:class:`Choices` and :func:`_finish`).
     """
     keep = data.labels != UNLABELED

@@ -27,7 +27,7 @@ from pipeline.data.labels import NUM_CLASSES
 from pipeline.data.manifest import Clip
 from pipeline.errors import PipelineError
 from pipeline.progress import ProgressEvent, ProgressFn, silent
-from pipeline.scoring.predictions import Predictions, face_mask_path, prediction_path
+from pipeline.runs.predictions import Predictions, face_mask_path, prediction_path
 
 
 @dataclass(frozen=True)

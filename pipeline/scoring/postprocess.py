@@ -14,7 +14,7 @@ Every operation takes the frames of a split concatenated clip after clip (clip c
 * :func:`biased_labels`: per-class offsets added to log-probabilities before the argmax.
 
 The order in which they are applied and how each is tuned: :mod:`pipeline.scoring.ensemble`; the
-searches that tune them: :mod:`pipeline.scoring.search`.
+searches that tune them: :mod:`pipeline.metrics.search`.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from pipeline.data.frames import nearest_face, window_bounds
 from pipeline.data.labels import NUM_CLASSES
+from pipeline.metrics.scores import argmax_labels
 
 EPS = 1e-7  # added before the log so that a probability of exactly 0 stays finite
 MEDIAN_CHUNK = 4096  # frames per block in the median filter (bounds its [8, block, window] copy)
@@ -75,11 +76,6 @@ def mode_filter(labels: np.ndarray, offsets: np.ndarray, window: int) -> np.ndar
     votes = (counts[high] - counts[low]).astype(np.float32)
     votes[np.arange(len(labels)), labels] += 0.5  # own label wins a tie
     return votes.argmax(axis=1).astype(labels.dtype)
-
-
-def argmax_labels(scores: np.ndarray) -> np.ndarray:
-    """int8 [N] labels: the first highest-scoring class of each row of [N, 8] scores."""
-    return scores.argmax(axis=1).astype(np.int8)
 
 
 def biased_labels(probs: np.ndarray, bias: Sequence[float]) -> np.ndarray:

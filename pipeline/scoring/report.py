@@ -6,11 +6,11 @@ F1 bars, precision, recall, F1 and support per class of the final ensemble (a cl
 in the scored split is marked *absent*, not scored as F1 0: its F1 is undefined there, whatever
 the macro-F1 counts), the confusion matrix of the final ensemble, a timeline of predicted and
 true class for a few clips, the m,n grid heatmap of each proportional run
-(``metrics.json["grid"]``), the training curves from each run's ``metrics.json["history"]``
-(training and validation loss, validation macro-F1, on integer epochs), the attention maps of runs
-that saved them (:mod:`pipeline.scoring.attention`), the class distribution per split and what each
-tuned choice was fitted on. One page's sections and their plots make this file a little over 400
-lines; the attention figure lives in its own module. Plots are drawn with the
+(its record's ``grid``), the training curves from each run's record's ``history``
+(:func:`pipeline.runs.plots.plot_history`, the curve training draws too: training and validation
+loss, validation macro-F1, on integer epochs), the attention maps of runs that saved them
+(:mod:`pipeline.scoring.attention`), the class distribution per split and what each tuned choice
+was fitted on. Plots are drawn with the
 object API of matplotlib on the Agg canvas (no pyplot, no global backend state); matplotlib is
 imported only when a plot is drawn, so importing this module (and ``fer-pipeline --help``) stays
 cheap. Every file is written atomically.
@@ -23,29 +23,19 @@ import html
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from pipeline.data.labels import CLASSES, NUM_CLASSES
 from pipeline import io
+from pipeline.runs.plots import new_figure, plot_history, save_figure
+from pipeline.runs.record import RunInfo
 from pipeline.scoring.attention import plot_attention
 from pipeline.scoring.crossfit import Row
 
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
-
 MAX_F1_SERIES = 6  # per-class F1 bars: the final ensemble and at most this many rows in all
 ABSENT = "absent"  # shown for a class with no frame in the scored split
-
-
-@dataclass
-class RunInfo:
-    """A run directory as the report sees it."""
-
-    name: str  # the run directory's name (the member prefix)
-    metrics: dict  # its metrics.json
-    attention: Path | None = None  # its attention maps (pipeline.scoring.attention), if any
 
 
 @dataclass
@@ -99,28 +89,13 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "run"
 
 
-def _new_figure(**options: Any) -> "Figure":
-    """A matplotlib figure on an Agg canvas (matplotlib is imported here, on first use)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(**options)
-    FigureCanvasAgg(figure)
-    return figure
-
-
-def _save(figure: "Figure", path: Path) -> str:
-    io.save_figure(path, figure, dpi=100)
-    return path.name
-
-
 def plot_per_class_f1(rows: Sequence[Row], final: str, path: Path) -> str:
     """Grouped bars: per-class F1 of the final row and of the best other rows."""
     final_row = next(r for r in rows if r.name == final)
     others = sorted((r for r in rows if r.name != final), key=lambda r: -r.scores.macro_f1)
     series = [final_row] + others[:MAX_F1_SERIES - 1]
     present = _present(final_row.scores.confusion)
-    figure = _new_figure(figsize=(10, 4.8))
+    figure = new_figure(figsize=(10, 4.8))
     ax = figure.add_subplot()
     width = 0.8 / len(series)
     x = np.arange(NUM_CLASSES)
@@ -138,7 +113,7 @@ def plot_per_class_f1(rows: Sequence[Row], final: str, path: Path) -> str:
     ax.set_title("per-class F1 (macro-F1 in the legend)")
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=3)
     figure.tight_layout()
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_confusion(confusion: np.ndarray, title: str, path: Path) -> str:
@@ -146,7 +121,7 @@ def plot_confusion(confusion: np.ndarray, title: str, path: Path) -> str:
     confusion = np.asarray(confusion)
     totals = confusion.sum(axis=1, keepdims=True)
     rates = np.divide(confusion, totals, out=np.zeros(confusion.shape), where=totals > 0)
-    figure = _new_figure(figsize=(6.4, 5.6))
+    figure = new_figure(figsize=(6.4, 5.6))
     ax = figure.add_subplot()
     image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     for (i, j), count in np.ndenumerate(confusion):
@@ -159,14 +134,14 @@ def plot_confusion(confusion: np.ndarray, title: str, path: Path) -> str:
     ax.set_title(title, fontsize=9)
     figure.colorbar(image, ax=ax, label="fraction of the true class")
     figure.tight_layout()
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_grid(grid: dict, title: str, path: Path) -> str:
     """Heatmap of macro-F1 over the proportional rule's (m, n) grid."""
     values = np.asarray(grid["macro_f1"], dtype=float)
     m_values, n_values = list(grid["m"]), list(grid["n"])
-    figure = _new_figure(figsize=(5.2, 4.4))
+    figure = new_figure(figsize=(5.2, 4.4))
     ax = figure.add_subplot()
     image = ax.imshow(values, cmap="viridis")
     middle = (np.nanmin(values) + np.nanmax(values)) / 2
@@ -181,54 +156,13 @@ def plot_grid(grid: dict, title: str, path: Path) -> str:
     ax.set_title(f"{title}: macro-F1 over (m, n)" + (f", best {best}" if best else ""), fontsize=9)
     figure.colorbar(image, ax=ax)
     figure.tight_layout()
-    return _save(figure, path)
-
-
-def _series(history: Sequence[dict]) -> dict[str, list[tuple[float, float]]]:
-    """(epoch, value) per numeric key; a dict value (one per output) gives "key output" keys."""
-    series: dict[str, list[tuple[float, float]]] = {}
-    for i, entry in enumerate(history):
-        epoch = entry.get("epoch", i)
-        for key, value in entry.items():
-            values = value if isinstance(value, dict) else {"": value}
-            for sub, v in values.items():
-                if isinstance(v, (int, float)) and not isinstance(v, bool) and key != "epoch":
-                    series.setdefault(f"{key} {sub}".strip(), []).append((epoch, v))
-    return series
-
-
-def plot_history(history: Sequence[dict], title: str, path: Path) -> str | None:
-    """Training curves: losses on the left panel, F1/accuracy/score keys on the right.
-
-    Other numeric keys (e.g. examples per epoch) are left out: they share no scale with these.
-    """
-    from matplotlib.ticker import MaxNLocator
-
-    series = _series(history)
-    panels = [[k for k in sorted(series) if "loss" in k],
-              [k for k in sorted(series) if "loss" not in k
-               and any(word in k for word in ("f1", "acc", "score"))]]
-    panels = [keys for keys in panels if keys]
-    if not panels:
-        return None
-    figure = _new_figure(figsize=(5 * len(panels), 3.6))
-    for index, keys in enumerate(panels, 1):
-        ax = figure.add_subplot(1, len(panels), index)
-        for key in keys:
-            ax.plot(*zip(*series[key]), marker="o", markersize=3, label=key)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
-        ax.set_xlabel("epoch")
-        ax.legend(fontsize=7)
-        ax.grid(alpha=0.3)
-    figure.suptitle(title, fontsize=9)
-    figure.tight_layout()
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_timelines(timelines: Sequence[Timeline], path: Path) -> str:
     """One panel per clip: the true class (thick, grey where not annotated) and the final
     ensemble's predicted class, frame by frame."""
-    figure = _new_figure(figsize=(10, 1.9 * len(timelines) + 0.6))
+    figure = new_figure(figsize=(10, 1.9 * len(timelines) + 0.6))
     axes = figure.subplots(len(timelines), 1, squeeze=False)[:, 0]
     for ax, timeline in zip(axes, timelines):
         frames = np.arange(len(timeline.labels))
@@ -250,13 +184,13 @@ def plot_timelines(timelines: Sequence[Timeline], path: Path) -> str:
     axes[0].legend(fontsize=7, loc="upper right", ncol=3)
     axes[-1].set_xlabel("frame")
     figure.tight_layout()
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_class_counts(counts: dict[str, np.ndarray], path: Path) -> str:
     """Frames per class for each split (the last bar group: frames not annotated)."""
     names = list(CLASSES) + ["(unannotated)"]
-    figure = _new_figure(figsize=(10, 3.8))
+    figure = new_figure(figsize=(10, 3.8))
     ax = figure.add_subplot()
     width = 0.8 / max(len(counts), 1)
     x = np.arange(len(names))
@@ -267,7 +201,7 @@ def plot_class_counts(counts: dict[str, np.ndarray], path: Path) -> str:
     ax.set_title("class distribution per split")
     ax.legend()
     figure.tight_layout()
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def _table(header: Sequence[str], body: Sequence[Sequence[str]],
@@ -371,16 +305,16 @@ def write_report(out_dir: str | Path, data: ReportData) -> Path:
     parts.append("<h2>Tuning</h2>")
     parts.append(_tuning_html(data.tuning))
 
-    grids = [run for run in data.runs if isinstance(run.metrics.get("grid"), dict)]
+    grids = [run for run in data.runs if run.record.grid is not None]
     if grids:
         parts.append("<h2>Proportional fusion grids (m, n)</h2>")
         for run in grids:
-            name = plot_grid(run.metrics["grid"], run.name, out / f"grid_{_safe(run.name)}.png")
+            name = plot_grid(run.record.grid, run.name, out / f"grid_{_safe(run.name)}.png")
             parts.append(_figure(out / name, f"m,n grid of {run.name}"))
 
     curves = []
     for run in data.runs:
-        history = run.metrics.get("history")
+        history = run.record.history
         if isinstance(history, list) and history:
             name = plot_history(history, run.name, out / f"curves_{_safe(run.name)}.png")
             if name:

@@ -55,7 +55,7 @@ from pipeline.scoring.bootstrap import clip_confusions, paired_difference, resam
 from pipeline.scoring.ensemble import EnsembleConfig
 from pipeline.scoring.fitting import Choices, Fit
 from pipeline.scoring.frames import SplitData
-from pipeline.scoring.postprocess import argmax_labels
+from pipeline.metrics.scores import argmax_labels
 
 
 def dev_anchor(member_names: Sequence[str], dev_macro_f1: Mapping[str, float]) -> str | None:

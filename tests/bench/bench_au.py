@@ -15,7 +15,7 @@ from _timing import best_of
 
 from pipeline.data.labels import AU_HEADER, NUM_AUS, parse_au_annotation
 from pipeline.data.manifest import Clip
-from pipeline.scoring.au_metrics import fit_au_thresholds, score_au
+from pipeline.metrics.au import fit_au_thresholds, score_au
 
 
 def annotation(n: int, spaced: bool) -> tuple[bytes, np.ndarray]:

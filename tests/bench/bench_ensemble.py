@@ -21,9 +21,9 @@ from _timing import best_of
 from pipeline.scoring import crossfit as C
 from pipeline.scoring import ensemble as E
 from pipeline.scoring import postprocess as P
-from pipeline.scoring import search as S
+from pipeline.metrics import search as S
 from pipeline.scoring.frames import SplitData
-from pipeline.scoring.metrics import score
+from pipeline.metrics.scores import score
 
 
 def _timed(label: str, fn, repeat: int = 3):

@@ -33,7 +33,7 @@ from pipeline.data.manifest import Clip, write_manifest
 from pipeline.features.store import FeatureStore
 from pipeline.fusion.config import build_config
 from pipeline.fusion.train import train
-from pipeline.scoring.search import proportional_search
+from pipeline.metrics.search import proportional_search
 
 AUDIO = ("tdnn_w32", "tdnn_w48", "tdnn_w64")
 

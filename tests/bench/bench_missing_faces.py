@@ -36,7 +36,7 @@ from pipeline.fusion.config import build_config
 from pipeline.fusion.heads import head_class
 from pipeline.fusion.train import train
 from pipeline.scoring.bootstrap import clip_confusions, interval, resample_counts
-from pipeline.scoring.predictions import Predictions, face_mask_path, prediction_path
+from pipeline.runs.predictions import Predictions, face_mask_path, prediction_path
 
 HEADS = ("mfm", "gated", "xattn", "tcn")
 # The demo's clips are 90 frames: one 300-frame tcn window per clip would give an epoch of two

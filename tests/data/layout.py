@@ -1,7 +1,8 @@
 """Tiny Aff-Wild2 dataset folders with real files, for the reader's tests.
 
-:func:`write_layout` writes the layout of /work/shared/DESIGN.md: 32x32 JPEG crops with gaps,
-short mp4s with a sine audio track, annotation files in the published format and a test list.
+:func:`write_layout` writes the Aff-Wild2 layout the reader reads (``data_manifests/README.md``):
+32x32 JPEG crops with gaps, short mp4s with a sine audio track, annotation files in the published
+format and a test list.
 Tests then break one thing in it and check that the reader repairs or rejects exactly that.
 """
 

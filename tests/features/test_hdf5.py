@@ -17,6 +17,7 @@ from pipeline.features.hdf5 import (
 )
 from pipeline.features.hdf5_export import export_hdf5
 from pipeline.features.store import FeatureStore, checksum, mask_name
+from pipeline.features.store_inspect import verify
 from pipeline.fusion.data import FeatureRequest, check_inputs, feature_keys, read_clip
 
 FPS = 30.0
@@ -92,7 +93,7 @@ def test_export_then_import_round_trips_bit_for_bit(extracted, manifests, tmp_pa
         assert store.rate(cid, "mel") == pytest.approx(3 * FPS)
         assert store.read(cid, mask_name("myswin")).all()
         assert store.marker(cid, "valid")["cache_key"] == IMPORT_VALID_KEY
-    assert list(store.verify()) == []
+    assert list(verify(store)) == []
     record = store.extractors()["myswin"]
     assert record["kind"] == IMPORT_KIND and record["source"] == str(out.resolve())
     assert record["outputs"].keys() == {"myswin", "myswin_valid"}
@@ -127,7 +128,7 @@ def test_frame_numbers_align_rows_to_their_frames(manifests, tmp_path):
     np.testing.assert_array_equal(store.read("a", "face"), expected)
     np.testing.assert_array_equal(store.read("a", "face_valid"), [0, 1, 1, 0, 0, 0, 1])
     np.testing.assert_array_equal(store.read("b_left", "face")[[4, 0]], rows[:2])
-    assert list(store.verify()) == []
+    assert list(verify(store)) == []
     assert {"face", "face_valid", "valid", "time"} <= set(store.recorded_arrays("a"))
 
     # Usable by the heads: check_inputs and feature_keys accept it, and frames the file lacked
@@ -172,7 +173,7 @@ def test_bad_dataset_is_one_line_and_writes_nothing(extracted, manifests, tmp_pa
     assert bad.dataset in ("a", "f/a")
     assert "x" not in extracted.array_names("a")
     assert all(_mtimes(extracted).get(p) == t for p, t in before.items() if "/a/" in str(p))
-    assert list(extracted.verify()) == []
+    assert list(verify(extracted)) == []
 
 
 def test_unreadable_file_strict_and_clashing_name_fail_before_writing(extracted, manifests, tmp_path):
@@ -190,7 +191,7 @@ def test_unreadable_file_strict_and_clashing_name_fail_before_writing(extracted,
     with pytest.raises(PipelineError, match="bad pattern"):
         import_hdf5(file, extracted.path, clips, ImportOptions("x", path="{clip_id}"))
     assert _mtimes(extracted) == before
-    assert list(extracted.verify()) == []
+    assert list(verify(extracted)) == []
 
 
 def test_reimport_of_unchanged_file_writes_nothing_and_a_changed_dataset_only_its_clip(
@@ -221,7 +222,7 @@ def test_reimport_of_unchanged_file_writes_nothing_and_a_changed_dataset_only_it
     # The extractor's face flags are kept (the import only adds a valid where there is none).
     assert extracted.marker("a", "valid")["cache_key"] == "valid-1"
     assert checksum(extracted.read("a", "mine")) == extracted.marker("a", "mine")["sha256"]
-    assert list(extracted.verify()) == []
+    assert list(verify(extracted)) == []
 
 
 def test_cli_export_then_import_and_a_bad_dataset_exits_1(extracted, manifests, tmp_path, capsys):
@@ -259,6 +260,6 @@ def test_the_clip_record_follows_imports_and_verify_expects_it(manifests, tmp_pa
     import_hdf5(hops, store_path, load_clips(manifests),
                 ImportOptions("face", path="feat/{clip}", hop=1 / (3 * FPS)))
     recorded = store.recorded_arrays("a")
-    assert "face_valid" not in recorded and "face_time" in recorded and list(store.verify()) == []
+    assert "face_valid" not in recorded and "face_time" in recorded and list(verify(store)) == []
     shutil.rmtree(store_path / "clips" / "a" / "face")
-    assert [str(p) for p in store.verify()][0].startswith("a/face: missing")
+    assert [str(p) for p in verify(store)][0].startswith("a/face: missing")

@@ -9,6 +9,7 @@ import pytest
 import zarr
 
 from pipeline.features.store import FeatureStore, StoreError, array_key, checksum
+from pipeline.features.store_inspect import summarize, verify
 
 
 @pytest.fixture
@@ -72,14 +73,14 @@ def test_verify_finds_corrupt_chunks_missing_markers_and_unfinished_clips(store)
     store.ensure_clip("b", 3, 10.0)
     store.write("b", "feat", np.ones((3, 4), np.float32), "k", 10.0)
     # Only b is flagged: its valid array (written last by the stage) is missing.
-    assert [(p.clip_id, p.array) for p in store.verify()] == [("b", None)]
+    assert [(p.clip_id, p.array) for p in verify(store)] == [("b", None)]
     (chunk,) = _chunk_files(store, "a", "feat")
     raw = bytearray(chunk.read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     chunk.write_bytes(bytes(raw))
     arr = zarr.open_array(str(store.path / "clips" / "a" / "valid"), mode="a")
     del arr.attrs["complete"]
-    problems = {(p.clip_id, p.array): p.reason for p in store.verify()}
+    problems = {(p.clip_id, p.array): p.reason for p in verify(store)}
     assert set(problems) == {("a", "feat"), ("a", "valid"), ("b", None)}
     assert "checksum" in problems[("a", "feat")] or "unreadable" in problems[("a", "feat")]
     assert "marker" in problems[("a", "valid")]
@@ -143,7 +144,7 @@ def test_summary_counts_arrays_shapes_keys_and_bytes(store):
     store.ensure_clip("b", 2, 10.0, {"has_audio": False})
     store.write("b", "swin", np.ones((2, 8), np.float16), "k2", 10.0)
     store.write("b", "logmel", np.zeros((0, 4), np.float32), "m", 31.25)
-    summary = store.summary()
+    summary = summarize(store)
     assert (summary.clips, summary.frames, summary.clips_without_audio) == (2, 7, 1)
     assert summary.arrays["swin"].complete == 2
     assert summary.arrays["swin"].row_shapes == {(8,)}

@@ -21,7 +21,7 @@ from pipeline.fusion.heads.dan import (
 )
 from pipeline.fusion.losses import LossConfig, batch_loss
 from pipeline.fusion.config import build_config
-from pipeline.scoring.predictions import Predictions, prediction_path
+from pipeline.runs.predictions import Predictions, prediction_path
 from stages.fuse import fuse
 
 from .synthetic import make_dataset

@@ -13,7 +13,7 @@ from pipeline.features.store import FeatureStore
 from pipeline.fusion import folds
 from pipeline.fusion.config import build_config
 from pipeline.fusion.train import train
-from pipeline.scoring.predictions import Predictions, prediction_path
+from pipeline.runs.predictions import Predictions, prediction_path
 
 from .synthetic import make_dataset
 

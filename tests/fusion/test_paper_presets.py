@@ -19,7 +19,7 @@ from pipeline.fusion.heads.proportional import (
 )
 from pipeline.fusion.losses import LossConfig
 from pipeline.fusion.train import train
-from pipeline.scoring.predictions import Predictions, prediction_path
+from pipeline.runs.predictions import Predictions, prediction_path
 
 from .synthetic import make_dataset
 

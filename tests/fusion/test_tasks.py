@@ -20,7 +20,7 @@ from pipeline.fusion.losses import au_batch_loss, au_pos_weights
 from pipeline.fusion.tasks import AU, EXPR, au_pos_weight, run_splits, task_batches
 from pipeline.fusion.train import _Run, train
 from pipeline.progress import silent
-from pipeline.scoring.predictions import Predictions, prediction_path
+from pipeline.runs.predictions import Predictions, prediction_path
 
 from .synthetic import make_dataset
 

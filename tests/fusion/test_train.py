@@ -15,7 +15,7 @@ from pipeline.fusion.config import build_config
 from pipeline.fusion.config import FuseConfig
 from pipeline.fusion.train import train
 from pipeline.data.frames import nearest_face as nearest_valid
-from pipeline.scoring.predictions import Predictions, face_mask_path, prediction_path
+from pipeline.runs.predictions import Predictions, face_mask_path, prediction_path
 
 from .synthetic import make_dataset
 

@@ -11,9 +11,9 @@ from sklearn.metrics import f1_score
 
 from pipeline.data.labels import NUM_AUS, UNLABELED
 from pipeline.data.manifest import Clip, write_manifest
-from pipeline.scoring.au_metrics import fit_au_thresholds
+from pipeline.metrics.au import fit_au_thresholds
 from pipeline.scoring.ensemble import EnsembleConfig
-from pipeline.scoring.predictions import (
+from pipeline.runs.predictions import (
     AUPredictionWriter,
     FaceMaskWriter,
     PredictionWriter,

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from sklearn import metrics as sk
 
 from pipeline.data.labels import AU_NAMES, NUM_AUS
-from pipeline.scoring import au_metrics
+from pipeline.metrics import au as au_metrics
 
 
 @st.composite

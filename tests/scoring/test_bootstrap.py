@@ -7,7 +7,7 @@ from sklearn.metrics import f1_score
 
 from pipeline.data.labels import NUM_CLASSES
 from pipeline.scoring import bootstrap as B
-from pipeline.scoring.metrics import confusion_matrix, macro_f1
+from pipeline.metrics.scores import confusion_matrix, macro_f1
 
 
 def _clips(rng, n_clips, length=80, accuracy=0.6):

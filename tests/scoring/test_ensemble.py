@@ -14,8 +14,8 @@ from pipeline.scoring import ensemble as E
 from pipeline.scoring import fitting as F
 from pipeline.scoring import postprocess as P
 from pipeline.scoring.frames import SplitData
-from pipeline.scoring import search as S
-from pipeline.scoring.metrics import accuracy, macro_f1
+from pipeline.metrics import search as S
+from pipeline.metrics.scores import accuracy, macro_f1
 
 
 def _offsets(lengths):

@@ -11,10 +11,10 @@ from pipeline.config import load_toml
 from pipeline.errors import PipelineError
 from pipeline.scoring.ensemble import EnsembleConfig
 from pipeline.data.frames import face_mask
-from pipeline.scoring.predictions import FaceMaskWriter, PredictionWriter, face_mask_path
+from pipeline.runs.predictions import FaceMaskWriter, PredictionWriter, face_mask_path
 from pipeline.scoring.submission import check_submission
 from pipeline.scoring.frames import Member
-from pipeline.scoring.report import RunInfo
+from pipeline.runs.record import RunInfo, RunRecord
 from pipeline.scoring.crossfit import member_fitted_on
 from stages.ensemble import class_counts, run_ensemble, score_predictions
 
@@ -235,6 +235,7 @@ def test_cli_end_to_end(project, capsys):
 
 
 def test_members_say_where_their_heads_selected(tmp_path):
-    runs = [RunInfo("a", {"selected_on": "train-dev"}), RunInfo("b", {})]
+    runs = [RunInfo("a", RunRecord(outputs=("main",), selected_on="train-dev")),
+            RunInfo("b", RunRecord.from_json({"outputs": ["fusion"]}))]  # an old record: no field
     members = [Member(tmp_path / "a", "main"), Member(tmp_path / "b", "fusion")]
     assert member_fitted_on(members, runs) == {"a/main": "train-dev", "b/fusion": "val"}

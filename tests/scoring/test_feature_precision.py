@@ -5,6 +5,7 @@ from pathlib import Path
 
 from pipeline.features.extractors import create
 from pipeline.features.store import FeatureStore, array_key
+from pipeline.runs.record import RunRecord, read_record
 from stages.precision import feature_precision
 
 
@@ -17,13 +18,13 @@ def _store(path: Path, precisions: dict[str, str]) -> Path:
     return path
 
 
-def _run(root: Path, name: str, store: Path, features: dict) -> tuple[Path, dict]:
+def _run(root: Path, name: str, store: Path, features: dict) -> tuple[Path, RunRecord]:
     run = root / name
     run.mkdir(parents=True)
     (run / "config.toml").write_text(f'method = "fake"\nstore = "{store}"\n')
     metrics = {"outputs": ["main"], "features": features}
     (run / "metrics.json").write_text(json.dumps(metrics))
-    return run, metrics
+    return run, read_record(run)
 
 
 def test_precision_is_read_from_the_runs_stores(tmp_path):
@@ -42,7 +43,7 @@ def test_an_unreadable_store_makes_it_unknown_with_the_reason(tmp_path):
     store = _store(tmp_path / "b.zarr", {"swin": "bf16"})
     other = _run(tmp_path, "other", store, {"swin": "another-key"})
     assert "no extractor" in feature_precision([other[0]], [other[1]])
-    assert feature_precision([other[0]], [{}]) == (
+    assert feature_precision([other[0]], [RunRecord(outputs=("main",))]) == (
         "unknown (other: its metrics.json lists no features)")
 
 

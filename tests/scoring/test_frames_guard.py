@@ -5,7 +5,7 @@ import numpy as np
 
 from pipeline.data.manifest import Clip
 from pipeline.scoring.frames import Member, load_split
-from pipeline.scoring.predictions import (
+from pipeline.runs.predictions import (
     FaceMaskWriter,
     PredictionWriter,
     face_mask_path,

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from sklearn import metrics as sk
 
 from pipeline.data.labels import CLASSES, NUM_CLASSES, UNLABELED
-from pipeline.scoring import metrics
+from pipeline.metrics import scores as metrics
 
 LABELS = list(range(NUM_CLASSES))
 

@@ -11,8 +11,9 @@ import pytest
 from PIL import Image
 
 from pipeline.scoring.crossfit import Row
-from pipeline.scoring.metrics import score
-from pipeline.scoring.report import ReportData, RunInfo, write_report
+from pipeline.metrics.scores import score
+from pipeline.runs.record import RunInfo, RunRecord
+from pipeline.scoring.report import ReportData, write_report
 
 
 def _rows(rng):
@@ -29,12 +30,14 @@ def _rows(rng):
 def test_report_pngs_decode_and_are_referenced(tmp_path):
     rng = np.random.default_rng(0)
     runs = [
-        RunInfo("runA", {"history": [{"epoch": e, "train_loss": 1 / (e + 1), "examples": 900,
-                                      "val_macro_f1": {"fusion": e / 10, "image": e / 20}}
-                                     for e in range(4)]}),
-        RunInfo("prop run", {"grid": {"m": [1, 2, 3, 4, 5], "n": [1, 2, 3, 4, 5],
-                                      "macro_f1": rng.random((5, 5)).tolist(), "best": [2, 3]},
-                             "history": []}),
+        RunInfo("runA", RunRecord.from_json({
+            "outputs": ["fusion", "image"],
+            "history": [{"epoch": e, "train_loss": 1 / (e + 1), "examples": 900,
+                         "val_macro_f1": {"fusion": e / 10, "image": e / 20}} for e in range(4)]})),
+        RunInfo("prop run", RunRecord.from_json({
+            "outputs": ["fusion"], "history": [],
+            "grid": {"m": [1, 2, 3, 4, 5], "n": [1, 2, 3, 4, 5],
+                     "macro_f1": rng.random((5, 5)).tolist(), "best": [2, 3]}})),
     ]
     data = ReportData(
         split="val", rows=_rows(rng), final="ensemble", runs=runs,
@@ -75,7 +78,7 @@ def _embedded(page: str) -> dict[str, bytes]:
 
 
 def test_history_series_flatten_per_output_values():
-    from pipeline.scoring.report import _series
+    from pipeline.runs.plots import _series
 
     series = _series([{"epoch": 1, "train_loss": 0.5, "val_macro_f1": {"fusion": 0.2}},
                       {"epoch": 2, "train_loss": 0.4, "val_macro_f1": {"fusion": 0.3}}])
@@ -121,10 +124,11 @@ def test_class_table_matches_scikit_learn_and_marks_absent_classes(tmp_path):
 def test_curves_have_integer_epochs_and_validation_loss(tmp_path, monkeypatch):
     from matplotlib.figure import Figure
 
-    from pipeline.scoring import report
+    from pipeline.runs import plots as report
 
     drawn = []
-    monkeypatch.setattr(report, "_save", lambda figure, path: drawn.append(figure) or path.name)
+    monkeypatch.setattr(report, "save_figure",
+                        lambda figure, path: drawn.append(figure) or path.name)
     history = [{"epoch": e, "train_loss": 1 / e, "val_loss": {"fusion": 2 / e},
                 "val_macro_f1": {"fusion": e / 10}} for e in range(1, 4)]
     assert report.plot_history(history, "run", tmp_path / "c.png") == "c.png"
@@ -165,7 +169,8 @@ def test_report_shows_what_rows_were_fitted_on_and_their_interval(tmp_path):
 
 
 def test_attention_maps_of_a_run_are_drawn_in_the_report(tmp_path):
-    from pipeline.scoring.attention import ATTENTION_FILE, read_attention
+    from pipeline.runs.attention import read_attention
+    from pipeline.runs.layout import ATTENTION_FILE
 
     rng = np.random.default_rng(4)
     run = tmp_path / "dan"
@@ -175,7 +180,7 @@ def test_attention_maps_of_a_run_are_drawn_in_the_report(tmp_path):
              probs=rng.dirichlet(np.ones(8), 3).astype(np.float32), labels=np.array([4, -1, 0]),
              clip_ids=np.array(["v1", "v2", "v3"]), frames=np.array([10, 3, 7]))
     np.testing.assert_array_equal(read_attention(run / ATTENTION_FILE)["spatial"], spatial)
-    runs = [RunInfo("dan", {"outputs": ["main"], "history": []}, run / ATTENTION_FILE)]
+    runs = [RunInfo("dan", RunRecord(outputs=("main",)), run / ATTENTION_FILE)]
     page = write_report(tmp_path / "out", ReportData("val", _rows(rng), "ensemble", runs, {},
                                                      {"protocol": "same"})).read_text()
     assert "<h2>Attention: dan</h2>" in page
@@ -185,7 +190,7 @@ def test_attention_maps_of_a_run_are_drawn_in_the_report(tmp_path):
 
 def test_an_unusable_attention_file_is_one_line(tmp_path):
     from pipeline.errors import PipelineError
-    from pipeline.scoring.attention import read_attention
+    from pipeline.runs.attention import read_attention
 
     bad = tmp_path / "attention.npz"
     np.savez(bad, spatial=np.zeros((2, 7, 7)))

@@ -11,7 +11,7 @@ import pytest
 from cli.main import main
 from pipeline.data.labels import CLASSES
 from pipeline.data.manifest import load_clips
-from pipeline.scoring.predictions import Predictions, PredictionWriter
+from pipeline.runs.predictions import Predictions, PredictionWriter
 from scoring.test_ensemble_stage import _clips, _run
 from stages.export import export_predictions
 

@@ -17,6 +17,7 @@ from pipeline.data.media import decode_audio, read_image
 from pipeline.errors import PipelineError
 from pipeline.features.audio_windows import fill_strided, frame_windows, strided_indices
 from pipeline.features.store import FeatureStore
+from pipeline.features.store_inspect import verify
 from pipeline.features.config import ExtractConfig
 from pipeline.features.plan import build_extractors
 from stages.extract import run_extract
@@ -206,7 +207,7 @@ def test_bad_input_skips_the_clip_with_file_and_reason(tmp_path):
     for clip_id in skipped:  # nothing of a skipped clip is marked complete
         names = store.array_names(clip_id) if clip_id in store.clip_ids() else []
         assert all(store.marker(clip_id, n) is None for n in names)
-    assert not list(store.verify(["clip03"]))
+    assert not list(verify(store, ["clip03"]))
     report = json.loads(open(result.report).read())
     assert {s["clip_id"] for s in report["result"]["skipped"]} == set(skipped)
     assert run_extract(_config(allow_skips=True), manifests, tmp_path / "f.zarr").ok

@@ -14,6 +14,7 @@ import pytest
 
 from extract_fixtures import TINY_LOGMEL, TINY_TDNN, make_dataset, store_arrays
 from pipeline.features.store import FeatureStore
+from pipeline.features.store_inspect import verify
 from stages.extract import ExtractConfig, run_extract
 
 HERE = str(Path(__file__).resolve().parent)
@@ -74,7 +75,7 @@ def test_sigkill_twice_then_rerun_equals_an_uninterrupted_run(tmp_path):
     result = run_extract(ExtractConfig(**CONFIG), manifests, store)
     assert result.clips_reused >= second and result.clips_done == 6 - result.clips_reused
     assert result.clips_by_other == 0  # the killed runs left no lock behind
-    assert not list(FeatureStore(store).verify())
+    assert not list(verify(FeatureStore(store)))
     expected, actual = store_arrays(clean), store_arrays(store)
     assert actual.keys() == expected.keys()
     for key, data in expected.items():

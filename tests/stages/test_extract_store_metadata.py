@@ -15,6 +15,7 @@ from pipeline.data.manifest import load_clips
 from pipeline.errors import PipelineError
 from pipeline.features.config import ExtractConfig
 from pipeline.features.store import FeatureStore
+from pipeline.features.store_inspect import verify
 from pipeline.fusion.data import FeatureRequest, check_inputs, read_clip
 from stages.extract import run_extract
 
@@ -42,7 +43,7 @@ def store(clean, tmp_path):
 
 
 def _verify(store) -> list[str]:
-    return [str(p) for p in FeatureStore(store).verify()]
+    return [str(p) for p in verify(FeatureStore(store))]
 
 
 def _fuse_reads(store, manifests) -> None:

@@ -17,6 +17,7 @@ from extract_fixtures import make_dataset, store_arrays
 from pipeline.errors import PipelineError
 from pipeline import locks
 from pipeline.features.store import CorruptArray, FeatureStore
+from pipeline.features.store_inspect import summarize, verify
 from stages.extract import ExtractConfig, run_extract
 
 HERE = str(Path(__file__).resolve().parent)
@@ -85,7 +86,7 @@ def test_two_writers_without_flock_never_both_write_a_clip(tmp_path):
     # Each clip's two arrays (features, valid) were written once, by one of the two.
     assert sum(r["written"] for r in results) == 4 * 2
     assert sum(r["done"] for r in results) == 4
-    assert not list(FeatureStore(store).verify())
+    assert not list(verify(FeatureStore(store)))
 
 
 def _read_only(monkeypatch, *roots: Path):
@@ -187,7 +188,7 @@ def test_store_info_prints_bytes_per_frame_and_the_size_at_affwild2_scale(tmp_pa
     manifests = make_dataset(tmp_path, n_clips=2, n_frames=8)
     store = tmp_path / "f.zarr"
     run_extract(ExtractConfig(**CONFIG), manifests, store)
-    summary = FeatureStore(store).summary()
+    summary = summarize(FeatureStore(store))
     entry = summary.arrays["test_mean_colour"]
     chunk_bytes = sum(p.stat().st_size for p in store.glob("clips/*/test_mean_colour/c/**/*") if p.is_file())
     assert entry.bytes == chunk_bytes and entry.bytes_per_frame == chunk_bytes / 16

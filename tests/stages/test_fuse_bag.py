@@ -11,7 +11,7 @@ from fusion.synthetic import make_dataset
 from pipeline.fusion.config import build_config
 from pipeline.scoring import combiners
 from pipeline.scoring.ensemble import EnsembleConfig
-from pipeline.scoring.predictions import Predictions, face_mask_path, prediction_path
+from pipeline.runs.predictions import Predictions, face_mask_path, prediction_path
 from stages.fuse import fuse
 
 SETS = ["train.epochs=2", "train.patience=5", "train.batch_size=32", "bag.k=3"]

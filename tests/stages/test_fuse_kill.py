@@ -13,7 +13,7 @@ import pytest
 
 from cli.main import main
 from fusion.synthetic import make_dataset
-from pipeline.scoring.predictions import Predictions, prediction_path
+from pipeline.runs.predictions import Predictions, prediction_path
 
 REPO = Path(__file__).resolve().parents[2]
 OUTPUTS = ("fusion", "image", "audio")

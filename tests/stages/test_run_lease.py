@@ -27,7 +27,7 @@ from pipeline.data.manifest import feature_digest
 from pipeline.errors import PipelineError
 from pipeline.features.store import FeatureStore
 from pipeline.locks import owner_lock
-from stages.ensemble import read_run
+from pipeline.runs.record import read_run
 
 REPO = Path(__file__).resolve().parents[2]
 QUICK = ["--method", "image", "--set", "train.patience=1000"]

@@ -46,18 +46,22 @@ import numpy as np
 from pipeline.errors import PipelineError
 from pipeline.features.extractors.seeding import RANDOM_INIT, redraw, weights_generator
 from pipeline.features.feeding import ClipContext, Job, Loaded, StreamKey
-from pipeline.features.weights_record import WeightsRecord, read_record
+from pipeline.features.weights_record import WeightsRecord, read_record, sha256_file
 
 
 class Precision(str, Enum):
-    """Autocast precision of the frozen models (the CLI's ``--precision`` choices)."""
+    """The ``--precision`` choices: ``auto`` (resolved per device by
+    :func:`pipeline.features.config.resolve_precision`, never given to an extractor) or an
+    autocast precision of the frozen models (:data:`PRECISIONS`)."""
 
+    auto = "auto"
     fp32 = "fp32"
     bf16 = "bf16"
     fp16 = "fp16"
 
 
-PRECISIONS: tuple[str, ...] = tuple(p.value for p in Precision)
+# The precisions an extractor runs in (what "auto" resolves to).
+PRECISIONS: tuple[str, ...] = tuple(p.value for p in Precision if p is not Precision.auto)
 
 
 @dataclass(frozen=True)
@@ -67,19 +71,6 @@ class ArraySpec:
     shape: tuple[int, ...]  # per-frame shape, e.g. (768,) or (7, 7, 768)
     dtype: str = "float16"  # storage dtype (features are stored as float16)
     rate: str = "video"  # "video": one row per video frame; "audio": one row per audio frame
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """sha256 of a file; of a folder (HF layout): of its files' relative names and hashes."""
-    if Path(path).is_dir():
-        files = sorted(p for p in Path(path).rglob("*") if p.is_file() and ".git" not in p.parts)
-        listing = "".join(f"{p.relative_to(path).as_posix()}\0{sha256_file(p)}\n" for p in files)
-        return hashlib.sha256(listing.encode()).hexdigest()
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class Extractor(ABC):

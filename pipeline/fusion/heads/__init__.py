@@ -58,8 +58,8 @@ from pipeline.errors import PipelineError
 from pipeline.fusion.data import FeatureRequest, Table
 from pipeline.fusion.losses import LossConfig, batch_loss
 from pipeline.fusion.sampling import SamplingConfig
-from pipeline.scoring.metrics import Scores, confusion_matrix
-from pipeline.scoring.predictions import AU_OUTPUT
+from pipeline.metrics.scores import Scores, confusion_matrix
+from pipeline.runs.predictions import AU_OUTPUT
 
 Batch = tuple[dict[str, torch.Tensor], torch.Tensor, Optional[torch.Tensor]]  # inputs, targets, weights
 

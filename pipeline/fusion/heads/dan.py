@@ -72,7 +72,7 @@ from pipeline.fusion.heads import Batch, Head, register
 from pipeline.fusion.heads.unimodal import targets_of
 from pipeline.fusion.losses import LossConfig, batch_loss
 from pipeline.fusion.sampling import SamplingConfig
-from pipeline.scoring.attention import ATTENTION_FILE
+from pipeline.runs.layout import ATTENTION_FILE
 
 PARTITION_FORMS = ("code", "paper")
 EPS = sys.float_info.epsilon  # DAN's code: keeps 1 / variance finite when the heads agree

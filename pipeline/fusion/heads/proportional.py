@@ -33,7 +33,7 @@ proportional_log_probs`). Training uses the head's current pair: (1, 1) in the f
 the pair fitted after each epoch's selection pass (kept in the checkpoint, so a resumed run goes
 on with the same). ``loss.on = "branches"`` sums each branch's own loss (P never enters training).
 
-The search is stage three's :func:`pipeline.scoring.search.proportional_search` (one
+The search is stage three's :func:`pipeline.metrics.search.proportional_search` (one
 implementation of the rule for the whole project; vectorised: 25 pairs over 1,000,000 frames in
 about a second, see ``tests/bench/``). It needs all validation frames at once, so the loop keeps
 the two outputs' probabilities of the labelled validation frames (64 bytes a frame).
@@ -60,8 +60,8 @@ from pipeline.fusion.heads.unimodal import (
 )
 from pipeline.fusion.losses import LossConfig, batch_loss, proportional_log_probs
 from pipeline.fusion.sampling import SamplingConfig, purity_rule
-from pipeline.scoring.metrics import macro_f1
-from pipeline.scoring.search import proportional_search
+from pipeline.metrics.scores import macro_f1
+from pipeline.metrics.search import proportional_search
 
 
 @dataclass

@@ -13,10 +13,17 @@ combiner says:
   weight vectors at once);
 * :meth:`Combiner.apply`: combined float32 [N, 8] probabilities (default: the weighted mean).
 
+A combiner with options declares them as heads do: a dataclass ``Config`` on the class (defaults,
+checks in ``__post_init__``), set as ``[combiner.<name>]`` in the ensemble's TOML or with
+``--set combiner.<name>.<key>=value``; :func:`options` builds every combiner's ``Config`` for
+:class:`~pipeline.scoring.ensemble.EnsembleConfig`, and a combiner reads its own with
+:meth:`Combiner.options`. So a combiner with an option is one file.
+
 Candidates are compared in the order of the combiners' ``order`` (then each combiner's own order);
 the earlier wins a tie. Built in: ``mean`` (0), ``member`` (1: a member alone), ``proportional``
-(2: the m,n rule of paper 004 per pair), ``weighted`` (3: integer weights per member), ``bag``
-(4: soft voting of the members that share an output name, paper 001).
+(2: the m,n rule of paper 004 per pair; options ``enabled``, ``max_weight``), ``weighted`` (3:
+integer weights per member; option ``max_weight``), ``bag`` (4: soft voting of the members that
+share an output name, paper 001).
 """
 
 from __future__ import annotations
@@ -24,16 +31,24 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Protocol, Sequence
 
 import numpy as np
 
+from pipeline.config import from_dict
 from pipeline.errors import PipelineError
+from pipeline.metrics.mean import combine
 
 if TYPE_CHECKING:
-    from pipeline.scoring.ensemble import EnsembleConfig
     from pipeline.scoring.frames import SplitData
-    from pipeline.scoring.search import _Evaluator
+    from pipeline.metrics.search import _Evaluator
+
+
+class EnsembleConfig(Protocol):
+    """What a combiner reads of :class:`pipeline.scoring.ensemble.EnsembleConfig` (which builds
+    the combiners' options with :func:`options`, so this package does not import it)."""
+
+    combiner: dict[str, Any]  # combiner name -> its Config
 
 
 @dataclass(frozen=True)
@@ -61,31 +76,25 @@ class Combination:
         return record
 
 
-def combine(probs: np.ndarray, weights: Sequence[float]) -> np.ndarray:
-    """float32 [N, 8] = sum_i w_i P_i / sum_i w_i over members with a non-zero weight."""
-    weights = np.asarray(weights, dtype=np.float64)
-    assert weights.shape == (len(probs),) and (weights >= 0).all() and weights.sum() > 0, weights
-    total = None
-    for w, p in zip(weights, probs):
-        if w > 0:
-            term = p * np.float32(w / weights.sum())
-            total = term if total is None else total + term
-    return total
-
-
 class Combiner:
     """Base class of an ensemble rule (see the module docstring)."""
 
     name: ClassVar[str]
     order: ClassVar[int]  # position of its candidates in the comparison (ties: earlier wins)
+    Config: ClassVar[type | None] = None  # its options (a dataclass), or None: it has none
 
     @classmethod
-    def candidates(cls, member_names: Sequence[str], config: "EnsembleConfig") -> list[Candidate]:
+    def options(cls, config: EnsembleConfig) -> Any:
+        """This combiner's options in ``config`` (an instance of its ``Config``)."""
+        return config.combiner[cls.name]
+
+    @classmethod
+    def candidates(cls, member_names: Sequence[str], config: EnsembleConfig) -> list[Candidate]:
         raise NotImplementedError
 
     @classmethod
     def fit(cls, candidate: Candidate, data: "SplitData", evaluator: "_Evaluator",
-            config: "EnsembleConfig") -> Combination:
+            config: EnsembleConfig) -> Combination:
         """Fit ``candidate`` on ``data`` (the tuning clips); ``evaluator`` scores weight vectors
         on its labelled frames."""
         raise NotImplementedError
@@ -119,7 +128,33 @@ def combiner(name: str) -> type[Combiner]:
     return _REGISTRY[name]
 
 
-def candidates(member_names: Sequence[str], config: "EnsembleConfig") -> list[Candidate]:
+def options(given: Mapping[str, Any]) -> dict[str, Any]:
+    """Every combiner's options, built from ``given`` (combiner name -> a table of its options,
+    or its ``Config`` itself); defaults for those not given. PipelineError naming the key for an
+    unknown combiner, a combiner without options, or a bad option."""
+    unknown = sorted(set(given) - set(_REGISTRY))
+    if unknown:
+        raise PipelineError(f"ensemble config: combiner.{unknown[0]}: no such combiner; choose "
+                            f"from {', '.join(sorted(_REGISTRY))}")
+    built = {}
+    for name, cls in registry().items():
+        value = given.get(name, {})
+        if cls.Config is None:
+            if value:
+                raise PipelineError(f"ensemble config: combiner.{name}: the {name} rule has no"
+                                    " options")
+            continue
+        if isinstance(value, cls.Config):
+            built[name] = value
+            continue
+        try:
+            built[name] = from_dict(cls.Config, value, f"combiner.{name}")
+        except (ValueError, TypeError) as e:
+            raise PipelineError(f"ensemble config: {' '.join(str(e).split())}") from None
+    return built
+
+
+def candidates(member_names: Sequence[str], config: EnsembleConfig) -> list[Candidate]:
     """Every combiner's candidates, in tie-breaking order (earlier wins a tie)."""
     return [c for rule in registry().values() for c in rule.candidates(member_names, config)]
 

@@ -3,7 +3,7 @@
 Paper 001 trains "multiple variants" of its model and averages their class probabilities (soft
 voting). In this pipeline a bag is built in stage two (``fer-pipeline fuse --bag K``): K members
 of one head, each on a bootstrap resample of the training videos, in ``RUN/members/<i>/``, and the
-run's own predictions are :func:`soft_vote` of its members', so stage three sees a bag as one
+run's own predictions are :func:`pipeline.metrics.mean.soft_vote` of its members', so stage three sees a bag as one
 member (it can be ensembled with other heads like any run, and no stage-three choice is needed to
 form it: the bag is the paper's rule, fixed before any validation label is read).
 
@@ -20,11 +20,8 @@ a bag, even when their outputs share a name such as ``main``.
 from __future__ import annotations
 
 import re
-from typing import Sequence
 
-import numpy as np
-
-from pipeline.scoring.combiners import Candidate, Combination, Combiner, combine, register
+from pipeline.scoring.combiners import Candidate, Combination, Combiner, register
 
 
 _NUMBERED = re.compile(r"^(?P<stem>.*?)[-_.]?(?:seed|s)?\d+$")
@@ -34,11 +31,6 @@ def variant_stem(run: str) -> str | None:
     """The stem of a run name that ends in a number (a seed or member index), else None."""
     match = _NUMBERED.match(run)
     return None if match is None else match["stem"]
-
-
-def soft_vote(probs: Sequence[np.ndarray]) -> np.ndarray:
-    """float32 [N, 8]: the mean of the members' probabilities (what a bag writes)."""
-    return combine(np.asarray(probs), [1.0] * len(probs))
 
 
 @register

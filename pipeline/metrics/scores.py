@@ -19,7 +19,7 @@ of :data:`CLASSES` (ABAW 2022+, Other included). The ABAW 2020/2021 score is
 annotated Other are left out, macro-F1 averages the 7 basic classes, and a prediction of Other
 on a basic-class frame is a miss (a false negative of its class, a false positive of none), as
 scikit-learn's ``f1_score(..., labels=range(7))`` counts it. The 8-class ``abaw2021_score`` is
-kept as before, for comparison with earlier runs. AU metrics are in :mod:`.au_metrics`.
+kept as before, for comparison with earlier runs. AU metrics are in :mod:`.au`.
 """
 
 from __future__ import annotations
@@ -174,3 +174,8 @@ class Scores:
 def score(y_true: np.ndarray, y_pred: np.ndarray) -> Scores:
     """All metrics at once (one pass over the frames)."""
     return Scores.from_confusion(confusion_matrix(y_true, y_pred))
+
+
+def argmax_labels(scores: np.ndarray) -> np.ndarray:
+    """int8 [N] labels: the first highest-scoring class of each row of [N, 8] scores."""
+    return scores.argmax(axis=1).astype(np.int8)

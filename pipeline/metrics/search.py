@@ -24,8 +24,7 @@ from typing import Sequence
 import numpy as np
 
 from pipeline.data.labels import NUM_CLASSES, UNLABELED
-from pipeline.scoring.metrics import confusion_matrix, macro_f1_from_confusion
-from pipeline.scoring.postprocess import argmax_labels
+from pipeline.metrics.scores import argmax_labels, confusion_matrix, macro_f1_from_confusion
 
 # _LOWEST_BIT[code] = index of the lowest set bit of a byte: the first class reaching the maximum
 _LOWEST_BIT = np.array([(code & -code).bit_length() - 1 if code else 0 for code in range(256)],

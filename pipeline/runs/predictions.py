@@ -1,8 +1,5 @@
 """Per-frame class probabilities: what stage two writes and stage three reads.
 
-(It lives in ``scoring`` because training also scores itself: ``fusion`` imports ``scoring``, and
-``scoring`` imports only ``data``, so the wings form no cycle.)
-
 A run directory holds ``predictions/<split>/<output>.npz``: one float32 ``[n_frames, 8]`` array per
 clip, keyed by clip id, covering every frame of every evaluated clip (frames with no face
 included), and ``predictions/<split>/face_mask.npz``: one bool ``[n_frames]`` array per clip, the
@@ -32,21 +29,13 @@ import numpy as np
 
 from pipeline import io as atomic
 from pipeline.data.labels import CLASSES, NUM_AUS, NUM_CLASSES
+from pipeline.runs.layout import face_mask_path, prediction_path  # noqa: F401 (the writers' paths)
 
 
-FACE_MASK = "face_mask"  # the file name (no suffix) of a split's face mask; not an output name
 CLASSES_KEY = "__classes__"  # the entry of a probabilities file naming its columns (not a clip)
 # The action-unit output of a multi-task run: float32 [T, 12] AU probabilities per clip, listed in
 # metrics.json's "au_outputs" (not in "outputs", which are expression outputs).
 AU_OUTPUT = "au"
-
-
-def prediction_path(run_dir: str | Path, split: str, output: str = "main") -> Path:
-    return Path(run_dir) / "predictions" / split / f"{output}.npz"
-
-
-def face_mask_path(run_dir: str | Path, split: str) -> Path:
-    return prediction_path(run_dir, split, FACE_MASK)
 
 
 class PredictionWriter:
@@ -159,13 +148,3 @@ class Predictions(Mapping[str, np.ndarray]):
     def __len__(self) -> int:
         return len(self._clips)
 
-
-# The rest of a run directory (written by pipeline.fusion.train, read by stage three):
-#   config.toml     the full head/training config, enough to reproduce the run
-#   checkpoint.pt   weights + optimizer + config + epoch (resume and inference)
-#   metrics.json    {"method": str, "outputs": [str], "primary": str, "best_epoch": int,
-#                    "val_macro_f1": {output: float}, "history": [{"epoch", "train_loss",
-#                    "val_macro_f1", ...}], and for `proportional` "grid": {"m": [1..5],
-#                    "n": [1..5], "macro_f1": 5x5 list, "best": [m, n]}}
-#   curve.png       the training curve
-#   predictions/<split>/<output>.npz, predictions/<split>/face_mask.npz
