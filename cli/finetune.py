@@ -34,7 +34,7 @@ def _with_epoch_lines(bar: ProgressFn) -> ProgressFn:
 def finetune(
     manifests: Path = typer.Option(..., "--manifests", help="Manifest directory (its training split is read)."),
     out: Path = typer.Option(..., "--out", help="Weights folder to write (working files go to OUT.train/)."),
-    backbone: Optional[str] = typer.Option(None, "--backbone", help="timm (face crops) or tdnn (log-mel windows)."),
+    backbone: Optional[str] = typer.Option(None, "--backbone", help="timm or iresnet (face crops), tdnn or swin_audio (log-mel windows), hf_audio (waveform)."),
     model: Optional[str] = typer.Option(None, "--model", help="timm model name (backbone timm)."),
     weights: Optional[str] = typer.Option(None, "--weights", help="Initial weights (file or folder); default: seeded random."),
     preset: Optional[str] = typer.Option(None, "--preset", help="A paper's fine-tuning settings: "
@@ -64,7 +64,7 @@ def finetune(
                   f" (macro-F1 {r.selection_score:.4f}); {len(r.clips['train'])} clips trained, "
                   f"{len(r.clips['dev'])} selected; {result.seconds:.1f} s", highlight=False,
                   soft_wrap=True)
-    name = "tdnn" if r.family == "tdnn" else "timm"
+    name = r.family  # the extractor that loads the folder
     console.print(f"weights: {out}  (extract -e {name} --weights {name}={out})", highlight=False,
                   soft_wrap=True)
 

@@ -121,6 +121,21 @@ class Backbone:
         return np.zeros(len(samples), dtype=np.int64)
 
 
+def train_transform(config: FinetuneConfig, data_config: dict[str, Any], eval_transform: Any) -> Any:
+    """timm's training transform (:class:`AugmentConfig`) at ``data_config``'s input size and
+    normalisation; ``eval_transform`` when augmentation is off."""
+    import timm.data
+
+    a = config.augment
+    if not a.enabled:
+        return eval_transform
+    return timm.data.create_transform(
+        input_size=data_config["input_size"], is_training=True, scale=tuple(a.scale),
+        ratio=tuple(a.ratio), hflip=a.hflip, vflip=0.0, color_jitter=a.color_jitter or None,
+        auto_augment=None, re_prob=0.0, interpolation=data_config["interpolation"],
+        mean=data_config["mean"], std=data_config["std"])
+
+
 class FaceBackbone(Backbone):
     family = "timm"
 
@@ -138,13 +153,8 @@ class FaceBackbone(Backbone):
         initial = read_record(config.weights)
         check_family(initial, "timm", config.model, config.weights)
         self.data_config = image_data_config(self.probe.data_config, initial)
-        a = config.augment
         self.eval_transform = timm.data.create_transform(**self.data_config, is_training=False)
-        self.train_transform = self.eval_transform if not a.enabled else timm.data.create_transform(
-            input_size=self.data_config["input_size"], is_training=True, scale=tuple(a.scale),
-            ratio=tuple(a.ratio), hflip=a.hflip, vflip=0.0, color_jitter=a.color_jitter or None,
-            auto_augment=None, re_prob=0.0, interpolation=self.data_config["interpolation"],
-            mean=self.data_config["mean"], std=self.data_config["std"])
+        self.train_transform = train_transform(config, self.data_config, self.eval_transform)
 
     def build(self) -> nn.Module:
         from pipeline.features.extractors.seeding import redraw, weights_generator
@@ -251,4 +261,12 @@ class AudioBackbone(Backbone):
 
 
 def backbone_for(config: FinetuneConfig) -> Backbone:
+    if config.backbone == "iresnet":
+        from pipeline.finetune.iresnet import IResNetBackbone
+
+        return IResNetBackbone(config)
+    if config.backbone in ("swin_audio", "hf_audio"):
+        from pipeline.finetune.audio import HfAudioBackbone, SwinAudioBackbone
+
+        return SwinAudioBackbone(config) if config.backbone == "swin_audio" else HfAudioBackbone(config)
     return FaceBackbone(config) if config.backbone == "timm" else AudioBackbone(config)

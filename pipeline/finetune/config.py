@@ -9,11 +9,12 @@ from typing import Sequence
 
 from pipeline.config import build
 from pipeline.errors import PipelineError
+from pipeline.features.extractors.iresnet import IResNetConfig
 from pipeline.features.extractors.tdnn import TdnnConfig
 from pipeline.fusion.losses import LossConfig
 from pipeline.fusion.sampling import SamplingConfig
 
-BACKBONES = ("timm", "tdnn")
+BACKBONES = ("timm", "iresnet", "tdnn", "swin_audio", "hf_audio")
 OPTIMIZERS = ("adamw", "sgd")
 
 
@@ -30,7 +31,9 @@ class AugmentConfig:
 
 @dataclass
 class FinetuneConfig:
-    backbone: str = "timm"  # "timm" (face crops, any timm model) or "tdnn" (log-mel windows)
+    # "timm" (face crops, any timm model), "iresnet" (face crops, jin2021), "tdnn", "swin_audio"
+    # (log-mel windows) or "hf_audio" (waveform windows, the top train_layers of the encoder)
+    backbone: str = "timm"
     model: str = "resnet50"  # timm model name (backbone timm)
     weights: str | None = None  # initial weights (file or folder, any layout extract reads); unset: seeded random
     manifests: str = ""  # manifest directory (set by the command)
@@ -63,6 +66,7 @@ class FinetuneConfig:
     # unset: as the extractor resolves it for the initial weights, "none" for random ones).
     window: int = 32
     tdnn: TdnnConfig = field(default_factory=TdnnConfig)
+    iresnet: IResNetConfig = field(default_factory=IResNetConfig)  # backbone iresnet: its depth
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
