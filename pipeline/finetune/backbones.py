@@ -90,6 +90,7 @@ class Backbone:
 
     family: str
     model_name: str
+    needs = "audio"  # what a usable sample needs (named in the error when none is)
 
     def __init__(self, config: FinetuneConfig) -> None:
         self.config = config
@@ -138,6 +139,7 @@ def train_transform(config: FinetuneConfig, data_config: dict[str, Any], eval_tr
 
 class FaceBackbone(Backbone):
     family = "timm"
+    needs = "faces"
 
     def __init__(self, config: FinetuneConfig) -> None:
         super().__init__(config)
@@ -265,8 +267,8 @@ def backbone_for(config: FinetuneConfig) -> Backbone:
         from pipeline.finetune.iresnet import IResNetBackbone
 
         return IResNetBackbone(config)
-    if config.backbone in ("swin_audio", "hf_audio"):
-        from pipeline.finetune.audio import HfAudioBackbone, SwinAudioBackbone
+    if config.backbone == "swin_audio":
+        from pipeline.finetune.audio import SwinAudioBackbone
 
-        return SwinAudioBackbone(config) if config.backbone == "swin_audio" else HfAudioBackbone(config)
+        return SwinAudioBackbone(config)
     return FaceBackbone(config) if config.backbone == "timm" else AudioBackbone(config)

@@ -10,9 +10,11 @@ from typing import Sequence
 from pipeline.config import build
 from pipeline.errors import PipelineError
 from pipeline.features.extractors.iresnet import IResNetConfig
+from pipeline.features.extractors.swin_audio import SwinAudioConfig
 from pipeline.features.extractors.tdnn import TdnnConfig
 from pipeline.fusion.losses import LossConfig
 from pipeline.fusion.sampling import SamplingConfig
+from pipeline.fusion.windows import PURITY_RULES
 
 BACKBONES = ("timm", "iresnet", "tdnn", "swin_audio", "hf_audio")
 OPTIMIZERS = ("adamw", "sgd")
@@ -67,6 +69,12 @@ class FinetuneConfig:
     window: int = 32
     tdnn: TdnnConfig = field(default_factory=TdnnConfig)
     iresnet: IResNetConfig = field(default_factory=IResNetConfig)  # backbone iresnet: its depth
+    # backbone swin_audio: the extractor's options (model, log-mel) and paper 000's purity rule:
+    # a window trains when that share of its frames carry its centre frame's label (unset: 0.8,
+    # 0.65, 0.5 for windows of 32, 48, 64 frames); "window" divides by all its frames (the paper).
+    swin_audio: SwinAudioConfig = field(default_factory=SwinAudioConfig)
+    window_purity: float | None = None
+    purity_rule: str = "window"
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
@@ -84,6 +92,10 @@ class FinetuneConfig:
             raise PipelineError(f"accumulate {self.accumulate}: need 1 or more batches per step")
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise PipelineError(f"precision {self.precision!r}: choose from fp32, bf16, fp16")
+        if self.purity_rule not in PURITY_RULES:
+            raise PipelineError(f"purity_rule {self.purity_rule!r}: choose from {', '.join(PURITY_RULES)}")
+        if self.window_purity is not None and not 0.0 <= self.window_purity <= 1.0:
+            raise PipelineError(f"window_purity {self.window_purity}: need 0 <= p <= 1")
         if self.window < 1:
             raise PipelineError(f"window {self.window}: need a positive number of video frames")
 

@@ -233,7 +233,7 @@ class _Finetune:
         if not len(self.train) or not len(self.dev):
             raise PipelineError(f"{config.manifests}: no usable labelled frames in the "
                                 f"{'training' if not len(self.train) else 'dev'} clips "
-                                f"({'faces' if config.backbone in ('timm', 'iresnet') else 'audio'} needed)")
+                                f"({self.backbone.needs} needed)")
         self.keys = self.backbone.shape_keys(self.train)
         counts = sampling.class_counts(self.train.label, np.ones(len(self.train), dtype=bool))
         self.rates = sampling.class_rates(counts, config.sampling)
