@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -113,6 +114,12 @@ class Backbone:
     def preprocessing(self) -> dict[str, Any]:
         """What the weights record tells the extractor to apply."""
         raise NotImplementedError
+
+    def write(self, folder: Path, state: dict[str, torch.Tensor], record: Any) -> None:
+        """Write the best epoch's backbone ``state`` and its ``record`` as the weights folder."""
+        from pipeline.features.weights_record import write_weights_folder
+
+        write_weights_folder(folder, state, record)
 
     def dataset(self, samples: Samples, plan: np.ndarray, seeds: np.ndarray | None) -> _Plan:
         return _Plan(self, samples, plan, seeds)
@@ -267,8 +274,8 @@ def backbone_for(config: FinetuneConfig) -> Backbone:
         from pipeline.finetune.iresnet import IResNetBackbone
 
         return IResNetBackbone(config)
-    if config.backbone == "swin_audio":
-        from pipeline.finetune.audio import SwinAudioBackbone
+    if config.backbone in ("swin_audio", "hf_audio"):
+        from pipeline.finetune.audio import HfAudioBackbone, SwinAudioBackbone
 
-        return SwinAudioBackbone(config)
+        return SwinAudioBackbone(config) if config.backbone == "swin_audio" else HfAudioBackbone(config)
     return FaceBackbone(config) if config.backbone == "timm" else AudioBackbone(config)

@@ -75,6 +75,7 @@ class FinetuneConfig:
     swin_audio: SwinAudioConfig = field(default_factory=SwinAudioConfig)
     window_purity: float | None = None
     purity_rule: str = "window"
+    train_layers: int = 2  # backbone hf_audio: the top transformer layers trained (the rest stay frozen)
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:

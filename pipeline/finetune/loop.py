@@ -47,7 +47,7 @@ from pipeline.config import to_dict
 from pipeline.data.manifest import Clip, fingerprint, load_clips
 from pipeline.errors import PipelineError
 from pipeline.features.extractors.base import sha256_file
-from pipeline.features.weights_record import WeightsRecord, read_record, write_weights_folder
+from pipeline.features.weights_record import WeightsRecord, read_record
 from pipeline.finetune.backbones import Backbone, Samples, backbone_for
 from pipeline.finetune.config import FinetuneConfig
 from pipeline.finetune.plan import batches, epoch_plan
@@ -366,7 +366,7 @@ class _Finetune:
 
     def _write(self) -> None:
         assert self.best_state is not None, "a finished fine-tune has a best epoch"
-        write_weights_folder(self.out, self.best_state, self._record())
+        self.backbone.write(self.out, self.best_state, self._record())
         io.write_json(self.history_path, {"epochs": self.history, "processes": self.dist.world,
                                           "seconds": sum(h["s"] for h in self.history)})
 
