@@ -35,7 +35,7 @@ from torch import nn
 
 from pipeline.compat import ensure_torchvision
 from pipeline.data.frames import face_mask
-from pipeline.data.labels import UNLABELED
+from pipeline.data.labels import NUM_AUS, UNLABELED
 from pipeline.data.manifest import Clip
 from pipeline.data.media import decode_audio, read_image
 from pipeline.errors import PipelineError
@@ -70,7 +70,8 @@ def _samples(clips: Sequence[Clip], usable: Any) -> Samples:
 
 
 class _Plan(torch.utils.data.Dataset):
-    """A list of (sample, seed) pairs; item k is sample ``plan[k]`` as a tensor and its label."""
+    """A list of (sample, seed) pairs; item k is sample ``plan[k]`` as a tensor, its label and its
+    AU labels."""
 
     def __init__(self, backbone: "Backbone", samples: Samples, plan: np.ndarray,
                  seeds: np.ndarray | None) -> None:
@@ -79,11 +80,20 @@ class _Plan(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.plan)
 
-    def __getitem__(self, k: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, int, torch.Tensor]:
         i = int(self.plan[k])
         seed = None if self.seeds is None else int(self.seeds[k])
         x = self.backbone.tensor(self.samples, i, seed)
-        return x, int(self.samples.label[i])
+        return x, int(self.samples.label[i]), torch.from_numpy(au_targets(self.samples, i))
+
+
+def au_targets(samples: Samples, i: int) -> np.ndarray:
+    """int8 [12]: sample ``i``'s AU labels (-1: not annotated). Only AU labels of the AU training
+    split count: a training clip whose AU labels come from the AU validation folder gives none."""
+    clip = samples.clips[int(samples.clip[i])]
+    if clip.au_labels is None or clip.au_split != "train":
+        return np.full(NUM_AUS, UNLABELED, dtype=np.int8)
+    return np.asarray(clip.au_labels[int(samples.frame[i])], dtype=np.int8)
 
 
 class Backbone:

@@ -66,6 +66,10 @@ class FinetuneConfig:
     # backbone tdnn: the log-mel window (video frames) centred on each labelled frame (paper 000's
     # shortest dynamic window), and the network, frontend and CMN (tdnn's own options; mean_norm
     # unset: as the extractor resolves it for the initial weights, "none" for random ones).
+    # "expr", or ["expr", "au"]: also an AU head (12 sigmoid units, jin2021's eq. 1 BCE with
+    # positive weights, loss.au_pos_weight or negatives/positives of the training frames) trained
+    # jointly with the expression head on the same frames (the paper alternates; see the README).
+    tasks: tuple[str, ...] = ("expr",)
     window: int = 32
     tdnn: TdnnConfig = field(default_factory=TdnnConfig)
     iresnet: IResNetConfig = field(default_factory=IResNetConfig)  # backbone iresnet: its depth
@@ -97,6 +101,8 @@ class FinetuneConfig:
             raise PipelineError(f"purity_rule {self.purity_rule!r}: choose from {', '.join(PURITY_RULES)}")
         if self.window_purity is not None and not 0.0 <= self.window_purity <= 1.0:
             raise PipelineError(f"window_purity {self.window_purity}: need 0 <= p <= 1")
+        if tuple(self.tasks) not in (("expr",), ("expr", "au")):
+            raise PipelineError(f"tasks {list(self.tasks)}: choose [\"expr\"] or [\"expr\", \"au\"]")
         if self.window < 1:
             raise PipelineError(f"window {self.window}: need a positive number of video frames")
 

@@ -89,3 +89,49 @@ def test_jin2021_preset_with_the_iresnet_backbone_takes_the_image_models_setting
     swin = build_config(demo_manifests, preset="kim2023", backbone="swin_audio")
     assert (swin.backbone, swin.swin_audio.model, swin.sampling.balance) == (
         "swin_audio", "swin_tiny_patch4_window7_224", "subsample")
+
+
+def test_au_task_trains_an_au_head_with_jin2021s_positive_weights(tuned, demo_manifests, tmp_path):
+    import json
+    import shutil
+
+    from pipeline.data.manifest import Clip, write_manifest
+
+    manifests = tmp_path / "m"
+    shutil.copytree(demo_manifests, manifests)
+    rng = np.random.default_rng(3)
+    clips = []
+    for k, clip in enumerate(iter_manifest(manifests / "train.jsonl")):
+        au = (rng.random((clip.n_frames, 12)) < 0.1 + 0.05 * np.arange(12)).astype(np.int8)
+        au[rng.random(clip.n_frames) < 0.2] = -1  # unannotated rows
+        fields = {f: getattr(clip, f) for f in clip.__dataclass_fields__}
+        # One clip's AU labels come from the AU validation folder (guarded): they must not count.
+        split, exclude = ("val", ("au_val",)) if k == 0 else ("train", ())
+        if k == 0:
+            au[:] = 1
+        clips.append(Clip(**{**fields, "au_labels": au, "au_split": split, "exclude_from": exclude}))
+    write_manifest(manifests / "train.jsonl", clips)
+    out = tmp_path / "au"
+    result = finetune(build_config(manifests, sets=[*SETS, 'tasks=["expr","au"]']), out)
+
+    # jin2021's positive weights (negatives / positives per AU) over the training frames: face
+    # crop present, expression labelled, every 3rd frame, AU training split only.
+    train = set(result.record.clips["train"])
+    assert clips[0].clip_id in train  # the guarded AU-val clip trains (expression only)
+    rows = np.concatenate([c.au_labels[[t for t in range(c.n_frames) if t % 3 == 0
+                                        and c.labels[t] >= 0 and c.frame_path(t).exists()]]
+                           for c in clips if c.clip_id in train and c.au_split == "train"])
+    expected = (rows == 0).sum(axis=0) / (rows == 1).sum(axis=0)
+    history = json.loads((work_dir(out) / "history.json").read_text())
+    np.testing.assert_allclose(history["au_pos_weight"], expected, rtol=1e-6)
+
+    state = torch.load(work_dir(out) / "checkpoint.pt", weights_only=True)["model"]
+    assert state["au_head.weight"].shape == (12, 512)
+    # The AU loss reached the backbone: other weights than the expression-only run's.
+    from safetensors.torch import load_file
+
+    with_au, expr_only = load_file(str(out / WEIGHTS_NAME)), load_file(str(tuned[0] / WEIGHTS_NAME))
+    assert with_au.keys() == expr_only.keys()
+    assert any(not torch.equal(with_au[k], expr_only[k]) for k in with_au)
+    with pytest.raises(PipelineError, match="tasks"):
+        build_config(demo_manifests, sets=['tasks=["au"]'])
