@@ -1,9 +1,9 @@
 """``fer-pipeline finetune --backbone timm --model M --manifests D --out DIR``: stage 0.
 
 Trains the backbone on the training split's labelled clips (epoch selected on the train-dev slice)
-and writes a weights folder that ``extract -e timm --weights timm=DIR`` (or ``-e tdnn --weights
-tdnn=DIR``) loads with its recorded preprocessing. Prints a line per epoch and a summary. Under
-``torchrun`` it trains with DDP (see the README's sbatch lines).
+and writes a weights folder that ``extract -e NAME --weights NAME=DIR`` loads with its recorded
+preprocessing (NAME: the backbone, one of timm, iresnet, tdnn, swin_audio, hf_audio). Prints a
+line per epoch and a summary. Under ``torchrun`` it trains with DDP (see the README's sbatch lines).
 """
 
 from __future__ import annotations

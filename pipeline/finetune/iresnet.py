@@ -9,8 +9,8 @@ FaceBackbone`): timm's training transform at 112x112 with the extractor's normal
 :func:`~pipeline.features.extractors.iresnet.preprocess`, so selection and stage one see the same
 tensors. The record names ``iresnet<depth>``; the extractor refuses it at another depth.
 
-Not done: jin2021's multi-task AU head (the paper trains AU and expression heads together);
-this trains the expression head only.
+jin2021 trains it multi-task (AU and expression): ``tasks = ["expr", "au"]`` adds the AU head
+(:mod:`pipeline.finetune.loop`), trained jointly rather than alternated as in the paper.
 """
 
 from __future__ import annotations
