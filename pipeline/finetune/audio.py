@@ -128,9 +128,10 @@ class HfAudioBackbone(AudioBackbone):
     Input: the clip's waveform at the model's rate, normalised over the whole clip as the
     extractor does (``do_normalize``), cut to the ``window`` video frames centred on the labelled
     frame (:func:`~pipeline.features.audio_windows.frame_windows` on the samples; past the clip's
-    ends the edge sample repeats). Every other parameter stays as loaded; SpecAugment masking is
-    off while training (transformers draws it from numpy's global generator, which would break
-    the resumable run's determinism) and the saved ``config.json`` keeps the initial setting.
+    ends the edge sample repeats). Every other parameter stays as loaded. While training,
+    SpecAugment masking is off (transformers draws it from numpy's global generator, which would
+    break the resumable run's determinism) and so is layer drop (a skipped trained layer has no
+    gradient, which DDP refuses); the saved ``config.json`` keeps the initial settings.
 
     One difference from stage one, by design: ``extract -e hf_audio`` runs the transformer over
     the whole clip (in chunks of ``chunk_seconds``) and averages the window's frames, so its
@@ -181,6 +182,8 @@ class HfAudioBackbone(AudioBackbone):
     def build(self) -> nn.Module:
         model = self._pretrained()
         model.config.apply_spec_augment = False  # see the class docstring
+        if hasattr(model.config, "layerdrop"):
+            model.config.layerdrop = 0.0
         top = {f"encoder.layers.{i}" for i in range(self.layers - self.config.train_layers, self.layers)}
         for name, param in model.named_parameters():
             param.requires_grad_(".".join(name.split(".")[:3]) in top)

@@ -102,3 +102,25 @@ def test_train_layers_beyond_the_model_is_refused(initial, demo_manifests, tmp_p
     with pytest.raises(PipelineError, match="train_layers 4: this model has 3"):
         finetune(build_config(demo_manifests, sets=[*_sets(initial), "train_layers=4"]),
                  tmp_path / "w")
+
+
+def test_hf_audio_under_torchrun_two_processes(initial, demo_manifests, tmp_path):
+    # Frozen lower layers and the trained top one under DDP (gloo, CPU); layer drop is off while
+    # training, so every trained parameter gets a gradient at every step (DDP requires it).
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "ddp"
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+            "-m", "cli.main", "finetune", "--manifests", str(demo_manifests), "--out", str(out)]
+    for item in _sets(initial):
+        args += ["--set", item]
+    done = subprocess.run(args, cwd=root, env=env, text=True, capture_output=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "extract -e hf_audio --weights hf_audio=" in done.stdout
+    assert read_record(out).family == "hf_audio"
+    assert Wav2Vec2Model.from_pretrained(out).config.layerdrop == Wav2Vec2Config().layerdrop
