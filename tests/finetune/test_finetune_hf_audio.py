@@ -124,3 +124,36 @@ def test_hf_audio_under_torchrun_two_processes(initial, demo_manifests, tmp_path
     assert "extract -e hf_audio --weights hf_audio=" in done.stdout
     assert read_record(out).family == "hf_audio"
     assert Wav2Vec2Model.from_pretrained(out).config.layerdrop == Wav2Vec2Config().layerdrop
+
+
+def test_hf_audio_killed_after_an_epoch_and_rerun_writes_the_uninterrupted_weights(
+        tuned, initial, demo_manifests, tmp_path):
+    # The transformer's dropout draws and the save_pretrained path resume like timm's
+    # (tests/finetune/test_finetune_resume.py).
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    args = [sys.executable, "-m", "cli.main", "finetune", "--manifests", str(demo_manifests),
+            "--out", str(out)]
+    for item in _sets(initial):
+        args += ["--set", item]
+    proc = subprocess.Popen(args, cwd=root, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not (work_dir(out) / "checkpoint.pt").exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no checkpoint in time"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert not (out / WEIGHTS_NAME).exists()
+    done = subprocess.run(args, cwd=root, env=env, text=True, capture_output=True, timeout=600)
+    assert done.returncode == 0 and "resumed after epoch 1" in done.stdout, done.stderr[-2000:]
+    assert (out / WEIGHTS_NAME).read_bytes() == (tuned[0] / WEIGHTS_NAME).read_bytes()
