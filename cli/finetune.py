@@ -1,9 +1,9 @@
 """``fer-pipeline finetune --backbone timm --model M --manifests D --out DIR``: stage 0.
 
 Trains the backbone on the training split's labelled clips (epoch selected on the train-dev slice)
-and writes a weights folder that ``extract -e timm --weights timm=DIR`` (or ``-e tdnn --weights
-tdnn=DIR``) loads with its recorded preprocessing. Prints a line per epoch and a summary. Under
-``torchrun`` it trains with DDP (see the README's sbatch lines).
+and writes a weights folder that ``extract -e NAME --weights NAME=DIR`` loads with its recorded
+preprocessing (NAME: the backbone, one of timm, iresnet, tdnn, swin_audio, hf_audio). Prints a
+line per epoch and a summary. Under ``torchrun`` it trains with DDP (see the README's sbatch lines).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def _with_epoch_lines(bar: ProgressFn) -> ProgressFn:
 def finetune(
     manifests: Path = typer.Option(..., "--manifests", help="Manifest directory (its training split is read)."),
     out: Path = typer.Option(..., "--out", help="Weights folder to write (working files go to OUT.train/)."),
-    backbone: Optional[str] = typer.Option(None, "--backbone", help="timm (face crops) or tdnn (log-mel windows)."),
+    backbone: Optional[str] = typer.Option(None, "--backbone", help="timm or iresnet (face crops), tdnn or swin_audio (log-mel windows), hf_audio (waveform)."),
     model: Optional[str] = typer.Option(None, "--model", help="timm model name (backbone timm)."),
     weights: Optional[str] = typer.Option(None, "--weights", help="Initial weights (file or folder); default: seeded random."),
     preset: Optional[str] = typer.Option(None, "--preset", help="A paper's fine-tuning settings: "
@@ -64,7 +64,7 @@ def finetune(
                   f" (macro-F1 {r.selection_score:.4f}); {len(r.clips['train'])} clips trained, "
                   f"{len(r.clips['dev'])} selected; {result.seconds:.1f} s", highlight=False,
                   soft_wrap=True)
-    name = "tdnn" if r.family == "tdnn" else "timm"
+    name = r.family  # the extractor that loads the folder
     console.print(f"weights: {out}  (extract -e {name} --weights {name}={out})", highlight=False,
                   soft_wrap=True)
 

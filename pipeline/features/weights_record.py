@@ -3,7 +3,9 @@
 A folder in the HuggingFace layout (what :func:`pipeline.features.extractors.checkpoints.
 resolve_folder` reads), plus the record of how the weights were made::
 
-    DIR/model.safetensors   the backbone's state dict (timm names for timm models; XVector's for tdnn)
+    DIR/model.safetensors   the backbone's state dict (timm names for timm models; XVector's for
+                            tdnn; IResNet's for iresnet; transformers' for hf_audio, whose folder
+                            also holds config.json and preprocessor_config.json)
     DIR/finetune.json       a WeightsRecord (below), written last
 
 The record says what the weights saw (manifest fingerprint, the clip ids that trained and the ones
@@ -13,7 +15,10 @@ itself so that stage one feeds the network what it learnt on:
 
 * timm family (``timm``, ``swin``): ``input_size``, ``mean``, ``std``, ``crop_pct``,
   ``interpolation`` (timm's data-config names); an option the user sets explicitly still wins;
-* ``tdnn``: ``frontend`` (the log-mel config), ``mean_norm`` and ``cmn_seconds``.
+* ``tdnn``: ``frontend`` (the log-mel config), ``mean_norm`` and ``cmn_seconds``;
+* ``iresnet``: its fixed input (checked); ``swin_audio``: ``frontend`` and the image statistics;
+  ``hf_audio``: the window it was trained on (its rate and normalisation are in
+  ``preprocessor_config.json``, which the extractor reads).
 
 The record holds the weights file's sha256 and is read only when it matches, so a record never
 describes other weights than those beside it. Stage one's cache key hashes the whole folder
@@ -130,12 +135,26 @@ def write_weights_folder(folder: str | Path, state: dict[str, Any], record: Weig
     """
     from safetensors.torch import save_file
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    record_path(folder).unlink(missing_ok=True)  # the old record must not vouch for new weights
+    folder = start_folder(folder)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
     with io.atomic_path(folder / WEIGHTS_NAME) as tmp:
         save_file(tensors, str(tmp))
+    return finish_folder(folder, record)
+
+
+def start_folder(folder: str | Path) -> Path:
+    """Create ``folder`` and remove its record first: the old record must not vouch for the new
+    weights about to be written (:func:`write_weights_folder`; HuggingFace folders write their
+    files themselves between this and :func:`finish_folder`)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    record_path(folder).unlink(missing_ok=True)
+    return folder
+
+
+def finish_folder(folder: Path, record: WeightsRecord) -> Path:
+    """Write ``record``, with the sha256 of the ``model.safetensors`` now in ``folder``, last."""
+
     record = dataclasses.replace(record, weights_sha256=sha256_file(folder / WEIGHTS_NAME))
     io.write_json(record_path(folder), record.to_json())
     return folder

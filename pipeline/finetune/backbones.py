@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -34,7 +35,7 @@ from torch import nn
 
 from pipeline.compat import ensure_torchvision
 from pipeline.data.frames import face_mask
-from pipeline.data.labels import UNLABELED
+from pipeline.data.labels import NUM_AUS, UNLABELED
 from pipeline.data.manifest import Clip
 from pipeline.data.media import decode_audio, read_image
 from pipeline.errors import PipelineError
@@ -69,7 +70,8 @@ def _samples(clips: Sequence[Clip], usable: Any) -> Samples:
 
 
 class _Plan(torch.utils.data.Dataset):
-    """A list of (sample, seed) pairs; item k is sample ``plan[k]`` as a tensor and its label."""
+    """A list of (sample, seed) pairs; item k is sample ``plan[k]`` as a tensor, its label and its
+    AU labels."""
 
     def __init__(self, backbone: "Backbone", samples: Samples, plan: np.ndarray,
                  seeds: np.ndarray | None) -> None:
@@ -78,11 +80,20 @@ class _Plan(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.plan)
 
-    def __getitem__(self, k: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, int, torch.Tensor]:
         i = int(self.plan[k])
         seed = None if self.seeds is None else int(self.seeds[k])
         x = self.backbone.tensor(self.samples, i, seed)
-        return x, int(self.samples.label[i])
+        return x, int(self.samples.label[i]), torch.from_numpy(au_targets(self.samples, i))
+
+
+def au_targets(samples: Samples, i: int) -> np.ndarray:
+    """int8 [12]: sample ``i``'s AU labels (-1: not annotated). Only AU labels of the AU training
+    split count: a training clip whose AU labels come from the AU validation folder gives none."""
+    clip = samples.clips[int(samples.clip[i])]
+    if clip.au_labels is None or clip.au_split != "train":
+        return np.full(NUM_AUS, UNLABELED, dtype=np.int8)
+    return np.asarray(clip.au_labels[int(samples.frame[i])], dtype=np.int8)
 
 
 class Backbone:
@@ -90,6 +101,7 @@ class Backbone:
 
     family: str
     model_name: str
+    needs = "audio"  # what a usable sample needs (named in the error when none is)
 
     def __init__(self, config: FinetuneConfig) -> None:
         self.config = config
@@ -113,6 +125,12 @@ class Backbone:
         """What the weights record tells the extractor to apply."""
         raise NotImplementedError
 
+    def write(self, folder: Path, state: dict[str, torch.Tensor], record: Any) -> None:
+        """Write the best epoch's backbone ``state`` and its ``record`` as the weights folder."""
+        from pipeline.features.weights_record import write_weights_folder
+
+        write_weights_folder(folder, state, record)
+
     def dataset(self, samples: Samples, plan: np.ndarray, seeds: np.ndarray | None) -> _Plan:
         return _Plan(self, samples, plan, seeds)
 
@@ -121,8 +139,24 @@ class Backbone:
         return np.zeros(len(samples), dtype=np.int64)
 
 
+def train_transform(config: FinetuneConfig, data_config: dict[str, Any], eval_transform: Any) -> Any:
+    """timm's training transform (:class:`AugmentConfig`) at ``data_config``'s input size and
+    normalisation; ``eval_transform`` when augmentation is off."""
+    import timm.data
+
+    a = config.augment
+    if not a.enabled:
+        return eval_transform
+    return timm.data.create_transform(
+        input_size=data_config["input_size"], is_training=True, scale=tuple(a.scale),
+        ratio=tuple(a.ratio), hflip=a.hflip, vflip=0.0, color_jitter=a.color_jitter or None,
+        auto_augment=None, re_prob=0.0, interpolation=data_config["interpolation"],
+        mean=data_config["mean"], std=data_config["std"])
+
+
 class FaceBackbone(Backbone):
     family = "timm"
+    needs = "faces"
 
     def __init__(self, config: FinetuneConfig) -> None:
         super().__init__(config)
@@ -138,13 +172,8 @@ class FaceBackbone(Backbone):
         initial = read_record(config.weights)
         check_family(initial, "timm", config.model, config.weights)
         self.data_config = image_data_config(self.probe.data_config, initial)
-        a = config.augment
         self.eval_transform = timm.data.create_transform(**self.data_config, is_training=False)
-        self.train_transform = self.eval_transform if not a.enabled else timm.data.create_transform(
-            input_size=self.data_config["input_size"], is_training=True, scale=tuple(a.scale),
-            ratio=tuple(a.ratio), hflip=a.hflip, vflip=0.0, color_jitter=a.color_jitter or None,
-            auto_augment=None, re_prob=0.0, interpolation=self.data_config["interpolation"],
-            mean=self.data_config["mean"], std=self.data_config["std"])
+        self.train_transform = train_transform(config, self.data_config, self.eval_transform)
 
     def build(self) -> nn.Module:
         from pipeline.features.extractors.seeding import redraw, weights_generator
@@ -251,4 +280,12 @@ class AudioBackbone(Backbone):
 
 
 def backbone_for(config: FinetuneConfig) -> Backbone:
+    if config.backbone == "iresnet":
+        from pipeline.finetune.iresnet import IResNetBackbone
+
+        return IResNetBackbone(config)
+    if config.backbone in ("swin_audio", "hf_audio"):
+        from pipeline.finetune.audio import HfAudioBackbone, SwinAudioBackbone
+
+        return SwinAudioBackbone(config) if config.backbone == "swin_audio" else HfAudioBackbone(config)
     return FaceBackbone(config) if config.backbone == "timm" else AudioBackbone(config)

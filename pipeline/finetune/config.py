@@ -9,11 +9,14 @@ from typing import Sequence
 
 from pipeline.config import build
 from pipeline.errors import PipelineError
+from pipeline.features.extractors.iresnet import IResNetConfig
+from pipeline.features.extractors.swin_audio import SwinAudioConfig
 from pipeline.features.extractors.tdnn import TdnnConfig
 from pipeline.fusion.losses import LossConfig
 from pipeline.fusion.sampling import SamplingConfig
+from pipeline.fusion.windows import PURITY_RULES
 
-BACKBONES = ("timm", "tdnn")
+BACKBONES = ("timm", "iresnet", "tdnn", "swin_audio", "hf_audio")
 OPTIMIZERS = ("adamw", "sgd")
 
 
@@ -30,7 +33,9 @@ class AugmentConfig:
 
 @dataclass
 class FinetuneConfig:
-    backbone: str = "timm"  # "timm" (face crops, any timm model) or "tdnn" (log-mel windows)
+    # "timm" (face crops, any timm model), "iresnet" (face crops, jin2021), "tdnn", "swin_audio"
+    # (log-mel windows) or "hf_audio" (waveform windows, the top train_layers of the encoder)
+    backbone: str = "timm"
     model: str = "resnet50"  # timm model name (backbone timm)
     weights: str | None = None  # initial weights (file or folder, any layout extract reads); unset: seeded random
     manifests: str = ""  # manifest directory (set by the command)
@@ -61,8 +66,20 @@ class FinetuneConfig:
     # backbone tdnn: the log-mel window (video frames) centred on each labelled frame (paper 000's
     # shortest dynamic window), and the network, frontend and CMN (tdnn's own options; mean_norm
     # unset: as the extractor resolves it for the initial weights, "none" for random ones).
+    # "expr", or ["expr", "au"]: also an AU head (12 sigmoid units, jin2021's eq. 1 BCE with
+    # positive weights, loss.au_pos_weight or negatives/positives of the training frames) trained
+    # jointly with the expression head on the same frames (the paper alternates; see the README).
+    tasks: tuple[str, ...] = ("expr",)
     window: int = 32
     tdnn: TdnnConfig = field(default_factory=TdnnConfig)
+    iresnet: IResNetConfig = field(default_factory=IResNetConfig)  # backbone iresnet: its depth
+    # backbone swin_audio: the extractor's options (model, log-mel) and paper 000's purity rule:
+    # a window trains when that share of its frames carry its centre frame's label (unset: 0.8,
+    # 0.65, 0.5 for windows of 32, 48, 64 frames); "window" divides by all its frames (the paper).
+    swin_audio: SwinAudioConfig = field(default_factory=SwinAudioConfig)
+    window_purity: float | None = None
+    purity_rule: str = "window"
+    train_layers: int = 2  # backbone hf_audio: the top transformer layers trained (the rest stay frozen)
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
@@ -80,6 +97,12 @@ class FinetuneConfig:
             raise PipelineError(f"accumulate {self.accumulate}: need 1 or more batches per step")
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise PipelineError(f"precision {self.precision!r}: choose from fp32, bf16, fp16")
+        if self.purity_rule not in PURITY_RULES:
+            raise PipelineError(f"purity_rule {self.purity_rule!r}: choose from {', '.join(PURITY_RULES)}")
+        if self.window_purity is not None and not 0.0 <= self.window_purity <= 1.0:
+            raise PipelineError(f"window_purity {self.window_purity}: need 0 <= p <= 1")
+        if tuple(self.tasks) not in (("expr",), ("expr", "au")):
+            raise PipelineError(f"tasks {list(self.tasks)}: choose [\"expr\"] or [\"expr\", \"au\"]")
         if self.window < 1:
             raise PipelineError(f"window {self.window}: need a positive number of video frames")
 

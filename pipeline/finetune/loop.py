@@ -8,6 +8,12 @@ with ``dev_fraction``/``dev_seed``), and writes the best epoch's backbone as a w
 (:func:`pipeline.fusion.losses.batch_loss`, :func:`pipeline.fusion.sampling.class_rates` and
 :func:`~pipeline.fusion.sampling.draw`; ``sampling.interval`` keeps every k-th frame).
 
+**AU task** (``tasks = ["expr", "au"]``, jin2021's multi-task face model): a linear AU head beside
+the expression classifier, trained jointly on the same frames (loss = expression loss + the heads'
+AU loss, :func:`pipeline.fusion.losses.au_batch_loss` with positive weights); only AU labels of
+the AU training split count; the epoch is still selected on expression macro-F1; the AU head is
+not written (stage one keeps the backbone only).
+
 **Leakage guard.** A training clip whose AU split is val and that the manifests' guard did not mark
 ``exclude_from: au_val`` (the guard was ``off``) would leak into AU validation scores: it is left
 out, and the record lists it. Clips the guard did mark are trained on as in the heads.
@@ -44,16 +50,16 @@ from torch import nn
 
 from pipeline import io
 from pipeline.config import to_dict
+from pipeline.data.labels import NUM_AUS, UNLABELED
 from pipeline.data.manifest import Clip, fingerprint, load_clips
 from pipeline.errors import PipelineError
-from pipeline.features.weights_record import sha256_file
-from pipeline.features.weights_record import WeightsRecord, read_record, write_weights_folder
-from pipeline.finetune.backbones import Backbone, Samples, backbone_for
+from pipeline.features.weights_record import WeightsRecord, read_record, sha256_file
+from pipeline.finetune.backbones import Backbone, Samples, au_targets, backbone_for
 from pipeline.finetune.config import FinetuneConfig
 from pipeline.finetune.plan import batches, epoch_plan
 from pipeline.fusion import folds, sampling
 from pipeline.fusion.folds import SELECTED_ON
-from pipeline.fusion.losses import batch_loss
+from pipeline.fusion.losses import au_batch_loss, au_pos_weights, batch_loss
 from pipeline.locks import owner_lock
 from pipeline.progress import ProgressEvent, ProgressFn, silent
 from pipeline.metrics.scores import macro_f1
@@ -73,15 +79,20 @@ class FinetuneResult:
 
 
 class Classifier(nn.Module):
-    """The backbone and a new linear classifier over its pooled features."""
+    """The backbone and a new linear classifier over its pooled features; with ``au``, also a
+    linear AU head whose 12 logits follow the 8 expression logits in the output."""
 
-    def __init__(self, backbone: nn.Module, num_features: int) -> None:
+    def __init__(self, backbone: nn.Module, num_features: int, au: bool = False) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = nn.Linear(num_features, 8)
+        self.au_head = nn.Linear(num_features, NUM_AUS) if au else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(x))
+        features = self.backbone(x)
+        if self.au_head is None:
+            return self.head(features)
+        return torch.cat([self.head(features), self.au_head(features)], dim=1)
 
 
 @dataclass
@@ -160,8 +171,11 @@ def _autocast(config: FinetuneConfig, device: torch.device) -> contextlib.Abstra
 
 
 def _optimizer(model: Classifier, config: FinetuneConfig) -> torch.optim.Optimizer:
+    heads = list(model.head.parameters())
+    if model.au_head is not None:
+        heads += list(model.au_head.parameters())
     groups = [{"params": [p for p in model.backbone.parameters() if p.requires_grad], "lr": config.lr},
-              {"params": list(model.head.parameters()), "lr": config.head_lr}]
+              {"params": heads, "lr": config.head_lr}]
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum,
                                weight_decay=config.weight_decay)
@@ -186,8 +200,8 @@ def predict(model: Classifier, backbone: Backbone, samples: Samples, config: Fin
     sampler = [g[i:i + config.eval_batch_size].tolist()
                for g in groups for i in range(0, len(g), config.eval_batch_size)]
     with torch.no_grad():
-        for rows, (x, _) in zip(sampler, _loader(data, sampler, config, device)):
-            out[rows] = model(x.to(device)).argmax(dim=1).cpu().numpy()
+        for rows, (x, _, _) in zip(sampler, _loader(data, sampler, config, device)):
+            out[rows] = model(x.to(device))[:, :8].argmax(dim=1).cpu().numpy()
     return out
 
 
@@ -233,12 +247,25 @@ class _Finetune:
         if not len(self.train) or not len(self.dev):
             raise PipelineError(f"{config.manifests}: no usable labelled frames in the "
                                 f"{'training' if not len(self.train) else 'dev'} clips "
-                                f"({'faces' if config.backbone == 'timm' else 'audio'} needed)")
+                                f"({self.backbone.needs} needed)")
         self.keys = self.backbone.shape_keys(self.train)
         counts = sampling.class_counts(self.train.label, np.ones(len(self.train), dtype=bool))
         self.rates = sampling.class_rates(counts, config.sampling)
+        self.au_pos_weight = self._au_pos_weight() if "au" in config.tasks else None
         self.saved_config = to_dict(config)
         self.initial_sha = None if config.weights is None else sha256_file(config.weights)
+
+    def _au_pos_weight(self) -> torch.Tensor:
+        """``loss.au_pos_weight``, else negatives / positives of each AU over the training
+        frames (:func:`pipeline.fusion.losses.au_pos_weights`, as the heads compute them)."""
+        if self.config.loss.au_pos_weight:
+            return torch.tensor(self.config.loss.au_pos_weight, dtype=torch.float32)
+        rows = np.stack([au_targets(self.train, i) for i in range(len(self.train))])
+        if not (rows != UNLABELED).any():
+            raise PipelineError(f"{self.config.manifests}: tasks [expr, au] but no training frame "
+                                "has AU labels of the AU training split")
+        counts = np.stack([(rows == 0).sum(axis=0), (rows == 1).sum(axis=0)], axis=1)
+        return torch.tensor(au_pos_weights(counts), dtype=torch.float32)
 
     # -- state
 
@@ -248,7 +275,8 @@ class _Finetune:
         _freeze(backbone, tuple(self.config.frozen))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.config.seed + 1)  # the classifier's own stream
-            self.model = Classifier(backbone, self.backbone.num_features).to(self.device)
+            self.model = Classifier(backbone, self.backbone.num_features,
+                                    au="au" in self.config.tasks).to(self.device)
         self.optimizer = _optimizer(self.model, self.config)
         self.epoch, self.best_score, self.best_epoch, self.bad = 0, -math.inf, 0, 0
         self.best_state: dict[str, torch.Tensor] | None = None
@@ -322,10 +350,13 @@ class _Finetune:
         model.train()
         losses = []
         self.optimizer.zero_grad(set_to_none=True)
-        for k, (x, y) in enumerate(_loader(data, steps, config, self.device)):
+        for k, (x, y, au) in enumerate(_loader(data, steps, config, self.device)):
             with _autocast(config, self.device):
-                logits = model(x.to(self.device))
-            loss = batch_loss(logits.float(), y.to(self.device), None, config.loss)
+                logits = model(x.to(self.device)).float()
+            loss = batch_loss(logits[:, :8], y.to(self.device), None, config.loss)
+            if self.au_pos_weight is not None:  # the joint AU task (config.tasks)
+                loss = loss + au_batch_loss(logits[:, 8:], au.to(self.device), None,
+                                            self.au_pos_weight)
             (loss / config.accumulate).backward()
             losses.append(float(loss.detach()))
             if (k + 1) % config.accumulate and k + 1 < len(steps):
@@ -366,9 +397,11 @@ class _Finetune:
 
     def _write(self) -> None:
         assert self.best_state is not None, "a finished fine-tune has a best epoch"
-        write_weights_folder(self.out, self.best_state, self._record())
+        self.backbone.write(self.out, self.best_state, self._record())
+        au = None if self.au_pos_weight is None else self.au_pos_weight.tolist()
         io.write_json(self.history_path, {"epochs": self.history, "processes": self.dist.world,
-                                          "seconds": sum(h["s"] for h in self.history)})
+                                          "seconds": sum(h["s"] for h in self.history),
+                                          "au_pos_weight": au})
 
     def _result(self, resumed: int, already: bool) -> FinetuneResult:
         record = read_record(self.out) if self.dist.rank == 0 else self._record()

@@ -2,12 +2,17 @@
 
 Layers, later wins: the defaults < ``--preset`` < ``--config FILE.toml`` < ``--set`` < options.
 What a paper does not state keeps this project's default (:mod:`pipeline.finetune.config`).
+``--backbone`` wins over a preset's: ``--preset jin2021 --backbone iresnet`` trains jin2021's face
+model with the settings the paper states for it (the preset's default backbone is its TDNN, for
+which the paper states nothing), ``--preset kim2023 --backbone swin_audio`` its audio Swin.
 
 | preset | backbone | paper states | ours (paper silent) |
 | --- | --- | --- | --- |
 | ``kim2023`` (000) | ``swin_tiny_patch4_window7_224`` on faces | Swin-Tiny trained on the faces; majority-class subsampling | subsampling cap at the median class count (as the fuse preset); AdamW, lr 1e-4, 5 epochs, batch 32; augmentation |
 | ``jeong2022`` (001) | ``resnet50`` (a VGGFace2 ResNet-50 as ``--weights``) | Table 2: lr 1e-4, batch 1024, 8 epochs, weight decay 1e-4 (we read the table as the fine-tune's too: it does not say which stage it is for) | AdamW; no augmentation stated: ours |
 | ``jin2021`` (003) | ``tdnn`` (the IResNet is not fine-tuned here yet) | image model: SGD with momentum, lr 0.001, batch 64, focal loss; TDNN: nothing | the image model's optimiser, lr and batch for the TDNN; momentum 0.9; focal gamma 2 |
+| ``jin2021`` + ``--backbone iresnet`` | IResNet-100 (the paper's Glint360K weights as ``--weights``) | image model: SGD with momentum, lr 0.001, batch 64, focal loss | momentum 0.9; focal gamma 2; AU head with ``tasks=["expr","au"]`` (joint, not alternated) |
+| ``kim2023`` + ``--backbone swin_audio`` | Swin-Tiny on log-mel windows | windows 32/48/64 with purity 0.8/0.65/0.5; log-mel 2048/1024/128; subsampling | one fine-tune per ``window``; AdamW, lr 1e-4, 5 epochs, batch 32 |
 | ``yu2025`` (004) | any timm model (its RHCNN is not available) | SGD, lr 1e-4 (backbone) and 1e-3 (the image/speech weights: our classifier), momentum 0.9, batch 16, coarse-fine loss, equal-interval frames, 300 rounds | 10 epochs (300 rounds of its end-to-end net are not a fine-tune budget), interval 5 frames |
 """
 

@@ -3,7 +3,8 @@
 Weights: ``--weights`` names a local folder in the HuggingFace layout (``config.json`` +
 ``model.safetensors`` or ``pytorch_model.bin``, optionally ``preprocessor_config.json``), a
 snapshot folder of the HF cache, or the cache's ``models--org--name`` folder (its ``refs/main``
-snapshot). Nothing is downloaded. Without weights: a seeded random ``Wav2Vec2Model`` of the
+snapshot), or a folder ``fer-pipeline finetune --backbone hf_audio`` wrote (the same layout plus
+its record). Nothing is downloaded. Without weights: a seeded random ``Wav2Vec2Model`` of the
 default (base) size.
 
 Front end (once per clip, :meth:`compute_frontend`): the waveform at the model's rate
@@ -43,6 +44,7 @@ from pipeline.errors import PipelineError
 from pipeline.features.extractors.audio_embedding import AudioEmbeddingExtractor
 from pipeline.features.extractors.base import ArraySpec, register
 from pipeline.features.extractors.checkpoints import resolve_folder
+from pipeline.features.weights_record import check_family
 
 
 def model_folder(path: Path) -> Path:
@@ -76,6 +78,8 @@ class HfAudio(AudioEmbeddingExtractor):
         model_config = self._read_json("config.json")
         if self._folder is not None and model_config is None:
             raise PipelineError(f"{self.weights}: no config.json: not a HuggingFace model folder")
+        if model_config is not None:  # a folder `fer-pipeline finetune` wrote: the same model type
+            check_family(self.weights_record, "hf_audio", model_config.get("model_type"), self.weights)
         preprocessor = self._read_json("preprocessor_config.json") or {}
         self._sample_rate = int(preprocessor.get("sampling_rate", 16000))
         self._normalize = bool(preprocessor.get("do_normalize", True))

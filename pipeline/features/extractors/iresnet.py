@@ -5,7 +5,8 @@ Glint360K, then fine-tuned on Aff-Wild2 with AU and expression heads (multi-task
 the architecture, the 112x112 input and the 512-d output; the weights are whatever file you give
 (insightface publishes IResNet-100 backbones trained with CosFace on Glint360K, as the paper's
 was, and with ArcFace on MS1MV3, all with the state-dict names below), and the network stays
-frozen (no multi-task fine-tuning here).
+frozen here; ``fer-pipeline finetune --backbone iresnet`` trains it on the expression labels and
+writes a folder this extractor loads (its record must name the same depth).
 
 The architecture of insightface's ``recognition/arcface_torch/backbones/iresnet.py`` with the same
 module and parameter names, so that a published ``backbone.pth`` (e.g. ``ms1mv3_arcface_r100``)
@@ -38,6 +39,7 @@ from torch import nn
 from pipeline.errors import PipelineError
 from pipeline.features.extractors.base import ArraySpec, ImageExtractor, register
 from pipeline.features.extractors.checkpoints import block_counts, read_state_dict
+from pipeline.features.weights_record import WeightsRecord, check_family
 
 # Blocks per layer for each depth, as insightface defines them.
 LAYERS = {
@@ -98,6 +100,32 @@ class IResNet(nn.Module):
         return self.features(self.fc(x))
 
 
+def preprocess(image: Any) -> torch.Tensor:
+    """A PIL face crop -> ``[3, 112, 112]`` in [-1, 1] (bilinear resize; insightface's scaling).
+    ``fer-pipeline finetune --backbone iresnet`` selects its epoch on this same function."""
+    if image.size != (INPUT_SIZE, INPUT_SIZE):
+        image = image.resize((INPUT_SIZE, INPUT_SIZE), Image.BILINEAR)
+    pixels = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32))
+    return ((pixels / 255.0 - MEAN) / STD).permute(2, 0, 1).contiguous()
+
+
+# What `preprocess` applies, in timm's data-config names (the weights record carries it).
+MEAN = STD = 0.5
+DATA_CONFIG = {"input_size": (3, INPUT_SIZE, INPUT_SIZE), "mean": (MEAN,) * 3, "std": (STD,) * 3,
+               "crop_pct": 1.0, "interpolation": "bilinear"}
+
+
+def check_record(record: WeightsRecord | None, depth: int, weights: Any) -> None:
+    """Refuse a fine-tuned folder of another family or depth, or trained on another input."""
+    check_family(record, "iresnet", f"iresnet{depth}", weights)
+    if record is None:
+        return
+    for key in ("input_size", "mean", "std"):
+        if tuple(record.preprocessing.get(key, DATA_CONFIG[key])) != DATA_CONFIG[key]:
+            raise PipelineError(f"{weights}: trained on {key} {record.preprocessing[key]}, but "
+                                f"iresnet feeds {DATA_CONFIG[key]}")
+
+
 @dataclass
 class IResNetConfig:
     depth: int = 100  # 50 or 100 (paper 003: IResNet-100); 18, 34 and 200 also exist in insightface
@@ -113,6 +141,7 @@ class IResNetExtractor(ImageExtractor):
         if self.config.depth not in LAYERS:
             raise PipelineError(
                 f"iresnet: no depth {self.config.depth}; choose from {', '.join(map(str, LAYERS))}")
+        check_record(self.weights_record, self.config.depth, self.weights)
 
     def outputs(self) -> dict[str, ArraySpec]:
         return {self.name: ArraySpec((EMBEDDING_DIM,))}
@@ -135,10 +164,7 @@ class IResNetExtractor(ImageExtractor):
                 f"block counts {counts}): add --set configs.iresnet.depth={depth}")
 
     def preprocess(self, image: Any) -> torch.Tensor:
-        if image.size != (INPUT_SIZE, INPUT_SIZE):
-            image = image.resize((INPUT_SIZE, INPUT_SIZE), Image.BILINEAR)
-        pixels = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32))
-        return ((pixels / 255.0 - 0.5) / 0.5).permute(2, 0, 1).contiguous()
+        return preprocess(image)
 
     def forward(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
         self.load()

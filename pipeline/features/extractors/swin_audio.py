@@ -8,8 +8,10 @@ scaling; an image rendering normalises to its own range), replicated to 3 channe
 with the model's mean and std. The output is timm's pooled ``forward_head(forward_features(x),
 pre_logits=True)``, 768-d for Swin-Tiny, one array ``swin_audio_w<W>`` per window length.
 
-Weights: a timm state-dict file as for ``swin`` (e.g. a Swin-Tiny fine-tuned on such images);
-without one, seeded random weights. Paper 000 trains its audio Swin-Tiny on the spectrograms and
+Weights: a timm state-dict file as for ``swin`` (e.g. a Swin-Tiny fine-tuned on such images),
+or a folder ``fer-pipeline finetune --backbone swin_audio`` wrote (its record's log-mel and image
+normalisation are applied; its model must be ``configs.swin_audio.model``); without one, seeded
+random weights. Paper 000 trains its audio Swin-Tiny on the spectrograms and
 gives only the log-mel parameters and the three windows; the rendering above (orientation,
 scaling, resize, channels) and the frozen backbone are ours.
 """
@@ -18,6 +20,7 @@ from pipeline.compat import ensure_torchvision
 
 ensure_torchvision()
 
+import dataclasses  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -29,6 +32,9 @@ from pipeline.features.extractors.base import register  # noqa: E402
 from pipeline.features.extractors.logmel import LogMelConfig  # noqa: E402
 from pipeline.features.extractors.swin import SWIN_TINY  # noqa: E402
 from pipeline.features.extractors.timm_models import build_timm, timm_probe  # noqa: E402
+from pipeline.config import from_dict  # noqa: E402
+from pipeline.errors import PipelineError  # noqa: E402
+from pipeline.features.weights_record import WeightsRecord, check_family, image_data_config  # noqa: E402
 
 
 @dataclass
@@ -39,6 +45,21 @@ class SwinAudioConfig:
     model: str = SWIN_TINY  # timm model name (paper 000: Swin-Tiny)
 
 
+def resolve_preprocessing(config: SwinAudioConfig, record: WeightsRecord | None,
+                          weights: Any) -> SwinAudioConfig:
+    """``config`` with the weights record's log-mel (a fine-tuned folder); a frontend set by the
+    user that differs from the record's is refused: the network learnt on the record's."""
+    check_family(record, "swin_audio", config.model, weights)
+    recorded = (record.preprocessing if record is not None else {}).get("frontend")
+    if recorded is None:
+        return config
+    frontend = from_dict(LogMelConfig, recorded)
+    if config.frontend not in (frontend, SwinAudioConfig().frontend):
+        raise PipelineError(f"{weights}: trained on log-mel {recorded}, not on "
+                            f"configs.swin_audio.frontend {dataclasses.asdict(config.frontend)}; unset it")
+    return dataclasses.replace(config, frontend=frontend)
+
+
 @register
 class SwinAudio(AudioEmbeddingExtractor):
     name = "swin_audio"
@@ -47,6 +68,10 @@ class SwinAudio(AudioEmbeddingExtractor):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._probe = timm_probe(self.config.model)
+        # A folder `fer-pipeline finetune --backbone swin_audio` wrote: its log-mel and image
+        # normalisation (the cache key hashes the resolved config).
+        self.config = resolve_preprocessing(self.config, self.weights_record, self.weights)
+        self._data_config = image_data_config(self._probe.data_config, self.weights_record)
 
     @property
     def embedding_dim(self) -> int:
@@ -60,7 +85,7 @@ class SwinAudio(AudioEmbeddingExtractor):
 
     def images(self, windows: torch.Tensor) -> torch.Tensor:
         """``[B, T_win, n_mels]`` log-mel -> ``[B, 3, H, W]`` normalised spectrogram images."""
-        data = self._probe.data_config
+        data = self._data_config
         x = torch.as_tensor(windows, dtype=torch.float32).to(self.device)
         x = x.transpose(1, 2).flip(1).unsqueeze(1)  # [B, 1, n_mels, T]: high frequencies on top
         x = F.interpolate(x, size=tuple(data["input_size"][1:]), mode="bilinear", align_corners=False)
