@@ -22,6 +22,7 @@ from pipeline.errors import PipelineError
 from pipeline import locks
 from pipeline.features import atomic
 from pipeline.features.store import CorruptArray, FeatureStore, StoreError, checksum
+from pipeline.features.store_inspect import verify
 from pipeline.fusion.data import FeatureRequest, check_inputs, read_clip
 
 N = 3000  # frames: swin [N, 768] float16 spans two 4 MiB chunks
@@ -107,7 +108,7 @@ def test_arrays_written_before_crc32c_are_checked_against_their_sha256(store):
 
 def test_store_verify_reports_what_reading_would_refuse(store):
     _chunks(store)[0].unlink()
-    problems = list(store.verify())
+    problems = list(verify(store))
     assert [(p.clip_id, p.array) for p in problems] == [("c1", "swin")]
     assert "missing" in problems[0].reason
 
