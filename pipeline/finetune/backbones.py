@@ -231,17 +231,17 @@ class AudioBackbone(Backbone):
 
     def build(self) -> nn.Module:
         from pipeline.features.extractors.checkpoints import read_state_dict
+        from pipeline.features.extractors.seeding import redraw, weights_generator
         from pipeline.features.extractors.tdnn import XVector
 
         c = self.extractor.config
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.config.seed)
-            model = XVector(self.extractor.frontend.params.n_mels, tuple(c.channels),
-                            tuple(c.kernels), tuple(c.dilations), c.embedding_dim)
-        if self.config.weights is not None:
-            state = read_state_dict(self.config.weights)
+        model = XVector(self.extractor.frontend.params.n_mels, tuple(c.channels),
+                        tuple(c.kernels), tuple(c.dilations), c.embedding_dim)
+        if self.config.weights is None:  # the random network `extract -e tdnn --set seed=S` uses
+            redraw(model, weights_generator("tdnn", self.config.seed))
+        else:
             try:
-                model.load_state_dict(state, strict=True)
+                model.load_state_dict(read_state_dict(self.config.weights), strict=True)
             except RuntimeError as e:
                 raise PipelineError(f"{self.config.weights}: not tdnn weights for this config "
                                     f"({' '.join(str(e).split())[:160]})") from None

@@ -75,3 +75,19 @@ def test_tdnn_training_changes_the_embedding_and_records_its_data(tuned, demo_ma
     moved = [k for k, v in initial.state_dict().items()
              if v.dtype.is_floating_point and not torch.equal(v, state["best_state"][k])]
     assert moved, "fine-tuning left every weight as it was"
+
+
+def test_a_tdnn_fine_tune_without_weights_starts_from_extracts_random_network(demo_manifests):
+    # The comparison "random frozen vs fine-tuned" is only fair if both start from one network.
+    from pipeline.features.extractors.tdnn import Tdnn, TdnnConfig
+    from pipeline.finetune.backbones import backbone_for
+
+    config = build_config(demo_manifests, sets=SETS)
+    start = backbone_for(config).build().state_dict()
+    extractor = Tdnn(config=TdnnConfig(channels=tuple(ARCH["channels"]),
+                                       embedding_dim=ARCH["embedding_dim"]), seed=config.seed)
+    extractor.load()
+    random = extractor._model.state_dict()
+    assert start.keys() == random.keys()
+    for name in start:
+        assert torch.equal(start[name], random[name]), name
