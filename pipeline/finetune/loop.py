@@ -50,12 +50,13 @@ from torch import nn
 
 from pipeline import io
 from pipeline.config import to_dict
-from pipeline.data.labels import NUM_AUS, UNLABELED
+from pipeline.data.labels import UNLABELED
 from pipeline.data.manifest import Clip, fingerprint, load_clips
 from pipeline.errors import PipelineError
 from pipeline.features.weights_record import WeightsRecord, read_record, sha256_file
 from pipeline.finetune.backbones import Backbone, Samples, au_targets, backbone_for
 from pipeline.finetune.config import FinetuneConfig
+from pipeline.finetune.model import Classifier, autocast, freeze, make_optimizer
 from pipeline.finetune.plan import batches, epoch_plan
 from pipeline.fusion import folds, sampling
 from pipeline.fusion.folds import SELECTED_ON
@@ -76,23 +77,6 @@ class FinetuneResult:
     resumed_from: int  # the epoch this call continued from (0: fresh)
     already_complete: bool
     seconds: float  # training time over all calls (history.json)
-
-
-class Classifier(nn.Module):
-    """The backbone and a new linear classifier over its pooled features; with ``au``, also a
-    linear AU head whose 12 logits follow the 8 expression logits in the output."""
-
-    def __init__(self, backbone: nn.Module, num_features: int, au: bool = False) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.head = nn.Linear(num_features, 8)
-        self.au_head = nn.Linear(num_features, NUM_AUS) if au else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = self.backbone(x)
-        if self.au_head is None:
-            return self.head(features)
-        return torch.cat([self.head(features), self.au_head(features)], dim=1)
 
 
 @dataclass
@@ -147,39 +131,6 @@ def _deterministic(threads: int) -> Iterator[None]:
     finally:
         torch.use_deterministic_algorithms(previous[0])
         torch.set_num_threads(previous[1])
-
-
-def _freeze(backbone: nn.Module, prefixes: tuple[str, ...]) -> None:
-    """Keep the parameters named by ``prefixes`` (e.g. early blocks) as they are."""
-    names = [name for name, _ in backbone.named_parameters()]
-    for prefix in prefixes:
-        if not any(n == prefix or n.startswith(prefix + ".") for n in names):
-            raise PipelineError(f"frozen: no backbone parameter is named {prefix!r}[.*] "
-                                f"(names start with e.g. {', '.join(sorted({n.split('.')[0] for n in names})[:6])})")
-    for name, param in backbone.named_parameters():
-        if any(name == p or name.startswith(p + ".") for p in prefixes):
-            param.requires_grad_(False)
-
-
-def _autocast(config: FinetuneConfig, device: torch.device) -> contextlib.AbstractContextManager:
-    if config.precision == "fp32":
-        return contextlib.nullcontext()
-    if config.precision == "fp16" and device.type != "cuda":
-        raise PipelineError("precision fp16 needs a CUDA device; use bf16 on CPU")
-    dtype = torch.bfloat16 if config.precision == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
-
-
-def _optimizer(model: Classifier, config: FinetuneConfig) -> torch.optim.Optimizer:
-    heads = list(model.head.parameters())
-    if model.au_head is not None:
-        heads += list(model.au_head.parameters())
-    groups = [{"params": [p for p in model.backbone.parameters() if p.requires_grad], "lr": config.lr},
-              {"params": heads, "lr": config.head_lr}]
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum,
-                               weight_decay=config.weight_decay)
-    return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
 
 
 def _loader(dataset: torch.utils.data.Dataset, batch_sampler: list[list[int]],
@@ -272,12 +223,12 @@ class _Finetune:
     def _build(self) -> None:
         torch.manual_seed(self.config.seed)
         backbone = self.backbone.build()
-        _freeze(backbone, tuple(self.config.frozen))
+        freeze(backbone, tuple(self.config.frozen))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.config.seed + 1)  # the classifier's own stream
             self.model = Classifier(backbone, self.backbone.num_features,
                                     au="au" in self.config.tasks).to(self.device)
-        self.optimizer = _optimizer(self.model, self.config)
+        self.optimizer = make_optimizer(self.model, self.config)
         self.epoch, self.best_score, self.best_epoch, self.bad = 0, -math.inf, 0, 0
         self.best_state: dict[str, torch.Tensor] | None = None
         self.history: list[dict[str, Any]] = []
@@ -351,7 +302,7 @@ class _Finetune:
         losses = []
         self.optimizer.zero_grad(set_to_none=True)
         for k, (x, y, au) in enumerate(_loader(data, steps, config, self.device)):
-            with _autocast(config, self.device):
+            with autocast(config, self.device):
                 logits = model(x.to(self.device)).float()
             loss = batch_loss(logits[:, :8], y.to(self.device), None, config.loss)
             if self.au_pos_weight is not None:  # the joint AU task (config.tasks)
