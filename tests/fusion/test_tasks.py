@@ -17,8 +17,9 @@ from pipeline.features.store import FeatureStore
 from pipeline.fusion.config import build_config
 from pipeline.fusion.data import FeatureRequest, check_inputs, load_table
 from pipeline.fusion.losses import au_batch_loss, au_pos_weights
-from pipeline.fusion.tasks import AU, EXPR, au_pos_weight, run_splits, task_batches
-from pipeline.fusion.train import _Run, train
+from pipeline.fusion.tasks import AU, EXPR, batch_loss, epoch_tasks, run_splits, task_batches
+from pipeline.fusion.train import train
+from pipeline.fusion.training_run import TrainingRun
 from pipeline.progress import silent
 from pipeline.runs.predictions import Predictions, prediction_path
 
@@ -70,10 +71,10 @@ def _config(data, method, *sets):
 
 
 def _run(data, method, *sets, tmp_path):
-    run = _Run(_config(data, method, *sets), tmp_path, data.clips, FeatureStore(data.store),
-               silent)
+    run = TrainingRun(_config(data, method, *sets), tmp_path, data.clips,
+                      FeatureStore(data.store), silent)
     run.build()
-    run.au_pos_weight = au_pos_weight(run) if run.head.au_outputs else None
+    run.au_pos_weight = run.positive_weights() if run.head.au_outputs else None
     return run
 
 
@@ -142,13 +143,20 @@ def test_positive_weights_are_negatives_over_positives():
 def test_batch_and_joint_schedules_arrange_the_tasks():
     examples = {EXPR: np.arange(50), AU: np.arange(100, 120)}
     rng = np.random.default_rng(0)
-    batches = task_batches("batch", None, examples, 10, rng)
+    batches = task_batches("batch", examples, 10, rng)
     tags = [int(t[0]) for _, t in batches]
     assert tags == [EXPR, AU, EXPR, AU, EXPR, EXPR, EXPR]
     assert all((t == t[0]).all() for _, t in batches)
-    epoch = task_batches("epoch", AU, examples, 10, rng)
+    assert epoch_tasks(True, "epoch", 0) == (EXPR,) and epoch_tasks(True, "epoch", 1) == (AU,)
+    assert epoch_tasks(True, "joint", 1) == epoch_tasks(True, "batch", 0) == (EXPR, AU)
+    assert epoch_tasks(False, "epoch", 1) == (EXPR,)  # an expression-only head: one task
+    state = rng.bit_generator.state
+    epoch = task_batches("epoch", {AU: examples[AU]}, 10, rng)
     assert [len(c) for c, _ in epoch] == [10, 10] and all((t == AU).all() for _, t in epoch)
-    joint = task_batches("joint", None, examples, 10, rng)
+    single = task_batches("joint", {EXPR: examples[EXPR]}, 10, rng)  # one task: in order
+    assert [c.tolist() for c, _ in single] == [list(range(b, b + 10)) for b in range(0, 50, 10)]
+    assert rng.bit_generator.state == state  # one task draws nothing
+    joint = task_batches("joint", examples, 10, rng)
     rows = np.concatenate([c for c, _ in joint])
     tags = np.concatenate([t for _, t in joint])
     assert sorted(rows.tolist()) == list(range(50)) + list(range(100, 120))
@@ -184,8 +192,6 @@ def test_epoch_schedule_updates_only_the_trunk_and_that_tasks_head(data, tmp_pat
 
 
 def test_joint_loss_is_the_sum_of_the_task_losses(data, tmp_path):
-    from pipeline.fusion.tasks import batch_loss
-
     run = _run(data, "image", "train.task_schedule=joint", "head.dropout=0.0", tmp_path=tmp_path)
     run.head.eval()  # no dropout: three forwards give the same logits
     table = next(run.stream.tables(run.splits["train"], train=True))
@@ -195,10 +201,11 @@ def test_joint_loss_is_the_sum_of_the_task_losses(data, tmp_path):
     chunk = np.concatenate([expr_rows, au_rows])
     tags = np.r_[np.full(8, EXPR), np.full(8, AU)].astype(np.int8)
     counts = np.ones(table.n_rows, np.int64)
+    settings = (run.device, run.config.loss, run.au_pos_weight)
     with torch.no_grad():
-        joint = batch_loss(run.head, table, chunk, tags, counts, au_ok, run)
-        expr = batch_loss(run.head, table, expr_rows, tags[:8], counts, au_ok, run)
-        au = batch_loss(run.head, table, au_rows, tags[8:], counts, au_ok, run)
+        joint = batch_loss(run.head, table, chunk, tags, counts, au_ok, *settings)
+        expr = batch_loss(run.head, table, expr_rows, tags[:8], counts, au_ok, *settings)
+        au = batch_loss(run.head, table, au_rows, tags[8:], counts, au_ok, *settings)
     assert float(joint) == pytest.approx(float(expr) + float(au), rel=1e-6)
 
 
