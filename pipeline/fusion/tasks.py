@@ -26,6 +26,10 @@ A run is multi-task when its head's config has ``tasks = ["expr", "au"]`` (heads
     each) and its loss is the sum of the expression loss over its expression examples and the AU
     loss over its AU examples.
 
+* **One loop.** :meth:`pipeline.fusion.training_run.TrainingRun.train_epoch` trains every head;
+  what it asks is here, as functions of explicit arguments: :func:`epoch_tasks` (which tasks an
+  epoch trains), :func:`task_batches` (a group of clips' batches and each example's task) and
+  :func:`batch_loss`. An expression-only head is the case of one task.
 * **Scores.** Every validation pass scores AUs too (mean F1, accuracy and ABAW 2021 score at
   threshold 0.5, :mod:`pipeline.metrics.au`) on the clips of the AU validation split, as
   the leakage guard leaves them; early stopping follows ``train.select_task`` (expression macro-F1 of
