@@ -55,7 +55,6 @@ from pipeline.metrics.au import AUScores, au_counts
 __all__ = ["AUEvaluator", "batch_loss", "epoch_tasks", "in_split", "run_splits", "task_batches"]
 
 EXPR, AU = 0, 1  # task tags of training examples
-_TASK = {EXPR: "expr", AU: "au"}
 
 
 def in_split(clip: Clip, task: str, split: str) -> bool:

@@ -9,8 +9,9 @@ multi-task: per streamed group of clips it draws each task's examples and asks t
 (:mod:`pipeline.fusion.tasks`: :func:`~pipeline.fusion.tasks.epoch_tasks`,
 :func:`~pipeline.fusion.tasks.task_batches`) for the batches and the task of each example; an
 expression-only head is the case of one task. The draws come from the run's one generator in a
-fixed order: the clip order, then per group the expression draw (:func:`pipeline.fusion.sampling.draw`),
-then per task its examples and their shuffle, then (``joint`` schedule) the mixing.
+fixed order: the clip order, then per group the expression draw
+(:func:`pipeline.fusion.sampling.draw`), then per task its examples and their shuffle, then
+(``joint`` schedule) the mixing.
 
 The evaluation pass is :mod:`pipeline.fusion.evaluation`; the record's selection and 7-class
 parts :mod:`pipeline.fusion.run_record`; the run directory's files :mod:`pipeline.fusion.rundir`.
@@ -36,7 +37,14 @@ from pipeline.errors import PipelineError
 from pipeline.features.store import FeatureStore
 from pipeline.fusion import folds, moe, sampling
 from pipeline.fusion.config import FuseConfig, TrainConfig
-from pipeline.fusion.data import OTHER, ClipStream, FeatureRequest, Table, check_inputs, feature_keys
+from pipeline.fusion.data import (
+    OTHER,
+    ClipStream,
+    FeatureRequest,
+    Table,
+    check_inputs,
+    feature_keys,
+)
 from pipeline.fusion.evaluation import evaluate
 from pipeline.fusion.heads import Head, head_class
 from pipeline.fusion.run_record import selection_record, seven_class_record

@@ -146,7 +146,8 @@ def test_a_multitask_runs_record_reads_back(tmp_path):
         au = sorted(k for k in in_split[split] if clips[k].task_split("au") == split
                     or split == "test")  # every test clip gets AU predictions
         assert sorted(Predictions(paths.face_mask(split))) == in_split[split]
-        main, aus = Predictions(paths.prediction(split, "main")), Predictions(paths.prediction(split, "au"))
+        main = Predictions(paths.prediction(split, "main"))
+        aus = Predictions(paths.prediction(split, "au"))
         assert sorted(main) == expr and all(main[k].shape == (clips[k].n_frames, 8) for k in expr)
         assert sorted(aus) == au and all(aus[k].shape == (clips[k].n_frames, NUM_AUS) for k in au)
     assert json.loads(paths.metrics.read_text()) == record.to_json()
