@@ -81,6 +81,9 @@ class TrainConfig:
     weight_decay: float = 0.01  # decoupled for AdamW, L2 for SGD
     momentum: float = 0.9  # SGD momentum
     grad_clip: float = 1.0  # clip the gradient norm to this (0: no clipping)
+    # Score, select and write an exponential moving average of the weights over about this many
+    # epochs' worth of examples (pipeline.fusion.averaging; 0: the weights themselves)
+    ema_epochs: float = 1.0
     # MiB of features streamed at once: groups of consecutive clips of up to a third of it
     # (samples are shuffled within a group; a longer clip is a group of its own)
     buffer_mb: float = 1536.0
@@ -124,6 +127,8 @@ class TrainConfig:
         for name in ("epochs", "patience", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise PipelineError(f"train.{name} {getattr(self, name)}: need at least 1")
+        if not self.ema_epochs >= 0:
+            raise PipelineError(f"train.ema_epochs {self.ema_epochs}: need >= 0 (0: off)")
         if self.batch_size < 0:
             raise PipelineError(f"train.batch_size {self.batch_size}: need >= 1 (or 0: the head's)")
 

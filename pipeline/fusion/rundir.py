@@ -109,14 +109,22 @@ def differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     return out
 
 
+# Options added with a default other than the behaviour before them: (section, key) -> the value
+# that reproduces a run written before the option existed.
+EARLIER_BEHAVIOUR = {("train", "ema_epochs"): 0.0}
+
+
 def with_new_options(saved_config: dict[str, Any]) -> dict[str, Any]:
-    """A saved run config with the options added to the code since it was written, at their
-    defaults: a run written before an option existed ran as that option's default does (every
-    new option defaults to the earlier behaviour), so it still resumes."""
+    """A saved run config with the options added to the code since it was written: at the value
+    that behaves as the code did then (its default, or :data:`EARLIER_BEHAVIOUR`'s value), so a
+    run still resumes unless the new code would train it otherwise."""
     try:
         defaults = identity(FuseConfig(method=saved_config.get("method", "mfm")), {})["config"]
     except PipelineError:  # a method this code no longer has: compare as saved
         return saved_config
+    for (section, key), value in EARLIER_BEHAVIOUR.items():
+        if key in defaults.get(section, {}):
+            defaults[section][key] = value
     return merge(defaults, saved_config)
 
 

@@ -36,6 +36,7 @@ from pipeline.data.manifest import Clip, fingerprint
 from pipeline.errors import PipelineError
 from pipeline.features.store import FeatureStore
 from pipeline.fusion import folds, moe, sampling
+from pipeline.fusion.averaging import WeightAverage
 from pipeline.fusion.config import FuseConfig, TrainConfig
 from pipeline.fusion.data import (
     OTHER,
@@ -157,6 +158,7 @@ class TrainingRun:
         if self.config.task.classes == 7:
             mask_other(self.head)
         self.optimizer = _optimizer(self.head, self.config.train)
+        self.average = WeightAverage(self.config.train.ema_epochs)
         self.epoch, self.best_score, self.best_epoch, self.bad_epochs = 0, -math.inf, 0, 0
         self.stopped: str | None = None
         self.history: list[dict] = []
@@ -176,6 +178,7 @@ class TrainingRun:
             "model": self.head.state_dict(),
             "best_model": self.best_state,
             "optimizer": self.optimizer.state_dict(),
+            "average": self.average.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "numpy_rng": json.dumps(self.rng.bit_generator.state),
         }
@@ -183,6 +186,7 @@ class TrainingRun:
     def restore(self, saved: dict[str, Any]) -> None:
         self.head.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
+        self.average.load_state_dict(saved.get("average"))
         torch.set_rng_state(saved["torch_rng"])
         self.rng.bit_generator.state = json.loads(saved["numpy_rng"])
         self.epoch, self.best_score = saved["epoch"], saved["best_score"]
@@ -248,9 +252,11 @@ class TrainingRun:
                 if cfg.grad_clip:
                     torch.nn.utils.clip_grad_norm_(self.head.parameters(), cfg.grad_clip)
                 self.optimizer.step()
+                self.average.update(self.head, chunk.size)
                 total += float(loss.detach()) * chunk.size
                 weight += chunk.size
             examples_seen += sum(e.size for e in examples.values())
+        self.average.end_epoch(examples_seen)
         return total / max(weight, 1), examples_seen
 
     def evaluate(self, split: str, writers: dict[str, PredictionWriter] | None = None,
@@ -270,16 +276,18 @@ class TrainingRun:
         while self.epoch < cfg.epochs and self.stopped != "early":
             began, waited = time.perf_counter(), self.stream.wait_seconds
             loss, examples = self.train_epoch(rates)
-            scores, extra = self.evaluate(self.select, fit=True)
-            self.epoch += 1
-            f1 = {name: s.macro_f1 for name, s in scores.items()}
-            score = selection_score(cfg.select_task, f1[self.head_class.primary],
-                                    extra.get("val_au"))
-            improved = score > self.best_score
-            if improved:
-                self.best_score, self.best_epoch, self.bad_epochs = score, self.epoch, 0
-                self.best_state = {k: v.detach().clone() for k, v in self.head.state_dict().items()}
-            else:
+            with self.average.applied(self.head):  # the weights scored are the ones kept
+                scores, extra = self.evaluate(self.select, fit=True)
+                self.epoch += 1
+                f1 = {name: s.macro_f1 for name, s in scores.items()}
+                score = selection_score(cfg.select_task, f1[self.head_class.primary],
+                                        extra.get("val_au"))
+                improved = score > self.best_score
+                if improved:
+                    self.best_score, self.best_epoch, self.bad_epochs = score, self.epoch, 0
+                    self.best_state = {k: v.detach().clone()
+                                       for k, v in self.head.state_dict().items()}
+            if not improved:
                 self.bad_epochs += 1
             seconds = time.perf_counter() - began
             data_seconds = self.stream.wait_seconds - waited

@@ -5,10 +5,17 @@ Run: ``.venv/bin/python tests/bench/bench_stability.py`` after ``make demo`` (re
 
 * ``--runs DIR`` / ``--manifests DIR``: the demo's (default ``work/demo``);
 * ``--other-runs DIR``: the same runs made from a store of the other precision (e.g. ``extract
-  --precision fp32`` into a copy of the demo, then the same ``fuse`` runs). The difference of the
-  two runs' probabilities gives the noise's size (per member: the standard deviation of the
-  difference of log-probabilities, centred per frame, and its lag-1 autocorrelation within clips),
-  and stage three is run on both as they are;
+  --precision fp32`` into a copy of the demo, then the same ``fuse`` runs). The two runs'
+  probabilities give the noise's size per member, and stage three is run on both as they are;
+* ``--noise flips`` (default) or ``--noise logprob``: how a member's noise is sized from the two
+  runs. ``logprob``: the standard deviation of the difference of centred log-probabilities.
+  ``flips``: the standard deviation at which the noise changes the member's decision (argmax) on
+  the same fraction of frames as the other precision's run does (at least one frame). Why flips
+  is the default: macro-F1 sees only the decisions, and a run that early-stops at another epoch
+  differs mostly in *confidence*: on the demo the fp32 ``mfm`` run stopped 16 epochs later than
+  the bf16 one, sharper everywhere, so its log-probabilities differ by sd 0.98 while its decision
+  differs on 7.5% of frames; noise of sd 0.98 in random directions changes 25% (printed by the
+  run), which is not the size of what precision does to that member's decisions;
 * ``--sigma S --rho R``: the noise's size without ``--other-runs`` (defaults: the figures measured
   on the demo, printed by a run with ``--other-runs``);
 * ``-n N`` perturbations (default 30), ``--rules anchored,best``, ``--seed``.
@@ -63,10 +70,13 @@ def _centred_log(probs: np.ndarray) -> np.ndarray:
     return log - log.mean(axis=-1, keepdims=True)  # softmax cannot see a per-frame constant
 
 
-def measure(a: SplitData, b: SplitData, names: list[str]) -> tuple[np.ndarray, float]:
-    """Per member: sigma of the centred log-probability difference; pooled lag-1 correlation."""
+def measure(a: SplitData, b: SplitData, names: list[str]
+            ) -> tuple[np.ndarray, np.ndarray, float]:
+    """Per member: sigma of the centred log-probability difference and the fraction of frames
+    whose argmax differs; the pooled lag-1 correlation of the difference within clips."""
     diff = _centred_log(b.probs) - _centred_log(a.probs)  # [members, N, 8]
     sigma = diff.std(axis=(1, 2))
+    flips = (a.probs.argmax(-1) != b.probs.argmax(-1)).mean(axis=1)
     starts = np.zeros(a.n_frames, dtype=bool)
     starts[a.offsets[:-1]] = True
     follow = ~starts[1:]  # frame t+1 in the same clip as t
@@ -74,11 +84,29 @@ def measure(a: SplitData, b: SplitData, names: list[str]) -> tuple[np.ndarray, f
     rho = float(np.corrcoef(x, y)[0, 1])
     print(f"{'member':<24s} {'sigma':>7s} {'argmax differs':>15s} {'max |dp|':>9s}")
     for m, name in enumerate(names):
-        flips = (a.probs[m].argmax(1) != b.probs[m].argmax(1)).mean()
-        print(f"{name:<24s} {sigma[m]:7.4f} {flips:15.1%} "
+        print(f"{name:<24s} {sigma[m]:7.4f} {flips[m]:15.1%} "
               f"{np.abs(a.probs[m] - b.probs[m]).max():9.4f}")
     print(f"lag-1 autocorrelation of the difference within clips: {rho:.3f}")
-    return sigma, rho
+    return sigma, flips, rho
+
+
+def flip_rate(probs: np.ndarray, sigma: float, draws: int = 20, seed: int = 0) -> float:
+    """The fraction of frames whose argmax Gaussian noise of sd ``sigma`` on the log-probabilities
+    changes (each element's marginal is the same as :func:`perturb`'s AR(1) noise)."""
+    log = np.log(probs.astype(np.float64) + EPS)
+    eta = np.random.default_rng(seed).standard_normal((draws, *probs.shape))
+    return float(((log + sigma * eta).argmax(-1) != probs.argmax(-1)).mean())
+
+
+def sigma_for_flips(probs: np.ndarray, target: float) -> float:
+    """The sd at which :func:`flip_rate` is ``target`` (bisection on common random numbers)."""
+    low, high = 0.0, 1.0
+    while flip_rate(probs, high) < target and high < 64:
+        low, high = high, high * 2
+    for _ in range(30):
+        middle = (low + high) / 2
+        low, high = (middle, high) if flip_rate(probs, middle) < target else (low, middle)
+    return (low + high) / 2
 
 
 def perturb(data: SplitData, sigma: np.ndarray, rho: float, seed: int) -> SplitData:
@@ -115,6 +143,7 @@ def main() -> None:
     parser.add_argument("--manifests", type=Path, default=Path("work/demo/manifests"))
     parser.add_argument("--other-runs", type=Path)
     parser.add_argument("--other-manifests", type=Path)
+    parser.add_argument("--noise", choices=("flips", "logprob"), default="flips")
     parser.add_argument("--sigma", type=float)
     parser.add_argument("--rho", type=float)
     parser.add_argument("-n", type=int, default=30)
@@ -144,9 +173,17 @@ def main() -> None:
         if other_names != names or other.clip_ids != data.clip_ids:
             sys.exit(f"{args.other_runs}: not the same members and clips as {args.runs}")
         print(f"\nprobabilities of {args.other_runs} minus {args.runs}:")
-        measured_sigma, measured_rho = measure(data, other, names)
-        if args.sigma is None:
+        measured_sigma, flips, measured_rho = measure(data, other, names)
+        if args.sigma is None and args.noise == "logprob":
             sigma = measured_sigma
+        elif args.sigma is None:  # at least one frame: 0 of N measured is not a rate of 0
+            sigma = np.array([sigma_for_flips(p, max(f, 1 / data.n_frames))
+                              for p, f in zip(data.probs, flips)])
+        print(f"\n{'member':<24s} {'noise sd':>9s} {'its flips':>10s} {'logprob sd':>11s}"
+              f" {'its flips':>10s}   (noise --noise {args.noise})")
+        for m, name in enumerate(names):
+            print(f"{name:<24s} {sigma[m]:9.4f} {flip_rate(data.probs[m], sigma[m]):10.1%}"
+                  f" {measured_sigma[m]:11.4f} {flip_rate(data.probs[m], measured_sigma[m]):10.1%}")
         if args.rho is None:
             rho = measured_rho
         print("\nstage three on each as they are:")
