@@ -216,7 +216,8 @@ def check_extraction(name: str, store: str | Path, head: Any,
     does not read are not checked, and a store that does not exist yet is left to the stage to
     report.
     """
-    from pipeline.features.store import FeatureStore, StoreError  # zarr: only when fusing
+    from pipeline.features.store import FeatureStore  # zarr: only when fusing
+    from pipeline.features.store_format import StoreError
 
     needs = PRESETS[name].extraction
     trained = () if allow_random_weights else PRESETS[name].trained
