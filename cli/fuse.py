@@ -28,7 +28,6 @@ from cli.describe import describe_method
 from pipeline.fusion.folds import SelectOn
 from pipeline.fusion.presets import PRESETS
 from pipeline.progress import ProgressEvent, ProgressFn
-from pipeline.runs.record import read_record
 
 
 def parse_method(value: str) -> str:
@@ -148,7 +147,7 @@ def fuse(
     if result.val_au is not None:  # a multi-task run: its AU output at threshold 0.5
         console.print(f"AU: mean F1 {result.val_au['mean_f1']:.4f}, accuracy "
                       f"{result.val_au['accuracy']:.4f} (threshold 0.5)", highlight=False)
-    record = read_record(result.run_dir)
+    record = result.metrics  # the run's record (metrics.json)
     if record.bag is not None:
         for i, member in enumerate(record.bag["members"]):
             console.print(f"member {i}: val macro-F1 {member['val_macro_f1'][result.primary]:.4f}"

@@ -42,7 +42,6 @@ from pipeline.fusion.config import FuseConfig
 from pipeline.fusion.folds import assign_folds
 from pipeline.parallel import open_executor
 from pipeline.progress import ProgressEvent, ProgressFn, silent
-from pipeline.runs.record import read_record
 from pipeline.scoring.ensemble import EnsembleConfig
 
 
@@ -102,7 +101,7 @@ def run_fold(fold: int, fold_dir: Path, configs: Sequence[FuseConfig], ensemble:
     record = {
         "fold": fold, "plan": key, "rows": rows, "final": final, "ensemble_error": error,
         "val_clips": json.loads((fold_dir / "clips.json").read_text())["val"],
-        "selected_on": {run.method: read_record(run.run_dir).selected_on for run in runs},
+        "selected_on": {run.method: run.metrics.selected_on for run in runs},
         "seconds": {"train": trained, "total": time.perf_counter() - began},
     }
     io.write_json(fold_dir / "result.json", record)

@@ -28,10 +28,12 @@ from pipeline.errors import PipelineError
 from pipeline.features.store import FeatureStore
 from pipeline.fusion.config import SELECTED_ON, BagConfig, FuseConfig, member_seed
 from pipeline.fusion.rundir import FACE_RULE, RunDir, differences, with_new_options
-from pipeline.fusion.train import RunResult, run_splits, train
+from pipeline.fusion.train import RunResult, train
+from pipeline.fusion.training_run import run_splits
 from pipeline.progress import ProgressEvent, ProgressFn, silent
 from pipeline.metrics.mean import soft_vote
 from pipeline.metrics.scores import Scores, confusion_matrix
+from pipeline.runs.record import RunRecord
 from pipeline.runs.predictions import (
     FaceMaskWriter,
     PredictionWriter,
@@ -76,7 +78,7 @@ def fuse_bag(config: FuseConfig, run_dir: Path, clips: Sequence[Clip], store: Fe
                              progress, force=force))
         progress(ProgressEvent("bag members", advance=1))
     if bag.metrics.exists() and all(m.already_complete for m in members) \
-            and bag.read_metrics().get("bag", {}).get("k") == config.bag.k:
+            and (bag.read_metrics().bag or {}).get("k") == config.bag.k:
         return _bag_result(run_dir, bag.read_metrics(), already_complete=True)
     bag.metrics.unlink(missing_ok=True)  # incomplete until the averaged predictions are written
     # The clips the members predicted: those of the head's tasks (AU-only clips are not, say).
@@ -86,7 +88,7 @@ def fuse_bag(config: FuseConfig, run_dir: Path, clips: Sequence[Clip], store: Fe
 
 
 def _write_bag(config: FuseConfig, run_dir: Path, members: list[RunResult],
-               clips: Sequence[Clip]) -> dict:
+               clips: Sequence[Clip]) -> RunRecord:
     """The members' mean probabilities per split and output, face masks, then metrics.json."""
     first = members[0]
     outputs = first.outputs
@@ -126,21 +128,20 @@ def _write_bag(config: FuseConfig, run_dir: Path, members: list[RunResult],
                 "members": [{"dir": str(m.run_dir.relative_to(run_dir)),
                              "seed": member_seed(config.seed, config.bag.seed, i),
                              "best_epoch": m.best_epoch, "val_macro_f1": m.val_macro_f1,
-                             "dev_macro_f1": m.metrics.get("dev_macro_f1")}
+                             "dev_macro_f1": m.metrics.dev_macro_f1}
                             for i, m in enumerate(members)]},
         "history": [],
-        "splits": first.metrics.get("splits", {}),
-        "features": first.metrics.get("features", {}),
+        "splits": first.metrics.splits,
+        "features": first.metrics.features,
         "faceless_frames": FACE_RULE,
-        "face_outputs": first.metrics.get("face_outputs", []),
+        "face_outputs": list(first.metrics.face_outputs),
     }
-    RunDir(run_dir).write_metrics(metrics)
-    return metrics
+    return RunDir(run_dir).write_metrics(metrics)
 
 
-def _bag_result(run_dir: Path, metrics: dict, already_complete: bool) -> RunResult:
-    members = metrics["bag"]["members"]
-    return RunResult(run_dir=run_dir, method=metrics["method"], outputs=tuple(metrics["outputs"]),
-                     primary=metrics["primary"], val_macro_f1=dict(metrics["val_macro_f1"]),
+def _bag_result(run_dir: Path, metrics: RunRecord, already_complete: bool) -> RunResult:
+    members = metrics.bag["members"]
+    return RunResult(run_dir=run_dir, method=metrics.method, outputs=metrics.outputs,
+                     primary=metrics.primary, val_macro_f1=dict(metrics.val_macro_f1),
                      best_epoch=0, epochs_run=sum(1 for _ in members), resumed_from=0,
                      already_complete=already_complete, metrics=metrics)

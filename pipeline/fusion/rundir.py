@@ -30,7 +30,7 @@ from pipeline.errors import PipelineError
 from pipeline.fusion.config import FuseConfig
 from pipeline.locks import owner_lock
 from pipeline.runs.layout import RUN_FILES, RunPaths
-from pipeline.runs.record import read_record, write_record
+from pipeline.runs.record import RunRecord, read_record, write_record
 
 FACE_RULE = "nearest frame with a face (same clip; ties: the earlier frame)"
 NOT_IDENTITY = ("epochs", "cache_mb")  # train.* keys a resumed run may change
@@ -64,13 +64,14 @@ class RunDir(RunPaths):
     def save_best(self, state: dict[str, Any]) -> None:
         io.torch_save(self.best, state)
 
-    def read_metrics(self) -> dict[str, Any]:
-        """The record as the dict training's result carries (read through the schema)."""
-        return read_record(self.path).to_json()
+    def read_metrics(self) -> RunRecord:
+        """The record (:func:`pipeline.runs.record.read_record`)."""
+        return read_record(self.path)
 
-    def write_metrics(self, metrics: dict[str, Any]) -> None:
-        """The record, checked against the schema (:func:`pipeline.runs.record.write_record`)."""
-        write_record(self.path, metrics)
+    def write_metrics(self, record: RunRecord | dict[str, Any]) -> RunRecord:
+        """The record, a dict checked against the schema first
+        (:func:`pipeline.runs.record.write_record`)."""
+        return write_record(self.path, record)
 
     def clear(self) -> None:
         """Remove what a run writes (and nothing else)."""

@@ -26,6 +26,10 @@ A run is multi-task when its head's config has ``tasks = ["expr", "au"]`` (heads
     each) and its loss is the sum of the expression loss over its expression examples and the AU
     loss over its AU examples.
 
+* **One loop.** :meth:`pipeline.fusion.training_run.TrainingRun.train_epoch` trains every head;
+  what it asks is here, as functions of explicit arguments: :func:`epoch_tasks` (which tasks an
+  epoch trains), :func:`task_batches` (a group of clips' batches and each example's task) and
+  :func:`batch_loss`. An expression-only head is the case of one task.
 * **Scores.** Every validation pass scores AUs too (mean F1, accuracy and ABAW 2021 score at
   threshold 0.5, :mod:`pipeline.metrics.au`) on the clips of the AU validation split, as
   the leakage guard leaves them; early stopping follows ``train.select_task`` (expression macro-F1 of
@@ -34,7 +38,7 @@ A run is multi-task when its head's config has ``tasks = ["expr", "au"]`` (heads
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -42,19 +46,15 @@ import torch
 from pipeline.data.labels import NUM_AUS, UNLABELED
 from pipeline.data.manifest import SPLITS, Clip
 from pipeline.errors import PipelineError
-from pipeline.fusion import sampling
+from pipeline.features.store import FeatureStore
 from pipeline.fusion.data import ClipStream, FeatureRequest, Table
 from pipeline.fusion.heads import Head
-from pipeline.fusion.losses import au_batch_loss, au_pos_weights
+from pipeline.fusion.losses import LossConfig, au_batch_loss, au_pos_weights
 from pipeline.metrics.au import AUScores, au_counts
 
-if TYPE_CHECKING:
-    from pipeline.fusion.train import _Run
-
-__all__ = ["AUEvaluator", "in_split", "run_splits", "task_batches"]
+__all__ = ["AUEvaluator", "batch_loss", "epoch_tasks", "in_split", "run_splits", "task_batches"]
 
 EXPR, AU = 0, 1  # task tags of training examples
-_TASK = {EXPR: "expr", AU: "au"}
 
 
 def in_split(clip: Clip, task: str, split: str) -> bool:
@@ -110,39 +110,54 @@ def selection_score(select_task: str, expr_f1: float, au: dict[str, Any] | None)
     return expr_f1
 
 
-def au_pos_weight(run: "_Run") -> np.ndarray:
-    """float64 [12]: ``loss.au_pos_weight``, or negatives / positives of each AU over the training
-    frames the head can learn AUs from. Refuses a run without any such frame."""
-    light = ClipStream(run.stream.store, FeatureRequest(arrays=(), audio=run.request.audio,
-                                                        tasks=run.request.tasks),
-                       run.dims, run.config.train.buffer_mb)
+def au_pos_weight(store: FeatureStore, request: FeatureRequest, dims: dict[str, tuple[int, ...]],
+                  clips: Sequence[Clip], au_trainable: Callable[[Table], np.ndarray],
+                  buffer_mb: float, configured: Sequence[float] = ()) -> np.ndarray:
+    """float64 [12]: the ``configured`` weights (``loss.au_pos_weight``), or negatives / positives
+    of each AU over the frames of the training ``clips`` that ``au_trainable`` (the head's) can
+    learn AUs from. Refuses a run without any such frame."""
+    light = ClipStream(store, FeatureRequest(arrays=(), audio=request.audio, tasks=request.tasks),
+                       dims, buffer_mb)
     counts = np.zeros((NUM_AUS, 2), np.int64)
-    for table in light.tables(run.splits["train"], train=True):
-        labels = table.au_labels[run.head.au_trainable(table)]
+    for table in light.tables(clips, train=True):
+        labels = table.au_labels[au_trainable(table)]
         counts += np.stack([(labels == 0).sum(axis=0), (labels == 1).sum(axis=0)], axis=-1)
     if not counts.any():
         raise PipelineError("head.tasks has \"au\" but no training frame has AU labels (and a face"
                             " where the head needs one); manifests written before AU labels "
                             "existed need `fer-pipeline manifest` again")
-    if run.config.loss.au_pos_weight:
-        return np.asarray(run.config.loss.au_pos_weight, dtype=np.float64)
+    if configured:
+        return np.asarray(configured, dtype=np.float64)
     return au_pos_weights(counts)
 
 
-def task_batches(schedule: str, epoch_task: int | None, examples: dict[int, np.ndarray],
-                 batch_size: int, rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
+def epoch_tasks(multitask: bool, schedule: str, epoch: int) -> tuple[int, ...]:
+    """The tasks epoch ``epoch`` (0 for the first) trains: expressions alone for an
+    expression-only head; under the ``epoch`` schedule expressions on even epochs and AUs on odd
+    ones; both otherwise."""
+    if not multitask:
+        return (EXPR,)
+    if schedule == "epoch":
+        return (EXPR if epoch % 2 == 0 else AU,)
+    return (EXPR, AU)
+
+
+def task_batches(schedule: str, examples: dict[int, np.ndarray], batch_size: int,
+                 rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
     """The (examples, task tags) of each batch of one group of clips, in training order.
 
-    ``examples`` holds each task's examples (already shuffled); ``epoch_task`` is the task of
-    this epoch under the ``epoch`` schedule.
+    ``examples`` holds the examples (already shuffled) of each task the epoch trains
+    (:func:`epoch_tasks`). One task (an expression-only head, or the ``epoch`` schedule): its
+    examples in order, ``batch_size`` at a time, with no draw from ``rng``. Two: ``joint`` mixes
+    them (one permutation from ``rng``), ``batch`` alternates the tasks' batches.
     """
     def chunks(task: int) -> list[tuple[np.ndarray, np.ndarray]]:
         rows = examples[task]
         return [(rows[b:b + batch_size], np.full(rows[b:b + batch_size].size, task, np.int8))
                 for b in range(0, rows.size, batch_size)]
 
-    if schedule == "epoch":
-        return chunks(epoch_task)
+    if len(examples) == 1:
+        return chunks(next(iter(examples)))
     if schedule == "joint":
         rows = np.concatenate([examples[EXPR], examples[AU]])
         tags = np.concatenate([np.full(examples[EXPR].size, EXPR, np.int8),
@@ -157,66 +172,37 @@ def task_batches(schedule: str, epoch_task: int | None, examples: dict[int, np.n
 
 
 def batch_loss(head: Head, table: Table, chunk: np.ndarray, tags: np.ndarray,
-               counts: np.ndarray, au_ok: np.ndarray, run: "_Run") -> torch.Tensor:
-    """The loss of one batch: each task's loss over the examples tagged with it, summed; a task
-    without examples in the batch adds nothing (not even a zero), so its head gets no gradient."""
+               counts: np.ndarray, au_ok: np.ndarray | None, device: torch.device,
+               loss_config: LossConfig, au_pos_weight: np.ndarray | None) -> torch.Tensor:
+    """The loss of one batch. An expression-only head (``au_pos_weight`` None): the head's loss
+    of the batch. A multi-task head: each task's loss over the examples tagged with it, summed; a
+    task without examples in the batch adds nothing (not even a zero), so its head gets no
+    gradient. ``counts``: how often each row was drawn for expressions; ``au_ok``: the rows AUs
+    train on."""
     inputs, targets, weights = head.batch(table, chunk, counts)
-    logits = head({k: v.to(run.device) for k, v in inputs.items()})
+    logits = head({k: v.to(device) for k, v in inputs.items()})
+    weights = None if weights is None else weights.to(device)
+    if au_pos_weight is None:
+        return head.loss(logits, targets.to(device), weights, loss_config)
     loss: Any = 0.0
     if (tags == EXPR).any():
         targets = targets.clone()
         targets[torch.from_numpy(tags != EXPR)] = UNLABELED
-        weights = None if weights is None else weights.to(run.device)
-        loss = loss + head.loss(logits, targets.to(run.device), weights, run.config.loss)
+        loss = loss + head.loss(logits, targets.to(device), weights, loss_config)
     if (tags == AU).any():
         au_targets = head.au_targets(table, chunk, au_ok)
         au_targets[torch.from_numpy(tags != AU)] = UNLABELED
-        loss = loss + au_batch_loss(logits[head.au_outputs[0]], au_targets.to(run.device), None,
-                                    torch.as_tensor(run.au_pos_weight))
+        loss = loss + au_batch_loss(logits[head.au_outputs[0]], au_targets.to(device), None,
+                                    torch.as_tensor(au_pos_weight))
     return loss
 
 
-def train_epoch_tasks(run: "_Run", rates: np.ndarray) -> tuple[float, int]:
-    """One epoch of a multi-task head under ``train.task_schedule``; (mean loss, examples)."""
-    head, cfg = run.head, run.config.train
-    head.train()
-    batch_size = cfg.batch_size or type(head).batch_size
-    epoch_task = (EXPR if run.epoch % 2 == 0 else AU) if cfg.task_schedule == "epoch" else None
-    active = [task for task in (EXPR, AU) if epoch_task in (None, task)]
-    train = run.splits["train"]
-    order = [train[i] for i in run.rng.permutation(len(train))]
-    total, weight, examples_seen = 0.0, 0, 0
-    for table in run.stream.tables(order, train=True):
-        au_ok = head.au_trainable(table)
-        counts = {AU: au_ok.astype(np.int64)}
-        if EXPR in active:
-            counts[EXPR] = sampling.draw(table.labels, head.trainable(table), rates, run.rng)
-        examples = {task: np.zeros(0, np.int64) for task in (EXPR, AU)}
-        for task in active:
-            drawn = head.examples(table, counts[task], run.rng)
-            examples[task] = drawn[run.rng.permutation(drawn.size)]
-        expr_counts = counts.get(EXPR, np.zeros(table.n_rows, np.int64))
-        for chunk, tags in task_batches(cfg.task_schedule, epoch_task, examples, batch_size,
-                                        run.rng):
-            loss = batch_loss(head, table, chunk, tags, expr_counts, au_ok, run)
-            run.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(head.parameters(), cfg.grad_clip)
-            run.optimizer.step()
-            total += float(loss.detach()) * chunk.size
-            weight += chunk.size
-        examples_seen += sum(e.size for e in examples.values())
-    return total / max(weight, 1), examples_seen
-
-
-def task_metrics(run: "_Run") -> dict[str, Any]:
-    """What metrics.json records about the tasks of a run."""
-    if not run.head.au_outputs:
-        return {"tasks": list(run.head.tasks)}
-    if run.au_pos_weight is None:  # finishing a run trained by an earlier call
-        run.au_pos_weight = au_pos_weight(run)
-    return {"tasks": list(run.head.tasks), "au_outputs": list(run.head.au_outputs),
-            "task_schedule": run.config.train.task_schedule,
-            "select_task": run.config.train.select_task,
-            "au_pos_weight": [float(w) for w in run.au_pos_weight]}
+def task_metrics(head: Head, schedule: str, select_task: str,
+                 au_pos_weight: np.ndarray | None) -> dict[str, Any]:
+    """What metrics.json records about the tasks of a run (``au_pos_weight``: a multi-task
+    run's AU positive weights)."""
+    if not head.au_outputs:
+        return {"tasks": list(head.tasks)}
+    return {"tasks": list(head.tasks), "au_outputs": list(head.au_outputs),
+            "task_schedule": schedule, "select_task": select_task,
+            "au_pos_weight": [float(w) for w in au_pos_weight]}

@@ -58,7 +58,7 @@ def main() -> None:
             bag_config = build_config("image", args.store, args.manifests,
                                       sets=[*sets, f"bag.k={args.bag}"])
             wall_bag, _, bag = _timed(lambda: fuse(bag_config, Path(tmp) / "runs", name="bag"))
-            members = [m["val_macro_f1"]["main"] for m in bag.metrics["bag"]["members"]]
+            members = [m["val_macro_f1"]["main"] for m in bag.metrics.bag["members"]]
             print(f"bag of {args.bag} image heads: val macro-F1 {bag.val_macro_f1['main']:.4f}"
                   f" ({wall_bag:.1f} s); members " + ", ".join(f"{f:.4f}" for f in members)
                   + f" (mean {sum(members) / len(members):.4f})")

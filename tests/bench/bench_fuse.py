@@ -71,7 +71,7 @@ def one_epoch(method: str, store: Path, manifests: Path, clips: list[Clip], out:
     began = time.perf_counter()
     result = train(config, out / method, clips, FeatureStore(store))
     total = time.perf_counter() - began
-    epoch = result.metrics["history"][0]
+    epoch = result.metrics.history[0]
     return {"epoch": epoch["seconds"], "data": epoch["data_seconds"], "examples": epoch["examples"],
             "total": total}
 

@@ -179,7 +179,7 @@ def test_presets_carry_what_the_papers_state(demo_manifests):
 def test_selects_on_the_same_train_dev_slice_as_fuse(tuned, demo_manifests, tmp_path):
     from pipeline.data.manifest import load_clips
     from pipeline.fusion.config import build_config as fuse_config
-    from pipeline.fusion.train import run_splits
+    from pipeline.fusion.training_run import run_splits
 
     out, _ = tuned
     splits = run_splits(load_clips(demo_manifests, au_only=True),

@@ -10,13 +10,14 @@ macro-F1: image alone 0.5, audio alone 0.25, fusion about 1.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.data.labels import UNLABELED
-from pipeline.data.manifest import Clip, write_manifest
+from pipeline.data.labels import NUM_AUS, UNLABELED
+from pipeline.data.manifest import Clip, load_clips, write_manifest
 from pipeline.features.store import FeatureStore
 from pipeline.fusion.windows import window_bounds
 
@@ -107,3 +108,35 @@ def make_dataset(root: str | Path, splits: dict[str, int] | None = None, frames:
         write_manifest(root / "manifests" / f"{split}.jsonl", split_clips)
         clips += split_clips
     return Synthetic(root / "features.zarr", root / "manifests", clips)
+
+
+def au_of(labels: np.ndarray) -> np.ndarray:
+    """AU labels of expression labels: AU k is active where the class pair (label // 2, what the
+    face shows) is k % 4."""
+    au = (((labels[:, None] // 2) == (np.arange(NUM_AUS) % 4)[None, :])).astype(np.int8)
+    au[labels == UNLABELED] = UNLABELED
+    return au
+
+
+def with_au_labels(base: Synthetic) -> Synthetic:
+    """``base`` (4 train, 2 val, 1 test clips) with AU labels (:func:`au_of`), rewritten into its
+    manifests: train00 is expression-train and AU-val; train03 is AU-only (train); val00 is AU-only
+    (val) as well; train01 lacks AU labels on frames 5-14."""
+    clips, au_only = [], []
+    for clip in base.clips:
+        if clip.labels is None:
+            clips.append(clip)
+            continue
+        au = au_of(clip.labels)
+        if clip.clip_id == "train01":
+            au[5:15] = UNLABELED
+        au_split = "val" if clip.clip_id in ("train00", "val00", "val01") else "train"
+        changed = dataclasses.replace(clip, au_labels=au, au_split=au_split)
+        if clip.clip_id in ("train03", "val00"):
+            au_only.append(dataclasses.replace(changed, labels=None, split=au_split))
+        else:
+            clips.append(changed)
+    for split in ("train", "val", "test"):
+        write_manifest(base.manifests / f"{split}.jsonl", [c for c in clips if c.split == split])
+    write_manifest(base.manifests / "au_only.jsonl", au_only)
+    return dataclasses.replace(base, clips=load_clips(base.manifests, au_only=True))

@@ -10,7 +10,6 @@ from sklearn.metrics import f1_score
 from pipeline.errors import PipelineError
 from pipeline.features.store import FeatureStore
 from pipeline.fusion.heads.dan import (
-    ATTENTION_FILE,
     ChannelAttention,
     DANConfig,
     DANHead,
@@ -20,6 +19,7 @@ from pipeline.fusion.heads.dan import (
     write_attention,
 )
 from pipeline.fusion.losses import LossConfig, batch_loss
+from pipeline.runs.layout import RunPaths
 from pipeline.fusion.config import build_config
 from pipeline.runs.predictions import Predictions, prediction_path
 from stages.fuse import fuse
@@ -221,7 +221,7 @@ def test_trains_beats_chance_and_writes_attention(data, tmp_path):
     assert f1 == pytest.approx(result.val_macro_f1["main"], abs=1e-6)
     assert f1 > 0.25  # chance is 1/8; the face alone allows 0.5 on these data
 
-    saved = np.load(result.run_dir / ATTENTION_FILE)  # one frame per validation clip
+    saved = np.load(RunPaths(result.run_dir).attention)  # one frame per validation clip
     assert saved["spatial"].shape == (2, 4, 2, 2) and saved["channel"].shape == (2, 4, 16)
     assert list(saved["clip_ids"]) == [clip.clip_id for clip in val]
     assert saved["probs"].shape == (2, 8)

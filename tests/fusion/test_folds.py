@@ -111,11 +111,11 @@ def test_selection_on_train_dev_never_reads_validation_labels(data, tmp_path, me
         config = build_config(method, data.store, data.manifests, sets=sets)
         results.append(train(config, tmp_path / name, clips, FeatureStore(data.store)))
     clean, poison = results
-    assert clean.metrics["selected_on"] == "train-dev"
+    assert clean.metrics.selected_on == "train-dev"
     assert clean.best_epoch == poison.best_epoch
     timing = ("seconds", "data_seconds")
-    assert [{k: v for k, v in h.items() if k not in timing} for h in clean.metrics["history"]] == \
-        [{k: v for k, v in h.items() if k not in timing} for h in poison.metrics["history"]]
+    assert [{k: v for k, v in h.items() if k not in timing} for h in clean.metrics.history] == \
+        [{k: v for k, v in h.items() if k not in timing} for h in poison.metrics.history]
     for name in ("best.pt", "checkpoint.pt"):
         a, b = (torch.load(tmp_path / run / name, weights_only=True)["model"]
                 for run in ("clean", "poisoned"))
@@ -125,7 +125,7 @@ def test_selection_on_train_dev_never_reads_validation_labels(data, tmp_path, me
                 for run in ("clean", "poisoned"))
         assert sorted(p) == sorted(q) and all(np.array_equal(p[c], q[c]) for c in p)
     if method == "proportional":
-        assert clean.metrics["grid"] == poison.metrics["grid"]
-        assert clean.metrics["grid"]["fitted_on"] == "train-dev"
+        assert clean.metrics.grid == poison.metrics.grid
+        assert clean.metrics.grid["fitted_on"] == "train-dev"
     # the val scores themselves do read the (poisoned) labels: the report is honest about them
     assert clean.val_macro_f1 != poison.val_macro_f1

@@ -98,7 +98,7 @@ def test_faceless_rule_is_an_option(data, name):
     from pipeline.data.frames import nearest_face
     from pipeline.errors import PipelineError
     from pipeline.fusion.heads import registry
-    from pipeline.fusion.train import predict_table
+    from pipeline.fusion.evaluation import predict_table
 
     cls = registry()[name]
     small = {"xattn": {"length": 12, "eval_stride": 6}, "tcn": {"length": 12, "eval_stride": 6,

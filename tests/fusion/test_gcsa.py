@@ -246,7 +246,7 @@ def test_gcsa_head_trains_and_fuses(data, tmp_path):
     f1 = result.val_macro_f1
     # image alone can reach 0.5, audio alone 0.25, fusion about 1 on these tables
     assert f1["image"] > 0.3 and f1["audio"] > 0.15 and f1["fusion"] > max(f1["image"], f1["audio"])
-    assert len(result.metrics["grid"]["macro_f1"]) == 5
+    assert len(result.metrics.grid["macro_f1"]) == 5
 
 
 def test_preset_yu2025_is_the_papers_setting(data):

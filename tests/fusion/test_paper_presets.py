@@ -135,7 +135,7 @@ def test_yu2025_fuses_with_the_keyframe_pair_it_trained_with(data, tmp_path):
                                 "head.audio=[\"tdnn_w32\"]"])
     assert config.loss.on == "fused" and config.head.weights == "keyframe"
     result = train(config, tmp_path / "yu", data.clips, FeatureStore(data.store))
-    grid = result.metrics["grid"]
+    grid = result.metrics.grid
     assert grid["rule"] == "keyframe" and grid["fitted_on"] == "train-dev"
     m, n = grid["best"]
     preds = {name: dict(Predictions(prediction_path(result.run_dir, "val", name)))
@@ -163,8 +163,8 @@ def test_seven_classes_leave_other_unlabelled_and_never_predict_it(data, tmp_pat
     predicted = np.concatenate([probs[c.clip_id].argmax(1) for c in val])
     keep = (labels >= 0) & (labels != OTHER)  # the 2021 track scored the 7 basic classes
     expected = f1_score(labels[keep], predicted[keep], labels=range(7), average="macro")
-    assert result.metrics["classes"] == 7
-    assert result.metrics["val_macro_f1_7class"]["main"] == pytest.approx(expected, abs=1e-9)
+    assert result.metrics.extra["classes"] == 7
+    assert result.metrics.extra["val_macro_f1_7class"]["main"] == pytest.approx(expected, abs=1e-9)
 
 
 def test_jin2021_trains_seven_classes_by_default_and_eight_on_request(data):

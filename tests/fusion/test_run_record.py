@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.data.labels import NUM_AUS
 from pipeline.data.manifest import fingerprint, load_clips
 from pipeline.errors import PipelineError
 from pipeline.fusion.config import build_config
@@ -18,7 +19,7 @@ from pipeline.runs.predictions import Predictions
 from pipeline.runs.record import DEFAULT_SELECTED_ON, RunRecord, read_record, read_run
 from stages.fuse import fuse
 
-from .synthetic import make_dataset
+from .synthetic import make_dataset, with_au_labels
 
 FAST = ["train.epochs=2", "train.patience=10", "train.batch_size=32"]
 SMALL = {
@@ -64,6 +65,7 @@ def _check_record(record: RunRecord, result, run_dir: Path, data, head_class) ->
     # the file holds exactly the record, and the record round-trips through the schema
     assert json.loads(paths.metrics.read_text()) == record.to_json()
     assert RunRecord.from_json(record.to_json()) == record
+    assert result.metrics == record  # what training returned is the record it wrote
 
 
 @pytest.mark.parametrize("method", sorted(registry()))
@@ -99,6 +101,57 @@ def test_a_bags_record_reads_back(data, tmp_path):
                                                                                    "members/1"]
     for member in record.bag["members"]:
         assert read_record(result.run_dir / member["dir"]).val_macro_f1 == member["val_macro_f1"]
+
+
+def test_a_multitask_runs_record_reads_back(tmp_path):
+    """Every field of an expression + AU run's record, the AU ones included, against the
+    manifests, the training result and the predictions written."""
+    data = with_au_labels(make_dataset(tmp_path / "data", splits={"train": 4, "val": 2, "test": 1},
+                                       frames=40, faceless=0.15))
+    config = build_config("image", data.store, data.manifests,
+                          sets=[*FAST, 'head.tasks=["expr","au"]', "train.task_schedule=joint"])
+    result = fuse(config, tmp_path / "runs", name="au")
+    run = read_run(result.run_dir)
+    record = run.record
+    assert run.name == "au" and record.bag is None and run.attention is None
+    assert result.metrics == record  # what training returned is the record it wrote
+    assert record.method == result.method == "image" and record.primary == result.primary == "main"
+    assert record.outputs == result.outputs == ("main",) and record.au_outputs == ("au",)
+    assert record.face_outputs == registry()["image"].face_outputs
+    assert record.selected_on == "train-dev" and set(record.dev_macro_f1) == {"main"}
+    assert record.val_macro_f1 == result.val_macro_f1 and set(record.val_macro_f1) == {"main"}
+    assert record.val_au == result.val_au and 0 <= record.val_au["mean_f1"] <= 1
+    assert record.epochs_run == result.epochs_run == len(record.history) == 2
+    assert 1 <= record.best_epoch == result.best_epoch <= 2
+    assert all("dev_macro_f1" in h and "val_au" in h for h in record.history)  # AUs scored on dev
+    # the clips of a split for either task (train00: expression train, AU val; val00: AU only)
+    clips = {c.clip_id: c for c in data.clips}
+    in_split = {split: sorted(k for k, c in clips.items()
+                              if split in (c.task_split("expr"), c.task_split("au")))
+                for split in ("train", "val", "test")}
+    assert in_split["val"] == ["train00", "val00", "val01"] and in_split["test"] == ["test00"]
+    assert {split: sorted(ids) for split, ids in record.splits.items()} == {
+        "val": in_split["val"], "test": in_split["test"]}
+    assert record.manifest_fingerprint == fingerprint(
+        clips[k] for split in ("train", "val", "test") for k in in_split[split])
+    assert record.features and all(isinstance(k, str) for k in record.features.values())
+    assert record.extra["tasks"] == ["expr", "au"]
+    assert record.extra["task_schedule"] == "joint" and record.extra["select_task"] == "expr"
+    weights = record.extra["au_pos_weight"]
+    assert len(weights) == NUM_AUS and all(w > 0 for w in weights)
+    # predictions: expressions of the expression split's clips, AUs of the AU split's
+    paths = RunPaths(result.run_dir)
+    for split in ("val", "test"):
+        expr = sorted(k for k in in_split[split] if clips[k].task_split("expr") == split)
+        au = sorted(k for k in in_split[split] if clips[k].task_split("au") == split
+                    or split == "test")  # every test clip gets AU predictions
+        assert sorted(Predictions(paths.face_mask(split))) == in_split[split]
+        main = Predictions(paths.prediction(split, "main"))
+        aus = Predictions(paths.prediction(split, "au"))
+        assert sorted(main) == expr and all(main[k].shape == (clips[k].n_frames, 8) for k in expr)
+        assert sorted(aus) == au and all(aus[k].shape == (clips[k].n_frames, NUM_AUS) for k in au)
+    assert json.loads(paths.metrics.read_text()) == record.to_json()
+    assert RunRecord.from_json(record.to_json()) == record
 
 
 def test_a_record_written_before_the_run_package_still_reads(tmp_path):

@@ -2,7 +2,6 @@
 paper's formula, the three schedules (an epoch-schedule step changes only the trunk and that
 task's head), and a multi-task run's AU predictions and scores against scikit-learn."""
 
-import dataclasses
 import json
 
 import numpy as np
@@ -11,18 +10,19 @@ import torch
 from sklearn.metrics import f1_score
 
 from pipeline.data.labels import NUM_AUS, UNLABELED
-from pipeline.data.manifest import load_clips, write_manifest
 from pipeline.errors import PipelineError
 from pipeline.features.store import FeatureStore
 from pipeline.fusion.config import build_config
 from pipeline.fusion.data import FeatureRequest, check_inputs, load_table
+from pipeline.fusion import sampling
 from pipeline.fusion.losses import au_batch_loss, au_pos_weights
-from pipeline.fusion.tasks import AU, EXPR, au_pos_weight, run_splits, task_batches
-from pipeline.fusion.train import _Run, train
+from pipeline.fusion.tasks import AU, EXPR, batch_loss, epoch_tasks, run_splits, task_batches
+from pipeline.fusion.train import train
+from pipeline.fusion.training_run import TrainingRun
 from pipeline.progress import silent
 from pipeline.runs.predictions import Predictions, prediction_path
 
-from .synthetic import make_dataset
+from .synthetic import make_dataset, with_au_labels
 
 FAST = ["train.epochs=2", "train.patience=10", "train.batch_size=16", 'head.tasks=["expr","au"]']
 SMALL = {
@@ -32,37 +32,14 @@ SMALL = {
 }
 
 
-def _au_of(labels: np.ndarray) -> np.ndarray:
-    """AU k is active where the class pair (label // 2, what the face shows) is k % 4."""
-    au = (((labels[:, None] // 2) == (np.arange(NUM_AUS) % 4)[None, :])).astype(np.int8)
-    au[labels == UNLABELED] = UNLABELED
-    return au
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    """Synthetic clips with AU labels: train00 is expression-train and AU-val; train03 is AU-only
-    (train); val00 is AU-only (val) as well; train01 lacks AU labels on a stretch of frames."""
-    base = make_dataset(tmp_path_factory.mktemp("tasks"),
-                        splits={"train": 4, "val": 2, "test": 1}, frames=40, faceless=0.1)
-    clips, au_only = [], []
-    for clip in base.clips:
-        if clip.labels is None:
-            clips.append(clip)
-            continue
-        au = _au_of(clip.labels)
-        if clip.clip_id == "train01":
-            au[5:15] = UNLABELED
-        au_split = "val" if clip.clip_id in ("train00", "val00", "val01") else "train"
-        changed = dataclasses.replace(clip, au_labels=au, au_split=au_split)
-        if clip.clip_id in ("train03", "val00"):
-            au_only.append(dataclasses.replace(changed, labels=None, split=au_split))
-        else:
-            clips.append(changed)
-    for split in ("train", "val", "test"):
-        write_manifest(base.manifests / f"{split}.jsonl", [c for c in clips if c.split == split])
-    write_manifest(base.manifests / "au_only.jsonl", au_only)
-    return dataclasses.replace(base, clips=load_clips(base.manifests, au_only=True))
+    """Synthetic clips with AU labels (:func:`.synthetic.with_au_labels`): train00 is
+    expression-train and AU-val; train03 is AU-only (train); val00 is AU-only (val) as well;
+    train01 lacks AU labels on a stretch of frames."""
+    return with_au_labels(make_dataset(tmp_path_factory.mktemp("tasks"),
+                                       splits={"train": 4, "val": 2, "test": 1}, frames=40,
+                                       faceless=0.1))
 
 
 def _config(data, method, *sets):
@@ -70,10 +47,10 @@ def _config(data, method, *sets):
 
 
 def _run(data, method, *sets, tmp_path):
-    run = _Run(_config(data, method, *sets), tmp_path, data.clips, FeatureStore(data.store),
-               silent)
+    run = TrainingRun(_config(data, method, *sets), tmp_path, data.clips,
+                      FeatureStore(data.store), silent)
     run.build()
-    run.au_pos_weight = au_pos_weight(run) if run.head.au_outputs else None
+    run.au_pos_weight = run.positive_weights() if run.head.au_outputs else None
     return run
 
 
@@ -142,13 +119,20 @@ def test_positive_weights_are_negatives_over_positives():
 def test_batch_and_joint_schedules_arrange_the_tasks():
     examples = {EXPR: np.arange(50), AU: np.arange(100, 120)}
     rng = np.random.default_rng(0)
-    batches = task_batches("batch", None, examples, 10, rng)
+    batches = task_batches("batch", examples, 10, rng)
     tags = [int(t[0]) for _, t in batches]
     assert tags == [EXPR, AU, EXPR, AU, EXPR, EXPR, EXPR]
     assert all((t == t[0]).all() for _, t in batches)
-    epoch = task_batches("epoch", AU, examples, 10, rng)
+    assert epoch_tasks(True, "epoch", 0) == (EXPR,) and epoch_tasks(True, "epoch", 1) == (AU,)
+    assert epoch_tasks(True, "joint", 1) == epoch_tasks(True, "batch", 0) == (EXPR, AU)
+    assert epoch_tasks(False, "epoch", 1) == (EXPR,)  # an expression-only head: one task
+    state = rng.bit_generator.state
+    epoch = task_batches("epoch", {AU: examples[AU]}, 10, rng)
     assert [len(c) for c, _ in epoch] == [10, 10] and all((t == AU).all() for _, t in epoch)
-    joint = task_batches("joint", None, examples, 10, rng)
+    single = task_batches("joint", {EXPR: examples[EXPR]}, 10, rng)  # one task: in order
+    assert [c.tolist() for c, _ in single] == [list(range(b, b + 10)) for b in range(0, 50, 10)]
+    assert rng.bit_generator.state == state  # one task draws nothing
+    joint = task_batches("joint", examples, 10, rng)
     rows = np.concatenate([c for c, _ in joint])
     tags = np.concatenate([t for _, t in joint])
     assert sorted(rows.tolist()) == list(range(50)) + list(range(100, 120))
@@ -183,9 +167,31 @@ def test_epoch_schedule_updates_only_the_trunk_and_that_tasks_head(data, tmp_pat
     assert not _changed(before, run.head, expr_head)
 
 
-def test_joint_loss_is_the_sum_of_the_task_losses(data, tmp_path):
-    from pipeline.fusion.tasks import batch_loss
+def test_multitask_expression_draws_keep_the_equal_interval_grid(data, tmp_path, monkeypatch):
+    """The one epoch loop draws a multi-task head's expression examples from frames on the
+    sampling.interval grid, as a single-task head's (AU examples: every AU-labelled frame)."""
+    run = _run(data, "image", "sampling.interval=3", tmp_path=tmp_path)
+    rates = run.class_rates()
+    drawn, checked = [], []
+    draw, examples = sampling.draw, run.head.examples
 
+    def spy_draw(labels, trainable, rates, rng):
+        drawn.append(draw(labels, trainable, rates, rng))
+        return drawn[-1]
+
+    def spy_examples(table, counts, rng):
+        if any(counts is d for d in drawn):  # the expression draw
+            grid = sampling.equal_interval(table.offsets, 3)
+            checked.append(bool(counts[grid].any()) and not counts[~grid].any())
+        return examples(table, counts, rng)
+
+    monkeypatch.setattr(sampling, "draw", spy_draw)
+    monkeypatch.setattr(run.head, "examples", spy_examples)
+    run.train_epoch(rates)
+    assert checked and all(checked)
+
+
+def test_joint_loss_is_the_sum_of_the_task_losses(data, tmp_path):
     run = _run(data, "image", "train.task_schedule=joint", "head.dropout=0.0", tmp_path=tmp_path)
     run.head.eval()  # no dropout: three forwards give the same logits
     table = next(run.stream.tables(run.splits["train"], train=True))
@@ -195,10 +201,11 @@ def test_joint_loss_is_the_sum_of_the_task_losses(data, tmp_path):
     chunk = np.concatenate([expr_rows, au_rows])
     tags = np.r_[np.full(8, EXPR), np.full(8, AU)].astype(np.int8)
     counts = np.ones(table.n_rows, np.int64)
+    settings = (run.device, run.config.loss, run.au_pos_weight)
     with torch.no_grad():
-        joint = batch_loss(run.head, table, chunk, tags, counts, au_ok, run)
-        expr = batch_loss(run.head, table, expr_rows, tags[:8], counts, au_ok, run)
-        au = batch_loss(run.head, table, au_rows, tags[8:], counts, au_ok, run)
+        joint = batch_loss(run.head, table, chunk, tags, counts, au_ok, *settings)
+        expr = batch_loss(run.head, table, expr_rows, tags[:8], counts, au_ok, *settings)
+        au = batch_loss(run.head, table, au_rows, tags[8:], counts, au_ok, *settings)
     assert float(joint) == pytest.approx(float(expr) + float(au), rel=1e-6)
 
 

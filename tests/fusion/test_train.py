@@ -85,7 +85,7 @@ def test_interrupted_run_resumes_to_the_same_result(data, tmp_path, method):
     assert resumed.resumed_from == 2 and resumed.epochs_run == 4
     assert _same(_predictions(tmp_path / "whole", outputs), _predictions(tmp_path / "cut", outputs))
     strip = lambda history: [{k: v for k, v in h.items() if "seconds" not in k} for h in history]
-    assert strip(resumed.metrics["history"]) == strip(whole.metrics["history"])
+    assert strip(resumed.metrics.history) == strip(whole.metrics.history)
 
 
 def test_more_epochs_extend_a_finished_run(data, tmp_path):
@@ -154,8 +154,8 @@ def test_faceless_frames_take_the_nearest_face_prediction(data, tmp_path):
 def test_proportional_keeps_its_grid_and_applies_its_rule(data, tmp_path):
     # selected on val, so that the grid can be recomputed from the written val predictions
     result = _run(data, "proportional", tmp_path / "run", "train.select_on=val")
-    grid = result.metrics["grid"]
-    assert grid["fitted_on"] == "val" and result.metrics["selected_on"] == "val"
+    grid = result.metrics.grid
+    assert grid["fitted_on"] == "val" and result.metrics.selected_on == "val"
     assert grid["m"] == grid["n"] == [1, 2, 3, 4, 5]
     f1 = np.array(grid["macro_f1"])
     assert f1.shape == (5, 5) and result.val_macro_f1["fusion"] == pytest.approx(f1.max())

@@ -59,7 +59,7 @@ def test_bag_averages_members_and_resumes_member_by_member(data, tmp_path):
             assert not np.array_equal(parts[0][clip], parts[1][clip])  # the members differ
         masks = _load(face_mask_path(run, split))
         assert all(np.array_equal(masks[c], _load(face_mask_path(members[0], split))[c]) for c in masks)
-    assert whole.metrics["bag"]["k"] == 3 and whole.metrics["selected_on"] == "train-dev"
+    assert whole.metrics.bag["k"] == 3 and whole.metrics.selected_on == "train-dev"
 
     # killed during member 1's second epoch: member 0 is kept, member 1 continues, same result
     with pytest.raises(KeyboardInterrupt):

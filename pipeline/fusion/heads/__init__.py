@@ -6,7 +6,7 @@ imported below, so adding a head is one new file here (or, from another package,
 by an entry point of group ``fer_pipeline.heads``); the CLI's ``--method`` choices come from
 :func:`registry`.
 
-What the training loop (``pipeline.fusion.train``) asks of a head:
+What the training loop (:mod:`pipeline.fusion.training_run`) asks of a head:
 
 * :meth:`Head.request`: the store arrays it reads (and which are dynamic audio windows);
 * :meth:`Head.trainable` / :meth:`Head.examples`: which frames train, and the examples (frame

@@ -72,7 +72,7 @@ from pipeline.fusion.heads import Batch, Head, register
 from pipeline.fusion.heads.unimodal import targets_of
 from pipeline.fusion.losses import LossConfig, batch_loss
 from pipeline.fusion.sampling import SamplingConfig
-from pipeline.runs.layout import ATTENTION_FILE
+from pipeline.runs.layout import RunPaths
 
 PARTITION_FORMS = ("code", "paper")
 EPS = sys.float_info.epsilon  # DAN's code: keeps 1 / variance finite when the heads agree
@@ -291,10 +291,10 @@ def write_attention(run_dir: str | Path, store: FeatureStore, clips: Sequence[Cl
     ``labels`` int64 [F] (-1: unlabelled), ``clip_ids`` str [F], ``frames`` int64 [F] (frame
     index in its clip). Written aside, then moved into place.
     """
-    run_dir = Path(run_dir)
-    saved = torch.load(run_dir / "best.pt", weights_only=True)
+    paths = RunPaths(run_dir)
+    saved = torch.load(paths.best, weights_only=True)
     if saved["config"].get("method") != DANHead.name:
-        raise PipelineError(f"{run_dir}: a {saved['config'].get('method')} run, not dan")
+        raise PipelineError(f"{paths.path}: a {saved['config'].get('method')} run, not dan")
     config = from_dict(DANConfig, saved["config"]["head"], "head (dan)")
     dims = {name: tuple(shape) for name, shape in saved["dims"].items()}
     head = DANHead(config, dims)
@@ -322,7 +322,7 @@ def write_attention(run_dir: str | Path, store: FeatureStore, clips: Sequence[Cl
         found["clip_ids"].append(clip.clip_id)
         found["frames"].append(int(row[0]))
     if not found["clip_ids"]:
-        raise PipelineError(f"{run_dir}: no validation frame with a face to show attention for")
+        raise PipelineError(f"{paths.path}: no validation frame with a face to show attention for")
     arrays = {key: np.stack(value) if key in ("spatial", "channel", "probs") else np.asarray(value)
               for key, value in found.items()}
-    return atomic.save_npz(run_dir / ATTENTION_FILE, **arrays)
+    return atomic.save_npz(paths.attention, **arrays)
