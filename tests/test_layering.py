@@ -116,10 +116,6 @@ def _circles(graph: dict[str, set[str]]) -> list[frozenset[str]]:
     return found
 
 
-# Being untangled on another branch (issue 24): the training loop and its task schedules.
-TRAIN_AND_TASKS = frozenset({"pipeline.fusion.train", "pipeline.fusion.tasks"})
-
-
 def test_the_cycle_finder_finds_a_circle():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert _circles(graph) == [frozenset({"a", "b", "c"})]
@@ -127,10 +123,6 @@ def test_the_cycle_finder_finds_a_circle():
 
 
 def test_no_module_imports_one_that_imports_it_back():
-    circles = [sorted(c) for c in _circles(_import_graph()) if c != TRAIN_AND_TASKS]
+    circles = [sorted(c) for c in _circles(_import_graph())]
     assert not circles, f"import circles: {circles}"
 
-
-@pytest.mark.xfail(strict=False, reason="fusion.train <-> fusion.tasks: being fixed on another branch")
-def test_train_and_tasks_import_one_way():
-    assert TRAIN_AND_TASKS not in _circles(_import_graph())
