@@ -16,13 +16,13 @@ import typer
 from rich.table import Table
 
 from cli._common import console, progress_bar
-from cli.fuse import _method, _preset
+from cli.fuse import parse_method, parse_preset
 from pipeline.fusion.folds import SelectOn
 from pipeline.parallel import SCHEDULER_HELP
 
 
 def cv(
-    methods: List[str] = typer.Option(..., "--method", parser=_method, metavar="METHOD",
+    methods: List[str] = typer.Option(..., "--method", parser=parse_method, metavar="METHOD",
                                       help="A head to cross-validate (repeat for several)."),
     store: Path = typer.Option(..., "--store", help="Feature store written by `extract`."),
     manifests: Path = typer.Option(..., "--manifests", help="Manifest directory of the store."),
@@ -32,7 +32,7 @@ def cv(
     scheduler: str = typer.Option("inprocess", "--scheduler",
                                   help=f"Where folds run: {SCHEDULER_HELP}."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML config of the heads."),
-    preset: Optional[str] = typer.Option(None, "--preset", parser=_preset, metavar="PRESET",
+    preset: Optional[str] = typer.Option(None, "--preset", parser=parse_preset, metavar="PRESET",
                                          help="A paper's settings for the heads."),
     sets: List[str] = typer.Option([], "--set", help="Head override, e.g. train.epochs=5."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the heads."),

@@ -39,7 +39,7 @@ def _weights(values: list[str]) -> dict[str, str]:
     return weights
 
 
-def _human(n: float) -> str:
+def human_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
             return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
@@ -158,11 +158,11 @@ def info(store: Path = typer.Argument(..., help="The Zarr feature store.")) -> N
 
     summary = store_inspect.summarize(FeatureStore(store))
     console.print(f"store {summary.path}: {summary.clips:,} clips, {summary.frames:,} frames, "
-                  f"{summary.clips_without_audio:,} without audio, {_human(summary.size_bytes)} on disk",
+                  f"{summary.clips_without_audio:,} without audio, {human_bytes(summary.size_bytes)} on disk",
                   highlight=False, soft_wrap=True)
     if summary.frames:
         console.print(f"at {AFFWILD2_FRAMES:,} frames (Aff-Wild2) it would take about "
-                      f"{_human(summary.projected_bytes(AFFWILD2_FRAMES))} "
+                      f"{human_bytes(summary.projected_bytes(AFFWILD2_FRAMES))} "
                       f"({summary.size_bytes / summary.frames:,.0f} B per frame)", highlight=False)
     arrays = Table(title="arrays", title_justify="left")
     for column in ("array", "clips", "incomplete", "row shape", "dtype", "B/frame", "cache keys"):

@@ -30,7 +30,7 @@ from pipeline.fusion.presets import PRESETS
 from pipeline.progress import ProgressEvent, ProgressFn
 
 
-def _method(value: str) -> str:
+def parse_method(value: str) -> str:
     """Check ``--method`` against the head registry (imported here, when the command runs)."""
     from pipeline.fusion.heads import registry
 
@@ -54,7 +54,7 @@ class _RegistryHelp(TyperCommand):
         super().format_help(ctx, formatter)
 
 
-def _preset(value: str) -> str:
+def parse_preset(value: str) -> str:
     if value not in PRESETS:
         raise typer.BadParameter(f"{value!r} is not a preset; choose from {', '.join(PRESETS)}")
     return value
@@ -80,7 +80,7 @@ def _with_epoch_lines(bar: ProgressFn) -> ProgressFn:
 
 
 def fuse(
-    method: str = typer.Option(..., "--method", parser=_method, metavar="METHOD",
+    method: str = typer.Option(..., "--method", parser=parse_method, metavar="METHOD",
                                help="The head to train: a registered head (listed by --help)."),
     store: Path = typer.Option(..., "--store", help="Feature store written by `extract`."),
     manifests: Path = typer.Option(..., "--manifests",
@@ -88,7 +88,7 @@ def fuse(
     out: Path = typer.Option(..., "--out", help="Runs folder: the run goes to OUT/<name>."),
     config: Optional[Path] = typer.Option(None, "--config",
                                           help="TOML config, e.g. a run's config.toml."),
-    preset: Optional[str] = typer.Option(None, "--preset", parser=_preset, metavar="PRESET",
+    preset: Optional[str] = typer.Option(None, "--preset", parser=parse_preset, metavar="PRESET",
                                          help="A paper's settings, applied before --config and "
                                               f"--set: {', '.join(PRESETS)}."),
     sets: List[str] = typer.Option([], "--set", help="Override, e.g. train.lr=0.0005, head.dim=64."),

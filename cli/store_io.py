@@ -14,7 +14,7 @@ import typer
 from rich.table import Table
 
 from cli._common import console, fail, progress_bar
-from cli.extract import _human, store_app
+from cli.extract import human_bytes, store_app
 
 
 class Compression(str, Enum):
@@ -93,7 +93,7 @@ def import_(
                          ("unchanged", len(result.unchanged)), ("not in the file", len(result.missing)),
                          ("bad datasets", len(result.failed))):
         table.add_row(label, f"{value:,}")
-    table.add_row("read", f"{_human(result.bytes_read)} in {result.seconds:.1f} s")
+    table.add_row("read", f"{human_bytes(result.bytes_read)} in {result.seconds:.1f} s")
     console.print(table)
     if result.missing:
         console.print(f"not in the file ({len(result.missing)}): {', '.join(result.missing)}",
@@ -128,6 +128,6 @@ def export(
         result = export_hdf5(store, out, clips, _split_list(arrays) or None, compression.value, progress)
     rate = result.bytes / 1e6 / max(result.seconds, 1e-9)
     console.print(f"exported {result.clips:,} clips ({result.frames:,} frames; arrays "
-                  f"{', '.join(result.arrays) or 'none'}) to {result.path}: {_human(result.bytes)} of "
-                  f"data, {_human(result.file_bytes)} on disk, {result.seconds:.1f} s ({rate:.1f} MB/s)",
+                  f"{', '.join(result.arrays) or 'none'}) to {result.path}: {human_bytes(result.bytes)} of "
+                  f"data, {human_bytes(result.file_bytes)} on disk, {result.seconds:.1f} s ({rate:.1f} MB/s)",
                   highlight=False, soft_wrap=True)

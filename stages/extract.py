@@ -53,7 +53,8 @@ from pipeline.features.config import ExtractConfig, resolve_precision
 from pipeline.features.extractors.base import Extractor
 from pipeline.features.plan import ClipJob, array_keys, build_extractors, plan_clip, resolve_device
 from pipeline.features.runner import ClipOutcome, ShardTask, run_shard
-from pipeline.features.store import FeatureStore, StoreError
+from pipeline.features.store import FeatureStore
+from pipeline.features.store_format import StoreError
 from pipeline.features.store_meta import consolidate, is_consolidated, unconsolidate
 from pipeline.parallel import Workers, open_executor, parse_scheduler
 from pipeline.progress import ProgressEvent, ProgressFn, silent

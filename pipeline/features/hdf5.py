@@ -47,7 +47,8 @@ import numpy as np
 
 from pipeline.data.manifest import Clip
 from pipeline.errors import PipelineError
-from pipeline.features.store import VALID, FeatureStore, StoreError, is_coordinate, mask_name
+from pipeline.features.store import FeatureStore
+from pipeline.features.store_format import VALID, StoreError, is_coordinate, mask_name
 from pipeline.features.store_meta import clip_attributes, consolidate, unconsolidate
 from pipeline.progress import ProgressEvent, ProgressFn, silent
 

@@ -24,7 +24,8 @@ import numpy as np
 from pipeline.data.manifest import Clip
 from pipeline.errors import PipelineError
 from pipeline.features.hdf5 import FORMAT_VERSION
-from pipeline.features.store import VALID, FeatureStore, checksum
+from pipeline.features.store import FeatureStore
+from pipeline.features.store_format import VALID, checksum
 from pipeline.progress import ProgressEvent, ProgressFn, silent
 
 COMPRESSIONS = ("gzip", "lzf", "none")

@@ -18,8 +18,9 @@ from pipeline.errors import PipelineError
 from pipeline.features import extractors as extractor_registry
 from pipeline.features.config import ExtractConfig, resolve_precision
 from pipeline.features.extractors.base import Extractor
-from pipeline.features.store import (TIME, TIME_KEY, VALID, VALID_KEY, FeatureStore, StoreError,
-                                     array_key, is_coordinate, time_name)
+from pipeline.features.store import FeatureStore
+from pipeline.features.store_format import (TIME, TIME_KEY, VALID, VALID_KEY, StoreError, array_key,
+                                            is_coordinate, time_name)
 
 
 def resolve_device(device: str) -> str:

@@ -1,41 +1,8 @@
-"""The Zarr v3 feature store: per-clip groups, float16 arrays, checksums and completion markers.
+"""The Zarr v3 feature store: :class:`FeatureStore`, a handle that opens, reads and writes one.
 
-Layout (stage one's output; the stages around it: README.md, "Layout")::
-
-    STORE/                      root attrs: {"fer_pipeline_store": FORMAT_VERSION,
-                                             "extractors": {name: Extractor.describe()},
-                                             "feature_digests": {clip_id: feature_digest}}
-                                (stores written before: "manifest_digests", with labels)
-      clips/<clip_id>/          attrs: {"n_frames", "fps", "has_audio"}
-        <array>                 e.g. swin [T, 768] float16, logmel [T_audio, n_mels], tdnn_w32 [T, 512]
-                                attrs: {"complete": {"sha256", "cache_key", "rate", "chunks"}}
-        valid                   bool [T]: frame had a face image (stage one writes it last)
-        time                    float64 [T]: seconds of each video frame (a coordinate)
-        <array>_time            float64 [T_audio]: seconds of each row of an audio-rate array
-    STORE.meta/                 beside the store, outside the Zarr hierarchy (plain zarr and xarray
-      locks/                    would warn about or trip on folders inside it): writers' locks,
-      reports/                  one JSON report per extraction run,
-      corrupt/<clip>/<array>    arrays a reader found corrupt: the next `extract` recomputes them,
-      tmp/                      arrays and clip groups being built (see "Correct without locks")
-
-**Other tools read it.** Every array carries ``dimension_names``: ``frame`` for rows at the video
-rate, ``<array>_frame`` for other rates (log-mel's audio frames), then ``<array>_feature`` (or
-``<array>_height, _width, _channel`` for maps, ``<array>_token, _feature`` for token rows: each
-array's own names, because xarray needs one size per dimension name in a group). Time
-coordinates in seconds are attached through the CF ``coordinates`` attribute, so
-``xarray.open_zarr(STORE, group="clips/<id>")`` and ``xarray.open_datatree(STORE, engine="zarr")``
-open a store as it is; a finished ``extract`` or ``store import`` leaves consolidated metadata
-for them, which this class never reads (:mod:`pipeline.features.store_meta`). ``time`` and names
-ending in ``_time`` are reserved for coordinates.
-
-**Reading verifies what it reads.** Arrays carry a ``crc32c`` codec after compression, checked by
-zarr on every chunk it decodes, and their marker records each chunk file's size, checked before a
-read (a deleted chunk would otherwise read as zeros). Arrays written before (no ``chunks`` in the
-marker, no crc32c) are checked against their sha256 on every full read instead. A failure raises
-:class:`CorruptArray` (one line: store, clip, array, rerun ``extract``) and leaves a note in
-``STORE.meta/corrupt`` that makes the next ``extract`` recompute the array. Old stores stay
-readable and writable with the same ``FORMAT_VERSION``: new writes use the new array format,
-``xarray`` needs dimension names (``store info`` says when an array lacks them: re-extract it).
+The format it reads and writes (the layout, names, cache keys, chunking and encoding, the errors,
+the check of an array against its writer's record) is :mod:`pipeline.features.store_format`;
+this module opens a store, locks and writes it safely, and reads and plans on the checks.
 
 **Correct without locks** (:mod:`pipeline.features.atomic`). An array is built complete (data,
 then marker) in ``STORE.meta/tmp`` (same filesystem, outside the hierarchy: no reader lists a
@@ -51,33 +18,21 @@ with ``-o flock`` (``-o localflock``: node-local; neither: refused, so lease fil
 Object stores are not supported (no atomic rename). Readers take no lock: a store with nothing to
 write is read as it is, on a read-only mount too.
 
+**Reading verifies what it reads** (:func:`~pipeline.features.store_format.check_data`): a
+failure raises :class:`~pipeline.features.store_format.CorruptArray` and leaves a corrupt note.
+
 **Planning costs per array, not per byte.** :meth:`FeatureStore.is_complete` trusts the marker
 and its cache key, checks the recorded chunk sizes (a ``stat`` per chunk) and the corrupt notes;
 ``verify=True`` (and ``store verify``) re-reads and re-hashes everything.
 
-**Chunks fit stage two's reads.** Stage two reads whole clips, so chunks span many frames (about
-4 MiB each) and a clip is a handful of files; every chunk is written, even an all-zero one, so
-that a missing file always means damage.
-
-**Cache keys.** An array is reused only when its marker carries the key :func:`array_key` gives:
-the extractor's cache key, plus ``-stride{k}`` for arrays computed at every k-th frame and
-interpolated between (audio embeddings), plus ``-noaudio`` for the zeros stored for a clip
-without audio (so that they are not taken for features if the clip gains an audio track).
-``valid`` depends on nothing but the frame files: its key is :data:`VALID_KEY`.
-
-Everything the store holds is float16 (features), float32 (log-mel stays float32 because dB values
-need the range) or bool; the dtype is chosen by the extractor's :class:`ArraySpec`.
-
-This module is the store's whole contract (layout, keys, markers, verified reads, atomic writes),
-hence its length: the docstring above is a fifth of it. Inspection (``verify``, summaries) stands
-on it in :mod:`pipeline.features.store_inspect`, which this module does not import; locks are in
+Inspection (``verify``, summaries) stands on this module in
+:mod:`pipeline.features.store_inspect`, which this module does not import; locks are in
 :mod:`pipeline.locks`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -85,106 +40,15 @@ from typing import Iterator
 
 import numpy as np
 import zarr
-from zarr.codecs import BloscCodec, Crc32cCodec
 
-from pipeline.errors import PipelineError
 from pipeline import locks
 from pipeline.features.atomic import (TMP_PREFIX, aside_name, chunk_sizes, move_into_place,
                                       sweep, update_attributes)
-
-FORMAT_VERSION = 1
-VALID = "valid"  # bool [T]: frame i had a face image on disk
-VALID_KEY = "valid-1"  # its cache key: it depends on nothing but the frame files
-TIME = "time"  # float64 [T]: seconds of each video frame (the coordinate of "frame")
-TIME_KEY = "time-1"
-_CHUNK_BYTES = 4 << 20
-# crc32c after compression: zarr checks every chunk it decodes against it.
-_CODECS = (BloscCodec(cname="zstd", clevel=3, shuffle="shuffle"), Crc32cCodec())
-
-
-class StoreError(PipelineError):
-    """The store is missing, of another format, or lacks a requested array."""
-
-
-class CorruptArray(StoreError):
-    """An array's data does not match what its writer recorded (see the module docstring)."""
-
-
-class DamagedMetadata(StoreError):
-    """A clip group's or an array's ``zarr.json`` cannot be read: the message names the file and
-    says what to run (``extract`` replaces the node; ``store verify`` lists every such file)."""
-
-
-def checksum(data: np.ndarray) -> str:
-    """sha256 of an array's bytes (C order, its own dtype)."""
-    return hashlib.sha256(np.ascontiguousarray(data).tobytes()).hexdigest()
-
-
-def mask_name(name: str) -> str:
-    """The bool [T] companion of an imported array: which of its rows the source file had.
-
-    A head reading ``name`` treats frames outside the mask as frames without a face.
-    """
-    return f"{name}_valid"
-
-
-def time_name(name: str) -> str:
-    """The seconds coordinate of an array whose rows are not video frames."""
-    return f"{name}_time"
-
-
-def is_coordinate(name: str) -> bool:
-    return name == TIME or name.endswith("_time")
-
-
-def meta_dir(path: str | Path) -> Path:
-    """The folder beside a store for its locks, run reports and corrupt notes."""
-    path = Path(path)
-    return path.with_name(path.name + ".meta")
-
-
-def array_key(cache_key: str, audio_stride: int | None = None, no_audio: bool = False) -> str:
-    """The key an array must carry to be reused (see the module docstring).
-
-    ``audio_stride``: the array was computed at every k-th frame and interpolated (None: every
-    frame); ``no_audio``: the array holds the zeros of a clip without audio.
-    """
-    key = cache_key if audio_stride is None else f"{cache_key}-stride{audio_stride}"
-    return f"{key}-noaudio" if no_audio else key
-
-
-def dimension_names(name: str, ndim: int, video_rate: bool) -> tuple[str, ...]:
-    """The ``dimension_names`` of array ``name`` (see the module docstring)."""
-    rows = "frame" if video_rate else f"{name}_frame"
-    rest = {1: (), 2: ("feature",), 3: ("token", "feature"), 4: ("height", "width", "channel")}
-    suffixes = rest.get(ndim, tuple(f"axis{k}" for k in range(1, ndim)))
-    return (rows, *(f"{name}_{s}" for s in suffixes))
-
-
-def _chunk_rows(shape: tuple[int, ...], itemsize: int) -> int:
-    row_bytes = itemsize * int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else itemsize
-    return int(max(1, min(shape[0], _CHUNK_BYTES // max(1, row_bytes))))
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
-
-
-def _create_store(path: Path) -> None:
-    """Create an empty store in one rename (two processes may race: the loser keeps the winner's)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    built = aside_name(path)
-    try:
-        root = zarr.open_group(str(built), mode="w", zarr_format=3,
-                               attributes={"fer_pipeline_store": FORMAT_VERSION, "extractors": {}})
-        root.create_group("clips")
-        try:
-            os.rename(built, path)  # onto nothing, or onto an empty folder the user made
-        except OSError:
-            if not (path / "zarr.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(built, ignore_errors=True)
+from pipeline.features.store_format import (CODECS, FORMAT_VERSION, TIME, TIME_KEY, CorruptArray,
+                                            DamagedMetadata, StoreError, check_data, checksum,
+                                            chunk_problem, chunk_rows, corrupt_note, create_store,
+                                            dimension_names, is_coordinate, meta_dir,
+                                            move_legacy_folders, one_line, time_name)
 
 
 class FeatureStore:
@@ -203,14 +67,14 @@ class FeatureStore:
             raise StoreError(f"{self.path}: is a file, not a feature store (a store is a folder)")
         try:
             if mode == "a" and not (self.path / "zarr.json").exists():
-                _create_store(self.path)
+                create_store(self.path)
             if not (self.path / "zarr.json").is_file():
                 raise StoreError(f"{self.path}: not a feature store (no zarr.json)")
             version = self.root.attrs.get("fer_pipeline_store")
             if mode == "a":
-                self._move_legacy_folders()
+                move_legacy_folders(self.path, self.meta)
         except (OSError, ValueError) as e:  # ValueError: a damaged zarr.json
-            reason = getattr(e, "strerror", None) or _one_line(e)
+            reason = getattr(e, "strerror", None) or one_line(e)
             what = "read" if mode == "r" else "create or open"
             if isinstance(e, ValueError):  # the root's records are gone: nothing here rebuilds them
                 raise StoreError(f"{self.path}: cannot {what} the store ({self.path / 'zarr.json'}: "
@@ -234,19 +98,6 @@ class FeatureStore:
             self._root = zarr.open_group(str(self.path), mode="r" if self.mode == "r" else "a",
                                          use_consolidated=False)
         return self._root
-
-    def _move_legacy_folders(self) -> None:
-        """Stores written before STORE.meta held ``.locks`` and ``reports`` inside: move them out."""
-        with contextlib.suppress(OSError):
-            shutil.rmtree(self.path / ".locks")  # empty lock files; holders use STORE.meta now
-        old_reports = self.path / "reports"
-        if old_reports.is_dir():
-            (self.meta / "reports").mkdir(parents=True, exist_ok=True)
-            for report in old_reports.iterdir():
-                with contextlib.suppress(OSError):
-                    os.replace(report, self.meta / "reports" / report.name)
-            with contextlib.suppress(OSError):
-                old_reports.rmdir()
 
     # ---- locks ---------------------------------------------------------------------------------
 
@@ -278,7 +129,7 @@ class FeatureStore:
         try:
             yield
         except OSError as e:
-            raise StoreError(f"{self.path}: cannot write {what} ({e.strerror or _one_line(e)})") from None
+            raise StoreError(f"{self.path}: cannot write {what} ({e.strerror or one_line(e)})") from None
 
     # ---- root metadata -------------------------------------------------------------------------
 
@@ -323,7 +174,7 @@ class FeatureStore:
     # ---- clips ---------------------------------------------------------------------------------
 
     def _damaged(self, node: Path, error: BaseException, what: str) -> DamagedMetadata:
-        reason = getattr(error, "strerror", None) or _one_line(error)
+        reason = getattr(error, "strerror", None) or one_line(error)
         return DamagedMetadata(f"{node / 'zarr.json'}: unreadable {what} metadata ({reason}); rerun "
                                f"`fer-pipeline extract` to recompute the {what}")
 
@@ -389,7 +240,7 @@ class FeatureStore:
                 if not self.is_complete(clip_id, TIME, TIME_KEY):
                     self._write_array(self._clip_dir(clip_id), TIME, np.arange(n_frames) / fps,
                                       TIME_KEY, fps, True)
-                    self._note(clip_id, TIME).unlink(missing_ok=True)
+                    corrupt_note(self.meta, clip_id, TIME).unlink(missing_ok=True)
                 return
             built = aside_name(self._clip_dir(clip_id), self._scratch())
             try:
@@ -452,45 +303,19 @@ class FeatureStore:
 
     # ---- integrity -----------------------------------------------------------------------------
 
-    def _note(self, clip_id: str, name: str) -> Path:
-        return self.meta / "corrupt" / clip_id / name
-
-    def _chunk_problem(self, clip_id: str, name: str, marker: dict) -> str | None:
-        """What is wrong with the chunk files the marker recorded (None: all present, same sizes)."""
-        folder = self._clip_dir(clip_id) / name
-        for key, size in marker["chunks"].items():
-            try:
-                actual = os.stat(folder / key).st_size
-            except FileNotFoundError:
-                return f"chunk {key} is missing"
-            if actual != size:
-                return f"chunk {key} has {actual} bytes, {size} were written"
-        return None
-
     def inspect_array(self, clip_id: str, name: str, full: bool) -> tuple[np.ndarray | None, str | None]:
-        """Read a marked array and check it: (data, None), or (None, what is wrong).
-
-        Arrays with recorded chunks: their sizes, and crc32c per chunk as zarr decodes them;
-        ``full`` adds the sha256. Older arrays: always the sha256. A problem leaves a corrupt note
-        (where the store is writable) so that the next ``extract`` recomputes the array.
-        """
+        """Read a marked array and check it (:func:`~pipeline.features.store_format.check_data`):
+        (data, None), or (None, what is wrong). A problem leaves a corrupt note (where the store is
+        writable) so that the next ``extract`` recomputes the array."""
         marker = self.marker(clip_id, name) or {}
-        chunked = isinstance(marker.get("chunks"), dict)
-        problem = self._chunk_problem(clip_id, name, marker) if chunked else None
-        data = None
-        if problem is None:
-            try:
-                data = self._clip(clip_id)[name][...]
-            except Exception as e:  # noqa: BLE001  (crc32c mismatch, undecodable or unreadable chunk)
-                problem = f"unreadable data ({_one_line(e)})"
-        if problem is None and (full or not chunked) and checksum(data) != marker.get("sha256"):
-            problem = "its data does not match its sha256"
-        if problem is None:
-            return data, None
-        with contextlib.suppress(OSError):  # a read-only store: the message still says it
-            self._note(clip_id, name).parent.mkdir(parents=True, exist_ok=True)
-            self._note(clip_id, name).touch()
-        return None, problem
+        data, problem = check_data(self._clip_dir(clip_id) / name, marker,
+                                   lambda: self._clip(clip_id)[name][...], full)
+        if problem is not None:
+            note = corrupt_note(self.meta, clip_id, name)
+            with contextlib.suppress(OSError):  # a read-only store: the message still says it
+                note.parent.mkdir(parents=True, exist_ok=True)
+                note.touch()
+        return data, problem
 
     def _checked(self, clip_id: str, name: str, full: bool) -> np.ndarray:
         """A marked array's data, checked (:meth:`inspect_array`); raises CorruptArray or StoreError
@@ -510,9 +335,10 @@ class FeatureStore:
         marker = self.marker(clip_id, name)
         if marker is None or marker.get("cache_key") != cache_key:
             return False
-        if self._note(clip_id, name).exists():
+        if corrupt_note(self.meta, clip_id, name).exists():
             return False
-        if isinstance(marker.get("chunks"), dict) and self._chunk_problem(clip_id, name, marker):
+        folder = self._clip_dir(clip_id) / name
+        if isinstance(marker.get("chunks"), dict) and chunk_problem(folder, marker):
             return False
         return not verify or self.inspect_array(clip_id, name, full=True)[1] is None
 
@@ -529,8 +355,8 @@ class FeatureStore:
         try:
             array = zarr.create_array(
                 str(built), shape=data.shape, dtype=data.dtype,
-                chunks=(_chunk_rows(data.shape, data.dtype.itemsize), *data.shape[1:]),
-                compressors=_CODECS, fill_value=0, zarr_format=3,
+                chunks=(chunk_rows(data.shape, data.dtype.itemsize), *data.shape[1:]),
+                compressors=CODECS, fill_value=0, zarr_format=3,
                 dimension_names=dims,
                 config={"write_empty_chunks": True},  # every chunk on disk: a missing one is damage
                 attributes={} if is_coordinate(name) else {"coordinates": coordinate})
@@ -558,7 +384,7 @@ class FeatureStore:
                 self._write_array(self._clip_dir(clip_id), time_name(name), times,
                                   f"{TIME_KEY}-{rate}", rate, False, (f"{name}_frame",))
             self._write_array(self._clip_dir(clip_id), name, data, cache_key, rate, video_rate)
-            self._note(clip_id, name).unlink(missing_ok=True)
+            corrupt_note(self.meta, clip_id, name).unlink(missing_ok=True)
 
     def read(self, clip_id: str, name: str) -> np.ndarray:
         """A complete array's data, checked as it is read (module docstring); raises

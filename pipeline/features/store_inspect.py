@@ -2,7 +2,7 @@
 
 :func:`summarize` reads metadata only (markers, shapes, recorded chunk sizes), so it is cheap on
 any store; :func:`verify` is the full check, reading and re-hashing every byte (see
-:mod:`pipeline.features.store` for what a reader checks on its own).
+:mod:`pipeline.features.store_format` for what a reader checks on its own).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-from pipeline.features.store import VALID, StoreError
+from pipeline.features.store_format import VALID, StoreError
 
 if TYPE_CHECKING:
     from pipeline.features.store import FeatureStore

@@ -30,7 +30,7 @@ from typing import Iterator
 from pipeline import locks
 from pipeline.data.manifest import Clip
 from pipeline.features.atomic import TMP_PREFIX, write_json
-from pipeline.features.store import StoreError, meta_dir
+from pipeline.features.store_format import StoreError, meta_dir
 
 KEY = "consolidated_metadata"
 

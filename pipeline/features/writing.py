@@ -19,7 +19,8 @@ import numpy as np
 from pipeline.features.extractors.base import Extractor
 from pipeline.features.feeding import ClipContext, InputError
 from pipeline.features.plan import array_keys
-from pipeline.features.store import VALID, VALID_KEY, FeatureStore
+from pipeline.features.store import FeatureStore
+from pipeline.features.store_format import VALID, VALID_KEY
 
 
 @dataclass(eq=False)

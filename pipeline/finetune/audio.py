@@ -36,7 +36,7 @@ from pipeline.data.manifest import Clip
 from pipeline.data.media import decode_audio
 from pipeline.errors import PipelineError
 from pipeline.features.audio_windows import frame_windows, window_length
-from pipeline.finetune.backbones import AudioBackbone, Backbone, Samples, _samples
+from pipeline.finetune.backbones import AudioBackbone, Backbone, Samples, labelled_samples
 from pipeline.finetune.config import FinetuneConfig
 from pipeline.fusion.windows import PAPER_THRESHOLDS, PAPER_WINDOWS, purity
 
@@ -89,7 +89,7 @@ class SwinAudioBackbone(AudioBackbone):
             rule = self.config.purity_rule
             return purity(clip.labels, self.window, rule) >= self.threshold - 1e-9
 
-        return _samples(clips, usable)
+        return labelled_samples(clips, usable)
 
     def shape_keys(self, samples: Samples) -> np.ndarray:
         return np.zeros(len(samples), dtype=np.int64)  # every window renders to the input size

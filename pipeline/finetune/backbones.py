@@ -56,7 +56,7 @@ class Samples:
         return len(self.label)
 
 
-def _samples(clips: Sequence[Clip], usable: Any) -> Samples:
+def labelled_samples(clips: Sequence[Clip], usable: Any) -> Samples:
     rows = []
     for i, clip in enumerate(clips):
         labels = clip.labels.astype(np.int64)
@@ -189,7 +189,7 @@ class FaceBackbone(Backbone):
         return self.probe.num_features
 
     def samples(self, clips: Sequence[Clip]) -> Samples:
-        return _samples(clips, lambda clip: face_mask(clip.frames_dir, clip.n_frames))
+        return labelled_samples(clips, lambda clip: face_mask(clip.frames_dir, clip.n_frames))
 
     def tensor(self, samples: Samples, i: int, seed: int | None) -> torch.Tensor:
         clip = samples.clips[int(samples.clip[i])]
@@ -252,7 +252,7 @@ class AudioBackbone(Backbone):
         return self.extractor.config.embedding_dim
 
     def samples(self, clips: Sequence[Clip]) -> Samples:
-        return _samples(clips, lambda clip: np.full(clip.n_frames, clip.audio_path is not None))
+        return labelled_samples(clips, lambda clip: np.full(clip.n_frames, clip.audio_path is not None))
 
     def front(self, clip: Clip) -> np.ndarray:
         if clip.audio_path not in self._fronts:  # _left/_right clips share their video's audio
@@ -278,14 +278,3 @@ class AudioBackbone(Backbone):
         return {"frontend": dataclasses.asdict(c.frontend), "mean_norm": c.mean_norm,
                 "cmn_seconds": c.cmn_seconds, "window": self.window}
 
-
-def backbone_for(config: FinetuneConfig) -> Backbone:
-    if config.backbone == "iresnet":
-        from pipeline.finetune.iresnet import IResNetBackbone
-
-        return IResNetBackbone(config)
-    if config.backbone in ("swin_audio", "hf_audio"):
-        from pipeline.finetune.audio import HfAudioBackbone, SwinAudioBackbone
-
-        return SwinAudioBackbone(config) if config.backbone == "swin_audio" else HfAudioBackbone(config)
-    return FaceBackbone(config) if config.backbone == "timm" else AudioBackbone(config)

@@ -54,7 +54,8 @@ from pipeline.data.labels import UNLABELED
 from pipeline.data.manifest import Clip, fingerprint, load_clips
 from pipeline.errors import PipelineError
 from pipeline.features.weights_record import WeightsRecord, read_record, sha256_file
-from pipeline.finetune.backbones import Backbone, Samples, au_targets, backbone_for
+from pipeline.finetune.backbone_choice import backbone_for
+from pipeline.finetune.backbones import Backbone, Samples, au_targets
 from pipeline.finetune.config import FinetuneConfig
 from pipeline.finetune.model import Classifier, autocast, freeze, make_optimizer
 from pipeline.finetune.plan import batches, epoch_plan

@@ -19,6 +19,7 @@ from pipeline.config import build, from_dict, read_toml
 from pipeline.errors import PipelineError
 from pipeline.fusion.folds import SELECT_ON, SELECTED_ON, SelectOn  # noqa: F401 (re-exported)
 from pipeline.fusion.losses import LossConfig
+from pipeline.fusion.presets import check_extraction, preset_overrides
 from pipeline.fusion.sampling import SamplingConfig
 
 
@@ -191,8 +192,6 @@ def build_config(method: str, store: str | Path, manifests: str | Path, preset: 
     With a preset, the store must hold what its paper extracted (:func:`check_extraction`);
     ``allow_random_weights`` accepts features of a backbone the paper trained that the store
     records as random weights."""
-    from pipeline.fusion.presets import check_extraction, preset_overrides
-
     if config_file is not None:
         try:
             loaded = read_toml(config_file)
@@ -210,5 +209,6 @@ def build_config(method: str, store: str | Path, manifests: str | Path, preset: 
                    sets=sets, options={"method": method, "store": str(store),
                                        "manifests": str(manifests), "seed": seed})
     if preset is not None:
-        check_extraction(preset, config, allow_random_weights)  # what the paper extracted
+        # what the paper extracted
+        check_extraction(preset, config.store, config.head, allow_random_weights)
     return config

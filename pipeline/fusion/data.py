@@ -15,7 +15,7 @@ stays deterministic. The store is opened
 once per run and every clip is read whole (a handful of chunk reads), never row by row.
 Every read is checked by the store (recorded chunk sizes and crc32c per chunk, or the sha256 of
 arrays written before crc32c): a deleted or damaged chunk stops training with one line naming the
-store, clip and array (:class:`~pipeline.features.store.CorruptArray`), never reads as zeros.
+store, clip and array (:class:`~pipeline.features.store_format.CorruptArray`), never reads as zeros.
 
 Why not ``torch.utils.data.DataLoader``: its worker processes would each reopen the store and
 interleave groups in an order that depends on timing; a single prefetch thread keeps the order
@@ -52,7 +52,8 @@ import numpy as np
 from pipeline.data.labels import CLASSES, NUM_AUS, UNLABELED
 from pipeline.data.manifest import Clip
 from pipeline.errors import PipelineError
-from pipeline.features.store import VALID, DamagedMetadata, FeatureStore, StoreError, mask_name
+from pipeline.features.store import FeatureStore
+from pipeline.features.store_format import VALID, DamagedMetadata, StoreError, mask_name
 from pipeline.fusion.windows import window_passes
 
 OTHER = CLASSES.index("Other")  # the class a 7-class run (task.classes = 7) does not have

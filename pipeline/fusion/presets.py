@@ -1,7 +1,8 @@
-"""Named presets reproducing each paper's stage-two settings, and the assembly of a run's config.
+"""Named presets reproducing each paper's stage-two settings, and the check of a store against them.
 
-A config is built in layers, each overriding the one before
-(:func:`pipeline.fusion.config.build_config`)::
+A run's config is built in layers, each overriding the one before, by
+:func:`pipeline.fusion.config.build_config`, which reads its preset layer and the check from here
+(this module imports no other module of ``pipeline.fusion``)::
 
     the method's defaults  <  --preset  <  --config FILE.toml  <  --set key=value  <  --seed
 
@@ -23,13 +24,11 @@ for them unless the user allows it (``fuse --allow-random-weights``).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 from pipeline.config import merge
 from pipeline.errors import PipelineError
-
-if TYPE_CHECKING:
-    from pipeline.fusion.config import FuseConfig
 
 
 @dataclass(frozen=True)
@@ -211,30 +210,33 @@ def _arrays_read(head: Any) -> set[str]:
     return names
 
 
-def check_extraction(name: str, config: FuseConfig, allow_random_weights: bool = False) -> None:
-    """Refuse, in one line, a store whose features this run reads were extracted with other
+def check_extraction(name: str, store: str | Path, head: Any,
+                     allow_random_weights: bool = False) -> None:
+    """Refuse, in one line, a ``store`` whose features a run with the head config ``head`` reads
+    (a dataclass: its array names are read off it) were extracted with other
     settings than preset ``name`` needs (the store's root attributes record each extractor's
     config), or, unless ``allow_random_weights``, on random weights for an extractor the paper
     trained (the store records ``random_weights`` per extractor). Extractors whose arrays the run
     does not read are not checked, and a store that does not exist yet is left to the stage to
     report.
     """
-    from pipeline.features.store import FeatureStore, StoreError  # zarr: only when fusing
+    from pipeline.features.store import FeatureStore  # zarr: only when fusing
+    from pipeline.features.store_format import StoreError
 
     needs = PRESETS[name].extraction
     trained = () if allow_random_weights else PRESETS[name].trained
     if not needs and not trained:
         return
     try:
-        recorded = FeatureStore(config.store).extractors()
+        recorded = FeatureStore(store).extractors()
     except StoreError:
         return
-    read = _arrays_read(config.head)
+    read = _arrays_read(head)
     for extractor in trained:
         record = recorded.get(extractor)
         if record and read & set(record.get("outputs", {})) and record.get("random_weights"):
             raise PipelineError(
-                f"{config.store}: {extractor} features come from random weights (no weights file "
+                f"{store}: {extractor} features come from random weights (no weights file "
                 f"at extraction), but preset {name}'s paper trained its {extractor}: extract with "
                 f"--weights {extractor}=PATH, or pass --allow-random-weights to fuse anyway")
     for extractor, fields in needs.items():
@@ -246,7 +248,7 @@ def check_extraction(name: str, config: FuseConfig, allow_random_weights: bool =
             if value not in accepted:
                 wanted = " or ".join(repr(a) for a in accepted)
                 raise PipelineError(
-                    f"{config.store}: {extractor} was extracted with {dotted}={value!r}, but "
+                    f"{store}: {extractor} was extracted with {dotted}={value!r}, but "
                     f"preset {name} needs {wanted}: extract into another store with "
                     f"--set configs.{extractor}.{dotted}={accepted[0]}")
 

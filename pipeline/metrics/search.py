@@ -10,7 +10,7 @@
   offset in turn set to its best value on a grid, holding the others; :func:`bias_sweep` finds
   that best value exactly for the whole grid from one cumulative count).
 
-The weight searches score many weight vectors on the same frames through :class:`_Evaluator`,
+The weight searches score many weight vectors on the same frames through :class:`WeightScorer`,
 which counts the frames where every member agrees once and re-scores only the others.
 """
 
@@ -49,7 +49,7 @@ def _first_argmax(scores: np.ndarray, maximum: np.ndarray, code: np.ndarray,
     return _LOWEST_BIT[code]
 
 
-class _Evaluator:
+class WeightScorer:
     """Confusion matrices of argmax(sum_i w_i P_i) on fixed labelled frames, for many weights.
 
     Where every member's argmax is the same class c, any non-negative weights (not all zero) also
@@ -115,7 +115,7 @@ def proportional_search(first: np.ndarray, second: np.ndarray, labels: np.ndarra
     Ties go to the first pair in (m, n) order.
     """
     keep = labels != UNLABELED
-    evaluator = _Evaluator([first[keep], second[keep]], labels[keep])
+    evaluator = WeightScorer([first[keep], second[keep]], labels[keep])
     pairs = list(itertools.product(range(1, max_weight + 1), repeat=2))
     ratios = sorted({(m // math.gcd(m, n), n // math.gcd(m, n)) for m, n in pairs})
     by_ratio = dict(zip(ratios, evaluator.macro_f1s(ratios)))
@@ -125,7 +125,7 @@ def proportional_search(first: np.ndarray, second: np.ndarray, labels: np.ndarra
     return ProportionalFit(best // max_weight + 1, best % max_weight + 1, grid)
 
 
-def weight_search(evaluator: _Evaluator, n_members: int, max_weight: int = 5) -> tuple[int, ...]:
+def weight_search(evaluator: WeightScorer, n_members: int, max_weight: int = 5) -> tuple[int, ...]:
     """Integer weights 0..max_weight per member with the best macro-F1 (see the module docstring)."""
     if (max_weight + 1) ** n_members <= EXHAUSTIVE_WEIGHT_GRID:
         # all zero, or a multiple of a vector already in the grid, is skipped

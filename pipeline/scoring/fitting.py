@@ -32,7 +32,7 @@ from pipeline.scoring.postprocess import (
     mode_filter,
     smooth_probs,
 )
-from pipeline.metrics.search import _Evaluator, bias_search
+from pipeline.metrics.search import WeightScorer, bias_search
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ def pipeline_steps(config: EnsembleConfig) -> list[str]:
     return steps + (bias + smooth if config.smooth == "mode" else smooth + bias)
 
 
-def _tuning_scores(fitted: list[Combination], data: SplitData, evaluator: _Evaluator
+def _tuning_scores(fitted: list[Combination], data: SplitData, evaluator: WeightScorer
                    ) -> list[float]:
     """Macro-F1 of each fitted candidate on the labelled tuning frames (weighted means at once)."""
     weighted = [c.weights for c in fitted if c.weights is not None]
@@ -116,7 +116,7 @@ def fit_candidates(data: SplitData, member_names: Sequence[str], config: Ensembl
     if data.labels is None or not (data.labels != UNLABELED).any():
         raise PipelineError(f"no annotated frames to tune on in {len(data.clip_ids)} clips")
     keep = data.labels != UNLABELED
-    evaluator = _Evaluator([p[keep] for p in data.probs], data.labels[keep])
+    evaluator = WeightScorer([p[keep] for p in data.probs], data.labels[keep])
     fitted = [combiners.combiner(c.rule).fit(c, data, evaluator, config)
               for c in combiners.candidates(member_names, config)]
     candidates = {c.name: c for c in fitted}

@@ -29,7 +29,8 @@ import numpy as np
 from _timing import best_of
 
 from pipeline.data.manifest import Clip
-from pipeline.features.store import VALID, VALID_KEY, FeatureStore, checksum
+from pipeline.features.store import FeatureStore
+from pipeline.features.store_format import VALID, VALID_KEY, checksum
 from pipeline.progress import silent
 from stages.extract import _plan
 

@@ -16,7 +16,8 @@ from pipeline.features.hdf5 import (
     import_hdf5,
 )
 from pipeline.features.hdf5_export import export_hdf5
-from pipeline.features.store import FeatureStore, checksum, mask_name
+from pipeline.features.store import FeatureStore
+from pipeline.features.store_format import checksum, mask_name
 from pipeline.features.store_inspect import verify
 from pipeline.fusion.data import FeatureRequest, check_inputs, feature_keys, read_clip
 

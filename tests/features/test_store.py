@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import zarr
 
-from pipeline.features.store import FeatureStore, StoreError, array_key, checksum
+from pipeline.features.store import FeatureStore
+from pipeline.features.store_format import StoreError, array_key, checksum
 from pipeline.features.store_inspect import summarize, verify
 
 

@@ -21,7 +21,8 @@ from pipeline.data.manifest import Clip
 from pipeline.errors import PipelineError
 from pipeline import locks
 from pipeline.features import atomic
-from pipeline.features.store import CorruptArray, FeatureStore, StoreError, checksum
+from pipeline.features.store import FeatureStore
+from pipeline.features.store_format import CorruptArray, StoreError, checksum
 from pipeline.features.store_inspect import verify
 from pipeline.fusion.data import FeatureRequest, check_inputs, read_clip
 

@@ -163,7 +163,8 @@ def test_map_every_keeps_each_kth_map_as_is_and_marks_it(tmp_path):
     from extract_fixtures import make_dataset
 
     from pipeline.features.config import ExtractConfig
-    from pipeline.features.store import FeatureStore, mask_name
+    from pipeline.features.store import FeatureStore
+    from pipeline.features.store_format import mask_name
     from pipeline.fusion.data import FeatureRequest, check_inputs, read_clip
     from pipeline.data.manifest import load_clips
     from stages.extract import run_extract

@@ -24,7 +24,7 @@ from pipeline.features.audio_windows import frame_windows  # noqa: E402
 from pipeline.features.config import ExtractConfig  # noqa: E402
 from pipeline.features.store import FeatureStore  # noqa: E402
 from pipeline.features.weights_record import WEIGHTS_NAME, read_record  # noqa: E402
-from pipeline.finetune.backbones import backbone_for  # noqa: E402
+from pipeline.finetune.backbone_choice import backbone_for  # noqa: E402
 from pipeline.finetune.config import build_config  # noqa: E402
 from pipeline.finetune.loop import work_dir  # noqa: E402
 from stages.extract import run_extract  # noqa: E402

@@ -80,7 +80,7 @@ def test_tdnn_training_changes_the_embedding_and_records_its_data(tuned, demo_ma
 def test_a_tdnn_fine_tune_without_weights_starts_from_extracts_random_network(demo_manifests):
     # The comparison "random frozen vs fine-tuned" is only fair if both start from one network.
     from pipeline.features.extractors.tdnn import Tdnn, TdnnConfig
-    from pipeline.finetune.backbones import backbone_for
+    from pipeline.finetune.backbone_choice import backbone_for
 
     config = build_config(demo_manifests, sets=SETS)
     start = backbone_for(config).build().state_dict()

@@ -142,7 +142,7 @@ def test_evaluator_matches_naive_scoring(seed, members, n):
             p[agree] = probs[0][agree]
     labels = rng.integers(-1, NUM_CLASSES, n)
     keep = labels != -1
-    evaluator = S._Evaluator([p[keep] for p in probs], labels[keep])
+    evaluator = S.WeightScorer([p[keep] for p in probs], labels[keep])
     for _ in range(5):
         weights = rng.integers(0, 4, members)
         if not weights.any():
@@ -166,12 +166,12 @@ def test_weight_search_exhaustive_and_coordinate():
     rng = np.random.default_rng(4)
     labels = rng.integers(0, NUM_CLASSES, 300)
     probs = [_probs(rng, 300) for _ in range(4)]
-    three = S._Evaluator(probs[:3], labels)
+    three = S.WeightScorer(probs[:3], labels)
     best = S.weight_search(three, 3)
     brute = max(_naive_f1(probs[:3], labels, w)
                 for w in itertools.product(range(6), repeat=3) if any(w))
     assert three.macro_f1(best) == pytest.approx(brute, abs=1e-9)
-    four = S._Evaluator(probs, labels)  # 6^4 > 256 points: coordinate ascent from all-ones
+    four = S.WeightScorer(probs, labels)  # 6^4 > 256 points: coordinate ascent from all-ones
     weights = S.weight_search(four, 4)
     assert four.macro_f1(weights) >= four.macro_f1((1, 1, 1, 1))
 

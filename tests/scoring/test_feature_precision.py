@@ -4,7 +4,8 @@ import json
 from pathlib import Path
 
 from pipeline.features.extractors import create
-from pipeline.features.store import FeatureStore, array_key
+from pipeline.features.store import FeatureStore
+from pipeline.features.store_format import array_key
 from pipeline.runs.record import RunRecord, read_record
 from stages.precision import feature_precision
 

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from extract_fixtures import make_dataset
-from pipeline.features.store import meta_dir
+from pipeline.features.store_format import meta_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent

@@ -16,7 +16,8 @@ import pytest
 from extract_fixtures import make_dataset, store_arrays
 from pipeline.errors import PipelineError
 from pipeline import locks
-from pipeline.features.store import CorruptArray, FeatureStore
+from pipeline.features.store import FeatureStore
+from pipeline.features.store_format import CorruptArray
 from pipeline.features.store_inspect import summarize, verify
 from stages.extract import ExtractConfig, run_extract
 

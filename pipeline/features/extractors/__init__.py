@@ -30,8 +30,8 @@ from typing import Any
 
 from pipeline.errors import PipelineError
 from pipeline.features.extractors.base import (
-    _REGISTRY,
     PRECISIONS,
+    REGISTRY,
     ArraySpec,
     AudioExtractor,
     Extractor,
@@ -106,14 +106,14 @@ def _modules() -> dict[str, str]:
 
 def names() -> list[str]:
     """Every extractor's name (built in, from entry points, or registered already); imports none."""
-    return sorted({*_modules(), *_REGISTRY})
+    return sorted({*_modules(), *REGISTRY})
 
 
 def registry() -> dict[str, type[Extractor]]:
     """Every extractor class by name (imports every extractor module)."""
     for module in sorted(set(_modules().values())):
         importlib.import_module(module)
-    return dict(_REGISTRY)
+    return dict(REGISTRY)
 
 
 def is_known(name: str) -> bool:
@@ -124,17 +124,17 @@ def is_known(name: str) -> bool:
 
 def extractor_class(name: str) -> type[Extractor]:
     """The class registered as ``name`` (imports only its module when the name was indexed)."""
-    if name not in _REGISTRY and name in _modules():
+    if name not in REGISTRY and name in _modules():
         module = _modules()[name]
         importlib.import_module(module)
-        if name not in _REGISTRY:  # an entry point whose name is not what its module registers
+        if name not in REGISTRY:  # an entry point whose name is not what its module registers
             raise PipelineError(
                 f"extractor {name!r}: module {module} (entry point {name} of group "
                 f"{ENTRY_POINT_GROUP}) registers no extractor of that name; an entry point's name "
-                f"must be its class's `name` (registered now: {', '.join(sorted(_REGISTRY))})")
-    if name not in _REGISTRY and not is_known(name):
+                f"must be its class's `name` (registered now: {', '.join(sorted(REGISTRY))})")
+    if name not in REGISTRY and not is_known(name):
         raise KeyError(f"unknown extractor {name!r}; choose from {', '.join(names())}")
-    return _REGISTRY[name]
+    return REGISTRY[name]
 
 
 def create(name: str, **kwargs: Any) -> Extractor:

@@ -358,12 +358,13 @@ def _compute_audio(extractors: list[AudioExtractor], clip: ClipContext) -> Loade
     return Loaded(arrays=arrays)
 
 
-_REGISTRY: dict[str, type[Extractor]] = {}
+# name -> class, filled by register(); pipeline.features.extractors reads it (registry(), create())
+REGISTRY: dict[str, type[Extractor]] = {}
 
 
 def register(cls: type[Extractor]) -> type[Extractor]:
     """Class decorator: make an extractor available by its ``name``."""
-    if cls.name in _REGISTRY:
+    if cls.name in REGISTRY:
         raise ValueError(f"extractor {cls.name!r} registered twice")
-    _REGISTRY[cls.name] = cls
+    REGISTRY[cls.name] = cls
     return cls

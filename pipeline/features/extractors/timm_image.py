@@ -16,10 +16,10 @@ would): ResNet-50 at 3x3 is 36 KB/frame; that changes what a head sees. ``map_ev
 the map as it is but only at every k-th frame (frames 0, k, 2k, ... of each clip, as paper 004
 samples frames at equal intervals): the other rows are zeros, which the store's compressor all but
 removes (about 1/k of the bytes), and ``<name>_map_valid`` (the store's companion-mask rule,
-:func:`pipeline.features.store.mask_name`) marks the frames that hold one. A head reading the map
-trains only on those frames and sees exactly the maps it would see with ``map_every = 1``; frames
-between take the prediction of the nearest frame with a map (the faceless-frame rule of stage
-two). No channel reduction is offered yet.
+:func:`pipeline.features.store_format.mask_name`) marks the frames that hold one. A head reading
+the map trains only on those frames and sees exactly the maps it would see with
+``map_every = 1``; frames between take the prediction of the nearest frame with a map (the
+faceless-frame rule of stage two). No channel reduction is offered yet.
 
 ``crops`` lists extra centre-crop fractions: the vector (and map) is then the mean over the
 model's own crop and each listed one (multi-crop averaging, as the 2026 ABAW leader averages
@@ -48,7 +48,7 @@ import torch.nn.functional as F  # noqa: E402
 from pipeline.errors import PipelineError  # noqa: E402
 from pipeline.features.extractors.base import ArraySpec, ImageExtractor, register  # noqa: E402
 from pipeline.features.extractors.timm_models import build_timm, feature_map, timm_probe  # noqa: E402
-from pipeline.features.store import mask_name  # noqa: E402
+from pipeline.features.store_format import mask_name  # noqa: E402
 from pipeline.features.weights_record import check_family, image_data_config  # noqa: E402
 
 

@@ -41,7 +41,7 @@ from pipeline.metrics.mean import combine
 
 if TYPE_CHECKING:
     from pipeline.scoring.frames import SplitData
-    from pipeline.metrics.search import _Evaluator
+    from pipeline.metrics.search import WeightScorer
 
 
 class EnsembleConfig(Protocol):
@@ -93,7 +93,7 @@ class Combiner:
         raise NotImplementedError
 
     @classmethod
-    def fit(cls, candidate: Candidate, data: "SplitData", evaluator: "_Evaluator",
+    def fit(cls, candidate: Candidate, data: "SplitData", evaluator: "WeightScorer",
             config: EnsembleConfig) -> Combination:
         """Fit ``candidate`` on ``data`` (the tuning clips); ``evaluator`` scores weight vectors
         on its labelled frames."""
