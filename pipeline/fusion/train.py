@@ -19,6 +19,11 @@ gradient (the proportional head's m, n): after every epoch's selection pass the 
 outputs derived with what it fitted. The final pass (best epoch) fits again, as the paper does,
 before the val and test predictions are written with the fitted choice.
 
+**The weights kept are an average.** With ``train.ema_epochs`` (default 1) each epoch's
+selection pass, ``best.pt`` and the final predictions use an exponential moving average of the
+weights over about that many epochs (:mod:`pipeline.fusion.averaging`, which says why and what it
+measured); training itself continues from the weights. 0 turns it off.
+
 **Bagging members** (``bag.member >= 0``, set by ``stages/fuse.py``) train on a bootstrap resample
 of the training videos left after the dev slice, drawn from the member's own seed
 (:func:`pipeline.fusion.folds.bootstrap`); they select on the same dev slice as a single run.

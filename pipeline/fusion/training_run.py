@@ -13,6 +13,10 @@ fixed order: the clip order, then per group the expression draw
 (:func:`pipeline.fusion.sampling.draw`), then per task its examples and their shuffle, then
 (``joint`` schedule) the mixing.
 
+After every step the weights' moving average (:mod:`pipeline.fusion.averaging`) takes them in;
+each epoch's selection pass runs with the average applied, and the best epoch's average is what
+is kept.
+
 The evaluation pass is :mod:`pipeline.fusion.evaluation`; the record's selection and 7-class
 parts :mod:`pipeline.fusion.run_record`; the run directory's files :mod:`pipeline.fusion.rundir`.
 """
