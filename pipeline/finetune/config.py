@@ -12,11 +12,13 @@ from pipeline.errors import PipelineError
 from pipeline.features.extractors.iresnet import IResNetConfig
 from pipeline.features.extractors.swin_audio import SwinAudioConfig
 from pipeline.features.extractors.tdnn import TdnnConfig
+from pipeline.fusion.config import ClassifierConfig
 from pipeline.fusion.losses import LossConfig
 from pipeline.fusion.sampling import SamplingConfig
 from pipeline.fusion.windows import PURITY_RULES
 
 BACKBONES = ("timm", "iresnet", "tdnn", "swin_audio", "hf_audio")
+LAYER_DECAY_BACKBONES = ("timm", "swin_audio", "hf_audio")  # those with a layer order (lr_decay)
 OPTIMIZERS = ("adamw", "sgd")
 
 
@@ -45,7 +47,11 @@ class FinetuneConfig:
     eval_batch_size: int = 64  # samples per forward pass when scoring the dev slice
     optimizer: str = "adamw"  # "adamw" or "sgd" (with momentum)
     lr: float = 1e-4  # backbone learning rate (constant)
-    head_lr: float = 1e-3  # learning rate of the new linear classifier
+    head_lr: float = 1e-3  # learning rate of the new classifier
+    # layer-wise lr decay (BEiT): block i of L gets lr * lr_decay ** (L + 1 - i), embeddings
+    # lr_decay ** (L + 1), the final norm lr; timm/swin_audio (the model's group_matcher) and
+    # hf_audio (encoder.layers.N) only; 1: off (pipeline.finetune.layer_decay)
+    lr_decay: float = 1.0
     weight_decay: float = 0.05  # decoupled for AdamW, L2 for SGD
     momentum: float = 0.9  # SGD momentum
     grad_clip: float = 1.0  # clip the gradient norm (0: no clipping)
@@ -63,6 +69,9 @@ class FinetuneConfig:
     loss: LossConfig = field(default_factory=LossConfig)  # the heads' losses (ce, focal, coarse_fine)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)  # balance / majority_cap / interval
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # the new class layer: linear (experts 0) or the heads' mixture of experts (pipeline.fusion.moe);
+    # training only: the weights folder holds the backbone
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     # backbone tdnn: the log-mel window (video frames) centred on each labelled frame (paper 000's
     # shortest dynamic window), and the network, frontend and CMN (tdnn's own options; mean_norm
     # unset: as the extractor resolves it for the initial weights, "none" for random ones).
@@ -103,6 +112,11 @@ class FinetuneConfig:
             raise PipelineError(f"window_purity {self.window_purity}: need 0 <= p <= 1")
         if tuple(self.tasks) not in (("expr",), ("expr", "au")):
             raise PipelineError(f"tasks {list(self.tasks)}: choose [\"expr\"] or [\"expr\", \"au\"]")
+        if not 0.0 < self.lr_decay <= 1.0:
+            raise PipelineError(f"lr_decay {self.lr_decay}: need 0 < d <= 1 (1: off)")
+        if self.lr_decay != 1.0 and self.backbone not in LAYER_DECAY_BACKBONES:
+            raise PipelineError(f"lr_decay {self.lr_decay}: backbone {self.backbone} has no layer "
+                                f"order; choose from {', '.join(LAYER_DECAY_BACKBONES)} or lr_decay=1")
         if self.window < 1:
             raise PipelineError(f"window {self.window}: need a positive number of video frames")
 

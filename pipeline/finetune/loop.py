@@ -1,6 +1,7 @@
 """The fine-tuning loop: seeded, deterministic, resumable, and DDP-aware (``torchrun``).
 
-:func:`finetune` trains ``backbone + Linear(num_features, 8)`` on the labelled frames of the
+:func:`finetune` trains ``backbone + Linear(num_features, 8)`` (or a mixture of experts,
+``classifier.experts``; :mod:`pipeline.finetune.model`) on the labelled frames of the
 **training split only** (validation manifests are never opened), selects its epoch on the same
 train-dev slice of whole training videos the heads use (:func:`pipeline.fusion.folds.dev_slice`
 with ``dev_fraction``/``dev_seed``), and writes the best epoch's backbone as a weights folder
@@ -228,8 +229,9 @@ class _Finetune:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.config.seed + 1)  # the classifier's own stream
             self.model = Classifier(backbone, self.backbone.num_features,
-                                    au="au" in self.config.tasks).to(self.device)
-        self.optimizer = make_optimizer(self.model, self.config)
+                                    au="au" in self.config.tasks,
+                                    classifier=self.config.classifier).to(self.device)
+        self.optimizer = make_optimizer(self.model, self.config, self.backbone.model_name)
         self.epoch, self.best_score, self.best_epoch, self.bad = 0, -math.inf, 0, 0
         self.best_state: dict[str, torch.Tensor] | None = None
         self.history: list[dict[str, Any]] = []

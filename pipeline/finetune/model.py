@@ -1,6 +1,7 @@
-"""What a fine-tune trains: the backbone with new class layers, which of its parameters stay
-frozen, the optimiser's two learning rates and the autocast precision (:mod:`pipeline.finetune.loop`
-runs them)."""
+"""What a fine-tune trains: the backbone with new class layers (linear, or the heads' mixture of
+experts), which of its parameters stay frozen, the optimiser's learning rates (``lr`` for the
+backbone, per depth with ``lr_decay``: :mod:`pipeline.finetune.layer_decay`; ``head_lr`` for the
+class layers) and the autocast precision (:mod:`pipeline.finetune.loop` runs them)."""
 
 from __future__ import annotations
 
@@ -12,16 +13,24 @@ from torch import nn
 from pipeline.data.labels import NUM_AUS
 from pipeline.errors import PipelineError
 from pipeline.finetune.config import FinetuneConfig
+from pipeline.finetune.layer_decay import lr_scales
+from pipeline.fusion.config import ClassifierConfig
+from pipeline.fusion.moe import MixtureOfExperts
 
 
 class Classifier(nn.Module):
-    """The backbone and a new linear classifier over its pooled features; with ``au``, also a
-    linear AU head whose 12 logits follow the 8 expression logits in the output."""
+    """The backbone and a new classifier over its pooled features: linear, or with
+    ``classifier.experts`` a mixture of that many linear experts (the heads'
+    :class:`~pipeline.fusion.moe.MixtureOfExperts`); with ``au``, also a linear AU head whose 12
+    logits follow the 8 expression logits in the output. Only the backbone is written."""
 
-    def __init__(self, backbone: nn.Module, num_features: int, au: bool = False) -> None:
+    def __init__(self, backbone: nn.Module, num_features: int, au: bool = False,
+                 classifier: ClassifierConfig | None = None) -> None:
         super().__init__()
         self.backbone = backbone
-        self.head = nn.Linear(num_features, 8)
+        experts = classifier.experts if classifier is not None else 0
+        self.head = (MixtureOfExperts(num_features, 8, experts, classifier.top_k) if experts
+                     else nn.Linear(num_features, 8))
         self.au_head = nn.Linear(num_features, NUM_AUS) if au else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -52,12 +61,23 @@ def autocast(config: FinetuneConfig, device: torch.device) -> contextlib.Abstrac
     return torch.autocast(device.type, dtype=dtype)
 
 
-def make_optimizer(model: Classifier, config: FinetuneConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: Classifier, config: FinetuneConfig,
+                   model_name: str = "") -> torch.optim.Optimizer:
+    """The optimiser: the backbone's trainable parameters at ``lr`` (one group; with ``lr_decay``
+    one group per depth, in depth order), then the class layers at ``head_lr``. ``model_name``
+    names the backbone's network in a refusal."""
     heads = list(model.head.parameters())
     if model.au_head is not None:
         heads += list(model.au_head.parameters())
-    groups = [{"params": [p for p in model.backbone.parameters() if p.requires_grad], "lr": config.lr},
-              {"params": heads, "lr": config.head_lr}]
+    groups = [{"params": [p for p in model.backbone.parameters() if p.requires_grad], "lr": config.lr}]
+    if config.lr_decay != 1.0:
+        scales = lr_scales(config.backbone, model_name, model.backbone, config.lr_decay)
+        by_scale: dict[float, list[nn.Parameter]] = {}
+        for name, param in model.backbone.named_parameters():
+            if param.requires_grad:
+                by_scale.setdefault(scales[name], []).append(param)
+        groups = [{"params": by_scale[s], "lr": config.lr * s} for s in sorted(by_scale)]
+    groups.append({"params": heads, "lr": config.head_lr})
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum,
                                weight_decay=config.weight_decay)

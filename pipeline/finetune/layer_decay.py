@@ -1,0 +1,90 @@
+"""Layer-wise learning-rate decay (``lr_decay``): each backbone parameter's share of ``lr`` by
+its depth, as BEiT fine-tunes a ViT (Bao et al. 2021, "layer-wise learning rate decay"; the MAE
+and DINOv2 fine-tuning recipes use it too).
+
+With ``L`` blocks and decay ``d``, a parameter's learning rate is ``lr * d ** (L + 1 - i)``: the
+embeddings (patch embedding, class/position tokens; ``i = 0``) get ``d ** (L + 1)``, block ``i``
+(1-based) gets ``d ** (L + 1 - i)``, what comes after the last block (the final norm, a neck) gets
+``lr``. The new classifier keeps ``head_lr``; weight decay is unchanged (``weight_decay`` on every
+parameter, as without the option). ``lr_decay = 1`` builds the optimiser exactly as before.
+
+What a block is, per backbone:
+
+* ``timm`` and ``swin_audio`` (a timm Swin): the model's own ``group_matcher(coarse=False)``, read
+  by timm's :func:`timm.models.group_parameters` (a ViT's ``blocks.N``, a Swin's blocks of every
+  stage with its downsampling, a ResNet's ``layerS.B``). timm files the final norm with the last
+  block (its "previous group" marker); BEiT gives it ``lr``, so do we: a parameter that the
+  matcher files after the last block, or matches with no pattern, counts as "after the last
+  block". A model without a ``group_matcher`` (or whose matcher puts everything in one group) is
+  refused: there is no depth order to decay by.
+* ``hf_audio``: the encoder's ``encoder.layers.N`` (``L`` = its ``num_hidden_layers``); only the
+  top ``train_layers`` of them train, so only their rates matter. Anything else of the encoder
+  (the convolutional feature encoder, projection, positional convolution) counts as embeddings.
+* ``tdnn`` and ``iresnet``: refused (:class:`~pipeline.finetune.config.FinetuneConfig`); no depth
+  order is defined for them here.
+"""
+
+from __future__ import annotations
+
+import re
+
+from torch import nn
+
+from pipeline.errors import PipelineError
+from pipeline.finetune.config import LAYER_DECAY_BACKBONES
+
+_PREVIOUS_GROUP = (99999,)  # timm's marker in a matcher: "file me with the group before"
+
+
+def lr_scales(family: str, model_name: str, backbone: nn.Module, decay: float) -> dict[str, float]:
+    """Each backbone parameter's name -> its share of ``lr`` (see the module docstring)."""
+    if family == "hf_audio":
+        return _hf_audio_scales(backbone, decay)
+    if family not in ("timm", "swin_audio"):
+        raise PipelineError(f"lr_decay {decay}: backbone {family} has no layer order; "
+                            f"choose from {', '.join(LAYER_DECAY_BACKBONES)} or lr_decay=1")
+    return _timm_scales(model_name, backbone, decay)
+
+
+def _timm_scales(model_name: str, model: nn.Module, decay: float) -> dict[str, float]:
+    from timm.models import group_parameters
+
+    matcher = model.group_matcher(coarse=False) if hasattr(model, "group_matcher") else None
+    layer = group_parameters(model, matcher, reverse=True) if matcher is not None else {}
+    after = _after_last_block(model, matcher)
+    blocks = max((i for name, i in layer.items() if name not in after), default=0)
+    if blocks < 1:
+        raise PipelineError(f"lr_decay {decay}: timm model {model_name!r} has no group_matcher "
+                            "giving its layer order; use lr_decay=1")
+    return {name: 1.0 if name in after else decay ** (blocks + 1 - layer[name])
+            for name, _ in model.named_parameters()}
+
+
+def _after_last_block(model: nn.Module, matcher: object) -> set[str]:
+    """Names the matcher files after the last block: matched by no pattern (timm: the largest
+    ordinal) or by a pattern marked "previous group" (the final norm). A matcher given as a
+    function says neither: nothing counts as after."""
+    if not isinstance(matcher, dict):
+        return set()
+    patterns = []  # (regex, suffix), in the order timm tries them
+    for spec in matcher.values():
+        if spec is None:
+            continue
+        for regex, suffix in (spec if isinstance(spec, (list, tuple)) else [(spec, None)]):
+            patterns.append((re.compile(regex), suffix))
+    after = set()
+    for name, _ in model.named_parameters():
+        suffix = next((s for regex, s in patterns if regex.match(name)), _PREVIOUS_GROUP)
+        if tuple(suffix or ()) == _PREVIOUS_GROUP:
+            after.add(name)
+    return after
+
+
+def _hf_audio_scales(encoder: nn.Module, decay: float) -> dict[str, float]:
+    layers = int(encoder.model.config.num_hidden_layers)
+    block = re.compile(r"^model\.encoder\.layers\.(\d+)\.")
+    scales = {}
+    for name, _ in encoder.named_parameters():
+        found = block.match(name)
+        scales[name] = decay ** (layers - int(found.group(1)) if found else layers + 1)
+    return scales
