@@ -2,7 +2,7 @@
 (``classifier.experts``) of ``fer-pipeline finetune``.
 
 The learning rates are checked against BEiT's formula written out here (``lr * d ** (L + 1 - i)``
-per parameter name of timm's ``test_vit``) and against timm's own
+per parameter name of timm's ``test_vit``, a tiny Swin and a tiny wav2vec2) and against timm's own
 :func:`timm.optim.param_groups_layer_decay` on the same ViT with a class head."""
 
 import pytest
@@ -148,3 +148,25 @@ def test_mixture_of_experts_classifier_trains_and_is_not_written(demo_manifests,
     assert not any(k.startswith(("head.", "router", "experts")) for k in load_file(str(out / WEIGHTS_NAME)))
     config = read_record(out).config
     assert config["lr_decay"] == 0.5 and config["classifier"] == {"experts": 2, "top_k": 1}
+
+
+def test_swin_blocks_follow_the_formula():
+    # A tiny Swin (swin_audio's network): its blocks numbered in order over the stages; a
+    # stage's downsampling goes with its first block (timm's grouping), the final norm gets lr.
+    torch.manual_seed(0)
+    swin = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, num_classes=0,
+                             depths=(1, 1, 2, 1), embed_dim=24, num_heads=(1, 1, 1, 1))
+    config = FinetuneConfig(backbone="swin_audio", lr=LR, head_lr=HEAD_LR, lr_decay=DECAY)
+    lrs = _lrs(make_optimizer(Classifier(swin, swin.num_features), config, "swin"))
+    order = [f"layers.{s}.blocks.{b}" for s, n in enumerate((1, 1, 2, 1)) for b in range(n)]
+    depth = len(order)
+    for name, p in swin.named_parameters():
+        if name.startswith("patch_embed."):
+            expected = LR * DECAY ** (depth + 1)
+        elif name.startswith("norm."):
+            expected = LR
+        else:
+            stage, part = name.split(".")[1], name.split(".")[2]
+            block = ".".join(name.split(".")[:4]) if part == "blocks" else f"layers.{stage}.blocks.0"
+            expected = LR * DECAY ** (depth + 1 - (order.index(block) + 1))
+        assert lrs[id(p)] == pytest.approx(expected, rel=1e-12), name
