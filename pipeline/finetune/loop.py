@@ -69,6 +69,9 @@ from pipeline.metrics.scores import macro_f1
 
 # Config fields that may change between a run and its resumption (they change no number).
 RESUMABLE_CHANGES = ("workers",)
+# Config fields added after checkpoints were written, whose default is the behaviour of before: a
+# checkpoint without one resumes as if it held the default.
+ADDED_FIELDS = ("lr_decay", "classifier")
 
 
 @dataclass
@@ -258,7 +261,9 @@ class _Finetune:
         except Exception as e:  # a checkpoint from another torch, or damaged: say which file
             raise PipelineError(f"{self.checkpoint_path}: unreadable checkpoint ({e}); rerun with "
                                 "--restart") from None
-        old = {k: v for k, v in state["config"].items() if k not in RESUMABLE_CHANGES}
+        defaults = to_dict(FinetuneConfig())
+        saved = {**{k: defaults[k] for k in ADDED_FIELDS}, **state["config"]}
+        old = {k: v for k, v in saved.items() if k not in RESUMABLE_CHANGES}
         new = {k: v for k, v in self.saved_config.items() if k not in RESUMABLE_CHANGES}
         if old != new:
             changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))

@@ -170,3 +170,19 @@ def test_swin_blocks_follow_the_formula():
             block = ".".join(name.split(".")[:4]) if part == "blocks" else f"layers.{stage}.blocks.0"
             expected = LR * DECAY ** (depth + 1 - (order.index(block) + 1))
         assert lrs[id(p)] == pytest.approx(expected, rel=1e-12), name
+
+
+def test_a_checkpoint_from_before_the_options_resumes(demo_manifests, tmp_path):
+    # A checkpoint written before lr_decay and classifier existed holds neither: it is the run
+    # with their defaults, so the same command carries on (here: finds it complete).
+    sets = ["epochs=1", "batch_size=16", "model=test_resnet"]
+    out = tmp_path / "w"
+    finetune(build_config(demo_manifests, sets=sets), out)
+    path = work_dir(out) / "checkpoint.pt"
+    state = torch.load(path, weights_only=True)
+    for key in ("lr_decay", "classifier"):
+        del state["config"][key]
+    torch.save(state, path)
+    assert finetune(build_config(demo_manifests, sets=sets), out).already_complete
+    with pytest.raises(PipelineError, match="differs in lr_decay"):
+        finetune(build_config(demo_manifests, sets=[*sets, "lr_decay=0.5"]), out)
