@@ -235,15 +235,42 @@ def _jobqueue_options(scheduler: Scheduler) -> dict[str, Any]:
     return options
 
 
+# What dask-jobqueue fills in at submission: the printed script shows these instead.
+SCHEDULER_PLACEHOLDER = "<SCHEDULER_ADDRESS>"  # the scheduler the submitting process starts
+WORKER_NAME_PLACEHOLDER = "<WORKER_NAME>"  # one name per job
+
+
 def slurm_job_script(spec: str | Scheduler) -> str:
-    """The batch script a ``slurm:`` spec would submit for each job (nothing is submitted; no
-    SLURM needed): what ``extract --print-job-script`` prints."""
+    """The batch script a ``slurm:`` spec would submit for each job, with
+    :data:`SCHEDULER_PLACEHOLDER` and :data:`WORKER_NAME_PLACEHOLDER` where dask-jobqueue puts
+    the scheduler's address and the job's worker name at submission: what ``extract
+    --print-job-script`` prints. Nothing is submitted, no scheduler started, nothing written
+    (dask-jobqueue would create the log directory: the script is built against a throwaway one
+    whose name is then replaced); no SLURM needed.
+    """
+    import tempfile
+
+    import dask.config
+
     scheduler = parse_scheduler(spec) if isinstance(spec, str) else spec
     if scheduler.kind != "slurm":
         raise PipelineError(f"scheduler {scheduler}: only a slurm: scheduler has a job script")
-    # A scheduler on this host only while the script is built: no dashboard, no network.
-    with slurm_cluster(scheduler, scheduler_options={"dashboard_address": None}) as cluster:
-        return cluster.job_script()
+    try:
+        from dask_jobqueue.slurm import SLURMJob
+    except ImportError:
+        raise PipelineError("scheduler slurm: needs dask-jobqueue (pip install dask-jobqueue)") from None
+    # The same job class and options as slurm_cluster()'s jobs (SLURMCluster adds only the
+    # scheduler's address and a name, and reads the same jobqueue config as the job).
+    options = {"processes": 1, **_jobqueue_options(scheduler)}
+    log_directory = options.pop("log_directory", None) or dask.config.get("jobqueue.slurm.log-directory", None)
+    with tempfile.TemporaryDirectory(prefix="fer-job-script-") as stand_in:
+        try:
+            job = SLURMJob(scheduler=SCHEDULER_PLACEHOLDER, name=WORKER_NAME_PLACEHOLDER,
+                           log_directory=stand_in if log_directory else None, **options)
+        except ValueError as e:  # e.g. no cores/memory in the spec nor in the jobqueue config
+            raise PipelineError(f"scheduler {scheduler}: {' '.join(str(e).split())[:200]}") from None
+        script = job.job_script()
+        return script.replace(stand_in, str(log_directory)) if log_directory else script
 
 
 def _connect(scheduler: Scheduler, stack: contextlib.ExitStack) -> Any:
