@@ -23,7 +23,9 @@ The stage is resumable, exact and parallel:
 
 An existing store is planned read-only: with nothing to compute no lock is taken and nothing is
 written (a complete store on a read-only mount works). Arrays are written aside and renamed into
-place, so correctness does not depend on locks (:mod:`pipeline.features.store`).
+place, so correctness does not depend on locks (:mod:`pipeline.features.store`). A damaged or
+missing root ``zarr.json`` is rebuilt first, from the run reports and these manifests, where
+every piece of it can be found again (:mod:`pipeline.features.store_root` says which cannot).
 
 A kill at any moment (SIGKILL included) leaves every array either complete (marker written after
 its data) or incomplete, and a rerun computes exactly the incomplete ones. Every forward runs on a
@@ -56,6 +58,7 @@ from pipeline.features.runner import ClipOutcome, ShardTask, run_shard
 from pipeline.features.store import FeatureStore
 from pipeline.features.store_format import StoreError
 from pipeline.features.store_meta import consolidate, is_consolidated, unconsolidate
+from pipeline.features.store_root import rebuild_root, root_damage
 from pipeline.parallel import Workers, open_executor, parse_scheduler
 from pipeline.progress import ProgressEvent, ProgressFn, silent
 
@@ -321,14 +324,17 @@ def run_extract(config: ExtractConfig, manifests_dir: str | Path, store_path: st
     clips = [_absolute(c) for c in clips]
     extractors = build_extractors(config)
     store_path = Path(os.path.abspath(store_path))
-    # An existing store is planned read-only: no lock, no write unless there is work.
-    store = FeatureStore(store_path, "r" if (store_path / "zarr.json").is_file() else "a")
     descriptions = _descriptions(extractors, config.audio_stride)
-    plan = _plan(store, clips, extractors, config, progress)
-    recorded = store.extractors()
     # What the clips' features were extracted for (not their labels): `fuse` checks its
     # manifest against these.
     digests = {c.clip_id: feature_digest(c) for c in clips}
+    damage = root_damage(store_path)
+    if damage is not None:  # rebuilt from the run reports and these manifests, or one line on what is lost
+        rebuild_root(store_path, damage, digests, descriptions)
+    # An existing store is planned read-only: no lock, no write unless there is work.
+    store = FeatureStore(store_path, "r" if (store_path / "zarr.json").is_file() else "a")
+    plan = _plan(store, clips, extractors, config, progress)
+    recorded = store.extractors()
     known = store.feature_digests()
     if (plan.jobs or any(known.get(k) != v for k, v in digests.items())
             or any(recorded.get(n) != json.loads(json.dumps(d, default=str))
