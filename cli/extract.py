@@ -72,12 +72,13 @@ def _print_job_script(scheduler: str, manifests: Path | None, store: Path | None
     notes = [
         f"`fer-pipeline extract --scheduler {scheduler}` submits this script {jobs} time(s), one job "
         "per dask worker; at submission dask-jobqueue puts in",
-        f"  {SCHEDULER_PLACEHOLDER}: the address of the dask scheduler that `extract` starts on the submitting host",
+        f"  {SCHEDULER_PLACEHOLDER}: the address of the dask scheduler `extract` starts on the "
+        "submitting host",
         f"  {WORKER_NAME_PLACEHOLDER}: a name per job",
-        "Not in this script: the shards of clips (about "
-        f"{shard_frames} frames each; how many depends on the manifests in {manifests or '<MANIFESTS>'})",
-        f"reach the workers as tasks and are written into the store {store or '<STORE>'}: every node must "
-        "see both, and the frames, at the same paths.",
+        f"Not in this script: the shards of clips (up to about {shard_frames} frames each; how many "
+        f"depends on the manifests in {manifests or '<MANIFESTS>'})",
+        f"reach the workers as tasks and are written into the store {store or '<STORE>'}: every node "
+        "must see both, and the frames, at the same paths.",
     ]
     script = "\n".join([shebang, *(f"# {line}" for line in notes), rest])
     console.print(script, markup=False, highlight=False, soft_wrap=True)
@@ -85,9 +86,11 @@ def _print_job_script(scheduler: str, manifests: Path | None, store: Path | None
 
 def extract(
     manifests: Optional[Path] = typer.Option(
-        None, "--manifests", help="Folder of <split>.jsonl clip manifests (required but with --print-job-script)."),
+        None, "--manifests", help="Folder of <split>.jsonl clip manifests (required, but not by "
+        "--print-job-script)."),
     store: Optional[Path] = typer.Option(
-        None, "--store", help="The Zarr feature store (created if missing; required but with --print-job-script)."),
+        None, "--store", help="The Zarr feature store (created if missing; required, but not by "
+        "--print-job-script)."),
     extractor: list[str] = typer.Option(
         [], "--extractor", "-e", help=f"Extractor to run (repeat): {', '.join(extractor_registry.names())}. "
              f"Default: {', '.join(DEFAULT_EXTRACTORS)}."),
@@ -159,6 +162,9 @@ def extract(
         source = cfg.weights.get(name) or ("[bold red]RANDOM[/]" if name in result.random_weights else "-")
         keys.add_row(name, key, source)
     console.print(keys)
+    if result.root_rebuilt:
+        console.print(f"rebuilt {Path(result.store) / 'zarr.json'} ({result.root_rebuilt}) from the run "
+                      "reports and the manifests", markup=False, highlight=False, soft_wrap=True)
     if result.nothing_to_do:
         console.print(f"nothing to do: every array of the {result.clips:,} clips is complete (markers "
                       "and chunk files checked; `fer-pipeline store verify` re-reads every byte); "

@@ -262,7 +262,8 @@ def slurm_job_script(spec: str | Scheduler) -> str:
     # The same job class and options as slurm_cluster()'s jobs (SLURMCluster adds only the
     # scheduler's address and a name, and reads the same jobqueue config as the job).
     options = {"processes": 1, **_jobqueue_options(scheduler)}
-    log_directory = options.pop("log_directory", None) or dask.config.get("jobqueue.slurm.log-directory", None)
+    log_directory = (options.pop("log_directory", None)
+                     or dask.config.get("jobqueue.slurm.log-directory", None))
     with tempfile.TemporaryDirectory(prefix="fer-job-script-") as stand_in:
         try:
             job = SLURMJob(scheduler=SCHEDULER_PLACEHOLDER, name=WORKER_NAME_PLACEHOLDER,

@@ -100,6 +100,7 @@ class ExtractResult:
     allow_skips: bool
     precision: str = ""  # the autocast precision the models ran in, and why (--precision auto)
     report: str | None = None  # the JSON run report's path
+    root_rebuilt: str | None = None  # what was wrong with the root zarr.json this run rebuilt
 
     @property
     def frames_per_second(self) -> float:
@@ -398,6 +399,7 @@ def run_extract(config: ExtractConfig, manifests_dir: str | Path, store_path: st
         nothing_to_do=not plan.jobs,
         allow_skips=config.allow_skips,
         precision="{} ({})".format(*resolve_precision(config.precision, resolve_device(config.device))),
+        root_rebuilt=damage,
     )
     _consolidate(store_path, wrote=bool(plan.jobs))
     result.seconds_total = time.perf_counter() - started

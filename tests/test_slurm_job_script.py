@@ -70,7 +70,8 @@ def test_print_job_script_needs_no_manifests_nor_store_and_writes_nothing(tmp_pa
     lines = out.splitlines()
     assert lines[0] == "#!/usr/bin/env bash" and "#SBATCH --cpus-per-task=2" in lines
     # sbatch reads #SBATCH lines up to the first command: the notes are comments before them.
-    first_command = next(i for i, line in enumerate(lines[1:], 1) if line.strip() and not line.startswith("#"))
+    first_command = next(i for i, line in enumerate(lines[1:], 1)
+                         if line.strip() and not line.startswith("#"))
     assert all(line.startswith("#") or not line.strip() for line in lines[1:first_command])
     assert lines.index("#SBATCH --cpus-per-task=2") < first_command
     assert "submits this script 3 time(s)" in out

@@ -96,10 +96,10 @@ def reported_extractors(store: Path) -> dict[str, dict]:
     """The extractor descriptions the store's run reports hold, merged oldest first (a report
     that cannot be read is left out: the arrays' check then finds what it described missing)."""
     meta = meta_dir(store)
-    reports = sorted([*(meta / "reports").glob("extract-*.json"), *(store / "reports").glob("extract-*.json")],
-                     key=lambda p: p.name)  # store/reports: where stores before STORE.meta kept them
+    # store/reports: where stores from before STORE.meta kept them.
+    found = [*(meta / "reports").glob("extract-*.json"), *(store / "reports").glob("extract-*.json")]
     merged: dict[str, dict] = {}
-    for report in reports:
+    for report in sorted(found, key=lambda p: p.name):
         try:
             described = json.loads(report.read_text(encoding="utf-8")).get("extractors")
         except (OSError, ValueError, AttributeError):
