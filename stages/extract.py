@@ -180,7 +180,8 @@ def _shards(jobs: list[ClipJob], target_frames: float) -> list[list[ClipJob]]:
 
 
 class _Tally:
-    """Turns clip outcomes into progress events and counts (used from worker threads in-process)."""
+    """Turns clip outcomes into progress events and counts (used from worker threads in-process,
+    and from the thread that relays workers' frame counts)."""
 
     def __init__(self, total_clips: int, total_frames: int, progress: ProgressFn) -> None:
         self.outcomes: dict[str, ClipOutcome] = {}
@@ -206,8 +207,10 @@ class _Tally:
                                         info=self._info(self.frames)))
 
     def frames_run(self, clip_id: str, frames: int) -> None:
-        """Frames of a clip still running (in-process): the bar and the log lines move within a
-        long clip instead of waiting for its end."""
+        """Frames of a clip still running (in-process, or relayed from pool and dask workers:
+        pipeline.task_messages): the bar and the log lines move within a long clip instead of
+        waiting for its end. Called from another thread for a pool or dask; a late call, for a
+        clip whose outcome came first, is ignored."""
         with self.lock:
             if clip_id in self.outcomes:
                 return
@@ -232,8 +235,8 @@ def _run_shards(workers: Workers, shards: list[list[ClipJob]],
                 make_task: Callable[[list[ClipJob]], ShardTask], tally: _Tally) -> list[ClipJob]:
     """Run shards to completion; return the jobs of clips that another process held locked."""
     live = tally if workers.in_process else None  # a callback cannot travel to other processes
-    frames = tally.frames_run if workers.in_process else None
-    futures = [workers.executor.submit(run_shard, make_task(shard), live, frames) for shard in shards]
+    # Frames within a shard: workers.relay (tally.frames_run, or a picklable relay to it).
+    futures = [workers.executor.submit(run_shard, make_task(shard), live, workers.relay) for shard in shards]
     jobs = {job.clip.clip_id: job for shard in shards for job in shard}
     locked: list[ClipJob] = []
     try:
@@ -361,7 +364,7 @@ def run_extract(config: ExtractConfig, manifests_dir: str | Path, store_path: st
                 loader_threads=config.loader_threads, prefetch=config.prefetch, wait=wait,
                 audio_short_tolerance=config.audio_short_tolerance)
 
-        with open_executor(config.scheduler) as workers:
+        with open_executor(config.scheduler, on_message=tally.frames_run) as workers:
             compute_start = time.perf_counter()
             tally.start = compute_start
             if workers.in_process:
