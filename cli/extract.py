@@ -54,17 +54,43 @@ def _warn_random(names: list[str]) -> None:
             "its features are not those of a trained backbone.[/]", highlight=False)
 
 
-def _print_job_script(scheduler: str | None) -> None:
-    from pipeline.parallel import slurm_job_script
+def _print_job_script(scheduler: str, manifests: Path | None, store: Path | None, shard_frames: int) -> None:
+    """Print what ``--scheduler slurm:...`` would submit, with notes on what is filled in later.
 
-    if not scheduler or not scheduler.strip().startswith("slurm:"):
+    The notes are comment lines after the shebang, so that the output stays a script ``sbatch``
+    takes (it reads ``#SBATCH`` lines up to the first command). The manifests and the store are
+    not in the script: the jobs only start dask workers, and the submitting ``extract`` sends them
+    the shards, so neither needs to exist yet.
+    """
+    from pipeline.parallel import (SCHEDULER_PLACEHOLDER, WORKER_NAME_PLACEHOLDER, parse_scheduler,
+                                   slurm_job_script)
+
+    if not scheduler.strip().startswith("slurm:"):
         raise fail("--print-job-script needs --scheduler slurm:N[,...] (e.g. slurm:4,gres=gpu:1)")
-    console.print(slurm_job_script(scheduler), markup=False, highlight=False, soft_wrap=True)
+    jobs = parse_scheduler(scheduler).workers
+    shebang, _, rest = slurm_job_script(scheduler).partition("\n")
+    notes = [
+        f"`fer-pipeline extract --scheduler {scheduler}` submits this script {jobs} time(s), one job "
+        "per dask worker; at submission dask-jobqueue puts in",
+        f"  {SCHEDULER_PLACEHOLDER}: the address of the dask scheduler `extract` starts on the "
+        "submitting host",
+        f"  {WORKER_NAME_PLACEHOLDER}: a name per job",
+        f"Not in this script: the shards of clips (up to about {shard_frames} frames each; how many "
+        f"depends on the manifests in {manifests or '<MANIFESTS>'})",
+        f"reach the workers as tasks and are written into the store {store or '<STORE>'}: every node "
+        "must see both, and the frames, at the same paths.",
+    ]
+    script = "\n".join([shebang, *(f"# {line}" for line in notes), rest])
+    console.print(script, markup=False, highlight=False, soft_wrap=True)
 
 
 def extract(
-    manifests: Path = typer.Option(..., "--manifests", help="Folder of <split>.jsonl clip manifests."),
-    store: Path = typer.Option(..., "--store", help="The Zarr feature store (created if missing)."),
+    manifests: Optional[Path] = typer.Option(
+        None, "--manifests", help="Folder of <split>.jsonl clip manifests (required, but not by "
+        "--print-job-script)."),
+    store: Optional[Path] = typer.Option(
+        None, "--store", help="The Zarr feature store (created if missing; required, but not by "
+        "--print-job-script)."),
     extractor: list[str] = typer.Option(
         [], "--extractor", "-e", help=f"Extractor to run (repeat): {', '.join(extractor_registry.names())}. "
              f"Default: {', '.join(DEFAULT_EXTRACTORS)}."),
@@ -97,15 +123,18 @@ def extract(
     from pipeline.features.config import ExtractConfig
     from stages.extract import run_extract
 
-    if print_job_script:
-        _print_job_script(scheduler)
-        return
     split_names = [s.strip() for value in splits for s in value.split(",") if s.strip()]
     cfg = config_io.build(ExtractConfig, file=config, sets=set_, options={
         "extractors": list(extractor) or None, "weights": _weights(weights) or None,
         "precision": precision.value if precision else None, "device": device,
         "batch_size": batch_size, "audio_stride": audio_stride, "loader_threads": loader_threads,
         "scheduler": scheduler, "splits": split_names or None, "allow_skips": allow_skips or None})
+    if print_job_script:  # the scheduler may come from --config or --set too
+        _print_job_script(cfg.scheduler, manifests, store, cfg.shard_frames)
+        return
+    missing = [name for name, value in (("--manifests", manifests), ("--store", store)) if value is None]
+    if missing:
+        raise fail(f"extract needs {' and '.join(missing)} (only --print-job-script runs without them)")
 
     with progress_bar() as progress:
         result = run_extract(cfg, manifests, store, progress)
@@ -133,6 +162,9 @@ def extract(
         source = cfg.weights.get(name) or ("[bold red]RANDOM[/]" if name in result.random_weights else "-")
         keys.add_row(name, key, source)
     console.print(keys)
+    if result.root_rebuilt:
+        console.print(f"rebuilt {Path(result.store) / 'zarr.json'} ({result.root_rebuilt}) from the run "
+                      "reports and the manifests", markup=False, highlight=False, soft_wrap=True)
     if result.nothing_to_do:
         console.print(f"nothing to do: every array of the {result.clips:,} clips is complete (markers "
                       "and chunk files checked; `fer-pipeline store verify` re-reads every byte); "

@@ -30,14 +30,18 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import functools
 import logging
 import multiprocessing
 import os
 import re
+import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 from pipeline.errors import PipelineError
+from pipeline.task_messages import (dask_relay, deliver, init_pool_worker, note_dask_worker,
+                                    pool_messages, pool_relay)
 
 SCHEDULER_HELP = ("inprocess, processes:N, local:N (dask LocalCluster), tcp://HOST:PORT or "
                   "file:SCHEDULER_FILE (a dask scheduler), slurm:N[,key=value...] (dask-jobqueue)")
@@ -114,6 +118,7 @@ def _with_threads(threads: int | None, fn: Callable[..., Any], *args: Any, **kwa
 
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
+    note_dask_worker()
     return fn(*args, **kwargs)
 
 
@@ -151,6 +156,9 @@ class Workers:
     scheduler: Scheduler  # what was asked for
     workers: int  # tasks that run at once (split work into at least this many tasks)
     threads: int | None  # torch threads each task runs with (None: left as the process has it)
+    # Picklable: a task calls relay(*message) to have the stage's on_message(*message) called
+    # in this process (see open_executor); None when the stage gave no on_message.
+    relay: Callable[..., None] | None = None
 
     @property
     def in_process(self) -> bool:
@@ -235,15 +243,43 @@ def _jobqueue_options(scheduler: Scheduler) -> dict[str, Any]:
     return options
 
 
+# What dask-jobqueue fills in at submission: the printed script shows these instead.
+SCHEDULER_PLACEHOLDER = "<SCHEDULER_ADDRESS>"  # the scheduler the submitting process starts
+WORKER_NAME_PLACEHOLDER = "<WORKER_NAME>"  # one name per job
+
+
 def slurm_job_script(spec: str | Scheduler) -> str:
-    """The batch script a ``slurm:`` spec would submit for each job (nothing is submitted; no
-    SLURM needed): what ``extract --print-job-script`` prints."""
+    """The batch script a ``slurm:`` spec would submit for each job, with
+    :data:`SCHEDULER_PLACEHOLDER` and :data:`WORKER_NAME_PLACEHOLDER` where dask-jobqueue puts
+    the scheduler's address and the job's worker name at submission: what ``extract
+    --print-job-script`` prints. Nothing is submitted, no scheduler started, nothing written
+    (dask-jobqueue would create the log directory: the script is built against a throwaway one
+    whose name is then replaced); no SLURM needed.
+    """
+    import tempfile
+
+    import dask.config
+
     scheduler = parse_scheduler(spec) if isinstance(spec, str) else spec
     if scheduler.kind != "slurm":
         raise PipelineError(f"scheduler {scheduler}: only a slurm: scheduler has a job script")
-    # A scheduler on this host only while the script is built: no dashboard, no network.
-    with slurm_cluster(scheduler, scheduler_options={"dashboard_address": None}) as cluster:
-        return cluster.job_script()
+    try:
+        from dask_jobqueue.slurm import SLURMJob
+    except ImportError:
+        raise PipelineError("scheduler slurm: needs dask-jobqueue (pip install dask-jobqueue)") from None
+    # The same job class and options as slurm_cluster()'s jobs (SLURMCluster adds only the
+    # scheduler's address and a name, and reads the same jobqueue config as the job).
+    options = {"processes": 1, **_jobqueue_options(scheduler)}
+    log_directory = (options.pop("log_directory", None)
+                     or dask.config.get("jobqueue.slurm.log-directory", None))
+    with tempfile.TemporaryDirectory(prefix="fer-job-script-") as stand_in:
+        try:
+            job = SLURMJob(scheduler=SCHEDULER_PLACEHOLDER, name=WORKER_NAME_PLACEHOLDER,
+                           log_directory=stand_in if log_directory else None, **options)
+        except ValueError as e:  # e.g. no cores/memory in the spec nor in the jobqueue config
+            raise PipelineError(f"scheduler {scheduler}: {' '.join(str(e).split())[:200]}") from None
+        script = job.job_script()
+        return script.replace(stand_in, str(log_directory)) if log_directory else script
 
 
 def _connect(scheduler: Scheduler, stack: contextlib.ExitStack) -> Any:
@@ -263,27 +299,45 @@ def _connect(scheduler: Scheduler, stack: contextlib.ExitStack) -> Any:
 
 
 @contextlib.contextmanager
-def open_executor(scheduler: str | Scheduler) -> Iterator[Workers]:
-    """Start (or join) what ``scheduler`` names; shut it down (or leave it) on exit."""
+def _shut_down(pool: cf.ProcessPoolExecutor) -> Iterator[None]:
+    """Shut a pool down on exit; interrupted (Ctrl-C, SIGTERM) or failed, stop its workers now
+    rather than let them finish their shards (a rerun recomputes what they had not marked)."""
+    try:
+        yield
+    except BaseException:
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.terminate()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+@contextlib.contextmanager
+def open_executor(scheduler: str | Scheduler,
+                  on_message: Callable[..., None] | None = None) -> Iterator[Workers]:
+    """Start (or join) what ``scheduler`` names; shut it down (or leave it) on exit.
+
+    ``on_message``: called in this process with what a task passes to ``Workers.relay`` (a
+    picklable function tasks are handed), e.g. frames done within a shard: in-process directly;
+    from a pool through a queue and a reader thread; from dask workers as worker events the
+    client subscribes to (throttled), called on the client's thread (:mod:`pipeline.task_messages`).
+    Best effort: a message may come after its task's result, and none comes after exit.
+    """
     if isinstance(scheduler, str):
         scheduler = parse_scheduler(scheduler)
     if scheduler.kind == "inprocess":
-        yield Workers(InProcessExecutor(), scheduler, 1, None)
+        yield Workers(InProcessExecutor(), scheduler, 1, None, on_message)
         return
     if scheduler.kind == "processes":
         threads = threads_per_worker(scheduler.workers)
-        pool = cf.ProcessPoolExecutor(scheduler.workers, mp_context=multiprocessing.get_context("spawn"),
-                                      initializer=_die_with_parent)
-        try:
-            yield Workers(_ThreadedExecutor(pool, threads), scheduler, scheduler.workers, threads)
-        except BaseException:
-            # Interrupted (Ctrl-C, SIGTERM) or failed: stop the workers now rather than let them
-            # finish their shards; what they had not marked complete is recomputed by a rerun.
-            for process in list(getattr(pool, "_processes", {}).values()):
-                process.terminate()
-            raise
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+        context = multiprocessing.get_context("spawn")
+        with pool_messages(context, on_message) as queue:
+            pool = cf.ProcessPoolExecutor(scheduler.workers, mp_context=context, initializer=init_pool_worker,
+                                          initargs=(queue, _die_with_parent))
+            relay = pool_relay if queue is not None else None
+            with _shut_down(pool):
+                yield Workers(_ThreadedExecutor(pool, threads), scheduler, scheduler.workers, threads,
+                              relay)
         return
 
     from distributed import Client, LocalCluster
@@ -315,4 +369,10 @@ def open_executor(scheduler: str | Scheduler) -> Iterator[Workers]:
             slots, threads = _dask_slots(client)
         # pure=False: two shards with equal arguments are still two tasks (dask would merge them).
         executor = _ThreadedExecutor(client.get_executor(pure=False), threads)
-        yield Workers(executor, scheduler, slots, threads)
+        relay = None
+        if on_message is not None:
+            topic = f"fer-pipeline-{uuid.uuid4().hex}"  # this run's: a shared scheduler serves others
+            client.subscribe_topic(topic, lambda event: deliver(on_message, event[1]))
+            stack.callback(client.unsubscribe_topic, topic)
+            relay = functools.partial(dask_relay, topic)
+        yield Workers(executor, scheduler, slots, threads, relay)

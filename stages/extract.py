@@ -23,7 +23,9 @@ The stage is resumable, exact and parallel:
 
 An existing store is planned read-only: with nothing to compute no lock is taken and nothing is
 written (a complete store on a read-only mount works). Arrays are written aside and renamed into
-place, so correctness does not depend on locks (:mod:`pipeline.features.store`).
+place, so correctness does not depend on locks (:mod:`pipeline.features.store`). A damaged or
+missing root ``zarr.json`` is rebuilt first, from the run reports and these manifests, where
+every piece of it can be found again (:mod:`pipeline.features.store_root` says which cannot).
 
 A kill at any moment (SIGKILL included) leaves every array either complete (marker written after
 its data) or incomplete, and a rerun computes exactly the incomplete ones. Every forward runs on a
@@ -56,6 +58,7 @@ from pipeline.features.runner import ClipOutcome, ShardTask, run_shard
 from pipeline.features.store import FeatureStore
 from pipeline.features.store_format import StoreError
 from pipeline.features.store_meta import consolidate, is_consolidated, unconsolidate
+from pipeline.features.store_root import rebuild_root, root_damage
 from pipeline.parallel import Workers, open_executor, parse_scheduler
 from pipeline.progress import ProgressEvent, ProgressFn, silent
 
@@ -97,6 +100,7 @@ class ExtractResult:
     allow_skips: bool
     precision: str = ""  # the autocast precision the models ran in, and why (--precision auto)
     report: str | None = None  # the JSON run report's path
+    root_rebuilt: str | None = None  # what was wrong with the root zarr.json this run rebuilt
 
     @property
     def frames_per_second(self) -> float:
@@ -176,7 +180,8 @@ def _shards(jobs: list[ClipJob], target_frames: float) -> list[list[ClipJob]]:
 
 
 class _Tally:
-    """Turns clip outcomes into progress events and counts (used from worker threads in-process)."""
+    """Turns clip outcomes into progress events and counts (used from worker threads in-process,
+    and from the thread that relays workers' frame counts)."""
 
     def __init__(self, total_clips: int, total_frames: int, progress: ProgressFn) -> None:
         self.outcomes: dict[str, ClipOutcome] = {}
@@ -202,8 +207,10 @@ class _Tally:
                                         info=self._info(self.frames)))
 
     def frames_run(self, clip_id: str, frames: int) -> None:
-        """Frames of a clip still running (in-process): the bar and the log lines move within a
-        long clip instead of waiting for its end."""
+        """Frames of a clip still running (in-process, or relayed from pool and dask workers:
+        pipeline.task_messages): the bar and the log lines move within a long clip instead of
+        waiting for its end. Called from another thread for a pool or dask; a late call, for a
+        clip whose outcome came first, is ignored."""
         with self.lock:
             if clip_id in self.outcomes:
                 return
@@ -228,8 +235,8 @@ def _run_shards(workers: Workers, shards: list[list[ClipJob]],
                 make_task: Callable[[list[ClipJob]], ShardTask], tally: _Tally) -> list[ClipJob]:
     """Run shards to completion; return the jobs of clips that another process held locked."""
     live = tally if workers.in_process else None  # a callback cannot travel to other processes
-    frames = tally.frames_run if workers.in_process else None
-    futures = [workers.executor.submit(run_shard, make_task(shard), live, frames) for shard in shards]
+    # Frames within a shard: workers.relay (tally.frames_run, or a picklable relay to it).
+    futures = [workers.executor.submit(run_shard, make_task(shard), live, workers.relay) for shard in shards]
     jobs = {job.clip.clip_id: job for shard in shards for job in shard}
     locked: list[ClipJob] = []
     try:
@@ -321,14 +328,17 @@ def run_extract(config: ExtractConfig, manifests_dir: str | Path, store_path: st
     clips = [_absolute(c) for c in clips]
     extractors = build_extractors(config)
     store_path = Path(os.path.abspath(store_path))
-    # An existing store is planned read-only: no lock, no write unless there is work.
-    store = FeatureStore(store_path, "r" if (store_path / "zarr.json").is_file() else "a")
     descriptions = _descriptions(extractors, config.audio_stride)
-    plan = _plan(store, clips, extractors, config, progress)
-    recorded = store.extractors()
     # What the clips' features were extracted for (not their labels): `fuse` checks its
     # manifest against these.
     digests = {c.clip_id: feature_digest(c) for c in clips}
+    damage = root_damage(store_path)
+    if damage is not None:  # rebuilt from the run reports and these manifests, or one line on what is lost
+        rebuild_root(store_path, damage, digests, descriptions)
+    # An existing store is planned read-only: no lock, no write unless there is work.
+    store = FeatureStore(store_path, "r" if (store_path / "zarr.json").is_file() else "a")
+    plan = _plan(store, clips, extractors, config, progress)
+    recorded = store.extractors()
     known = store.feature_digests()
     if (plan.jobs or any(known.get(k) != v for k, v in digests.items())
             or any(recorded.get(n) != json.loads(json.dumps(d, default=str))
@@ -354,7 +364,7 @@ def run_extract(config: ExtractConfig, manifests_dir: str | Path, store_path: st
                 loader_threads=config.loader_threads, prefetch=config.prefetch, wait=wait,
                 audio_short_tolerance=config.audio_short_tolerance)
 
-        with open_executor(config.scheduler) as workers:
+        with open_executor(config.scheduler, on_message=tally.frames_run) as workers:
             compute_start = time.perf_counter()
             tally.start = compute_start
             if workers.in_process:
@@ -392,6 +402,7 @@ def run_extract(config: ExtractConfig, manifests_dir: str | Path, store_path: st
         nothing_to_do=not plan.jobs,
         allow_skips=config.allow_skips,
         precision="{} ({})".format(*resolve_precision(config.precision, resolve_device(config.device))),
+        root_rebuilt=damage,
     )
     _consolidate(store_path, wrote=bool(plan.jobs))
     result.seconds_total = time.perf_counter() - started

@@ -76,10 +76,11 @@ class FeatureStore:
         except (OSError, ValueError) as e:  # ValueError: a damaged zarr.json
             reason = getattr(e, "strerror", None) or one_line(e)
             what = "read" if mode == "r" else "create or open"
-            if isinstance(e, ValueError):  # the root's records are gone: nothing here rebuilds them
+            if isinstance(e, ValueError):  # `extract` rebuilds the root where it can (store_root)
                 raise StoreError(f"{self.path}: cannot {what} the store ({self.path / 'zarr.json'}: "
-                                 f"{reason}); restore that file from a copy, or rerun "
-                                 "`fer-pipeline extract` into a new --store") from None
+                                 f"{reason}); rerun `fer-pipeline extract` with the store's manifests "
+                                 "to rebuild that file (it says what it cannot), or restore it from a copy"
+                                 ) from None
             raise StoreError(f"{self.path}: cannot {what} the store ({reason})") from None
         if version != FORMAT_VERSION:
             raise StoreError(f"{self.path}: store format {version!r}, this version reads {FORMAT_VERSION}")

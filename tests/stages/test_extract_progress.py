@@ -37,3 +37,20 @@ def test_a_batch_log_prints_lines_within_a_clip(tmp_path, capsys, monkeypatch):
     done = [int(m) for m in re.findall(rf"extracting frames (\d+)/{FRAMES}", err)]
     assert done[-1] == FRAMES
     assert [d for d in done if 0 < d < FRAMES], err  # lines while the one clip ran
+
+
+def test_pool_workers_relay_frames_within_a_clip(tmp_path):
+    """With a process pool the frames of a running clip reach the stage too (through a queue),
+    not only each clip's end; the advances still add up to the total exactly."""
+    manifests = make_dataset(tmp_path / "data", n_clips=2, n_frames=FRAMES, missing=())
+    events = []
+    config = ExtractConfig(extractors=["test_mean_colour"], batch_size=4, device="cpu",
+                           loader_threads=1, prefetch=2, scheduler="processes:2")
+    assert run_extract(config, manifests, tmp_path / "f.zarr", events.append).ok
+    frames = [e for e in events if e.task == "extracting frames"]
+    assert frames[0].total == 2 * FRAMES
+    advances = [e.advance for e in frames if e.advance]
+    assert sum(advances) == 2 * FRAMES
+    # Before: one advance of FRAMES per clip, at its end. Now: parts of a clip before it ends.
+    within = [e.advance for e in frames if e.advance and e.info["clips"] != "2/2" and e.advance < FRAMES]
+    assert len(advances) > 2 and within, advances
