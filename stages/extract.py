@@ -11,7 +11,8 @@ The stage is resumable, exact and parallel:
    nothing to compute the stage returns without starting workers or building a model.
 2. **Shards.** The clips with work are cut into shards of about ``shard_frames`` frames and handed
    to the executor that ``scheduler`` names (:mod:`pipeline.parallel`): in-process, a process
-   pool, a dask ``LocalCluster`` or a running dask scheduler. One task per shard.
+   pool, a dask ``LocalCluster`` or a running dask scheduler. One task per shard
+   (:mod:`stages.extract_shards` cuts, submits and tallies them).
 3. **Workers** (:mod:`pipeline.features.runner`). Each takes a clip's lock, re-checks it, decodes
    frames and audio in loader threads, runs the models on batches that span clip boundaries,
    and writes each clip's arrays in a writer thread, its ``valid`` array last. A clip that another
@@ -41,12 +42,11 @@ import dataclasses
 import json
 import math
 import os
-import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pipeline import config as config_io
 from pipeline.data.manifest import Clip, feature_digest, load_clips
@@ -54,13 +54,14 @@ from pipeline.errors import PipelineError
 from pipeline.features.config import ExtractConfig, resolve_precision
 from pipeline.features.extractors.base import Extractor
 from pipeline.features.plan import ClipJob, array_keys, build_extractors, plan_clip, resolve_device
-from pipeline.features.runner import ClipOutcome, ShardTask, run_shard
+from pipeline.features.runner import ShardTask
 from pipeline.features.store import FeatureStore
 from pipeline.features.store_format import StoreError
 from pipeline.features.store_meta import consolidate, is_consolidated, unconsolidate
 from pipeline.features.store_root import rebuild_root, root_damage
-from pipeline.parallel import Workers, open_executor, parse_scheduler
+from pipeline.parallel import open_executor, parse_scheduler
 from pipeline.progress import ProgressEvent, ProgressFn, silent
+from stages.extract_shards import Tally, run_shards, shards
 
 __all__ = ["ExtractResult", "Skip", "run_extract"]
 
@@ -158,99 +159,6 @@ def _plan(store: FeatureStore, clips: list[Clip], extractors: dict[str, Extracto
                 jobs.append(job)
             progress(ProgressEvent("checking store", advance=1))
     return _Plan(jobs, reused, arrays)
-
-
-def _shards(jobs: list[ClipJob], target_frames: float) -> list[list[ClipJob]]:
-    """Consecutive runs of jobs of about ``target_frames`` frames (a long clip is its own shard)."""
-    shards: list[list[ClipJob]] = []
-    current: list[ClipJob] = []
-    frames = 0
-    for job in jobs:
-        if current and frames + job.clip.n_frames > target_frames:
-            shards.append(current)
-            current, frames = [], 0
-        current.append(job)
-        frames += job.clip.n_frames
-    if current:
-        shards.append(current)
-    return shards
-
-
-# ---- run -----------------------------------------------------------------------------------------
-
-
-class _Tally:
-    """Turns clip outcomes into progress events and counts (used from worker threads in-process,
-    and from the thread that relays workers' frame counts)."""
-
-    def __init__(self, total_clips: int, total_frames: int, progress: ProgressFn) -> None:
-        self.outcomes: dict[str, ClipOutcome] = {}
-        self.lock = threading.Lock()  # in-process, outcomes come from the worker's threads
-        self.total_clips = total_clips
-        self.progress = progress
-        self.start = time.perf_counter()
-        self.frames = 0
-        self.skipped = 0
-        self.partial: dict[str, int] = {}  # clip -> frames run so far, for clips not ended
-        progress(ProgressEvent("extracting frames", total=total_frames,
-                               info={"clips": f"0/{total_clips}"}))
-
-    def __call__(self, outcome: ClipOutcome) -> None:
-        with self.lock:
-            if outcome.clip_id in self.outcomes or outcome.status == "locked":
-                return  # in-process outcomes arrive twice (live and with the shard's result)
-            self.outcomes[outcome.clip_id] = outcome
-            self.frames += outcome.frames
-            self.skipped += outcome.status == "skipped"
-            shown = self.partial.pop(outcome.clip_id, 0)  # frames of it shown already
-            self.progress(ProgressEvent("extracting frames", advance=outcome.clip_frames - shown,
-                                        info=self._info(self.frames)))
-
-    def frames_run(self, clip_id: str, frames: int) -> None:
-        """Frames of a clip still running (in-process, or relayed from pool and dask workers:
-        pipeline.task_messages): the bar and the log lines move within a long clip instead of
-        waiting for its end. Called from another thread for a pool or dask; a late call, for a
-        clip whose outcome came first, is ignored."""
-        with self.lock:
-            if clip_id in self.outcomes:
-                return
-            advance = frames - self.partial.get(clip_id, 0)
-            if advance <= 0:
-                return
-            self.partial[clip_id] = frames
-            running = self.frames + sum(self.partial.values())
-            self.progress(ProgressEvent("extracting frames", advance=advance,
-                                        info=self._info(running)))
-
-    def _info(self, frames: int) -> dict[str, Any]:
-        elapsed = max(time.perf_counter() - self.start, 1e-9)
-        info: dict[str, Any] = {"clips": f"{len(self.outcomes)}/{self.total_clips}",
-                                "frames/s": frames / elapsed}
-        if self.skipped:
-            info["skipped"] = self.skipped
-        return info
-
-
-def _run_shards(workers: Workers, shards: list[list[ClipJob]],
-                make_task: Callable[[list[ClipJob]], ShardTask], tally: _Tally) -> list[ClipJob]:
-    """Run shards to completion; return the jobs of clips that another process held locked."""
-    live = tally if workers.in_process else None  # a callback cannot travel to other processes
-    # Frames within a shard: workers.relay (tally.frames_run, or a picklable relay to it).
-    futures = [workers.executor.submit(run_shard, make_task(shard), live, workers.relay) for shard in shards]
-    jobs = {job.clip.clip_id: job for shard in shards for job in shard}
-    locked: list[ClipJob] = []
-    try:
-        for future in cf.as_completed(futures):
-            for outcome in future.result():
-                if outcome.status == "locked":
-                    locked.append(jobs[outcome.clip_id])
-                else:
-                    tally(outcome)
-    except BaseException:
-        for future in futures:
-            future.cancel()
-        raise
-    return locked
 
 
 def _absolute(clip: Clip) -> Clip:
@@ -353,7 +261,7 @@ def run_extract(config: ExtractConfig, manifests_dir: str | Path, store_path: st
             if plan.jobs:
                 raise
             # Nothing to compute on a store we cannot write: the record stays as it was.
-    tally = _Tally(len(plan.jobs), sum(j.clip.n_frames for j in plan.jobs), progress)
+    tally = Tally(len(plan.jobs), sum(j.clip.n_frames for j in plan.jobs), progress)
     compute_start = time.perf_counter()
     if plan.jobs:
 
@@ -372,10 +280,10 @@ def run_extract(config: ExtractConfig, manifests_dir: str | Path, store_path: st
             else:
                 per_worker = sum(j.clip.n_frames for j in plan.jobs) / (2 * workers.workers)
                 target = max(config.batch_size, min(config.shard_frames, per_worker))
-            locked = _run_shards(workers, _shards(plan.jobs, target), make_task, tally)
+            locked = run_shards(workers, shards(plan.jobs, target), make_task, tally)
             if locked:
                 # Another process held these: wait for its locks now, then re-check and finish.
-                _run_shards(workers, _shards(locked, target),
+                run_shards(workers, shards(locked, target),
                             lambda shard: make_task(shard, wait=True), tally)
     seconds = time.perf_counter() - compute_start
 
