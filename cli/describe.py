@@ -1,9 +1,10 @@
-"""``extract --describe NAME`` and ``fuse --describe METHOD``: every option of one extractor or head.
+"""``extract --describe NAME``, ``fuse --describe METHOD`` and ``finetune --describe``: every option
+of one extractor, one head, or the fine-tune.
 
 Each table row is one option as ``--set`` takes it (``configs.swin.crop_pct``, ``head.dim``), its
 type, its default and one line of meaning. All of it is read from the config dataclasses
 (:mod:`pipeline.config_doc`), so a new field of an extractor or head shows up here by itself.
-Both options are eager: they answer before the command's required options are checked.
+All three are eager: they answer before the command's required options are checked.
 """
 
 from __future__ import annotations
@@ -75,4 +76,15 @@ def describe_method(value: str | None) -> str | None:
     console.print(about, highlight=False, soft_wrap=True)
     console.print(_table(f"options of {value} (--set head.OPTION=VALUE)", own))
     console.print(_table("options of every method (--set SECTION.OPTION=VALUE)", shared))
+    raise typer.Exit()
+
+
+def describe_finetune(value: bool) -> bool:
+    """Eager callback of ``finetune --describe``: print every option of the fine-tune and exit."""
+    if not value:
+        return value
+    from pipeline.finetune.config import FinetuneConfig
+
+    console.print(f"finetune: {_summary(FinetuneConfig)}", highlight=False, soft_wrap=True)
+    console.print(_table("options of finetune (--set OPTION=VALUE)", describe(FinetuneConfig)))
     raise typer.Exit()

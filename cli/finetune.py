@@ -15,6 +15,7 @@ from typing import List, Optional
 import typer
 
 from cli._common import console, progress_bar
+from cli.describe import describe_finetune
 from pipeline.progress import ProgressEvent, ProgressFn
 
 
@@ -43,6 +44,9 @@ def finetune(
     sets: List[str] = typer.Option([], "--set", help="Override, e.g. lr=3e-5, epochs=10, augment.hflip=0."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed (classifier, sampling, augmentation)."),
     restart: bool = typer.Option(False, "--restart", help="Discard an unfinished fine-tune into OUT."),
+    describe: bool = typer.Option(
+        False, "--describe", is_eager=True, expose_value=False, callback=describe_finetune,
+        help="List every option (type, default, meaning) and exit."),
 ) -> None:
     """Fine-tune a face or audio backbone on the training clips (stage 0); write a weights folder."""
     from pipeline.finetune.config import build_config

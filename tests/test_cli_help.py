@@ -136,6 +136,19 @@ def test_describe_a_method_lists_its_head_and_the_shared_options(capsys, wide):
         assert "(undocumented)" not in out, method
 
 
+def test_describe_the_finetune_lists_every_option(capsys, wide):
+    from pipeline.finetune.config import FinetuneConfig
+
+    assert main(["finetune", "--describe"]) == 0  # no --manifests/--out needed
+    out = capsys.readouterr().out
+    for option in describe(FinetuneConfig):
+        assert f"{option.key} " in out, option.key
+    for f in dataclasses.fields(FinetuneConfig):
+        assert f.name in out, f.name
+    assert "(undocumented)" not in out
+    assert "FinetuneConfig(" not in out  # the class's docstring, not the dataclass signature
+
+
 def test_describe_an_unknown_name_is_one_line(capsys):
     assert main(["extract", "--describe", "nope"]) == 1
     assert "unknown extractor 'nope'" in capsys.readouterr().err

@@ -26,7 +26,7 @@ OPTIMIZERS = ("adamw", "sgd")
 class AugmentConfig:
     """Face-crop augmentation (timm's training transform); off: the eval transform."""
 
-    enabled: bool = True
+    enabled: bool = True  # augment the training crops (off: the eval transform only)
     scale: tuple[float, float] = (0.6, 1.0)  # random resized crop: area fraction kept (faces: no tiny crops)
     ratio: tuple[float, float] = (0.75, 1.3333)  # random resized crop: aspect ratio range
     hflip: float = 0.5  # probability of a horizontal flip
@@ -35,6 +35,9 @@ class AugmentConfig:
 
 @dataclass
 class FinetuneConfig:
+    """Fine-tunes a backbone on the training frames with a new class layer, chooses the epoch on
+    the heads' train-dev slice and writes a weights folder ``extract --weights NAME=OUT`` loads."""
+
     # "timm" (face crops, any timm model), "iresnet" (face crops, jin2021), "tdnn", "swin_audio"
     # (log-mel windows) or "hf_audio" (waveform windows, the top train_layers of the encoder)
     backbone: str = "timm"
@@ -68,17 +71,17 @@ class FinetuneConfig:
     device: str = "cpu"  # "cpu" or "cuda" (DDP: cuda:<local rank>)
     loss: LossConfig = field(default_factory=LossConfig)  # the heads' losses (ce, focal, coarse_fine)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)  # balance / majority_cap / interval
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # face crops (timm, iresnet)
     # the new class layer: linear (experts 0) or the heads' mixture of experts (pipeline.fusion.moe);
     # training only: the weights folder holds the backbone
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
-    # backbone tdnn: the log-mel window (video frames) centred on each labelled frame (paper 000's
-    # shortest dynamic window), and the network, frontend and CMN (tdnn's own options; mean_norm
-    # unset: as the extractor resolves it for the initial weights, "none" for random ones).
     # "expr", or ["expr", "au"]: also an AU head (12 sigmoid units, jin2021's eq. 1 BCE with
     # positive weights, loss.au_pos_weight or negatives/positives of the training frames) trained
     # jointly with the expression head on the same frames (the paper alternates; see the README).
     tasks: tuple[str, ...] = ("expr",)
+    # backbone tdnn: the log-mel window (video frames) centred on each labelled frame (paper 000's
+    # shortest dynamic window), and the network, frontend and CMN (tdnn's own options; mean_norm
+    # unset: as the extractor resolves it for the initial weights, "none" for random ones).
     window: int = 32
     tdnn: TdnnConfig = field(default_factory=TdnnConfig)
     iresnet: IResNetConfig = field(default_factory=IResNetConfig)  # backbone iresnet: its depth
