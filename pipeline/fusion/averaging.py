@@ -13,19 +13,19 @@ epochs). In the first epoch ``N`` is not known yet and the average is the weight
 
 **Why on by default.** Early stopping picks one epoch by its score on a few held-out videos, and
 the weights after a given step move chaotically with anything that changes the trajectory: the
-demo's ``mfm`` run on fp32 instead of bf16 features (the features differ by about 1e-3) stopped
-at epoch 26 instead of 10 and changed its decision on 7.5% of the validation frames; with seed 3
-the bf16 run stopped at epoch 4 at macro-F1 0.354 and the fp32 one at 0.794 (47.5% of the
-decisions differ). Averaging over about an epoch damps that. On the demo store (``tests/bench/bench_averaging.py``;
-README, "A final row that does not flip"), over 6-8 seeds each run on bf16 and fp32 features, the
-average cut the share of ``mfm``'s decisions that change with the precision from 6.0% to 2.2%
-(median; worst 47.5% to 26.9%), and the worst from 10.6% to 0.3% for ``sequence`` and from 25.8%
-to 8.9% for ``proportional``; but ``image``, stable without it, had one seed of six that changed
-27% with it. Mean validation macro-F1 moved by +0.02 (``mfm``), -0.01 (``sequence``), -0.025
-(``proportional``) and -0.01 to 0 (``image``). It is a trade: the demo's best member, whose
-instability moved the final row, gains in both score and stability. One epoch is a unit, not a
-value tuned on the demo (not swept). The papers do not average their weights; their presets set
-0.
+demo's ``mfm`` run on fp32 instead of bf16 features (swin and tdnn features differ by about 0.6% of
+each value) stopped at epoch 26 instead of 10 and changed its decision on 7.5% of the validation
+frames; with seed 3 the bf16 run stopped at epoch 4 at macro-F1 0.354 and the fp32 one at 0.794
+(47.5% of the decisions differ). Averaging over about an epoch damps that. On the demo store
+(``tests/bench/bench_averaging.py``; README, "A final row that does not flip"), over 6-8 seeds each
+run on bf16 and fp32 features, the average cut the share of ``mfm``'s decisions that change with
+the precision from 6.0% to 2.2% (median; worst 47.5% to 26.9%), and the worst from 10.6% to 0.3%
+for ``sequence`` and from 25.8% to 8.9% for ``proportional``; but ``image``, stable without it, had
+one seed of six that changed 27% with it. Mean validation macro-F1 moved by +0.02 (``mfm``), -0.01
+(``sequence``), -0.025 (``proportional``) and -0.01 to 0 (``image``). It is a trade: the demo's
+best member, whose instability moved the final row, gains in both score and stability. One epoch is
+a unit, not a value tuned on the demo (not swept). The papers do not average their weights; their
+presets set 0.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ import torch
 
 from pipeline.errors import PipelineError
 from pipeline.features.store import FeatureStore
+from pipeline.fusion import training_run
 from pipeline.fusion.averaging import WeightAverage
 from pipeline.fusion.config import TrainConfig, build_config
 from pipeline.fusion.rundir import changes, identity
@@ -97,7 +98,7 @@ def _run(data, run_dir, *sets):
     return result, dict(Predictions(prediction_path(run_dir, "val", "main")))
 
 
-def test_a_run_scores_and_keeps_the_average(data, tmp_path):
+def test_a_run_scores_and_keeps_the_average(data, tmp_path, monkeypatch):
     one_on = _run(data, tmp_path / "a", "train.epochs=1")[1]
     one_off = _run(data, tmp_path / "b", "train.epochs=1", "train.ema_epochs=0")[1]
     # after the first epoch the average is the weights themselves
@@ -115,10 +116,16 @@ def test_a_run_scores_and_keeps_the_average(data, tmp_path):
     average = saved_on["average"]["average"]
     assert saved_on["average"]["epoch_examples"] == on.metrics.history[-1]["examples"]
     assert any(not torch.equal(average[k], saved_on["model"][k]) for k in floats)
-    best = torch.load(tmp_path / "c" / "best.pt", weights_only=False)["model"]
-    if on.best_epoch == 3:
-        assert all(torch.equal(best[k], average[k]) for k in floats)
     assert saved_off["average"]["average"] is None
+    # every epoch scoring better than the one before: the last epoch's average is what is kept
+    scores = iter(range(100))
+    monkeypatch.setattr(training_run, "selection_score", lambda *args: float(next(scores)))
+    last = _run(data, tmp_path / "e", "train.epochs=3")[0]
+    assert last.best_epoch == 3
+    saved = torch.load(tmp_path / "e" / "checkpoint.pt", weights_only=False)
+    best = torch.load(tmp_path / "e" / "best.pt", weights_only=False)["model"]
+    assert all(torch.equal(best[k], saved["average"]["average"][k]) for k in floats)
+    assert any(not torch.equal(best[k], saved["model"][k]) for k in floats)
 
 
 def test_a_run_written_before_the_average_does_not_resume_under_it(data):

@@ -13,9 +13,10 @@ from pipeline.scoring import crossfit as C
 from pipeline.scoring import ensemble as E
 from pipeline.scoring import fitting as F
 from pipeline.scoring import postprocess as P
-from pipeline.scoring.frames import SplitData
 from pipeline.metrics import search as S
 from pipeline.metrics.scores import accuracy, macro_f1
+
+from .splits import make_split
 
 
 def _offsets(lengths):
@@ -25,18 +26,6 @@ def _offsets(lengths):
 def _probs(rng, n):
     p = rng.random((n, NUM_CLASSES)).astype(np.float32) + 1e-3
     return p / p.sum(axis=1, keepdims=True)
-
-
-def _split(probs, labels, lengths, groups=None, face=None):
-    n_clips = len(lengths)
-    return SplitData(
-        clip_ids=tuple(f"c{i}" for i in range(n_clips)),
-        groups=tuple(groups or (f"v{i}" for i in range(n_clips))),
-        offsets=_offsets(lengths),
-        probs=np.stack(probs).astype(np.float32),
-        labels=np.asarray(labels, dtype=np.int8),
-        face=np.ones(sum(lengths), dtype=bool) if face is None else face,
-    )
 
 
 # ----------------------------------------------------------------------------- filters
@@ -210,13 +199,13 @@ def test_bias_search_fixes_a_shifted_class():
 def test_folds_keep_videos_together_balanced_and_deterministic():
     lengths = [50, 40, 40, 30, 30, 20, 10, 10]
     groups = ["a", "a", "b", "c", "d", "e", "f", "g"]  # a_left / a_right share video a
-    data = _split([np.zeros((sum(lengths), 8))], np.zeros(sum(lengths)), lengths, groups)
+    data = make_split([np.zeros((sum(lengths), 8))], np.zeros(sum(lengths)), lengths, groups)
     folds = C.assign_folds(data, 3)
     assert folds[0] == folds[1]
     load = np.bincount(folds, weights=lengths)
     assert load.max() - load.min() <= 20
     np.testing.assert_array_equal(folds, C.assign_folds(data, 3))
-    assert C.assign_folds(_split([np.zeros((30, 8))], np.zeros(30), [10, 20], ["x", "x"]),
+    assert C.assign_folds(make_split([np.zeros((30, 8))], np.zeros(30), [10, 20], ["x", "x"]),
                           5).max() == 0  # one video: one fold
 
 
@@ -241,10 +230,10 @@ def _leaky_case(folds_of_clips, lengths, rng):
 def test_crossfit_never_tunes_on_the_frames_it_scores():
     rng = np.random.default_rng(7)
     lengths = [60, 50, 60, 50, 40, 40]
-    probe = _split([np.zeros((sum(lengths), 8))], np.zeros(sum(lengths)), lengths)
+    probe = make_split([np.zeros((sum(lengths), 8))], np.zeros(sum(lengths)), lengths)
     folds = C.assign_folds(probe, 2)
     probs, labels = _leaky_case(folds, lengths, rng)
-    data = _split(probs, labels, lengths)
+    data = make_split(probs, labels, lengths)
     config = E.EnsembleConfig(folds=2, smooth="mean", windows=(1, 5))
 
     crossfit = C.cross_fit(data, ["r/a", "r/b"], config)
@@ -275,8 +264,8 @@ def test_tuning_on_another_split_fits_there_only():
     good[np.arange(120), labels] = 0.6
     noise = np.full((120, 8), 0.01, dtype=np.float32)  # confidently wrong
     noise[np.arange(120), (labels + 1) % NUM_CLASSES] = 0.9
-    val = _split([good, noise], labels, lengths)
-    train = _split([noise, good], labels, lengths)  # on train the *second* member is the good one
+    val = make_split([good, noise], labels, lengths)
+    train = make_split([noise, good], labels, lengths)  # on train the *second* member is the good one
     config = E.EnsembleConfig(tune_on="train", smooth="none", bias=False)
     outcome = C.cross_fit(val, ["r/a", "r/b"], config, tuning=train)
     (record,) = outcome.folds
@@ -291,7 +280,7 @@ def test_rows_members_then_ensembles_then_pipeline_steps():
     rng = np.random.default_rng(9)
     lengths = [30, 30, 30, 30]
     labels = rng.integers(-1, NUM_CLASSES, 120)
-    data = _split([_probs(rng, 120) for _ in range(3)], labels, lengths)
+    data = make_split([_probs(rng, 120) for _ in range(3)], labels, lengths)
     outcome = C.cross_fit(data, ["r/a", "r/b", "s/main"], E.EnsembleConfig(smooth="mode"))
     names = [r.name for r in outcome.rows]
     assert names[:-1] == ["mean", "r/a", "r/b", "s/main", "proportional r/a + r/b",
@@ -321,7 +310,7 @@ def test_bad_config_is_a_one_line_error(change, message):
 
 
 def test_crossfit_needs_two_videos():
-    data = _split([np.full((20, 8), 0.125)], np.zeros(20), [10, 10], ["v", "v"])
+    data = make_split([np.full((20, 8), 0.125)], np.zeros(20), [10, 10], ["v", "v"])
     with pytest.raises(PipelineError, match="2 or more"):
         C.cross_fit(data, ["r/a"], E.EnsembleConfig())
 
@@ -352,7 +341,7 @@ def test_combiners_are_discovered_in_order_and_a_new_rule_is_one_class():
     try:
         rng = np.random.default_rng(11)
         labels = rng.integers(0, NUM_CLASSES, 90)
-        data = _split([_probs(rng, 90) for _ in range(2)], labels, [30, 30, 30])
+        data = make_split([_probs(rng, 90) for _ in range(2)], labels, [30, 30, 30])
         fitted = F.fit(data, ["r/a", "r/b"], E.EnsembleConfig(smooth="none", bias=False))
         assert list(fitted.candidates)[-1] == "geometric"
         geometric = Geometric.apply(fitted.candidates["geometric"], data.probs).argmax(axis=1)

@@ -12,16 +12,7 @@ from pipeline.scoring import fitting as F
 from pipeline.scoring.combiners import Combination
 from pipeline.scoring.frames import SplitData
 
-
-def _split(probs, labels, lengths, groups=None):
-    return SplitData(
-        clip_ids=tuple(f"c{i}" for i in range(len(lengths))),
-        groups=tuple(groups or (f"v{i}" for i in range(len(lengths)))),
-        offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
-        probs=np.stack(probs).astype(np.float32),
-        labels=np.asarray(labels, dtype=np.int8),
-        face=np.ones(sum(lengths), dtype=bool),
-    )
+from .splits import make_split
 
 
 def _noisy_member(rng, labels, strength):
@@ -67,7 +58,7 @@ def test_fallback_matches_a_direct_computation(kind, window, threshold):
     lengths = [30, 17, 41]
     labels = np.repeat(rng.integers(0, NUM_CLASSES, 20), 5)[:sum(lengths)]
     probs = _noisy_member(rng, labels, 1.5)
-    data = _split([probs], labels, lengths)
+    data = make_split([probs], labels, lengths)
     choices = F.Choices(_alone(), "none", kind, window, (0.0,) * NUM_CLASSES,
                         steps=("fallback",), threshold=threshold)
     expected = _direct(probs, lengths, kind, window, threshold)
@@ -87,7 +78,7 @@ def test_fallback_search_is_the_best_of_the_grid_by_sklearn():
     lengths = [40, 35, 50, 30]
     labels = np.repeat(rng.integers(0, NUM_CLASSES, 40), 6)[:sum(lengths)]
     probs = _noisy_member(rng, labels, 1.2)
-    data = _split([probs], labels, lengths)
+    data = make_split([probs], labels, lengths)
     config = E.EnsembleConfig(fallback=True, fill="none", bias=False, windows=(1, 5, 9, 21),
                               fallback_thresholds=(0.3, 0.5, 0.7))
     choices = F.fit_steps(data, _alone(), config, ["fallback"])
@@ -107,7 +98,7 @@ def test_fallback_given_smoothing_keeps_its_window_and_tunes_the_threshold():
     rng = np.random.default_rng(4)
     lengths = [40, 35, 50]
     labels = np.repeat(rng.integers(0, NUM_CLASSES, 30), 6)[:sum(lengths)]
-    data = _split([_noisy_member(rng, labels, 1.2)], labels, lengths)
+    data = make_split([_noisy_member(rng, labels, 1.2)], labels, lengths)
     config = E.EnsembleConfig(fallback=True, fill="none", bias=False)
     assert F.pipeline_steps(config) == ["smooth", "fallback"]
     smoothed = F.fit_steps(data, _alone(), config, ["smooth"])
@@ -123,7 +114,7 @@ def test_fallback_threshold_is_fitted_only_on_other_folds():
     rng = np.random.default_rng(5)
     lengths = [40, 50, 45, 35, 40, 50]
     labels = np.repeat(rng.integers(0, NUM_CLASSES, 60), 5)[:sum(lengths)]
-    data = _split([_noisy_member(rng, labels, 1.3), _noisy_member(rng, labels, 1.0)], labels,
+    data = make_split([_noisy_member(rng, labels, 1.3), _noisy_member(rng, labels, 1.0)], labels,
                   lengths)
     config = E.EnsembleConfig(folds=3, fallback=True, fill="none", bias=False, nested=False,
                               selection="best", bootstrap=0, fallback_thresholds=(0.3, 0.5, 0.7))

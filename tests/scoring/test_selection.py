@@ -9,21 +9,11 @@ from pipeline.data.labels import NUM_CLASSES
 from pipeline.errors import PipelineError
 from pipeline.scoring import crossfit as C
 from pipeline.scoring import ensemble as E
-from pipeline.scoring.frames import SplitData
 from pipeline.scoring.selection import dev_anchor
 
+from .splits import make_split
+
 NAMES = ["r/a", "r/b"]
-
-
-def _split(probs, labels, lengths, groups=None):
-    return SplitData(
-        clip_ids=tuple(f"c{i}" for i in range(len(lengths))),
-        groups=tuple(groups or (f"v{i}" for i in range(len(lengths)))),
-        offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
-        probs=np.stack(probs).astype(np.float32),
-        labels=np.asarray(labels, dtype=np.int8),
-        face=np.ones(sum(lengths), dtype=bool),
-    )
 
 
 def _member(rng, labels, strength, classes=range(NUM_CLASSES)):
@@ -58,7 +48,7 @@ def test_it_keeps_the_best_member_when_the_gain_is_noise():
     a = _member(rng, labels, 1.6)
     b = np.exp(np.log(a) + rng.normal(size=a.shape) * 0.7)
     b /= b.sum(axis=1, keepdims=True)
-    data = _split([a, b], labels, lengths)
+    data = make_split([a, b], labels, lengths)
     dev = {"r/a": 0.61, "r/b": 0.55}
     best = C.cross_fit(data, NAMES, _config(selection="best", smooth="none"),
                        member_dev_f1=dev)
@@ -83,7 +73,7 @@ def test_it_keeps_the_ensemble_when_the_gain_is_clear():
     labels = _labels(rng, lengths)
     a = _member(rng, labels, 4.0, classes=range(4))
     b = _member(rng, labels, 4.0, classes=range(4, 8))
-    data = _split([a, b], labels, lengths)
+    data = make_split([a, b], labels, lengths)
     outcome = C.cross_fit(data, NAMES, _config(), member_dev_f1={"r/a": 0.5, "r/b": 0.4})
     for record in outcome.folds:
         assert record.fit.kept_anchor is None and record.fit.selection["kept"] == "ensemble"
@@ -104,7 +94,7 @@ def test_the_anchor_is_chosen_on_the_fitting_clips_or_on_dev_scores():
     labels = _labels(rng, lengths)
     a = _member(rng, labels, 1.6)
     b = _member(rng, labels, 1.3)  # worse on val ...
-    data = _split([a, b], labels, lengths)
+    data = make_split([a, b], labels, lengths)
     dev = {"r/a": 0.4, "r/b": 0.6}
     outcome = C.cross_fit(data, NAMES, _config(anchor="dev"), member_dev_f1=dev)
     assert outcome.anchor == "r/b"  # ... but better on its dev slice: the anchor
@@ -123,7 +113,7 @@ def test_the_gain_is_decided_on_the_fitting_clips_against_held_out_predictions()
     rng = np.random.default_rng(3)
     lengths = [40] * 8
     labels = _labels(rng, lengths)
-    data = _split([_member(rng, labels, 2.0, range(5)), _member(rng, labels, 2.0, range(3, 8))],
+    data = make_split([_member(rng, labels, 2.0, range(5)), _member(rng, labels, 2.0, range(3, 8))],
                   labels, lengths)
     config = _config(bias=False, min_videos=2)
     fit = C.nested_fit(data, NAMES, config, anchor="r/a")

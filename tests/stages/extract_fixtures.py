@@ -23,7 +23,9 @@ from PIL import Image
 
 from pipeline.data.manifest import Clip, write_manifest
 from pipeline.data.media import write_video
+from pipeline.features.config import ExtractConfig
 from pipeline.features.extractors import ArraySpec, ImageExtractor, names, register
+from pipeline.fusion.data import FeatureRequest
 
 
 @dataclass
@@ -75,6 +77,13 @@ if MeanColour.name not in names():
 # Small tdnn and logmel configs: real extractors, a fraction of a second per clip.
 TINY_TDNN = {"windows": [4, 8], "channels": [8, 8, 8, 8, 16], "embedding_dim": 8}
 TINY_LOGMEL = {"n_fft": 512, "hop_length": 256, "n_mels": 16}
+
+# The store the metadata-repair tests damage: one image and one audio extractor, tiny and fast.
+REPAIR_CONFIG = ExtractConfig(extractors=["test_mean_colour", "logmel"],
+                              configs={"logmel": dict(TINY_LOGMEL)}, batch_size=4, device="cpu",
+                              precision="fp32")
+REPAIR_REQUEST = FeatureRequest(arrays=("test_mean_colour", "logmel"), audio=("logmel",),
+                                series=("logmel",))
 
 
 def make_dataset(root: Path, n_clips: int = 4, n_frames: int = 24, fps: float = 10.0,

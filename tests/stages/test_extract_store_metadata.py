@@ -10,20 +10,17 @@ import typer
 from typer.testing import CliRunner
 
 from cli import extract as extract_cli
-from extract_fixtures import TINY_LOGMEL, make_dataset, store_arrays
+from extract_fixtures import REPAIR_CONFIG, REPAIR_REQUEST, make_dataset, store_arrays
 from pipeline.data.manifest import load_clips
 from pipeline.errors import PipelineError
-from pipeline.features.config import ExtractConfig
 from pipeline.features.store import FeatureStore
 from pipeline.features.store_inspect import verify
-from pipeline.fusion.data import FeatureRequest, check_inputs, read_clip
+from pipeline.fusion.data import check_inputs, read_clip
 from stages.extract import run_extract
 
 app = typer.Typer()
 extract_cli.register(app)
-CONFIG = ExtractConfig(extractors=["test_mean_colour", "logmel"], configs={"logmel": dict(TINY_LOGMEL)},
-                       batch_size=4, device="cpu", precision="fp32")
-REQUEST = FeatureRequest(arrays=("test_mean_colour", "logmel"), audio=("logmel",), series=("logmel",))
+CONFIG, REQUEST = REPAIR_CONFIG, REPAIR_REQUEST
 
 
 @pytest.fixture(scope="module")
