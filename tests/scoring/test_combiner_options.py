@@ -15,13 +15,14 @@ from pipeline.scoring import combiners
 from pipeline.scoring import fitting as F
 from pipeline.scoring.ensemble import EnsembleConfig
 
-from .test_ensemble import _probs, _split
+from .splits import make_split
+from .test_ensemble import _probs
 
 
 def _data(seed=3, members=2, n=120):
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, NUM_CLASSES, n)
-    return _split([_probs(rng, n) for _ in range(members)], labels, [n // 4] * 4), labels
+    return make_split([_probs(rng, n) for _ in range(members)], labels, [n // 4] * 4), labels
 
 
 def _config(*sets):
