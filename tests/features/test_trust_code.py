@@ -109,3 +109,44 @@ def test_cache_keys_of_stores_written_with_trust_pickle_stay_the_same():
                   trust_code=True).cache_key == "69bf3604300e9342"
     assert create("ecapa").cache_key == "ebf16cc9c1603640"
     assert create("ecapa", trust_code=True).cache_key == "ebf16cc9c1603640"
+
+
+XVECTOR_YAML = """\
+n_mels: 24
+compute_features: !new:speechbrain.lobes.features.Fbank
+    n_mels: !ref <n_mels>
+mean_var_norm: !new:speechbrain.processing.features.InputNormalization
+    norm_type: sentence
+    std_norm: False
+embedding_model: !new:speechbrain.lobes.models.Xvector.Xvector
+    in_channels: !ref <n_mels>
+    activation: !name:torch.nn.LeakyReLU
+    tdnn_blocks: 2
+    tdnn_channels: [16, 32]
+    tdnn_kernel_sizes: [5, 1]
+    tdnn_dilations: [1, 1]
+    lin_neurons: 512
+classifier: !new:speechbrain.lobes.models.Xvector.Classifier
+    input_shape: [null, null, 512]
+    out_neurons: 3
+label_encoder: !new:speechbrain.dataio.encoder.CategoricalEncoder
+modules:
+    embedding_model: !ref <embedding_model>
+"""
+
+
+def test_an_xvector_style_yaml_with_a_named_activation_needs_no_trust(tmp_path):
+    pytest.importorskip("speechbrain")
+    from speechbrain.lobes.models.Xvector import Xvector
+
+    torch.manual_seed(4)
+    model = Xvector(in_channels=24, activation=torch.nn.LeakyReLU, tdnn_blocks=2,
+                    tdnn_channels=[16, 32], tdnn_kernel_sizes=[5, 1], tdnn_dilations=[1, 1],
+                    lin_neurons=512)
+    torch.save(model.state_dict(), tmp_path / "embedding_model.ckpt")
+    (tmp_path / "hyperparams.yaml").write_text(XVECTOR_YAML)
+    plain = create("xvector", weights=tmp_path)
+    trusted = create("xvector", weights=tmp_path, trust_code=True)
+    feats = plain.compute_frontend(torch.randn(16000).numpy())
+    windows = torch.from_numpy(feats[None, :64])
+    torch.testing.assert_close(plain.embed(windows), trusted.embed(windows))

@@ -87,8 +87,8 @@ def _load_any(path: Path, trust_code: bool) -> Any:
         if pickled_objects:
             raise PipelineError(
                 f"{path}: holds pickled Python objects (a whole model?), not a state dict; if you "
-                "trust its source, allow running its code with --set trust_code=true"
-                " (docs/trust.md)") from None
+                "trust its source, allow running its code with `extract --set trust_code=true`"
+                " (docs/trust.md; finetune takes state dicts only)") from None
         raise PipelineError(f"{path}: not a readable checkpoint ({reason})") from None
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
