@@ -228,8 +228,8 @@ class FeatureStore:
         or fps changed is replaced by an empty group (its arrays are stale). Call it holding the
         clip's lock to save duplicate work; it is correct without.
         """
-        if name_problem(clip_id) is not None:  # a folder name under clips/: one safe component
-            raise StoreError(f"{self.path}: clip id {clip_id!r} {name_problem(clip_id)}")
+        if (problem := name_problem(clip_id)) is not None:  # a folder under clips/: one component
+            raise StoreError(f"{self.path}: clip id {clip_id!r} {problem}")
         extra = dict(attrs or {})
         with self._writing(f"clip {clip_id!r}"):
             try:
