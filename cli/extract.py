@@ -238,7 +238,7 @@ def verify(store: Path = typer.Argument(..., help="The Zarr feature store.")) ->
     from pipeline.features.store import FeatureStore
 
     handle = FeatureStore(store)
-    clip_ids = handle.clip_ids()
+    clip_ids = store_inspect.listed_clips(handle)  # with those whose folder or zarr.json is gone
     problems = []
     with progress_bar() as progress:
         progress(ProgressEvent("verifying clips", total=len(clip_ids)))

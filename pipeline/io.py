@@ -4,7 +4,8 @@ Each writer writes into ``<name>.tmp`` beside the target and renames it over the
 :func:`os.replace` (atomic on POSIX within one file system), so a crash or an interruption never
 leaves a half-written ``scores.json``, checkpoint or submission where a reader would take it for
 a finished one; on an exception the temporary file is removed, and a full disk becomes one line
-(:func:`no_space`). Files that must agree with each other (a score file and its report) are
+(:func:`no_space`). Whatever is at the temporary name is removed first, so a link planted there
+is never written through. Files that must agree with each other (a score file and its report) are
 written together with :func:`staged_files`.
 
 A folder's owner may guard it (:func:`guard_writes`): every atomic write under it first runs the
@@ -75,6 +76,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     check_write(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_path(path)
+    # A file or link already at the temporary name (a killed writer's, or planted) is removed,
+    # never written through: writers open the name with O_TRUNC, which follows a link.
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
     try:
         yield tmp
         check_write(path)

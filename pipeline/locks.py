@@ -17,6 +17,13 @@ time. The holder renews it (its mtime) every third of :data:`LEASE_SECONDS`; a l
 for :data:`LEASE_SECONDS`, or held by a dead process on this host, is stale and taken over. The
 nodes' clocks must agree to well within the lease (NTP does); a takeover race between two
 waiters is settled by the rename of the stale file, which only one of them can make.
+
+**Links.** Lock and lease files are opened with ``O_NOFOLLOW`` and created with ``O_EXCL``
+(:func:`open_lock_file`): one that is a symbolic link (or not a regular file) is refused in one
+line naming it, so a planted ``owner.lock -> somefile`` never gets written through.
+
+**Failed runs.** :func:`owner_lock` removes the lock file, and the folder when it made it, if the
+body fails and the folder holds nothing else: a failed run leaves no empty run folder behind.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import logging
 import math
 import os
 import socket
+import stat
 import sys
 import threading
 import time
@@ -65,6 +73,33 @@ def describe(info: dict | None) -> str:
         return "another process (no holder recorded)"
     text = f"pid {info.get('pid', '?')} on {info.get('host', '?')} since {info.get('since', '?')}"
     return text + (f" ({info['command']})" if info.get("command") else "")
+
+
+class LinkRefused(PipelineError):
+    """A lock or lease file is a symbolic link (or not a regular file): never written through."""
+
+
+def refuse_link(path: Path) -> LinkRefused:
+    return LinkRefused(f"{path}: a lock file is a symbolic link or not a regular file; refused "
+                       "(locks are never written through links): remove it if you made it")
+
+
+def open_lock_file(path: Path, flags: int) -> int:
+    """``path`` opened with ``flags`` and without following a link: created with ``O_EXCL``
+    when it is new, else opened as it is; :class:`LinkRefused` for a link or a non-file."""
+    try:
+        fd = os.open(path, flags | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+    except FileExistsError:
+        try:
+            fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise refuse_link(path) from None
+            raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise refuse_link(path)
+    return fd
 
 
 def _holder() -> str:
@@ -118,8 +153,10 @@ def _try_lease(path: Path, lease_seconds: float) -> str | None:
     for _ in range(2):
         body = _holder()
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
         except FileExistsError:
+            if path.is_symlink():
+                raise refuse_link(path) from None
             seen = _stale(path, lease_seconds)
             if seen is None:
                 return None
@@ -162,7 +199,7 @@ class Lease:
                             f" (it was stalled for more than the {self.lease_seconds:g} s lease);"
                             " stopped without writing: the other process owns it now")
         with contextlib.suppress(OSError):
-            os.utime(self.path)
+            os.utime(self.path, follow_symlinks=False)
 
 
 @contextlib.contextmanager
@@ -187,7 +224,7 @@ def _lease(path: Path, blocking: bool, lease_seconds: float) -> Iterator[Lease |
             if not _ours(path, body):
                 return  # taken over (we were presumed dead): the writes stay correct regardless
             with contextlib.suppress(OSError):
-                os.utime(path)
+                os.utime(path, follow_symlinks=False)
 
     renewer = threading.Thread(target=renew, name="fer-lease", daemon=True)
     renewer.start()
@@ -212,7 +249,7 @@ def hold(folder: Path, name: str, blocking: bool = True,
         with _lease(folder / f"{name}.lease", blocking, lease) as got:
             yield got
         return
-    fd = os.open(folder / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    fd = open_lock_file(folder / f"{name}.lock", os.O_RDWR)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
@@ -247,10 +284,35 @@ def owner_lock(path: str | Path, what: str, lease: float | None = None) -> Itera
     """
     path = Path(path)
     lease = LEASE_SECONDS if lease is None else lease
+    made = missing_folders(path.parent)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise PipelineError(f"{what}: cannot write {path.parent} ({e.strerror})") from None
+    failed = True
+    try:
+        with _owned(path, what, lease):
+            yield
+        failed = False
+    finally:
+        if failed:  # the lock holds nothing now: take back the folders it made, where empty
+            for folder in made:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+
+
+def missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and its ancestors that do not exist yet, deepest first."""
+    made = []
+    while not folder.exists() and folder != folder.parent:
+        made.append(folder)
+        folder = folder.parent
+    return made
+
+
+@contextlib.contextmanager
+def _owned(path: Path, what: str, lease: float) -> Iterator[None]:
+    lock_file = path.parent / f"{path.name}.lock"
     with contextlib.ExitStack() as stack:
         try:
             got = stack.enter_context(hold(path.parent, path.name, blocking=False,
@@ -265,19 +327,28 @@ def owner_lock(path: str | Path, what: str, lease: float | None = None) -> Itera
             if lease_file.exists():
                 raise LockHeld(f"{what}: in use by {describe(_read(lease_file))}; wait for it to"
                                f" finish (lease file {lease_file}, stale after {lease:g} s)")
-            raise LockHeld(f"{what}: in use by {describe(_read(path.parent / f'{path.name}.lock'))};"
+            raise LockHeld(f"{what}: in use by {describe(_read(lock_file))};"
                            " wait for it to finish or write elsewhere")
         if isinstance(got, Lease):
             stack.enter_context(io.guard_writes(path.parent, lambda: got.check(what)))
         if got is True:
             with contextlib.suppress(OSError):  # informational only: the lock holds without it
-                fd = os.open(path.parent / f"{path.name}.lock", os.O_WRONLY | os.O_CREAT, 0o666)
+                fd = os.open(lock_file, os.O_WRONLY | os.O_NOFOLLOW)
                 try:
                     os.ftruncate(fd, 0)
                     os.pwrite(fd, json.dumps(holder_info()).encode(), 0)
                 finally:
                     os.close(fd)
-        yield
+        try:
+            yield
+        except BaseException:
+            # A failed run leaves no bare folder holding the lock: the lock file goes while it
+            # is still held (a process opening it after this makes its own), unless the folder
+            # holds anything else (then a resume may need it, and the lock file is harmless).
+            with contextlib.suppress(OSError):
+                if got is True and set(os.listdir(path.parent)) <= {lock_file.name, f"{path.name}.lease"}:
+                    lock_file.unlink()
+            raise
 
 
 def _refuse(what: str, folder: Path, error: OSError) -> Callable[[], None]:
@@ -301,7 +372,7 @@ def held_by(path: str | Path) -> dict | None:
         return _read(lease_file) or {}
     lock_file = path.parent / f"{path.name}.lock"
     try:
-        fd = os.open(lock_file, os.O_RDONLY)
+        fd = os.open(lock_file, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return None
     try:

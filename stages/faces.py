@@ -36,6 +36,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline import io
+from pipeline.data.clip_ids import name_problem
 from pipeline.data.faces import weights as face_weights
 from pipeline.data.faces.align import align
 from pipeline.data.faces.config import FacesConfig
@@ -95,6 +96,10 @@ def find_videos(paths: list[str | Path]) -> list[Path]:
             raise PipelineError(f"{path}: no such video file or folder")
     stems: dict[str, Path] = {}
     for video in videos:
+        problem = name_problem(video.stem)  # the stem names the clip's folders: one safe component
+        if problem is not None:
+            raise PipelineError(f"{video}: clip name {video.stem[:80]!r} {problem} (clips are named "
+                                "by the video's file name: rename the file)")
         if video.stem in stems:
             raise PipelineError(f"{video}: same name as {stems[video.stem]} (clips are named by "
                                 "the video's file name)")

@@ -73,3 +73,47 @@ def test_other_lock_errors_are_not_hidden(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="I/O error"):
         with owner_lock(tmp_path / ".lock", "X"):
             pass
+
+
+@pytest.mark.parametrize("name", ["owner.lock", "owner.lease"])
+def test_a_lock_or_lease_file_that_is_a_link_is_refused_and_its_target_untouched(
+        tmp_path, monkeypatch, name):
+    if name.endswith(".lease"):
+        monkeypatch.setattr(locks, "_NO_FLOCK", {str(tmp_path / "run")})
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    (tmp_path / "run").mkdir()
+    os.symlink(victim, tmp_path / "run" / name)
+    with pytest.raises(locks.LinkRefused) as error:
+        with owner_lock(tmp_path / "run" / "owner", "run directory run"):
+            pass
+    assert str(error.value).startswith(f"{tmp_path / 'run' / name}: a lock file is a symbolic link")
+    assert "\n" not in str(error.value)
+    assert victim.read_text() == "precious\n" and (tmp_path / "run" / name).is_symlink()
+    with pytest.raises(locks.LinkRefused):  # the store's clip locks too
+        with locks.hold(tmp_path / "run", "owner"):
+            pass
+    assert victim.read_text() == "precious\n"
+
+
+def test_a_new_lock_file_is_created_exclusively_and_not_followed(tmp_path, monkeypatch):
+    opened = []
+    real_open = os.open
+    monkeypatch.setattr(locks.os, "open", lambda p, f, *a: opened.append(f) or real_open(p, f, *a))
+    with owner_lock(tmp_path / "run" / "owner", "run"):
+        pass
+    assert opened and all(f & os.O_NOFOLLOW for f in opened)
+    assert opened[0] & os.O_EXCL and opened[0] & os.O_CREAT
+
+
+def test_a_failed_body_leaves_no_folder_made_for_the_lock(tmp_path):
+    with pytest.raises(RuntimeError):
+        with owner_lock(tmp_path / "a" / "run" / "owner", "run"):
+            raise RuntimeError("failed")
+    assert os.listdir(tmp_path) == []
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(RuntimeError):
+        with owner_lock(tmp_path / "kept" / "owner", "run"):
+            (tmp_path / "kept" / "checkpoint.pt").write_text("resume state")
+            raise RuntimeError("failed")
+    assert sorted(os.listdir(tmp_path / "kept")) == ["checkpoint.pt", "owner.lock"]

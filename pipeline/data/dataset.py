@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.data.clip_ids import name_problem
 from pipeline.data.discover import (  # noqa: F401 (read_test_list: public API)
     ANNOTATION_DIRS,
     AU_ANNOTATION_DIRS,
@@ -169,8 +170,17 @@ class _Reader:
                         f"past the video's {n_frames} frames are ignored")
         return folder, len(numbers) - past_end
 
+    def bad_id(self, entry: _Entry) -> bool:
+        """Reject (and say so) an entry whose clip id could not name a store folder."""
+        problem = name_problem(entry.clip_id)
+        if problem is not None:
+            self.reject(entry, entry.file, "bad_clip_id", f"clip id {entry.clip_id[:80]!r} {problem}")
+        return problem is not None
+
     def clip(self, entry: _Entry) -> Clip | None:
         """The clip of one expression entry, or None after recording why it was rejected."""
+        if self.bad_id(entry):
+            return None
         labels = None
         if entry.split != "test":
             try:
@@ -194,6 +204,8 @@ class _Reader:
             self.reject(entry, entry.file, "bad_au_annotation", e.reason)
             return None
         if clip is None:
+            if self.bad_id(entry):
+                return None
             media = self.media(entry)
             if media is None:
                 return None

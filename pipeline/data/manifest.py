@@ -27,6 +27,8 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from pipeline.data.clip_ids import check_name
+from pipeline.data.manifest_check import check_record
 from pipeline.data.labels import AU_NAMES, CLASSES, NUM_AUS, NUM_CLASSES, UNLABELED
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -60,6 +62,7 @@ class Clip:
     #                                     "expr_val" and/or "au_val" (see pipeline.data.leakage)
 
     def __post_init__(self) -> None:
+        check_name(self.clip_id)  # it names folders and files: one safe path component
         if self.split not in SPLITS:
             raise ValueError(f"clip {self.clip_id}: unknown split {self.split!r}")
         if self.labels is not None and len(self.labels) != self.n_frames:
@@ -193,16 +196,26 @@ def write_manifest(path: str | Path, clips: Iterable[Clip]) -> int:
 
 
 def iter_manifest(path: str | Path) -> Iterator[Clip]:
-    """Stream the clips of one manifest file."""
+    """Stream the clips of one manifest file; a bad line is a ValueError naming the file, the
+    line and the field (:func:`~pipeline.data.manifest_check.check_record`)."""
     path = Path(path)
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
+    try:
+        f = path.open("rb")
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read ({e.strerror})") from None
+    with f:
+        for line_no, raw in enumerate(f, 1):
             try:
-                yield Clip.from_json(json.loads(line))
-            except (ValueError, TypeError, KeyError) as e:
-                raise ValueError(f"{path}:{line_no}: not a clip record ({e})") from None
+                line = raw.decode("utf-8")
+                if not line.strip():
+                    continue
+                record = json.loads(line)
+                check_record(record)
+                clip = Clip.from_json(record)
+            except (ValueError, TypeError, KeyError, RecursionError) as e:
+                reason = " ".join(str(e).split())[:200]
+                raise ValueError(f"{path}:{line_no}: not a clip record ({reason})") from None
+            yield clip
 
 
 def load_clips(manifests: str | Path, splits: Iterable[str] = SPLITS, au_only: bool = False

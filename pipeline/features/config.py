@@ -15,6 +15,7 @@ features at cosine 0.99998 to fp32 (``tests/bench/bench_extract.py``).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -27,6 +28,7 @@ from pipeline.features.extractors.base import PRECISIONS, Precision
 
 DEFAULT_EXTRACTORS = ("swin", "logmel", "tdnn")
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # CPU flags of native bf16 arithmetic
+log = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_EXTRACTORS", "ExtractConfig", "Precision", "resolve_precision"]
 
@@ -60,6 +62,20 @@ def resolve_precision(precision: str, device: str, cpuinfo: str | Path = "/proc/
     if native:
         return "bf16", f"auto: this CPU has {', '.join(native)}"
     return "fp32", "auto: this CPU has no native bf16 (avx512_bf16 / amx_bf16): bf16 would be emulated"
+
+
+def adopt_trust_pickle(config: "ExtractConfig", name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` without the retired ``trust_pickle``, whose true value sets ``trust_code``
+    (old configs and commands keep working; a warning names the new spelling)."""
+    if "trust_pickle" in options:
+        value = options.pop("trust_pickle")
+        if value not in (True, False):
+            raise PipelineError(f"configs.{name}.trust_pickle: {value!r} is not true/false")
+        config.trust_code = bool(config.trust_code or value)
+        log.warning("configs.%s.trust_pickle is deprecated: it is now trust_code (--set "
+                    "trust_code=%s), which covers pickles, yaml tags and TorchScript",
+                    name, str(value).lower())
+    return options
 
 
 @dataclass
@@ -101,10 +117,18 @@ class ExtractConfig:
     # one audio codec frame (pipeline.data.media.short_audio); a shorter track (a truncated file)
     # is bad input. Raise it for sources whose audio ends early, rather than skip their clips.
     audio_short_tolerance: float = 0.0
+    # Let weights files run their own code: a whole pickled model, a SpeechBrain yaml's object
+    # tags beyond SpeechBrain's known classes, a TorchScript file. Only for files from a source
+    # you trust (docs/trust.md). Not part of any cache key. Replaces configs.timm.trust_pickle
+    # (still accepted, with a warning).
+    trust_code: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.precision, Enum):  # a Precision given as the Enum itself
             self.precision = self.precision.value
+        self.configs = {name: adopt_trust_pickle(self, name, dict(options))
+                        if isinstance(options, dict) else options
+                        for name, options in self.configs.items()}
         names = [*self.extractors, *self.configs, *self.weights]
         unknown = [n for n in names if not extractor_registry.is_known(n)]
         if unknown:

@@ -45,6 +45,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from pipeline.data.clip_ids import name_problem
 from pipeline.data.manifest import Clip
 from pipeline.errors import PipelineError
 from pipeline.features.store import FeatureStore
@@ -154,8 +155,10 @@ def export_layout(h5: Any, file: Path, options: ImportOptions) -> ImportOptions:
 
 def _check_options(options: ImportOptions) -> None:
     name = options.name
-    if not name or "/" in name or name == VALID:
-        raise PipelineError(f"--name {name!r}: need a store array name other than {VALID!r}, without '/'")
+    problem = name_problem(name)
+    if problem is not None or name == VALID:
+        raise PipelineError(f"--name {name!r}: "
+                            + (problem if problem else f"need a store array name other than {VALID!r}"))
     example = Clip("c", "train", "v", 1, 1.0, None, None, None, None)
     for flag, pattern in (("--path", options.path), ("--frames-path", options.frames_path)):  # None: not yet
         if pattern is None:

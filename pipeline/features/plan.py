@@ -53,7 +53,7 @@ def build_extractors(config: ExtractConfig) -> dict[str, Extractor]:
         if weights is not None:  # absolute: workers load it from their own working directory
             weights = os.path.abspath(weights)
         built[name] = cls(config=ext_config, weights=weights, device=device,
-                          precision=precision, seed=config.seed)
+                          precision=precision, seed=config.seed, trust_code=config.trust_code)
     names = [a for e in built.values() for a in e.outputs()] + [VALID]
     clash = sorted({a for a in names if names.count(a) > 1})
     if clash:

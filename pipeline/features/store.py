@@ -42,6 +42,7 @@ import numpy as np
 import zarr
 
 from pipeline import locks
+from pipeline.data.clip_ids import name_problem
 from pipeline.features.atomic import (TMP_PREFIX, aside_name, chunk_sizes, move_into_place,
                                       sweep, update_attributes)
 from pipeline.features.store_format import (CODECS, FORMAT_VERSION, TIME, TIME_KEY, CorruptArray,
@@ -227,6 +228,8 @@ class FeatureStore:
         or fps changed is replaced by an empty group (its arrays are stale). Call it holding the
         clip's lock to save duplicate work; it is correct without.
         """
+        if (problem := name_problem(clip_id)) is not None:  # a folder under clips/: one component
+            raise StoreError(f"{self.path}: clip id {clip_id!r} {problem}")
         extra = dict(attrs or {})
         with self._writing(f"clip {clip_id!r}"):
             try:

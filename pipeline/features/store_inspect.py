@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
+from pipeline.features.atomic import TMP_PREFIX
 from pipeline.features.store_format import VALID, StoreError
 
 if TYPE_CHECKING:
@@ -120,12 +121,42 @@ def summarize(store: FeatureStore) -> StoreSummary:
                         damaged)
 
 
+def listed_clips(store: FeatureStore) -> list[str]:
+    """Every clip the store knows of: the root's records (feature and manifest digests) and every
+    folder under ``clips/``, with or without its group metadata, so that ``verify`` also sees a
+    clip whose ``zarr.json`` or whole folder is gone (:meth:`FeatureStore.clip_ids` lists only
+    readable groups)."""
+    folders: set[str] = set()
+    with contextlib.suppress(OSError):  # no clips/ folder: clip_ids() says so in one line
+        folders = {e.name for e in os.scandir(store.path / "clips")
+                   if e.is_dir() and not e.name.startswith(TMP_PREFIX)}
+    recorded = set(store.feature_digests()) | set(store.manifest_digests())
+    return sorted(set(store.clip_ids()) | recorded | folders)
+
+
+def clip_group_problem(store: FeatureStore, clip_id: str) -> str | None:
+    """Why the clip has no readable group: its folder or its ``zarr.json`` is gone (else None)."""
+    folder = store.path / "clips" / clip_id
+    if not folder.is_dir():
+        return (f"{folder}: recorded in the store's root, but the folder is gone; rerun "
+                "`fer-pipeline extract` to recompute the clip")
+    if not (folder / "zarr.json").is_file():
+        return (f"{folder / 'zarr.json'}: the clip's group metadata is missing; its arrays cannot be "
+                "trusted: rerun `fer-pipeline extract` to recompute the clip")
+    return None
+
+
 def verify(store: FeatureStore, clip_ids: list[str] | None = None) -> Iterator[StoreProblem]:
     """Yield every incomplete or corrupt array (missing marker, missing or resized chunk, crc32c
-    or sha256 mismatch, unreadable data, unreadable ``zarr.json``), coordinates included, and
-    every array the clip's record lists (:meth:`FeatureStore.record_arrays`) that is gone. A
-    corrupt array is noted so that the next ``extract`` recomputes it (``time`` included)."""
-    for clip_id in clip_ids if clip_ids is not None else store.clip_ids():
+    or sha256 mismatch, unreadable data, unreadable ``zarr.json``), coordinates included, every
+    array the clip's record lists (:meth:`FeatureStore.record_arrays`) that is gone, and every
+    clip of :func:`listed_clips` whose folder or group metadata is gone. A corrupt array is noted
+    so that the next ``extract`` recomputes it (``time`` included)."""
+    for clip_id in clip_ids if clip_ids is not None else listed_clips(store):
+        gone = clip_group_problem(store, clip_id)
+        if gone is not None:
+            yield StoreProblem(clip_id, None, gone)
+            continue
         try:
             names = store.node_names(clip_id)
         except StoreError as e:  # DamagedMetadata: the message names the file and what to run

@@ -42,8 +42,7 @@ class RunDir(RunPaths):
     @contextlib.contextmanager
     def owned(self) -> Iterator[None]:
         """Hold the run's owner lock (creating the directory); raise ``LockHeld`` if another
-        process holds it."""
-        self.path.mkdir(parents=True, exist_ok=True)
+        process holds it; a run that fails leaves no bare folder: :func:`owner_lock`)."""
         with owner_lock(self.owner, f"run directory {self.path}"):
             yield
 

@@ -287,3 +287,15 @@ def test_unreadable_test_lists(layout, tmp_path):
     layout.test_list.write_bytes(b"vid4\n\xffvid5\n")
     with pytest.raises(DatasetError, match=r"test_set\.txt: line 2: test list is not UTF-8"):
         read_dataset(layout.root)
+
+
+@pytest.mark.parametrize("stem", ["a b", "-vid", "vid+é"])
+def test_annotation_whose_name_is_no_clip_id_is_rejected(layout, stem):
+    # Issue 37: a clip id names store folders; one that is not a safe path component is rejected
+    # (the rule: docs/trust.md), the rest of the dataset is read.
+    write_annotation(layout.train(stem), [0, 1])
+    reading = read(layout)
+    issue = only_issue(reading.rejections, stem)
+    assert (issue.kind, issue.file) == ("bad_clip_id", str(layout.train(stem)))
+    assert f"clip id {stem!r}" in issue.reason
+    assert_rest_read(reading, layout)

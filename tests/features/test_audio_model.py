@@ -37,8 +37,10 @@ def test_torchscript_embeddings_are_the_models_own(tmp_path):
     torch.manual_seed(0)
     model = _Encoder(frames=False).eval()
     torch.jit.script(model).save(str(tmp_path / "enc.pt"))
+    with pytest.raises(PipelineError, match=r"enc.pt: a TorchScript model .*trust_code=true"):
+        create("audio_model", weights=tmp_path / "enc.pt")  # runs the file's code: needs trust
     extractor = create("audio_model", config=AudioModelConfig(windows=(4, 8)),
-                       weights=tmp_path / "enc.pt")
+                       weights=tmp_path / "enc.pt", trust_code=True)
     assert extractor.outputs()["audio_model_w4"].shape == (5,)
     assert set(extractor.outputs()) == {"audio_model_w4", "audio_model_w8"}
     windows = _windows()
@@ -72,7 +74,7 @@ def test_bad_files_are_one_line(tmp_path):
         create("audio_model")
     (tmp_path / "junk.pt").write_bytes(b"not a model")
     with pytest.raises(PipelineError, match="junk.pt: not a runnable TorchScript model"):
-        create("audio_model", weights=tmp_path / "junk.pt")
+        create("audio_model", weights=tmp_path / "junk.pt", trust_code=True)
 
 
 @pytest.mark.slow
@@ -90,7 +92,7 @@ def test_it_runs_in_extract(tmp_path):
     manifests = make_dataset(tmp_path / "data", n_clips=1, n_frames=12, missing=())
     config = ExtractConfig(extractors=["audio_model"], configs={"audio_model": {"windows": [4]}},
                            weights={"audio_model": str(tmp_path / "enc.pt")}, device="cpu",
-                           batch_size=4)
+                           batch_size=4, trust_code=True)
     result = run_extract(config, manifests, tmp_path / "f.zarr")
     assert result.ok and not result.random_weights
     store = FeatureStore(tmp_path / "f.zarr")

@@ -78,8 +78,8 @@ def save_layout(layout: str, model: torch.nn.Module, folder) -> object:
     "layout", ["pth", "safetensors", "wrapped_module_prefix", "numpy_pickle", "hf_folder", "full_model"])
 def test_each_checkpoint_layout_equals_timms_forward(layout, resnet18, tmp_path):
     path = save_layout(layout, resnet18, tmp_path)
-    config = TimmImageConfig(model="resnet18", map=True, trust_pickle=layout == "full_model")
-    extractor = create("timm", config=config, weights=path)
+    config = TimmImageConfig(model="resnet18", map=True)
+    extractor = create("timm", config=config, weights=path, trust_code=layout == "full_model")
     x = torch.stack([extractor.preprocess(im) for im in images(2)])
     assert x.shape == (2, 3, 224, 224)
     out = extractor.forward(x)
@@ -89,9 +89,9 @@ def test_each_checkpoint_layout_equals_timms_forward(layout, resnet18, tmp_path)
     torch.testing.assert_close(out["timm_map"], tokens.permute(0, 2, 3, 1), rtol=1e-4, atol=1e-4)
 
 
-def test_a_whole_pickled_model_needs_trust_pickle(resnet18, tmp_path):
+def test_a_whole_pickled_model_needs_trust_code(resnet18, tmp_path):
     path = save_layout("full_model", resnet18, tmp_path)
-    with pytest.raises(PipelineError, match=r"model.pt: .*trust_pickle=true"):
+    with pytest.raises(PipelineError, match=r"model.pt: .*--set trust_code=true"):
         create("timm", config=TimmImageConfig(model="resnet18"), weights=path).load()
 
 

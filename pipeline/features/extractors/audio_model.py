@@ -4,8 +4,9 @@ Speaker and paralinguistic encoders are often distributed as one file that maps 
 waveforms ``[B, n_samples]`` (mono, at a fixed rate) to embeddings; this extractor runs such a file
 over the dynamic windows of every video frame, as ``ecapa`` and ``hf_audio`` do for their own
 formats (:mod:`~pipeline.features.extractors.audio_embedding`). ``--weights audio_model=PATH``:
-a ``.onnx`` file runs through onnxruntime, anything else is loaded with ``torch.jit.load``
-(TorchScript runs the file's own code, as a model does: name only files you trust).
+a ``.onnx`` file runs through onnxruntime (a graph of standard operators), anything else is
+loaded with ``torch.jit.load``: TorchScript runs the file's own code, so it needs
+``--set trust_code=true`` (docs/trust.md).
 
 The front end is the waveform at ``sample_rate`` as ``[T, 1]``; windows past the clip repeat its
 first/last sample (``pad_mode = "edge"``, a constant the models take as silence). The output named
@@ -41,8 +42,12 @@ class AudioModelConfig:
 class _Runner:
     """One loaded model file: ``float32 [B, n_samples] -> float32 [B, D]``."""
 
-    def __init__(self, path: Path, device: str, output: str) -> None:
+    def __init__(self, path: Path, device: str, output: str, trust_code: bool) -> None:
         self.path, self.onnx = path, path.suffix.lower() == ".onnx"
+        if not self.onnx and not trust_code:  # before anything reads the file
+            raise PipelineError(f"{path}: a TorchScript model runs the file's own code; refused "
+                                "unless you trust it: --set trust_code=true (docs/trust.md), or "
+                                "export it to .onnx")
         try:
             if self.onnx:
                 import onnxruntime as ort
@@ -102,7 +107,7 @@ class AudioModel(AudioEmbeddingExtractor):
         if self.weights is None:
             raise PipelineError("audio_model: needs --weights audio_model=<model.onnx or TorchScript"
                                 " .pt> (there is no random model of an unknown architecture)")
-        probe = _Runner(self.weights, "cpu", self.config.output)
+        probe = _Runner(self.weights, "cpu", self.config.output, self.trust_code)
         self._dim = int(probe(np.zeros((1, self.config.sample_rate), np.float32)).shape[1])
 
     @property
@@ -119,7 +124,7 @@ class AudioModel(AudioEmbeddingExtractor):
 
     def load(self) -> None:
         if self._model is None:
-            self._model = _Runner(self.weights, self.device, self.config.output)
+            self._model = _Runner(self.weights, self.device, self.config.output, self.trust_code)
 
     def compute_frontend(self, waveform: np.ndarray) -> np.ndarray:
         return np.asarray(waveform, dtype=np.float32).reshape(-1, 1)

@@ -95,6 +95,7 @@ class Extractor(ABC):
         device: str = "cpu",
         precision: Precision | str = "fp32",
         seed: int = 0,
+        trust_code: bool = False,
     ) -> None:
         if precision not in PRECISIONS:
             raise PipelineError(
@@ -112,6 +113,10 @@ class Extractor(ABC):
         self.device = device
         self.precision = precision
         self.seed = seed
+        # Whether loading the weights may run code from them (a pickled model, HyperPyYAML's
+        # object tags, TorchScript): the user's explicit --set trust_code=true (docs/trust.md).
+        # Not in the cache key: a file that loads gives the same weights either way.
+        self.trust_code = trust_code
         self._model: Any = None  # built by load(); never pickled (see __getstate__)
 
     def __getstate__(self) -> dict:
@@ -131,7 +136,7 @@ class Extractor(ABC):
         spec = {
             "name": self.name,
             "version": self.version,
-            "config": dataclasses.asdict(self.config),
+            "config": self.key_config(),
             "weights_sha256": self.weights_sha256,
             "seed": self.seed if self.random_weights else None,
             "precision": self.precision,
@@ -139,6 +144,11 @@ class Extractor(ABC):
         if self.random_weights:  # only there: keys of extractors with weights files stay as they were
             spec["random_init"] = RANDOM_INIT
         return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def key_config(self) -> dict:
+        """The config as it enters :attr:`cache_key` (an extractor may keep a retired field's
+        old value there, so stores written before keep their keys)."""
+        return dataclasses.asdict(self.config)
 
     def describe(self) -> dict:
         """What the store's root attributes record about this extractor."""

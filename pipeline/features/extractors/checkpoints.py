@@ -12,8 +12,8 @@ Layouts :func:`read_state_dict` accepts, found by looking at the file, not its n
   snapshot folder of the HF cache (``snapshots/<revision>/``) or the cache's ``models--org--name``
   folder itself (its ``refs/main`` snapshot);
 * a whole pickled ``nn.Module`` (some FER model zoos ship ``torch.save(model)``): reading it runs
-  arbitrary code from the file, so it is refused unless the caller passes ``trust_pickle=True``
-  (the extractors' ``trust_pickle`` config option): only for files from a source you trust.
+  arbitrary code from the file, so it is refused unless the caller passes ``trust_code=True``
+  (stage one's ``trust_code`` option, docs/trust.md): only for files from a source you trust.
 
 A ``module.`` prefix on every name (DataParallel/DDP) is removed. Every failure is one
 :class:`PipelineError` line naming the file.
@@ -68,7 +68,7 @@ def resolve_folder(path: Path) -> Path:
     raise PipelineError(f"{path}: a weights folder needs one of {', '.join(FOLDER_FILES)}")
 
 
-def _load_any(path: Path, trust_pickle: bool) -> Any:
+def _load_any(path: Path, trust_code: bool) -> Any:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -83,12 +83,12 @@ def _load_any(path: Path, trust_pickle: bool) -> Any:
             return _NumpyOnlyUnpickler(f, encoding="latin1").load()  # py2 ports need latin1
     except Exception:
         pass
-    if not trust_pickle:
+    if not trust_code:
         if pickled_objects:
             raise PipelineError(
                 f"{path}: holds pickled Python objects (a whole model?), not a state dict; if you "
-                "trust its source, allow running its code with --set configs.<extractor>."
-                "trust_pickle=true") from None
+                "trust its source, allow running its code with `extract --set trust_code=true`"
+                " (docs/trust.md; finetune takes state dicts only)") from None
         raise PipelineError(f"{path}: not a readable checkpoint ({reason})") from None
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
@@ -96,11 +96,11 @@ def _load_any(path: Path, trust_pickle: bool) -> Any:
         raise PipelineError(f"{path}: cannot unpickle ({' '.join(str(e).split())[:160]})") from None
 
 
-def read_state_dict(path: str | Path, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
+def read_state_dict(path: str | Path, trust_code: bool = False) -> dict[str, torch.Tensor]:
     """``{parameter name: tensor}`` from a file or folder in any layout listed in the module doc."""
     path = Path(path)
     file = resolve_folder(path) if path.is_dir() else path
-    loaded = _load_any(file, trust_pickle)
+    loaded = _load_any(file, trust_code)
     if isinstance(loaded, torch.nn.Module):
         loaded = loaded.state_dict()
     for _ in range(2):  # e.g. {"model": {"state_dict": ...}}

@@ -3,8 +3,10 @@
 Weights: ``--weights`` names a SpeechBrain pretrained-model folder as published (e.g.
 ``spkrec-ecapa-voxceleb``, ``spkrec-xvect-voxceleb``): its ``hyperparams.yaml`` builds
 ``compute_features``, ``mean_var_norm`` and ``embedding_model`` (SpeechBrain's own classes), and
-``embedding_model.ckpt`` is loaded into the last one with strict names. Other entries of the yaml
-(classifier, label encoder, pretrainer) are built but unused; nothing is fetched. Without a folder:
+``embedding_model.ckpt`` is loaded into the last one with strict names. The yaml is read as data
+and only SpeechBrain's known classes are built from it, unless ``--set trust_code=true``
+(:mod:`~pipeline.features.extractors.speechbrain_yaml`); other entries (classifier, label encoder,
+pretrainer) are checked but not built; nothing is fetched. Without a folder:
 seeded random ``ECAPA_TDNN(80 mels, 192)`` (``xvector``: ``Xvector(24 mels, 512)``) behind
 SpeechBrain's default ``Fbank`` and sentence mean normalisation.
 
@@ -35,6 +37,7 @@ import torch
 from pipeline.errors import PipelineError
 from pipeline.features.extractors.audio_embedding import AudioEmbeddingExtractor
 from pipeline.features.extractors.base import register
+from pipeline.features.extractors.speechbrain_yaml import build_modules
 
 
 @dataclass
@@ -92,23 +95,13 @@ def _fixed_pooling_noise(module: torch.nn.Module) -> None:
                 lambda shape, device="cpu", value=midpoint: torch.full(shape, value, device=device))
 
 
-def _folder_modules(folder: Path) -> dict[str, torch.nn.Module]:
+def _folder_modules(folder: Path, trust_code: bool) -> dict[str, torch.nn.Module]:
     _import_speechbrain()
-    from hyperpyyaml import load_hyperpyyaml
-
     path = folder / "hyperparams.yaml"
     if not path.is_file() or not (folder / "embedding_model.ckpt").is_file():
         raise PipelineError(f"{folder}: a SpeechBrain folder needs hyperparams.yaml and "
                             "embedding_model.ckpt")
-    try:
-        with open(path) as f:
-            hparams = load_hyperpyyaml(f)
-    except Exception as e:  # yaml and SpeechBrain raise many types
-        raise PipelineError(f"{path}: cannot build ({' '.join(str(e).split())[:200]})") from None
-    keys = ("compute_features", "mean_var_norm", "embedding_model")
-    if any(k not in hparams for k in keys):
-        raise PipelineError(f"{path}: needs {', '.join(keys)} (an EncoderClassifier's yaml)")
-    return {k: hparams[k] for k in keys}
+    return build_modules(path, ("compute_features", "mean_var_norm", "embedding_model"), trust_code)
 
 
 @register
@@ -128,7 +121,7 @@ class Ecapa(AudioEmbeddingExtractor):
         if self.weights is None:  # random weights, drawn from this extractor's own generator
             return dict(self.build(lambda: torch.nn.ModuleDict(_default_modules(self.name))).items())
         with torch.random.fork_rng(devices=[]):  # the folder's checkpoint replaces any draw
-            return _folder_modules(self.weights)
+            return _folder_modules(self.weights, self.trust_code)
 
     @property
     def frontend_sample_rate(self) -> int:

@@ -76,7 +76,7 @@ class Swin(ImageExtractor):
     def load(self) -> None:
         if self._model is None:
             model = self.build(lambda: build_timm(self.config.model, self.weights,
-                                                  option="configs.swin.model"))
+                                                  self.trust_code, option="configs.swin.model"))
             # channels_last speeds up the patch-embedding convolution on CPU and GPU alike.
             self._model = self.freeze(model, channels_last=True)
 

@@ -80,7 +80,7 @@ class SwinAudio(AudioEmbeddingExtractor):
     def load(self) -> None:
         if self._model is None:
             model = self.build(lambda: build_timm(self.config.model, self.weights,
-                                                  option="configs.swin_audio.model"))
+                                                  self.trust_code, option="configs.swin_audio.model"))
             self._model = self.freeze(model, channels_last=True)
 
     def images(self, windows: torch.Tensor) -> torch.Tensor:

@@ -28,9 +28,9 @@ re-crops of each face). ``preprocess`` stacks the crops along the channel axis
 
 Weights: ``--weights`` names a file or folder in any layout :mod:`checkpoints` reads (a folder
 ``fer-pipeline finetune`` wrote brings its preprocessing: input size, mean/std, crop; the options
-above still win; :mod:`pipeline.features.weights_record`); a whole
-pickled model needs ``trust_pickle = true`` (it runs the file's code). Without weights: seeded
-random, as every extractor.
+above still win; :mod:`pipeline.features.weights_record`); a whole pickled model needs
+``--set trust_code=true`` (it runs the file's code; docs/trust.md). Without weights: seeded random,
+as every extractor.
 """
 
 from pipeline.compat import ensure_torchvision
@@ -66,7 +66,6 @@ class TimmImageConfig:
     # model's own (ImageNet for most).
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
-    trust_pickle: bool = False  # allow a whole pickled model as weights (runs the file's code)
 
 
 @register
@@ -98,6 +97,11 @@ class TimmImage(ImageExtractor):
             timm.data.create_transform(**{**data_config, "crop_pct": p}, is_training=False)
             for p in c.crops]
 
+    def key_config(self) -> dict:
+        # ``trust_pickle`` was this config's field (now stage one's trust_code): kept in the key
+        # under its old name and value, so stores written before keep their keys.
+        return {**super().key_config(), "trust_pickle": self.trust_code}
+
     def outputs(self) -> dict[str, ArraySpec]:
         specs = {self.name: ArraySpec((self._probe.num_features,))}
         if self.config.map:
@@ -125,7 +129,7 @@ class TimmImage(ImageExtractor):
     def load(self) -> None:
         if self._model is None:
             model = self.build(lambda: build_timm(self.config.model, self.weights,
-                                                  self.config.trust_pickle, option="configs.timm.model"))
+                                                  self.trust_code, option="configs.timm.model"))
             self._model = self.freeze(model, channels_last=True)
 
     def preprocess(self, image: Any) -> torch.Tensor:

@@ -78,21 +78,21 @@ def feature_map(tokens: torch.Tensor, probe: TimmProbe) -> torch.Tensor:
     raise PipelineError(f"cannot read a spatial map off this model's features {probe.token_shape}")
 
 
-def build_timm(model_name: str, weights: Path | None, trust_pickle: bool = False,
+def build_timm(model_name: str, weights: Path | None, trust_code: bool = False,
                option: str = "configs.timm.model") -> torch.nn.Module:
     """A headless (``num_classes=0``) timm model: from a weights file/folder, or timm's random
     initialisation (an extractor redraws it from its own generator: ``Extractor.build``)."""
     timm_probe(model_name)  # a clear error for an unknown name
     model = timm.create_model(model_name, pretrained=False, num_classes=0)
     if weights is not None:
-        load_timm_weights(model, model_name, Path(weights), trust_pickle, option)
+        load_timm_weights(model, model_name, Path(weights), trust_code, option)
     return model
 
 
 def load_timm_weights(model: torch.nn.Module, model_name: str, weights: Path,
-                      trust_pickle: bool, option: str) -> None:
+                      trust_code: bool, option: str) -> None:
     """Load ``weights`` into ``model`` strictly (classifier aside) or raise one naming line."""
-    state = read_state_dict(weights, trust_pickle)
+    state = read_state_dict(weights, trust_code)
     # The same conversion timm applies to its pretrained files (original Swin/DINOv2 names).
     convert = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
     if convert is not None:
