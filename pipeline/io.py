@@ -12,8 +12,8 @@ that create their files private (safetensors' ``save_file``, :func:`tempfile.mkd
 brought back to ``0o666``/``0o777`` minus the umask before the rename (:func:`follow_umask`), so
 that a teammate on shared storage can read what the umask lets them. A whole folder appears whole
 or not at all with :func:`staged_folder` (a sibling staging folder renamed into place). Zip
-members (``.npz``) carry a fixed time (:data:`ZIP_TIME`), so that the same arrays give the same
-bytes on every run.
+members written by name (``writestr``, the streamed prediction files) carry a fixed time
+(:func:`zip_member`) instead of now, so that the same arrays give the same bytes on every run.
 
 A folder's owner may guard it (:func:`guard_writes`): every atomic write under it first runs the
 guard's check, so that a run directory's owner that lost its lease stops before writing
@@ -160,18 +160,13 @@ def write_json(path: str | Path, obj: Any, indent: int = 2) -> Path:
 
 
 def save_npz(path: str | Path, **arrays: Any) -> Path:
-    """Uncompressed ``np.savez`` of ``arrays``, byte for byte as numpy writes it except that
-    every member is dated :data:`ZIP_TIME` (numpy dates them now)."""
-    import zipfile
-
+    """Uncompressed ``np.savez`` of ``arrays`` (written through an open file: numpy would
+    otherwise append ``.npz`` to the temporary name). Its members are dated 1980-01-01 already
+    (``ZipFile.open(name, "w")``), so the bytes depend on the arrays alone."""
     import numpy as np
 
-    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED,
-                                                   allowZip64=True) as archive:
-        for name, array in arrays.items():
-            member = zip_member(f"{name}.npy", zipfile.ZIP_STORED)
-            with archive.open(member, "w", force_zip64=True) as f:  # as np.savez opens them
-                np.lib.format.write_array(f, np.asanyarray(array), allow_pickle=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
     return Path(path)
 
 
