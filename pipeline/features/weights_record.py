@@ -143,6 +143,20 @@ def read_record(weights: str | Path | None) -> WeightsRecord | None:
     return record
 
 
+def recorded_frontend(record: WeightsRecord, weights: Any, config_class: type) -> Any:
+    """The record's ``preprocessing.frontend`` as ``config_class`` (the log-mel config; passed in:
+    extractors import this module), a bad value named by file and key."""
+    from pipeline.config import from_dict
+
+    key = "preprocessing.frontend"
+    try:
+        return from_dict(config_class, record.preprocessing["frontend"], key)
+    except (ValueError, TypeError, PipelineError) as e:
+        reason = " ".join(str(e).split())
+        reason = reason[len(key) + 2:] if reason.startswith(key + ": ") else reason
+        raise PipelineError(f"{record_path(weights)}: {key}: {reason}") from None
+
+
 def check_family(record: WeightsRecord | None, family: str, model: str, where: Any) -> None:
     """Refuse a record written for another extractor family or model, saying what the record
     holds, what the command asked for, and the change that loads it."""

@@ -170,3 +170,21 @@ def test_fuzzed_records_give_one_line_errors_and_no_writes(folder, valid):
                                                           "lanczos", "box", "hamming")
         assert _snapshot(root) == before, text
     assert accepted < len(texts)  # the mutations do break records
+
+
+def test_a_bad_recorded_frontend_names_the_file_and_key(tmp_path):
+    from pipeline.features.extractors.tdnn import TdnnConfig, XVector
+
+    c = TdnnConfig(windows=(4,), channels=(16, 16, 16, 16, 24), embedding_dim=8)
+    net = XVector(64, c.channels, c.kernels, c.dilations, c.embedding_dim)
+    folder = write_weights_folder(tmp_path / "ft", net.state_dict(), record(
+        "tdnn", "xvector", {"frontend": {"n_mels": 64}, "mean_norm": "sliding",
+                            "cmn_seconds": 3.0}))
+    data = json.loads((folder / RECORD_NAME).read_text())
+    data["preprocessing"]["frontend"]["n_melz"] = 64
+    (folder / RECORD_NAME).write_text(json.dumps(data))
+    with pytest.raises(PipelineError) as e:
+        create("tdnn", config=c, weights=folder)
+    message = str(e.value)
+    assert message.startswith(f"{folder / RECORD_NAME}: preprocessing.frontend: ") and "n_melz" in message
+    assert "\n" not in message
