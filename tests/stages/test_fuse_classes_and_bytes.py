@@ -64,8 +64,8 @@ def test_allow_single_class_trains_with_a_warning(data, tmp_path, caplog):
 
 
 def test_a_dev_slice_without_a_training_class_is_warned(data, tmp_path, caplog):
-    # Class 7 only in the first training clip: whichever side of the slice holds it, the other
-    # side lacks it. The dev slice is one of the three videos.
+    # Class 7 (Other) only in the first training clip, which trains (dev_seed 0's slice is
+    # train01): the dev slice holds no frame of it.
     def rare(i, labels):
         labels = np.where(labels == 7, 0, labels).astype(np.int8)
         if i == 0:
@@ -76,7 +76,8 @@ def test_a_dev_slice_without_a_training_class_is_warned(data, tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         assert _fuse(data, manifests, tmp_path / "runs") == 0
     blind = [r.getMessage() for r in caplog.records if "blind" in r.getMessage()]
-    assert len(blind) == 1 and "dev slice" in blind[0] and "\n" not in blind[0]
+    assert len(blind) == 1 and "dev slice holds no frame of" in blind[0] and "Other" in blind[0]
+    assert "\n" not in blind[0]
 
 
 def test_two_runs_of_the_same_fuse_write_byte_identical_npz(data, tmp_path, monkeypatch):
