@@ -19,7 +19,8 @@ not written (stage one keeps the backbone only).
 ``exclude_from: au_val`` (the guard was ``off``) would leak into AU validation scores: it is left
 out, and the record lists it. Clips the guard did mark are trained on as in the heads.
 
-**Files.** ``OUT/`` receives only the weights and the record (their hash is stage one's cache key);
+**Files.** ``OUT/`` receives only the weights and the record (their hash is stage one's cache key),
+published together by one rename (:func:`pipeline.features.weights_record.publish_weights_folder`);
 the working state lives beside it in ``OUT.train/``: ``owner.lock`` (one writer,
 :func:`pipeline.locks.owner_lock`), ``checkpoint.pt`` (written aside and renamed after every
 epoch: model, optimiser, best state, counters) and ``history.json`` (per-epoch loss, dev F1,
