@@ -22,7 +22,6 @@ import math
 import re
 from typing import Any, Callable
 
-from pipeline.errors import PipelineError
 
 # Smallest and largest image side a record may ask for. 32: a network that downsamples by 32 (a
 # ResNet, a Swin) still has one cell of features; below it its pooling sees padding, not a face.
