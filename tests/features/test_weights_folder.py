@@ -53,24 +53,23 @@ def test_weights_folder_follows_the_umask(state, tmp_path, umask):
 
 
 _KILLED_WRITER = """
-import os, sys
+import json, os, sys
 sys.path[:0] = [{root!r}]
-from pipeline import io
+import torch
 from pipeline.features import weights_record
-from tests.features.test_timm_image import reference_model
-from tests.features.test_weights_record import record
 
 def killed(path, *args, **kwargs):  # SIGKILL-like: no cleanup, right before the record
     os._exit(9)
 
 weights_record.io.write_json = killed
-weights_record.write_weights_folder({folder!r}, reference_model("test_resnet", seed=4).state_dict(),
-                                    record("timm", "test_resnet", {{}}))
+record = weights_record.WeightsRecord(**json.loads({record!r}))
+weights_record.write_weights_folder({folder!r}, {{"w": torch.ones(3)}}, record)
 """
 
 
 def _killed_between_weights_and_record(folder: Path) -> None:
-    code = _KILLED_WRITER.format(root=str(ROOT), folder=str(folder))
+    text = json.dumps(record("timm", "test_resnet", {}).to_json())
+    code = _KILLED_WRITER.format(root=str(ROOT), folder=str(folder), record=text)
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 9, done.stderr
