@@ -8,6 +8,14 @@ a finished one; on an exception the temporary file is removed, and a full disk b
 is never written through. Files that must agree with each other (a score file and its report) are
 written together with :func:`staged_files`.
 
+Every file (and folder) written here follows the user's umask, like a plain ``open``: writers
+that create their files private (safetensors' ``save_file``, :func:`tempfile.mkdtemp`) are
+brought back to ``0o666``/``0o777`` minus the umask before the rename (:func:`follow_umask`), so
+that a teammate on shared storage can read what the umask lets them. A whole folder appears whole
+or not at all with :func:`staged_folder` (a sibling staging folder renamed into place). Zip
+members written by name (``writestr``, the streamed prediction files) carry a fixed time
+(:func:`zip_member`) instead of now, so that the same arrays give the same bytes on every run.
+
 A folder's owner may guard it (:func:`guard_writes`): every atomic write under it first runs the
 guard's check, so that a run directory's owner that lost its lease stops before writing
 (:mod:`pipeline.locks`). Staging folders carry their writer's host and pid, so that the next
@@ -29,6 +37,51 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from pipeline.errors import PipelineError
+
+
+# The time of every zip member this project writes (.npz): the earliest a zip can hold, so that an
+# archive's bytes depend on its contents alone (a resumed run writes the bytes of an uninterrupted one).
+ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process's umask: from ``/proc/self/status`` (Linux), else by setting it and setting it
+    back under a lock (a file another thread creates in that instant would get 022)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def follow_umask(path: str | Path) -> None:
+    """Give ``path`` (and, for a folder, everything in it) the permissions a plain ``open`` or
+    ``mkdir`` would under the current umask: ``0o666`` / ``0o777`` minus the umask."""
+    mask = current_umask()
+    path = Path(path)
+    paths = [path, *path.rglob("*")] if path.is_dir() and not path.is_symlink() else [path]
+    for p in paths:
+        if not p.is_symlink():
+            os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
+
+
+def zip_member(name: str, compress_type: int) -> Any:
+    """A ``zipfile.ZipInfo`` for ``name`` as ``ZipFile.writestr(name, ...)`` makes it, but dated
+    :data:`ZIP_TIME` instead of now."""
+    import zipfile
+
+    info = zipfile.ZipInfo(name, date_time=ZIP_TIME)
+    info.compress_type = compress_type
+    info.external_attr = 0o600 << 16  # what zipfile gives a member written by name
+    return info
 
 
 def temporary_path(path: str | Path) -> Path:
@@ -83,6 +136,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         check_write(path)
+        follow_umask(tmp)  # e.g. safetensors creates its files 0600
     except BaseException as e:
         tmp.unlink(missing_ok=True)
         full = no_space(path, e)
@@ -120,7 +174,8 @@ def write_json(path: str | Path, obj: Any, indent: int = 2) -> Path:
 
 def save_npz(path: str | Path, **arrays: Any) -> Path:
     """Uncompressed ``np.savez`` of ``arrays`` (written through an open file: numpy would
-    otherwise append ``.npz`` to the temporary name)."""
+    otherwise append ``.npz`` to the temporary name). Its members are dated 1980-01-01 already
+    (``ZipFile.open(name, "w")``), so the bytes depend on the arrays alone."""
     import numpy as np
 
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
@@ -196,11 +251,11 @@ def staged_files(out: str | Path, last: str, optional: Sequence[str] = ()) -> It
 STALE_STAGING_SECONDS = 24 * 3600.0  # a staging folder of another host is stale after this
 
 
-def _staging_is_stale(folder: Path) -> bool:
-    """A staging folder left by a killed writer: ``.staging-HOST-PID-XXXX`` of a dead process on
+def _staging_is_stale(folder: Path, prefix: str = ".staging-") -> bool:
+    """A staging folder left by a killed writer: ``PREFIX-HOST-PID-XXXX`` of a dead process on
     this host; one of another host (whose processes cannot be asked) or of an older version
     (``.staging-XXXX``) once untouched for :data:`STALE_STAGING_SECONDS`."""
-    host, _, rest = folder.name[len(".staging-"):].rpartition("-")
+    host, _, rest = folder.name[len(prefix):].rpartition("-")
     host, _, pid = host.rpartition("-")
     if host == socket.gethostname() and pid.isdigit():
         try:
@@ -216,14 +271,77 @@ def _staging_is_stale(folder: Path) -> bool:
         return False
 
 
-def remove_stale_staging(out: Path) -> list[Path]:
-    """Remove the staging folders killed writers left in ``out`` (never a live one's)."""
+def remove_stale_staging(out: Path, prefix: str = ".staging-") -> list[Path]:
+    """Remove the staging folders (``PREFIX*``) killed writers left in ``out`` (never a live
+    one's)."""
     removed = []
-    for folder in out.glob(".staging-*"):
-        if folder.is_dir() and _staging_is_stale(folder):
+    for folder in out.glob(glob_escape(prefix) + "*"):
+        if folder.is_dir() and not folder.is_symlink() and _staging_is_stale(folder, prefix):
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
     return removed
+
+
+def glob_escape(text: str) -> str:
+    """``text`` with glob's special characters matched literally."""
+    import glob
+
+    return glob.escape(text)
+
+
+def _writer_tag() -> str:
+    """``HOST-PID-``: what a staging name says of its writer (:func:`_staging_is_stale`)."""
+    return f"{socket.gethostname()}-{os.getpid()}-"
+
+
+@contextlib.contextmanager
+def staged_folder(folder: str | Path) -> Iterator[Path]:
+    """Yield an empty sibling folder ``.NAME.staging-HOST-PID-XXXX`` to write a whole folder
+    into; on success it becomes ``folder`` by a rename, so ``folder`` holds either its old files
+    or all the new ones, never a mix or a part.
+
+    An existing ``folder`` is first renamed aside (``.NAME.old-HOST-PID-XXXX``), then the staging
+    folder takes its name, then the old one is removed: a kill between the two renames leaves no
+    ``folder`` (and both siblings, which the next call removes), never a half one. An exception
+    while writing removes the staging folder and leaves ``folder`` as it was; once the renames
+    have begun an interruption is held back until they are done. ``folder`` must not be a
+    symlink (the tool would replace what it points to). Everything published follows the umask.
+    """
+    folder = Path(folder)
+    if folder.is_symlink():
+        raise PipelineError(f"{folder}: is a symlink; give the folder itself (nothing written)")
+    if folder.exists() and not folder.is_dir():
+        raise PipelineError(f"{folder}: exists and is not a folder (nothing written)")
+    parent = folder.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    check_write(folder)
+    staging_prefix, old_prefix = f".{folder.name}.staging-", f".{folder.name}.old-"
+    remove_stale_staging(parent, staging_prefix)
+    remove_stale_staging(parent, old_prefix)
+    staging = Path(tempfile.mkdtemp(prefix=staging_prefix + _writer_tag(), dir=parent))
+    try:
+        yield staging
+        check_write(folder)
+        follow_umask(staging)  # mkdtemp makes it 0700, some writers their files 0600
+    except BaseException as e:
+        shutil.rmtree(staging, ignore_errors=True)
+        full = no_space(folder, e)
+        if full is not None:
+            raise full from None
+        raise
+    old = parent / f"{old_prefix}{_writer_tag()}{os.urandom(4).hex()}"
+    steps = [lambda: _move(folder, old) if folder.is_dir() else None,
+             lambda: _move(staging, folder), lambda: shutil.rmtree(old, ignore_errors=True)]
+    interrupted: BaseException | None = None
+    while steps:
+        try:
+            while steps:
+                steps[0]()
+                steps.pop(0)
+        except KeyboardInterrupt as e:  # finish the renames first
+            interrupted = e
+    if interrupted is not None:
+        raise interrupted
 
 
 def _move(source: Path, target: Path) -> None:

@@ -222,10 +222,27 @@ def slurm_cluster(scheduler: Scheduler, **extra: Any) -> Any:
     except ImportError:
         raise PipelineError("scheduler slurm: needs dask-jobqueue (pip install dask-jobqueue)") from None
     options = {"processes": 1, **_jobqueue_options(scheduler), **extra}
+    require_job_size(scheduler, options)
     try:
         return SLURMCluster(silence_logs=logging.ERROR, **options)
     except ValueError as e:  # e.g. no cores/memory in the spec nor in the jobqueue config
         raise PipelineError(f"scheduler {scheduler}: {' '.join(str(e).split())[:200]}") from None
+
+
+def require_job_size(scheduler: Scheduler, options: dict[str, Any]) -> None:
+    """Refuse a ``slurm:`` spec without ``cores`` or ``memory`` (in the spec or the user's
+    dask-jobqueue config) in the option syntax, before dask-jobqueue says it in Python."""
+    import dask.config
+
+    missing = [key for key in ("cores", "memory")
+               if options.get(key) is None and dask.config.get(f"jobqueue.slurm.{key}", None) is None]
+    if missing:
+        example = {"cores": "cores=8", "memory": "memory=24GB"}
+        raise PipelineError(
+            f"scheduler {scheduler}: each SLURM job needs {' and '.join(missing)}; add to the option, "
+            f"e.g. --scheduler {scheduler},{','.join(example[k] for k in missing)} "
+            f"(or set {' and '.join('jobqueue.slurm.' + k for k in missing)} in your dask-jobqueue "
+            "config)")
 
 
 def _jobqueue_options(scheduler: Scheduler) -> dict[str, Any]:
@@ -270,6 +287,7 @@ def slurm_job_script(spec: str | Scheduler) -> str:
     # The same job class and options as slurm_cluster()'s jobs (SLURMCluster adds only the
     # scheduler's address and a name, and reads the same jobqueue config as the job).
     options = {"processes": 1, **_jobqueue_options(scheduler)}
+    require_job_size(scheduler, options)
     log_directory = (options.pop("log_directory", None)
                      or dask.config.get("jobqueue.slurm.log-directory", None))
     with tempfile.TemporaryDirectory(prefix="fer-job-script-") as stand_in:

@@ -93,3 +93,18 @@ def test_extract_without_print_job_script_still_needs_manifests_and_store(tmp_pa
     assert main(["extract", "--store", str(tmp_path / "s")]) == 1
     assert "extract needs --manifests (only --print-job-script runs without them)" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("spec,example", [("slurm:1", "slurm:1,cores=8,memory=24GB"),
+                                          ("slurm:2,cores=4", "slurm:2,cores=4,memory=24GB")])
+def test_a_slurm_spec_without_cores_or_memory_names_the_option_syntax(spec, example):
+    pytest.importorskip("dask_jobqueue")
+    from pipeline.parallel import slurm_cluster
+
+    with dask.config.set({"jobqueue.slurm.cores": None, "jobqueue.slurm.memory": None}):
+        for build in (lambda: slurm_job_script(spec), lambda: slurm_cluster(parse_scheduler(spec))):
+            with pytest.raises(PipelineError) as e:
+                build()
+            message = str(e.value)
+            assert f"--scheduler {example}" in message and "\n" not in message
+            assert "SLURMCluster" not in message and "cluster =" not in message

@@ -23,8 +23,15 @@ itself so that stage one feeds the network what it learnt on:
 The record holds the weights file's sha256 and is read only when it matches, so a record never
 describes other weights than those beside it. Stage one's cache key hashes the whole folder
 (:func:`sha256_file`), record included: features of two
-fine-tunes never mix. The folder is written file by file through atomic moves, record last: a
-crash leaves either the previous complete folder or one without a valid record (refused).
+fine-tunes never mix.
+
+**Checked before use.** The record is validated against its schema
+(:mod:`pipeline.features.weights_schema`): a bad key is one line naming the file and the key.
+
+**Published whole.** The folder is written into a sibling staging folder and renamed into place
+(:func:`pipeline.io.staged_folder`): ``DIR`` holds the previous complete folder or the new one,
+never weights without their record. A folder without a record beside a fine-tune's working folder
+``DIR.train/`` is a fine-tune's unfinished output (an older version's kill) and is refused.
 """
 
 from __future__ import annotations
@@ -32,16 +39,21 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipeline import io
 from pipeline.errors import PipelineError
+from pipeline.features.weights_schema import RecordError, check_record_json
 
 RECORD_NAME = "finetune.json"
 WEIGHTS_NAME = "model.safetensors"
 FORMAT = 1
+# The files a weights folder may hold (hf_audio's also config.json and preprocessor_config.json):
+# an existing folder holding anything else is not replaced (it is not a weights folder).
+FOLDER_FILES = (WEIGHTS_NAME, RECORD_NAME, "config.json", "preprocessor_config.json")
 
 
 @dataclass
@@ -68,17 +80,14 @@ class WeightsRecord:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any], where: str) -> "WeightsRecord":
-        names = {f.name for f in dataclasses.fields(cls)}
-        required = {f.name for f in dataclasses.fields(cls)
-                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
-        if not isinstance(data, dict) or not required <= set(data):
-            missing = sorted(required - set(data)) if isinstance(data, dict) else ["everything"]
-            raise PipelineError(f"{where}: not a weights record (missing {', '.join(missing)})")
-        if data.get("format", FORMAT) > FORMAT:
-            raise PipelineError(f"{where}: record format {data['format']} is newer than this "
-                                f"fer-pipeline reads ({FORMAT}); upgrade")
-        return cls(**{k: v for k, v in data.items() if k in names})
+    def from_json(cls, data: Any, where: str) -> "WeightsRecord":
+        """The record of ``data`` (a parsed ``finetune.json``), checked against its schema
+        (:mod:`pipeline.features.weights_schema`); ``where`` names the file in the error."""
+        try:
+            check_record_json(data, FORMAT)
+        except RecordError as e:
+            raise PipelineError(f"{where}: {' '.join(str(e).split())}") from None
+        return cls(**data)
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -98,16 +107,32 @@ def record_path(folder: str | Path) -> Path:
     return Path(folder) / RECORD_NAME
 
 
+def train_dir(folder: str | Path) -> Path:
+    """``DIR.train``: the working folder of the fine-tune that writes ``DIR``."""
+    folder = Path(folder)
+    return folder.with_name(folder.name + ".train")
+
+
 def read_record(weights: str | Path | None) -> WeightsRecord | None:
-    """The record of a weights folder, verified against the weights beside it; None for a file,
-    a folder without a record, or no weights at all."""
-    if weights is None or not Path(weights).is_dir() or not record_path(weights).exists():
+    """The record of a weights folder, checked against its schema and verified against the
+    weights beside it; None for a file, a folder without a record, or no weights at all.
+
+    A folder without a record beside a fine-tune's working folder (``DIR.train/``) is refused:
+    it is a fine-tune's output without its record, not a plain weights folder."""
+    if weights is None or not Path(weights).is_dir():
         return None
     path = record_path(weights)
+    if not path.exists():
+        if train_dir(weights).is_dir():
+            raise PipelineError(f"{weights}: weights without their {RECORD_NAME} beside a "
+                                f"fine-tune's working folder {train_dir(weights).name}/ (an "
+                                "unfinished fine-tune); rerun the finetune command to finish it")
+        return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
-        raise PipelineError(f"{path}: unreadable weights record ({e})") from None
+        raise PipelineError(f"{path}: unreadable weights record ({' '.join(str(e).split())})"
+                            ) from None
     record = WeightsRecord.from_json(data, str(path))
     file = Path(weights) / WEIGHTS_NAME
     if not file.is_file():
@@ -118,46 +143,82 @@ def read_record(weights: str | Path | None) -> WeightsRecord | None:
     return record
 
 
+def recorded_frontend(record: WeightsRecord, weights: Any, config_class: type) -> Any:
+    """The record's ``preprocessing.frontend`` as ``config_class`` (the log-mel config; passed in:
+    extractors import this module), a bad value named by file and key."""
+    from pipeline.config import from_dict
+
+    key = "preprocessing.frontend"
+    try:
+        return from_dict(config_class, record.preprocessing["frontend"], key)
+    except (ValueError, TypeError, PipelineError) as e:
+        reason = " ".join(str(e).split())
+        reason = reason[len(key) + 2:] if reason.startswith(key + ": ") else reason
+        raise PipelineError(f"{record_path(weights)}: {key}: {reason}") from None
+
+
 def check_family(record: WeightsRecord | None, family: str, model: str, where: Any) -> None:
-    """Refuse a record written for another extractor family or model."""
-    if record is None:
+    """Refuse a record written for another extractor family or model, saying what the record
+    holds, what the command asked for, and the change that loads it."""
+    if record is None or (record.family == family and record.model == model):
         return
-    if record.family != family or record.model != model:
-        raise PipelineError(f"{where}: fine-tuned {record.family} {record.model!r} weights, not "
-                            f"{family} {model!r}; set the extractor's model to {record.model!r}")
+    if record.family != family:
+        name = record.family
+        fix = (f"load it with `extract -e {name} --weights {name}={where}` (or start a fine-tune "
+               f"from it with `finetune --backbone {name}`)")
+    else:
+        fix = f"set the model to {record.model!r} (extract: configs.NAME.model; finetune: --model)"
+    raise PipelineError(f"{where}: its {RECORD_NAME} records {record.family} weights of model "
+                        f"{record.model!r}, but this command asked for {family} model {model!r}; "
+                        f"{fix}")
+
+
+def check_replaceable(folder: str | Path) -> None:
+    """Refuse to write a weights folder over a folder that is not one (it would be replaced
+    whole): one without a record that holds anything but :data:`FOLDER_FILES`."""
+    folder = Path(folder)
+    if folder.is_symlink():
+        raise PipelineError(f"{folder}: is a symlink; give the folder itself")
+    if folder.exists() and not folder.is_dir():
+        raise PipelineError(f"{folder}: exists and is not a folder; choose another --out")
+    if folder.is_dir() and not record_path(folder).is_file():
+        others = sorted(p.name for p in folder.iterdir() if p.name not in FOLDER_FILES)
+        if others:
+            raise PipelineError(f"{folder}: holds {', '.join(others[:3])}, not a weights folder's "
+                                "files; choose another --out (nothing was replaced)")
+
+
+def publish_weights_folder(folder: str | Path, record: WeightsRecord,
+                           write: Callable[[Path], None]) -> Path:
+    """Write a whole weights folder: ``write(staging)`` puts the weights (and any other files)
+    into a sibling staging folder, the record (with the weights' sha256) follows, and the
+    staging folder is renamed into place (:func:`pipeline.io.staged_folder`): ``folder`` holds
+    the old complete folder or the new one, never weights without a record."""
+    folder = Path(folder)
+    check_replaceable(folder)
+    with io.staged_folder(folder) as staging:
+        write(staging)
+        record = dataclasses.replace(record, weights_sha256=sha256_file(staging / WEIGHTS_NAME))
+        try:  # never write a record that reading would refuse
+            check_record_json(json.loads(json.dumps(record.to_json())), FORMAT)
+        except RecordError as e:
+            raise PipelineError(f"{folder / RECORD_NAME}: not written, {e}") from None
+        io.write_json(record_path(staging), record.to_json())
+    return folder
 
 
 def write_weights_folder(folder: str | Path, state: dict[str, Any], record: WeightsRecord) -> Path:
-    """Write ``state`` as ``model.safetensors`` and then ``record`` (its sha256 filled in).
-
-    Each file is written aside and moved into place; the record goes last and names the weights'
-    hash, so a reader never takes a half-replaced folder for a complete one.
-    """
+    """Write ``state`` as ``model.safetensors`` with ``record`` (its sha256 filled in) as one
+    folder (:func:`publish_weights_folder`)."""
     from safetensors.torch import save_file
 
-    folder = start_folder(folder)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
-    with io.atomic_path(folder / WEIGHTS_NAME) as tmp:
-        save_file(tensors, str(tmp))
-    return finish_folder(folder, record)
 
+    def write(staging: Path) -> None:
+        with io.atomic_path(staging / WEIGHTS_NAME) as tmp:
+            save_file(tensors, str(tmp))
 
-def start_folder(folder: str | Path) -> Path:
-    """Create ``folder`` and remove its record first: the old record must not vouch for the new
-    weights about to be written (:func:`write_weights_folder`; HuggingFace folders write their
-    files themselves between this and :func:`finish_folder`)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    record_path(folder).unlink(missing_ok=True)
-    return folder
-
-
-def finish_folder(folder: Path, record: WeightsRecord) -> Path:
-    """Write ``record``, with the sha256 of the ``model.safetensors`` now in ``folder``, last."""
-
-    record = dataclasses.replace(record, weights_sha256=sha256_file(folder / WEIGHTS_NAME))
-    io.write_json(record_path(folder), record.to_json())
-    return folder
+    return publish_weights_folder(folder, record, write)
 
 
 # ---- applying the recorded preprocessing -------------------------------------------------------

@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -219,20 +217,19 @@ class HfAudioBackbone(AudioBackbone):
                 "layers": [-1], "combine": "mean", "train_layers": self.config.train_layers}
 
     def write(self, folder: Path, state: dict[str, torch.Tensor], record: Any) -> None:
-        from pipeline.features.weights_record import finish_folder, start_folder
+        from pipeline.features.weights_record import publish_weights_folder
 
         model = self._pretrained()
         model.load_state_dict({k[len("model."):]: v for k, v in state.items()}, strict=True)
-        folder = start_folder(folder)
-        with tempfile.TemporaryDirectory(dir=folder, prefix=".save-") as tmp:
-            model.save_pretrained(tmp, safe_serialization=True)
-            preprocessor = Path(tmp) / "preprocessor_config.json"
+
+        def write(staging: Path) -> None:  # the whole folder is renamed into place after this
+            model.save_pretrained(staging, safe_serialization=True)
+            preprocessor = staging / "preprocessor_config.json"
             if self.folder is not None and (self.folder / preprocessor.name).is_file():
                 shutil.copyfile(self.folder / preprocessor.name, preprocessor)
             else:
                 preprocessor.write_text(json.dumps({
                     "sampling_rate": self.extractor.frontend_sample_rate,
                     "do_normalize": self.extractor._normalize}))
-            for name in ("config.json", preprocessor.name, "model.safetensors"):  # weights last
-                os.replace(Path(tmp) / name, folder / name)
-        finish_folder(folder, record)
+
+        publish_weights_folder(folder, record, write)

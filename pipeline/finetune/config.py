@@ -66,6 +66,9 @@ class FinetuneConfig:
     seed: int = 0  # weights of the classifier, sampling, augmentation
     dev_fraction: float = 0.2  # share of training frames per class held out (whole videos) to select the epoch
     dev_seed: int = 0  # the dev slice's seed (the heads' default: the same slice as `fuse`)
+    # train on labels of fewer than two classes (refused by default: it selects at macro-F1 0),
+    # with a warning (pipeline.fusion.class_check)
+    allow_single_class: bool = False
     threads: int = 1  # torch CPU threads per process (results are bit-identical per thread count)
     workers: int = 0  # DataLoader worker processes decoding face crops (0: in the training process)
     device: str = "cpu"  # "cpu" or "cuda" (DDP: cuda:<local rank>)

@@ -19,7 +19,8 @@ not written (stage one keeps the backbone only).
 ``exclude_from: au_val`` (the guard was ``off``) would leak into AU validation scores: it is left
 out, and the record lists it. Clips the guard did mark are trained on as in the heads.
 
-**Files.** ``OUT/`` receives only the weights and the record (their hash is stage one's cache key);
+**Files.** ``OUT/`` receives only the weights and the record (their hash is stage one's cache key),
+published together by one rename (:func:`pipeline.features.weights_record.publish_weights_folder`);
 the working state lives beside it in ``OUT.train/``: ``owner.lock`` (one writer,
 :func:`pipeline.locks.owner_lock`), ``checkpoint.pt`` (written aside and renamed after every
 epoch: model, optimiser, best state, counters) and ``history.json`` (per-epoch loss, dev F1,
@@ -54,13 +55,20 @@ from pipeline.config import to_dict
 from pipeline.data.labels import UNLABELED
 from pipeline.data.manifest import Clip, fingerprint, load_clips
 from pipeline.errors import PipelineError
-from pipeline.features.weights_record import WeightsRecord, read_record, sha256_file
+from pipeline.features.weights_record import (
+    WeightsRecord,
+    check_replaceable,
+    read_record,
+    record_path,
+    sha256_file,
+)
 from pipeline.finetune.backbone_choice import backbone_for
 from pipeline.finetune.backbones import Backbone, Samples, au_targets
 from pipeline.finetune.config import FinetuneConfig
 from pipeline.finetune.model import Classifier, autocast, freeze, make_optimizer
 from pipeline.finetune.plan import batches, epoch_plan
 from pipeline.fusion import folds, sampling
+from pipeline.fusion.class_check import check_classes
 from pipeline.fusion.folds import SELECTED_ON
 from pipeline.fusion.losses import au_batch_loss, au_pos_weights, batch_loss
 from pipeline.locks import owner_lock
@@ -71,7 +79,7 @@ from pipeline.metrics.scores import macro_f1
 RESUMABLE_CHANGES = ("workers",)
 # Config fields added after checkpoints were written, whose default is the behaviour of before: a
 # checkpoint without one resumes as if it held the default.
-ADDED_FIELDS = ("lr_decay", "classifier")
+ADDED_FIELDS = ("lr_decay", "classifier", "allow_single_class")
 
 
 @dataclass
@@ -123,6 +131,7 @@ def _splits(config: FinetuneConfig) -> tuple[list[Clip], list[Clip], list[str]]:
     if not labelled:
         raise PipelineError(f"{manifests}: no labelled training clips to fine-tune on")
     train, dev = folds.dev_slice(labelled, config.dev_fraction, config.dev_seed)
+    check_classes(train, dev, str(manifests), config.allow_single_class, "allow_single_class")
     return train, dev, leaking
 
 
@@ -165,6 +174,9 @@ def finetune(config: FinetuneConfig, out: str | Path, progress: ProgressFn = sil
              restart: bool = False) -> FinetuneResult:
     """Fine-tune ``config.backbone`` and write the weights folder ``out`` (see the module doc)."""
     out = Path(out)
+    check_replaceable(out)  # before training: the folder is replaced whole at the end
+    if config.weights is not None and not Path(config.weights).exists():
+        raise PipelineError(f"{config.weights}: no such initial weights file or folder (--weights)")
     dist = _Dist.from_env()
     started = dist.world > 1 and not torch.distributed.is_initialized()
     if started:
@@ -277,7 +289,8 @@ class _Finetune:
     def run(self, restart: bool) -> FinetuneResult:
         self._build()
         resumed = self._resume(restart)
-        if self.complete and read_record(self.out) is not None:
+        # complete and published; else (killed before publishing) the best state is published now
+        if self.complete and record_path(self.out).is_file() and read_record(self.out):
             return self._result(resumed, already=True)
         ddp = self.model
         if self.dist.world > 1:

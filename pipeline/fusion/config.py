@@ -101,6 +101,9 @@ class TrainConfig:
     select_on: str = "dev"
     dev_fraction: float = 0.2  # share of the training frames (per class) held out as the dev slice
     dev_seed: int = 0  # seeds the dev slice (not `seed`: runs of several seeds share one slice)
+    # train on expression labels of fewer than two classes (refused by default: it selects at
+    # macro-F1 0), with a warning (pipeline.fusion.class_check)
+    allow_single_class: bool = False
     # Multi-task heads (head.tasks = ["expr", "au"]), see pipeline.fusion.tasks: how the two tasks
     # take turns, "batch" (alternate batch by batch), "epoch" (epoch by epoch) or "joint" (every
     # batch mixes both, the sum of the two losses); and the score early stopping follows, "expr"

@@ -41,6 +41,7 @@ from pipeline.errors import PipelineError
 from pipeline.features.store import FeatureStore
 from pipeline.fusion import folds, moe, sampling
 from pipeline.fusion.averaging import WeightAverage
+from pipeline.fusion.class_check import check_classes
 from pipeline.fusion.config import FuseConfig, TrainConfig
 from pipeline.fusion.data import (
     OTHER,
@@ -137,6 +138,9 @@ class TrainingRun:
             raise PipelineError("train.select_task = au needs a head with tasks [\"expr\", \"au\"]")
         if not self.splits["train"]:
             raise PipelineError(f"no training clips in {config.manifests or 'the manifests'}")
+        check_classes(self.splits["train"], self.splits[self.select],
+                      str(config.manifests or "the manifests"), config.train.allow_single_class,
+                      "train.allow_single_class", "dev slice" if self.select == "dev" else "val split")
         if not self.splits[self.select]:
             raise PipelineError(f"no {self.select} clips in {config.manifests or 'the manifests'}:"
                                 " early stopping needs them")

@@ -67,7 +67,9 @@ class PredictionWriter:
         buffer = io.BytesIO()
         np.lib.format.write_array(buffer, array, allow_pickle=False)
         try:
-            self._zip.writestr(f"{key}.npy", buffer.getvalue())
+            # dated pipeline.io.ZIP_TIME: the same probabilities give the same bytes on every run
+            self._zip.writestr(atomic.zip_member(f"{key}.npy", zipfile.ZIP_DEFLATED),
+                               buffer.getvalue())
         except OSError as e:
             raise atomic.no_space(self.path, e) or e
 

@@ -33,7 +33,20 @@ from tests.features.test_timm_image import images, reference_model, timm_feature
 TINY_TDNN = TdnnConfig(windows=(4,), channels=(16, 16, 16, 16, 24), embedding_dim=8)
 
 
+def full_preprocessing(family: str, model: str, preprocessing: dict) -> dict:
+    """``preprocessing`` completed with the model's own values (a record holds every key of its
+    family: pipeline.features.weights_schema)."""
+    if family == "timm":
+        d = timm.data.resolve_model_data_config(timm.create_model(model, pretrained=False))
+        base = {"input_size": list(d["input_size"]), "mean": list(d["mean"]),
+                "std": list(d["std"]), "crop_pct": d["crop_pct"], "interpolation": d["interpolation"]}
+    else:
+        base = {"window": 4}
+    return {**base, **preprocessing}
+
+
 def record(family: str, model: str, preprocessing: dict) -> WeightsRecord:
+    preprocessing = full_preprocessing(family, model, preprocessing)
     return WeightsRecord(family=family, model=model, preprocessing=preprocessing, weights_sha256="",
                          manifest_fingerprint="f" * 64, clips={"train": ["a"], "dev": ["b"]},
                          config={}, selected_on="train-dev", selection_score=0.5, epoch=1,
@@ -79,10 +92,11 @@ def test_record_enters_the_cache_key_and_is_verified(tmp_path):
     with pytest.raises(PipelineError, match="sha256 differs"):
         create("timm", config=config, weights=a)
     # Another model's record.
-    with pytest.raises(PipelineError, match="not timm 'test_vit'"):
+    with pytest.raises(PipelineError, match="records timm weights of model 'test_resnet', but this "
+                                            "command asked for timm model 'test_vit'"):
         create("timm", config=TimmImageConfig(model="test_vit"), weights=b)
     (b / RECORD_NAME).write_text(json.dumps({"family": "timm"}))
-    with pytest.raises(PipelineError, match="not a weights record"):
+    with pytest.raises(PipelineError, match="missing"):
         read_record(b)
 
 

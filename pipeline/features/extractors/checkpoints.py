@@ -72,7 +72,11 @@ def _load_any(path: Path, trust_code: bool) -> Any:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(path)
+        try:
+            return load_file(path)
+        except Exception as e:  # safetensors' SafetensorError, OSError...: say which file
+            raise PipelineError(f"{path}: not a readable safetensors file, truncated or damaged "
+                                f"({' '.join(str(e).split())[:120]})") from None
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as torch_error:  # torch.load raises many types for a file that is not one

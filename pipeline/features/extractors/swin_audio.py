@@ -32,9 +32,13 @@ from pipeline.features.extractors.base import register  # noqa: E402
 from pipeline.features.extractors.logmel import LogMelConfig  # noqa: E402
 from pipeline.features.extractors.swin import SWIN_TINY  # noqa: E402
 from pipeline.features.extractors.timm_models import build_timm, timm_probe  # noqa: E402
-from pipeline.config import from_dict  # noqa: E402
 from pipeline.errors import PipelineError  # noqa: E402
-from pipeline.features.weights_record import WeightsRecord, check_family, image_data_config  # noqa: E402
+from pipeline.features.weights_record import (  # noqa: E402
+    WeightsRecord,
+    check_family,
+    image_data_config,
+    recorded_frontend,
+)
 
 
 @dataclass
@@ -53,7 +57,7 @@ def resolve_preprocessing(config: SwinAudioConfig, record: WeightsRecord | None,
     recorded = (record.preprocessing if record is not None else {}).get("frontend")
     if recorded is None:
         return config
-    frontend = from_dict(LogMelConfig, recorded)
+    frontend = recorded_frontend(record, weights, LogMelConfig)
     if config.frontend not in (frontend, SwinAudioConfig().frontend):
         raise PipelineError(f"{weights}: trained on log-mel {recorded}, not on "
                             f"configs.swin_audio.frontend {dataclasses.asdict(config.frontend)}; unset it")

@@ -55,12 +55,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.config import from_dict
 from pipeline.errors import PipelineError
 from pipeline.features.extractors.audio_embedding import AudioEmbeddingExtractor
 from pipeline.features.extractors.base import register
 from pipeline.features.extractors.logmel import LogMelConfig
-from pipeline.features.weights_record import WeightsRecord, check_family
+from pipeline.features.weights_record import WeightsRecord, check_family, recorded_frontend
 
 
 class FrameLayer(nn.Module):
@@ -151,7 +150,7 @@ def resolve_preprocessing(config: TdnnConfig, record: WeightsRecord | None,
     cmn = config.cmn_seconds or pre.get("cmn_seconds") or DEFAULT_CMN_SECONDS
     frontend = config.frontend
     if "frontend" in pre:
-        recorded = from_dict(LogMelConfig, pre["frontend"])
+        recorded = recorded_frontend(record, weights, LogMelConfig)
         if frontend not in (recorded, TdnnConfig().frontend):
             raise PipelineError(f"{weights}: trained on log-mel {pre['frontend']}, not on "
                                 f"configs.tdnn.frontend {dataclasses.asdict(frontend)}; unset it")
