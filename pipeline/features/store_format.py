@@ -77,6 +77,10 @@ from pipeline.features.atomic import aside_name
 FORMAT_VERSION = 1
 VALID = "valid"  # bool [T]: frame i had a face image on disk
 VALID_KEY = "valid-1"  # its cache key: it depends on nothing but the frame files
+# bool [T]: frame i's span has audio (written only for a clip whose audio track ends before its
+# video): a head reads the audio features of the other frames as missing, like a clip's without audio.
+AUDIO_VALID = "audio_valid"
+AUDIO_VALID_KEY = "audio-valid-1"
 TIME = "time"  # float64 [T]: seconds of each video frame (the coordinate of "frame")
 TIME_KEY = "time-1"
 CHUNK_BYTES = 4 << 20
