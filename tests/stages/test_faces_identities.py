@@ -129,3 +129,32 @@ def test_a_second_run_on_the_same_root_is_refused_in_one_line(tmp_path, capsys):
     err = " ".join(capsys.readouterr().err.split())
     assert "in use by" in err and "Traceback" not in err
     shutil.rmtree(out)
+
+
+@needs_weights
+def test_the_raw_manifest_counts_the_frames_that_decode(tmp_path):
+    from test_extract_short_audio import faststart
+
+    from pipeline.data.manifest import load_clips
+    from pipeline.data.media import probe_video
+
+    path = tmp_path / "v" / "short.mp4"
+    write_video(path, moving_face(30, 160, 120).frames, 10.0)
+    faststart(path)
+    data = path.read_bytes()
+    path.write_bytes(data[:int(len(data) * 0.9)])  # the last 3 frames' data gone: 27 decode
+    assert probe_video(path).n_frames == 30
+    out = tmp_path / "out"
+    result = run_faces([path], out, FacesConfig())
+    assert result.outcomes[0].status == "done" and result.outcomes[0].frames == 27
+    assert main(["manifest", str(out), "--out", str(tmp_path / "m")]) == 0
+    (clip,) = load_clips(tmp_path / "m")
+    assert clip.n_frames == 27 and clip.split == "test" and clip.video_path == str(path)
+    report = json.loads((tmp_path / "m" / "report.json").read_text())
+    assert report["repaired"] == {"frames_decoded": 1, "no_audio": 1}
+    # a damaged record rejects its clips in one line; the others stay
+    (out / "faces" / "broken.json").write_text("{not json")
+    assert main(["manifest", str(out), "--out", str(tmp_path / "m2"), "--allow-skips"]) == 0
+    rejected = json.loads((tmp_path / "m2" / "report.json").read_text())["rejections"]
+    assert [(r["clip"], r["kind"]) for r in rejected] == [("broken", "bad_faces_record")]
+    assert [c.clip_id for c in load_clips(tmp_path / "m2")] == ["short"]
