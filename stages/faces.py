@@ -260,7 +260,7 @@ def process_video(video: str, out: str, config: FacesConfig,
                 for p, (name, person) in enumerate(zip(names, persons)):
                     if index in person:
                         crop, transforms[p][index] = align(frame, person[index].landmarks,
-                                                           config.size, config.scale)
+                                                           config.size, config.scale, config.pad)
                         Image.fromarray(crop).save(staging / name / frame_name(index),
                                                    quality=config.jpeg_quality)
                 index += 1

@@ -22,6 +22,11 @@ class FacesConfig:
     size: int = 112  # side of the square crops (Aff-Wild2's cropped_aligned: 112)
     # Margin: 1.0 puts the landmarks on ArcFace's 112x112 template; 1.2 shows 1.2x more around.
     scale: float = 1.0
+    # Crop pixels outside the frame (a face at the edge): "replicate" the border, "reflect" it,
+    # or "black" (Aff-Wild2's released crops, and this stage before). Replicate: a black wedge is
+    # a hard edge the backbone reads as content; a mirror copies an eye or a mouth corner into
+    # the corner (pipeline.data.faces.align). Crops wholly inside the frame are the same in all.
+    pad: str = "replicate"
     iou_min: float = 0.3  # a detection continues a track when its box overlaps the last this much
     max_gap: int = 5  # frames a track may miss and still be continued
     min_frames: int = 3  # shorter tracks are dropped as false detections
@@ -58,6 +63,8 @@ class FacesConfig:
             raise PipelineError(f"size {self.size} / scale {self.scale}: need size >= 16, scale > 0")
         if not 0.0 < self.iou_min <= 1.0 or self.max_gap < 0 or self.min_frames < 1:
             raise PipelineError("iou_min in (0, 1], max_gap >= 0 and min_frames >= 1 please")
+        if self.pad not in ("replicate", "reflect", "black"):
+            raise PipelineError(f"pad {self.pad!r}: choose replicate, reflect or black")
         if not 0.0 < self.cut_threshold <= 1.0 or not 0.0 < self.appearance_max <= 1.0:
             raise PipelineError(f"cut_threshold {self.cut_threshold} / appearance_max "
                                 f"{self.appearance_max}: need histogram distances in (0, 1]")
@@ -70,4 +77,4 @@ class FacesConfig:
                     else ("onnx_size", "onnx_threshold"))
         return {k: getattr(self, k) for k in ("detector", *detector, "size", "scale", "iou_min",
                                               "max_gap", "min_frames", "cut_threshold", "appearance_max",
-                                              "jpeg_quality")}
+                                              "jpeg_quality", "pad")}
