@@ -15,6 +15,8 @@ Layout (stage one's output; the stages around it: README.md, "Layout")::
         <array>                 e.g. swin [T, 768] float16, logmel [T_audio, n_mels], tdnn_w32 [T, 512]
                                 attrs: {"complete": {"sha256", "cache_key", "rate", "chunks"}}
         valid                   bool [T]: frame had a face image (stage one writes it last)
+        audio_valid             bool [T]: frame's span has audio; only for a clip whose audio
+                                track ends before its video (its audio arrays past the end are masked)
         time                    float64 [T]: seconds of each video frame (a coordinate)
         <array>_time            float64 [T_audio]: seconds of each row of an audio-rate array
     STORE.meta/                 beside the store, outside the Zarr hierarchy (plain zarr and xarray
