@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import av
 import numpy as np
 from PIL import Image
 
@@ -335,9 +336,17 @@ class _Frames:
 
 
 def _declared(video: Path) -> int:
+    """The progress bar's share of a video: its declared frames, else duration x frame rate,
+    from the header only (counting packets would read every file before any work starts)."""
     try:
-        return probe_video(video).n_frames
-    except MediaError:
+        with av.open(str(video)) as container:
+            stream = container.streams.video[0]
+            if stream.frames:
+                return int(stream.frames)
+            seconds = float(stream.duration * stream.time_base) if stream.duration else (
+                container.duration or 0) / av.time_base
+            return int(round(seconds * float(stream.average_rate or stream.guessed_rate or 0)))
+    except (av.error.FFmpegError, OSError, ValueError, IndexError, TypeError, ZeroDivisionError):
         return 0
 
 
