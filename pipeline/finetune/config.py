@@ -33,11 +33,10 @@ class AugmentConfig:
     color_jitter: float = 0.2  # brightness/contrast/saturation jitter strength (0: none)
     # Padding-aware augmentation (pipeline.finetune.padaug, our reading of PadAug): the chance a
     # crop is made to look like a face at the frame's edge, padded as `faces` pads (0: off, so
-    # fine-tunes from before it are unchanged), its deepest padding as a fraction of the side,
-    # and the padding (replicate, reflect or black: FacesConfig.pad).
+    # fine-tunes from before it are unchanged).
     pad_prob: float = 0.0
-    pad_shift: float = 0.3
-    pad_mode: str = "replicate"
+    pad_shift: float = 0.3  # the padding augmentation's deepest padding, as a fraction of the side
+    pad_mode: str = "replicate"  # its padding: replicate, reflect or black (as FacesConfig.pad)
 
 
 @dataclass
