@@ -62,6 +62,11 @@ def faces(
     console.print(table)
     console.print(f"track report (every track, its frames and clip; the cuts): "
                   f"{result.out}/faces/<video>.json", markup=False, highlight=False, soft_wrap=True)
+    for o in result.outcomes:
+        if o.left_out:
+            console.print(f"{o.video}: {o.left_out} of its {o.tracks} face tracks are in no clip (other "
+                          "people, or too unlike the one kept): --all-faces writes each as its own clip",
+                          markup=False, highlight=False, soft_wrap=True)
     for o in result.skipped:
         console.print(f"skipped {o.video}: {o.reason}", markup=False, highlight=False, soft_wrap=True)
     if result.frames:

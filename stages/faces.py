@@ -81,6 +81,7 @@ class VideoOutcome:
     reason: str = ""  # why it was skipped
     tracks: int = 0  # tracks of min_frames or more (the track report is in the video's record)
     cuts: int = 0  # shot cuts found
+    left_out: int = 0  # of the tracks, those in no clip (other people, without --all-faces)
 
 
 @dataclass
@@ -285,7 +286,8 @@ def process_video(video: str, out: str, config: FacesConfig,
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return VideoOutcome(video_path.stem, "done", dict(record["faces"]), n,
-                        time.perf_counter() - started, tracks=len(tracks), cuts=len(scan.cuts))
+                        time.perf_counter() - started, tracks=len(tracks), cuts=len(scan.cuts),
+                        left_out=sum(t["clip"] is None for t in tracks))
 
 
 def _publish(root: Path, staging: Path, names: list[str]) -> None:

@@ -77,8 +77,9 @@ def test_a_group_photo_gives_one_track_per_person(tmp_path, capsys):
             assert iou(video.boxes[i, p], quality["box"][i]) > 0.6, (name, i)
     assert "group_t4" in capsys.readouterr().out
     # without --all-faces: one clip, and the record says the three others were left out
-    single = run_faces([tmp_path / "v"], tmp_path / "one", FacesConfig())
-    assert list(single.outcomes[0].clips) == ["group"] and single.outcomes[0].tracks == 4
+    assert main(["faces", str(tmp_path / "v"), "--out", str(tmp_path / "one")]) == 0
+    assert "group: 3 of its 4 face tracks are in no clip" in " ".join(capsys.readouterr().out.split())
+    assert list(np.load(tmp_path / "one" / "faces" / "group.npz")["face"]) == [True] * 12
     assert [t["clip"] for t in _record(tmp_path / "one", "group")["tracks"]].count(None) == 3
 
 
