@@ -86,7 +86,8 @@ def _print_issues(title: str, issues: list[Issue]) -> None:
 
 
 def manifest(
-    root: Path = typer.Argument(..., help="Dataset folder in the Aff-Wild2 layout."),
+    root: Path = typer.Argument(..., help="Dataset folder in the Aff-Wild2 layout, or the --out "
+                                "folder of `faces` (raw videos: unlabelled test clips)."),
     out: Path = typer.Option(..., "--out", help="Folder for <split>.jsonl and report.json."),
     test_list: Optional[Path] = typer.Option(
         None, "--test-list",
@@ -108,7 +109,7 @@ def manifest(
     refused = bool(reading.rejections) and not allow_skips
     report = write_manifests(reading, out, manifests=not refused)
     console.print(_summary(reading))
-    if reading.test_list is None:
+    if reading.test_list is None and not reading.clips["test"]:
         console.print("no test list found: the test split is empty", highlight=False)
     _print_leakage(reading)
     _print_issues("Repaired", reading.repairs)

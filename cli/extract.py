@@ -170,6 +170,8 @@ def extract(
                       "and chunk files checked; `fer-pipeline store verify` re-reads every byte); "
                       "no model was built", highlight=False)
     _warn_random(result.random_weights)
+    for note in result.notes:
+        console.print(f"short audio {note}", markup=False, highlight=False, soft_wrap=True)
     for skip in result.skipped:
         console.print(f"skipped {skip}", markup=False, highlight=False, soft_wrap=True)
     if result.report is not None:

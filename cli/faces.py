@@ -28,6 +28,10 @@ def faces(
     sides_from: Optional[Path] = typer.Option(
         None, "--sides-from", help="Folder searched for <video>_left/_right annotation files (.txt, "
         "Aff-Wild2's): those videos are two-person."),
+    all_faces: bool = typer.Option(
+        False, "--all-faces", help="Every face track of min_frames or more becomes its own clip "
+        "<video>_t1, <video>_t2, ... (groups, TV footage); tracks break at shot cuts and when the "
+        "face's look changes."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file of FacesConfig fields."),
     set_: list[str] = typer.Option([], "--set", help="key=value override, e.g. scale=1.2 (repeat)."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help=f"Where videos run: {SCHEDULER_HELP}."),
@@ -43,16 +47,26 @@ def faces(
         names += sorted(two_person_videos(sides_from, videos) - set(names))
     cfg = config_io.build(FacesConfig, file=config, sets=set_, options={
         "weights": weights, "two_person": names or None, "scheduler": scheduler,
-        "detector": "scrfd" if onnx else None, "onnx": str(onnx) if onnx else None})
+        "detector": "scrfd" if onnx else None, "onnx": str(onnx) if onnx else None,
+        "all_faces": True if all_faces else None})
     with progress_bar() as progress:
         result = run_faces(videos, out, cfg, progress)
     table = Table(title=f"faces -> {result.out}/cropped_aligned", title_justify="left")
-    for column in ("video", "status", "frames", "faces per clip"):
+    for column in ("video", "status", "frames", "tracks", "cuts", "faces per clip"):
         table.add_column(column)
     for o in result.outcomes:
+        fresh = o.status == "done"
         table.add_row(o.video, o.status, f"{o.frames:,}" if o.frames else "-",
+                      f"{o.tracks}" if fresh else "-", f"{o.cuts}" if fresh else "-",
                       ", ".join(f"{c} {k:,}" for c, k in o.clips.items()))
     console.print(table)
+    console.print(f"track report (every track, its frames and clip; the cuts): "
+                  f"{result.out}/faces/<video>.json", markup=False, highlight=False, soft_wrap=True)
+    for o in result.outcomes:
+        if o.left_out:
+            console.print(f"{o.video}: {o.left_out} of its {o.tracks} face tracks are in no clip (other "
+                          "people, or too unlike the one kept): --all-faces writes each as its own clip",
+                          markup=False, highlight=False, soft_wrap=True)
     for o in result.skipped:
         console.print(f"skipped {o.video}: {o.reason}", markup=False, highlight=False, soft_wrap=True)
     if result.frames:

@@ -102,6 +102,8 @@ class ExtractResult:
     precision: str = ""  # the autocast precision the models ran in, and why (--precision auto)
     report: str | None = None  # the JSON run report's path
     root_rebuilt: str | None = None  # what was wrong with the root zarr.json this run rebuilt
+    # Clips kept with something masked (audio ending before the video), "clip: file: what", one each
+    notes: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def frames_per_second(self) -> float:
@@ -311,6 +313,7 @@ def run_extract(config: ExtractConfig, manifests_dir: str | Path, store_path: st
         allow_skips=config.allow_skips,
         precision="{} ({})".format(*resolve_precision(config.precision, resolve_device(config.device))),
         root_rebuilt=damage,
+        notes=[f"{o.clip_id}: {o.note}" for o in outcomes if o.status == "done" and o.note],
     )
     _consolidate(store_path, wrote=bool(plan.jobs))
     result.seconds_total = time.perf_counter() - started

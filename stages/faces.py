@@ -4,9 +4,14 @@ For each video (one task each, through :mod:`pipeline.parallel`'s executors, as 
 
 1. decode the frames in batches and run the detector on them: MTCNN
    (:mod:`pipeline.data.faces.mtcnn`) or an SCRFD ONNX file (:mod:`pipeline.data.faces.scrfd`);
-2. link the detections into tracks and pick each person's face per frame
-   (:mod:`pipeline.data.faces.track`): one person (clip ``<video>``), or two for the videos in
-   ``two_person`` (clips ``<video>_left`` and ``<video>_right``, by position);
+   On the same pass, each frame's colour histogram (shot cuts) and each face's (appearance,
+   :mod:`pipeline.data.faces.shots`). A video whose stream decodes fewer frames than its
+   container declares (a truncated file, :func:`pipeline.data.media.truncation`) is skipped;
+2. link the detections into tracks that never cross a cut nor a change of appearance, and pick
+   each person's face per frame (:mod:`pipeline.data.faces.track`): one person (clip
+   ``<video>``), two for the videos in ``two_person`` (clips ``<video>_left`` and
+   ``<video>_right``, by position), or with ``all_faces`` every long enough track on its own
+   (clips ``<video>_t1``, ``<video>_t2``, ...);
 3. decode again and warp every chosen face onto the five-point template
    (:mod:`pipeline.data.faces.align`): ``ROOT/cropped_aligned/<clip>/00001.jpg`` for frame 0
    (1-based, as Aff-Wild2), no file where the clip has no face;
@@ -15,9 +20,13 @@ For each video (one task each, through :mod:`pipeline.parallel`'s executors, as 
    [T, 5, 2] in video pixels, ``transform`` [T, 2, 3] (video pixels -> crop pixels), ``fps``.
 
 Everything of a video is written into ``ROOT/.faces-partial/`` first, then moved into place, then
-its record ``ROOT/faces/<video>.json`` is written last: a video with a record whose key matches
-(settings, weights, the video's size and mtime) is complete and skipped by a rerun; any other is
-redone, replacing whatever an interrupted run left of it.
+its record ``ROOT/faces/<video>.json`` is written last (the video's absolute path, its clips,
+the frames that decoded, and its track report: every track with its frames and clip, and the
+cuts): a video with a record whose key matches (settings, weights, the video's size and mtime) is
+complete and skipped by a rerun; any other is redone, replacing whatever an interrupted run left
+of it. One run at a time per ROOT (a lock; a second is refused in one line), so the staging a
+killed run left is removed when the next one starts. ``manifest ROOT`` reads the records
+(:mod:`pipeline.data.raw`).
 """
 
 from __future__ import annotations
@@ -28,30 +37,39 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
+import av
 import numpy as np
 from PIL import Image
 
 from pipeline import io
 from pipeline.data.clip_ids import name_problem
+from pipeline.data.discover import VIDEO_SUFFIXES
 from pipeline.data.faces import weights as face_weights
 from pipeline.data.faces.align import align
 from pipeline.data.faces.config import FacesConfig
 from pipeline.data.faces.mtcnn import MTCNN, Face
 from pipeline.data.faces.scrfd import SCRFD, file_sha256
-from pipeline.data.faces.track import link, people
+from pipeline.data.faces.shots import cuts as shot_cuts
+from pipeline.data.faces.shots import face_signature, histogram
+from pipeline.data.faces.track import clips
 from pipeline.data.faces.video import frame_batches
 from pipeline.data.frames import frame_name
-from pipeline.data.media import MediaError, probe_video
+from pipeline.data.media import MediaError, probe_video, truncation, video_frames
+from pipeline.data.raw import CROPS, PARTIAL, QUALITY
 from pipeline.errors import PipelineError
+from pipeline.locks import owner_lock
 from pipeline.parallel import open_executor, parse_scheduler
 from pipeline.progress import ProgressEvent, ProgressFn, silent
 
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm")
-CROPS, QUALITY, PARTIAL = "cropped_aligned", "faces", ".faces-partial"
+__all__ = ["VIDEO_SUFFIXES", "CROPS", "QUALITY", "PARTIAL", "run_faces", "process_video",
+           "find_videos", "two_person_videos", "detect_video", "scan_video", "FacesResult",
+           "VideoOutcome", "Scan"]
 
 
 @dataclass
@@ -62,6 +80,9 @@ class VideoOutcome:
     frames: int = 0  # frames decoded (0 when reused)
     seconds: float = 0.0  # detection + alignment + writing time of this video
     reason: str = ""  # why it was skipped
+    tracks: int = 0  # tracks of min_frames or more (the track report is in the video's record)
+    cuts: int = 0  # shot cuts found
+    left_out: int = 0  # of the tracks, those in no clip (other people, without --all-faces)
 
 
 @dataclass
@@ -88,18 +109,16 @@ def find_videos(paths: list[str | Path]) -> list[Path]:
     """Video files named, or found (recursively) in the folders named; stems must be unique."""
     videos: list[Path] = []
     for path in map(Path, paths):
-        if path.is_dir():
-            videos += sorted(p for p in path.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)
+        if path.is_dir():  # hidden folders (a faces root's .faces-partial) are not searched
+            videos += sorted(p for p in path.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES
+                             and p.is_file()
+                             and not any(part.startswith(".") for part in p.relative_to(path).parts[:-1]))
         elif path.is_file():
             videos.append(path)
         else:
             raise PipelineError(f"{path}: no such video file or folder")
     stems: dict[str, Path] = {}
-    for video in videos:
-        problem = name_problem(video.stem)  # the stem names the clip's folders: one safe component
-        if problem is not None:
-            raise PipelineError(f"{video}: clip name {video.stem[:80]!r} {problem} (clips are named "
-                                "by the video's file name: rename the file)")
+    for video in videos:  # a stem that is no clip id is skipped by process_video, in one line
         if video.stem in stems:
             raise PipelineError(f"{video}: same name as {stems[video.stem]} (clips are named by "
                                 "the video's file name)")
@@ -134,9 +153,12 @@ def two_person_videos(annotations: str | Path, videos: list[str | Path]) -> set[
 
 def _key(video: Path, config: FacesConfig) -> dict:
     stat = video.stat()
-    return {"settings": config.output_key(), "weights": _weights_id(config),
-            "video": {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns},
-            "two_person": video.stem in config.two_person}
+    key = {"settings": config.output_key(), "weights": _weights_id(config),
+           "video": {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns},
+           "two_person": video.stem in config.two_person}
+    if config.all_faces:  # only then: records written before the option stay complete
+        key["all_faces"] = True
+    return key
 
 
 def _complete(out: Path, video: Path, config: FacesConfig) -> bool:
@@ -164,11 +186,37 @@ def _detector(config: FacesConfig) -> MTCNN | SCRFD:
 
 def detect_video(video: Path, config: FacesConfig) -> tuple[list[list[Face]], int]:
     """Detections per frame and the number of frames."""
+    scan = scan_video(video, config)
+    return scan.detections, scan.frames
+
+
+@dataclass
+class Scan:
+    """One decoding pass of a video: detections, shot cuts and face signatures per frame."""
+
+    detections: list[list[Face]]
+    frames: int  # frames decoded
+    cuts: list[int]  # frames that start a shot
+    signatures: list[list[np.ndarray]]  # each detection's colour histogram
+
+
+def scan_video(video: Path, config: FacesConfig,
+               on_frames: Callable[[int], None] | None = None) -> Scan:
+    """Detect faces and measure shots and appearance in one pass; ``on_frames(frames decoded)``
+    after each batch (progress)."""
     detector = _detector(config)
     detections: list[list[Face]] = []
+    signatures: list[list[np.ndarray]] = []
+    histograms: list[np.ndarray] = []
     for batch in frame_batches(video, config.batch):
-        detections += detector.detect(batch)
-    return detections, len(detections)
+        found = detector.detect(batch)
+        for frame, faces in zip(batch, found):
+            histograms.append(histogram(frame))
+            signatures.append([face_signature(frame, f.box) for f in faces])
+        detections += found
+        if on_frames is not None:
+            on_frames(len(detections))
+    return Scan(detections, len(detections), shot_cuts(histograms, config.cut_threshold), signatures)
 
 
 def _quality(person: dict[int, Face], transforms: dict[int, np.ndarray], n: int, fps: float) -> dict:
@@ -183,19 +231,31 @@ def _quality(person: dict[int, Face], transforms: dict[int, np.ndarray], n: int,
             "transform": transform, "fps": np.float64(fps)}
 
 
-def process_video(video: str, out: str, config: FacesConfig) -> VideoOutcome:
-    """One video, start to record; bad media becomes a ``skipped`` outcome."""
-    video_path, root = Path(video), Path(out)
+def process_video(video: str, out: str, config: FacesConfig,
+                  relay: Callable[..., None] | None = None) -> VideoOutcome:
+    """One video, start to record; bad media becomes a ``skipped`` outcome. ``relay(video,
+    frames)`` is called as frames are scanned (progress, possibly from another process)."""
+    video_path, root = Path(os.path.abspath(video)), Path(out)
+    problem = name_problem(video_path.stem)  # the stem names the clip's folders: one safe component
+    if problem is not None:
+        return VideoOutcome(video_path.name, "skipped",
+                            reason=f"{video}: clip name {video_path.stem[:80]!r} {problem}: rename the "
+                                   "file (clips are named by the video's file name)")
     if _complete(root, video_path, config):
         return VideoOutcome(video_path.stem, "reused")
     started = time.perf_counter()
-    two = video_path.stem in config.two_person
-    names = [f"{video_path.stem}_left", f"{video_path.stem}_right"] if two else [video_path.stem]
+    names = [video_path.stem]
     (root / PARTIAL).mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f"{video_path.stem}-", dir=root / PARTIAL))
     try:
-        detections, n = detect_video(video_path, config)
-        persons = people(link(detections, config.iou_min, config.max_gap), len(names), config.min_frames)
+        scan = scan_video(video_path, config, None if relay is None
+                          else functools.partial(relay, str(video_path)))
+        n = scan.frames
+        truncated = truncation(video_frames(video_path)[0], n) if n else "no frame decodes"
+        if truncated is not None:
+            raise MediaError(f"{video_path}: {truncated}")
+        names, persons, tracks = clips(video_path.stem, scan.detections, scan.cuts,
+                                       scan.signatures, config)
         transforms: list[dict[int, np.ndarray]] = [{} for _ in names]
         for name in names:
             (staging / name).mkdir()
@@ -205,7 +265,7 @@ def process_video(video: str, out: str, config: FacesConfig) -> VideoOutcome:
                 for p, (name, person) in enumerate(zip(names, persons)):
                     if index in person:
                         crop, transforms[p][index] = align(frame, person[index].landmarks,
-                                                           config.size, config.scale)
+                                                           config.size, config.scale, config.pad)
                         Image.fromarray(crop).save(staging / name / frame_name(index),
                                                    quality=config.jpeg_quality)
                 index += 1
@@ -217,7 +277,7 @@ def process_video(video: str, out: str, config: FacesConfig) -> VideoOutcome:
         _publish(root, staging, names)
         record = {"video": str(video_path), "clips": names, "frames": n,
                   "faces": {name: len(p) for name, p in zip(names, persons)},
-                  "key": _key(video_path, config)}
+                  "tracks": tracks, "cuts": scan.cuts, "key": _key(video_path, config)}
         io.write_json(root / QUALITY / f"{video_path.stem}.json", record)
     except MediaError as e:
         return VideoOutcome(video_path.stem, "skipped", reason=str(e))
@@ -229,7 +289,8 @@ def process_video(video: str, out: str, config: FacesConfig) -> VideoOutcome:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return VideoOutcome(video_path.stem, "done", dict(record["faces"]), n,
-                        time.perf_counter() - started)
+                        time.perf_counter() - started, tracks=len(tracks), cuts=len(scan.cuts),
+                        left_out=sum(t["clip"] is None for t in tracks))
 
 
 def _publish(root: Path, staging: Path, names: list[str]) -> None:
@@ -246,6 +307,54 @@ def _publish(root: Path, staging: Path, names: list[str]) -> None:
         os.replace(staging / f"{name}.npz", root / QUALITY / f"{name}.npz")
 
 
+class _Frames:
+    """Progress per frame: the ``frames`` bar moves as videos are scanned (relayed from workers),
+    each video's outcome completes its share."""
+
+    def __init__(self, progress: ProgressFn, total: int, videos: int) -> None:
+        self.progress, self.videos = progress, videos
+        self.shown: dict[str, int] = {}
+        self.done: set[str] = set()
+        self.lock = threading.Lock()
+        self.start = time.perf_counter()
+        self.frames = 0
+        progress(ProgressEvent("frames", total=total))
+
+    def _info(self) -> dict:
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        return {"videos": f"{len(self.done)}/{self.videos}", "frames/s": self.frames / elapsed}
+
+    def scanned(self, video: str, frames: int) -> None:
+        with self.lock:
+            if video in self.done or frames <= self.shown.get(video, 0):
+                return
+            advance = frames - self.shown.get(video, 0)
+            self.shown[video], self.frames = frames, self.frames + advance
+            self.progress(ProgressEvent("frames", advance=advance, info=self._info()))
+
+    def finished(self, video: str, declared: int) -> None:
+        with self.lock:
+            self.done.add(video)
+            advance = max(0, declared - self.shown.get(video, 0))
+            self.frames += advance
+            self.progress(ProgressEvent("frames", advance=advance, info=self._info()))
+
+
+def _declared(video: Path) -> int:
+    """The progress bar's share of a video: its declared frames, else duration x frame rate,
+    from the header only (counting packets would read every file before any work starts)."""
+    try:
+        with av.open(str(video)) as container:
+            stream = container.streams.video[0]
+            if stream.frames:
+                return int(stream.frames)
+            seconds = float(stream.duration * stream.time_base) if stream.duration else (
+                container.duration or 0) / av.time_base
+            return int(round(seconds * float(stream.average_rate or stream.guessed_rate or 0)))
+    except (av.error.FFmpegError, OSError, ValueError, IndexError, TypeError, ZeroDivisionError):
+        return 0
+
+
 def run_faces(videos: list[str | Path], out: str | Path, config: FacesConfig,
               progress: ProgressFn = silent) -> FacesResult:
     """Crops and quality files of every video not complete already under ``out``."""
@@ -258,18 +367,24 @@ def run_faces(videos: list[str | Path], out: str | Path, config: FacesConfig,
     _detector(config)  # missing or altered weights, or a bad ONNX file: fail now, in one line
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    progress(ProgressEvent("videos", total=len(files)))
     outcomes = []
-    with open_executor(config.scheduler) as workers:
-        futures = [workers.executor.submit(process_video, str(v), str(out), config) for v in files]
-        try:
-            for future in cf.as_completed(futures):
-                outcome = future.result()
-                outcomes.append(outcome)
-                progress(ProgressEvent("videos", advance=1, info={"frames": outcome.frames}))
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
+    with owner_lock(out / ".faces-run", f"faces output {out}"):
+        # Ours alone now: what is staged was left by a killed run.
+        shutil.rmtree(out / PARTIAL, ignore_errors=True)
+        declared = {str(Path(os.path.abspath(v))): _declared(v) for v in files}
+        frames = _Frames(progress, sum(declared.values()), len(files))
+        with open_executor(config.scheduler, on_message=frames.scanned) as workers:
+            futures = {workers.executor.submit(process_video, str(v), str(out), config,
+                                               workers.relay): str(Path(os.path.abspath(v)))
+                       for v in files}
+            try:
+                for future in cf.as_completed(futures):
+                    outcome = future.result()
+                    outcomes.append(outcome)
+                    frames.finished(futures[future], declared[futures[future]])
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
     outcomes.sort(key=lambda o: o.video)
     return FacesResult(str(out), outcomes, time.perf_counter() - started)

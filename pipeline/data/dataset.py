@@ -13,8 +13,11 @@ folders is :mod:`pipeline.data.discover`):
 - the test split: a text file of clip names (``--test-list``, or the one ``.txt`` file whose name
   has the word "test" in it, see :func:`read_test_list`);
 - face crops: ``cropped_aligned/<clip>/00001.jpg`` or ``cropped_aligned_new_50_vids/<clip>/``;
-- videos: ``<video>.mp4`` or ``.avi`` anywhere inside ``videos/``, ``raw_videos/``, ``batch1/``
+- videos: ``<video>.mp4`` (or any of ``VIDEO_SUFFIXES``) anywhere inside ``videos/``, ``raw_videos/``, ``batch1/``
   or ``batch2/``; clip ``<video>_left`` / ``<video>_right`` uses ``<video>``'s file.
+
+A root without annotation folders that holds the records of ``fer-pipeline faces`` is read by
+:mod:`pipeline.data.raw` instead: its clips are unlabelled (the test split).
 
 The video is the clock: a clip has as many frames as its video and the video's fps, and labels of
 both tasks are repaired to that length. Then the leakage guard (:mod:`pipeline.data.leakage`)
@@ -37,6 +40,7 @@ from pipeline.data.discover import (  # noqa: F401 (read_test_list: public API)
     SEARCH_DEPTH,
     SPLIT_DIRS,
     VIDEO_DIRS,
+    VIDEO_SUFFIXES,
     DatasetError,
     Layout,
     choose_test_list,
@@ -56,6 +60,7 @@ from pipeline.data.labels import (
 from pipeline.data.leakage import DEFAULT_GUARD, guard_leakage
 from pipeline.data.manifest import SPLITS, Clip, DatasetReading, Issue
 from pipeline.data.media import MediaError, VideoInfo, probe_video
+from pipeline.data.raw import face_records, read_faces_root
 from pipeline.progress import ProgressEvent, ProgressFn, silent
 
 SIDES = ("_left", "_right")
@@ -234,7 +239,7 @@ class _Reader:
         if found is None:
             names = " or ".join(_video_ids(entry.clip_id))
             self.reject(entry, entry.file, "no_video",
-                        f"{entry.at()}no video {names} (.mp4/.avi) in {'/, '.join(VIDEO_DIRS)}/: "
+                        f"{entry.at()}no video {names} ({'/'.join(VIDEO_SUFFIXES)}) in {'/, '.join(VIDEO_DIRS)}/: "
                         "the video gives the frame count, fps and audio")
             return None
         video_id, video_path = found
@@ -324,10 +329,13 @@ def read_dataset(
     if not root.is_dir():
         raise DatasetError(f"{root}: not a folder")
     layout = walk(root)
+    if not layout.annotation_dirs and not layout.au_annotation_dirs and face_records(root):
+        return read_faces_root(root)  # raw videos through `faces`: unlabelled clips
     if not layout.annotation_dirs and not layout.au_annotation_dirs:
         raise DatasetError(
             f"{root}: no annotation folder ({' or '.join(ANNOTATION_DIRS + AU_ANNOTATION_DIRS)} "
-            f"with {' or '.join(SPLIT_DIRS)}/) within {SEARCH_DEPTH} levels"
+            f"with {' or '.join(SPLIT_DIRS)}/) within {SEARCH_DEPTH} levels, and no faces/*.json "
+            "records of `fer-pipeline faces VIDEOS --out ROOT`"
         )
     if test_list is not None:
         test_list = Path(os.path.abspath(test_list))

@@ -22,7 +22,10 @@ AU_ANNOTATION_DIRS = ("AU_Detection_Challenge",)  # the ABAW AU track's annotati
 SPLIT_DIRS = {"Train_Set": "train", "Validation_Set": "val"}
 FRAME_DIRS = ("cropped_aligned", "cropped_aligned_new_50_vids")
 VIDEO_DIRS = ("videos", "raw_videos", "batch1", "batch2")
-VIDEO_SUFFIXES = (".mp4", ".avi")
+# Every video suffix the project reads (faces, manifest, test lists): FFmpeg (PyAV) decodes them
+# all. The order is the preference between two files of one name (mp4's frame count is the most
+# reliable, avi's headers the least of the first two).
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm")
 SEARCH_DEPTH = 4  # folder levels below the root searched for the folders above
 _TEST_WORD = re.compile(r"(?<![a-z])test")  # "Test_Set.txt", "expr_test_set.txt"; not "latest"
 # A test list's first line is a header if it is one of these words (or holds a comma or a space).
@@ -107,8 +110,8 @@ def walk(root: Path) -> Layout:
 
 def find_videos(video_roots: list[Path]) -> dict[str, list[Path]]:
     """Video stem -> its files, in the order searched (the first one is used): folders in the
-    order of VIDEO_DIRS, a folder's files before its subfolders', .mp4 before .avi (avi headers
-    are the less reliable about the frame count)."""
+    order of VIDEO_DIRS, a folder's files before its subfolders', suffixes in the order of
+    VIDEO_SUFFIXES (.mp4 before .avi: avi headers are the less reliable about the frame count)."""
     videos: dict[str, list[Path]] = {}
     for video_root in video_roots:
         pending = [(video_root, 0)]
@@ -153,7 +156,7 @@ def read_test_list(path: str | Path) -> list[tuple[int, str]]:
     comment lines, a first line that is a header (it holds a comma or a space, or is one of
     ``name``, ``video``, ``clip``, ``file``, ``video_name``, ``clip_name``, ``video_id``,
     ``clip_id`` or their plurals), and names written as a file (``batch1/10-60-1280x720.mp4``:
-    the folder and the .mp4/.avi/.txt suffix are dropped).
+    the folder and a video suffix (VIDEO_SUFFIXES) or .txt are dropped).
     """
     path = Path(path)
     try:

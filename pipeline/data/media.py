@@ -61,6 +61,38 @@ def probe_video(path: str | Path) -> VideoInfo:
         raise _fail(path, f"unreadable video ({e})") from None
 
 
+def video_frames(path: str | Path) -> tuple[int, int]:
+    """(frames the container declares for its first video stream, 0 when it declares none;
+    frames whose data is in the file: its non-empty packets, counted without decoding).
+
+    A file cut short after its index (``movflags=faststart``, or an AVI whose header counts the
+    frames) still declares every frame; only its packets say how many are there."""
+    path = Path(path)
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise _fail(path, "no video stream")
+            stream = container.streams.video[0]
+            declared = int(stream.frames or 0)
+            return declared, sum(1 for p in container.demux(stream) if p.size)
+    except MediaError:
+        raise
+    except (av.error.FFmpegError, OSError, ValueError) as e:
+        raise _fail(path, f"unreadable video ({e})") from None
+
+
+def truncation(declared: int, present: int) -> str | None:
+    """Why a video stream of ``present`` frames (decoded, or packets found) is a truncated file
+    when its container declares ``declared``, or None. Real files are often a few frames off
+    their declared count (edit lists, a dropped last frame: 98 declared, 95 decode), so a
+    shortfall counts only above 3 frames and 1% of the declared count."""
+    short = declared - present
+    if declared <= 0 or short <= max(3, 0.01 * declared):
+        return None
+    return (f"truncated file: the container declares {declared} video frames, only {present} "
+            "are in it")
+
+
 def decode_audio(path: str | Path, sample_rate: int) -> np.ndarray:
     """The first audio stream as float32 mono at ``sample_rate`` Hz (resampled by FFmpeg)."""
     return decode_audio_track(path, sample_rate)[0]
@@ -109,8 +141,13 @@ def short_audio(n_samples: int, sample_rate: int, n_frames: int, fps: float,
     if need - have <= tolerance:
         return None
     return (f"the audio track ends at {have:.2f} s, before the {need:.2f} s of the clip's "
-            f"{n_frames} frames at {fps:g} fps (tolerance {tolerance:.3f} s; "
-            "--set audio_short_tolerance=SECONDS adds to it): a truncated file?")
+            f"{n_frames} frames at {fps:g} fps (tolerance {tolerance:.3f} s)")
+
+
+def audio_frames(n_samples: int, sample_rate: int, n_frames: int, fps: float) -> int:
+    """How many of a clip's first frames the audio track covers whole: frame ``i`` spans
+    ``[i / fps, (i + 1) / fps)``, so it is covered when ``(i + 1) / fps`` is within the track."""
+    return int(min(n_frames, np.floor(n_samples / sample_rate * fps + 1e-6)))
 
 
 def read_image(path: str | Path) -> Image.Image:

@@ -114,8 +114,9 @@ class ExtractConfig:
     verify_existing: bool = False
     allow_skips: bool = False  # a clip with bad input does not make the run fail
     # Seconds an audio track may end before its clip's last frame on top of one video frame and
-    # one audio codec frame (pipeline.data.media.short_audio); a shorter track (a truncated file)
-    # is bad input. Raise it for sources whose audio ends early, rather than skip their clips.
+    # one audio codec frame (pipeline.data.media.short_audio) and still count as whole. A shorter
+    # track in a whole file keeps the clip, its audio features past the track's end masked
+    # (store array audio_valid); in a truncated file (video frames missing too) it is bad input.
     audio_short_tolerance: float = 0.0
     # Let weights files run their own code: a whole pickled model, a SpeechBrain yaml's object
     # tags beyond SpeechBrain's known classes, a TorchScript file. Only for files from a source

@@ -71,6 +71,9 @@ class ClipContext:
     audio_stride: int  # audio embeddings at every k-th frame (and the last), interpolated between
     submit: Callable[..., cf.Future]  # run fn(*args) in the loader pool
     waveform: Callable[[int], np.ndarray]  # the clip's audio at a rate (decoded once; InputError)
+    # Set when the waveform was read and its track ends before the video (loading.ShortAudio):
+    # the writer then stores which frames the audio covers (store_format.AUDIO_VALID).
+    audio_short: Any = None
 
     @property
     def n_frames(self) -> int:

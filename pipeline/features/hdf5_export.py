@@ -25,7 +25,7 @@ from pipeline.data.manifest import Clip
 from pipeline.errors import PipelineError
 from pipeline.features.hdf5 import FORMAT_VERSION
 from pipeline.features.store import FeatureStore
-from pipeline.features.store_format import VALID, checksum
+from pipeline.features.store_format import AUDIO_VALID, VALID, checksum
 from pipeline.progress import ProgressEvent, ProgressFn, silent
 
 COMPRESSIONS = ("gzip", "lzf", "none")
@@ -45,7 +45,9 @@ class ExportResult:
 
 def _owner_descriptions(store: FeatureStore) -> dict[str, str]:
     """Array name -> JSON description of the extractor (or import) that wrote it."""
-    owners: dict[str, str] = {VALID: json.dumps({"name": VALID, "kind": "per-frame face flag"})}
+    owners: dict[str, str] = {VALID: json.dumps({"name": VALID, "kind": "per-frame face flag"}),
+                              AUDIO_VALID: json.dumps({"name": AUDIO_VALID,
+                                                       "kind": "per-frame audio flag (audio ending early)"})}
     for owner, described in store.extractors().items():
         text = json.dumps(described, sort_keys=True, default=str)
         for name in {owner, *described.get("outputs", {}), *described.get("array_keys", {})}:

@@ -16,12 +16,21 @@ still decodes with PIL, since its extractors preprocess PIL images (see the benc
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from pipeline.data.media import MediaError, decode_audio_track, read_image, short_audio
+from pipeline.data.media import (
+    MediaError,
+    audio_frames,
+    decode_audio_track,
+    read_image,
+    short_audio,
+    truncation,
+    video_frames,
+)
 from pipeline.features.feeding import InputError
 
 
@@ -101,9 +110,16 @@ class AudioCache:
         self._entries: dict[int, tuple[str, np.ndarray, float]] = {}
 
     def get(self, path: str, sample_rate: int, n_frames: int, fps: float,
-            extra_tolerance: float = 0.0) -> np.ndarray:
-        """The track at ``sample_rate``; an InputError when it is shorter than the clip's
-        ``n_frames`` at ``fps`` (a truncated file: :func:`~pipeline.data.media.short_audio`)."""
+            extra_tolerance: float = 0.0) -> tuple[np.ndarray, ShortAudio | None]:
+        """The track at ``sample_rate``, and how it falls short of the clip's ``n_frames`` at
+        ``fps`` (None when it covers them, within :func:`~pipeline.data.media.short_audio`'s
+        tolerance).
+
+        A short track is one of two things, told apart by the video stream: a truncated file
+        (its video stream lacks frames its container declares: an InputError, the clip is bad
+        input) or audio that ends before the video, common in real recordings: the samples come
+        back padded with silence to the clip's length, with the frames the audio covers, so that
+        the clip keeps every face and only its audio past the end is masked."""
         with self._lock:  # decoding under the lock: the second clip of a video waits, not re-decodes
             entry = self._entries.get(sample_rate)
             if entry is None or entry[0] != path:
@@ -114,6 +130,31 @@ class AudioCache:
                 self._entries[sample_rate] = entry
         _, samples, frame_seconds = entry
         reason = short_audio(len(samples), sample_rate, n_frames, fps, frame_seconds, extra_tolerance)
-        if reason is not None:
-            raise InputError(path, reason)
-        return samples
+        if reason is None:
+            return samples, None
+        try:
+            truncated = truncation(*video_frames(path))
+        except MediaError as e:
+            raise input_error(path, e) from None
+        if truncated is not None:
+            raise InputError(path, f"{truncated} ({reason})")
+        covered = audio_frames(len(samples), sample_rate, n_frames, fps)
+        need = int(np.ceil(n_frames / fps * sample_rate)) + 1
+        padded = np.zeros(max(need, len(samples)), np.float32)
+        padded[:len(samples)] = samples
+        return padded, ShortAudio(covered, n_frames, len(samples) / sample_rate, n_frames / fps)
+
+
+@dataclass(frozen=True)
+class ShortAudio:
+    """An audio track that ends before its clip's video (not a truncated file)."""
+
+    covered: int  # the clip's first frames the audio covers; its audio features past them are masked
+    n_frames: int
+    audio_seconds: float
+    video_seconds: float
+
+    def __str__(self) -> str:
+        return (f"audio ends at {self.audio_seconds:.2f} s of the video's {self.video_seconds:.2f} s:"
+                f" audio features of its last {self.n_frames - self.covered} of {self.n_frames} "
+                "frames are masked (every face kept)")

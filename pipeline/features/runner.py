@@ -14,9 +14,10 @@ worker). Three kinds of threads keep the model busy:
 * the **writer** (:mod:`pipeline.features.writing`) writes each finished clip's arrays, ``valid``
   last, each followed by its completion marker, then releases the clip's lock.
 
-A clip with unreadable input (a missing, empty or corrupt JPEG, an undecodable audio file, an
-audio track shorter than the clip: a truncated file) is dropped whole: none of its arrays is
-written and its outcome names the file and the reason.
+A clip with unreadable input (a missing, empty or corrupt JPEG, an undecodable audio file, a
+truncated file) is dropped whole: none of its arrays is written and its outcome names the file
+and the reason. An audio track that merely ends before the video keeps the clip: its audio past
+the end is masked (``audio_valid``) and the outcome's ``note`` says so.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ class ClipOutcome:
     reused: int = 0  # arrays the plan wanted but found complete when the clip was locked
     file: str | None = None  # for skipped: the unreadable file
     reason: str | None = None  # for skipped: why
+    note: str | None = None  # for done: what was missing but masked (audio ending early), one line
 
 
 # ---- messages from the producer to the model thread ----------------------------------------------
@@ -171,7 +173,9 @@ class _ShardRunner:
 
     def _written(self, state: ClipState, names: list[str]) -> None:
         n = state.context.n_frames
-        self._record(ClipOutcome(state.clip_id, "done", n, n, names, state.reused))
+        short = state.context.audio_short
+        note = None if short is None else f"{state.context.clip.audio_path}: {short}"
+        self._record(ClipOutcome(state.clip_id, "done", n, n, names, state.reused, note=note))
 
     def _put(self, target: queue.Queue, item: Any) -> None:
         """Put into a bounded queue, giving up when the run is being stopped."""
@@ -219,10 +223,14 @@ class _ShardRunner:
             lock.close()
             self._record(ClipOutcome(clip.clip_id, "by_other", clip.n_frames, reused=reused))
             return None
+        def waveform(rate: int) -> np.ndarray:
+            samples, short = self.audio.get(clip.audio_path, rate, clip.n_frames, clip.fps,
+                                            self.task.audio_short_tolerance)
+            context.audio_short = short if short is not None else context.audio_short
+            return samples
+
         context = ClipContext(clip, np.zeros(clip.n_frames, dtype=bool), self.task.batch_size,
-                              self.task.audio_stride, self.loader.submit,
-                              lambda rate: self.audio.get(clip.audio_path, rate, clip.n_frames,
-                                                          clip.fps, self.task.audio_short_tolerance))
+                              self.task.audio_stride, self.loader.submit, waveform)
         state = ClipState(context, lock, [self.extractors[n] for n in found.extractors],
                           found.write_valid, reused)
         with self.live_lock:

@@ -15,6 +15,8 @@ Layout (stage one's output; the stages around it: README.md, "Layout")::
         <array>                 e.g. swin [T, 768] float16, logmel [T_audio, n_mels], tdnn_w32 [T, 512]
                                 attrs: {"complete": {"sha256", "cache_key", "rate", "chunks"}}
         valid                   bool [T]: frame had a face image (stage one writes it last)
+        audio_valid             bool [T]: frame's span has audio; only for a clip whose audio
+                                track ends before its video (its audio arrays past the end are masked)
         time                    float64 [T]: seconds of each video frame (a coordinate)
         <array>_time            float64 [T_audio]: seconds of each row of an audio-rate array
     STORE.meta/                 beside the store, outside the Zarr hierarchy (plain zarr and xarray
@@ -77,6 +79,10 @@ from pipeline.features.atomic import aside_name
 FORMAT_VERSION = 1
 VALID = "valid"  # bool [T]: frame i had a face image on disk
 VALID_KEY = "valid-1"  # its cache key: it depends on nothing but the frame files
+# bool [T]: frame i's span has audio (written only for a clip whose audio track ends before its
+# video): a head reads the audio features of the other frames as missing, like a clip's without audio.
+AUDIO_VALID = "audio_valid"
+AUDIO_VALID_KEY = "audio-valid-1"
 TIME = "time"  # float64 [T]: seconds of each video frame (the coordinate of "frame")
 TIME_KEY = "time-1"
 CHUNK_BYTES = 4 << 20

@@ -20,7 +20,7 @@ from pipeline.features.extractors.base import Extractor
 from pipeline.features.feeding import ClipContext, InputError
 from pipeline.features.plan import array_keys
 from pipeline.features.store import FeatureStore
-from pipeline.features.store_format import VALID, VALID_KEY
+from pipeline.features.store_format import AUDIO_VALID, AUDIO_VALID_KEY, VALID, VALID_KEY
 
 
 @dataclass(eq=False)
@@ -60,6 +60,9 @@ def assemble(state: ClipState) -> dict[str, tuple[np.ndarray, float]]:
         rate = ext.array_rate(fps)
         for name, data in ext.assemble(state.context, state.buffers, state.arrays).items():
             out[name] = (data, rate)
+    short = state.context.audio_short
+    if short is not None:  # the audio ends before the video: which frames it covers
+        out[AUDIO_VALID] = (np.arange(state.context.n_frames) < short.covered, fps)
     if state.write_valid:
         out[VALID] = (state.context.valid, fps)
     return out
@@ -100,7 +103,7 @@ class ClipWriter:
                 return
             try:
                 clip = state.context.clip
-                keys = {VALID: VALID_KEY}
+                keys = {VALID: VALID_KEY, AUDIO_VALID: AUDIO_VALID_KEY}
                 for ext in state.needed:
                     keys.update(array_keys(ext, self.audio_stride, clip.audio_path is not None))
                 written = []

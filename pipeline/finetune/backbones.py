@@ -147,11 +147,18 @@ def train_transform(config: FinetuneConfig, data_config: dict[str, Any], eval_tr
     a = config.augment
     if not a.enabled:
         return eval_transform
-    return timm.data.create_transform(
+    timm_transform = timm.data.create_transform(
         input_size=data_config["input_size"], is_training=True, scale=tuple(a.scale),
         ratio=tuple(a.ratio), hflip=a.hflip, vflip=0.0, color_jitter=a.color_jitter or None,
         auto_augment=None, re_prob=0.0, interpolation=data_config["interpolation"],
         mean=data_config["mean"], std=data_config["std"])
+    if a.pad_prob <= 0.0:
+        return timm_transform
+    from torchvision import transforms
+
+    from pipeline.finetune.padaug import PadAugment
+
+    return transforms.Compose([PadAugment(a.pad_prob, a.pad_shift, mode=a.pad_mode), timm_transform])
 
 
 class FaceBackbone(Backbone):

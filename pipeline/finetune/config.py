@@ -31,6 +31,12 @@ class AugmentConfig:
     ratio: tuple[float, float] = (0.75, 1.3333)  # random resized crop: aspect ratio range
     hflip: float = 0.5  # probability of a horizontal flip
     color_jitter: float = 0.2  # brightness/contrast/saturation jitter strength (0: none)
+    # Padding-aware augmentation (pipeline.finetune.padaug, our reading of PadAug): the chance a
+    # crop is made to look like a face at the frame's edge, padded as `faces` pads (0: off, so
+    # fine-tunes from before it are unchanged).
+    pad_prob: float = 0.0
+    pad_shift: float = 0.3  # the padding augmentation's deepest padding, as a fraction of the side
+    pad_mode: str = "replicate"  # its padding: replicate, reflect or black (as FacesConfig.pad)
 
 
 @dataclass
@@ -120,6 +126,12 @@ class FinetuneConfig:
             raise PipelineError(f"tasks {list(self.tasks)}: choose [\"expr\"] or [\"expr\", \"au\"]")
         if not 0.0 < self.lr_decay <= 1.0:
             raise PipelineError(f"lr_decay {self.lr_decay}: need 0 < d <= 1 (1: off)")
+        a = self.augment
+        if (not 0.0 <= a.pad_prob <= 1.0 or not 0.05 < a.pad_shift < 1.0
+                or a.pad_mode not in ("replicate", "reflect", "black")):
+            raise PipelineError(f"augment.pad_prob {a.pad_prob} / pad_shift {a.pad_shift} / pad_mode "
+                                f"{a.pad_mode!r}: need a chance in [0, 1], a shift in (0.05, 1) and "
+                                "replicate, reflect or black")
         if self.lr_decay != 1.0 and self.backbone not in LAYER_DECAY_BACKBONES:
             raise PipelineError(f"lr_decay {self.lr_decay}: backbone {self.backbone} has no layer "
                                 f"order; choose from {', '.join(LAYER_DECAY_BACKBONES)} or lr_decay=1")

@@ -53,7 +53,13 @@ from pipeline.data.labels import CLASSES, NUM_AUS, UNLABELED
 from pipeline.data.manifest import Clip
 from pipeline.errors import PipelineError
 from pipeline.features.store import FeatureStore
-from pipeline.features.store_format import VALID, DamagedMetadata, StoreError, mask_name
+from pipeline.features.store_format import (
+    AUDIO_VALID,
+    VALID,
+    DamagedMetadata,
+    StoreError,
+    mask_name,
+)
 from pipeline.fusion.windows import window_passes
 
 OTHER = CLASSES.index("Other")  # the class a 7-class run (task.classes = 7) does not have
@@ -189,6 +195,15 @@ class ClipArrays:
     arrays: dict[str, np.ndarray]  # store name -> [T, *shape]
     series: dict[str, Series] = field(default_factory=dict)  # own-rate arrays (request.series)
     au_labels: np.ndarray | None = None  # int8 [T, 12]; None when AU is not a task
+    # bool [T]: frames with audio; None: all of them if has_audio, else none (see read_clip)
+    audio: np.ndarray | None = None
+
+    @property
+    def audio_rows(self) -> np.ndarray:
+        """bool [T]: which rows have audio features."""
+        if self.audio is not None:
+            return self.audio
+        return np.full(self.labels.size, self.has_audio)
 
     @property
     def nbytes(self) -> int:
@@ -271,12 +286,23 @@ def read_clip(store: FeatureStore, clip: Clip, request: FeatureRequest,
             # An imported image array lacks some frames (its source had no row there): such a
             # frame counts as one without a face.
             valid &= store.read(clip.clip_id, mask_name(name)).astype(bool).reshape(-1)
+    audio = None
+    if has_audio and request.audio and store.marker(clip.clip_id, AUDIO_VALID) is not None:
+        # The audio track ends before the video: its frames past the end have no audio, as
+        # frames of a clip without audio (zeros, audio flag off); faces are untouched.
+        audio = store.read(clip.clip_id, AUDIO_VALID).astype(bool).reshape(-1)
+        if audio.size != n:
+            raise PipelineError(f"clip {clip.clip_id}: {audio.size} '{AUDIO_VALID}' flags for {n} frames")
+        for name in request.audio:
+            if name in arrays:
+                arrays[name] = np.where(audio.reshape(n, *([1] * len(dims[name]))), arrays[name],
+                                        np.zeros((), arrays[name].dtype))
     if train and request.purity is not None:
         window_ok = window_passes(labels, *request.purity)
     else:
         window_ok = np.ones((n, len(request.audio)), dtype=bool)
     return ClipArrays(clip.clip_id, labels, valid, has_audio, window_ok, arrays, series,
-                      au_labels)
+                      au_labels, audio)
 
 
 def concat(parts: Sequence[ClipArrays]) -> Table:
@@ -288,7 +314,7 @@ def concat(parts: Sequence[ClipArrays]) -> Table:
         offsets=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
         labels=np.concatenate([p.labels for p in parts]),
         valid=np.concatenate([p.valid for p in parts]),
-        audio=np.concatenate([np.full(p.labels.size, p.has_audio) for p in parts]),
+        audio=np.concatenate([p.audio_rows for p in parts]),
         window_ok=np.concatenate([p.window_ok for p in parts]),
         arrays={name: np.concatenate([p.arrays[name] for p in parts]) for name in names},
         series={name: [p.series[name] for p in parts] for name in (parts[0].series if parts else ())},

@@ -154,14 +154,14 @@ def test_unreadable_shared_video_rejects_both_sides(layout):
 def test_annotation_without_video_rejected(layout):
     layout.video("vid3").unlink()  # its face crops are still there
     reading = read(layout)
-    rejected(layout, reading, "vid3", "no_video", layout.val("vid3"), "no video vid3 (.mp4/.avi)")
+    rejected(layout, reading, "vid3", "no_video", layout.val("vid3"), "no video vid3 (.mp4/.avi/.mkv/.mov/.webm)")
 
 
 def test_side_without_video_names_both_candidates(layout):
     write_annotation(layout.train("vid9_left"), [0, 1])
     reading = read(layout)
     issue = only_issue(reading.rejections, "vid9_left")
-    assert issue.kind == "no_video" and "no video vid9_left or vid9 (.mp4/.avi)" in issue.reason
+    assert issue.kind == "no_video" and "no video vid9_left or vid9 (.mp4/.avi/.mkv/.mov/.webm)" in issue.reason
 
 
 def test_test_clip_without_video_rejected(layout):

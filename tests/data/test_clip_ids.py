@@ -16,7 +16,8 @@ from pipeline.data.clip_ids import BadName, check_name, name_problem
 from pipeline.data.manifest import Clip, load_clips, write_manifest
 from pipeline.errors import PipelineError
 from pipeline.features.store import FeatureStore
-from stages.faces import find_videos
+from pipeline.data.faces.config import FacesConfig
+from stages.faces import find_videos, process_video
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "stages"))
 
@@ -102,9 +103,10 @@ def test_store_import_name_dotdot_leaves_no_stray_folder(tmp_path, capsys):
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before
 
 
-def test_faces_refuses_a_video_whose_name_is_no_clip_id(tmp_path):
+def test_faces_skips_a_video_whose_name_is_no_clip_id(tmp_path):
     (tmp_path / "...mp4").write_bytes(b"")
-    with pytest.raises(PipelineError) as error:
-        find_videos([tmp_path / "...mp4"])
-    assert str(error.value).startswith(f"{tmp_path / '...mp4'}: clip name '..' starts with a dot")
-    os.remove(tmp_path / "...mp4")
+    assert find_videos([tmp_path]) == [tmp_path / "...mp4"]  # found, then skipped alone
+    outcome = process_video(str(tmp_path / "...mp4"), str(tmp_path / "out"), FacesConfig())
+    assert outcome.status == "skipped"
+    assert outcome.reason.startswith(f"{tmp_path / '...mp4'}: clip name '..' starts with a dot: rename")
+    assert not (tmp_path / "out" / "cropped_aligned").exists()

@@ -6,7 +6,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from extract_fixtures import TINY_LOGMEL, TINY_TDNN, make_dataset
+from extract_fixtures import TINY_LOGMEL, TINY_TDNN, make_dataset  # noqa: F401 (registers test_mean_colour)
 from pipeline.data.media import decode_audio, decode_audio_track, probe_video, short_audio
 from pipeline.features.config import ExtractConfig
 from pipeline.features.store import FeatureStore
@@ -77,3 +77,57 @@ def test_the_tolerance_is_one_video_frame_and_one_codec_frame(tmp_path):
     manifests = make_dataset(tmp_path, n_clips=1, n_frames=10, fps=10.0)
     samples, frame_seconds = decode_audio_track(manifests.parent / "videos" / "clip00.mp4", rate)
     assert frame_seconds == aac and samples.dtype == np.float32
+
+
+def _photo_clip(root: Path, n_frames: int = 40, fps: float = 10.0, audio_seconds: float = 2.0):
+    """A real file: frames of a real photograph (matplotlib's Grace Hopper) as an mp4 whose AAC
+    track ends ``audio_seconds`` in (before the video's n_frames / fps), with its face crops."""
+    from PIL import Image
+
+    from pipeline.data.faces.synthetic import moving_face
+    from pipeline.data.manifest import Clip, write_manifest
+    from pipeline.data.media import write_video
+
+    video = moving_face(n_frames, 160, 120)
+    rate = 16000
+    t = np.arange(int(audio_seconds * rate)) / rate
+    path = root / "videos" / "speaker.mp4"
+    write_video(path, video.frames, fps, (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), rate)
+    frames_dir = root / "frames" / "speaker"
+    frames_dir.mkdir(parents=True)
+    for i, frame in enumerate(video.frames):
+        Image.fromarray(frame[:64, :64]).save(frames_dir / f"{i + 1:05d}.jpg", quality=90)
+    clip = Clip(clip_id="speaker", split="test", video_id="speaker", n_frames=n_frames, fps=fps,
+                frames_dir=str(frames_dir), video_path=str(path), audio_path=str(path), labels=None)
+    write_manifest(root / "manifests" / "test.jsonl", [clip])
+    return root / "manifests", path
+
+
+def test_audio_ending_two_seconds_early_keeps_every_face_and_masks_its_audio(tmp_path):
+    from pipeline.data.manifest import load_clips
+    from pipeline.fusion.data import FeatureRequest, check_inputs, concat, read_clip
+
+    manifests, path = _photo_clip(tmp_path)
+    with av.open(str(path)) as container:  # a whole file: every declared video frame decodes
+        assert container.streams.video[0].frames == 40
+        assert sum(1 for _ in container.decode(video=0)) == 40
+    config = ExtractConfig(extractors=["test_mean_colour", "logmel", "tdnn"], batch_size=8,
+                           audio_stride=3, device="cpu",
+                           configs={"tdnn": dict(TINY_TDNN), "logmel": dict(TINY_LOGMEL)})
+    result = run_extract(config, manifests, tmp_path / "f.zarr")
+    assert result.ok and not result.skipped and result.clips_done == 1
+    (note,) = result.notes  # one line names the shortfall
+    assert note.startswith("speaker: ") and "audio ends at 2.0" in note and "4.00 s" in note
+    assert "last 20 of 40 frames" in note and "\n" not in note
+    store = FeatureStore(tmp_path / "f.zarr")
+    assert store.read("speaker", "valid").all()  # every face kept
+    audio_valid = store.read("speaker", "audio_valid")
+    assert audio_valid[:20].all() and not audio_valid[20:].any()
+    request = FeatureRequest(arrays=("test_mean_colour", "tdnn_w4"), audio=("tdnn_w4",))
+    clips = load_clips(manifests)
+    dims = check_inputs(store, clips, request)
+    table = concat([read_clip(store, c, request, dims, train=False) for c in clips])
+    assert table.valid.all() and table.audio[:20].all() and not table.audio[20:].any()
+    assert not table.arrays["tdnn_w4"][20:].any() and table.arrays["tdnn_w4"][:20].any()
+    assert table.arrays["test_mean_colour"][20:].any()  # the faces' features are untouched
+

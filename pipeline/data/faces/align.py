@@ -10,6 +10,16 @@ more of the scene on each side (the multi-scale crops of arXiv 2603.12221).
 
 The transform (rotation, one scale, translation; no shear, no reflection) is the least-squares
 fit of Umeyama (1991) from the five landmarks to the template.
+
+**Edges.** A face near the frame's edge, tilted or zoomed out, asks for pixels outside the frame.
+``pad`` says what they are: ``"replicate"`` (the default: the frame's border pixels extended
+outwards), ``"reflect"`` (the frame mirrored at its border) or ``"black"`` (zeros: what this
+module did before, and what Aff-Wild2's released crops show). Replicate is the default because a
+black wedge is a hard, high-contrast edge that a frozen backbone reads as content, at a place that
+moves with the face's position in the frame and not with its expression; a mirror copies facial
+parts (an eye, the mouth corner) into the corner and makes a second, fake one; replication only
+smears the border colour. Faces whose crop lies wholly inside the frame are unaffected: their
+crops are the same bytes in every mode.
 """
 
 from __future__ import annotations
@@ -49,19 +59,42 @@ def similarity(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     return matrix
 
 
-def warp(frame: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
-    """uint8 ``[size, size, 3]``: ``frame`` moved by ``matrix`` (bilinear; black outside it)."""
+PADS = ("replicate", "reflect", "black")
+
+
+def warp(frame: np.ndarray, matrix: np.ndarray, size: int, pad: str = "black") -> np.ndarray:
+    """uint8 ``[size, size, 3]``: ``frame`` moved by ``matrix`` (bilinear); outside the frame,
+    ``pad`` (see the module docstring)."""
     inverse = np.linalg.inv(np.vstack([matrix, [0.0, 0.0, 1.0]]))[:2]
+    if pad != "black":
+        # Where the crop's pixels come from, in frame pixels (its corners, plus the bilinear
+        # neighbour): outside the frame, pad it locally and move the transform with it.
+        corners = np.array([[0, 0], [size, 0], [0, size], [size, size]], np.float64)
+        source = corners @ inverse[:, :2].T + inverse[:, 2]
+        h, w = frame.shape[:2]
+        x0, y0 = np.floor(source.min(0)).astype(int) - 2
+        x1, y1 = np.ceil(source.max(0)).astype(int) + 2
+        if x0 < 0 or y0 < 0 or x1 > w or y1 > h:
+            if pad not in PADS:
+                raise ValueError(f"pad {pad!r}: choose one of {', '.join(PADS)}")
+            inner = frame[max(0, y0):min(h, y1), max(0, x0):min(w, x1)]
+            if inner.size == 0:  # the crop is wholly outside the frame: nothing to extend
+                return np.zeros((size, size, 3), np.uint8)
+            widths = ((max(0, -y0), max(0, y1 - h)), (max(0, -x0), max(0, x1 - w)), (0, 0))
+            frame = np.pad(inner, widths, mode="edge" if pad == "replicate" else "reflect")
+            inverse = inverse.copy()
+            inverse[:, 2] -= [x0, y0]  # the padded array starts at frame pixel (x0, y0)
     # PIL samples the input at inverse(output pixel centre); both use pixel centres at +0.5.
     shift = inverse[:, :2] @ [0.5, 0.5] + inverse[:, 2] - 0.5
     coefficients = (*inverse[0, :2], shift[0], *inverse[1, :2], shift[1])
-    image = Image.fromarray(frame).transform((size, size), Image.Transform.AFFINE, coefficients,
-                                             resample=Image.Resampling.BILINEAR, fillcolor=(0, 0, 0))
+    image = Image.fromarray(np.ascontiguousarray(frame)).transform(
+        (size, size), Image.Transform.AFFINE, coefficients, resample=Image.Resampling.BILINEAR,
+        fillcolor=(0, 0, 0))
     return np.asarray(image)
 
 
-def align(frame: np.ndarray, landmarks: np.ndarray, size: int = 112, scale: float = 1.0
-          ) -> tuple[np.ndarray, np.ndarray]:
+def align(frame: np.ndarray, landmarks: np.ndarray, size: int = 112, scale: float = 1.0,
+          pad: str = "black") -> tuple[np.ndarray, np.ndarray]:
     """(aligned crop uint8 [size, size, 3], the [2, 3] transform from frame to crop pixels)."""
     matrix = similarity(landmarks, template(size, scale))
-    return warp(frame, matrix, size), matrix
+    return warp(frame, matrix, size, pad), matrix

@@ -22,9 +22,23 @@ class FacesConfig:
     size: int = 112  # side of the square crops (Aff-Wild2's cropped_aligned: 112)
     # Margin: 1.0 puts the landmarks on ArcFace's 112x112 template; 1.2 shows 1.2x more around.
     scale: float = 1.0
+    # Crop pixels outside the frame (a face at the edge): "replicate" the border, "reflect" it,
+    # or "black" (Aff-Wild2's released crops, and this stage before). Replicate: a black wedge is
+    # a hard edge the backbone reads as content; a mirror copies an eye or a mouth corner into
+    # the corner (pipeline.data.faces.align). Crops wholly inside the frame are the same in all.
+    pad: str = "replicate"
     iou_min: float = 0.3  # a detection continues a track when its box overlaps the last this much
     max_gap: int = 5  # frames a track may miss and still be continued
     min_frames: int = 3  # shorter tracks are dropped as false detections
+    # A frame whose colour histogram is this far from the previous frame's starts a new shot; no
+    # track continues across it (pipeline.data.faces.shots: pans and zooms stay below 0.1).
+    cut_threshold: float = 0.35
+    # A detection continues a track only if its face's colour histogram is within this distance
+    # of the track's (0..1): another face where the last one was starts a new track.
+    appearance_max: float = 0.5
+    # Every track of min_frames or more becomes its own clip <video>_t<k> (k = 1, 2, ... by first
+    # frame): groups, interviews, TV footage. Off: one person per video (two in two_person).
+    all_faces: bool = False
     # Videos (file stems) that show two people: their clips are <video>_left and <video>_right.
     two_person: list[str] = field(default_factory=list)
     batch: int = 8  # frames per detector call
@@ -49,6 +63,11 @@ class FacesConfig:
             raise PipelineError(f"size {self.size} / scale {self.scale}: need size >= 16, scale > 0")
         if not 0.0 < self.iou_min <= 1.0 or self.max_gap < 0 or self.min_frames < 1:
             raise PipelineError("iou_min in (0, 1], max_gap >= 0 and min_frames >= 1 please")
+        if self.pad not in ("replicate", "reflect", "black"):
+            raise PipelineError(f"pad {self.pad!r}: choose replicate, reflect or black")
+        if not 0.0 < self.cut_threshold <= 1.0 or not 0.0 < self.appearance_max <= 1.0:
+            raise PipelineError(f"cut_threshold {self.cut_threshold} / appearance_max "
+                                f"{self.appearance_max}: need histogram distances in (0, 1]")
         if self.batch < 1 or not 1 <= self.jpeg_quality <= 100:
             raise PipelineError(f"batch {self.batch} / jpeg_quality {self.jpeg_quality}: out of range")
 
@@ -57,4 +76,5 @@ class FacesConfig:
         detector = (("min_face", "thresholds", "factor") if self.detector == "mtcnn"
                     else ("onnx_size", "onnx_threshold"))
         return {k: getattr(self, k) for k in ("detector", *detector, "size", "scale", "iou_min",
-                                              "max_gap", "min_frames", "jpeg_quality")}
+                                              "max_gap", "min_frames", "cut_threshold", "appearance_max",
+                                              "jpeg_quality", "pad")}

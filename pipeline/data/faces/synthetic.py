@@ -94,3 +94,64 @@ def two_faces(n_frames: int = 24, width: int = 320, height: int = 240, seed: int
     video = FaceVideo(np.concatenate([left.frames, right.frames], axis=2), left.boxes, left.eyes)
     video.right_boxes = right.boxes + shift  # type: ignore[attr-defined]
     return video
+
+
+def _variant(kind: str) -> tuple[Image.Image, np.ndarray]:
+    """The photo's head-and-shoulders patch as ``kind`` ("colour", "mirror", "grey" or
+    "grey-mirror") and its face box in patch pixels."""
+    source = photo().crop(PATCH)
+    box = PHOTO_BOX - [PATCH[0], PATCH[1]] * 2
+    if "grey" in kind:  # the same photograph in black and white: another colour signature
+        source = source.convert("L").convert("RGB")
+    if "mirror" in kind:
+        source = source.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        box = np.array([source.width - box[2], box[1], source.width - box[0], box[3]])
+    return source, box
+
+
+def group(n_frames: int = 12, width: int = 480, height: int = 200, seed: int = 0,
+          kinds: tuple[str, ...] = ("colour", "grey-mirror", "mirror", "grey")) -> FaceVideo:
+    """A group photo: the photo once per ``kinds`` entry, side by side at a third of its size,
+    each drifting a pixel a frame (a still, filmed). ``boxes`` is ``[T, people, 4]``."""
+    rng = np.random.default_rng(seed)
+    base = rng.normal(110.0, 25.0, (height, width, 3)).clip(0, 255).astype(np.uint8)
+    cell = width // len(kinds)
+    frames, boxes = [], []
+    for i in range(n_frames):
+        canvas = Image.fromarray(base)
+        row = []
+        for p, kind in enumerate(kinds):
+            source, box = _variant(kind)
+            zoom = min(0.9 * cell / source.width, 0.9 * height / source.height)
+            size = (round(source.width * zoom), round(source.height * zoom))
+            offset = np.array([p * cell + (cell - size[0]) // 2 + (i if p % 2 else -i) // 3,
+                               (height - size[1]) // 2])
+            canvas.paste(source.resize(size, Image.Resampling.BILINEAR), (int(offset[0]), int(offset[1])))
+            row.append(np.r_[box[:2] * zoom + offset, box[2:] * zoom + offset])
+        frames.append(np.asarray(canvas))
+        boxes.append(np.stack(row))
+    return FaceVideo(np.stack(frames), np.stack(boxes), np.zeros((n_frames, 2, 2)))
+
+
+def shot_cut(n_each: int = 12, width: int = 320, height: int = 240) -> tuple[FaceVideo, int]:
+    """Two shots: the photo in colour on a grey background, then (cut) the photo in black and
+    white, mirrored, elsewhere on a dark blue one; returns the video and the first frame of the
+    second shot. ``boxes`` holds each frame's one face."""
+    first = moving_face(n_each, width, height, seed=0,
+                        path=((0.0, 0.35, 0.5, 0.5), (1.0, 0.45, 0.5, 0.55)))
+    source, box = _variant("grey-mirror")
+    rng = np.random.default_rng(1)
+    base = (rng.normal(0.0, 12.0, (height, width, 3)) + [30, 40, 120]).clip(0, 255).astype(np.uint8)
+    frames, boxes = [], []
+    for i in range(n_each):
+        zoom = 0.5 + 0.01 * i
+        size = (round(source.width * zoom), round(source.height * zoom))
+        offset = np.array([width - size[0] - 10 - i, (height - size[1]) // 2])
+        canvas = Image.fromarray(base)
+        canvas.paste(source.resize(size, Image.Resampling.BILINEAR), (int(offset[0]), int(offset[1])))
+        frames.append(np.asarray(canvas))
+        boxes.append(np.r_[box[:2] * zoom + offset, box[2:] * zoom + offset])
+    video = FaceVideo(np.concatenate([first.frames, np.stack(frames)]),
+                      np.concatenate([first.boxes, np.stack(boxes)]),
+                      np.zeros((2 * n_each, 2, 2)))
+    return video, n_each
