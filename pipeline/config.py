@@ -23,6 +23,7 @@ import tomli_w
 
 from pipeline import io
 from pipeline.errors import PipelineError
+from pipeline.suggest import did_you_mean
 
 T = TypeVar("T")
 
@@ -78,7 +79,8 @@ def _scalar(kind: Any, value: Any, where: str) -> Any:
             return kind(value)
         except ValueError:
             choices = ", ".join(str(member.value) for member in kind)
-            raise ValueError(f"{where}: {value!r} is not one of {choices}") from None
+            hint = did_you_mean(str(value), [str(member.value) for member in kind])
+            raise ValueError(f"{where}: {value!r} is not one of {choices}{hint}") from None
     is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if kind is bool and not isinstance(value, bool):
         raise ValueError(f"{where}: expected true or false, got {value!r}")
@@ -101,7 +103,8 @@ def from_dict(cls: type[T], data: dict, where: str = "config") -> T:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ValueError(f"{where}: unknown option(s) {', '.join(unknown)} for {cls.__name__}")
+        hint = did_you_mean(unknown[0], names) if len(unknown) == 1 else ""
+        raise ValueError(f"{where}: unknown option(s) {', '.join(unknown)} for {cls.__name__}{hint}")
     values = {k: _coerce(hints[k], v, f"{where}.{k}") for k, v in data.items()}
     return cls(**values)
 

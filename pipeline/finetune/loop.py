@@ -53,6 +53,7 @@ from pipeline import io
 from pipeline.config import to_dict
 from pipeline.data.labels import UNLABELED
 from pipeline.data.manifest import Clip, fingerprint, load_clips
+from pipeline.epoch_log import EpochLog
 from pipeline.errors import PipelineError
 from pipeline.features.weights_record import WeightsRecord, read_record, sha256_file
 from pipeline.finetune.backbone_choice import backbone_for
@@ -235,6 +236,9 @@ class _Finetune:
                                     au="au" in self.config.tasks,
                                     classifier=self.config.classifier).to(self.device)
         self.optimizer = make_optimizer(self.model, self.config, self.backbone.model_name)
+        # epochs.jsonl/.csv in OUT.train/ (never OUT/: its files are stage one's cache key)
+        self.log = EpochLog(self.work, self.progress, write=self.dist.rank == 0)
+        self.log.attach(self.optimizer)
         self.epoch, self.best_score, self.best_epoch, self.bad = 0, -math.inf, 0, 0
         self.best_state: dict[str, torch.Tensor] | None = None
         self.history: list[dict[str, Any]] = []
@@ -244,7 +248,7 @@ class _Finetune:
         return {"config": self.saved_config, "epoch": self.epoch, "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "best_state": self.best_state,
                 "best_score": self.best_score, "best_epoch": self.best_epoch, "bad": self.bad,
-                "history": self.history, "complete": self.complete}
+                "history": self.history, "complete": self.complete, "epoch_log": self.log.rows}
 
     def _load(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -252,6 +256,7 @@ class _Finetune:
         self.epoch, self.best_state = state["epoch"], state["best_state"]
         self.best_score, self.best_epoch, self.bad = state["best_score"], state["best_epoch"], state["bad"]
         self.history, self.complete = state["history"], state["complete"]
+        self.log.restore(state.get("epoch_log"))  # (none in a checkpoint older than the log)
 
     def _resume(self, restart: bool) -> int:
         if restart or not self.checkpoint_path.exists():
@@ -288,6 +293,7 @@ class _Finetune:
         self.progress(ProgressEvent("epochs", advance=self.epoch))
         while not self.complete and self.epoch < total:
             self._epoch(ddp)
+            self.log.end_epoch(self.history[-1], self.optimizer)  # before the checkpoint holding it
             self.progress(ProgressEvent("epochs", advance=1, info=self.history[-1]))
             self.complete = self.bad >= self.config.patience or self.epoch >= total
             if self.dist.rank == 0:
@@ -308,6 +314,7 @@ class _Finetune:
         torch.manual_seed(int(np.random.SeedSequence([config.seed, epoch, 7]).generate_state(1)[0]))
         model.train()
         losses = []
+        self.log.start_epoch(len(steps))
         self.optimizer.zero_grad(set_to_none=True)
         for k, (x, y, au) in enumerate(_loader(data, steps, config, self.device)):
             with autocast(config, self.device):
@@ -318,6 +325,7 @@ class _Finetune:
                                             self.au_pos_weight)
             (loss / config.accumulate).backward()
             losses.append(float(loss.detach()))
+            self.log.advance(1, len(y) * self.dist.world)  # (every process trains an equal share)
             if (k + 1) % config.accumulate and k + 1 < len(steps):
                 continue  # accumulate the next batch's gradient first
             if config.grad_clip:
