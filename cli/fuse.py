@@ -66,7 +66,8 @@ def _epoch_line(info: dict) -> str:
     scores = " ".join(f"{k[3:]} {v:.3f}" for k, v in info.items() if k.startswith("f1 "))
     return (f"epoch {info['epoch']:>3}  loss {info['loss']:.4f}  "
             f"{info.get('on', 'val')} F1 {scores}  "
-            f"best {info['best']:.3f}  {info['s']:.1f} s (data {info['data s']:.2f} s)")
+            f"best {info['best']:.3f}  lr {info['lr']:.3g}  {info['frames/s']:.0f} frames/s  "
+            f"{info['s']:.1f} s (data {info['data s']:.2f} s)")
 
 
 def _with_epoch_lines(bar: ProgressFn) -> ProgressFn:

@@ -293,8 +293,8 @@ class _Finetune:
         self.progress(ProgressEvent("epochs", advance=self.epoch))
         while not self.complete and self.epoch < total:
             self._epoch(ddp)
-            self.log.end_epoch(self.history[-1], self.optimizer)  # before the checkpoint holding it
-            self.progress(ProgressEvent("epochs", advance=1, info=self.history[-1]))
+            row = self.log.end_epoch(self.history[-1], self.optimizer)  # before the checkpoint
+            self.progress(ProgressEvent("epochs", advance=1, info=row))
             self.complete = self.bad >= self.config.patience or self.epoch >= total
             if self.dist.rank == 0:
                 io.torch_save(self.checkpoint_path, self._state())

@@ -308,7 +308,7 @@ class TrainingRun:
                 "examples": examples,
                 "seconds": seconds, "data_seconds": data_seconds, **extra,
             })
-            self.log.end_epoch(self.history[-1], self.optimizer)  # before the checkpoint holding it
+            row = self.log.end_epoch(self.history[-1], self.optimizer)  # before the checkpoint
             if self.bad_epochs >= cfg.patience:
                 self.stopped = "early"
             elif self.epoch >= cfg.epochs:
@@ -319,7 +319,8 @@ class TrainingRun:
             self.progress(ProgressEvent("epochs", advance=1, info={
                 "epoch": self.epoch, "loss": loss, "on": self.select,
                 **{f"f1 {name}": value for name, value in f1.items()},
-                "best": self.best_score, "data s": data_seconds, "s": seconds}))
+                "best": self.best_score, "data s": data_seconds, "s": seconds, "lr": row["lr"],
+                "frames/s": row["frames_per_s"]}))
         if self.stopped is None:  # resumed with fewer epochs than already trained
             self.stopped = "epochs"
             self.dir.save_checkpoint(self.state())

@@ -124,3 +124,20 @@ def test_tensorboard_present_writes_the_scalars(data, tmp_path):
     with use(LogConfig(tensorboard=True)):
         _run(data, tmp_path / "run", "train.epochs=2")
     assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_cli_prints_lr_and_frames_per_second_and_logs_progress_inside_epochs(data, tmp_path,
+                                                                            monkeypatch, capsys):
+    monkeypatch.setenv("FER_PROGRESS_SECONDS", "0")  # a batch log's line for every event
+    code = main(["fuse", "--method", "image", "--store", str(data.store), "--manifests",
+                 str(data.manifests), "--out", str(tmp_path / "runs"), "--set", "train.epochs=2",
+                 "--set", "train.lr=0.002"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    epoch_lines = [line for line in captured.out.splitlines() if line.startswith("epoch ")]
+    assert len(epoch_lines) == 2 and all("lr 0.002" in line and " frames/s" in line
+                                         for line in epoch_lines), captured.out
+    # stderr is no terminal here: the batch log's lines, with the clips of each epoch
+    inside = [line for line in captured.err.splitlines() if "] train clips " in line]
+    assert any("frames/s" in line and "ETA" in line for line in inside), captured.err
+    assert len(_rows(tmp_path / "runs" / "image")[0]) == 2
