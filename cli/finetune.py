@@ -26,7 +26,7 @@ def _with_epoch_lines(bar: ProgressFn) -> ProgressFn:
             console.print(f"epoch {i['epoch']:>3}  loss {i['loss']:.4f}  train-dev F1 "
                           f"{i['dev_f1']:.3f}  best {i['best']:.3f}  lr {i['lr']:.3g}  "
                           f"{i['frames_per_s']:.0f} frames/s  {i['s']:.1f} s",
-                          highlight=False)
+                          highlight=False, soft_wrap=True)
             event = ProgressEvent(event.task, event.advance, event.total)
         bar(event)
 
