@@ -114,8 +114,9 @@ def extractor_options(name: str) -> tuple[str, list[Option]]:
     from pipeline.features import extractors
 
     if not extractors.is_known(name):
-        raise PipelineError(f"unknown extractor {name!r}; choose from {', '.join(extractors.names())}"
-                            f"{did_you_mean(name, extractors.names())}")
+        names = extractors.names()
+        raise PipelineError(f"unknown extractor {name!r}; choose from {', '.join(names)}"
+                            f"{did_you_mean(name, names)}")
     cls = extractors.extractor_class(name)
     weights = "takes --weights" if cls.has_weights else "no weights"
     about = f"{name} ({cls.kind} extractor, {weights}): {_summary(cls)}"

@@ -22,8 +22,9 @@ out, and the record lists it. Clips the guard did mark are trained on as in the 
 **Files.** ``OUT/`` receives only the weights and the record (their hash is stage one's cache key);
 the working state lives beside it in ``OUT.train/``: ``owner.lock`` (one writer,
 :func:`pipeline.locks.owner_lock`), ``checkpoint.pt`` (written aside and renamed after every
-epoch: model, optimiser, best state, counters) and ``history.json`` (per-epoch loss, dev F1,
-seconds). Rerunning the same command resumes from the checkpoint; every random draw of an epoch
+epoch: model, optimiser, best state, counters), ``history.json`` (per-epoch loss, dev F1,
+seconds) and ``epochs.jsonl``/``epochs.csv`` (the same with step, lr, frames/s:
+:mod:`pipeline.epoch_log`). Rerunning the same command resumes from the checkpoint; every random draw of an epoch
 comes from ``(seed, epoch)`` (the plan, augmentation, dropout), so a run killed at any moment and
 rerun writes the same bytes as one never interrupted. A changed config is refused unless
 ``restart``. SIGTERM/Ctrl-C unwind through ``KeyboardInterrupt``: the last complete checkpoint
