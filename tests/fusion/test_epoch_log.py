@@ -141,3 +141,47 @@ def test_cli_prints_lr_and_frames_per_second_and_logs_progress_inside_epochs(dat
     inside = [line for line in captured.err.splitlines() if "] train clips " in line]
     assert any("frames/s" in line and "ETA" in line for line in inside), captured.err
     assert len(_rows(tmp_path / "runs" / "image")[0]) == 2
+
+
+def test_tensorboard_gets_every_numeric_column_per_epoch_and_purges_repeated_epochs(
+        data, tmp_path, monkeypatch):
+    """Without the package here: a stand-in SummaryWriter records what the log sends it."""
+    import types
+
+    from pipeline.epoch_log import use
+
+    writers = []
+
+    class Writer:
+        def __init__(self, logdir, purge_step=None):
+            self.logdir, self.purge_step, self.scalars = logdir, purge_step, []
+            writers.append(self)
+
+        def add_scalar(self, tag, value, global_step):
+            self.scalars.append((tag, value, global_step))
+
+        def flush(self):
+            pass
+
+    monkeypatch.setitem(sys.modules, "tensorboard", types.ModuleType("tensorboard"))
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard",
+                        types.SimpleNamespace(SummaryWriter=Writer))
+    with use(LogConfig(tensorboard=True)):
+        with pytest.raises(KeyboardInterrupt):  # interrupted after epoch 2's checkpoint
+            _run(data, tmp_path / "run", progress=_interrupt_after(2))
+        assert _run(data, tmp_path / "run").resumed_from == 2
+    first, resumed = writers
+    assert first.logdir == str(tmp_path / "run" / "tensorboard") and first.purge_step == 1
+    assert resumed.purge_step == 3  # epochs from 3 on: an interrupted run's events are dropped
+    rows = _rows(tmp_path / "run")[0]
+    expected = [(k, v, r["epoch"]) for r in rows for k, v in r.items()
+                if k != "epoch" and isinstance(v, (int, float))]
+    assert first.scalars + resumed.scalars == expected  # rows 1-2 from the first call, 3 after
+
+
+def _interrupt_after(epoch):
+    def progress(event):
+        if event.task == "epochs" and event.info.get("epoch") == epoch:
+            raise KeyboardInterrupt
+
+    return progress
