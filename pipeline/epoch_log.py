@@ -5,8 +5,10 @@ Both training loops (``fuse``'s :class:`pipeline.fusion.training_run.TrainingRun
 ``finetune``'s :mod:`pipeline.finetune.loop`) hold one :class:`EpochLog`. A row is the loop's own
 history entry (loss, dev scores, seconds; nested tables flattened as ``dev_macro_f1.fusion``)
 with ``epoch``, ``step`` (optimiser steps since the run began, counted by an optimiser hook),
-``lr`` (the first parameter group's, read from the optimiser; ``lr_min``/``lr_max`` too when
-the groups differ) and ``frames_per_s`` (frames trained per second of the training pass).
+``lr`` (the first parameter group's at the epoch's last optimiser step, read from the optimiser
+by the same hook, so a scheduler stepped after it does not show the next epoch's;
+``lr_min``/``lr_max`` too when the groups differ) and ``frames_per_s`` (frames trained per second
+of the training pass).
 
 **Exactly one row per epoch after a kill.** The rows live in the loop's checkpoint, and both
 files are rewritten whole and atomically (:mod:`pipeline.io`) from those rows after each epoch
@@ -125,17 +127,20 @@ class EpochLog:
         self.config = _CURRENT.get()
         self.rows: list[dict[str, Any]] = []
         self.steps = 0  # optimiser steps since the run began
+        self._lrs: dict[str, float] | None = None  # at the last step of this epoch (None: no step)
         self._board: Any = None
         self._started = self._sent_at = 0.0
         self._units = self._frames = self._unsent = 0
         self._train_seconds = 0.0
 
     def attach(self, optimizer: Any) -> None:
-        """Count ``optimizer``'s steps (a hook: the loop needs no counter of its own)."""
-        optimizer.register_step_post_hook(lambda *_: self._step())
+        """Count ``optimizer``'s steps and note their learning rates (a hook: the loop needs no
+        counter of its own)."""
+        optimizer.register_step_post_hook(lambda opt, *_: self._step(opt))
 
-    def _step(self) -> None:
+    def _step(self, optimizer: Any) -> None:
         self.steps += 1
+        self._lrs = learning_rates(optimizer)
 
     def restore(self, rows: list[dict[str, Any]] | None) -> None:
         """The rows a checkpoint holds (none: one written before this log existed), and the files
@@ -151,6 +156,7 @@ class EpochLog:
         self._started = self._sent_at = time.perf_counter()
         self._units = self._frames = self._unsent = 0
         self._train_seconds = 0.0
+        self._lrs = None
         self.progress(ProgressEvent(self.task, total=total))
 
     def advance(self, units: int, frames: int) -> None:
@@ -181,7 +187,8 @@ class EpochLog:
         if self._unsent:
             self._send(time.perf_counter())
         flat = flatten(entry)
-        row = {"epoch": flat.pop("epoch"), "step": self.steps, **learning_rates(optimizer),
+        lrs = self._lrs if self._lrs is not None else learning_rates(optimizer)
+        row = {"epoch": flat.pop("epoch"), "step": self.steps, **lrs,
                **flat, "frames_per_s": self.frames_per_second()}
         self.rows = [r for r in self.rows if r["epoch"] < row["epoch"]] + [row]
         self._write_files()

@@ -185,3 +185,20 @@ def _interrupt_after(epoch):
             raise KeyboardInterrupt
 
     return progress
+
+
+def test_lr_is_the_one_of_the_epochs_last_step_not_the_next_epochs(tmp_path):
+    import torch
+
+    weight = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([weight], lr=0.1)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+    log = EpochLog(tmp_path, lambda e: None)
+    log.attach(optimizer)
+    for epoch in (1, 2):
+        log.start_epoch(1)
+        weight.grad = torch.ones(1)
+        optimizer.step()
+        scheduler.step()  # (per epoch, after the epoch's steps: the next epoch's lr)
+        log.end_epoch({"epoch": epoch}, optimizer)
+    assert [(r["lr"], r["step"]) for r in _rows(tmp_path)[0]] == [(0.1, 1), (0.05, 2)]
