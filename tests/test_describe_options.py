@@ -119,11 +119,13 @@ def test_did_you_mean_for_heads_extractors_presets_combiners(capsys):
     from pipeline.fusion.heads import head_class
     from pipeline.fusion.presets import preset_overrides
     from pipeline.scoring.combiners import combiner
+    from pipeline.scoring.combiners import options as combiner_options
 
     for call, hint in [(lambda: head_class("sequense"), "sequence"),
                        (lambda: preset_overrides("yu2052", "gcsa"), ".*yu2025"),
                        (lambda: preset_tables("jin2012"), "jin2021"),
                        (lambda: combiner("membr"), "member"),
+                       (lambda: combiner_options({"weigted": {}}), "weighted"),
                        (lambda: ExtractConfig(extractors=("swim",)), "swin")]:
         with pytest.raises(PipelineError, match=f"did you mean {hint}"):
             call()
