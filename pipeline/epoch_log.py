@@ -130,6 +130,7 @@ class EpochLog:
         self._lrs: dict[str, float] | None = None  # at the last step of this epoch (None: no step)
         self._board: Any = None
         self._started = self._sent_at = 0.0
+        self._total: int | None = None
         self._units = self._frames = self._unsent = 0
         self._train_seconds = 0.0
 
@@ -154,6 +155,7 @@ class EpochLog:
     def start_epoch(self, total: int | None) -> None:
         """A new epoch of ``total`` units (batches, clips) begins."""
         self._started = self._sent_at = time.perf_counter()
+        self._total = total
         self._units = self._frames = self._unsent = 0
         self._train_seconds = 0.0
         self._lrs = None
@@ -166,7 +168,8 @@ class EpochLog:
         self._unsent += units
         self._frames += frames
         self._train_seconds = now - self._started
-        if now - self._sent_at >= PROGRESS_SECONDS:
+        done = self._total is not None and self._units >= self._total  # (before the dev pass)
+        if done or now - self._sent_at >= PROGRESS_SECONDS:
             self._send(now)
 
     def _send(self, now: float) -> None:
