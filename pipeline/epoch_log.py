@@ -70,7 +70,8 @@ class LogConfig:
                                     "is not installed: pip install tensorboard") from None
 
 
-_CURRENT: contextvars.ContextVar[LogConfig] = contextvars.ContextVar("epoch_log", default=LogConfig())
+_CURRENT: contextvars.ContextVar[LogConfig] = contextvars.ContextVar("epoch_log",
+                                                                   default=LogConfig())
 
 
 @contextlib.contextmanager
@@ -92,7 +93,8 @@ def split_sets(sets: Sequence[str]) -> tuple[LogConfig, list[str]]:
     try:
         return config_io.build(LogConfig, sets=[s.strip() for s in mine]), rest
     except PipelineError as e:  # name the option as the user typed it
-        raise PipelineError(str(e).replace("LogConfig: ", "log: ").replace(" for LogConfig", "")) from None
+        message = str(e).replace("LogConfig: ", "log: ").replace(" for LogConfig", "")
+        raise PipelineError(message) from None
 
 
 def flatten(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -202,7 +204,8 @@ class EpochLog:
         if not self.write:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
-        io.write_text(self.folder / JSONL, "".join(json.dumps(_finite(r)) + "\n" for r in self.rows))
+        lines = "".join(json.dumps(_finite(r)) + "\n" for r in self.rows)
+        io.write_text(self.folder / JSONL, lines)
         columns: dict[str, None] = {}
         for row in self.rows:
             columns.update(dict.fromkeys(row))

@@ -1,5 +1,5 @@
-"""Suggestions ("did you mean ...?"): the closest names to a misspelt one (:mod:`difflib`), for the one-line
-errors about an unknown head, extractor, preset, combiner or ``--set`` key."""
+"""Suggestions ("did you mean ...?"): the closest names to a misspelt one (:mod:`difflib`), for
+the one-line errors about an unknown head, extractor, preset, combiner or ``--set`` key."""
 
 from __future__ import annotations
 

@@ -136,7 +136,8 @@ def options(given: Mapping[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(given) - set(_REGISTRY))
     if unknown:
         raise PipelineError(f"ensemble config: combiner.{unknown[0]}: no such combiner; choose "
-                            f"from {', '.join(sorted(_REGISTRY))}{did_you_mean(unknown[0], _REGISTRY)}")
+                            f"from {', '.join(sorted(_REGISTRY))}"
+                            f"{did_you_mean(unknown[0], _REGISTRY)}")
     built = {}
     for name, cls in registry().items():
         value = given.get(name, {})
