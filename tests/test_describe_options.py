@@ -146,3 +146,7 @@ def test_did_you_mean_for_set_keys_and_values():
         build_config("mfm", "s", "m", sets=["head.dimm=8"])
     with pytest.raises(PipelineError, match=r"unknown option\(s\) epoch .*did you mean epochs\?"):
         finetune_config("m", sets=["epoch=2"])
+    with pytest.raises(PipelineError, match=r"unknown option\(s\) lr .*did you mean train.lr\?"):
+        build_config("image", "s", "m", sets=["lr=0.1"])  # the section left out
+    with pytest.raises(PipelineError, match=r"unknown option\(s\) hflip .*did you mean augment.hflip"):
+        finetune_config("m", sets=["hflip=0"])
