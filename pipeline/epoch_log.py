@@ -177,8 +177,9 @@ class EpochLog:
     def _send(self, now: float) -> None:
         self._sent_at = now
         advance, self._unsent = self._unsent, 0
+        fps = self.frames_per_second()  # (whole above 100: the CLI prints 3 significant digits)
         self.progress(ProgressEvent(self.task, advance=advance,
-                                    info={"frames/s": self.frames_per_second()}))
+                                    info={"frames/s": fps if fps < 100 else round(fps)}))
 
     def frames_per_second(self) -> float:
         return self._frames / self._train_seconds if self._train_seconds > 0 else 0.0
