@@ -20,7 +20,7 @@ import typer
 from rich.table import Table
 
 from cli._common import console, fail, progress_bar
-from cli.describe import describe_extractor
+from cli.describe import all_option, describe_extractor
 from pipeline.features import extractors as extractor_registry
 from pipeline.features.config import DEFAULT_EXTRACTORS, Precision
 from pipeline.parallel import SCHEDULER_HELP
@@ -116,7 +116,9 @@ def extract(
         " each job would run, submit nothing and exit."),
     describe: Optional[str] = typer.Option(
         None, "--describe", metavar="NAME", is_eager=True, expose_value=False,
-        callback=describe_extractor, help="List extractor NAME's options (type, default, meaning) and exit."),
+        callback=describe_extractor, help="List extractor NAME's options (type, default, meaning) and"
+        " exit; without NAME, list the extractors."),
+    describe_all: bool = all_option(),
 ) -> None:
     """Run frozen extractors over every clip and cache per-frame features in the store (resumable)."""
     from pipeline import config as config_io

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from cli._common import console, fail, progress_bar
+from cli.describe import all_option, describe_faces
 from pipeline.parallel import SCHEDULER_HELP
 
 
@@ -36,6 +37,10 @@ def faces(
     set_: list[str] = typer.Option([], "--set", help="key=value override, e.g. scale=1.2 (repeat)."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help=f"Where videos run: {SCHEDULER_HELP}."),
     allow_skips: bool = typer.Option(False, "--allow-skips", help="Exit 0 even when videos were skipped."),
+    describe: bool = typer.Option(
+        False, "--describe", is_eager=True, expose_value=False, callback=describe_faces,
+        help="List the options people change (--all: every option) and exit."),
+    describe_all: bool = all_option(),
 ) -> None:
     """Face crops from raw videos: MTCNN, one identity tracked per clip, five-point alignment."""
     from pipeline import config as config_io

@@ -15,7 +15,7 @@ from typing import List, Optional
 import typer
 
 from cli._common import console, progress_bar
-from cli.describe import describe_finetune
+from cli.describe import all_option, describe_finetune
 from pipeline.progress import ProgressEvent, ProgressFn
 
 
@@ -24,8 +24,9 @@ def _with_epoch_lines(bar: ProgressFn) -> ProgressFn:
         if event.task == "epochs" and "epoch" in event.info:
             i = event.info
             console.print(f"epoch {i['epoch']:>3}  loss {i['loss']:.4f}  train-dev F1 "
-                          f"{i['dev_f1']:.3f}  best {i['best']:.3f}  {i['s']:.1f} s",
-                          highlight=False)
+                          f"{i['dev_f1']:.3f}  best {i['best']:.3f}  lr {i['lr']:.3g}  "
+                          f"{i['frames_per_s']:.0f} frames/s  {i['s']:.1f} s",
+                          highlight=False, soft_wrap=True)
             event = ProgressEvent(event.task, event.advance, event.total)
         bar(event)
 
@@ -46,18 +47,22 @@ def finetune(
     restart: bool = typer.Option(False, "--restart", help="Discard an unfinished fine-tune into OUT."),
     describe: bool = typer.Option(
         False, "--describe", is_eager=True, expose_value=False, callback=describe_finetune,
-        help="List every option (type, default, meaning) and exit."),
+        help="List the backbones, presets and the options people change (--all: every option) and exit."),
+    describe_all: bool = all_option(),
 ) -> None:
     """Fine-tune a face or audio backbone on the training clips (stage 0); write a weights folder."""
+    from pipeline import epoch_log
     from pipeline.finetune.config import build_config
     from stages.finetune import finetune as run
 
+    log, sets = epoch_log.split_sets(sets)  # log.* change no number: not part of the config
     run_config = build_config(manifests, backbone=backbone, model=model, weights=weights,
                               config_file=config, sets=sets, seed=seed, preset=preset)
     if os.environ.get("RANK", "0") != "0":  # a DDP process other than rank 0: rank 0 reports
-        run(run_config, out, restart=restart)
+        with epoch_log.use(log):
+            run(run_config, out, restart=restart)
         return
-    with progress_bar() as bar:
+    with progress_bar() as bar, epoch_log.use(log):
         result = run(run_config, out, progress=_with_epoch_lines(bar), restart=restart)
     r = result.record
     if result.already_complete:

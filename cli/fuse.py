@@ -24,10 +24,11 @@ from rich.table import Table
 from typer.core import TyperCommand
 
 from cli._common import console, progress_bar
-from cli.describe import describe_method
+from cli.describe import all_option, describe_method
 from pipeline.fusion.folds import SelectOn
 from pipeline.fusion.presets import PRESETS
 from pipeline.progress import ProgressEvent, ProgressFn
+from pipeline.suggest import did_you_mean
 
 
 def parse_method(value: str) -> str:
@@ -36,7 +37,7 @@ def parse_method(value: str) -> str:
 
     if value not in registry():
         raise typer.BadParameter(f"{value!r} is not a registered head; choose from "
-                                 f"{', '.join(sorted(registry()))}")
+                                 f"{', '.join(sorted(registry()))}{did_you_mean(value, registry())}")
     return value
 
 
@@ -56,7 +57,8 @@ class _RegistryHelp(TyperCommand):
 
 def parse_preset(value: str) -> str:
     if value not in PRESETS:
-        raise typer.BadParameter(f"{value!r} is not a preset; choose from {', '.join(PRESETS)}")
+        raise typer.BadParameter(f"{value!r} is not a preset; choose from {', '.join(PRESETS)}"
+                                 f"{did_you_mean(value, PRESETS)}")
     return value
 
 
@@ -64,7 +66,8 @@ def _epoch_line(info: dict) -> str:
     scores = " ".join(f"{k[3:]} {v:.3f}" for k, v in info.items() if k.startswith("f1 "))
     return (f"epoch {info['epoch']:>3}  loss {info['loss']:.4f}  "
             f"{info.get('on', 'val')} F1 {scores}  "
-            f"best {info['best']:.3f}  {info['s']:.1f} s (data {info['data s']:.2f} s)")
+            f"best {info['best']:.3f}  lr {info['lr']:.3g}  {info['frames/s']:.0f} frames/s  "
+            f"{info['s']:.1f} s (data {info['data s']:.2f} s)")
 
 
 def _with_epoch_lines(bar: ProgressFn) -> ProgressFn:
@@ -109,23 +112,26 @@ def fuse(
         help="Train although the manifests differ from those the store was extracted from."),
     describe: Optional[str] = typer.Option(
         None, "--describe", metavar="METHOD", is_eager=True, expose_value=False,
-        callback=describe_method, help="List head METHOD's options and every method's shared"
-        " options (type, default, meaning) and exit."),
+        callback=describe_method, help="List head METHOD's options and the shared options people"
+        " change (--all: every one) and exit; without METHOD, list the heads and presets."),
+    describe_all: bool = all_option(),
     allow_random_weights: bool = typer.Option(
         False, "--allow-random-weights",
         help="With --preset: train although the store records random weights for a backbone the"
              " preset's paper trained (its features are then untrained)."),
 ) -> None:
     """Train a fusion head on cached features; write per-frame probabilities for val and test."""
+    from pipeline import epoch_log
     from pipeline.fusion.config import build_config
     from stages.fuse import fuse as run_fuse
 
+    log, sets = epoch_log.split_sets(sets)  # log.* change no number: not part of the run's config
     options = [*([f"train.select_on={select_on.value}"] if select_on else []),
                *([f"bag.k={bag}"] if bag else [])]
     run_config = build_config(method, store, manifests, preset=preset, config_file=config,
                               sets=[*sets, *options], seed=seed,
                               allow_random_weights=allow_random_weights)
-    with progress_bar() as bar:
+    with progress_bar() as bar, epoch_log.use(log):
         result = run_fuse(run_config, out, name=name, progress=_with_epoch_lines(bar),
                           restart=restart, force=force,
                           allow_manifest_mismatch=allow_manifest_mismatch)

@@ -12,7 +12,7 @@ import threading
 import typer
 import typer.main
 
-from cli import conventions, cv, data, demo, ensemble, export, extract, faces, finetune, fuse
+from cli import conventions, cv, data, demo, describe, ensemble, export, extract, faces, finetune, fuse
 from cli import store_io  # noqa: F401  (adds `store import|export` to extract's store group)
 from cli._common import err_console
 from pipeline import __version__
@@ -85,6 +85,7 @@ def _run(args: list[str]) -> int:
     try:
         # standalone_mode=False: typer returns the exit code of typer.Exit instead of exiting.
         command = conventions.apply(typer.main.get_command(app))
+        args = describe.optional_name(args)  # `fuse --describe` without METHOD: list the heads
         result = command.main(args=args, prog_name="fer-pipeline", standalone_mode=False)
     except typer.Exit as e:
         return e.exit_code

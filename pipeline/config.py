@@ -23,6 +23,7 @@ import tomli_w
 
 from pipeline import io
 from pipeline.errors import PipelineError
+from pipeline.suggest import did_you_mean
 
 T = TypeVar("T")
 
@@ -78,7 +79,8 @@ def _scalar(kind: Any, value: Any, where: str) -> Any:
             return kind(value)
         except ValueError:
             choices = ", ".join(str(member.value) for member in kind)
-            raise ValueError(f"{where}: {value!r} is not one of {choices}") from None
+            hint = did_you_mean(str(value), [str(member.value) for member in kind])
+            raise ValueError(f"{where}: {value!r} is not one of {choices}{hint}") from None
     is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if kind is bool and not isinstance(value, bool):
         raise ValueError(f"{where}: expected true or false, got {value!r}")
@@ -101,9 +103,30 @@ def from_dict(cls: type[T], data: dict, where: str = "config") -> T:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ValueError(f"{where}: unknown option(s) {', '.join(unknown)} for {cls.__name__}")
+        hint = _hint(cls, unknown[0], names) if len(unknown) == 1 else ""
+        raise ValueError(f"{where}: unknown option(s) {', '.join(unknown)} for {cls.__name__}{hint}")
     values = {k: _coerce(hints[k], v, f"{where}.{k}") for k, v in data.items()}
     return cls(**values)
+
+
+def _hint(cls: type, word: str, names: set[str]) -> str:
+    """"did you mean" for an unknown key: a close name of ``cls``, else the same name inside one
+    of its tables (``lr`` -> ``train.lr``: the section left out)."""
+    hint = did_you_mean(word, names)
+    if hint:
+        return hint
+    inside = [key for key in _nested_keys(cls) if key.rsplit(".", 1)[-1] == word]
+    return f"; did you mean {' or '.join(inside[:3])}?" if inside else ""
+
+
+def _nested_keys(cls: type, prefix: str = "") -> list[str]:
+    """The dotted keys of the fields of ``cls``'s nested dataclass tables."""
+    keys = []
+    for name, kind in typing.get_type_hints(cls).items():
+        if dataclasses.is_dataclass(kind) and name in {f.name for f in dataclasses.fields(cls)}:
+            keys += [f"{prefix}{name}.{f.name}" for f in dataclasses.fields(kind)]
+            keys += _nested_keys(kind, f"{prefix}{name}.")
+    return keys
 
 
 def load_toml(cls: type[T], path: str | Path) -> T:

@@ -127,7 +127,7 @@ def test_describe_a_method_lists_its_head_and_the_shared_options(capsys, wide):
     from pipeline.fusion.heads import registry
 
     for method, head in registry().items():
-        assert main(["fuse", "--describe", method]) == 0
+        assert main(["fuse", "--describe", method, "--all"]) == 0
         out = capsys.readouterr().out
         for f in dataclasses.fields(head.Config):
             assert f"head.{f.name} " in out, (method, f.name)
@@ -139,7 +139,7 @@ def test_describe_a_method_lists_its_head_and_the_shared_options(capsys, wide):
 def test_describe_the_finetune_lists_every_option(capsys, wide):
     from pipeline.finetune.config import FinetuneConfig
 
-    assert main(["finetune", "--describe"]) == 0  # no --manifests/--out needed
+    assert main(["finetune", "--describe", "--all"]) == 0  # no --manifests/--out needed
     out = capsys.readouterr().out
     for option in describe(FinetuneConfig):
         assert f"{option.key} " in out, option.key

@@ -25,6 +25,7 @@ from pipeline.data.manifest import SPLITS
 from pipeline.errors import PipelineError
 from pipeline.features import extractors as extractor_registry
 from pipeline.features.extractors.base import PRECISIONS, Precision
+from pipeline.suggest import did_you_mean
 
 DEFAULT_EXTRACTORS = ("swin", "logmel", "tdnn")
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # CPU flags of native bf16 arithmetic
@@ -134,7 +135,8 @@ class ExtractConfig:
         unknown = [n for n in names if not extractor_registry.is_known(n)]
         if unknown:
             raise PipelineError(f"unknown extractor {unknown[0]!r}; "
-                                f"choose from {', '.join(extractor_registry.names())}")
+                                f"choose from {', '.join(extractor_registry.names())}"
+                                f"{did_you_mean(unknown[0], extractor_registry.names())}")
         unused = [n for n in self.weights if n not in self.extractors]
         if unused:  # a weights file that would silently not be used is a typo or a missing -e
             raise PipelineError(f"--weights {unused[0]}=...: extractor {unused[0]!r} is not run "

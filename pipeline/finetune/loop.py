@@ -23,8 +23,9 @@ out, and the record lists it. Clips the guard did mark are trained on as in the 
 published together by one rename (:func:`pipeline.features.weights_record.publish_weights_folder`);
 the working state lives beside it in ``OUT.train/``: ``owner.lock`` (one writer,
 :func:`pipeline.locks.owner_lock`), ``checkpoint.pt`` (written aside and renamed after every
-epoch: model, optimiser, best state, counters) and ``history.json`` (per-epoch loss, dev F1,
-seconds). Rerunning the same command resumes from the checkpoint; every random draw of an epoch
+epoch: model, optimiser, best state, counters), ``history.json`` (per-epoch loss, dev F1,
+seconds) and ``epochs.jsonl``/``epochs.csv`` (the same with step, lr, frames/s:
+:mod:`pipeline.epoch_log`). Rerunning the same command resumes from the checkpoint; every random draw of an epoch
 comes from ``(seed, epoch)`` (the plan, augmentation, dropout), so a run killed at any moment and
 rerun writes the same bytes as one never interrupted. A changed config is refused unless
 ``restart``. SIGTERM/Ctrl-C unwind through ``KeyboardInterrupt``: the last complete checkpoint
@@ -54,6 +55,7 @@ from pipeline import io
 from pipeline.config import to_dict
 from pipeline.data.labels import UNLABELED
 from pipeline.data.manifest import Clip, fingerprint, load_clips
+from pipeline.epoch_log import EpochLog
 from pipeline.errors import PipelineError
 from pipeline.features.weights_record import (
     WeightsRecord,
@@ -247,6 +249,9 @@ class _Finetune:
                                     au="au" in self.config.tasks,
                                     classifier=self.config.classifier).to(self.device)
         self.optimizer = make_optimizer(self.model, self.config, self.backbone.model_name)
+        # epochs.jsonl/.csv in OUT.train/ (never OUT/: its files are stage one's cache key)
+        self.log = EpochLog(self.work, self.progress, write=self.dist.rank == 0)
+        self.log.attach(self.optimizer)
         self.epoch, self.best_score, self.best_epoch, self.bad = 0, -math.inf, 0, 0
         self.best_state: dict[str, torch.Tensor] | None = None
         self.history: list[dict[str, Any]] = []
@@ -256,7 +261,7 @@ class _Finetune:
         return {"config": self.saved_config, "epoch": self.epoch, "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "best_state": self.best_state,
                 "best_score": self.best_score, "best_epoch": self.best_epoch, "bad": self.bad,
-                "history": self.history, "complete": self.complete}
+                "history": self.history, "complete": self.complete, "epoch_log": self.log.rows}
 
     def _load(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -264,6 +269,7 @@ class _Finetune:
         self.epoch, self.best_state = state["epoch"], state["best_state"]
         self.best_score, self.best_epoch, self.bad = state["best_score"], state["best_epoch"], state["bad"]
         self.history, self.complete = state["history"], state["complete"]
+        self.log.restore(state.get("epoch_log"))  # (none in a checkpoint older than the log)
 
     def _resume(self, restart: bool) -> int:
         if restart or not self.checkpoint_path.exists():
@@ -301,7 +307,8 @@ class _Finetune:
         self.progress(ProgressEvent("epochs", advance=self.epoch))
         while not self.complete and self.epoch < total:
             self._epoch(ddp)
-            self.progress(ProgressEvent("epochs", advance=1, info=self.history[-1]))
+            row = self.log.end_epoch(self.history[-1], self.optimizer)  # before the checkpoint
+            self.progress(ProgressEvent("epochs", advance=1, info=row))
             self.complete = self.bad >= self.config.patience or self.epoch >= total
             if self.dist.rank == 0:
                 io.torch_save(self.checkpoint_path, self._state())
@@ -321,6 +328,7 @@ class _Finetune:
         torch.manual_seed(int(np.random.SeedSequence([config.seed, epoch, 7]).generate_state(1)[0]))
         model.train()
         losses = []
+        self.log.start_epoch(len(steps))
         self.optimizer.zero_grad(set_to_none=True)
         for k, (x, y, au) in enumerate(_loader(data, steps, config, self.device)):
             with autocast(config, self.device):
@@ -331,6 +339,7 @@ class _Finetune:
                                             self.au_pos_weight)
             (loss / config.accumulate).backward()
             losses.append(float(loss.detach()))
+            self.log.advance(1, len(y) * self.dist.world)  # (every process trains an equal share)
             if (k + 1) % config.accumulate and k + 1 < len(steps):
                 continue  # accumulate the next batch's gradient first
             if config.grad_clip:

@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.errors import PipelineError
+from pipeline.suggest import did_you_mean
 
 FINETUNE_PRESETS: dict[str, dict[str, Any]] = {
     "kim2023": {"backbone": "timm", "model": "swin_tiny_patch4_window7_224",
@@ -40,5 +41,6 @@ def preset_tables(name: str | None) -> dict[str, Any] | None:
     if name is None:
         return None
     if name not in FINETUNE_PRESETS:
-        raise PipelineError(f"finetune preset {name!r}: choose from {', '.join(FINETUNE_PRESETS)}")
+        raise PipelineError(f"finetune preset {name!r}: choose from {', '.join(FINETUNE_PRESETS)}"
+                            f"{did_you_mean(name, FINETUNE_PRESETS)}")
     return FINETUNE_PRESETS[name]

@@ -29,6 +29,7 @@ from typing import Any
 
 from pipeline.config import merge
 from pipeline.errors import PipelineError
+from pipeline.suggest import did_you_mean
 
 
 @dataclass(frozen=True)
@@ -186,7 +187,8 @@ PRESETS: dict[str, Preset] = {
 def preset_overrides(name: str, method: str) -> dict[str, Any]:
     """The config tables preset ``name`` sets for ``method``."""
     if name not in PRESETS:
-        raise PipelineError(f"unknown preset {name!r}; choose from {', '.join(sorted(PRESETS))}")
+        raise PipelineError(f"unknown preset {name!r}; choose from {', '.join(sorted(PRESETS))}"
+                            f"{did_you_mean(name, PRESETS)}")
     preset = PRESETS[name]
     if method not in preset.methods:
         raise PipelineError(f"preset {name} ({preset.paper.split(',')[0]}) describes the methods "

@@ -37,6 +37,7 @@ import torch
 from pipeline.config import to_dict
 from pipeline.data.labels import NUM_CLASSES
 from pipeline.data.manifest import Clip, fingerprint
+from pipeline.epoch_log import EpochLog
 from pipeline.errors import PipelineError
 from pipeline.features.store import FeatureStore
 from pipeline.fusion import folds, moe, sampling
@@ -166,6 +167,8 @@ class TrainingRun:
         if self.config.task.classes == 7:
             mask_other(self.head)
         self.optimizer = _optimizer(self.head, self.config.train)
+        self.log = EpochLog(self.run_dir, self.progress, task="train clips")  # epochs.jsonl/.csv
+        self.log.attach(self.optimizer)
         self.average = WeightAverage(self.config.train.ema_epochs)
         self.epoch, self.best_score, self.best_epoch, self.bad_epochs = 0, -math.inf, 0, 0
         self.stopped: str | None = None
@@ -183,6 +186,7 @@ class TrainingRun:
             "bad_epochs": self.bad_epochs,
             "stopped": self.stopped,
             "history": self.history,
+            "epoch_log": self.log.rows,
             "model": self.head.state_dict(),
             "best_model": self.best_state,
             "optimizer": self.optimizer.state_dict(),
@@ -201,6 +205,7 @@ class TrainingRun:
         self.best_epoch, self.bad_epochs = saved["best_epoch"], saved["bad_epochs"]
         self.stopped, self.history = saved["stopped"], saved["history"]
         self.best_state = saved["best_model"]
+        self.log.restore(saved.get("epoch_log"))  # (none in a checkpoint older than the log)
 
     # -- one epoch
 
@@ -240,6 +245,7 @@ class TrainingRun:
         active = epoch_tasks(multitask, cfg.task_schedule, self.epoch)
         order = [self.splits["train"][i] for i in self.rng.permutation(len(self.splits["train"]))]
         total, weight, examples_seen = 0.0, 0, 0
+        self.log.start_epoch(len(order))
         for table in self.stream.tables(order, train=True):
             au_ok = self.head.au_trainable(table) if multitask else None
             counts = {AU: au_ok.astype(np.int64)} if multitask else {}
@@ -263,7 +269,9 @@ class TrainingRun:
                 self.average.update(self.head, chunk.size)
                 total += float(loss.detach()) * chunk.size
                 weight += chunk.size
-            examples_seen += sum(e.size for e in examples.values())
+            drawn = sum(e.size for e in examples.values())
+            examples_seen += drawn
+            self.log.advance(len(table.clip_ids), drawn)
         self.average.end_epoch(examples_seen)
         return total / max(weight, 1), examples_seen
 
@@ -304,6 +312,7 @@ class TrainingRun:
                 "examples": examples,
                 "seconds": seconds, "data_seconds": data_seconds, **extra,
             })
+            row = self.log.end_epoch(self.history[-1], self.optimizer)  # before the checkpoint
             if self.bad_epochs >= cfg.patience:
                 self.stopped = "early"
             elif self.epoch >= cfg.epochs:
@@ -314,7 +323,8 @@ class TrainingRun:
             self.progress(ProgressEvent("epochs", advance=1, info={
                 "epoch": self.epoch, "loss": loss, "on": self.select,
                 **{f"f1 {name}": value for name, value in f1.items()},
-                "best": self.best_score, "data s": data_seconds, "s": seconds}))
+                "best": self.best_score, "data s": data_seconds, "s": seconds, "lr": row["lr"],
+                "frames/s": row["frames_per_s"]}))
         if self.stopped is None:  # resumed with fewer epochs than already trained
             self.stopped = "epochs"
             self.dir.save_checkpoint(self.state())

@@ -14,6 +14,7 @@
     RUN/predictions/<split>/<output>.npz   float32 [T, 8] per clip, every frame, val and test
                                            (:mod:`pipeline.runs.predictions`)
     RUN/predictions/<split>/face_mask.npz  bool [T] per clip: the frames with a face image
+    RUN/epochs.jsonl, RUN/epochs.csv   one row per epoch to plot (:mod:`pipeline.epoch_log`)
     RUN/owner.lock             the owner lock (:mod:`pipeline.locks`): who is writing the run
 
 A bag (``bag.k > 1``) is a run directory of the same layout whose members are run directories
@@ -26,13 +27,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pipeline.epoch_log import LOG_FILES
+
 FACE_MASK = "face_mask"  # the file name (no suffix) of a split's face mask; not an output name
 ATTENTION_FILE = "attention.npz"  # attention heads' maps (pipeline.runs.attention)
 OWNER = "owner"  # the owner lock's name for :func:`pipeline.locks.owner_lock` (file owner.lock)
 # The files a run writes beside predictions/ (what clearing a run removes; owner.lock stays: it
 # is held while clearing).
 RUN_FILES = ("checkpoint.pt", "best.pt", "metrics.json", "curve.png", "config.toml",
-             ATTENTION_FILE)
+             ATTENTION_FILE, *LOG_FILES)
 
 
 class RunPaths:

@@ -9,6 +9,8 @@ from pipeline.errors import PipelineError
 
 @dataclass
 class FacesConfig:
+    """Face detection, tracking, five-point alignment and cropping of ``fer-pipeline faces``."""
+
     detector: str = "mtcnn"  # "mtcnn" (weights below) or "scrfd" (the ONNX file `onnx` names)
     onnx: str = ""  # an SCRFD detector with keypoints (insightface's det_10g.onnx and the like)
     onnx_size: int = 640  # input side for an ONNX file whose input size is free
@@ -42,7 +44,7 @@ class FacesConfig:
     # Videos (file stems) that show two people: their clips are <video>_left and <video>_right.
     two_person: list[str] = field(default_factory=list)
     batch: int = 8  # frames per detector call
-    jpeg_quality: int = 95
+    jpeg_quality: int = 95  # quality (1-100) of the JPEG crops written
     scheduler: str = "inprocess"  # as `extract --scheduler`: one task per video
 
     def __post_init__(self) -> None:

@@ -39,6 +39,7 @@ from pipeline.features.extractors.base import (
     Precision,
     register,
 )
+from pipeline.suggest import did_you_mean
 
 ENTRY_POINT_GROUP = "fer_pipeline.extractors"
 
@@ -133,7 +134,8 @@ def extractor_class(name: str) -> type[Extractor]:
                 f"{ENTRY_POINT_GROUP}) registers no extractor of that name; an entry point's name "
                 f"must be its class's `name` (registered now: {', '.join(sorted(REGISTRY))})")
     if name not in REGISTRY and not is_known(name):
-        raise KeyError(f"unknown extractor {name!r}; choose from {', '.join(names())}")
+        raise KeyError(f"unknown extractor {name!r}; choose from {', '.join(names())}"
+                       f"{did_you_mean(name, names())}")
     return REGISTRY[name]
 
 

@@ -60,6 +60,7 @@ from pipeline.fusion.losses import LossConfig, batch_loss
 from pipeline.fusion.sampling import SamplingConfig
 from pipeline.metrics.scores import Scores, confusion_matrix
 from pipeline.runs.predictions import AU_OUTPUT
+from pipeline.suggest import did_you_mean
 
 Batch = tuple[dict[str, torch.Tensor], torch.Tensor, Optional[torch.Tensor]]  # inputs, targets, weights
 
@@ -304,7 +305,8 @@ def registry() -> dict[str, type[Head]]:
 
 def head_class(name: str) -> type[Head]:
     if name not in _REGISTRY:
-        raise PipelineError(f"unknown method {name!r}; choose from {', '.join(sorted(_REGISTRY))}")
+        raise PipelineError(f"unknown method {name!r}; choose from {', '.join(sorted(_REGISTRY))}"
+                            f"{did_you_mean(name, _REGISTRY)}")
     return _REGISTRY[name]
 
 

@@ -38,6 +38,7 @@ import numpy as np
 from pipeline.config import from_dict
 from pipeline.errors import PipelineError
 from pipeline.metrics.mean import combine
+from pipeline.suggest import did_you_mean
 
 if TYPE_CHECKING:
     from pipeline.scoring.frames import SplitData
@@ -124,7 +125,7 @@ def registry() -> dict[str, type[Combiner]]:
 def combiner(name: str) -> type[Combiner]:
     if name not in _REGISTRY:
         raise PipelineError(f"unknown ensemble rule {name!r}; choose from "
-                            f"{', '.join(sorted(_REGISTRY))}")
+                            f"{', '.join(sorted(_REGISTRY))}{did_you_mean(name, _REGISTRY)}")
     return _REGISTRY[name]
 
 
@@ -135,7 +136,8 @@ def options(given: Mapping[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(given) - set(_REGISTRY))
     if unknown:
         raise PipelineError(f"ensemble config: combiner.{unknown[0]}: no such combiner; choose "
-                            f"from {', '.join(sorted(_REGISTRY))}")
+                            f"from {', '.join(sorted(_REGISTRY))}"
+                            f"{did_you_mean(unknown[0], _REGISTRY)}")
     built = {}
     for name, cls in registry().items():
         value = given.get(name, {})
