@@ -176,3 +176,22 @@ def test_the_page_in_headless_chromium(report, tmp_path):
                                      html_path.as_uri()], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0 and shot.stat().st_size > 10_000, done.stderr[-2000:]
+
+
+def test_no_banner_or_test_section_when_there_is_nothing_to_say(tmp_path):
+    from pipeline.metrics.scores import score
+    from pipeline.scoring.crossfit import Row
+    from pipeline.scoring.report import ReportData, write_report
+
+    rng = np.random.default_rng(5)
+    truth = rng.integers(0, 8, 200)
+    rows = [Row("a/main", "member", "train-dev", score(truth, truth)),
+            Row("final: a/main", "final", "val-crossfit",
+                score(truth, np.where(rng.random(200) < 0.3, 0, truth)))]
+    text = write_report(tmp_path, ReportData("val", rows, "final: a/main", [], {},
+                                             {"protocol": "val-crossfit"})).read_text()
+    page = Page(text)
+    assert "warnings" not in page.ids and "test" not in page.ids
+    assert not set(page.links) - set(page.ids)
+    assert page.text["headline-value"].strip() == f"{rows[-1].scores.macro_f1:.4f}"
+    assert "No provenance was given to this report" in text
