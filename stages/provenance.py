@@ -38,6 +38,8 @@ class MemberSource:
     command: str  # a `fer-pipeline fuse` command that remakes the run from its config.toml
     extractors: list[dict] = field(default_factory=list)  # name, precision, weights, random
     problem: str | None = None  # why the extractors are unknown
+    store: str | None = None  # the store it read
+    extract_reports: list[str] = field(default_factory=list)  # its extraction runs' records
 
 
 @dataclass
@@ -93,7 +95,12 @@ def member_source(run_dir: Path, record: RunRecord) -> MemberSource:
               "--config", str(RunPaths(run_dir).config)]
     source = MemberSource(run_dir.name, method, shlex.join(words))
     try:
-        described = FeatureStore(config["store"], "r").extractors()
+        store = FeatureStore(config["store"], "r")
+        described = store.extractors()
+        source.store = str(config["store"])
+        # each `extract` run's record (its ExtractConfig and what it did), oldest first
+        records = (store.meta / "reports").glob("extract-*.json")
+        source.extract_reports = sorted(str(p) for p in records)
     except (PipelineError, OSError, KeyError, ValueError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         source.problem = f"its store cannot be read ({reason})"

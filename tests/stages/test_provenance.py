@@ -38,7 +38,13 @@ def test_only_the_extractors_a_run_read_are_its_sources(tmp_path):
     assert [e["name"] for e in image_source.extractors] == ["swin"]
     assert image_source.extractors[0]["sha256"] == "ab" * 6
     assert random_weight_extractors([image_source]) == []  # tdnn is random, but not read
+    assert image_source.store == str(store) and image_source.extract_reports == []
+    reports = FeatureStore(store, "r").meta / "reports"  # where each `extract` run records itself
+    reports.mkdir(parents=True)
+    (reports / "extract-20261207T000000.000000Z.json").write_text("{}")
     audio_source = member_source(audio, read_record(audio))
+    assert [Path(r).name for r in audio_source.extract_reports] == [
+        "extract-20261207T000000.000000Z.json"]
     assert random_weight_extractors([image_source, audio_source]) == ["tdnn"]
     assert "RANDOM WEIGHTS" in warnings([audio_source], "fp32")[0]
     assert warnings([image_source], "fp32") == []
