@@ -20,6 +20,7 @@ from pipeline.data.frames import face_mask
 from pipeline.data.manifest import Clip, write_manifest
 from pipeline.features.store import FeatureStore
 from pipeline.runs.predictions import FaceMaskWriter, PredictionWriter, face_mask_path
+from pipeline.scoring.ensemble import EnsembleConfig
 from stages.ensemble import run_ensemble
 
 REPO = Path(__file__).resolve().parents[2]
@@ -71,10 +72,8 @@ def _run(root: Path, name: str, outputs: list[str], clips, rng, store: Path, str
     return run
 
 
-@pytest.fixture(scope="module")
-def report(tmp_path_factory):
+def _stage(root: Path, config=None) -> tuple[Path, dict]:
     """(report.html, scores.json as a dict) of a demo-sized stage three on random weights."""
-    root = tmp_path_factory.mktemp("report")
     rng = np.random.default_rng(0)
     clips = _clips(root, rng)
     store = root / "features.zarr"
@@ -84,9 +83,14 @@ def report(tmp_path_factory):
     runs = [_run(root, "image", ["main"], clips, rng, store, 0.8),
             _run(root, "audio", ["main"], clips, rng, store, 0.3),
             _run(root, "mfm", ["fusion", "image", "audio"], clips, rng, store, 1.5)]
-    result = run_ensemble(runs, root / "manifests", root / "scores")
+    run_ensemble(runs, root / "manifests", root / "scores", config)
     scores = root / "scores"
     return scores / "report.html", json.loads((scores / "scores.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    return _stage(tmp_path_factory.mktemp("report"))
 
 
 class Page(HTMLParser):
@@ -195,3 +199,11 @@ def test_no_banner_or_test_section_when_there_is_nothing_to_say(tmp_path):
     assert not set(page.links) - set(page.ids)
     assert page.text["headline-value"].strip() == f"{rows[-1].scores.macro_f1:.4f}"
     assert "No provenance was given to this report" in text
+
+
+def test_choices_tuned_on_the_scored_frames_are_in_the_banner(tmp_path):
+    html_path, _ = _stage(tmp_path, EnsembleConfig(tune_on="same"))
+    text = html_path.read_text()
+    banner = text[text.index('id="warnings"'):text.index('id="provenance"')]
+    assert "tuned on the scored frames (--tune-on same): optimistic scores" in banner
+    assert "RANDOM WEIGHTS" in banner
