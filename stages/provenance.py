@@ -134,11 +134,19 @@ def random_weight_extractors(sources: Sequence[MemberSource]) -> list[str]:
     return sorted({e["name"] for s in sources for e in s.extractors if e["random_weights"]})
 
 
+def report_date() -> str:
+    """Now in UTC, or ``$SOURCE_DATE_EPOCH`` (the reproducible-builds convention) when it is set:
+    the one thing besides the machine and commit that makes two reports of the same runs differ."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    when = (datetime.fromtimestamp(int(epoch), timezone.utc) if epoch.isdigit()
+            else datetime.now(timezone.utc))
+    return when.strftime("%Y-%m-%d %H:%M UTC")
+
+
 def provenance(run_dirs: Sequence[Path], records: Sequence[RunRecord],
                precision: str) -> Provenance:
-    return Provenance(__version__, git_commit(),
-                      datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), machine(),
-                      precision, member_sources(run_dirs, records))
+    return Provenance(__version__, git_commit(), report_date(), machine(), precision,
+                      member_sources(run_dirs, records))
 
 
 def warnings(sources: Sequence[MemberSource], precision: str) -> list[str]:

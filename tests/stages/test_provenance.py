@@ -9,7 +9,7 @@ from pathlib import Path
 from pipeline.features.store import FeatureStore
 from pipeline.runs.record import read_record
 from stages.provenance import (git_commit, member_source, random_weight_extractors,
-                               warnings)
+                               report_date, warnings)
 
 
 def _store(path: Path) -> Path:
@@ -82,3 +82,10 @@ def test_git_commit_of_a_checkout_and_of_no_checkout(tmp_path):
     assert git_commit(tmp_path) == head
     (tmp_path / "a").write_text("2")
     assert git_commit(tmp_path) == f"{head} + uncommitted changes"
+
+
+def test_the_date_follows_source_date_epoch(monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    assert report_date() == "2023-11-14 22:13 UTC"
+    monkeypatch.delenv("SOURCE_DATE_EPOCH")
+    assert report_date().endswith(" UTC") and report_date() != "2023-11-14 22:13 UTC"
