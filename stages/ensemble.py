@@ -74,9 +74,10 @@ from pipeline.metrics.scores import Scores, confusion_matrix
 from pipeline.scoring.final_probs import write_final_probs
 from pipeline.runs.predictions import Predictions
 from pipeline.runs.record import RunInfo, read_run
-from pipeline.scoring.report import ReportData, Timeline, write_report
+from pipeline.scoring.report import ReportData, TestSplit, Timeline, write_report
 from pipeline.scoring.submission import check_submission, write_submission
 from stages.precision import feature_precision
+from stages.provenance import provenance, warnings as feature_warnings
 
 
 @dataclass
@@ -217,8 +218,9 @@ def _write_outputs(run_dirs: Sequence[Path], members: list[Member], names: list[
                    progress: ProgressFn) -> EnsembleResult:
     """Write the submission, the report, config.toml and scores.json into ``staging`` (moved
     into ``out`` afterwards); the result names the files where they will be."""
+    test = TestSplit()  # the test predictions, summarised for the report as they are written
     submission_path, note = _submission(members, names, clips["test"], scored, outcome, config,
-                                        staging, tuning, progress)
+                                        staging, tuning, progress, test)
     if submission_path is None and (out / "submission.txt").exists():
         note += "; removed the earlier submission.txt"  # (the move into `out` removes it)
     au, au_path, au_note = action_units(run_dirs, runs, manifests, config, staging)
@@ -270,9 +272,15 @@ def _write_outputs(run_dirs: Sequence[Path], members: list[Member], names: list[
     same = same_frames_note(outcome.rows)
     if same:
         notes.append(same)
-    report_path = write_report(staging, ReportData(config.split, outcome.rows, final.name, runs,
-                                                   counts, tuning, notes,
-                                                   timelines(scored, outcome)))
+    sources = provenance(run_dirs, [run.record for run in runs], precision)
+    # the banner: what makes these scores optimistic or not about a trained model
+    leaks = [n for n in notes if n.startswith("WARNING") or "not cross-fitted" in n
+             or n == same]
+    report_path = write_report(staging, ReportData(
+        config.split, outcome.rows, final.name, runs, counts, tuning,
+        [n for n in notes if n not in leaks], timelines(scored, outcome),
+        leaks + feature_warnings(sources.members, precision), sources, outcome.best_member,
+        outcome.gain, test if test.clip_ids else None))
     save_toml(config, staging / "config.toml")
     write_final_probs(scored, outcome.folds, config.split, staging)  # for `export OUT`
     io.write_json(staging / "scores.json", record, indent=1)  # moved into `out` last
@@ -303,7 +311,8 @@ def timelines(scored: SplitData, outcome: Outcome, count: int = 3) -> list[Timel
 
 def _submission(members: list[Member], names: list[str], test_clips: list[Clip],
                 scored: SplitData, outcome: Outcome, config: EnsembleConfig, out: Path,
-                tuning: dict, progress: ProgressFn) -> tuple[Path | None, str]:
+                tuning: dict, progress: ProgressFn,
+                test: TestSplit | None = None) -> tuple[Path | None, str]:
     """Fit on all of the tuning split, predict the test clips, write and check the file.
 
     Records the test fit in ``tuning["test"]``; returns the file (None if none) and a note. A
@@ -331,7 +340,10 @@ def _submission(members: list[Member], names: list[str], test_clips: list[Clip],
 
     def rows():  # clip by clip: memory does not grow with the test set
         for clip in test_clips:
-            yield clip, predict(clip_data(readers, faces, clip, "test"), test_fit.applied)
+            predicted = predict(clip_data(readers, faces, clip, "test"), test_fit.applied)
+            if test is not None:
+                test.add(clip.clip_id, predicted)
+            yield clip, predicted
             progress(ProgressEvent("test", advance=1))
 
     count = write_submission(path, rows())

@@ -1,6 +1,6 @@
 """Which precision the features behind stage three's members were extracted in (issue 25).
 
-Results can differ between fp32 and bf16 features (README, "Honest scores"), so stage three
+Results can differ between fp32 and bf16 features (docs/stability.md), so stage three
 prints and records the precision next to its table. Nothing new is written for it: each run's
 ``config.toml`` names its store, its record's ``features`` holds the cache key of every array the
 run read, and the store's root attributes describe every extractor that wrote there (its cache key

@@ -1,5 +1,6 @@
-"""The README's plug-in example works as written: its ``pyproject.toml`` lines and its module,
-copied out of README.md, make a package that pip installs (``--target``, no network) and whose
+"""The documented plug-in example works as written: its ``pyproject.toml`` lines and its module,
+copied out of docs/plugins.md (moved there from the README), make a package that pip installs
+(``--target``, no network) and whose
 extractor ``extract -e NAME`` runs and ``extract --describe NAME`` lists."""
 
 import os
@@ -15,8 +16,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _readme_blocks() -> tuple[str, str]:
-    """The plug-in section's TOML block and Python block, as the README shows them."""
-    text = (REPO / "README.md").read_text(encoding="utf-8")
+    """The plug-in page's TOML block and Python block, as docs/plugins.md shows them."""
+    text = (REPO / "docs" / "plugins.md").read_text(encoding="utf-8")
     section = text[text.index("**Plug-ins.**"):]
     toml = re.search(r"```toml\n(.*?)```", section, re.S).group(1)
     python = re.search(r"```python\n(.*?)```", section, re.S).group(1)

@@ -5,7 +5,7 @@ what ``STORE.meta`` holds now. Plain functions on names, paths and arrays:
 :class:`pipeline.features.store.FeatureStore` stands on them, and this module imports nothing of
 the store.
 
-Layout (stage one's output; the stages around it: README.md, "Layout")::
+Layout (stage one's output; the stages around it: docs/layout.md)::
 
     STORE/                      root attrs: {"fer_pipeline_store": FORMAT_VERSION,
                                              "extractors": {name: Extractor.describe()},

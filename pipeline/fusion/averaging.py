@@ -17,7 +17,7 @@ demo's ``mfm`` run on fp32 instead of bf16 features (swin and tdnn features diff
 each value) stopped at epoch 26 instead of 10 and changed its decision on 7.5% of the validation
 frames; with seed 3 the bf16 run stopped at epoch 4 at macro-F1 0.354 and the fp32 one at 0.794
 (47.5% of the decisions differ). Averaging over about an epoch damps that. On the demo store
-(``tests/bench/bench_averaging.py``; README, "A final row that does not flip"), over 6-8 seeds each
+(``tests/bench/bench_averaging.py``; docs/stability.md), over 6-8 seeds each
 run on bf16 and fp32 features, the average cut the share of ``mfm``'s decisions that change with
 the precision from 6.0% to 2.2% (median; worst 47.5% to 26.9%), and the worst from 10.6% to 0.3%
 for ``sequence`` and from 25.8% to 8.9% for ``proportional``; but ``image``, stable without it, had

@@ -14,7 +14,7 @@ root attributes record other settings for the features the run reads. Not reprod
 end-to-end RHCNN / MCNN on pixels and waveforms (small branches on stage one's face maps and
 log-mel stand in, see ``heads/gcsa.py``).
 
-Every setting of each preset, the paper's value against ours and why, is in README.md's tables
+Every setting of each preset, the paper's value against ours and why, is in docs/presets.md's tables
 ("Every setting of each preset"); ``tests/fusion/test_preset_tables.py`` checks them against the
 configs these presets resolve to. A preset may name extractors whose weights its paper trained
 (``Preset.trained``): the fuse-config builder then refuses a store that records random weights
@@ -115,7 +115,7 @@ PRESETS: dict[str, Preset] = {
     ),
     # Yu et al. 2025: eq. 6 on the fused P (loss.on = fused), m and n calculated from the two
     # modalities' aligned predictions (head.weights = keyframe; the paper's "key frame alignment",
-    # whose details it does not give). README.md's table has the rest.
+    # whose details it does not give). docs/presets.md's table has the rest.
     "yu2025": Preset(
         paper="Yu et al. 2025, Design of an Expression Recognition Solution Employing the Global "
               "Channel-Spatial Attention Mechanism",
@@ -154,7 +154,7 @@ PRESETS: dict[str, Preset] = {
     # face features averaged over several re-crops, frame-aligned wav2vec2 features of short
     # audio windows, a lightweight gated fusion module, temporal smoothing at inference. Only the
     # abstract and introduction were reachable: the gate's form, widths, window, optimiser and
-    # loss are ours (README "Heads of 2026"). The re-crop average is stage one's
+    # loss are ours (docs/heads-2026.md). The re-crop average is stage one's
     # `configs.timm.crops` (one array) or head.crops (re-crops stored as NAME_crop<k>); the
     # smoothing is stage three's.
     "sun2026": Preset(
@@ -169,7 +169,7 @@ PRESETS: dict[str, Preset] = {
     # Yu et al. 2026 (arXiv 2603.08034, ABAW10 expression 0.5029): BEiT-large faces and
     # WavLM-large audio in a dual-branch transformer with safe cross-attention, modality dropout,
     # focal loss, sliding-window soft voting. Rates, window, widths and focal gamma are not in the
-    # reachable text (the abstract): ours (README "Heads of 2026").
+    # reachable text (the abstract): ours (docs/heads-2026.md).
     "yu2026": Preset(
         paper="Yu et al. 2026, Solution to the 10th ABAW Expression Recognition Challenge: A Robust "
               "Multimodal Framework with Safe Cross-Attention and Modality Dropout "

@@ -1,41 +1,70 @@
 """The stage-three report: one self-contained HTML page (its PNG plots embedded as ``data:`` URIs,
 so the file can be mailed or moved alone; the PNGs are also written beside it).
 
-It shows a table of every run output and ensemble (macro-F1, accuracy, ABAW-2021 score), per-class
-F1 bars, precision, recall, F1 and support per class of the final ensemble (a class with no frame
-in the scored split is marked *absent*, not scored as F1 0: its F1 is undefined there, whatever
-the macro-F1 counts), the confusion matrix of the final ensemble, a timeline of predicted and
-true class for a few clips, the m,n grid heatmap of each proportional run
-(its record's ``grid``), the training curves from each run's record's ``history``
-(:func:`pipeline.runs.plots.plot_history`, the curve training draws too: training and validation
-loss, validation macro-F1, on integer epochs), the attention maps of runs that saved them
-(:mod:`pipeline.scoring.attention`), the class distribution per split and what each tuned choice
-was fitted on. Plots are drawn with the
-object API of matplotlib on the Agg canvas (no pyplot, no global backend state); matplotlib is
-imported only when a plot is drawn, so importing this module (and ``fer-pipeline --help``) stays
-cheap. Every file is written atomically.
+The page is rendered from a Jinja2 template shipped with the package
+(``pipeline/scoring/templates/report.html.j2``, package data), autoescaped, in this order:
+
+1. a **headline**: the final row's macro-F1 with its interval, what its choices were fitted on,
+   and one sentence reading it against the best member;
+2. a **banner** of warnings: random backbone weights, the features' precision, anything tuned or
+   selected on the scored frames, manifests not checked;
+3. **provenance**: package version and git commit, date, machine, precision, and for each member
+   the command that remakes it and the extractors (weights, precision) behind what it read;
+4. **contents** with an anchor per section;
+5. per-class precision, recall, F1 and support of the final row (a class with no frame in the
+   scored split is marked *absent*, not scored as F1 0), per-class F1 bars, the confusion matrix;
+6. the table of every run output and ensemble (macro-F1, interval, accuracy, ABAW-2021 score,
+   what it was fitted on), the pairwise candidates and each row's per-class F1 folded
+   (``<details>``);
+7. timelines of predicted and true class for a few clips; the **test split** (each clip's share
+   of frames per predicted class, timelines of a few clips) when test predictions were made;
+8. attention maps, the tuning record (each fit's choices, folded), the proportional (m, n) grids
+   (folded), training curves, the class distribution per split, and every note.
+
+The figures are :mod:`pipeline.scoring.report_plots`'s. Every file is written atomically.
 """
 
 from __future__ import annotations
 
 import base64
-import html
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any
 
 import numpy as np
 
-from pipeline.data.labels import CLASSES, NUM_CLASSES
 from pipeline import io
-from pipeline.runs.plots import new_figure, plot_history, save_figure
+from pipeline.data.labels import CLASSES, NUM_CLASSES
+from pipeline.runs.plots import plot_history
 from pipeline.runs.record import RunInfo
 from pipeline.scoring.attention import plot_attention
-from pipeline.scoring.crossfit import Row
+from pipeline.scoring.bootstrap import Difference
+from pipeline.scoring.crossfit import NOTHING, Row
+from pipeline.scoring.report_plots import (ABSENT, plot_class_counts, plot_class_shares,
+                                           plot_confusion, plot_grid, plot_per_class_f1,
+                                           Timeline, plot_timelines, present_classes)
 
-MAX_F1_SERIES = 6  # per-class F1 bars: the final ensemble and at most this many rows in all
-ABSENT = "absent"  # shown for a class with no frame in the scored split
+TEMPLATES = Path(__file__).resolve().parent / "templates"  # package data (pyproject.toml)
+TEST_TIMELINES = 3  # test clips drawn frame by frame (the longest)
+
+
+@dataclass
+class TestSplit:
+    """The final pipeline's test predictions, summarised clip by clip as they are made (memory
+    does not grow with the frames: counts per clip, and the longest clips' frames)."""
+
+    clip_ids: list[str] = field(default_factory=list)
+    counts: list[np.ndarray] = field(default_factory=list)  # int [8] per clip
+    timelines: list[Timeline] = field(default_factory=list)  # the longest TEST_TIMELINES clips
+
+    def add(self, clip_id: str, predicted: np.ndarray) -> None:
+        predicted = np.asarray(predicted)
+        self.clip_ids.append(clip_id)
+        self.counts.append(np.bincount(predicted[predicted >= 0], minlength=NUM_CLASSES))
+        self.timelines.append(Timeline(clip_id, predicted.copy(), None))
+        self.timelines.sort(key=lambda t: -len(t.predicted))  # stable: earlier clips win ties
+        del self.timelines[TEST_TIMELINES:]
 
 
 @dataclass
@@ -48,17 +77,13 @@ class ReportData:
     runs: list[RunInfo]  # the run directories (curves, m,n grids)
     class_counts: dict[str, np.ndarray]  # split -> int [9]: frames per class, then unannotated
     tuning: dict  # the tuning record of scores.json
-    notes: list[str] = field(default_factory=list)  # lines shown under the title
-    timelines: list["Timeline"] = field(default_factory=list)  # a few clips, frame by frame
-
-
-@dataclass
-class Timeline:
-    """One clip's final predicted and true class per frame (for the timeline plot)."""
-
-    clip_id: str
-    predicted: np.ndarray  # int [T]
-    labels: np.ndarray  # int [T], -1 = not annotated
+    notes: list[str] = field(default_factory=list)  # lines shown under the provenance
+    timelines: list[Timeline] = field(default_factory=list)  # a few clips, frame by frame
+    warnings: list[str] = field(default_factory=list)  # the banner's lines
+    provenance: Any = None  # stages.provenance.Provenance (None: not shown)
+    best_member: str | None = None  # the member row with the best macro-F1
+    gain: Difference | None = None  # final minus best member, paired bootstrap
+    test: TestSplit | None = None  # the test predictions (None: none were made)
 
 
 def class_table(confusion: np.ndarray) -> list[tuple[str, float | None, float | None,
@@ -80,290 +105,200 @@ def class_table(confusion: np.ndarray) -> list[tuple[str, float | None, float | 
     return table
 
 
-def _present(confusion: np.ndarray) -> np.ndarray:
-    """bool [8]: the classes with at least one true frame."""
-    return np.asarray(confusion).sum(axis=1) > 0
-
-
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "run"
 
 
-def plot_per_class_f1(rows: Sequence[Row], final: str, path: Path) -> str:
-    """Grouped bars: per-class F1 of the final row and of the best other rows."""
-    final_row = next(r for r in rows if r.name == final)
-    others = sorted((r for r in rows if r.name != final), key=lambda r: -r.scores.macro_f1)
-    series = [final_row] + others[:MAX_F1_SERIES - 1]
-    present = _present(final_row.scores.confusion)
-    figure = new_figure(figsize=(10, 4.8))
-    ax = figure.add_subplot()
-    width = 0.8 / len(series)
-    x = np.arange(NUM_CLASSES)
-    for i, row in enumerate(series):
-        values = np.where(present, row.scores.per_class_f1, np.nan)  # no bar for absent classes
-        ax.bar(x + (i - (len(series) - 1) / 2) * width, values, width,
-               label=f"{row.name} ({row.scores.macro_f1:.3f})")
-    for c in np.flatnonzero(~present):
-        ax.text(c, 0.5, f"{ABSENT} from\nthis split", ha="center", va="center", fontsize=8,
-                color="gray")
-    ax.set_xticks(x, CLASSES)
-    ax.set_xlim(-0.5, NUM_CLASSES - 0.5)  # (an absent last class has no bar to widen the axis)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("F1")
-    ax.set_title("per-class F1 (macro-F1 in the legend)")
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=3)
-    figure.tight_layout()
-    return save_figure(figure, path)
-
-
-def plot_confusion(confusion: np.ndarray, title: str, path: Path) -> str:
-    """Row-normalised confusion matrix with the counts written in each cell."""
-    confusion = np.asarray(confusion)
-    totals = confusion.sum(axis=1, keepdims=True)
-    rates = np.divide(confusion, totals, out=np.zeros(confusion.shape), where=totals > 0)
-    figure = new_figure(figsize=(6.4, 5.6))
-    ax = figure.add_subplot()
-    image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-    for (i, j), count in np.ndenumerate(confusion):
-        ax.text(j, i, str(count), ha="center", va="center", fontsize=7,
-                color="white" if rates[i, j] > 0.5 else "black")
-    ax.set_xticks(range(NUM_CLASSES), CLASSES, rotation=45, ha="right")
-    ax.set_yticks(range(NUM_CLASSES), CLASSES)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title, fontsize=9)
-    figure.colorbar(image, ax=ax, label="fraction of the true class")
-    figure.tight_layout()
-    return save_figure(figure, path)
-
-
-def plot_grid(grid: dict, title: str, path: Path) -> str:
-    """Heatmap of macro-F1 over the proportional rule's (m, n) grid."""
-    values = np.asarray(grid["macro_f1"], dtype=float)
-    m_values, n_values = list(grid["m"]), list(grid["n"])
-    figure = new_figure(figsize=(5.2, 4.4))
-    ax = figure.add_subplot()
-    image = ax.imshow(values, cmap="viridis")
-    middle = (np.nanmin(values) + np.nanmax(values)) / 2
-    for (i, j), value in np.ndenumerate(values):
-        ax.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize=7,
-                color="black" if value > middle else "white")
-    ax.set_xticks(range(len(n_values)), n_values)
-    ax.set_yticks(range(len(m_values)), m_values)
-    ax.set_xlabel("n")
-    ax.set_ylabel("m")
-    best = grid.get("best")
-    ax.set_title(f"{title}: macro-F1 over (m, n)" + (f", best {best}" if best else ""), fontsize=9)
-    figure.colorbar(image, ax=ax)
-    figure.tight_layout()
-    return save_figure(figure, path)
-
-
-def plot_timelines(timelines: Sequence[Timeline], path: Path) -> str:
-    """One panel per clip: the true class (thick, grey where not annotated) and the final
-    ensemble's predicted class, frame by frame."""
-    figure = new_figure(figsize=(10, 1.9 * len(timelines) + 0.6))
-    axes = figure.subplots(len(timelines), 1, squeeze=False)[:, 0]
-    for ax, timeline in zip(axes, timelines):
-        frames = np.arange(len(timeline.labels))
-        truth = np.where(timeline.labels >= 0, timeline.labels, np.nan).astype(float)
-        ax.step(frames, truth, where="post", color="tab:green", linewidth=4, alpha=0.5,
-                label="true")
-        ax.step(frames, timeline.predicted, where="post", color="tab:red", linewidth=1,
-                label="predicted")
-        unannotated = timeline.labels < 0
-        if unannotated.any():
-            ax.fill_between(frames, -0.5, NUM_CLASSES - 0.5, where=unannotated, step="post",
-                            color="lightgray", alpha=0.5, label="not annotated")
-        ax.set_yticks(range(NUM_CLASSES), CLASSES, fontsize=7)
-        ax.set_ylim(-0.5, NUM_CLASSES - 0.5)
-        ax.set_xlim(0, max(len(frames) - 1, 1))
-        agree = (timeline.predicted == timeline.labels)[~unannotated]
-        accuracy = f", {agree.mean():.0%} of annotated frames right" if agree.size else ""
-        ax.set_title(f"{timeline.clip_id} ({len(frames)} frames{accuracy})", fontsize=8)
-    axes[0].legend(fontsize=7, loc="upper right", ncol=3)
-    axes[-1].set_xlabel("frame")
-    figure.tight_layout()
-    return save_figure(figure, path)
-
-
-def plot_class_counts(counts: dict[str, np.ndarray], path: Path) -> str:
-    """Frames per class for each split (the last bar group: frames not annotated)."""
-    names = list(CLASSES) + ["(unannotated)"]
-    figure = new_figure(figsize=(10, 3.8))
-    ax = figure.add_subplot()
-    width = 0.8 / max(len(counts), 1)
-    x = np.arange(len(names))
-    for i, (split, values) in enumerate(counts.items()):
-        ax.bar(x + (i - (len(counts) - 1) / 2) * width, values, width, label=split)
-    ax.set_xticks(x, names, rotation=20)
-    ax.set_ylabel("frames")
-    ax.set_title("class distribution per split")
-    ax.legend()
-    figure.tight_layout()
-    return save_figure(figure, path)
-
-
-def _table(header: Sequence[str], body: Sequence[Sequence[str]],
-           highlight: int | None = None) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    lines = []
-    for i, cells in enumerate(body):
-        attrs = ' class="final"' if i == highlight else ""
-        lines.append(f"<tr{attrs}>" + "".join(
-            f'<td class="absent">{c}</td>' if c == ABSENT else f"<td>{c}</td>" for c in cells)
-            + "</tr>")
-    return f"<table><tr>{head}</tr>{''.join(lines)}</table>"
-
-
-def _figure(path: Path, alt: str) -> str:
-    """The PNG at ``path`` embedded in the page as a data URI (the page needs no other file)."""
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(alt)}"'
-            f' title="{html.escape(path.name)}"></figure>')
+def _figure(path: Path, alt: str) -> dict:
+    """The PNG at ``path`` as the template embeds it: a data URI (the page needs no other file)."""
+    return {"data": base64.b64encode(path.read_bytes()).decode("ascii"), "alt": alt,
+            "title": path.name}
 
 
 def _value(value: float | None) -> str:
     return ABSENT if value is None else f"{value:.3f}"
 
 
-_STYLE = """
-body { font-family: sans-serif; margin: 2em; max-width: 1100px; }
-table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
-th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
-tr.final { background: #e8f0ff; font-weight: bold; }
-td.absent { color: #999; font-style: italic; }
-figure { margin: 1em 0; } img { max-width: 100%; }
-.note { color: #555; }
-"""
+def _interval(row: Row) -> str:
+    return f"{row.interval.low:.4f}-{row.interval.high:.4f}" if row.interval else "-"
+
+
+def _pairwise(row: Row) -> bool:
+    """A candidate combining two members (the pairwise search's rows): folded in the page."""
+    return row.kind == "ensemble" and " + " in row.name
+
+
+FITTED_ON = {
+    "val-crossfit": "fitted on the other validation folds (whole videos), never on the frames"
+                    " they score",
+    "train-dev": "chosen on a dev slice of the training videos: no validation label was read",
+    NOTHING: "nothing was fitted",
+    "train": "fitted on the training split",
+}
+
+
+def reading(data: ReportData, final: Row) -> str:
+    """One sentence: how the final row stands against the best member."""
+    where = FITTED_ON.get(final.fitted_on, f"fitted on {final.fitted_on}")
+    if final.fitted_on.endswith("(same frames)"):
+        where = f"fitted on {final.fitted_on}: optimistic"
+    best = data.best_member
+    if best is None or data.gain is None:
+        return f"The final row's choices were {where}."
+    if final.name == f"final: {best}":
+        return (f"Combining did not gain clearly over the best member on held-out videos, so"
+                f" the final row applies {best} itself (its choices {where}).")
+    gain = data.gain
+    verdict = ("a clear gain" if gain.low > 0 else "below it" if gain.high < 0
+               else "not distinguishable from it")
+    return (f"The final pipeline scores {gain.estimate:+.4f} macro-F1 against the best member"
+            f" {best} ({gain.level:.0%} CI {gain.low:+.4f} to {gain.high:+.4f}: {verdict}); its"
+            f" choices were {where}.")
 
 
 def write_report(out_dir: str | Path, data: ReportData) -> Path:
     """Write ``report.html`` and its PNGs into ``out_dir``; returns the HTML path."""
+    import jinja2  # only when a report is written: importing this module stays cheap
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     final = next(r for r in data.rows if r.name == data.final)
-    parts = [f"<h1>fer-pipeline: {html.escape(data.split)} scores</h1>"]
-    parts += [f'<p class="note">{html.escape(note)}</p>' for note in data.notes]
-    parts.append(
-        f"<p>Final ensemble <b>{html.escape(final.name)}</b>: macro-F1 "
-        f"<b>{final.scores.macro_f1:.4f}</b>"
-        + (f" ({final.interval.level:.0%} CI {final.interval.low:.4f}-{final.interval.high:.4f})"
-           if final.interval else "") + f", accuracy {final.scores.accuracy:.4f}, "
-        f"ABAW-2021 score {final.scores.abaw2021_score:.4f} over {final.scores.n_frames} "
-        "annotated frames.</p>")
-
-    parts.append("<h2>Runs and ensembles</h2>")
-    body = [[html.escape(r.name), r.kind, html.escape(r.fitted_on), f"{r.scores.macro_f1:.4f}",
-             f"{r.interval.low:.4f}-{r.interval.high:.4f}" if r.interval else "-",
-             f"{r.scores.accuracy:.4f}", f"{r.scores.abaw2021_score:.4f}", str(r.scores.n_frames)]
-            for r in data.rows]
-    highlight = next(i for i, r in enumerate(data.rows) if r.name == data.final)
+    present = present_classes(final.scores.confusion)
     level = next((f"{r.interval.level:.0%} CI" for r in data.rows if r.interval), "CI")
-    parts.append(_table(["method", "kind", "fitted on", "macro-F1", level, "accuracy",
-                         "ABAW-2021", "frames"], body, highlight))
-    present = _present(final.scores.confusion)
-    parts.append(_figure(out / plot_per_class_f1(data.rows, data.final, out / "per_class_f1.png"),
-                         "per-class F1"))
-    parts.append(_table(["method", *CLASSES],
-                        [[html.escape(r.name), *(_value(v if present[c] else None)
-                                                 for c, v in enumerate(r.scores.per_class_f1))]
-                         for r in data.rows], highlight))
 
-    parts.append(f"<h2>Per class: {html.escape(final.name)}</h2>")
-    if not present.all():
-        parts.append(f'<p class="note">{ABSENT}: no frame of this class in the {html.escape(data.split)}'
-                     " split, so its precision, recall and F1 are undefined here (the macro-F1 above"
-                     " still averages over all 8 classes as the metric defines it).</p>")
-    parts.append(_table(["class", "precision", "recall", "F1", "support (frames)"],
-                        [[name, *map(_value, (precision, recall, f1)), str(support)]
-                         for name, precision, recall, f1, support
-                         in class_table(final.scores.confusion)]))
+    def row_cells(r: Row) -> list[str]:
+        return [r.name, r.kind, r.fitted_on, f"{r.scores.macro_f1:.4f}", _interval(r),
+                f"{r.scores.accuracy:.4f}", f"{r.scores.abaw2021_score:.4f}",
+                str(r.scores.n_frames)]
 
-    parts.append("<h2>Confusion matrix</h2>")
-    parts.append(_figure(out / plot_confusion(final.scores.confusion,
-                                              f"{final.name} on {data.split}",
-                                              out / "confusion.png"), "confusion matrix"))
+    shown = [r for r in data.rows if not _pairwise(r)]
+    folded = [r for r in data.rows if _pairwise(r)]
+    context: dict[str, Any] = {
+        "data": data, "final": final, "absent": ABSENT, "classes": CLASSES, "level": level,
+        "reading": reading(data, final),
+        "interval": final.interval,
+        "row_header": ["method", "kind", "fitted on", "macro-F1", level, "accuracy",
+                       "ABAW-2021", "frames"],
+        "rows": [row_cells(r) for r in shown],
+        "rows_highlight": next((i for i, r in enumerate(shown) if r.name == data.final), None),
+        "pairwise": [row_cells(r) for r in folded],
+        "per_class_f1_rows": [[r.name, *(_value(v if present[c] else None)
+                                          for c, v in enumerate(r.scores.per_class_f1))]
+                              for r in data.rows],
+        "per_class_f1_highlight": next(i for i, r in enumerate(data.rows)
+                                       if r.name == data.final),
+        "all_present": bool(present.all()),
+        "class_rows": [[name, *map(_value, (precision, recall, f1)), str(support)]
+                       for name, precision, recall, f1, support
+                       in class_table(final.scores.confusion)],
+        "per_class_figure": _figure(out / plot_per_class_f1(data.rows, data.final,
+                                                            out / "per_class_f1.png"),
+                                    "per-class F1"),
+        "confusion_figure": _figure(out / plot_confusion(final.scores.confusion,
+                                                         f"{final.name} on {data.split}",
+                                                         out / "confusion.png"),
+                                    "confusion matrix"),
+        "timelines_figure": _figure(out / plot_timelines(data.timelines, out / "timelines.png"),
+                                    "timelines of predicted and true class")
+        if data.timelines else None,
+        "attention": [(run.name, _figure(out / plot_attention(run.attention,
+                                                              out / f"attention_{run.name}.png"),
+                                         f"attention maps of {run.name}"))
+                      for run in data.runs if run.attention is not None],
+        "tuning": _tuning(data.tuning),
+        "grids": [_figure(out / plot_grid(run.record.grid, run.name,
+                                          out / f"grid_{_safe(run.name)}.png"),
+                          f"m,n grid of {run.name}")
+                  for run in data.runs if run.record.grid is not None],
+        "curves": _curves(data.runs, out),
+        "counts_figure": _figure(out / plot_class_counts(data.class_counts,
+                                                         out / "class_distribution.png"),
+                                 "class distribution") if data.class_counts else None,
+        "counts_rows": [[split, *(str(int(v)) for v in values)]
+                        for split, values in data.class_counts.items()],
+        "test": _test_context(data.test, out) if data.test and data.test.clip_ids else None,
+    }
+    context["contents"] = _contents(data, context)
+    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES),
+                                     autoescape=True, undefined=jinja2.StrictUndefined,
+                                     keep_trailing_newline=True)
+    page = environment.get_template("report.html.j2").render(context)
+    return io.write_text(out / "report.html", page)
 
-    if data.timelines:
-        parts.append("<h2>Timelines</h2>")
-        parts.append(f'<p class="note">Predicted ({html.escape(final.name)}) and true class,'
-                     " frame by frame, for the clips with the most annotated frames.</p>")
-        parts.append(_figure(out / plot_timelines(data.timelines, out / "timelines.png"),
-                             "timelines of predicted and true class"))
 
-    for run in data.runs:
-        if run.attention is not None:
-            parts.append(f"<h2>Attention: {html.escape(run.name)}</h2>")
-            parts.append('<p class="note">Each attention head\'s spatial map over the face map,'
-                         " for validation frames (rows).</p>")
-            parts.append(_figure(out / plot_attention(run.attention,
-                                                      out / f"attention_{run.name}.png"),
-                                 f"attention maps of {run.name}"))
+def _contents(data: ReportData, context: dict) -> list[tuple[str, str]]:
+    """(anchor, title) of every section the page shows, in page order."""
+    items = [("headline", "Result"), ("warnings", "Warnings") if data.warnings else None,
+             ("provenance", "Provenance"), ("notes", "Notes") if data.notes else None,
+             ("per-class", f"Per class: {data.final}"),
+             ("confusion", "Confusion matrix"), ("results", "Runs and ensembles"),
+             ("timelines", "Timelines") if data.timelines else None,
+             ("test", "Test split") if context["test"] else None]
+    items += [(f"attention-{i}", f"Attention: {name}")
+              for i, (name, _) in enumerate(context["attention"])]
+    items += [("tuning", "Tuning"), ("grids", "Proportional fusion grids (m, n)")
+              if context["grids"] else None,
+              ("curves", "Training curves") if context["curves"] else None,
+              ("class-distribution", "Class distribution") if data.class_counts else None]
+    return [item for item in items if item]
 
-    parts.append("<h2>Tuning</h2>")
-    parts.append(_tuning_html(data.tuning))
 
-    grids = [run for run in data.runs if run.record.grid is not None]
-    if grids:
-        parts.append("<h2>Proportional fusion grids (m, n)</h2>")
-        for run in grids:
-            name = plot_grid(run.record.grid, run.name, out / f"grid_{_safe(run.name)}.png")
-            parts.append(_figure(out / name, f"m,n grid of {run.name}"))
-
+def _curves(runs: list[RunInfo], out: Path) -> list[dict]:
     curves = []
-    for run in data.runs:
+    for run in runs:
         history = run.record.history
         if isinstance(history, list) and history:
             name = plot_history(history, run.name, out / f"curves_{_safe(run.name)}.png")
             if name:
                 curves.append(_figure(out / name, f"training curves of {run.name}"))
-    if curves:
-        parts.append("<h2>Training curves</h2>")
-        parts += curves
-
-    if data.class_counts:
-        parts.append("<h2>Class distribution</h2>")
-        parts.append(_figure(out / plot_class_counts(data.class_counts,
-                                                     out / "class_distribution.png"),
-                             "class distribution"))
-        parts.append(_table(["split", *CLASSES, "(unannotated)"],
-                            [[html.escape(split), *(str(int(v)) for v in values)]
-                             for split, values in data.class_counts.items()]))
-
-    page = ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
-            f"<title>fer-pipeline report</title><style>{_STYLE}</style></head><body>\n"
-            + "\n".join(parts) + "\n</body></html>\n")
-    return io.write_text(out / "report.html", page)
+    return curves
 
 
-def _tuning_html(tuning: dict) -> str:
-    protocol = tuning.get("protocol", "?")
-    lines = [f"<p>Protocol <b>{html.escape(str(protocol))}</b>: tuned on split "
-             f"<b>{html.escape(str(tuning.get('tuning_split')))}</b>, scored on "
-             f"<b>{html.escape(str(tuning.get('scored_split')))}</b>."]
-    if tuning.get("tuned_on_scored_frames"):
-        lines.append(" <b>Choices were tuned on the scored frames: these scores are"
-                     " optimistic.</b>")
-    lines.append("</p>")
+def _test_context(test: TestSplit, out: Path) -> dict:
+    """The test section: per clip, its frames and the share predicted as each class."""
+    counts = np.stack(test.counts).astype(float)
+    frames = counts.sum(axis=1)
+    shares = np.divide(counts, frames[:, None], out=np.zeros_like(counts),
+                       where=frames[:, None] > 0)
+    rows = [[clip, str(int(n)), *(f"{s:.0%}" for s in share),
+             CLASSES[int(share.argmax())] if n else "-"]
+            for clip, n, share in zip(test.clip_ids, frames, shares)]
+    total = counts.sum(axis=0)
+    overall = total / total.sum() if total.sum() else total
+    return {
+        "rows": rows, "clips": len(test.clip_ids), "frames": int(frames.sum()),
+        "overall": [f"{s:.1%}" for s in overall],
+        "shares_figure": _figure(out / plot_class_shares(test.clip_ids, shares,
+                                                         out / "test_class_shares.png"),
+                                 "predicted class shares per test clip"),
+        "timelines_figure": _figure(out / plot_timelines(test.timelines,
+                                                         out / "test_timelines.png"),
+                                    "timelines of the predicted class on test clips"),
+        "timeline_clips": [t.clip_id for t in test.timelines],
+    }
+
+
+def _tuning(tuning: dict) -> dict:
+    """The tuning record as the template shows it: the protocol, each fit's choices, the test
+    fit."""
     body = []
     for record in tuning.get("fits", []):
         choices = record["choices"]
         bias = ", ".join(f"{k} {v:+.1f}" for k, v in choices["bias"].items() if v) or "none"
         weights = ", ".join(f"{k}: {v:g}" for k, v in choices["weights"].items() if v)
-        body.append([html.escape(str(record.get("fold", "-"))),
-                     str(len(record["tuning_clips"])), str(len(record["scored_clips"])),
-                     html.escape(choices["combiner"]), html.escape(weights),
-                     str(choices["window"]), html.escape(bias),
-                     html.escape(", ".join(choices.get("steps", [])) or "none")])
-    if body:
-        lines.append(_table(["fit", "tuning clips", "scored clips", "combiner", "weights",
-                             "window", "bias", "steps applied"], body))
+        body.append([str(record.get("fold", "-")), str(len(record["tuning_clips"])),
+                     str(len(record["scored_clips"])), choices["combiner"], weights,
+                     str(choices["window"]), bias, ", ".join(choices.get("steps", [])) or "none"])
     test = tuning.get("test")
-    if test:
-        choices = test["choices"]
-        lines.append(f"<p>Test predictions: fitted on all {len(test['tuning_clips'])} clips of "
-                     f"{html.escape(test['tuning_split'])}; combiner "
-                     f"{html.escape(choices['combiner'])}, window {choices['window']}.</p>")
-    return "".join(lines)
+    return {
+        "protocol": str(tuning.get("protocol", "?")),
+        "tuning_split": str(tuning.get("tuning_split")),
+        "scored_split": str(tuning.get("scored_split")),
+        "optimistic": bool(tuning.get("tuned_on_scored_frames")),
+        "header": ["fit", "tuning clips", "scored clips", "combiner", "weights", "window", "bias",
+                   "steps applied"],
+        "fits": body,
+        "test": None if not test else {
+            "clips": len(test["tuning_clips"]), "split": test["tuning_split"],
+            "combiner": test["choices"]["combiner"], "window": test["choices"]["window"]},
+    }

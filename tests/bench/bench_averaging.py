@@ -15,8 +15,8 @@ train.ema_epochs=E`` on both stores (run directories under ``--out``, default
 ``work/bench-averaging``; finished runs are reused), and prints per method and horizon: the mean
 validation macro-F1 of the primary output on each store, the worst run, the median and largest
 gap between the two stores' macro-F1, and the median and largest share of validation frames
-whose decision (argmax) differs between the two stores' runs. README's table ("A final row that
-does not flip") was made with ``--seeds 0-7`` for ``mfm`` and ``0-5`` for the others.
+whose decision (argmax) differs between the two stores' runs. docs/stability.md's table ("A final
+row that does not flip") was made with ``--seeds 0-7`` for ``mfm`` and ``0-5`` for the others.
 """
 
 from __future__ import annotations

@@ -19,7 +19,8 @@ subprocess on the dataset and on one with ``--rss-scale`` times the clips, and p
 peak RSS (target: flat in the number of clips).
 
 ``--device cuda`` runs all of it on the GPU (pinned, non-blocking batch copies). Paired runs of
-``--precision bf16 fp32`` on this project's 2-core CPU (``avx512_bf16``) are in the README.
+``--precision bf16 fp32`` on this project's 2-core CPU (``avx512_bf16``) are in
+docs/speed-and-precision.md.
 
 Timings on a shared machine vary with its load: the script prints the load average beside them.
 """

@@ -1,4 +1,5 @@
-"""The README's contact sheet: ``fer-pipeline faces`` on the moving real face, drawn frame by frame.
+"""The contact sheet of docs/faces.md: ``fer-pipeline faces`` on the moving real face, drawn frame
+by frame.
 
 Top row: every 3rd frame with the known face box (blue), the detected box (green) and landmarks
 (red), and the frame's number; bottom row: the crop written for it (grey where no file was

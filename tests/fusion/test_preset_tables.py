@@ -1,6 +1,6 @@
-"""The README's per-preset settings tables agree with the presets' resolved configs.
+"""The per-preset settings tables of docs/presets.md agree with the presets' resolved configs.
 
-Each preset has a table under ``#### `NAME` settings`` in README.md. A row names one or more
+Each preset has a table under ``### `NAME` settings`` in docs/presets.md. A row names one or more
 config keys in backticks (optionally followed by ``(method, ...)``: the row then applies to those
 of the preset's methods only) and, in its second cell, one backticked value per key (TOML, a bare
 word for a string). For every method the preset describes, every key of the config that
@@ -20,7 +20,7 @@ from pipeline.config import to_dict
 from pipeline.fusion.config import build_config
 from pipeline.fusion.presets import PRESETS
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+TABLES = Path(__file__).resolve().parents[2] / "docs" / "presets.md"  # the tables' page
 # Keys that say where a run reads and runs, not what it trains: listed without values.
 PLUMBING = {"method", "seed", "store", "manifests", "train.buffer_mb", "train.cache_mb",
             "train.threads", "train.device", "bag.seed", "bag.member"}
@@ -47,10 +47,10 @@ def _resolved(preset: str, method: str) -> dict:
 
 
 def table(preset: str) -> list[tuple[list[str], list[str] | None, tuple[str, ...] | None]]:
-    """(keys, values or None, methods or None) of each row of the preset's README table."""
-    lines = README.read_text(encoding="utf-8").splitlines()
-    heading = f"#### `{preset}` settings"
-    assert heading in lines, f"README.md has no table {heading!r}"
+    """(keys, values or None, methods or None) of each row of the preset's table in docs/presets.md."""
+    lines = TABLES.read_text(encoding="utf-8").splitlines()
+    heading = f"### `{preset}` settings"
+    assert heading in lines, f"{TABLES.name} has no table {heading!r}"
     rows = []
     for line in lines[lines.index(heading) + 1:]:
         if not line.strip() and not rows:
@@ -65,7 +65,7 @@ def table(preset: str) -> list[tuple[list[str], list[str] | None, tuple[str, ...
         values = _TICKED.findall(cells[1])
         rows.append((keys, values or None,
                      tuple(m.strip() for m in methods.group(1).split(",")) if methods else None))
-    assert rows, f"README.md: the table under {heading!r} is empty"
+    assert rows, f"{TABLES.name}: the table under {heading!r} is empty"
     return rows
 
 
@@ -110,21 +110,21 @@ def test_every_resolved_key_is_in_the_presets_table_with_its_value(preset):
     listed = {k for keys, _, _ in rows for k in keys}
     known = {k for m in PRESETS[preset].methods for k in _resolved(preset, m)}
     problems += [f"{k}: in the table but in no resolved config" for k in sorted(listed - known)]
-    assert not problems, f"README.md, preset {preset}:\n" + "\n".join(problems)
+    assert not problems, f"{TABLES.name}, preset {preset}:\n" + "\n".join(problems)
 
 
 def test_the_table_check_fails_on_a_wrong_value(tmp_path):
     """The check above can fail: a table stating another gradient clipping is caught."""
-    text = README.read_text(encoding="utf-8")
+    text = TABLES.read_text(encoding="utf-8")
     name = sorted(PRESETS)[0]
-    start = text.index(f"#### `{name}` settings")
+    start = text.index(f"### `{name}` settings")
     row = text.index("`train.grad_clip`", start)
     begin, end = text.rindex("\n", 0, row) + 1, text.index("\n", row)
     broken = text[:begin] + "| `train.grad_clip` | `7.5` | changed |" + text[end:]
-    (tmp_path / "README.md").write_text(broken, encoding="utf-8")
-    globals()["README"], saved = tmp_path / "README.md", README
+    (tmp_path / "presets.md").write_text(broken, encoding="utf-8")
+    globals()["TABLES"], saved = tmp_path / "presets.md", TABLES
     try:
         with pytest.raises(AssertionError, match="grad_clip is .*the table says 7.5"):
             test_every_resolved_key_is_in_the_presets_table_with_its_value(name)
     finally:
-        globals()["README"] = saved
+        globals()["TABLES"] = saved
