@@ -1,0 +1,73 @@
+"""Issue 31's identity test: a pipeline bundled from the demo's runs and ensemble, applied with
+``predict`` to the demo's test clips, gives stage three's decisions on every frame: the labels of
+``submission.txt`` and the probabilities of ``final_test.npz``.
+
+The demo is built small here (8 clips of 16 frames), with the cheapest extractors (timm's
+``test_vit``, log-mel, the TDNN), two cheap heads (``image`` on the face features, ``audio`` on
+the TDNN windows) and an ensemble that keeps every step (fill, mean smoothing with the confidence
+fallback, biases: ``--no-nested``, selection ``best``), so that every decision is exercised.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from cli.main import main
+from pipeline.runs.predictions import Predictions
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    data, manifests, store = root / "data", root / "manifests", root / "store.zarr"
+    assert main(["demo-data", str(data), "--clips", "8", "--frames", "16", "--seed", "3"]) == 0
+    assert main(["manifest", str(data), "--out", str(manifests)]) == 0
+    assert main(["extract", "--manifests", str(manifests), "--store", str(store), "-e", "timm",
+                 "--set", "configs.timm.model=test_vit", "-e", "tdnn", "--precision", "fp32"]) == 0
+    runs = []
+    for method, options in (("image", ["--set", "head.image=timm"]), ("audio", [])):
+        assert main(["fuse", "--method", method, "--store", str(store), "--manifests",
+                     str(manifests), "--out", str(root / "runs"), "--set", "train.epochs=2",
+                     *options]) == 0
+        runs.append(root / "runs" / method)
+    scores = root / "scores"
+    assert main(["ensemble", *map(str, runs), "--manifests", str(manifests), "--out", str(scores),
+                 "--tune-on", "same", "--no-nested", "--windows", "3,5", "--set",
+                 "selection=best", "--set", "fallback=true", "--bootstrap", "0"]) == 0
+    pipeline = root / "pipeline"
+    assert main(["bundle", str(scores), *map(str, runs), "--out", str(pipeline)]) == 0
+    return root, data, manifests, scores, pipeline
+
+
+def test_predict_on_the_test_clips_gives_stage_threes_final_decisions(demo):
+    root, data, manifests, scores, pipeline = demo
+    test_clips = [json.loads(line)["clip_id"]
+                  for line in (manifests / "test.jsonl").read_text().splitlines()]
+    choices = json.loads((scores / "scores.json").read_text())["tuning"]["test"]["choices"]
+    assert choices["combiner"] != "image/main" and choices["steps"]  # an ensemble, steps kept
+    out = root / "predicted"
+    crops = [str(data / "cropped_aligned" / clip) for clip in test_clips]
+    assert main(["predict", *crops, "--videos", str(data / "videos"), "--pipeline",
+                 str(pipeline), "--out", str(out)]) == 0
+
+    import pandas as pd
+
+    submitted = {}
+    for line in (scores / "submission.txt").read_text().splitlines()[1:]:
+        location, label = line.split(",")
+        submitted[location] = int(label)
+    final = Predictions(scores / "final_test.npz")
+    for clip in test_clips:
+        table = pd.read_parquet(out / f"{clip}.parquet")
+        labels = {f"{clip}/{f:05d}.jpg": int(v) for f, v in zip(table["frame"], table["label"])}
+        assert labels == {k: v for k, v in submitted.items() if k.startswith(f"{clip}/")}
+        probs = table[["Neutral", "Anger", "Disgust", "Fear", "Happiness", "Sadness",
+                       "Surprise", "Other"]].to_numpy()
+        np.testing.assert_array_equal(probs, final[clip])
+        summary = json.loads((out / f"{clip}.json").read_text())
+        assert summary["frames"] == len(table) and summary["segments"]
+        assert set(table.loc[~table["face"], "faceless_rule"]) <= {"nearest_face", "audio"}
+        assert (table.loc[table["face"], "faceless_rule"] == "").all()
