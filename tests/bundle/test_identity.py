@@ -71,3 +71,21 @@ def test_predict_on_the_test_clips_gives_stage_threes_final_decisions(demo):
         assert summary["frames"] == len(table) and summary["segments"]
         assert set(table.loc[~table["face"], "faceless_rule"]) <= {"nearest_face", "audio"}
         assert (table.loc[table["face"], "faceless_rule"] == "").all()
+
+
+def test_the_python_api_returns_the_table_and_a_rerun_resumes(demo):
+    """``Pipeline.load(P).predict(...)`` is the CLI's table as a DataFrame; with a named store
+    the features are reused, and a second run into the same folder redoes nothing."""
+    from stages.predict import Pipeline, run_predict
+
+    root, data, manifests, scores, pipeline = demo
+    clip = json.loads((manifests / "test.jsonl").read_text().splitlines()[0])["clip_id"]
+    crops = data / "cropped_aligned" / clip
+    out, store = root / "api", root / "api-store.zarr"
+    table = Pipeline.load(pipeline).predict(crops, out=out, videos=data / "videos", store=store)
+    assert list(table.columns[:3]) == ["frame", "time", "face"] and len(table) > 0
+    final = Predictions(scores / "final_test.npz")[clip]
+    np.testing.assert_array_equal(table[["Neutral", "Anger", "Disgust", "Fear", "Happiness",
+                                         "Sadness", "Surprise", "Other"]].to_numpy(), final)
+    again = run_predict([crops], pipeline, out, store=store, videos=data / "videos")
+    assert again.reused == [clip] and again.frames == 0
