@@ -42,7 +42,7 @@ from pipeline.features.config import ExtractConfig
 from pipeline.features.store import FeatureStore
 from pipeline.progress import ProgressEvent, ProgressFn, silent
 from stages.extract import run_extract
-from stages.faces import VIDEO_SUFFIXES, run_faces
+from stages.faces import VIDEO_SUFFIXES, find_videos, run_faces
 
 WORK = ".work"
 
@@ -60,7 +60,8 @@ class PredictResult:
 
 
 def _is_crops(path: Path) -> bool:
-    return path.is_dir() and any(path.glob("[0-9]*.jpg"))
+    """A folder of face crops: it has some, or it is empty (a clip with no face at all)."""
+    return path.is_dir() and (any(path.glob("[0-9]*.jpg")) or not any(path.iterdir()))
 
 
 def _video_for(clip_id: str, videos: Path | None) -> Path | None:
@@ -124,21 +125,20 @@ def _gather(inputs: Sequence[str | Path], work: Path, bundle: Bundle, videos: Pa
     clips = [_clip(p.name, p, _video_for(p.name, videos), fps) for p in crops]
     quality: dict[str, Path] = {}
     if raw:
+        # Coupled to the faces stage only through its entry point and its output layout
+        # (cropped_aligned/<clip>/, faces/<clip>.npz), not its records.
         root = work / "faces"
         result = run_faces(raw, root, faces_config(bundle, scheduler), progress)
         for outcome in result.outcomes:
             if outcome.status == "skipped":
                 raise PipelineError(f"{outcome.video}: {outcome.reason}")
-        for path in sorted((root / "faces").glob("*.json")):
-            record = json.loads(path.read_text(encoding="utf-8"))
-            video = Path(record["video"])
-            for clip_id in record["clips"]:
-                info = probe_video(video)
-                clips.append(Clip(clip_id, "test", video.stem, int(record["frames"]), info.fps,
-                                  str((root / "cropped_aligned" / clip_id).resolve()),
-                                  str(video.resolve()),
-                                  str(video.resolve()) if info.has_audio else None, None))
-                quality[clip_id] = root / "faces" / f"{clip_id}.npz"
+        for video in find_videos(raw):
+            info = probe_video(video)
+            crops = root / "cropped_aligned" / video.stem
+            clips.append(Clip(video.stem, "test", video.stem, info.n_frames, info.fps,
+                              str(crops.resolve()), str(video.resolve()),
+                              str(video.resolve()) if info.has_audio else None, None))
+            quality[video.stem] = root / "faces" / f"{video.stem}.npz"
     ids = [c.clip_id for c in clips]
     if len(set(ids)) != len(ids):
         raise PipelineError(f"two inputs give the clip {next(i for i in ids if ids.count(i) > 1)!r}")

@@ -148,7 +148,8 @@ def _extractors(arrays: dict[str, str], stores: list[Path], staging: Path) -> tu
         for name, entry in described.items():
             outputs = set(entry.get("outputs") or {})
             keys = entry.get("array_keys") or {}
-            if any(arrays.get(a) in (entry.get("cache_key"), keys.get(a)) for a in outputs):
+            if any(a in arrays and arrays[a] in (entry.get("cache_key"), keys.get(a))
+                   for a in outputs):
                 found.setdefault(name, entry)
         reports = sorted(glob.glob(str(store_path) + ".meta/reports/extract-*.json"))
         if reports and not settings:

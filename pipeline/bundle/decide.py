@@ -90,19 +90,26 @@ class Bundle:
 
     def faceless_rules(self, face: np.ndarray) -> np.ndarray:
         """Per frame, the rule that decided a frame without a face ("" for face frames)."""
-        face = np.asarray(face, dtype=bool)
-        rules = np.full(face.shape, "", dtype=object)
-        if face.all():
-            return rules
-        if not face.any():
-            rules[:] = "no_face_in_video"
-            return rules
-        filled = "fill" in self.choices.steps and self.choices.fill == "nearest"
-        face_members = set(self.record.get("face_members", self.members))
-        audio = any(w > 0 and m not in face_members
-                    for m, w in zip(self.members, self.choices.combination.weights))
-        rules[~face] = "audio" if audio and not filled else "nearest_face"
+        return faceless_rules(face, self.choices, self.members,
+                              self.record.get("face_members", self.members))
+
+
+def faceless_rules(face: np.ndarray, choices: Choices, members: Sequence[str],
+                   face_members: Sequence[str]) -> np.ndarray:
+    """Per frame, the rule that decided a frame without a face ("" for face frames): the fill
+    step, else a weighted member that reads audio there, else the face heads' nearest face."""
+    face = np.asarray(face, dtype=bool)
+    rules = np.full(face.shape, "", dtype=object)
+    if face.all():
         return rules
+    if not face.any():
+        rules[:] = "no_face_in_video"
+        return rules
+    filled = "fill" in choices.steps and choices.fill == "nearest"
+    audio = any(w > 0 and m not in set(face_members)
+                for m, w in zip(members, choices.combination.weights))
+    rules[~face] = "audio" if audio and not filled else "nearest_face"
+    return rules
 
 
 def frame_table(clip: Clip, probs: np.ndarray, labels: np.ndarray, face: np.ndarray,

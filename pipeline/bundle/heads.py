@@ -19,7 +19,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from pipeline.bundle.format import BundleError, read_json
-from pipeline.config import from_dict, to_dict
+from pipeline.config import from_dict
 from pipeline.data.manifest import Clip
 from pipeline.features.store import FeatureStore
 from pipeline.fusion import moe
@@ -99,10 +99,6 @@ def load_head(folder: Path, run: str) -> MemberHead:
                           f" ({' '.join(str(e).split())[:200]})") from None
     head.eval()
     return MemberHead(run, config, head, request, dims)
-
-
-def head_config_dict(member: MemberHead) -> dict:
-    return to_dict(member.config)
 
 
 def predict_clips(member: MemberHead, store: FeatureStore, clips: Sequence[Clip]

@@ -89,3 +89,24 @@ def test_the_python_api_returns_the_table_and_a_rerun_resumes(demo):
                                          "Sadness", "Surprise", "Other"]].to_numpy(), final)
     again = run_predict([crops], pipeline, out, store=store, videos=data / "videos")
     assert again.reused == [clip] and again.frames == 0
+
+
+def test_a_single_run_bundles_alone_and_predicts_its_own_test_predictions(demo, capsys):
+    """A bundle of one run applies that run's primary output with no post-processing: predict
+    gives the probabilities the run wrote for its test clips (faceless frames filled by the
+    head's own nearest-face rule and marked so)."""
+    import pandas as pd
+
+    root, data, manifests, scores, pipeline = demo
+    single = root / "single"
+    assert main(["bundle", str(root / "runs" / "image"), "--out", str(single)]) == 0
+    assert "RANDOM WEIGHTS" in capsys.readouterr().err
+    assert "RANDOM WEIGHTS" in (single / "MODEL_CARD.md").read_text()
+    clip = json.loads((manifests / "test.jsonl").read_text().splitlines()[0])["clip_id"]
+    out = root / "single-out"
+    assert main(["predict", str(data / "cropped_aligned" / clip), "--videos", str(data / "videos"),
+                 "--pipeline", str(single), "--out", str(out)]) == 0
+    table = pd.read_parquet(out / f"{clip}.parquet")
+    written = Predictions(root / "runs" / "image" / "predictions" / "test" / "main.npz")[clip]
+    np.testing.assert_array_equal(table.iloc[:, 8:16].to_numpy(), written)
+    assert (table.loc[~table["face"], "faceless_rule"] == "nearest_face").all()
