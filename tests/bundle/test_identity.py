@@ -3,8 +3,8 @@
 ``submission.txt`` and the probabilities of ``final_test.npz``.
 
 The demo is built small here (8 clips of 16 frames), with the cheapest extractors (timm's
-``test_vit``, log-mel, the TDNN), two cheap heads (``image`` on the face features, ``audio`` on
-the TDNN windows) and an ensemble that keeps every step (fill, mean smoothing with the confidence
+``test_vit``, log-mel, the TDNN), two cheap heads (``image`` on the face features, with an AU output, and ``audio``
+on the TDNN windows) and an ensemble that keeps every step (fill, mean smoothing with the confidence
 fallback, biases: ``--no-nested``, selection ``best``), so that every decision is exercised.
 """
 
@@ -28,7 +28,8 @@ def demo(tmp_path_factory):
     assert main(["extract", "--manifests", str(manifests), "--store", str(store), "-e", "timm",
                  "--set", "configs.timm.model=test_vit", "-e", "tdnn", "--precision", "fp32"]) == 0
     runs = []
-    for method, options in (("image", ["--set", "head.image=timm"]), ("audio", [])):
+    image = ["--set", "head.image=timm", "--set", 'head.tasks=["expr", "au"]']  # AUs too
+    for method, options in (("image", image), ("audio", [])):
         assert main(["fuse", "--method", method, "--store", str(store), "--manifests",
                      str(manifests), "--out", str(root / "runs"), "--set", "train.epochs=2",
                      *options]) == 0
@@ -36,7 +37,9 @@ def demo(tmp_path_factory):
     scores = root / "scores"
     assert main(["ensemble", *map(str, runs), "--manifests", str(manifests), "--out", str(scores),
                  "--tune-on", "same", "--no-nested", "--windows", "3,5", "--set",
-                 "selection=best", "--set", "fallback=true", "--bootstrap", "0"]) == 0
+                 "selection=best", "--set", "fallback=true", "--bootstrap", "0",
+                 # the multi-task run also read the AU-only clips' labels: another fingerprint
+                 "--allow-manifest-mismatch"]) == 0
     pipeline = root / "pipeline"
     assert main(["bundle", str(scores), *map(str, runs), "--out", str(pipeline)]) == 0
     return root, data, manifests, scores, pipeline
@@ -71,6 +74,9 @@ def test_predict_on_the_test_clips_gives_stage_threes_final_decisions(demo):
         assert summary["frames"] == len(table) and summary["segments"]
         assert set(table.loc[~table["face"], "faceless_rule"]) <= {"nearest_face", "audio"}
         assert (table.loc[table["face"], "faceless_rule"] == "").all()
+        aus = table[["AU1", "AU2", "AU4", "AU6", "AU7", "AU10", "AU12", "AU15", "AU23", "AU24",
+                     "AU25", "AU26"]].to_numpy()  # the image head's AU output
+        assert aus.shape == (len(table), 12) and ((aus > 0) & (aus < 1)).all()
 
 
 def test_the_python_api_returns_the_table_and_a_rerun_resumes(demo):
