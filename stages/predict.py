@@ -64,7 +64,9 @@ def _is_crops(path: Path) -> bool:
     return path.is_dir() and (any(path.glob("[0-9]*.jpg")) or not any(path.iterdir()))
 
 
-def _video_for(clip_id: str, videos: Path | None) -> Path | None:
+def video_for(clip_id: str, videos: Path | None) -> Path | None:
+    """The video of a crop folder in ``videos``: ``<clip>.*``, or ``<video>.*`` for the
+    ``<video>_left`` / ``<video>_right`` sides of a two-person video (as Aff-Wild2 names them)."""
     if videos is None:
         return None
     stems = [clip_id, clip_id.rsplit("_", 1)[0]] if clip_id.endswith(("_left", "_right")) else [clip_id]
@@ -75,7 +77,9 @@ def _video_for(clip_id: str, videos: Path | None) -> Path | None:
     return None
 
 
-def _clip(clip_id: str, frames_dir: Path, video: Path | None, fps: float) -> Clip:
+def crop_clip(clip_id: str, frames_dir: Path, video: Path | None, fps: float) -> Clip:
+    """A crop folder as a test clip: frame count, fps and audio from its video when there is
+    one (as the manifest reader does), else its highest frame number, ``fps`` and no audio."""
     if video is not None:
         info = probe_video(video)
         return Clip(clip_id, "test", video.stem, info.n_frames, info.fps, str(frames_dir.resolve()),
@@ -122,7 +126,7 @@ def _gather(inputs: Sequence[str | Path], work: Path, bundle: Bundle, videos: Pa
         else:
             raise PipelineError(f"{path}: not a video ({', '.join(VIDEO_SUFFIXES)}), a folder of"
                                 " videos, or a folder of face crops")
-    clips = [_clip(p.name, p, _video_for(p.name, videos), fps) for p in crops]
+    clips = [crop_clip(p.name, p, video_for(p.name, videos), fps) for p in crops]
     quality: dict[str, Path] = {}
     if raw:
         # Coupled to the faces stage only through its entry point and its output layout

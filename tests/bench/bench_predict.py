@@ -60,14 +60,14 @@ def main_bench() -> None:
 
     from pipeline.data.manifest import write_manifest
     from stages.extract import run_extract
-    from stages.predict import Pipeline, _clip, _video_for, extract_config, run_predict
+    from stages.predict import Pipeline, crop_clip, extract_config, run_predict, video_for
 
     root = Path(tempfile.mkdtemp(prefix="bench-predict-"))
     try:
         data, pipeline = setup(root, args.clips, args.frames, args.model)
         crops = sorted(p for p in (data / "cropped_aligned").iterdir() if p.is_dir())
         bundle = Pipeline.load(pipeline).bundle
-        clips = [_clip(p.name, p, _video_for(p.name, data / "videos"), 25.0) for p in crops]
+        clips = [crop_clip(p.name, p, video_for(p.name, data / "videos"), 25.0) for p in crops]
         frames = sum(c.n_frames for c in clips)
         write_manifest(root / "m" / "test.jsonl", clips)
         best = {"extract": float("inf"), "predict": float("inf")}
