@@ -116,3 +116,37 @@ def test_a_single_run_bundles_alone_and_predicts_its_own_test_predictions(demo, 
     written = Predictions(root / "runs" / "image" / "predictions" / "test" / "main.npz")[clip]
     np.testing.assert_array_equal(table.iloc[:, 8:16].to_numpy(), written)
     assert (table.loc[~table["face"], "faceless_rule"] == "nearest_face").all()
+
+
+@pytest.mark.skipif(not __import__("pipeline.data.faces.weights", fromlist=["x"]).default_path()
+                    .exists(), reason="MTCNN weights absent (`make faces-weights`)")
+def test_predict_on_raw_video_of_a_real_face_in_other_containers(demo):
+    """Raw video through ``faces`` and the rest: a real person's photo (matplotlib's Grace Hopper)
+    moving, leaving the picture and coming back, as .mkv at 30 fps without audio and .mov at 15
+    fps with audio. One row per decoded frame; frames without a face are marked with their
+    rule; the boxes are the face step's (video pixels, near the true box)."""
+    import pandas as pd
+
+    from pipeline.data.faces.synthetic import moving_face
+    from pipeline.data.faces.track import iou
+    from pipeline.data.media import probe_video, write_video
+
+    root, data, manifests, scores, pipeline = demo
+    videos = root / "raw"
+    face = moving_face(40)
+    write_video(videos / "hopper_silent.mkv", face.frames, 30)
+    tone = np.sin(np.arange(int(16000 * 40 / 15)) * 0.05).astype(np.float32) * 0.1
+    write_video(videos / "hopper_sound.mov", face.frames, 15, tone, 16000)
+    out = root / "raw-out"
+    assert main(["predict", str(videos), "--pipeline", str(pipeline), "--out", str(out)]) == 0
+    for name in ("hopper_silent", "hopper_sound"):
+        info = probe_video(next(videos.glob(f"{name}.*")))
+        table = pd.read_parquet(out / f"{name}.parquet")
+        assert len(table) == info.n_frames == 40
+        assert table["time"].iloc[1] == pytest.approx(1 / info.fps)
+        found = table["face"].to_numpy()
+        assert 0 < found.sum() < len(table)  # the face leaves the picture
+        assert (table.loc[~found, "faceless_rule"] != "").all()
+        boxes = table[["box_x1", "box_y1", "box_x2", "box_y2"]].to_numpy()
+        assert all(iou(face.boxes[i], boxes[i]) > 0.5 for i in np.flatnonzero(found))
+        assert np.isnan(boxes[~found]).all()
