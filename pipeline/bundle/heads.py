@@ -101,11 +101,25 @@ def load_head(folder: Path, run: str) -> MemberHead:
     return MemberHead(run, config, head, request, dims)
 
 
+def _input_dims(member: MemberHead, store: FeatureStore, clips: Sequence[Clip]
+                ) -> dict[str, tuple[int, ...]]:
+    """The per-frame shapes of the arrays the head reads, checked in the store; when no clip
+    has audio (a silent video) the store holds no audio array to read them from, and the
+    trained head's own shapes stand in (its audio inputs are zeros there)."""
+    request = member.request
+    if any(store.clip_attrs(c.clip_id).get("has_audio", True) for c in clips) or not request.audio:
+        return check_inputs(store, clips, request)
+    visual = tuple(a for a in request.arrays if a not in request.audio)
+    dims = check_inputs(store, clips, dataclasses.replace(
+        request, arrays=visual, audio=(), series=tuple(s for s in request.series if s in visual)))
+    return {**{a: tuple(member.dims[a]) for a in request.audio}, **dims}
+
+
 def predict_clips(member: MemberHead, store: FeatureStore, clips: Sequence[Clip]
                   ) -> Iterator[tuple[str, dict[str, np.ndarray], np.ndarray]]:
     """(clip id, output -> probabilities [T, 8] (AUs [T, 12]), face [T]) of every clip, in order,
     streamed a few clips at a time."""
-    dims = check_inputs(store, clips, member.request)
+    dims = _input_dims(member, store, clips)
     differing = {k: (v, member.dims.get(k)) for k, v in dims.items()
                  if tuple(v) != tuple(member.dims.get(k, ()))}
     if differing:

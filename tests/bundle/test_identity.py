@@ -120,7 +120,7 @@ def test_a_single_run_bundles_alone_and_predicts_its_own_test_predictions(demo, 
 
 @pytest.mark.skipif(not __import__("pipeline.data.faces.weights", fromlist=["x"]).default_path()
                     .exists(), reason="MTCNN weights absent (`make faces-weights`)")
-def test_predict_on_raw_video_of_a_real_face_in_other_containers(demo):
+def test_predict_on_raw_video_of_a_real_face_in_other_containers(demo, capsys):
     """Raw video through ``faces`` and the rest: a real person's photo (matplotlib's Grace Hopper)
     moving, leaving the picture and coming back, as .mkv at 30 fps without audio and .mov at 15
     fps with audio. One row per decoded frame; frames without a face are marked with their
@@ -138,7 +138,12 @@ def test_predict_on_raw_video_of_a_real_face_in_other_containers(demo):
     tone = np.sin(np.arange(int(16000 * 40 / 15)) * 0.05).astype(np.float32) * 0.1
     write_video(videos / "hopper_sound.mov", face.frames, 15, tone, 16000)
     out = root / "raw-out"
+    # the silent video alone first: no clip of the store has audio arrays (the audio head's
+    # inputs are zeros); then the folder, where it is complete already
+    assert main(["predict", str(videos / "hopper_silent.mkv"), "--pipeline", str(pipeline),
+                 "--out", str(out)]) == 0
     assert main(["predict", str(videos), "--pipeline", str(pipeline), "--out", str(out)]) == 0
+    assert "1 complete already" in capsys.readouterr().out
     for name in ("hopper_silent", "hopper_sound"):
         info = probe_video(next(videos.glob(f"{name}.*")))
         table = pd.read_parquet(out / f"{name}.parquet")
