@@ -185,7 +185,7 @@ def _extractors(arrays: dict[str, str], stores: list[Path], staging: Path) -> tu
     return extractors, settings
 
 
-def _faces(runs: dict[str, Path]) -> dict | None:
+def face_step(runs: dict[str, Path]) -> dict | None:
     """The face step's settings when the training crops were written by ``faces``."""
     manifests = _run_config(next(iter(runs.values()))).get("manifests")
     try:
@@ -227,7 +227,7 @@ def build_bundle(sources: Sequence[str | Path], out: str | Path) -> Path:
                              in read_run(runs[m.split("/")[0]]).record.face_outputs],
             "au_heads": [f"{n}/{read_run(runs[n]).record.au_outputs[0]}" for n in au_runs],
             "arrays": arrays, "extractors": extractors, "extract": settings,
-            "faces": _faces(runs), "card": card,
+            "faces": face_step(runs), "card": card,
         }
         (staging / BUNDLE_JSON).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
         (staging / MODEL_CARD).write_text(model_card(record), encoding="utf-8")

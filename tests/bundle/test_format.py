@@ -83,3 +83,35 @@ def test_members_from_different_extractions_are_refused(tmp_path):
     assert not (tmp_path / "pipe").exists()
     with pytest.raises(PipelineError, match="member run 'mfm' not given"):
         build_bundle([scores, a], tmp_path / "pipe")
+
+
+def test_the_face_step_settings_travel_from_the_faces_record_to_predict(tmp_path):
+    """Crops written by ``faces`` have a record per video; the bundle keeps its settings and
+    predict runs the face step with them."""
+    import types
+
+    from pipeline.bundle.build import face_step
+    from pipeline.data.manifest import Clip, write_manifest
+    from stages.predict import faces_config
+
+    data = tmp_path / "data"
+    (data / "cropped_aligned" / "v1").mkdir(parents=True)
+    (data / "faces").mkdir()
+    settings = {"detector": "mtcnn", "min_face": 40.0, "thresholds": [0.5, 0.6, 0.6],
+                "factor": 0.709, "size": 224, "scale": 1.25, "iou_min": 0.3, "max_gap": 5,
+                "min_frames": 3, "jpeg_quality": 95}
+    (data / "faces" / "v1.json").write_text(json.dumps(
+        {"key": {"settings": settings, "weights": "sha256:abc"}}))
+    write_manifest(tmp_path / "m" / "train.jsonl", [Clip(
+        "v1", "train", "v1", 4, 25.0, str(data / "cropped_aligned" / "v1"), None, None,
+        __import__("numpy").zeros(4, dtype="int8"))])
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.toml").write_text(f'manifests = "{tmp_path / "m"}"\n')
+    step = face_step({"run": run})
+    assert step["settings"] == settings and step["weights"] == "sha256:abc"
+    config = faces_config(types.SimpleNamespace(record={"faces": step}), "inprocess")
+    assert (config.size, config.scale, config.min_face) == (224, 1.25, 40.0)
+    (data / "faces" / "v1.json").unlink()  # crops from elsewhere: no face step recorded
+    assert face_step({"run": run}) is None
+    assert faces_config(types.SimpleNamespace(record={"faces": None}), "inprocess").size == 112
