@@ -285,7 +285,8 @@ def model_card(record: dict) -> str:
         f"- Trained on: the manifests {card.get('manifests')} (labels fingerprint"
         f" {str(card.get('manifest_fingerprint'))[:12]})",
         f"- Members: {', '.join(card['members'])}",
-        f"- Final: {card.get('final', card['members'][0])}; combiner {decisions['combiner']},"
+        f"- Applied: combiner {decisions['combiner']} (stage three's row"
+        f" {card.get('final') or card['members'][0]!r}),"
         f" steps {', '.join(decisions['steps']) or 'none'}",
         f"- Score: macro-F1 {score if score is None else f'{score:.4f}'} on"
         f" {card.get('scored_split', 'val')}{interval}",
