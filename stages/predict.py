@@ -203,7 +203,7 @@ def run_predict(inputs: Sequence[str | Path], pipeline: str | Path, out: str | P
                            random_backbones=bundle.random_backbones)
     digest = _digest(bundle)
     todo = [c for c in clips if not _complete(out, c, digest)]
-    result.reused = [c.clip_id for c in clips if c not in todo]
+    result.reused = [c.clip_id for c in clips if c.clip_id not in {t.clip_id for t in todo}]
     if not todo:
         result.seconds = time.perf_counter() - started
         return result

@@ -86,9 +86,10 @@ def load_head(folder: Path, run: str) -> MemberHead:
     request = dataclasses.replace(cls.request(config.head, config.sampling),
                                   tasks=tuple(getattr(config.head, "tasks", ("expr",))),
                                   classes=config.task.classes)
-    torch.manual_seed(config.seed)  # (the weights are loaded over whatever this initialises)
-    head = cls(config.head, dims)
-    moe.install(head, config.classifier)
+    with torch.random.fork_rng():  # seeded as stage two built it; the caller's RNG untouched
+        torch.manual_seed(config.seed)  # (the weights are loaded over what this initialises)
+        head = cls(config.head, dims)
+        moe.install(head, config.classifier)
     if config.task.classes == 7:
         mask_other(head)
     state = load_file(str(folder / WEIGHTS))
