@@ -12,7 +12,8 @@ import threading
 import typer
 import typer.main
 
-from cli import conventions, cv, data, demo, describe, ensemble, export, extract, faces, finetune, fuse
+from cli import (bundle, conventions, cv, data, demo, describe, ensemble, export, extract, faces,
+                 finetune, fuse)
 from cli import store_io  # noqa: F401  (adds `store import|export` to extract's store group)
 from cli._common import err_console
 from pipeline import __version__
@@ -41,7 +42,7 @@ def _root(
     """Stages: demo-data/manifest -> [finetune] -> extract -> fuse -> ensemble."""
 
 
-for group in (data, demo, faces, finetune, extract, fuse, ensemble, cv, export):
+for group in (data, demo, faces, finetune, extract, fuse, ensemble, cv, export, bundle):
     group.register(app)
 
 

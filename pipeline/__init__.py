@@ -1,16 +1,20 @@
 """fer-pipeline: feature extraction, fusion heads and scoring for audio-visual expression recognition.
 
-The library has seven wings. Data flows through them in this order:
+The library has eight wings. Data flows through them in this order:
 
     data (labels, dataset reader, manifests, media, demo data)
       -> finetune (stage 0, optional: trains a backbone, writes weights that features load)
       -> features (extractors, the Zarr store, the fine-tuned weights folder's format)
         -> fusion (windows, sampling, losses, heads, training)  writes run directories
           -> scoring (combiners, cross-fitting, reports, submissions)  reads them
+            -> bundle (stage 4: the pipeline folder, its heads and decisions on new videos)
 
 Imports point the other way, from a wing to the wings it stands on, in fixed tiers:
 
-    finetune -> {fusion, scoring} -> runs -> metrics -> features -> data
+    bundle -> finetune -> {fusion, scoring} -> runs -> metrics -> features -> data
+
+``bundle`` sits on top: it rebuilds the heads (``fusion``) and applies stage three's fitted
+decisions (``scoring``) and reads the store (``features``); nothing imports it.
 
 ``fusion`` and ``scoring`` share a tier: neither imports the other. They meet in ``runs`` (the run
 directory: its layout, the typed record ``metrics.json``, predictions, attention maps, the

@@ -17,7 +17,9 @@ and the manifests (ground truth, clip lengths); never the dataset's frame folder
 * ``final_<split>.npz`` and ``face_mask_<split>.npz``: the final pipeline's per-frame
   probabilities of the scored split (:mod:`pipeline.scoring.final_probs`; ``export OUT``);
 * ``submission.txt`` in the ABAW format when every member has test predictions and the manifests
-  list test clips (checked with :func:`check_submission` after writing).
+  list test clips (checked with :func:`check_submission` after writing), with the test clips'
+  final probabilities beside it (``final_test.npz``, ``face_mask_test.npz``: their argmax is
+  the submission's labels unless a mode filter decided them; ``export OUT --split test``).
 
 The outputs are written into a staging folder and moved into ``out`` together, ``scores.json``
 last (:func:`pipeline.io.staged_files`): an interruption leaves the previous outputs intact, and
@@ -59,7 +61,7 @@ from pipeline.scoring.crossfit import (
     same_frames_note,
 )
 from pipeline.scoring.ensemble import EnsembleConfig
-from pipeline.scoring.fitting import predict
+from pipeline.scoring.fitting import predict, predict_probs
 from pipeline.scoring.frames import (
     FaceMasks,
     Member,
@@ -71,8 +73,8 @@ from pipeline.scoring.frames import (
     open_predictions,
 )
 from pipeline.metrics.scores import Scores, confusion_matrix
-from pipeline.scoring.final_probs import write_final_probs
-from pipeline.runs.predictions import Predictions
+from pipeline.scoring.final_probs import final_face_path, final_path, write_final_probs
+from pipeline.runs.predictions import FaceMaskWriter, PredictionWriter, Predictions
 from pipeline.runs.record import RunInfo, read_run
 from pipeline.scoring.report import ReportData, TestSplit, Timeline, write_report
 from pipeline.scoring.submission import check_submission, write_submission
@@ -203,7 +205,9 @@ def run_ensemble(run_dirs: Sequence[Path], manifests: Path, out: Path,
 
     out = Path(out)
     with io.staged_files(out, last="scores.json",
-                         optional=["submission.txt", "submission_au.txt"]) as staging:
+                         optional=["submission.txt", "submission_au.txt",
+                                   final_path("", "test").name,
+                                   final_face_path("", "test").name]) as staging:
         return _write_outputs(run_dirs, members, names, runs, clips, scored, outcome, config,
                               manifests,
                               manifest_fingerprint, allow_manifest_mismatch, out, staging,
@@ -338,15 +342,20 @@ def _submission(members: list[Member], names: list[str], test_clips: list[Clip],
     faces = FaceMasks([m.run_dir for m in members], "test")
     progress(ProgressEvent("test", total=len(test_clips)))
 
-    def rows():  # clip by clip: memory does not grow with the test set
-        for clip in test_clips:
-            predicted = predict(clip_data(readers, faces, clip, "test"), test_fit.applied)
+    def rows(probs: PredictionWriter, masks: FaceMaskWriter):
+        for clip in test_clips:  # clip by clip: memory does not grow with the test set
+            data = clip_data(readers, faces, clip, "test")
+            probs.add(clip.clip_id, predict_probs(data, test_fit.applied))  # for `export OUT`
+            masks.add(clip.clip_id, data.face)
+            predicted = predict(data, test_fit.applied)
             if test is not None:
                 test.add(clip.clip_id, predicted)
             yield clip, predicted
             progress(ProgressEvent("test", advance=1))
 
-    count = write_submission(path, rows())
+    with PredictionWriter(final_path(out, "test")) as probs, \
+            FaceMaskWriter(final_face_path(out, "test")) as masks:
+        count = write_submission(path, rows(probs, masks))
     problems = check_submission(path, test_clips)
     if problems:  # the writer and the checker disagree: a bug, not a user error
         raise AssertionError(f"{path}: written submission fails its check: {problems[0]}")

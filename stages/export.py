@@ -14,7 +14,7 @@ written one row group per clip with ``pyarrow`` (optional: ``pip install pyarrow
 provenance (:func:`provenance`: run, method, output, split, manifests, selection, the run's
 config) as JSON under the schema metadata key ``fer_pipeline``. An ``ensemble`` output folder
 exports its final probabilities (``final_<split>.npz``, :mod:`pipeline.scoring.final_probs`;
-``--manifests`` needed). The file goes to the current
+``--manifests`` needed): of the scored split, or of ``test`` (the submission's clips). The file goes to the current
 directory by default (``<run>.<split>.<output>.<format>``: a run directory holds only what
 ``fuse`` wrote), written aside and renamed.
 """
@@ -78,9 +78,13 @@ def _ensemble_source(run_dir: Path, split: str, output: str | None, manifests: s
         scores = json.loads((run_dir / "scores.json").read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise PipelineError(f"{run_dir / 'scores.json'}: cannot read ({e})") from None
-    if scores.get("split") != split:
+    if split == "test":  # the submission's clips, predicted by the fit on all of the tuning split
+        if not final_path(run_dir, split).is_file():
+            raise PipelineError(f"{final_path(run_dir, split)}: no such file (the ensemble wrote"
+                                " no submission, or was run before it wrote test probabilities)")
+    elif scores.get("split") != split:
         raise PipelineError(f"{run_dir}: the ensemble scored {scores.get('split')!r}, not"
-                            f" {split!r} (its final probabilities are of that split)")
+                            f" {split!r} (its final probabilities are of that split, and of test)")
     recorded = {"method": "ensemble", "final": scores.get("final"), "members": scores.get("members"),
                 "manifest_fingerprint": scores.get("manifest_fingerprint"),
                 "selected_on": (scores.get("tuning") or {}).get("protocol")}

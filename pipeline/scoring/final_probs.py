@@ -5,6 +5,9 @@ the single fit of the other protocols), with that fit's applied steps
 (:func:`pipeline.scoring.fitting.predict_probs`): the numbers behind ``scores.json``. They go to
 ``OUT/final_<split>.npz`` (the run's npz layout: a ``[T, 8]`` array per clip and
 ``__classes__``) with ``OUT/face_mask_<split>.npz``, which ``fer-pipeline export OUT`` reads.
+The test clips' (the fit on all of the tuning split, the one behind ``submission.txt``) are
+written the same way, as ``final_test.npz``, by :mod:`stages.ensemble` while it writes the
+submission.
 """
 
 from __future__ import annotations

@@ -245,13 +245,14 @@ def _finish(probs: np.ndarray, offsets: np.ndarray, choices: Choices, smooth: bo
 def predict_probs(data: SplitData, choices: Choices, steps: Sequence[str] | None = None
                   ) -> np.ndarray:
     """float32 [N, 8]: the pipeline's probabilities before its decisions: combined, filled and
-    smoothed as the named steps (its own when None) say, then the biases applied as
-    ``softmax(log p + bias)``, so that their argmax is :func:`predict`'s labels (before a mode
-    filter, which acts on labels and has no probabilities)."""
+    smoothed as the named steps (its own when None) say (under the confidence fallback only the
+    low-confidence frames take the smoothed probabilities, as in :func:`predict`), then the
+    biases applied as ``softmax(log p + bias)``, so that their argmax is :func:`predict`'s labels
+    (before a mode filter, which acts on labels and has no probabilities)."""
     steps = choices.steps if steps is None else steps
     probs = _prepare(data, choices, fill="fill" in steps)
-    if "smooth" in steps:
-        probs = smooth_probs(probs, data.offsets, choices.smooth, choices.window)
+    if "smooth" in steps or "fallback" in steps:
+        probs = _smoothed_probs(probs, data.offsets, choices, fallback="fallback" in steps)
     if "bias" in steps and any(choices.bias):
         logits = np.log(probs + EPS) + np.asarray(choices.bias, dtype=np.float32)
         logits -= logits.max(axis=1, keepdims=True)

@@ -139,3 +139,25 @@ def test_fallback_threshold_is_fitted_only_on_other_folds():
     assert other.folds[0].fit.choices == outcome.folds[0].fit.choices
     assert any(a.fit.choices != b.fit.choices
                for a, b in zip(outcome.folds[1:], other.folds[1:]))
+
+
+@pytest.mark.parametrize("kind", ["mean", "median"])
+@pytest.mark.parametrize("steps", [("fallback",), ("smooth", "fallback"),
+                                   ("smooth", "fallback", "bias")])
+def test_final_probabilities_agree_with_the_labels_under_the_fallback(kind, steps):
+    """Issue 31: the probabilities stage three writes (``predict_probs``) take the smoothed values
+    only on the low-confidence frames, as the labels do; their argmax is the labels."""
+    rng = np.random.default_rng(7)
+    lengths = [30, 17, 28]
+    labels = np.repeat(rng.integers(0, NUM_CLASSES, 15), 5)[:sum(lengths)]
+    probs = _noisy_member(rng, labels, 1.5)
+    data = make_split([probs], labels, lengths)
+    bias = tuple(float(b) for b in rng.normal(scale=0.3, size=NUM_CLASSES))
+    choices = F.Choices(_alone(), "none", kind, 9, bias if "bias" in steps else (0.0,) * 8,
+                        steps=steps, threshold=0.5)
+    final = F.predict_probs(data, choices)
+    low = probs.max(axis=1) < 0.5
+    assert 0 < low.sum() < len(low)
+    np.testing.assert_array_equal(final.argmax(axis=1), F.predict(data, choices))
+    if "bias" not in steps:  # the confident frames keep their own probabilities
+        np.testing.assert_array_equal(final[~low], probs[~low])

@@ -155,3 +155,32 @@ def test_the_ensembles_final_probabilities_export_and_score_as_scores_json_says(
     assert reference == pytest.approx(record["macro_f1"], abs=1e-9)
     assert main(["export", str(out), "--format", "csv"]) == 1  # needs the manifests
     assert "needs --manifests" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("smooth", ["mean", "median"])
+def test_the_test_clips_final_probabilities_export_and_agree_with_the_submission(tmp_path, smooth):
+    """Issue 31: stage three writes the test clips' final probabilities beside submission.txt
+    (the fit on all of val, fallback and biases kept), ``export --split test`` reads them, and
+    their argmax is the submission's label on every frame."""
+    from pipeline.scoring.ensemble import EnsembleConfig
+    from stages.ensemble import run_ensemble
+
+    rng = np.random.default_rng(2)  # a case whose fallback keeps a threshold (checked below)
+    clips = _clips(tmp_path, rng)
+    runs = [_run(tmp_path, "image", ["main"], clips, rng, strength=0.3),
+            _run(tmp_path, "mfm", ["fusion", "audio"], clips, rng, strength=0.3)]
+    out = tmp_path / "scores"
+    config = EnsembleConfig(windows=(5, 9), smooth=smooth, fallback=True, nested=False,
+                            selection="best", fallback_thresholds=(0.25, 0.3, 0.4))
+    run_ensemble(runs, tmp_path / "manifests", out, config)
+    applied = json.loads((out / "scores.json").read_text())["tuning"]["test"]["choices"]
+    assert "fallback" in applied["steps"] and applied["fallback_threshold"] is not None
+    assert main(["export", str(out), "--format", "csv", "--split", "test", "--manifests",
+                 str(tmp_path / "manifests"), "--out", str(tmp_path / "test.csv")]) == 0
+    with open(tmp_path / "test.csv", newline="") as f:
+        exported = [(f"{r['clip']}/{int(r['frame']):05d}.jpg",
+                     int(np.argmax([float(r[c]) for c in CLASSES]))) for r in csv.DictReader(f)]
+    submitted = [(line.split(",")[0], int(line.split(",")[1]))
+                 for line in (out / "submission.txt").read_text().splitlines()[1:]]
+    assert len(exported) == sum(c.n_frames for c in clips["test"]) == len(submitted)
+    assert exported == submitted
