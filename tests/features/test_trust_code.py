@@ -160,3 +160,16 @@ def test_old_commands_with_trust_pickle_still_parse(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 1 and "no such manifest directory" in err  # the option itself was accepted
     assert "trust_pickle" not in err.split("error:")[-1]
+
+
+def test_a_tagged_tuple_is_refused_after_hyperpyyaml_has_loaded_a_file_in_the_process(tmp_path):
+    # hyperpyyaml registers a "(...)" -> !tuple resolver on ruamel when it loads a file, so the
+    # untrusted parse then sees a tagged scalar, not a string (the full suite's order found it).
+    from hyperpyyaml import load_hyperpyyaml
+
+    load_hyperpyyaml("pair: (1, 2)\n")
+    marker = tmp_path / "created-by-the-yaml"
+    folder = speechbrain_folder(tmp_path / "w", CRAFTED["tagged_tuple"].format(marker=marker))
+    with pytest.raises(PipelineError, match="tagged tuple"):
+        create("xvector", weights=folder).load()
+    assert not marker.exists()

@@ -76,7 +76,10 @@ def check_tags(path: Path, tree: Any) -> None:
         tag = _tag(node)
         if tag is not None and not _allowed(tag):
             raise refusal(path, f"'{where}' has tag {tag[:80]}")
-        if isinstance(node, str) and _TUPLE.match(node) and "!" in node:  # tuples go through PyYAML
+        # Tuples go through PyYAML. Once hyperpyyaml has loaded a file in this process, ruamel
+        # resolves "(...)" to a !tuple-tagged scalar instead of a plain string: check both.
+        text = getattr(node, "value", node) if tag in (None, "!tuple") else None
+        if isinstance(text, str) and _TUPLE.match(text) and "!" in text:
             raise refusal(path, f"'{where}' has a tagged tuple")
         if isinstance(node, dict):
             for key, value in node.items():
