@@ -204,9 +204,7 @@ class EpochLog:
     def _write_files(self) -> None:
         if not self.write:
             return
-        self.folder.mkdir(parents=True, exist_ok=True)
         lines = "".join(json.dumps(_finite(r)) + "\n" for r in self.rows)
-        io.write_text(self.folder / JSONL, lines)
         columns: dict[str, None] = {}
         for row in self.rows:
             columns.update(dict.fromkeys(row))
@@ -214,7 +212,8 @@ class EpochLog:
         writer = csv.DictWriter(out, fieldnames=list(columns), restval="", lineterminator="\n")
         writer.writeheader()
         writer.writerows(self.rows)
-        io.write_text(self.folder / CSV, out.getvalue())
+        for name, text in ((JSONL, lines), (CSV, out.getvalue())):
+            _write_if_changed(self.folder / name, text)
 
     def _tensorboard(self, row: dict[str, Any]) -> None:
         if not (self.write and self.config.tensorboard):
@@ -233,3 +232,15 @@ class EpochLog:
 def _finite(row: dict[str, Any]) -> dict[str, Any]:
     """JSON has no NaN or infinity (a best score of -inf before any epoch): null instead."""
     return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    """Write ``text`` atomically unless the file already holds it: a rerun of a finished run
+    restores the same rows and writes nothing (its folder may be on a read-only mount)."""
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return
+    except (OSError, UnicodeDecodeError):
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    io.write_text(path, text)
