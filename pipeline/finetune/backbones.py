@@ -176,13 +176,12 @@ class FaceBackbone(Backbone):
         self.train_transform = train_transform(config, self.data_config, self.eval_transform)
 
     def build(self) -> nn.Module:
-        from pipeline.features.extractors.seeding import redraw, weights_generator
+        from pipeline.features.extractors.seeding import seeded_build
         from pipeline.features.extractors.timm_models import build_timm
 
-        model = build_timm(self.model_name, self.config.weights, option="model")
         if self.config.weights is None:  # the random network `extract -e timm --set seed=S` uses
-            redraw(model, weights_generator("timm", self.config.seed))
-        return model
+            return seeded_build(lambda: build_timm(self.model_name, None), "timm", self.config.seed)
+        return build_timm(self.model_name, self.config.weights, option="model")
 
     @property
     def num_features(self) -> int:
@@ -231,20 +230,23 @@ class AudioBackbone(Backbone):
 
     def build(self) -> nn.Module:
         from pipeline.features.extractors.checkpoints import read_state_dict
-        from pipeline.features.extractors.seeding import redraw, weights_generator
+        from pipeline.features.extractors.seeding import seeded_build
         from pipeline.features.extractors.tdnn import XVector
 
         c = self.extractor.config
-        model = XVector(self.extractor.frontend.params.n_mels, tuple(c.channels),
-                        tuple(c.kernels), tuple(c.dilations), c.embedding_dim)
+
+        def make() -> nn.Module:
+            return XVector(self.extractor.frontend.params.n_mels, tuple(c.channels),
+                           tuple(c.kernels), tuple(c.dilations), c.embedding_dim)
+
         if self.config.weights is None:  # the random network `extract -e tdnn --set seed=S` uses
-            redraw(model, weights_generator("tdnn", self.config.seed))
-        else:
-            try:
-                model.load_state_dict(read_state_dict(self.config.weights), strict=True)
-            except RuntimeError as e:
-                raise PipelineError(f"{self.config.weights}: not tdnn weights for this config "
-                                    f"({' '.join(str(e).split())[:160]})") from None
+            return seeded_build(make, "tdnn", self.config.seed)
+        model = make()
+        try:
+            model.load_state_dict(read_state_dict(self.config.weights), strict=True)
+        except RuntimeError as e:
+            raise PipelineError(f"{self.config.weights}: not tdnn weights for this config "
+                                f"({' '.join(str(e).split())[:160]})") from None
         return model
 
     @property
