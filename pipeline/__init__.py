@@ -1,6 +1,6 @@
 """fer-pipeline: feature extraction, fusion heads and scoring for audio-visual expression recognition.
 
-The library has seven wings. Data flows through them in this order:
+The library has eight wings. Data flows through them in this order:
 
     data (labels, dataset reader, manifests, media, demo data)
       -> finetune (stage 0, optional: trains a backbone, writes weights that features load)
@@ -10,7 +10,7 @@ The library has seven wings. Data flows through them in this order:
 
 Imports point the other way, from a wing to the wings it stands on, in fixed tiers:
 
-    finetune -> {fusion, scoring} -> runs -> metrics -> features -> data
+    finetune -> {fusion, scoring} -> training -> runs -> metrics -> features -> data
 
 ``fusion`` and ``scoring`` share a tier: neither imports the other. They meet in ``runs`` (the run
 directory: its layout, the typed record ``metrics.json``, predictions, attention maps, the
@@ -18,7 +18,8 @@ training curve) and stand on ``metrics`` (expression and AU scores, the weight a
 the probability mean a bag and an ensemble both form). ``finetune`` runs beside ``features`` but
 imports from the top: it trains with the heads' losses, sampling and train-dev slice
 (``fusion``) and scores with ``metrics``; nothing imports it (the weights folder's format lives in
-``features``). ``runs``, ``metrics`` and ``scoring`` need nothing of ``features``.
+``features``). ``runs``, ``metrics`` and ``scoring`` need nothing of ``features``. ``training`` holds what
+both training loops share (learning-rate schedules) and imports no other wing.
 ``tests/test_layering.py`` holds the code to this order. Top-level modules (``config``, ``io``,
 ``errors``, ``locks``, ``parallel``, ``progress``, ``compat``) serve every wing and import no wing.
 

@@ -43,6 +43,9 @@ class IResNetBackbone(FaceBackbone):
         self.eval_transform = preprocess
         self.train_transform = train_transform(config, self.data_config, preprocess)
 
+    def fit_input(self, samples: Any) -> None:
+        """Nothing: the input is the extractor's fixed 112x112."""
+
     def build(self) -> nn.Module:
         from pipeline.features.extractors.checkpoints import read_state_dict
         from pipeline.features.extractors.iresnet import LAYERS, IResNet

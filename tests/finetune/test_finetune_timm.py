@@ -48,7 +48,9 @@ def test_record_says_what_it_saw(tuned, demo_manifests):
     seen = set(record.clips["train"]) | set(record.clips["dev"])
     assert seen <= train_ids and not seen & val_ids
     assert not set(record.clips["train"]) & set(record.clips["dev"])
-    assert record.preprocessing["input_size"] == [3, 160, 160]
+    # random weights: the crops' own size (the fixture's 32 px), whole (issue 32)
+    assert record.preprocessing["input_size"] == [3, 32, 32]
+    assert record.preprocessing["crop_pct"] == 1.0
     assert record.initial_weights is None and record.config["epochs"] == 2
     history = json.loads((work_dir(out) / "history.json").read_text())
     assert len(history["epochs"]) == 2 and history["seconds"] > 0
@@ -69,7 +71,9 @@ def test_weights_load_in_extract_and_equal_timms_forward(tuned, demo_manifests, 
     model = timm.create_model("test_resnet", pretrained=False, num_classes=0)
     model.load_state_dict(best, strict=True)
     model.eval()
-    transform = timm.data.create_transform(**timm.data.resolve_model_data_config(model),
+    # at the size it trained at, the crops' own 32 px, whole (not the model's 160 px)
+    transform = timm.data.create_transform(**{**timm.data.resolve_model_data_config(model),
+                                              "input_size": (3, 32, 32), "crop_pct": 1.0},
                                            is_training=False)
     clip = next(iter_manifest(demo_manifests / "train.jsonl"))
     got = store.read(clip.clip_id, "timm").astype(np.float32)
