@@ -28,7 +28,9 @@ member), so the classes form four pairs {0,1} {2,3} {4,5} {6,7}:
   (red, yellow-green, cyan, violet; +-20 degrees per frame), a strong global property that survives
   a random-weight backbone. Nuisance independent of the label: per-clip identity (skin tone, face
   shape, hair), per-frame position, scale, mouth and brow shape, brightness, a lighting gradient,
-  pixel noise and JPEG compression;
+  pixel noise and JPEG compression. ``face_cue = "geometry"``: the mouth's shape shows the pair
+  instead, under colours, position and scale drawn afresh each frame (a random network cannot
+  read it; ``synthetic_media.geometry_face``);
 * the **audio** tells the member: a harmonic tone in a low band (fundamental 100-180 Hz,
   harmonics up to 1.2 kHz; member 0) or a high band (fundamental 300-500 Hz, harmonics up to
   3.8 kHz; member 1), so that the whole spectral envelope moves, not only the pitch. Nuisance:
@@ -120,9 +122,7 @@ class DemoConfig:
     noise: float = 0.05  # fraction of labelled frames whose label disagrees with the cues
     missing_faces: float | None = None  # share of every clip's frames without a face crop (None:
     # the default rule, about half the clips lose a few faces)
-    # what tells the class pair on the face: "colour" (the background hue) or "geometry" (the
-    # mouth's shape under random colours, position and scale: synthetic_media.geometry_face)
-    face_cue: str = "colour"
+    face_cue: str = "colour"  # the face's cue to the pair: "colour" (hue) or "geometry" (mouth)
 
     def __post_init__(self) -> None:
         if self.clips < MIN_CLIPS:
@@ -339,10 +339,8 @@ def generate(out: str | Path, config: DemoConfig = DemoConfig(), progress: Progr
                 face_rng = np.random.default_rng([config.seed, index, 4, len(clips)])
                 present = ~_missing_share(face_rng, n, config.missing_faces)
             who = identity(rng)
-            if config.face_cue == "geometry":
-                crops = np.stack([geometry_face(rng, int(p), config.size) for p in pair])
-            else:
-                crops = np.stack([face(rng, int(p), who, config.size) for p in pair])
+            crops = np.stack([geometry_face(rng, int(p), config.size) if config.face_cue == "geometry"
+                              else face(rng, int(p), who, config.size) for p in pair])
             clips.append(_Clip(name, crops, labels, present))
             _write_clip(out, None if au_only else split, clips[-1])
             if split != "test":
