@@ -134,6 +134,14 @@ def dev_split(config: FinetuneConfig) -> tuple[list[Clip], list[Clip], list[str]
     return train, dev, leaking
 
 
+def dev_warnings(dev: list[Clip], frames: int) -> list[str]:
+    """One line when the dev slice is a single video (its F1 would choose the epoch alone)."""
+    videos = folds.videos(dev)
+    return [] if len(videos) > 1 else [
+        f"the train-dev slice holds one video ({videos[0]}, {frames} frames): the epoch is chosen "
+        "on it alone; set dev_min_videos=2 (or a larger dev_fraction) and min_epochs"]
+
+
 @contextlib.contextmanager
 def _deterministic(threads: int) -> Iterator[None]:
     previous = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
@@ -220,10 +228,7 @@ class _Finetune:
         self.au_pos_weight = self._au_pos_weight() if "au" in config.tasks else None
         self.saved_config = to_dict(config)
         self.initial_sha = None if config.weights is None else sha256_file(config.weights)
-        videos = folds.videos(self.dev_clips)
-        self.warnings = [] if len(videos) > 1 else [
-            f"the train-dev slice holds one video ({videos[0]}, {len(self.dev)} frames): the epoch "
-            "is chosen on it alone; set dev_min_videos=2 (or a larger dev_fraction) and min_epochs"]
+        self.warnings = dev_warnings(self.dev_clips, len(self.dev))
 
     def _au_pos_weight(self) -> torch.Tensor:
         """``loss.au_pos_weight``, else negatives / positives of each AU over the training
