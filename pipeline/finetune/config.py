@@ -21,6 +21,7 @@ from pipeline.training.schedules import ScheduleConfig
 BACKBONES = ("timm", "iresnet", "tdnn", "swin_audio", "hf_audio")
 LAYER_DECAY_BACKBONES = ("timm", "swin_audio", "hf_audio")  # those with a layer order (lr_decay)
 OPTIMIZERS = ("adamw", "sgd")
+FACE_ONLY = ("input_size", "crop_pct")  # options of backbone timm alone (a preset's: dropped for others)
 
 
 @dataclass
@@ -162,6 +163,9 @@ def build_config(manifests: str | Path, backbone: str | None = None, model: str 
     < ``key=value`` < the command's options."""
     from pipeline.finetune.presets import preset_tables
 
-    return build(FinetuneConfig, file=config_file, sets=sets, preset=preset_tables(preset),
+    tables = preset_tables(preset)
+    if tables is not None and backbone not in (None, "timm"):  # the preset's face-only settings
+        tables = {k: v for k, v in tables.items() if k not in FACE_ONLY}
+    return build(FinetuneConfig, file=config_file, sets=sets, preset=tables,
                  options={"manifests": str(manifests), "backbone": backbone, "model": model,
                           "weights": weights, "seed": seed})
