@@ -59,7 +59,7 @@ def test_random_timm_resnet_draws_timms_own_kaiming_fan_out_init(where, tmp_path
         expected = (2.0 / fan_out) ** 0.5  # kaiming normal, fan-out, relu: timm's ResNet init
         assert abs(float(w.detach().std()) / expected - 1) < 0.05, (tuple(w.shape), float(w.detach().std()), expected)
     # timm zeroes each block's last BatchNorm (zero_init_last): kept as the constructor sets it
-    assert float(model.layer1[0].bn2.weight.abs().max()) == 0.0
+    assert float(model.layer1[0].bn2.weight.detach().abs().max()) == 0.0
 
 
 def test_random_weights_are_deterministic_and_leave_the_callers_stream():
