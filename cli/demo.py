@@ -28,11 +28,15 @@ def demo_data(
     missing_faces: float = typer.Option(
         None, "--missing-faces",
         help="Share of every clip's frames without a face crop (default: a few in half the clips)."),
+    face_cue: str = typer.Option(
+        _DEFAULTS.face_cue, "--face-cue",
+        help="What shows the class pair on the face: colour (background hue) or geometry (mouth "
+             "shape under random colours; a random network cannot read it)."),
 ) -> None:
     """Write a small Aff-Wild2-layout dataset whose labels need both face and audio."""
     try:
         config = DemoConfig(clips=clips, frames=frames, seed=seed, size=size, noise=noise,
-                            missing_faces=missing_faces)
+                            missing_faces=missing_faces, face_cue=face_cue)
         start = time.perf_counter()
         with progress_bar() as progress:
             summary = generate(out, config, progress)

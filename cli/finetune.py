@@ -73,6 +73,8 @@ def finetune(
                   f" (macro-F1 {r.selection_score:.4f}); {len(r.clips['train'])} clips trained, "
                   f"{len(r.clips['dev'])} selected; {result.seconds:.1f} s", highlight=False,
                   soft_wrap=True)
+    for line in result.warnings:
+        console.print(f"warning: {line}", highlight=False, soft_wrap=True)
     name = r.family  # the extractor that loads the folder
     console.print(f"weights: {out}  (extract -e {name} --weights {name}={out})", highlight=False,
                   soft_wrap=True)

@@ -11,7 +11,7 @@ The library has eight wings. Data flows through them in this order:
 
 Imports point the other way, from a wing to the wings it stands on, in fixed tiers:
 
-    bundle -> finetune -> {fusion, scoring} -> runs -> metrics -> features -> data
+    bundle -> finetune -> {fusion, scoring} -> training -> runs -> metrics -> features -> data
 
 ``bundle`` sits on top: it rebuilds the heads (``fusion``) and applies stage three's fitted
 decisions (``scoring``) and reads the store (``features``); nothing imports it.
@@ -22,7 +22,8 @@ training curve) and stand on ``metrics`` (expression and AU scores, the weight a
 the probability mean a bag and an ensemble both form). ``finetune`` runs beside ``features`` but
 imports from the top: it trains with the heads' losses, sampling and train-dev slice
 (``fusion``) and scores with ``metrics``; nothing imports it (the weights folder's format lives in
-``features``). ``runs``, ``metrics`` and ``scoring`` need nothing of ``features``.
+``features``). ``runs``, ``metrics`` and ``scoring`` need nothing of ``features``. ``training`` holds what
+both training loops share (learning-rate schedules) and imports no other wing.
 ``tests/test_layering.py`` holds the code to this order. Top-level modules (``config``, ``io``,
 ``errors``, ``locks``, ``parallel``, ``progress``, ``compat``) serve every wing and import no wing.
 

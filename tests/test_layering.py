@@ -1,6 +1,6 @@
 """The import order of the library's wings, as ``pipeline/__init__.py`` states it, read off the code.
 
-``bundle -> finetune -> {fusion, scoring} -> runs -> metrics -> features -> data``: a module of a wing may
+``bundle -> finetune -> {fusion, scoring} -> training -> runs -> metrics -> features -> data``: a module of a wing may
 import its own wing and the tiers to its right, never its own tier's other wing nor a tier to its
 left (``fusion`` and ``scoring`` never import each other); the shared top-level modules import
 no wing; ``pipeline`` never imports ``stages`` or ``cli``. Imports inside functions count too.
@@ -18,7 +18,8 @@ import pytest
 
 PIPELINE = Path(__file__).resolve().parents[1] / "pipeline"
 # Each tier may import the tiers after it; the wings of one tier do not import each other.
-TIERS = (("bundle",), ("finetune",), ("fusion", "scoring"), ("runs",), ("metrics",), ("features",), ("data",))
+TIERS = (("bundle",), ("finetune",), ("fusion", "scoring"), ("training",), ("runs",), ("metrics",),
+         ("features",), ("data",))
 ORDER = tuple(wing for tier in TIERS for wing in tier)
 
 

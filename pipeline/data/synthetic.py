@@ -28,7 +28,9 @@ member), so the classes form four pairs {0,1} {2,3} {4,5} {6,7}:
   (red, yellow-green, cyan, violet; +-20 degrees per frame), a strong global property that survives
   a random-weight backbone. Nuisance independent of the label: per-clip identity (skin tone, face
   shape, hair), per-frame position, scale, mouth and brow shape, brightness, a lighting gradient,
-  pixel noise and JPEG compression;
+  pixel noise and JPEG compression. ``face_cue = "geometry"``: the mouth's shape shows the pair
+  instead, under colours, position and scale drawn afresh each frame (a random network cannot
+  read it; ``synthetic_media.geometry_face``);
 * the **audio** tells the member: a harmonic tone in a low band (fundamental 100-180 Hz,
   harmonics up to 1.2 kHz; member 0) or a high band (fundamental 300-500 Hz, harmonics up to
   3.8 kHz; member 1), so that the whole spectral envelope moves, not only the pitch. Nuisance:
@@ -75,7 +77,8 @@ import numpy as np
 
 from pipeline.data.labels import AU_HEADER, AU_NAMES, HEADER, NUM_AUS, NUM_CLASSES, UNLABELED
 from pipeline.data.media import write_video
-from pipeline.data.synthetic_media import SAMPLE_RATE, audio, face, identity, jpeg
+from pipeline.data.synthetic_media import (FACE_CUES, SAMPLE_RATE, audio, face, geometry_face,
+                                           identity, jpeg)
 from pipeline.errors import PipelineError
 from pipeline.progress import ProgressEvent, ProgressFn, silent
 
@@ -119,6 +122,7 @@ class DemoConfig:
     noise: float = 0.05  # fraction of labelled frames whose label disagrees with the cues
     missing_faces: float | None = None  # share of every clip's frames without a face crop (None:
     # the default rule, about half the clips lose a few faces)
+    face_cue: str = "colour"  # the face's cue to the pair: "colour" (hue) or "geometry" (mouth)
 
     def __post_init__(self) -> None:
         if self.clips < MIN_CLIPS:
@@ -132,6 +136,8 @@ class DemoConfig:
             raise PipelineError(f"--noise {self.noise}: need a fraction in [0, 0.5]")
         if self.missing_faces is not None and not 0.0 <= self.missing_faces <= 0.9:
             raise PipelineError(f"--missing-faces {self.missing_faces}: need a share in [0, 0.9]")
+        if self.face_cue not in FACE_CUES:
+            raise PipelineError(f"--face-cue {self.face_cue}: choose from {', '.join(FACE_CUES)}")
         if self.seed < 0:
             raise PipelineError(f"--seed {self.seed}: need a non-negative integer")
 
@@ -288,6 +294,8 @@ def _write_marker(out: Path, config: DemoConfig, complete: bool) -> None:
     settings = asdict(config)
     if config.missing_faces is None:  # the default demo's marker stays as it always was
         del settings["missing_faces"]
+    if config.face_cue == "colour":  # likewise
+        del settings["face_cue"]
     record = {"generator": "fer-pipeline demo-data", "config": settings, "complete": complete}
     (out / MARKER).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
 
@@ -331,7 +339,8 @@ def generate(out: str | Path, config: DemoConfig = DemoConfig(), progress: Progr
                 face_rng = np.random.default_rng([config.seed, index, 4, len(clips)])
                 present = ~_missing_share(face_rng, n, config.missing_faces)
             who = identity(rng)
-            crops = np.stack([face(rng, int(p), who, config.size) for p in pair])
+            crops = np.stack([geometry_face(rng, int(p), config.size) if config.face_cue == "geometry"
+                              else face(rng, int(p), who, config.size) for p in pair])
             clips.append(_Clip(name, crops, labels, present))
             _write_clip(out, None if au_only else split, clips[-1])
             if split != "test":

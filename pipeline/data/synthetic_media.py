@@ -80,6 +80,44 @@ def face(rng: np.random.Generator, pair: int, who: dict, size: int) -> np.ndarra
     return np.clip(pixels, 0, 255).astype(np.uint8)
 
 
+FACE_CUES = ("colour", "geometry")
+
+
+def geometry_face(rng: np.random.Generator, pair: int, size: int) -> np.ndarray:
+    """A face crop whose ``pair`` shows only in the mouth's shape (0: a smile, 1: a frown, 2: an
+    open mouth, 3: a straight line); background hue, skin tone, position and scale are drawn
+    afresh every frame, so no colour and no place tells the pair (``demo-data --face-cue
+    geometry``: a random network's features cannot read it, a trained one can)."""
+    s = float(size)
+    background = rgb(rng.uniform(0, 360), rng.uniform(0.3, 0.8), rng.uniform(0.4, 0.9))
+    skin = rgb(rng.uniform(0, 60), rng.uniform(0.15, 0.7), rng.uniform(0.35, 0.95))
+    image = Image.new("RGB", (size, size), fill(background))
+    draw = ImageDraw.Draw(image)
+    scale = rng.uniform(0.75, 1.1)
+    cx, cy = s * (0.5 + rng.uniform(-0.1, 0.1)), s * (0.5 + rng.uniform(-0.1, 0.1))
+    w, h = s * 0.3 * scale, s * 0.38 * scale
+    draw.ellipse((cx - w, cy - h, cx + w, cy + h), fill=fill(skin))
+    eye_r = max(1.0, s * 0.03 * scale)
+    for side in (-1, 1):
+        ex, ey = cx + side * w * 0.4, cy - h * 0.25
+        draw.ellipse((ex - eye_r, ey - eye_r, ex + eye_r, ey + eye_r), fill=(30, 25, 25))
+    mouth_w, mouth_h, mouth_y = w * 0.5, h * 0.18, cy + h * 0.45
+    box = (cx - mouth_w, mouth_y - mouth_h, cx + mouth_w, mouth_y + mouth_h)
+    ink, width = fill(skin * 0.35), max(1, int(s * 0.04 * scale))
+    if pair == 0:
+        draw.arc(box, 20, 160, fill=ink, width=width)
+    elif pair == 1:
+        draw.arc(box, 200, 340, fill=ink, width=width)
+    elif pair == 2:
+        draw.ellipse((cx - mouth_w * 0.45, mouth_y - mouth_h, cx + mouth_w * 0.45, mouth_y + mouth_h),
+                     fill=ink)
+    else:
+        draw.line((cx - mouth_w, mouth_y, cx + mouth_w, mouth_y), fill=ink, width=width)
+    pixels = np.asarray(image, dtype=np.float32) * rng.uniform(0.8, 1.15)
+    pixels += rng.normal(0.0, 6.0, pixels.shape)
+    return np.clip(pixels, 0, 255).astype(np.uint8)
+
+
 def jpeg(pixels: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="JPEG", quality=JPEG_QUALITY)

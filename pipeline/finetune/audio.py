@@ -68,13 +68,13 @@ class SwinAudioBackbone(AudioBackbone):
         self._fronts: dict[str, np.ndarray] = {}
 
     def build(self) -> nn.Module:
-        from pipeline.features.extractors.seeding import redraw, weights_generator
+        from pipeline.features.extractors.seeding import seeded_build
         from pipeline.features.extractors.timm_models import build_timm
 
-        model = build_timm(self.model_name, self.config.weights, option="swin_audio.model")
         if self.config.weights is None:  # the random network `extract -e swin_audio` draws
-            redraw(model, weights_generator("swin_audio", self.config.seed))
-        return model
+            return seeded_build(lambda: build_timm(self.model_name, None), "swin_audio",
+                                self.config.seed)
+        return build_timm(self.model_name, self.config.weights, option="swin_audio.model")
 
     @property
     def num_features(self) -> int:
@@ -168,9 +168,9 @@ class HfAudioBackbone(AudioBackbone):
         from transformers import AutoModel, Wav2Vec2Config, Wav2Vec2Model
 
         if self.folder is None:  # the random network `extract -e hf_audio --set seed=S` draws
-            from pipeline.features.extractors.seeding import redraw, weights_generator
+            from pipeline.features.extractors.seeding import seeded_build
 
-            return redraw(Wav2Vec2Model(Wav2Vec2Config()), weights_generator("hf_audio", self.config.seed))
+            return seeded_build(lambda: Wav2Vec2Model(Wav2Vec2Config()), "hf_audio", self.config.seed)
         try:
             return AutoModel.from_pretrained(self.folder, local_files_only=True)
         except Exception as e:  # transformers raises many types for a bad folder

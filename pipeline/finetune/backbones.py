@@ -117,6 +117,10 @@ class Backbone:
     def samples(self, clips: Sequence[Clip]) -> Samples:
         raise NotImplementedError
 
+    def fit_input(self, samples: Samples) -> None:
+        """Settle the input preprocessing from the training samples (face backbones: the crops'
+        own size, see ``FinetuneConfig.input_size``); nothing for the others."""
+
     def tensor(self, samples: Samples, i: int, seed: int | None) -> torch.Tensor:
         """Sample ``i``'s input; ``seed`` None: the eval preprocessing, else an augmented draw."""
         raise NotImplementedError
@@ -161,6 +165,24 @@ def train_transform(config: FinetuneConfig, data_config: dict[str, Any], eval_tr
     return transforms.Compose([PadAugment(a.pad_prob, a.pad_shift, mode=a.pad_mode), timm_transform])
 
 
+def crop_size(samples: Samples) -> int:
+    """The side of the training face crops: the most common larger side of each clip's first
+    labelled crop (ties: the larger)."""
+    from PIL import Image
+
+    sides = []
+    for i in np.unique(samples.clip):
+        first = int(np.flatnonzero(samples.clip == i)[0])
+        path = samples.clips[int(i)].frame_path(int(samples.frame[first]))
+        try:
+            with Image.open(path) as image:
+                sides.append(max(image.size))
+        except OSError as e:
+            raise PipelineError(f"{path}: unreadable face crop ({e})") from None
+    values, counts = np.unique(sides, return_counts=True)
+    return int(values[counts == counts.max()].max())
+
+
 class FaceBackbone(Backbone):
     family = "timm"
     needs = "faces"
@@ -168,28 +190,52 @@ class FaceBackbone(Backbone):
     def __init__(self, config: FinetuneConfig) -> None:
         super().__init__(config)
         ensure_torchvision()
-        import timm.data
+        import timm
 
         from pipeline.features.extractors.timm_models import timm_probe
         from pipeline.features.weights_record import check_family, image_data_config, read_record
 
         self.model_name = config.model
         self.probe = timm_probe(config.model)
+        # ViTs and Swins are built for one input size (timm's fixed_input_size): they keep it.
+        self.fixed_size = bool(getattr(timm.models.get_pretrained_cfg(config.model),
+                                       "fixed_input_size", False))
         # Initial weights from an earlier fine-tune keep the preprocessing they were trained with.
         initial = read_record(config.weights)
         check_family(initial, "timm", config.model, config.weights)
         self.data_config = image_data_config(self.probe.data_config, initial)
+        self._set_transforms()
+
+    def _set_transforms(self) -> None:
+        import timm.data
+
         self.eval_transform = timm.data.create_transform(**self.data_config, is_training=False)
-        self.train_transform = train_transform(config, self.data_config, self.eval_transform)
+        self.train_transform = train_transform(self.config, self.data_config, self.eval_transform)
+
+    def fit_input(self, samples: Samples) -> None:
+        """``input_size`` and ``crop_pct`` (:class:`FinetuneConfig`): explicit values win; with
+        random weights and no ``input_size``, the crops' own size and the whole crop (models of
+        a fixed input size, ViTs and Swins, keep theirs)."""
+        size, crop_pct = self.config.input_size, self.config.crop_pct
+        if size is not None and self.fixed_size and size != self.data_config["input_size"][-1]:
+            raise PipelineError(f"input_size {size}: {self.model_name} is built for "
+                                f"{self.data_config['input_size'][-1]} pixels only")
+        if size is None and self.config.weights is None and not self.fixed_size:
+            size = crop_size(samples)
+            crop_pct = 1.0 if crop_pct is None else crop_pct
+        if size is not None:
+            self.data_config["input_size"] = (3, int(size), int(size))
+        if crop_pct is not None:
+            self.data_config["crop_pct"] = float(crop_pct)
+        self._set_transforms()
 
     def build(self) -> nn.Module:
-        from pipeline.features.extractors.seeding import redraw, weights_generator
+        from pipeline.features.extractors.seeding import seeded_build
         from pipeline.features.extractors.timm_models import build_timm
 
-        model = build_timm(self.model_name, self.config.weights, option="model")
         if self.config.weights is None:  # the random network `extract -e timm --set seed=S` uses
-            redraw(model, weights_generator("timm", self.config.seed))
-        return model
+            return seeded_build(lambda: build_timm(self.model_name, None), "timm", self.config.seed)
+        return build_timm(self.model_name, self.config.weights, option="model")
 
     @property
     def num_features(self) -> int:
@@ -238,20 +284,23 @@ class AudioBackbone(Backbone):
 
     def build(self) -> nn.Module:
         from pipeline.features.extractors.checkpoints import read_state_dict
-        from pipeline.features.extractors.seeding import redraw, weights_generator
+        from pipeline.features.extractors.seeding import seeded_build
         from pipeline.features.extractors.tdnn import XVector
 
         c = self.extractor.config
-        model = XVector(self.extractor.frontend.params.n_mels, tuple(c.channels),
-                        tuple(c.kernels), tuple(c.dilations), c.embedding_dim)
+
+        def make() -> nn.Module:
+            return XVector(self.extractor.frontend.params.n_mels, tuple(c.channels),
+                           tuple(c.kernels), tuple(c.dilations), c.embedding_dim)
+
         if self.config.weights is None:  # the random network `extract -e tdnn --set seed=S` uses
-            redraw(model, weights_generator("tdnn", self.config.seed))
-        else:
-            try:
-                model.load_state_dict(read_state_dict(self.config.weights), strict=True)
-            except RuntimeError as e:
-                raise PipelineError(f"{self.config.weights}: not tdnn weights for this config "
-                                    f"({' '.join(str(e).split())[:160]})") from None
+            return seeded_build(make, "tdnn", self.config.seed)
+        model = make()
+        try:
+            model.load_state_dict(read_state_dict(self.config.weights), strict=True)
+        except RuntimeError as e:
+            raise PipelineError(f"{self.config.weights}: not tdnn weights for this config "
+                                f"({' '.join(str(e).split())[:160]})") from None
         return model
 
     @property

@@ -16,10 +16,12 @@ from pipeline.fusion.config import ClassifierConfig
 from pipeline.fusion.losses import LossConfig
 from pipeline.fusion.sampling import SamplingConfig
 from pipeline.fusion.windows import PURITY_RULES
+from pipeline.training.schedules import ScheduleConfig
 
 BACKBONES = ("timm", "iresnet", "tdnn", "swin_audio", "hf_audio")
 LAYER_DECAY_BACKBONES = ("timm", "swin_audio", "hf_audio")  # those with a layer order (lr_decay)
 OPTIMIZERS = ("adamw", "sgd")
+FACE_ONLY = ("input_size", "crop_pct")  # options of backbone timm alone (a preset's: dropped for others)
 
 
 @dataclass
@@ -52,15 +54,21 @@ class FinetuneConfig:
     manifests: str = ""  # manifest directory (set by the command)
     epochs: int = 5  # most epochs
     patience: int = 3  # stop after this many epochs without a better train-dev macro-F1
+    # patience counts only from this epoch on (a network trained from scratch may need epochs
+    # before its dev F1 moves; 0: from the first epoch)
+    min_epochs: int = 0
     batch_size: int = 32  # samples per optimiser step (over all DDP processes together)
     eval_batch_size: int = 64  # samples per forward pass when scoring the dev slice
     optimizer: str = "adamw"  # "adamw" or "sgd" (with momentum)
-    lr: float = 1e-4  # backbone learning rate (constant)
+    lr: float = 1e-4  # backbone learning rate (schedule: its peak)
     head_lr: float = 1e-3  # learning rate of the new classifier
     # layer-wise lr decay (BEiT): block i of L gets lr * lr_decay ** (L + 1 - i), embeddings
     # lr_decay ** (L + 1), the final norm lr; timm/swin_audio (the model's group_matcher) and
     # hf_audio (encoder.layers.N) only; 1: off (pipeline.finetune.layer_decay)
     lr_decay: float = 1.0
+    # learning-rate schedule (pipeline.training.schedules): linear warmup, then constant, cosine
+    # or step decay, stepped once per optimiser step
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     weight_decay: float = 0.05  # decoupled for AdamW, L2 for SGD
     momentum: float = 0.9  # SGD momentum
     grad_clip: float = 1.0  # clip the gradient norm (0: no clipping)
@@ -75,12 +83,24 @@ class FinetuneConfig:
     # train on labels of fewer than two classes (refused by default: it selects at macro-F1 0),
     # with a warning (pipeline.fusion.class_check)
     allow_single_class: bool = False
+    # fewest videos in the dev slice: dev_fraction grows (up to 0.5) until it holds them; 1: the
+    # slice `fuse` uses with the same fraction and seed (a one-video slice is warned about)
+    dev_min_videos: int = 1
     threads: int = 1  # torch CPU threads per process (results are bit-identical per thread count)
     workers: int = 0  # DataLoader worker processes decoding face crops (0: in the training process)
     device: str = "cpu"  # "cpu" or "cuda" (DDP: cuda:<local rank>)
     loss: LossConfig = field(default_factory=LossConfig)  # the heads' losses (ce, focal, coarse_fine)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)  # balance / majority_cap / interval
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # face crops (timm, iresnet)
+    # backbone timm: the side in pixels the network sees (recorded: extract uses the same).
+    # Unset: the training crops' own size when the weights are random (a network trained from
+    # scratch learns at the crops' size: upsampled to the model's pretraining size it stalled,
+    # issue 32), the initial weights' (their record's, else the model's pretraining size) when
+    # weights are given
+    input_size: int | None = None
+    # backbone timm: the eval transform's centre-crop fraction (recorded). Unset: 1.0 (the
+    # whole crop) at the crops' own size, else the initial weights' record's, else the model's own
+    crop_pct: float | None = None
     # the new class layer: linear (experts 0) or the heads' mixture of experts (pipeline.fusion.moe);
     # training only: the weights folder holds the backbone
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
@@ -135,6 +155,17 @@ class FinetuneConfig:
         if self.lr_decay != 1.0 and self.backbone not in LAYER_DECAY_BACKBONES:
             raise PipelineError(f"lr_decay {self.lr_decay}: backbone {self.backbone} has no layer "
                                 f"order; choose from {', '.join(LAYER_DECAY_BACKBONES)} or lr_decay=1")
+        if self.dev_min_videos < 1:
+            raise PipelineError(f"dev_min_videos {self.dev_min_videos}: need >= 1")
+        if self.min_epochs < 0:
+            raise PipelineError(f"min_epochs {self.min_epochs}: need >= 0")
+        if self.input_size is not None and self.input_size < 8:
+            raise PipelineError(f"input_size {self.input_size}: need at least 8 pixels")
+        if self.crop_pct is not None and not 0.0 < self.crop_pct <= 1.0:
+            raise PipelineError(f"crop_pct {self.crop_pct}: need 0 < p <= 1")
+        if (self.input_size is not None or self.crop_pct is not None) and self.backbone != "timm":
+            raise PipelineError(f"input_size and crop_pct apply to backbone timm, not {self.backbone} "
+                                "(its input is fixed by its extractor)")
         if self.window < 1:
             raise PipelineError(f"window {self.window}: need a positive number of video frames")
 
@@ -147,6 +178,9 @@ def build_config(manifests: str | Path, backbone: str | None = None, model: str 
     < ``key=value`` < the command's options."""
     from pipeline.finetune.presets import preset_tables
 
-    return build(FinetuneConfig, file=config_file, sets=sets, preset=preset_tables(preset),
+    tables = preset_tables(preset)
+    if tables is not None and backbone not in (None, "timm"):  # the preset's face-only settings
+        tables = {k: v for k, v in tables.items() if k not in FACE_ONLY}
+    return build(FinetuneConfig, file=config_file, sets=sets, preset=tables,
                  options={"manifests": str(manifests), "backbone": backbone, "model": model,
                           "weights": weights, "seed": seed})

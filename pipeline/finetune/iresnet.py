@@ -43,14 +43,17 @@ class IResNetBackbone(FaceBackbone):
         self.eval_transform = preprocess
         self.train_transform = train_transform(config, self.data_config, preprocess)
 
+    def fit_input(self, samples: Any) -> None:
+        """Nothing: the input is the extractor's fixed 112x112."""
+
     def build(self) -> nn.Module:
         from pipeline.features.extractors.checkpoints import read_state_dict
         from pipeline.features.extractors.iresnet import LAYERS, IResNet
-        from pipeline.features.extractors.seeding import redraw, weights_generator
+        from pipeline.features.extractors.seeding import seeded_build
 
-        model = IResNet(LAYERS[self.depth])
         if self.config.weights is None:  # the random network `extract -e iresnet --set seed=S` uses
-            return redraw(model, weights_generator("iresnet", self.config.seed))
+            return seeded_build(lambda: IResNet(LAYERS[self.depth]), "iresnet", self.config.seed)
+        model = IResNet(LAYERS[self.depth])
         try:
             model.load_state_dict(read_state_dict(self.config.weights), strict=True)
         except RuntimeError as e:

@@ -76,12 +76,14 @@ from pipeline.fusion.losses import au_batch_loss, au_pos_weights, batch_loss
 from pipeline.locks import owner_lock
 from pipeline.progress import ProgressEvent, ProgressFn, silent
 from pipeline.metrics.scores import macro_f1
+from pipeline.training.schedules import build_schedule
 
 # Config fields that may change between a run and its resumption (they change no number).
 RESUMABLE_CHANGES = ("workers",)
 # Config fields added after checkpoints were written, whose default is the behaviour of before: a
 # checkpoint without one resumes as if it held the default.
-ADDED_FIELDS = ("lr_decay", "classifier", "allow_single_class")
+ADDED_FIELDS = ("lr_decay", "classifier", "allow_single_class", "min_epochs", "schedule",
+                "input_size", "crop_pct", "dev_min_videos")
 
 
 @dataclass
@@ -92,6 +94,7 @@ class FinetuneResult:
     resumed_from: int  # the epoch this call continued from (0: fresh)
     already_complete: bool
     seconds: float  # training time over all calls (history.json)
+    warnings: list[str]  # one line each, for the user (a tiny dev slice)
 
 
 @dataclass
@@ -117,7 +120,7 @@ def work_dir(out: Path) -> Path:
     return out.with_name(out.name + ".train")
 
 
-def _splits(config: FinetuneConfig) -> tuple[list[Clip], list[Clip], list[str]]:
+def dev_split(config: FinetuneConfig) -> tuple[list[Clip], list[Clip], list[str]]:
     """(training clips, dev clips, clips left out by the leakage guard) of the training split."""
     manifests = Path(config.manifests)
     if not manifests.is_dir():
@@ -132,9 +135,22 @@ def _splits(config: FinetuneConfig) -> tuple[list[Clip], list[Clip], list[str]]:
     labelled = [c for c in labelled if c.clip_id not in leaking]
     if not labelled:
         raise PipelineError(f"{manifests}: no labelled training clips to fine-tune on")
-    train, dev = folds.dev_slice(labelled, config.dev_fraction, config.dev_seed)
+    fraction = config.dev_fraction
+    train, dev = folds.dev_slice(labelled, fraction, config.dev_seed)
+    # dev_min_videos: a larger held-out share until the slice holds that many videos (at most half)
+    while len(folds.videos(dev)) < config.dev_min_videos and fraction < 0.5:
+        fraction = min(0.5, fraction * 1.25)
+        train, dev = folds.dev_slice(labelled, fraction, config.dev_seed)
     check_classes(train, dev, str(manifests), config.allow_single_class, "allow_single_class")
     return train, dev, leaking
+
+
+def dev_warnings(dev: list[Clip], frames: int) -> list[str]:
+    """One line when the dev slice is a single video (its F1 would choose the epoch alone)."""
+    videos = folds.videos(dev)
+    return [] if len(videos) > 1 else [
+        f"the train-dev slice holds one video ({videos[0]}, {frames} frames): the epoch is chosen "
+        "on it alone; set dev_min_videos=2 (or a larger dev_fraction) and min_epochs"]
 
 
 @contextlib.contextmanager
@@ -206,7 +222,7 @@ class _Finetune:
         if device.startswith("cuda") and dist.world > 1:
             device = f"cuda:{dist.local_rank}"
         self.device = torch.device(device)
-        self.train_clips, self.dev_clips, self.left_out = _splits(config)
+        self.train_clips, self.dev_clips, self.left_out = dev_split(config)
         self.backbone = backbone_for(config)
         self.train = self.backbone.samples(self.train_clips)
         self.dev = self.backbone.samples(self.dev_clips)
@@ -214,6 +230,8 @@ class _Finetune:
             keep = self.train.frame % config.sampling.interval == 0
             self.train = Samples(self.train.clips, self.train.clip[keep], self.train.frame[keep],
                                  self.train.label[keep])
+        if len(self.train):
+            self.backbone.fit_input(self.train)
         if not len(self.train) or not len(self.dev):
             raise PipelineError(f"{config.manifests}: no usable labelled frames in the "
                                 f"{'training' if not len(self.train) else 'dev'} clips "
@@ -224,6 +242,7 @@ class _Finetune:
         self.au_pos_weight = self._au_pos_weight() if "au" in config.tasks else None
         self.saved_config = to_dict(config)
         self.initial_sha = None if config.weights is None else sha256_file(config.weights)
+        self.warnings = dev_warnings(self.dev_clips, len(self.dev))
 
     def _au_pos_weight(self) -> torch.Tensor:
         """``loss.au_pos_weight``, else negatives / positives of each AU over the training
@@ -252,20 +271,32 @@ class _Finetune:
         # epochs.jsonl/.csv in OUT.train/ (never OUT/: its files are stage one's cache key)
         self.log = EpochLog(self.work, self.progress, write=self.dist.rank == 0)
         self.log.attach(self.optimizer)
+        self.scheduler = build_schedule(self.optimizer, self.config.schedule, self.config.epochs,
+                                        self._steps_per_epoch())
         self.epoch, self.best_score, self.best_epoch, self.bad = 0, -math.inf, 0, 0
         self.best_state: dict[str, torch.Tensor] | None = None
         self.history: list[dict[str, Any]] = []
         self.complete = False
 
+    def _steps_per_epoch(self) -> int:
+        """Optimiser steps in an epoch, counted on the first epoch's plan (the schedule's unit)."""
+        c = self.config
+        plan, _ = epoch_plan(self.train, self.rates, c.seed, 1)
+        steps = batches(self.keys[plan], c.batch_size, self.dist.world, self.dist.rank, c.seed, 1)
+        return max(1, math.ceil(len(steps) / c.accumulate))
+
     def _state(self) -> dict[str, Any]:
         return {"config": self.saved_config, "epoch": self.epoch, "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "best_state": self.best_state,
                 "best_score": self.best_score, "best_epoch": self.best_epoch, "bad": self.bad,
-                "history": self.history, "complete": self.complete, "epoch_log": self.log.rows}
+                "history": self.history, "complete": self.complete, "epoch_log": self.log.rows,
+                "scheduler": None if self.scheduler is None else self.scheduler.state_dict()}
 
     def _load(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
         self.epoch, self.best_state = state["epoch"], state["best_state"]
         self.best_score, self.best_epoch, self.bad = state["best_score"], state["best_epoch"], state["bad"]
         self.history, self.complete = state["history"], state["complete"]
@@ -280,7 +311,7 @@ class _Finetune:
             raise PipelineError(f"{self.checkpoint_path}: unreadable checkpoint ({e}); rerun with "
                                 "--restart") from None
         defaults = to_dict(FinetuneConfig())
-        saved = {**{k: defaults[k] for k in ADDED_FIELDS}, **state["config"]}
+        saved = {**{k: defaults[k] for k in ADDED_FIELDS if k in defaults}, **state["config"]}
         old = {k: v for k, v in saved.items() if k not in RESUMABLE_CHANGES}
         new = {k: v for k, v in self.saved_config.items() if k not in RESUMABLE_CHANGES}
         if old != new:
@@ -345,6 +376,8 @@ class _Finetune:
             if config.grad_clip:
                 nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             self.optimizer.step()
+            if self.scheduler is not None:
+                self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
         predicted = predict(self.model, self.backbone, self.dev, config, self.device)
         score = macro_f1(self.dev.label, predicted)
@@ -353,7 +386,7 @@ class _Finetune:
             self.best_score, self.best_epoch, self.bad = score, epoch, 0
             self.best_state = {k: v.detach().cpu().clone()
                                for k, v in self.model.backbone.state_dict().items()}
-        else:
+        elif epoch > config.min_epochs:  # patience counts only after min_epochs
             self.bad += 1
         self.history.append({"epoch": epoch, "loss": float(np.mean(losses)) if losses else 0.0,
                              "dev_f1": float(score), "best": float(self.best_score),
@@ -387,4 +420,4 @@ class _Finetune:
     def _result(self, resumed: int, already: bool) -> FinetuneResult:
         record = read_record(self.out) if self.dist.rank == 0 else self._record()
         return FinetuneResult(self.out, record, self.epoch, resumed, already,
-                              sum(h["s"] for h in self.history))
+                              sum(h["s"] for h in self.history), self.warnings)

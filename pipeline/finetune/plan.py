@@ -13,6 +13,8 @@ import numpy as np
 from pipeline.finetune.backbones import Samples
 from pipeline.fusion import sampling
 
+MIN_BATCH = 2  # fewest samples per process in a training step (BatchNorm needs two)
+
 
 def epoch_plan(samples: Samples, rates: np.ndarray, seed: int, epoch: int
                ) -> tuple[np.ndarray, np.ndarray]:
@@ -32,7 +34,13 @@ def batches(keys: np.ndarray, size: int, world: int, rank: int, seed: int, epoch
     Global batches of ``size`` consecutive plan positions with one shape key each (in plan order
     within a key), visited in an order drawn from ``(seed, epoch)``; each is cut to a multiple of
     ``world`` and process ``rank`` takes every ``world``-th position of it, so every process runs
-    the same number of steps (DDP needs that)."""
+    the same number of steps (DDP needs that).
+
+    A batch that would give each process fewer than :data:`MIN_BATCH` samples is dropped (the
+    training loader's ``drop_last``, for the lone remainder only): BatchNorm in training mode
+    needs more than one value per channel (IResNet's final ``BatchNorm1d`` raises on one sample;
+    a BatchNorm2d's statistics over one image would be one picture's). The plan is redrawn every
+    epoch, so which sample sits out changes from epoch to epoch."""
     cut: list[np.ndarray] = []
     for key in np.unique(keys):
         positions = np.flatnonzero(keys == key)
@@ -41,6 +49,6 @@ def batches(keys: np.ndarray, size: int, world: int, rank: int, seed: int, epoch
     out = []
     for b in order:
         batch = cut[b][:len(cut[b]) // world * world]
-        if len(batch):
+        if len(batch) >= MIN_BATCH * world:
             out.append([int(p) for p in batch[rank::world]])
     return out

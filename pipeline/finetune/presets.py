@@ -8,7 +8,7 @@ which the paper states nothing), ``--preset kim2023 --backbone swin_audio`` its 
 
 | preset | backbone | paper states | ours (paper silent) |
 | --- | --- | --- | --- |
-| ``kim2023`` (000) | ``swin_tiny_patch4_window7_224`` on faces | Swin-Tiny trained on the faces; majority-class subsampling | subsampling cap at the median class count (as the fuse preset); AdamW, lr 1e-4, 5 epochs, batch 32; augmentation |
+| ``kim2023`` (000) | ``swin_tiny_patch4_window7_224`` on faces | Swin-Tiny trained on the faces, resized to 224x224 (``crop_pct`` 1.0, as the fuse preset extracts); majority-class subsampling | subsampling cap at the median class count (as the fuse preset); AdamW, lr 1e-4, 5 epochs, batch 32; augmentation |
 | ``jeong2022`` (001) | ``resnet50`` (a VGGFace2 ResNet-50 as ``--weights``) | Table 2: lr 1e-4, batch 1024, 8 epochs, weight decay 1e-4 (we read the table as the fine-tune's too: it does not say which stage it is for) | AdamW; no augmentation stated: ours |
 | ``jin2021`` (003) | ``tdnn`` (the IResNet is not fine-tuned here yet) | image model: SGD with momentum, lr 0.001, batch 64, focal loss; TDNN: nothing | the image model's optimiser, lr and batch for the TDNN; momentum 0.9; focal gamma 2 |
 | ``jin2021`` + ``--backbone iresnet`` | IResNet-100 (the paper's Glint360K weights as ``--weights``) | image model: SGD with momentum, lr 0.001, batch 64, focal loss | momentum 0.9; focal gamma 2; AU head with ``tasks=["expr","au"]`` (joint, not alternated) |
@@ -24,7 +24,8 @@ from pipeline.errors import PipelineError
 from pipeline.suggest import did_you_mean
 
 FINETUNE_PRESETS: dict[str, dict[str, Any]] = {
-    "kim2023": {"backbone": "timm", "model": "swin_tiny_patch4_window7_224",
+    # crop_pct 1.0: the whole face crop resized to 224, what the fuse preset extracts with
+    "kim2023": {"backbone": "timm", "model": "swin_tiny_patch4_window7_224", "crop_pct": 1.0,
                 "sampling": {"balance": "subsample", "majority_cap": 1.0}},
     "jeong2022": {"backbone": "timm", "model": "resnet50", "lr": 1e-4, "batch_size": 1024,
                   "epochs": 8, "weight_decay": 1e-4},

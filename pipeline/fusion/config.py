@@ -21,6 +21,7 @@ from pipeline.fusion.folds import SELECT_ON, SELECTED_ON, SelectOn  # noqa: F401
 from pipeline.fusion.losses import LossConfig
 from pipeline.fusion.presets import check_extraction, preset_overrides
 from pipeline.fusion.sampling import SamplingConfig
+from pipeline.training.schedules import ScheduleConfig
 
 
 class Optimizer(str, Enum):
@@ -75,10 +76,14 @@ def member_seed(seed: int, bag_seed: int, member: int) -> int:
 class TrainConfig:
     epochs: int = 30  # most epochs to train (raising it later extends a finished run)
     patience: int = 6  # stop after this many epochs without a better selection macro-F1
+    min_epochs: int = 0  # patience counts only after this many epochs (0: from the first)
     batch_size: int = 0  # training examples per step; 0 = the head's own (64 frames, 16 windows)
     eval_batch_size: int = 1024  # frames per forward pass at inference
     optimizer: str = "adamw"  # "adamw" or "sgd" (with momentum)
-    lr: float = 1e-3  # learning rate (constant: a schedule would tie the run to `epochs`)
+    lr: float = 1e-3  # learning rate (schedule: its peak)
+    # learning-rate schedule (pipeline.training.schedules), stepped once per epoch; the default,
+    # constant without warmup, leaves the optimiser as it was (a schedule ties a run to `epochs`)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     weight_decay: float = 0.01  # decoupled for AdamW, L2 for SGD
     momentum: float = 0.9  # SGD momentum
     grad_clip: float = 1.0  # clip the gradient norm to this (0: no clipping)
@@ -128,6 +133,8 @@ class TrainConfig:
                                 f"{', '.join(OPTIMIZERS)}")
         if not self.buffer_mb > 0:
             raise PipelineError(f"train.buffer_mb {self.buffer_mb}: need a positive size")
+        if self.min_epochs < 0:
+            raise PipelineError(f"train.min_epochs {self.min_epochs}: need >= 0")
         for name in ("epochs", "patience", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise PipelineError(f"train.{name} {getattr(self, name)}: need at least 1")

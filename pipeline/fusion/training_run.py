@@ -77,6 +77,7 @@ from pipeline.runs.predictions import (
     prediction_path,
 )
 from pipeline.runs.record import RunRecord
+from pipeline.training.schedules import build_schedule
 
 
 def run_splits(clips: Sequence[Clip], config: FuseConfig,
@@ -169,6 +170,8 @@ class TrainingRun:
         self.optimizer = _optimizer(self.head, self.config.train)
         self.log = EpochLog(self.run_dir, self.progress, task="train clips")  # epochs.jsonl/.csv
         self.log.attach(self.optimizer)
+        self.scheduler = build_schedule(self.optimizer, self.config.train.schedule,
+                                        self.config.train.epochs)
         self.average = WeightAverage(self.config.train.ema_epochs)
         self.epoch, self.best_score, self.best_epoch, self.bad_epochs = 0, -math.inf, 0, 0
         self.stopped: str | None = None
@@ -190,6 +193,7 @@ class TrainingRun:
             "model": self.head.state_dict(),
             "best_model": self.best_state,
             "optimizer": self.optimizer.state_dict(),
+            **({} if self.scheduler is None else {"scheduler": self.scheduler.state_dict()}),
             "average": self.average.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "numpy_rng": json.dumps(self.rng.bit_generator.state),
@@ -198,6 +202,8 @@ class TrainingRun:
     def restore(self, saved: dict[str, Any]) -> None:
         self.head.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(saved["scheduler"])
         self.average.load_state_dict(saved.get("average"))
         torch.set_rng_state(saved["torch_rng"])
         self.rng.bit_generator.state = json.loads(saved["numpy_rng"])
@@ -292,6 +298,8 @@ class TrainingRun:
         while self.epoch < cfg.epochs and self.stopped != "early":
             began, waited = time.perf_counter(), self.stream.wait_seconds
             loss, examples = self.train_epoch(rates)
+            if self.scheduler is not None:  # per epoch: its batches depend on the tables streamed
+                self.scheduler.step()
             with self.average.applied(self.head):  # the weights scored are the ones kept
                 scores, extra = self.evaluate(self.select, fit=True)
                 self.epoch += 1
@@ -303,7 +311,7 @@ class TrainingRun:
                     self.best_score, self.best_epoch, self.bad_epochs = score, self.epoch, 0
                     self.best_state = {k: v.detach().clone()
                                        for k, v in self.head.state_dict().items()}
-            if not improved:
+            if not improved and self.epoch > cfg.min_epochs:  # patience counts after min_epochs
                 self.bad_epochs += 1
             seconds = time.perf_counter() - began
             data_seconds = self.stream.wait_seconds - waited

@@ -13,7 +13,7 @@ from pipeline.data.manifest import iter_manifest
 from pipeline.errors import PipelineError
 from pipeline.features.extractors import create
 from pipeline.features.extractors.iresnet import LAYERS, IResNet, IResNetConfig
-from pipeline.features.extractors.seeding import redraw, weights_generator
+from pipeline.features.extractors.seeding import seeded_build
 from pipeline.features.store import FeatureStore
 from pipeline.features.weights_record import WEIGHTS_NAME, read_record
 from pipeline.finetune.config import build_config
@@ -63,7 +63,7 @@ def test_iresnet_folder_loads_in_extract_and_equals_the_trained_forward(tuned, d
         expected = net.eval()(x).numpy()
     np.testing.assert_allclose(got[rows], expected, rtol=2e-3, atol=2e-3 * np.abs(expected).max())
     # Training moved the weights away from the seeded random network it started from.
-    initial = redraw(IResNet(LAYERS[18]), weights_generator("iresnet", 0))
+    initial = seeded_build(lambda: IResNet(LAYERS[18]), "iresnet", 0)
     with torch.no_grad():
         assert not np.allclose(initial.eval()(x).numpy(), expected, rtol=2e-3, atol=2e-3)
 

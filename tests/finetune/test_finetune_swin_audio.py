@@ -96,10 +96,10 @@ def test_swin_audio_folder_loads_in_extract_and_equals_the_trained_forward(tuned
         expected = model.eval()(x).numpy()
     np.testing.assert_allclose(got, expected, rtol=5e-3, atol=5e-3 * np.abs(expected).max())
     # Training moved the weights away from the seeded random network it started from.
-    from pipeline.features.extractors.seeding import redraw, weights_generator
+    from pipeline.features.extractors.seeding import seeded_build
 
-    initial = redraw(timm.create_model(MODEL, pretrained=False, num_classes=0),
-                     weights_generator("swin_audio", 0))
+    initial = seeded_build(lambda: timm.create_model(MODEL, pretrained=False, num_classes=0),
+                           "swin_audio", 0)
     with torch.no_grad():
         assert not np.allclose(initial.eval()(x).numpy(), expected, rtol=5e-3, atol=5e-3)
 

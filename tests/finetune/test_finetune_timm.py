@@ -20,7 +20,7 @@ import timm.data  # noqa: E402
 from pipeline.data.manifest import Clip, iter_manifest, write_manifest  # noqa: E402
 from pipeline.errors import PipelineError  # noqa: E402
 from cli.main import main  # noqa: E402
-from pipeline.features.extractors.seeding import redraw, weights_generator  # noqa: E402
+from pipeline.features.extractors.seeding import seeded_build  # noqa: E402
 from pipeline.features.extractors.timm_models import build_timm  # noqa: E402
 from pipeline.features.store import FeatureStore  # noqa: E402
 from pipeline.features.weights_record import WEIGHTS_NAME, read_record  # noqa: E402
@@ -48,7 +48,9 @@ def test_record_says_what_it_saw(tuned, demo_manifests):
     seen = set(record.clips["train"]) | set(record.clips["dev"])
     assert seen <= train_ids and not seen & val_ids
     assert not set(record.clips["train"]) & set(record.clips["dev"])
-    assert record.preprocessing["input_size"] == [3, 160, 160]
+    # random weights: the crops' own size (the fixture's 32 px), whole (issue 32)
+    assert record.preprocessing["input_size"] == [3, 32, 32]
+    assert record.preprocessing["crop_pct"] == 1.0
     assert record.initial_weights is None and record.config["epochs"] == 2
     history = json.loads((work_dir(out) / "history.json").read_text())
     assert len(history["epochs"]) == 2 and history["seconds"] > 0
@@ -69,7 +71,9 @@ def test_weights_load_in_extract_and_equal_timms_forward(tuned, demo_manifests, 
     model = timm.create_model("test_resnet", pretrained=False, num_classes=0)
     model.load_state_dict(best, strict=True)
     model.eval()
-    transform = timm.data.create_transform(**timm.data.resolve_model_data_config(model),
+    # at the size it trained at, the crops' own 32 px, whole (not the model's 160 px)
+    transform = timm.data.create_transform(**{**timm.data.resolve_model_data_config(model),
+                                              "input_size": (3, 32, 32), "crop_pct": 1.0},
                                            is_training=False)
     clip = next(iter_manifest(demo_manifests / "train.jsonl"))
     got = store.read(clip.clip_id, "timm").astype(np.float32)
@@ -80,7 +84,7 @@ def test_weights_load_in_extract_and_equal_timms_forward(tuned, demo_manifests, 
     # Stored as float16: within half a float16 step (2^-11 relative) plus float32 rounding.
     np.testing.assert_allclose(got[rows], expected, rtol=2e-3, atol=2e-3 * np.abs(expected).max())
     # Training moved the weights: the initial (seeded random) backbone gives other features.
-    initial = redraw(build_timm("test_resnet", None), weights_generator("timm", 0))
+    initial = seeded_build(lambda: build_timm("test_resnet", None), "timm", 0)
     with torch.no_grad():
         assert not np.allclose(initial.eval()(x).numpy(), expected, rtol=2e-3, atol=2e-3)
 
@@ -152,7 +156,7 @@ def test_frozen_blocks_bf16_and_accumulation(demo_manifests, tmp_path):
     from safetensors.torch import load_file
 
     tuned = load_file(str(out / WEIGHTS_NAME))
-    initial = redraw(build_timm("test_resnet", None), weights_generator("timm", 0)).state_dict()
+    initial = seeded_build(lambda: build_timm("test_resnet", None), "timm", 0).state_dict()
     for name in ("conv1.0.weight", "conv1.6.weight", "bn1.weight", "bn1.bias"):
         assert torch.equal(tuned[name], initial[name]), name
     assert not torch.equal(tuned["layer1.0.conv1.weight"], initial["layer1.0.conv1.weight"])

@@ -42,7 +42,9 @@ def _resolved(preset: str, method: str) -> dict:
     for section in ("head", "train", "sampling", "loss", "bag", "task"):  # to_dict drops None
         node = getattr(config, section, None)
         for name in getattr(node, "__dataclass_fields__", {}):
-            keys.setdefault(f"{section}.{name}", getattr(node, name))
+            value = getattr(node, name)
+            if not hasattr(value, "__dataclass_fields__"):  # a nested table: flattened above
+                keys.setdefault(f"{section}.{name}", value)
     return keys
 
 

@@ -44,7 +44,7 @@ from typing import Any, Callable, ClassVar, Hashable, Iterator
 import numpy as np
 
 from pipeline.errors import PipelineError
-from pipeline.features.extractors.seeding import RANDOM_INIT, redraw, weights_generator
+from pipeline.features.extractors.seeding import RANDOM_INIT, seeded_build, weights_generator
 from pipeline.features.feeding import ClipContext, Job, Loaded, StreamKey
 from pipeline.features.weights_record import WeightsRecord, read_record, sha256_file
 
@@ -225,13 +225,15 @@ class Extractor(ABC):
         return weights_generator(self.name, self.seed)
 
     def build(self, make: Callable[[], Any]) -> Any:
-        """``make()``'s module; with random weights, its drawn parameters redrawn from
-        :meth:`generator`, so the model is the same whichever thread builds it and when."""
+        """``make()``'s module; with random weights, its own initialisation drawn from this
+        extractor's seed (:func:`~pipeline.features.extractors.seeding.seeded_build`), so the
+        model is the same whichever thread builds it and when."""
         import torch
 
+        if self.random_weights:
+            return seeded_build(make, self.name, self.seed)
         with torch.random.fork_rng(devices=[]):  # the constructor's draws leave the caller's stream
-            module = make()
-        return redraw(module, self.generator()) if self.random_weights else module
+            return make()
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """The autocast context that ``precision`` asks for on ``device``; a no-op for fp32."""

@@ -20,8 +20,8 @@ loads with ``load_state_dict(strict=True)``:
 Blocks per layer: [3, 4, 14, 3] for IResNet-50, [3, 13, 30, 3] for IResNet-100. Input is a
 112x112 RGB crop scaled to [-1, 1] as ``(x / 255 - 0.5) / 0.5``, as insightface does.
 
-Without a weights file the network keeps PyTorch's default initialisation, drawn from the
-extractor's own generator (:mod:`~pipeline.features.extractors.seeding`):
+Without a weights file the network keeps PyTorch's default initialisation (its constructor's),
+seeded per extractor (:mod:`~pipeline.features.extractors.seeding`):
 insightface's N(0, 0.1) convolution init relies on training-mode batch statistics and overflows
 through 100 layers in eval mode, which would make the random features useless.
 """

@@ -81,7 +81,8 @@ def feature_map(tokens: torch.Tensor, probe: TimmProbe) -> torch.Tensor:
 def build_timm(model_name: str, weights: Path | None, trust_code: bool = False,
                option: str = "configs.timm.model") -> torch.nn.Module:
     """A headless (``num_classes=0``) timm model: from a weights file/folder, or timm's random
-    initialisation (an extractor redraws it from its own generator: ``Extractor.build``)."""
+    initialisation (seeded per extractor when built through ``Extractor.build`` or
+    :func:`~pipeline.features.extractors.seeding.seeded_build`)."""
     timm_probe(model_name)  # a clear error for an unknown name
     model = timm.create_model(model_name, pretrained=False, num_classes=0)
     if weights is not None:
