@@ -144,7 +144,7 @@ def test_did_you_mean_for_set_keys_and_values():
         build_config("image", "s", "m", sets=["trian.lr=0.1"])
     with pytest.raises(PipelineError, match=r"unknown option\(s\) dimm .*did you mean dim\?"):
         build_config("mfm", "s", "m", sets=["head.dimm=8"])
-    with pytest.raises(PipelineError, match=r"unknown option\(s\) epoch .*did you mean epochs\?"):
+    with pytest.raises(PipelineError, match=r"unknown option\(s\) epoch .*did you mean epochs\b"):
         finetune_config("m", sets=["epoch=2"])
     with pytest.raises(PipelineError, match=r"unknown option\(s\) lr .*did you mean train.lr\?"):
         build_config("image", "s", "m", sets=["lr=0.1"])  # the section left out
