@@ -30,7 +30,8 @@ from pipeline.suggest import did_you_mean
 # The options people change, by group: what --describe shows without --all (tests check that
 # every key exists, so a renamed option cannot silently vanish from the short view).
 FUSE_COMMON: dict[str, tuple[str, ...]] = {
-    "schedule": ("train.epochs", "train.patience", "train.batch_size", "train.lr",
+    "schedule": ("train.epochs", "train.patience", "train.min_epochs", "train.batch_size",
+                 "train.lr", "train.schedule.kind", "train.schedule.warmup_epochs",
                  "train.optimizer", "train.weight_decay", "train.ema_epochs"),
     "selection": ("train.select_on", "train.dev_fraction", "task.classes"),
     "data": ("sampling.balance", "sampling.interval"),
@@ -40,9 +41,10 @@ FUSE_COMMON: dict[str, tuple[str, ...]] = {
 }
 FINETUNE_COMMON: dict[str, tuple[str, ...]] = {
     "what to train": ("backbone", "model", "weights", "tasks", "frozen"),
-    "schedule": ("epochs", "patience", "batch_size", "accumulate", "optimizer", "lr", "head_lr",
-                 "lr_decay", "weight_decay"),
-    "data": ("augment.enabled", "sampling.balance", "sampling.interval", "dev_fraction"),
+    "schedule": ("epochs", "patience", "min_epochs", "batch_size", "accumulate", "optimizer", "lr",
+                 "head_lr", "lr_decay", "schedule.kind", "schedule.warmup_epochs", "weight_decay"),
+    "data": ("input_size", "augment.enabled", "sampling.balance", "sampling.interval",
+             "dev_fraction", "dev_min_videos"),
     "loss": ("loss.kind", "loss.label_smoothing"),
     "machine": ("device", "precision", "threads", "workers"),
     "logs": ("log.tensorboard",),
@@ -50,7 +52,7 @@ FINETUNE_COMMON: dict[str, tuple[str, ...]] = {
 FACES_COMMON: dict[str, tuple[str, ...]] = {
     "detector": ("detector", "onnx", "weights", "min_face"),
     "crops": ("size", "scale"),
-    "tracks": ("two_person", "min_frames"),
+    "tracks": ("all_faces", "two_person", "min_frames", "cut_threshold"),
     "machine": ("batch", "scheduler"),
 }
 
