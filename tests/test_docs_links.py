@@ -1,19 +1,16 @@
-"""The README and the pages under docs/ link only to files that exist (issue 35), apart from the
-pages other branches are writing, which the contents page names before they are merged."""
+"""The README and the pages under docs/ link only to files that exist (issue 35)."""
 
 import re
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-# written on other branches (issues 31, 32, 34, 35, 37): linked ahead of their merge
-PENDING = {"finetune-learning.md"}
 LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
 
 
 def broken_links(page: Path) -> list[str]:
     found = []
     for target in LINK.findall(page.read_text(encoding="utf-8")):
-        if "://" in target or Path(target).name in PENDING:
+        if "://" in target:
             continue
         if not (page.parent / target).exists():
             found.append(f"{page.relative_to(REPO)}: {target}")
