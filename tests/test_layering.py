@@ -3,7 +3,8 @@
 ``bundle -> finetune -> {fusion, scoring} -> training -> runs -> metrics -> features -> data``: a module of a wing may
 import its own wing and the tiers to its right, never its own tier's other wing nor a tier to its
 left (``fusion`` and ``scoring`` never import each other); the shared top-level modules import
-no wing; ``pipeline`` never imports ``stages`` or ``cli``. Imports inside functions count too.
+no wing; ``pipeline`` never imports ``stages`` or ``cli``, and ``stages`` never imports ``cli``.
+Imports inside functions count too, and relative imports are resolved before they are checked.
 
 Inside a wing, no two modules import each other, directly or through others (an import circle),
 counting imports inside functions and under ``TYPE_CHECKING`` too.
@@ -23,16 +24,29 @@ TIERS = (("bundle",), ("finetune",), ("fusion", "scoring"), ("training",), ("run
 ORDER = tuple(wing for tier in TIERS for wing in tier)
 
 
-def _imported_packages(path: Path) -> set[str]:
-    """Top-level-qualified names (``pipeline.x``, ``stages``, ...) a module imports, anywhere in it."""
+def _imported_packages(path: Path, package: str) -> set[str]:
+    """Top-level-qualified names (``pipeline.x``, ``stages``, ...) a module of ``package`` imports,
+    anywhere in it; a relative import (``from ..fusion import x``) is resolved against
+    ``package`` first."""
     names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
-            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level:  # relative: from the package, up level - 1
+                parts = package.split(".")
+                up = parts[:len(parts) - node.level + 1]
+                module = ".".join([*up, module] if module else up)
+            if module:
+                names.add(module)
+                names.update(f"{module}.{alias.name}" for alias in node.names)
     return names
+
+
+def _package(path: Path, root: Path) -> str:
+    """The dotted package a module file under ``root`` (pipeline/, stages/) belongs to."""
+    return ".".join((root.name, *path.relative_to(root).parent.parts))
 
 
 def _wing(name: str) -> str | None:
@@ -43,16 +57,54 @@ def _wing(name: str) -> str | None:
 MODULES = sorted(PIPELINE.rglob("*.py"))
 
 
-@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PIPELINE)))
-def test_imports_follow_the_wing_order(path):
-    relative = path.relative_to(PIPELINE).parts
+def _wing_order_problems(path: Path, root: Path = PIPELINE) -> list[str]:
+    relative = path.relative_to(root).parts
     own = relative[0] if relative[0] in ORDER else None
     tier = next((i for i, wings in enumerate(TIERS) if own in wings), len(TIERS))
     allowed = {own, *(w for wings in TIERS[tier + 1:] for w in wings)} if own else set()
-    imported = _imported_packages(path)
-    assert not {n for n in imported if n.split(".")[0] in ("stages", "cli")}, "pipeline imports stages/cli"
+    imported = _imported_packages(path, _package(path, root))
+    problems = []
+    if {n for n in imported if n.split(".")[0] in ("stages", "cli")}:
+        problems.append(f"{'/'.join(relative)}: pipeline imports stages/cli")
     wrong = sorted({w for n in imported if (w := _wing(n)) is not None and w not in allowed})
-    assert not wrong, f"{'/'.join(relative)} ({own or 'top level'}) imports the wing(s) {wrong}"
+    if wrong:
+        problems.append(f"{'/'.join(relative)} ({own or 'top level'}) imports the wing(s) {wrong}")
+    return problems
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PIPELINE)))
+def test_imports_follow_the_wing_order(path):
+    assert not _wing_order_problems(path)
+
+
+STAGES = PIPELINE.parent / "stages"
+
+
+def _stage_problems(path: Path, root: Path = STAGES) -> list[str]:
+    imported = _imported_packages(path, _package(path, root))
+    return [f"{path.relative_to(root)} imports {n}" for n in sorted(imported)
+            if n.split(".")[0] == "cli"]
+
+
+@pytest.mark.parametrize("path", sorted(STAGES.rglob("*.py")), ids=lambda p: p.name)
+def test_stages_never_import_cli(path):
+    assert not _stage_problems(path)
+
+
+def test_the_checks_catch_a_planted_relative_import_and_a_stage_importing_cli(tmp_path):
+    root = tmp_path / "pipeline"
+    (root / "data").mkdir(parents=True)
+    planted = root / "data" / "planted.py"  # data is the lowest tier: fusion is above it
+    planted.write_text("from ..fusion import heads\n")
+    assert any("imports the wing(s) ['fusion']" in p for p in _wing_order_problems(planted, root))
+    planted.write_text("from . import manifest\n")  # its own wing: allowed
+    assert _wing_order_problems(planted, root) == []
+    stages = tmp_path / "stages"
+    stages.mkdir()
+    for text in ("from cli import main\n", "from cli._common import console\n",
+                 "import cli.fuse\n", "from ..cli import main\n"):
+        (stages / "planted.py").write_text(text)
+        assert _stage_problems(stages / "planted.py", stages), text
 
 
 def _module_name(path: Path) -> str:
