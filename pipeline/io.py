@@ -235,17 +235,8 @@ def staged_files(out: str | Path, last: str, optional: Sequence[str] = ()) -> It
     steps += [lambda name=name: _move(staging / name, out / name) for name in names]
     if (staging / last).exists():
         steps.append(lambda: _move(staging / last, out / last))
-    interrupted: BaseException | None = None
-    while steps:
-        try:
-            while steps:
-                steps[0]()
-                steps.pop(0)
-        except KeyboardInterrupt as e:  # finish the moves first
-            interrupted = e
+    _finish(steps)
     shutil.rmtree(staging, ignore_errors=True)
-    if interrupted is not None:
-        raise interrupted
 
 
 STALE_STAGING_SECONDS = 24 * 3600.0  # a staging folder of another host is stale after this
@@ -332,19 +323,25 @@ def staged_folder(folder: str | Path) -> Iterator[Path]:
     old = parent / f"{old_prefix}{_writer_tag()}{os.urandom(4).hex()}"
     steps = [lambda: _move(folder, old) if folder.is_dir() else None,
              lambda: _move(staging, folder), lambda: shutil.rmtree(old, ignore_errors=True)]
-    interrupted: BaseException | None = None
-    while steps:
-        try:
-            while steps:
-                steps[0]()
-                steps.pop(0)
-        except KeyboardInterrupt as e:  # finish the renames first
-            interrupted = e
-    if interrupted is not None:
-        raise interrupted
+    _finish(steps)
 
 
 def _move(source: Path, target: Path) -> None:
     """``os.replace`` that may be repeated (an interruption may come right after it)."""
     if source.exists():
         os.replace(source, target)
+
+
+def _finish(steps: list[Callable[[], object]]) -> None:
+    """Run every step in order even through Ctrl-C (a half-done set of renames would leave a
+    folder neither old nor new); the interrupt is raised once the last step has run."""
+    interrupted: BaseException | None = None
+    while steps:
+        try:
+            while steps:
+                steps[0]()
+                steps.pop(0)
+        except KeyboardInterrupt as e:
+            interrupted = e
+    if interrupted is not None:
+        raise interrupted
