@@ -34,7 +34,7 @@ def _with_epoch_lines(bar: ProgressFn) -> ProgressFn:
 
 
 def finetune(
-    manifests: Path = typer.Option(..., "--manifests", help="Manifest directory (its training split is read)."),
+    manifests: Optional[Path] = typer.Option(None, "--manifests", help="Manifest directory (its training split is read)."),
     out: Path = typer.Option(..., "--out", help="Weights folder to write (working files go to OUT.train/)."),
     backbone: Optional[str] = typer.Option(None, "--backbone", help="timm or iresnet (face crops), tdnn or swin_audio (log-mel windows), hf_audio (waveform)."),
     model: Optional[str] = typer.Option(None, "--model", help="timm model name (backbone timm)."),
@@ -45,6 +45,11 @@ def finetune(
     sets: List[str] = typer.Option([], "--set", help="Override, e.g. lr=3e-5, epochs=10, augment.hflip=0."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed (classifier, sampling, augmentation)."),
     restart: bool = typer.Option(False, "--restart", help="Discard an unfinished fine-tune into OUT."),
+    static: Optional[str] = typer.Option(None, "--static", help="Train on a static expression "
+                                         "dataset instead of --manifests: NAME:ROOT, NAME one of "
+                                         "affectnet, rafdb, fer2013, expw (docs/static-datasets.md)."),
+    static_store: Optional[Path] = typer.Option(None, "--static-store", help="Where --static writes "
+                                                "its face crops and manifests (default OUT.static/)."),
     describe: bool = typer.Option(
         False, "--describe", is_eager=True, expose_value=False, callback=describe_finetune,
         help="List the backbones, presets and the options people change (--all: every option) and exit."),
@@ -55,6 +60,10 @@ def finetune(
     from pipeline.finetune.config import build_config
     from stages.finetune import finetune as run
 
+    if (manifests is None) == (static is None):
+        raise typer.BadParameter("give one of --manifests and --static")
+    if static is not None:
+        manifests = static_data(static, static_store or out.with_name(out.name + ".static"))
     log, sets = epoch_log.split_sets(sets)  # log.* change no number: not part of the config
     run_config = build_config(manifests, backbone=backbone, model=model, weights=weights,
                               config_file=config, sets=sets, seed=seed, preset=preset)
@@ -80,6 +89,43 @@ def finetune(
                   soft_wrap=True)
 
 
+MAX_LINES = 20  # rejection lines printed; the rest are in report.json
+
+
+def static_data(spec: str, store: Path) -> Path:
+    """Write (or keep) the static dataset ``spec`` as the manifest directory ``store``; print its
+    counts and one line per rejection."""
+    from stages.static_data import prepare_static
+
+    prepared = prepare_static(spec, store)
+    report = prepared.report
+    if prepared.already:
+        console.print(f"{store}: already prepared from the same files", highlight=False,
+                      soft_wrap=True)
+    for line in [r["file"] + (f":{r['line']}" if r["line"] else "") + f": {r['reason']}"
+                 for r in report["rejections"][:MAX_LINES]]:
+        console.print(f"rejected: {line}", highlight=False, soft_wrap=True, markup=False)
+    more = len(report["rejections"]) - MAX_LINES
+    if more > 0:
+        console.print(f"... and {more} more rejections in {store / 'report.json'}", highlight=False,
+                      soft_wrap=True)
+    unmapped = {f"{split}/{name}": n for split, c in report["counts"].items()
+                for name, n in c["unmapped"].items()}
+    console.print(f"{report['dataset']}: frames {report['frames']}, rejected "
+                  f"{len(report['rejections'])}, unmapped {unmapped or 'none'}; "
+                  f"manifests: {store}", highlight=False, soft_wrap=True, markup=False)
+    return store
+
+
+def static_data_command(
+    spec: str = typer.Argument(..., help="NAME:ROOT, NAME one of affectnet, rafdb, fer2013, expw."),
+    out: Path = typer.Option(..., "--out", help="Manifest directory to write (face crops in OUT/frames/)."),
+) -> None:
+    """Write a static expression dataset's face crops and manifests (finetune --manifests OUT)."""
+    static_data(spec, out)
+
+
 def register(app: typer.Typer) -> None:
     """Add this group's commands to the root app."""
     app.command("finetune")(finetune)
+    app.command("static-data")(static_data_command)
