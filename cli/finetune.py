@@ -94,10 +94,13 @@ MAX_LINES = 20  # rejection lines printed; the rest are in report.json
 
 def static_data(spec: str, store: Path) -> Path:
     """Write (or keep) the static dataset ``spec`` as the manifest directory ``store``; print its
-    counts and one line per rejection."""
+    counts and one line per rejection. Under torchrun the store must be prepared already (the
+    processes would race to write it)."""
     from stages.static_data import prepare_static
 
-    prepared = prepare_static(spec, store)
+    prepared = prepare_static(spec, store, write=int(os.environ.get("WORLD_SIZE", "1")) <= 1)
+    if os.environ.get("RANK", "0") != "0":
+        return store
     report = prepared.report
     if prepared.already:
         console.print(f"{store}: already prepared from the same files", highlight=False,

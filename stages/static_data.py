@@ -12,7 +12,8 @@ from pipeline.data.static import parse_spec
 from pipeline.data.static.prepare import Prepared, prepare
 
 
-def prepare_static(spec: str, store: str | Path) -> Prepared:
-    """Read ``NAME:ROOT`` and write (or keep, when complete for the same files) ``store``."""
+def prepare_static(spec: str, store: str | Path, write: bool = True) -> Prepared:
+    """Read ``NAME:ROOT`` and write (or keep, when complete for the same files) ``store``;
+    ``write=False``: refuse a store that is not complete already."""
     name, root = parse_spec(spec)
-    return prepare(name, root, store)
+    return prepare(name, root, store, write=write)

@@ -137,3 +137,15 @@ def test_specs_are_checked(tmp_path):
         parse_spec("rafdb")
     with pytest.raises(PipelineError, match="no usable rafdb image"):
         prepare("rafdb", tmp_path, tmp_path / "store")
+
+
+def test_prepare_without_write_refuses_a_store_not_ready(tmp_path):
+    root = static_layouts.expw(tmp_path / "expw")
+    with pytest.raises(PipelineError, match="run `fer-pipeline static-data expw:"):
+        prepare("expw", root, tmp_path / "store", write=False)
+    assert not (tmp_path / "store").exists()
+    prepare("expw", root, tmp_path / "store")
+    assert prepare("expw", root, tmp_path / "store", write=False).already
+    (root / "label" / "label.lst").write_text("p1.jpg 0 0 0 40 40 50.0 1\n")  # changed files
+    with pytest.raises(PipelineError, match="not prepared from these expw files"):
+        prepare("expw", root, tmp_path / "store", write=False)

@@ -53,3 +53,12 @@ def test_static_and_manifests_are_exclusive(tmp_path, demo_manifests):
     assert main(["finetune", "--static", f"rafdb:{root}", "--manifests", str(demo_manifests),
                  "--out", str(tmp_path / "W")]) != 0
     assert main(["finetune", "--out", str(tmp_path / "W")]) != 0
+
+
+def test_torchrun_needs_the_store_prepared_first(tmp_path, monkeypatch, capsys):
+    root = static_layouts.rafdb(tmp_path / "RAF-DB")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    assert main(["finetune", "--static", f"rafdb:{root}", "--out", str(tmp_path / "W"), *SETS]) != 0
+    assert "run `fer-pipeline static-data rafdb:" in capsys.readouterr().err
+    assert not (tmp_path / "W.static").exists()

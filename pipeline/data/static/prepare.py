@@ -82,8 +82,10 @@ def _order(images: list[StaticImage]) -> list[StaticImage]:
     return sorted(images, key=lambda i: (hashlib.sha1(i.name.encode()).hexdigest(), i.name))
 
 
-def prepare(name: str, root: str | Path, store: str | Path) -> Prepared:
-    """Read dataset ``name`` at ``root`` and write it into ``store`` (see the module doc)."""
+def prepare(name: str, root: str | Path, store: str | Path, write: bool = True) -> Prepared:
+    """Read dataset ``name`` at ``root`` and write it into ``store`` (see the module doc).
+    ``write=False``: only accept a store already complete for the same files (a DDP process
+    must not race another to write it)."""
     store = Path(store)
     reading = read(name, root)
     if not reading.images:
@@ -98,6 +100,9 @@ def prepare(name: str, root: str | Path, store: str | Path) -> Prepared:
             old = None
         if isinstance(old, dict) and old.get("digest") == key:
             return Prepared(store, reading, old, already=True)
+    if not write:
+        raise PipelineError(f"{store}: not prepared from these {name} files; run `fer-pipeline "
+                            f"static-data {name}:{root} --out {store}` first (once, not per process)")
     with io.staged_folder(store) as staging:
         rows, clips = [], {split: [] for split in STATIC_SPLITS}
         used: list[StaticImage] = []  # the images written (counted in the report)
