@@ -149,3 +149,17 @@ def test_prepare_without_write_refuses_a_store_not_ready(tmp_path):
     (root / "label" / "label.lst").write_text("p1.jpg 0 0 0 40 40 50.0 1\n")  # changed files
     with pytest.raises(PipelineError, match="not prepared from these expw files"):
         prepare("expw", root, tmp_path / "store", write=False)
+
+
+def test_fer2013_columns_by_name(tmp_path):
+    # the ICML-workshop copy orders its columns "emotion, Usage, pixels"
+    root = tmp_path / "fer"
+    root.mkdir()
+    face = " ".join(["7"] * 2304)
+    (root / "icml_face_data.csv").write_text(f"emotion, Usage, pixels\n3,PrivateTest,{face}\n"
+                                             f"4,Training,{face}\nx,Training,{face}\n")
+    reading = read("fer2013", root / "icml_face_data.csv")
+    assert [(i.split, i.label) for i in reading.images] == [("test", 4), ("train", 5)]
+    assert kinds(reading) == [("bad_label", 4)]
+    (root / "fer2013.csv").write_text("emotion,pixels\n")
+    assert kinds(read("fer2013", root)) == [("bad_header", 1)]

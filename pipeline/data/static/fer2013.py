@@ -1,5 +1,6 @@
-"""FER2013 as published on Kaggle: ``fer2013.csv`` with the header ``emotion,pixels,Usage``, one
-48x48 grey face per row as 2304 space-separated integers 0..255. ``Usage`` Training is the
+"""FER2013 as published on Kaggle: ``fer2013.csv`` with the header ``emotion,pixels,Usage``
+(columns found by name, in any order: the ICML-workshop copy ``icml_face_data.csv`` has
+``emotion, Usage, pixels``), one 48x48 grey face per row as 2304 space-separated integers 0..255. ``Usage`` Training is the
 training split, PublicTest ``val``, PrivateTest ``test``.
 
 FER2013 codes: 0 Angry, 1 Disgust, 2 Fear, 3 Happy, 4 Sad, 5 Surprise, 6 Neutral. All seven map;
@@ -49,10 +50,12 @@ def read(root: Path) -> StaticReading:
         except (csv.Error, UnicodeDecodeError) as e:
             reading.reject(path, 1, "bad_header", f"unreadable header ({e})")
             return reading
-        if header is None or tuple(h.strip() for h in header) != COLUMNS:
-            reading.reject(path, 1, "bad_header", f"header {','.join(header or [])[:60]!r} is "
-                           f"not {','.join(COLUMNS)}")
+        names = [h.strip() for h in header or []]
+        if sorted(names) != sorted(COLUMNS):
+            reading.reject(path, 1, "bad_header", f"header {','.join(names)[:60]!r} is not "
+                           f"{','.join(COLUMNS)}")
             return reading
+        at = [names.index(c) for c in COLUMNS]
         line = 1
         while True:
             try:
@@ -68,6 +71,7 @@ def read(root: Path) -> StaticReading:
             if len(row) != 3:
                 reading.reject(path, line, "bad_line", f"{len(row)} fields, want 3")
                 continue
+            row = [row[i] for i in at]
             code, face, usage = parse_int(row[0]), pixels(row[1]), row[2].strip()
             if code not in CODES:
                 reading.reject(path, line, "bad_label", f"emotion {row[0][:20]!r} is not 0..6")

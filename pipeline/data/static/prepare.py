@@ -66,7 +66,7 @@ def face(image: StaticImage) -> Image.Image:
     """The image's face crop, RGB; MediaError naming the file when it cannot be decoded or its box
     lies outside the image."""
     if image.pixels is not None:
-        return Image.fromarray(image.pixels, mode="L").convert("RGB")
+        return Image.fromarray(image.pixels).convert("RGB")
     picture = read_image(image.path)
     if image.box is None:
         return picture
@@ -113,8 +113,9 @@ def prepare(name: str, root: str | Path, store: str | Path, write: bool = True) 
             for image in images:
                 try:
                     crop = face(image)
-                except MediaError as e:
-                    reading.reject(image.path, None, "bad_image", str(e).split(": ", 1)[-1])
+                except MediaError as e:  # its message is "PATH: reason"
+                    reason = str(e).removeprefix(f"{image.path}: ")
+                    reading.reject(image.path, None, "bad_image", reason)
                     continue
                 clip_id = f"{name}_{split}_{kept // size:05d}"
                 folder = staging / "frames" / clip_id
