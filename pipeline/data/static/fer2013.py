@@ -1,7 +1,7 @@
 """FER2013 as published on Kaggle: ``fer2013.csv`` with the header ``emotion,pixels,Usage``
 (columns found by name, in any order: the ICML-workshop copy ``icml_face_data.csv`` has
-``emotion, Usage, pixels``), one 48x48 grey face per row as 2304 space-separated integers 0..255. ``Usage`` Training is the
-training split, PublicTest ``val``, PrivateTest ``test``.
+``emotion, Usage, pixels``), one 48x48 grey face per row as 2304 space-separated integers
+0..255. ``Usage`` Training is the training split, PublicTest ``val``, PrivateTest ``test``.
 
 FER2013 codes: 0 Angry, 1 Disgust, 2 Fear, 3 Happy, 4 Sad, 5 Surprise, 6 Neutral. All seven map;
 FER2013 has no Other.
