@@ -81,7 +81,8 @@ def _row(root: Path, path: Path, line: int, split: str, row: dict, seen: set[str
         reading.reject(path, line, "bad_name", f"image path {name[:60]!r} is not a relative path "
                        "inside the dataset")
     elif code not in CODES:
-        reading.reject(path, line, "bad_label", f"expression {row['expression'][:20]!r} is not 0..10")
+        reading.reject(path, line, "bad_label",
+                       f"expression {row['expression'][:20]!r} is not 0..10")
     elif any(v is None for v in box) or box[0] < 0 or box[1] < 0 or box[2] <= 0 or box[3] <= 0:
         reading.reject(path, line, "bad_box", "face_x/face_y/face_width/face_height are not "
                        "whole numbers with x, y >= 0 and a positive size")

@@ -102,7 +102,8 @@ def prepare(name: str, root: str | Path, store: str | Path, write: bool = True) 
             return Prepared(store, reading, old, already=True)
     if not write:
         raise PipelineError(f"{store}: not prepared from these {name} files; run `fer-pipeline "
-                            f"static-data {name}:{root} --out {store}` first (once, not per process)")
+                            f"static-data {name}:{root} --out {store}` first (once, not per "
+                            "process)")
     with io.staged_folder(store) as staging:
         rows, clips = [], {split: [] for split in STATIC_SPLITS}
         used: list[StaticImage] = []  # the images written (counted in the report)
@@ -128,8 +129,9 @@ def prepare(name: str, root: str | Path, store: str | Path, write: bool = True) 
             for start in range(0, kept, size):
                 clip_id = f"{name}_{split}_{start // size:05d}"
                 part = np.array(labels[start:start + size], dtype=np.int8)
-                clips[split].append(Clip(clip_id, split, clip_id, len(part), 1.0,
-                                         str(store.resolve() / "frames" / clip_id), None, None, part))
+                frames = str(store.resolve() / "frames" / clip_id)  # where it is published
+                clips[split].append(Clip(clip_id, split, clip_id, len(part), 1.0, frames, None,
+                                         None, part))
         reading.images = used
         for split in STATIC_SPLITS:
             write_manifest(staging / f"{split}.jsonl", clips[split])
