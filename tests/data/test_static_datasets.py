@@ -163,3 +163,14 @@ def test_fer2013_columns_by_name(tmp_path):
     assert kinds(reading) == [("bad_label", 4)]
     (root / "fer2013.csv").write_text("emotion,pixels\n")
     assert kinds(read("fer2013", root)) == [("bad_header", 1)]
+
+
+def test_rafdb_list_renamed_and_affectnet_csv_with_bom(tmp_path):
+    root = static_layouts.rafdb(tmp_path / "raf", bad=False)
+    (root / "EmoLabel" / "list_patition_label.txt").rename(
+        root / "EmoLabel" / "list_partition_label.txt")
+    assert len(read("rafdb", root).images) == 21
+    an = static_layouts.affectnet(tmp_path / "an")
+    path = an / "Manually_Annotated_file_lists" / "validation.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())  # saved by a spreadsheet
+    assert [i.split for i in read("affectnet", an).images].count("val") == 1

@@ -36,7 +36,7 @@ def read(root: Path) -> StaticReading:
 
 def _read_list(root: Path, path: Path, split: str, reading: StaticReading) -> None:
     try:
-        f = path.open(encoding="utf-8", newline="")
+        f = path.open(encoding="utf-8-sig", newline="")
     except OSError as e:
         reading.reject(path, None, "unreadable_list", f"cannot read ({e.strerror})")
         return

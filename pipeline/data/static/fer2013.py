@@ -39,7 +39,7 @@ def read(root: Path) -> StaticReading:
     path = root / CSV if root.is_dir() else root  # the folder, or the CSV itself
     reading = StaticReading("fer2013", str(root), [str(path)])
     try:
-        f = path.open(encoding="utf-8", newline="")
+        f = path.open(encoding="utf-8-sig", newline="")
     except OSError as e:
         reading.reject(path, None, "unreadable_csv", f"cannot read ({e.strerror})")
         return reading

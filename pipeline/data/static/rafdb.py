@@ -1,5 +1,6 @@
-"""RAF-DB (basic emotions) as published: ``EmoLabel/list_patition_label.txt`` (the spelling of the
-release) holds one ``train_00001.jpg 5`` line per image; the aligned 100x100 faces are
+"""RAF-DB (basic emotions) as published: ``EmoLabel/list_patition_label.txt`` (the spelling of
+the release; ``list_partition_label.txt`` is read when only it exists) holds one
+``train_00001.jpg 5`` line per image; the aligned 100x100 faces are
 ``Image/aligned/train_00001_aligned.jpg``. ``train_*`` images are the training split, ``test_*``
 the published test set (read as ``val``: the split a fine-tune never trains on).
 
@@ -14,6 +15,7 @@ from pathlib import Path
 from pipeline.data.static.common import StaticImage, StaticReading, parse_int
 
 LIST = Path("EmoLabel") / "list_patition_label.txt"
+FIXED_SPELLING = Path("EmoLabel") / "list_partition_label.txt"  # some copies renamed it
 ALIGNED = Path("Image") / "aligned"
 # RAF-DB code -> (its name, the project's class)
 CODES = {1: ("Surprise", 6), 2: ("Fear", 3), 3: ("Disgust", 2), 4: ("Happiness", 4),
@@ -23,6 +25,8 @@ SPLITS = {"train": "train", "test": "val"}
 
 def read(root: Path) -> StaticReading:
     listing = root / LIST
+    if not listing.exists() and (root / FIXED_SPELLING).exists():
+        listing = root / FIXED_SPELLING
     reading = StaticReading("rafdb", str(root), [str(listing)])
     try:
         lines = listing.read_text(encoding="utf-8").splitlines()
