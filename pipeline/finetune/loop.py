@@ -67,7 +67,14 @@ from pipeline.features.weights_record import (
 from pipeline.finetune.backbone_choice import backbone_for
 from pipeline.finetune.backbones import Backbone, Samples, au_targets
 from pipeline.finetune.config import FinetuneConfig
-from pipeline.finetune.model import Classifier, autocast, freeze, make_optimizer
+from pipeline.finetune.model import (
+    Classifier,
+    DANClassifier,
+    autocast,
+    freeze,
+    logits_of,
+    make_optimizer,
+)
 from pipeline.finetune.plan import batches, epoch_plan
 from pipeline.fusion import folds, sampling
 from pipeline.fusion.class_check import check_classes
@@ -83,7 +90,7 @@ RESUMABLE_CHANGES = ("workers",)
 # Config fields added after checkpoints were written, whose default is the behaviour of before: a
 # checkpoint without one resumes as if it held the default.
 ADDED_FIELDS = ("lr_decay", "classifier", "allow_single_class", "min_epochs", "schedule",
-                "input_size", "crop_pct", "dev_min_videos")
+                "input_size", "crop_pct", "dev_min_videos", "task_schedule", "head", "dan")
 
 
 @dataclass
@@ -172,7 +179,7 @@ def _loader(dataset: torch.utils.data.Dataset, batch_sampler: list[list[int]],
                                        pin_memory=device.type == "cuda")
 
 
-def predict(model: Classifier, backbone: Backbone, samples: Samples, config: FinetuneConfig,
+def predict(model: Classifier | DANClassifier, backbone: Backbone, samples: Samples, config: FinetuneConfig,
             device: torch.device) -> np.ndarray:
     """Predicted class of every sample (eval preprocessing, eval mode)."""
     model.eval()
@@ -184,7 +191,7 @@ def predict(model: Classifier, backbone: Backbone, samples: Samples, config: Fin
                for g in groups for i in range(0, len(g), config.eval_batch_size)]
     with torch.no_grad():
         for rows, (x, _, _) in zip(sampler, _loader(data, sampler, config, device)):
-            out[rows] = model(x.to(device))[:, :8].argmax(dim=1).cpu().numpy()
+            out[rows] = logits_of(model(x.to(device)))[:, :8].argmax(dim=1).cpu().numpy()
     return out
 
 
@@ -264,9 +271,13 @@ class _Finetune:
         freeze(backbone, tuple(self.config.frozen))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.config.seed + 1)  # the classifier's own stream
-            self.model = Classifier(backbone, self.backbone.num_features,
-                                    au="au" in self.config.tasks,
-                                    classifier=self.config.classifier).to(self.device)
+            if self.config.head == "dan":  # paper 001: DAN's heads on the backbone's map
+                self.model = DANClassifier(backbone, self.backbone.num_features,
+                                           self.config).to(self.device)
+            else:
+                self.model = Classifier(backbone, self.backbone.num_features,
+                                        au="au" in self.config.tasks,
+                                        classifier=self.config.classifier).to(self.device)
         self.optimizer = make_optimizer(self.model, self.config, self.backbone.model_name)
         # epochs.jsonl/.csv in OUT.train/ (never OUT/: its files are stage one's cache key)
         self.log = EpochLog(self.work, self.progress, write=self.dist.rank == 0)
@@ -363,8 +374,12 @@ class _Finetune:
         self.optimizer.zero_grad(set_to_none=True)
         for k, (x, y, au) in enumerate(_loader(data, steps, config, self.device)):
             with autocast(config, self.device):
-                logits = model(x.to(self.device)).float()
+                output = model(x.to(self.device))
+            logits = logits_of(output).float()
             loss = batch_loss(logits[:, :8], y.to(self.device), None, config.loss)
+            if isinstance(output, tuple):  # DAN: + affinity and partition losses
+                loss = loss + self.model.head.auxiliary_loss(
+                    output[1].float(), output[2].float(), y.to(self.device))
             if self.au_pos_weight is not None:  # the joint AU task (config.tasks)
                 loss = loss + au_batch_loss(logits[:, 8:], au.to(self.device), None,
                                             self.au_pos_weight)

@@ -9,7 +9,7 @@ which the paper states nothing), ``--preset kim2023 --backbone swin_audio`` its 
 | preset | backbone | paper states | ours (paper silent) |
 | --- | --- | --- | --- |
 | ``kim2023`` (000) | ``swin_tiny_patch4_window7_224`` on faces | Swin-Tiny trained on the faces, resized to 224x224 (``crop_pct`` 1.0, as the fuse preset extracts); majority-class subsampling | subsampling cap at the median class count (as the fuse preset); AdamW, lr 1e-4, 5 epochs, batch 32; augmentation |
-| ``jeong2022`` (001) | ``resnet50`` (a VGGFace2 ResNet-50 as ``--weights``) | Table 2: lr 1e-4, batch 1024, 8 epochs, weight decay 1e-4 (we read the table as the fine-tune's too: it does not say which stage it is for) | AdamW; no augmentation stated: ours |
+| ``jeong2022`` (001) | ``resnet50`` (a VGGFace2 ResNet-50 as ``--weights``) + DAN's heads (``head = "dan"``, 4 heads), trained end to end | Table 2: lr 1e-4, batch 1024, 8 epochs, weight decay 1e-4 (we read the table as the fine-tune's too: it does not say which stage it is for); focal loss; affinity loss; colour jitter, random crop, horizontal flip | AdamW; focal gamma 2; the augmentations' strengths (the project's ``augment`` defaults); partition loss weight 1 and DAN's code's form |
 | ``jin2021`` (003) | ``tdnn`` (the IResNet is not fine-tuned here yet) | image model: SGD with momentum, lr 0.001, batch 64, focal loss; TDNN: nothing | the image model's optimiser, lr and batch for the TDNN; momentum 0.9; focal gamma 2 |
 | ``jin2021`` + ``--backbone iresnet`` | IResNet-100 (the paper's Glint360K weights as ``--weights``) | image model: SGD with momentum, lr 0.001, batch 64, focal loss | momentum 0.9; focal gamma 2; AU head with ``tasks=["expr","au"]`` (joint, not alternated) |
 | ``kim2023`` + ``--backbone swin_audio`` | Swin-Tiny on log-mel windows | windows 32/48/64 with purity 0.8/0.65/0.5; log-mel 2048/1024/128; subsampling | one fine-tune per ``window``; AdamW, lr 1e-4, 5 epochs, batch 32 |
@@ -27,8 +27,13 @@ FINETUNE_PRESETS: dict[str, dict[str, Any]] = {
     # crop_pct 1.0: the whole face crop resized to 224, what the fuse preset extracts with
     "kim2023": {"backbone": "timm", "model": "swin_tiny_patch4_window7_224", "crop_pct": 1.0,
                 "sampling": {"balance": "subsample", "majority_cap": 1.0}},
+    # DAN's heads on the ResNet-50 map, trained with it (paper 001's Figure 1); focal loss
+    # (gamma not stated: 2, as the fuse preset); colour jitter, random crop and flip are listed
+    # (their strengths are not: the project's augment defaults)
     "jeong2022": {"backbone": "timm", "model": "resnet50", "lr": 1e-4, "batch_size": 1024,
-                  "epochs": 8, "weight_decay": 1e-4},
+                  "epochs": 8, "weight_decay": 1e-4, "head": "dan",
+                  "dan": {"heads": 4}, "loss": {"kind": "focal", "gamma": 2.0},
+                  "augment": {"enabled": True}},
     "jin2021": {"backbone": "tdnn", "optimizer": "sgd", "momentum": 0.9, "lr": 0.001,
                 "head_lr": 0.001, "batch_size": 64, "loss": {"kind": "focal", "gamma": 2.0}},
     "yu2025": {"backbone": "timm", "optimizer": "sgd", "momentum": 0.9, "lr": 1e-4,
