@@ -84,6 +84,7 @@ from pipeline.locks import owner_lock
 from pipeline.progress import ProgressEvent, ProgressFn, silent
 from pipeline.metrics.scores import macro_f1
 from pipeline.training.schedules import build_schedule
+from pipeline.training.tasks import AU, EXPR, alternate, epoch_tasks
 
 # Config fields that may change between a run and its resumption (they change no number).
 RESUMABLE_CHANGES = ("workers",)
@@ -150,6 +151,15 @@ def dev_split(config: FinetuneConfig) -> tuple[list[Clip], list[Clip], list[str]
         train, dev = folds.dev_slice(labelled, fraction, config.dev_seed)
     check_classes(train, dev, str(manifests), config.allow_single_class, "allow_single_class")
     return train, dev, leaking
+
+
+def au_only_training(config: FinetuneConfig) -> list[Clip]:
+    """The AU-only clips (``au_only.jsonl``) of the AU training split: the AU task trains on them."""
+    try:
+        clips = load_clips(Path(config.manifests), splits=(), au_only=True)
+    except ValueError as e:
+        raise PipelineError(" ".join(str(e).split())) from None
+    return [c for c in clips if c.au_split == "train" and c.au_labels is not None]
 
 
 def dev_warnings(dev: list[Clip], frames: int) -> list[str]:
@@ -246,6 +256,18 @@ class _Finetune:
         self.keys = self.backbone.shape_keys(self.train)
         counts = sampling.class_counts(self.train.label, np.ones(len(self.train), dtype=bool))
         self.rates = sampling.class_rates(counts, config.sampling)
+        # jin2021's alternation (task_schedule epoch/batch): the AU task trains on its own samples,
+        # every usable frame with AU labels of the AU training split, AU-only clips included
+        self.alternating = "au" in config.tasks and config.task_schedule != "joint"
+        self.au_only_clips: list[Clip] = []
+        self.au_train: Samples | None = None
+        if self.alternating:
+            self.au_only_clips = au_only_training(config)
+            self.au_train = self.backbone.au_samples(self.train_clips + self.au_only_clips)
+            if not len(self.au_train):
+                raise PipelineError(f"{config.manifests}: task_schedule {config.task_schedule} but "
+                                    "no usable training frame has AU labels of the AU training split")
+            self.au_keys = self.backbone.shape_keys(self.au_train)
         self.au_pos_weight = self._au_pos_weight() if "au" in config.tasks else None
         self.saved_config = to_dict(config)
         self.initial_sha = None if config.weights is None else sha256_file(config.weights)
@@ -256,7 +278,8 @@ class _Finetune:
         frames (:func:`pipeline.fusion.losses.au_pos_weights`, as the heads compute them)."""
         if self.config.loss.au_pos_weight:
             return torch.tensor(self.config.loss.au_pos_weight, dtype=torch.float32)
-        rows = np.stack([au_targets(self.train, i) for i in range(len(self.train))])
+        samples = self.au_train if self.au_train is not None else self.train
+        rows = np.stack([au_targets(samples, i) for i in range(len(samples))])
         if not (rows != UNLABELED).any():
             raise PipelineError(f"{self.config.manifests}: tasks [expr, au] but no training frame "
                                 "has AU labels of the AU training split")
@@ -363,31 +386,60 @@ class _Finetune:
     def _epoch(self, model: nn.Module) -> None:
         started = time.perf_counter()
         config, epoch = self.config, self.epoch + 1
-        plan, seeds = epoch_plan(self.train, self.rates, config.seed, epoch)
-        data = self.backbone.dataset(self.train, plan, seeds)
-        steps = batches(self.keys[plan], config.batch_size, self.dist.world, self.dist.rank,
-                        config.seed, epoch)
+        tasks = epoch_tasks(self.alternating, config.task_schedule, epoch - 1)
+        # seeded before the loaders: each draws its base seed from torch's stream (as before)
         torch.manual_seed(int(np.random.SeedSequence([config.seed, epoch, 7]).generate_state(1)[0]))
+        loaders, order, planned = {}, {}, 0
+        if EXPR in tasks:
+            plan, seeds = epoch_plan(self.train, self.rates, config.seed, epoch)
+            steps = batches(self.keys[plan], config.batch_size, self.dist.world, self.dist.rank,
+                            config.seed, epoch)
+            loaders[EXPR] = iter(_loader(self.backbone.dataset(self.train, plan, seeds), steps,
+                                         config, self.device))
+            order[EXPR], planned = [EXPR] * len(steps), len(plan)
+        if AU in tasks:  # the AU task's samples, each once, in an order drawn from (seed, epoch)
+            rng = np.random.default_rng([config.seed, epoch, 3])
+            au_plan = rng.permutation(len(self.au_train))
+            au_seeds = rng.integers(0, 2**31 - 1, size=len(au_plan))
+            au_steps = batches(self.au_keys[au_plan], config.batch_size, self.dist.world,
+                               self.dist.rank, config.seed, epoch)
+            loaders[AU] = iter(_loader(self.backbone.dataset(self.au_train, au_plan, au_seeds),
+                                       au_steps, config, self.device))
+            order[AU], planned = [AU] * len(au_steps), planned + len(au_plan)
+        sequence = alternate(order.get(EXPR, []), order.get(AU, []))
         model.train()
         losses = []
-        self.log.start_epoch(len(steps))
+        self.log.start_epoch(len(sequence))
         self.optimizer.zero_grad(set_to_none=True)
-        for k, (x, y, au) in enumerate(_loader(data, steps, config, self.device)):
+        stepped: set[int] = set()
+        for k, task in enumerate(sequence):
+            x, y, au = next(loaders[task])
             with autocast(config, self.device):
                 output = model(x.to(self.device))
             logits = logits_of(output).float()
-            loss = batch_loss(logits[:, :8], y.to(self.device), None, config.loss)
+            if task == AU:  # alternation: the AU loss alone
+                loss = au_batch_loss(logits[:, 8:], au.to(self.device), None, self.au_pos_weight)
+            else:
+                loss = batch_loss(logits[:, :8], y.to(self.device), None, config.loss)
             if isinstance(output, tuple):  # DAN: + affinity and partition losses
                 loss = loss + self.model.head.auxiliary_loss(
                     output[1].float(), output[2].float(), y.to(self.device))
-            if self.au_pos_weight is not None:  # the joint AU task (config.tasks)
+            if self.au_pos_weight is not None and not self.alternating:  # the joint AU task
                 loss = loss + au_batch_loss(logits[:, 8:], au.to(self.device), None,
                                             self.au_pos_weight)
             (loss / config.accumulate).backward()
+            stepped.add(task)
             losses.append(float(loss.detach()))
             self.log.advance(1, len(y) * self.dist.world)  # (every process trains an equal share)
-            if (k + 1) % config.accumulate and k + 1 < len(steps):
+            if (k + 1) % config.accumulate and k + 1 < len(sequence):
                 continue  # accumulate the next batch's gradient first
+            if self.alternating:  # the idle task's head gets no update at all (not even decay)
+                idle = [h for t, h in ((EXPR, self.model.head), (AU, self.model.au_head))
+                        if t not in stepped]
+                for head in idle:
+                    for p in head.parameters():
+                        p.grad = None
+            stepped = set()
             if config.grad_clip:
                 nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             self.optimizer.step()
@@ -405,7 +457,7 @@ class _Finetune:
             self.bad += 1
         self.history.append({"epoch": epoch, "loss": float(np.mean(losses)) if losses else 0.0,
                              "dev_f1": float(score), "best": float(self.best_score),
-                             "samples": int(len(plan)), "s": time.perf_counter() - started})
+                             "samples": int(planned), "s": time.perf_counter() - started})
 
     # -- output
 
@@ -413,9 +465,11 @@ class _Finetune:
         return WeightsRecord(
             family=self.backbone.family, model=self.backbone.model_name,
             preprocessing=self.backbone.preprocessing(), weights_sha256="",
-            manifest_fingerprint=fingerprint(self.train_clips + self.dev_clips),
+            manifest_fingerprint=fingerprint(self.train_clips + self.dev_clips + self.au_only_clips),
             clips={"train": [c.clip_id for c in self.train_clips],
-                   "dev": [c.clip_id for c in self.dev_clips]},
+                   "dev": [c.clip_id for c in self.dev_clips],
+                   **({"au_only": [c.clip_id for c in self.au_only_clips]}
+                      if self.au_only_clips else {})},
             config=self.saved_config, selected_on=SELECTED_ON["dev"],
             selection_score=float(self.best_score), epoch=int(self.best_epoch),
             epochs_run=int(self.epoch), initial_weights=self.config.weights,

@@ -10,8 +10,8 @@ which the paper states nothing), ``--preset kim2023 --backbone swin_audio`` its 
 | --- | --- | --- | --- |
 | ``kim2023`` (000) | ``swin_tiny_patch4_window7_224`` on faces | Swin-Tiny trained on the faces, resized to 224x224 (``crop_pct`` 1.0, as the fuse preset extracts); majority-class subsampling | subsampling cap at the median class count (as the fuse preset); AdamW, lr 1e-4, 5 epochs, batch 32; augmentation |
 | ``jeong2022`` (001) | ``resnet50`` (a VGGFace2 ResNet-50 as ``--weights``) + DAN's heads (``head = "dan"``, 4 heads), trained end to end | Table 2: lr 1e-4, batch 1024, 8 epochs, weight decay 1e-4 (we read the table as the fine-tune's too: it does not say which stage it is for); focal loss; affinity loss; colour jitter, random crop, horizontal flip | AdamW; focal gamma 2; the augmentations' strengths (the project's ``augment`` defaults); partition loss weight 1 and DAN's code's form |
-| ``jin2021`` (003) | ``tdnn`` (the IResNet is not fine-tuned here yet) | image model: SGD with momentum, lr 0.001, batch 64, focal loss; TDNN: nothing | the image model's optimiser, lr and batch for the TDNN; momentum 0.9; focal gamma 2 |
-| ``jin2021`` + ``--backbone iresnet`` | IResNet-100 (the paper's Glint360K weights as ``--weights``) | image model: SGD with momentum, lr 0.001, batch 64, focal loss | momentum 0.9; focal gamma 2; AU head with ``tasks=["expr","au"]`` (joint, not alternated) |
+| ``jin2021`` (003) | ``tdnn`` (the IResNet is not fine-tuned here yet) | image model: SGD with momentum, lr 0.001, batch 64, focal loss; TDNN: nothing | the image model's optimiser, lr and batch for the TDNN; momentum 0.9; focal gamma 2; no weight decay, no gradient clipping (not stated; as the fuse preset) |
+| ``jin2021`` + ``--backbone iresnet`` | IResNet-100 (the paper's Glint360K weights as ``--weights``) | image model: SGD with momentum, lr 0.001, batch 64, focal loss; AU and expression tasks alternated epoch by epoch or batch by batch (``task_schedule``) | momentum 0.9; focal gamma 2; no weight decay or clipping; ``batch`` alternation (the fuse preset's) once ``tasks=["expr","au"]`` is set |
 | ``kim2023`` + ``--backbone swin_audio`` | Swin-Tiny on log-mel windows | windows 32/48/64 with purity 0.8/0.65/0.5; log-mel 2048/1024/128; subsampling | one fine-tune per ``window``; AdamW, lr 1e-4, 5 epochs, batch 32 |
 | ``yu2025`` (004) | any timm model (its RHCNN is not available) | SGD, lr 1e-4 (backbone) and 1e-3 (the image/speech weights: our classifier), momentum 0.9, batch 16, coarse-fine loss, equal-interval frames, 300 rounds | 10 epochs (300 rounds of its end-to-end net are not a fine-tune budget), interval 5 frames |
 """
@@ -34,8 +34,11 @@ FINETUNE_PRESETS: dict[str, dict[str, Any]] = {
                   "epochs": 8, "weight_decay": 1e-4, "head": "dan",
                   "dan": {"heads": 4}, "loss": {"kind": "focal", "gamma": 2.0},
                   "augment": {"enabled": True}},
+    # weight decay and gradient clipping: the paper states neither (0, as the fuse preset);
+    # with tasks [expr, au] the AU and expression batches alternate (the fuse preset's schedule)
     "jin2021": {"backbone": "tdnn", "optimizer": "sgd", "momentum": 0.9, "lr": 0.001,
-                "head_lr": 0.001, "batch_size": 64, "loss": {"kind": "focal", "gamma": 2.0}},
+                "head_lr": 0.001, "batch_size": 64, "loss": {"kind": "focal", "gamma": 2.0},
+                "weight_decay": 0.0, "grad_clip": 0.0, "task_schedule": "batch"},
     "yu2025": {"backbone": "timm", "optimizer": "sgd", "momentum": 0.9, "lr": 1e-4,
                "head_lr": 1e-3, "batch_size": 16, "epochs": 10, "loss": {"kind": "coarse_fine"},
                "sampling": {"interval": 5}},
