@@ -92,6 +92,9 @@ RESUMABLE_CHANGES = ("workers",)
 # checkpoint without one resumes as if it held the default.
 ADDED_FIELDS = ("lr_decay", "classifier", "allow_single_class", "min_epochs", "schedule",
                 "input_size", "crop_pct", "dev_min_videos", "task_schedule", "head", "dan")
+# Fields left out of the record (and checkpoint) while at their default, so a fine-tune that does
+# not use them writes the same record, hence the same stage-one cache key, as before they existed.
+OMITTED_AT_DEFAULT = ("task_schedule", "head", "dan")
 
 
 @dataclass
@@ -151,6 +154,13 @@ def dev_split(config: FinetuneConfig) -> tuple[list[Clip], list[Clip], list[str]
         train, dev = folds.dev_slice(labelled, fraction, config.dev_seed)
     check_classes(train, dev, str(manifests), config.allow_single_class, "allow_single_class")
     return train, dev, leaking
+
+
+def recorded_config(config: FinetuneConfig) -> dict[str, Any]:
+    """The config as the record and checkpoint keep it (:data:`OMITTED_AT_DEFAULT`)."""
+    saved, defaults = to_dict(config), to_dict(FinetuneConfig())
+    return {k: v for k, v in saved.items()
+            if k not in OMITTED_AT_DEFAULT or v != defaults[k]}
 
 
 def au_only_training(config: FinetuneConfig) -> list[Clip]:
@@ -269,7 +279,7 @@ class _Finetune:
                                     "no usable training frame has AU labels of the AU training split")
             self.au_keys = self.backbone.shape_keys(self.au_train)
         self.au_pos_weight = self._au_pos_weight() if "au" in config.tasks else None
-        self.saved_config = to_dict(config)
+        self.saved_config = recorded_config(config)
         self.initial_sha = None if config.weights is None else sha256_file(config.weights)
         self.warnings = dev_warnings(self.dev_clips, len(self.dev))
 
@@ -346,8 +356,9 @@ class _Finetune:
                                 "--restart") from None
         defaults = to_dict(FinetuneConfig())
         saved = {**{k: defaults[k] for k in ADDED_FIELDS if k in defaults}, **state["config"]}
+        mine = {**{k: defaults[k] for k in ADDED_FIELDS if k in defaults}, **self.saved_config}
         old = {k: v for k, v in saved.items() if k not in RESUMABLE_CHANGES}
-        new = {k: v for k, v in self.saved_config.items() if k not in RESUMABLE_CHANGES}
+        new = {k: v for k, v in mine.items() if k not in RESUMABLE_CHANGES}
         if old != new:
             changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             raise PipelineError(f"{self.out}: an unfinished fine-tune with another config "

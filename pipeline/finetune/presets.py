@@ -13,6 +13,8 @@ which the paper states nothing), ``--preset kim2023 --backbone swin_audio`` its 
 | ``jin2021`` (003) | ``tdnn`` (the IResNet is not fine-tuned here yet) | image model: SGD with momentum, lr 0.001, batch 64, focal loss; TDNN: nothing | the image model's optimiser, lr and batch for the TDNN; momentum 0.9; focal gamma 2; no weight decay, no gradient clipping (not stated; as the fuse preset) |
 | ``jin2021`` + ``--backbone iresnet`` | IResNet-100 (the paper's Glint360K weights as ``--weights``) | image model: SGD with momentum, lr 0.001, batch 64, focal loss; AU and expression tasks alternated epoch by epoch or batch by batch (``task_schedule``) | momentum 0.9; focal gamma 2; no weight decay or clipping; ``batch`` alternation (the fuse preset's) once ``tasks=["expr","au"]`` is set |
 | ``kim2023`` + ``--backbone swin_audio`` | Swin-Tiny on log-mel windows | windows 32/48/64 with purity 0.8/0.65/0.5; log-mel 2048/1024/128; subsampling | one fine-tune per ``window``; AdamW, lr 1e-4, 5 epochs, batch 32 |
+| ``sun2026`` | ``vit_large_patch14_dinov2.lvd142m`` (DINOv2 ViT-L/14) | DINOv2 ViT-L/14 fine-tuned on faces with a mixture-of-experts training head and PadAug | all numbers: AdamW lr 2e-5, head 1e-3, layer decay 0.75, weight decay 0.05, 1 warmup epoch then cosine, 10 epochs, 4 experts (all used), padding augmentation 0.3 (our reading of PadAug) |
+| ``yu2026`` | ``beit_large_patch16_224.in22k_ft_in22k_in1k`` (BEiT-L) | BEiT-large faces; focal loss | the same optimiser and schedule as sun2026; focal gamma 2; no class rebalancing (as the fuse preset) |
 | ``yu2025`` (004) | any timm model (its RHCNN is not available) | SGD, lr 1e-4 (backbone) and 1e-3 (the image/speech weights: our classifier), momentum 0.9, batch 16, coarse-fine loss, equal-interval frames, 300 rounds | 10 epochs (300 rounds of its end-to-end net are not a fine-tune budget), interval 5 frames |
 """
 
@@ -42,6 +44,19 @@ FINETUNE_PRESETS: dict[str, dict[str, Any]] = {
     "yu2025": {"backbone": "timm", "optimizer": "sgd", "momentum": 0.9, "lr": 1e-4,
                "head_lr": 1e-3, "batch_size": 16, "epochs": 10, "loss": {"kind": "coarse_fine"},
                "sampling": {"interval": 5}},
+    # Sun and Gao 2026 (2603.12221, stage I): DINOv2 ViT-L/14 fine-tuned with an MoE training
+    # head and PadAug; only the abstract and introduction were reachable, so every number below
+    # is ours (docs/finetune-papers.md): BEiT/MAE-style layer decay, warmup then cosine.
+    "sun2026": {"backbone": "timm", "model": "vit_large_patch14_dinov2.lvd142m", "lr": 2e-5,
+                "head_lr": 1e-3, "lr_decay": 0.75, "weight_decay": 0.05, "epochs": 10,
+                "schedule": {"kind": "cosine", "warmup_epochs": 1},
+                "classifier": {"experts": 4}, "augment": {"pad_prob": 0.3}},
+    # Yu et al. 2026 (2603.08034): BEiT-large faces, focal loss; the fine-tune's settings are not
+    # in the reachable text: ours, as sun2026's (docs/finetune-papers.md).
+    "yu2026": {"backbone": "timm", "model": "beit_large_patch16_224.in22k_ft_in22k_in1k",
+               "lr": 2e-5, "head_lr": 1e-3, "lr_decay": 0.75, "weight_decay": 0.05, "epochs": 10,
+               "schedule": {"kind": "cosine", "warmup_epochs": 1},
+               "loss": {"kind": "focal", "gamma": 2.0}, "sampling": {"balance": "none"}},
 }
 
 

@@ -82,6 +82,8 @@ def test_joint_schedule_is_the_default_and_sums_both_losses(spy, demo_manifests,
     (epoch,) = epochs_of(calls)
     assert epoch == "EA" * (len(epoch) // 2) and len(datasets) == 1
     assert "au_only" not in result.record.clips
+    # fields at their default stay out of the record: its bytes (stage one's cache key) as before
+    assert not {"task_schedule", "head", "dan"} & set(result.record.config)
 
 
 def test_jin2021_preset_matches_the_paper_and_the_fuse_preset(demo_manifests):
