@@ -51,7 +51,7 @@ from pipeline.fusion.data import ClipStream, FeatureRequest, Table
 from pipeline.fusion.heads import Head
 from pipeline.fusion.losses import LossConfig, au_batch_loss, au_pos_weights
 from pipeline.metrics.au import AUScores, au_counts
-from pipeline.training.tasks import AU, EXPR, alternate, epoch_tasks
+from pipeline.training.tasks import AU, EXPR, alternate, epoch_tasks  # noqa: F401 (re-exported)
 
 __all__ = ["AUEvaluator", "batch_loss", "epoch_tasks", "in_split", "run_splits", "task_batches"]
 
