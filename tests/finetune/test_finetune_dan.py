@@ -94,7 +94,7 @@ def test_weights_folder_gives_the_map_the_fuse_dan_head_reads(tuned, demo_manife
     code = main(["extract", "--manifests", str(demo_manifests), "--store", str(tmp_path / "f.zarr"),
                  "-e", "timm", "--set", "configs.timm.model=test_resnet", "--set",
                  "configs.timm.map=true", "--weights", f"timm={out}", "--precision", "fp32",
-                 "--device", "cpu", "--batch-size", "8", "--splits", "train"])
+                 "--device", "cpu", "--batch-size", "8"])
     assert code == 0
     best = torch.load(work_dir(out) / "checkpoint.pt", weights_only=True)["best_state"]
     model = timm.create_model("test_resnet", pretrained=False, num_classes=0)
@@ -102,6 +102,11 @@ def test_weights_folder_gives_the_map_the_fuse_dan_head_reads(tuned, demo_manife
     clip = next(iter_manifest(demo_manifests / "train.jsonl"))
     got = FeatureStore(tmp_path / "f.zarr").read(clip.clip_id, "timm_map").astype(np.float32)
     assert got.ndim == 4 and got.shape[-1] == model.num_features  # [T, H, W, C]: dan's input
+    # ... and the fuse `dan` head trains on it, the backbone frozen (as paper 001's chain)
+    code = main(["fuse", "--method", "dan", "--store", str(tmp_path / "f.zarr"), "--manifests",
+                 str(demo_manifests), "--out", str(tmp_path / "runs"), "--set",
+                 "head.image=timm_map", "--set", "head.width=32", "--set", "train.epochs=1"])
+    assert code == 0 and list((tmp_path / "runs").rglob("attention.npz"))
 
 
 def test_refusals_name_the_reason(demo_manifests, tmp_path):
