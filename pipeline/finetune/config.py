@@ -200,7 +200,7 @@ def build_config(manifests: str | Path, backbone: str | None = None, model: str 
     < ``key=value`` < the command's options."""
     from pipeline.finetune.presets import preset_tables
 
-    tables = preset_tables(preset)
+    tables = preset_tables(preset, backbone)
     if tables is not None and backbone not in (None, "timm"):  # the preset's face-only settings
         tables = {k: v for k, v in tables.items() if k not in FACE_ONLY}
     return build(FinetuneConfig, file=config_file, sets=sets, preset=tables,

@@ -93,6 +93,9 @@ def test_jin2021_preset_matches_the_paper_and_the_fuse_preset(demo_manifests):
                                                                            "focal")
     assert (c.weight_decay, c.grad_clip, c.task_schedule) == (
         fuse["weight_decay"], fuse["grad_clip"], fuse["task_schedule"]) == (0.0, 0.0, "batch")
+    assert c.tasks == ("expr", "au")  # the image model is the paper's multi-task network
+    audio = build_config(demo_manifests, preset="jin2021")  # its TDNN: expressions (not stated)
+    assert audio.backbone == "tdnn" and tuple(audio.tasks) == ("expr",)
 
 
 def test_unknown_schedule_is_refused(demo_manifests):
