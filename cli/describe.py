@@ -40,7 +40,7 @@ FUSE_COMMON: dict[str, tuple[str, ...]] = {
     "logs": ("log.tensorboard",),
 }
 FINETUNE_COMMON: dict[str, tuple[str, ...]] = {
-    "what to train": ("backbone", "model", "weights", "tasks", "frozen"),
+    "what to train": ("backbone", "model", "weights", "head", "tasks", "task_schedule", "frozen"),
     "schedule": ("epochs", "patience", "min_epochs", "batch_size", "accumulate", "optimizer", "lr",
                  "head_lr", "lr_decay", "schedule.kind", "schedule.warmup_epochs", "weight_decay"),
     "data": ("input_size", "augment.enabled", "sampling.balance", "sampling.interval",

@@ -4,7 +4,9 @@ unchanged and freezes.
 
 Modules: :mod:`~pipeline.finetune.config` (the options), :mod:`~pipeline.finetune.backbones`
 (what differs per backbone: the network, its samples, its augmentation and preprocessing),
-:mod:`~pipeline.finetune.loop` (one seeded, resumable, DDP-aware training loop).
+:mod:`~pipeline.finetune.loop` (one seeded, resumable, DDP-aware training loop),
+:mod:`~pipeline.finetune.split` (the train-dev slice and the AU-only clips),
+:mod:`~pipeline.finetune.model` (the class layers: linear, MoE, or DAN's heads end to end).
 
 In the data flow it sits beside ``features`` (it reads data and writes weights that features
 load); in the import order it sits above ``fusion``, because it trains with the heads' own losses,

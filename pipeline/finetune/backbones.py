@@ -56,9 +56,20 @@ class Samples:
         return len(self.label)
 
 
-def labelled_samples(clips: Sequence[Clip], usable: Any) -> Samples:
+def labelled_samples(clips: Sequence[Clip], usable: Any, au: bool = False) -> Samples:
+    """The usable frames with an expression label; with ``au`` instead those with an AU label
+    of the AU training split (expression label -1: the AU task's samples, AU-only clips too)."""
     rows = []
     for i, clip in enumerate(clips):
+        if au:
+            labelled = (np.zeros(clip.n_frames, dtype=bool)
+                        if clip.au_labels is None or clip.au_split != "train"
+                        else (np.asarray(clip.au_labels) != UNLABELED).any(axis=1))
+            labels = np.full(clip.n_frames, UNLABELED, dtype=np.int64)
+            keep = labelled & usable(clip)
+            frames = np.flatnonzero(keep)
+            rows.append((np.full(len(frames), i), frames, labels[frames]))
+            continue
         labels = clip.labels.astype(np.int64)
         keep = (labels != UNLABELED) & usable(clip)
         frames = np.flatnonzero(keep)
@@ -116,6 +127,11 @@ class Backbone:
 
     def samples(self, clips: Sequence[Clip]) -> Samples:
         raise NotImplementedError
+
+    def au_samples(self, clips: Sequence[Clip]) -> Samples:
+        """The AU task's samples (``task_schedule`` epoch or batch): usable frames with AU labels."""
+        raise PipelineError(f"task_schedule epoch/batch: backbone {self.config.backbone} has no AU "
+                            "samples; use timm, iresnet or tdnn, or task_schedule joint")
 
     def fit_input(self, samples: Samples) -> None:
         """Settle the input preprocessing from the training samples (face backbones: the crops'
@@ -244,6 +260,9 @@ class FaceBackbone(Backbone):
     def samples(self, clips: Sequence[Clip]) -> Samples:
         return labelled_samples(clips, lambda clip: face_mask(clip.frames_dir, clip.n_frames))
 
+    def au_samples(self, clips: Sequence[Clip]) -> Samples:
+        return labelled_samples(clips, lambda clip: face_mask(clip.frames_dir, clip.n_frames), au=True)
+
     def tensor(self, samples: Samples, i: int, seed: int | None) -> torch.Tensor:
         clip = samples.clips[int(samples.clip[i])]
         image = read_image(clip.frame_path(int(samples.frame[i])))
@@ -309,6 +328,10 @@ class AudioBackbone(Backbone):
 
     def samples(self, clips: Sequence[Clip]) -> Samples:
         return labelled_samples(clips, lambda clip: np.full(clip.n_frames, clip.audio_path is not None))
+
+    def au_samples(self, clips: Sequence[Clip]) -> Samples:
+        return labelled_samples(clips, lambda clip: np.full(clip.n_frames, clip.audio_path is not None),
+                                au=True)
 
     def front(self, clip: Clip) -> np.ndarray:
         if clip.audio_path not in self._fronts:  # _left/_right clips share their video's audio

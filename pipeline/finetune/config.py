@@ -16,8 +16,11 @@ from pipeline.fusion.config import ClassifierConfig
 from pipeline.fusion.losses import LossConfig
 from pipeline.fusion.sampling import SamplingConfig
 from pipeline.fusion.windows import PURITY_RULES
+from pipeline.training.dan import DANNetConfig
 from pipeline.training.schedules import ScheduleConfig
 
+HEADS = ("linear", "dan")
+TASK_SCHEDULES = ("joint", "epoch", "batch")
 BACKBONES = ("timm", "iresnet", "tdnn", "swin_audio", "hf_audio")
 LAYER_DECAY_BACKBONES = ("timm", "swin_audio", "hf_audio")  # those with a layer order (lr_decay)
 OPTIMIZERS = ("adamw", "sgd")
@@ -108,6 +111,16 @@ class FinetuneConfig:
     # positive weights, loss.au_pos_weight or negatives/positives of the training frames) trained
     # jointly with the expression head on the same frames (the paper alternates; see the README).
     tasks: tuple[str, ...] = ("expr",)
+    # with tasks [expr, au]: "joint" (both losses on every expression frame, the behaviour before
+    # schedules), or jin2021's alternation by "epoch" (odd epochs expressions, even ones AUs) or
+    # "batch" (expression and AU batches take turns); these two train the AU task on every frame
+    # with AU labels of the AU training split, AU-only clips included (pipeline.training.tasks)
+    task_schedule: str = "joint"
+    # the class layers: "linear" (classifier.*), or "dan": paper 001's DAN heads (multi-head cross
+    # attention, attention fusion, affinity and partition losses: dan.*) on the backbone's spatial
+    # map, trained with the backbone end to end (backbone timm, a convolutional model)
+    head: str = "linear"
+    dan: DANNetConfig = field(default_factory=DANNetConfig)
     # backbone tdnn: the log-mel window (video frames) centred on each labelled frame (paper 000's
     # shortest dynamic window), and the network, frontend and CMN (tdnn's own options; mean_norm
     # unset: as the extractor resolves it for the initial weights, "none" for random ones).
@@ -144,6 +157,15 @@ class FinetuneConfig:
             raise PipelineError(f"window_purity {self.window_purity}: need 0 <= p <= 1")
         if tuple(self.tasks) not in (("expr",), ("expr", "au")):
             raise PipelineError(f"tasks {list(self.tasks)}: choose [\"expr\"] or [\"expr\", \"au\"]")
+        if self.task_schedule not in TASK_SCHEDULES:
+            raise PipelineError(f"task_schedule {self.task_schedule!r}: choose from "
+                                f"{', '.join(TASK_SCHEDULES)}")
+        if self.head not in HEADS:
+            raise PipelineError(f"head {self.head!r}: choose from {', '.join(HEADS)}")
+        if self.head == "dan" and (self.backbone != "timm" or "au" in self.tasks
+                                   or self.classifier.experts):
+            raise PipelineError("head dan: needs backbone timm (a convolutional model), tasks "
+                                "[\"expr\"] and classifier.experts 0")
         if not 0.0 < self.lr_decay <= 1.0:
             raise PipelineError(f"lr_decay {self.lr_decay}: need 0 < d <= 1 (1: off)")
         a = self.augment
@@ -178,7 +200,7 @@ def build_config(manifests: str | Path, backbone: str | None = None, model: str 
     < ``key=value`` < the command's options."""
     from pipeline.finetune.presets import preset_tables
 
-    tables = preset_tables(preset)
+    tables = preset_tables(preset, backbone)
     if tables is not None and backbone not in (None, "timm"):  # the preset's face-only settings
         tables = {k: v for k, v in tables.items() if k not in FACE_ONLY}
     return build(FinetuneConfig, file=config_file, sets=sets, preset=tables,

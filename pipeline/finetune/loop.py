@@ -54,7 +54,7 @@ from torch import nn
 from pipeline import io
 from pipeline.config import to_dict
 from pipeline.data.labels import UNLABELED
-from pipeline.data.manifest import Clip, fingerprint, load_clips
+from pipeline.data.manifest import Clip, fingerprint
 from pipeline.epoch_log import EpochLog
 from pipeline.errors import PipelineError
 from pipeline.features.weights_record import (
@@ -67,23 +67,34 @@ from pipeline.features.weights_record import (
 from pipeline.finetune.backbone_choice import backbone_for
 from pipeline.finetune.backbones import Backbone, Samples, au_targets
 from pipeline.finetune.config import FinetuneConfig
-from pipeline.finetune.model import Classifier, autocast, freeze, make_optimizer
+from pipeline.finetune.model import (
+    Classifier,
+    DANClassifier,
+    autocast,
+    freeze,
+    logits_of,
+    make_optimizer,
+)
 from pipeline.finetune.plan import batches, epoch_plan
-from pipeline.fusion import folds, sampling
-from pipeline.fusion.class_check import check_classes
+from pipeline.finetune.split import au_only_training, dev_split, dev_warnings  # noqa: F401
+from pipeline.fusion import sampling
 from pipeline.fusion.folds import SELECTED_ON
 from pipeline.fusion.losses import au_batch_loss, au_pos_weights, batch_loss
 from pipeline.locks import owner_lock
 from pipeline.progress import ProgressEvent, ProgressFn, silent
 from pipeline.metrics.scores import macro_f1
 from pipeline.training.schedules import build_schedule
+from pipeline.training.tasks import AU, EXPR, alternate, epoch_tasks
 
 # Config fields that may change between a run and its resumption (they change no number).
 RESUMABLE_CHANGES = ("workers",)
 # Config fields added after checkpoints were written, whose default is the behaviour of before: a
 # checkpoint without one resumes as if it held the default.
 ADDED_FIELDS = ("lr_decay", "classifier", "allow_single_class", "min_epochs", "schedule",
-                "input_size", "crop_pct", "dev_min_videos")
+                "input_size", "crop_pct", "dev_min_videos", "task_schedule", "head", "dan")
+# Fields left out of the record (and checkpoint) while at their default, so a fine-tune that does
+# not use them writes the same record, hence the same stage-one cache key, as before they existed.
+OMITTED_AT_DEFAULT = ("task_schedule", "head", "dan")
 
 
 @dataclass
@@ -120,37 +131,11 @@ def work_dir(out: Path) -> Path:
     return out.with_name(out.name + ".train")
 
 
-def dev_split(config: FinetuneConfig) -> tuple[list[Clip], list[Clip], list[str]]:
-    """(training clips, dev clips, clips left out by the leakage guard) of the training split."""
-    manifests = Path(config.manifests)
-    if not manifests.is_dir():
-        raise PipelineError(f"{manifests}: no such manifest directory (run `fer-pipeline manifest`)")
-    try:
-        clips = load_clips(manifests, splits=("train",))  # never the validation labels
-    except ValueError as e:
-        raise PipelineError(" ".join(str(e).split())) from None
-    labelled = [c for c in clips if c.labels is not None]
-    leaking = sorted(c.clip_id for c in labelled
-                     if c.au_split == "val" and "au_val" not in c.exclude_from)
-    labelled = [c for c in labelled if c.clip_id not in leaking]
-    if not labelled:
-        raise PipelineError(f"{manifests}: no labelled training clips to fine-tune on")
-    fraction = config.dev_fraction
-    train, dev = folds.dev_slice(labelled, fraction, config.dev_seed)
-    # dev_min_videos: a larger held-out share until the slice holds that many videos (at most half)
-    while len(folds.videos(dev)) < config.dev_min_videos and fraction < 0.5:
-        fraction = min(0.5, fraction * 1.25)
-        train, dev = folds.dev_slice(labelled, fraction, config.dev_seed)
-    check_classes(train, dev, str(manifests), config.allow_single_class, "allow_single_class")
-    return train, dev, leaking
-
-
-def dev_warnings(dev: list[Clip], frames: int) -> list[str]:
-    """One line when the dev slice is a single video (its F1 would choose the epoch alone)."""
-    videos = folds.videos(dev)
-    return [] if len(videos) > 1 else [
-        f"the train-dev slice holds one video ({videos[0]}, {frames} frames): the epoch is chosen "
-        "on it alone; set dev_min_videos=2 (or a larger dev_fraction) and min_epochs"]
+def recorded_config(config: FinetuneConfig) -> dict[str, Any]:
+    """The config as the record and checkpoint keep it (:data:`OMITTED_AT_DEFAULT`)."""
+    saved, defaults = to_dict(config), to_dict(FinetuneConfig())
+    return {k: v for k, v in saved.items()
+            if k not in OMITTED_AT_DEFAULT or v != defaults[k]}
 
 
 @contextlib.contextmanager
@@ -172,7 +157,7 @@ def _loader(dataset: torch.utils.data.Dataset, batch_sampler: list[list[int]],
                                        pin_memory=device.type == "cuda")
 
 
-def predict(model: Classifier, backbone: Backbone, samples: Samples, config: FinetuneConfig,
+def predict(model: Classifier | DANClassifier, backbone: Backbone, samples: Samples, config: FinetuneConfig,
             device: torch.device) -> np.ndarray:
     """Predicted class of every sample (eval preprocessing, eval mode)."""
     model.eval()
@@ -184,7 +169,7 @@ def predict(model: Classifier, backbone: Backbone, samples: Samples, config: Fin
                for g in groups for i in range(0, len(g), config.eval_batch_size)]
     with torch.no_grad():
         for rows, (x, _, _) in zip(sampler, _loader(data, sampler, config, device)):
-            out[rows] = model(x.to(device))[:, :8].argmax(dim=1).cpu().numpy()
+            out[rows] = logits_of(model(x.to(device)))[:, :8].argmax(dim=1).cpu().numpy()
     return out
 
 
@@ -239,8 +224,20 @@ class _Finetune:
         self.keys = self.backbone.shape_keys(self.train)
         counts = sampling.class_counts(self.train.label, np.ones(len(self.train), dtype=bool))
         self.rates = sampling.class_rates(counts, config.sampling)
+        # jin2021's alternation (task_schedule epoch/batch): the AU task trains on its own samples,
+        # every usable frame with AU labels of the AU training split, AU-only clips included
+        self.alternating = "au" in config.tasks and config.task_schedule != "joint"
+        self.au_only_clips: list[Clip] = []
+        self.au_train: Samples | None = None
+        if self.alternating:
+            self.au_only_clips = au_only_training(config)
+            self.au_train = self.backbone.au_samples(self.train_clips + self.au_only_clips)
+            if not len(self.au_train):
+                raise PipelineError(f"{config.manifests}: task_schedule {config.task_schedule} but "
+                                    "no usable training frame has AU labels of the AU training split")
+            self.au_keys = self.backbone.shape_keys(self.au_train)
         self.au_pos_weight = self._au_pos_weight() if "au" in config.tasks else None
-        self.saved_config = to_dict(config)
+        self.saved_config = recorded_config(config)
         self.initial_sha = None if config.weights is None else sha256_file(config.weights)
         self.warnings = dev_warnings(self.dev_clips, len(self.dev))
 
@@ -249,7 +246,8 @@ class _Finetune:
         frames (:func:`pipeline.fusion.losses.au_pos_weights`, as the heads compute them)."""
         if self.config.loss.au_pos_weight:
             return torch.tensor(self.config.loss.au_pos_weight, dtype=torch.float32)
-        rows = np.stack([au_targets(self.train, i) for i in range(len(self.train))])
+        samples = self.au_train if self.au_train is not None else self.train
+        rows = np.stack([au_targets(samples, i) for i in range(len(samples))])
         if not (rows != UNLABELED).any():
             raise PipelineError(f"{self.config.manifests}: tasks [expr, au] but no training frame "
                                 "has AU labels of the AU training split")
@@ -264,9 +262,13 @@ class _Finetune:
         freeze(backbone, tuple(self.config.frozen))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.config.seed + 1)  # the classifier's own stream
-            self.model = Classifier(backbone, self.backbone.num_features,
-                                    au="au" in self.config.tasks,
-                                    classifier=self.config.classifier).to(self.device)
+            if self.config.head == "dan":  # paper 001: DAN's heads on the backbone's map
+                self.model = DANClassifier(backbone, self.backbone.num_features,
+                                           self.config).to(self.device)
+            else:
+                self.model = Classifier(backbone, self.backbone.num_features,
+                                        au="au" in self.config.tasks,
+                                        classifier=self.config.classifier).to(self.device)
         self.optimizer = make_optimizer(self.model, self.config, self.backbone.model_name)
         # epochs.jsonl/.csv in OUT.train/ (never OUT/: its files are stage one's cache key)
         self.log = EpochLog(self.work, self.progress, write=self.dist.rank == 0)
@@ -312,8 +314,9 @@ class _Finetune:
                                 "--restart") from None
         defaults = to_dict(FinetuneConfig())
         saved = {**{k: defaults[k] for k in ADDED_FIELDS if k in defaults}, **state["config"]}
+        mine = {**{k: defaults[k] for k in ADDED_FIELDS if k in defaults}, **self.saved_config}
         old = {k: v for k, v in saved.items() if k not in RESUMABLE_CHANGES}
-        new = {k: v for k, v in self.saved_config.items() if k not in RESUMABLE_CHANGES}
+        new = {k: v for k, v in mine.items() if k not in RESUMABLE_CHANGES}
         if old != new:
             changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             raise PipelineError(f"{self.out}: an unfinished fine-tune with another config "
@@ -352,27 +355,60 @@ class _Finetune:
     def _epoch(self, model: nn.Module) -> None:
         started = time.perf_counter()
         config, epoch = self.config, self.epoch + 1
-        plan, seeds = epoch_plan(self.train, self.rates, config.seed, epoch)
-        data = self.backbone.dataset(self.train, plan, seeds)
-        steps = batches(self.keys[plan], config.batch_size, self.dist.world, self.dist.rank,
-                        config.seed, epoch)
+        tasks = epoch_tasks(self.alternating, config.task_schedule, epoch - 1)
+        # seeded before the loaders: each draws its base seed from torch's stream (as before)
         torch.manual_seed(int(np.random.SeedSequence([config.seed, epoch, 7]).generate_state(1)[0]))
+        loaders, order, planned = {}, {}, 0
+        if EXPR in tasks:
+            plan, seeds = epoch_plan(self.train, self.rates, config.seed, epoch)
+            steps = batches(self.keys[plan], config.batch_size, self.dist.world, self.dist.rank,
+                            config.seed, epoch)
+            loaders[EXPR] = iter(_loader(self.backbone.dataset(self.train, plan, seeds), steps,
+                                         config, self.device))
+            order[EXPR], planned = [EXPR] * len(steps), len(plan)
+        if AU in tasks:  # the AU task's samples, each once, in an order drawn from (seed, epoch)
+            rng = np.random.default_rng([config.seed, epoch, 3])
+            au_plan = rng.permutation(len(self.au_train))
+            au_seeds = rng.integers(0, 2**31 - 1, size=len(au_plan))
+            au_steps = batches(self.au_keys[au_plan], config.batch_size, self.dist.world,
+                               self.dist.rank, config.seed, epoch)
+            loaders[AU] = iter(_loader(self.backbone.dataset(self.au_train, au_plan, au_seeds),
+                                       au_steps, config, self.device))
+            order[AU], planned = [AU] * len(au_steps), planned + len(au_plan)
+        sequence = alternate(order.get(EXPR, []), order.get(AU, []))
         model.train()
         losses = []
-        self.log.start_epoch(len(steps))
+        self.log.start_epoch(len(sequence))
         self.optimizer.zero_grad(set_to_none=True)
-        for k, (x, y, au) in enumerate(_loader(data, steps, config, self.device)):
+        stepped: set[int] = set()
+        for k, task in enumerate(sequence):
+            x, y, au = next(loaders[task])
             with autocast(config, self.device):
-                logits = model(x.to(self.device)).float()
-            loss = batch_loss(logits[:, :8], y.to(self.device), None, config.loss)
-            if self.au_pos_weight is not None:  # the joint AU task (config.tasks)
+                output = model(x.to(self.device))
+            logits = logits_of(output).float()
+            if task == AU:  # alternation: the AU loss alone
+                loss = au_batch_loss(logits[:, 8:], au.to(self.device), None, self.au_pos_weight)
+            else:
+                loss = batch_loss(logits[:, :8], y.to(self.device), None, config.loss)
+            if isinstance(output, tuple):  # DAN: + affinity and partition losses
+                loss = loss + self.model.head.auxiliary_loss(
+                    output[1].float(), output[2].float(), y.to(self.device))
+            if self.au_pos_weight is not None and not self.alternating:  # the joint AU task
                 loss = loss + au_batch_loss(logits[:, 8:], au.to(self.device), None,
                                             self.au_pos_weight)
             (loss / config.accumulate).backward()
+            stepped.add(task)
             losses.append(float(loss.detach()))
             self.log.advance(1, len(y) * self.dist.world)  # (every process trains an equal share)
-            if (k + 1) % config.accumulate and k + 1 < len(steps):
+            if (k + 1) % config.accumulate and k + 1 < len(sequence):
                 continue  # accumulate the next batch's gradient first
+            if self.alternating:  # the idle task's head gets no update at all (not even decay)
+                idle = [h for t, h in ((EXPR, self.model.head), (AU, self.model.au_head))
+                        if t not in stepped]
+                for head in idle:
+                    for p in head.parameters():
+                        p.grad = None
+            stepped = set()
             if config.grad_clip:
                 nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             self.optimizer.step()
@@ -390,7 +426,7 @@ class _Finetune:
             self.bad += 1
         self.history.append({"epoch": epoch, "loss": float(np.mean(losses)) if losses else 0.0,
                              "dev_f1": float(score), "best": float(self.best_score),
-                             "samples": int(len(plan)), "s": time.perf_counter() - started})
+                             "samples": int(planned), "s": time.perf_counter() - started})
 
     # -- output
 
@@ -398,9 +434,11 @@ class _Finetune:
         return WeightsRecord(
             family=self.backbone.family, model=self.backbone.model_name,
             preprocessing=self.backbone.preprocessing(), weights_sha256="",
-            manifest_fingerprint=fingerprint(self.train_clips + self.dev_clips),
+            manifest_fingerprint=fingerprint(self.train_clips + self.dev_clips + self.au_only_clips),
             clips={"train": [c.clip_id for c in self.train_clips],
-                   "dev": [c.clip_id for c in self.dev_clips]},
+                   "dev": [c.clip_id for c in self.dev_clips],
+                   **({"au_only": [c.clip_id for c in self.au_only_clips]}
+                      if self.au_only_clips else {})},
             config=self.saved_config, selected_on=SELECTED_ON["dev"],
             selection_score=float(self.best_score), epoch=int(self.best_epoch),
             epochs_run=int(self.epoch), initial_weights=self.config.weights,

@@ -16,6 +16,7 @@ from pipeline.finetune.config import FinetuneConfig
 from pipeline.finetune.layer_decay import lr_scales
 from pipeline.fusion.config import ClassifierConfig
 from pipeline.fusion.moe import MixtureOfExperts
+from pipeline.training.dan import DANHeads
 
 
 class Classifier(nn.Module):
@@ -38,6 +39,32 @@ class Classifier(nn.Module):
         if self.au_head is None:
             return self.head(features)
         return torch.cat([self.head(features), self.au_head(features)], dim=1)
+
+
+class DANClassifier(nn.Module):
+    """Paper 001 end to end (``head = "dan"``): the backbone is DAN's feature clustering network;
+    its spatial map (timm's ``forward_features``, [B, C, H, W]) feeds DAN's heads
+    (:class:`~pipeline.training.dan.DANHeads`). The forward returns (logits, pooled map, fused
+    head outputs): the loop adds the affinity and partition losses. Only the backbone is written."""
+
+    def __init__(self, backbone: nn.Module, num_features: int, config: FinetuneConfig) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = DANHeads(num_features, config.dan)
+        self.au_head = None
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        features = self.backbone.forward_features(x)
+        if features.dim() != 4:
+            raise PipelineError(f"head dan: the backbone's forward_features gives shape "
+                                f"{tuple(features.shape)}, not a spatial map [B, C, H, W]; choose "
+                                "a convolutional model (resnet50, as paper 001)")
+        return self.head(features)
+
+
+def logits_of(output: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """The class logits of a classifier's output (a :class:`DANClassifier` returns a tuple)."""
+    return output[0] if isinstance(output, tuple) else output
 
 
 def freeze(backbone: nn.Module, prefixes: tuple[str, ...]) -> None:

@@ -28,7 +28,7 @@ A run is multi-task when its head's config has ``tasks = ["expr", "au"]`` (heads
 
 * **One loop.** :meth:`pipeline.fusion.training_run.TrainingRun.train_epoch` trains every head;
   what it asks is here, as functions of explicit arguments: :func:`epoch_tasks` (which tasks an
-  epoch trains), :func:`task_batches` (a group of clips' batches and each example's task) and
+  epoch trains; shared with ``finetune`` in :mod:`pipeline.training.tasks`), :func:`task_batches` (a group of clips' batches and each example's task) and
   :func:`batch_loss`. An expression-only head is the case of one task.
 * **Scores.** Every validation pass scores AUs too (mean F1, accuracy and ABAW 2021 score at
   threshold 0.5, :mod:`pipeline.metrics.au`) on the clips of the AU validation split, as
@@ -51,10 +51,10 @@ from pipeline.fusion.data import ClipStream, FeatureRequest, Table
 from pipeline.fusion.heads import Head
 from pipeline.fusion.losses import LossConfig, au_batch_loss, au_pos_weights
 from pipeline.metrics.au import AUScores, au_counts
+from pipeline.training.tasks import AU, EXPR, alternate, epoch_tasks  # noqa: F401 (re-exported)
 
 __all__ = ["AUEvaluator", "batch_loss", "epoch_tasks", "in_split", "run_splits", "task_batches"]
 
-EXPR, AU = 0, 1  # task tags of training examples
 
 
 def in_split(clip: Clip, task: str, split: str) -> bool:
@@ -131,17 +131,6 @@ def au_pos_weight(store: FeatureStore, request: FeatureRequest, dims: dict[str, 
     return au_pos_weights(counts)
 
 
-def epoch_tasks(multitask: bool, schedule: str, epoch: int) -> tuple[int, ...]:
-    """The tasks epoch ``epoch`` (0 for the first) trains: expressions alone for an
-    expression-only head; under the ``epoch`` schedule expressions on even epochs and AUs on odd
-    ones; both otherwise."""
-    if not multitask:
-        return (EXPR,)
-    if schedule == "epoch":
-        return (EXPR if epoch % 2 == 0 else AU,)
-    return (EXPR, AU)
-
-
 def task_batches(schedule: str, examples: dict[int, np.ndarray], batch_size: int,
                  rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
     """The (examples, task tags) of each batch of one group of clips, in training order.
@@ -166,9 +155,7 @@ def task_batches(schedule: str, examples: dict[int, np.ndarray], batch_size: int
         rows, tags = rows[order], tags[order]
         return [(rows[b:b + batch_size], tags[b:b + batch_size])
                 for b in range(0, rows.size, batch_size)]
-    expr, au = chunks(EXPR), chunks(AU)  # "batch": alternate while both last
-    mixed = [batch for pair in zip(expr, au) for batch in pair]
-    return mixed + expr[len(au):] + au[len(expr):]
+    return alternate(chunks(EXPR), chunks(AU))  # "batch": alternate while both last
 
 
 def batch_loss(head: Head, table: Table, chunk: np.ndarray, tags: np.ndarray,

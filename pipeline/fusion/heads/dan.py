@@ -32,7 +32,8 @@ loss shapes the adapter's pooled output. Total loss::
   (default) or ``"paper"`` chooses; ``eps`` is float64 machine epsilon, as their code. K = 1
   has no partition loss (and no log-softmax), as their code.
 
-Loss weights default to DAN's code (1 and 1). The forward returns a :class:`DANOutput`: the
+The losses and the attention units live in :mod:`pipeline.training.dan`, shared with the
+end-to-end fine-tune (``finetune --set head=dan``). Loss weights default to DAN's code (1 and 1). The forward returns a :class:`DANOutput`: the
 ``main`` logits (the only model output; predictions and the ensemble see nothing else) carrying
 the pooled features and the fused head outputs in ``.extras`` for :meth:`DANHead.loss`, so the
 auxiliary losses need no state on the module.
@@ -51,7 +52,6 @@ them for a few validation frames of a finished run to ``RUN/attention.npz`` (key
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -63,7 +63,7 @@ from torch import nn
 
 from pipeline import io as atomic
 from pipeline.config import from_dict
-from pipeline.data.labels import NUM_CLASSES, UNLABELED
+from pipeline.data.labels import NUM_CLASSES
 from pipeline.data.manifest import Clip
 from pipeline.errors import PipelineError
 from pipeline.features.store import FeatureStore
@@ -73,9 +73,16 @@ from pipeline.fusion.heads.unimodal import targets_of
 from pipeline.fusion.losses import LossConfig, batch_loss
 from pipeline.fusion.sampling import SamplingConfig
 from pipeline.runs.layout import RunPaths
+from pipeline.training.dan import (  # noqa: F401  (ChannelAttention, SpatialAttention: re-exported)
+    BatchNorm1d,
+    ChannelAttention,
+    CrossAttentionHead,
+    SpatialAttention,
+    affinity_loss,
+    check_dan,
+    partition_loss,
+)
 
-PARTITION_FORMS = ("code", "paper")
-EPS = sys.float_info.epsilon  # DAN's code: keeps 1 / variance finite when the heads agree
 
 
 @dataclass
@@ -89,117 +96,8 @@ class DANConfig:
     partition: str = "code"  # "code": log(1 + K / mean variance); "paper": mean log(1 + K / var)
 
     def __post_init__(self) -> None:
-        if self.partition not in PARTITION_FORMS:
-            raise PipelineError(f"dan.partition {self.partition!r}: choose from "
-                                f"{', '.join(PARTITION_FORMS)}")
-        if self.heads < 1 or self.reduction < 1 or self.width < 2 * self.reduction:
-            raise PipelineError(f"dan heads {self.heads}, width {self.width}, reduction "
-                                f"{self.reduction}: need heads >= 1 and width >= 2 * reduction")
-        if min(self.affinity_weight, self.partition_weight) < 0:
-            raise PipelineError("dan affinity_weight and partition_weight: need >= 0")
-
-
-# ---- the two auxiliary losses -------------------------------------------------------------------
-
-
-def affinity_loss(features: torch.Tensor, targets: torch.Tensor, centres: torch.Tensor,
-                  weights: torch.Tensor | None = None) -> torch.Tensor:
-    """DAN's affinity loss: weighted mean of ``||p_i - c_{y_i}||^2`` over ``sum_d Var_k(c_kd)``.
-
-    ``features`` [N, D], ``targets`` [N] (-1: left out), ``centres`` [8, D], ``weights`` [N].
-    """
-    weights = torch.ones_like(targets, dtype=features.dtype) if weights is None else weights
-    keep = (targets != UNLABELED) & (weights > 0)
-    if not bool(keep.any()):
-        return features.sum() * 0.0 + centres.sum() * 0.0
-    distance = (features[keep] - centres[targets[keep]]).pow(2).sum(dim=1)
-    spread = centres.var(dim=0).sum()
-    w = weights[keep].to(distance.dtype)
-    return (w * distance).sum() / w.sum() / spread
-
-
-def partition_loss(heads: torch.Tensor, form: str = "code") -> torch.Tensor:
-    """DAN's partition loss on the fused head outputs ``heads`` [N, K, C] (see the module doc)."""
-    count = heads.shape[1]
-    if count < 2:
-        return heads.sum() * 0.0
-    variance = heads.var(dim=1)  # [N, C], unbiased over the heads
-    if form == "code":
-        return torch.log(1 + count / (variance.mean() + EPS))
-    return torch.log(1 + count / (variance + EPS)).mean()
-
-
-# ---- the network --------------------------------------------------------------------------------
-
-
-class BatchNorm1d(nn.BatchNorm1d):
-    """Batch norm that uses its running statistics for a training batch of a single example."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and x.shape[0] == 1:
-            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                                False, 0.0, self.eps)
-        return super().forward(x)
-
-
-def _conv(c_in: int, c_out: int, kernel: tuple[int, int]) -> nn.Sequential:
-    padding = (kernel[0] // 2, kernel[1] // 2)
-    return nn.Sequential(nn.Conv2d(c_in, c_out, kernel, padding=padding, bias=False),
-                         nn.BatchNorm2d(c_out))
-
-
-class SpatialAttention(nn.Module):
-    """1x1 reduction to width / 2, then 3x3 + 1x3 + 3x1 back to width, ReLU, summed over channels:
-    one map [B, 1, H, W] that multiplies the input."""
-
-    def __init__(self, width: int) -> None:
-        super().__init__()
-        self.reduce = _conv(width, width // 2, (1, 1))
-        self.square = _conv(width // 2, width, (3, 3))
-        self.row = _conv(width // 2, width, (1, 3))
-        self.column = _conv(width // 2, width, (3, 1))
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        y = self.reduce(x)
-        mask = F.relu(self.square(y) + self.row(y) + self.column(y)).sum(dim=1, keepdim=True)
-        return x * mask, mask
-
-
-class ChannelAttention(nn.Module):
-    """Global average pooling, Linear-BN-ReLU-Linear-sigmoid weights on the pooled channels."""
-
-    def __init__(self, width: int, hidden: int) -> None:
-        super().__init__()
-        self.weigh = nn.Sequential(nn.Linear(width, hidden, bias=False), BatchNorm1d(hidden),
-                                   nn.ReLU(),
-                                   nn.Linear(hidden, width), nn.Sigmoid())
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        pooled = x.mean(dim=(2, 3))
-        mask = self.weigh(pooled)
-        return pooled * mask, mask
-
-
-class CrossAttentionHead(nn.Module):
-    """One head: a spatial unit then a channel unit (DAN's initialisation)."""
-
-    def __init__(self, width: int, hidden: int) -> None:
-        super().__init__()
-        self.spatial = SpatialAttention(width)
-        self.channel = ChannelAttention(width, hidden)
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out")
-            elif isinstance(module, nn.Linear):
-                nn.init.normal_(module.weight, std=0.001)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Output [B, width], spatial map [B, H, W], channel weights [B, width]."""
-        attended, spatial = self.spatial(x)
-        out, channel = self.channel(attended)
-        return out, spatial[:, 0], channel
+        check_dan(self.heads, self.reduction, self.width, self.affinity_weight,
+                  self.partition_weight, self.partition)
 
 
 class DANOutput(dict):

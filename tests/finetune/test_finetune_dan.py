@@ -1,0 +1,126 @@
+"""Paper 001 end to end (``finetune --set head=dan``): DAN's losses against their formulas
+computed directly, the backbone and DAN's heads trained together with focal loss, the weights
+folder loading in ``extract`` as the map the fuse ``dan`` head reads, the jeong2022 preset."""
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.compat import ensure_torchvision
+
+ensure_torchvision()
+
+import timm  # noqa: E402
+
+from cli.main import main  # noqa: E402
+from pipeline.data.manifest import iter_manifest  # noqa: E402
+from pipeline.errors import PipelineError  # noqa: E402
+from pipeline.features.store import FeatureStore  # noqa: E402
+from pipeline.finetune.config import build_config  # noqa: E402
+from pipeline.finetune.loop import work_dir  # noqa: E402
+from pipeline.training.dan import (  # noqa: E402
+    DANHeads,
+    DANNetConfig,
+    affinity_loss,
+    partition_loss,
+)
+from stages.finetune import finetune  # noqa: E402
+
+SETS = ["epochs=2", "batch_size=16", "model=test_resnet", "head=dan", "loss.kind=focal"]
+
+
+def test_affinity_loss_is_the_papers_formula():
+    rng = np.random.default_rng(0)
+    p, c = rng.normal(size=(6, 5)), rng.normal(size=(8, 5))
+    y = np.array([0, 3, 3, 7, -1, 2])
+    keep = y >= 0
+    sigma2 = sum(np.var(c[:, d], ddof=1) for d in range(5))  # sum_d Var_k(c_kd), unbiased
+    expected = np.mean([np.sum((p[i] - c[y[i]]) ** 2) for i in np.flatnonzero(keep)]) / sigma2
+    got = affinity_loss(torch.tensor(p), torch.tensor(y), torch.tensor(c))
+    assert float(got) == pytest.approx(expected, rel=1e-12)
+
+
+def test_partition_loss_code_and_paper_forms():
+    rng = np.random.default_rng(1)
+    h = rng.normal(size=(3, 4, 6))  # [N, K, C]
+    k = 4
+    v = np.var(h, axis=1, ddof=1)  # v_ij over the heads
+    eps = np.finfo(np.float64).eps
+    assert float(partition_loss(torch.tensor(h), "code")) == pytest.approx(
+        np.log(1 + k / (v.mean() + eps)), rel=1e-12)
+    assert float(partition_loss(torch.tensor(h), "paper")) == pytest.approx(
+        np.mean(np.log(1 + k / (v + eps))), rel=1e-12)
+    assert float(partition_loss(torch.tensor(h[:, :1]), "code")) == 0.0  # K = 1: none
+
+
+def test_heads_auxiliary_loss_weights_the_two_losses():
+    torch.manual_seed(0)
+    heads = DANHeads(32, DANNetConfig(heads=3, reduction=4, affinity_weight=0.5,
+                                      partition_weight=2.0))
+    f = torch.randn(5, 32, 3, 3)
+    logits, pooled, outs = heads(f)
+    assert logits.shape == (5, 8) and pooled.shape == (5, 32) and outs.shape == (5, 3, 32)
+    torch.testing.assert_close(pooled, f.mean(dim=(2, 3)))
+    y = torch.tensor([0, 1, 2, 3, 4])
+    expected = 0.5 * affinity_loss(pooled, y, heads.centres) + 2.0 * partition_loss(outs, "code")
+    torch.testing.assert_close(heads.auxiliary_loss(pooled, outs, y), expected)
+
+
+@pytest.fixture(scope="module")
+def tuned(demo_manifests, tmp_path_factory):
+    root = tmp_path_factory.mktemp("ft_dan")
+    result = finetune(build_config(demo_manifests, sets=SETS), root / "dan")
+    return root / "dan", result
+
+
+def test_backbone_and_heads_train_together(tuned, demo_manifests, tmp_path):
+    out, result = tuned
+    state = torch.load(work_dir(out) / "checkpoint.pt", weights_only=True)
+    model = state["model"]
+    assert any(k.startswith("head.heads.0.spatial") for k in model)  # DAN's heads trained
+    assert "head.centres" in model and state["config"]["head"] == "dan"
+    assert result.record.config["loss"]["kind"] == "focal"
+    # the affinity and partition losses reach the backbone: without them it ends elsewhere
+    plain = finetune(build_config(demo_manifests, sets=SETS + ["dan.affinity_weight=0",
+                                                               "dan.partition_weight=0"]),
+                     tmp_path / "plain")
+    first = next(k for k in model if k.startswith("backbone.") and k.endswith("weight"))
+    other = torch.load(work_dir(plain.out) / "checkpoint.pt", weights_only=True)["model"]
+    assert not torch.allclose(model[first], other[first])
+
+
+def test_weights_folder_gives_the_map_the_fuse_dan_head_reads(tuned, demo_manifests, tmp_path):
+    out, _ = tuned
+    code = main(["extract", "--manifests", str(demo_manifests), "--store", str(tmp_path / "f.zarr"),
+                 "-e", "timm", "--set", "configs.timm.model=test_resnet", "--set",
+                 "configs.timm.map=true", "--weights", f"timm={out}", "--precision", "fp32",
+                 "--device", "cpu", "--batch-size", "8"])
+    assert code == 0
+    best = torch.load(work_dir(out) / "checkpoint.pt", weights_only=True)["best_state"]
+    model = timm.create_model("test_resnet", pretrained=False, num_classes=0)
+    model.load_state_dict(best, strict=True)
+    clip = next(iter_manifest(demo_manifests / "train.jsonl"))
+    got = FeatureStore(tmp_path / "f.zarr").read(clip.clip_id, "timm_map").astype(np.float32)
+    assert got.ndim == 4 and got.shape[-1] == model.num_features  # [T, H, W, C]: dan's input
+    # ... and the fuse `dan` head trains on it, the backbone frozen (as paper 001's chain)
+    code = main(["fuse", "--method", "dan", "--store", str(tmp_path / "f.zarr"), "--manifests",
+                 str(demo_manifests), "--out", str(tmp_path / "runs"), "--set",
+                 "head.image=timm_map", "--set", "head.width=32", "--set", "train.epochs=1"])
+    assert code == 0 and list((tmp_path / "runs").rglob("attention.npz"))
+
+
+def test_refusals_name_the_reason(demo_manifests, tmp_path):
+    with pytest.raises(PipelineError, match="head dan: needs backbone timm"):
+        build_config(demo_manifests, sets=["head=dan", "backbone=tdnn"])
+    with pytest.raises(PipelineError, match="not a spatial map"):
+        finetune(build_config(demo_manifests, sets=["epochs=1", "batch_size=16", "head=dan",
+                                                    "model=test_vit"]), tmp_path / "vit")
+
+
+def test_jeong2022_preset_trains_dan_end_to_end_with_focal_loss_and_the_papers_augmentation(
+        demo_manifests):
+    c = build_config(demo_manifests, preset="jeong2022")
+    assert (c.head, c.model, c.loss.kind, c.lr, c.batch_size, c.epochs, c.weight_decay) == (
+        "dan", "resnet50", "focal", 1e-4, 1024, 8, 1e-4)
+    assert c.dan.heads == 4 and c.augment.enabled
+    assert c.augment.color_jitter > 0 and c.augment.hflip > 0 and c.augment.scale[0] < 1.0
