@@ -235,7 +235,11 @@ def staged_files(out: str | Path, last: str, optional: Sequence[str] = ()) -> It
     steps += [lambda name=name: _move(staging / name, out / name) for name in names]
     if (staging / last).exists():
         steps.append(lambda: _move(staging / last, out / last))
-    _finish(steps)
+    try:
+        _finish(steps)
+    except KeyboardInterrupt:  # every move done: the interrupt leaves no staging behind
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     shutil.rmtree(staging, ignore_errors=True)
 
 
