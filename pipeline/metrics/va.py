@@ -32,9 +32,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-VA_NAMES: tuple[str, ...] = ("valence", "arousal")
+from pipeline.data.labels import VA_INVALID, VA_NAMES
+
 NUM_VA = len(VA_NAMES)
-VA_INVALID = -5.0  # the annotation files' value of an invalid frame
 N, SX, SY, SXX, SYY, SXY = range(6)  # the columns of the moments
 
 
