@@ -158,3 +158,17 @@ def test_runs_without_va_have_no_va_section(tmp_path):
     record = json.loads((out / "scores.json").read_text())
     assert "va" not in record and "abaw_multitask" not in record
     assert not (out / "submission_va.txt").exists()
+
+
+def test_ensemble_cli_prints_the_va_table(tmp_path, capsys):
+    from cli.main import main
+    rng = np.random.default_rng(2)
+    clips = _clips(tmp_path, rng)
+    runs = [_run(tmp_path, "a", clips, rng, 0.1)]
+    try:
+        main(["ensemble", *map(str, runs), "--manifests", str(tmp_path / "manifests"),
+              "--out", str(tmp_path / "scores")])
+    except SystemExit as e:
+        assert not e.code
+    out = capsys.readouterr().out
+    assert "VA val scores (CCC)" in out and "VA submission:" in out
