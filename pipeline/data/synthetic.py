@@ -7,6 +7,7 @@ the layout the dataset reader expects::
     OUT/videos/<video>.mp4                          frames + AAC audio, fps 10, 12.5 or 15
     OUT/annotations/EXPR_Recognition_Challenge/Train_Set/<clip>.txt    (and Validation_Set/)
     OUT/annotations/AU_Detection_Challenge/Train_Set/<clip>.txt        (and Validation_Set/)
+    OUT/annotations/VA_Estimation_Challenge/Train_Set/<clip>.txt       (and Validation_Set/)
     OUT/test_set.txt                                test clip names, one a line (no labels)
     OUT/demo.json                                   the generator's settings; marks OUT as a demo
 
@@ -54,6 +55,14 @@ Surprise AU1+AU2+AU26, ...; the clean class, before the expression label noise),
 both modalities. Some clips have ``-1`` rows (drawn apart from the expression ``-1`` runs), and in
 a fraction ``noise`` of annotated frames one random AU is flipped.
 
+VA labels (every clip with AU labels has a VA file in the same split; their own random streams,
+so every other file is unchanged): valence follows the face's pair (``VA_PAIR_VALENCE``: -0.6,
+-0.2, 0.2, 0.6), arousal the audio's member (``VA_MEMBER_AROUSAL``: -0.4, 0.4), both smoothed over
+3 frames at segment changes and with Gaussian noise of sd 0.05; some clips have ``-5`` runs
+(invalid). Ceilings on mean CCC (population values, before the noise): the face alone can know
+valence only (CCC_V up to 1, CCC_A 0: mean 0.5), the audio alone arousal only (mean 0.5), both
+about 1 (0.97-0.99 with the noise).
+
 Ceilings on macro-F1 over the 8 classes (population values, before label noise). A classifier
 that only knows the group g of a frame (its pair, or its member) does best by predicting class c
 of g with probability P(c | g): then F1_c = P(c | g) and macro-F1 = (number of groups) / 8,
@@ -93,6 +102,9 @@ MARKER = "demo.json"  # written first (incomplete) and last (complete): marks OU
 ANNOTATION_DIR = Path("annotations", "EXPR_Recognition_Challenge")
 AU_ANNOTATION_DIR = Path("annotations", "AU_Detection_Challenge")
 AU_ONLY_SPLITS = ("train", "val")  # one extra video per entry, with AU labels only
+VA_ANNOTATION_DIR = Path("annotations", "VA_Estimation_Challenge")
+VA_PAIR_VALENCE = (-0.6, -0.2, 0.2, 0.6)  # the valence each pair (face cue) shows
+VA_MEMBER_AROUSAL = (-0.4, 0.4)  # the arousal each member (audio cue) tells
 # The AUs each class shows: simplified FACS prototypes (AU9, AU5 and AU20 are not in the ABAW set).
 CLASS_AUS: tuple[tuple[str, ...], ...] = (
     (),  # Neutral
@@ -156,6 +168,7 @@ class DemoSummary:
     au_clips: dict[str, int] = field(default_factory=dict)  # clips with AU labels per AU split
     au_only_clips: int = 0  # of them, clips with AU labels only
     au_active: list[int] = field(default_factory=list)  # annotated frames each AU is active in
+    va_clips: dict[str, int] = field(default_factory=dict)  # clips with VA labels per VA split
 
 
 @dataclass
@@ -312,7 +325,7 @@ def generate(out: str | Path, config: DemoConfig = DemoConfig(), progress: Progr
                           videos=len(splits) + len(AU_ONLY_SPLITS),
                           labelled_frames=0, noisy_frames=0, missing_frames=0,
                           class_counts=[0] * NUM_CLASSES, au_clips=dict.fromkeys(SPLIT_DIRS, 0),
-                          au_active=[0] * NUM_AUS)
+                          au_active=[0] * NUM_AUS, va_clips=dict.fromkeys(SPLIT_DIRS, 0))
     test_names: list[str] = []
     videos = splits + list(AU_ONLY_SPLITS)
     progress(ProgressEvent("videos", total=len(videos)))
@@ -346,6 +359,9 @@ def generate(out: str | Path, config: DemoConfig = DemoConfig(), progress: Progr
             if split != "test":
                 au_labels = _au_labels(au_rng, au_noise_rng, 2 * pair + member, config.noise)
                 _write_au(out, split, name, au_labels)
+                va_rng = np.random.default_rng([config.seed, index, 5, len(clips)])
+                _write_va(out, split, name, va_labels(va_rng, pair, member))
+                summary.va_clips[split] += 1
                 summary.au_clips[split] += 1
                 summary.au_only_clips += au_only
                 annotated = au_labels[au_labels[:, 0] != UNLABELED]
@@ -392,6 +408,26 @@ def _write_au(out: Path, split: str, name: str, au_labels: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = [",".join(map(str, row)) for row in au_labels.tolist()]
     path.write_text("\n".join([AU_HEADER, *rows]) + "\n", encoding="utf-8")
+
+
+def va_labels(rng: np.random.Generator, pair: np.ndarray, member: np.ndarray) -> np.ndarray:
+    """float64 ``[T, 2]``: valence from the pair, arousal from the member (3-frame moving mean,
+    noise sd 0.05, clipped to [-1, 1]), and in half the clips 1-3 runs of 2-8 frames of -5."""
+    clean = np.stack([np.asarray(VA_PAIR_VALENCE)[pair],
+                      np.asarray(VA_MEMBER_AROUSAL)[member]], axis=1)
+    padded = np.concatenate([clean[:1], clean, clean[-1:]])
+    smooth = (padded[:-2] + padded[1:-1] + padded[2:]) / 3
+    values = np.clip(smooth + rng.normal(0, 0.05, smooth.shape), -1, 1)
+    if rng.random() < 0.5:
+        values[_runs(rng, len(values), int(rng.integers(1, 4)), (2, 8))] = -5.0
+    return values
+
+
+def _write_va(out: Path, split: str, name: str, values: np.ndarray) -> None:
+    path = out / VA_ANNOTATION_DIR / SPLIT_DIRS[split] / f"{name}.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = ["-5,-5" if v == -5 else f"{v:.4f},{a:.4f}" for v, a in values.tolist()]
+    path.write_text("\n".join(["valence,arousal", *rows]) + "\n", encoding="utf-8")
 
 
 def _files(path: Path) -> list[Path]:
