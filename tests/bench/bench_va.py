@@ -9,8 +9,8 @@ the same commands with other paths)::
 
 It trains, with the fuse defaults otherwise:
 
-* ``sequence`` with head.tasks [expr], [expr, va], [expr, au] and [expr, au, va], and ``image``
-  with [expr] and [expr, va]: seconds per run (wall and CPU) and the expression macro-F1 on val,
+* ``sequence`` with head.tasks [expr], [expr, va] (epoch selected by expression macro-F1, and by
+  VA mean CCC), [expr, au] and [expr, au, va], and ``image`` with [expr] and [expr, va]: seconds per run (wall and CPU) and the expression macro-F1 on val,
   so the cost of adding VA shows beside EXPR alone and beside EXPR + AU;
 * then stage three on the VA heads: CCC (valence, arousal, mean) per member, the members' mean
   and the cross-fitted weighted mean, with clip-bootstrap 95% intervals, and the ABAW multi-task
@@ -31,8 +31,10 @@ from pipeline.fusion.train import train
 from pipeline.scoring.ensemble import EnsembleConfig
 from stages.ensemble import run_ensemble
 
-RUNS = (("sequence", ("expr",)), ("sequence", ("expr", "va")), ("sequence", ("expr", "au")),
-        ("sequence", ("expr", "au", "va")), ("image", ("expr",)), ("image", ("expr", "va")))
+RUNS = (("sequence", ("expr",), "expr"), ("sequence", ("expr", "va"), "expr"),
+        ("sequence", ("expr", "va"), "va"), ("sequence", ("expr", "au"), "expr"),
+        ("sequence", ("expr", "au", "va"), "expr"), ("image", ("expr",), "expr"),
+        ("image", ("expr", "va"), "expr"))  # (method, head.tasks, train.select_task)
 
 
 def main() -> None:
@@ -45,22 +47,26 @@ def main() -> None:
     clips = load_clips(args.manifests, SPLITS, au_only=True)
     store = FeatureStore(args.store)
     va_runs = []
-    print("method    tasks          wall s   cpu s   val macro-F1   val VA mean CCC (dev-selected)")
-    for method, tasks in RUNS:
-        name = f"{method}-{'-'.join(tasks)}"
-        sets = [f"head.tasks={json.dumps(list(tasks))}", *args.set]
+    print("method    tasks       select  wall s   cpu s   val macro-F1   val VA mean CCC")
+    for method, tasks, select in RUNS:
+        name = f"{method}-{'-'.join(tasks)}-by-{select}"
+        sets = [f"head.tasks={json.dumps(list(tasks))}", f"train.select_task={select}",
+                *args.set]
         config = build_config(method, args.store, args.manifests, sets=sets)
         wall, cpu = time.perf_counter(), time.process_time()
-        result = train(config, args.out / name, clips, store, force=True)
+        result = train(config, args.out / name, clips, store, restart=True)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         f1 = result.val_macro_f1.get(result.primary, float("nan"))
         va = result.val_va["mean_ccc"] if result.val_va else None
-        print(f"{method:9s} {'+'.join(tasks):14s} {wall:7.1f} {cpu:7.1f}   {f1:.4f}"
+        print(f"{method:9s} {'+'.join(tasks):11s} {select:6s} {wall:7.1f} {cpu:7.1f}   {f1:.4f}"
               f"         {'-' if va is None else f'{va:.4f}'}")
         if "va" in tasks:
             va_runs.append(args.out / name)
+    # allow_manifest_mismatch: a multi-task run's fingerprint covers the clips without
+    # expression labels it trained on, which the ensemble's (expression splits) does not: the
+    # same refusal meets [expr, au] runs on the demo (a limitation before VA, not fixed here).
     ensemble = run_ensemble(va_runs, args.manifests, args.out / "scores",
-                            EnsembleConfig(bootstrap=2000))
+                            EnsembleConfig(bootstrap=2000), allow_manifest_mismatch=True)
     print(f"\nVA on {ensemble.va.split} (CCC, 95% clip-bootstrap intervals):")
     for row in ensemble.va.rows:
         ci = row.intervals
