@@ -88,6 +88,7 @@ from pipeline.data.labels import AU_HEADER, AU_NAMES, HEADER, NUM_AUS, NUM_CLASS
 from pipeline.data.media import write_video
 from pipeline.data.synthetic_media import (FACE_CUES, SAMPLE_RATE, audio, face, geometry_face,
                                            identity, jpeg)
+from pipeline.data.synthetic_va import va_labels, write_va
 from pipeline.errors import PipelineError
 from pipeline.progress import ProgressEvent, ProgressFn, silent
 
@@ -102,9 +103,6 @@ MARKER = "demo.json"  # written first (incomplete) and last (complete): marks OU
 ANNOTATION_DIR = Path("annotations", "EXPR_Recognition_Challenge")
 AU_ANNOTATION_DIR = Path("annotations", "AU_Detection_Challenge")
 AU_ONLY_SPLITS = ("train", "val")  # one extra video per entry, with AU labels only
-VA_ANNOTATION_DIR = Path("annotations", "VA_Estimation_Challenge")
-VA_PAIR_VALENCE = (-0.6, -0.2, 0.2, 0.6)  # the valence each pair (face cue) shows
-VA_MEMBER_AROUSAL = (-0.4, 0.4)  # the arousal each member (audio cue) tells
 # The AUs each class shows: simplified FACS prototypes (AU9, AU5 and AU20 are not in the ABAW set).
 CLASS_AUS: tuple[tuple[str, ...], ...] = (
     (),  # Neutral
@@ -360,7 +358,7 @@ def generate(out: str | Path, config: DemoConfig = DemoConfig(), progress: Progr
                 au_labels = _au_labels(au_rng, au_noise_rng, 2 * pair + member, config.noise)
                 _write_au(out, split, name, au_labels)
                 va_rng = np.random.default_rng([config.seed, index, 5, len(clips)])
-                _write_va(out, split, name, va_labels(va_rng, pair, member))
+                write_va(out, split, name, va_labels(va_rng, pair, member))
                 summary.va_clips[split] += 1
                 summary.au_clips[split] += 1
                 summary.au_only_clips += au_only
@@ -408,26 +406,6 @@ def _write_au(out: Path, split: str, name: str, au_labels: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = [",".join(map(str, row)) for row in au_labels.tolist()]
     path.write_text("\n".join([AU_HEADER, *rows]) + "\n", encoding="utf-8")
-
-
-def va_labels(rng: np.random.Generator, pair: np.ndarray, member: np.ndarray) -> np.ndarray:
-    """float64 ``[T, 2]``: valence from the pair, arousal from the member (3-frame moving mean,
-    noise sd 0.05, clipped to [-1, 1]), and in half the clips 1-3 runs of 2-8 frames of -5."""
-    clean = np.stack([np.asarray(VA_PAIR_VALENCE)[pair],
-                      np.asarray(VA_MEMBER_AROUSAL)[member]], axis=1)
-    padded = np.concatenate([clean[:1], clean, clean[-1:]])
-    smooth = (padded[:-2] + padded[1:-1] + padded[2:]) / 3
-    values = np.clip(smooth + rng.normal(0, 0.05, smooth.shape), -1, 1)
-    if rng.random() < 0.5:
-        values[_runs(rng, len(values), int(rng.integers(1, 4)), (2, 8))] = -5.0
-    return values
-
-
-def _write_va(out: Path, split: str, name: str, values: np.ndarray) -> None:
-    path = out / VA_ANNOTATION_DIR / SPLIT_DIRS[split] / f"{name}.txt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rows = ["-5,-5" if v == -5 else f"{v:.4f},{a:.4f}" for v, a in values.tolist()]
-    path.write_text("\n".join(["valence,arousal", *rows]) + "\n", encoding="utf-8")
 
 
 def _files(path: Path) -> list[Path]:

@@ -17,7 +17,7 @@ import typer
 from typer.testing import CliRunner
 
 from cli import demo
-from pipeline.data import synthetic
+from pipeline.data import synthetic, synthetic_va
 from pipeline.data.dataset import read_dataset
 from pipeline.data.labels import AU_HEADER, AU_NAMES, CLASSES, HEADER, NUM_CLASSES, UNLABELED
 from pipeline.data.media import decode_audio, probe_video, read_image
@@ -239,10 +239,10 @@ def test_va_labels_follow_face_and_audio_and_leave_other_files_unchanged(small, 
         pair, member = labels[ok] // 2, labels[ok] % 2
         valence, arousal = clip.va_labels[ok, 0], clip.va_labels[ok, 1]
         # up to label noise and smoothing at changes: the cues decide the values
-        assert np.mean(np.abs(valence - np.asarray(synthetic.VA_PAIR_VALENCE)[pair]) < 0.2) > 0.8
-        assert np.mean(np.abs(arousal - np.asarray(synthetic.VA_MEMBER_AROUSAL)[member]) < 0.3) \
+        assert np.mean(np.abs(valence - np.asarray(synthetic_va.VA_PAIR_VALENCE)[pair]) < 0.2) > 0.8
+        assert np.mean(np.abs(arousal - np.asarray(synthetic_va.VA_MEMBER_AROUSAL)[member]) < 0.3) \
             > 0.8
-    monkeypatch.setattr(synthetic, "_write_va", lambda *args: None)
+    monkeypatch.setattr(synthetic, "write_va", lambda *args: None)
     generate(tmp_path / "no_va", SMALL)
     without, full = _hashes(tmp_path / "no_va"), _hashes(out)
     assert without == {name: full[name] for name in without}
