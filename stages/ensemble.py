@@ -49,7 +49,7 @@ from pipeline.data.manifest import SPLITS, Clip, fingerprint, load_clips
 from pipeline.errors import PipelineError
 from pipeline.progress import ProgressEvent, ProgressFn, silent
 from pipeline.scoring.au_ensemble import AUOutcome, action_units
-from pipeline.scoring.va_ensemble import VAOutcome, valence_arousal
+from pipeline.scoring.va_ensemble import VAOutcome, va_notes, valence_arousal
 from pipeline.metrics.va import abaw_multitask_score
 from pipeline.scoring.bootstrap import Difference
 from pipeline.scoring.crossfit import (
@@ -279,16 +279,7 @@ def _write_outputs(run_dirs: Sequence[Path], members: list[Member], names: list[
                   f" {row.scores.abaw2021_score:.4f} over {row.scores.n_frames} frames"
                   for row in au.rows] + [f"AU submission: {au_note}", *au.notes]
     if va is not None:
-        notes += [f"VA {row.name}{' (weights fitted on other folds)' if row.tuned else ''}: "
-                  f"mean CCC {row.scores.mean_ccc:.4f}"
-                  + (f" [{row.intervals['mean'].low:.4f}, {row.intervals['mean'].high:.4f}]"
-                     if row.intervals else "")
-                  + f", valence {row.scores.ccc_valence:.4f}, arousal"
-                  f" {row.scores.ccc_arousal:.4f} over {row.scores.n_frames} frames"
-                  for row in va.rows] + [f"VA submission: {va_note}", *va.notes]
-        if "abaw_multitask" in record:
-            notes.append(f"ABAW multi-task score (EXPR F1 + AU F1 + VA mean CCC): "
-                         f"{record['abaw_multitask']:.4f}")
+        notes += va_notes(va, va_note, record.get("abaw_multitask"))
     if outcome.tuned_on_scored_frames:
         notes.insert(0, "WARNING: tuned on the scored frames (--tune-on same): optimistic scores")
     counts = {split: class_counts(clips[split]) for split in ("train", "val")

@@ -188,6 +188,23 @@ def va_rows(scored: VAData, names: Sequence[str], config: EnsembleConfig) -> VAO
     return VAOutcome(config.split, list(names), rows, weights, folds_record, notes)
 
 
+def va_notes(outcome: VAOutcome, submission_note: str, multitask: float | None) -> list[str]:
+    """The report's lines about VA: each row's CCCs (mean with its interval), the submission, and
+    the ABAW multi-task score when there is one."""
+    lines = []
+    for row in outcome.rows:
+        ci = row.intervals["mean"] if row.intervals else None
+        lines.append(f"VA {row.name}{' (weights fitted on other folds)' if row.tuned else ''}: "
+                     f"mean CCC {row.scores.mean_ccc:.4f}"
+                     + (f" [{ci.low:.4f}, {ci.high:.4f}]" if ci else "")
+                     + f", valence {row.scores.ccc_valence:.4f}, arousal"
+                     f" {row.scores.ccc_arousal:.4f} over {row.scores.n_frames} frames")
+    lines += [f"VA submission: {submission_note}", *outcome.notes]
+    if multitask is not None:
+        lines.append(f"ABAW multi-task score (EXPR F1 + AU F1 + VA mean CCC): {multitask:.4f}")
+    return lines
+
+
 def write_va_submission(path: str | Path, rows: Iterable[tuple[Clip, np.ndarray]]) -> int:
     """Write every frame of each (clip, valence-arousal ``[n_frames, 2]``) pair in the ABAW VA
     format, streamed, atomically; returns the rows written."""

@@ -172,3 +172,15 @@ def test_ensemble_cli_prints_the_va_table(tmp_path, capsys):
         assert not e.code
     out = capsys.readouterr().out
     assert "VA val scores (CCC)" in out and "VA submission:" in out
+
+
+def test_the_report_lists_the_va_rows(tmp_path):
+    rng = np.random.default_rng(3)
+    clips = _clips(tmp_path, rng)
+    runs = [_run(tmp_path, "a", clips, rng, 0.1), _run(tmp_path, "b", clips, rng, 0.3)]
+    out = tmp_path / "scores"
+    run_ensemble(runs, tmp_path / "manifests", out, EnsembleConfig(windows=(1,), folds=3,
+                                                                   bootstrap=50))
+    html = (out / "report.html").read_text()
+    assert "VA weighted (weights fitted on other folds): mean CCC" in html
+    assert "ABAW multi-task score" in html
