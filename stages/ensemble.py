@@ -297,7 +297,7 @@ def _write_outputs(run_dirs: Sequence[Path], members: list[Member], names: list[
         config.split, outcome.rows, final.name, runs, counts, tuning,
         [n for n in notes if n not in leaks], timelines(scored, outcome),
         leaks + feature_warnings(sources.members, precision), sources, outcome.best_member,
-        outcome.gain, test if test.clip_ids else None))
+        outcome.gain, test if test.clip_ids else None, va.timelines if va else []))
     save_toml(config, staging / "config.toml")
     write_final_probs(scored, outcome.folds, config.split, staging)  # for `export OUT`
     io.write_json(staging / "scores.json", record, indent=1)  # moved into `out` last

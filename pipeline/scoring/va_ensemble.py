@@ -43,6 +43,7 @@ from pipeline.scoring.ensemble import EnsembleConfig
 from pipeline.scoring.frames import Member
 from pipeline.scoring.submission import image_location
 
+TIMELINES = 3  # clips shown in the report's VA timelines
 MEAN, WEIGHTED = "mean", "weighted"  # the row names of the members' mean and weighted mean
 VA_SUBMISSION_HEADER = "image_location," + ",".join(VA_NAMES)
 
@@ -134,6 +135,8 @@ class VAOutcome:
     weights: np.ndarray  # [n_members, 2] for the test clips
     folds: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # (clip id, final values [T, 2], labels [T, 2]) of the clips with the most valid frames
+    timelines: list[tuple[str, np.ndarray, np.ndarray]] = field(default_factory=list)
 
     @property
     def final(self) -> VARow:
@@ -163,11 +166,13 @@ def va_rows(scored: VAData, names: Sequence[str], config: EnsembleConfig) -> VAO
               if config.bootstrap else None)
     level = config.confidence
     rows = [_row(n, False, scored, scored.values[m], counts, level) for m, n in enumerate(names)]
+    final_values = scored.values[0]
     weights = np.full((len(names), 2), 1.0 / len(names))
     notes: list[str] = []
     folds_record: list[dict[str, Any]] = []
     if len(names) > 1:
-        rows.append(_row(MEAN, False, scored, scored.values.mean(axis=0), counts, level))
+        final_values = scored.values.mean(axis=0)
+        rows.append(_row(MEAN, False, scored, final_values, counts, level))
         if len(set(scored.groups)) < 2:
             notes.append("VA weights not fitted: cross-fitting needs 2 or more videos")
         else:
@@ -184,8 +189,14 @@ def va_rows(scored: VAData, names: Sequence[str], config: EnsembleConfig) -> VAO
                                      "tuning_clips": [scored.clip_ids[c] for c in tune_clips],
                                      "scored_clips": [scored.clip_ids[c] for c in score_clips]})
             rows.append(_row(WEIGHTED, True, scored, combined, counts, level))
+            final_values = combined
             weights = fit_weights(scored.labels, scored.values)  # the test clips' weights
-    return VAOutcome(config.split, list(names), rows, weights, folds_record, notes)
+    valid = [int((scored.labels[scored.offsets[c]:scored.offsets[c + 1]] != -5).all(axis=1).sum())
+             for c in range(len(scored.clip_ids))]
+    shown = sorted(range(len(valid)), key=lambda c: -valid[c])[:TIMELINES]
+    timelines = [(scored.clip_ids[c], final_values[scored.offsets[c]:scored.offsets[c + 1]],
+                  scored.labels[scored.offsets[c]:scored.offsets[c + 1]]) for c in shown]
+    return VAOutcome(config.split, list(names), rows, weights, folds_record, notes, timelines)
 
 
 def va_notes(outcome: VAOutcome, submission_note: str, multitask: float | None) -> list[str]:

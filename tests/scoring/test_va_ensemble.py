@@ -184,3 +184,18 @@ def test_the_report_lists_the_va_rows(tmp_path):
     html = (out / "report.html").read_text()
     assert "VA weighted (weights fitted on other folds): mean CCC" in html
     assert "ABAW multi-task score" in html
+
+
+def test_the_report_shows_va_timelines_against_truth(tmp_path):
+    rng = np.random.default_rng(4)
+    clips = _clips(tmp_path, rng)
+    runs = [_run(tmp_path, "a", clips, rng, 0.1)]
+    out = tmp_path / "scores"
+    result = run_ensemble(runs, tmp_path / "manifests", out,
+                          EnsembleConfig(windows=(1,), folds=3, bootstrap=0))
+    assert 'id="va-timelines"' in (out / "report.html").read_text()
+    assert (out / "va_timelines.png").stat().st_size > 1000
+    clip_id, values, labels = result.va.timelines[0]
+    by_id = {c.clip_id: c for c in clips["val"]}
+    np.testing.assert_array_equal(labels, by_id[clip_id].va_labels)
+    np.testing.assert_array_equal(values, np.load(prediction_path(runs[0], "val", "va"))[clip_id])
