@@ -110,3 +110,14 @@ def test_tasks_option_accepts_va_only_with_expr(data):
         build_config("image", data.store, data.manifests, sets=['head.tasks=["va"]'])
     config = build_config("image", data.store, data.manifests, sets=['head.tasks=["expr","va"]'])
     assert config.head.tasks == ("expr", "va")
+
+
+def test_fuse_cli_trains_all_three_and_prints_va(data, tmp_path, capsys):
+    from cli.main import main
+    assert main(["fuse", "--method", "image", "--store", str(data.store), "--manifests",
+                 str(data.manifests), "--out", str(tmp_path / "runs"), *sum(
+                     (["--set", s] for s in [*FAST, *SMALL["image"],
+                                             'head.tasks=["expr","au","va"]']), [])]) == 0
+    out = capsys.readouterr().out
+    assert "AU: mean F1" in out and "VA: mean CCC" in out
+    assert (tmp_path / "runs" / "image" / "predictions" / "val" / "va.npz").exists()
