@@ -1,4 +1,4 @@
-"""EXPR-only fuse runs pinned: the predictions of small, fixed runs of every head that takes tasks
+"""EXPR-only (and [expr, au]) fuse runs pinned: the predictions of small, fixed runs of every head that takes tasks
 hash to the values today's code gave (computed on c135a70, before VA existed), so that adding
 tasks (AU, VA) cannot move an expression-only run. Predictions are rounded to 1e-5 before hashing
 so that the pin holds across BLAS thread counts, which is far below any real change."""
@@ -74,3 +74,37 @@ def test_expr_only_run_unchanged(data, method, tmp_path):
 def _run(data, method, tmp_path):
     config = build_config(method, data.store, data.manifests, sets=[*FAST, *SMALL[method]])
     train(config, tmp_path / "run", data.clips, FeatureStore(data.store))
+
+
+PINNED_AU = {  # [expr, au] runs (main and au predictions), computed on c135a70 the same way
+    "image-batch": "a2916a73bcee92ea8d21820a70d2b49684fc6f20c52e72733c84b455a2578708",
+    "sequence-batch": "2869d456aefa26f3304a31791c7a112e64ddfbf6759ba8cd908079f056d9fd7a",
+    "image-epoch": "3dc7600bb4441d68b98f679b62f406d3af6b702999826850c1d7c43a50564512",
+    "sequence-epoch": "95fd820c940c325c45f99e176e9cc59d4f4d20029c4c430cc600b69bfc042e62",
+    "image-joint": "3e072f30cb0eb6090bfa0002f8686f028c5208831e24a1e612604468e950da38",
+    "sequence-joint": "405378cf6ca941fdb83d808ae960f789eea808561cc4967c7588b59b071aaffb",
+}
+
+
+@pytest.fixture(scope="module")
+def au_data(tmp_path_factory):
+    from .synthetic import with_au_labels
+    return with_au_labels(make_dataset(tmp_path_factory.mktemp("pinned_au"),
+                                       splits={"train": 4, "val": 2, "test": 1}, frames=40))
+
+
+@pytest.mark.parametrize("method", ["image", "sequence"])
+@pytest.mark.parametrize("schedule", ["batch", "epoch", "joint"])
+def test_expr_au_run_unchanged(au_data, method, schedule, tmp_path):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        config = build_config(method, au_data.store, au_data.manifests,
+                              sets=[*FAST, *SMALL[method], 'head.tasks=["expr","au"]',
+                                    f"train.task_schedule={schedule}"])
+        train(config, tmp_path / "run", au_data.clips, FeatureStore(au_data.store))
+    finally:
+        torch.set_num_threads(threads)
+    got = predictions_digest(tmp_path / "run")
+    print("PIN_AU", method, schedule, got)
+    assert got == PINNED_AU[f"{method}-{schedule}"]
