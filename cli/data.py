@@ -51,6 +51,10 @@ def _summary(reading: DatasetReading) -> Table:
         for name in AU_NAMES:
             row(name, lambda c, name=name: c["active"][name])
         row("AU unlabelled", lambda c: c["unlabelled"])
+    if any(counts[s].get("va", {}).get("clips") for s in SPLITS):
+        table.add_section()
+        for key in ("clips", "valid", "invalid"):
+            table.add_row(f"VA {key}", *(f"{counts[s]['va'][key]:,}" for s in SPLITS))
     return table
 
 

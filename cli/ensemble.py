@@ -125,10 +125,31 @@ def ensemble(
                   f" {result.final.scores.abaw2021_score_7class:.4f}", style="dim")
     if result.au is not None:
         _print_au(result)
+    if result.va is not None:
+        _print_va(result)
     for label, path in (("scores", result.scores_path), ("report", result.report_path)):
         console.print(f"{label}: {path}", soft_wrap=True, highlight=False, markup=False)
     console.print(f"submission: {result.submission_path or '-'} ({result.submission_note})",
                   soft_wrap=True, highlight=False, markup=False)
+
+
+def _print_va(result) -> None:
+    """The VA table of runs with VA outputs: CCC per dimension and mean, with CIs."""
+    va = result.va
+    table = Table(title=f"VA {va.split} scores (CCC)")
+    for column in ("method", "weights fitted", "valence", "arousal", "mean", "mean CI"):
+        table.add_column(column, justify="left" if column == "method" else "right")
+    for row in va.rows:
+        ci = row.intervals["mean"] if row.intervals else None
+        table.add_row(row.name, "yes" if row.tuned else "no", f"{row.scores.ccc_valence:.4f}",
+                      f"{row.scores.ccc_arousal:.4f}", f"{row.scores.mean_ccc:.4f}",
+                      f"[{ci.low:.3f}, {ci.high:.3f}]" if ci else "-",
+                      style="bold" if row is va.final else None)
+    console.print(table)
+    for note in va.notes:
+        console.print(note, style="dim")
+    console.print(f"VA submission: {result.va_submission_path or '-'}", soft_wrap=True,
+                  highlight=False, markup=False)
 
 
 def _print_au(result) -> None:

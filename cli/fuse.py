@@ -153,6 +153,10 @@ def fuse(
     if result.val_au is not None:  # a multi-task run: its AU output at threshold 0.5
         console.print(f"AU: mean F1 {result.val_au['mean_f1']:.4f}, accuracy "
                       f"{result.val_au['accuracy']:.4f} (threshold 0.5)", highlight=False)
+    if result.val_va is not None:  # a run with VA: CCC of its VA output
+        console.print(f"VA: mean CCC {result.val_va['mean_ccc']:.4f} (valence "
+                      f"{result.val_va['ccc_valence']:.4f}, arousal "
+                      f"{result.val_va['ccc_arousal']:.4f})", highlight=False)
     record = result.metrics  # the run's record (metrics.json)
     if record.bag is not None:
         for i, member in enumerate(record.bag["members"]):

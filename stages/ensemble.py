@@ -49,6 +49,8 @@ from pipeline.data.manifest import SPLITS, Clip, fingerprint, load_clips
 from pipeline.errors import PipelineError
 from pipeline.progress import ProgressEvent, ProgressFn, silent
 from pipeline.scoring.au_ensemble import AUOutcome, action_units
+from pipeline.scoring.va_ensemble import VAOutcome, va_notes, valence_arousal
+from pipeline.metrics.va import abaw_multitask_score
 from pipeline.scoring.bootstrap import Difference
 from pipeline.scoring.crossfit import (
     Outcome,
@@ -101,6 +103,8 @@ class EnsembleResult:
     au_submission_path: Path | None = None  # submission_au.txt, if written ...
     au_submission_note: str = ""  # ... and why not (or how many rows were written)
     precision: str = "unknown"  # the precision of the members' features (stages.precision)
+    va: VAOutcome | None = None  # VA scores, when runs have VA outputs
+    va_submission_path: Path | None = None  # submission_va.txt, if written
 
 
 def find_members(run_dirs: Sequence[Path], split: str) -> tuple[list[Member], list[RunInfo]]:
@@ -205,7 +209,7 @@ def run_ensemble(run_dirs: Sequence[Path], manifests: Path, out: Path,
 
     out = Path(out)
     with io.staged_files(out, last="scores.json",
-                         optional=["submission.txt", "submission_au.txt",
+                         optional=["submission.txt", "submission_au.txt", "submission_va.txt",
                                    final_path("", "test").name,
                                    final_face_path("", "test").name]) as staging:
         return _write_outputs(run_dirs, members, names, runs, clips, scored, outcome, config,
@@ -228,6 +232,7 @@ def _write_outputs(run_dirs: Sequence[Path], members: list[Member], names: list[
     if submission_path is None and (out / "submission.txt").exists():
         note += "; removed the earlier submission.txt"  # (the move into `out` removes it)
     au, au_path, au_note = action_units(run_dirs, runs, manifests, config, staging)
+    va, va_path, va_note = valence_arousal(run_dirs, runs, manifests, config, staging)
 
     final = outcome.final
     precision = feature_precision(run_dirs, [run.record for run in runs])
@@ -252,6 +257,12 @@ def _write_outputs(run_dirs: Sequence[Path], members: list[Member], names: list[
         "au": None if au is None else {**au.to_json(), "submission": au_path and au_path.name,
                                        "submission_note": au_note},
     }
+    if va is not None:  # absent without VA outputs: scores.json of other runs stays as before
+        record["va"] = {**va.to_json(), "submission": va_path and va_path.name,
+                        "submission_note": va_note}
+        if au is not None:  # ABAW multi-task: EXPR F1 + AU F1 + VA mean CCC, final rows
+            record["abaw_multitask"] = abaw_multitask_score(
+                final.scores.macro_f1, au.final.scores.mean_f1, va.final.scores.mean_ccc)
 
     notes = [f"members: {', '.join(names)}", f"features extracted in: {precision}",
              f"manifests: {manifests}", f"submission: {note}"]
@@ -267,6 +278,8 @@ def _write_outputs(run_dirs: Sequence[Path], members: list[Member], names: list[
                   f" {row.scores.mean_f1:.4f}, accuracy {row.scores.accuracy:.4f}, ABAW-2021 AU"
                   f" {row.scores.abaw2021_score:.4f} over {row.scores.n_frames} frames"
                   for row in au.rows] + [f"AU submission: {au_note}", *au.notes]
+    if va is not None:
+        notes += va_notes(va, va_note, record.get("abaw_multitask"))
     if outcome.tuned_on_scored_frames:
         notes.insert(0, "WARNING: tuned on the scored frames (--tune-on same): optimistic scores")
     counts = {split: class_counts(clips[split]) for split in ("train", "val")
@@ -284,7 +297,7 @@ def _write_outputs(run_dirs: Sequence[Path], members: list[Member], names: list[
         config.split, outcome.rows, final.name, runs, counts, tuning,
         [n for n in notes if n not in leaks], timelines(scored, outcome),
         leaks + feature_warnings(sources.members, precision), sources, outcome.best_member,
-        outcome.gain, test if test.clip_ids else None))
+        outcome.gain, test if test.clip_ids else None, va.timelines if va else []))
     save_toml(config, staging / "config.toml")
     write_final_probs(scored, outcome.folds, config.split, staging)  # for `export OUT`
     io.write_json(staging / "scores.json", record, indent=1)  # moved into `out` last
@@ -293,7 +306,8 @@ def _write_outputs(run_dirs: Sequence[Path], members: list[Member], names: list[
                           out / report_path.name,
                           out / submission_path.name if submission_path else None, note,
                           outcome.best_member, outcome.gain, au,
-                          out / au_path.name if au_path else None, au_note, precision)
+                          out / au_path.name if au_path else None, au_note, precision, va,
+                          out / va_path.name if va_path else None)
 
 
 def timelines(scored: SplitData, outcome: Outcome, count: int = 3) -> list[Timeline]:

@@ -220,10 +220,10 @@ def run_predict(inputs: Sequence[str | Path], pipeline: str | Path, out: str | P
                               f" heads were trained on {bundle.record['extractors'][name]['cache_key']}"
                               " (another weights file, config or precision)")
     progress(ProgressEvent("predict frames", total=sum(c.n_frames for c in todo)))
-    for clip, members, face, aus in bundle.clip_outputs(FeatureStore(store_path), todo):
+    for clip, members, face, aus, vas in bundle.clip_outputs(FeatureStore(store_path), todo):
         probs, labels = bundle.decide(clip.clip_id, members, face)
         columns = frame_table(clip, probs, labels, face, bundle.faceless_rules(face), aus,
-                              _boxes(quality.get(clip.clip_id), clip.n_frames))
+                              _boxes(quality.get(clip.clip_id), clip.n_frames), vas)
         write_tables(out, clip.clip_id, columns)
         record = {**summary(clip, labels, face), "pipeline": str(bundle.root.resolve()),
                   "pipeline_digest": digest, "random_backbones": bundle.random_backbones}

@@ -217,6 +217,7 @@ def build_bundle(sources: Sequence[str | Path], out: str | Path) -> Path:
             config = write_head(path, staging / "heads" / name)
             heads[name] = {"method": config["method"], "folder": f"heads/{name}"}
         au_runs = [n for n, p in runs.items() if read_run(p).record.au_outputs]
+        va_runs = [n for n, p in runs.items() if read_run(p).record.va_outputs]
         card = _card(scores, runs, members, extractors)
         record = {
             "format": FORMAT, "format_version": FORMAT_VERSION,
@@ -229,6 +230,9 @@ def build_bundle(sources: Sequence[str | Path], out: str | Path) -> Path:
             "arrays": arrays, "extractors": extractors, "extract": settings,
             "faces": face_step(runs), "card": card,
         }
+        if va_runs:  # absent without VA heads: other bundles are written as before
+            record["va_heads"] = [f"{n}/{read_run(runs[n]).record.va_outputs[0]}"
+                                  for n in va_runs]
         (staging / BUNDLE_JSON).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
         (staging / MODEL_CARD).write_text(model_card(record), encoding="utf-8")
         write_manifest(staging)

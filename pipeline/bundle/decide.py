@@ -21,7 +21,7 @@ import numpy as np
 
 from pipeline.bundle.format import BundleError, open_bundle
 from pipeline.bundle.heads import MemberHead, load_head, predict_clips
-from pipeline.data.labels import AU_NAMES, CLASSES
+from pipeline.data.labels import AU_NAMES, CLASSES, VA_NAMES
 from pipeline.data.manifest import Clip
 from pipeline.features.store import FeatureStore
 from pipeline.scoring.combiners import Combination
@@ -62,13 +62,15 @@ class Bundle:
         return self._heads
 
     def clip_outputs(self, store: FeatureStore, clips: Sequence[Clip]
-                     ) -> Iterator[tuple[Clip, np.ndarray, np.ndarray, np.ndarray | None]]:
-        """(clip, members' probabilities [M, T, 8], face [T], AU probabilities [T, 12] or None)
-        per clip, in order. The heads run clip group by clip group in lockstep, so memory holds a
+                     ) -> Iterator[tuple[Clip, np.ndarray, np.ndarray, np.ndarray | None,
+                                         np.ndarray | None]]:
+        """(clip, members' probabilities [M, T, 8], face [T], AU probabilities [T, 12] or None,
+        valence-arousal [T, 2] or None: the mean of the bundle's VA heads) per clip, in order. The heads run clip group by clip group in lockstep, so memory holds a
         few clips whatever their number."""
         heads = self.heads()
         streams = {run: predict_clips(member, store, clips) for run, member in heads.items()}
         au = [name.split("/") for name in self.record.get("au_heads", [])]
+        va = [name.split("/") for name in self.record.get("va_heads", [])]
         for clip in clips:
             outputs, face = {}, None
             for run, stream in streams.items():
@@ -79,7 +81,9 @@ class Bundle:
             members = np.stack([outputs[m.split("/")[0]][m.split("/")[1]] for m in self.members])
             aus = (np.mean([outputs[r][o] for r, o in au], axis=0).astype(np.float32)
                    if au else None)
-            yield clip, members, face, aus
+            vas = (np.mean([outputs[r][o] for r, o in va], axis=0).astype(np.float32)
+                   if va else None)
+            yield clip, members, face, aus, vas
 
     def decide(self, clip_id: str, members: np.ndarray, face: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray]:
@@ -113,7 +117,8 @@ def faceless_rules(face: np.ndarray, choices: Choices, members: Sequence[str],
 
 
 def frame_table(clip: Clip, probs: np.ndarray, labels: np.ndarray, face: np.ndarray,
-                rules: np.ndarray, aus: np.ndarray | None, boxes: dict | None) -> dict:
+                rules: np.ndarray, aus: np.ndarray | None, boxes: dict | None,
+                va: np.ndarray | None = None) -> dict:
     """The columns of one video's table (``boxes``: ``box`` [T, 4] and ``score`` [T] of the face
     step where it ran, else None: the columns are left empty)."""
     n = clip.n_frames
@@ -132,6 +137,9 @@ def frame_table(clip: Clip, probs: np.ndarray, labels: np.ndarray, face: np.ndar
     if aus is not None:
         for k, name in enumerate(AU_NAMES):
             columns[name] = aus[:, k]
+    if va is not None:  # bundles with VA heads: valence and arousal in [-1, 1]
+        for k, name in enumerate(VA_NAMES):
+            columns[name] = va[:, k]
     return columns
 
 

@@ -10,6 +10,8 @@ folders is :mod:`pipeline.data.discover`):
 - AU annotations: ``<any>/AU_Detection_Challenge/`` with the same two folders. A clip with an AU
   file gets ``au_labels`` and ``au_split``; a clip with an AU file only (no expression file, not in
   the test list) is an AU-only clip, kept apart in ``DatasetReading.au_only``;
+- VA annotations: ``<any>/VA_Estimation_Challenge/``, the same way (:mod:`pipeline.data.va_reading`);
+  a clip with VA labels only joins the AU-only clips (the clips without expression labels);
 - the test split: a text file of clip names (``--test-list``, or the one ``.txt`` file whose name
   has the word "test" in it, see :func:`read_test_list`);
 - face crops: ``cropped_aligned/<clip>/00001.jpg`` or ``cropped_aligned_new_50_vids/<clip>/``;
@@ -37,6 +39,7 @@ from pipeline.data.discover import (  # noqa: F401 (read_test_list: public API)
     ANNOTATION_DIRS,
     AU_ANNOTATION_DIRS,
     FRAME_DIRS,
+    VA_ANNOTATION_DIRS,
     SEARCH_DEPTH,
     SPLIT_DIRS,
     VIDEO_DIRS,
@@ -61,6 +64,7 @@ from pipeline.data.leakage import DEFAULT_GUARD, guard_leakage
 from pipeline.data.manifest import SPLITS, Clip, DatasetReading, Issue
 from pipeline.data.media import MediaError, VideoInfo, probe_video
 from pipeline.data.raw import face_records, read_faces_root
+from pipeline.data.va_reading import attach_va
 from pipeline.progress import ProgressEvent, ProgressFn, silent
 
 SIDES = ("_left", "_right")
@@ -198,7 +202,7 @@ class _Reader:
             return None
         if labels is not None and len(labels) != media.info.n_frames:
             labels = self._fit(entry, labels, media.info.n_frames, "labels")
-        return self._clip(entry.clip_id, entry.split, media, labels)
+        return self.new_clip(entry.clip_id, entry.split, media, labels)
 
     def au_clip(self, entry: _Entry, clip: Clip | None) -> Clip | None:
         """``clip`` with the AU labels of an AU entry, or (``clip`` None) an AU-only clip; None
@@ -214,12 +218,12 @@ class _Reader:
             media = self.media(entry)
             if media is None:
                 return None
-            clip = self._clip(entry.clip_id, entry.split, media, None)
+            clip = self.new_clip(entry.clip_id, entry.split, media, None)
         if len(au_labels) != clip.n_frames:
             au_labels = self._fit(entry, au_labels, clip.n_frames, "au_labels")
         return replace(clip, au_labels=au_labels, au_split=entry.split)
 
-    def _clip(self, clip_id: str, split: str, media: _Media, labels: np.ndarray | None) -> Clip:
+    def new_clip(self, clip_id: str, split: str, media: _Media, labels: np.ndarray | None) -> Clip:
         self.faces[clip_id] = media.faces
         return Clip(
             clip_id=clip_id,
@@ -329,11 +333,13 @@ def read_dataset(
     if not root.is_dir():
         raise DatasetError(f"{root}: not a folder")
     layout = walk(root)
-    if not layout.annotation_dirs and not layout.au_annotation_dirs and face_records(root):
+    labelled = layout.annotation_dirs or layout.au_annotation_dirs or layout.va_annotation_dirs
+    if not labelled and face_records(root):
         return read_faces_root(root)  # raw videos through `faces`: unlabelled clips
-    if not layout.annotation_dirs and not layout.au_annotation_dirs:
+    if not labelled:
         raise DatasetError(
-            f"{root}: no annotation folder ({' or '.join(ANNOTATION_DIRS + AU_ANNOTATION_DIRS)} "
+            f"{root}: no annotation folder "
+            f"({' or '.join(ANNOTATION_DIRS + AU_ANNOTATION_DIRS + VA_ANNOTATION_DIRS)} "
             f"with {' or '.join(SPLIT_DIRS)}/) within {SEARCH_DEPTH} levels, and no faces/*.json "
             "records of `fer-pipeline faces VIDEOS --out ROOT`"
         )
@@ -345,10 +351,11 @@ def read_dataset(
         test_list = choose_test_list(layout.test_lists)
     entries = _entries(layout, test_list)
     au_entries = _annotation_entries(layout.au_annotation_dirs)
+    va_entries = _annotation_entries(layout.va_annotation_dirs)
     reader = _Reader(layout)
     read: dict[str, Clip | None] = {}  # clip id -> its clip, None if rejected
     first: dict[str, tuple[_Entry, bool]] = {}  # clip id -> its first entry, and if it was kept
-    progress(ProgressEvent("clips", total=len(entries) + len(au_entries)))
+    progress(ProgressEvent("clips", total=len(entries) + len(au_entries) + len(va_entries)))
     for entry in entries:
         if entry.clip_id in first:
             seen, kept = first[entry.clip_id]
@@ -366,6 +373,7 @@ def read_dataset(
         progress(ProgressEvent("clips", advance=1))
     gained, au_only = _read_au(reader, au_entries, read, progress)
     read.update(gained)
+    au_only = attach_va(reader, va_entries, read, au_only, progress)
     guarded, leakage = guard_leakage([c for c in read.values() if c is not None] + au_only,
                                      leakage_guard)
     clips: dict[str, list[Clip]] = {split: [] for split in SPLITS}

@@ -19,6 +19,7 @@ from pipeline.errors import PipelineError
 # Newer challenge first: where both folders hold the same clip, the first one found is kept.
 ANNOTATION_DIRS = ("EXPR_Recognition_Challenge", "EXPR_Classification_Challenge")
 AU_ANNOTATION_DIRS = ("AU_Detection_Challenge",)  # the ABAW AU track's annotation folder
+VA_ANNOTATION_DIRS = ("VA_Estimation_Challenge",)  # the ABAW VA track's annotation folder
 SPLIT_DIRS = {"Train_Set": "train", "Validation_Set": "val"}
 FRAME_DIRS = ("cropped_aligned", "cropped_aligned_new_50_vids")
 VIDEO_DIRS = ("videos", "raw_videos", "batch1", "batch2")
@@ -46,6 +47,7 @@ class Layout:
 
     annotation_dirs: list[Path] = field(default_factory=list)  # EXPR annotation folders
     au_annotation_dirs: list[Path] = field(default_factory=list)  # AU annotation folders
+    va_annotation_dirs: list[Path] = field(default_factory=list)  # VA annotation folders
     frame_roots: list[Path] = field(default_factory=list)
     video_roots: list[Path] = field(default_factory=list)
     test_lists: list[Path] = field(default_factory=list)
@@ -95,6 +97,8 @@ def walk(root: Path) -> Layout:
             layout.annotation_dirs.append(folder)
         if name in AU_ANNOTATION_DIRS and any((folder / s).is_dir() for s in SPLIT_DIRS):
             layout.au_annotation_dirs.append(folder)
+        if name in VA_ANNOTATION_DIRS and any((folder / s).is_dir() for s in SPLIT_DIRS):
+            layout.va_annotation_dirs.append(folder)
         layout.test_lists.extend(
             p for p in list_files(folder, (".txt",)) if _TEST_WORD.search(p.name.lower())
         )
@@ -102,6 +106,7 @@ def walk(root: Path) -> Layout:
             pending.extend((sub, depth + 1) for sub in subdirs(folder))
     layout.annotation_dirs.sort(key=lambda p: (ANNOTATION_DIRS.index(p.name), str(p)))
     layout.au_annotation_dirs.sort(key=str)
+    layout.va_annotation_dirs.sort(key=str)
     layout.frame_roots.sort(key=lambda p: (FRAME_DIRS.index(p.name), str(p)))
     layout.video_roots.sort(key=lambda p: (VIDEO_DIRS.index(p.name), str(p)))
     layout.test_lists.sort()

@@ -1,10 +1,12 @@
-"""The ABAW expression classes and action units, and the Aff-Wild2 EXPR and AU annotation files.
+"""The ABAW expression classes and action units, and the Aff-Wild2 EXPR, AU and VA annotation files.
 
 An EXPR annotation file is ``<video>.txt``: a header line naming the 8 classes in this order, then
 one integer per frame: label line i+1 (file line i+2, after the header) is frame i, 0-based, image
 ``{i+1:05d}.jpg``; ``-1`` = not annotated.
 An AU annotation file has the header ``AU1,AU2,...,AU26`` (the 12 :data:`AU_NAMES`), then per frame
 12 comma-separated values in {0, 1}, or a row of ``-1`` where the frame is not annotated.
+A VA annotation file has the header ``valence,arousal``, then per frame two comma-separated numbers
+in [-1, 1], or ``-5`` (both, or either) where the frame is invalid (:func:`read_va_annotation`).
 :func:`read_annotation` and :func:`read_au_annotation` parse one such file strictly (the rules are
 in their docstrings and in ``data_manifests/README.md``).
 """
@@ -201,3 +203,47 @@ def read_au_annotation(path: str | Path) -> np.ndarray:
     except OSError as e:
         raise AnnotationError(path, f"unreadable ({e.strerror or e})") from None
     return parse_au_annotation(data, path)
+
+
+# The two dimensions of the ABAW VA track, in the column order of its annotation files.
+VA_NAMES: tuple[str, ...] = ("valence", "arousal")
+VA_HEADER = ",".join(VA_NAMES)
+VA_INVALID = -5.0  # the VA files' mark of an invalid frame (and the manifest's)
+_NUMBER = r"\s*[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?\s*"
+_VA_ROW = re.compile(_NUMBER + "," + _NUMBER)
+
+
+def parse_va_annotation(data: bytes, path: str | Path = "<annotation>") -> np.ndarray:
+    """Valence and arousal of one VA annotation file's bytes: float32 ``[n_frames, 2]``, ``-5``
+    where a frame is invalid (a row with one -5 is invalid in both: ABAW scores frames, and a
+    half-annotated frame is a damaged one).
+
+    Accepted as for the other formats (BOM, CRLF, whitespace, blank lines at the end). Raises
+    :class:`AnnotationError` naming ``path`` and the line: no or another header, a row that is not
+    two decimal numbers, a value outside [-1, 1] other than -5 (NaN and infinities included).
+    """
+    body = _body(_lines(data, path), VA_NAMES, VA_HEADER, _VA_ROW, "rows", path)
+    values = np.empty((len(body), 2), dtype=np.float64)
+    for line_no, line in enumerate(body, 2):
+        if not _VA_ROW.fullmatch(line):
+            what = "blank line" if not line else f"{_show(line)} is not two numbers"
+            raise AnnotationError(path, f"line {line_no}: {what} (one 'valence,arousal' row per "
+                                        "frame, -5 = invalid)")
+        values[line_no - 2] = [float(v) for v in line.split(",")]
+    invalid = values == VA_INVALID
+    outside = ~invalid & (np.abs(values) > 1)
+    if outside.any():
+        row, column = np.argwhere(outside)[0]
+        raise AnnotationError(path, f"line {row + 2}: {VA_NAMES[column]} "
+                                    f"{values[row, column]:g} is outside [-1, 1] (and not -5)")
+    values[invalid.any(axis=1)] = VA_INVALID
+    return values.astype(np.float32)
+
+
+def read_va_annotation(path: str | Path) -> np.ndarray:
+    """VA labels of the annotation file at ``path`` (see :func:`parse_va_annotation`)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise AnnotationError(path, f"unreadable ({e.strerror or e})") from None
+    return parse_va_annotation(data, path)

@@ -29,16 +29,19 @@ import numpy as np
 
 from pipeline.data.clip_ids import check_name
 from pipeline.data.manifest_check import check_record
-from pipeline.data.labels import AU_NAMES, CLASSES, NUM_AUS, NUM_CLASSES, UNLABELED
+from pipeline.data.labels import (AU_NAMES, CLASSES, NUM_AUS, NUM_CLASSES, UNLABELED, VA_INVALID,
+                                  VA_NAMES)
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 AU_SPLITS: tuple[str, ...] = ("train", "val")  # the AU annotation folders; no AU test list is read
 AU_ONLY = "au_only"  # manifest file stem of the clips with AU labels and no expression annotation
-TASKS: tuple[str, ...] = ("expr", "au")
+TASKS: tuple[str, ...] = ("expr", "au")  # the tasks fusion heads train
+LABEL_TASKS: tuple[str, ...] = ("expr", "au", "va")  # the label kinds a clip may carry
 # Scores the leakage guard can exclude a clip from: "<task>_val".
 EXCLUDABLE: tuple[str, ...] = tuple(f"{task}_val" for task in TASKS)
 # The optional fields, in record order; absent from a record when they hold their default.
-_AU_FIELDS = ("au_labels", "au_split", "exclude_from")
+_AU_FIELDS = ("au_labels", "au_split", "exclude_from", "va_labels", "va_split")
+VA_SPLITS: tuple[str, ...] = ("train", "val")  # the VA annotation folders
 
 
 @dataclass(frozen=True, eq=False)
@@ -60,6 +63,9 @@ class Clip:
     au_split: str | None = None  # "train" or "val": the AU folder the AU labels came from
     exclude_from: tuple[str, ...] = ()  # scores the leakage guard leaves this clip out of:
     #                                     "expr_val" and/or "au_val" (see pipeline.data.leakage)
+    va_labels: np.ndarray | None = None  # float32 [n_frames, 2] (valence, arousal), rows of -5 =
+    #                                      invalid; None: no VA annotation file
+    va_split: str | None = None  # "train" or "val": the VA folder the VA labels came from
 
     def __post_init__(self) -> None:
         check_name(self.clip_id)  # it names folders and files: one safe path component
@@ -76,6 +82,13 @@ class Clip:
         if self.au_labels is not None and self.au_labels.shape != (self.n_frames, NUM_AUS):
             raise ValueError(f"clip {self.clip_id}: AU labels of shape {self.au_labels.shape} "
                              f"for {self.n_frames} frames, want ({self.n_frames}, {NUM_AUS})")
+        if (self.va_labels is None) != (self.va_split is None):
+            raise ValueError(f"clip {self.clip_id}: VA labels and VA split come together")
+        if self.va_split is not None and self.va_split not in VA_SPLITS:
+            raise ValueError(f"clip {self.clip_id}: unknown VA split {self.va_split!r}")
+        if self.va_labels is not None and self.va_labels.shape != (self.n_frames, len(VA_NAMES)):
+            raise ValueError(f"clip {self.clip_id}: VA labels of shape {self.va_labels.shape} "
+                             f"for {self.n_frames} frames, want ({self.n_frames}, 2)")
         unknown = set(self.exclude_from) - set(EXCLUDABLE)
         if unknown:
             raise ValueError(f"clip {self.clip_id}: exclude_from {sorted(unknown)} is not one of "
@@ -87,12 +100,21 @@ class Clip:
         return None if self.labels is None and self.split != "test" else self.split
 
     def task_split(self, task: str) -> str | None:
-        """The clip's split for ``task`` ("expr" or "au"), None where it is not in that task."""
+        """The clip's split for ``task`` ("expr", "au" or "va"), None where it is not in that
+        task."""
         if task == "expr":
             return self.expr_split
         if task == "au":
             return self.au_split
-        raise ValueError(f"unknown task {task!r}, want one of {list(TASKS)}")
+        if task == "va":
+            return self.va_split
+        raise ValueError(f"unknown task {task!r}, want one of {list(LABEL_TASKS)}")
+
+    @property
+    def label_tasks(self) -> tuple[str, ...]:
+        """The tasks this clip carries labels of: any subset of "expr", "au", "va"."""
+        return tuple(t for t, labels in (("expr", self.labels), ("au", self.au_labels),
+                                          ("va", self.va_labels)) if labels is not None)
 
     def scored_in(self, task: str, split: str = "val") -> bool:
         """Whether this clip's frames count in ``task``'s ``split`` scores: it is in that split
@@ -103,12 +125,12 @@ class Clip:
         """The clip's labels of ``task`` (int8 ``[T]`` for "expr", ``[T, 12]`` for "au") as scores
         should see them: all ``-1`` where the leakage guard excluded the clip from that task's
         validation score, so every metric skips its frames; None where it has no such labels."""
-        labels = self.labels if task == "expr" else self.au_labels if task == "au" else None
+        labels = {"expr": self.labels, "au": self.au_labels, "va": self.va_labels}.get(task)
         if labels is None:
             self.task_split(task)  # raises on an unknown task
             return None
         if f"{task}_val" in self.exclude_from:
-            return np.full_like(labels, UNLABELED)
+            return np.full_like(labels, VA_INVALID if task == "va" else UNLABELED)
         return labels
 
     def frame_path(self, index: int) -> Path | None:
@@ -124,6 +146,9 @@ class Clip:
             record["au_split"] = self.au_split
         if self.exclude_from:
             record["exclude_from"] = list(self.exclude_from)
+        if self.va_labels is not None:  # absent without VA: manifests without VA stay as before
+            record["va_labels"] = [encode_value_runs(self.va_labels[:, k]) for k in range(2)]
+            record["va_split"] = self.va_split
         return record
 
     @classmethod
@@ -134,7 +159,10 @@ class Clip:
         au_runs = fields.pop("au_labels", None)
         au_labels = None if au_runs is None else unpack_au(decode_runs(au_runs, np.int16))
         fields["exclude_from"] = tuple(fields.get("exclude_from", ()))
-        return cls(labels=labels, au_labels=au_labels, **fields)
+        va_runs = fields.pop("va_labels", None)
+        va_labels = None if va_runs is None else np.stack(
+            [decode_runs(runs, np.float32) for runs in va_runs], axis=1)
+        return cls(labels=labels, au_labels=au_labels, va_labels=va_labels, **fields)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Clip):
@@ -150,6 +178,18 @@ def encode_runs(labels: np.ndarray) -> list[list[int]]:
     starts = np.flatnonzero(np.r_[True, labels[1:] != labels[:-1]])
     counts = np.diff(np.r_[starts, labels.size])
     return [[int(labels[s]), int(c)] for s, c in zip(starts, counts)]
+
+
+def encode_value_runs(values: np.ndarray) -> list[list[float | int]]:
+    """Run-length encode float32 values (VA labels): [[value, count], ...], each value the
+    shortest decimal that reads back as the same float32."""
+    values = np.asarray(values, dtype=np.float32)
+    if values.size == 0:
+        return []
+    starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
+    counts = np.diff(np.r_[starts, values.size])
+    return [[float(np.format_float_positional(values[s], unique=True, trim="-")), int(c)]
+            for s, c in zip(starts, counts)]
 
 
 def decode_runs(runs: list[list[int]], dtype: type = np.int8) -> np.ndarray:
@@ -236,11 +276,13 @@ def load_clips(manifests: str | Path, splits: Iterable[str] = SPLITS, au_only: b
 
 def clip_digest(clip: Clip) -> str:
     """sha256 of what a clip's record means to later stages: its id, length and labels
-    (expression and AU). Paths, fps and the leakage guard's marks are left out: moving the
+    (expression, AU and VA). Paths, fps and the leakage guard's marks are left out: moving the
     dataset or re-running the guard does not make it another manifest."""
     record = {"clip_id": clip.clip_id, "n_frames": clip.n_frames,
               "labels": None if clip.labels is None else encode_runs(clip.labels),
               "au_labels": None if clip.au_labels is None else encode_runs(pack_au(clip.au_labels))}
+    if clip.va_labels is not None:  # absent without VA: digests of runs before VA stay the same
+        record["va_labels"] = [encode_value_runs(clip.va_labels[:, k]) for k in range(2)]
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
 
 
@@ -304,7 +346,8 @@ class DatasetReading:
     def counts(self) -> dict[str, dict]:
         """Per split: clips, frames, frames with a face, labelled frames per class, unlabelled;
         and under ``au`` the split's AU clips (its AU folder), their labelled and unlabelled frames
-        and the frames each AU is active in."""
+        and the frames each AU is active in; under ``va`` (only when some clip has VA labels) the
+        split's VA clips and their valid and invalid frames."""
         counts = {}
         everything = self.all_clips()
         for split in SPLITS:
@@ -326,6 +369,11 @@ class DatasetReading:
                 "unlabelled": unlabelled,
                 "au": _au_counts([c for c in everything if c.au_split == split]),
             }
+            va = [c.va_labels for c in everything if c.va_split == split]
+            if any(c.va_labels is not None for c in everything):  # absent without VA: as before
+                valid = sum(int((v[:, 0] != VA_INVALID).sum()) for v in va)
+                counts[split]["va"] = {"clips": len(va), "valid": valid,
+                                       "invalid": sum(len(v) for v in va) - valid}
         return counts
 
     def report(self) -> dict:

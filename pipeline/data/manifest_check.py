@@ -39,6 +39,27 @@ def _runs(field: str, runs: Any, n_frames: int, low: int, high: int) -> None:
         raise ValueError(f"{field}: runs cover {total} frames, the clip has {n_frames}")
 
 
+def _va_runs(va: Any, n_frames: int) -> None:
+    """``va`` is two run lists (valence, arousal) of values in [-1, 1] or -5."""
+    if not (isinstance(va, list) and len(va) == 2):
+        raise ValueError("va_labels is not two run lists (valence, arousal)")
+    for name, runs in zip(("valence", "arousal"), va):
+        if not isinstance(runs, list):
+            raise ValueError(f"va_labels {name} is not a list of [value, count] runs")
+        total = 0
+        for run in runs:
+            if not (isinstance(run, list) and len(run) == 2 and _is_int(run[1])
+                    and (_is_int(run[0]) or isinstance(run[0], float))):
+                raise ValueError(f"va_labels {name}: run {str(run)[:40]} is not [value, count]")
+            if not (run[0] == -5 or -1 <= run[0] <= 1) or run[1] < 0:
+                raise ValueError(f"va_labels {name}: run {run} has a value outside [-1, 1] "
+                                 "(and not -5) or a negative count")
+            total += run[1]
+        if total != n_frames:
+            raise ValueError(f"va_labels {name}: runs cover {total} frames, the clip has "
+                             f"{n_frames}")
+
+
 def check_record(record: Any) -> None:
     """Raise ValueError naming the first field of ``record`` that no clip could have."""
     if not isinstance(record, dict):
@@ -59,5 +80,7 @@ def check_record(record: Any) -> None:
         _runs("labels", record["labels"], n_frames, UNLABELED, NUM_CLASSES - 1)
     if record.get("au_labels") is not None:
         _runs("au_labels", record["au_labels"], n_frames, UNLABELED, 2 ** NUM_AUS - 1)
+    if record.get("va_labels") is not None:
+        _va_runs(record["va_labels"], n_frames)
     if not isinstance(record.get("exclude_from", []), list):
         raise ValueError("exclude_from is not a list")

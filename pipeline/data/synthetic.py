@@ -7,6 +7,7 @@ the layout the dataset reader expects::
     OUT/videos/<video>.mp4                          frames + AAC audio, fps 10, 12.5 or 15
     OUT/annotations/EXPR_Recognition_Challenge/Train_Set/<clip>.txt    (and Validation_Set/)
     OUT/annotations/AU_Detection_Challenge/Train_Set/<clip>.txt        (and Validation_Set/)
+    OUT/annotations/VA_Estimation_Challenge/Train_Set/<clip>.txt       (and Validation_Set/)
     OUT/test_set.txt                                test clip names, one a line (no labels)
     OUT/demo.json                                   the generator's settings; marks OUT as a demo
 
@@ -54,6 +55,14 @@ Surprise AU1+AU2+AU26, ...; the clean class, before the expression label noise),
 both modalities. Some clips have ``-1`` rows (drawn apart from the expression ``-1`` runs), and in
 a fraction ``noise`` of annotated frames one random AU is flipped.
 
+VA labels (every clip with AU labels has a VA file in the same split; their own random streams,
+so every other file is unchanged): valence follows the face's pair (``VA_PAIR_VALENCE``: -0.6,
+-0.2, 0.2, 0.6), arousal the audio's member (``VA_MEMBER_AROUSAL``: -0.4, 0.4), both smoothed over
+3 frames at segment changes and with Gaussian noise of sd 0.05; some clips have ``-5`` runs
+(invalid). Ceilings on mean CCC (population values, before the noise): the face alone can know
+valence only (CCC_V up to 1, CCC_A 0: mean 0.5), the audio alone arousal only (mean 0.5), both
+about 1 (0.97-0.99 with the noise).
+
 Ceilings on macro-F1 over the 8 classes (population values, before label noise). A classifier
 that only knows the group g of a frame (its pair, or its member) does best by predicting class c
 of g with probability P(c | g): then F1_c = P(c | g) and macro-F1 = (number of groups) / 8,
@@ -79,6 +88,7 @@ from pipeline.data.labels import AU_HEADER, AU_NAMES, HEADER, NUM_AUS, NUM_CLASS
 from pipeline.data.media import write_video
 from pipeline.data.synthetic_media import (FACE_CUES, SAMPLE_RATE, audio, face, geometry_face,
                                            identity, jpeg)
+from pipeline.data.synthetic_va import va_labels, write_va
 from pipeline.errors import PipelineError
 from pipeline.progress import ProgressEvent, ProgressFn, silent
 
@@ -156,6 +166,7 @@ class DemoSummary:
     au_clips: dict[str, int] = field(default_factory=dict)  # clips with AU labels per AU split
     au_only_clips: int = 0  # of them, clips with AU labels only
     au_active: list[int] = field(default_factory=list)  # annotated frames each AU is active in
+    va_clips: dict[str, int] = field(default_factory=dict)  # clips with VA labels per VA split
 
 
 @dataclass
@@ -312,7 +323,7 @@ def generate(out: str | Path, config: DemoConfig = DemoConfig(), progress: Progr
                           videos=len(splits) + len(AU_ONLY_SPLITS),
                           labelled_frames=0, noisy_frames=0, missing_frames=0,
                           class_counts=[0] * NUM_CLASSES, au_clips=dict.fromkeys(SPLIT_DIRS, 0),
-                          au_active=[0] * NUM_AUS)
+                          au_active=[0] * NUM_AUS, va_clips=dict.fromkeys(SPLIT_DIRS, 0))
     test_names: list[str] = []
     videos = splits + list(AU_ONLY_SPLITS)
     progress(ProgressEvent("videos", total=len(videos)))
@@ -346,6 +357,9 @@ def generate(out: str | Path, config: DemoConfig = DemoConfig(), progress: Progr
             if split != "test":
                 au_labels = _au_labels(au_rng, au_noise_rng, 2 * pair + member, config.noise)
                 _write_au(out, split, name, au_labels)
+                va_rng = np.random.default_rng([config.seed, index, 5, len(clips)])
+                write_va(out, split, name, va_labels(va_rng, pair, member))
+                summary.va_clips[split] += 1
                 summary.au_clips[split] += 1
                 summary.au_only_clips += au_only
                 annotated = au_labels[au_labels[:, 0] != UNLABELED]

@@ -33,7 +33,7 @@ class Optimizer(str, Enum):
 
 OPTIMIZERS = tuple(o.value for o in Optimizer)
 SCHEDULES = ("batch", "epoch", "joint")  # train.task_schedule (pipeline.fusion.tasks)
-SELECT_TASKS = ("expr", "au")  # train.select_task: the task whose score selects the epoch
+SELECT_TASKS = ("expr", "au", "va")  # train.select_task: the task whose score selects the epoch
 
 
 @dataclass
@@ -112,7 +112,8 @@ class TrainConfig:
     # Multi-task heads (head.tasks = ["expr", "au"]), see pipeline.fusion.tasks: how the two tasks
     # take turns, "batch" (alternate batch by batch), "epoch" (epoch by epoch) or "joint" (every
     # batch mixes both, the sum of the two losses); and the score early stopping follows, "expr"
-    # (macro-F1 of the primary output) or "au" (AU mean F1 at threshold 0.5).
+    # (macro-F1 of the primary output), "au" (AU mean F1 at threshold 0.5) or "va" (VA mean CCC;
+    # head.tasks with "va": any of expr, au, va take turns the same way).
     task_schedule: str = "batch"
     select_task: str = "expr"
 

@@ -31,8 +31,8 @@ without audio gets one row of zeros. Such an array requested as a per-frame arra
 with ``--rate hop=...`` as ``head.audio``) is read interpolated to the video frames
 (:func:`at_video_frames`).
 
-**Tasks.** A run trains expressions (``"expr"``) and optionally action units (``"au"``,
-``FeatureRequest.tasks``). A clip's labels of a task fill its rows only where the clip's split of
+**Tasks.** A run trains expressions (``"expr"``) and optionally action units (``"au"``) and
+valence-arousal (``"va"``, ``FeatureRequest.tasks``; VA rows of no label are -5). A clip's labels of a task fill its rows only where the clip's split of
 that task fits the table's use (:func:`task_labels`): a training table holds only the labels of
 the task's training split, so a clip in the expression training split and the AU validation split
 trains expressions and never AUs; an evaluation table holds every label as scores see it (the
@@ -49,7 +49,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from pipeline.data.labels import CLASSES, NUM_AUS, UNLABELED
+from pipeline.data.labels import CLASSES, NUM_AUS, UNLABELED, VA_INVALID, VA_NAMES
 from pipeline.data.manifest import Clip
 from pipeline.errors import PipelineError
 from pipeline.features.store import FeatureStore
@@ -107,6 +107,7 @@ class Table:
     arrays: dict[str, np.ndarray]  # store name -> [N, *shape] as stored (float16 features)
     series: dict[str, list[Series]] = field(default_factory=dict)  # own-rate arrays, one per clip
     au_labels: np.ndarray | None = None  # int8 [N, 12], -1 = unlabelled; None: AU not a task
+    va_labels: np.ndarray | None = None  # float32 [N, 2], -5 = invalid; None: VA not a task
 
     def __post_init__(self) -> None:
         sizes = np.diff(self.offsets)
@@ -197,6 +198,7 @@ class ClipArrays:
     au_labels: np.ndarray | None = None  # int8 [T, 12]; None when AU is not a task
     # bool [T]: frames with audio; None: all of them if has_audio, else none (see read_clip)
     audio: np.ndarray | None = None
+    va_labels: np.ndarray | None = None  # float32 [T, 2]; None when VA is not a task
 
     @property
     def audio_rows(self) -> np.ndarray:
@@ -207,7 +209,7 @@ class ClipArrays:
 
     @property
     def nbytes(self) -> int:
-        au = () if self.au_labels is None else (self.au_labels,)
+        au = tuple(a for a in (self.au_labels, self.va_labels) if a is not None)
         return sum(a.nbytes for a in (self.labels, self.valid, self.window_ok,
                                       *self.arrays.values(), *au,
                                       *(s.data for s in self.series.values())))
@@ -301,8 +303,13 @@ def read_clip(store: FeatureStore, clip: Clip, request: FeatureRequest,
         window_ok = window_passes(labels, *request.purity)
     else:
         window_ok = np.ones((n, len(request.audio)), dtype=bool)
+    va_labels = None
+    if "va" in request.tasks:
+        va = task_labels(clip, "va", train)
+        va_labels = (np.full((n, len(VA_NAMES)), VA_INVALID, dtype=np.float32) if va is None
+                     else va.astype(np.float32))
     return ClipArrays(clip.clip_id, labels, valid, has_audio, window_ok, arrays, series,
-                      au_labels, audio)
+                      au_labels, audio, va_labels)
 
 
 def concat(parts: Sequence[ClipArrays]) -> Table:
@@ -320,6 +327,8 @@ def concat(parts: Sequence[ClipArrays]) -> Table:
         series={name: [p.series[name] for p in parts] for name in (parts[0].series if parts else ())},
         au_labels=(np.concatenate([p.au_labels for p in parts])
                    if parts and parts[0].au_labels is not None else None),
+        va_labels=(np.concatenate([p.va_labels for p in parts])
+                   if parts and parts[0].va_labels is not None else None),
     )
 
 

@@ -19,7 +19,7 @@ from pipeline.data.manifest import Clip
 from pipeline.fusion.config import SELECTED_ON
 from pipeline.fusion.data import ClipStream, Table
 from pipeline.fusion.heads import Head
-from pipeline.fusion.tasks import AUEvaluator, in_split, split_labels
+from pipeline.fusion.tasks import AUEvaluator, VAEvaluator, in_split, split_labels, split_va_labels
 from pipeline.progress import ProgressEvent, ProgressFn, silent
 from pipeline.runs.predictions import FaceMaskWriter, PredictionWriter
 
@@ -52,6 +52,7 @@ def evaluate(head: Head, stream: ClipStream, split: str, clips: Sequence[Clip],
     head.eval()
     evaluator = head.evaluator()
     au_evaluator = AUEvaluator() if head.au_outputs and score else None
+    va_evaluator = VAEvaluator() if head.va_outputs and score else None
     fitting = score and fit and head.fits_on_validation
     model_outputs = head.model_outputs or head.outputs
     kept: list[tuple[dict[str, np.ndarray], np.ndarray]] = []
@@ -60,19 +61,24 @@ def evaluate(head: Head, stream: ClipStream, split: str, clips: Sequence[Clip],
         if fitting:
             keep = table.labels != UNLABELED
             kept.append(({name: probs[name][keep] for name in model_outputs}, table.labels[keep]))
-        elif au_evaluator is not None:
+        elif au_evaluator is not None or va_evaluator is not None:
             # The dev slice is made of training clips: their labels are the training split's.
-            labels, au_labels = split_labels(table, clip_index,
-                                             "train" if split == "dev" else split)
+            task_split = "train" if split == "dev" else split
+            labels, au_labels = split_labels(table, clip_index, task_split)
             evaluator.add(probs, labels)
-            au_evaluator.add(probs[head.au_outputs[0]], au_labels)
+            if au_evaluator is not None:
+                au_evaluator.add(probs[head.au_outputs[0]], au_labels)
+            if va_evaluator is not None:
+                va_evaluator.add(probs[head.va_outputs[0]],
+                                 split_va_labels(table, clip_index, task_split))
         elif score:
             evaluator.add(probs, table.labels)
         if writers is not None:
             for i, clip_id in enumerate(table.clip_ids):
                 rows = table.clip_rows(i)
                 for name, writer in writers.items():
-                    task = "au" if name in head.au_outputs else "expr"
+                    task = ("au" if name in head.au_outputs else "va"
+                            if name in head.va_outputs else "expr")
                     if in_split(clip_index[clip_id], task, split):
                         writer.add(clip_id, probs[name][rows])
                 if faces is not None:
@@ -94,4 +100,6 @@ def evaluate(head: Head, stream: ClipStream, split: str, clips: Sequence[Clip],
     scores, extra = evaluator.finish()
     if au_evaluator is not None:
         extra["val_au"] = au_evaluator.finish().to_json()
+    if va_evaluator is not None:
+        extra["val_va"] = va_evaluator.finish().to_json()
     return scores, {**extra, **fitted}

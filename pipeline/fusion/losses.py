@@ -51,6 +51,11 @@ expression loss. ``w_i`` is ``loss.au_pos_weight`` or, when that is empty, compu
 training split (:func:`au_pos_weights`): the paper does not say how; we take negatives / positives
 of each AU (torch's advice for ``pos_weight``), which gives positives and negatives equal total
 weight, and 1 for an AU without a positive or a negative frame.
+
+Valence and arousal (``loss.va_loss``): ``ccc`` is ``1 - CCC`` of each dimension over the batch's
+valid frames (population moments, as :mod:`pipeline.metrics.va` scores), averaged over the two;
+``mse`` the mean squared error over valid values; ``both`` the CCC loss plus ``loss.va_mse_weight``
+times the MSE. Targets of -5 (invalid) are left out.
 """
 
 from __future__ import annotations
@@ -85,6 +90,10 @@ class LossConfig:
     # AU loss: the positive weight w_i of each of the 12 AUs (AU_NAMES order); () = negatives /
     # positives of each AU over the training split's AU-labelled frames
     au_pos_weight: tuple[float, ...] = ()
+    # VA loss (head.tasks with "va"): "ccc" (1 - CCC per dimension, their mean, over the batch),
+    # "mse", or "both" (the CCC loss + va_mse_weight * MSE)
+    va_loss: str = "ccc"
+    va_mse_weight: float = 1.0  # the MSE term's weight under va_loss = "both"
     # Heads with the proportional fusion P = (m Pa + n Pv) / (m + n) (gcsa, proportional): the
     # loss of each branch's own prediction, summed ("branches"), or the loss of the fused P
     # ("fused", Yu et al. eq. 6 as written; P with the head's current m, n)
@@ -102,6 +111,10 @@ class LossConfig:
             raise PipelineError(f"loss.label_smoothing {self.label_smoothing}: need 0 <= s < 1")
         if self.gamma < 0:
             raise PipelineError(f"loss.gamma {self.gamma}: need gamma >= 0")
+        if self.va_loss not in VA_LOSSES:
+            raise PipelineError(f"loss.va_loss {self.va_loss!r}: choose from {', '.join(VA_LOSSES)}")
+        if not self.va_mse_weight >= 0:
+            raise PipelineError(f"loss.va_mse_weight {self.va_mse_weight}: need >= 0")
         if self.au_pos_weight and (len(self.au_pos_weight) != NUM_AUS
                                    or min(self.au_pos_weight) <= 0):
             raise PipelineError(f"loss.au_pos_weight {list(self.au_pos_weight)}: need {NUM_AUS} "
@@ -178,6 +191,30 @@ def proportional_log_probs(audio_logits: torch.Tensor, image_logits: torch.Tenso
     log_pa = F.log_softmax(audio_logits.float(), dim=-1) + math.log(m)
     log_pv = F.log_softmax(image_logits.float(), dim=-1) + math.log(n)
     return torch.logaddexp(log_pa, log_pv) - math.log(m + n)
+
+
+VA_LOSSES = ("ccc", "mse", "both")
+
+
+def va_batch_loss(values: torch.Tensor, targets: torch.Tensor, kind: str = "ccc",
+                  mse_weight: float = 1.0) -> torch.Tensor:
+    """The VA loss of predictions ``[..., 2]`` (in [-1, 1]) against targets ``[..., 2]`` (-5 =
+    invalid). A batch without a valid frame gives a zero that still depends on the values."""
+    values = values.reshape(-1, 2).float()
+    targets = targets.reshape(-1, 2).to(values.device).float()
+    keep = (targets != -5.0).all(dim=1)
+    if not bool(keep.any()):
+        return values.sum() * 0.0
+    x, y = values[keep], targets[keep]
+    mse = ((x - y) ** 2).mean()
+    if kind == "mse":
+        return mse
+    mx, my = x.mean(dim=0), y.mean(dim=0)
+    vx, vy = ((x - mx) ** 2).mean(dim=0), ((y - my) ** 2).mean(dim=0)
+    cov = ((x - mx) * (y - my)).mean(dim=0)
+    ccc = 2 * cov / (vx + vy + (mx - my) ** 2 + 1e-8)  # 1e-8: a one-frame batch stays finite
+    loss = (1 - ccc).mean()
+    return loss + mse_weight * mse if kind == "both" else loss
 
 
 def au_pos_weights(counts: np.ndarray) -> np.ndarray:

@@ -1,4 +1,13 @@
-"""Multi-task training (Jin et al. 2021): action units beside expressions, taking turns.
+"""Multi-task training (Jin et al. 2021): action units and valence-arousal beside expressions,
+taking turns.
+
+Valence-arousal (``tasks`` with ``"va"``, any of ``["expr", "va"]``, ``["expr", "au", "va"]``) is
+a third task the same way: VA examples are the frames with valid VA labels, each once; the
+``epoch`` schedule cycles expressions, AUs, VA (in that order, over the tasks the head has);
+``batch`` takes one batch of each task in turn; ``joint`` mixes all. Its loss is ``loss.va_loss``
+(:func:`pipeline.fusion.losses.va_batch_loss`) and its validation score the mean CCC of
+:mod:`pipeline.metrics.va` (``train.select_task = "va"`` selects by it). A run of
+``["expr", "au"]`` trains exactly as before VA existed.
 
 A run is multi-task when its head's config has ``tasks = ["expr", "au"]`` (heads with a
 :class:`~pipeline.fusion.heads.TaskConfig`). Then:
@@ -43,24 +52,30 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from pipeline.data.labels import NUM_AUS, UNLABELED
+from pipeline.data.labels import NUM_AUS, UNLABELED, VA_INVALID
 from pipeline.data.manifest import SPLITS, Clip
 from pipeline.errors import PipelineError
 from pipeline.features.store import FeatureStore
 from pipeline.fusion.data import ClipStream, FeatureRequest, Table
 from pipeline.fusion.heads import Head
-from pipeline.fusion.losses import LossConfig, au_batch_loss, au_pos_weights
+from pipeline.fusion.losses import LossConfig, au_batch_loss, au_pos_weights, va_batch_loss
 from pipeline.metrics.au import AUScores, au_counts
-from pipeline.training.tasks import AU, EXPR, alternate, epoch_tasks  # noqa: F401 (re-exported)
+from pipeline.metrics.va import VAScores, ccc_from_moments, moments
+from pipeline.training.tasks import AU, EXPR, VA, alternate, epoch_tasks  # noqa: F401 (re-exported)
 
-__all__ = ["AUEvaluator", "batch_loss", "epoch_tasks", "in_split", "run_splits", "task_batches"]
+__all__ = ["AUEvaluator", "VAEvaluator", "batch_loss", "epoch_tasks", "in_split", "run_splits",
+           "task_batches"]
 
+
+def head_tags(head: Head) -> tuple[int, ...]:
+    """The task tags a head trains, in schedule order (expressions, AUs, VA)."""
+    return (EXPR, *((AU,) if head.au_outputs else ()), *((VA,) if head.va_outputs else ()))
 
 
 def in_split(clip: Clip, task: str, split: str) -> bool:
     """Whether ``clip`` is in ``split`` for ``task``; every test clip is in AU's test split (AU
-    predictions of the test clips make the AU submission)."""
-    return clip.task_split(task) == split or (task == "au" and split == "test"
+    predictions of the test clips make the AU submission; the same for VA)."""
+    return clip.task_split(task) == split or (task in ("au", "va") and split == "test"
                                                 and clip.split == "test")
 
 
@@ -72,18 +87,44 @@ def run_splits(clips: Sequence[Clip], tasks: Sequence[str]) -> dict[str, list[Cl
 
 
 def split_labels(table: Table, clips: dict[str, Clip], split: str
-                 ) -> tuple[np.ndarray, np.ndarray]:
+                 ) -> tuple[np.ndarray, np.ndarray | None]:
     """The table's expression and AU labels with the rows of clips outside ``split`` for that
     task set to -1 (a clip in the expression training split and the AU validation split is in
-    the validation pass for its AUs only)."""
-    labels, au_labels = table.labels.copy(), table.au_labels.copy()
+    the validation pass for its AUs only). AU labels None where AU is not a task."""
+    labels = table.labels.copy()
+    au_labels = None if table.au_labels is None else table.au_labels.copy()
     for i, clip_id in enumerate(table.clip_ids):
         rows = table.clip_rows(i)
         if not in_split(clips[clip_id], "expr", split):
             labels[rows] = UNLABELED
-        if not in_split(clips[clip_id], "au", split):
+        if au_labels is not None and not in_split(clips[clip_id], "au", split):
             au_labels[rows] = UNLABELED
     return labels, au_labels
+
+
+def split_va_labels(table: Table, clips: dict[str, Clip], split: str) -> np.ndarray:
+    """The table's VA labels with the rows of clips outside ``split`` for VA set to -5."""
+    va_labels = table.va_labels.copy()
+    for i, clip_id in enumerate(table.clip_ids):
+        if not in_split(clips[clip_id], "va", split):
+            va_labels[table.clip_rows(i)] = VA_INVALID
+    return va_labels
+
+
+class VAEvaluator:
+    """Streams a split's VA predictions into the moments CCC is made of."""
+
+    def __init__(self) -> None:
+        self.moments = np.zeros((2, 6), np.float64)
+        self.frames = 0
+
+    def add(self, values: np.ndarray, labels: np.ndarray) -> None:
+        self.moments += moments(labels, values)
+        self.frames += int((labels != VA_INVALID).any(axis=1).sum())
+
+    def finish(self) -> VAScores:
+        ccc = ccc_from_moments(self.moments)
+        return VAScores(float(ccc.mean()), float(ccc[0]), float(ccc[1]), self.frames)
 
 
 class AUEvaluator:
@@ -101,8 +142,14 @@ class AUEvaluator:
         return AUScores.from_counts(self.counts, self.frames)
 
 
-def selection_score(select_task: str, expr_f1: float, au: dict[str, Any] | None) -> float:
-    """The selection score early stopping follows (``au``: :meth:`AUScores.to_json`)."""
+def selection_score(select_task: str, expr_f1: float, au: dict[str, Any] | None,
+                    va: dict[str, Any] | None = None) -> float:
+    """The selection score early stopping follows (``au``: :meth:`AUScores.to_json`; ``va``:
+    :meth:`VAScores.to_json`, selected by mean CCC)."""
+    if select_task == "va":
+        if va is None:
+            raise PipelineError("train.select_task = va needs a head with \"va\" in head.tasks")
+        return float(va["mean_ccc"])
     if select_task == "au":
         if au is None:
             raise PipelineError("train.select_task = au needs a head with tasks [expr, au]")
@@ -147,29 +194,30 @@ def task_batches(schedule: str, examples: dict[int, np.ndarray], batch_size: int
 
     if len(examples) == 1:
         return chunks(next(iter(examples)))
+    order_of = sorted(examples)  # EXPR, AU, VA: the order of the two-task loop before VA
     if schedule == "joint":
-        rows = np.concatenate([examples[EXPR], examples[AU]])
-        tags = np.concatenate([np.full(examples[EXPR].size, EXPR, np.int8),
-                               np.full(examples[AU].size, AU, np.int8)])
+        rows = np.concatenate([examples[t] for t in order_of])
+        tags = np.concatenate([np.full(examples[t].size, t, np.int8) for t in order_of])
         order = rng.permutation(rows.size)
         rows, tags = rows[order], tags[order]
         return [(rows[b:b + batch_size], tags[b:b + batch_size])
                 for b in range(0, rows.size, batch_size)]
-    return alternate(chunks(EXPR), chunks(AU))  # "batch": alternate while both last
+    return alternate(*(chunks(t) for t in order_of))  # "batch": each task in turn
 
 
 def batch_loss(head: Head, table: Table, chunk: np.ndarray, tags: np.ndarray,
                counts: np.ndarray, au_ok: np.ndarray | None, device: torch.device,
-               loss_config: LossConfig, au_pos_weight: np.ndarray | None) -> torch.Tensor:
+               loss_config: LossConfig, au_pos_weight: np.ndarray | None,
+               va_ok: np.ndarray | None = None) -> torch.Tensor:
     """The loss of one batch. An expression-only head (``au_pos_weight`` None): the head's loss
     of the batch. A multi-task head: each task's loss over the examples tagged with it, summed; a
     task without examples in the batch adds nothing (not even a zero), so its head gets no
     gradient. ``counts``: how often each row was drawn for expressions; ``au_ok``: the rows AUs
-    train on."""
+    train on; ``va_ok``: the rows VA trains on (a head with VA)."""
     inputs, targets, weights = head.batch(table, chunk, counts)
     logits = head({k: v.to(device) for k, v in inputs.items()})
     weights = None if weights is None else weights.to(device)
-    if au_pos_weight is None:
+    if au_pos_weight is None and not head.va_outputs:
         return head.loss(logits, targets.to(device), weights, loss_config)
     loss: Any = 0.0
     if (tags == EXPR).any():
@@ -181,6 +229,11 @@ def batch_loss(head: Head, table: Table, chunk: np.ndarray, tags: np.ndarray,
         au_targets[torch.from_numpy(tags != AU)] = UNLABELED
         loss = loss + au_batch_loss(logits[head.au_outputs[0]], au_targets.to(device), None,
                                     torch.as_tensor(au_pos_weight))
+    if (tags == VA).any():
+        va_targets = head.va_targets(table, chunk, va_ok)
+        va_targets[torch.from_numpy(tags != VA)] = VA_INVALID
+        loss = loss + va_batch_loss(logits[head.va_outputs[0]], va_targets.to(device),
+                                    loss_config.va_loss, loss_config.va_mse_weight)
     return loss
 
 
@@ -188,8 +241,14 @@ def task_metrics(head: Head, schedule: str, select_task: str,
                  au_pos_weight: np.ndarray | None) -> dict[str, Any]:
     """What metrics.json records about the tasks of a run (``au_pos_weight``: a multi-task
     run's AU positive weights)."""
-    if not head.au_outputs:
+    if not head.aux_outputs:
         return {"tasks": list(head.tasks)}
-    return {"tasks": list(head.tasks), "au_outputs": list(head.au_outputs),
-            "task_schedule": schedule, "select_task": select_task,
-            "au_pos_weight": [float(w) for w in au_pos_weight]}
+    record: dict[str, Any] = {"tasks": list(head.tasks)}
+    if head.au_outputs:
+        record["au_outputs"] = list(head.au_outputs)
+    if head.va_outputs:
+        record["va_outputs"] = list(head.va_outputs)
+    record.update({"task_schedule": schedule, "select_task": select_task})
+    if head.au_outputs:
+        record["au_pos_weight"] = [float(w) for w in au_pos_weight]
+    return record

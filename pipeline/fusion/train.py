@@ -86,6 +86,7 @@ class RunResult:
     already_complete: bool  # nothing to do: the run directory was already complete
     metrics: RunRecord  # the run's record (metrics.json)
     val_au: dict | None = None  # AU scores at 0.5, best epoch (multi-task runs)
+    val_va: dict | None = None  # VA CCC per dimension and mean, best epoch (runs with VA)
 
 
 @contextlib.contextmanager
@@ -164,5 +165,6 @@ def _result(run: TrainingRun, metrics: RunRecord, resumed_from: int,
         already_complete=already_complete,
         metrics=metrics,
         val_au=metrics.val_au,
+        val_va=metrics.val_va,
     )
 

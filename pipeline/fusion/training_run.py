@@ -59,9 +59,11 @@ from pipeline.fusion.rundir import FACE_RULE, RunDir, identity
 from pipeline.fusion.tasks import (
     AU,
     EXPR,
+    VA,
     au_pos_weight,
     batch_loss,
     epoch_tasks,
+    head_tags,
     run_splits as task_splits,
     selection_score,
     task_batches,
@@ -71,6 +73,7 @@ from pipeline.progress import ProgressEvent, ProgressFn
 from pipeline.runs.plots import plot_history
 from pipeline.runs.predictions import (
     AUPredictionWriter,
+    VAPredictionWriter,
     FaceMaskWriter,
     PredictionWriter,
     face_mask_path,
@@ -138,6 +141,8 @@ class TrainingRun:
         self.clips = {c.clip_id: c for c in clips}
         if config.train.select_task == "au" and "au" not in self.tasks:
             raise PipelineError("train.select_task = au needs a head with tasks [\"expr\", \"au\"]")
+        if config.train.select_task == "va" and "va" not in self.tasks:
+            raise PipelineError("train.select_task = va needs a head with \"va\" in head.tasks")
         if not self.splits["train"]:
             raise PipelineError(f"no training clips in {config.manifests or 'the manifests'}")
         check_classes(self.splits["train"], self.splits[self.select],
@@ -247,14 +252,17 @@ class TrainingRun:
         self.head.train()
         cfg = self.config.train
         batch_size = cfg.batch_size or self.head_class.batch_size
-        multitask = bool(self.head.au_outputs)
-        active = epoch_tasks(multitask, cfg.task_schedule, self.epoch)
+        multitask = bool(self.head.aux_outputs)
+        active = epoch_tasks(multitask, cfg.task_schedule, self.epoch, head_tags(self.head))
         order = [self.splits["train"][i] for i in self.rng.permutation(len(self.splits["train"]))]
         total, weight, examples_seen = 0.0, 0, 0
         self.log.start_epoch(len(order))
         for table in self.stream.tables(order, train=True):
-            au_ok = self.head.au_trainable(table) if multitask else None
-            counts = {AU: au_ok.astype(np.int64)} if multitask else {}
+            au_ok = self.head.au_trainable(table) if self.head.au_outputs else None
+            va_ok = self.head.va_trainable(table) if self.head.va_outputs else None
+            counts = {} if au_ok is None else {AU: au_ok.astype(np.int64)}
+            if va_ok is not None:
+                counts[VA] = va_ok.astype(np.int64)
             if EXPR in active:
                 # The equal-interval grid applies to multi-task heads too (they drew from
                 # head.trainable before the loops were one: the same at sampling.interval 1).
@@ -266,7 +274,7 @@ class TrainingRun:
             expr_counts = counts.get(EXPR, np.zeros(table.n_rows, np.int64))
             for chunk, tags in task_batches(cfg.task_schedule, examples, batch_size, self.rng):
                 loss = batch_loss(self.head, table, chunk, tags, expr_counts, au_ok, self.device,
-                                  self.config.loss, self.au_pos_weight)
+                                  self.config.loss, self.au_pos_weight, va_ok)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.grad_clip:
@@ -305,7 +313,7 @@ class TrainingRun:
                 self.epoch += 1
                 f1 = {name: s.macro_f1 for name, s in scores.items()}
                 score = selection_score(cfg.select_task, f1[self.head_class.primary],
-                                        extra.get("val_au"))
+                                        extra.get("val_au"), extra.get("val_va"))
                 improved = score > self.best_score
                 if improved:
                     self.best_score, self.best_epoch, self.bad_epochs = score, self.epoch, 0
@@ -361,13 +369,16 @@ class TrainingRun:
                     prediction_path(self.run_dir, split, name))) for name in outputs}
                 writers.update({name: stack.enter_context(AUPredictionWriter(
                     prediction_path(self.run_dir, split, name))) for name in self.head.au_outputs})
+                writers.update({name: stack.enter_context(VAPredictionWriter(
+                    prediction_path(self.run_dir, split, name))) for name in self.head.va_outputs})
                 faces = stack.enter_context(FaceMaskWriter(face_mask_path(self.run_dir, split)))
                 result = self.evaluate(split, writers, faces, score=split == "val",
                                        fit=split == self.select)
             if result is not None:
                 scores, extra = result
         if selection is not None:  # what was fitted, on dev (its AU score stays the dev one's)
-            extra = {**extra, **{k: v for k, v in selection[1].items() if k != "val_au"}}
+            extra = {**extra, **{k: v for k, v in selection[1].items()
+                                 if k not in ("val_au", "val_va")}}
         plot_history(self.history,
                      f"{self.config.method}: training loss and {self.select} macro-F1",
                      self.dir.curve)

@@ -28,7 +28,7 @@ from typing import Iterator, Mapping
 import numpy as np
 
 from pipeline import io as atomic
-from pipeline.data.labels import CLASSES, NUM_AUS, NUM_CLASSES
+from pipeline.data.labels import CLASSES, NUM_AUS, NUM_CLASSES, VA_NAMES
 from pipeline.runs.layout import face_mask_path, prediction_path  # noqa: F401 (the writers' paths)
 
 
@@ -36,6 +36,9 @@ CLASSES_KEY = "__classes__"  # the entry of a probabilities file naming its colu
 # The action-unit output of a multi-task run: float32 [T, 12] AU probabilities per clip, listed in
 # metrics.json's "au_outputs" (not in "outputs", which are expression outputs).
 AU_OUTPUT = "au"
+# The valence-arousal output of a multi-task run: float32 [T, 2] (valence, arousal) in [-1, 1] per
+# clip, listed in metrics.json's "va_outputs".
+VA_OUTPUT = "va"
 
 
 class PredictionWriter:
@@ -119,6 +122,20 @@ class AUPredictionWriter(PredictionWriter):
         if array.ndim != 2 or array.shape[1] != NUM_AUS:
             raise ValueError(f"clip {clip_id}: AU probabilities of shape {array.shape}, "
                              f"want [T, {NUM_AUS}]")
+        return array
+
+
+class VAPredictionWriter(PredictionWriter):
+    """Append clips' valence and arousal (float32 [T, 2] in [-1, 1]) to ``va.npz``."""
+
+    names = VA_NAMES
+
+    def _check(self, clip_id: str, array: np.ndarray) -> np.ndarray:
+        array = np.asarray(array, dtype=np.float32)
+        if array.ndim != 2 or array.shape[1] != len(VA_NAMES):
+            raise ValueError(f"clip {clip_id}: valence-arousal of shape {array.shape}, want [T, 2]")
+        if not (np.abs(array) <= 1).all():  # NaN fails too
+            raise ValueError(f"clip {clip_id}: valence-arousal outside [-1, 1]")
         return array
 
 

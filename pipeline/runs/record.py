@@ -48,6 +48,8 @@ class RunRecord:
     face_outputs: tuple[str, ...] = ()  # outputs that see only frames with a face
     au_outputs: tuple[str, ...] = ()  # action-unit outputs (multi-task heads)
     val_au: dict | None = None  # AU scores on val (multi-task heads)
+    va_outputs: tuple[str, ...] = ()  # valence-arousal outputs (multi-task heads)
+    val_va: dict | None = None  # VA scores on val (CCC per dimension and mean)
     bag: dict | None = None  # a bag's members (pipeline.fusion.bagging)
     extra: dict[str, Any] = field(default_factory=dict)  # the head's own keys (grid, val_loss)
 
@@ -101,11 +103,11 @@ _KINDS = {"method": "str", "primary": "str", "best_epoch": "int", "epochs_run": 
           "selected_on": "str", "val_macro_f1": "dict", "dev_macro_f1": "dict",
           "history": "list", "splits": "dict", "features": "dict",
           "manifest_fingerprint": "str", "face_outputs": "names", "au_outputs": "names",
-          "val_au": "dict", "bag": "dict"}
+          "val_au": "dict", "bag": "dict", "va_outputs": "names", "val_va": "dict"}
 _WORDS = {"str": "a string", "int": "an integer", "dict": "an object", "list": "a list",
           "names": "a list of names"}
 _FIELDS = {f.name for f in dataclasses.fields(RunRecord)}
-_OMIT_EMPTY = {"au_outputs"}  # expression-only runs write none
+_OMIT_EMPTY = {"au_outputs", "va_outputs"}  # expression-only runs write none
 
 
 def _is(value: Any, kind: str) -> bool:

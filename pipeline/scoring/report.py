@@ -43,7 +43,8 @@ from pipeline.scoring.bootstrap import Difference
 from pipeline.scoring.crossfit import NOTHING, Row
 from pipeline.scoring.report_plots import (ABSENT, plot_class_counts, plot_class_shares,
                                            plot_confusion, plot_grid, plot_per_class_f1,
-                                           Timeline, plot_timelines, present_classes)
+                                           Timeline, plot_timelines, plot_va_timelines,
+                                           present_classes)
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"  # package data (pyproject.toml)
 TEST_TIMELINES = 3  # test clips drawn frame by frame (the longest)
@@ -84,6 +85,8 @@ class ReportData:
     best_member: str | None = None  # the member row with the best macro-F1
     gain: Difference | None = None  # final minus best member, paired bootstrap
     test: TestSplit | None = None  # the test predictions (None: none were made)
+    # VA: (clip id, final values [T, 2], labels [T, 2]) of a few clips (empty: no VA outputs)
+    va_timelines: list = field(default_factory=list)
 
 
 def class_table(confusion: np.ndarray) -> list[tuple[str, float | None, float | None,
@@ -201,6 +204,10 @@ def write_report(out_dir: str | Path, data: ReportData) -> Path:
         "timelines_figure": _figure(out / plot_timelines(data.timelines, out / "timelines.png"),
                                     "timelines of predicted and true class")
         if data.timelines else None,
+        "va_timelines_figure": _figure(out / plot_va_timelines(data.va_timelines,
+                                                               out / "va_timelines.png"),
+                                       "valence and arousal against truth")
+        if data.va_timelines else None,
         "attention": [(run.name, _figure(out / plot_attention(run.attention,
                                                               out / f"attention_{run.name}.png"),
                                          f"attention maps of {run.name}"))
@@ -233,6 +240,7 @@ def _contents(data: ReportData, context: dict) -> list[tuple[str, str]]:
              ("per-class", f"Per class: {data.final}"),
              ("confusion", "Confusion matrix"), ("results", "Runs and ensembles"),
              ("timelines", "Timelines") if data.timelines else None,
+             ("va-timelines", "Valence and arousal") if data.va_timelines else None,
              ("test", "Test split") if context["test"] else None]
     items += [(f"attention-{i}", f"Attention: {name}")
               for i, (name, _) in enumerate(context["attention"])]

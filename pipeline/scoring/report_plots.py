@@ -105,6 +105,26 @@ def plot_grid(grid: dict, title: str, path: Path) -> str:
     return save_figure(figure, path)
 
 
+def plot_va_timelines(timelines: Sequence[tuple[str, np.ndarray, np.ndarray]], path: Path) -> str:
+    """One panel per clip: true valence and arousal (thick; gaps where invalid) and the final
+    VA prediction (thin), frame by frame."""
+    figure = new_figure(figsize=(10, 1.9 * len(timelines) + 0.6))
+    axes = figure.subplots(len(timelines), 1, squeeze=False)[:, 0]
+    for ax, (clip_id, predicted, truth) in zip(axes, timelines):
+        frames = np.arange(len(predicted))
+        for k, (name, colour) in enumerate((("valence", "tab:blue"), ("arousal", "tab:orange"))):
+            ax.plot(frames, np.where(truth[:, k] == -5, np.nan, truth[:, k]), color=colour,
+                    linewidth=4, alpha=0.4, label=f"true {name}")
+            ax.plot(frames, predicted[:, k], color=colour, linewidth=1, label=f"predicted {name}")
+        ax.set_ylim(-1.05, 1.05)
+        ax.set_xlim(0, max(len(frames) - 1, 1))
+        ax.set_title(f"{clip_id} ({len(frames)} frames)", fontsize=8)
+    axes[0].legend(fontsize=7, loc="upper right", ncol=4)
+    axes[-1].set_xlabel("frame")
+    figure.tight_layout()
+    return save_figure(figure, path)
+
+
 def plot_timelines(timelines: Sequence[Timeline], path: Path) -> str:
     """One panel per clip: the true class (thick, grey where not annotated) and the final
     ensemble's predicted class, frame by frame (a test clip, with no labels: predicted only)."""

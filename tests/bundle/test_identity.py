@@ -28,7 +28,7 @@ def demo(tmp_path_factory):
     assert main(["extract", "--manifests", str(manifests), "--store", str(store), "-e", "timm",
                  "--set", "configs.timm.model=test_vit", "-e", "tdnn", "--precision", "fp32"]) == 0
     runs = []
-    image = ["--set", "head.image=timm", "--set", 'head.tasks=["expr", "au"]']  # AUs too
+    image = ["--set", "head.image=timm", "--set", 'head.tasks=["expr", "au", "va"]']  # AU, VA
     for method, options in (("image", image), ("audio", [])):
         assert main(["fuse", "--method", method, "--store", str(store), "--manifests",
                      str(manifests), "--out", str(root / "runs"), "--set", "train.epochs=2",
@@ -77,6 +77,9 @@ def test_predict_on_the_test_clips_gives_stage_threes_final_decisions(demo):
         aus = table[["AU1", "AU2", "AU4", "AU6", "AU7", "AU10", "AU12", "AU15", "AU23", "AU24",
                      "AU25", "AU26"]].to_numpy()  # the image head's AU output
         assert aus.shape == (len(table), 12) and ((aus > 0) & (aus < 1)).all()
+        # the image head's VA output: its own test predictions, frame by frame
+        va = Predictions(root / "runs" / "image" / "predictions" / "test" / "va.npz")[clip]
+        np.testing.assert_allclose(table[["valence", "arousal"]].to_numpy(), va, atol=1e-6)
 
 
 def test_the_python_api_returns_the_table_and_a_rerun_resumes(demo):

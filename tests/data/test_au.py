@@ -131,7 +131,7 @@ def test_leakage_guard_clip_mode(au_layout):
     assert clips["vid4"].scoring_labels("au") is None and clips["vid6"].scoring_labels("expr") \
         is None
     with pytest.raises(ValueError, match="unknown task"):
-        clips["vid4"].scoring_labels("va")
+        clips["vid4"].scoring_labels("valence")
     assert reading.report()["leakage"] == leakage
 
 

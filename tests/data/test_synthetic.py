@@ -17,7 +17,8 @@ import typer
 from typer.testing import CliRunner
 
 from cli import demo
-from pipeline.data import synthetic
+from pipeline.data import synthetic, synthetic_va
+from pipeline.data.dataset import read_dataset
 from pipeline.data.labels import AU_HEADER, AU_NAMES, CLASSES, HEADER, NUM_CLASSES, UNLABELED
 from pipeline.data.media import decode_audio, probe_video, read_image
 from pipeline.data.synthetic import (
@@ -218,13 +219,44 @@ def test_au_labels_leave_every_other_file_unchanged(small, tmp_path, monkeypatch
                                         or "demo_004" in n or "demo_005" in n}
 
 
+def test_va_labels_follow_face_and_audio_and_leave_other_files_unchanged(small, tmp_path,
+                                                                         monkeypatch):
+    """VA files beside every AU file; valence follows the pair (face), arousal the member
+    (audio); switching the VA part off changes no other file."""
+    out, summary = small
+    reading = read_dataset(out)
+    assert reading.rejections == []
+    clips = [c for c in reading.all_clips() if c.va_labels is not None]
+    assert sorted(c.clip_id for c in clips) == sorted(
+        c.clip_id for c in reading.all_clips() if c.au_labels is not None)
+    assert summary.va_clips == {s: sum(c.va_split == s for c in clips) for s in ("train", "val")}
+    labelled = _annotations(out)
+    for clip in clips:
+        if clip.clip_id not in labelled:
+            continue  # AU/VA-only clips have no expression labels to compare with
+        labels = labelled[clip.clip_id][1]
+        ok = (labels != UNLABELED) & (clip.va_labels[:, 0] != -5)
+        pair, member = labels[ok] // 2, labels[ok] % 2
+        valence, arousal = clip.va_labels[ok, 0], clip.va_labels[ok, 1]
+        # up to label noise and smoothing at changes: the cues decide the values
+        assert np.mean(np.abs(valence - np.asarray(synthetic_va.VA_PAIR_VALENCE)[pair]) < 0.2) > 0.8
+        assert np.mean(np.abs(arousal - np.asarray(synthetic_va.VA_MEMBER_AROUSAL)[member]) < 0.3) \
+            > 0.8
+    monkeypatch.setattr(synthetic, "write_va", lambda *args: None)
+    generate(tmp_path / "no_va", SMALL)
+    without, full = _hashes(tmp_path / "no_va"), _hashes(out)
+    assert without == {name: full[name] for name in without}
+    assert set(full) - set(without) == {n for n in full if "VA_Estimation_Challenge" in n}
+
+
 def test_expression_files_as_before_au_labels(small):
     """A digest of SMALL's text files (expression annotations, test list, marker) as written by
     the generator before AU labels (commit 40fdcc7): text, so independent of image and video
     encoder versions."""
     out, _ = small
     names = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()
-                   and p.suffix in (".txt", ".json") and "AU_Detection" not in str(p))
+                   and p.suffix in (".txt", ".json") and "AU_Detection" not in str(p)
+                   and "VA_Estimation" not in str(p))
     digest = hashlib.sha256()
     for name in names:
         digest.update(name.encode() + b"\0" + (out / name).read_bytes() + b"\0")

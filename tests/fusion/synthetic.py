@@ -140,3 +140,27 @@ def with_au_labels(base: Synthetic) -> Synthetic:
         write_manifest(base.manifests / f"{split}.jsonl", [c for c in clips if c.split == split])
     write_manifest(base.manifests / "au_only.jsonl", au_only)
     return dataclasses.replace(base, clips=load_clips(base.manifests, au_only=True))
+
+
+def va_of(labels: np.ndarray) -> np.ndarray:
+    """VA labels of expression labels: valence follows the class pair (what the face shows:
+    -0.75, -0.25, 0.25, 0.75), arousal the member (what the audio tells: -0.5 or 0.5); -5 where
+    the expression is unlabelled. Ceilings on mean CCC: face alone 0.5 (valence only), audio
+    alone 0.5 (arousal only), both about 1."""
+    va = np.stack([-0.75 + 0.5 * (labels // 2), -0.5 + 1.0 * (labels % 2)], axis=1)
+    va = va.astype(np.float32)
+    va[labels == UNLABELED] = -5.0
+    return va
+
+
+def with_va_labels(base: Synthetic) -> Synthetic:
+    """``base`` with VA labels (:func:`va_of`) on every clip with expression labels, the VA split
+    its expression split, rewritten into its manifests (AU-only clips get none)."""
+    clips = [dataclasses.replace(c, va_labels=va_of(c.labels), va_split=c.split)
+             if c.labels is not None else c for c in base.clips]
+    for split in ("train", "val", "test"):
+        write_manifest(base.manifests / f"{split}.jsonl",
+                       [c for c in clips if c.split == split and c.expr_split is not None])
+    if any(c.expr_split is None for c in clips):
+        write_manifest(base.manifests / "au_only.jsonl", [c for c in clips if c.expr_split is None])
+    return dataclasses.replace(base, clips=load_clips(base.manifests, au_only=True))

@@ -52,14 +52,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.data.labels import NUM_AUS, NUM_CLASSES, UNLABELED
-from pipeline.data.manifest import TASKS
+from pipeline.data.labels import NUM_AUS, NUM_CLASSES, UNLABELED, VA_INVALID, VA_NAMES
+from pipeline.data.manifest import LABEL_TASKS
 from pipeline.errors import PipelineError
 from pipeline.fusion.data import FeatureRequest, Table
 from pipeline.fusion.losses import LossConfig, batch_loss
 from pipeline.fusion.sampling import SamplingConfig
 from pipeline.metrics.scores import Scores, confusion_matrix
-from pipeline.runs.predictions import AU_OUTPUT
+from pipeline.runs.predictions import AU_OUTPUT, VA_OUTPUT
 from pipeline.suggest import did_you_mean
 
 Batch = tuple[dict[str, torch.Tensor], torch.Tensor, Optional[torch.Tensor]]  # inputs, targets, weights
@@ -69,13 +69,14 @@ Batch = tuple[dict[str, torch.Tensor], torch.Tensor, Optional[torch.Tensor]]  # 
 class TaskConfig:
     """Base of the configs of heads that can learn action units beside expressions."""
 
-    tasks: tuple[str, ...] = ("expr",)  # "expr" (always), and "au": 12 AU sigmoid units beside it
+    # "expr" (always); "au": 12 AU sigmoid units beside it; "va": valence and arousal, 2 tanh units
+    tasks: tuple[str, ...] = ("expr",)
 
     def __post_init__(self) -> None:
-        if "expr" not in self.tasks or not set(self.tasks) <= set(TASKS) \
+        if "expr" not in self.tasks or not set(self.tasks) <= set(LABEL_TASKS) \
                 or len(set(self.tasks)) != len(self.tasks):
-            raise PipelineError(f"head.tasks {list(self.tasks)}: want [\"expr\"] or "
-                                '["expr", "au"]')
+            raise PipelineError(f"head.tasks {list(self.tasks)}: want \"expr\" and any of "
+                                '"au", "va", e.g. ["expr", "au", "va"]')
 
 
 class Evaluator:
@@ -163,25 +164,37 @@ class Head(nn.Module, metaclass=ABCMeta):
         self.dims = dims
         self.tasks: tuple[str, ...] = tuple(getattr(config, "tasks", ("expr",)))
         self.au_outputs: tuple[str, ...] = (AU_OUTPUT,) if "au" in self.tasks else ()
+        self.va_outputs: tuple[str, ...] = (VA_OUTPUT,) if "va" in self.tasks else ()
 
     # ---- action units beside expressions (heads with a TaskConfig) -----------------------------
 
     def add_au_output(self, width: int) -> None:
-        """Add the AU layer on trunk features of size ``width`` (when AU is one of the tasks)."""
+        """Add the AU layer (and the VA layer) on trunk features of size ``width`` (when AU, or
+        VA, is one of the tasks). The VA layer is made after the AU one, so that a run of
+        ["expr", "au"] draws the same initial weights as before VA existed."""
         if self.au_outputs:
             self.au_layer = nn.Linear(width, NUM_AUS)
+        if self.va_outputs:
+            self.va_layer = nn.Linear(width, len(VA_NAMES))
+
+    @property
+    def aux_outputs(self) -> tuple[str, ...]:
+        """The outputs of the tasks beside expressions (AU, VA)."""
+        return self.au_outputs + self.va_outputs
 
     def with_au(self, trunk: torch.Tensor, logits: dict[str, torch.Tensor]
                 ) -> dict[str, torch.Tensor]:
         """``logits`` plus the AU logits of the trunk features (when AU is one of the tasks)."""
         if self.au_outputs:
             logits[AU_OUTPUT] = self.au_layer(trunk)
+        if self.va_outputs:  # tanh: valence and arousal in [-1, 1]
+            logits[VA_OUTPUT] = torch.tanh(self.va_layer(trunk))
         return logits
 
     @property
     def filled_outputs(self) -> tuple[str, ...]:
         """Outputs whose faceless frames take the nearest face's prediction."""
-        return self.face_outputs + (self.au_outputs if self.face_outputs else ())
+        return self.face_outputs + (self.aux_outputs if self.face_outputs else ())
 
     def au_trainable(self, table: Table) -> np.ndarray:
         """bool [N]: frames with AU labels this head can learn AUs from."""
@@ -191,6 +204,23 @@ class Head(nn.Module, metaclass=ABCMeta):
         if self.needs_audio:
             ok &= table.audio
         return ok
+
+    def va_trainable(self, table: Table) -> np.ndarray:
+        """bool [N]: frames with VA labels this head can learn VA from."""
+        ok = (table.va_labels != VA_INVALID).all(axis=1)
+        if self.face_outputs:
+            ok &= table.valid
+        if self.needs_audio:
+            ok &= table.audio
+        return ok
+
+    def va_targets(self, table: Table, examples: np.ndarray, trainable: np.ndarray
+                   ) -> torch.Tensor:
+        """float32 VA targets ``[*rows, 2]`` of ``examples``; -5 at rows not ``trainable``."""
+        rows, inside = self.example_rows(table, examples)
+        keep = (inside & trainable[rows])[..., None]
+        return torch.from_numpy(np.where(keep, table.va_labels[rows], VA_INVALID)
+                                .astype(np.float32))
 
     def example_rows(self, table: Table, examples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The rows each example is scored on (``[B]`` for frame heads) and which of them lie
@@ -205,8 +235,11 @@ class Head(nn.Module, metaclass=ABCMeta):
         return torch.from_numpy(np.where(keep, table.au_labels[rows], UNLABELED).astype(np.int8))
 
     def probabilities(self, name: str, logits: torch.Tensor) -> np.ndarray:
-        """float32 probabilities of an output: sigmoid per AU, softmax over the classes."""
+        """float32 probabilities of an output: sigmoid per AU, softmax over the classes; the VA
+        output's values as they are (already tanh)."""
         logits = logits.float()
+        if name in self.va_outputs:
+            return logits.cpu().numpy()
         probs = torch.sigmoid(logits) if name in self.au_outputs else torch.softmax(logits, dim=-1)
         return probs.cpu().numpy()
 
@@ -245,14 +278,14 @@ class Head(nn.Module, metaclass=ABCMeta):
         """Sum of the outputs' losses: a head with several outputs trains them all at once (our
         choice for ``mfm``; Kim et al. 2023 do not say how Y_I, Y_A and Y_T are trained)."""
         return sum(batch_loss(value, targets, weights, config) for name, value in logits.items()
-                   if name not in self.au_outputs)
+                   if name not in self.aux_outputs)
 
     @torch.no_grad()
     def predict(self, table: Table, batch_size: int) -> dict[str, np.ndarray]:
         """float32 [N, 8] probabilities per model output (``[N, 12]`` for AUs) for every row of
         ``table``."""
         rows = np.arange(table.n_rows)
-        names = (self.model_outputs or self.outputs) + self.au_outputs
+        names = (self.model_outputs or self.outputs) + self.aux_outputs
         parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
         device = next(self.parameters()).device
         for begin in range(0, rows.size, batch_size):
@@ -261,7 +294,8 @@ class Head(nn.Module, metaclass=ABCMeta):
             for name in names:
                 parts[name].append(self.probabilities(name, logits[name]))
         return {name: np.concatenate(p) if p else
-                np.zeros((0, NUM_AUS if name in self.au_outputs else NUM_CLASSES), np.float32)
+                np.zeros((0, NUM_AUS if name in self.au_outputs else len(VA_NAMES)
+                          if name in self.va_outputs else NUM_CLASSES), np.float32)
                 for name, p in parts.items()}
 
     def derive(self, probs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

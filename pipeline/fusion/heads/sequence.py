@@ -155,7 +155,8 @@ class SequenceHead(Head):
     @torch.no_grad()
     def predict(self, table: Table, batch_size: int) -> dict[str, np.ndarray]:
         starts = self._starts(table, self.config.eval_stride, None)
-        widths = {"main": NUM_CLASSES, **{name: NUM_AUS for name in self.au_outputs}}
+        widths = {"main": NUM_CLASSES, **{name: NUM_AUS for name in self.au_outputs},
+                  **{name: 2 for name in self.va_outputs}}
         sums = {name: np.zeros((table.n_rows, width), np.float64) for name, width in widths.items()}
         hits = np.zeros(table.n_rows, np.float64)
         per_batch = max(1, batch_size // self.config.length)

@@ -96,7 +96,7 @@ class ImageHead(Head):
             targets_of(table, examples), None
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        if not self.au_outputs:
+        if not self.aux_outputs:
             return {"main": self.classifier(inputs["image"])}
         trunk = self.classifier.trunk(inputs["image"])
         return self.with_au(trunk, {"main": self.classifier.net[-1](trunk)})
