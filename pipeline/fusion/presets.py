@@ -45,6 +45,9 @@ class Preset:
 
 
 _SWIN_TINY = "swin_tiny_patch4_window7_224"  # timm's name (pipeline.features.extractors.swin)
+_KIM_AUDIO = {"model": (_SWIN_TINY,), "frontend.preset": ("kim2023",),
+              "frontend.n_fft": (2048, None), "frontend.hop_length": (1024, None),
+              "frontend.n_mels": (128, None)}
 _KIM_FEATURES = {"image": "swin", "audio": ["swin_audio_w32", "swin_audio_w48", "swin_audio_w64"]}
 
 # The four papers' presets turn off the weights' moving average (train.ema_epochs = 0): none of
@@ -78,9 +81,9 @@ PRESETS: dict[str, Preset] = {
         extraction={
             # "resized them to 224x224": the whole face crop, not timm's resize-248 + crop-224.
             "swin": {"model": (_SWIN_TINY,), "crop_pct": (1.0,)},
-            "swin_audio": {"model": (_SWIN_TINY,), "frontend.preset": ("kim2023",),
-                           "frontend.n_fft": (2048, None), "frontend.hop_length": (1024, None),
-                           "frontend.n_mels": (128, None)},
+            # swin_audio, or one extractor per window (the paper's three audio Swins)
+            **{name: _KIM_AUDIO for name in ("swin_audio", "swin_audio_w32", "swin_audio_w48",
+                                              "swin_audio_w64")},
         },
     ),
     # Jin et al. 2021: IResNet100 face features and 512-d TDNN audio features concatenated, a
