@@ -28,7 +28,7 @@ def recipe(
         help="Start backbones the paper starts pretrained from seeded random weights instead."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the commands; run nothing."),
 ) -> None:
-    """Run a paper's chain: manifest, fine-tune, extract, fuse, ensemble (finished steps skipped)."""
+    """Run a paper's chain: manifest, fine-tune, extract, fuse, ensemble (skips finished steps)."""
     from stages.recipe import run_recipe
 
     def echo(line: str) -> None:

@@ -91,7 +91,8 @@ RECIPES: dict[str, Recipe] = {
             *(_finetune(f"swin_audio_w{w}", "--preset", "kim2023", "--backbone", "swin_audio",
                         "--set", f"window={w}") for w in _KIM_WINDOWS),
             _extract("-e", "swin", "-e", "swin_audio_w32", "-e", "swin_audio_w48",
-                     "-e", "swin_audio_w64", "--set", "configs.swin.crop_pct=1.0", "--weights", "swin={work}/weights/swin",
+                     "-e", "swin_audio_w64", "--set", "configs.swin.crop_pct=1.0",
+                     "--weights", "swin={work}/weights/swin",
                      *(a for w in _KIM_WINDOWS for a in
                        ("--weights", f"swin_audio_w{w}={{work}}/weights/swin_audio_w{w}"))),
             _fuse("mfm", "kim2023", "kim2023"),
