@@ -84,7 +84,7 @@ def test_a_step_is_done_when_its_marker_has_the_same_command_and_its_output_exis
 @pytest.mark.slow
 def test_jin2021_runs_end_to_end_at_demo_scale_then_skips_everything(tmp_path):
     data, work = tmp_path / "data", tmp_path / "work"
-    subprocess.run([sys.executable, "-m", "cli.main", "demo-data", str(data), "--clips", "6",
+    subprocess.run([sys.executable, "-m", "cli.main", "demo-data", str(data), "--clips", "12",
                     "--frames", "16", "--face-cue", "geometry"], check=True, capture_output=True)
     lines = []
     result = run_recipe("jin2021", data, work, scale="demo", allow_random_weights=True,
@@ -101,3 +101,17 @@ def test_jin2021_runs_end_to_end_at_demo_scale_then_skips_everything(tmp_path):
     again = run_recipe("jin2021", data, work, scale="demo", allow_random_weights=True,
                        echo=lines.append)
     assert [s.status for s in again.steps] == ["skipped"] * 6
+
+
+def test_make_paper_kim2023_fuses_its_random_backbones_with_the_flag_and_says_so():
+    from pathlib import Path
+    import shutil
+
+    if shutil.which("make") is None:
+        pytest.skip("no make")
+    repo = Path(__file__).resolve().parents[2]
+    plan = subprocess.run(["make", "-n", "paper-kim2023"], cwd=repo, capture_output=True,
+                          text=True, timeout=60).stdout.replace("\\\n", " ")
+    fuse = [line for line in plan.splitlines() if "--preset kim2023" in line]
+    assert len(fuse) == 1 and "--allow-random-weights" in fuse[0]
+    assert "RANDOM backbone weights" in plan
