@@ -64,7 +64,7 @@ def _fuse(method: str, preset: str, name: str) -> Step:
     return Step(f"fuse-{name}", ("fuse", "--method", method, "--preset", preset, "--store",
                                  "{work}/features.zarr", "--manifests", "{m}", "--out",
                                  "{work}/runs", "--name", name, "@random", "@scale:fuse"),
-                f"{{work}}/runs/{name}/run.json")
+                f"{{work}}/runs/{name}/metrics.json")
 
 
 def _extract(*args: str) -> Step:
