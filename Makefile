@@ -72,7 +72,10 @@ demo: setup
 # windows (swin_audio), in a store of their own (swin with crop_pct 1.0 would replace the demo
 # store's swin); then `fuse --preset kim2023`, its three outputs ensembled (the paper's final
 # prediction: the `mean` row), and one table with the default mfm's outputs beside them (the
-# demo's steps run first and are reused when `make demo` already ran).
+# demo's steps run first and are reused when `make demo` already ran). Its backbones have random
+# weights (nothing is downloaded), which the preset refuses: this target passes
+# --allow-random-weights, so it reproduces the paper's rules, not its numbers
+# (`fer-pipeline recipe kim2023` runs the paper's chain with fine-tuned weights).
 KIM_STORE ?= $(WORK)/kim2023.zarr
 KIM_SCORES ?= $(WORK)/scores-kim2023
 KIM_EXTRACT_OPTS ?= $(DEMO_EXTRACT_OPTS)
@@ -84,7 +87,8 @@ paper-kim2023: setup
 	$(FER) extract --manifests $(MANIFESTS) --store $(KIM_STORE) -e swin -e logmel -e swin_audio \
 	  --set configs.swin.crop_pct=1.0 $(KIM_EXTRACT_OPTS)
 	$(FER) fuse --method mfm --preset kim2023 --store $(KIM_STORE) --manifests $(MANIFESTS) \
-	  --out $(RUNS) --name kim2023
+	  --out $(RUNS) --name kim2023 --allow-random-weights
+	@echo "paper-kim2023: RANDOM backbone weights (swin, swin_audio): fused with --allow-random-weights"
 	$(FER) ensemble $(RUNS)/kim2023 --manifests $(MANIFESTS) --out $(KIM_SCORES)/kim2023
 	$(FER) ensemble $(RUNS)/mfm $(RUNS)/kim2023 --manifests $(MANIFESTS) --out $(KIM_SCORES)/beside-mfm
 

@@ -42,8 +42,8 @@ def cv(
                                             " e.g. bias=false."),
     allow_random_weights: bool = typer.Option(
         False, "--allow-random-weights",
-        help="With --preset: accept a store that records random weights for a backbone the"
-             " preset's paper trained."),
+        help="With --preset: accept a store that records random weights for a backbone it"
+             " reads (every paper's backbones are pretrained)."),
 ) -> None:
     """Cross-validate heads and their ensemble: k folds of whole videos over train + val."""
     from pipeline.config import build

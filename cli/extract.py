@@ -29,7 +29,7 @@ from pipeline.progress import ProgressEvent
 AFFWILD2_FRAMES = 2_700_000  # frames of the real Aff-Wild2: what store info projects sizes to
 
 
-def _weights(values: list[str]) -> dict[str, str]:
+def parse_weights(values: list[str]) -> dict[str, str]:
     weights = {}
     for value in values:
         name, sep, path = value.partition("=")
@@ -127,7 +127,7 @@ def extract(
 
     split_names = [s.strip() for value in splits for s in value.split(",") if s.strip()]
     cfg = config_io.build(ExtractConfig, file=config, sets=set_, options={
-        "extractors": list(extractor) or None, "weights": _weights(weights) or None,
+        "extractors": list(extractor) or None, "weights": parse_weights(weights) or None,
         "precision": precision.value if precision else None, "device": device,
         "batch_size": batch_size, "audio_stride": audio_stride, "loader_threads": loader_threads,
         "scheduler": scheduler, "splits": split_names or None, "allow_skips": allow_skips or None})

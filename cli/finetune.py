@@ -54,6 +54,10 @@ def finetune(
         False, "--describe", is_eager=True, expose_value=False, callback=describe_finetune,
         help="List the backbones, presets and the options people change (--all: every option) and exit."),
     describe_all: bool = all_option(),
+    allow_random_weights: bool = typer.Option(
+        False, "--allow-random-weights",
+        help="With --preset: start from seeded random weights where the paper starts from"
+             " pretrained ones (no --weights)."),
 ) -> None:
     """Fine-tune a face or audio backbone on the training clips (stage 0); write a weights folder."""
     from pipeline import epoch_log
@@ -66,7 +70,8 @@ def finetune(
         manifests = static_data(static, static_store or out.with_name(out.name + ".static"))
     log, sets = epoch_log.split_sets(sets)  # log.* change no number: not part of the config
     run_config = build_config(manifests, backbone=backbone, model=model, weights=weights,
-                              config_file=config, sets=sets, seed=seed, preset=preset)
+                              config_file=config, sets=sets, seed=seed, preset=preset,
+                              allow_random_weights=allow_random_weights)
     if os.environ.get("RANK", "0") != "0":  # a DDP process other than rank 0: rank 0 reports
         with epoch_log.use(log):
             run(run_config, out, restart=restart)

@@ -117,8 +117,8 @@ def fuse(
     describe_all: bool = all_option(),
     allow_random_weights: bool = typer.Option(
         False, "--allow-random-weights",
-        help="With --preset: train although the store records random weights for a backbone the"
-             " preset's paper trained (its features are then untrained)."),
+        help="With --preset: train although the store records random weights for a backbone"
+             " it reads (every paper's backbones are pretrained; its features are then untrained)."),
 ) -> None:
     """Train a fusion head on cached features; write per-frame probabilities for val and test."""
     from pipeline import epoch_log

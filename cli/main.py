@@ -13,7 +13,7 @@ import typer
 import typer.main
 
 from cli import (bundle, conventions, cv, data, demo, describe, ensemble, export, extract, faces,
-                 finetune, fuse)
+                 finetune, fuse, recipe)
 from cli import store_io  # noqa: F401  (adds `store import|export` to extract's store group)
 from cli._common import err_console
 from pipeline import __version__
@@ -42,7 +42,7 @@ def _root(
     """Stages: demo-data/manifest -> [finetune] -> extract -> fuse -> ensemble."""
 
 
-for group in (data, demo, faces, finetune, extract, fuse, ensemble, cv, export, bundle):
+for group in (data, demo, faces, finetune, extract, fuse, ensemble, cv, export, bundle, recipe):
     group.register(app)
 
 

@@ -195,14 +195,18 @@ class FinetuneConfig:
 def build_config(manifests: str | Path, backbone: str | None = None, model: str | None = None,
                  weights: str | None = None, config_file: str | Path | None = None,
                  sets: Sequence[str] = (), seed: int | None = None,
-                 preset: str | None = None) -> FinetuneConfig:
+                 preset: str | None = None,
+                 allow_random_weights: bool = False) -> FinetuneConfig:
     """The fine-tune's config: defaults < preset (:mod:`pipeline.finetune.presets`) < config file
-    < ``key=value`` < the command's options."""
-    from pipeline.finetune.presets import preset_tables
+    < ``key=value`` < the command's options. A preset whose paper starts the backbone from
+    pretrained weights refuses a random start unless ``allow_random_weights``."""
+    from pipeline.finetune.presets import check_start, preset_tables
 
     tables = preset_tables(preset, backbone)
     if tables is not None and backbone not in (None, "timm"):  # the preset's face-only settings
         tables = {k: v for k, v in tables.items() if k not in FACE_ONLY}
-    return build(FinetuneConfig, file=config_file, sets=sets, preset=tables,
-                 options={"manifests": str(manifests), "backbone": backbone, "model": model,
-                          "weights": weights, "seed": seed})
+    config = build(FinetuneConfig, file=config_file, sets=sets, preset=tables,
+                   options={"manifests": str(manifests), "backbone": backbone, "model": model,
+                            "weights": weights, "seed": seed})
+    check_start(preset, config.backbone, config.weights, allow_random_weights)
+    return config

@@ -64,6 +64,29 @@ FINETUNE_PRESETS: dict[str, dict[str, Any]] = {
                "loss": {"kind": "focal", "gamma": 2.0}, "sampling": {"balance": "none"}},
 }
 
+# The backbones each preset's paper starts from pretrained weights (what it starts from): a
+# fine-tune under the preset with no --weights is refused unless --allow-random-weights. Not
+# listed, so random starts are accepted: jin2021's TDNN and yu2025's timm stand-in (the papers do
+# not say what their audio TDNN and RHCNN start from). kim2023's audio Swin is ours: the paper
+# says only that it trains a Swin-Tiny on the log-mel images, as on the faces.
+PRETRAINED_START: dict[str, dict[str, str]] = {
+    "kim2023": {"timm": "ImageNet Swin-Tiny", "swin_audio": "ImageNet Swin-Tiny"},
+    "jeong2022": {"timm": "VGGFace2 ResNet-50"},
+    "jin2021": {"iresnet": "Glint360K IResNet-100"},
+}
+
+
+def check_start(preset: str | None, backbone: str, weights: str | None,
+                allow_random_weights: bool = False) -> None:
+    """Refuse, in one line, a fine-tune under ``preset`` that would start ``backbone`` from seeded
+    random weights where the paper starts it from pretrained ones."""
+    start = PRETRAINED_START.get(preset or "", {}).get(backbone)
+    if start is not None and weights is None and not allow_random_weights:
+        raise PipelineError(
+            f"finetune --preset {preset}: the paper starts {backbone} from pretrained weights "
+            f"({start}), and no --weights was given: pass --weights FILE, or "
+            f"--allow-random-weights to fine-tune from random weights")
+
 
 def preset_tables(name: str | None, backbone: str | None = None) -> dict[str, Any] | None:
     """The config tables of preset ``name`` (None: none) for ``--backbone`` ``backbone`` (its

@@ -201,8 +201,8 @@ def build_config(method: str, store: str | Path, manifests: str | Path, preset: 
     """The run config: defaults < preset < config file < ``key=value`` overrides < the options.
 
     With a preset, the store must hold what its paper extracted (:func:`check_extraction`);
-    ``allow_random_weights`` accepts features of a backbone the paper trained that the store
-    records as random weights."""
+    ``allow_random_weights`` accepts features of any backbone the store records as random
+    weights (every paper's backbones are pretrained, so a preset refuses them otherwise)."""
     if config_file is not None:
         try:
             loaded = read_toml(config_file)

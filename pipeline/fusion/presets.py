@@ -16,9 +16,10 @@ log-mel stand in, see ``heads/gcsa.py``).
 
 Every setting of each preset, the paper's value against ours and why, is in docs/presets.md's tables
 ("Every setting of each preset"); ``tests/fusion/test_preset_tables.py`` checks them against the
-configs these presets resolve to. A preset may name extractors whose weights its paper trained
-(``Preset.trained``): the fuse-config builder then refuses a store that records random weights
-for them unless the user allows it (``fuse --allow-random-weights``).
+configs these presets resolve to. Every paper starts its backbones from pretrained (or trained)
+weights, so the fuse-config builder refuses a store that records random weights for any extractor
+whose arrays the run reads, naming them all in one line, unless the user allows it
+(``fuse --allow-random-weights``).
 """
 
 from __future__ import annotations
@@ -41,12 +42,12 @@ class Preset:
     # What stage one must have used: extractor -> {config field (dotted): accepted values, the
     # paper's first}. Checked against the store's record by :func:`check_extraction`.
     extraction: dict[str, dict[str, tuple[Any, ...]]] = field(default_factory=dict)
-    # Extractors whose weights the paper trained: a store recording random weights for one the
-    # run reads is refused (unless allowed), since its features would be untrained.
-    trained: tuple[str, ...] = ()
 
 
 _SWIN_TINY = "swin_tiny_patch4_window7_224"  # timm's name (pipeline.features.extractors.swin)
+_KIM_AUDIO = {"model": (_SWIN_TINY,), "frontend.preset": ("kim2023",),
+              "frontend.n_fft": (2048, None), "frontend.hop_length": (1024, None),
+              "frontend.n_mels": (128, None)}
 _KIM_FEATURES = {"image": "swin", "audio": ["swin_audio_w32", "swin_audio_w48", "swin_audio_w64"]}
 
 # The four papers' presets turn off the weights' moving average (train.ema_epochs = 0): none of
@@ -80,9 +81,9 @@ PRESETS: dict[str, Preset] = {
         extraction={
             # "resized them to 224x224": the whole face crop, not timm's resize-248 + crop-224.
             "swin": {"model": (_SWIN_TINY,), "crop_pct": (1.0,)},
-            "swin_audio": {"model": (_SWIN_TINY,), "frontend.preset": ("kim2023",),
-                           "frontend.n_fft": (2048, None), "frontend.hop_length": (1024, None),
-                           "frontend.n_mels": (128, None)},
+            # swin_audio, or one extractor per window (the paper's three audio Swins)
+            **{name: _KIM_AUDIO for name in ("swin_audio", "swin_audio_w32", "swin_audio_w48",
+                                              "swin_audio_w64")},
         },
     ),
     # Jin et al. 2021: IResNet100 face features and 512-d TDNN audio features concatenated, a
@@ -96,7 +97,7 @@ PRESETS: dict[str, Preset] = {
     # early stopping on expression macro-F1. The 2021 track's 7 classes: Other frames are
     # unlabelled (task.classes = 8 for the 8-class variant). "SGD with momentum" and nothing
     # more: no weight decay and no gradient clipping (PyTorch's SGD as the paper would have built
-    # it). The paper trains its TDNN: a store whose tdnn has random weights is refused.
+    # it).
     "jin2021": Preset(
         paper="Jin et al. 2021, A Multi-modal and Multi-task Learning Method for Action Unit and "
               "Expression Recognition",
@@ -111,7 +112,6 @@ PRESETS: dict[str, Preset] = {
         },
         heads={"sequence": {"image": "iresnet", "audio": ["tdnn_w32"], "length": 30,
                             "layers": 1, "tasks": ["expr", "au"]}},
-        trained=("tdnn",),
     ),
     # Yu et al. 2025: eq. 6 on the fused P (loss.on = fused), m and n calculated from the two
     # modalities' aligned predictions (head.weights = keyframe; the paper's "key frame alignment",
@@ -217,31 +217,29 @@ def check_extraction(name: str, store: str | Path, head: Any,
     """Refuse, in one line, a ``store`` whose features a run with the head config ``head`` reads
     (a dataclass: its array names are read off it) were extracted with other
     settings than preset ``name`` needs (the store's root attributes record each extractor's
-    config), or, unless ``allow_random_weights``, on random weights for an extractor the paper
-    trained (the store records ``random_weights`` per extractor). Extractors whose arrays the run
-    does not read are not checked, and a store that does not exist yet is left to the stage to
-    report.
+    config), or, unless ``allow_random_weights``, on random weights (the store records
+    ``random_weights`` per extractor): every paper's backbones start from pretrained weights, so
+    any backbone the run reads counts. Extractors whose arrays the run does not read are not
+    checked, and a store that does not exist yet is left to the stage to report.
     """
     from pipeline.features.store import FeatureStore  # zarr: only when fusing
     from pipeline.features.store_format import StoreError
 
-    needs = PRESETS[name].extraction
-    trained = () if allow_random_weights else PRESETS[name].trained
-    if not needs and not trained:
-        return
     try:
         recorded = FeatureStore(store).extractors()
     except StoreError:
         return
     read = _arrays_read(head)
-    for extractor in trained:
-        record = recorded.get(extractor)
-        if record and read & set(record.get("outputs", {})) and record.get("random_weights"):
-            raise PipelineError(
-                f"{store}: {extractor} features come from random weights (no weights file "
-                f"at extraction), but preset {name}'s paper trained its {extractor}: extract with "
-                f"--weights {extractor}=PATH, or pass --allow-random-weights to fuse anyway")
-    for extractor, fields in needs.items():
+    random = sorted(extractor for extractor, record in recorded.items()
+                    if record.get("random_weights") and read & set(record.get("outputs", {})))
+    if random and not allow_random_weights:
+        names = ", ".join(random)
+        weights = " ".join(f"--weights {e}=PATH" for e in random)
+        raise PipelineError(
+            f"{store}: {names} features come from random weights (no weights file at "
+            f"extraction), but preset {name}'s paper uses trained backbones: extract with "
+            f"{weights}, or pass --allow-random-weights to fuse anyway")
+    for extractor, fields in PRESETS[name].extraction.items():
         record = recorded.get(extractor)
         if record is None or not read & set(record.get("outputs", {})):
             continue
@@ -253,4 +251,3 @@ def check_extraction(name: str, store: str | Path, head: Any,
                     f"{store}: {extractor} was extracted with {dotted}={value!r}, but "
                     f"preset {name} needs {wanted}: extract into another store with "
                     f"--set configs.{extractor}.{dotted}={accepted[0]}")
-

@@ -83,10 +83,10 @@ def test_iresnet_folder_of_another_depth_is_refused(tuned):
 
 
 def test_jin2021_preset_with_the_iresnet_backbone_takes_the_image_models_settings(demo_manifests):
-    config = build_config(demo_manifests, preset="jin2021", backbone="iresnet")
+    config = build_config(demo_manifests, preset="jin2021", backbone="iresnet", allow_random_weights=True)
     assert (config.backbone, config.iresnet.depth, config.optimizer, config.lr, config.batch_size,
             config.loss.kind) == ("iresnet", 100, "sgd", 0.001, 64, "focal")
-    swin = build_config(demo_manifests, preset="kim2023", backbone="swin_audio")
+    swin = build_config(demo_manifests, preset="kim2023", backbone="swin_audio", allow_random_weights=True)
     assert (swin.backbone, swin.swin_audio.model, swin.sampling.balance) == (
         "swin_audio", "swin_tiny_patch4_window7_224", "subsample")
 

@@ -106,7 +106,8 @@ def _clips(manifests):
 def _preprocessing(manifests, *sets, preset=None):
     from pipeline.finetune.config import build_config
 
-    backbone = FaceBackbone(build_config(manifests, sets=list(sets), preset=preset))
+    backbone = FaceBackbone(build_config(manifests, sets=list(sets), preset=preset,
+                                              allow_random_weights=True))
     backbone.fit_input(backbone.samples(_clips(manifests)))
     return backbone.preprocessing()
 

@@ -121,5 +121,42 @@ def test_swin_audio_folder_refuses_another_model_or_log_mel(tuned):
     with pytest.raises(PipelineError, match="test_vit"):
         create("swin_audio", config=SwinAudioConfig(model="test_resnet"), weights=out)
     with pytest.raises(PipelineError, match="trained on log-mel"):
-        create("swin_audio", config=SwinAudioConfig(model=MODEL, frontend=LogMelConfig(n_mels=64)),
+        create("swin_audio", config=SwinAudioConfig(model=MODEL, frontend=LogMelConfig(n_mels=64),
+                                                    windows=(32,)),
                weights=out)
+
+
+def test_one_audio_swin_per_window_and_a_folder_refuses_another_window(tuned, demo_manifests,
+                                                                        tmp_path, capsys):
+    from cli.main import main
+    from pipeline.features.extractors import create
+    from pipeline.features.extractors.swin_audio import SwinAudioConfig, SwinAudioW48Config
+
+    out, _ = tuned  # trained on 32-frame windows
+    # one folder silently serving all three windows (paper 000 trains one Swin per window)
+    with pytest.raises(PipelineError, match=r"trained on 32-frame windows, about to serve "
+                                            r"32, 48, 64-frame windows.*swin_audio_w32"):
+        create("swin_audio", config=SwinAudioConfig(model=MODEL), weights=out)
+    with pytest.raises(PipelineError, match="trained on 32-frame windows, about to serve 48"):
+        create("swin_audio_w48", config=SwinAudioW48Config(model=MODEL), weights=out)
+    code = main(["extract", "--manifests", str(demo_manifests), "--store", str(tmp_path / "x.zarr"),
+                 "-e", "swin_audio_w64", "--set", f"configs.swin_audio_w64.model={MODEL}",
+                 "--weights", f"swin_audio_w64={out}", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err and "about to serve 64" in err
+    assert len([line for line in err.splitlines() if line.startswith("error:")]) == 1
+    # its own window's extractor writes the array swin_audio writes for that window
+    config = ExtractConfig(extractors=["swin_audio_w32"],
+                           configs={"swin_audio_w32": {"model": MODEL}},
+                           weights={"swin_audio_w32": str(out)}, device="cpu", precision="fp32",
+                           batch_size=8, audio_stride=1, splits=["train"])
+    run_extract(config, demo_manifests, tmp_path / "w.zarr")
+    shared = ExtractConfig(extractors=["swin_audio"],
+                           configs={"swin_audio": {"model": MODEL, "windows": [32]}},
+                           weights={"swin_audio": str(out)}, device="cpu", precision="fp32",
+                           batch_size=8, audio_stride=1, splits=["train"])
+    run_extract(shared, demo_manifests, tmp_path / "s.zarr")
+    clip = next(c for c in iter_manifest(demo_manifests / "train.jsonl") if c.audio_path)
+    one = FeatureStore(tmp_path / "w.zarr").read(clip.clip_id, "swin_audio_w32")
+    assert np.array_equal(one, FeatureStore(tmp_path / "s.zarr").read(clip.clip_id, "swin_audio_w32"))
+    assert FeatureStore(tmp_path / "w.zarr").extractors()["swin_audio_w32"]["random_weights"] is False

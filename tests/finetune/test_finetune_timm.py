@@ -166,7 +166,7 @@ def test_frozen_blocks_bf16_and_accumulation(demo_manifests, tmp_path):
 
 
 def test_presets_carry_what_the_papers_state(demo_manifests):
-    jeong = build_config(demo_manifests, preset="jeong2022")
+    jeong = build_config(demo_manifests, preset="jeong2022", allow_random_weights=True)
     assert (jeong.model, jeong.lr, jeong.batch_size, jeong.epochs, jeong.weight_decay) == (
         "resnet50", 1e-4, 1024, 8, 1e-4)
     jin = build_config(demo_manifests, preset="jin2021", sets=["batch_size=8"])  # --set wins
@@ -174,10 +174,34 @@ def test_presets_carry_what_the_papers_state(demo_manifests):
         "tdnn", "sgd", 0.001, "focal", 8)
     yu = build_config(demo_manifests, preset="yu2025")
     assert (yu.loss.kind, yu.sampling.interval, yu.lr, yu.head_lr) == ("coarse_fine", 5, 1e-4, 1e-3)
-    kim = build_config(demo_manifests, preset="kim2023")
+    kim = build_config(demo_manifests, preset="kim2023", allow_random_weights=True)
     assert kim.model == "swin_tiny_patch4_window7_224" and kim.sampling.balance == "subsample"
     with pytest.raises(PipelineError, match="finetune preset 'nope'"):
         build_config(demo_manifests, preset="nope")
+
+
+def test_presets_refuse_a_random_start_where_the_paper_starts_pretrained(demo_manifests, tmp_path,
+                                                                          capsys):
+    from cli.main import main
+
+    with pytest.raises(PipelineError, match=r"preset jeong2022: the paper starts timm from "
+                                            r"pretrained weights \(VGGFace2 ResNet-50\).*"
+                                            r"--allow-random-weights"):
+        build_config(demo_manifests, preset="jeong2022")
+    with pytest.raises(PipelineError, match="starts swin_audio from pretrained"):
+        build_config(demo_manifests, preset="kim2023", backbone="swin_audio")
+    with pytest.raises(PipelineError, match="starts iresnet from pretrained"):
+        build_config(demo_manifests, preset="jin2021", backbone="iresnet")
+    weights = tmp_path / "w.pth"  # not read by build_config: the stage verifies it
+    assert build_config(demo_manifests, preset="jeong2022", weights=str(weights)).weights
+    build_config(demo_manifests, preset="jin2021")  # the paper is silent on its TDNN's start
+    build_config(demo_manifests, sets=["model=resnet50"])  # no preset: no paper to hold it to
+    code = main(["finetune", "--manifests", str(demo_manifests), "--preset", "kim2023",
+                 "--out", str(tmp_path / "w")])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    assert len([line for line in err.splitlines() if line.startswith("error:")]) == 1
+    assert "--allow-random-weights" in err and not (tmp_path / "w").exists()
 
 
 def test_selects_on_the_same_train_dev_slice_as_fuse(tuned, demo_manifests, tmp_path):

@@ -13,12 +13,38 @@ from pipeline.features.store import FeatureStore
 from pipeline.fusion.config import build_config
 
 
-def _store(path, **configs):
-    """A store whose root attributes record the extractors' own ``describe()``, as stage one does."""
+def _store(path, random_weights=False, **configs):
+    """A store whose root attributes record the extractors' own ``describe()``, as stage one does
+    (as with a --weights file for each, unless ``random_weights``)."""
     store = FeatureStore(path, mode="a")
-    store.record_extractors({name: create(name, config=config).describe()
-                             for name, config in configs.items()})
+    described = {name: create(name, config=config).describe() for name, config in configs.items()}
+    for record in described.values():
+        record["random_weights"] = random_weights
+    store.record_extractors(described)
     return path
+
+
+def test_every_preset_refuses_random_backbones_in_one_line(tmp_path, capsys):
+    store = _store(tmp_path / "r.zarr", random_weights=True, swin=SwinConfig(crop_pct=1.0),
+                   swin_audio=SwinAudioConfig())
+    # kim2023 names no "trained" extractor of its own: every random backbone it reads is refused,
+    # all of them named in the one line, with the flag
+    with pytest.raises(PipelineError, match=r"swin, swin_audio features come from random weights"
+                                            r".*--weights swin=PATH --weights swin_audio=PATH"
+                                            r".*--allow-random-weights"):
+        build_config("mfm", store, tmp_path, preset="kim2023")
+    # only what the run reads: the audio head reads no swin
+    with pytest.raises(PipelineError, match=r": swin_audio features come from random"):
+        build_config("audio", store, tmp_path, preset="kim2023")
+    assert build_config("mfm", store, tmp_path, preset="kim2023",
+                        allow_random_weights=True).head.image == "swin"
+    build_config("mfm", store, tmp_path)  # no preset: no paper to hold the store to
+    code = main(["fuse", "--method", "mfm", "--preset", "kim2023", "--store", str(store),
+                 "--manifests", str(tmp_path), "--out", str(tmp_path / "runs")])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    assert [line for line in err.splitlines() if line.startswith("error:")] == [
+        line for line in err.splitlines() if "--allow-random-weights" in line]
 
 
 def test_kim2023_accepts_a_plain_224_resize(tmp_path):

@@ -10,10 +10,20 @@ from pipeline.features.store import FeatureStore
 from pipeline.fusion.config import build_config
 
 
-def _store(path, model):
+def _store(path, model, random_weights=False):
     store = FeatureStore(path, mode="a")
-    store.record_extractors({"timm": create("timm", config=TimmImageConfig(model=model)).describe()})
+    described = create("timm", config=TimmImageConfig(model=model)).describe()
+    described["random_weights"] = random_weights  # as extract records a --weights file or none
+    store.record_extractors({"timm": described})
     return path
+
+
+def test_the_2026_presets_refuse_a_random_face_backbone(tmp_path):
+    dino = _store(tmp_path / "d.zarr", "vit_large_patch14_dinov2.lvd142m", random_weights=True)
+    with pytest.raises(PipelineError, match="timm features come from random weights.*"
+                                            "--allow-random-weights"):
+        build_config("gated", dino, tmp_path, preset="sun2026")
+    build_config("gated", dino, tmp_path, preset="sun2026", allow_random_weights=True)
 
 
 def test_sun2026_sets_the_gated_fusion_of_dinov2_and_wav2vec2(tmp_path):

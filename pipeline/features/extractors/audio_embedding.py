@@ -97,10 +97,19 @@ class AudioEmbeddingExtractor(Extractor):
 
     # ---- outputs and model ---------------------------------------------------------------------
 
+    # The arrays' prefix when it is not the extractor's name (swin_audio_w32 writes swin_audio_w32,
+    # the array swin_audio's 32-frame window writes: one extractor per window and weights folder).
+    array_prefix: str | None = None
+
     @property
     def windows(self) -> tuple[int, ...]:
-        """Window lengths in video frames, e.g. (32, 48, 64); arrays are ``<name>_w<length>``."""
+        """Window lengths in video frames, e.g. (32, 48, 64); arrays are ``<prefix>_w<length>``."""
         return tuple(self.config.windows)
+
+    @property
+    def prefix(self) -> str:
+        """The arrays' prefix: :attr:`array_prefix`, else the extractor's name."""
+        return self.array_prefix or self.name
 
     @property
     @abstractmethod
@@ -108,7 +117,7 @@ class AudioEmbeddingExtractor(Extractor):
         """Width of one window's embedding."""
 
     def outputs(self) -> dict[str, ArraySpec]:
-        return {f"{self.name}_w{w}": ArraySpec((self.embedding_dim,)) for w in self.windows}
+        return {f"{self.prefix}_w{w}": ArraySpec((self.embedding_dim,)) for w in self.windows}
 
     @abstractmethod
     def embed(self, windows: Any) -> Any:
@@ -148,8 +157,8 @@ class AudioEmbeddingExtractor(Extractor):
     def run_batch(self, part: Hashable, batch: Any) -> dict[str, Any]:
         if self.per_clip:  # rows of window_sums: sum, sum of squares, count
             c = (batch.shape[1] - 1) // 2
-            return {f"{self.name}_w{part}": self.pool_segment(batch[:, :c], batch[:, c:2 * c], batch[:, 2 * c])}
-        return {f"{self.name}_w{part}": self.embed(batch)}
+            return {f"{self.prefix}_w{part}": self.pool_segment(batch[:, :c], batch[:, c:2 * c], batch[:, 2 * c])}
+        return {f"{self.prefix}_w{part}": self.embed(batch)}
 
     def buffer(self, name: str, clip: ClipContext) -> tuple[int, str]:
         # Embeddings at the strided frames only, float32 until interpolated.

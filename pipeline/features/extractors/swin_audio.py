@@ -11,7 +11,11 @@ pre_logits=True)``, 768-d for Swin-Tiny, one array ``swin_audio_w<W>`` per windo
 Weights: a timm state-dict file as for ``swin`` (e.g. a Swin-Tiny fine-tuned on such images),
 or a folder ``fer-pipeline finetune --backbone swin_audio`` wrote (its record's log-mel and image
 normalisation are applied; its model must be ``configs.swin_audio.model``); without one, seeded
-random weights. Paper 000 trains its audio Swin-Tiny on the spectrograms and
+random weights. A folder records the window it was trained on: serving any other window is
+refused in one line. Paper 000 trains one audio Swin per window: ``swin_audio_w32``,
+``swin_audio_w48`` and ``swin_audio_w64`` are one extractor per window, each with its own
+``--weights swin_audio_w32=DIR``, writing the same arrays as ``swin_audio``'s windows (so the
+``kim2023`` fuse preset reads either). Paper 000 trains its audio Swin-Tiny on the spectrograms and
 gives only the log-mel parameters and the three windows; the rendering above (orientation,
 scaling, resize, channels) and the frozen backbone are ours.
 """
@@ -54,6 +58,13 @@ def resolve_preprocessing(config: SwinAudioConfig, record: WeightsRecord | None,
     """``config`` with the weights record's log-mel (a fine-tuned folder); a frontend set by the
     user that differs from the record's is refused: the network learnt on the record's."""
     check_family(record, "swin_audio", config.model, weights)
+    trained_on = (record.preprocessing if record is not None else {}).get("window")
+    if trained_on is not None and tuple(config.windows) != (trained_on,):
+        raise PipelineError(
+            f"{weights}: trained on {trained_on}-frame windows, about to serve "
+            f"{', '.join(str(w) for w in config.windows)}-frame windows: give it to "
+            f"-e swin_audio_w{trained_on} (--weights swin_audio_w{trained_on}=...), one folder "
+            f"per window")
     recorded = (record.preprocessing if record is not None else {}).get("frontend")
     if recorded is None:
         return config
@@ -107,3 +118,54 @@ class SwinAudio(AudioEmbeddingExtractor):
             with self.autocast():
                 pooled = self._model.forward_head(self._model.forward_features(x), pre_logits=True)
         return pooled.float().cpu()
+
+
+
+class _OneWindow(SwinAudio):
+    """``swin_audio`` for one window length: its own extractor, so its own weights folder (the
+    extractor index reads each subclass's literal ``name``)."""
+
+    array_prefix = "swin_audio"
+    window = 0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if tuple(self.config.windows) != (self.window,):
+            raise PipelineError(f"{self.name}: serves its {self.window}-frame window only, not "
+                                f"windows={list(self.config.windows)}; use -e swin_audio")
+
+
+@dataclass
+class SwinAudioW32Config(SwinAudioConfig):
+    windows: tuple[int, ...] = (32,)
+
+
+@dataclass
+class SwinAudioW48Config(SwinAudioConfig):
+    windows: tuple[int, ...] = (48,)
+
+
+@dataclass
+class SwinAudioW64Config(SwinAudioConfig):
+    windows: tuple[int, ...] = (64,)
+
+
+@register
+class SwinAudioW32(_OneWindow):
+    name = "swin_audio_w32"
+    Config = SwinAudioW32Config
+    window = 32
+
+
+@register
+class SwinAudioW48(_OneWindow):
+    name = "swin_audio_w48"
+    Config = SwinAudioW48Config
+    window = 48
+
+
+@register
+class SwinAudioW64(_OneWindow):
+    name = "swin_audio_w64"
+    Config = SwinAudioW64Config
+    window = 64

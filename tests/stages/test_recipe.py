@@ -1,0 +1,117 @@
+"""``fer-pipeline recipe``: every recipe's plan (dry run), the refusal of random backbones, skipping
+finished steps, and one recipe end to end on tiny demo data."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from cli.main import main
+from pipeline.errors import PipelineError
+from pipeline.recipes import RECIPES, recipe, render
+from stages.recipe import is_done, run_recipe
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_dry_run_prints_every_stage_command_and_writes_nothing(name, tmp_path, capsys):
+    work = tmp_path / "w"
+    assert main(["recipe", name, "--data", str(tmp_path / "d"), "--work", str(work),
+                 "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    plan = [line for line in out.splitlines() if line.startswith("[plan]")]
+    assert len(plan) == len(RECIPES[name].steps)
+    commands = [line.split(": ", 1)[1] for line in plan]
+    assert commands[0].startswith("fer-pipeline manifest ")
+    assert any(c.startswith("fer-pipeline extract ") for c in commands)
+    assert any(c.startswith(f"fer-pipeline fuse ") and f"--preset {name}" in c for c in commands)
+    assert commands[-1].startswith(f"fer-pipeline ensemble {work}/runs/{name}")
+    for line in RECIPES[name].missing:  # what is not built is said, not faked
+        assert f"not built yet: {line}" in out.replace("\n", " ") or line[:40] in out
+    if RECIPES[name].pretrained:
+        assert "or --allow-random-weights" in out
+    assert not work.exists()
+
+
+def test_kim2023_fine_tunes_one_audio_swin_per_window_and_extracts_with_each():
+    steps = {s.id: a for s, a, _ in render(recipe("kim2023"), "D", "W", "full",
+                                           {"swin": "in1k.pth"}, True)}
+    for w in (32, 48, 64):
+        assert f"window={w}" in steps[f"finetune-swin_audio_w{w}"]
+        assert f"swin_audio_w{w}=W/weights/swin_audio_w{w}" in steps["extract"]
+    assert steps["finetune-swin"][-2:] != ["--allow-random-weights"]
+    assert "in1k.pth" in steps["finetune-swin"]
+    assert "epochs=1" not in steps["finetune-swin"]  # full scale: the preset's epochs
+    assert "epochs=1" in render(recipe("kim2023"), "D", "W", "demo", {}, True)[1][1]
+
+
+def test_a_recipe_refuses_random_backbones_in_one_line(tmp_path, capsys):
+    args = ["recipe", "jeong2022", "--data", str(tmp_path / "d"), "--work", str(tmp_path / "w")]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if line.startswith("error:")] == [
+        "error: recipe jeong2022: the paper starts timm from pretrained weights (VGGFace2 "
+        "ResNet-50): give --weights timm=PATH, or pass --allow-random-weights"]
+    assert not (tmp_path / "w").exists()
+    with pytest.raises(PipelineError, match="starts no backbone 'swin'"):
+        run_recipe("jeong2022", tmp_path, tmp_path / "w", weights={"swin": "x"}, dry_run=True,
+                   echo=lambda line: None)
+    with pytest.raises(PipelineError, match="unknown recipe 'kim2024'.*kim2023"):
+        recipe("kim2024")
+
+
+def test_a_step_is_done_when_its_marker_has_the_same_command_and_its_output_exists(tmp_path):
+    step, args, output = render(recipe("yu2025"), str(tmp_path / "d"), str(tmp_path), "demo",
+                                {}, False)[0]
+    assert not is_done(tmp_path, step.id, args, output)
+    (tmp_path / "recipe").mkdir()
+    (tmp_path / "recipe" / "manifest.json").write_text(json.dumps({"args": args}))
+    assert not is_done(tmp_path, step.id, args, output)  # no output
+    (tmp_path / "manifests").mkdir()
+    (tmp_path / "manifests" / "report.json").write_text("{}")
+    assert is_done(tmp_path, step.id, args, output)
+    assert not is_done(tmp_path, step.id, [*args, "--x"], output)  # another command: runs again
+    (tmp_path / "recipe" / "manifest.json").write_text("{not json")
+    assert not is_done(tmp_path, step.id, args, output)
+    lines = []
+    (tmp_path / "recipe" / "manifest.json").write_text(json.dumps({"args": args}))
+    run_recipe("yu2025", tmp_path / "d", tmp_path, dry_run=True, echo=lines.append)
+    assert [line.split(":")[0] for line in lines if line.startswith("[")] == [
+        "[done] manifest", "[plan] finetune-swin", "[plan] extract", "[plan] fuse-yu2025",
+        "[plan] ensemble"]
+
+
+@pytest.mark.slow
+def test_jin2021_runs_end_to_end_at_demo_scale_then_skips_everything(tmp_path):
+    data, work = tmp_path / "data", tmp_path / "work"
+    subprocess.run([sys.executable, "-m", "cli.main", "demo-data", str(data), "--clips", "12",
+                    "--frames", "16", "--face-cue", "geometry"], check=True, capture_output=True)
+    lines = []
+    result = run_recipe("jin2021", data, work, scale="demo", allow_random_weights=True,
+                        echo=lines.append)
+    assert [s.status for s in result.steps] == ["ran"] * 6
+    scores = json.loads((work / "scores" / "scores.json").read_text())
+    assert scores  # stage three wrote its scores
+    record = json.loads((work / "weights" / "tdnn" / "finetune.json").read_text())
+    assert record["config"]["epochs"] == 1  # demo scale
+    store = json.loads((work / "features.zarr" / "zarr.json").read_text())
+    extractors = store["attributes"]["extractors"]
+    assert not extractors["tdnn"]["random_weights"]
+    assert extractors["iresnet"]["weights"] == str(work / "weights" / "iresnet")
+    again = run_recipe("jin2021", data, work, scale="demo", allow_random_weights=True,
+                       echo=lines.append)
+    assert [s.status for s in again.steps] == ["skipped"] * 6
+
+
+def test_make_paper_kim2023_fuses_its_random_backbones_with_the_flag_and_says_so():
+    from pathlib import Path
+    import shutil
+
+    if shutil.which("make") is None:
+        pytest.skip("no make")
+    repo = Path(__file__).resolve().parents[2]
+    plan = subprocess.run(["make", "-n", "paper-kim2023"], cwd=repo, capture_output=True,
+                          text=True, timeout=60).stdout.replace("\\\n", " ")
+    fuse = [line for line in plan.splitlines() if "--preset kim2023" in line]
+    assert len(fuse) == 1 and "--allow-random-weights" in fuse[0]
+    assert "RANDOM backbone weights" in plan
