@@ -122,9 +122,10 @@ RECIPES: dict[str, Recipe] = {
         pretrained={"timm": "VGGFace2 ResNet-50"},
         scales={"demo": {"timm": _DEMO_FT, "fuse": (*_DEMO_FUSE, "--set", "bag.k=2")},
                 "full": {}},
-        missing=("DAN trained end to end with ResNet-50 (affinity, partition and focal losses): "
-                 "being built on branch dan; here ResNet-50 is fine-tuned alone, then frozen "
-                 "under DAN's heads",),
+        # the fine-tune preset trains ResNet-50 and DAN's heads together (affinity, partition and
+        # focal losses); the weights folder holds the backbone, frozen for extraction
+        missing=("the fine-tuned DAN heads stay in the fine-tune: fuse's dan head trains heads of "
+                 "its own on the frozen, fine-tuned map",),
     ),
     # Paper 003: IResNet-100 (Glint360K) and the TDNN fine-tuned, the multi-task sequence model.
     "jin2021": Recipe(
@@ -149,8 +150,6 @@ RECIPES: dict[str, Recipe] = {
                                      *_sets(*(f"configs.tdnn.{o}" for o in _TDNN_DEMO))),
                          "fuse": _DEMO_FUSE},
                 "full": {}},
-        missing=("the fine-tune's AU/expression alternation by epoch or batch, with AU-only "
-                 "clips: being built on branch dan; here the IResNet fine-tunes on expressions",),
     ),
     # Paper 004: a timm face model fine-tuned (its RHCNN is not available), GCSA fusion.
     "yu2025": Recipe(
@@ -173,34 +172,35 @@ RECIPES: dict[str, Recipe] = {
         paper="Sun and Gao 2026 (arXiv 2603.12221)",
         steps=(
             _manifest(),
+            _finetune("timm", "--preset", "sun2026"),
             _extract("-e", "timm", "--set", "configs.timm.model=vit_large_patch14_dinov2.lvd142m",
-                     "-e", "hf_audio", "--set", "configs.hf_audio.windows=[32]", "@init:timm",
-                     "@init:hf_audio"),
+                     "-e", "hf_audio", "--set", "configs.hf_audio.windows=[32]",
+                     "--weights", "timm={work}/weights/timm", "@init:hf_audio"),
             _fuse("gated", "sun2026", "sun2026"),
             _ensemble("sun2026"),
         ),
         pretrained={"timm": "DINOv2 ViT-L/14", "hf_audio": "wav2vec2"},
-        scales={"demo": {"fuse": _DEMO_FUSE}, "full": {}},
-        missing=("the sun2026 fine-tune preset (DINOv2 ViT-L/14 with an MoE head, layer decay, "
-                 "warmup and cosine): being built on branch dan; here the pretrained weights "
-                 "are extracted frozen",),
+        scales={"demo": {"timm": _DEMO_FT, "fuse": _DEMO_FUSE}, "full": {}},
+        missing=("the audio encoder is extracted frozen from its pretrained weights (no audio "
+                 "fine-tune is described in what we could read of the paper)",),
     ),
     # ABAW10: BEiT-L faces, WavLM audio, safe cross-attention.
     "yu2026": Recipe(
         paper="Yu et al. 2026 (arXiv 2603.08034)",
         steps=(
             _manifest(),
+            _finetune("timm", "--preset", "yu2026"),
             _extract("-e", "timm", "--set",
                      "configs.timm.model=beit_large_patch16_224.in22k_ft_in22k_in1k",
-                     "-e", "hf_audio", "--set", "configs.hf_audio.windows=[32]", "@init:timm",
-                     "@init:hf_audio"),
+                     "-e", "hf_audio", "--set", "configs.hf_audio.windows=[32]",
+                     "--weights", "timm={work}/weights/timm", "@init:hf_audio"),
             _fuse("xattn", "yu2026", "yu2026"),
             _ensemble("yu2026"),
         ),
         pretrained={"timm": "BEiT-L", "hf_audio": "WavLM-large"},
-        scales={"demo": {"fuse": _DEMO_FUSE}, "full": {}},
-        missing=("the yu2026 fine-tune preset (BEiT-L): being built on branch dan; here the "
-                 "pretrained weights are extracted frozen",),
+        scales={"demo": {"timm": _DEMO_FT, "fuse": _DEMO_FUSE}, "full": {}},
+        missing=("the audio encoder is extracted frozen from its pretrained weights (no audio "
+                 "fine-tune is described in what we could read of the paper)",),
     ),
 }
 

@@ -73,6 +73,8 @@ PRETRAINED_START: dict[str, dict[str, str]] = {
     "kim2023": {"timm": "ImageNet Swin-Tiny", "swin_audio": "ImageNet Swin-Tiny"},
     "jeong2022": {"timm": "VGGFace2 ResNet-50"},
     "jin2021": {"iresnet": "Glint360K IResNet-100"},
+    "sun2026": {"timm": "DINOv2 ViT-L/14"},
+    "yu2026": {"timm": "BEiT-L (ImageNet-22k)"},
 }
 
 

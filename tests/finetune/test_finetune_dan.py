@@ -119,7 +119,7 @@ def test_refusals_name_the_reason(demo_manifests, tmp_path):
 
 def test_jeong2022_preset_trains_dan_end_to_end_with_focal_loss_and_the_papers_augmentation(
         demo_manifests):
-    c = build_config(demo_manifests, preset="jeong2022")
+    c = build_config(demo_manifests, preset="jeong2022", allow_random_weights=True)
     assert (c.head, c.model, c.loss.kind, c.lr, c.batch_size, c.epochs, c.weight_decay) == (
         "dan", "resnet50", "focal", 1e-4, 1024, 8, 1e-4)
     assert c.dan.heads == 4 and c.augment.enabled

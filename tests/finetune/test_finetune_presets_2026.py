@@ -16,7 +16,7 @@ from stages.finetune import finetune  # noqa: E402
 
 
 def test_sun2026_resolves_dinov2_moe_layer_decay_warmup_cosine(demo_manifests):
-    c = build_config(demo_manifests, preset="sun2026")
+    c = build_config(demo_manifests, preset="sun2026", allow_random_weights=True)
     assert (c.backbone, c.model) == ("timm", "vit_large_patch14_dinov2.lvd142m")
     assert (c.lr, c.head_lr, c.lr_decay, c.weight_decay, c.epochs) == (2e-5, 1e-3, 0.75, 0.05, 10)
     assert (c.schedule.kind, c.schedule.warmup_epochs) == ("cosine", 1)
@@ -24,7 +24,7 @@ def test_sun2026_resolves_dinov2_moe_layer_decay_warmup_cosine(demo_manifests):
 
 
 def test_yu2026_resolves_beit_large_focal(demo_manifests):
-    c = build_config(demo_manifests, preset="yu2026")
+    c = build_config(demo_manifests, preset="yu2026", allow_random_weights=True)
     assert c.model == "beit_large_patch16_224.in22k_ft_in22k_in1k"
     assert (c.lr_decay, c.schedule.kind, c.schedule.warmup_epochs) == (0.75, "cosine", 1)
     assert (c.loss.kind, c.loss.gamma, c.sampling.balance) == ("focal", 2.0, "none")
@@ -34,7 +34,8 @@ def test_yu2026_resolves_beit_large_focal(demo_manifests):
 @pytest.mark.parametrize("preset", ["sun2026", "yu2026"])
 def test_preset_trains_with_a_tiny_vit_standing_in(preset, demo_manifests, tmp_path):
     sets = ["model=test_vit", "epochs=2", "batch_size=16"]
-    result = finetune(build_config(demo_manifests, preset=preset, sets=sets), tmp_path / preset)
+    config = build_config(demo_manifests, preset=preset, sets=sets, allow_random_weights=True)
+    result = finetune(config, tmp_path / preset)
     record = read_record(result.out)
     assert record.model == "test_vit" and record.config["lr_decay"] == 0.75
     assert record.config["schedule"]["kind"] == "cosine"

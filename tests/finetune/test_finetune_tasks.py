@@ -87,7 +87,8 @@ def test_joint_schedule_is_the_default_and_sums_both_losses(spy, demo_manifests,
 
 
 def test_jin2021_preset_matches_the_paper_and_the_fuse_preset(demo_manifests):
-    c = build_config(demo_manifests, preset="jin2021", backbone="iresnet")
+    c = build_config(demo_manifests, preset="jin2021", backbone="iresnet",
+                     allow_random_weights=True)
     fuse = PRESETS["jin2021"].settings["train"]
     assert (c.optimizer, c.momentum, c.lr, c.batch_size, c.loss.kind) == ("sgd", 0.9, 0.001, 64,
                                                                            "focal")
