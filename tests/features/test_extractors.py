@@ -81,7 +81,7 @@ def test_outputs_match_their_declared_specs(name):
         frames = np.array([0, 12, 24])  # first, middle and last of a 1 s clip at 25 fps
         rows = len(frames)
         out = {
-            f"{name}_w{w}": extractor.embed(torch.from_numpy(frame_windows(
+            f"{extractor.prefix}_w{w}": extractor.embed(torch.from_numpy(frame_windows(
                 front, extractor.frontend_frame_rate, 25, 25.0, w, frames, pad=extractor.pad_mode)))
             for w in extractor.windows
         }
