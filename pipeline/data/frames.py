@@ -54,6 +54,13 @@ def clip_offsets(lengths: Sequence[int]) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(np.asarray(lengths, dtype=np.int64))]).astype(np.int64)
 
 
+def clips_frames(offsets: np.ndarray, clip_indices: Sequence[int]) -> np.ndarray:
+    """int64: the concatenation's frame indices of the clips ``clip_indices``, in that order."""
+    if len(clip_indices) == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.concatenate([np.arange(offsets[c], offsets[c + 1]) for c in clip_indices])
+
+
 def clip_bounds(offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """First frame and one-past-last frame of each frame's clip (both [N])."""
     lengths = np.diff(offsets)

@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from pipeline.data.frames import clip_offsets
+from pipeline.data.frames import clip_offsets, clips_frames
 from pipeline.data.labels import NUM_AUS
 from pipeline.data.manifest import SPLITS, Clip, load_clips, task_clips
 from pipeline.errors import PipelineError
@@ -52,10 +52,7 @@ class AUData:
     labels: np.ndarray | None  # int8 [n_frames, 12] as scores see them; None for test clips
 
     def frames(self, clip_indices: Sequence[int]) -> np.ndarray:
-        if len(clip_indices) == 0:
-            return np.zeros(0, dtype=np.int64)
-        return np.concatenate([np.arange(self.offsets[c], self.offsets[c + 1])
-                               for c in clip_indices])
+        return clips_frames(self.offsets, clip_indices)
 
 
 def load_au(members: Sequence[Member], clips: Sequence[Clip], split: str, labelled: bool

@@ -31,7 +31,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from pipeline import io as atomic
-from pipeline.data.frames import clip_offsets
+from pipeline.data.frames import clip_offsets, clips_frames
 from pipeline.data.labels import VA_NAMES
 from pipeline.data.manifest import SPLITS, Clip, load_clips
 from pipeline.errors import PipelineError
@@ -59,10 +59,7 @@ class VAData:
     labels: np.ndarray | None  # float32 [n_frames, 2], -5 = invalid; None for test clips
 
     def frames(self, clip_indices: Sequence[int]) -> np.ndarray:
-        if len(clip_indices) == 0:
-            return np.zeros(0, dtype=np.int64)
-        return np.concatenate([np.arange(self.offsets[c], self.offsets[c + 1])
-                               for c in clip_indices])
+        return clips_frames(self.offsets, clip_indices)
 
 
 def load_va(members: Sequence[Member], clips: Sequence[Clip], split: str, labelled: bool

@@ -81,6 +81,17 @@ class StaticReading:
                 "rejections": [r.to_json() for r in self.rejections]}
 
 
+def listed_lines(reading: StaticReading, listing: Path) -> list[tuple[int, list[str]]]:
+    """The (line number, whitespace-split fields) of a label list's non-blank lines; an
+    unreadable list is one rejection (and no lines)."""
+    try:
+        lines = listing.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        reading.reject(listing, None, "unreadable_list", f"cannot read the label list ({e})")
+        return []
+    return [(n, line.split()) for n, line in enumerate(lines, 1) if line.strip()]
+
+
 def relative_image(root: Path, name: str) -> Path | None:
     """``root / name`` for a relative path that stays under ``root`` (no ``..``, not absolute,
     no backslash); None otherwise (a list must not point a reader outside its dataset)."""

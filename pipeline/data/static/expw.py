@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.data.static.common import StaticImage, StaticReading, parse_int, relative_image
+from pipeline.data.static.common import (StaticImage, StaticReading, listed_lines, parse_int,
+                                         relative_image)
 
 LIST = Path("label") / "label.lst"
 IMAGES = Path("image") / "origin"
@@ -22,16 +23,8 @@ CODES = {0: ("angry", 1), 1: ("disgust", 2), 2: ("fear", 3), 3: ("happy", 4), 4:
 def read(root: Path) -> StaticReading:
     listing = root / LIST
     reading = StaticReading("expw", str(root), [str(listing)])
-    try:
-        lines = listing.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        reading.reject(listing, None, "unreadable_list", f"cannot read the label list ({e})")
-        return reading
     seen: set[str] = set()
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        fields = line.split()
+    for n, fields in listed_lines(reading, listing):
         if len(fields) != 8:
             reading.reject(listing, n, "bad_line", f"{len(fields)} fields, want 8 (image face_id "
                            "top left right bottom confidence expression)")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.data.static.common import StaticImage, StaticReading, parse_int
+from pipeline.data.static.common import StaticImage, StaticReading, listed_lines, parse_int
 
 LIST = Path("EmoLabel") / "list_patition_label.txt"
 FIXED_SPELLING = Path("EmoLabel") / "list_partition_label.txt"  # some copies renamed it
@@ -28,18 +28,10 @@ def read(root: Path) -> StaticReading:
     if not listing.exists() and (root / FIXED_SPELLING).exists():
         listing = root / FIXED_SPELLING
     reading = StaticReading("rafdb", str(root), [str(listing)])
-    try:
-        lines = listing.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        reading.reject(listing, None, "unreadable_list", f"cannot read the label list ({e})")
-        return reading
     seen: set[str] = set()
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        fields = line.split()
+    for n, fields in listed_lines(reading, listing):
         if len(fields) != 2:
-            reading.reject(listing, n, "bad_line", f"want 'IMAGE LABEL', got {line[:60]!r}")
+            reading.reject(listing, n, "bad_line", f"want 'IMAGE LABEL', got {' '.join(fields)[:60]!r}")
             continue
         name, code = fields[0], parse_int(fields[1])
         prefix = name.split("_", 1)[0]
