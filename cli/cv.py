@@ -17,7 +17,7 @@ from rich.table import Table
 
 from cli._common import console, progress_bar
 from cli.fuse import parse_method, parse_preset
-from pipeline.fusion.folds import SelectOn
+from pipeline.training.folds import SelectOn
 from pipeline.parallel import SCHEDULER_HELP
 
 

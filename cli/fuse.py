@@ -25,7 +25,7 @@ from typer.core import TyperCommand
 
 from cli._common import console, progress_bar
 from cli.describe import all_option, describe_method
-from pipeline.fusion.folds import SelectOn
+from pipeline.training.folds import SelectOn
 from pipeline.fusion.presets import PRESETS
 from pipeline.progress import ProgressEvent, ProgressFn
 from pipeline.suggest import did_you_mean

@@ -1,7 +1,7 @@
 """``fer-pipeline cv``: k-fold cross-validation of heads and their ensemble over all labelled clips.
 
 The training and validation clips are pooled and split into k folds of whole videos (``_left`` and
-``_right`` together), stratified by class (:func:`pipeline.fusion.folds.assign_folds`, seeded).
+``_right`` together), stratified by class (:func:`pipeline.training.folds.assign_folds`, seeded).
 For each fold f:
 
 * ``OUT/fold<f>/manifests/``: the other folds as ``train``, fold f as ``val`` (no test clips);
@@ -39,7 +39,7 @@ from pipeline.config import to_dict
 from pipeline.data.manifest import Clip, load_clips, write_manifest
 from pipeline.errors import PipelineError
 from pipeline.fusion.config import FuseConfig
-from pipeline.fusion.folds import assign_folds
+from pipeline.training.folds import assign_folds
 from pipeline.parallel import open_executor
 from pipeline.progress import ProgressEvent, ProgressFn, silent
 from pipeline.scoring.ensemble import EnsembleConfig

@@ -1,8 +1,9 @@
 """The import order of the library's wings, as ``pipeline/__init__.py`` states it, read off the code.
 
-``bundle -> finetune -> {fusion, scoring} -> training -> runs -> metrics -> features -> data``: a module of a wing may
-import its own wing and the tiers to its right, never its own tier's other wing nor a tier to its
-left (``fusion`` and ``scoring`` never import each other); the shared top-level modules import
+``bundle -> {finetune, fusion, scoring} -> training -> runs -> metrics -> features -> data``: a module
+of a wing may import its own wing and the tiers to its right, never its own tier's other wings nor a
+tier to its left (``finetune``, ``fusion`` and ``scoring`` never import each other: the two training
+stages share :mod:`pipeline.training` instead); the shared top-level modules import
 no wing; ``pipeline`` never imports ``stages`` or ``cli``, and ``stages`` never imports ``cli``.
 Imports inside functions count too, and relative imports are resolved before they are checked.
 
@@ -19,7 +20,7 @@ import pytest
 
 PIPELINE = Path(__file__).resolve().parents[1] / "pipeline"
 # Each tier may import the tiers after it; the wings of one tier do not import each other.
-TIERS = (("bundle",), ("finetune",), ("fusion", "scoring"), ("training",), ("runs",), ("metrics",),
+TIERS = (("bundle",), ("finetune", "fusion", "scoring"), ("training",), ("runs",), ("metrics",),
          ("features",), ("data",))
 ORDER = tuple(wing for tier in TIERS for wing in tier)
 
@@ -105,6 +106,24 @@ def test_the_checks_catch_a_planted_relative_import_and_a_stage_importing_cli(tm
                  "import cli.fuse\n", "from ..cli import main\n"):
         (stages / "planted.py").write_text(text)
         assert _stage_problems(stages / "planted.py", stages), text
+
+
+def test_the_check_catches_finetune_importing_fusion_or_training_importing_either(tmp_path):
+    root = tmp_path / "pipeline"
+    for wing in ("finetune", "training"):
+        (root / wing).mkdir(parents=True)
+    planted = root / "finetune" / "planted.py"
+    for text in ("from pipeline.fusion.losses import batch_loss\n", "from ..fusion import moe\n",
+                 "import pipeline.fusion.config\n"):
+        planted.write_text(text)
+        assert any("imports the wing(s) ['fusion']" in p
+                   for p in _wing_order_problems(planted, root)), text
+    planted.write_text("from pipeline.training.losses import batch_loss\n")  # the wing below
+    assert _wing_order_problems(planted, root) == []
+    below = root / "training" / "planted.py"
+    for wing in ("finetune", "fusion"):
+        below.write_text(f"from pipeline.{wing} import config\n")
+        assert any(f"imports the wing(s) ['{wing}']" in p for p in _wing_order_problems(below, root))
 
 
 def _module_name(path: Path) -> str:

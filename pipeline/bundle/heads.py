@@ -22,7 +22,7 @@ from pipeline.bundle.format import BundleError, read_json
 from pipeline.config import from_dict
 from pipeline.data.manifest import Clip
 from pipeline.features.store import FeatureStore
-from pipeline.fusion import moe
+from pipeline.training import moe
 from pipeline.fusion.config import FuseConfig
 from pipeline.fusion.data import ClipStream, FeatureRequest, check_inputs
 from pipeline.fusion.evaluation import predict_table

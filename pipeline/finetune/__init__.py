@@ -9,7 +9,7 @@ Modules: :mod:`~pipeline.finetune.config` (the options), :mod:`~pipeline.finetun
 :mod:`~pipeline.finetune.model` (the class layers: linear, MoE, or DAN's heads end to end).
 
 In the data flow it sits beside ``features`` (it reads data and writes weights that features
-load); in the import order it sits above ``fusion``, because it trains with the heads' own losses,
-sampling rates and train-dev slice (:mod:`pipeline.fusion.losses`, :mod:`pipeline.fusion.sampling`,
-:mod:`pipeline.fusion.folds`) instead of copies of them.
+load); in the import order it is a sibling of stage two's heads on one tier: both train with the
+shared wing :mod:`pipeline.training` (losses, sampling rates, train-dev slice, early stopping,
+optimiser, determinism) and neither imports the other.
 """

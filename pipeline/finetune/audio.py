@@ -6,7 +6,7 @@
   the log-mel (``swin_audio.frontend``, paper 000's 2048/1024/128) and renders the window
   (:meth:`~pipeline.features.extractors.swin_audio.SwinAudio.images`), so training and stage one
   see the same input. A window trains only when its label purity
-  (:func:`pipeline.fusion.windows.purity`, rule ``purity_rule``) reaches ``window_purity``; unset:
+  (:func:`pipeline.training.windows.purity`, rule ``purity_rule``) reaches ``window_purity``; unset:
   paper 000's threshold for its length (0.8 / 0.65 / 0.5 for 32 / 48 / 64 frames). Paper 000
   trains one audio Swin per window length: run one fine-tune per ``window``. No augmentation.
 * :class:`HfAudioBackbone` (``backbone = "hf_audio"``): the top ``train_layers`` transformer
@@ -36,7 +36,7 @@ from pipeline.errors import PipelineError
 from pipeline.features.audio_windows import frame_windows, window_length
 from pipeline.finetune.backbones import AudioBackbone, Backbone, Samples, labelled_samples
 from pipeline.finetune.config import FinetuneConfig
-from pipeline.fusion.windows import PAPER_THRESHOLDS, PAPER_WINDOWS, purity
+from pipeline.training.windows import PAPER_THRESHOLDS, PAPER_WINDOWS, purity
 
 
 def purity_threshold(config: FinetuneConfig) -> float:

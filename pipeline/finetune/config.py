@@ -12,17 +12,17 @@ from pipeline.errors import PipelineError
 from pipeline.features.extractors.iresnet import IResNetConfig
 from pipeline.features.extractors.swin_audio import SwinAudioConfig
 from pipeline.features.extractors.tdnn import TdnnConfig
-from pipeline.fusion.config import ClassifierConfig
-from pipeline.fusion.losses import LossConfig
-from pipeline.fusion.sampling import SamplingConfig
-from pipeline.fusion.windows import PURITY_RULES
+from pipeline.training.config import ClassifierConfig
+from pipeline.training.losses import LossConfig
+from pipeline.training.sampling import SamplingConfig
+from pipeline.training.windows import PURITY_RULES
 from pipeline.training.dan import DANNetConfig
+from pipeline.training.layer_decay import LAYER_DECAY_BACKBONES
 from pipeline.training.schedules import ScheduleConfig
 
 HEADS = ("linear", "dan")
 TASK_SCHEDULES = ("joint", "epoch", "batch")
 BACKBONES = ("timm", "iresnet", "tdnn", "swin_audio", "hf_audio")
-LAYER_DECAY_BACKBONES = ("timm", "swin_audio", "hf_audio")  # those with a layer order (lr_decay)
 OPTIMIZERS = ("adamw", "sgd")
 FACE_ONLY = ("input_size", "crop_pct")  # options of backbone timm alone (a preset's: dropped for others)
 
@@ -67,7 +67,7 @@ class FinetuneConfig:
     head_lr: float = 1e-3  # learning rate of the new classifier
     # layer-wise lr decay (BEiT): block i of L gets lr * lr_decay ** (L + 1 - i), embeddings
     # lr_decay ** (L + 1), the final norm lr; timm/swin_audio (the model's group_matcher) and
-    # hf_audio (encoder.layers.N) only; 1: off (pipeline.finetune.layer_decay)
+    # hf_audio (encoder.layers.N) only; 1: off (pipeline.training.layer_decay)
     lr_decay: float = 1.0
     # learning-rate schedule (pipeline.training.schedules): linear warmup, then constant, cosine
     # or step decay, stepped once per optimiser step
@@ -84,7 +84,7 @@ class FinetuneConfig:
     dev_fraction: float = 0.2  # share of training frames per class held out (whole videos) to select the epoch
     dev_seed: int = 0  # the dev slice's seed (the heads' default: the same slice as `fuse`)
     # train on labels of fewer than two classes (refused by default: it selects at macro-F1 0),
-    # with a warning (pipeline.fusion.class_check)
+    # with a warning (pipeline.training.class_check)
     allow_single_class: bool = False
     # fewest videos in the dev slice: dev_fraction grows (up to 0.5) until it holds them; 1: the
     # slice `fuse` uses with the same fraction and seed (a one-video slice is warned about)
@@ -104,7 +104,7 @@ class FinetuneConfig:
     # backbone timm: the eval transform's centre-crop fraction (recorded). Unset: 1.0 (the
     # whole crop) at the crops' own size, else the initial weights' record's, else the model's own
     crop_pct: float | None = None
-    # the new class layer: linear (experts 0) or the heads' mixture of experts (pipeline.fusion.moe);
+    # the new class layer: linear (experts 0) or the heads' mixture of experts (pipeline.training.moe);
     # training only: the weights folder holds the backbone
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     # "expr", or ["expr", "au"]: also an AU head (12 sigmoid units, jin2021's eq. 1 BCE with

@@ -3,15 +3,15 @@
 :func:`finetune` trains ``backbone + Linear(num_features, 8)`` (or a mixture of experts,
 ``classifier.experts``; :mod:`pipeline.finetune.model`) on the labelled frames of the
 **training split only** (validation manifests are never opened), selects its epoch on the same
-train-dev slice of whole training videos the heads use (:func:`pipeline.fusion.folds.dev_slice`
+train-dev slice of whole training videos the heads use (:func:`pipeline.training.folds.dev_slice`
 with ``dev_fraction``/``dev_seed``), and writes the best epoch's backbone as a weights folder
 (:mod:`pipeline.features.weights_record`). Losses and class rates are the heads' own
-(:func:`pipeline.fusion.losses.batch_loss`, :func:`pipeline.fusion.sampling.class_rates` and
-:func:`~pipeline.fusion.sampling.draw`; ``sampling.interval`` keeps every k-th frame).
+(:func:`pipeline.training.losses.batch_loss`, :func:`pipeline.training.sampling.class_rates` and
+:func:`~pipeline.training.sampling.draw`; ``sampling.interval`` keeps every k-th frame).
 
 **AU task** (``tasks = ["expr", "au"]``, jin2021's multi-task face model): a linear AU head beside
 the expression classifier, trained jointly on the same frames (loss = expression loss + the heads'
-AU loss, :func:`pipeline.fusion.losses.au_batch_loss` with positive weights); only AU labels of
+AU loss, :func:`pipeline.training.losses.au_batch_loss` with positive weights); only AU labels of
 the AU training split count; the epoch is still selected on expression macro-F1; the AU head is
 not written (stage one keeps the backbone only).
 
@@ -77,9 +77,9 @@ from pipeline.finetune.model import (
 )
 from pipeline.finetune.plan import batches, epoch_plan
 from pipeline.finetune.split import au_only_training, dev_split, dev_warnings  # noqa: F401
-from pipeline.fusion import sampling
-from pipeline.fusion.folds import SELECTED_ON
-from pipeline.fusion.losses import au_batch_loss, au_pos_weights, batch_loss
+from pipeline.training import sampling
+from pipeline.training.folds import SELECTED_ON
+from pipeline.training.losses import au_batch_loss, au_pos_weights, batch_loss
 from pipeline.locks import owner_lock
 from pipeline.progress import ProgressEvent, ProgressFn, silent
 from pipeline.metrics.scores import macro_f1
@@ -243,7 +243,7 @@ class _Finetune:
 
     def _au_pos_weight(self) -> torch.Tensor:
         """``loss.au_pos_weight``, else negatives / positives of each AU over the training
-        frames (:func:`pipeline.fusion.losses.au_pos_weights`, as the heads compute them)."""
+        frames (:func:`pipeline.training.losses.au_pos_weights`, as the heads compute them)."""
         if self.config.loss.au_pos_weight:
             return torch.tensor(self.config.loss.au_pos_weight, dtype=torch.float32)
         samples = self.au_train if self.au_train is not None else self.train

@@ -1,6 +1,6 @@
 """What a fine-tune trains: the backbone with new class layers (linear, or the heads' mixture of
 experts), which of its parameters stay frozen, the optimiser's learning rates (``lr`` for the
-backbone, per depth with ``lr_decay``: :mod:`pipeline.finetune.layer_decay`; ``head_lr`` for the
+backbone, per depth with ``lr_decay``: :mod:`pipeline.training.layer_decay`; ``head_lr`` for the
 class layers) and the autocast precision (:mod:`pipeline.finetune.loop` runs them)."""
 
 from __future__ import annotations
@@ -13,16 +13,16 @@ from torch import nn
 from pipeline.data.labels import NUM_AUS
 from pipeline.errors import PipelineError
 from pipeline.finetune.config import FinetuneConfig
-from pipeline.finetune.layer_decay import lr_scales
-from pipeline.fusion.config import ClassifierConfig
-from pipeline.fusion.moe import MixtureOfExperts
+from pipeline.training.layer_decay import lr_scales
+from pipeline.training.config import ClassifierConfig
+from pipeline.training.moe import MixtureOfExperts
 from pipeline.training.dan import DANHeads
 
 
 class Classifier(nn.Module):
     """The backbone and a new classifier over its pooled features: linear, or with
     ``classifier.experts`` a mixture of that many linear experts (the heads'
-    :class:`~pipeline.fusion.moe.MixtureOfExperts`); with ``au``, also a linear AU head whose 12
+    :class:`~pipeline.training.moe.MixtureOfExperts`); with ``au``, also a linear AU head whose 12
     logits follow the 8 expression logits in the output. Only the backbone is written."""
 
     def __init__(self, backbone: nn.Module, num_features: int, au: bool = False,

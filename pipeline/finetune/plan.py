@@ -1,7 +1,7 @@
 """Which samples train in an epoch, in which order and batches: a function of ``(seed, epoch)``.
 
 :func:`epoch_plan` draws each sample's count with the heads' class rates
-(:func:`pipeline.fusion.sampling.draw`) and shuffles; :func:`batches` cuts the plan into batches
+(:func:`pipeline.training.sampling.draw`) and shuffles; :func:`batches` cuts the plan into batches
 of one input shape and hands each DDP process its part. Nothing here keeps state, so a resumed
 run redraws exactly the epoch it lost.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.finetune.backbones import Samples
-from pipeline.fusion import sampling
+from pipeline.training import sampling
 
 MIN_BATCH = 2  # fewest samples per process in a training step (BatchNorm needs two)
 

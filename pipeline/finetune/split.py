@@ -9,8 +9,8 @@ from pathlib import Path
 from pipeline.data.manifest import Clip, load_clips
 from pipeline.errors import PipelineError
 from pipeline.finetune.config import FinetuneConfig
-from pipeline.fusion import folds
-from pipeline.fusion.class_check import check_classes
+from pipeline.training import folds
+from pipeline.training.class_check import check_classes
 
 
 def dev_split(config: FinetuneConfig) -> tuple[list[Clip], list[Clip], list[str]]:

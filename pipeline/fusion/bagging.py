@@ -26,7 +26,8 @@ from pipeline.data.labels import NUM_CLASSES
 from pipeline.data.manifest import Clip
 from pipeline.errors import PipelineError
 from pipeline.features.store import FeatureStore
-from pipeline.fusion.config import SELECTED_ON, BagConfig, FuseConfig, member_seed
+from pipeline.fusion.config import BagConfig, FuseConfig, member_seed
+from pipeline.training.folds import SELECTED_ON
 from pipeline.fusion.rundir import FACE_RULE, RunDir, differences, with_new_options
 from pipeline.fusion.train import RunResult, train
 from pipeline.fusion.training_run import run_splits

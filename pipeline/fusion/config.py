@@ -17,10 +17,11 @@ import numpy as np
 
 from pipeline.config import build, from_dict, read_toml
 from pipeline.errors import PipelineError
-from pipeline.fusion.folds import SELECT_ON, SELECTED_ON, SelectOn  # noqa: F401 (re-exported)
-from pipeline.fusion.losses import LossConfig
+from pipeline.training.folds import SELECT_ON
+from pipeline.training.config import ClassifierConfig
+from pipeline.training.losses import LossConfig
 from pipeline.fusion.presets import check_extraction, preset_overrides
-from pipeline.fusion.sampling import SamplingConfig
+from pipeline.training.sampling import SamplingConfig
 from pipeline.training.schedules import ScheduleConfig
 
 
@@ -101,13 +102,13 @@ class TrainConfig:
     threads: int = 1
     device: str = "cpu"  # "cpu" or "cuda" (determinism is guaranteed on CPU)
     # Where the epoch and the head's own choices (the proportional m,n) are selected: "dev", a
-    # held-out slice of the training clips (whole videos; pipeline.fusion.folds.dev_slice), or
+    # held-out slice of the training clips (whole videos; pipeline.training.folds.dev_slice), or
     # "val", the validation clips (then every val score of the run is optimistic, and says so).
     select_on: str = "dev"
     dev_fraction: float = 0.2  # share of the training frames (per class) held out as the dev slice
     dev_seed: int = 0  # seeds the dev slice (not `seed`: runs of several seeds share one slice)
     # train on expression labels of fewer than two classes (refused by default: it selects at
-    # macro-F1 0), with a warning (pipeline.fusion.class_check)
+    # macro-F1 0), with a warning (pipeline.training.class_check)
     allow_single_class: bool = False
     # Multi-task heads (head.tasks = ["expr", "au"]), see pipeline.fusion.tasks: how the two tasks
     # take turns, "batch" (alternate batch by batch), "epoch" (epoch by epoch) or "joint" (every
@@ -143,22 +144,6 @@ class TrainConfig:
             raise PipelineError(f"train.ema_epochs {self.ema_epochs}: need >= 0 (0: off)")
         if self.batch_size < 0:
             raise PipelineError(f"train.batch_size {self.batch_size}: need >= 1 (or 0: the head's)")
-
-
-@dataclass
-class ClassifierConfig:
-    """The class layers of any head: its own linear layers, or mixtures of experts
-    (:mod:`pipeline.fusion.moe`)."""
-
-    experts: int = 0  # 0: the head's own class layers; >= 2: each is a mixture of this many
-    top_k: int = 0  # 0: every expert, weighted by the router; k: the k highest weights only
-
-    def __post_init__(self) -> None:
-        if self.experts < 0 or self.experts == 1:
-            raise PipelineError(f"classifier.experts {self.experts}: need 0 (off) or >= 2")
-        if self.top_k < 0 or (self.experts and self.top_k > self.experts):
-            raise PipelineError(f"classifier.top_k {self.top_k}: need 0 (all) or 1.."
-                                f"{self.experts} (classifier.experts)")
 
 
 @dataclass

@@ -60,7 +60,7 @@ from pipeline.features.store_format import (
     StoreError,
     mask_name,
 )
-from pipeline.fusion.windows import window_passes
+from pipeline.training.windows import window_passes
 
 OTHER = CLASSES.index("Other")  # the class a 7-class run (task.classes = 7) does not have
 

@@ -16,7 +16,7 @@ import numpy as np
 from pipeline.data.frames import nearest_face
 from pipeline.data.labels import UNLABELED
 from pipeline.data.manifest import Clip
-from pipeline.fusion.config import SELECTED_ON
+from pipeline.training.folds import SELECTED_ON
 from pipeline.fusion.data import ClipStream, Table
 from pipeline.fusion.heads import Head
 from pipeline.fusion.tasks import AUEvaluator, VAEvaluator, in_split, split_labels, split_va_labels

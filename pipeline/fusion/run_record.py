@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from pipeline.data.manifest import Clip
-from pipeline.fusion.config import SELECTED_ON, TrainConfig
+from pipeline.fusion.config import TrainConfig
+from pipeline.training.folds import SELECTED_ON
 from pipeline.metrics.scores import Scores, seven_class_from_confusion
 
 

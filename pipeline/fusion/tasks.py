@@ -5,7 +5,7 @@ Valence-arousal (``tasks`` with ``"va"``, any of ``["expr", "va"]``, ``["expr", 
 a third task the same way: VA examples are the frames with valid VA labels, each once; the
 ``epoch`` schedule cycles expressions, AUs, VA (in that order, over the tasks the head has);
 ``batch`` takes one batch of each task in turn; ``joint`` mixes all. Its loss is ``loss.va_loss``
-(:func:`pipeline.fusion.losses.va_batch_loss`) and its validation score the mean CCC of
+(:func:`pipeline.training.losses.va_batch_loss`) and its validation score the mean CCC of
 :mod:`pipeline.metrics.va` (``train.select_task = "va"`` selects by it). A run of
 ``["expr", "au"]`` trains exactly as before VA existed.
 
@@ -58,7 +58,7 @@ from pipeline.errors import PipelineError
 from pipeline.features.store import FeatureStore
 from pipeline.fusion.data import ClipStream, FeatureRequest, Table
 from pipeline.fusion.heads import Head
-from pipeline.fusion.losses import LossConfig, au_batch_loss, au_pos_weights, va_batch_loss
+from pipeline.training.losses import LossConfig, au_batch_loss, au_pos_weights, va_batch_loss
 from pipeline.metrics.au import AUScores, au_counts
 from pipeline.metrics.va import VAScores, ccc_from_moments, moments
 from pipeline.training.tasks import AU, EXPR, VA, alternate, epoch_tasks  # noqa: F401 (re-exported)

@@ -7,7 +7,7 @@ primary output on the *selection* clips (macro-F1, or AU mean F1 with ``train.se
 
 **Selection on held-out training clips.** By default (``train.select_on = "dev"``) the selection
 clips are a dev slice of the training split (``train.dev_fraction`` of its frames per class, whole
-videos, seeded by ``train.dev_seed``; :func:`pipeline.fusion.folds.dev_slice`), which does not
+videos, seeded by ``train.dev_seed``; :func:`pipeline.training.folds.dev_slice`), which does not
 train: the run never reads a validation label to choose anything, so its validation scores are
 honest. ``train.select_on = "val"`` selects on the validation clips as ABAW papers do; then
 metrics.json says ``"selected_on": "val"`` and stage three marks the run's val scores as fitted on
@@ -26,7 +26,7 @@ measured); training itself continues from the weights. 0 turns it off.
 
 **Bagging members** (``bag.member >= 0``, set by ``stages/fuse.py``) train on a bootstrap resample
 of the training videos left after the dev slice, drawn from the member's own seed
-(:func:`pipeline.fusion.folds.bootstrap`); they select on the same dev slice as a single run.
+(:func:`pipeline.training.folds.bootstrap`); they select on the same dev slice as a single run.
 
 **Multi-task heads** (expressions and action units) train in the same loop, their schedule
 (``train.task_schedule``) saying which task each step trains (:mod:`pipeline.fusion.tasks`);

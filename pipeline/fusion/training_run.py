@@ -10,7 +10,7 @@ multi-task: per streamed group of clips it draws each task's examples and asks t
 :func:`~pipeline.fusion.tasks.task_batches`) for the batches and the task of each example; an
 expression-only head is the case of one task. The draws come from the run's one generator in a
 fixed order: the clip order, then per group the expression draw
-(:func:`pipeline.fusion.sampling.draw`), then per task its examples and their shuffle, then
+(:func:`pipeline.training.sampling.draw`), then per task its examples and their shuffle, then
 (``joint`` schedule) the mixing.
 
 After every step the weights' moving average (:mod:`pipeline.fusion.averaging`) takes them in;
@@ -40,9 +40,9 @@ from pipeline.data.manifest import Clip, fingerprint
 from pipeline.epoch_log import EpochLog
 from pipeline.errors import PipelineError
 from pipeline.features.store import FeatureStore
-from pipeline.fusion import folds, moe, sampling
+from pipeline.training import folds, moe, sampling
 from pipeline.fusion.averaging import WeightAverage
-from pipeline.fusion.class_check import check_classes
+from pipeline.training.class_check import check_classes
 from pipeline.fusion.config import FuseConfig, TrainConfig
 from pipeline.fusion.data import (
     OTHER,

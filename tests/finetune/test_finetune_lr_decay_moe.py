@@ -22,7 +22,7 @@ from pipeline.finetune.config import FinetuneConfig, build_config  # noqa: E402
 from pipeline.finetune.loop import work_dir  # noqa: E402
 from pipeline.finetune.model import Classifier, make_optimizer  # noqa: E402
 from pipeline.fusion.config import ClassifierConfig  # noqa: E402
-from pipeline.fusion.moe import MixtureOfExperts  # noqa: E402
+from pipeline.training.moe import MixtureOfExperts  # noqa: E402
 from stages.finetune import finetune  # noqa: E402
 
 LR, HEAD_LR, DECAY = 1e-4, 1e-3, 0.75

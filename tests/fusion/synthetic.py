@@ -19,7 +19,7 @@ import numpy as np
 from pipeline.data.labels import NUM_AUS, UNLABELED
 from pipeline.data.manifest import Clip, load_clips, write_manifest
 from pipeline.features.store import FeatureStore
-from pipeline.fusion.windows import window_bounds
+from pipeline.training.windows import window_bounds
 
 WINDOWS = (32, 48, 64)
 

@@ -18,7 +18,7 @@ from pipeline.fusion.heads.dan import (
     partition_loss,
     write_attention,
 )
-from pipeline.fusion.losses import LossConfig, batch_loss
+from pipeline.training.losses import LossConfig, batch_loss
 from pipeline.runs.layout import RunPaths
 from pipeline.fusion.config import build_config
 from pipeline.runs.predictions import Predictions, prediction_path

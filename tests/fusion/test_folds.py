@@ -10,7 +10,7 @@ import torch
 from pipeline.data.manifest import Clip, write_manifest
 from pipeline.errors import PipelineError
 from pipeline.features.store import FeatureStore
-from pipeline.fusion import folds
+from pipeline.training import folds
 from pipeline.fusion.config import build_config
 from pipeline.fusion.train import train
 from pipeline.runs.predictions import Predictions, prediction_path

@@ -8,7 +8,7 @@ import torch
 from pipeline.features.store import FeatureStore
 from pipeline.fusion.data import check_inputs, load_table
 from pipeline.fusion.heads.gated import GatedConfig, GatedHead, crop_names
-from pipeline.fusion.sampling import SamplingConfig
+from pipeline.training.sampling import SamplingConfig
 
 from .synthetic import make_dataset
 

@@ -12,9 +12,9 @@ from pipeline.features.store import FeatureStore
 from pipeline.fusion.data import check_inputs, load_table
 from pipeline.fusion.gcsa import GCSA, channel_shuffle, channel_unshuffle
 from pipeline.fusion.heads.gcsa import GCSAConfig, GCSAHead, SpecMasking
-from pipeline.fusion.losses import LossConfig, batch_loss
+from pipeline.training.losses import LossConfig, batch_loss
 from pipeline.fusion.config import build_config
-from pipeline.fusion.sampling import SamplingConfig, equal_interval
+from pipeline.training.sampling import SamplingConfig, equal_interval
 from pipeline.fusion.train import train
 
 from .synthetic import make_dataset

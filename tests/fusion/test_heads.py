@@ -9,8 +9,8 @@ from pipeline.features.store import FeatureStore
 from pipeline.fusion.data import check_inputs, load_table
 from pipeline.fusion.heads import registry
 from pipeline.fusion.heads.mfm import ModalFusionHead
-from pipeline.fusion.losses import LossConfig
-from pipeline.fusion.sampling import SamplingConfig
+from pipeline.training.losses import LossConfig
+from pipeline.training.sampling import SamplingConfig
 
 from .synthetic import make_dataset
 

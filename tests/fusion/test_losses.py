@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.errors import PipelineError
-from pipeline.fusion.losses import LossConfig, batch_loss
+from pipeline.training.losses import LossConfig, batch_loss
 
 
 def _data(n=32):

@@ -10,7 +10,7 @@ from pipeline.features.store import FeatureStore
 from pipeline.fusion.data import check_inputs, load_table
 from pipeline.fusion.heads import registry
 from pipeline.fusion.modality import modality_keep
-from pipeline.fusion.sampling import SamplingConfig
+from pipeline.training.sampling import SamplingConfig
 
 from .synthetic import make_dataset
 

@@ -9,10 +9,11 @@ import torch
 
 from pipeline.errors import PipelineError
 from pipeline.features.store import FeatureStore
-from pipeline.fusion.config import ClassifierConfig, build_config
+from pipeline.fusion.config import build_config
+from pipeline.training.config import ClassifierConfig
 from pipeline.fusion.heads import registry
-from pipeline.fusion.losses import LossConfig
-from pipeline.fusion.moe import MixtureOfExperts, install
+from pipeline.training.losses import LossConfig
+from pipeline.training.moe import MixtureOfExperts, install
 from pipeline.fusion.train import train
 
 from .test_heads import _head, data  # noqa: F401 (the contract tests' fixture and heads)

@@ -17,7 +17,7 @@ from pipeline.fusion.heads.proportional import (
     ProportionalHead,
     keyframe_weights,
 )
-from pipeline.fusion.losses import LossConfig
+from pipeline.training.losses import LossConfig
 from pipeline.fusion.train import train
 from pipeline.runs.predictions import Predictions, prediction_path
 

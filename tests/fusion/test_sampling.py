@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from pipeline.errors import PipelineError
-from pipeline.fusion.sampling import SamplingConfig, class_counts, class_rates, draw, purity_rule
+from pipeline.training.sampling import SamplingConfig, class_counts, class_rates, draw, purity_rule
 
 
 def _labels():

@@ -11,7 +11,7 @@ import torch
 from pipeline.errors import PipelineError
 from pipeline.features.store import FeatureStore
 from pipeline.fusion.config import build_config
-from pipeline.fusion.losses import LossConfig, va_batch_loss
+from pipeline.training.losses import LossConfig, va_batch_loss
 from pipeline.fusion.tasks import AU, EXPR, VA, epoch_tasks, task_batches
 from pipeline.fusion.train import train
 from pipeline.metrics.va import score_va

@@ -10,8 +10,8 @@ from pipeline.fusion.data import check_inputs, load_table
 from pipeline.fusion.heads import registry
 from pipeline.fusion.heads.windowed import voting_weights
 from pipeline.fusion.heads.xattn import safe_attention
-from pipeline.fusion.losses import LossConfig
-from pipeline.fusion.sampling import SamplingConfig
+from pipeline.training.losses import LossConfig
+from pipeline.training.sampling import SamplingConfig
 
 from .synthetic import make_dataset
 

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.data.frames import nearest_face as nearest_valid
-from pipeline.fusion.windows import (
+from pipeline.training.windows import (
     purity,
     sequence_starts,
     window_bounds,

@@ -56,8 +56,8 @@ from pipeline.data.labels import NUM_AUS, NUM_CLASSES, UNLABELED, VA_INVALID, VA
 from pipeline.data.manifest import LABEL_TASKS
 from pipeline.errors import PipelineError
 from pipeline.fusion.data import FeatureRequest, Table
-from pipeline.fusion.losses import LossConfig, batch_loss
-from pipeline.fusion.sampling import SamplingConfig
+from pipeline.training.losses import LossConfig, batch_loss
+from pipeline.training.sampling import SamplingConfig
 from pipeline.metrics.scores import Scores, confusion_matrix
 from pipeline.runs.predictions import AU_OUTPUT, VA_OUTPUT
 from pipeline.suggest import did_you_mean

@@ -70,8 +70,8 @@ from pipeline.features.store import FeatureStore
 from pipeline.fusion.data import FeatureRequest, Table, load_table
 from pipeline.fusion.heads import Batch, Head, register
 from pipeline.fusion.heads.unimodal import targets_of
-from pipeline.fusion.losses import LossConfig, batch_loss
-from pipeline.fusion.sampling import SamplingConfig
+from pipeline.training.losses import LossConfig, batch_loss
+from pipeline.training.sampling import SamplingConfig
 from pipeline.runs.layout import RunPaths
 from pipeline.training.dan import (  # noqa: F401  (ChannelAttention, SpatialAttention: re-exported)
     BatchNorm1d,

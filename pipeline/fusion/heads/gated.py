@@ -45,7 +45,7 @@ from pipeline.fusion import modality
 from pipeline.fusion.data import FeatureRequest, Table
 from pipeline.fusion.heads import Batch, Classifier, Head, pooled, register
 from pipeline.fusion.heads.unimodal import DEFAULT_AUDIO, DEFAULT_IMAGE, targets_of
-from pipeline.fusion.sampling import SamplingConfig, purity_rule
+from pipeline.training.sampling import SamplingConfig, purity_rule
 
 GATES = ("sigmoid", "softmax")
 GATE_WIDTHS = ("scalar", "channel")

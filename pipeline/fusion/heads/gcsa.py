@@ -70,8 +70,8 @@ from pipeline.fusion.heads.proportional import (
     fused_or_branch_loss,
 )
 from pipeline.fusion.heads.unimodal import targets_of
-from pipeline.fusion.losses import LossConfig, batch_loss
-from pipeline.fusion.sampling import SamplingConfig
+from pipeline.training.losses import LossConfig, batch_loss
+from pipeline.training.sampling import SamplingConfig
 
 TRAINING_MODES = ("joint", "alternate")
 FAST_PARAMS = ("classifiers", "weights")

@@ -74,8 +74,8 @@ from pipeline.fusion.heads.unimodal import (
     image_vectors,
     targets_of,
 )
-from pipeline.fusion.losses import LossConfig, batch_loss
-from pipeline.fusion.sampling import SamplingConfig, purity_rule
+from pipeline.training.losses import LossConfig, batch_loss
+from pipeline.training.sampling import SamplingConfig, purity_rule
 
 
 @dataclass

@@ -28,7 +28,7 @@ all pairs instead and keeps the best. Either way ``metrics.json["grid"]`` holds 
 ``"best"`` the pair used and ``"rule"`` which rule chose it.
 
 **Loss on the fused prediction** (``loss.on = "fused"``, the ``yu2025`` preset): eq. 6 is the
-loss of the fused P, so the branches train through P only (:func:`pipeline.fusion.losses.
+loss of the fused P, so the branches train through P only (:func:`pipeline.training.losses.
 proportional_log_probs`). Training uses the head's current pair: (1, 1) in the first epoch, then
 the pair fitted after each epoch's selection pass (kept in the checkpoint, so a resumed run goes
 on with the same). ``loss.on = "branches"`` sums each branch's own loss (P never enters training).
@@ -58,8 +58,8 @@ from pipeline.fusion.heads.unimodal import (
     image_vectors,
     targets_of,
 )
-from pipeline.fusion.losses import LossConfig, batch_loss, proportional_log_probs
-from pipeline.fusion.sampling import SamplingConfig, purity_rule
+from pipeline.training.losses import LossConfig, batch_loss, proportional_log_probs
+from pipeline.training.sampling import SamplingConfig, purity_rule
 from pipeline.metrics.scores import macro_f1
 from pipeline.metrics.search import proportional_search
 

@@ -37,8 +37,8 @@ from pipeline.fusion import modality
 from pipeline.fusion.data import FeatureRequest, Table
 from pipeline.fusion.heads import Batch, Head, TaskConfig, pooled, register
 from pipeline.fusion.heads.unimodal import DEFAULT_AUDIO, DEFAULT_IMAGE
-from pipeline.fusion.sampling import SamplingConfig
-from pipeline.fusion.windows import sequence_starts
+from pipeline.training.sampling import SamplingConfig
+from pipeline.training.windows import sequence_starts
 
 
 @dataclass

@@ -30,7 +30,7 @@ from pipeline.fusion.heads import (
     pooled,
     register,
 )
-from pipeline.fusion.sampling import SamplingConfig, purity_rule
+from pipeline.training.sampling import SamplingConfig, purity_rule
 
 DEFAULT_IMAGE = "swin"  # stage one's Swin-Tiny face features
 DEFAULT_AUDIO = ("tdnn_w32", "tdnn_w48", "tdnn_w64")  # stage one's dynamic-window audio embeddings

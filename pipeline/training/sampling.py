@@ -39,7 +39,7 @@ import numpy as np
 
 from pipeline.data.labels import NUM_CLASSES, UNLABELED
 from pipeline.errors import PipelineError
-from pipeline.fusion.windows import PAPER_THRESHOLDS, PAPER_WINDOWS, PURITY_RULES
+from pipeline.training.windows import PAPER_THRESHOLDS, PAPER_WINDOWS, PURITY_RULES
 
 BALANCE_MODES = ("none", "subsample", "balanced")
 _WINDOW_NAME = re.compile(r"_w(\d+)$")
@@ -51,7 +51,7 @@ class SamplingConfig:
     majority_cap: float = 1.0  # "subsample": a class keeps at most this x the median class count
     purity: bool = False  # dynamic audio windows train only when pure enough (kim2023 preset)
     # What purity divides by: "window" (every frame of the window: the paper) or "labelled"
-    # (its labelled frames only, lenient); see pipeline.fusion.windows.
+    # (its labelled frames only, lenient); see pipeline.training.windows.
     purity_over: str = "window"
     windows: tuple[int, ...] = PAPER_WINDOWS  # window lengths (frames) that have a threshold
     thresholds: tuple[float, ...] = PAPER_THRESHOLDS  # purity threshold of each window length

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from pipeline.data.labels import NUM_CLASSES
-from pipeline.fusion.config import ClassifierConfig
+from pipeline.training.config import ClassifierConfig
 
 
 class MixtureOfExperts(nn.Module):

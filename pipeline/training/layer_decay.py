@@ -20,7 +20,7 @@ What a block is, per backbone:
 * ``hf_audio``: the encoder's ``encoder.layers.N`` (``L`` = its ``num_hidden_layers``); only the
   top ``train_layers`` of them train, so only their rates matter. Anything else of the encoder
   (the convolutional feature encoder, projection, positional convolution) counts as embeddings.
-* ``tdnn`` and ``iresnet``: refused (:class:`~pipeline.finetune.config.FinetuneConfig`); no depth
+* ``tdnn`` and ``iresnet``: refused (``finetune``'s config checks :data:`LAYER_DECAY_BACKBONES`); no depth
   order is defined for them here.
 """
 
@@ -31,8 +31,8 @@ import re
 from torch import nn
 
 from pipeline.errors import PipelineError
-from pipeline.finetune.config import LAYER_DECAY_BACKBONES
 
+LAYER_DECAY_BACKBONES = ("timm", "swin_audio", "hf_audio")  # the backbones with a layer order
 _PREVIOUS_GROUP = (99999,)  # timm's marker in a matcher: "file me with the group before"
 
 

@@ -5,7 +5,7 @@ select an epoch at macro-F1 0.000 and exit 0. :func:`check_classes` refuses that
 unless the config allows it (``train.allow_single_class`` for ``fuse``, ``allow_single_class``
 for ``finetune``), which then warns. A selection set (the dev slice, or val) holding no frame of
 a class the training set has makes macro-F1 selection blind to that class: one warning line.
-Warnings go to the ``pipeline.fusion.class_check`` logger (printed on stderr by default).
+Warnings go to the ``pipeline.training.class_check`` logger (printed on stderr by default).
 """
 
 from __future__ import annotations
