@@ -166,7 +166,7 @@ def fuse(
                       f" {result.run_dir}", highlight=False, soft_wrap=True)
     else:
         console.print(f"best epoch {result.best_epoch} of {result.epochs_run} "
-                      f"({record.extra.get('stopped')}); run directory {result.run_dir}",
+                      f"({record.stopped}); run directory {result.run_dir}",
                       highlight=False, soft_wrap=True)
     console.print(f"selected on: {record.selected_on}", highlight=False)
     if record.grid is not None:

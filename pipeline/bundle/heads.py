@@ -24,10 +24,11 @@ from pipeline.data.manifest import Clip
 from pipeline.features.store import FeatureStore
 from pipeline.training import moe
 from pipeline.fusion.config import FuseConfig
-from pipeline.fusion.data import ClipStream, FeatureRequest, check_inputs
+from pipeline.fusion.data import FeatureRequest, check_inputs
+from pipeline.fusion.stream import ClipStream
 from pipeline.fusion.evaluation import predict_table
 from pipeline.fusion.heads import Head, head_class
-from pipeline.fusion.training_run import mask_other
+from pipeline.fusion.run_setup import mask_other
 
 CONFIG, DIMS, WEIGHTS = "config.json", "dims.json", "weights.safetensors"
 

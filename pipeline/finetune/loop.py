@@ -41,19 +41,17 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from pipeline import io
-from pipeline.config import to_dict
-from pipeline.data.labels import UNLABELED
+from pipeline.data.labels import NUM_CLASSES, UNLABELED
 from pipeline.data.manifest import Clip, fingerprint
 from pipeline.epoch_log import EpochLog
 from pipeline.errors import PipelineError
@@ -65,37 +63,24 @@ from pipeline.features.weights_record import (
     sha256_file,
 )
 from pipeline.finetune.backbone_choice import backbone_for
-from pipeline.finetune.backbones import Backbone, Samples, au_targets
+from pipeline.finetune.backbones import Samples, au_targets
 from pipeline.finetune.config import FinetuneConfig
-from pipeline.finetune.model import (
-    Classifier,
-    DANClassifier,
-    autocast,
-    freeze,
-    logits_of,
-    make_optimizer,
-)
-from pipeline.finetune.plan import batches, epoch_plan
-from pipeline.finetune.split import au_only_training, dev_split, dev_warnings  # noqa: F401
+from pipeline.finetune.checkpoint import check_resumable, read_checkpoint, recorded_config
+from pipeline.finetune.model import Classifier, DANClassifier, autocast, freeze, logits_of, make_optimizer
+from pipeline.finetune.plan import Dist, batches, epoch_plan
+from pipeline.finetune.predict import loader, predict
+from pipeline.finetune.split import au_only_training, dev_split, dev_warnings
+from pipeline.locks import owner_lock
+from pipeline.metrics.scores import macro_f1
+from pipeline.progress import ProgressEvent, ProgressFn, silent
 from pipeline.training import sampling
+from pipeline.training.determinism import deterministic
 from pipeline.training.folds import SELECTED_ON
 from pipeline.training.losses import au_batch_loss, au_pos_weights, batch_loss
-from pipeline.locks import owner_lock
-from pipeline.progress import ProgressEvent, ProgressFn, silent
-from pipeline.metrics.scores import macro_f1
 from pipeline.training.schedules import build_schedule
+from pipeline.training.step import Stepper
+from pipeline.training.stopping import EarlyStopping
 from pipeline.training.tasks import AU, EXPR, alternate, epoch_tasks
-
-# Config fields that may change between a run and its resumption (they change no number).
-RESUMABLE_CHANGES = ("workers",)
-# Config fields added after checkpoints were written, whose default is the behaviour of before: a
-# checkpoint without one resumes as if it held the default.
-ADDED_FIELDS = ("lr_decay", "classifier", "allow_single_class", "min_epochs", "schedule",
-                "input_size", "crop_pct", "dev_min_videos", "task_schedule", "head", "dan")
-# Fields left out of the record (and checkpoint) while at their default, so a fine-tune that does
-# not use them writes the same record, hence the same stage-one cache key, as before they existed.
-OMITTED_AT_DEFAULT = ("task_schedule", "head", "dan")
-
 
 @dataclass
 class FinetuneResult:
@@ -108,69 +93,9 @@ class FinetuneResult:
     warnings: list[str]  # one line each, for the user (a tiny dev slice)
 
 
-@dataclass
-class _Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @classmethod
-    def from_env(cls) -> "_Dist":
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world <= 1:
-            return cls()
-        return cls(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            torch.distributed.barrier()
-
-
 def work_dir(out: Path) -> Path:
     """The working folder beside the weights folder (lock, checkpoint, history)."""
     return out.with_name(out.name + ".train")
-
-
-def recorded_config(config: FinetuneConfig) -> dict[str, Any]:
-    """The config as the record and checkpoint keep it (:data:`OMITTED_AT_DEFAULT`)."""
-    saved, defaults = to_dict(config), to_dict(FinetuneConfig())
-    return {k: v for k, v in saved.items()
-            if k not in OMITTED_AT_DEFAULT or v != defaults[k]}
-
-
-@contextlib.contextmanager
-def _deterministic(threads: int) -> Iterator[None]:
-    previous = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.set_num_threads(max(1, threads))
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(previous[0])
-        torch.set_num_threads(previous[1])
-
-
-def _loader(dataset: torch.utils.data.Dataset, batch_sampler: list[list[int]],
-            config: FinetuneConfig, device: torch.device) -> torch.utils.data.DataLoader:
-    return torch.utils.data.DataLoader(dataset, batch_sampler=batch_sampler,
-                                       num_workers=config.workers,
-                                       pin_memory=device.type == "cuda")
-
-
-def predict(model: Classifier | DANClassifier, backbone: Backbone, samples: Samples, config: FinetuneConfig,
-            device: torch.device) -> np.ndarray:
-    """Predicted class of every sample (eval preprocessing, eval mode)."""
-    model.eval()
-    out = np.zeros(len(samples), dtype=np.int64)
-    data = backbone.dataset(samples, np.arange(len(samples)), None)
-    keys = backbone.shape_keys(samples)
-    groups = [np.flatnonzero(keys == key) for key in np.unique(keys)]
-    sampler = [g[i:i + config.eval_batch_size].tolist()
-               for g in groups for i in range(0, len(g), config.eval_batch_size)]
-    with torch.no_grad():
-        for rows, (x, _, _) in zip(sampler, _loader(data, sampler, config, device)):
-            out[rows] = logits_of(model(x.to(device)))[:, :8].argmax(dim=1).cpu().numpy()
-    return out
 
 
 def finetune(config: FinetuneConfig, out: str | Path, progress: ProgressFn = silent,
@@ -180,7 +105,7 @@ def finetune(config: FinetuneConfig, out: str | Path, progress: ProgressFn = sil
     check_replaceable(out)  # before training: the folder is replaced whole at the end
     if config.weights is not None and not Path(config.weights).exists():
         raise PipelineError(f"{config.weights}: no such initial weights file or folder (--weights)")
-    dist = _Dist.from_env()
+    dist = Dist.from_env()
     started = dist.world > 1 and not torch.distributed.is_initialized()
     if started:
         backend = "nccl" if config.device.startswith("cuda") else "gloo"
@@ -188,7 +113,7 @@ def finetune(config: FinetuneConfig, out: str | Path, progress: ProgressFn = sil
     lock = owner_lock(work_dir(out) / "owner", f"fine-tune {out}") if dist.rank == 0 \
         else contextlib.nullcontext()
     try:
-        with lock, _deterministic(config.threads):
+        with lock, deterministic(max(1, config.threads), warn_only=True):
             return _Finetune(config, out, dist, progress).run(restart)
     finally:
         if started:
@@ -198,7 +123,7 @@ def finetune(config: FinetuneConfig, out: str | Path, progress: ProgressFn = sil
 class _Finetune:
     """One call of :func:`finetune`: its state, epochs and files."""
 
-    def __init__(self, config: FinetuneConfig, out: Path, dist: _Dist, progress: ProgressFn) -> None:
+    def __init__(self, config: FinetuneConfig, out: Path, dist: Dist, progress: ProgressFn) -> None:
         self.config, self.out, self.dist, self.progress = config, out, dist, progress
         self.work = work_dir(out)
         self.checkpoint_path = self.work / "checkpoint.pt"
@@ -275,7 +200,12 @@ class _Finetune:
         self.log.attach(self.optimizer)
         self.scheduler = build_schedule(self.optimizer, self.config.schedule, self.config.epochs,
                                         self._steps_per_epoch())
-        self.epoch, self.best_score, self.best_epoch, self.bad = 0, -math.inf, 0, 0
+        self.stepper = Stepper(self.optimizer, self.model.parameters(),
+                               accumulate=self.config.accumulate, grad_clip=self.config.grad_clip,
+                               precision=self.config.precision, device=self.device,
+                               scheduler=self.scheduler)
+        self.stopping = EarlyStopping(self.config.patience, self.config.min_epochs)
+        self.epoch = 0
         self.best_state: dict[str, torch.Tensor] | None = None
         self.history: list[dict[str, Any]] = []
         self.complete = False
@@ -290,9 +220,10 @@ class _Finetune:
     def _state(self) -> dict[str, Any]:
         return {"config": self.saved_config, "epoch": self.epoch, "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "best_state": self.best_state,
-                "best_score": self.best_score, "best_epoch": self.best_epoch, "bad": self.bad,
+                **self.stopping.state(bad_key="bad"),
                 "history": self.history, "complete": self.complete, "epoch_log": self.log.rows,
-                "scheduler": None if self.scheduler is None else self.scheduler.state_dict()}
+                "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+                **({} if (scaler := self.stepper.state_dict()) is None else {"scaler": scaler})}
 
     def _load(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -300,27 +231,16 @@ class _Finetune:
         if self.scheduler is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         self.epoch, self.best_state = state["epoch"], state["best_state"]
-        self.best_score, self.best_epoch, self.bad = state["best_score"], state["best_epoch"], state["bad"]
+        self.stopping.restore(state, bad_key="bad")
+        self.stepper.load_state_dict(state.get("scaler"))
         self.history, self.complete = state["history"], state["complete"]
         self.log.restore(state.get("epoch_log"))  # (none in a checkpoint older than the log)
 
     def _resume(self, restart: bool) -> int:
         if restart or not self.checkpoint_path.exists():
             return 0
-        try:
-            state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
-        except Exception as e:  # a checkpoint from another torch, or damaged: say which file
-            raise PipelineError(f"{self.checkpoint_path}: unreadable checkpoint ({e}); rerun with "
-                                "--restart") from None
-        defaults = to_dict(FinetuneConfig())
-        saved = {**{k: defaults[k] for k in ADDED_FIELDS if k in defaults}, **state["config"]}
-        mine = {**{k: defaults[k] for k in ADDED_FIELDS if k in defaults}, **self.saved_config}
-        old = {k: v for k, v in saved.items() if k not in RESUMABLE_CHANGES}
-        new = {k: v for k, v in mine.items() if k not in RESUMABLE_CHANGES}
-        if old != new:
-            changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-            raise PipelineError(f"{self.out}: an unfinished fine-tune with another config "
-                                f"(differs in {', '.join(changed)}); rerun with --restart")
+        state = read_checkpoint(self.checkpoint_path)
+        check_resumable(state["config"], self.saved_config, self.out)
         self._load(state)
         return self.epoch
 
@@ -343,7 +263,7 @@ class _Finetune:
             self._epoch(ddp)
             row = self.log.end_epoch(self.history[-1], self.optimizer)  # before the checkpoint
             self.progress(ProgressEvent("epochs", advance=1, info=row))
-            self.complete = self.bad >= self.config.patience or self.epoch >= total
+            self.complete = self.stopping.exhausted or self.epoch >= total
             if self.dist.rank == 0:
                 io.torch_save(self.checkpoint_path, self._state())
             self.dist.barrier()
@@ -363,7 +283,7 @@ class _Finetune:
             plan, seeds = epoch_plan(self.train, self.rates, config.seed, epoch)
             steps = batches(self.keys[plan], config.batch_size, self.dist.world, self.dist.rank,
                             config.seed, epoch)
-            loaders[EXPR] = iter(_loader(self.backbone.dataset(self.train, plan, seeds), steps,
+            loaders[EXPR] = iter(loader(self.backbone.dataset(self.train, plan, seeds), steps,
                                          config, self.device))
             order[EXPR], planned = [EXPR] * len(steps), len(plan)
         if AU in tasks:  # the AU task's samples, each once, in an order drawn from (seed, epoch)
@@ -372,35 +292,27 @@ class _Finetune:
             au_seeds = rng.integers(0, 2**31 - 1, size=len(au_plan))
             au_steps = batches(self.au_keys[au_plan], config.batch_size, self.dist.world,
                                self.dist.rank, config.seed, epoch)
-            loaders[AU] = iter(_loader(self.backbone.dataset(self.au_train, au_plan, au_seeds),
+            loaders[AU] = iter(loader(self.backbone.dataset(self.au_train, au_plan, au_seeds),
                                        au_steps, config, self.device))
             order[AU], planned = [AU] * len(au_steps), planned + len(au_plan)
         sequence = alternate(order.get(EXPR, []), order.get(AU, []))
         model.train()
         losses = []
         self.log.start_epoch(len(sequence))
-        self.optimizer.zero_grad(set_to_none=True)
+        self.stepper.zero_grad()
         stepped: set[int] = set()
         for k, task in enumerate(sequence):
             x, y, au = next(loaders[task])
-            with autocast(config, self.device):
-                output = model(x.to(self.device))
-            logits = logits_of(output).float()
-            if task == AU:  # alternation: the AU loss alone
-                loss = au_batch_loss(logits[:, 8:], au.to(self.device), None, self.au_pos_weight)
-            else:
-                loss = batch_loss(logits[:, :8], y.to(self.device), None, config.loss)
-            if isinstance(output, tuple):  # DAN: + affinity and partition losses
-                loss = loss + self.model.head.auxiliary_loss(
-                    output[1].float(), output[2].float(), y.to(self.device))
-            if self.au_pos_weight is not None and not self.alternating:  # the joint AU task
-                loss = loss + au_batch_loss(logits[:, 8:], au.to(self.device), None,
-                                            self.au_pos_weight)
-            (loss / config.accumulate).backward()
+            # under DDP only a group's last micro-batch all-reduces (no_sync for the others)
+            with self.stepper.micro_batch(model, k, len(sequence)):
+                with autocast(config, self.device):
+                    output = model(x.to(self.device))
+                loss = self._loss(task, output, y, au)
+                self.stepper.backward(loss)
             stepped.add(task)
             losses.append(float(loss.detach()))
             self.log.advance(1, len(y) * self.dist.world)  # (every process trains an equal share)
-            if (k + 1) % config.accumulate and k + 1 < len(sequence):
+            if not self.stepper.closes_group(k, len(sequence)):
                 continue  # accumulate the next batch's gradient first
             if self.alternating:  # the idle task's head gets no update at all (not even decay)
                 idle = [h for t, h in ((EXPR, self.model.head), (AU, self.model.au_head))
@@ -409,24 +321,34 @@ class _Finetune:
                     for p in head.parameters():
                         p.grad = None
             stepped = set()
-            if config.grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            self.optimizer.step()
-            if self.scheduler is not None:
-                self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
+            self.stepper.step()  # clip, step (fp16: scaled), the per-step schedule, clear
         predicted = predict(self.model, self.backbone, self.dev, config, self.device)
         score = macro_f1(self.dev.label, predicted)
         self.epoch = epoch
-        if score > self.best_score:
-            self.best_score, self.best_epoch, self.bad = score, epoch, 0
+        if self.stopping.update(epoch, score):
             self.best_state = {k: v.detach().cpu().clone()
                                for k, v in self.model.backbone.state_dict().items()}
-        elif epoch > config.min_epochs:  # patience counts only after min_epochs
-            self.bad += 1
         self.history.append({"epoch": epoch, "loss": float(np.mean(losses)) if losses else 0.0,
-                             "dev_f1": float(score), "best": float(self.best_score),
+                             "dev_f1": float(score), "best": float(self.stopping.best_score),
                              "samples": int(planned), "s": time.perf_counter() - started})
+
+    def _loss(self, task: int, output: torch.Tensor | tuple, y: torch.Tensor,
+              au: torch.Tensor) -> torch.Tensor:
+        """A micro-batch's loss: the expression loss (alternation's AU step: the AU loss alone),
+        + DAN's affinity and partition losses, + the joint AU task's loss."""
+        logits = logits_of(output).float()
+        if task == AU:  # alternation: the AU loss alone
+            loss = au_batch_loss(logits[:, NUM_CLASSES:], au.to(self.device), None,
+                                 self.au_pos_weight)
+        else:
+            loss = batch_loss(logits[:, :NUM_CLASSES], y.to(self.device), None, self.config.loss)
+        if isinstance(output, tuple):  # DAN: + affinity and partition losses
+            loss = loss + self.model.head.auxiliary_loss(
+                output[1].float(), output[2].float(), y.to(self.device))
+        if self.au_pos_weight is not None and not self.alternating:  # the joint AU task
+            loss = loss + au_batch_loss(logits[:, NUM_CLASSES:], au.to(self.device), None,
+                                        self.au_pos_weight)
+        return loss
 
     # -- output
 
@@ -440,7 +362,7 @@ class _Finetune:
                    **({"au_only": [c.clip_id for c in self.au_only_clips]}
                       if self.au_only_clips else {})},
             config=self.saved_config, selected_on=SELECTED_ON["dev"],
-            selection_score=float(self.best_score), epoch=int(self.best_epoch),
+            selection_score=float(self.stopping.best_score), epoch=int(self.stopping.best_epoch),
             epochs_run=int(self.epoch), initial_weights=self.config.weights,
             initial_weights_sha256=self.initial_sha,
             leakage={"left_out_au_val_unguarded": self.left_out,

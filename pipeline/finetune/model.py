@@ -10,28 +10,29 @@ import contextlib
 import torch
 from torch import nn
 
-from pipeline.data.labels import NUM_AUS
+from pipeline.data.labels import NUM_AUS, NUM_CLASSES
 from pipeline.errors import PipelineError
 from pipeline.finetune.config import FinetuneConfig
-from pipeline.training.layer_decay import lr_scales
 from pipeline.training.config import ClassifierConfig
 from pipeline.training.moe import MixtureOfExperts
+from pipeline.training import optim
 from pipeline.training.dan import DANHeads
+from pipeline.training.layer_decay import decayed_groups, lr_scales
 
 
 class Classifier(nn.Module):
     """The backbone and a new classifier over its pooled features: linear, or with
     ``classifier.experts`` a mixture of that many linear experts (the heads'
     :class:`~pipeline.training.moe.MixtureOfExperts`); with ``au``, also a linear AU head whose 12
-    logits follow the 8 expression logits in the output. Only the backbone is written."""
+    logits follow the expression logits (:data:`~pipeline.data.labels.NUM_CLASSES`) in the output. Only the backbone is written."""
 
     def __init__(self, backbone: nn.Module, num_features: int, au: bool = False,
                  classifier: ClassifierConfig | None = None) -> None:
         super().__init__()
         self.backbone = backbone
         experts = classifier.experts if classifier is not None else 0
-        self.head = (MixtureOfExperts(num_features, 8, experts, classifier.top_k) if experts
-                     else nn.Linear(num_features, 8))
+        self.head = (MixtureOfExperts(num_features, NUM_CLASSES, experts, classifier.top_k)
+                     if experts else nn.Linear(num_features, NUM_CLASSES))
         self.au_head = nn.Linear(num_features, NUM_AUS) if au else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -90,22 +91,16 @@ def autocast(config: FinetuneConfig, device: torch.device) -> contextlib.Abstrac
 
 def make_optimizer(model: Classifier, config: FinetuneConfig,
                    model_name: str = "") -> torch.optim.Optimizer:
-    """The optimiser: the backbone's trainable parameters at ``lr`` (one group; with ``lr_decay``
-    one group per depth, in depth order), then the class layers at ``head_lr``. ``model_name``
-    names the backbone's network in a refusal."""
+    """The optimiser (:func:`pipeline.training.optim.make_optimizer`): the backbone's trainable
+    parameters at ``lr`` (one group; with ``lr_decay`` one group per depth, in depth order:
+    :func:`pipeline.training.layer_decay.decayed_groups`), then the class layers at ``head_lr``.
+    ``model_name`` names the backbone's network in a refusal."""
     heads = list(model.head.parameters())
     if model.au_head is not None:
         heads += list(model.au_head.parameters())
-    groups = [{"params": [p for p in model.backbone.parameters() if p.requires_grad], "lr": config.lr}]
-    if config.lr_decay != 1.0:
-        scales = lr_scales(config.backbone, model_name, model.backbone, config.lr_decay)
-        by_scale: dict[float, list[nn.Parameter]] = {}
-        for name, param in model.backbone.named_parameters():
-            if param.requires_grad:
-                by_scale.setdefault(scales[name], []).append(param)
-        groups = [{"params": by_scale[s], "lr": config.lr * s} for s in sorted(by_scale)]
+    scales = (lr_scales(config.backbone, model_name, model.backbone, config.lr_decay)
+              if config.lr_decay != 1.0 else None)
+    groups = decayed_groups(model.backbone, scales, config.lr)
     groups.append({"params": heads, "lr": config.head_lr})
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum,
-                               weight_decay=config.weight_decay)
-    return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+    return optim.make_optimizer(groups, config.optimizer, config.lr, config.weight_decay,
+                                config.momentum)

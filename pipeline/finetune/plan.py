@@ -2,18 +2,43 @@
 
 :func:`epoch_plan` draws each sample's count with the heads' class rates
 (:func:`pipeline.training.sampling.draw`) and shuffles; :func:`batches` cuts the plan into batches
-of one input shape and hands each DDP process its part. Nothing here keeps state, so a resumed
-run redraws exactly the epoch it lost.
+of one input shape and hands each DDP process its part (:class:`Dist`: this process's rank among
+how many, from ``torchrun``'s environment). Nothing here keeps state, so a resumed run redraws
+exactly the epoch it lost.
 """
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
+
 import numpy as np
+import torch
 
 from pipeline.finetune.backbones import Samples
 from pipeline.training import sampling
 
 MIN_BATCH = 2  # fewest samples per process in a training step (BatchNorm needs two)
+
+
+@dataclass
+class Dist:
+    """This process among the DDP processes (one process: rank 0 of 1)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def from_env(cls) -> "Dist":
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls()
+        return cls(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            torch.distributed.barrier()
 
 
 def epoch_plan(samples: Samples, rates: np.ndarray, seed: int, epoch: int

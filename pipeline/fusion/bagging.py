@@ -30,7 +30,7 @@ from pipeline.fusion.config import BagConfig, FuseConfig, member_seed
 from pipeline.training.folds import SELECTED_ON
 from pipeline.fusion.rundir import FACE_RULE, RunDir, differences, with_new_options
 from pipeline.fusion.train import RunResult, train
-from pipeline.fusion.training_run import run_splits
+from pipeline.fusion.run_setup import run_splits
 from pipeline.progress import ProgressEvent, ProgressFn, silent
 from pipeline.metrics.mean import soft_vote
 from pipeline.metrics.scores import Scores, confusion_matrix

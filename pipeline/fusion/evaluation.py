@@ -17,7 +17,8 @@ from pipeline.data.frames import nearest_face
 from pipeline.data.labels import UNLABELED
 from pipeline.data.manifest import Clip
 from pipeline.training.folds import SELECTED_ON
-from pipeline.fusion.data import ClipStream, Table
+from pipeline.fusion.data import Table
+from pipeline.fusion.stream import ClipStream
 from pipeline.fusion.heads import Head
 from pipeline.fusion.tasks import AUEvaluator, VAEvaluator, in_split, split_labels, split_va_labels
 from pipeline.progress import ProgressEvent, ProgressFn, silent

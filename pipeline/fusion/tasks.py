@@ -56,7 +56,8 @@ from pipeline.data.labels import NUM_AUS, UNLABELED, VA_INVALID
 from pipeline.data.manifest import SPLITS, Clip
 from pipeline.errors import PipelineError
 from pipeline.features.store import FeatureStore
-from pipeline.fusion.data import ClipStream, FeatureRequest, Table
+from pipeline.fusion.data import FeatureRequest, Table
+from pipeline.fusion.stream import ClipStream
 from pipeline.fusion.heads import Head
 from pipeline.training.losses import LossConfig, au_batch_loss, au_pos_weights, va_batch_loss
 from pipeline.metrics.au import AUScores, au_counts

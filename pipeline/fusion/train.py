@@ -54,12 +54,9 @@ task: :mod:`pipeline.fusion.tasks`; the evaluation and prediction pass:
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
-
-import torch
+from typing import Sequence
 
 from pipeline.data.manifest import Clip
 from pipeline.errors import PipelineError
@@ -69,6 +66,7 @@ from pipeline.fusion.rundir import changes, identity
 from pipeline.fusion.training_run import TrainingRun
 from pipeline.progress import ProgressFn, silent
 from pipeline.runs.record import RunRecord
+from pipeline.training.determinism import deterministic
 
 
 @dataclass
@@ -87,23 +85,6 @@ class RunResult:
     metrics: RunRecord  # the run's record (metrics.json)
     val_au: dict | None = None  # AU scores at 0.5, best epoch (multi-task runs)
     val_va: dict | None = None  # VA CCC per dimension and mean, best epoch (runs with VA)
-
-
-@contextlib.contextmanager
-def _deterministic(threads: int, device: str) -> Iterator[None]:
-    """Deterministic torch kernels (and a thread count) for the duration of a run.
-
-    On CUDA some kernels have no deterministic version: torch then warns instead of failing.
-    """
-    previous = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
-    torch.use_deterministic_algorithms(True, warn_only=not device.startswith("cpu"))
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(previous[0])
-        torch.set_num_threads(previous[1])
 
 
 def train(config: FuseConfig, run_dir: str | Path, clips: Sequence[Clip], store: FeatureStore,
@@ -129,7 +110,8 @@ def train(config: FuseConfig, run_dir: str | Path, clips: Sequence[Clip], store:
                             " differ); use --restart to discard it, --force to continue it with "
                             "this config, or --name for a new run")
     run_dir.mkdir(parents=True, exist_ok=True)
-    with _deterministic(config.train.threads, config.train.device):
+    # deterministic kernels: fail on CPU (every kernel the heads use has one), warn on CUDA
+    with deterministic(config.train.threads, warn_only=not config.train.device.startswith("cpu")):
         run.build()
         if saved is not None:
             try:

@@ -1,7 +1,7 @@
 """The state of one training run and its one epoch loop, for every head.
 
 :class:`TrainingRun` holds what :func:`pipeline.fusion.train.train` builds, resumes and finishes:
-the run's clips by role (:func:`run_splits`), the streamed features, the head, optimiser and
+the run's clips by role (:func:`pipeline.fusion.run_setup.run_splits`), the streamed features, the head, optimiser and
 generators, the epoch and selection state, and the final predictions and record.
 
 **One epoch loop.** :meth:`TrainingRun.train_epoch` trains every head, expression-only or
@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -40,21 +39,16 @@ from pipeline.data.manifest import Clip, fingerprint
 from pipeline.epoch_log import EpochLog
 from pipeline.errors import PipelineError
 from pipeline.features.store import FeatureStore
-from pipeline.training import folds, moe, sampling
+from pipeline.training import moe, sampling
 from pipeline.fusion.averaging import WeightAverage
 from pipeline.training.class_check import check_classes
-from pipeline.fusion.config import FuseConfig, TrainConfig
-from pipeline.fusion.data import (
-    OTHER,
-    ClipStream,
-    FeatureRequest,
-    Table,
-    check_inputs,
-    feature_keys,
-)
+from pipeline.fusion.config import FuseConfig
+from pipeline.fusion.data import FeatureRequest, Table, check_inputs, feature_keys
 from pipeline.fusion.evaluation import evaluate
-from pipeline.fusion.heads import Head, head_class
+from pipeline.fusion.stream import ClipStream
+from pipeline.fusion.heads import head_class
 from pipeline.fusion.run_record import selection_record, seven_class_record
+from pipeline.fusion.run_setup import mask_other, run_splits
 from pipeline.fusion.rundir import FACE_RULE, RunDir, identity
 from pipeline.fusion.tasks import (
     AU,
@@ -64,7 +58,6 @@ from pipeline.fusion.tasks import (
     batch_loss,
     epoch_tasks,
     head_tags,
-    run_splits as task_splits,
     selection_score,
     task_batches,
     task_metrics,
@@ -80,47 +73,10 @@ from pipeline.runs.predictions import (
     prediction_path,
 )
 from pipeline.runs.record import RunRecord
+from pipeline.training.optim import make_optimizer
 from pipeline.training.schedules import build_schedule
-
-
-def run_splits(clips: Sequence[Clip], config: FuseConfig,
-               tasks: Sequence[str] = ("expr",)) -> dict[str, list[Clip]]:
-    """The clips of a run by role: ``train`` (what trains; a bootstrap resample for a bagging
-    member), ``dev`` (the held-out training clips selection uses; empty with select_on val),
-    ``val`` and ``test`` (predicted and written). A clip is in a split when it is there for one
-    of the run's ``tasks`` (:func:`pipeline.fusion.tasks.run_splits`)."""
-    out = {"dev": [], **task_splits(clips, tasks)}
-    if config.train.select_on == "dev" and out["train"]:
-        out["train"], out["dev"] = folds.dev_slice(out["train"], config.train.dev_fraction,
-                                                   config.train.dev_seed)
-    if config.bag.member >= 0 and out["train"]:
-        # Its own stream (not the run's generator): the resample is fixed before the model is built.
-        out["train"] = folds.bootstrap(out["train"], seed=(config.seed, 1))
-    return out
-
-
-def mask_other(head: Head) -> None:
-    """``task.classes = 7``: a forward hook gives the Other logit of every expression output a
-    large negative value, so the head learns and predicts the 7 classes of the ABAW 2021 track
-    (probability 0 for Other; AU outputs untouched). Finite, not -inf: a fused log-probability
-    (``loss.on = fused``) of two -inf terms would give NaN gradients."""
-    expression = set(head.model_outputs or head.outputs)
-
-    def hook(module: torch.nn.Module, inputs: Any, outputs: dict[str, torch.Tensor]):
-        for name in expression & set(outputs):
-            outputs[name] = outputs[name].clone()
-            outputs[name][..., OTHER] = -1e4
-        return outputs
-
-    head.register_forward_hook(hook)
-
-
-def _optimizer(head: Head, config: TrainConfig) -> torch.optim.Optimizer:
-    groups = head.parameter_groups()  # a head may give some parameters their own lr
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum,
-                               weight_decay=config.weight_decay)
-    return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+from pipeline.training.step import Stepper
+from pipeline.training.stopping import EarlyStopping
 
 
 class TrainingRun:
@@ -172,13 +128,18 @@ class TrainingRun:
         self.head = self.head.to(self.device)
         if self.config.task.classes == 7:
             mask_other(self.head)
-        self.optimizer = _optimizer(self.head, self.config.train)
+        cfg = self.config.train
+        # a head may give some parameters their own lr (its parameter groups)
+        self.optimizer = make_optimizer(self.head.parameter_groups(), cfg.optimizer, cfg.lr,
+                                        cfg.weight_decay, cfg.momentum)
+        self.stepper = Stepper(self.optimizer, self.head.parameters(), grad_clip=cfg.grad_clip)
         self.log = EpochLog(self.run_dir, self.progress, task="train clips")  # epochs.jsonl/.csv
         self.log.attach(self.optimizer)
         self.scheduler = build_schedule(self.optimizer, self.config.train.schedule,
                                         self.config.train.epochs)
         self.average = WeightAverage(self.config.train.ema_epochs)
-        self.epoch, self.best_score, self.best_epoch, self.bad_epochs = 0, -math.inf, 0, 0
+        self.stopping = EarlyStopping(cfg.patience, cfg.min_epochs)
+        self.epoch = 0
         self.stopped: str | None = None
         self.history: list[dict] = []
         self.best_state: dict[str, torch.Tensor] = {}
@@ -189,9 +150,7 @@ class TrainingRun:
             "config": to_dict(self.config),
             "dims": {k: list(v) for k, v in self.dims.items()},
             "epoch": self.epoch,
-            "best_score": self.best_score,
-            "best_epoch": self.best_epoch,
-            "bad_epochs": self.bad_epochs,
+            **self.stopping.state(),
             "stopped": self.stopped,
             "history": self.history,
             "epoch_log": self.log.rows,
@@ -212,8 +171,8 @@ class TrainingRun:
         self.average.load_state_dict(saved.get("average"))
         torch.set_rng_state(saved["torch_rng"])
         self.rng.bit_generator.state = json.loads(saved["numpy_rng"])
-        self.epoch, self.best_score = saved["epoch"], saved["best_score"]
-        self.best_epoch, self.bad_epochs = saved["best_epoch"], saved["bad_epochs"]
+        self.epoch = saved["epoch"]
+        self.stopping.restore(saved)
         self.stopped, self.history = saved["stopped"], saved["history"]
         self.best_state = saved["best_model"]
         self.log.restore(saved.get("epoch_log"))  # (none in a checkpoint older than the log)
@@ -275,11 +234,9 @@ class TrainingRun:
             for chunk, tags in task_batches(cfg.task_schedule, examples, batch_size, self.rng):
                 loss = batch_loss(self.head, table, chunk, tags, expr_counts, au_ok, self.device,
                                   self.config.loss, self.au_pos_weight, va_ok)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(self.head.parameters(), cfg.grad_clip)
-                self.optimizer.step()
+                self.stepper.zero_grad()
+                self.stepper.backward(loss)
+                self.stepper.step()  # clip, step
                 self.average.update(self.head, chunk.size)
                 total += float(loss.detach()) * chunk.size
                 weight += chunk.size
@@ -314,13 +271,10 @@ class TrainingRun:
                 f1 = {name: s.macro_f1 for name, s in scores.items()}
                 score = selection_score(cfg.select_task, f1[self.head_class.primary],
                                         extra.get("val_au"), extra.get("val_va"))
-                improved = score > self.best_score
+                improved = self.stopping.update(self.epoch, score)
                 if improved:
-                    self.best_score, self.best_epoch, self.bad_epochs = score, self.epoch, 0
                     self.best_state = {k: v.detach().clone()
                                        for k, v in self.head.state_dict().items()}
-            if not improved and self.epoch > cfg.min_epochs:  # patience counts after min_epochs
-                self.bad_epochs += 1
             seconds = time.perf_counter() - began
             data_seconds = self.stream.wait_seconds - waited
             self.history.append({
@@ -329,7 +283,7 @@ class TrainingRun:
                 "seconds": seconds, "data_seconds": data_seconds, **extra,
             })
             row = self.log.end_epoch(self.history[-1], self.optimizer)  # before the checkpoint
-            if self.bad_epochs >= cfg.patience:
+            if self.stopping.exhausted:
                 self.stopped = "early"
             elif self.epoch >= cfg.epochs:
                 self.stopped = "epochs"
@@ -339,14 +293,14 @@ class TrainingRun:
             self.progress(ProgressEvent("epochs", advance=1, info={
                 "epoch": self.epoch, "loss": loss, "on": self.select,
                 **{f"f1 {name}": value for name, value in f1.items()},
-                "best": self.best_score, "data s": data_seconds, "s": seconds, "lr": row["lr"],
+                "best": self.stopping.best_score, "data s": data_seconds, "s": seconds, "lr": row["lr"],
                 "frames/s": row["frames_per_s"]}))
         if self.stopped is None:  # resumed with fewer epochs than already trained
             self.stopped = "epochs"
             self.dir.save_checkpoint(self.state())
 
     def _save_best(self) -> None:
-        self.dir.save_best({"epoch": self.best_epoch, "config": to_dict(self.config),
+        self.dir.save_best({"epoch": self.stopping.best_epoch, "config": to_dict(self.config),
                             "dims": {k: list(v) for k, v in self.dims.items()},
                             "model": self.best_state})
 
@@ -388,7 +342,7 @@ class TrainingRun:
             "method": self.config.method,
             "outputs": list(outputs),
             "primary": self.head_class.primary,
-            "best_epoch": self.best_epoch,
+            "best_epoch": self.stopping.best_epoch,
             "epochs_run": self.epoch,
             "stopped": self.stopped,
             "seed": self.config.seed,

@@ -2,7 +2,8 @@
 
 Stage two writes the record last (the run is complete when it exists); stage three, ``cv`` and
 ``fuse``'s summary read it through :func:`read_record`, never as a loose dict. The fields every
-reader relies on are typed attributes of :class:`RunRecord`; what a head adds of its own (a
+reader relies on are typed attributes of :class:`RunRecord`, the training loop's own
+(``stopped``, ``seed``, ``resumed_from``, ``val_scores``) included; what a head adds of its own (a
 fitted table such as ``grid``, ``val_loss``, its task settings) stays in :attr:`RunRecord.extra`,
 written back unchanged, so a new head needs no change here.
 
@@ -38,9 +39,13 @@ class RunRecord:
     primary: str = ""  # the output a run is ranked by ("" in a record without it: outputs[0])
     best_epoch: int = 0
     epochs_run: int = 0
+    stopped: str | None = None  # why the loop ended: "early" (patience) or "epochs"
+    seed: int | None = None  # the run's seed (weights and every sampling draw)
+    resumed_from: int | None = None  # the epoch the last training call continued from (0: fresh)
     selected_on: str = DEFAULT_SELECTED_ON  # "val" or "train-dev": where choices were fitted
     val_macro_f1: dict[str, float] = field(default_factory=dict)  # per output
     dev_macro_f1: dict[str, float] | None = None  # per output; runs that selected on dev
+    val_scores: dict[str, dict] | None = None  # per output: the val Scores' JSON, best epoch
     history: list[dict] = field(default_factory=list)  # one entry per epoch
     splits: dict[str, list[str]] = field(default_factory=dict)  # val/test clip ids predicted
     features: dict[str, str] = field(default_factory=dict)  # array -> the store's cache key
@@ -100,6 +105,7 @@ class RunRecord:
 
 
 _KINDS = {"method": "str", "primary": "str", "best_epoch": "int", "epochs_run": "int",
+          "stopped": "str", "seed": "int", "resumed_from": "int", "val_scores": "dict",
           "selected_on": "str", "val_macro_f1": "dict", "dev_macro_f1": "dict",
           "history": "list", "splits": "dict", "features": "dict",
           "manifest_fingerprint": "str", "face_outputs": "names", "au_outputs": "names",

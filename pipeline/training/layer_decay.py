@@ -22,6 +22,12 @@ What a block is, per backbone:
   (the convolutional feature encoder, projection, positional convolution) counts as embeddings.
 * ``tdnn`` and ``iresnet``: refused (``finetune``'s config checks :data:`LAYER_DECAY_BACKBONES`); no depth
   order is defined for them here.
+
+Why not timm's ``param_groups_layer_decay``: it also takes weight decay off every 1-D parameter
+(norms, biases) and leaves the learning rate to timm's schedulers (an ``lr_scale`` key), which
+would change every fine-tune's numbers; it files the final norm with the last block (BEiT gives it
+``lr``); and it knows nothing of ``hf_audio`` encoders. Its grouping of a timm model is the same
+``group_matcher`` read through :func:`timm.models.group_parameters`, which we use.
 """
 
 from __future__ import annotations
@@ -44,6 +50,19 @@ def lr_scales(family: str, model_name: str, backbone: nn.Module, decay: float) -
         raise PipelineError(f"lr_decay {decay}: backbone {family} has no layer order; "
                             f"choose from {', '.join(LAYER_DECAY_BACKBONES)} or lr_decay=1")
     return _timm_scales(model_name, backbone, decay)
+
+
+def decayed_groups(backbone: nn.Module, scales: dict[str, float] | None,
+                   lr: float) -> list[dict]:
+    """The backbone's trainable parameters as optimiser groups: one group at ``lr`` without
+    ``scales``; else one group per scale at ``lr * scale``, in increasing scale (depth) order."""
+    if scales is None:
+        return [{"params": [p for p in backbone.parameters() if p.requires_grad], "lr": lr}]
+    by_scale: dict[float, list[nn.Parameter]] = {}
+    for name, param in backbone.named_parameters():
+        if param.requires_grad:
+            by_scale.setdefault(scales[name], []).append(param)
+    return [{"params": by_scale[s], "lr": lr * s} for s in sorted(by_scale)]
 
 
 def _timm_scales(model_name: str, model: nn.Module, decay: float) -> dict[str, float]:

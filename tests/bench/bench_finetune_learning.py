@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from pipeline.features.weights_record import WeightsRecord, write_weights_folder  # noqa: E402
 from pipeline.features.extractors.timm_models import timm_probe  # noqa: E402
 from pipeline.finetune.config import build_config  # noqa: E402
-from pipeline.finetune.loop import dev_split  # noqa: E402
+from pipeline.finetune.split import dev_split  # noqa: E402
 from tests.finetune import plain_loop  # noqa: E402
 
 

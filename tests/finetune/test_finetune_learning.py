@@ -142,7 +142,7 @@ def test_finetune_patience_waits_for_min_epochs(demo_manifests, tmp_path):
 
 
 def test_dev_slice_minimum_and_its_warning(demo_manifests, tmp_path):
-    from pipeline.finetune.loop import dev_split, dev_warnings
+    from pipeline.finetune.split import dev_split, dev_warnings
     from pipeline.finetune.config import build_config
     from pipeline.training.folds import videos
 

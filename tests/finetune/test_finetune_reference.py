@@ -25,7 +25,8 @@ from pipeline.data.dataset import read_dataset
 from pipeline.data.manifest import write_manifests
 from pipeline.data.synthetic import DemoConfig, generate
 from pipeline.finetune.config import build_config
-from pipeline.finetune.loop import dev_split, work_dir
+from pipeline.finetune.loop import work_dir
+from pipeline.finetune.split import dev_split
 from stages.finetune import finetune
 from tests.finetune import plain_loop
 

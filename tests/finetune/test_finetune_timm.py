@@ -207,7 +207,7 @@ def test_presets_refuse_a_random_start_where_the_paper_starts_pretrained(demo_ma
 def test_selects_on_the_same_train_dev_slice_as_fuse(tuned, demo_manifests, tmp_path):
     from pipeline.data.manifest import load_clips
     from pipeline.fusion.config import build_config as fuse_config
-    from pipeline.fusion.training_run import run_splits
+    from pipeline.fusion.run_setup import run_splits
 
     out, _ = tuned
     splits = run_splits(load_clips(demo_manifests, au_only=True),

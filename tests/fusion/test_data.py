@@ -10,7 +10,8 @@ import pytest
 from pipeline.data.manifest import Clip
 from pipeline.errors import PipelineError
 from pipeline.features.store import FeatureStore
-from pipeline.fusion.data import ClipStream, FeatureRequest, check_inputs, load_table, read_clip
+from pipeline.fusion.data import FeatureRequest, check_inputs, load_table, read_clip
+from pipeline.fusion.stream import ClipStream
 
 from .synthetic import make_dataset
 

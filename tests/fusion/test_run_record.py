@@ -165,10 +165,28 @@ def test_a_record_written_before_the_run_package_still_reads(tmp_path):
     assert record.dev_macro_f1 == old["dev_macro_f1"]
     assert record.extra["val_loss"] == old["val_loss"] and record.extra["tasks"] == ["expr"]
     assert record.to_json() == old  # nothing lost, nothing added
+    # the loop's fields are the record's own, not the head's extra
+    assert (record.stopped, record.seed, record.resumed_from) == ("early", 0, 0)
+    assert record.val_scores == old["val_scores"] and set(record.val_scores) == {"main"}
+    assert not {"stopped", "seed", "resumed_from", "val_scores"} & set(record.extra)
     # an older record still: no selected_on (heads that early-stopped on val wrote none)
     del old["selected_on"]
     (tmp_path / "metrics.json").write_text(json.dumps(old))
     assert read_record(tmp_path).selected_on == DEFAULT_SELECTED_ON == "val"
+    # older still: none of the loop's fields (absent, not invented)
+    for key in ("stopped", "seed", "resumed_from", "val_scores"):
+        del old[key]
+    (tmp_path / "metrics.json").write_text(json.dumps(old))
+    record = read_record(tmp_path)
+    assert (record.stopped, record.seed, record.resumed_from, record.val_scores) == (None,) * 4
+    assert record.to_json() == {**old, "selected_on": DEFAULT_SELECTED_ON}  # nothing invented
+
+
+def test_the_loops_fields_are_typed(tmp_path):
+    old = json.loads(OLD.read_text())
+    for key, bad in (("stopped", 3), ("seed", "0"), ("resumed_from", 1.5), ("val_scores", [])):
+        with pytest.raises(PipelineError, match=f"metrics.json: '{key}' should be"):
+            RunRecord.from_json({**old, key: bad}, tmp_path / "metrics.json")
 
 
 def test_a_record_of_the_wrong_shape_is_one_line_naming_the_file_and_field(tmp_path):
