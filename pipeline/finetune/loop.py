@@ -1,6 +1,6 @@
 """The fine-tuning loop: seeded, deterministic, resumable, and DDP-aware (``torchrun``).
 
-:func:`finetune` trains ``backbone + Linear(num_features, 8)`` (or a mixture of experts,
+:func:`finetune` trains ``backbone + Linear(num_features, NUM_CLASSES)`` (or a mixture of experts,
 ``classifier.experts``; :mod:`pipeline.finetune.model`) on the labelled frames of the
 **training split only** (validation manifests are never opened), selects its epoch on the same
 train-dev slice of whole training videos the heads use (:func:`pipeline.training.folds.dev_slice`
@@ -32,8 +32,15 @@ rerun writes the same bytes as one never interrupted. A changed config is refuse
 stays.
 
 **DDP.** Under ``torchrun`` (``WORLD_SIZE`` > 1) each process trains ``batch_size / world`` of
-every step's samples (:func:`pipeline.finetune.plan.batches`) (gloo on CPU, NCCL on CUDA); rank 0 holds the lock
-and writes every file. Every process scores the whole dev slice (the same numbers, so every
+every step's samples (:func:`pipeline.finetune.plan.batches`) (gloo on CPU, NCCL on CUDA); rank 0
+holds the lock and writes every file. With ``accumulate`` > 1 only the last micro-batch before a
+step all-reduces the gradients (the others run under ``no_sync``).
+
+**The step** is the training wing's (:class:`pipeline.training.step.Stepper`): accumulation,
+clipping, the optimiser's and the per-step schedule's step, and with ``precision = "fp16"`` a
+GradScaler (the loss scaled up, a step with overflowed gradients skipped; its state checkpointed).
+Early stopping (:class:`pipeline.training.stopping.EarlyStopping`), the determinism set-up and
+the optimiser factory are the wing's too, shared with stage two's heads. Every process scores the whole dev slice (the same numbers, so every
 process takes the same early-stopping decision without communicating).
 """
 

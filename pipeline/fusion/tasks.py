@@ -36,7 +36,7 @@ A run is multi-task when its head's config has ``tasks = ["expr", "au"]`` (heads
     loss over its AU examples.
 
 * **One loop.** :meth:`pipeline.fusion.training_run.TrainingRun.train_epoch` trains every head;
-  what it asks is here, as functions of explicit arguments: :func:`epoch_tasks` (which tasks an
+  what it asks is here, as functions of explicit arguments: :func:`pipeline.training.tasks.epoch_tasks` (which tasks an
   epoch trains; shared with ``finetune`` in :mod:`pipeline.training.tasks`), :func:`task_batches` (a group of clips' batches and each example's task) and
   :func:`batch_loss`. An expression-only head is the case of one task.
 * **Scores.** Every validation pass scores AUs too (mean F1, accuracy and ABAW 2021 score at
@@ -62,9 +62,9 @@ from pipeline.fusion.heads import Head
 from pipeline.training.losses import LossConfig, au_batch_loss, au_pos_weights, va_batch_loss
 from pipeline.metrics.au import AUScores, au_counts
 from pipeline.metrics.va import VAScores, ccc_from_moments, moments
-from pipeline.training.tasks import AU, EXPR, VA, alternate, epoch_tasks  # noqa: F401 (re-exported)
+from pipeline.training.tasks import AU, EXPR, VA, alternate
 
-__all__ = ["AUEvaluator", "VAEvaluator", "batch_loss", "epoch_tasks", "in_split", "run_splits",
+__all__ = ["AUEvaluator", "VAEvaluator", "batch_loss", "in_split", "run_splits",
            "task_batches"]
 
 
@@ -184,7 +184,7 @@ def task_batches(schedule: str, examples: dict[int, np.ndarray], batch_size: int
     """The (examples, task tags) of each batch of one group of clips, in training order.
 
     ``examples`` holds the examples (already shuffled) of each task the epoch trains
-    (:func:`epoch_tasks`). One task (an expression-only head, or the ``epoch`` schedule): its
+    (:func:`pipeline.training.tasks.epoch_tasks`). One task (an expression-only head, or the ``epoch`` schedule): its
     examples in order, ``batch_size`` at a time, with no draw from ``rng``. Two: ``joint`` mixes
     them (one permutation from ``rng``), ``batch`` alternates the tasks' batches.
     """

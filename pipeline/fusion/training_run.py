@@ -1,12 +1,14 @@
 """The state of one training run and its one epoch loop, for every head.
 
 :class:`TrainingRun` holds what :func:`pipeline.fusion.train.train` builds, resumes and finishes:
-the run's clips by role (:func:`pipeline.fusion.run_setup.run_splits`), the streamed features, the head, optimiser and
-generators, the epoch and selection state, and the final predictions and record.
+the run's clips by role (:func:`pipeline.fusion.run_setup.run_splits`), the streamed features,
+the head, optimiser and generators, the epoch and selection state (early stopping:
+:class:`pipeline.training.stopping.EarlyStopping`), and the final predictions and record. Each
+step goes through :class:`pipeline.training.step.Stepper` (clipping, the optimiser's step).
 
 **One epoch loop.** :meth:`TrainingRun.train_epoch` trains every head, expression-only or
 multi-task: per streamed group of clips it draws each task's examples and asks the task schedule
-(:mod:`pipeline.fusion.tasks`: :func:`~pipeline.fusion.tasks.epoch_tasks`,
+(:mod:`pipeline.fusion.tasks`: :func:`~pipeline.training.tasks.epoch_tasks`,
 :func:`~pipeline.fusion.tasks.task_batches`) for the batches and the task of each example; an
 expression-only head is the case of one task. The draws come from the run's one generator in a
 fixed order: the clip order, then per group the expression draw
@@ -51,12 +53,8 @@ from pipeline.fusion.run_record import selection_record, seven_class_record
 from pipeline.fusion.run_setup import mask_other, run_splits
 from pipeline.fusion.rundir import FACE_RULE, RunDir, identity
 from pipeline.fusion.tasks import (
-    AU,
-    EXPR,
-    VA,
     au_pos_weight,
     batch_loss,
-    epoch_tasks,
     head_tags,
     selection_score,
     task_batches,
@@ -77,6 +75,7 @@ from pipeline.training.optim import make_optimizer
 from pipeline.training.schedules import build_schedule
 from pipeline.training.step import Stepper
 from pipeline.training.stopping import EarlyStopping
+from pipeline.training.tasks import AU, EXPR, VA, epoch_tasks
 
 
 class TrainingRun:

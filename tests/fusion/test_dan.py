@@ -10,14 +10,13 @@ from sklearn.metrics import f1_score
 from pipeline.errors import PipelineError
 from pipeline.features.store import FeatureStore
 from pipeline.fusion.heads.dan import (
-    ChannelAttention,
     DANConfig,
     DANHead,
-    SpatialAttention,
     affinity_loss,
     partition_loss,
     write_attention,
 )
+from pipeline.training.dan import ChannelAttention, SpatialAttention
 from pipeline.training.losses import LossConfig, batch_loss
 from pipeline.runs.layout import RunPaths
 from pipeline.fusion.config import build_config

@@ -12,7 +12,8 @@ from pipeline.errors import PipelineError
 from pipeline.features.store import FeatureStore
 from pipeline.fusion.config import build_config
 from pipeline.training.losses import LossConfig, va_batch_loss
-from pipeline.fusion.tasks import AU, EXPR, VA, epoch_tasks, task_batches
+from pipeline.fusion.tasks import task_batches
+from pipeline.training.tasks import AU, EXPR, VA, epoch_tasks
 from pipeline.fusion.train import train
 from pipeline.metrics.va import score_va
 from pipeline.runs.predictions import Predictions, prediction_path

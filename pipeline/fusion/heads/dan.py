@@ -73,11 +73,9 @@ from pipeline.fusion.heads.unimodal import targets_of
 from pipeline.training.losses import LossConfig, batch_loss
 from pipeline.training.sampling import SamplingConfig
 from pipeline.runs.layout import RunPaths
-from pipeline.training.dan import (  # noqa: F401  (ChannelAttention, SpatialAttention: re-exported)
+from pipeline.training.dan import (
     BatchNorm1d,
-    ChannelAttention,
     CrossAttentionHead,
-    SpatialAttention,
     affinity_loss,
     check_dan,
     partition_loss,
