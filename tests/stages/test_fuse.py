@@ -37,6 +37,9 @@ def test_command_trains_prints_and_resumes(data, tmp_path, capsys):
     run = tmp_path / "m3"
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["seed"] == 3 and metrics["epochs_run"] == 2
+    # why the loop ended, from the record's own field (not the head's extra)
+    assert f"best epoch {metrics['best_epoch']} of 2 ({metrics['stopped']})" in out
+    assert metrics["stopped"] in ("early", "epochs")
     assert (run / "predictions" / "test" / "audio.npz").is_file()
     assert _fuse(data, tmp_path, "--method", "mfm", *QUICK, "--seed", "3", "--name", "m3") == 0
     assert "already complete" in " ".join(capsys.readouterr().out.split())
