@@ -117,8 +117,9 @@ class FinetuneConfig:
     # with AU labels of the AU training split, AU-only clips included (pipeline.training.tasks)
     task_schedule: str = "joint"
     # the class layers: "linear" (classifier.*), or "dan": paper 001's DAN heads (multi-head cross
-    # attention, attention fusion, affinity and partition losses: dan.*) on the backbone's spatial
-    # map, trained with the backbone end to end (backbone timm, a convolutional model)
+    # attention, the heads combined by attention, affinity and partition losses: dan.*) on the
+    # backbone's spatial map, trained with the backbone end to end (backbone timm, a convolutional
+    # model)
     head: str = "linear"
     dan: DANNetConfig = field(default_factory=DANNetConfig)
     # backbone tdnn: the log-mel window (video frames) centred on each labelled frame (paper 000's
