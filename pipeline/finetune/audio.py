@@ -34,6 +34,8 @@ from pipeline.data.manifest import Clip
 from pipeline.data.media import decode_audio
 from pipeline.errors import PipelineError
 from pipeline.features.audio_windows import frame_windows, window_length
+from pipeline.features.extractors.swin_audio import SwinAudioConfig
+from pipeline.finetune.backbone_choice import register
 from pipeline.finetune.backbones import AudioBackbone, Backbone, Samples, labelled_samples
 from pipeline.finetune.config import FinetuneConfig
 from pipeline.fusion.windows import PAPER_THRESHOLDS, PAPER_WINDOWS, purity
@@ -49,7 +51,14 @@ def purity_threshold(config: FinetuneConfig) -> float:
     return PAPER_THRESHOLDS[PAPER_WINDOWS.index(config.window)]
 
 
+@register
 class SwinAudioBackbone(AudioBackbone):
+    """The ``swin_audio`` extractor's Swin over log-mel windows of enough label purity."""
+
+    name = "swin_audio"
+    order = 3
+    trains_on = "log-mel windows"
+    Config = SwinAudioConfig  # FinetuneConfig.swin_audio
     family = "swin_audio"
     needs = "audio and windows of enough label purity"
 
@@ -120,6 +129,7 @@ class _Encoder(nn.Module):
         return self.model(wave, output_hidden_states=True).hidden_states[-1].mean(dim=1)
 
 
+@register
 class HfAudioBackbone(AudioBackbone):
     """The top ``train_layers`` of a HuggingFace audio encoder and the loop's linear head.
 
@@ -142,6 +152,9 @@ class HfAudioBackbone(AudioBackbone):
     the record.
     """
 
+    name = "hf_audio"
+    order = 4
+    trains_on = "waveform"
     family = "hf_audio"
 
     def __init__(self, config: FinetuneConfig) -> None:

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pipeline.data.faces.detectors import DETECTORS
 from pipeline.errors import PipelineError
+from pipeline.suggest import did_you_mean
 
 
 @dataclass
 class FacesConfig:
     """Face detection, tracking, five-point alignment and cropping of ``fer-pipeline faces``."""
 
-    detector: str = "mtcnn"  # "mtcnn" (weights below) or "scrfd" (the ONNX file `onnx` names)
+    # "mtcnn" (weights below), "scrfd" (the ONNX file `onnx` names) or a plug-in's (docs/plugins.md)
+    detector: str = "mtcnn"
     onnx: str = ""  # an SCRFD detector with keypoints (insightface's det_10g.onnx and the like)
     onnx_size: int = 640  # input side for an ONNX file whose input size is free
     onnx_threshold: float = 0.5  # SCRFD score threshold (insightface's default)
@@ -48,10 +51,10 @@ class FacesConfig:
     scheduler: str = "inprocess"  # as `extract --scheduler`: one task per video
 
     def __post_init__(self) -> None:
-        if self.detector not in ("mtcnn", "scrfd"):
-            raise PipelineError(f"detector {self.detector!r}: choose mtcnn or scrfd")
-        if self.detector == "scrfd" and not self.onnx:
-            raise PipelineError("detector scrfd: name its ONNX file (--onnx PATH or onnx=PATH)")
+        if self.detector not in DETECTORS.names():  # read from the sources: imports none
+            raise PipelineError(f"detector {self.detector!r}: choose from {DETECTORS.choices()}"
+                                f"{did_you_mean(self.detector, DETECTORS.names())}")
+        DETECTORS.get(self.detector).check(self)
         if self.onnx_size < 32 or not 0.0 < self.onnx_threshold <= 1.0:
             raise PipelineError(f"onnx_size {self.onnx_size} / onnx_threshold {self.onnx_threshold}: "
                                 "need a size >= 32 and a threshold in (0, 1]")
@@ -75,8 +78,7 @@ class FacesConfig:
 
     def output_key(self) -> dict:
         """What decides the crops (a finished video is redone when any of it changes)."""
-        detector = (("min_face", "thresholds", "factor") if self.detector == "mtcnn"
-                    else ("onnx_size", "onnx_threshold"))
+        detector = DETECTORS.get(self.detector).key_fields
         return {k: getattr(self, k) for k in ("detector", *detector, "size", "scale", "iou_min",
                                               "max_gap", "min_frames", "cut_threshold", "appearance_max",
                                               "jpeg_quality", "pad")}
