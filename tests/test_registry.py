@@ -174,3 +174,28 @@ def test_a_registered_class_without_a_literal_name_is_still_loaded(tmp_path):
         sys.path.remove(str(tmp_path))
         for module in [m for m in sys.modules if m.startswith("fer_test_pkg")]:
             del sys.modules[module]
+
+
+def test_a_detector_with_options_of_its_own_takes_them_from_the_faces_config():
+    from pipeline import config as config_io
+    from pipeline.data.faces.config import FacesConfig
+
+    @dataclass
+    class EveryConfig:
+        step: int = 1  # detect on every step-th frame
+
+    cls = type("WithOptions", (Detector,), {"name": "test_with_options", "Config": EveryConfig,
+                                            "__module__": __name__})
+    DETECTORS.register(cls)
+    try:
+        built = config_io.build(FacesConfig, sets=["detector=test_with_options", "options.step=3"])
+        assert built.options == EveryConfig(3)
+        assert built.output_key()["options"] == {"step": 3}  # another value redoes the videos
+        assert FacesConfig(detector="test_with_options").options == EveryConfig()
+        with pytest.raises(PipelineError, match=r"options \(detector test_with_options\).*stepp"):
+            config_io.build(FacesConfig, sets=["detector=test_with_options", "options.stepp=3"])
+        with pytest.raises(PipelineError, match="detector mtcnn has none"):
+            FacesConfig(options={"step": 3})
+        assert "options" not in FacesConfig().output_key()  # the built-ins' keys as before
+    finally:
+        DETECTORS.unregister("test_with_options")

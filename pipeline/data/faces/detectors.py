@@ -30,7 +30,9 @@ class Detector:
     this one)."""
 
     name: ClassVar[str]  # what FacesConfig.detector says to choose it (the registry's key)
-    Config: ClassVar[type | None] = None  # options of its own (none: it reads FacesConfig's)
+    # Options of its own: a dataclass, built into FacesConfig.options (--set options.KEY=VALUE);
+    # None: it reads FacesConfig's fields (``settings``) only.
+    Config: ClassVar[type | None] = None
     # The FacesConfig fields it reads; a change of one builds another detector (a process keeps
     # one per setting), and of ``key_fields``, the subset that is not its weights, redoes every
     # video (FacesConfig.output_key).
@@ -72,7 +74,8 @@ _BUILT: dict[tuple, Detector] = {}  # per worker process: weights read and check
 def detector_for(config: Any) -> Detector:
     """The detector ``config`` names with its settings (one per process and setting)."""
     cls = DETECTORS.get(config.detector)
-    key = (config.detector, *(_hashable(getattr(config, f)) for f in cls.settings))
+    key = (config.detector, repr(getattr(config, "options", None)),
+           *(_hashable(getattr(config, f)) for f in cls.settings))
     if key not in _BUILT:
         _BUILT[key] = cls.from_config(config)
     return _BUILT[key]
