@@ -35,9 +35,14 @@ from typing import Callable, Generic, Iterable, TypeVar
 from pipeline.errors import PipelineError
 from pipeline.suggest import did_you_mean
 
-__all__ = ["Registry", "UnknownName", "entry_points", "registered_names", "summary"]
+__all__ = ["DuplicateName", "Registry", "UnknownName", "entry_points", "registered_names", "summary"]
 
 T = TypeVar("T", bound=type)
+
+
+class DuplicateName(PipelineError, ValueError):
+    """A second class registered under a taken name (a plug-in's clash is the user's to fix, so
+    it is a one-line error, not a traceback)."""
 
 
 class UnknownName(PipelineError, KeyError):
@@ -111,7 +116,7 @@ class Registry(Generic[T]):
                              "non-empty string class attribute) to register it by")
         old = self._classes.get(name)
         if old is not None and old is not cls:
-            raise ValueError(f"{self.kind} {name!r} registered twice: "
+            raise DuplicateName(f"{self.kind} {name!r} registered twice: "
                              f"{old.__module__}.{old.__qualname__} and {cls.__module__}.{cls.__qualname__}")
         if self._check is not None:
             self._check(cls)
@@ -174,10 +179,12 @@ class Registry(Generic[T]):
             module = self.modules()[name]
             importlib.import_module(module)
             if name not in self._classes:  # an entry point whose name is not its class's
+                where = (f"entry point {name} of group {self.group}" if module not in
+                         self._built_in[1] else f"its source names {name!r}")
                 raise PipelineError(
-                    f"{self.kind} {name!r}: module {module} (entry point {name} of group "
-                    f"{self.group}) registers no {self.kind} of that name; an entry point's name "
-                    f"must be its class's `name` (registered now: {', '.join(sorted(self._classes))})")
+                    f"{self.kind} {name!r}: module {module} ({where}) registers no {self.kind} of "
+                    f"that name; an entry point's name must be its class's `name` (registered "
+                    f"now: {', '.join(sorted(self._classes))})")
         if name not in self._classes and not self.is_known(name):
             names = self.names()
             raise UnknownName(f"unknown {self.kind} {name!r}; choose from {', '.join(names)}"

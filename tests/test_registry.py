@@ -82,7 +82,7 @@ def test_a_taken_name_is_refused_in_one_line_naming_both(kind):
     name = f"test_twice_{kind}"
     k.registry.register(_subclass(k, name, "First"))
     try:
-        with pytest.raises(ValueError) as caught:
+        with pytest.raises(PipelineError) as caught:  # a one-line error, not a traceback
             k.registry.register(_subclass(k, name, "Second"))
         message = str(caught.value)
         assert "\n" not in message and "registered twice" in message
@@ -139,7 +139,12 @@ def test_a_plug_in_named_by_an_entry_point_is_found_and_imported_when_asked_for(
 
 
 def test_every_kind_uses_the_one_helper_and_its_own_entry_point_group():
+    from pipeline.features.extractors.iresnet import IResNetConfig
+    from pipeline.features.extractors.swin import SwinConfig
+
     assert all(isinstance(k.registry, Registry) for k in KINDS.values())
+    assert EXTRACTORS.config("swin") is SwinConfig and BACKBONES.config("iresnet") is IResNetConfig
+    assert COMBINERS.config("mean") is None and HEADS.config("mfm") is heads.head_class("mfm").Config
     groups = [k.registry.group for k in KINDS.values()]
     assert groups == [f"fer_pipeline.{kind}s" for kind in KINDS]
 
