@@ -17,14 +17,15 @@ each callback records its part in the click context and the second one to run pr
 
 from __future__ import annotations
 
-import sys
 from typing import Callable, Sequence
 
 import typer
 from rich.table import Table
+from typer.core import TyperCommand
 
 from cli._common import console
 from pipeline.config_doc import Option, describe
+from pipeline.registry import summary
 from pipeline.suggest import did_you_mean
 
 # The options people change, by group: what --describe shows without --all (tests check that
@@ -74,12 +75,6 @@ def _table(title: str, options: list[Option], types: bool = True) -> Table:
     return table
 
 
-def _summary(cls: type) -> str:
-    """The first paragraph of the class's docstring, else of its module's."""
-    doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip()
-    return " ".join(doc.split("\n\n")[0].split())
-
-
 def _say(text: str) -> None:
     console.print(text, highlight=False, soft_wrap=True, markup=False)
 
@@ -121,7 +116,7 @@ def extractor_options(name: str) -> tuple[str, list[Option]]:
                             f"{did_you_mean(name, names)}")
     cls = extractors.extractor_class(name)
     weights = "takes --weights" if cls.has_weights else "no weights"
-    about = f"{name} ({cls.kind} extractor, {weights}): {_summary(cls)}"
+    about = f"{name} ({cls.kind} extractor, {weights}): {summary(cls)}"
     return about, describe(cls.Config, f"configs.{name}.")
 
 
@@ -134,7 +129,7 @@ def method_options(method: str) -> tuple[str, list[Option], list[Option]]:
     cls = head_class(method)
     shared = [o for o in describe(FuseConfig)
               if o.key.split(".")[0] in ("train", "sampling", "loss", "bag", "classifier", "task")]
-    return f"{method}: {_summary(cls)}", describe(cls.Config, "head."), shared + log_options()
+    return f"{method}: {summary(cls)}", describe(cls.Config, "head."), shared + log_options()
 
 
 def finetune_options() -> list[Option]:
@@ -159,18 +154,16 @@ def _list_extractors() -> None:
     for name in extractors.names():
         cls = extractors.extractor_class(name)
         rows.append((name, f"{cls.kind}, {'takes --weights' if cls.has_weights else 'no weights'}:"
-                           f" {_summary(cls)}"))
+                           f" {summary(cls)}"))
     console.print(_names_table("extractors (extract -e NAME)", rows))
     _say("`extract --describe NAME` lists one extractor's options.")
 
 
 def _list_methods() -> None:
-    from pipeline.fusion.heads import registry
+    from pipeline.fusion.heads import HEADS
     from pipeline.fusion.presets import PRESETS
 
-    heads = registry()
-    console.print(_names_table("heads (fuse --method NAME)",
-                               [(name, _summary(heads[name])) for name in sorted(heads)]))
+    console.print(_names_table("heads (fuse --method NAME)", HEADS.rows()))
     console.print(_names_table("presets (fuse --preset NAME)",
                                [(name, f"{p.paper} (methods: {', '.join(p.methods)})")
                                 for name, p in PRESETS.items()]))
@@ -238,11 +231,12 @@ def describe_method(ctx: typer.Context, value: str | None) -> str | None:
 def describe_finetune(ctx: typer.Context, value: bool) -> bool:
     """``finetune --describe``: the backbones and presets, then the options."""
     def show(everything: bool) -> None:
-        from pipeline.finetune.config import BACKBONES, FinetuneConfig
+        from pipeline.finetune.backbone_choice import BACKBONES
+        from pipeline.finetune.config import FinetuneConfig
         from pipeline.finetune.presets import FINETUNE_PRESETS
 
-        _say(f"finetune: {_summary(FinetuneConfig)}")
-        _say(f"backbones (--backbone): {', '.join(BACKBONES)}; presets (--preset): "
+        _say(f"finetune: {summary(FinetuneConfig)}")
+        _say(f"backbones (--backbone): {', '.join(BACKBONES.classes())}; presets (--preset): "
              f"{', '.join(FINETUNE_PRESETS)}")
         options = finetune_options()
         if everything:
@@ -259,7 +253,10 @@ def describe_faces(ctx: typer.Context, value: bool) -> bool:
     def show(everything: bool) -> None:
         from pipeline.data.faces.config import FacesConfig
 
-        _say(f"faces: {_summary(FacesConfig)}")
+        from pipeline.data.faces.detectors import DETECTORS
+
+        _say(f"faces: {summary(FacesConfig)}")
+        _say(f"detectors (--set detector=NAME): {DETECTORS.choices()}")
         options = describe(FacesConfig)
         if everything:
             console.print(_table("options of faces (--set OPTION=VALUE)", options))
@@ -268,6 +265,27 @@ def describe_faces(ctx: typer.Context, value: bool) -> bool:
 
     _request(ctx, _PENDING, show if value else None)
     return value
+
+
+def registry_help(option: str, text: Callable[[], str]) -> type[TyperCommand]:
+    """A command class whose help shows ``text()`` for ``option``, computed when the help is
+    shown: a plug-in registered after import (an entry point, a test) is listed, and commands
+    whose help is not shown import no plug-in module."""
+    class RegistryHelp(TyperCommand):
+        def format_help(self, ctx, formatter) -> None:  # noqa: ANN001 (click's types)
+            for param in self.params:
+                if param.name == option:
+                    param.help = text()
+            super().format_help(ctx, formatter)
+
+    return RegistryHelp
+
+
+def backbone_help() -> str:
+    """``finetune --backbone``'s help: every registered backbone and what it trains on."""
+    from pipeline.finetune.backbone_choice import BACKBONES
+
+    return ", ".join(f"{name} ({cls.trains_on})" for name, cls in BACKBONES.classes().items()) + "."
 
 
 # Commands whose --describe takes a NAME (and lists the names without one).

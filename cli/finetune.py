@@ -2,7 +2,7 @@
 
 Trains the backbone on the training split's labelled clips (epoch selected on the train-dev slice)
 and writes a weights folder that ``extract -e NAME --weights NAME=DIR`` loads with its recorded
-preprocessing (NAME: the backbone, one of timm, iresnet, tdnn, swin_audio, hf_audio). Prints a
+preprocessing (NAME: the backbone's family, e.g. timm, iresnet, tdnn, swin_audio, hf_audio). Prints a
 line per epoch and a summary. Under ``torchrun`` it trains with DDP (see the README's sbatch lines).
 """
 
@@ -15,7 +15,7 @@ from typing import List, Optional
 import typer
 
 from cli._common import console, progress_bar
-from cli.describe import all_option, describe_finetune
+from cli.describe import all_option, backbone_help, describe_finetune, registry_help
 from pipeline.progress import ProgressEvent, ProgressFn
 
 
@@ -36,7 +36,7 @@ def _with_epoch_lines(bar: ProgressFn) -> ProgressFn:
 def finetune(
     manifests: Optional[Path] = typer.Option(None, "--manifests", help="Manifest directory (its training split is read)."),
     out: Path = typer.Option(..., "--out", help="Weights folder to write (working files go to OUT.train/)."),
-    backbone: Optional[str] = typer.Option(None, "--backbone", help="timm or iresnet (face crops), tdnn or swin_audio (log-mel windows), hf_audio (waveform)."),
+    backbone: Optional[str] = typer.Option(None, "--backbone", help="The backbone (listed from the registry when shown)."),
     model: Optional[str] = typer.Option(None, "--model", help="timm model name (backbone timm)."),
     weights: Optional[str] = typer.Option(None, "--weights", help="Initial weights (file or folder); default: seeded random."),
     preset: Optional[str] = typer.Option(None, "--preset", help="A paper's fine-tuning settings: "
@@ -135,5 +135,5 @@ def static_data_command(
 
 def register(app: typer.Typer) -> None:
     """Add this group's commands to the root app."""
-    app.command("finetune")(finetune)
+    app.command("finetune", cls=registry_help("backbone", backbone_help))(finetune)
     app.command("static-data")(static_data_command)

@@ -10,7 +10,7 @@ fitted choices) are selected (``train.select_on``: the training split's dev slic
 
 The head registry imports torch, so ``--method`` is checked against it only when this command
 runs (a wrong name lists the registered heads), and ``fuse --help`` lists the registered heads
-only when it is shown (:class:`_RegistryHelp`): every other ``fer-pipeline`` command starts
+only when it is shown (:func:`cli.describe.registry_help`): every other ``fer-pipeline`` command starts
 without importing torch.
 """
 
@@ -21,10 +21,9 @@ from typing import List, Optional
 
 import typer
 from rich.table import Table
-from typer.core import TyperCommand
 
 from cli._common import console, progress_bar
-from cli.describe import all_option, describe_method
+from cli.describe import all_option, describe_method, registry_help
 from pipeline.training.folds import SelectOn
 from pipeline.fusion.presets import PRESETS
 from pipeline.progress import ProgressEvent, ProgressFn
@@ -41,18 +40,13 @@ def parse_method(value: str) -> str:
     return value
 
 
-class _RegistryHelp(TyperCommand):
-    """``fuse``'s command: its help lists the heads registered when it is shown (the registry,
-    not a list written here, so a head added to pipeline/fusion/heads/ or by an entry point
-    appears by itself)."""
+def _method_help() -> str:
+    """``--method``'s help: the heads registered when it is shown (the registry, not a list
+    written here, so a head added to pipeline/fusion/heads/ or by an entry point appears by
+    itself)."""
+    from pipeline.fusion.heads import registry
 
-    def format_help(self, ctx, formatter) -> None:  # noqa: ANN001 (click's types)
-        from pipeline.fusion.heads import registry
-
-        for param in self.params:
-            if param.name == "method":
-                param.help = f"The head to train: {', '.join(sorted(registry()))}."
-        super().format_help(ctx, formatter)
+    return f"The head to train: {', '.join(sorted(registry()))}."
 
 
 def parse_preset(value: str) -> str:
@@ -177,4 +171,4 @@ def fuse(
 
 def register(app: typer.Typer) -> None:
     """Add this group's commands to the root app."""
-    app.command("fuse", cls=_RegistryHelp)(fuse)
+    app.command("fuse", cls=registry_help("method", _method_help))(fuse)

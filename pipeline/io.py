@@ -1,7 +1,10 @@
 """Atomic writes: every output file appears whole or not at all.
 
 Each writer writes into ``<name>.tmp`` beside the target and renames it over the target with
-:func:`os.replace` (atomic on POSIX within one file system), so a crash or an interruption never
+:func:`os.replace` (atomic on POSIX within one file system); where several processes may write
+the same file at once without a lock (the feature store's ``zarr.json``), each writes under a
+name of its own instead (``unique=True``: hidden, with its host and pid, see
+:func:`unique_temporary_path`), so a crash or an interruption never
 leaves a half-written ``scores.json``, checkpoint or submission where a reader would take it for
 a finished one; on an exception the temporary file is removed, and a full disk becomes one line
 (:func:`no_space`). Whatever is at the temporary name is removed first, so a link planted there
@@ -33,6 +36,7 @@ import socket
 import tempfile
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -90,6 +94,20 @@ def temporary_path(path: str | Path) -> Path:
     return path.with_name(path.name + ".tmp")
 
 
+TMP_PREFIX = ".tmp-"  # hidden names of what is being written by one writer among several
+
+
+def writer_tag() -> str:
+    """``@host@pid@``: whose a temporary name is (a sweep removes those of dead writers)."""
+    return f"@{socket.gethostname()}@{os.getpid()}@"
+
+
+def unique_temporary_path(path: str | Path) -> Path:
+    """A hidden temporary name for ``path`` that no other writer uses (host, pid, random)."""
+    path = Path(path)
+    return path.with_name(f"{TMP_PREFIX}{path.name}{writer_tag()}{uuid.uuid4().hex[:8]}")
+
+
 # Checks run before any write under a folder: folder -> check (raises to stop the write). The
 # owner of a run directory in lease mode registers one (pipeline.locks.owner_lock): it renews
 # its lease and stops when another process took the directory over.
@@ -120,15 +138,17 @@ def check_write(path: str | Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, unique: bool = False) -> Iterator[Path]:
     """Yield a temporary path to write to; on success it replaces ``path``, on error it is removed.
+    ``unique``: a name of this writer's own (:func:`unique_temporary_path`), for files that
+    several processes may replace at once.
 
     The folder's guards (:func:`guard_writes`) run before writing and again just before the
     rename that publishes the file."""
     path = Path(path)
     check_write(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_path(path)
+    tmp = unique_temporary_path(path) if unique else temporary_path(path)
     # A file or link already at the temporary name (a killed writer's, or planted) is removed,
     # never written through: writers open the name with O_TRUNC, which follows a link.
     with contextlib.suppress(FileNotFoundError):
@@ -161,15 +181,17 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
     return Path(path)
 
 
-def write_text(path: str | Path, text: str) -> Path:
-    with atomic_path(path) as tmp:
+def write_text(path: str | Path, text: str, unique: bool = False) -> Path:
+    with atomic_path(path, unique) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
 
 
-def write_json(path: str | Path, obj: Any, indent: int = 2) -> Path:
-    """``obj`` as indented JSON with a final newline."""
-    return write_text(path, json.dumps(obj, indent=indent) + "\n")
+def write_json(path: str | Path, obj: Any, indent: int = 2, default: Callable[[Any], Any] | None = None,
+               unique: bool = False) -> Path:
+    """``obj`` as indented JSON with a final newline; ``default`` turns what JSON has no type for
+    into something it has (``str``: paths, dates); ``unique`` as :func:`atomic_path`."""
+    return write_text(path, json.dumps(obj, indent=indent, default=default) + "\n", unique)
 
 
 def save_npz(path: str | Path, **arrays: Any) -> Path:

@@ -2,9 +2,9 @@
 
 For each video (one task each, through :mod:`pipeline.parallel`'s executors, as ``extract``):
 
-1. decode the frames in batches and run the detector on them: MTCNN
-   (:mod:`pipeline.data.faces.mtcnn`) or an SCRFD ONNX file (:mod:`pipeline.data.faces.scrfd`);
-   On the same pass, each frame's colour histogram (shot cuts) and each face's (appearance,
+1. decode the frames in batches and run the detector on them (:mod:`pipeline.data.faces.scan`):
+   the registered detector ``detector`` names (:mod:`pipeline.data.faces.detectors`: MTCNN,
+   an SCRFD ONNX file, or a plug-in's). On the same pass, each frame's colour histogram (shot cuts) and each face's (appearance,
    :mod:`pipeline.data.faces.shots`). A video whose stream decodes fewer frames than its
    container declares (a truncated file, :func:`pipeline.data.media.truncation`) is skipped;
 2. link the detections into tracks that never cross a cut nor a change of appearance, and pick
@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import functools
-import json
 import os
 import shutil
 import tempfile
@@ -50,15 +49,13 @@ from PIL import Image
 from pipeline import io
 from pipeline.data.clip_ids import name_problem
 from pipeline.data.discover import VIDEO_SUFFIXES
-from pipeline.data.faces import weights as face_weights
 from pipeline.data.faces.align import align
 from pipeline.data.faces.config import FacesConfig
-from pipeline.data.faces.mtcnn import MTCNN, Face
-from pipeline.data.faces.scrfd import SCRFD, file_sha256
-from pipeline.data.faces.shots import cuts as shot_cuts
-from pipeline.data.faces.shots import face_signature, histogram
+from pipeline.data.faces.detectors import detector_for
+from pipeline.data.faces.scan import quality_arrays, scan_video
 from pipeline.data.faces.track import clips
 from pipeline.data.faces.video import frame_batches
+from pipeline.data.faces.videos import find_videos, is_complete, two_person_videos, video_key
 from pipeline.data.frames import frame_name
 from pipeline.data.media import MediaError, probe_video, truncation, video_frames
 from pipeline.data.raw import CROPS, PARTIAL, QUALITY
@@ -68,8 +65,7 @@ from pipeline.parallel import open_executor, parse_scheduler
 from pipeline.progress import ProgressEvent, ProgressFn, silent
 
 __all__ = ["VIDEO_SUFFIXES", "CROPS", "QUALITY", "PARTIAL", "run_faces", "process_video",
-           "find_videos", "two_person_videos", "detect_video", "scan_video", "FacesResult",
-           "VideoOutcome", "Scan"]
+           "find_videos", "two_person_videos", "FacesResult", "VideoOutcome"]
 
 
 @dataclass
@@ -105,132 +101,6 @@ class FacesResult:
         return self.frames / busy if busy > 0 else 0.0
 
 
-def find_videos(paths: list[str | Path]) -> list[Path]:
-    """Video files named, or found (recursively) in the folders named; stems must be unique."""
-    videos: list[Path] = []
-    for path in map(Path, paths):
-        if path.is_dir():  # hidden folders (a faces root's .faces-partial) are not searched
-            videos += sorted(p for p in path.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES
-                             and p.is_file()
-                             and not any(part.startswith(".") for part in p.relative_to(path).parts[:-1]))
-        elif path.is_file():
-            videos.append(path)
-        else:
-            raise PipelineError(f"{path}: no such video file or folder")
-    stems: dict[str, Path] = {}
-    for video in videos:  # a stem that is no clip id is skipped by process_video, in one line
-        if video.stem in stems:
-            raise PipelineError(f"{video}: same name as {stems[video.stem]} (clips are named by "
-                                "the video's file name)")
-        stems[video.stem] = video
-    if not videos:
-        raise PipelineError(f"no video files ({', '.join(VIDEO_SUFFIXES)}) in {', '.join(map(str, paths))}")
-    return videos
-
-
-@functools.lru_cache(maxsize=8)
-def _onnx_sha256(path: str, size: int, mtime_ns: int) -> str:
-    return file_sha256(path)
-
-
-def _weights_id(config: FacesConfig) -> str:
-    if config.detector == "mtcnn":
-        return face_weights.fingerprint()
-    stat = os.stat(config.onnx)
-    return "scrfd:" + _onnx_sha256(config.onnx, stat.st_size, stat.st_mtime_ns)
-
-
-def two_person_videos(annotations: str | Path, videos: list[str | Path]) -> set[str]:
-    """Stems of ``videos`` that have a ``<stem>_left.txt`` or ``<stem>_right.txt`` anywhere
-    under ``annotations`` (how Aff-Wild2 names the two sides of a two-person video)."""
-    annotations = Path(annotations)
-    if not annotations.is_dir():
-        raise PipelineError(f"{annotations}: no such annotation folder")
-    sides = {p.stem.rsplit("_", 1)[0] for p in annotations.rglob("*.txt")
-             if p.stem.endswith(("_left", "_right"))}
-    return sides & {v.stem for v in find_videos(videos)}
-
-
-def _key(video: Path, config: FacesConfig) -> dict:
-    stat = video.stat()
-    key = {"settings": config.output_key(), "weights": _weights_id(config),
-           "video": {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns},
-           "two_person": video.stem in config.two_person}
-    if config.all_faces:  # only then: records written before the option stay complete
-        key["all_faces"] = True
-    return key
-
-
-def _complete(out: Path, video: Path, config: FacesConfig) -> bool:
-    record = out / QUALITY / f"{video.stem}.json"
-    try:
-        return json.loads(record.read_text(encoding="utf-8")).get("key") == _key(video, config)
-    except (OSError, ValueError):
-        return False
-
-
-_DETECTORS: dict[tuple, MTCNN | SCRFD] = {}  # per worker process: weights read and checked once
-
-
-def _detector(config: FacesConfig) -> MTCNN | SCRFD:
-    key = (config.detector, config.weights, config.min_face, tuple(config.thresholds),
-           config.factor, config.onnx, config.onnx_size, config.onnx_threshold)
-    if key not in _DETECTORS:
-        if config.detector == "scrfd":
-            _DETECTORS[key] = SCRFD(config.onnx, config.onnx_size, config.onnx_threshold)
-        else:
-            _DETECTORS[key] = MTCNN(face_weights.load_state_dicts(config.weights or None),
-                                    config.min_face, tuple(config.thresholds), config.factor)
-    return _DETECTORS[key]
-
-
-def detect_video(video: Path, config: FacesConfig) -> tuple[list[list[Face]], int]:
-    """Detections per frame and the number of frames."""
-    scan = scan_video(video, config)
-    return scan.detections, scan.frames
-
-
-@dataclass
-class Scan:
-    """One decoding pass of a video: detections, shot cuts and face signatures per frame."""
-
-    detections: list[list[Face]]
-    frames: int  # frames decoded
-    cuts: list[int]  # frames that start a shot
-    signatures: list[list[np.ndarray]]  # each detection's colour histogram
-
-
-def scan_video(video: Path, config: FacesConfig,
-               on_frames: Callable[[int], None] | None = None) -> Scan:
-    """Detect faces and measure shots and appearance in one pass; ``on_frames(frames decoded)``
-    after each batch (progress)."""
-    detector = _detector(config)
-    detections: list[list[Face]] = []
-    signatures: list[list[np.ndarray]] = []
-    histograms: list[np.ndarray] = []
-    for batch in frame_batches(video, config.batch):
-        found = detector.detect(batch)
-        for frame, faces in zip(batch, found):
-            histograms.append(histogram(frame))
-            signatures.append([face_signature(frame, f.box) for f in faces])
-        detections += found
-        if on_frames is not None:
-            on_frames(len(detections))
-    return Scan(detections, len(detections), shot_cuts(histograms, config.cut_threshold), signatures)
-
-
-def _quality(person: dict[int, Face], transforms: dict[int, np.ndarray], n: int, fps: float) -> dict:
-    face = np.zeros(n, bool)
-    score = np.full(n, np.nan, np.float32)
-    box = np.full((n, 4), np.nan, np.float32)
-    landmarks = np.full((n, 5, 2), np.nan, np.float32)
-    transform = np.full((n, 2, 3), np.nan, np.float32)
-    for i, f in person.items():
-        face[i], score[i], box[i], landmarks[i], transform[i] = True, f.score, f.box, f.landmarks, transforms[i]
-    return {"face": face, "score": score, "box": box, "landmarks": landmarks,
-            "transform": transform, "fps": np.float64(fps)}
-
-
 def process_video(video: str, out: str, config: FacesConfig,
                   relay: Callable[..., None] | None = None) -> VideoOutcome:
     """One video, start to record; bad media becomes a ``skipped`` outcome. ``relay(video,
@@ -241,7 +111,7 @@ def process_video(video: str, out: str, config: FacesConfig,
         return VideoOutcome(video_path.name, "skipped",
                             reason=f"{video}: clip name {video_path.stem[:80]!r} {problem}: rename the "
                                    "file (clips are named by the video's file name)")
-    if _complete(root, video_path, config):
+    if is_complete(root, video_path, config):
         return VideoOutcome(video_path.stem, "reused")
     started = time.perf_counter()
     names = [video_path.stem]
@@ -273,11 +143,11 @@ def process_video(video: str, out: str, config: FacesConfig,
             raise MediaError(f"{video_path}: {n} frames decoded, then {index} on a second pass")
         fps = probe_video(video_path).fps
         for name, person, transform in zip(names, persons, transforms):
-            io.save_npz(staging / f"{name}.npz", **_quality(person, transform, n, fps))
+            io.save_npz(staging / f"{name}.npz", **quality_arrays(person, transform, n, fps))
         _publish(root, staging, names)
         record = {"video": str(video_path), "clips": names, "frames": n,
                   "faces": {name: len(p) for name, p in zip(names, persons)},
-                  "tracks": tracks, "cuts": scan.cuts, "key": _key(video_path, config)}
+                  "tracks": tracks, "cuts": scan.cuts, "key": video_key(video_path, config)}
         io.write_json(root / QUALITY / f"{video_path.stem}.json", record)
     except MediaError as e:
         return VideoOutcome(video_path.stem, "skipped", reason=str(e))
@@ -364,7 +234,7 @@ def run_faces(videos: list[str | Path], out: str | Path, config: FacesConfig,
     unknown = set(config.two_person) - {v.stem for v in files}
     if unknown:
         raise PipelineError(f"two_person names {', '.join(sorted(unknown))}: not among the videos")
-    _detector(config)  # missing or altered weights, or a bad ONNX file: fail now, in one line
+    detector_for(config)  # missing or altered weights, or a bad ONNX file: fail now, in one line
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     outcomes = []

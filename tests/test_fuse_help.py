@@ -24,10 +24,13 @@ class _LateHead(Head):
         raise NotImplementedError
 
 
-def test_fuse_help_lists_every_registered_head(capsys, monkeypatch):
-    monkeypatch.setitem(heads._REGISTRY, _LateHead.name, _LateHead)
-    assert main(["fuse", "--help"]) == 0
-    out = " ".join(capsys.readouterr().out.replace("│", " ").split())
-    assert len(registry()) >= 8
-    for name in registry():
-        assert name in out, f"fuse --help does not list {name}"
+def test_fuse_help_lists_every_registered_head(capsys):
+    heads.register(_LateHead)
+    try:
+        assert main(["fuse", "--help"]) == 0
+        out = " ".join(capsys.readouterr().out.replace("│", " ").split())
+        assert len(registry()) >= 8
+        for name in registry():
+            assert name in out, f"fuse --help does not list {name}"
+    finally:
+        heads.HEADS.unregister(_LateHead.name)

@@ -73,12 +73,14 @@ def test_an_entry_point_whose_module_registers_another_name_says_so(tmp_path, mo
     """The README's old example named the entry point ``my_extractor`` and the class ``my_mean``:
     ``-e my_extractor`` ended in "error: 'my_extractor'"."""
     from pipeline.errors import PipelineError
+    from pipeline import registry
     from pipeline.features import extractors
 
     (tmp_path / "misnamed_plugin.py").write_text(
         "import pipeline.features.extractors.swin  # noqa: F401 (registers swin)\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(extractors, "_entry_points", lambda: {"my_extractor": "misnamed_plugin"})
+    monkeypatch.setattr(registry, "entry_points", lambda group: {"my_extractor": "misnamed_plugin"}
+                        if group == extractors.ENTRY_POINT_GROUP else {})
     with pytest.raises(PipelineError, match=r"extractor 'my_extractor': module misnamed_plugin "
                                             r"\(entry point my_extractor .*registers no extractor"):
         extractors.extractor_class("my_extractor")

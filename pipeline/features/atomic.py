@@ -9,6 +9,10 @@ reader or a crash sees the old directory, no directory, or the new one, never ha
 ``rename`` cannot replace a non-empty directory, so an existing one is first renamed into the
 scratch folder (readers then see none for that moment: the array counts as missing and is
 recomputed or reported, never read half-made), then deleted.
+
+A file (``zarr.json``) is replaced with :func:`pipeline.io.write_json` under a name of its
+writer's own (``unique=True``): the one atomic-write toolkit, with its guards, umask and
+full-disk message; this module holds what directories need beyond it.
 """
 
 from __future__ import annotations
@@ -22,18 +26,16 @@ import time
 import uuid
 from pathlib import Path
 
-TMP_PREFIX = ".tmp-"  # hidden names of directories being written (never listed as arrays)
+from pipeline import io
+from pipeline.io import TMP_PREFIX  # hidden names of what is being written (never listed as arrays)
+
 STALE_SECONDS = 3600.0  # a temporary directory untouched this long was left by a dead writer
-
-
-def _owner() -> str:
-    return f"@{socket.gethostname()}@{os.getpid()}@"
 
 
 def aside_name(final: Path, scratch: Path | None = None) -> Path:
     """A unique hidden name to build ``final`` in, in ``scratch`` (default: beside ``final``);
     host and pid in the name say whose it is."""
-    return (scratch or final.parent) / f"{TMP_PREFIX}{final.name}{_owner()}{uuid.uuid4().hex[:8]}"
+    return (scratch or final.parent) / f"{TMP_PREFIX}{final.name}{io.writer_tag()}{uuid.uuid4().hex[:8]}"
 
 
 def sweep(folder: Path) -> None:
@@ -74,7 +76,7 @@ def move_into_place(built: Path, final: Path) -> None:
             except OSError as e:
                 if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
                     raise
-            old = built.with_name(f"{TMP_PREFIX}old-{final.name}{_owner()}{uuid.uuid4().hex[:8]}")
+            old = built.with_name(f"{TMP_PREFIX}old-{final.name}{io.writer_tag()}{uuid.uuid4().hex[:8]}")
             try:
                 os.rename(final, old)
                 replaced.append(old)
@@ -86,23 +88,12 @@ def move_into_place(built: Path, final: Path) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def write_json(path: Path, body: dict) -> None:
-    """Replace a JSON file in one step (written aside, then ``os.replace``)."""
-    tmp = path.with_name(f"{TMP_PREFIX}{path.name}{_owner()}{uuid.uuid4().hex[:8]}")
-    try:
-        tmp.write_text(json.dumps(body, indent=2, default=str) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def update_attributes(node: Path, attrs: dict) -> None:
     """Merge ``attrs`` into a Zarr v3 node's attributes, replacing its ``zarr.json`` in one step."""
     meta_path = node / "zarr.json"
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     meta.setdefault("attributes", {}).update(attrs)
-    write_json(meta_path, meta)
+    io.write_json(meta_path, meta, default=str, unique=True)
 
 
 def chunk_sizes(array_dir: Path) -> dict[str, int]:

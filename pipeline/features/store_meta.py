@@ -27,9 +27,9 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from pipeline import locks
+from pipeline import io, locks
 from pipeline.data.manifest import Clip
-from pipeline.features.atomic import TMP_PREFIX, write_json
+from pipeline.features.atomic import TMP_PREFIX
 from pipeline.features.store_format import StoreError, meta_dir
 
 KEY = "consolidated_metadata"
@@ -88,7 +88,7 @@ def consolidate(store: str | Path) -> int:
         nodes = _nodes(root)
         meta = json.loads((root / "zarr.json").read_text(encoding="utf-8"))
         meta[KEY] = _inline(nodes)
-        write_json(root / "zarr.json", meta)
+        io.write_json(root / "zarr.json", meta, default=str, unique=True)
     return len(nodes)
 
 
@@ -105,4 +105,4 @@ def unconsolidate(store: str | Path) -> None:
     with _root_json(root):
         meta = json.loads((root / "zarr.json").read_text(encoding="utf-8"))
         if meta.pop(KEY, None) is not None:
-            write_json(root / "zarr.json", meta)
+            io.write_json(root / "zarr.json", meta, default=str, unique=True)

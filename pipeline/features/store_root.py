@@ -41,8 +41,8 @@ from pathlib import Path
 
 import zarr
 
-from pipeline import locks
-from pipeline.features.atomic import TMP_PREFIX, write_json
+from pipeline import io, locks
+from pipeline.features.atomic import TMP_PREFIX
 from pipeline.features.store_format import (FORMAT_VERSION, TIME_KEY, VALID_KEY, StoreError, meta_dir,
                                             one_line)
 
@@ -156,7 +156,7 @@ def rebuild_root(path: str | Path, damage: str, digests: dict[str, str],
     try:
         with locks.hold(meta_dir(path) / "locks", "root", True):
             if root_damage(path) is not None:  # another process may have rebuilt it meanwhile
-                write_json(root_json, body)
+                io.write_json(root_json, body, default=str, unique=True)
     except OSError as e:
         raise StoreError(f"{root_json}: {damage}; cannot write it again "
                          f"({e.strerror or one_line(e)})") from None

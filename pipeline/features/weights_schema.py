@@ -30,7 +30,7 @@ MAX_SIDE = 4096
 CROP_PCT = (0.5, 1.25)  # the centre-crop share timm resizes by (timm's own models: 0.875 to 1.15)
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos", "box", "hamming")  # PIL's
 MEAN_NORMS = ("sliding", "window", "none")  # tdnn's cepstral mean normalisation
-PURITY_RULES = ("window", "labelled")  # swin_audio's window purity rule (fusion.windows)
+PURITY_RULES = ("window", "labelled")  # swin_audio's window purity rule (training.windows)
 SHA256 = re.compile(r"[0-9a-f]{64}")
 
 

@@ -34,6 +34,9 @@ from pipeline.data.manifest import Clip
 from pipeline.data.media import decode_audio
 from pipeline.errors import PipelineError
 from pipeline.features.audio_windows import frame_windows, window_length
+from pipeline.features.extractors.hf_audio import normalize_waveform
+from pipeline.features.extractors.swin_audio import SwinAudioConfig
+from pipeline.finetune.backbone_choice import register
 from pipeline.finetune.backbones import AudioBackbone, Backbone, Samples, labelled_samples
 from pipeline.finetune.config import FinetuneConfig
 from pipeline.training.windows import PAPER_THRESHOLDS, PAPER_WINDOWS, purity
@@ -49,7 +52,14 @@ def purity_threshold(config: FinetuneConfig) -> float:
     return PAPER_THRESHOLDS[PAPER_WINDOWS.index(config.window)]
 
 
+@register
 class SwinAudioBackbone(AudioBackbone):
+    """The ``swin_audio`` extractor's Swin over log-mel windows of enough label purity."""
+
+    name = "swin_audio"
+    order = 3
+    trains_on = "log-mel windows"
+    Config = SwinAudioConfig  # FinetuneConfig.swin_audio
     family = "swin_audio"
     needs = "audio and windows of enough label purity"
 
@@ -101,7 +111,7 @@ class SwinAudioBackbone(AudioBackbone):
             return self.extractor.images(torch.from_numpy(x))[0].contiguous()
 
     def preprocessing(self) -> dict[str, Any]:
-        d = self.extractor._data_config
+        d = self.extractor.data_config
         return {"frontend": dataclasses.asdict(self.extractor.config.frontend),
                 "window": self.window, "purity": self.threshold,
                 "purity_rule": self.config.purity_rule, "input_size": list(d["input_size"]),
@@ -120,6 +130,7 @@ class _Encoder(nn.Module):
         return self.model(wave, output_hidden_states=True).hidden_states[-1].mean(dim=1)
 
 
+@register
 class HfAudioBackbone(AudioBackbone):
     """The top ``train_layers`` of a HuggingFace audio encoder and the loop's linear head.
 
@@ -142,6 +153,9 @@ class HfAudioBackbone(AudioBackbone):
     the record.
     """
 
+    name = "hf_audio"
+    order = 4
+    trains_on = "waveform"
     family = "hf_audio"
 
     def __init__(self, config: FinetuneConfig) -> None:
@@ -150,8 +164,8 @@ class HfAudioBackbone(AudioBackbone):
 
         self.extractor = HfAudio(config=HfAudioConfig(windows=(config.window,)),
                                  weights=config.weights, device="cpu", precision="fp32")
-        self.folder = self.extractor._folder
-        self.model_config = self.extractor._read_json("config.json")
+        self.folder = self.extractor.folder
+        self.model_config = self.extractor.read_json("config.json")
         self.model_name = (self.model_config or {}).get("model_type", "wav2vec2")
         self.window = config.window
         self._fronts: dict[str, np.ndarray] = {}
@@ -194,8 +208,8 @@ class HfAudioBackbone(AudioBackbone):
     def front(self, clip: Clip) -> np.ndarray:
         if clip.audio_path not in self._fronts:
             wave = decode_audio(clip.audio_path, self.extractor.frontend_sample_rate)
-            if self.extractor._normalize:  # as the extractor: over the whole clip
-                wave = (wave - wave.mean()) / np.sqrt(wave.var() + 1e-7)
+            if self.extractor.do_normalize:  # as the extractor: over the whole clip
+                wave = normalize_waveform(wave)
             self._fronts[clip.audio_path] = np.asarray(wave, dtype=np.float32)[:, None]
         return self._fronts[clip.audio_path]
 
@@ -213,7 +227,7 @@ class HfAudioBackbone(AudioBackbone):
 
     def preprocessing(self) -> dict[str, Any]:
         return {"sampling_rate": self.extractor.frontend_sample_rate,
-                "do_normalize": self.extractor._normalize, "window": self.window,
+                "do_normalize": self.extractor.do_normalize, "window": self.window,
                 "layers": [-1], "combine": "mean", "train_layers": self.config.train_layers}
 
     def write(self, folder: Path, state: dict[str, torch.Tensor], record: Any) -> None:
@@ -230,6 +244,6 @@ class HfAudioBackbone(AudioBackbone):
             else:
                 preprocessor.write_text(json.dumps({
                     "sampling_rate": self.extractor.frontend_sample_rate,
-                    "do_normalize": self.extractor._normalize}))
+                    "do_normalize": self.extractor.do_normalize}))
 
         publish_weights_folder(folder, record, write)

@@ -40,6 +40,8 @@ from pipeline.data.manifest import Clip
 from pipeline.data.media import decode_audio, read_image
 from pipeline.errors import PipelineError
 from pipeline.features.audio_windows import frame_windows, window_length
+from pipeline.features.extractors.tdnn import TdnnConfig
+from pipeline.finetune.backbone_choice import register
 from pipeline.finetune.config import FinetuneConfig
 
 
@@ -110,6 +112,10 @@ def au_targets(samples: Samples, i: int) -> np.ndarray:
 class Backbone:
     """The per-backbone part of fine-tuning (see the module docstring)."""
 
+    name: str  # what FinetuneConfig.backbone says to choose it (the registry's key)
+    order: int = 100  # where `finetune --describe` lists it
+    trains_on: str = ""  # what a sample is, in a few words (`finetune --help`)
+    Config: type | None = None  # its own section of FinetuneConfig, if any (--describe)
     family: str
     model_name: str
     needs = "audio"  # what a usable sample needs (named in the error when none is)
@@ -199,7 +205,13 @@ def crop_size(samples: Samples) -> int:
     return int(values[counts == counts.max()].max())
 
 
+@register
 class FaceBackbone(Backbone):
+    """Any timm model, built headless as stage one builds it; trains on face crops."""
+
+    name = "timm"
+    order = 0
+    trains_on = "face crops"
     family = "timm"
     needs = "faces"
 
@@ -284,7 +296,14 @@ class FaceBackbone(Backbone):
                 "crop_pct": d["crop_pct"], "interpolation": d["interpolation"]}
 
 
+@register
 class AudioBackbone(Backbone):
+    """The ``tdnn`` extractor's x-vector network over log-mel windows centred on labelled frames."""
+
+    name = "tdnn"
+    order = 2
+    trains_on = "log-mel windows"
+    Config = TdnnConfig  # FinetuneConfig.tdnn
     family = "tdnn"
     model_name = "xvector"
 

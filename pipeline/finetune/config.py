@@ -12,17 +12,18 @@ from pipeline.errors import PipelineError
 from pipeline.features.extractors.iresnet import IResNetConfig
 from pipeline.features.extractors.swin_audio import SwinAudioConfig
 from pipeline.features.extractors.tdnn import TdnnConfig
+from pipeline.finetune.backbone_choice import BACKBONES
+from pipeline.suggest import did_you_mean
 from pipeline.training.config import ClassifierConfig
+from pipeline.training.dan import DANNetConfig
+from pipeline.training.layer_decay import LAYER_DECAY_BACKBONES
 from pipeline.training.losses import LossConfig
 from pipeline.training.sampling import SamplingConfig
 from pipeline.training.windows import PURITY_RULES
-from pipeline.training.dan import DANNetConfig
-from pipeline.training.layer_decay import LAYER_DECAY_BACKBONES
 from pipeline.training.schedules import ScheduleConfig
 
 HEADS = ("linear", "dan")
 TASK_SCHEDULES = ("joint", "epoch", "batch")
-BACKBONES = ("timm", "iresnet", "tdnn", "swin_audio", "hf_audio")
 OPTIMIZERS = ("adamw", "sgd")
 FACE_ONLY = ("input_size", "crop_pct")  # options of backbone timm alone (a preset's: dropped for others)
 
@@ -50,7 +51,8 @@ class FinetuneConfig:
     the heads' train-dev slice and writes a weights folder ``extract --weights NAME=OUT`` loads."""
 
     # "timm" (face crops, any timm model), "iresnet" (face crops, jin2021), "tdnn", "swin_audio"
-    # (log-mel windows) or "hf_audio" (waveform windows, the top train_layers of the encoder)
+    # (log-mel windows), "hf_audio" (waveform windows, the top train_layers of the encoder) or a
+    # plug-in's (pipeline.finetune.backbone_choice, docs/plugins.md)
     backbone: str = "timm"
     model: str = "resnet50"  # timm model name (backbone timm)
     weights: str | None = None  # initial weights (file or folder, any layout extract reads); unset: seeded random
@@ -137,8 +139,9 @@ class FinetuneConfig:
     train_layers: int = 2  # backbone hf_audio: the top transformer layers trained (the rest stay frozen)
 
     def __post_init__(self) -> None:
-        if self.backbone not in BACKBONES:
-            raise PipelineError(f"backbone {self.backbone!r}: choose from {', '.join(BACKBONES)}")
+        if self.backbone not in BACKBONES.names():  # read from the sources: imports no backbone
+            raise PipelineError(f"backbone {self.backbone!r}: choose from {BACKBONES.choices()}"
+                                f"{did_you_mean(self.backbone, BACKBONES.names())}")
         if self.optimizer not in OPTIMIZERS:
             raise PipelineError(f"optimizer {self.optimizer!r}: choose from {', '.join(OPTIMIZERS)}")
         if self.epochs < 1 or self.patience < 1 or self.batch_size < 1 or self.eval_batch_size < 1:

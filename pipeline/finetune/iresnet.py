@@ -21,11 +21,20 @@ from torch import nn
 
 from pipeline.compat import ensure_torchvision
 from pipeline.errors import PipelineError
+from pipeline.features.extractors.iresnet import IResNetConfig
+from pipeline.finetune.backbone_choice import register
 from pipeline.finetune.backbones import Backbone, FaceBackbone, train_transform
 from pipeline.finetune.config import FinetuneConfig
 
 
+@register
 class IResNetBackbone(FaceBackbone):
+    """An IResNet (ArcFace's face-recognition network) of the ``iresnet`` extractor; trains on face crops."""
+
+    name = "iresnet"
+    order = 1
+    trains_on = "face crops"
+    Config = IResNetConfig  # FinetuneConfig.iresnet
     family = "iresnet"
 
     def __init__(self, config: FinetuneConfig) -> None:

@@ -4,28 +4,20 @@ With ``train.ema_epochs = E > 0`` (the default is 1) every optimiser step is fol
 every floating-point tensor of the head's state (parameters and buffers),
 ``average <- d * average + (1 - d) * weights`` with ``d = exp(-n / (E * N))``: ``n`` the step's
 examples, ``N`` the examples of the previous epoch. So a step's share decays by a factor e over E
-epochs' worth of examples whatever the batch size and the epoch's length (a fixed per-step decay,
-timm's 0.9998 for instance, would average over a fiftieth of an Aff-Wild2 epoch and over ten demo
-epochs). In the first epoch ``N`` is not known yet and the average is the weights themselves
-(``d = 0``). Integer buffers are copied. Each epoch's selection pass, the best epoch's weights
-(``best.pt``) and the final predictions use the average; training continues from the weights.
-``E = 0`` turns it off (the run is then what it was before this module existed).
+epochs' worth of examples whatever the batch size and the epoch's length (a fixed per-step decay
+would average over very different spans of data on a large corpus and on a small one). In the
+first epoch ``N`` is not known yet and the average is the weights themselves (``d = 0``). Integer
+buffers are copied. Each epoch's selection pass, the best epoch's weights (``best.pt``) and the
+final predictions use the average; training continues from the weights. ``E = 0`` turns it off
+(the run is then what it was before this module existed).
 
 **Why on by default.** Early stopping picks one epoch by its score on a few held-out videos, and
-the weights after a given step move chaotically with anything that changes the trajectory: the
-demo's ``mfm`` run on fp32 instead of bf16 features (swin and tdnn features differ by about 0.6% of
-each value) stopped at epoch 26 instead of 10 and changed its decision on 7.5% of the validation
-frames; with seed 3 the bf16 run stopped at epoch 4 at macro-F1 0.354 and the fp32 one at 0.794
-(47.5% of the decisions differ). Averaging over about an epoch damps that. On the demo store
-(``tests/bench/bench_averaging.py``; docs/stability.md), over 6-8 seeds each
-run on bf16 and fp32 features, the average cut the share of ``mfm``'s decisions that change with
-the precision from 6.0% to 2.2% (median; worst 47.5% to 26.9%), and the worst from 10.6% to 0.3%
-for ``sequence`` and from 25.8% to 8.9% for ``proportional``; but ``image``, stable without it, had
-one seed of six that changed 27% with it. Mean validation macro-F1 moved by +0.02 (``mfm``), -0.01
-(``sequence``), -0.025 (``proportional``) and -0.01 to 0 (``image``). It is a trade: the demo's
-best member, whose instability moved the final row, gains in both score and stability. One epoch is
-a unit, not a value tuned on the demo (not swept). The papers do not average their weights; their
-presets set 0.
+the weights after a given step move chaotically with anything that changes the trajectory (bf16
+instead of fp32 features is enough); averaging over about an epoch damps that. It is a trade: it
+steadies the heads whose early stop jumps (the demo's best member among them) and costs some
+heads a little macro-F1 (docs/stability.md has the measurements; tests/bench/bench_averaging.py
+makes them). One epoch is a unit, not a tuned value. The papers do not average their weights;
+their presets set 0.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from pipeline.data.faces.align import ARCFACE_112, align, similarity, template, warp
-from pipeline.data.faces.mtcnn import Face
+from pipeline.data.faces.common import Face
 from pipeline.data.faces.track import link, people
 
 

@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 from pipeline.data.faces import weights
-from pipeline.data.faces.mtcnn import MTCNN, batched_nms, nms
+from pipeline.data.faces.common import batched_nms, nms
+from pipeline.data.faces.mtcnn import MTCNN
 from pipeline.data.faces.synthetic import PHOTO_BOX, PHOTO_EYES, photo
 from pipeline.data.faces.track import iou
 

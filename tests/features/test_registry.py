@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.features import extractors
+from pipeline.registry import registered_names
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILT_IN = {"swin", "iresnet", "logmel", "tdnn", "swin_audio"}
@@ -37,7 +38,7 @@ def test_importing_the_registry_imports_no_backbone_library():
 
 
 def test_names_read_from_the_sources_are_the_registered_classes():
-    index = extractors._package_index()
+    index = {n: m for n, m in extractors.EXTRACTORS.modules().items() if m.startswith("pipeline.")}
     registered = extractors.registry()
     assert BUILT_IN <= set(index)
     for name, module in index.items():
@@ -58,7 +59,7 @@ def test_registered_names_are_read_without_importing():
         class B(Base):
             name: ClassVar[str] = "b_two"
     ''')
-    assert extractors._registered_names(source) == ["a_one", "b_two"]
+    assert registered_names(source) == ["a_one", "b_two"]
 
 
 def test_plug_ins_are_found_through_entry_points(tmp_path):

@@ -21,7 +21,7 @@ from pipeline.features.weights_record import WEIGHTS_NAME, read_record  # noqa: 
 from pipeline.finetune.config import FinetuneConfig, build_config  # noqa: E402
 from pipeline.finetune.loop import work_dir  # noqa: E402
 from pipeline.finetune.model import Classifier, make_optimizer  # noqa: E402
-from pipeline.fusion.config import ClassifierConfig  # noqa: E402
+from pipeline.training.config import ClassifierConfig  # noqa: E402
 from pipeline.training.moe import MixtureOfExperts  # noqa: E402
 from stages.finetune import finetune  # noqa: E402
 

@@ -105,4 +105,4 @@ def test_a_new_combiner_with_an_option_is_one_class():
         fitted = F.fit(data, ["r/a", "r/b", "r/c"], _config("combiner.top.k=2"))
         assert fitted.candidates["top"].weights == (1.0, 1.0, 0.0)
     finally:
-        combiners._REGISTRY.pop("top")
+        combiners.COMBINERS.unregister("top")

@@ -318,7 +318,9 @@ def test_crossfit_needs_two_videos():
 def test_combiners_are_discovered_in_order_and_a_new_rule_is_one_class():
     from pipeline.scoring import combiners
 
-    assert list(combiners.registry()) == ["mean", "member", "proportional", "weighted", "bag"]
+    found = combiners.registry()  # every combiner module of the package, none listed here
+    assert {"mean", "member", "proportional", "weighted", "bag"} <= set(found)
+    assert list(found) == sorted(found, key=lambda name: (found[name].order, name))
 
     @combiners.register
     class Geometric(combiners.Combiner):  # not a weighted mean: scored through its own apply
@@ -352,4 +354,33 @@ def test_combiners_are_discovered_in_order_and_a_new_rule_is_one_class():
         assert record["combiner"] == fitted.choices.combiner
         assert record["rule"] == fitted.candidates[fitted.choices.combiner].rule
     finally:
-        combiners._REGISTRY.pop("geometric")
+        combiners.COMBINERS.unregister("geometric")
+
+
+
+def _every_combiner():
+    from pipeline.scoring import combiners
+
+    return list(combiners.registry())
+
+
+@pytest.mark.parametrize("rule", _every_combiner())
+def test_every_registered_combiner_fits_and_applies(rule):
+    """Each combiner of the registry (a new one too, with no edit here) proposes candidates for
+    members that share an output name and for members that do not, fits them on the tuning
+    frames and applies them: probabilities of every frame, a tuning macro-F1 for each."""
+    from pipeline.scoring import combiners
+
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, NUM_CLASSES, 90)
+    data = make_split([_probs(rng, 90) for _ in range(3)], labels, [30, 30, 30])
+    names = ["r1/fusion", "r2/fusion", "r3/main"]
+    config = E.EnsembleConfig(smooth="none", bias=False)
+    candidates, tuning, _ = F.fit_candidates(data, names, config)
+    mine = {n: c for n, c in candidates.items() if c.rule == rule}
+    assert mine, f"{rule} proposed no candidate for {names}"
+    for name, combination in mine.items():
+        probs = combiners.apply(combination, data.probs)
+        assert probs.shape == (90, NUM_CLASSES) and np.isfinite(probs).all()
+        assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-4)
+        assert 0.0 <= tuning[name] <= 1.0

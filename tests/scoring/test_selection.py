@@ -148,3 +148,22 @@ def test_final_row_name_counts_the_fits_that_kept_the_member():
 def test_bad_selection_or_fallback_options_are_one_line_errors(change, message):
     with pytest.raises(PipelineError, match=message):
         E.EnsembleConfig(**change)
+
+
+def test_without_held_out_predictions_the_record_says_so_not_that_videos_are_few():
+    """``anchored`` keeps the anchor when it has no held-out predictions of the challenger; its
+    record said "N videos to fit on (fewer than M)" then even with N >= M."""
+    from pipeline.scoring.selection import anchored
+
+    rng = np.random.default_rng(2)
+    lengths = [30] * 6
+    labels = _labels(rng, lengths)
+    data = make_split([_member(rng, labels, 2.0), _member(rng, labels, 1.0)], labels, lengths)
+    config = _config(min_videos=2)
+    fit = C.nested_fit(data, NAMES, _config(selection="best"))
+    kept = anchored(fit, data, NAMES, config, None, None)
+    assert kept.kept_anchor == "r/a" and kept.selection["kept"] == "anchor"
+    assert "fewer than" not in kept.selection["why"]
+    assert "no held-out predictions" in kept.selection["why"]
+    few = anchored(fit, data, NAMES, _config(min_videos=7), None, None)
+    assert few.selection["why"].startswith("6 videos to fit on (fewer than 7)")

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
+from typing import Any
 
+from pipeline.config import from_dict
+from pipeline.data.faces.detectors import DETECTORS
 from pipeline.errors import PipelineError
+from pipeline.suggest import did_you_mean
 
 
 @dataclass
 class FacesConfig:
     """Face detection, tracking, five-point alignment and cropping of ``fer-pipeline faces``."""
 
-    detector: str = "mtcnn"  # "mtcnn" (weights below) or "scrfd" (the ONNX file `onnx` names)
+    # "mtcnn" (weights below), "scrfd" (the ONNX file `onnx` names) or a plug-in's (docs/plugins.md)
+    detector: str = "mtcnn"
+    # the detector's own options (its Config: a table in TOML, --set options.KEY=VALUE), for a
+    # detector that has a Config (the built-in ones read the fields here instead)
+    options: Any = None
     onnx: str = ""  # an SCRFD detector with keypoints (insightface's det_10g.onnx and the like)
     onnx_size: int = 640  # input side for an ONNX file whose input size is free
     onnx_threshold: float = 0.5  # SCRFD score threshold (insightface's default)
@@ -48,10 +57,24 @@ class FacesConfig:
     scheduler: str = "inprocess"  # as `extract --scheduler`: one task per video
 
     def __post_init__(self) -> None:
-        if self.detector not in ("mtcnn", "scrfd"):
-            raise PipelineError(f"detector {self.detector!r}: choose mtcnn or scrfd")
-        if self.detector == "scrfd" and not self.onnx:
-            raise PipelineError("detector scrfd: name its ONNX file (--onnx PATH or onnx=PATH)")
+        if self.detector not in DETECTORS.names():  # read from the sources: imports none
+            raise PipelineError(f"detector {self.detector!r}: choose from {DETECTORS.choices()}"
+                                f"{did_you_mean(self.detector, DETECTORS.names())}")
+        detector = DETECTORS.get(self.detector)
+        if detector.Config is None:
+            if self.options:
+                raise PipelineError(f"options {self.options}: detector {self.detector} has none")
+            self.options = None
+        elif self.options is None or isinstance(self.options, dict):  # from TOML or --set
+            try:
+                self.options = from_dict(detector.Config, self.options or {},
+                                         f"options (detector {self.detector})")
+            except (TypeError, ValueError) as e:
+                raise PipelineError(" ".join(str(e).split())) from None
+        elif not isinstance(self.options, detector.Config):
+            raise PipelineError(f"options {type(self.options).__name__}: not the options of "
+                                f"detector {self.detector} ({detector.Config.__name__})")
+        detector.check(self)
         if self.onnx_size < 32 or not 0.0 < self.onnx_threshold <= 1.0:
             raise PipelineError(f"onnx_size {self.onnx_size} / onnx_threshold {self.onnx_threshold}: "
                                 "need a size >= 32 and a threshold in (0, 1]")
@@ -75,8 +98,10 @@ class FacesConfig:
 
     def output_key(self) -> dict:
         """What decides the crops (a finished video is redone when any of it changes)."""
-        detector = (("min_face", "thresholds", "factor") if self.detector == "mtcnn"
-                    else ("onnx_size", "onnx_threshold"))
-        return {k: getattr(self, k) for k in ("detector", *detector, "size", "scale", "iou_min",
-                                              "max_gap", "min_frames", "cut_threshold", "appearance_max",
-                                              "jpeg_quality", "pad")}
+        detector = DETECTORS.get(self.detector).key_fields
+        key = {k: getattr(self, k) for k in ("detector", *detector, "size", "scale", "iou_min",
+                                             "max_gap", "min_frames", "cut_threshold", "appearance_max",
+                                             "jpeg_quality", "pad")}
+        if self.options is not None:  # only then: the built-in detectors' keys stay as they were
+            key["options"] = dataclasses.asdict(self.options)
+        return key

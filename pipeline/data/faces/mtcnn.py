@@ -22,28 +22,19 @@ map in (width, height, channel) order (the weights come from Caffe's transposed 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.data.faces import weights as face_weights
+from pipeline.data.faces.common import Face, batched_nms, nms
+from pipeline.data.faces.detectors import Detector, register
+
 MEAN, SCALE = 127.5, 1.0 / 128.0
 CELL, STRIDE = 12, 2  # P-Net's window and step, in pyramid pixels
-
-
-@dataclass(frozen=True)
-class Face:
-    """One detection in image pixels."""
-
-    box: np.ndarray  # float32 [4]: x1, y1, x2, y2
-    score: float  # O-Net's face probability
-    landmarks: np.ndarray  # float32 [5, 2]: (x, y) of left eye, right eye, nose, mouth left, right
-
-    @property
-    def area(self) -> float:
-        return float(max(0.0, self.box[2] - self.box[0]) * max(0.0, self.box[3] - self.box[1]))
 
 
 class PNet(nn.Module):
@@ -109,38 +100,6 @@ class ONet(nn.Module):
         return self.dense6_2(x), self.dense6_3(x), torch.softmax(self.dense6_1(x), dim=1)[:, 1]
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str = "union") -> np.ndarray:
-    """Greedy non-maximum suppression: indices kept, best score first.
-
-    A box is dropped when its overlap with a kept, better box exceeds ``threshold``; overlap is
-    intersection over union (``mode="union"``) or over the smaller area (``"min"``).
-    """
-    x1, y1, x2, y2 = (boxes[:, k] for k in range(4))
-    areas = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
-    order = np.argsort(-scores, kind="stable")
-    keep = []
-    while order.size:
-        best, rest = order[0], order[1:]
-        keep.append(best)
-        w = np.maximum(0.0, np.minimum(x2[best], x2[rest]) - np.maximum(x1[best], x1[rest]))
-        h = np.maximum(0.0, np.minimum(y2[best], y2[rest]) - np.maximum(y1[best], y1[rest]))
-        inter = w * h
-        if mode == "min":
-            overlap = inter / np.maximum(np.minimum(areas[best], areas[rest]), 1e-9)
-        else:
-            overlap = inter / np.maximum(areas[best] + areas[rest] - inter, 1e-9)
-        order = rest[overlap <= threshold]
-    return np.asarray(keep, dtype=np.int64)
-
-
-def batched_nms(boxes: np.ndarray, scores: np.ndarray, groups: np.ndarray, threshold: float,
-                mode: str = "union") -> np.ndarray:
-    """:func:`nms` within each group (image) separately, the groups' kept indices together."""
-    keep = [np.flatnonzero(groups == g)[nms(boxes[groups == g], scores[groups == g], threshold, mode)]
-            for g in np.unique(groups)]
-    return np.concatenate(keep) if keep else np.zeros(0, dtype=np.int64)
-
-
 def _regress(boxes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """Move each box's edges by ``offsets`` (fractions of its width and height)."""
     size = np.stack([boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]] * 2, axis=1)
@@ -170,8 +129,23 @@ def _crops(images: torch.Tensor, groups: np.ndarray, boxes: np.ndarray, size: in
     return (out - MEAN) * SCALE
 
 
-class MTCNN:
-    """The cascade with its three networks; :meth:`detect` takes a batch of same-size RGB frames."""
+@register
+class MTCNN(Detector):
+    """MTCNN (Zhang et al. 2016): the P-/R-/O-Net cascade with facenet-pytorch's weights;
+    :meth:`detect` takes a batch of same-size RGB frames."""
+
+    name = "mtcnn"
+    settings = ("weights", "min_face", "thresholds", "factor")
+    key_fields = ("min_face", "thresholds", "factor")
+
+    @classmethod
+    def from_config(cls, config: Any) -> "MTCNN":
+        return cls(face_weights.load_state_dicts(config.weights or None), config.min_face,
+                   tuple(config.thresholds), config.factor)
+
+    @classmethod
+    def weights_id(cls, config: Any) -> str:
+        return face_weights.fingerprint()  # the weights found now (see pipeline.data.faces.weights)
 
     def __init__(self, state_dicts: dict[str, dict], min_face: float = 20.0,
                  thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7), factor: float = 0.709

@@ -17,28 +17,40 @@ Files with a free input size run at ``size`` x ``size`` (insightface's default 6
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from pipeline.data.faces.mtcnn import Face, nms
+from pipeline.data.faces.common import Face, file_sha256, nms
+from pipeline.data.faces.detectors import Detector, onnx_sha256, register
 from pipeline.data.faces.weights import WeightsError
+from pipeline.errors import PipelineError
 
 LAYOUTS = {9: ((8, 16, 32), 2), 15: ((8, 16, 32, 64, 128), 1)}  # outputs -> (strides, anchors)
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+@register
+class SCRFD(Detector):
+    """An SCRFD ONNX file with keypoints (insightface's det_10g.onnx and the like), through onnxruntime."""
 
+    name = "scrfd"
+    settings = ("onnx", "onnx_size", "onnx_threshold")
+    key_fields = ("onnx_size", "onnx_threshold")
 
-class SCRFD:
-    """An SCRFD ONNX file; :meth:`detect` has :class:`~pipeline.data.faces.mtcnn.MTCNN`'s form."""
+    @classmethod
+    def check(cls, config: Any) -> None:
+        if not config.onnx:
+            raise PipelineError("detector scrfd: name its ONNX file (--onnx PATH or onnx=PATH)")
+
+    @classmethod
+    def from_config(cls, config: Any) -> "SCRFD":
+        return cls(config.onnx, config.onnx_size, config.onnx_threshold)
+
+    @classmethod
+    def weights_id(cls, config: Any) -> str:
+        return "scrfd:" + onnx_sha256(config.onnx)
 
     def __init__(self, path: str | Path, size: int = 640, threshold: float = 0.5, nms_iou: float = 0.4
                  ) -> None:

@@ -26,7 +26,7 @@ from typing import Iterable
 
 import numpy as np
 
-from pipeline.data.faces.mtcnn import Face
+from pipeline.data.faces.common import Face
 from pipeline.data.faces.shots import distance
 
 

@@ -47,6 +47,7 @@ from pipeline.errors import PipelineError
 from pipeline.features.extractors.seeding import RANDOM_INIT, seeded_build, weights_generator
 from pipeline.features.feeding import ClipContext, Job, Loaded, StreamKey
 from pipeline.features.weights_record import WeightsRecord, read_record, sha256_file
+from pipeline.registry import Registry
 
 
 class Precision(str, Enum):
@@ -370,13 +371,8 @@ def _compute_audio(extractors: list[AudioExtractor], clip: ClipContext) -> Loade
     return Loaded(arrays=arrays)
 
 
-# name -> class, filled by register(); pipeline.features.extractors reads it (registry(), create())
-REGISTRY: dict[str, type[Extractor]] = {}
-
-
-def register(cls: type[Extractor]) -> type[Extractor]:
-    """Class decorator: make an extractor available by its ``name``."""
-    if cls.name in REGISTRY:
-        raise ValueError(f"extractor {cls.name!r} registered twice")
-    REGISTRY[cls.name] = cls
-    return cls
+# Every extractor by name (pipeline.registry): the modules of this package and entry points of
+# group fer_pipeline.extractors; pipeline.features.extractors reads it (names(), create()).
+EXTRACTORS: Registry[type[Extractor]] = Registry("extractor", "pipeline.features.extractors",
+                                                 "fer_pipeline.extractors")
+register = EXTRACTORS.register  # class decorator: make an extractor available by its ``name``

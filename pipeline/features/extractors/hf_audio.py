@@ -47,6 +47,12 @@ from pipeline.features.extractors.checkpoints import resolve_folder
 from pipeline.features.weights_record import check_family
 
 
+def normalize_waveform(wave: np.ndarray) -> np.ndarray:
+    """Zero mean and unit variance, as Wav2Vec2FeatureExtractor's ``do_normalize``:
+    ``(x - mean) / sqrt(var + 1e-7)``."""
+    return (wave - wave.mean()) / np.sqrt(wave.var() + 1e-7)
+
+
 def model_folder(path: Path) -> Path:
     """The folder holding ``config.json`` (a snapshot folder of an HF cache is followed)."""
     return resolve_folder(path).parent
@@ -74,15 +80,16 @@ class HfAudio(AudioEmbeddingExtractor):
             raise PipelineError(f"hf_audio: combine must be 'mean' or 'stack', got {c.combine!r}")
         if c.chunk_seconds <= 0 or c.context_seconds < 0:
             raise PipelineError("hf_audio: chunk_seconds must be positive, context_seconds >= 0")
-        self._folder = None if self.weights is None else model_folder(self.weights)
-        model_config = self._read_json("config.json")
-        if self._folder is not None and model_config is None:
+        self.folder = None if self.weights is None else model_folder(self.weights)
+        model_config = self.read_json("config.json")
+        if self.folder is not None and model_config is None:
             raise PipelineError(f"{self.weights}: no config.json: not a HuggingFace model folder")
         if model_config is not None:  # a folder `fer-pipeline finetune` wrote: the same model type
             check_family(self.weights_record, "hf_audio", model_config.get("model_type"), self.weights)
-        preprocessor = self._read_json("preprocessor_config.json") or {}
+        preprocessor = self.read_json("preprocessor_config.json") or {}
         self._sample_rate = int(preprocessor.get("sampling_rate", 16000))
-        self._normalize = bool(preprocessor.get("do_normalize", True))
+        # zero mean, unit variance over the whole clip (the feature extractor's do_normalize)
+        self.do_normalize = bool(preprocessor.get("do_normalize", True))
         if model_config is None:  # random weights: transformers' default Wav2Vec2Config
             _ensure_torchvision()
             from transformers import Wav2Vec2Config
@@ -96,10 +103,12 @@ class HfAudio(AudioEmbeddingExtractor):
         if bad:
             raise PipelineError(f"hf_audio: layers {bad} outside this model's {n_states} hidden states")
 
-    def _read_json(self, name: str) -> dict | None:
-        if self._folder is None or not (self._folder / name).is_file():
+    def read_json(self, name: str) -> dict | None:
+        """A JSON file of the weights folder (``config.json``, ``preprocessor_config.json``);
+        None without a folder or without that file."""
+        if self.folder is None or not (self.folder / name).is_file():
             return None
-        return json.loads((self._folder / name).read_text())
+        return json.loads((self.folder / name).read_text())
 
     @property
     def frontend_sample_rate(self) -> int:
@@ -123,11 +132,11 @@ class HfAudio(AudioEmbeddingExtractor):
             _ensure_torchvision()
             from transformers import AutoModel, Wav2Vec2Config, Wav2Vec2Model
 
-            if self._folder is None:
+            if self.folder is None:
                 model = self.build(lambda: Wav2Vec2Model(Wav2Vec2Config()))
             else:
                 try:
-                    model = AutoModel.from_pretrained(self._folder, local_files_only=True)
+                    model = AutoModel.from_pretrained(self.folder, local_files_only=True)
                 except Exception as e:  # transformers raises many types for a bad folder
                     reason = " ".join(str(e).split())[:200]
                     raise PipelineError(f"{self.weights}: cannot load ({reason})") from None
@@ -150,8 +159,8 @@ class HfAudio(AudioEmbeddingExtractor):
         self.load()
         wave = np.asarray(waveform, dtype=np.float32)
         assert wave.ndim == 1 and wave.size > 0, f"expected a non-empty mono waveform, got {wave.shape}"
-        if self._normalize:  # as Wav2Vec2FeatureExtractor: (x - mean) / sqrt(var + 1e-7)
-            wave = (wave - wave.mean()) / np.sqrt(wave.var() + 1e-7)
+        if self.do_normalize:
+            wave = normalize_waveform(wave)
         wave = torch.from_numpy(wave)
         n_frames = self._frames(wave.numel())
         if n_frames < 1:

@@ -86,7 +86,8 @@ class SwinAudio(AudioEmbeddingExtractor):
         # A folder `fer-pipeline finetune --backbone swin_audio` wrote: its log-mel and image
         # normalisation (the cache key hashes the resolved config).
         self.config = resolve_preprocessing(self.config, self.weights_record, self.weights)
-        self._data_config = image_data_config(self._probe.data_config, self.weights_record)
+        # the spectrogram images' size and normalisation (fine-tuning renders its windows alike)
+        self.data_config = image_data_config(self._probe.data_config, self.weights_record)
 
     @property
     def embedding_dim(self) -> int:
@@ -100,7 +101,7 @@ class SwinAudio(AudioEmbeddingExtractor):
 
     def images(self, windows: torch.Tensor) -> torch.Tensor:
         """``[B, T_win, n_mels]`` log-mel -> ``[B, 3, H, W]`` normalised spectrogram images."""
-        data = self._data_config
+        data = self.data_config
         x = torch.as_tensor(windows, dtype=torch.float32).to(self.device)
         x = x.transpose(1, 2).flip(1).unsqueeze(1)  # [B, 1, n_mels, T]: high frequencies on top
         x = F.interpolate(x, size=tuple(data["input_size"][1:]), mode="bilinear", align_corners=False)

@@ -1,10 +1,11 @@
 """The one way to declare a stage-two head: a base class, a config dataclass, a registry.
 
 A head is a ``torch.nn.Module`` subclass of :class:`Head` with a ``name``, a ``Config`` dataclass
-(a comment on every field) and the ``@register`` decorator. Every module of this package is
-imported below, so adding a head is one new file here (or, from another package, a module named
-by an entry point of group ``fer_pipeline.heads``); the CLI's ``--method`` choices come from
-:func:`registry`.
+(a comment on every field) and the ``@register`` decorator. The registry is :data:`HEADS`, a
+:class:`pipeline.registry.Registry` (the helper every plug-in kind shares): it finds the heads
+of this package's modules by reading their source, so adding a head is one new file here (or,
+from another package, a module named by an entry point of group ``fer_pipeline.heads``); the
+CLI's ``--method`` choices come from it.
 
 What the training loop (:mod:`pipeline.fusion.training_run`) asks of a head:
 
@@ -41,9 +42,6 @@ with all image tokens masked). Heads with face outputs train only on frames that
 
 from __future__ import annotations
 
-import importlib
-import importlib.metadata
-import pkgutil
 from abc import ABCMeta, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar, Optional
@@ -59,8 +57,8 @@ from pipeline.fusion.data import FeatureRequest, Table
 from pipeline.training.losses import LossConfig, batch_loss
 from pipeline.training.sampling import SamplingConfig
 from pipeline.metrics.scores import Scores, confusion_matrix
+from pipeline.registry import Registry
 from pipeline.runs.predictions import AU_OUTPUT, VA_OUTPUT
-from pipeline.suggest import did_you_mean
 
 Batch = tuple[dict[str, torch.Tensor], torch.Tensor, Optional[torch.Tensor]]  # inputs, targets, weights
 
@@ -320,35 +318,23 @@ class Head(nn.Module, metaclass=ABCMeta):
         default."""
 
 
-_REGISTRY: dict[str, type[Head]] = {}
-
-
-def register(cls: type[Head]) -> type[Head]:
-    """Class decorator: make a head available by its ``name``."""
-    if cls.name in _REGISTRY:
-        raise ValueError(f"head {cls.name!r} registered twice")
+def _check(cls: type[Head]) -> None:
     if cls.primary not in cls.outputs:
         raise ValueError(f"head {cls.name!r}: primary output {cls.primary!r} not in {cls.outputs}")
-    _REGISTRY[cls.name] = cls
-    return cls
+
+
+# Every head by name (pipeline.registry): the modules of this package and entry points of group
+# fer_pipeline.heads (NAME = "module.path"); a module is imported when its head is asked for.
+HEADS: Registry[type[Head]] = Registry("method", __name__, "fer_pipeline.heads", check=_check)
+ENTRY_POINT_GROUP = HEADS.group
+register = HEADS.register  # class decorator: make a head available by its ``name``
 
 
 def registry() -> dict[str, type[Head]]:
-    return dict(_REGISTRY)
+    """Every head by name (imports every head module)."""
+    return HEADS.classes()
 
 
 def head_class(name: str) -> type[Head]:
-    if name not in _REGISTRY:
-        raise PipelineError(f"unknown method {name!r}; choose from {', '.join(sorted(_REGISTRY))}"
-                            f"{did_you_mean(name, _REGISTRY)}")
-    return _REGISTRY[name]
-
-
-ENTRY_POINT_GROUP = "fer_pipeline.heads"
-
-# Import every head module of this package, then every module that installed packages name in
-# entry points of group "fer_pipeline.heads" (NAME = "module.path"): each registers itself.
-for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")
-for _entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-    importlib.import_module(_entry.module)
+    """The head registered as ``name``; a one-line error with the choices for an unknown one."""
+    return HEADS.get(name)

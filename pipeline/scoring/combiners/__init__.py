@@ -2,9 +2,10 @@
 the tuning frames, and applies a fitted candidate to members' probabilities.
 
 A *member* is one output of one run directory (``<run>/<output>``). A :class:`Combiner` is
-registered under its ``name`` with :func:`register`; every module of this package is imported
-(discovered with :mod:`pkgutil`, like the heads), so a new rule is one new file here. Each
-combiner says:
+registered under its ``name`` with :func:`register` in :data:`COMBINERS`, a
+:class:`pipeline.registry.Registry` (the helper every plug-in kind shares, which finds the
+modules of this package and entry points of group ``fer_pipeline.combiners``), so a new rule is
+one new file here. Each combiner says:
 
 * :meth:`Combiner.candidates`: the candidates it proposes for the members (none, one, or several,
   e.g. one per pair), given the :class:`~pipeline.scoring.ensemble.EnsembleConfig`;
@@ -28,8 +29,6 @@ share an output name, paper 001).
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Protocol, Sequence
 
@@ -37,6 +36,7 @@ import numpy as np
 
 from pipeline.config import from_dict
 from pipeline.errors import PipelineError
+from pipeline.registry import Registry
 from pipeline.metrics.mean import combine
 from pipeline.suggest import did_you_mean
 
@@ -106,38 +106,33 @@ class Combiner:
         return combine(probs, combination.weights)
 
 
-_REGISTRY: dict[str, type[Combiner]] = {}
-
-
-def register(cls: type[Combiner]) -> type[Combiner]:
-    """Class decorator: make a combiner available by its ``name``."""
-    if cls.name in _REGISTRY:
-        raise ValueError(f"combiner {cls.name!r} registered twice")
-    _REGISTRY[cls.name] = cls
-    return cls
+# Every combiner by name (pipeline.registry), in comparison order: the modules of this package
+# and entry points of group fer_pipeline.combiners.
+COMBINERS: Registry[type[Combiner]] = Registry(
+    "ensemble rule", __name__, "fer_pipeline.combiners",
+    order=lambda item: (item[1].order, item[0]))
+register = COMBINERS.register  # class decorator: make a combiner available by its ``name``
 
 
 def registry() -> dict[str, type[Combiner]]:
     """The combiners in comparison order."""
-    return dict(sorted(_REGISTRY.items(), key=lambda item: (item[1].order, item[0])))
+    return COMBINERS.classes()
 
 
 def combiner(name: str) -> type[Combiner]:
-    if name not in _REGISTRY:
-        raise PipelineError(f"unknown ensemble rule {name!r}; choose from "
-                            f"{', '.join(sorted(_REGISTRY))}{did_you_mean(name, _REGISTRY)}")
-    return _REGISTRY[name]
+    return COMBINERS.get(name)
 
 
 def options(given: Mapping[str, Any]) -> dict[str, Any]:
     """Every combiner's options, built from ``given`` (combiner name -> a table of its options,
     or its ``Config`` itself); defaults for those not given. PipelineError naming the key for an
     unknown combiner, a combiner without options, or a bad option."""
-    unknown = sorted(set(given) - set(_REGISTRY))
+    known = registry()
+    unknown = sorted(set(given) - set(known))
     if unknown:
         raise PipelineError(f"ensemble config: combiner.{unknown[0]}: no such combiner; choose "
-                            f"from {', '.join(sorted(_REGISTRY))}"
-                            f"{did_you_mean(unknown[0], _REGISTRY)}")
+                            f"from {', '.join(sorted(known))}"
+                            f"{did_you_mean(unknown[0], known)}")
     built = {}
     for name, cls in registry().items():
         value = given.get(name, {})
@@ -163,8 +158,3 @@ def candidates(member_names: Sequence[str], config: EnsembleConfig) -> list[Cand
 
 def apply(combination: Combination, probs: np.ndarray) -> np.ndarray:
     return combiner(combination.rule).apply(combination, probs)
-
-
-# Import every combiner module of this package: each registers itself.
-for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")
