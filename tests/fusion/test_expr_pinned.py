@@ -45,6 +45,9 @@ VARIANTS = {  # paths the AU/VA layers of mfm, gated, xattn, tcn and audio pass 
     "xattn-triangle": ["head.voting=triangle", "head.faceless=nearest"],
     "tcn-triangle": ["head.voting=triangle"],
     "audio-linear": ["head.hidden=0"],
+    "audio-purity": ["sampling.purity=true"],
+    "mfm-purity": ["sampling.purity=true", "head.image_every_face=true"],
+    "gated-purity": ["sampling.purity=true"],
 }
 PINNED_VARIANTS = {  # computed on 25cf363 (before these heads took tasks) the same way
     "audio-linear": "4589d7cd1cde0bc60a138d41eab18c239f4ce206d87869ae60e47eb8d93b733f",
@@ -52,6 +55,9 @@ PINNED_VARIANTS = {  # computed on 25cf363 (before these heads took tasks) the s
     "mfm-every": "c6c549a554cf048ff0abf74296f4fbd4d42a1bd9671a7bce2383a27f86529d87",
     "tcn-triangle": "6359576dd7257c75b963acdfb3a55977d014f998478731881bf8f62e04be2620",
     "xattn-triangle": "2d52f050085118f36ba278f679a49dd02fc75d65e662fafdf596a4e696138d6f",
+    "audio-purity": "b2d1f2a56dcde93d9b829b9fe2f4f1a36c5e3cf5b907e6720a5bc5c5ebbf930c",
+    "gated-purity": "f4ccee8365265296568988df9e55033bc979753c3f1273a426a9047edcf33327",
+    "mfm-purity": "54eb997eba1a44984d27284a6b43103491489ded8f189c29faf63f7c0676ae9b",
 }
 
 
