@@ -137,7 +137,7 @@ def _print_va(result) -> None:
     """The VA table of runs with VA outputs: CCC per dimension and mean, with CIs."""
     va = result.va
     table = Table(title=f"VA {va.split} scores (CCC)")
-    for column in ("method", "fitted on other folds", "valence", "arousal", "mean", "mean CI"):
+    for column in ("method", "fitted", "valence", "arousal", "mean", "mean CI"):
         table.add_column(column, justify="left" if column == "method" else "right")
     for row in va.rows:
         ci = row.intervals["mean"] if row.intervals else None
