@@ -11,13 +11,13 @@ A run with VA lists its VA outputs in its record's ``va_outputs`` and writes
   the weights of each dimension proportional to each member's CCC (floored at 0; equal where all
   are 0) fitted by cross-fitting: the folds of whole videos of the expression ensemble
   (:func:`~pipeline.scoring.crossfit.assign_folds`), each fold's frames combined with weights
-  fitted on the other folds. The test clips use weights fitted on the whole scored split.
-
-* then (unless the ensemble's ``smooth`` is ``none`` or ``windows`` holds only 1) the final row, ``<weighted or the
-  member>+smooth``: a moving mean within each clip whose window, per dimension, is chosen from the
-  ensemble's ``windows`` (1 = off) on the same folds: each held-out fold is smoothed with the
-  windows fitted on the other folds' combined values (:mod:`pipeline.scoring.va_smoothing`). The
-  test clips use the weights and windows fitted on the whole scored split.
+  fitted on the other folds. The test clips use weights fitted on the whole scored split;
+* then (unless the ensemble's ``smooth`` is ``none`` or ``windows`` holds only 1) the final
+  row, ``<weighted or the member>+smooth``: a moving mean within each clip whose window, per
+  dimension, is chosen from the ensemble's ``windows`` (1 = off) on the same folds: each
+  held-out fold is smoothed with the windows fitted on the other folds' combined values
+  (:mod:`pipeline.scoring.va_smoothing`). The test clips use the weights and windows fitted on
+  the whole scored split.
 
 Each row carries CCC intervals (valence, arousal, mean) from the clip-level bootstrap: the
 resample counts of :func:`pipeline.scoring.bootstrap.resample_counts` with the ensemble's

@@ -1,5 +1,6 @@
 """EXPR-only (and [expr, au]) fuse runs pinned: the predictions of small, fixed runs of every head
-(and of variants through the code paths their AU/VA layers take) hash to the values today's code gave (computed on c135a70, before VA existed), so that adding
+(and of variants through the code paths their AU/VA layers take) hash to the values the code gave
+before (computed on c135a70 before VA existed; the variants on 25cf363), so that adding
 tasks (AU, VA) cannot move an expression-only run. Predictions are rounded to 1e-5 before hashing
 so that the pin holds across BLAS thread counts, which is far below any real change."""
 

@@ -20,9 +20,9 @@ What the training loop (:mod:`pipeline.fusion.training_run`) asks of a head:
 * :meth:`Head.parameter_groups`: the optimizer's parameter groups (all parameters at
   ``train.lr`` unless a head gives some their own learning rate).
 
-**Multi-task heads** (Jin et al. 2021). Every head of this package except ``dan`` and ``gcsa``
-and ``proportional`` has a ``Config`` derived from :class:`TaskConfig`
-and may train action units (and VA) beside expressions (``tasks = ["expr", "au"]``): its ``__init__`` calls
+**Multi-task heads** (Jin et al. 2021). Every head of this package except ``dan``, ``gcsa`` and
+``proportional`` has a ``Config`` derived from :class:`TaskConfig` and may train action units
+(and VA) beside expressions (``tasks = ["expr", "au"]``): its ``__init__`` calls
 :meth:`Head.add_au_output` with the width of its shared trunk's features and its ``forward``
 returns :meth:`Head.with_au` of those features and its expression logits. That adds an output
 ``au``: one linear layer to 12 sigmoid units on the trunk (the paper's "fully connected" AU head
