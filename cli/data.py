@@ -65,7 +65,11 @@ def _print_leakage(reading: DatasetReading) -> None:
         console.print(f"{len(reading.au_only)} clip(s) with AU labels only (au_only.jsonl)",
                       highlight=False)
     for found, score, task, other in (("au_val_in_expr_train", "au_val", "AU", "expression"),
-                                      ("expr_val_in_au_train", "expr_val", "expression", "AU")):
+                                      ("expr_val_in_au_train", "expr_val", "expression", "AU"),
+                                      ("va_val_in_expr_train", "va_val", "VA", "expression"),
+                                      ("va_val_in_au_train", "va_val", "VA", "AU"),
+                                      ("expr_val_in_va_train", "expr_val", "expression", "VA"),
+                                      ("au_val_in_va_train", "au_val", "AU", "VA")):
         clips = leakage.get(found, [])
         if not clips:
             continue

@@ -137,7 +137,7 @@ def _print_va(result) -> None:
     """The VA table of runs with VA outputs: CCC per dimension and mean, with CIs."""
     va = result.va
     table = Table(title=f"VA {va.split} scores (CCC)")
-    for column in ("method", "weights fitted", "valence", "arousal", "mean", "mean CI"):
+    for column in ("method", "fitted", "valence", "arousal", "mean", "mean CI"):
         table.add_column(column, justify="left" if column == "method" else "right")
     for row in va.rows:
         ci = row.intervals["mean"] if row.intervals else None
@@ -146,6 +146,8 @@ def _print_va(result) -> None:
                       f"[{ci.low:.3f}, {ci.high:.3f}]" if ci else "-",
                       style="bold" if row is va.final else None)
     console.print(table)
+    console.print("VA smoothing windows (frames) for the test clips: valence "
+                  f"{va.windows[0]}, arousal {va.windows[1]} (1 = none)", style="dim")
     for note in va.notes:
         console.print(note, style="dim")
     console.print(f"VA submission: {result.va_submission_path or '-'}", soft_wrap=True,

@@ -42,6 +42,7 @@ from pipeline.bundle.format import (
     write_manifest,
 )
 from pipeline.bundle.heads import write_head
+from pipeline.bundle.va import va_decisions
 from pipeline.data.labels import AU_NAMES, CLASSES
 from pipeline.data.manifest import load_clips
 from pipeline.features.store import FeatureStore
@@ -233,6 +234,9 @@ def build_bundle(sources: Sequence[str | Path], out: str | Path) -> Path:
         if va_runs:  # absent without VA heads: other bundles are written as before
             record["va_heads"] = [f"{n}/{read_run(runs[n]).record.va_outputs[0]}"
                                   for n in va_runs]
+            decided = va_decisions(scores, record["va_heads"], scores_dir)
+            if decided is not None:  # stage three's VA weights and smoothing (pipeline.bundle.va)
+                record["va_decisions"] = decided
         (staging / BUNDLE_JSON).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
         (staging / MODEL_CARD).write_text(model_card(record), encoding="utf-8")
         write_manifest(staging)

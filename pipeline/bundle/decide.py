@@ -21,6 +21,7 @@ import numpy as np
 
 from pipeline.bundle.format import BundleError, open_bundle
 from pipeline.bundle.heads import MemberHead, load_head, predict_clips
+from pipeline.bundle.va import check_va_decisions, combine_va
 from pipeline.data.labels import AU_NAMES, CLASSES, VA_NAMES
 from pipeline.data.manifest import Clip
 from pipeline.features.store import FeatureStore
@@ -49,6 +50,10 @@ class Bundle:
                               f" version's {list(CLASSES)}")
         self.members: list[str] = list(self.record["members"])
         self.choices = choices_of(self.record["decisions"])
+        self.va_decisions: dict | None = self.record.get("va_decisions")  # None: equal mean
+        if self.va_decisions is not None:
+            check_va_decisions(self.va_decisions, len(self.record.get("va_heads", [])),
+                               str(self.root / "bundle.json"))
         self._heads: dict[str, MemberHead] | None = None
 
     @property
@@ -65,7 +70,9 @@ class Bundle:
                      ) -> Iterator[tuple[Clip, np.ndarray, np.ndarray, np.ndarray | None,
                                          np.ndarray | None]]:
         """(clip, members' probabilities [M, T, 8], face [T], AU probabilities [T, 12] or None,
-        valence-arousal [T, 2] or None: the mean of the bundle's VA heads) per clip, in order. The heads run clip group by clip group in lockstep, so memory holds a
+        valence-arousal [T, 2] or None: the VA heads combined as stage three fitted, or their
+        mean in bundles without ``va_decisions``, :func:`pipeline.bundle.va.combine_va`) per
+        clip, in order. The heads run clip group by clip group in lockstep, so memory holds a
         few clips whatever their number."""
         heads = self.heads()
         streams = {run: predict_clips(member, store, clips) for run, member in heads.items()}
@@ -81,7 +88,7 @@ class Bundle:
             members = np.stack([outputs[m.split("/")[0]][m.split("/")[1]] for m in self.members])
             aus = (np.mean([outputs[r][o] for r, o in au], axis=0).astype(np.float32)
                    if au else None)
-            vas = (np.mean([outputs[r][o] for r, o in va], axis=0).astype(np.float32)
+            vas = (combine_va(np.stack([outputs[r][o] for r, o in va]), self.va_decisions)
                    if va else None)
             yield clip, members, face, aus, vas
 

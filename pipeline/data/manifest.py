@@ -38,7 +38,7 @@ AU_ONLY = "au_only"  # manifest file stem of the clips with AU labels and no exp
 TASKS: tuple[str, ...] = ("expr", "au")  # the tasks fusion heads train
 LABEL_TASKS: tuple[str, ...] = ("expr", "au", "va")  # the label kinds a clip may carry
 # Scores the leakage guard can exclude a clip from: "<task>_val".
-EXCLUDABLE: tuple[str, ...] = tuple(f"{task}_val" for task in TASKS)
+EXCLUDABLE: tuple[str, ...] = tuple(f"{task}_val" for task in LABEL_TASKS)
 # The optional fields, in record order; absent from a record when they hold their default.
 _AU_FIELDS = ("au_labels", "au_split", "exclude_from", "va_labels", "va_split")
 VA_SPLITS: tuple[str, ...] = ("train", "val")  # the VA annotation folders
@@ -62,7 +62,7 @@ class Clip:
     #                                      annotated; None: no AU annotation file
     au_split: str | None = None  # "train" or "val": the AU folder the AU labels came from
     exclude_from: tuple[str, ...] = ()  # scores the leakage guard leaves this clip out of:
-    #                                     "expr_val" and/or "au_val" (see pipeline.data.leakage)
+    #                                     "expr_val", "au_val", "va_val" (pipeline.data.leakage)
     va_labels: np.ndarray | None = None  # float32 [n_frames, 2] (valence, arousal), rows of -5 =
     #                                      invalid; None: no VA annotation file
     va_split: str | None = None  # "train" or "val": the VA folder the VA labels came from

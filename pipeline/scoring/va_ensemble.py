@@ -11,12 +11,17 @@ A run with VA lists its VA outputs in its record's ``va_outputs`` and writes
   the weights of each dimension proportional to each member's CCC (floored at 0; equal where all
   are 0) fitted by cross-fitting: the folds of whole videos of the expression ensemble
   (:func:`~pipeline.scoring.crossfit.assign_folds`), each fold's frames combined with weights
-  fitted on the other folds. The test clips use weights fitted on the whole scored split.
+  fitted on the other folds. The test clips use weights fitted on the whole scored split;
+* then (unless the ensemble's ``smooth`` is ``none`` or ``windows`` holds only 1) the final
+  row, ``<weighted or the member>+smooth``: a moving mean within each clip whose window, per
+  dimension, is chosen from the ensemble's ``windows`` (1 = off) on the same folds: each
+  held-out fold is smoothed with the windows fitted on the other folds' combined values
+  (:mod:`pipeline.scoring.va_smoothing`). The test clips use the weights and windows fitted on
+  the whole scored split.
 
 Each row carries CCC intervals (valence, arousal, mean) from the clip-level bootstrap: the
 resample counts of :func:`pipeline.scoring.bootstrap.resample_counts` with the ensemble's
 ``bootstrap`` and ``bootstrap_seed``, the same videos as the expression table's intervals.
-Temporal smoothing of VA is not done (the expression ensemble's smoothing is not applied to VA).
 
 Submission (:func:`write_va_submission`, ABAW VA track): the header
 ``image_location,valence,arousal`` and one row per frame, ``<clip>/00001.jpg,0.123456,-0.5``.
@@ -42,6 +47,7 @@ from pipeline.scoring.crossfit import assign_folds
 from pipeline.scoring.ensemble import EnsembleConfig
 from pipeline.scoring.frames import Member
 from pipeline.scoring.submission import image_location
+from pipeline.scoring.va_smoothing import fit_windows, smooth_va, subset_offsets
 
 TIMELINES = 3  # clips shown in the report's VA timelines
 MEAN, WEIGHTED = "mean", "weighted"  # the row names of the members' mean and weighted mean
@@ -131,6 +137,7 @@ class VAOutcome:
     rows: list[VARow]  # the last row is the final one
     weights: np.ndarray  # [n_members, 2] for the test clips
     folds: list[dict[str, Any]] = field(default_factory=list)
+    windows: tuple[int, int] = (1, 1)  # the test clips' smoothing windows (valence, arousal)
     notes: list[str] = field(default_factory=list)
     # (clip id, final values [T, 2], labels [T, 2]) of the clips with the most valid frames
     timelines: list[tuple[str, np.ndarray, np.ndarray]] = field(default_factory=list)
@@ -144,6 +151,7 @@ class VAOutcome:
                 **self.final.scores.to_json(), "rows": [r.to_json() for r in self.rows],
                 "weights": {m: dict(zip(VA_NAMES, map(float, w)))
                             for m, w in zip(self.members, self.weights)},
+                "smoothing": dict(zip(VA_NAMES, map(int, self.windows))),
                 "fits": self.folds, "notes": self.notes}
 
 
@@ -156,7 +164,8 @@ def _row(name: str, tuned: bool, data: VAData, values: np.ndarray, counts: np.nd
 
 
 def va_rows(scored: VAData, names: Sequence[str], config: EnsembleConfig) -> VAOutcome:
-    """Score every VA member, their mean and their cross-fitted weighted mean, with intervals."""
+    """Score every VA member, their mean, their cross-fitted weighted mean and its cross-fitted
+    smoothing, with intervals."""
     if scored.labels is None:
         raise PipelineError(f"split {config.split} has no VA labels to score against")
     counts = (resample_counts(scored.groups, config.bootstrap, config.bootstrap_seed)
@@ -165,35 +174,63 @@ def va_rows(scored: VAData, names: Sequence[str], config: EnsembleConfig) -> VAO
     rows = [_row(n, False, scored, scored.values[m], counts, level) for m, n in enumerate(names)]
     final_values = scored.values[0]
     weights = np.full((len(names), 2), 1.0 / len(names))
+    windows = (1, 1)
+    smoothing = config.smooth != "none" and max(config.windows) > 1
     notes: list[str] = []
     folds_record: list[dict[str, Any]] = []
     if len(names) > 1:
         final_values = scored.values.mean(axis=0)
         rows.append(_row(MEAN, False, scored, final_values, counts, level))
-        if len(set(scored.groups)) < 2:
-            notes.append("VA weights not fitted: cross-fitting needs 2 or more videos")
-        else:
-            folds = assign_folds(scored, config.folds)
-            combined = np.zeros(scored.values.shape[1:], np.float32)
-            every = range(len(scored.clip_ids))
-            for f in range(int(folds.max()) + 1):
-                tune_clips = [c for c in every if folds[c] != f]
-                score_clips = [c for c in every if folds[c] == f]
-                tune, score = scored.frames(tune_clips), scored.frames(score_clips)
-                w = fit_weights(scored.labels[tune], scored.values[:, tune])
-                combined[score] = weighted(scored.values[:, score], w)
-                folds_record.append({"fold": f, "weights": w.tolist(),
-                                     "tuning_clips": [scored.clip_ids[c] for c in tune_clips],
-                                     "scored_clips": [scored.clip_ids[c] for c in score_clips]})
+    if (len(names) > 1 or smoothing) and len(set(scored.groups)) < 2:
+        notes.append("VA weights and smoothing not fitted: cross-fitting needs 2 or more videos")
+    elif len(names) > 1 or smoothing:
+        combined, smoothed, folds_record = _cross_fit(scored, len(names) > 1, smoothing, config)
+        if len(names) > 1:
             rows.append(_row(WEIGHTED, True, scored, combined, counts, level))
-            final_values = combined
             weights = fit_weights(scored.labels, scored.values)  # the test clips' weights
+        final_values = combined
+        if smoothing:
+            base = WEIGHTED if len(names) > 1 else names[0]
+            rows.append(_row(f"{base}+smooth", True, scored, smoothed, counts, level))
+            windows = fit_windows(scored.labels, weighted(scored.values, weights),
+                                  scored.offsets, config.windows)  # the test clips' windows
+            final_values = smoothed
     valid = [int((scored.labels[scored.offsets[c]:scored.offsets[c + 1]] != -5).all(axis=1).sum())
              for c in range(len(scored.clip_ids))]
     shown = sorted(range(len(valid)), key=lambda c: -valid[c])[:TIMELINES]
     timelines = [(scored.clip_ids[c], final_values[scored.offsets[c]:scored.offsets[c + 1]],
                   scored.labels[scored.offsets[c]:scored.offsets[c + 1]]) for c in shown]
-    return VAOutcome(config.split, list(names), rows, weights, folds_record, notes, timelines)
+    return VAOutcome(config.split, list(names), rows, weights, folds_record, windows=windows,
+                     notes=notes, timelines=timelines)
+
+
+def _cross_fit(scored: VAData, fit: bool, smoothing: bool, config: EnsembleConfig
+               ) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
+    """Each fold's frames combined with weights (``fit``: else equal) and smoothed with windows
+    (``smoothing``: else none) fitted on the other folds; (combined, smoothed, what each fold
+    fitted)."""
+    folds = assign_folds(scored, config.folds)
+    n = len(scored.clip_ids)
+    combined = np.zeros(scored.values.shape[1:], np.float32)
+    smoothed = np.zeros_like(combined)
+    record: list[dict[str, Any]] = []
+    for f in range(int(folds.max()) + 1):
+        tune_clips = [c for c in range(n) if folds[c] != f]
+        score_clips = [c for c in range(n) if folds[c] == f]
+        tune, score = scored.frames(tune_clips), scored.frames(score_clips)
+        w = (fit_weights(scored.labels[tune], scored.values[:, tune]) if fit
+             else np.full((len(scored.values), 2), 1.0 / len(scored.values)))
+        win = (fit_windows(scored.labels[tune], weighted(scored.values[:, tune], w),
+                           subset_offsets(scored.offsets, tune_clips), config.windows)
+               if smoothing else (1, 1))
+        combined[score] = weighted(scored.values[:, score], w)
+        smoothed[score] = smooth_va(combined[score], subset_offsets(scored.offsets, score_clips),
+                                    win)
+        record.append({"fold": f, "weights": w.tolist(),
+                       "smoothing": dict(zip(VA_NAMES, map(int, win))),
+                       "tuning_clips": [scored.clip_ids[c] for c in tune_clips],
+                       "scored_clips": [scored.clip_ids[c] for c in score_clips]})
+    return combined, smoothed, record
 
 
 def va_notes(outcome: VAOutcome, submission_note: str, multitask: float | None) -> list[str]:
@@ -202,7 +239,9 @@ def va_notes(outcome: VAOutcome, submission_note: str, multitask: float | None) 
     lines = []
     for row in outcome.rows:
         ci = row.intervals["mean"] if row.intervals else None
-        lines.append(f"VA {row.name}{' (weights fitted on other folds)' if row.tuned else ''}: "
+        fitted = (" (weights and windows fitted on other folds)" if row.name.endswith("+smooth")
+                  else " (weights fitted on other folds)" if row.tuned else "")
+        lines.append(f"VA {row.name}{fitted}: "
                      f"mean CCC {row.scores.mean_ccc:.4f}"
                      + (f" [{ci.low:.4f}, {ci.high:.4f}]" if ci else "")
                      + f", valence {row.scores.ccc_valence:.4f}, arousal"
@@ -291,7 +330,8 @@ def valence_arousal(run_dirs: Sequence[Path], runs: Sequence[Any], manifests: Pa
     def rows():  # clip by clip: memory does not grow with the test set
         for clip in test_clips:
             data = load_va(members, [clip], "test", labelled=False)
-            yield clip, weighted(data.values, outcome.weights)
+            yield clip, smooth_va(weighted(data.values, outcome.weights),
+                                  data.offsets, outcome.windows)
 
     count = write_va_submission(path, rows())
     problems = check_va_submission(path, test_clips)

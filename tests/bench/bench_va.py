@@ -10,8 +10,11 @@ the same commands with other paths)::
 It trains, with the fuse defaults otherwise:
 
 * ``sequence`` with head.tasks [expr], [expr, va] (epoch selected by expression macro-F1, and by
-  VA mean CCC), [expr, au] and [expr, au, va], and ``image`` with [expr] and [expr, va]: seconds per run (wall and CPU) and the expression macro-F1 on val,
-  so the cost of adding VA shows beside EXPR alone and beside EXPR + AU;
+  VA mean CCC), [expr, au] and [expr, au, va], and ``image``, ``audio``, ``mfm``, ``gated``,
+  ``xattn`` and ``tcn`` with [expr] and [expr, va] (selected by expression macro-F1, and by VA
+  mean CCC): seconds per run and per epoch (wall and CPU), epochs run and the expression macro-F1
+  on val, so the cost of adding VA shows beside EXPR alone (per epoch: runs stop at different
+  epochs) and beside EXPR + AU; ``--only METHOD`` (repeatable) runs those heads alone;
 * then stage three on the VA heads: CCC (valence, arousal, mean) per member, the members' mean
   and the cross-fitted weighted mean, with clip-bootstrap 95% intervals, and the ABAW multi-task
   score when a member has all three tasks.
@@ -33,8 +36,10 @@ from stages.ensemble import run_ensemble
 
 RUNS = (("sequence", ("expr",), "expr"), ("sequence", ("expr", "va"), "expr"),
         ("sequence", ("expr", "va"), "va"), ("sequence", ("expr", "au"), "expr"),
-        ("sequence", ("expr", "au", "va"), "expr"), ("image", ("expr",), "expr"),
-        ("image", ("expr", "va"), "expr"))  # (method, head.tasks, train.select_task)
+        ("sequence", ("expr", "au", "va"), "expr"),
+        *((method, tasks, select) for method in ("image", "audio", "mfm", "gated", "xattn", "tcn")
+          for tasks, select in ((("expr",), "expr"), (("expr", "va"), "expr"),
+                                (("expr", "va"), "va"))))  # (method, head.tasks, select_task)
 
 
 def main() -> None:
@@ -43,12 +48,16 @@ def main() -> None:
     parser.add_argument("--manifests", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--set", action="append", default=[], help="extra fuse key=value")
+    parser.add_argument("--only", action="append", default=[], help="run only these methods")
     args = parser.parse_args()
     clips = load_clips(args.manifests, SPLITS, au_only=True)
     store = FeatureStore(args.store)
     va_runs = []
-    print("method    tasks       select  wall s   cpu s   val macro-F1   val VA mean CCC")
+    print("method    tasks       select  wall s   cpu s  epochs  wall s/ep  cpu s/ep  "
+          "val macro-F1   val VA mean CCC")
     for method, tasks, select in RUNS:
+        if args.only and method not in args.only:
+            continue
         name = f"{method}-{'-'.join(tasks)}-by-{select}"
         sets = [f"head.tasks={json.dumps(list(tasks))}", f"train.select_task={select}",
                 *args.set]
@@ -58,8 +67,10 @@ def main() -> None:
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         f1 = result.val_macro_f1.get(result.primary, float("nan"))
         va = result.val_va["mean_ccc"] if result.val_va else None
-        print(f"{method:9s} {'+'.join(tasks):11s} {select:6s} {wall:7.1f} {cpu:7.1f}   {f1:.4f}"
-              f"         {'-' if va is None else f'{va:.4f}'}")
+        epochs = max(result.epochs_run, 1)
+        print(f"{method:9s} {'+'.join(tasks):11s} {select:6s} {wall:7.1f} {cpu:7.1f} "
+              f"{result.epochs_run:6d} {wall / epochs:9.2f} {cpu / epochs:9.2f}   {f1:.4f}"
+              f"         {'-' if va is None else f'{va:.4f}'}", flush=True)
         if "va" in tasks:
             va_runs.append(args.out / name)
     # allow_manifest_mismatch: a multi-task run's fingerprint covers the clips without

@@ -62,6 +62,10 @@ def test_predict_on_the_test_clips_gives_stage_threes_final_decisions(demo):
     for line in (scores / "submission.txt").read_text().splitlines()[1:]:
         location, label = line.split(",")
         submitted[location] = int(label)
+    va_submitted = {line.split(",")[0]: [float(v) for v in line.split(",")[1:]]
+                    for line in (scores / "submission_va.txt").read_text().splitlines()[1:]}
+    bundle = json.loads((pipeline / "bundle.json").read_text())
+    assert bundle["va_heads"] == ["image/va"] and bundle["va_decisions"]["weights"] == [[1, 1]]
     final = Predictions(scores / "final_test.npz")
     for clip in test_clips:
         table = pd.read_parquet(out / f"{clip}.parquet")
@@ -77,9 +81,11 @@ def test_predict_on_the_test_clips_gives_stage_threes_final_decisions(demo):
         aus = table[["AU1", "AU2", "AU4", "AU6", "AU7", "AU10", "AU12", "AU15", "AU23", "AU24",
                      "AU25", "AU26"]].to_numpy()  # the image head's AU output
         assert aus.shape == (len(table), 12) and ((aus > 0) & (aus < 1)).all()
-        # the image head's VA output: its own test predictions, frame by frame
-        va = Predictions(root / "runs" / "image" / "predictions" / "test" / "va.npz")[clip]
-        np.testing.assert_allclose(table[["valence", "arousal"]].to_numpy(), va, atol=1e-6)
+        # VA: stage three's VA submission (the image head's output, smoothed with the windows
+        # the ensemble fitted), frame by frame
+        np.testing.assert_allclose(table[["valence", "arousal"]].to_numpy(),
+                                   [va_submitted[f"{clip}/{f:05d}.jpg"] for f in table["frame"]],
+                                   atol=1e-6)
 
 
 def test_the_python_api_returns_the_table_and_a_rerun_resumes(demo):

@@ -129,3 +129,35 @@ def test_counts_and_manifest_cli_show_va(va_layout, tmp_path, capsys):
     assert counts["val"]["va"] == {"clips": 2, "valid": 24, "invalid": 2}
     main(["manifest", str(layout.root), "--out", str(tmp_path / "m")])
     assert "VA valid" in capsys.readouterr().out
+
+
+def test_leakage_guard_covers_va_both_ways(va_layout, tmp_path, capsys):
+    """VA has splits of its own: a VA validation clip in the expression (vid2_right) or AU (vid3)
+    training split leaves the VA validation score, an AU validation clip in VA's training split
+    (vid6) leaves the AU one; --leakage-guard off lists them and keeps them."""
+    from cli.main import main
+    layout, written = va_layout
+    write_va(layout, "vid2_right", "val", rows_for(24, 4))
+    write_va(layout, "vid6", "train", rows_for(12, 5))
+    reading = read_dataset(layout.root)
+    leakage = reading.leakage
+    assert leakage["va_val_in_expr_train"] == ["vid2_right"]
+    assert leakage["va_val_in_au_train"] == ["vid3"]
+    assert leakage["au_val_in_va_train"] == ["vid6"] and leakage["expr_val_in_va_train"] == []
+    assert leakage["excluded_clips"] == {"au_val": 2, "expr_val": 1, "va_val": 2}
+    assert leakage["excluded_frames"]["va_val"] == int(
+        (written["vid3"] != -5).all(axis=1).sum()) + 23  # vid2_right: 24 rows, one of -5
+    clips = {c.clip_id: c for c in reading.all_clips()}
+    assert clips["vid2_right"].exclude_from == ("va_val",)
+    assert clips["vid3"].exclude_from == ("expr_val", "va_val")
+    assert clips["vid6"].exclude_from == ("au_val",)
+    assert not clips["vid3"].scored_in("va") and clips["vid7"].scored_in("va")
+    assert (clips["vid3"].scoring_labels("va") == -5).all()
+    off = read_dataset(layout.root, leakage_guard="off")
+    assert off.leakage["va_val_in_au_train"] == ["vid3"]
+    assert off.leakage["excluded_clips"] == {"au_val": 0, "expr_val": 0, "va_val": 0}
+    assert all(c.exclude_from == () for c in off.all_clips())
+    assert main(["manifest", str(layout.root), "--out", str(tmp_path / "m")]) == 0
+    out = capsys.readouterr().out
+    assert ("leakage guard: 1 VA validation clip(s) in the AU training split, left out of the VA"
+            " validation scores") in out and "vid3" in out

@@ -1,5 +1,6 @@
-"""EXPR-only (and [expr, au]) fuse runs pinned: the predictions of small, fixed runs of every head that takes tasks
-hash to the values today's code gave (computed on c135a70, before VA existed), so that adding
+"""EXPR-only (and [expr, au]) fuse runs pinned: the predictions of small, fixed runs of every head
+(and of variants through the code paths their AU/VA layers take) hash to the values the code gave
+before (computed on c135a70 before VA existed; the variants on 25cf363), so that adding
 tasks (AU, VA) cannot move an expression-only run. Predictions are rounded to 1e-5 before hashing
 so that the pin holds across BLAS thread counts, which is far below any real change."""
 
@@ -39,6 +40,28 @@ PINNED = {  # computed on c135a70 (before VA) with this file: `pytest -s` prints
 }
 
 
+VARIANTS = {  # paths the AU/VA layers of mfm, gated, xattn, tcn and audio pass through
+    "mfm-every": ["head.image_every_face=true", "head.audio_context=1"],
+    "gated-hidden": ["head.hidden=8", "head.gate=softmax"],
+    "xattn-triangle": ["head.voting=triangle", "head.faceless=nearest"],
+    "tcn-triangle": ["head.voting=triangle"],
+    "audio-linear": ["head.hidden=0"],
+    "audio-purity": ["sampling.purity=true"],
+    "mfm-purity": ["sampling.purity=true", "head.image_every_face=true"],
+    "gated-purity": ["sampling.purity=true"],
+}
+PINNED_VARIANTS = {  # computed on 25cf363 (before these heads took tasks) the same way
+    "audio-linear": "4589d7cd1cde0bc60a138d41eab18c239f4ce206d87869ae60e47eb8d93b733f",
+    "gated-hidden": "8e99d81835c55b657cea77018030c02b33c15ccae62fdc786e0d1ea904564bb5",
+    "mfm-every": "c6c549a554cf048ff0abf74296f4fbd4d42a1bd9671a7bce2383a27f86529d87",
+    "tcn-triangle": "6359576dd7257c75b963acdfb3a55977d014f998478731881bf8f62e04be2620",
+    "xattn-triangle": "2d52f050085118f36ba278f679a49dd02fc75d65e662fafdf596a4e696138d6f",
+    "audio-purity": "b2d1f2a56dcde93d9b829b9fe2f4f1a36c5e3cf5b907e6720a5bc5c5ebbf930c",
+    "gated-purity": "f4ccee8365265296568988df9e55033bc979753c3f1273a426a9047edcf33327",
+    "mfm-purity": "54eb997eba1a44984d27284a6b43103491489ded8f189c29faf63f7c0676ae9b",
+}
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     return make_dataset(tmp_path_factory.mktemp("pinned"), splits={"train": 3, "val": 2,
@@ -71,9 +94,23 @@ def test_expr_only_run_unchanged(data, method, tmp_path):
     assert got == PINNED[method]
 
 
-def _run(data, method, tmp_path):
-    config = build_config(method, data.store, data.manifests, sets=[*FAST, *SMALL[method]])
+def _run(data, method, tmp_path, extra=()):
+    config = build_config(method, data.store, data.manifests,
+                          sets=[*FAST, *SMALL[method], *extra])
     train(config, tmp_path / "run", data.clips, FeatureStore(data.store))
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_expr_only_variant_unchanged(data, variant, tmp_path):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _run(data, variant.split("-")[0], tmp_path, VARIANTS[variant])
+    finally:
+        torch.set_num_threads(threads)
+    got = predictions_digest(tmp_path / "run")
+    print("PIN_VARIANT", variant, got)
+    assert got == PINNED_VARIANTS[variant]
 
 
 PINNED_AU = {  # [expr, au] runs (main and au predictions), computed on c135a70 the same way

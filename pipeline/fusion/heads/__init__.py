@@ -21,8 +21,9 @@ What the training loop (:mod:`pipeline.fusion.training_run`) asks of a head:
 * :meth:`Head.parameter_groups`: the optimizer's parameter groups (all parameters at
   ``train.lr`` unless a head gives some their own learning rate).
 
-**Multi-task heads** (Jin et al. 2021). A head whose ``Config`` derives from :class:`TaskConfig`
-may train action units beside expressions (``tasks = ["expr", "au"]``): its ``__init__`` calls
+**Multi-task heads** (Jin et al. 2021). Every head of this package except ``dan``, ``gcsa`` and
+``proportional`` has a ``Config`` derived from :class:`TaskConfig` and may train action units
+(and VA) beside expressions (``tasks = ["expr", "au"]``): its ``__init__`` calls
 :meth:`Head.add_au_output` with the width of its shared trunk's features and its ``forward``
 returns :meth:`Head.with_au` of those features and its expression logits. That adds an output
 ``au``: one linear layer to 12 sigmoid units on the trunk (the paper's "fully connected" AU head
@@ -194,23 +195,24 @@ class Head(nn.Module, metaclass=ABCMeta):
         """Outputs whose faceless frames take the nearest face's prediction."""
         return self.face_outputs + (self.aux_outputs if self.face_outputs else ())
 
-    def au_trainable(self, table: Table) -> np.ndarray:
-        """bool [N]: frames with AU labels this head can learn AUs from."""
-        ok = (table.au_labels != UNLABELED).any(axis=1)
+    def task_frames(self, table: Table) -> np.ndarray:
+        """bool [N]: frames with the inputs this head learns AUs and VA from: a face where its
+        outputs depend on one, audio where it needs audio (heads that fuse whatever is present,
+        ``gated`` and the window heads, say: a face or audio)."""
+        ok = np.ones(table.n_rows, dtype=bool)
         if self.face_outputs:
             ok &= table.valid
         if self.needs_audio:
             ok &= table.audio
         return ok
 
+    def au_trainable(self, table: Table) -> np.ndarray:
+        """bool [N]: frames with AU labels this head can learn AUs from."""
+        return (table.au_labels != UNLABELED).any(axis=1) & self.task_frames(table)
+
     def va_trainable(self, table: Table) -> np.ndarray:
         """bool [N]: frames with VA labels this head can learn VA from."""
-        ok = (table.va_labels != VA_INVALID).all(axis=1)
-        if self.face_outputs:
-            ok &= table.valid
-        if self.needs_audio:
-            ok &= table.audio
-        return ok
+        return (table.va_labels != VA_INVALID).all(axis=1) & self.task_frames(table)
 
     def va_targets(self, table: Table, examples: np.ndarray, trainable: np.ndarray
                    ) -> torch.Tensor:

@@ -30,6 +30,10 @@ each a config field: the gate's form (a sigmoid gate per array computed from all
 arrays, GMU-like, generalised to ``M`` inputs; ``gate = "softmax"`` for weights that sum to one
 over the present arrays), its width (one scalar per array, ``gate_width = "channel"`` for one per
 channel), ``dim``, the classifier. The temporal smoothing is stage three's (``ensemble``).
+
+AUs and VA (``tasks = ["expr", "au", "va"]``): AU and VA layers on the classifier's trunk over the
+gated sum (as ``image``'s); they train on frames with a face or audio, every window with audio
+(the purity test masks windows only for the examples drawn for expressions).
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from torch import nn
 from pipeline.errors import PipelineError
 from pipeline.fusion import modality
 from pipeline.fusion.data import FeatureRequest, Table
-from pipeline.fusion.heads import Batch, Classifier, Head, pooled, register
+from pipeline.fusion.heads import Batch, Classifier, Head, TaskConfig, pooled, register
 from pipeline.fusion.heads.unimodal import DEFAULT_AUDIO, DEFAULT_IMAGE, targets_of
 from pipeline.training.sampling import SamplingConfig, purity_rule
 
@@ -58,7 +62,7 @@ def crop_names(name: str, crops: int) -> tuple[str, ...]:
 
 
 @dataclass
-class GatedConfig:
+class GatedConfig(TaskConfig):
     images: tuple[str, ...] = (DEFAULT_IMAGE,)  # image arrays [T, D] or maps (pooled), one gate each
     audio: tuple[str, ...] = DEFAULT_AUDIO  # audio arrays [T, D], one gate each (may be empty)
     crops: int = 1  # re-crops per image array (NAME, NAME_crop1 ..), features averaged
@@ -102,6 +106,7 @@ class GatedHead(Head):
         self.register_buffer("is_image", torch.tensor([True] * len(config.images)
                                                       + [False] * len(config.audio)))
         self.classifier = Classifier(d, config.hidden, config.dropout)
+        self.add_au_output(self.classifier.width)
 
     @classmethod
     def request(cls, config: GatedConfig, sampling: SamplingConfig) -> FeatureRequest:
@@ -116,6 +121,12 @@ class GatedHead(Head):
             present = present | (table.audio & table.window_ok.any(axis=1))
         return ok & present
 
+    def task_frames(self, table: Table) -> np.ndarray:
+        """AUs and VA train where a face or audio is present (no purity test: it concerns the
+        expression labels)."""
+        present = table.valid if self.config.images else np.zeros(table.n_rows, dtype=bool)
+        return present | table.audio if self.config.audio else present
+
     def batch(self, table: Table, examples: np.ndarray, counts: np.ndarray | None) -> Batch:
         inputs: dict[str, torch.Tensor] = {}
         present = []
@@ -127,8 +138,8 @@ class GatedHead(Head):
         for j, name in enumerate(self.config.audio):
             inputs[f"x{offset + j}"] = torch.from_numpy(table.take(name, examples))
             usable = table.audio[examples]
-            if counts is not None:  # training: the window's label purity too
-                usable = usable & table.window_ok[examples, j]
+            if counts is not None:  # training: the window's label purity too (expression rows)
+                usable = usable & (table.window_ok[examples, j] | (counts[examples] == 0))
             present.append(usable)
         inputs["present"] = torch.from_numpy(np.stack(present, axis=1))
         return inputs, targets_of(table, examples), None
@@ -159,4 +170,7 @@ class GatedHead(Head):
     def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         g, h = self.gates(inputs)
         fused = (h * (g if g.dim() == 3 else g[..., None])).sum(dim=1)
-        return {"main": self.classifier(fused)}
+        if not self.aux_outputs:
+            return {"main": self.classifier(fused)}
+        trunk = self.classifier.trunk(fused)
+        return self.with_au(trunk, {"main": self.classifier.net[-1](trunk)})

@@ -45,6 +45,13 @@ Tokens (the choice this implementation makes, since the paper does not say how m
   ``t + k * stride``, ``k = -audio_context..audio_context``, are tokens too (so the module can see
   where the sound changes); purity masks only frame ``t``'s own windows.
 
+Action units and VA (``tasks = ["expr", "au", "va"]``): one AU layer and one VA layer, both on
+the fused [CLS] features that Y_T classifies (after the final LayerNorm), not on Y_I's or Y_A's
+inputs: those see one modality each, and VA needs both (on the demo, valence follows the face and
+arousal the audio), so the layers go where the modalities meet. Their frames are those Y_T trains
+on for presence (a face and audio), without the purity test, which concerns expression labels:
+the AU and VA examples attend to every window with audio.
+
 So each softmax runs over several keys (``K + 1`` and ``A + 1``); it is never the trivial
 softmax over one pooled vector. Each key set starts with a learned **null token** that is never
 masked, so a frame whose image or audio tokens are all masked (no face nearby, no audio) still
@@ -65,13 +72,22 @@ from pipeline.data.labels import NUM_CLASSES, UNLABELED
 from pipeline.errors import PipelineError
 from pipeline.fusion import modality
 from pipeline.fusion.data import FeatureRequest, Table
-from pipeline.fusion.heads import Batch, Classifier, Head, masked_mean, pooled, register
+from pipeline.fusion.heads import (
+    Batch,
+    Classifier,
+    Head,
+    TaskConfig,
+    masked_mean,
+    pooled,
+    register,
+)
 from pipeline.fusion.heads.unimodal import (
     DEFAULT_AUDIO,
     DEFAULT_IMAGE,
     audio_dim,
     audio_tokens,
     image_vectors,
+    purity_rows,
     targets_of,
 )
 from pipeline.training.losses import LossConfig, batch_loss
@@ -79,7 +95,7 @@ from pipeline.training.sampling import SamplingConfig, purity_rule
 
 
 @dataclass
-class MFMConfig:
+class MFMConfig(TaskConfig):
     image: str = DEFAULT_IMAGE  # store array: [T, D] (temporal tokens) or [T, H, W, D] (spatial)
     audio: tuple[str, ...] = DEFAULT_AUDIO  # dynamic-window audio arrays [T, D]: one token each
     context: int = 4  # temporal image tokens at frames t + k * stride, k = -context..context
@@ -153,6 +169,7 @@ class ModalFusionHead(Head):
         self.encoder = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d)
         self.y_fusion = nn.Linear(d, NUM_CLASSES)
+        self.add_au_output(d)  # on the fused [CLS] features (module docstring)
 
     @classmethod
     def request(cls, config: MFMConfig, sampling: SamplingConfig) -> FeatureRequest:
@@ -187,14 +204,15 @@ class ModalFusionHead(Head):
             image_mask = inside & table.valid[index]
             centre = image_vectors(table, name, examples).numpy()
         train = counts is not None
-        audio, audio_mask = audio_tokens(table, self.config.audio, examples, train)
+        purity = purity_rows(examples, counts)  # AU and VA examples: every window with audio
+        audio, audio_mask = audio_tokens(table, self.config.audio, examples, purity)
         index, inside = table.window(examples, self.audio_steps)  # [B, F] frames
         names = self.config.audio
         context = np.stack([table.take(n, index) for n in names], axis=2)  # [B, F, W, D]
         context_mask = np.repeat((inside & table.audio[index])[..., None], len(names), axis=2)
         if train:  # frame t's own windows: the purity test (the other frames: only presence)
             centre_step = len(self.audio_steps) // 2
-            context_mask[:, centre_step] &= table.window_ok[examples]
+            context_mask[:, centre_step] &= table.window_ok[examples] | ~purity[:, None]
         batch = len(examples)
         inputs = {
             "image": torch.from_numpy(centre),
@@ -247,11 +265,12 @@ class ModalFusionHead(Head):
         keep = torch.cat([torch.ones(batch, 1, dtype=torch.bool, device=fused.device),
                           inputs["audio_token_mask"], inputs["image_mask"]], dim=1)
         encoded = self.encoder(fused, src_key_padding_mask=~keep)
+        trunk = self.norm(encoded[:, 0])
         out = {
-            "fusion": self.y_fusion(self.norm(encoded[:, 0])),
+            "fusion": self.y_fusion(trunk),
             "image": self.y_image(inputs["image"]),
             "audio": self.y_audio(masked_mean(inputs["audio"], inputs["audio_mask"])),
         }
         if AUDIO_TRAINS in inputs:  # a training batch: passed on to loss(), which removes it
             out[AUDIO_TRAINS] = inputs[AUDIO_TRAINS]
-        return out
+        return self.with_au(trunk, out)

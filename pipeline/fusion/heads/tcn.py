@@ -78,6 +78,7 @@ class TCNHead(WindowHead):
                                     for i in range(config.levels))
         self.norm = nn.LayerNorm(config.dim)
         self.classify = nn.Linear(config.dim, NUM_CLASSES)
+        self.add_au_output(config.dim)  # AU and VA layers on y_t's features (head.tasks)
 
     @property
     def receptive_field(self) -> int:
@@ -94,4 +95,4 @@ class TCNHead(WindowHead):
         for level in self.levels:
             x = level(x, inside)
         x = self.norm(x.transpose(1, 2))
-        return {"main": self.classify(x)}
+        return self.with_au(x, {"main": self.classify(x)})

@@ -5,9 +5,11 @@ classifies each frame from its dynamic-window audio embeddings (one per window l
 classifier sees the mean of the windows that may train (label purity, see ``windows.py``); at
 inference all windows count.
 
-``image`` may also learn action units (``tasks = ["expr", "au"]``): an AU layer on the
-classifier's trunk (its LayerNorm, dropout and hidden layer; with ``hidden = 0`` the trunk holds
-only the LayerNorm, since the backbone itself is frozen in stage one).
+Both may also learn action units and VA (``tasks = ["expr", "au", "va"]``): AU and VA layers on
+the classifier's trunk (its LayerNorm, dropout and hidden layer; with ``hidden = 0`` the trunk
+holds only the LayerNorm, since the backbone itself is frozen in stage one). ``audio``'s AU and VA
+examples use every window with audio: the label-purity test (:func:`purity_rows`) concerns the
+expression labels around a frame, and masks windows only for the examples drawn for expressions.
 
 The input helpers here are shared by the fusion heads that contain these two classifiers.
 """
@@ -41,18 +43,30 @@ def image_vectors(table: Table, name: str, rows: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(pooled(table.take(name, rows)))
 
 
-def audio_tokens(table: Table, names: tuple[str, ...], rows: np.ndarray, train: bool
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+def audio_tokens(table: Table, names: tuple[str, ...], rows: np.ndarray,
+                 train: bool | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """[B, W, D] audio embeddings (one token per array) and the [B, W] mask of usable tokens.
 
-    A token is unusable when the clip has no audio, and, in training, when its window fails the
-    label-purity test.
+    A token is unusable when the clip has no audio, and, in training (``train`` True, or True at
+    the rows of a bool [B] array: :func:`purity_rows`), when its window fails the label-purity
+    test.
     """
     tokens = np.stack([table.take(name, rows) for name in names], axis=1)
     mask = np.repeat(table.audio[rows][:, None], len(names), axis=1)
-    if train:
-        mask &= table.window_ok[rows]
+    test = np.asarray(train, dtype=bool)
+    if test.any():
+        mask &= table.window_ok[rows] | ~(test[:, None] if test.ndim else test)
     return torch.from_numpy(tokens), torch.from_numpy(mask)
+
+
+def purity_rows(examples: np.ndarray, counts: np.ndarray | None) -> np.ndarray:
+    """bool [B]: the examples whose audio windows must pass the label-purity test: the training
+    rows drawn for expressions (``counts`` > 0). Purity is a property of the expression labels
+    around a frame; an AU or VA example (drawn for its own labels, ``counts`` 0) uses every window
+    with audio. All False at inference (``counts`` None); all True in an expression-only run."""
+    if counts is None:
+        return np.zeros(len(examples), dtype=bool)
+    return counts[examples] > 0
 
 
 def audio_dim(dims: dict[str, tuple[int, ...]], names: tuple[str, ...]) -> int:
@@ -103,7 +117,7 @@ class ImageHead(Head):
 
 
 @dataclass
-class AudioConfig:
+class AudioConfig(TaskConfig):
     audio: tuple[str, ...] = DEFAULT_AUDIO  # dynamic-window audio arrays [T, D], one per window
     hidden: int = 0  # 0: a linear classifier (the paper's Y_A); else one hidden layer this wide
     dropout: float = 0.1  # dropout on the features (and on the hidden layer)
@@ -121,6 +135,7 @@ class AudioHead(Head):
     def __init__(self, config: AudioConfig, dims: dict[str, tuple[int, ...]]) -> None:
         super().__init__(config, dims)
         self.classifier = Classifier(audio_dim(dims, config.audio), config.hidden, config.dropout)
+        self.add_au_output(self.classifier.width)
 
     @classmethod
     def request(cls, config: AudioConfig, sampling: SamplingConfig) -> FeatureRequest:
@@ -128,8 +143,13 @@ class AudioHead(Head):
                               purity=purity_rule(tuple(config.audio), sampling))
 
     def batch(self, table: Table, examples: np.ndarray, counts: np.ndarray | None) -> Batch:
-        tokens, mask = audio_tokens(table, self.config.audio, examples, counts is not None)
+        tokens, mask = audio_tokens(table, self.config.audio, examples,
+                                    purity_rows(examples, counts))
         return {"audio": tokens, "audio_mask": mask}, targets_of(table, examples), None
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {"main": self.classifier(masked_mean(inputs["audio"], inputs["audio_mask"]))}
+        audio = masked_mean(inputs["audio"], inputs["audio_mask"])
+        if not self.aux_outputs:
+            return {"main": self.classifier(audio)}
+        trunk = self.classifier.trunk(audio)
+        return self.with_au(trunk, {"main": self.classifier.net[-1](trunk)})

@@ -23,6 +23,10 @@ a window of up to ``length`` frames at once.
   from audio and context itself (``faceless = "own"``: ``face_outputs`` is empty, no nearest-face
   filling; ``"nearest"`` writes the nearest face's prediction there, as heads with face outputs
   do), and labelled frames with a face or audio train either way.
+* **AUs and VA** (``tasks = ["expr", "au", "va"]``): AU and VA layers on the per-frame features
+  the expression layer classifies; frames with a face or audio and AU (VA) labels train them, and
+  their outputs are soft-voted over windows like the expression probabilities (VA values as they
+  are, AU probabilities after the sigmoid).
 """
 
 from __future__ import annotations
@@ -32,11 +36,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pipeline.data.labels import NUM_CLASSES, UNLABELED
+from pipeline.data.labels import NUM_AUS, NUM_CLASSES, UNLABELED, VA_NAMES
 from pipeline.errors import PipelineError
 from pipeline.fusion import modality
 from pipeline.fusion.data import FeatureRequest, Table
-from pipeline.fusion.heads import Batch, Head, pooled
+from pipeline.fusion.heads import Batch, Head, TaskConfig, pooled
 from pipeline.fusion.heads.unimodal import DEFAULT_AUDIO, DEFAULT_IMAGE
 from pipeline.training.sampling import SamplingConfig
 from pipeline.training.windows import sequence_starts
@@ -45,7 +49,7 @@ VOTING = ("uniform", "triangle")
 
 
 @dataclass
-class WindowConfig:
+class WindowConfig(TaskConfig):
     image: str = DEFAULT_IMAGE  # per-frame face features [T, D] (token maps are mean-pooled)
     audio: tuple[str, ...] = DEFAULT_AUDIO  # per-frame audio arrays [T, D], concatenated
     length: int = 64  # frames per window
@@ -108,6 +112,9 @@ class WindowHead(Head):
     def trainable(self, table: Table) -> np.ndarray:
         return (table.labels != UNLABELED) & (table.valid | table.audio)
 
+    def task_frames(self, table: Table) -> np.ndarray:
+        return table.valid | table.audio  # as for expressions: a face or audio
+
     def examples(self, table: Table, counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         starts = self.starts(table, self.config.train_stride, rng)
         rows, inside = self.example_rows(table, starts)
@@ -145,17 +152,21 @@ class WindowHead(Head):
         length = self.window_length(table)
         starts = self.starts(table, self.config.eval_stride, None)
         weight = voting_weights(length, self.config.voting)
-        sums = np.zeros((table.n_rows, NUM_CLASSES), np.float64)
+        widths = {"main": NUM_CLASSES, **dict.fromkeys(self.au_outputs, NUM_AUS),
+                  **dict.fromkeys(self.va_outputs, len(VA_NAMES))}
+        sums = {name: np.zeros((table.n_rows, width), np.float64) for name, width in widths.items()}
         total = np.zeros(table.n_rows, np.float64)
         per_batch = max(1, batch_size // length)
         device = next(self.parameters()).device
         for begin in range(0, starts.size, per_batch):
             chunk = starts[begin:begin + per_batch]
             inputs, _, _ = self.batch(table, chunk, None)
-            probs = self.probabilities("main", self({k: v.to(device) for k, v in inputs.items()})
-                                       ["main"])
+            logits = self({k: v.to(device) for k, v in inputs.items()})
             rows, inside = self.example_rows(table, chunk)
             w = np.broadcast_to(weight, rows.shape)[inside]
-            np.add.at(sums, rows[inside], probs[inside] * w[:, None])
+            for name, part in sums.items():
+                probs = self.probabilities(name, logits[name])
+                np.add.at(part, rows[inside], probs[inside] * w[:, None])
             np.add.at(total, rows[inside], w)
-        return {"main": (sums / np.maximum(total, 1e-12)[:, None]).astype(np.float32)}
+        return {name: (part / np.maximum(total, 1e-12)[:, None]).astype(np.float32)
+                for name, part in sums.items()}

@@ -102,6 +102,7 @@ class XAttnHead(WindowHead):
         self.cross_audio = blocks(config.cross_layers, True)
         self.norm = nn.LayerNorm(d)
         self.classify = nn.Linear(d, NUM_CLASSES)
+        self.add_au_output(d)
 
     def _masks(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Face and audio masks [B, L], modality dropout applied (training only)."""
@@ -122,7 +123,8 @@ class XAttnHead(WindowHead):
         return x
 
     def _classify(self, fused: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"main": self.classify(self.norm(fused))}
+        trunk = self.norm(fused)  # AU and VA layers sit here too (head.tasks)
+        return self.with_au(trunk, {"main": self.classify(trunk)})
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         image_mask, audio_mask = self._masks(inputs)
