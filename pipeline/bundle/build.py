@@ -32,13 +32,13 @@ from pipeline import __version__
 from pipeline.bundle.format import (
     BUNDLE_JSON,
     FORMAT,
-    FORMAT_VERSION,
     MODEL_CARD,
     BundleError,
     publish,
     read_json,
     sha256_file,
     staging_folder,
+    version_for,
     write_manifest,
 )
 from pipeline.bundle.heads import write_head
@@ -221,7 +221,7 @@ def build_bundle(sources: Sequence[str | Path], out: str | Path) -> Path:
         va_runs = [n for n, p in runs.items() if read_run(p).record.va_outputs]
         card = _card(scores, runs, members, extractors)
         record = {
-            "format": FORMAT, "format_version": FORMAT_VERSION,
+            "format": FORMAT, "format_version": 1,  # raised below where the record needs it
             "written_by": f"fer-pipeline {__version__}",
             "classes": list(CLASSES), "au_names": list(AU_NAMES),
             "members": members, "heads": heads, "decisions": decisions,
@@ -237,6 +237,7 @@ def build_bundle(sources: Sequence[str | Path], out: str | Path) -> Path:
             decided = va_decisions(scores, record["va_heads"], scores_dir)
             if decided is not None:  # stage three's VA weights and smoothing (pipeline.bundle.va)
                 record["va_decisions"] = decided
+        record["format_version"] = version_for(record)
         (staging / BUNDLE_JSON).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
         (staging / MODEL_CARD).write_text(model_card(record), encoding="utf-8")
         write_manifest(staging)

@@ -15,6 +15,10 @@ would misread a new bundle. A reader accepts exactly the versions it knows
 (``READABLE_VERSIONS``) and refuses any other in one line naming the folder and both versions,
 so a newer bundle is never half-understood by an older tool; a new tool keeps reading the old
 versions it lists. Adding optional keys that old readers may ignore does not raise the version.
+Version 2 adds ``va_decisions`` (stage three's VA weights and smoothing windows): a version-1
+reader would ignore them and average the VA heads equally, a different answer, so a bundle that
+has them is written as version 2; every other bundle is still written as version 1, which older
+tools read whole (:func:`version_for`).
 
 The folder is written aside (``PIPELINE.partial-<pid>``) and renamed into place whole; a crash
 leaves no half bundle under the final name. Loading verifies every file against the manifest
@@ -33,8 +37,8 @@ from typing import Any
 from pipeline.errors import PipelineError
 
 FORMAT = "fer-pipeline-bundle"
-FORMAT_VERSION = 1
-READABLE_VERSIONS = (1,)
+FORMAT_VERSION = 2  # the newest this tool writes
+READABLE_VERSIONS = (1, 2)
 BUNDLE_JSON = "bundle.json"
 MANIFEST = "MANIFEST.sha256"
 MODEL_CARD = "MODEL_CARD.md"
@@ -100,6 +104,11 @@ def read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise BundleError(f"{path}: cannot read ({' '.join(str(e).split())})") from None
+
+
+def version_for(record: dict) -> int:
+    """The lowest version whose readers understand all of ``record``: 2 with VA decisions, else 1."""
+    return 2 if "va_decisions" in record else 1
 
 
 def check_version(root: Path, record: Any) -> None:

@@ -50,3 +50,17 @@ def test_bad_va_sections_are_refused_in_one_line(scores, message, tmp_path):
     assert "\n" not in str(error.value) and "scores.json" in str(error.value)
     with pytest.raises(BundleError, match="va_decisions"):
         check_va_decisions({"weights": "x"}, 2, "bundle.json")
+
+
+def test_a_bundle_with_va_decisions_is_version_2_which_a_version_1_reader_refuses(tmp_path,
+                                                                                   monkeypatch):
+    """An older predict would ignore ``va_decisions`` and average the VA heads equally: such a
+    bundle is written as version 2 so that a version-1 reader refuses it; others stay version 1."""
+    from pipeline.bundle import format as F
+    assert F.version_for({"va_heads": HEADS}) == 1
+    assert F.version_for({"va_heads": HEADS, "va_decisions": va_decisions(SCORES, HEADS, None)}) == 2
+    record = {"format": F.FORMAT, "format_version": 2}
+    F.check_version(tmp_path, record)  # this reader
+    monkeypatch.setattr(F, "READABLE_VERSIONS", (1,))  # a reader from before VA decisions
+    with pytest.raises(BundleError, match="bundle format version 2"):
+        F.check_version(tmp_path, record)
