@@ -137,11 +137,7 @@ RECIPES: dict[str, Recipe] = {
             _extract("-e", "iresnet", "-e", "tdnn", "--weights", "iresnet={work}/weights/iresnet",
                      "--weights", "tdnn={work}/weights/tdnn"),
             _fuse("sequence", "jin2021", "jin2021"),
-            # the multi-task run's fingerprint covers the clips its tasks use, not the whole
-            # manifests (fuse's record): ensemble refuses that without the flag (a known mismatch)
-            Step("ensemble", ("ensemble", "{work}/runs/jin2021", "--manifests", "{m}", "--out",
-                              "{work}/scores", "--allow-manifest-mismatch"),
-                 "{work}/scores/scores.json"),
+            _ensemble("jin2021"),
         ),
         pretrained={"iresnet": "Glint360K IResNet-100"},
         scales={"demo": {"iresnet": (*_DEMO_FT, "--set", "iresnet.depth=18"),
