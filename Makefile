@@ -72,16 +72,13 @@ demo: setup
 # beside expressions, its epoch selected by the dev slice's mean CCC, scored by an ensemble call
 # of its own into VA_SCORES, so the expression ensemble above and its submission are untouched;
 # its VA table (mean CCC with the clip-bootstrap interval) prints after the EXPR table.
-# --allow-manifest-mismatch: the run also read the VA-only clips (au_only.jsonl), which its labels
-# fingerprint covers and the ensemble's does not (the limitation docs/valence-arousal.md names).
 VA_RUN ?= sequence-va
 VA_SCORES ?= $(WORK)/scores-va
 
 va-demo: setup
 	$(FER) fuse --method sequence --store $(STORE) --manifests $(MANIFESTS) --out $(RUNS) \
 	  --name $(VA_RUN) --set 'head.tasks=["expr","va"]' --set train.select_task=va
-	$(FER) ensemble $(RUNS)/$(VA_RUN) --manifests $(MANIFESTS) --out $(VA_SCORES) \
-	  --allow-manifest-mismatch
+	$(FER) ensemble $(RUNS)/$(VA_RUN) --manifests $(MANIFESTS) --out $(VA_SCORES)
 
 # Paper 000 (Kim et al. 2023) as the kim2023 preset reads it, on the demo data: Swin-Tiny on faces
 # resized to 224x224 without a centre crop (crop_pct 1.0) and on log-mel images of 32/48/64-frame

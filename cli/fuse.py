@@ -113,6 +113,10 @@ def fuse(
         False, "--allow-random-weights",
         help="With --preset: train although the store records random weights for a backbone"
              " it reads (every paper's backbones are pretrained; its features are then untrained)."),
+    allow_stand_ins: bool = typer.Option(
+        False, "--allow-stand-ins",
+        help="With --preset: accept a smaller model of the paper's backbone family in place of the"
+             " paper's (ResNet-18 for ResNet-50, ...: docs/recipes.md; demo runs)."),
 ) -> None:
     """Train a fusion head on cached features; write per-frame probabilities for val and test."""
     from pipeline import epoch_log
@@ -124,7 +128,8 @@ def fuse(
                *([f"bag.k={bag}"] if bag else [])]
     run_config = build_config(method, store, manifests, preset=preset, config_file=config,
                               sets=[*sets, *options], seed=seed,
-                              allow_random_weights=allow_random_weights)
+                              allow_random_weights=allow_random_weights,
+                              allow_stand_ins=allow_stand_ins)
     with progress_bar() as bar, epoch_log.use(log):
         result = run_fuse(run_config, out, name=name, progress=_with_epoch_lines(bar),
                           restart=restart, force=force,

@@ -12,7 +12,14 @@ Templates name ``{data}`` (the dataset root), ``{work}`` (the recipe's folder) a
 - ``@random``: ``--allow-random-weights`` when the user allowed it (fuse, the extract of a
   backbone no step fine-tunes);
 - ``@scale:KEY``: the arguments of ``KEY`` in the recipe's ``scales[SCALE]`` (epochs, widths,
-  sampling: ``demo`` fits a 2-core CPU and tiny data, ``full`` is the paper's).
+  sampling: ``demo`` fits a 2-core CPU and tiny data, ``full`` is the paper's);
+- ``@stand_ins``: ``--allow-stand-ins`` where the scale puts a stand-in in place of a paper's model
+  (fuse: the preset accepts it only then).
+
+``{model}`` is the recipe's face model (``Recipe.model``): the paper's at ``full``; at ``demo``
+its smaller stand-in (:data:`pipeline.stand_ins.STAND_INS`: ResNet-18 for ResNet-50, a
+DINOv2-style ViT-S/14 and a small BEiT at 112 px for ViT-L/14 and BEiT-L) where the paper's cannot
+run on a 2-core CPU. The plan prints each substitution (:func:`substitutions`).
 
 Each step names the output whose existence (with the runner's marker of the same command) marks it
 done. ``missing`` lists what a recipe cannot do yet, printed with its plan (docs/recipes.md).
@@ -23,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pipeline.errors import PipelineError
+from pipeline.stand_ins import STAND_INS
 from pipeline.suggest import did_you_mean
 
 SCALES = ("demo", "full")
@@ -43,6 +51,9 @@ class Recipe:
     pretrained: dict[str, str] = field(default_factory=dict)
     scales: dict[str, dict[str, tuple[str, ...]]] = field(default_factory=dict)
     missing: tuple[str, ...] = ()  # what is not built yet, printed with the plan
+    model: str = ""  # the paper's face model ({model}); a stand-in at demo scale (STAND_INS)
+    # scale -> other stand-ins its arguments make, as "X in place of Y" (printed with the plan)
+    notes: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def _manifest() -> Step:
@@ -63,7 +74,8 @@ def _finetune(key: str, *args: str) -> Step:
 def _fuse(method: str, preset: str, name: str) -> Step:
     return Step(f"fuse-{name}", ("fuse", "--method", method, "--preset", preset, "--store",
                                  "{work}/features.zarr", "--manifests", "{m}", "--out",
-                                 "{work}/runs", "--name", name, "@random", "@scale:fuse"),
+                                 "{work}/runs", "--name", name, "@random", "@stand_ins",
+                                 "@scale:fuse"),
                 f"{{work}}/runs/{name}/metrics.json")
 
 
@@ -113,14 +125,18 @@ RECIPES: dict[str, Recipe] = {
         paper="Jeong et al. 2022 (paper 001)",
         steps=(
             _manifest(),
-            _finetune("timm", "--preset", "jeong2022"),
-            _extract("-e", "timm", "--set", "configs.timm.model=resnet50", "--set",
+            _finetune("timm", "--preset", "jeong2022", "--model", "{model}"),
+            _extract("-e", "timm", "--set", "configs.timm.model={model}", "--set",
                      "configs.timm.map=true", "--weights", "timm={work}/weights/timm"),
             _fuse("dan", "jeong2022", "jeong2022"),
             _ensemble("jeong2022"),
         ),
         pretrained={"timm": "VGGFace2 ResNet-50"},
-        scales={"demo": {"timm": _DEMO_FT, "fuse": (*_DEMO_FUSE, "--set", "bag.k=2")},
+        model="resnet50",
+        # demo: the paper's batch of 1024 is more than the demo's training frames (one step per
+        # epoch: the head does not move from its start); 32 gives it steps to learn from
+        scales={"demo": {"timm": _DEMO_FT,
+                         "fuse": (*_DEMO_FUSE, *_sets("bag.k=2", "train.batch_size=32"))},
                 "full": {}},
         # the fine-tune preset trains ResNet-50 and DAN's heads together (affinity, partition and
         # focal losses); the weights folder holds the backbone, frozen for extraction
@@ -137,13 +153,11 @@ RECIPES: dict[str, Recipe] = {
             _extract("-e", "iresnet", "-e", "tdnn", "--weights", "iresnet={work}/weights/iresnet",
                      "--weights", "tdnn={work}/weights/tdnn"),
             _fuse("sequence", "jin2021", "jin2021"),
-            # the multi-task run's fingerprint covers the clips its tasks use, not the whole
-            # manifests (fuse's record): ensemble refuses that without the flag (a known mismatch)
-            Step("ensemble", ("ensemble", "{work}/runs/jin2021", "--manifests", "{m}", "--out",
-                              "{work}/scores", "--allow-manifest-mismatch"),
-                 "{work}/scores/scores.json"),
+            _ensemble("jin2021"),
         ),
         pretrained={"iresnet": "Glint360K IResNet-100"},
+        notes={"demo": ("IResNet-18 in place of IResNet-100",
+                        "a TDNN of widths 64-128 (embedding 64) in place of the 512-wide one")},
         scales={"demo": {"iresnet": (*_DEMO_FT, "--set", "iresnet.depth=18"),
                          "tdnn": (*_DEMO_FT, *_sets(*(f"tdnn.{o}" for o in _TDNN_DEMO))),
                          "extract": ("--set", "configs.iresnet.depth=18",
@@ -172,14 +186,15 @@ RECIPES: dict[str, Recipe] = {
         paper="Sun and Gao 2026 (arXiv 2603.12221)",
         steps=(
             _manifest(),
-            _finetune("timm", "--preset", "sun2026"),
-            _extract("-e", "timm", "--set", "configs.timm.model=vit_large_patch14_dinov2.lvd142m",
+            _finetune("timm", "--preset", "sun2026", "--model", "{model}"),
+            _extract("-e", "timm", "--set", "configs.timm.model={model}",
                      "-e", "hf_audio", "--set", "configs.hf_audio.windows=[32]",
                      "--weights", "timm={work}/weights/timm", "@init:hf_audio"),
             _fuse("gated", "sun2026", "sun2026"),
             _ensemble("sun2026"),
         ),
         pretrained={"timm": "DINOv2 ViT-L/14", "hf_audio": "wav2vec2"},
+        model="vit_large_patch14_dinov2.lvd142m",
         scales={"demo": {"timm": _DEMO_FT, "fuse": _DEMO_FUSE}, "full": {}},
         missing=("the audio encoder is extracted frozen from its pretrained weights (no audio "
                  "fine-tune is described in what we could read of the paper)",),
@@ -189,15 +204,15 @@ RECIPES: dict[str, Recipe] = {
         paper="Yu et al. 2026 (arXiv 2603.08034)",
         steps=(
             _manifest(),
-            _finetune("timm", "--preset", "yu2026"),
-            _extract("-e", "timm", "--set",
-                     "configs.timm.model=beit_large_patch16_224.in22k_ft_in22k_in1k",
+            _finetune("timm", "--preset", "yu2026", "--model", "{model}"),
+            _extract("-e", "timm", "--set", "configs.timm.model={model}",
                      "-e", "hf_audio", "--set", "configs.hf_audio.windows=[32]",
                      "--weights", "timm={work}/weights/timm", "@init:hf_audio"),
             _fuse("xattn", "yu2026", "yu2026"),
             _ensemble("yu2026"),
         ),
         pretrained={"timm": "BEiT-L", "hf_audio": "WavLM-large"},
+        model="beit_large_patch16_224.in22k_ft_in22k_in1k",
         scales={"demo": {"timm": _DEMO_FT, "fuse": _DEMO_FUSE}, "full": {}},
         missing=("the audio encoder is extracted frozen from its pretrained weights (no audio "
                  "fine-tune is described in what we could read of the paper)",),
@@ -223,6 +238,18 @@ def missing_weights(r: Recipe, weights: dict[str, str]) -> list[str]:
     return [k for k in r.pretrained if k not in weights]
 
 
+def model_at(r: Recipe, scale: str) -> str:
+    """The face model ``r`` runs at ``scale``: the paper's, or at demo its stand-in."""
+    return STAND_INS.get(r.model, r.model) if scale == "demo" else r.model
+
+
+def substitutions(r: Recipe, scale: str) -> list[str]:
+    """What the scale puts in place of the paper's models, one "X in place of Y" each."""
+    model = model_at(r, scale)
+    return [*([f"{model} in place of {r.model}"] if model != r.model else []),
+            *r.notes.get(scale, ())]
+
+
 def render(r: Recipe, data: str, work: str, scale: str, weights: dict[str, str],
            allow_random_weights: bool) -> list[tuple[Step, list[str], str]]:
     """Each step with its filled-in arguments (after ``fer-pipeline``) and output path."""
@@ -234,7 +261,8 @@ def render(r: Recipe, data: str, work: str, scale: str, weights: dict[str, str],
         raise PipelineError(f"--weights {unknown[0]}=...: the recipe starts no backbone "
                             f"{unknown[0]!r} from weights (choose from {', '.join(keys)})"
                             f"{did_you_mean(unknown[0], keys)}")
-    values = {"data": data, "work": work, "m": f"{work}/manifests"}
+    values = {"data": data, "work": work, "m": f"{work}/manifests", "model": model_at(r, scale)}
+    stand_ins = ["--allow-stand-ins"] if values["model"] != r.model else []
     random = ["--allow-random-weights"] if allow_random_weights else []
     rendered = []
     for step in r.steps:
@@ -250,6 +278,8 @@ def render(r: Recipe, data: str, work: str, scale: str, weights: dict[str, str],
                     args += random  # the finetune preset refuses a random start otherwise
             elif a == "@random":
                 args += random
+            elif a == "@stand_ins":
+                args += stand_ins
             elif a.startswith("@scale:"):
                 args += list(r.scales.get(scale, {}).get(a.removeprefix("@scale:"), ()))
             else:

@@ -24,8 +24,9 @@ and the manifests (ground truth, clip lengths); never the dataset's frame folder
 The outputs are written into a staging folder and moved into ``out`` together, ``scores.json``
 last (:func:`pipeline.io.staged_files`): an interruption leaves the previous outputs intact, and
 a ``scores.json`` is never beside a report of another run. The runs must have read the same
-manifests as ``manifests`` (:func:`check_manifests`, their ``manifest_fingerprint``) unless
-``allow_manifest_mismatch``; ``scores.json`` records the fingerprint.
+manifests as ``manifests`` (:func:`check_manifests`: their ``manifest_fingerprint`` against the
+fingerprint of the clips their tasks read from ``manifests``, multi-task runs included) unless
+``allow_manifest_mismatch``; ``scores.json`` records the fingerprint of the expression splits.
 
 Runs with action-unit outputs (multi-task heads, ``metrics.json``'s ``au_outputs``) are scored on
 the AU validation split as well (:mod:`pipeline.scoring.au_ensemble`: each AU output at threshold
@@ -46,6 +47,7 @@ from pipeline import io
 from pipeline.config import save_toml, to_dict
 from pipeline.data.labels import NUM_CLASSES
 from pipeline.data.manifest import SPLITS, Clip, fingerprint, load_clips
+from pipeline.data.task_splits import labels_fingerprint
 from pipeline.errors import PipelineError
 from pipeline.progress import ProgressEvent, ProgressFn, silent
 from pipeline.scoring.au_ensemble import AUOutcome, action_units
@@ -148,24 +150,36 @@ def class_counts(clips: Sequence[Clip]) -> np.ndarray:
     return counts
 
 
-def check_manifests(runs: Sequence[RunInfo], run_dirs: Sequence[Path], manifests: Path,
-                    expected: str) -> None:
-    """Refuse runs trained on manifests other than each other's or ``manifests`` (``expected``:
-    its fingerprint). Runs written before fingerprints were recorded are not checked."""
-    known = [(run, Path(d)) for run, d in zip(runs, run_dirs)
-             if run.record.manifest_fingerprint is not None]
-    for (run, path), (other, other_path) in zip(known, known[1:]):
-        if run.record.manifest_fingerprint != other.record.manifest_fingerprint:
+def check_manifests(runs: Sequence[RunInfo], run_dirs: Sequence[Path], manifests: Path) -> None:
+    """Refuse runs trained on manifests other than each other's or ``manifests``. A run records
+    the fingerprint of the clips its tasks read (:func:`labels_fingerprint`: a multi-task run
+    reads the AU-only clips too), so each run is checked against that fingerprint of
+    ``manifests`` for its own recorded tasks, and runs of different tasks are compared through
+    it. Runs written before fingerprints were recorded are not checked."""
+    known = [(run, Path(d), tuple(run.record.extra.get("tasks", ("expr",))))
+             for run, d in zip(runs, run_dirs) if run.record.manifest_fingerprint is not None]
+    for (run, path, tasks), (other, other_path, other_tasks) in zip(known, known[1:]):
+        if tasks == other_tasks and (run.record.manifest_fingerprint
+                                     != other.record.manifest_fingerprint):
             raise PipelineError(
                 f"{path} and {other_path} were trained on different manifests (fingerprints"
                 f" {run.record.manifest_fingerprint[:12]} and"
                 f" {other.record.manifest_fingerprint[:12]}); pass --allow-manifest-mismatch"
                 " to combine them anyway")
-    for run, path in known[:1]:
-        if run.record.manifest_fingerprint != expected:
+    if not known:
+        return
+    try:
+        every = load_clips(manifests, SPLITS, au_only=True)
+    except (FileNotFoundError, ValueError) as e:
+        raise PipelineError(str(e)) from None
+    expected: dict[tuple[str, ...], str] = {}
+    for run, path, tasks in known:
+        if tasks not in expected:
+            expected[tasks] = labels_fingerprint(every, tasks)
+        if run.record.manifest_fingerprint != expected[tasks]:
             raise PipelineError(
                 f"{path} was trained on other manifests than {manifests} (fingerprints"
-                f" {run.record.manifest_fingerprint[:12]} and {expected[:12]}); pass the"
+                f" {run.record.manifest_fingerprint[:12]} and {expected[tasks][:12]}); pass the"
                 " manifests it was trained on, or --allow-manifest-mismatch")
 
 
@@ -180,7 +194,7 @@ def run_ensemble(run_dirs: Sequence[Path], manifests: Path, out: Path,
     clips = _clips_by_split(Path(manifests))
     manifest_fingerprint = fingerprint(c for split in SPLITS for c in clips[split])
     if not allow_manifest_mismatch:
-        check_manifests(runs, run_dirs, Path(manifests), manifest_fingerprint)
+        check_manifests(runs, run_dirs, Path(manifests))
     if not clips[config.split]:
         raise PipelineError(f"{manifests}: no {config.split} clips to score")
 

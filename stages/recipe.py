@@ -19,7 +19,7 @@ from typing import Callable
 
 from pipeline.errors import PipelineError
 from pipeline.io import write_text
-from pipeline.recipes import missing_weights, recipe, render
+from pipeline.recipes import missing_weights, recipe, render, substitutions
 
 
 @dataclass
@@ -73,6 +73,8 @@ def run_recipe(name: str, data: str | Path, work: str | Path, scale: str = "demo
     steps = render(r, str(data), str(work), scale, weights, allow_random_weights)
     result = RecipeResult(name, missing=r.missing)
     echo(f"recipe {name}: {r.paper}, scale {scale}")
+    for line in substitutions(r, scale):
+        echo(f"  {scale} scale: {line}")
     for line in r.missing:
         echo(f"  not built yet: {line}")
     if missing:

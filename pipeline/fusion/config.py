@@ -182,12 +182,14 @@ class FuseConfig:
 
 def build_config(method: str, store: str | Path, manifests: str | Path, preset: str | None = None,
                  config_file: str | Path | None = None, sets: Sequence[str] = (),
-                 seed: int | None = None, allow_random_weights: bool = False) -> FuseConfig:
+                 seed: int | None = None, allow_random_weights: bool = False,
+                 allow_stand_ins: bool = False) -> FuseConfig:
     """The run config: defaults < preset < config file < ``key=value`` overrides < the options.
 
     With a preset, the store must hold what its paper extracted (:func:`check_extraction`);
     ``allow_random_weights`` accepts features of any backbone the store records as random
-    weights (every paper's backbones are pretrained, so a preset refuses them otherwise)."""
+    weights (every paper's backbones are pretrained, so a preset refuses them otherwise);
+    ``allow_stand_ins`` a smaller model of the paper's family in its place (demo runs)."""
     if config_file is not None:
         try:
             loaded = read_toml(config_file)
@@ -206,5 +208,6 @@ def build_config(method: str, store: str | Path, manifests: str | Path, preset: 
                                        "manifests": str(manifests), "seed": seed})
     if preset is not None:
         # what the paper extracted
-        check_extraction(preset, config.store, config.head, allow_random_weights)
+        check_extraction(preset, config.store, config.head, allow_random_weights,
+                         allow_stand_ins)
     return config

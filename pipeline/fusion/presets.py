@@ -30,6 +30,7 @@ from typing import Any
 
 from pipeline.config import merge
 from pipeline.errors import PipelineError
+from pipeline.stand_ins import STAND_INS
 from pipeline.suggest import did_you_mean
 
 
@@ -213,14 +214,16 @@ def _arrays_read(head: Any) -> set[str]:
 
 
 def check_extraction(name: str, store: str | Path, head: Any,
-                     allow_random_weights: bool = False) -> None:
+                     allow_random_weights: bool = False, allow_stand_ins: bool = False) -> None:
     """Refuse, in one line, a ``store`` whose features a run with the head config ``head`` reads
     (a dataclass: its array names are read off it) were extracted with other
     settings than preset ``name`` needs (the store's root attributes record each extractor's
     config), or, unless ``allow_random_weights``, on random weights (the store records
     ``random_weights`` per extractor): every paper's backbones start from pretrained weights, so
     any backbone the run reads counts. Extractors whose arrays the run does not read are not
-    checked, and a store that does not exist yet is left to the stage to report.
+    checked, and a store that does not exist yet is left to the stage to report. With
+    ``allow_stand_ins`` a model's stand-in (:data:`pipeline.stand_ins.STAND_INS`) is accepted
+    in its place.
     """
     from pipeline.features.store import FeatureStore  # zarr: only when fusing
     from pipeline.features.store_format import StoreError
@@ -245,9 +248,14 @@ def check_extraction(name: str, store: str | Path, head: Any,
             continue
         for dotted, accepted in fields.items():
             value = _field(record.get("config", {}), dotted)
+            stand_ins = [STAND_INS[a] for a in accepted if a in STAND_INS]
+            if value in stand_ins and allow_stand_ins:
+                continue
             if value not in accepted:
                 wanted = " or ".join(repr(a) for a in accepted)
+                hint = (f" (or pass --allow-stand-ins to accept {value!r}, a smaller stand-in "
+                        "for demo runs)" if value in stand_ins else "")
                 raise PipelineError(
                     f"{store}: {extractor} was extracted with {dotted}={value!r}, but "
                     f"preset {name} needs {wanted}: extract into another store with "
-                    f"--set configs.{extractor}.{dotted}={accepted[0]}")
+                    f"--set configs.{extractor}.{dotted}={accepted[0]}{hint}")

@@ -53,7 +53,8 @@ import numpy as np
 import torch
 
 from pipeline.data.labels import NUM_AUS, UNLABELED, VA_INVALID
-from pipeline.data.manifest import SPLITS, Clip
+from pipeline.data.manifest import Clip
+from pipeline.data.task_splits import in_split, run_splits  # noqa: F401 (re-exported)
 from pipeline.errors import PipelineError
 from pipeline.features.store import FeatureStore
 from pipeline.fusion.data import FeatureRequest, Table
@@ -71,20 +72,6 @@ __all__ = ["AUEvaluator", "VAEvaluator", "batch_loss", "in_split", "run_splits",
 def head_tags(head: Head) -> tuple[int, ...]:
     """The task tags a head trains, in schedule order (expressions, AUs, VA)."""
     return (EXPR, *((AU,) if head.au_outputs else ()), *((VA,) if head.va_outputs else ()))
-
-
-def in_split(clip: Clip, task: str, split: str) -> bool:
-    """Whether ``clip`` is in ``split`` for ``task``; every test clip is in AU's test split (AU
-    predictions of the test clips make the AU submission; the same for VA)."""
-    return clip.task_split(task) == split or (task in ("au", "va") and split == "test"
-                                                and clip.split == "test")
-
-
-def run_splits(clips: Sequence[Clip], tasks: Sequence[str]) -> dict[str, list[Clip]]:
-    """The clips of each split of a run with ``tasks``, in manifest order: a clip is in a split
-    when it is there for one of the tasks (it may be in two: expression train and AU val)."""
-    return {split: [c for c in clips if any(in_split(c, t, split) for t in tasks)]
-            for split in SPLITS}
 
 
 def split_labels(table: Table, clips: dict[str, Clip], split: str

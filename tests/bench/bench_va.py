@@ -73,11 +73,8 @@ def main() -> None:
               f"         {'-' if va is None else f'{va:.4f}'}", flush=True)
         if "va" in tasks:
             va_runs.append(args.out / name)
-    # allow_manifest_mismatch: a multi-task run's fingerprint covers the clips without
-    # expression labels it trained on, which the ensemble's (expression splits) does not: the
-    # same refusal meets [expr, au] runs on the demo (a limitation before VA, not fixed here).
     ensemble = run_ensemble(va_runs, args.manifests, args.out / "scores",
-                            EnsembleConfig(bootstrap=2000), allow_manifest_mismatch=True)
+                            EnsembleConfig(bootstrap=2000))
     print(f"\nVA on {ensemble.va.split} (CCC, 95% clip-bootstrap intervals):")
     for row in ensemble.va.rows:
         ci = row.intervals

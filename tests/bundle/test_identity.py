@@ -37,9 +37,7 @@ def demo(tmp_path_factory):
     scores = root / "scores"
     assert main(["ensemble", *map(str, runs), "--manifests", str(manifests), "--out", str(scores),
                  "--tune-on", "same", "--no-nested", "--windows", "3,5", "--set",
-                 "selection=best", "--set", "fallback=true", "--bootstrap", "0",
-                 # the multi-task run also read the AU-only clips' labels: another fingerprint
-                 "--allow-manifest-mismatch"]) == 0
+                 "selection=best", "--set", "fallback=true", "--bootstrap", "0"]) == 0
     pipeline = root / "pipeline"
     assert main(["bundle", str(scores), *map(str, runs), "--out", str(pipeline)]) == 0
     return root, data, manifests, scores, pipeline

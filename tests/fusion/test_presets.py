@@ -131,3 +131,24 @@ def test_jin2021_cli_flag_allows_random_weights(tmp_path, capsys):
     assert "--allow-random-weights" in capsys.readouterr().err
     assert main([*args, "--allow-random-weights"]) == 1  # gets past the check: no manifests
     assert "random weights" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("preset,method,model", [
+    ("jeong2022", "dan", "resnet18"), ("sun2026", "gated", "fer_demo_vit_small_patch14_dinov2"),
+    ("yu2026", "xattn", "fer_demo_beit_small_patch16")])
+def test_a_presets_stand_in_model_is_accepted_only_with_the_flag(preset, method, model, tmp_path):
+    """A demo recipe's smaller model of the paper's family (ResNet-18 for ResNet-50, ...) is never
+    accepted silently: only with allow_stand_ins (fuse --allow-stand-ins); other models not even
+    then."""
+    from pipeline.features.extractors.timm_image import TimmImageConfig
+
+    store = _store(tmp_path / "s.zarr", timm=TimmImageConfig(model=model, map=True))
+    with pytest.raises(PipelineError, match=f"timm was extracted with model='{model}'.*"
+                                            "--allow-stand-ins"):
+        build_config(method, store, tmp_path, preset=preset)
+    config = build_config(method, store, tmp_path, preset=preset, allow_stand_ins=True)
+    assert config.method == method
+    other = _store(tmp_path / "o.zarr", timm=TimmImageConfig(model="test_vit", map=True))
+    with pytest.raises(PipelineError, match="model='test_vit'") as refused:
+        build_config(method, other, tmp_path, preset=preset, allow_stand_ins=True)
+    assert "--allow-stand-ins" not in str(refused.value)

@@ -128,3 +128,35 @@ def test_commit_finishes_its_moves_before_an_interruption(tmp_path, monkeypatch)
     assert [p.name for p in calls] == ["a.png", "report.html", "scores.json"]
     assert {p.name: p.read_text() for p in out.iterdir()} == {
         "scores.json": "new", "report.html": "new", "a.png": "new"}
+
+
+def test_a_multitask_run_is_accepted_on_its_own_manifests_and_refused_on_others(tmp_path):
+    """An expression + AU run reads the AU-only clips as well; its fingerprint covers them, so
+    ensemble checks it against the clips its tasks read (it refused the run's own manifests
+    without --allow-manifest-mismatch before), beside a single-task run, and still refuses the
+    run on manifests whose AU-only labels differ."""
+    import shutil
+
+    from fusion.synthetic import make_dataset, with_au_labels
+    from pipeline.data.manifest import write_manifest
+    from pipeline.fusion.config import build_config
+    from stages.fuse import fuse
+
+    data = with_au_labels(make_dataset(tmp_path / "data", splits={"train": 4, "val": 2, "test": 1},
+                                       frames=40, faceless=0.15))
+    fast = ["train.epochs=1", "train.batch_size=32"]
+    same = dataclasses.replace(QUICK, tune_on="same", nested=False)  # one expression val clip
+    multi = fuse(build_config("image", data.store, data.manifests,
+                              sets=[*fast, 'head.tasks=["expr","au"]']), tmp_path / "runs", "au")
+    single = fuse(build_config("image", data.store, data.manifests, sets=fast),
+                  tmp_path / "runs", "expr")
+    result = run_ensemble([multi.run_dir, single.run_dir], data.manifests, tmp_path / "out", same)
+    assert json.loads(result.scores_path.read_text())["manifest_mismatch_allowed"] is False
+    other = tmp_path / "other"
+    shutil.copytree(data.manifests, other)
+    au_only = load_clips(other, (), au_only=True)
+    au_only[0] = dataclasses.replace(au_only[0], au_labels=1 - au_only[0].au_labels.clip(0, 1))
+    write_manifest(other / "au_only.jsonl", au_only)
+    with pytest.raises(PipelineError, match=f"{multi.run_dir} was trained on other manifests"):
+        run_ensemble([multi.run_dir, single.run_dir], other, tmp_path / "out2", same)
+    run_ensemble([single.run_dir], other, tmp_path / "out3", same)  # it read no AU-only clip

@@ -103,6 +103,29 @@ def test_jin2021_runs_end_to_end_at_demo_scale_then_skips_everything(tmp_path):
     assert [s.status for s in again.steps] == ["skipped"] * 6
 
 
+@pytest.mark.slow
+def test_jeong2022_runs_end_to_end_at_demo_scale_on_its_stand_in(tmp_path):
+    """ResNet-18 in place of ResNet-50: fine-tuned with DAN's heads, extracted with the
+    fine-tuned weights, fused by the preset (which accepts the stand-in only with the flag the
+    demo scale passes) and ensembled."""
+    data, work = tmp_path / "data", tmp_path / "work"
+    subprocess.run([sys.executable, "-m", "cli.main", "demo-data", str(data), "--clips", "12",
+                    "--frames", "16", "--face-cue", "geometry"], check=True, capture_output=True)
+    lines = []
+    result = run_recipe("jeong2022", data, work, scale="demo", allow_random_weights=True,
+                        echo=lines.append)
+    assert "  demo scale: resnet18 in place of resnet50" in lines
+    assert [s.status for s in result.steps] == ["ran"] * 5
+    record = json.loads((work / "weights" / "timm" / "finetune.json").read_text())
+    assert record["model"] == "resnet18" and record["config"]["head"] == "dan"
+    store = json.loads((work / "features.zarr" / "zarr.json").read_text())
+    timm = store["attributes"]["extractors"]["timm"]
+    assert timm["config"]["model"] == "resnet18" and not timm["random_weights"]
+    metrics = json.loads((work / "runs" / "jeong2022" / "metrics.json").read_text())
+    assert metrics["method"] == "dan"
+    assert json.loads((work / "scores" / "scores.json").read_text())["macro_f1"] >= 0
+
+
 def test_make_paper_kim2023_fuses_its_random_backbones_with_the_flag_and_says_so():
     from pathlib import Path
     import shutil
@@ -115,3 +138,33 @@ def test_make_paper_kim2023_fuses_its_random_backbones_with_the_flag_and_says_so
     fuse = [line for line in plan.splitlines() if "--preset kim2023" in line]
     assert len(fuse) == 1 and "--allow-random-weights" in fuse[0]
     assert "RANDOM backbone weights" in plan
+
+
+@pytest.mark.parametrize("name,paper,stand_in", [
+    ("jeong2022", "resnet50", "resnet18"),
+    ("sun2026", "vit_large_patch14_dinov2.lvd142m", "fer_demo_vit_small_patch14_dinov2"),
+    ("yu2026", "beit_large_patch16_224.in22k_ft_in22k_in1k", "fer_demo_beit_small_patch16")])
+def test_demo_scale_says_each_stand_in_and_full_scale_keeps_the_papers_model(name, paper,
+                                                                            stand_in):
+    lines = []
+    run_recipe(name, "D", "W", scale="demo", dry_run=True, echo=lines.append)
+    assert f"  demo scale: {stand_in} in place of {paper}" in lines
+    for scale, model in (("demo", stand_in), ("full", paper)):
+        steps = {s.id: a for s, a, _ in render(recipe(name), "D", "W", scale, {}, True)}
+        assert steps["finetune-timm"][steps["finetune-timm"].index("--model") + 1] == model
+        assert f"configs.timm.model={model}" in steps["extract"]
+        # the fuse preset accepts the stand-in only because the demo scale says so
+        assert ("--allow-stand-ins" in steps[f"fuse-{name}"]) == (scale == "demo")
+        assert not any("--allow-stand-ins" in a for i, a in steps.items() if i != f"fuse-{name}")
+    full = []
+    run_recipe(name, "D", "W", scale="full", dry_run=True, echo=full.append)
+    assert not any("in place of" in line for line in full)
+
+
+def test_the_stand_ins_are_timm_models_of_the_papers_family():
+    from pipeline.features.extractors.timm_models import timm_probe
+    from pipeline.stand_ins import STAND_INS
+
+    for paper, stand_in in STAND_INS.items():
+        small, large = timm_probe(stand_in), timm_probe(paper)
+        assert small.layout == large.layout and small.num_features < large.num_features

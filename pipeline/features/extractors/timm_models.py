@@ -23,6 +23,7 @@ import timm.data  # noqa: E402
 import torch  # noqa: E402
 
 from pipeline.errors import PipelineError  # noqa: E402
+from pipeline.features.extractors import demo_models  # noqa: E402,F401 (registers them)
 from pipeline.features.extractors.checkpoints import block_counts, read_state_dict  # noqa: E402
 
 # torchvision/timm ResNet block counts (and whether blocks are bottlenecks: conv3 exists).
