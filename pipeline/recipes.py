@@ -19,7 +19,8 @@ Templates name ``{data}`` (the dataset root), ``{work}`` (the recipe's folder) a
 ``{model}`` is the recipe's face model (``Recipe.model``): the paper's at ``full``; at ``demo``
 its smaller stand-in (:data:`pipeline.stand_ins.STAND_INS`: ResNet-18 for ResNet-50, a
 DINOv2-style ViT-S/14 and a small BEiT at 112 px for ViT-L/14 and BEiT-L) where the paper's cannot
-run on a 2-core CPU. The plan prints each substitution (:func:`substitutions`).
+run on a 2-core CPU, unless ``--weights timm=`` gives its start (pretrained weights fit the
+paper's model only). The plan prints each substitution (:func:`substitutions`).
 
 Each step names the output whose existence (with the runner's marker of the same command) marks it
 done. ``missing`` lists what a recipe cannot do yet, printed with its plan (docs/recipes.md).
@@ -34,6 +35,7 @@ from pipeline.stand_ins import STAND_INS
 from pipeline.suggest import did_you_mean
 
 SCALES = ("demo", "full")
+MODEL_KEY = "timm"  # the backbone ``{model}`` names (its --weights key)
 
 
 @dataclass(frozen=True)
@@ -134,7 +136,7 @@ RECIPES: dict[str, Recipe] = {
         pretrained={"timm": "VGGFace2 ResNet-50"},
         model="resnet50",
         # demo: the paper's batch of 1024 is more than the demo's training frames (one step per
-        # epoch: the head does not move from its start); 32 gives it steps to learn from
+        # epoch); 32 gives the head about 12 steps per epoch (docs/recipes.md, Measured)
         scales={"demo": {"timm": _DEMO_FT,
                          "fuse": (*_DEMO_FUSE, *_sets("bag.k=2", "train.batch_size=32"))},
                 "full": {}},
@@ -238,14 +240,17 @@ def missing_weights(r: Recipe, weights: dict[str, str]) -> list[str]:
     return [k for k in r.pretrained if k not in weights]
 
 
-def model_at(r: Recipe, scale: str) -> str:
-    """The face model ``r`` runs at ``scale``: the paper's, or at demo its stand-in."""
-    return STAND_INS.get(r.model, r.model) if scale == "demo" else r.model
+def model_at(r: Recipe, scale: str, weights: dict[str, str] | None = None) -> str:
+    """The face model ``r`` runs at ``scale``: the paper's, or at demo its stand-in, unless the
+    user gives the face backbone's weights (``--weights timm=``: they fit the paper's model)."""
+    if scale != "demo" or MODEL_KEY in (weights or {}):
+        return r.model
+    return STAND_INS.get(r.model, r.model)
 
 
-def substitutions(r: Recipe, scale: str) -> list[str]:
+def substitutions(r: Recipe, scale: str, weights: dict[str, str] | None = None) -> list[str]:
     """What the scale puts in place of the paper's models, one "X in place of Y" each."""
-    model = model_at(r, scale)
+    model = model_at(r, scale, weights)
     return [*([f"{model} in place of {r.model}"] if model != r.model else []),
             *r.notes.get(scale, ())]
 
@@ -261,7 +266,8 @@ def render(r: Recipe, data: str, work: str, scale: str, weights: dict[str, str],
         raise PipelineError(f"--weights {unknown[0]}=...: the recipe starts no backbone "
                             f"{unknown[0]!r} from weights (choose from {', '.join(keys)})"
                             f"{did_you_mean(unknown[0], keys)}")
-    values = {"data": data, "work": work, "m": f"{work}/manifests", "model": model_at(r, scale)}
+    values = {"data": data, "work": work, "m": f"{work}/manifests",
+              "model": model_at(r, scale, weights)}
     stand_ins = ["--allow-stand-ins"] if values["model"] != r.model else []
     random = ["--allow-random-weights"] if allow_random_weights else []
     rendered = []

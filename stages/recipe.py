@@ -73,7 +73,7 @@ def run_recipe(name: str, data: str | Path, work: str | Path, scale: str = "demo
     steps = render(r, str(data), str(work), scale, weights, allow_random_weights)
     result = RecipeResult(name, missing=r.missing)
     echo(f"recipe {name}: {r.paper}, scale {scale}")
-    for line in substitutions(r, scale):
+    for line in substitutions(r, scale, weights):
         echo(f"  {scale} scale: {line}")
     for line in r.missing:
         echo(f"  not built yet: {line}")

@@ -159,6 +159,11 @@ def test_demo_scale_says_each_stand_in_and_full_scale_keeps_the_papers_model(nam
     full = []
     run_recipe(name, "D", "W", scale="full", dry_run=True, echo=full.append)
     assert not any("in place of" in line for line in full)
+    # the paper's pretrained weights fit the paper's model only: given them, demo scale keeps it
+    given = {s.id: a for s, a, _ in render(recipe(name), "D", "W", "demo", {"timm": "p.pth"},
+                                           True)}
+    assert f"configs.timm.model={paper}" in given["extract"]
+    assert "--allow-stand-ins" not in given[f"fuse-{name}"]
 
 
 def test_the_stand_ins_are_timm_models_of_the_papers_family():
