@@ -20,7 +20,8 @@ from pipeline.training.folds import SELECTED_ON
 from pipeline.fusion.data import Table
 from pipeline.fusion.stream import ClipStream
 from pipeline.fusion.heads import Head
-from pipeline.fusion.tasks import AUEvaluator, VAEvaluator, in_split, split_labels, split_va_labels
+from pipeline.data.task_splits import in_split
+from pipeline.fusion.tasks import AUEvaluator, VAEvaluator, split_labels, split_va_labels
 from pipeline.progress import ProgressEvent, ProgressFn, silent
 from pipeline.runs.predictions import FaceMaskWriter, PredictionWriter
 

@@ -13,7 +13,7 @@ from pipeline.data.manifest import Clip
 from pipeline.fusion.config import FuseConfig
 from pipeline.fusion.data import OTHER
 from pipeline.fusion.heads import Head
-from pipeline.fusion.tasks import run_splits as task_splits
+from pipeline.data.task_splits import run_splits as task_splits
 from pipeline.training import folds
 
 
@@ -22,7 +22,7 @@ def run_splits(clips: Sequence[Clip], config: FuseConfig,
     """The clips of a run by role: ``train`` (what trains; a bootstrap resample for a bagging
     member), ``dev`` (the held-out training clips selection uses; empty with select_on val),
     ``val`` and ``test`` (predicted and written). A clip is in a split when it is there for one
-    of the run's ``tasks`` (:func:`pipeline.fusion.tasks.run_splits`)."""
+    of the run's ``tasks`` (:func:`pipeline.data.task_splits.run_splits`)."""
     out = {"dev": [], **task_splits(clips, tasks)}
     if config.train.select_on == "dev" and out["train"]:
         out["train"], out["dev"] = folds.dev_slice(out["train"], config.train.dev_fraction,

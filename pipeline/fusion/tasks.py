@@ -13,7 +13,7 @@ A run is multi-task when its head's config has ``tasks = ["expr", "au"]`` (heads
 :class:`~pipeline.fusion.heads.TaskConfig`). Then:
 
 * **Clips.** A clip belongs to a split of the run when it is in that split for one of the tasks
-  (:func:`run_splits`); AU-only clips (``au_only.jsonl``) train and score AUs only. A training
+  (:func:`pipeline.data.task_splits.run_splits`); AU-only clips (``au_only.jsonl``) train and score AUs only. A training
   table holds only the labels of each task's training split, so frames missing one task's labels
   train only the other task. Test clips get AU predictions too (for the AU submission).
 * **Examples.** Each epoch the expression examples are drawn as for a single-task head (class
@@ -54,7 +54,7 @@ import torch
 
 from pipeline.data.labels import NUM_AUS, UNLABELED, VA_INVALID
 from pipeline.data.manifest import Clip
-from pipeline.data.task_splits import in_split, run_splits  # noqa: F401 (re-exported)
+from pipeline.data.task_splits import in_split
 from pipeline.errors import PipelineError
 from pipeline.features.store import FeatureStore
 from pipeline.fusion.data import FeatureRequest, Table
@@ -65,8 +65,7 @@ from pipeline.metrics.au import AUScores, au_counts
 from pipeline.metrics.va import VAScores, ccc_from_moments, moments
 from pipeline.training.tasks import AU, EXPR, VA, alternate
 
-__all__ = ["AUEvaluator", "VAEvaluator", "batch_loss", "in_split", "run_splits",
-           "task_batches"]
+__all__ = ["AUEvaluator", "VAEvaluator", "batch_loss", "task_batches"]
 
 
 def head_tags(head: Head) -> tuple[int, ...]:

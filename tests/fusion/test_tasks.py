@@ -16,7 +16,8 @@ from pipeline.fusion.config import build_config
 from pipeline.fusion.data import FeatureRequest, check_inputs, load_table
 from pipeline.training import sampling
 from pipeline.training.losses import au_batch_loss, au_pos_weights
-from pipeline.fusion.tasks import batch_loss, run_splits, task_batches
+from pipeline.data.task_splits import run_splits
+from pipeline.fusion.tasks import batch_loss, task_batches
 from pipeline.training.tasks import AU, EXPR, epoch_tasks
 from pipeline.fusion.train import train
 from pipeline.fusion.training_run import TrainingRun
