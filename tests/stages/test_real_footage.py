@@ -134,8 +134,8 @@ def test_carphone_one_man_one_shot_one_track(real_footage, tmp_path):
     assert float(quality["fps"]) == pytest.approx(CARPHONE_FPS)
     boxes = quality["box"][quality["face"]]
     sides = boxes[:, 2] - boxes[:, 0]
-    # one man at one distance: his face is 30-60 pixels wide in a 176-pixel frame throughout
-    assert 30 < sides.min() and sides.max() < 60
+    # one man at one distance: his face is 44-57 pixels wide (measured) in a 176-pixel frame
+    assert 36 < sides.min() and sides.max() < 66
     assert (boxes[:, 0] > -10).all() and (boxes[:, 2] < 186).all()
 
 
