@@ -68,6 +68,26 @@ def test_a_hard_cut_between_look_alike_shots_is_found(real_footage):
         assert cuts(histograms, config.cut_threshold, config.cut_spike) == expected
 
 
+def test_a_bundle_from_before_the_spike_rule_predicts_with_the_rule_it_was_trained_with():
+    """A bundle's face step whose settings predate ``cut_spike`` (its crops were cut by the
+    threshold alone) gets ``cut_spike`` 1.0 in predict, which is the threshold alone; newer
+    settings keep theirs, and a bundle without a face step gets the defaults."""
+    from types import SimpleNamespace
+
+    from pipeline.data.faces.shots import cuts, histogram
+    from pipeline.data.faces.synthetic import shot_cut
+    from stages.predict import faces_config
+
+    old = {k: v for k, v in FacesConfig().output_key().items() if k != "cut_spike"}
+    for settings, spike in ((old, 1.0), ({**old, "cut_spike": 0.25}, 0.25), (None, 0.2)):
+        bundle = SimpleNamespace(record={"faces": settings and {"settings": settings}})
+        assert faces_config(bundle, "inprocess").cut_spike == spike
+    video, first = shot_cut()  # 1.0 adds nothing to the threshold
+    histograms = [histogram(f) for f in video.frames]
+    assert cuts(histograms, 0.35, 1.0) == cuts(histograms, 0.35) == [first]
+    assert cuts(histograms, 0.9, 1.0) == [] and cuts(histograms, 0.9, 0.5) == [first]
+
+
 @needs_weights
 def test_faces_splits_tracks_at_a_cut_the_threshold_alone_misses(real_footage, tmp_path):
     """bikes' frames 60-99 (halved, re-encoded): the cut at frame 76 (16 here) moves 0.29, under

@@ -46,6 +46,7 @@ class FacesConfig:
     cut_threshold: float = 0.35
     # A frame this far or more from the previous one, and 3x farther than its neighbours are from
     # theirs, starts a shot too: a hard cut between similar-looking shots (real footage: 0.27).
+    # 1.0 turns this rule off (the threshold alone, as before it existed).
     cut_spike: float = 0.2
     # A detection continues a track only if its face's colour histogram is within this distance
     # of the track's (0..1): another face where the last one was starts a new track.
