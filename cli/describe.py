@@ -53,7 +53,7 @@ FINETUNE_COMMON: dict[str, tuple[str, ...]] = {
 FACES_COMMON: dict[str, tuple[str, ...]] = {
     "detector": ("detector", "onnx", "weights", "min_face"),
     "crops": ("size", "scale"),
-    "tracks": ("all_faces", "two_person", "min_frames", "cut_threshold"),
+    "tracks": ("all_faces", "two_person", "min_frames", "cut_threshold", "cut_spike"),
     "machine": ("batch", "scheduler"),
 }
 

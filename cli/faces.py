@@ -72,6 +72,12 @@ def faces(
             console.print(f"{o.video}: {o.left_out} of its {o.tracks} face tracks are in no clip (other "
                           "people, or too unlike the one kept): --all-faces writes each as its own clip",
                           markup=False, highlight=False, soft_wrap=True)
+    for o in result.outcomes:  # a video without a face is no error, but it must not pass unseen
+        if o.status == "done" and not any(o.clips.values()):
+            what = (f"clip {', '.join(o.clips)} is kept with every frame faceless (no crops)"
+                    if o.clips else f"no clip (no face track of {cfg.min_frames} frames or more)")
+            console.print(f"{o.video}: no face found in its {o.frames:,} frames: {what}",
+                          markup=False, highlight=False, soft_wrap=True)
     for o in result.skipped:
         console.print(f"skipped {o.video}: {o.reason}", markup=False, highlight=False, soft_wrap=True)
     if result.frames:

@@ -95,6 +95,8 @@ def faces_config(bundle: Bundle, scheduler: str) -> FacesConfig:
     """The face step the bundle was trained with (its defaults where the crops were not made by
     ``faces``)."""
     settings = dict((bundle.record.get("faces") or {}).get("settings") or {})
+    if "cut_threshold" in settings and "cut_spike" not in settings:
+        settings["cut_spike"] = 1.0  # crops made before the spike rule: the threshold alone
     names = {f.name for f in dataclasses.fields(FacesConfig)}
     return FacesConfig(**{k: v for k, v in settings.items() if k in names}, scheduler=scheduler)
 

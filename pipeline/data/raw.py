@@ -83,13 +83,21 @@ def read_faces_root(root: str | Path) -> DatasetReading:
             repairs.append(Issue(path.stem, str(video), "frames_decoded",
                                  f"the container declares {info.n_frames} frames, {n} decoded: "
                                  f"the clips have {n}"))
+        if not record["clips"]:  # `faces --all-faces` found no face track: said, not dropped unseen
+            repairs.append(Issue(path.stem, str(video), "no_faces",
+                                 f"no face track in its {n} frames: no clip from this video"))
         for name in record["clips"]:
             folder = root / CROPS / name
             count = record.get("faces", {}).get(name, 0) if isinstance(record.get("faces"), dict) else 0
             faces[name] = int(count) if isinstance(count, int) else 0
+            if not faces[name]:
+                repairs.append(Issue(name, str(video), "no_faces",
+                                     f"no face in any of its {n} frames: kept, every frame faceless"))
             if not info.has_audio:
                 repairs.append(Issue(name, str(video), "no_audio",
-                                     "the video has no audio track: kept for its face crops"))
+                                     "the video has no audio track: kept for its face crops"
+                                     if faces[name] else "the video has no audio track either: "
+                                     "kept, with no features to extract (a row per frame in predict)"))
             clips.append(Clip(clip_id=name, split=RAW_SPLIT, video_id=video.stem, n_frames=n,
                               fps=info.fps, frames_dir=str(folder) if folder.is_dir() else None,
                               video_path=str(video),

@@ -162,3 +162,32 @@ def test_predict_on_raw_video_of_a_real_face_in_other_containers(demo, capsys):
         boxes = table[["box_x1", "box_y1", "box_x2", "box_y2"]].to_numpy()
         assert all(iou(face.boxes[i], boxes[i]) > 0.5 for i in np.flatnonzero(found))
         assert np.isnan(boxes[~found]).all()
+
+
+@pytest.mark.skipif(not __import__("pipeline.data.faces.weights", fromlist=["x"]).default_path()
+                    .exists(), reason="MTCNN weights absent (`make faces-weights`)")
+def test_predict_on_real_footage_of_a_real_man_talking(demo, real_footage, tmp_path):
+    """``predict VIDEO --pipeline BUNDLE --out OUT`` on the "carphone" sequence (a real man
+    talking in a car: 120 frames at 30000/1001 fps, H.264 with B-frames, no audio track): one row
+    per frame at that frame rate, a face on (nearly) every one, sane probabilities."""
+    import pandas as pd
+
+    root, data, manifests, scores, pipeline = demo
+    video = real_footage["carphone_pristine"]
+    out = tmp_path / "predicted"
+    assert main(["predict", str(video), "--pipeline", str(pipeline), "--out", str(out)]) == 0
+    table = pd.read_parquet(out / "carphone_pristine.parquet")
+    assert list(table["frame"]) == list(range(1, 121))
+    np.testing.assert_allclose(table["time"], np.arange(120) * 1001 / 30000, atol=1e-6)
+    assert table["face"].sum() >= 114  # 120 of 120 measured
+    classes = ["Neutral", "Anger", "Disgust", "Fear", "Happiness", "Sadness", "Surprise", "Other"]
+    probs = table[classes].to_numpy()
+    assert np.isfinite(probs).all() and ((probs >= 0) & (probs <= 1)).all()
+    np.testing.assert_allclose(probs.sum(axis=1), 1, atol=1e-4)
+    assert table["label"].between(0, 7).all()
+    assert (table["expression"] == [classes[i] for i in table["label"]]).all()
+    assert (table.loc[table["face"], "faceless_rule"] == "").all()
+    boxes = table.loc[table["face"], ["box_x1", "box_y1", "box_x2", "box_y2"]].to_numpy()
+    assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 2] - boxes[:, 0]).max() < 66
+    summary = json.loads((out / "carphone_pristine.json").read_text())
+    assert summary["frames"] == 120

