@@ -47,7 +47,8 @@ def find_members(run_dirs: Sequence[Path], split: str) -> tuple[list[Member], li
 
 
 def clips_by_split(manifests: Path) -> dict[str, list[Clip]]:
-    """The manifests' clips of each expression split (every split a key); one line when they cannot be read."""
+    """The manifests' clips of each expression split (every split a key); a one-line
+    PipelineError when they cannot be read."""
     try:
         clips = load_clips(manifests, SPLITS)
     except (FileNotFoundError, ValueError) as e:
