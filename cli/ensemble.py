@@ -22,7 +22,8 @@ from pipeline.data.manifest import SPLITS, load_clips
 from pipeline.scoring.ensemble import EnsembleConfig, Fill, Protocol, Smoother
 from pipeline.scoring.submission import check_submission
 from pipeline.scoring.crossfit import gain_note, same_frames_note
-from stages.ensemble import run_ensemble, score_predictions
+from stages.ensemble import run_ensemble
+from stages.ensemble_inputs import score_predictions
 
 
 submission_app = typer.Typer(help="ABAW submission files.", no_args_is_help=True)

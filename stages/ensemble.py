@@ -24,7 +24,7 @@ and the manifests (ground truth, clip lengths); never the dataset's frame folder
 The outputs are written into a staging folder and moved into ``out`` together, ``scores.json``
 last (:func:`pipeline.io.staged_files`): an interruption leaves the previous outputs intact, and
 a ``scores.json`` is never beside a report of another run. The runs must have read the same
-manifests as ``manifests`` (:func:`check_manifests`: their ``manifest_fingerprint`` against the
+manifests as ``manifests`` (:func:`stages.ensemble_inputs.check_manifests`: their ``manifest_fingerprint`` against the
 fingerprint of the clips their tasks read from ``manifests``, multi-task runs included) unless
 ``allow_manifest_mismatch``; ``scores.json`` records the fingerprint of the expression splits.
 
@@ -46,8 +46,7 @@ import numpy as np
 from pipeline import io
 from pipeline.config import save_toml, to_dict
 from pipeline.data.labels import NUM_CLASSES
-from pipeline.data.manifest import SPLITS, Clip, fingerprint, load_clips
-from pipeline.data.task_splits import labels_fingerprint
+from pipeline.data.manifest import SPLITS, Clip, fingerprint
 from pipeline.errors import PipelineError
 from pipeline.progress import ProgressEvent, ProgressFn, silent
 from pipeline.scoring.au_ensemble import AUOutcome, action_units
@@ -70,18 +69,16 @@ from pipeline.scoring.frames import (
     FaceMasks,
     Member,
     SplitData,
-    check_clip_set,
     clip_data,
-    clip_probs,
     load_split,
     open_predictions,
 )
-from pipeline.metrics.scores import Scores, confusion_matrix
 from pipeline.scoring.final_probs import final_face_path, final_path, write_final_probs
-from pipeline.runs.predictions import FaceMaskWriter, PredictionWriter, Predictions
-from pipeline.runs.record import RunInfo, read_run
+from pipeline.runs.predictions import FaceMaskWriter, PredictionWriter
+from pipeline.runs.record import RunInfo
 from pipeline.scoring.report import ReportData, TestSplit, Timeline, write_report
 from pipeline.scoring.submission import check_submission, write_submission
+from stages.ensemble_inputs import check_manifests, clips_by_split, find_members
 from stages.precision import feature_precision
 from stages.provenance import provenance, warnings as feature_warnings
 
@@ -109,36 +106,6 @@ class EnsembleResult:
     va_submission_path: Path | None = None  # submission_va.txt, if written
 
 
-def find_members(run_dirs: Sequence[Path], split: str) -> tuple[list[Member], list[RunInfo]]:
-    """Every output of every run that has predictions for ``split``; names must be unique."""
-    members, runs, seen = [], [], {}
-    for run_dir in map(Path, run_dirs):
-        run = read_run(run_dir)
-        if run.name in seen:
-            raise PipelineError(f"{run_dir}: same directory name as {seen[run.name]}; member names"
-                                " <run>/<output> would clash (rename one)")
-        seen[run.name] = run_dir
-        runs.append(run)
-        found = [Member(run_dir, output) for output in run.record.outputs
-                 if Member(run_dir, output).path(split).exists()]
-        if not found:
-            raise PipelineError(f"{run_dir}: no {split} predictions (looked for"
-                                f" predictions/{split}/<output>.npz for outputs"
-                                f" {', '.join(run.record.outputs)})")
-        members += found
-    if not members:
-        raise PipelineError("no run directories given")
-    return members, runs
-
-
-def _clips_by_split(manifests: Path) -> dict[str, list[Clip]]:
-    try:
-        clips = load_clips(manifests, SPLITS)
-    except (FileNotFoundError, ValueError) as e:
-        raise PipelineError(str(e)) from None
-    return {split: [c for c in clips if c.split == split] for split in SPLITS}
-
-
 def class_counts(clips: Sequence[Clip]) -> np.ndarray:
     """int [9]: annotated frames per class, then frames not annotated."""
     counts = np.zeros(NUM_CLASSES + 1, dtype=np.int64)
@@ -150,39 +117,6 @@ def class_counts(clips: Sequence[Clip]) -> np.ndarray:
     return counts
 
 
-def check_manifests(runs: Sequence[RunInfo], run_dirs: Sequence[Path], manifests: Path) -> None:
-    """Refuse runs trained on manifests other than each other's or ``manifests``. A run records
-    the fingerprint of the clips its tasks read (:func:`labels_fingerprint`: a multi-task run
-    reads the AU-only clips too), so each run is checked against that fingerprint of
-    ``manifests`` for its own recorded tasks, and runs of different tasks are compared through
-    it. Runs written before fingerprints were recorded are not checked."""
-    known = [(run, Path(d), tuple(run.record.extra.get("tasks", ("expr",))))
-             for run, d in zip(runs, run_dirs) if run.record.manifest_fingerprint is not None]
-    for (run, path, tasks), (other, other_path, other_tasks) in zip(known, known[1:]):
-        if tasks == other_tasks and (run.record.manifest_fingerprint
-                                     != other.record.manifest_fingerprint):
-            raise PipelineError(
-                f"{path} and {other_path} were trained on different manifests (fingerprints"
-                f" {run.record.manifest_fingerprint[:12]} and"
-                f" {other.record.manifest_fingerprint[:12]}); pass --allow-manifest-mismatch"
-                " to combine them anyway")
-    if not known:
-        return
-    try:
-        every = load_clips(manifests, SPLITS, au_only=True)
-    except (FileNotFoundError, ValueError) as e:
-        raise PipelineError(str(e)) from None
-    expected: dict[tuple[str, ...], str] = {}
-    for run, path, tasks in known:
-        if tasks not in expected:
-            expected[tasks] = labels_fingerprint(every, tasks)
-        if run.record.manifest_fingerprint != expected[tasks]:
-            raise PipelineError(
-                f"{path} was trained on other manifests than {manifests} (fingerprints"
-                f" {run.record.manifest_fingerprint[:12]} and {expected[tasks][:12]}); pass the"
-                " manifests it was trained on, or --allow-manifest-mismatch")
-
-
 def run_ensemble(run_dirs: Sequence[Path], manifests: Path, out: Path,
                  config: EnsembleConfig | None = None,
                  progress: ProgressFn = silent,
@@ -191,7 +125,7 @@ def run_ensemble(run_dirs: Sequence[Path], manifests: Path, out: Path,
     config = config or EnsembleConfig()
     members, runs = find_members(run_dirs, config.split)
     names = [m.name for m in members]
-    clips = _clips_by_split(Path(manifests))
+    clips = clips_by_split(Path(manifests))
     manifest_fingerprint = fingerprint(c for split in SPLITS for c in clips[split])
     if not allow_manifest_mismatch:
         check_manifests(runs, run_dirs, Path(manifests))
@@ -395,40 +329,3 @@ def _submission(members: list[Member], names: list[str], test_clips: list[Clip],
         "selection": test_fit.selection,
     }
     return path, f"{count} rows for {len(test_clips)} test clips"
-
-
-def score_predictions(target: Path, manifests: Path, split: str | None = None
-                      ) -> tuple[str, list[tuple[str, Scores]]]:
-    """Score a predictions file (or every output of a run directory) against a split's labels.
-
-    The split of a file ``.../predictions/<split>/<output>.npz`` is read from its path unless given;
-    for a run directory it defaults to val. Returns the split and (name, scores) per file.
-    """
-    target = Path(target)
-    if target.is_dir():
-        split = split or "val"
-        run = read_run(target)
-        files = [(f"{run.name}/{o}", Member(target, o).path(split)) for o in run.record.outputs]
-        files = [(name, path) for name, path in files if path.exists()]
-        if not files:
-            raise PipelineError(f"{target}: no {split} predictions")
-    elif target.is_file():
-        split = split or (target.parent.name if target.parent.name in SPLITS else "val")
-        files = [(target.stem, target)]
-    else:
-        raise PipelineError(f"{target}: no such predictions file or run directory")
-    clips = _clips_by_split(Path(manifests))[split]
-    if not clips:
-        raise PipelineError(f"{manifests}: no {split} clips")
-    if any(c.labels is None for c in clips):
-        raise PipelineError(f"{manifests}: the {split} clips have no labels to score against")
-    results = []
-    for name, path in files:
-        predictions = Predictions(path)
-        check_clip_set(predictions, clips, split)
-        total = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
-        for clip in clips:  # clip by clip: memory does not grow with the split
-            probs = clip_probs(predictions, clip, split)
-            total += confusion_matrix(clip.labels, probs.argmax(axis=1))
-        results.append((name, Scores.from_confusion(total)))
-    return split, results

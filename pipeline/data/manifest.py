@@ -9,10 +9,8 @@ expression-only run reads: its splits, dev slices and scores stay the same.
 Frame indexing everywhere: frame ``i`` (0-based) is image ``{i+1:05d}.jpg`` and annotation line
 ``i+1``; it covers the time span ``[i / fps, (i + 1) / fps)`` of the video's audio.
 
-Labels are stored run-length encoded (``[[label, count], ...]``): Aff-Wild2 labels come in long
-runs, so a 2.7-million-frame dataset stays a few hundred kilobytes of manifest. AU labels are
-packed into one code per frame (bit k = the k-th of ``AU_NAMES``, ``-1`` = not annotated) and
-run-length encoded the same way. The AU fields are left out of a record that has none, so a
+Labels are stored run-length encoded, AU labels packed into one code per frame first
+(:mod:`pipeline.data.label_runs`). The AU fields are left out of a record that has none, so a
 manifest written before AU labels existed and one written now for the same data are the same.
 """
 
@@ -28,6 +26,8 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from pipeline.data.clip_ids import check_name
+from pipeline.data.label_runs import (decode_runs, encode_runs, encode_value_runs, pack_au,
+                                       unpack_au)
 from pipeline.data.manifest_check import check_record
 from pipeline.data.labels import (AU_NAMES, CLASSES, NUM_AUS, NUM_CLASSES, UNLABELED, VA_INVALID,
                                   VA_NAMES)
@@ -168,57 +168,6 @@ class Clip:
         if not isinstance(other, Clip):
             return NotImplemented
         return self.to_json() == other.to_json()
-
-
-def encode_runs(labels: np.ndarray) -> list[list[int]]:
-    """Run-length encode a label array: [[label, count], ...]."""
-    labels = np.asarray(labels)
-    if labels.size == 0:
-        return []
-    starts = np.flatnonzero(np.r_[True, labels[1:] != labels[:-1]])
-    counts = np.diff(np.r_[starts, labels.size])
-    return [[int(labels[s]), int(c)] for s, c in zip(starts, counts)]
-
-
-def encode_value_runs(values: np.ndarray) -> list[list[float | int]]:
-    """Run-length encode float32 values (VA labels): [[value, count], ...], each value the
-    shortest decimal that reads back as the same float32."""
-    values = np.asarray(values, dtype=np.float32)
-    if values.size == 0:
-        return []
-    starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
-    counts = np.diff(np.r_[starts, values.size])
-    return [[float(np.format_float_positional(values[s], unique=True, trim="-")), int(c)]
-            for s, c in zip(starts, counts)]
-
-
-def decode_runs(runs: list[list[int]], dtype: type = np.int8) -> np.ndarray:
-    if not runs:
-        return np.zeros(0, dtype=dtype)
-    values, counts = zip(*runs)
-    return np.repeat(np.asarray(values, dtype=dtype), counts)
-
-
-_AU_BITS = (1 << np.arange(NUM_AUS)).astype(np.int16)
-
-
-def pack_au(au_labels: np.ndarray) -> np.ndarray:
-    """AU labels int8 ``[T, 12]`` -> int16 ``[T]`` codes: bit k set = AU k active, ``-1`` = a row
-    not annotated. Rows mixing -1 with 0/1 cannot be packed (the reader never makes them)."""
-    au_labels = np.asarray(au_labels)
-    unlabelled = au_labels == UNLABELED
-    if (unlabelled.any(axis=1) & ~unlabelled.all(axis=1)).any():
-        raise ValueError("AU rows mixing -1 with 0/1 cannot be packed")
-    codes = (np.where(unlabelled, 0, au_labels).astype(np.int16) * _AU_BITS).sum(axis=1)
-    return np.where(unlabelled[:, 0], UNLABELED, codes).astype(np.int16)
-
-
-def unpack_au(codes: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`pack_au`: int8 ``[T, 12]``."""
-    codes = np.asarray(codes, dtype=np.int16)
-    au_labels = ((codes[:, None] & _AU_BITS) != 0).astype(np.int8)
-    au_labels[codes == UNLABELED] = UNLABELED
-    return au_labels
 
 
 def write_manifest(path: str | Path, clips: Iterable[Clip]) -> int:

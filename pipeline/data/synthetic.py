@@ -50,7 +50,8 @@ With ``missing_faces`` set (a share in [0, 0.9]), every clip instead misses exac
 ``round(share * frames)`` face crops, in runs of 5-30 frames (a detector losing a face for a
 while), drawn from a generator of their own: everything else is the default demo's, byte for byte.
 
-AU labels are the AUs of the class a frame's cues show (``CLASS_AUS``: Happiness AU6+AU12,
+AU labels are the AUs of the class a frame's cues show (``CLASS_AUS`` of
+:mod:`pipeline.data.synthetic_labels`, where the label tracks are drawn: Happiness AU6+AU12,
 Surprise AU1+AU2+AU26, ...; the clean class, before the expression label noise), so they too need
 both modalities. Some clips have ``-1`` rows (drawn apart from the expression ``-1`` runs), and in
 a fraction ``noise`` of annotated frames one random AU is flipped.
@@ -84,37 +85,23 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.data.labels import AU_HEADER, AU_NAMES, HEADER, NUM_AUS, NUM_CLASSES, UNLABELED
+from pipeline.data.labels import AU_HEADER, HEADER, NUM_AUS, NUM_CLASSES, UNLABELED
 from pipeline.data.media import write_video
 from pipeline.data.synthetic_media import (FACE_CUES, SAMPLE_RATE, audio, face, geometry_face,
                                            identity, jpeg)
+from pipeline.data.synthetic_labels import (au_rows, expression_labels, member_track,
+                                           missing_share, pair_track, random_runs)
 from pipeline.data.synthetic_va import va_labels, write_va
 from pipeline.errors import PipelineError
 from pipeline.progress import ProgressEvent, ProgressFn, silent
 
 FPS_CHOICES = (10.0, 12.5, 15.0)  # frame rates differ per video, as in Aff-Wild2
-PAIR_WEIGHTS = (0.30, 0.27, 0.23, 0.20)  # how often each pair {0,1} {2,3} {4,5} {6,7} is drawn
-MEMBER_WEIGHTS = (0.55, 0.45)  # which member (first / second class of a pair) a video starts with
-PAIR_SEGMENT = (10, 40)  # frames per pair segment (inclusive range)
-MEMBER_SEGMENT = (50, 100)  # frames per member segment: long, because audio is read in windows
 
 TEST_LIST = "test_set.txt"  # test clip names, one a line
 MARKER = "demo.json"  # written first (incomplete) and last (complete): marks OUT as a demo
 ANNOTATION_DIR = Path("annotations", "EXPR_Recognition_Challenge")
 AU_ANNOTATION_DIR = Path("annotations", "AU_Detection_Challenge")
 AU_ONLY_SPLITS = ("train", "val")  # one extra video per entry, with AU labels only
-# The AUs each class shows: simplified FACS prototypes (AU9, AU5 and AU20 are not in the ABAW set).
-CLASS_AUS: tuple[tuple[str, ...], ...] = (
-    (),  # Neutral
-    ("AU4", "AU7", "AU23"),  # Anger: brow lowerer, lid tightener, lip tightener
-    ("AU10", "AU25"),  # Disgust: upper lip raiser, lips part
-    ("AU1", "AU2", "AU4", "AU25"),  # Fear: brows raised and drawn together, lips part
-    ("AU6", "AU12"),  # Happiness: cheek raiser, lip corner puller
-    ("AU1", "AU4", "AU15"),  # Sadness: inner brow raiser, brow lowerer, lip corner depressor
-    ("AU1", "AU2", "AU26"),  # Surprise: brows raised, jaw drop
-    ("AU24",),  # Other: lip pressor
-)
-_AU_PROFILES = np.array([[name in aus for name in AU_NAMES] for aus in CLASS_AUS], dtype=np.int8)
 SPLIT_DIRS = {"train": "Train_Set", "val": "Validation_Set"}
 _OWNED = ("cropped_aligned", "videos", "annotations", TEST_LIST, MARKER)  # what a rerun replaces
 
@@ -175,102 +162,6 @@ class _Clip:
     crops: np.ndarray  # uint8 [T, size, size, 3], every frame's face
     labels: np.ndarray  # int8 [T], noisy, -1 runs
     present: np.ndarray  # bool [T], the frame's face crop file is written (else: no face found)
-
-
-def _segments(rng: np.random.Generator, n: int, length: tuple[int, int]) -> list[tuple[int, int]]:
-    """Cut ``range(n)`` into consecutive [start, end) segments of the given length range."""
-    bounds, start = [], 0
-    while start < n:
-        end = min(n, start + int(rng.integers(length[0], length[1] + 1)))
-        bounds.append((start, end))
-        start = end
-    return bounds
-
-
-def _pair_track(rng: np.random.Generator, n: int) -> np.ndarray:
-    track = np.empty(n, dtype=np.int64)
-    previous = -1
-    for start, end in _segments(rng, n, PAIR_SEGMENT):
-        weights = np.array(PAIR_WEIGHTS)
-        if previous >= 0:
-            weights[previous] = 0.0  # a new segment shows a new pair
-        previous = int(rng.choice(len(weights), p=weights / weights.sum()))
-        track[start:end] = previous
-    return track
-
-
-def _member_track(rng: np.random.Generator, n: int) -> np.ndarray:
-    """Members alternate segment by segment (a video has only a few): keeps the two balanced."""
-    track = np.empty(n, dtype=np.int64)
-    member = int(rng.choice(2, p=MEMBER_WEIGHTS))
-    for start, end in _segments(rng, n, MEMBER_SEGMENT):
-        track[start:end] = member
-        member = 1 - member
-    return track
-
-
-def _runs(rng: np.random.Generator, n: int, count: int, length: tuple[int, int]) -> np.ndarray:
-    """A mask of ``count`` runs at random places, each of the given length range."""
-    mask = np.zeros(n, dtype=bool)
-    for _ in range(count):
-        span = int(rng.integers(length[0], length[1] + 1))
-        start = int(rng.integers(0, max(1, n - span)))
-        mask[start:start + span] = True
-    return mask
-
-
-def _missing_share(rng: np.random.Generator, n: int, share: float) -> np.ndarray:
-    """A mask of exactly ``round(share * n)`` frames, in runs of 5-30 frames at random places."""
-    target = int(round(share * n))
-    mask = np.zeros(n, dtype=bool)
-    while mask.sum() < target:
-        span = int(rng.integers(5, 31))
-        start = int(rng.integers(0, max(1, n - span)))
-        new = np.flatnonzero(~mask[start:start + span]) + start
-        mask[new[:target - int(mask.sum())]] = True  # the last run stops at the target
-    return mask
-
-
-def _labels(rng: np.random.Generator, noise_rng: np.random.Generator, pair: np.ndarray,
-            member: np.ndarray, noise: float) -> tuple[np.ndarray, int]:
-    """Noisy labels with -1 runs, and how many labelled frames disagree with the cues.
-
-    The flips come from their own generator, so that datasets differing only in ``noise`` have
-    the same frames, audio and clean labels.
-    """
-    n = len(pair)
-    clean = 2 * pair + member
-    labels = clean.copy()
-    if rng.random() < 0.5:  # about half the clips have unannotated stretches
-        labels[_runs(rng, n, int(rng.integers(1, 3)), (3, 12))] = UNLABELED
-    annotated = np.flatnonzero(labels != UNLABELED)
-    target = int(round(noise * len(annotated)))
-    noisy = np.zeros(n, dtype=bool)
-    while noisy.sum() < target:
-        start = int(noise_rng.choice(annotated))
-        run = np.arange(start, min(n, start + int(noise_rng.integers(1, 5))))
-        run = run[(labels[run] != UNLABELED) & ~noisy[run]][: target - int(noisy.sum())]
-        if run.size:
-            wrong = (clean[run[0]] + noise_rng.integers(1, NUM_CLASSES)) % NUM_CLASSES
-            labels[run] = wrong
-            noisy[run] = True
-    return labels.astype(np.int8), int(noisy.sum())
-
-
-def _au_labels(rng: np.random.Generator, noise_rng: np.random.Generator, clean: np.ndarray,
-               noise: float) -> np.ndarray:
-    """AU rows int8 ``[T, 12]`` of the classes ``clean``, with ``-1`` rows and one AU flipped in a
-    fraction ``noise`` of annotated frames. Its own generators: the expression data never moves."""
-    n = len(clean)
-    rows = _AU_PROFILES[clean]
-    if rng.random() < 0.5:  # about half the clips have unannotated stretches
-        rows[_runs(rng, n, int(rng.integers(1, 3)), (3, 12))] = UNLABELED
-    annotated = np.flatnonzero(rows[:, 0] != UNLABELED)
-    flipped = noise_rng.choice(annotated, size=int(round(noise * len(annotated))), replace=False)
-    column = noise_rng.integers(0, NUM_AUS, size=len(flipped))
-    rows[flipped, column] = 1 - rows[flipped, column]
-    return rows
-
 
 
 def _splits(rng: np.random.Generator, n_clips: int) -> tuple[list[str], int]:
@@ -337,25 +228,25 @@ def generate(out: str | Path, config: DemoConfig = DemoConfig(), progress: Progr
         video = f"demo_{index:03d}"
         fps = FPS_CHOICES[index % len(FPS_CHOICES)]
         n = config.frames
-        member = _member_track(rng, n)
+        member = member_track(rng, n)
         names = [f"{video}_left", f"{video}_right"] if index == two_person else [video]
         clips = []
         for name in names:
-            pair = _pair_track(rng, n)
-            labels, noisy = _labels(rng, noise_rng, pair, member, config.noise)
+            pair = pair_track(rng, n)
+            labels, noisy = expression_labels(rng, noise_rng, pair, member, config.noise)
             present = np.ones(n, dtype=bool)
             if rng.random() < 0.5:  # about half the clips lose a few faces
-                present &= ~_runs(rng, n, int(rng.integers(1, 4)), (1, 4))
+                present &= ~random_runs(rng, n, int(rng.integers(1, 4)), (1, 4))
             if config.missing_faces is not None:  # its own generator: nothing else changes
                 face_rng = np.random.default_rng([config.seed, index, 4, len(clips)])
-                present = ~_missing_share(face_rng, n, config.missing_faces)
+                present = ~missing_share(face_rng, n, config.missing_faces)
             who = identity(rng)
             crops = np.stack([geometry_face(rng, int(p), config.size) if config.face_cue == "geometry"
                               else face(rng, int(p), who, config.size) for p in pair])
             clips.append(_Clip(name, crops, labels, present))
             _write_clip(out, None if au_only else split, clips[-1])
             if split != "test":
-                au_labels = _au_labels(au_rng, au_noise_rng, 2 * pair + member, config.noise)
+                au_labels = au_rows(au_rng, au_noise_rng, 2 * pair + member, config.noise)
                 _write_au(out, split, name, au_labels)
                 va_rng = np.random.default_rng([config.seed, index, 5, len(clips)])
                 write_va(out, split, name, va_labels(va_rng, pair, member))

@@ -5,18 +5,15 @@ the check of an array against its writer's record) is :mod:`pipeline.features.st
 this module opens a store, locks and writes it safely, and reads and plans on the checks.
 
 **Correct without locks** (:mod:`pipeline.features.atomic`). An array is built complete (data,
-then marker) in ``STORE.meta/tmp`` (same filesystem, outside the hierarchy: no reader lists a
-half-made node) and renamed into its clip group; a clip group is created the same way, with its
-attributes and ``time``; attributes are replaced in one ``os.replace``. A crash leaves a
-``.tmp-*`` directory in ``tmp/`` (removed by a later writer), never a half-written array.
-Locks (:mod:`pipeline.locks`: ``flock``, or lease files where the filesystem refuses
-it) only keep two writers from computing the same clip.
-What filesystems give: local disks and GPFS: atomic renames and working ``flock``. NFSv4:
-atomic renames within one export; ``flock`` works unless mounted ``local_lock=flock`` (then it is
-node-local: duplicate work across nodes, still correct). Lustre: atomic renames; ``flock`` only
-with ``-o flock`` (``-o localflock``: node-local; neither: refused, so lease files are used).
-Object stores are not supported (no atomic rename). Readers take no lock: a store with nothing to
-write is read as it is, on a read-only mount too.
+then marker: :mod:`pipeline.features.store_array`) in ``STORE.meta/tmp`` (same filesystem,
+outside the hierarchy: no reader lists a half-made node) and renamed into its clip group; a clip
+group is created the same way, with its attributes and ``time``; attributes are replaced in one
+``os.replace``. A crash leaves a ``.tmp-*`` directory in ``tmp/`` (removed by a later writer),
+never a half-written array. Renames are atomic on local disks, GPFS, NFSv4 (within one export)
+and Lustre; object stores are not supported (no atomic rename). Locks (:mod:`pipeline.locks`,
+which says where ``flock`` works and where lease files replace it) only keep two writers from
+computing the same clip. Readers take no lock: a store with nothing to write is read as it is,
+on a read-only mount too.
 
 **Reading verifies what it reads** (:func:`~pipeline.features.store_format.check_data`): a
 failure raises :class:`~pipeline.features.store_format.CorruptArray` and leaves a corrupt note.
@@ -43,12 +40,12 @@ import zarr
 
 from pipeline import locks
 from pipeline.data.clip_ids import name_problem
-from pipeline.features.atomic import (TMP_PREFIX, aside_name, chunk_sizes, move_into_place,
-                                      sweep, update_attributes)
-from pipeline.features.store_format import (CODECS, FORMAT_VERSION, TIME, TIME_KEY, CorruptArray,
-                                            DamagedMetadata, StoreError, check_data, checksum,
-                                            chunk_problem, chunk_rows, corrupt_note, create_store,
-                                            dimension_names, is_coordinate, meta_dir,
+from pipeline.features.atomic import (TMP_PREFIX, aside_name, move_into_place, sweep,
+                                      update_attributes)
+from pipeline.features.store_array import write_array
+from pipeline.features.store_format import (FORMAT_VERSION, TIME, TIME_KEY, CorruptArray,
+                                            DamagedMetadata, StoreError, check_data, chunk_problem,
+                                            corrupt_note, create_store, is_coordinate, meta_dir,
                                             move_legacy_folders, one_line, time_name)
 
 
@@ -242,15 +239,16 @@ class FeatureStore:
                     update_attributes(self._clip_dir(clip_id), extra)
                 # Written before coordinates, or found damaged (by a reader or `store verify`).
                 if not self.is_complete(clip_id, TIME, TIME_KEY):
-                    self._write_array(self._clip_dir(clip_id), TIME, np.arange(n_frames) / fps,
-                                      TIME_KEY, fps, True)
+                    write_array(self._clip_dir(clip_id), TIME, np.arange(n_frames) / fps,
+                                TIME_KEY, fps, True, scratch=self._scratch())
                     corrupt_note(self.meta, clip_id, TIME).unlink(missing_ok=True)
                 return
             built = aside_name(self._clip_dir(clip_id), self._scratch())
             try:
                 zarr.open_group(str(built), mode="w", zarr_format=3,
                                 attributes={"n_frames": int(n_frames), "fps": float(fps), **extra})
-                self._write_array(built, TIME, np.arange(n_frames) / fps, TIME_KEY, fps, True)
+                write_array(built, TIME, np.arange(n_frames) / fps, TIME_KEY, fps, True,
+                            scratch=self._scratch())
                 move_into_place(built, self._clip_dir(clip_id))
             finally:
                 shutil.rmtree(built, ignore_errors=True)
@@ -348,30 +346,6 @@ class FeatureStore:
 
     # ---- arrays --------------------------------------------------------------------------------
 
-    def _write_array(self, group_dir: Path, name: str, data: np.ndarray, cache_key: str,
-                     rate: float, video_rate: bool, dims: tuple[str, ...] | None = None) -> None:
-        """Build the array aside, complete with its marker, then rename it into ``group_dir``."""
-        data = np.ascontiguousarray(data)
-        dims = dims or dimension_names(name, data.ndim, video_rate)
-        final = group_dir / name
-        built = aside_name(final, self._scratch())
-        coordinate = TIME if video_rate else time_name(name)
-        try:
-            array = zarr.create_array(
-                str(built), shape=data.shape, dtype=data.dtype,
-                chunks=(chunk_rows(data.shape, data.dtype.itemsize), *data.shape[1:]),
-                compressors=CODECS, fill_value=0, zarr_format=3,
-                dimension_names=dims,
-                config={"write_empty_chunks": True},  # every chunk on disk: a missing one is damage
-                attributes={} if is_coordinate(name) else {"coordinates": coordinate})
-            if data.size:
-                array[...] = data
-            update_attributes(built, {"complete": {"sha256": checksum(data), "cache_key": cache_key,
-                                                   "rate": float(rate), "chunks": chunk_sizes(built)}})
-            move_into_place(built, final)
-        finally:
-            shutil.rmtree(built, ignore_errors=True)
-
     def write(self, clip_id: str, name: str, data: np.ndarray, cache_key: str, rate: float,
               video_rate: bool | None = None) -> None:
         """Write one array of a clip, complete with its marker, in one rename (module docstring).
@@ -385,9 +359,10 @@ class FeatureStore:
         with self._writing(f"clip {clip_id!r} array {name!r}"):
             if not video_rate and not is_coordinate(name):
                 times = np.arange(len(data)) / float(rate)
-                self._write_array(self._clip_dir(clip_id), time_name(name), times,
-                                  f"{TIME_KEY}-{rate}", rate, False, (f"{name}_frame",))
-            self._write_array(self._clip_dir(clip_id), name, data, cache_key, rate, video_rate)
+                write_array(self._clip_dir(clip_id), time_name(name), times, f"{TIME_KEY}-{rate}",
+                            rate, False, (f"{name}_frame",), self._scratch())
+            write_array(self._clip_dir(clip_id), name, data, cache_key, rate, video_rate,
+                        scratch=self._scratch())
             corrupt_note(self.meta, clip_id, name).unlink(missing_ok=True)
 
     def read(self, clip_id: str, name: str) -> np.ndarray:

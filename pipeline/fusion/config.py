@@ -102,7 +102,8 @@ class TrainConfig:
     threads: int = 1
     device: str = "cpu"  # "cpu" or "cuda" (determinism is guaranteed on CPU)
     # Where the epoch and the head's own choices (the proportional m,n) are selected: "dev", a
-    # held-out slice of the training clips (whole videos; pipeline.training.folds.dev_slice), or
+    # held-out slice of the training clips (whole videos; pipeline.training.folds.dev_slice; a
+    # multi-task run's: the expression-only run's dev videos with all their clips), or
     # "val", the validation clips (then every val score of the run is optimistic, and says so).
     select_on: str = "dev"
     dev_fraction: float = 0.2  # share of the training frames (per class) held out as the dev slice

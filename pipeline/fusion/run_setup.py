@@ -10,10 +10,10 @@ from typing import Any, Sequence
 import torch
 
 from pipeline.data.manifest import Clip
+from pipeline.data.task_splits import in_split, run_splits as task_splits
 from pipeline.fusion.config import FuseConfig
 from pipeline.fusion.data import OTHER
 from pipeline.fusion.heads import Head
-from pipeline.data.task_splits import run_splits as task_splits
 from pipeline.training import folds
 
 
@@ -22,11 +22,17 @@ def run_splits(clips: Sequence[Clip], config: FuseConfig,
     """The clips of a run by role: ``train`` (what trains; a bootstrap resample for a bagging
     member), ``dev`` (the held-out training clips selection uses; empty with select_on val),
     ``val`` and ``test`` (predicted and written). A clip is in a split when it is there for one
-    of the run's ``tasks`` (:func:`pipeline.data.task_splits.run_splits`)."""
+    of the run's ``tasks`` (:func:`pipeline.data.task_splits.run_splits`). The dev slice holds the
+    expression dev videos of an expression-only run with every training clip of theirs
+    (:func:`pipeline.training.folds.dev_slice_of_videos`; all training clips where none is an
+    expression one)."""
     out = {"dev": [], **task_splits(clips, tasks)}
     if config.train.select_on == "dev" and out["train"]:
-        out["train"], out["dev"] = folds.dev_slice(out["train"], config.train.dev_fraction,
-                                                   config.train.dev_seed)
+        # The dev videos are the ones an expression-only run of the same manifests holds out, so
+        # expression selection compares across task sets; AU/VA-only clips follow their video.
+        expr = [c for c in out["train"] if in_split(c, "expr", "train")] or out["train"]
+        out["train"], out["dev"] = folds.dev_slice_of_videos(
+            out["train"], expr, config.train.dev_fraction, config.train.dev_seed)
     if config.bag.member >= 0 and out["train"]:
         # Its own stream (not the run's generator): the resample is fixed before the model is built.
         out["train"] = folds.bootstrap(out["train"], seed=(config.seed, 1))

@@ -7,11 +7,12 @@ primary output on the *selection* clips (macro-F1, or AU mean F1 with ``train.se
 
 **Selection on held-out training clips.** By default (``train.select_on = "dev"``) the selection
 clips are a dev slice of the training split (``train.dev_fraction`` of its frames per class, whole
-videos, seeded by ``train.dev_seed``; :func:`pipeline.training.folds.dev_slice`), which does not
-train: the run never reads a validation label to choose anything, so its validation scores are
-honest. ``train.select_on = "val"`` selects on the validation clips as ABAW papers do; then
-metrics.json says ``"selected_on": "val"`` and stage three marks the run's val scores as fitted on
-the same frames. Either way the predictions of every val (and test) clip are written.
+videos, seeded by ``train.dev_seed``; :func:`pipeline.training.folds.dev_slice`; a multi-task
+run holds out the same expression videos, with their AU/VA-only clips), which does not train:
+the run never reads a validation label to choose anything, so its validation scores are honest.
+``train.select_on = "val"`` selects on the validation clips as ABAW papers do; then metrics.json
+says ``"selected_on": "val"`` and stage three marks the run's val scores as fitted on the same
+frames. Either way the predictions of every val (and test) clip are written.
 
 **Fitting on the selection clips.** A head may fit something on its predictions rather than by
 gradient (the proportional head's m, n): after every epoch's selection pass the loop calls

@@ -43,7 +43,7 @@ from pipeline.errors import PipelineError
 from pipeline.features.store import FeatureStore
 from pipeline.training import moe, sampling
 from pipeline.fusion.averaging import WeightAverage
-from pipeline.training.class_check import check_classes
+from pipeline.training.class_check import check_classes, check_task_frames
 from pipeline.fusion.config import FuseConfig
 from pipeline.fusion.data import FeatureRequest, Table, check_inputs, feature_keys
 from pipeline.fusion.evaluation import evaluate
@@ -106,6 +106,9 @@ class TrainingRun:
         if not self.splits[self.select]:
             raise PipelineError(f"no {self.select} clips in {config.manifests or 'the manifests'}:"
                                 " early stopping needs them")
+        if self.select == "dev" and config.train.select_task in ("au", "va"):
+            check_task_frames(self.splits["train"], self.splits["dev"], config.train.select_task,
+                              str(config.manifests or "the manifests"), config.train.dev_fraction)
         self.head_class = head_class(config.method)
         self.request = dataclasses.replace(
             self.head_class.request(config.head, config.sampling), tasks=self.tasks,

@@ -7,6 +7,8 @@ land on the same side. Three users share it:
 * :func:`assign_folds`: ``fer-pipeline cv``'s k folds over all labelled clips;
 * :func:`dev_slice`: the held-out training clips a head selects its epoch and its own parameters
   on (``train.select_on = "dev"``, the default; see :mod:`pipeline.fusion.train`);
+  :func:`dev_slice_of_videos` extends one drawn from a part of the clips (a multi-task run's
+  expression training clips) to every clip of its videos;
 * :func:`bootstrap`: the training clips of one bagging member (``bag.k``; see ``stages/fuse.py``);
 * :class:`SelectOn`: where a run selects (its dev slice or val).
 
@@ -118,6 +120,19 @@ def dev_slice(clips: Sequence[Clip], fraction: float, seed: int) -> tuple[list[C
     parts = partition(clips, [1.0 - fraction, fraction], seed)
     return ([c for c, p in zip(clips, parts) if p == 0],
             [c for c, p in zip(clips, parts) if p == 1])
+
+
+def dev_slice_of_videos(clips: Sequence[Clip], drawn_from: Sequence[Clip], fraction: float,
+                        seed: int) -> tuple[list[Clip], list[Clip]]:
+    """(clips that train, clips that select) of ``clips``: the videos :func:`dev_slice` holds out
+    of ``drawn_from`` (a part of ``clips``) are held out with all their clips in ``clips``; the
+    clips of every other video train. A multi-task run draws from its expression training clips:
+    it selects on the videos an expression-only run of the same manifests and seed selects on,
+    and the AU- or VA-only clips of those videos are held out with them (no video on both
+    sides). With ``drawn_from`` equal to ``clips`` it is :func:`dev_slice`."""
+    held = set(videos(dev_slice(drawn_from, fraction, seed)[1]))
+    return ([c for c in clips if c.video_id not in held],
+            [c for c in clips if c.video_id in held])
 
 
 def bootstrap(clips: Sequence[Clip], seed: int | Sequence[int]) -> list[Clip]:

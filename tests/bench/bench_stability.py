@@ -45,7 +45,7 @@ from pipeline.data.manifest import SPLITS, load_clips
 from pipeline.scoring.crossfit import cross_fit, member_dev_f1, member_fitted_on
 from pipeline.scoring.ensemble import EnsembleConfig
 from pipeline.scoring.frames import SplitData, load_split
-from stages.ensemble import find_members
+from stages.ensemble_inputs import find_members
 
 METHODS = ("image", "audio", "mfm", "sequence", "proportional")  # make demo's FUSE_METHODS
 EPS = 1e-7

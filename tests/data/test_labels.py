@@ -18,7 +18,7 @@ from pipeline.data.labels import (
     read_annotation,
     read_au_annotation,
 )
-from pipeline.data.manifest import pack_au, unpack_au
+from pipeline.data.label_runs import pack_au, unpack_au
 from pipeline.errors import PipelineError
 
 # A file exactly as the Aff-Wild2 release writes one: header, then line i+2 = frame i = image

@@ -21,11 +21,11 @@ from pipeline.data import synthetic, synthetic_va
 from pipeline.data.dataset import read_dataset
 from pipeline.data.labels import AU_HEADER, AU_NAMES, CLASSES, HEADER, NUM_CLASSES, UNLABELED
 from pipeline.data.media import decode_audio, probe_video, read_image
+from pipeline.data.synthetic_labels import CLASS_AUS
 from pipeline.data.synthetic import (
     ANNOTATION_DIR,
     AU_ANNOTATION_DIR,
     AU_ONLY_SPLITS,
-    CLASS_AUS,
     FPS_CHOICES,
     MARKER,
     SAMPLE_RATE,

@@ -120,7 +120,7 @@ def test_a_failed_write_leaves_the_previous_array_whole_and_nothing_visible(stor
     def crash(*args, **kwargs):
         raise OSError(errno.EIO, "disk failed mid-write")
 
-    monkeypatch.setattr("pipeline.features.store.move_into_place", crash)
+    monkeypatch.setattr("pipeline.features.store_array.move_into_place", crash)
     with pytest.raises(StoreError, match="cannot write clip 'c1' array 'swin'"):
         store.write("c1", "swin", np.zeros((N, 768), np.float16), "k2", 25.0)
     np.testing.assert_array_equal(store.read("c1", "swin"), before)

@@ -16,7 +16,8 @@ from pipeline.scoring.submission import check_submission
 from pipeline.scoring.frames import Member
 from pipeline.runs.record import RunInfo, RunRecord
 from pipeline.scoring.crossfit import member_fitted_on
-from stages.ensemble import class_counts, run_ensemble, score_predictions
+from stages.ensemble import class_counts, run_ensemble
+from stages.ensemble_inputs import score_predictions
 
 
 def _clips(root: Path, rng) -> dict[str, list[Clip]]:
