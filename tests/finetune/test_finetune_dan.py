@@ -187,6 +187,21 @@ def test_fuse_dan_head_starts_as_the_fine_tuned_networks_dan_output(tuned, extra
     assert isinstance(head.adapter, torch.nn.Identity)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     assert want.abs().max() > 1e-3  # not a trivially zero output
+    # a bf16 store (extract's default precision): the same logits within bf16's rounding
+    bf16 = extracted.with_name("bf16.zarr")
+    assert main(["extract", "--manifests", str(demo_manifests), "--store", str(bf16), "-e",
+                 "timm", "--set", "configs.timm.model=test_resnet", "--set",
+                 "configs.timm.map=true", "--weights", f"timm={out}", "--precision", "bf16",
+                 "--device", "cpu", "--batch-size", "8"]) == 0
+    head16 = _fuse_head(bf16, demo_manifests, f"head.init_from={out}")
+    head16.start_from(FeatureStore(bf16))
+    head16.eval()
+    rounded = torch.from_numpy(FeatureStore(bf16).read(clip.clip_id, "timm_map")
+                               .astype(np.float32)).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        got16 = head16({"image": rounded})["main"]
+    assert not torch.equal(rounded, maps)  # bf16 did round the map
+    torch.testing.assert_close(got16, want, rtol=0.05, atol=0.05 * float(want.abs().max()))
     # a fresh head (no init_from) gives other logits on the same map
     fresh = _fuse_head(extracted, demo_manifests, f"head.width={head.dims['timm_map'][-1]}")
     fresh.eval()
