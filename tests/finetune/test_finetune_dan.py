@@ -251,3 +251,18 @@ def test_fuse_cli_trains_from_the_fine_tuned_heads(tuned, extracted, demo_manife
                  "head.image=timm_map", "--set", f"head.init_from={out}", "--set",
                  "train.epochs=1"])
     assert code == 0 and list((tmp_path / "runs").rglob("attention.npz"))
+
+
+def test_heads_are_published_from_the_checkpoint_after_a_kill_before_publishing(
+        tuned, demo_manifests, tmp_path):
+    """The checkpoint keeps the best epoch's heads: a fine-tune killed between its last
+    checkpoint and the folder's publication publishes them on rerun, byte for byte."""
+    import shutil
+
+    out, _ = tuned
+    copy = tmp_path / "dan"
+    shutil.copytree(work_dir(out), work_dir(copy))  # the working folder only: no weights folder
+    result = finetune(build_config(demo_manifests, sets=SETS), copy)
+    assert not result.already_complete
+    assert (copy / "dan_heads.safetensors").read_bytes() == (
+        out / "dan_heads.safetensors").read_bytes()
