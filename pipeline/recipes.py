@@ -73,10 +73,10 @@ def _finetune(key: str, *args: str) -> Step:
                                     f"@scale:{key}"), f"{{work}}/weights/{key}/finetune.json")
 
 
-def _fuse(method: str, preset: str, name: str) -> Step:
+def _fuse(method: str, preset: str, name: str, *args: str) -> Step:
     return Step(f"fuse-{name}", ("fuse", "--method", method, "--preset", preset, "--store",
                                  "{work}/features.zarr", "--manifests", "{m}", "--out",
-                                 "{work}/runs", "--name", name, "@random", "@stand_ins",
+                                 "{work}/runs", "--name", name, *args, "@random", "@stand_ins",
                                  "@scale:fuse"),
                 f"{{work}}/runs/{name}/metrics.json")
 
@@ -130,7 +130,9 @@ RECIPES: dict[str, Recipe] = {
             _finetune("timm", "--preset", "jeong2022", "--model", "{model}"),
             _extract("-e", "timm", "--set", "configs.timm.model={model}", "--set",
                      "configs.timm.map=true", "--weights", "timm={work}/weights/timm"),
-            _fuse("dan", "jeong2022", "jeong2022"),
+            # DAN's heads start from the fine-tune's (no adapter: the map is the fine-tuned
+            # backbone's own), then train on in stage two
+            _fuse("dan", "jeong2022", "jeong2022", "--set", "head.init_from={work}/weights/timm"),
             _ensemble("jeong2022"),
         ),
         pretrained={"timm": "VGGFace2 ResNet-50"},
@@ -141,9 +143,10 @@ RECIPES: dict[str, Recipe] = {
                          "fuse": (*_DEMO_FUSE, *_sets("bag.k=2", "train.batch_size=32"))},
                 "full": {}},
         # the fine-tune preset trains ResNet-50 and DAN's heads together (affinity, partition and
-        # focal losses); the weights folder holds the backbone, frozen for extraction
-        missing=("the fine-tuned DAN heads stay in the fine-tune: fuse's dan head trains heads of "
-                 "its own on the frozen, fine-tuned map",),
+        # focal losses); the weights folder holds the backbone, frozen for extraction, and the
+        # heads, which fuse's dan head starts from (head.init_from)
+        missing=("stage two trains the fine-tuned DAN heads on (a bag of them, on the frozen map)"
+                 " where the paper stops after the end-to-end training",),
     ),
     # Paper 003: IResNet-100 (Glint360K) and the TDNN fine-tuned, the multi-task sequence model.
     "jin2021": Recipe(

@@ -6,6 +6,9 @@ resolve_folder` reads), plus the record of how the weights were made::
     DIR/model.safetensors   the backbone's state dict (timm names for timm models; XVector's for
                             tdnn; IResNet's for iresnet; transformers' for hf_audio, whose folder
                             also holds config.json and preprocessor_config.json)
+    DIR/dan_heads.safetensors   only ``finetune --set head=dan``: DAN's heads at the chosen
+                            epoch (:class:`pipeline.training.dan.DANHeads`' state dict), which
+                            ``fuse --method dan --set head.init_from=DIR`` starts from
     DIR/finetune.json       a WeightsRecord (below), written last
 
 The record says what the weights saw (manifest fingerprint, the clip ids that trained and the ones
@@ -20,7 +23,8 @@ itself so that stage one feeds the network what it learnt on:
   ``hf_audio``: the window it was trained on (its rate and normalisation are in
   ``preprocessor_config.json``, which the extractor reads).
 
-The record holds the weights file's sha256 and is read only when it matches, so a record never
+The record holds the weights file's sha256 (and the DAN heads' in ``dan_heads_sha256``; absent
+in a folder without them) and is read only when they match, so a record never
 describes other weights than those beside it. Stage one's cache key hashes the whole folder
 (:func:`sha256_file`), record included: features of two
 fine-tunes never mix.
@@ -50,10 +54,12 @@ from pipeline.features.weights_schema import RecordError, check_record_json
 
 RECORD_NAME = "finetune.json"
 WEIGHTS_NAME = "model.safetensors"
+DAN_HEADS_NAME = "dan_heads.safetensors"
 FORMAT = 1
 # The files a weights folder may hold (hf_audio's also config.json and preprocessor_config.json):
 # an existing folder holding anything else is not replaced (it is not a weights folder).
-FOLDER_FILES = (WEIGHTS_NAME, RECORD_NAME, "config.json", "preprocessor_config.json")
+FOLDER_FILES = (WEIGHTS_NAME, RECORD_NAME, "config.json", "preprocessor_config.json",
+                DAN_HEADS_NAME)
 
 
 @dataclass
@@ -75,9 +81,13 @@ class WeightsRecord:
     initial_weights_sha256: str | None
     leakage: dict[str, Any] = field(default_factory=dict)  # the guard as the manifests record it
     format: int = FORMAT
+    dan_heads_sha256: str | None = None  # sha256 of dan_heads.safetensors (head = "dan" only)
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        if data["dan_heads_sha256"] is None:  # left out: records without DAN heads stay as before
+            del data["dan_heads_sha256"]
+        return data
 
     @classmethod
     def from_json(cls, data: Any, where: str) -> "WeightsRecord":
@@ -140,7 +150,44 @@ def read_record(weights: str | Path | None) -> WeightsRecord | None:
     if sha256_file(file) != record.weights_sha256:
         raise PipelineError(f"{file}: its sha256 differs from the one {RECORD_NAME} records "
                             "(weights replaced or half written); fine-tune again")
+    heads = Path(weights) / DAN_HEADS_NAME
+    if record.dan_heads_sha256 is not None and not heads.is_file():
+        raise PipelineError(f"{weights}: its {RECORD_NAME} records DAN heads but there is no "
+                            f"{DAN_HEADS_NAME}; fine-tune again")
+    if record.dan_heads_sha256 is not None and sha256_file(heads) != record.dan_heads_sha256:
+        raise PipelineError(f"{heads}: its sha256 differs from the one {RECORD_NAME} records "
+                            "(replaced or half written); fine-tune again")
+    if record.dan_heads_sha256 is None and heads.exists():
+        raise PipelineError(f"{heads}: not recorded in {RECORD_NAME} (not written by the fine-tune"
+                            "); remove it or fine-tune again")
     return record
+
+
+def read_dan_heads(folder: str | Path) -> dict[str, Any]:
+    """The DAN heads' state dict of a ``head = "dan"`` fine-tune's weights folder, read from the
+    bytes whose sha256 was checked against the record; one line naming the folder when it holds
+    none (a ``head = "linear"`` fine-tune, or one written before the heads were kept)."""
+    from safetensors.torch import load as load_tensors
+
+    if not Path(folder).is_dir():
+        raise PipelineError(f"{folder}: no such weights folder (give the folder `finetune --set "
+                            "head=dan` wrote)")
+    record = read_record(folder)
+    if record is None:
+        raise PipelineError(f"{folder}: not a fine-tuned weights folder (no {RECORD_NAME}); give "
+                            "the folder `finetune --set head=dan` wrote")
+    if record.dan_heads_sha256 is None:
+        raise PipelineError(f"{folder}: holds no DAN heads ({RECORD_NAME} records none: a "
+                            "head=linear fine-tune, or one written before they were kept); "
+                            "fine-tune with --set head=dan (or --preset jeong2022)")
+    data = (Path(folder) / DAN_HEADS_NAME).read_bytes()
+    if hashlib.sha256(data).hexdigest() != record.dan_heads_sha256:  # changed since read_record
+        raise PipelineError(f"{Path(folder) / DAN_HEADS_NAME}: its sha256 differs from the one "
+                            f"{RECORD_NAME} records; fine-tune again")
+    try:
+        return load_tensors(data)
+    except Exception as e:  # safetensors' own errors: say which file
+        raise PipelineError(f"{Path(folder) / DAN_HEADS_NAME}: unreadable ({e})") from None
 
 
 def recorded_frontend(record: WeightsRecord, weights: Any, config_class: type) -> Any:
@@ -198,7 +245,10 @@ def publish_weights_folder(folder: str | Path, record: WeightsRecord,
     check_replaceable(folder)
     with io.staged_folder(folder) as staging:
         write(staging)
-        record = dataclasses.replace(record, weights_sha256=sha256_file(staging / WEIGHTS_NAME))
+        heads = staging / DAN_HEADS_NAME
+        record = dataclasses.replace(
+            record, weights_sha256=sha256_file(staging / WEIGHTS_NAME),
+            dan_heads_sha256=sha256_file(heads) if heads.is_file() else None)
         try:  # never write a record that reading would refuse
             check_record_json(json.loads(json.dumps(record.to_json())), FORMAT)
         except RecordError as e:
@@ -207,16 +257,19 @@ def publish_weights_folder(folder: str | Path, record: WeightsRecord,
     return folder
 
 
-def write_weights_folder(folder: str | Path, state: dict[str, Any], record: WeightsRecord) -> Path:
-    """Write ``state`` as ``model.safetensors`` with ``record`` (its sha256 filled in) as one
-    folder (:func:`publish_weights_folder`)."""
+def write_weights_folder(folder: str | Path, state: dict[str, Any], record: WeightsRecord,
+                         dan_heads: dict[str, Any] | None = None) -> Path:
+    """Write ``state`` as ``model.safetensors`` (and ``dan_heads`` as ``dan_heads.safetensors``)
+    with ``record`` (their sha256 filled in) as one folder (:func:`publish_weights_folder`)."""
     from safetensors.torch import save_file
 
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    files = {WEIGHTS_NAME: state, **({DAN_HEADS_NAME: dan_heads} if dan_heads is not None else {})}
 
     def write(staging: Path) -> None:
-        with io.atomic_path(staging / WEIGHTS_NAME) as tmp:
-            save_file(tensors, str(tmp))
+        for name, tensors in files.items():
+            tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+            with io.atomic_path(staging / name) as tmp:
+                save_file(tensors, str(tmp))
 
     return publish_weights_folder(folder, record, write)
 

@@ -5,7 +5,7 @@ record that breaks a rule in one line naming the file and the key (``FILE: prepr
 ...``). The rules, stated in docs/weights-records.md:
 
 * the top-level keys of :class:`~pipeline.features.weights_record.WeightsRecord`, each required
-  except ``leakage`` and ``format``; an **unknown key is refused** (a typo would otherwise be
+  except ``leakage``, ``format`` and ``dan_heads_sha256`` (only a ``head = "dan"`` fine-tune's); an **unknown key is refused** (a typo would otherwise be
   ignored silently, and a newer record announces itself by ``format``);
 * ``preprocessing`` holds exactly the keys of its family (:data:`PREPROCESSING`), each required:
   a record missing one would let the model's default stand in for what the weights learnt on;
@@ -187,8 +187,9 @@ TOP_LEVEL: dict[str, Callable[[str, Any], None]] = {
     "initial_weights_sha256": _optional_sha256,
     "leakage": _table,
     "format": _positive_int,
+    "dan_heads_sha256": _optional_sha256,
 }
-OPTIONAL = ("leakage", "format")
+OPTIONAL = ("leakage", "format", "dan_heads_sha256")
 
 
 def check_record_json(data: Any, newest_format: int) -> None:

@@ -4,7 +4,8 @@
 ``classifier.experts``; :mod:`pipeline.finetune.model`) on the labelled frames of the
 **training split only** (validation manifests are never opened), selects its epoch on the same
 train-dev slice of whole training videos the heads use (:func:`pipeline.training.folds.dev_slice`
-with ``dev_fraction``/``dev_seed``), and writes the best epoch's backbone as a weights folder
+with ``dev_fraction``/``dev_seed``), and writes the best epoch's backbone (with ``head = "dan"``,
+DAN's heads of that epoch too, as ``dan_heads.safetensors``) as a weights folder
 (:mod:`pipeline.features.weights_record`). Losses and class rates are the heads' own
 (:func:`pipeline.training.losses.batch_loss`, :func:`pipeline.training.sampling.class_rates` and
 :func:`~pipeline.training.sampling.draw`; ``sampling.interval`` keeps every k-th frame).
@@ -68,6 +69,7 @@ from pipeline.features.weights_record import (
     read_record,
     record_path,
     sha256_file,
+    write_weights_folder,
 )
 from pipeline.finetune.backbone_choice import backbone_for
 from pipeline.finetune.backbones import Samples, au_targets
@@ -214,6 +216,7 @@ class _Finetune:
         self.stopping = EarlyStopping(self.config.patience, self.config.min_epochs)
         self.epoch = 0
         self.best_state: dict[str, torch.Tensor] | None = None
+        self.best_heads: dict[str, torch.Tensor] | None = None  # head = "dan": DAN's heads too
         self.history: list[dict[str, Any]] = []
         self.complete = False
 
@@ -227,6 +230,7 @@ class _Finetune:
     def _state(self) -> dict[str, Any]:
         return {"config": self.saved_config, "epoch": self.epoch, "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "best_state": self.best_state,
+                **({} if self.best_heads is None else {"best_heads": self.best_heads}),
                 **self.stopping.state(bad_key="bad"),
                 "history": self.history, "complete": self.complete, "epoch_log": self.log.rows,
                 "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
@@ -238,6 +242,7 @@ class _Finetune:
         if self.scheduler is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         self.epoch, self.best_state = state["epoch"], state["best_state"]
+        self.best_heads = state.get("best_heads")  # (none in an older DAN checkpoint)
         self.stopping.restore(state, bad_key="bad")
         self.stepper.load_state_dict(state.get("scaler"))
         self.history, self.complete = state["history"], state["complete"]
@@ -335,6 +340,9 @@ class _Finetune:
         if self.stopping.update(epoch, score):
             self.best_state = {k: v.detach().cpu().clone()
                                for k, v in self.model.backbone.state_dict().items()}
+            if isinstance(self.model, DANClassifier):  # kept for fuse's head.init_from
+                self.best_heads = {k: v.detach().cpu().clone()
+                                   for k, v in self.model.head.state_dict().items()}
         self.history.append({"epoch": epoch, "loss": float(np.mean(losses)) if losses else 0.0,
                              "dev_f1": float(score), "best": float(self.stopping.best_score),
                              "samples": int(planned), "s": time.perf_counter() - started})
@@ -378,7 +386,10 @@ class _Finetune:
 
     def _write(self) -> None:
         assert self.best_state is not None, "a finished fine-tune has a best epoch"
-        self.backbone.write(self.out, self.best_state, self._record())
+        if self.best_heads is not None:  # head = "dan" (a timm backbone): its heads beside it
+            write_weights_folder(self.out, self.best_state, self._record(), self.best_heads)
+        else:
+            self.backbone.write(self.out, self.best_state, self._record())
         au = None if self.au_pos_weight is None else self.au_pos_weight.tolist()
         io.write_json(self.history_path, {"epochs": self.history, "processes": self.dist.world,
                                           "seconds": sum(h["s"] for h in self.history),

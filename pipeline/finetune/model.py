@@ -46,7 +46,9 @@ class DANClassifier(nn.Module):
     """Paper 001 end to end (``head = "dan"``): the backbone is DAN's feature clustering network;
     its spatial map (timm's ``forward_features``, [B, C, H, W]) feeds DAN's heads
     (:class:`~pipeline.training.dan.DANHeads`). The forward returns (logits, pooled map, fused
-    head outputs): the loop adds the affinity and partition losses. Only the backbone is written."""
+    head outputs): the loop adds the affinity and partition losses. The backbone is written as the
+weights folder's model, the heads beside it (``dan_heads.safetensors``, for fuse's
+``head.init_from``)."""
 
     def __init__(self, backbone: nn.Module, num_features: int, config: FinetuneConfig) -> None:
         super().__init__()

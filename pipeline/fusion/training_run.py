@@ -126,6 +126,7 @@ class TrainingRun:
         torch.manual_seed(self.config.seed)
         self.rng = np.random.default_rng(self.config.seed)
         self.head = self.head_class(self.config.head, self.dims)
+        self.head.start_from(self.stream.store)  # e.g. dan's head.init_from
         moe.install(self.head, self.config.classifier)
         self.head = self.head.to(self.device)
         if self.config.task.classes == 7:

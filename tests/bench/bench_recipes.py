@@ -3,8 +3,8 @@ random chain (issue 33's "Measured").
 
 For each recipe (``fer-pipeline recipe NAME --scale demo --allow-random-weights``, its own
 manifests, fine-tunes, extract, fuse and ensemble) and its frozen random chain (the recipe's own
-extract command without any ``--weights``, into another store, then the same fuse and ensemble
-commands on it): the final ensemble's val macro-F1 with its 95% bootstrap interval over clips
+extract command without any ``--weights``, into another store, then the same fuse, less
+jeong2022's ``head.init_from`` (no fine-tuned heads there), and ensemble commands on it): the final ensemble's val macro-F1 with its 95% bootstrap interval over clips
 (``scores.json``), the precision the features were stored in, and the wall time of every step.
 All recipes read the same data (``demo-data --face-cue geometry``: the face's cue is the mouth's
 shape, which a random network's features cannot read; the audio cue is there too).
@@ -60,6 +60,18 @@ def without_weights(args: list[str]) -> list[str]:
     return out
 
 
+def without_init_from(args: list[str]) -> list[str]:
+    """A fuse command with ``--set head.init_from=...`` dropped: the frozen chain has no
+    fine-tuned heads (its store is not extracted with the fine-tune's folder: fuse refuses)."""
+    out: list[str] = []
+    for a in args:
+        if a.startswith("head.init_from=") and out and out[-1] == "--set":
+            out.pop()
+        else:
+            out.append(a)
+    return out
+
+
 def replaced(args: list[str], old: str, new: str) -> list[str]:
     return [a.replace(old, new) for a in args]
 
@@ -96,6 +108,8 @@ def frozen_chain(name: str, data: Path, work: Path, frozen: Path, log: Path) -> 
             continue
         if step_id == "extract":
             args = without_weights(args)
+        if step_id.startswith("fuse"):
+            args = without_init_from(args)
         for old, to in new.items():
             args = replaced(args, old, to)
         done = {"extract": frozen / "features.zarr" / "zarr.json",

@@ -146,3 +146,35 @@ def test_tdnn_mean_norm_follows_the_weights(tmp_path):
     other = dataclasses.replace(TINY_TDNN, frontend=LogMelConfig(preset="jin2021", n_mels=40))
     with pytest.raises(PipelineError, match="trained on log-mel"):
         create("tdnn", config=other, weights=folder)
+
+
+def test_dan_heads_beside_the_backbone_are_recorded_and_verified(tmp_path):
+    """A head=dan folder records its DAN heads' sha256 and is refused when they are missing,
+    changed or unrecorded; a folder without heads keeps the record of before (no such key)."""
+    import hashlib
+
+    from pipeline.features.weights_record import DAN_HEADS_NAME, read_dan_heads
+
+    state = {"w": torch.ones(2, 2)}
+    plain = write_weights_folder(tmp_path / "plain", state, record("timm", "test_resnet", {}))
+    assert "dan_heads_sha256" not in json.loads((plain / "finetune.json").read_text())
+    with pytest.raises(PipelineError, match="holds no DAN heads"):
+        read_dan_heads(plain)
+    heads = {"centres": torch.arange(6.0).reshape(2, 3)}
+    folder = write_weights_folder(tmp_path / "dan", state, record("timm", "test_resnet", {}),
+                                  dan_heads=heads)
+    data = json.loads((folder / "finetune.json").read_text())
+    assert data["dan_heads_sha256"] == hashlib.sha256(
+        (folder / DAN_HEADS_NAME).read_bytes()).hexdigest()
+    torch.testing.assert_close(read_dan_heads(folder)["centres"], heads["centres"])
+    (folder / DAN_HEADS_NAME).write_bytes((folder / DAN_HEADS_NAME).read_bytes() + b" ")
+    with pytest.raises(PipelineError, match="dan_heads.safetensors: its sha256 differs"):
+        read_record(folder)
+    (folder / DAN_HEADS_NAME).unlink()
+    with pytest.raises(PipelineError, match="records DAN heads but there is no"):
+        read_record(folder)
+    (plain / DAN_HEADS_NAME).write_bytes(b"x")
+    with pytest.raises(PipelineError, match="not recorded in finetune.json"):
+        read_record(plain)
+    with pytest.raises(PipelineError, match="no such weights folder"):
+        read_dan_heads(tmp_path / "absent")

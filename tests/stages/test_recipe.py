@@ -33,6 +33,14 @@ def test_dry_run_prints_every_stage_command_and_writes_nothing(name, tmp_path, c
     assert not work.exists()
 
 
+def test_jeong2022_fuses_from_the_fine_tuned_dan_heads_of_the_folder_it_extracts_with():
+    steps = {s.id: a for s, a, _ in render(recipe("jeong2022"), "D", "W", "full",
+                                           {"timm": "vggface2.pth"}, False)}
+    assert "timm=W/weights/timm" in steps["extract"]
+    assert "head.init_from=W/weights/timm" in steps["fuse-jeong2022"]
+    assert steps["finetune-timm"][steps["finetune-timm"].index("--out") + 1] == "W/weights/timm"
+
+
 def test_kim2023_fine_tunes_one_audio_swin_per_window_and_extracts_with_each():
     steps = {s.id: a for s, a, _ in render(recipe("kim2023"), "D", "W", "full",
                                            {"swin": "in1k.pth"}, True)}
@@ -123,6 +131,7 @@ def test_jeong2022_runs_end_to_end_at_demo_scale_on_its_stand_in(tmp_path):
     assert timm["config"]["model"] == "resnet18" and not timm["random_weights"]
     metrics = json.loads((work / "runs" / "jeong2022" / "metrics.json").read_text())
     assert metrics["method"] == "dan"
+    assert (work / "weights" / "timm" / "dan_heads.safetensors").is_file()  # fuse started there
     assert json.loads((work / "scores" / "scores.json").read_text())["macro_f1"] >= 0
 
 

@@ -313,6 +313,12 @@ class Head(nn.Module, metaclass=ABCMeta):
         default."""
         return {}
 
+    def start_from(self, store: Any) -> None:
+        """Load the trained weights the config names as this head's starting point (``dan``'s
+        ``head.init_from``), checked against ``store`` (what the run reads); called once by the
+        training run after building the head, never by a bundle (its own weights follow).
+        Nothing by default."""
+
     @classmethod
     def after_training(cls, run_dir: Any, store: Any, clips: Any) -> None:
         """Write what a finished run of this head adds to its run directory (e.g. ``dan``'s

@@ -45,6 +45,14 @@ the batch norm cancels it (its gradient is zero), so those layers have none here
 batch statistics from a single example; a training batch of one (the last of an epoch can be)
 is normalised with the running statistics instead.
 
+**Starting from the fine-tuned heads** (``init_from = DIR``, paper 001's chain as the paper ran
+it): DIR is a ``finetune --set head=dan`` weights folder; its DAN heads
+(``dan_heads.safetensors``, hash-checked against its record) are loaded before training, there
+is no adapter (``width`` is the map's channels: the map is the fine-tuned backbone's own, and the
+store must record that it was extracted with DIR), so before any training the head gives the
+fine-tuned network's DAN logits on the stored map. Refused in one line: a folder without DAN
+heads, heads of other shapes (``heads``, ``reduction``), a store extracted with other weights.
+
 **Attention maps.** :meth:`DANHead.attention` gives each head's spatial map (the channel sum that
 multiplies ``f``, [K, H, W]) and channel weights ([K, width]). :func:`write_attention` writes
 them for a few validation frames of a finished run to ``RUN/attention.npz`` (keys below).
@@ -67,6 +75,7 @@ from pipeline.data.labels import NUM_CLASSES
 from pipeline.data.manifest import Clip
 from pipeline.errors import PipelineError
 from pipeline.features.store import FeatureStore
+from pipeline.features.weights_record import read_dan_heads
 from pipeline.fusion.data import FeatureRequest, Table, load_table
 from pipeline.fusion.heads import Batch, Head, register
 from pipeline.fusion.heads.unimodal import targets_of
@@ -92,6 +101,9 @@ class DANConfig:
     affinity_weight: float = 1.0  # weight of the affinity loss (DAN's code: 1)
     partition_weight: float = 1.0  # weight of the partition loss (DAN's code: 1)
     partition: str = "code"  # "code": log(1 + K / mean variance); "paper": mean log(1 + K / var)
+    # a `finetune --set head=dan` weights folder: start from its DAN heads, no adapter (the map
+    # must be that folder's backbone's: checked against the store); None: fresh heads + adapter
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         check_dan(self.heads, self.reduction, self.width, self.affinity_weight,
@@ -123,14 +135,43 @@ class DANHead(Head):
         if len(shape) != 3:
             raise PipelineError(f"dan: image array {config.image!r} has per-frame shape {shape}; "
                                 "need a face map [H, W, C] (e.g. swin_tokens)")
-        width = config.width
-        self.adapter = nn.Sequential(nn.Conv2d(shape[-1], width, 1, bias=False),
-                                     nn.BatchNorm2d(width), nn.ReLU())
+        if config.init_from is not None:  # the fine-tuned backbone's own map: no adapter
+            width = shape[-1]
+            check_dan(config.heads, config.reduction, width, config.affinity_weight,
+                      config.partition_weight, config.partition)
+            self.adapter: nn.Module = nn.Identity()
+        else:
+            width = config.width
+            self.adapter = nn.Sequential(nn.Conv2d(shape[-1], width, 1, bias=False),
+                                         nn.BatchNorm2d(width), nn.ReLU())
         self.centres = nn.Parameter(torch.randn(NUM_CLASSES, width))
         self.heads = nn.ModuleList(CrossAttentionHead(width, width // config.reduction)
                                    for _ in range(config.heads))
         self.fc = nn.Linear(width, NUM_CLASSES, bias=False)
         self.bn = BatchNorm1d(NUM_CLASSES)
+
+    def start_from(self, store: FeatureStore) -> None:
+        """With ``init_from``: the fine-tune's DAN heads (verified), after checking that
+        ``store``'s map was extracted with that same weights folder, whole, and that the heads'
+        shapes are this head's (one line naming the reason otherwise)."""
+        folder = self.config.init_from
+        if folder is None:
+            return
+        state = read_dan_heads(folder)
+        check_same_weights(store, self.config.image, folder)
+        mine = {k: v for k, v in self.state_dict().items() if not k.startswith("adapter.")}
+        if set(state) != set(mine) or any(state[k].shape != mine[k].shape for k in mine):
+            wrong = sorted(k for k in set(state) | set(mine)
+                           if k not in state or k not in mine or state[k].shape != mine[k].shape)
+            saved, want = state.get(wrong[0]), mine.get(wrong[0])
+            raise PipelineError(
+                f"{folder}: its DAN heads do not fit head dan on {self.config.image} "
+                f"(head.heads={self.config.heads}, head.reduction={self.config.reduction}, width "
+                f"{self.dims[self.config.image][-1]}): {wrong[0]} is "
+                f"{'absent' if saved is None else tuple(saved.shape)} there, "
+                f"{'absent' if want is None else tuple(want.shape)} here; set head.heads and "
+                "head.reduction to the fine-tune's dan.heads and dan.reduction")
+        self.load_state_dict(state, strict=False)
 
     @classmethod
     def request(cls, config: DANConfig, sampling: SamplingConfig) -> FeatureRequest:
@@ -172,6 +213,29 @@ class DANHead(Head):
         if cfg.partition_weight:
             total = total + cfg.partition_weight * partition_loss(extras["heads"], cfg.partition)
         return total
+
+
+def check_same_weights(store: FeatureStore, array: str, folder: str | Path) -> None:
+    """Refuse, in one line, a ``store`` whose ``array`` was not extracted with the weights folder
+    ``folder`` (the store records each extractor's weights and their sha256, of the whole folder)
+    or was pooled (``map_size``): DAN heads trained on that backbone's map see nothing else."""
+    from pipeline.features.weights_record import sha256_file
+
+    recorded = store.extractors()
+    found = [(name, r) for name, r in recorded.items() if array in r.get("outputs", {})]
+    if not found:
+        raise PipelineError(f"{store.path}: no extractor recorded for {array!r}; extract it with "
+                            f"--weights timm={folder} before head.init_from={folder}")
+    name, record = found[0]
+    if record.get("weights_sha256") != sha256_file(folder):
+        raise PipelineError(
+            f"{store.path}: {name} ({array}) was extracted with weights "
+            f"{record.get('weights') or 'none (random)'}, not {folder}: head.init_from needs the "
+            f"map of that same fine-tuned backbone; extract with --weights {name}={folder}")
+    if record.get("config", {}).get("map_size"):
+        raise PipelineError(f"{store.path}: {name} stored its map pooled (map_size="
+                            f"{record['config']['map_size']}), not the map the fine-tuned DAN "
+                            "heads saw; extract with map_size=0 for head.init_from")
 
 
 # ---- attention maps of a finished run -----------------------------------------------------------
