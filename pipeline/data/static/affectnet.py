@@ -16,7 +16,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from pipeline.data.static.common import StaticImage, StaticReading, parse_int, relative_image
+from pipeline.data.static.common import (StaticImage, StaticReading, csv_rows, parse_int,
+                                         relative_image)
 
 LISTS = Path("Manually_Annotated_file_lists")
 IMAGES = Path("Manually_Annotated_Images")
@@ -53,21 +54,7 @@ def _read_list(root: Path, path: Path, split: str, reading: StaticReading) -> No
             reading.reject(path, 1, "bad_header", f"no column {', '.join(missing)}")
             return
         at = {c: header.index(c) for c in NEEDED}
-        while True:
-            try:
-                row = next(rows)
-            except StopIteration:
-                break
-            except (csv.Error, UnicodeDecodeError) as e:
-                reading.reject(path, rows.line_num + 1, "bad_line", f"unreadable row ({e})")
-                break  # the reader cannot resynchronise after a broken quote or byte
-            line = rows.line_num
-            if not row:
-                continue
-            if len(row) != len(header):
-                reading.reject(path, line, "bad_line", f"{len(row)} fields, the header has "
-                               f"{len(header)}")
-                continue
+        for line, row in csv_rows(reading, path, rows, len(header)):
             _row(root, path, line, split, {c: row[i].strip() for c, i in at.items()}, seen, reading)
 
 

@@ -6,7 +6,9 @@ without being counted in one of the two.
 
 from __future__ import annotations
 
+import csv
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -110,3 +112,26 @@ def parse_int(text: str) -> int | None:
     except ValueError:
         return None
     return int(value) if value.is_integer() else None
+
+
+def csv_rows(reading: StaticReading, path: Path, rows: Iterator[list[str]],
+             width: int) -> Iterator[tuple[int, list[str]]]:
+    """The data rows of ``rows`` (a ``csv.reader`` past its header) as (line, fields): blank rows
+    skipped, a row of another field count than ``width`` rejected, and an unreadable row ends the
+    reading with one rejection (the reader cannot resynchronise after a broken quote or byte)."""
+    line = 1
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            return
+        except (csv.Error, UnicodeDecodeError) as e:
+            reading.reject(path, line + 1, "bad_line", f"unreadable row ({e})")
+            return
+        line = rows.line_num
+        if not row:
+            continue
+        if len(row) != width:
+            reading.reject(path, line, "bad_line", f"{len(row)} fields, the header has {width}")
+            continue
+        yield line, row

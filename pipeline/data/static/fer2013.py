@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.data.static.common import StaticImage, StaticReading, parse_int
+from pipeline.data.static.common import StaticImage, StaticReading, csv_rows, parse_int
 
 CSV = "fer2013.csv"
 SIDE = 48
@@ -56,21 +56,7 @@ def read(root: Path) -> StaticReading:
                            f"{','.join(COLUMNS)}")
             return reading
         at = [names.index(c) for c in COLUMNS]
-        line = 1
-        while True:
-            try:
-                row = next(rows)
-            except StopIteration:
-                break
-            except (csv.Error, UnicodeDecodeError) as e:
-                reading.reject(path, line + 1, "bad_line", f"unreadable row ({e})")
-                break  # the reader cannot resynchronise after a broken quote or byte
-            line = rows.line_num
-            if not row:
-                continue
-            if len(row) != 3:
-                reading.reject(path, line, "bad_line", f"{len(row)} fields, want 3")
-                continue
+        for line, row in csv_rows(reading, path, rows, len(COLUMNS)):
             row = [row[i] for i in at]
             code, face, usage = parse_int(row[0]), pixels(row[1]), row[2].strip()
             if code not in CODES:
