@@ -95,6 +95,29 @@ _DEMO_FUSE = _sets("train.epochs=3", "train.patience=3")
 _KIM_WINDOWS = (32, 48, 64)
 _TDNN_DEMO = ("channels=[64,64,64,64,128]", "embedding_dim=64")
 
+def _leader_2026(name: str, paper: str, method: str, face: str, audio: str,
+                 model: str) -> Recipe:
+    """An ABAW10 leader's chain: fine-tune the timm face model, extract it with the audio encoder
+    over 32-frame windows, fuse with ``method``, ensemble (the two leaders differ only in these)."""
+    return Recipe(
+        paper=paper,
+        steps=(
+            _manifest(),
+            _finetune("timm", "--preset", name, "--model", "{model}"),
+            _extract("-e", "timm", "--set", "configs.timm.model={model}",
+                     "-e", "hf_audio", "--set", "configs.hf_audio.windows=[32]",
+                     "--weights", "timm={work}/weights/timm", "@init:hf_audio"),
+            _fuse(method, name, name),
+            _ensemble(name),
+        ),
+        pretrained={"timm": face, "hf_audio": audio},
+        model=model,
+        scales={"demo": {"timm": _DEMO_FT, "fuse": _DEMO_FUSE}, "full": {}},
+        missing=("the audio encoder is extracted frozen from its pretrained weights (no audio "
+                 "fine-tune is described in what we could read of the paper)",),
+    )
+
+
 RECIPES: dict[str, Recipe] = {
     # Paper 000: Swin-Tiny fine-tuned on faces, one audio Swin-Tiny per window, the MFM.
     "kim2023": Recipe(
@@ -187,41 +210,11 @@ RECIPES: dict[str, Recipe] = {
                  "Swin-Tiny and log-mel stand in (docs/presets.md)",),
     ),
     # ABAW10 leader: DINOv2 ViT-L faces, wav2vec2 audio, gated fusion.
-    "sun2026": Recipe(
-        paper="Sun and Gao 2026 (arXiv 2603.12221)",
-        steps=(
-            _manifest(),
-            _finetune("timm", "--preset", "sun2026", "--model", "{model}"),
-            _extract("-e", "timm", "--set", "configs.timm.model={model}",
-                     "-e", "hf_audio", "--set", "configs.hf_audio.windows=[32]",
-                     "--weights", "timm={work}/weights/timm", "@init:hf_audio"),
-            _fuse("gated", "sun2026", "sun2026"),
-            _ensemble("sun2026"),
-        ),
-        pretrained={"timm": "DINOv2 ViT-L/14", "hf_audio": "wav2vec2"},
-        model="vit_large_patch14_dinov2.lvd142m",
-        scales={"demo": {"timm": _DEMO_FT, "fuse": _DEMO_FUSE}, "full": {}},
-        missing=("the audio encoder is extracted frozen from its pretrained weights (no audio "
-                 "fine-tune is described in what we could read of the paper)",),
-    ),
+    "sun2026": _leader_2026("sun2026", "Sun and Gao 2026 (arXiv 2603.12221)", "gated",
+                            "DINOv2 ViT-L/14", "wav2vec2", "vit_large_patch14_dinov2.lvd142m"),
     # ABAW10: BEiT-L faces, WavLM audio, safe cross-attention.
-    "yu2026": Recipe(
-        paper="Yu et al. 2026 (arXiv 2603.08034)",
-        steps=(
-            _manifest(),
-            _finetune("timm", "--preset", "yu2026", "--model", "{model}"),
-            _extract("-e", "timm", "--set", "configs.timm.model={model}",
-                     "-e", "hf_audio", "--set", "configs.hf_audio.windows=[32]",
-                     "--weights", "timm={work}/weights/timm", "@init:hf_audio"),
-            _fuse("xattn", "yu2026", "yu2026"),
-            _ensemble("yu2026"),
-        ),
-        pretrained={"timm": "BEiT-L", "hf_audio": "WavLM-large"},
-        model="beit_large_patch16_224.in22k_ft_in22k_in1k",
-        scales={"demo": {"timm": _DEMO_FT, "fuse": _DEMO_FUSE}, "full": {}},
-        missing=("the audio encoder is extracted frozen from its pretrained weights (no audio "
-                 "fine-tune is described in what we could read of the paper)",),
-    ),
+    "yu2026": _leader_2026("yu2026", "Yu et al. 2026 (arXiv 2603.08034)", "xattn", "BEiT-L",
+                           "WavLM-large", "beit_large_patch16_224.in22k_ft_in22k_in1k"),
 }
 
 
