@@ -43,6 +43,7 @@ from pipeline.features.audio_windows import frame_windows, window_length
 from pipeline.features.extractors.tdnn import TdnnConfig
 from pipeline.finetune.backbone_choice import register
 from pipeline.finetune.config import FinetuneConfig
+from pipeline.training.losses import au_pos_weights
 
 
 @dataclass
@@ -107,6 +108,18 @@ def au_targets(samples: Samples, i: int) -> np.ndarray:
     if clip.au_labels is None or clip.au_split != "train":
         return np.full(NUM_AUS, UNLABELED, dtype=np.int8)
     return np.asarray(clip.au_labels[int(samples.frame[i])], dtype=np.int8)
+
+
+def au_pos_weight(samples: Samples, where: str | Path) -> torch.Tensor:
+    """Negatives / positives of each AU over ``samples``' frames (:func:`au_targets`), as the heads
+    compute them (:func:`pipeline.training.losses.au_pos_weights`); refused when no frame has AU
+    labels of the AU training split (``where``: the manifests, for the message)."""
+    rows = np.stack([au_targets(samples, i) for i in range(len(samples))])
+    if not (rows != UNLABELED).any():
+        raise PipelineError(f"{where}: tasks [expr, au] but no training frame has AU labels of the"
+                            " AU training split")
+    counts = np.stack([(rows == 0).sum(axis=0), (rows == 1).sum(axis=0)], axis=1)
+    return torch.tensor(au_pos_weights(counts), dtype=torch.float32)
 
 
 class Backbone:

@@ -59,7 +59,7 @@ import torch
 from torch import nn
 
 from pipeline import io
-from pipeline.data.labels import NUM_CLASSES, UNLABELED
+from pipeline.data.labels import NUM_CLASSES
 from pipeline.data.manifest import Clip, fingerprint
 from pipeline.epoch_log import EpochLog
 from pipeline.errors import PipelineError
@@ -72,7 +72,7 @@ from pipeline.features.weights_record import (
     write_weights_folder,
 )
 from pipeline.finetune.backbone_choice import backbone_for
-from pipeline.finetune.backbones import Samples, au_targets
+from pipeline.finetune.backbones import Samples, au_pos_weight
 from pipeline.finetune.config import FinetuneConfig
 from pipeline.finetune.checkpoint import check_resumable, read_checkpoint, recorded_config
 from pipeline.finetune.model import Classifier, DANClassifier, autocast, freeze, logits_of, make_optimizer
@@ -85,7 +85,7 @@ from pipeline.progress import ProgressEvent, ProgressFn, silent
 from pipeline.training import sampling
 from pipeline.training.determinism import deterministic
 from pipeline.training.folds import SELECTED_ON
-from pipeline.training.losses import au_batch_loss, au_pos_weights, batch_loss
+from pipeline.training.losses import au_batch_loss, batch_loss
 from pipeline.training.schedules import build_schedule
 from pipeline.training.step import Stepper
 from pipeline.training.stopping import EarlyStopping
@@ -176,17 +176,11 @@ class _Finetune:
         self.warnings = dev_warnings(self.dev_clips, len(self.dev))
 
     def _au_pos_weight(self) -> torch.Tensor:
-        """``loss.au_pos_weight``, else negatives / positives of each AU over the training
-        frames (:func:`pipeline.training.losses.au_pos_weights`, as the heads compute them)."""
+        """``loss.au_pos_weight``, else the AU training frames' own (:func:`au_pos_weight`)."""
         if self.config.loss.au_pos_weight:
             return torch.tensor(self.config.loss.au_pos_weight, dtype=torch.float32)
         samples = self.au_train if self.au_train is not None else self.train
-        rows = np.stack([au_targets(samples, i) for i in range(len(samples))])
-        if not (rows != UNLABELED).any():
-            raise PipelineError(f"{self.config.manifests}: tasks [expr, au] but no training frame "
-                                "has AU labels of the AU training split")
-        counts = np.stack([(rows == 0).sum(axis=0), (rows == 1).sum(axis=0)], axis=1)
-        return torch.tensor(au_pos_weights(counts), dtype=torch.float32)
+        return au_pos_weight(samples, self.config.manifests)
 
     # -- state
 
@@ -390,10 +384,10 @@ class _Finetune:
             write_weights_folder(self.out, self.best_state, self._record(), self.best_heads)
         else:
             self.backbone.write(self.out, self.best_state, self._record())
-        au = None if self.au_pos_weight is None else self.au_pos_weight.tolist()
-        io.write_json(self.history_path, {"epochs": self.history, "processes": self.dist.world,
-                                          "seconds": sum(h["s"] for h in self.history),
-                                          "au_pos_weight": au})
+        io.write_json(self.history_path, {
+            "epochs": self.history, "processes": self.dist.world,
+            "seconds": sum(h["s"] for h in self.history),
+            "au_pos_weight": None if self.au_pos_weight is None else self.au_pos_weight.tolist()})
 
     def _result(self, resumed: int, already: bool) -> FinetuneResult:
         record = read_record(self.out) if self.dist.rank == 0 else self._record()
