@@ -27,15 +27,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from pipeline.data.frames import clip_offsets, clips_frames
+from pipeline.data.frames import clips_frames
 from pipeline.data.labels import NUM_AUS
 from pipeline.data.manifest import SPLITS, Clip, load_clips, task_clips
 from pipeline.errors import PipelineError
 from pipeline.metrics.au import AUScores, au_counts, binarize, fit_au_thresholds
 from pipeline.scoring.crossfit import assign_folds
 from pipeline.scoring.ensemble import EnsembleConfig
-from pipeline.scoring.frames import Member
-from pipeline.runs.predictions import Predictions
+from pipeline.scoring.frames import Member, task_values
 from pipeline.scoring.submission import check_au_submission, write_au_submission
 
 MEAN = "mean"  # the row name of the members' mean
@@ -58,26 +57,10 @@ class AUData:
 def load_au(members: Sequence[Member], clips: Sequence[Clip], split: str, labelled: bool
             ) -> AUData:
     """Read every AU member's ``split`` predictions for ``clips``, checking each clip."""
-    offsets = clip_offsets([c.n_frames for c in clips])
-    probs = np.empty((len(members), int(offsets[-1]), NUM_AUS), dtype=np.float32)
-    for m, member in enumerate(members):
-        path = member.path(split)
-        if not path.exists():
-            raise PipelineError(f"{path}: no such AU predictions file")
-        reader = Predictions(path)
-        for c, clip in enumerate(clips):
-            try:
-                array = reader[clip.clip_id]
-            except KeyError:
-                raise PipelineError(f"{path}: no AU predictions for {split} clip "
-                                    f"{clip.clip_id}") from None
-            if array.shape != (clip.n_frames, NUM_AUS):
-                raise PipelineError(f"{path}: clip {clip.clip_id} has AU predictions of shape "
-                                    f"{list(array.shape)}, want [{clip.n_frames}, {NUM_AUS}]")
-            if not (np.isfinite(array).all() and (array >= 0).all() and (array <= 1).all()):
-                raise PipelineError(f"{path}: clip {clip.clip_id} has AU probabilities outside"
-                                    " [0, 1]")
-            probs[m, offsets[c]:offsets[c + 1]] = array
+    offsets, probs = task_values(
+        members, clips, split, "AU", NUM_AUS,
+        lambda a: bool(np.isfinite(a).all() and (a >= 0).all() and (a <= 1).all()),
+        "AU probabilities outside [0, 1]")
     labels = None
     if labelled:
         labels = (np.concatenate([c.scoring_labels("au") for c in clips]).astype(np.int8)

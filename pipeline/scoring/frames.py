@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -178,3 +178,31 @@ def clip_data(readers: Sequence[Predictions], faces: FaceMasks, clip: Clip, spli
     labels = None if clip.labels is None else clip.scoring_labels("expr").astype(np.int8)
     return SplitData((clip.clip_id,), (clip.video_id,), np.array([0, clip.n_frames]), probs,
                      labels, faces(clip))
+
+
+def task_values(members: Sequence[Member], clips: Sequence[Clip], split: str, task: str,
+                width: int, valid: Callable[[np.ndarray], bool], invalid: str
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """The clip offsets and float32 ``[n_members, frames, width]`` of every member's ``split``
+    predictions of ``task`` (AU, VA) for ``clips``: each file present, each clip there with
+    ``[n_frames, width]`` values that pass ``valid`` (else one line: the clip ``has {invalid}``)."""
+    offsets = clip_offsets([c.n_frames for c in clips])
+    values = np.empty((len(members), int(offsets[-1]), width), dtype=np.float32)
+    for m, member in enumerate(members):
+        path = member.path(split)
+        if not path.exists():
+            raise PipelineError(f"{path}: no such {task} predictions file")
+        reader = Predictions(path)
+        for c, clip in enumerate(clips):
+            try:
+                array = reader[clip.clip_id]
+            except KeyError:
+                raise PipelineError(f"{path}: no {task} predictions for {split} clip "
+                                    f"{clip.clip_id}") from None
+            if array.shape != (clip.n_frames, width):
+                raise PipelineError(f"{path}: clip {clip.clip_id} has {task} predictions of shape "
+                                    f"{list(array.shape)}, want [{clip.n_frames}, {width}]")
+            if not valid(array):
+                raise PipelineError(f"{path}: clip {clip.clip_id} has {invalid}")
+            values[m, offsets[c]:offsets[c + 1]] = array
+    return offsets, values

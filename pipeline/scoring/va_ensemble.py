@@ -36,16 +36,15 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from pipeline import io as atomic
-from pipeline.data.frames import clip_offsets, clips_frames
+from pipeline.data.frames import clips_frames
 from pipeline.data.labels import VA_NAMES
 from pipeline.data.manifest import SPLITS, Clip, load_clips
 from pipeline.errors import PipelineError
 from pipeline.metrics.va import VAScores, ccc, clip_moments, score_va, va_intervals
-from pipeline.runs.predictions import Predictions
 from pipeline.scoring.bootstrap import resample_counts
 from pipeline.scoring.crossfit import assign_folds
 from pipeline.scoring.ensemble import EnsembleConfig
-from pipeline.scoring.frames import Member
+from pipeline.scoring.frames import Member, task_values
 from pipeline.scoring.submission import image_location
 from pipeline.scoring.va_smoothing import fit_windows, smooth_va, subset_offsets
 
@@ -71,25 +70,9 @@ class VAData:
 def load_va(members: Sequence[Member], clips: Sequence[Clip], split: str, labelled: bool
             ) -> VAData:
     """Read every VA member's ``split`` predictions for ``clips``, checking each clip."""
-    offsets = clip_offsets([c.n_frames for c in clips])
-    values = np.empty((len(members), int(offsets[-1]), 2), dtype=np.float32)
-    for m, member in enumerate(members):
-        path = member.path(split)
-        if not path.exists():
-            raise PipelineError(f"{path}: no such VA predictions file")
-        reader = Predictions(path)
-        for c, clip in enumerate(clips):
-            try:
-                array = reader[clip.clip_id]
-            except KeyError:
-                raise PipelineError(f"{path}: no VA predictions for {split} clip "
-                                    f"{clip.clip_id}") from None
-            if array.shape != (clip.n_frames, 2):
-                raise PipelineError(f"{path}: clip {clip.clip_id} has VA predictions of shape "
-                                    f"{list(array.shape)}, want [{clip.n_frames}, 2]")
-            if not (np.abs(array) <= 1).all():  # NaN fails too
-                raise PipelineError(f"{path}: clip {clip.clip_id} has VA values outside [-1, 1]")
-            values[m, offsets[c]:offsets[c + 1]] = array
+    offsets, values = task_values(members, clips, split, "VA", 2,
+                                  lambda a: bool((np.abs(a) <= 1).all()),  # NaN fails too
+                                  "VA values outside [-1, 1]")
     labels = None
     if labelled:
         labels = (np.concatenate([c.scoring_labels("va") for c in clips]).astype(np.float32)
