@@ -117,6 +117,10 @@ def _ddp_worker(rank: int, world: int, init: str, out: str) -> None:
                     stepper.step()
             torch.save({"calls": len(calls), "weights": [p.detach() for p in model.parameters()]},
                        f"{out}/{rank}-{accumulate}.pt")
+        # as the fine-tune loop ends: without it a process may tear gloo down while its peer's
+        # last all-reduce is in flight, and abort at exit ("terminate called without an active
+        # exception", about 1 run in 3 here)
+        torch.distributed.barrier()
     finally:
         torch.distributed.destroy_process_group()
 
