@@ -121,13 +121,17 @@ def parse_annotation(data: bytes, path: str | Path = "<annotation>") -> np.ndarr
     return np.asarray(values, dtype=np.int8)
 
 
-def read_annotation(path: str | Path) -> np.ndarray:
-    """Labels of the annotation file at ``path`` (see :func:`parse_annotation`)."""
+def _file_bytes(path: str | Path) -> bytes:
+    """The bytes of an annotation file, or :class:`AnnotationError` naming it."""
     try:
-        data = Path(path).read_bytes()
+        return Path(path).read_bytes()
     except OSError as e:
         raise AnnotationError(path, f"unreadable ({e.strerror or e})") from None
-    return parse_annotation(data, path)
+
+
+def read_annotation(path: str | Path) -> np.ndarray:
+    """Labels of the annotation file at ``path`` (see :func:`parse_annotation`)."""
+    return parse_annotation(_file_bytes(path), path)
 
 
 # An AU row: 12 integers separated by commas, whitespace allowed around each. The fast path; a
@@ -198,11 +202,7 @@ def parse_au_annotation(data: bytes, path: str | Path = "<annotation>") -> np.nd
 
 def read_au_annotation(path: str | Path) -> np.ndarray:
     """AU labels of the annotation file at ``path`` (see :func:`parse_au_annotation`)."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as e:
-        raise AnnotationError(path, f"unreadable ({e.strerror or e})") from None
-    return parse_au_annotation(data, path)
+    return parse_au_annotation(_file_bytes(path), path)
 
 
 # The two dimensions of the ABAW VA track, in the column order of its annotation files.
@@ -242,8 +242,4 @@ def parse_va_annotation(data: bytes, path: str | Path = "<annotation>") -> np.nd
 
 def read_va_annotation(path: str | Path) -> np.ndarray:
     """VA labels of the annotation file at ``path`` (see :func:`parse_va_annotation`)."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as e:
-        raise AnnotationError(path, f"unreadable ({e.strerror or e})") from None
-    return parse_va_annotation(data, path)
+    return parse_va_annotation(_file_bytes(path), path)

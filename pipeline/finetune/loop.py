@@ -48,6 +48,7 @@ process takes the same early-stopping decision without communicating).
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import time
 from dataclasses import dataclass
@@ -126,6 +127,7 @@ def finetune(config: FinetuneConfig, out: str | Path, progress: ProgressFn = sil
             return _Finetune(config, out, dist, progress).run(restart)
     finally:
         if started:
+            gc.collect()  # the DDP wrapper (its hooks make cycles) goes before its process group
             torch.distributed.destroy_process_group()
 
 

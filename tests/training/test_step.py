@@ -1,6 +1,8 @@
 """The step both loops take (pipeline.training.step.Stepper): pass-through without fp16, the
 GradScaler with it, and under DDP with accumulation one all-reduce per optimiser step."""
 
+import gc
+
 import pytest
 import torch
 from torch import nn
@@ -87,39 +89,43 @@ def test_fp16_scales_the_loss_and_skips_a_step_whose_gradients_overflowed():
 ACCUMULATE = (2, 4)
 
 
+def _ddp_run(rank: int, world: int, accumulate: int, out: str) -> None:
+    """4 micro-batches at ``accumulate`` under DDP; writes the all-reduce count and weights."""
+    model = _model()
+    ddp = nn.parallel.DistributedDataParallel(model)
+    calls = []
+
+    def counting(state, bucket):  # DDP calls it once per bucket per synchronisation
+        calls.append(1)
+        tensor = bucket.buffer().div_(world)
+        work = torch.distributed.all_reduce(tensor, async_op=True)
+        return work.get_future().then(lambda f: f.value()[0])
+
+    ddp.register_comm_hook(None, counting)
+    opt = make_optimizer([{"params": list(model.parameters())}], "sgd", 0.1, 0.0, momentum=0.0)
+    stepper = Stepper(opt, model.parameters(), accumulate=accumulate)
+    batches = _batches(4 * world)[rank::world]
+    for k, (x, y) in enumerate(batches):
+        with stepper.micro_batch(ddp, k, len(batches)):
+            stepper.backward(nn.functional.cross_entropy(ddp(x), y))
+        if stepper.closes_group(k, len(batches)):
+            stepper.step()
+    torch.save({"calls": len(calls), "weights": [p.detach() for p in model.parameters()]},
+               f"{out}/{rank}-{accumulate}.pt")
+
+
 def _ddp_worker(rank: int, world: int, init: str, out: str) -> None:
-    """One DDP process: 4 micro-batches at each of :data:`ACCUMULATE`; writes its all-reduce
-    counts and weights."""
+    """One DDP process: :func:`_ddp_run` at each of :data:`ACCUMULATE`."""
     torch.set_num_threads(1)
     torch.distributed.init_process_group("gloo", init_method=f"file://{init}", rank=rank,
                                          world_size=world)
     try:
         for accumulate in ACCUMULATE:
-            model = _model()
-            ddp = nn.parallel.DistributedDataParallel(model)
-            calls = []
-
-            def counting(state, bucket):  # DDP calls it once per bucket per synchronisation
-                calls.append(1)
-                tensor = bucket.buffer().div_(world)
-                work = torch.distributed.all_reduce(tensor, async_op=True)
-                return work.get_future().then(lambda f: f.value()[0])
-
-            ddp.register_comm_hook(None, counting)
-            opt = make_optimizer([{"params": list(model.parameters())}], "sgd", 0.1, 0.0,
-                                 momentum=0.0)
-            stepper = Stepper(opt, model.parameters(), accumulate=accumulate)
-            batches = _batches(4 * world)[rank::world]
-            for k, (x, y) in enumerate(batches):
-                with stepper.micro_batch(ddp, k, len(batches)):
-                    stepper.backward(nn.functional.cross_entropy(ddp(x), y))
-                if stepper.closes_group(k, len(batches)):
-                    stepper.step()
-            torch.save({"calls": len(calls), "weights": [p.detach() for p in model.parameters()]},
-                       f"{out}/{rank}-{accumulate}.pt")
-        # as the fine-tune loop ends: without it a process may tear gloo down while its peer's
-        # last all-reduce is in flight, and abort at exit ("terminate called without an active
-        # exception", about 1 run in 3 here)
+            _ddp_run(rank, world, accumulate, out)
+        # Each DDP is gone (gc: its hooks make cycles) and both processes meet before gloo is torn
+        # down, as the fine-tune loop ends: without this a process aborted at exit ("terminate
+        # called without an active exception") in about 1 run in 3 here.
+        gc.collect()
         torch.distributed.barrier()
     finally:
         torch.distributed.destroy_process_group()
