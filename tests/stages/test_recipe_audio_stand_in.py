@@ -94,6 +94,31 @@ def test_a_folder_of_other_weights_is_not_taken_for_a_stand_in(tmp_path):
     assert not HfAudio(weights=tmp_path).random_weights
 
 
+def test_a_stand_in_never_replaces_other_weights_or_files(tmp_path, capsys):
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    model = tmp_path / "my_wav2vec2"
+    Wav2Vec2Model(Wav2Vec2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                 intermediate_size=64, conv_dim=(16, 16), conv_stride=(5, 4),
+                                 conv_kernel=(10, 4), num_conv_pos_embeddings=16,
+                                 num_conv_pos_embedding_groups=2)).save_pretrained(model)
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("mine")
+    before = {p: p.read_bytes() for p in (*model.iterdir(), notes / "todo.txt")}
+    for out, why in ((model, "holds weights that are not a stand-in's"), (notes, "holds todo.txt")):
+        assert main(["stand-in", "fer_demo_wavlm", "--out", str(out)]) == 1
+        err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+        assert len(err) == 1 and f"{out}: {why}" in err[0] and "nothing was replaced" in err[0]
+    assert {p: p.read_bytes() for p in before} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["my_wav2vec2", "notes"]
+    stand_in = tmp_path / "s"  # a stand-in's own folder is rewritten (another seed)
+    assert main(["stand-in", "fer_demo_wavlm", "--out", str(stand_in)]) == 0
+    first = (stand_in / "model.safetensors").read_bytes()
+    assert main(["stand-in", "fer_demo_wavlm", "--out", str(stand_in), "--seed", "2"]) == 0
+    assert (stand_in / "model.safetensors").read_bytes() != first
+
+
 def test_an_unknown_stand_in_is_one_line_and_writes_nothing(tmp_path, capsys):
     assert main(["stand-in", "fer_demo_wavlmx", "--out", str(tmp_path / "x")]) == 1
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]

@@ -30,6 +30,7 @@ from pipeline import io
 from pipeline.compat import ensure_torchvision
 from pipeline.errors import PipelineError
 from pipeline.features.extractors.seeding import seeded_build
+from pipeline.features.weights_record import check_replaceable
 from pipeline.suggest import did_you_mean
 
 # config.json key naming the stand-in a folder holds (transformers keeps unknown config keys)
@@ -63,19 +64,36 @@ DEMO_AUDIO_MODELS: dict[str, tuple[Callable[[str], Any], bool]] = {
 def stand_in_config(name: str) -> Any:
     """The transformers config of stand-in ``name``, or a one-line error naming the choices."""
     if name not in DEMO_AUDIO_MODELS:
-        raise PipelineError(f"unknown audio stand-in {name!r}; choose from "
-                            f"{', '.join(DEMO_AUDIO_MODELS)}{did_you_mean(name, DEMO_AUDIO_MODELS)}")
+        choices = ", ".join(DEMO_AUDIO_MODELS)
+        raise PipelineError(f"unknown audio stand-in {name!r}; choose from {choices}"
+                            f"{did_you_mean(name, DEMO_AUDIO_MODELS)}")
     ensure_torchvision()  # transformers imports it
     return DEMO_AUDIO_MODELS[name][0](name)
 
 
+def check_out(out: Path) -> None:
+    """Refuse an ``out`` that holds anything but a stand-in (it is replaced whole): another
+    folder's files, or another model's weights (a fine-tune's, a published model's)."""
+    check_replaceable(out)
+    if out.is_dir() and any(out.iterdir()):
+        config = out / "config.json"
+        try:
+            model_config = json.loads(config.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            model_config = None
+        if stand_in_of(model_config) is None:
+            raise PipelineError(f"{out}: holds weights that are not a stand-in's (its config.json "
+                                "names none); choose another --out (nothing was replaced)")
+
+
 def write_stand_in(name: str, out: str | Path, seed: int = 0) -> Path:
     """Write stand-in ``name`` with weights drawn from ``seed`` into the folder ``out`` (published
-    whole: a kill leaves the previous folder or none). The same name and seed give the same
-    bytes."""
+    whole: a kill leaves the previous folder or none; an ``out`` holding anything but a stand-in
+    is refused). The same name and seed give the same bytes."""
     from transformers import AutoModel
 
     config = stand_in_config(name)
+    check_out(Path(out))
     model = seeded_build(lambda: AutoModel.from_config(config), name, seed)
     preprocessor = {"feature_extractor_type": "Wav2Vec2FeatureExtractor", "feature_size": 1,
                     "sampling_rate": 16000, "padding_value": 0.0, "padding_side": "right",
@@ -87,7 +105,7 @@ def write_stand_in(name: str, out: str | Path, seed: int = 0) -> Path:
     return Path(out)
 
 
-def stand_in_of(model_config: dict | None) -> str | None:
+def stand_in_of(model_config: Any) -> str | None:
     """The stand-in a folder's ``config.json`` (parsed) says it holds; None for other models."""
-    value = (model_config or {}).get(STAND_IN_KEY)
+    value = model_config.get(STAND_IN_KEY) if isinstance(model_config, dict) else None
     return value if isinstance(value, str) else None
