@@ -1,7 +1,8 @@
 """``fer-pipeline recipe NAME --data ROOT --work DIR``: a paper's whole chain of stage commands.
 
 The chains are data (:mod:`pipeline.recipes`); the runner is :mod:`stages.recipe`. docs/recipes.md
-lists each recipe's commands and what is ours where the paper is silent.
+lists each recipe's commands and what is ours where the paper is silent. ``fer-pipeline stand-in
+NAME --out DIR`` writes the audio stand-in folder a demo-scale recipe extracts with.
 """
 
 from __future__ import annotations
@@ -41,6 +42,21 @@ def recipe(
         echo("wall time per step: " + ", ".join(f"{s.id} {s.seconds:.1f} s" for s in ran))
 
 
+def stand_in(
+    name: str = typer.Argument(..., help="fer_demo_wav2vec2 or fer_demo_wavlm."),
+    out: Path = typer.Option(..., "--out", help="The weights folder to write (replaced whole)."),
+    seed: int = typer.Option(0, "--seed", help="Seed the random weights are drawn from."),
+) -> None:
+    """Write a small audio encoder of random weights for demo runs (extract -e hf_audio --weights
+    hf_audio=OUT): the stand-in a recipe's demo scale puts in place of wav2vec2 or WavLM."""
+    from pipeline.features.extractors.demo_audio_models import write_stand_in
+
+    write_stand_in(name, out, seed=seed)
+    console.print(f"{name} (seeded random weights, seed {seed}) written to {out}", highlight=False,
+                  soft_wrap=True, markup=False)
+
+
 def register(app: typer.Typer) -> None:
     """Add this group's commands to the root app."""
     app.command("recipe")(recipe)
+    app.command("stand-in")(stand_in)

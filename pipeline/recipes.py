@@ -20,7 +20,11 @@ Templates name ``{data}`` (the dataset root), ``{work}`` (the recipe's folder) a
 its smaller stand-in (:data:`pipeline.stand_ins.STAND_INS`: ResNet-18 for ResNet-50, a
 DINOv2-style ViT-S/14 and a small BEiT at 112 px for ViT-L/14 and BEiT-L) where the paper's cannot
 run on a 2-core CPU, unless ``--weights timm=`` gives its start (pretrained weights fit the
-paper's model only). The plan prints each substitution (:func:`substitutions`).
+paper's model only). ``{audio}`` is the stand-in of the audio encoder (``hf_audio``) at demo
+(:data:`pipeline.stand_ins.AUDIO_STAND_INS`: a 4-layer wav2vec2 or WavLM), unless ``--weights
+hf_audio=`` gives the paper's: a ``stand_in`` step writes its folder (``fer-pipeline stand-in``) and
+``@init:hf_audio`` of the extract names it; where there is none the step is left out. The plan
+prints each substitution (:func:`substitutions`).
 
 Each step names the output whose existence (with the runner's marker of the same command) marks it
 done. ``missing`` lists what a recipe cannot do yet, printed with its plan (docs/recipes.md).
@@ -31,11 +35,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pipeline.errors import PipelineError
-from pipeline.stand_ins import STAND_INS
+from pipeline.stand_ins import AUDIO_STAND_INS, STAND_INS
 from pipeline.suggest import did_you_mean
 
 SCALES = ("demo", "full")
 MODEL_KEY = "timm"  # the backbone ``{model}`` names (its --weights key)
+AUDIO_KEY = "hf_audio"  # the backbone ``{audio}`` names (its --weights key)
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,7 @@ class Step:
     id: str  # unique within the recipe: the marker's name
     args: tuple[str, ...]  # the stage command after ``fer-pipeline``, as templates
     output: str  # what the step writes (a template): its existence marks it done
+    stand_in: bool = False  # writes the audio stand-in ``{audio}``: left out where there is none
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,11 @@ def _fuse(method: str, preset: str, name: str, *args: str) -> Step:
                 f"{{work}}/runs/{name}/metrics.json")
 
 
+def _stand_in() -> Step:
+    return Step("stand-in-hf_audio", ("stand-in", "{audio}", "--out", "{work}/stand_ins/{audio}"),
+                "{work}/stand_ins/{audio}/model.safetensors", stand_in=True)
+
+
 def _extract(*args: str) -> Step:
     return Step("extract", ("extract", "--manifests", "{m}", "--store", "{work}/features.zarr",
                             *args, "@scale:extract"), "{work}/features.zarr/zarr.json")
@@ -104,6 +115,7 @@ def _leader_2026(name: str, paper: str, method: str, face: str, audio: str,
         steps=(
             _manifest(),
             _finetune("timm", "--preset", name, "--model", "{model}"),
+            _stand_in(),
             _extract("-e", "timm", "--set", "configs.timm.model={model}",
                      "-e", "hf_audio", "--set", "configs.hf_audio.windows=[32]",
                      "--weights", "timm={work}/weights/timm", "@init:hf_audio"),
@@ -244,10 +256,20 @@ def model_at(r: Recipe, scale: str, weights: dict[str, str] | None = None) -> st
     return STAND_INS.get(r.model, r.model)
 
 
+def audio_stand_in(r: Recipe, scale: str, weights: dict[str, str] | None = None) -> str | None:
+    """The audio encoder's stand-in ``r`` runs at ``scale`` (:data:`AUDIO_STAND_INS`): at demo,
+    unless the user gives the audio encoder's weights (``--weights hf_audio=``); else None."""
+    if scale != "demo" or AUDIO_KEY in (weights or {}):
+        return None
+    return AUDIO_STAND_INS.get(r.pretrained.get(AUDIO_KEY, ""))
+
+
 def substitutions(r: Recipe, scale: str, weights: dict[str, str] | None = None) -> list[str]:
     """What the scale puts in place of the paper's models, one "X in place of Y" each."""
     model = model_at(r, scale, weights)
+    audio = audio_stand_in(r, scale, weights)
     return [*([f"{model} in place of {r.model}"] if model != r.model else []),
+            *([f"{audio} in place of {r.pretrained[AUDIO_KEY]}"] if audio else []),
             *r.notes.get(scale, ())]
 
 
@@ -262,12 +284,15 @@ def render(r: Recipe, data: str, work: str, scale: str, weights: dict[str, str],
         raise PipelineError(f"--weights {unknown[0]}=...: the recipe starts no backbone "
                             f"{unknown[0]!r} from weights (choose from {', '.join(keys)})"
                             f"{did_you_mean(unknown[0], keys)}")
+    audio = audio_stand_in(r, scale, weights)
     values = {"data": data, "work": work, "m": f"{work}/manifests",
-              "model": model_at(r, scale, weights)}
+              "model": model_at(r, scale, weights), "audio": audio or ""}
     stand_ins = ["--allow-stand-ins"] if values["model"] != r.model else []
     random = ["--allow-random-weights"] if allow_random_weights else []
     rendered = []
     for step in r.steps:
+        if step.stand_in and audio is None:
+            continue
         args: list[str] = []
         for a in step.args:
             if a.startswith("@init:"):
@@ -278,6 +303,8 @@ def render(r: Recipe, data: str, work: str, scale: str, weights: dict[str, str],
                              else f"{family}={weights[key]}"]
                 elif key in r.pretrained and step.args[0] == "finetune":
                     args += random  # the finetune preset refuses a random start otherwise
+                elif key == AUDIO_KEY and audio:  # the folder the stand-in step wrote
+                    args += ["--weights", f"{AUDIO_KEY}={work}/stand_ins/{audio}"]
             elif a == "@random":
                 args += random
             elif a == "@stand_ins":

@@ -3,7 +3,8 @@ random chain (issue 33's "Measured").
 
 For each recipe (``fer-pipeline recipe NAME --scale demo --allow-random-weights``, its own
 manifests, fine-tunes, extract, fuse and ensemble) and its frozen random chain (the recipe's own
-extract command without any ``--weights``, into another store, then the same fuse, less
+extract command without any ``--weights`` but the demo's audio stand-in's (random weights already:
+the same random encoder in both chains), into another store, then the same fuse, less
 jeong2022's ``head.init_from`` (no fine-tuned heads there), and ensemble commands on it): the final ensemble's val macro-F1 with its 95% bootstrap interval over clips
 (``scores.json``), the precision the features were stored in, and the wall time of every step.
 All recipes read the same data (``demo-data --face-cue geometry``: the face's cue is the mouth's
@@ -47,13 +48,14 @@ def fer(args: list[str], log: Path) -> float:
     return time.perf_counter() - started
 
 
-def without_weights(args: list[str]) -> list[str]:
-    """An extract command with every ``--weights KEY=PATH`` dropped (random backbones)."""
+def without_weights(args: list[str], keep: str = "\0") -> list[str]:
+    """An extract command with every ``--weights KEY=PATH`` dropped (random backbones) but those
+    whose PATH starts with ``keep`` (the stand-in folders: random weights themselves)."""
     out, skip = [], False
-    for a in args:
+    for i, a in enumerate(args):
         if skip:
             skip = False
-        elif a == "--weights":
+        elif a == "--weights" and not args[i + 1].partition("=")[2].startswith(keep):
             skip = True
         else:
             out.append(a)
@@ -104,10 +106,10 @@ def frozen_chain(name: str, data: Path, work: Path, frozen: Path, log: Path) -> 
     new = {store: str(frozen / "features.zarr"), runs: str(frozen / "runs"),
            scores: str(frozen / "scores")}
     for step_id, args in steps.items():
-        if step_id == "manifest" or step_id.startswith("finetune"):
-            continue
+        if step_id == "manifest" or step_id.startswith(("finetune", "stand-in")):
+            continue  # a stand-in's folder is the tuned chain's (random weights: kept)
         if step_id == "extract":
-            args = without_weights(args)
+            args = without_weights(args, keep=str(work / "stand_ins"))
         if step_id.startswith("fuse"):
             args = without_init_from(args)
         for old, to in new.items():

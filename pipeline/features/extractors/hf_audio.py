@@ -4,7 +4,9 @@ Weights: ``--weights`` names a local folder in the HuggingFace layout (``config.
 ``model.safetensors`` or ``pytorch_model.bin``, optionally ``preprocessor_config.json``), a
 snapshot folder of the HF cache, or the cache's ``models--org--name`` folder (its ``refs/main``
 snapshot), or a folder ``fer-pipeline finetune --backbone hf_audio`` wrote (the same layout plus
-its record). Nothing is downloaded. Without weights: a seeded random ``Wav2Vec2Model`` of the
+its record), or a demo stand-in's folder ``fer-pipeline stand-in`` wrote (seeded random weights of
+a small wav2vec2 or WavLM, :mod:`~pipeline.features.extractors.demo_audio_models`: recorded as
+random weights). Nothing is downloaded. Without weights: a seeded random ``Wav2Vec2Model`` of the
 default (base) size.
 
 Front end (once per clip, :meth:`compute_frontend`): the waveform at the model's rate
@@ -44,6 +46,7 @@ from pipeline.errors import PipelineError
 from pipeline.features.extractors.audio_embedding import AudioEmbeddingExtractor
 from pipeline.features.extractors.base import ArraySpec, register
 from pipeline.features.extractors.checkpoints import resolve_folder
+from pipeline.features.extractors.demo_audio_models import stand_in_of
 from pipeline.features.weights_record import check_family
 
 
@@ -84,6 +87,8 @@ class HfAudio(AudioEmbeddingExtractor):
         model_config = self.read_json("config.json")
         if self.folder is not None and model_config is None:
             raise PipelineError(f"{self.weights}: no config.json: not a HuggingFace model folder")
+        # a demo stand-in's folder: its weights are seeded random ones (the store says so)
+        self.stand_in = stand_in_of(model_config)
         if model_config is not None:  # a folder `fer-pipeline finetune` wrote: the same model type
             check_family(self.weights_record, "hf_audio", model_config.get("model_type"), self.weights)
         preprocessor = self.read_json("preprocessor_config.json") or {}
@@ -102,6 +107,12 @@ class HfAudio(AudioEmbeddingExtractor):
         bad = [i for i in self._layers if not -n_states <= i < n_states]
         if bad:
             raise PipelineError(f"hf_audio: layers {bad} outside this model's {n_states} hidden states")
+
+    @property
+    def random_weights(self) -> bool:
+        """True without weights, and for a demo stand-in's folder (random weights written to a
+        folder by ``fer-pipeline stand-in``)."""
+        return super().random_weights or self.stand_in is not None
 
     def read_json(self, name: str) -> dict | None:
         """A JSON file of the weights folder (``config.json``, ``preprocessor_config.json``);
