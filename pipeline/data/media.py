@@ -94,34 +94,73 @@ def truncation(declared: int, present: int) -> str | None:
 
 
 def decode_audio(path: str | Path, sample_rate: int) -> np.ndarray:
-    """The first audio stream as float32 mono at ``sample_rate`` Hz (resampled by FFmpeg)."""
+    """The first audio stream as float32 mono at ``sample_rate`` Hz (resampled by FFmpeg), on
+    the video's clock: see :func:`decode_audio_track`."""
     return decode_audio_track(path, sample_rate)[0]
 
 
 def decode_audio_track(path: str | Path, sample_rate: int) -> tuple[np.ndarray, float]:
     """:func:`decode_audio`, and the seconds of one frame of the track's codec (1024 samples for
-    AAC; 0 for a codec without fixed frames, such as PCM): the granularity of its length."""
+    AAC; 0 for a codec without fixed frames, such as PCM): the granularity of its length.
+
+    Channels are averaged into mono (as librosa's ``to_mono``; FFmpeg's own stereo downmix adds
+    3 dB, so the same speech would come out louder from a stereo file than from a mono one).
+    Sample 0 is the video's first frame: a track whose first sample is later than the video's
+    (a positive start time, a recorder started late) is preceded by that much silence, one that
+    starts earlier loses its samples before the video. A file without video keeps its samples
+    from its first one."""
     path = Path(path)
     try:
         with av.open(str(path)) as container:
             if not container.streams.audio:
                 raise _fail(path, "no audio stream")
-            codec = container.streams.audio[0].codec_context
+            stream = container.streams.audio[0]
+            codec = stream.codec_context
             frame_seconds = (codec.frame_size or 0) / (codec.sample_rate or sample_rate)
-            resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
-            chunks = []
-            for frame in container.decode(container.streams.audio[0]):
-                for out in resampler.resample(frame):
-                    chunks.append(out.to_ndarray().reshape(-1))
-            for out in resampler.resample(None):  # flush
-                chunks.append(out.to_ndarray().reshape(-1))
+            origin = _video_start(container)
+            resampler, start, chunks = None, None, []
+            for frame in container.decode(stream):
+                if resampler is None:  # the track's own layout: channels are averaged below
+                    resampler = av.AudioResampler(format="fltp", layout=frame.layout,
+                                                  rate=sample_rate)
+                    start = frame.time
+                chunks.extend(resampler.resample(frame))
+            if resampler is not None:
+                chunks.extend(resampler.resample(None))  # flush
+            chunks = [_mono(out.to_ndarray()) for out in chunks]
     except MediaError:
         raise
     except (av.error.FFmpegError, OSError, ValueError) as e:
         raise _fail(path, f"unreadable audio ({e})") from None
     if not chunks:
         raise _fail(path, "audio stream holds no samples")
-    return np.concatenate(chunks).astype(np.float32, copy=False), frame_seconds
+    samples = np.concatenate(chunks).astype(np.float32, copy=False)
+    if origin is not None and start is not None:
+        shift = int(round((start - origin) * sample_rate))
+        if shift > 0:
+            samples = np.concatenate([np.zeros(shift, np.float32), samples])
+        elif shift < 0:
+            samples = samples[-shift:]
+            if not len(samples):
+                raise _fail(path, "the audio track ends before the video starts")
+    return samples, frame_seconds
+
+
+def _mono(planes: np.ndarray) -> np.ndarray:
+    """``[channels, n]`` float32 as ``[n]``: the mean of the channels; a mono track's samples
+    as they are (a mean would turn its -0.0 into 0.0: not the same bytes as before)."""
+    return planes[0] if len(planes) == 1 else planes.mean(axis=0, dtype=np.float32)
+
+
+def _video_start(container: av.container.InputContainer) -> float | None:
+    """Seconds at which the first video stream starts (0 when it declares nothing), or None for
+    a file without video."""
+    if not container.streams.video:
+        return None
+    video = container.streams.video[0]
+    if video.start_time is None or video.time_base is None:
+        return 0.0
+    return float(video.start_time * video.time_base)
 
 
 def short_audio(n_samples: int, sample_rate: int, n_frames: int, fps: float,
