@@ -101,10 +101,20 @@ def decode_audio(path: str | Path, sample_rate: int) -> np.ndarray:
 
 def decode_audio_track(path: str | Path, sample_rate: int) -> tuple[np.ndarray, float]:
     """:func:`decode_audio`, and the seconds of one frame of the track's codec (1024 samples for
-    AAC; 0 for a codec without fixed frames, such as PCM): the granularity of its length.
+    AAC; 0 for a codec without fixed frames, such as PCM): the granularity of its length."""
+    samples, frame_seconds, _ = decode_audio_timed(path, sample_rate)
+    return samples, frame_seconds
+
+
+def decode_audio_timed(path: str | Path, sample_rate: int) -> tuple[np.ndarray, float, float]:
+    """:func:`decode_audio_track`, and the seconds of silence put before the track's first
+    sample (0 unless the track starts after the video).
 
     Channels are averaged into mono (as librosa's ``to_mono``; FFmpeg's own stereo downmix adds
     3 dB, so the same speech would come out louder from a stereo file than from a mono one).
+    More than two channels (5.1, 7.1) are downmixed by FFmpeg, which keeps the centre channel,
+    where films put the dialogue, at its level (an average of six channels would lose 15 dB of it,
+    a downmix to stereo first 3 dB).
     Sample 0 is the video's first frame: a track whose first sample is later than the video's
     (a positive start time, a recorder started late) is preceded by that much silence, one that
     starts earlier loses its samples before the video. A file without video keeps its samples
@@ -120,9 +130,9 @@ def decode_audio_track(path: str | Path, sample_rate: int) -> tuple[np.ndarray, 
             origin = _video_start(container)
             resampler, start, chunks = None, None, []
             for frame in container.decode(stream):
-                if resampler is None:  # the track's own layout: channels are averaged below
-                    resampler = av.AudioResampler(format="fltp", layout=frame.layout,
-                                                  rate=sample_rate)
+                if resampler is None:  # mono or stereo as they are: averaged below
+                    layout = frame.layout if len(frame.layout.channels) <= 2 else "mono"
+                    resampler = av.AudioResampler(format="fltp", layout=layout, rate=sample_rate)
                     start = frame.time
                 chunks.extend(resampler.resample(frame))
             if resampler is not None:
@@ -135,6 +145,7 @@ def decode_audio_track(path: str | Path, sample_rate: int) -> tuple[np.ndarray, 
     if not chunks:
         raise _fail(path, "audio stream holds no samples")
     samples = np.concatenate(chunks).astype(np.float32, copy=False)
+    shift = 0
     if origin is not None and start is not None:
         shift = int(round((start - origin) * sample_rate))
         if shift > 0:
@@ -143,7 +154,17 @@ def decode_audio_track(path: str | Path, sample_rate: int) -> tuple[np.ndarray, 
             samples = samples[-shift:]
             if not len(samples):
                 raise _fail(path, "the audio track ends before the video starts")
-    return samples, frame_seconds
+    return samples, frame_seconds, max(shift, 0) / sample_rate
+
+
+def lead_frames(lead: float, fps: float) -> int:
+    """How many of a clip's first frames a track that starts ``lead`` seconds into the video
+    leaves without audio: frame ``i`` spans ``[i / fps, (i + 1) / fps)`` and has audio when
+    ``i / fps`` is within the track. A lead of one video frame or less counts as none (tracks
+    of one file start within a frame of each other, as they end)."""
+    if lead <= 1 / fps:
+        return 0
+    return int(np.ceil(lead * fps - 1e-6))
 
 
 def _mono(planes: np.ndarray) -> np.ndarray:

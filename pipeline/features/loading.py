@@ -25,7 +25,8 @@ import numpy as np
 from pipeline.data.media import (
     MediaError,
     audio_frames,
-    decode_audio_track,
+    decode_audio_timed,
+    lead_frames,
     read_image,
     short_audio,
     truncation,
@@ -124,14 +125,19 @@ class AudioCache:
             entry = self._entries.get(sample_rate)
             if entry is None or entry[0] != path:
                 try:
-                    entry = (path, *decode_audio_track(path, sample_rate))
+                    entry = (path, *decode_audio_timed(path, sample_rate))
                 except MediaError as e:
                     raise input_error(path, e) from None
                 self._entries[sample_rate] = entry
-        _, samples, frame_seconds = entry
-        reason = short_audio(len(samples), sample_rate, n_frames, fps, frame_seconds, extra_tolerance)
-        if reason is None:
+        _, samples, frame_seconds, lead = entry
+        first = lead_frames(lead, fps)
+        reason = short_audio(len(samples), sample_rate, n_frames, fps, frame_seconds,
+                             extra_tolerance)
+        if reason is None and not first:
             return samples, None
+        if reason is None:  # starts late, covers the end: the lead-in frames alone are masked
+            return samples, ShortAudio(n_frames, n_frames, len(samples) / sample_rate,
+                                       n_frames / fps, first, lead)
         try:
             truncated = truncation(*video_frames(path))
         except MediaError as e:
@@ -142,7 +148,8 @@ class AudioCache:
         need = int(np.ceil(n_frames / fps * sample_rate)) + 1
         padded = np.zeros(max(need, len(samples)), np.float32)
         padded[:len(samples)] = samples
-        return padded, ShortAudio(covered, n_frames, len(samples) / sample_rate, n_frames / fps)
+        return padded, ShortAudio(covered, n_frames, len(samples) / sample_rate, n_frames / fps,
+                                  min(first, covered), lead)
 
 
 @dataclass(frozen=True)
@@ -153,8 +160,20 @@ class ShortAudio:
     n_frames: int
     audio_seconds: float
     video_seconds: float
+    # A track that starts late (media.decode_audio_timed): the frames before ``first`` have no
+    # audio either, and are masked too; ``audio_start`` is where its first sample is.
+    first: int = 0
+    audio_start: float = 0.0
 
     def __str__(self) -> str:
-        return (f"audio ends at {self.audio_seconds:.2f} s of the video's {self.video_seconds:.2f} s:"
-                f" audio features of its last {self.n_frames - self.covered} of {self.n_frames} "
+        ends = self.covered < self.n_frames
+        when, which = [], []
+        if self.first:
+            when.append(f"starts at {self.audio_start:.2f} s")
+            which.append(f"first {self.first}")
+        if ends or not self.first:
+            when.append(f"ends at {self.audio_seconds:.2f} s")
+            which.append(f"last {self.n_frames - self.covered}")
+        return (f"audio {' and '.join(when)} of the video's {self.video_seconds:.2f} s:"
+                f" audio features of its {' and '.join(which)} of {self.n_frames} "
                 "frames are masked (every face kept)")

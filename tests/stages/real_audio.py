@@ -2,7 +2,9 @@
 talking in a car, QCIF, 30000/1001 fps) muxed with 4 s of real speech (pyannote.audio's sample
 wav: two people talking, 16 kHz mono), in the containers and codecs people's videos come in, and
 with the audio cases that break pipelines: a track shorter or longer than the video, a silent
-track (digital zeros), a track that starts late (its first packet at a positive pts) and none.
+track (digital zeros), a track that starts late (its first packet at a positive pts), one that
+starts before the video (the video's first frame at 0.5 s), 5.1 surround with the speech in the
+centre channel only (a film's dialogue), and none.
 
 Each file's audio is the same speech, so each can be checked against the wav itself
 (:data:`SPEECH_START` seconds into it). Building all of them takes about a second.
@@ -22,16 +24,21 @@ N_FRAMES = 120
 SPEECH_START = 8.3  # seconds into sample.wav: both speakers talk from here (sample.rttm)
 LATE = 1.0  # seconds: where the late track's first sample is
 
-# name: (container file, audio codec, rate, layout, seconds of audio or None for no track,
-#        seconds of silence in place of speech, first sample's time)
+EARLY = 0.5  # seconds: where the early file's first video frame is (its audio starts at 0)
+
+# name: (container file, audio codec, rate, layout, audio length as a share of the video's,
+#        digital zeros in place of speech, audio's first sample on the video's clock in seconds)
 VARIANTS = {
     "aac": ("aac.mp4", "aac", 44100, "stereo", 1.0, False, 0.0),
     "opus": ("opus.mkv", "libopus", 48000, "mono", 1.0, False, 0.0),
     "pcm": ("pcm.mov", "pcm_s16le", 16000, "mono", 1.0, False, 0.0),
+    "surround": ("surround.mkv", "aac", 48000, "5.1", 1.0, False, 0.0),
     "short": ("short.mp4", "aac", 44100, "stereo", 0.5, False, 0.0),
     "long": ("long.mp4", "aac", 44100, "stereo", 1.5, False, 0.0),
     "silent": ("silent.mp4", "aac", 44100, "stereo", 1.0, True, 0.0),
     "late": ("late.mkv", "libopus", 48000, "mono", 1.0 - LATE * float(FPS) / N_FRAMES, False, LATE),
+    "early": ("early.mkv", "libopus", 48000, "mono", 1.0 + EARLY * float(FPS) / N_FRAMES, False,
+              -EARLY),
     "mute": ("mute.mp4", None, 0, "", None, False, 0.0),
 }
 
@@ -44,10 +51,11 @@ def read_wav(path: Path) -> tuple[np.ndarray, int]:
         return data.astype(np.float32) / 32768, w.getframerate()
 
 
-def speech_at(wav: np.ndarray, rate: int, seconds: float, target: int) -> np.ndarray:
-    """``seconds`` of the wav from :data:`SPEECH_START`, resampled to ``target`` Hz (by FFmpeg's
-    resampler, as the encoders would get it from a recorder at that rate)."""
-    first = int(SPEECH_START * rate)
+def speech_at(wav: np.ndarray, rate: int, seconds: float, target: int,
+              start: float = SPEECH_START) -> np.ndarray:
+    """``seconds`` of the wav from ``start``, resampled to ``target`` Hz (by FFmpeg's resampler,
+    as the encoders would get it from a recorder at that rate)."""
+    first = int(round(start * rate))
     piece = wav[first:first + int(round(seconds * rate))]
     if target == rate:
         return piece
@@ -68,7 +76,9 @@ def carphone_frames(path: Path) -> np.ndarray:
 def mux(path: Path, frames: np.ndarray, audio: np.ndarray | None, codec: str | None, rate: int,
         layout: str, start: float) -> None:
     """H.264 video of ``frames`` at 30000/1001 fps and, unless ``codec`` is None, ``audio`` (mono
-    float at ``rate``) encoded by ``codec`` in ``layout``, its first sample at ``start`` s."""
+    float at ``rate``) encoded by ``codec`` in ``layout`` (every channel, or the centre channel
+    alone when there is one), its first sample ``start`` s after the first frame (before it when
+    negative: the video then starts later)."""
     with av.open(str(path), "w") as container:
         video = container.add_stream("libx264", rate=FPS)
         video.height, video.width = frames.shape[1:3]
@@ -80,17 +90,24 @@ def mux(path: Path, frames: np.ndarray, audio: np.ndarray | None, codec: str | N
             sound = container.add_stream(codec, rate=rate)
             sound.layout = layout
             sound.codec_context.thread_count = 1
-        for image in frames:
-            container.mux(video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        first_frame = int(round(max(0.0, -start) * FPS))  # in frames: the time base is 1 / fps
+        for i, image in enumerate(frames):
+            picture = av.VideoFrame.from_ndarray(image, format="rgb24")
+            picture.pts = first_frame + i
+            container.mux(video.encode(picture))
         container.mux(video.encode())
         if sound is None:
             return
-        channels = 2 if layout == "stereo" else 1
+        names = [c.name for c in av.AudioLayout(layout).channels]
         fmt = sound.codec_context.format.name  # the encoder's own sample format
         block = sound.codec_context.frame_size or 1024
-        offset = int(round(start * rate))
+        offset = int(round(max(0.0, start) * rate))
         for first in range(0, len(audio), block):
-            chunk = np.ascontiguousarray(np.repeat(audio[None, first:first + block], channels, 0))
+            piece = audio[None, first:first + block]
+            chunk = np.repeat(piece, len(names), 0)
+            if "FC" in names and len(names) > 2:  # dialogue in the centre, the rest silent
+                chunk = np.where(np.array(names)[:, None] == "FC", chunk, 0).astype(np.float32)
+            chunk = np.ascontiguousarray(chunk)
             frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
             frame.sample_rate = rate
             frame.pts = offset + first
@@ -113,8 +130,9 @@ def build(dest: Path, carphone: Path, speech_wav: Path) -> dict[str, Path]:
     for name, (file, codec, rate, layout, share, silent, start) in VARIANTS.items():
         paths[name] = dest / file
         audio = None
-        if codec is not None:
-            audio = speech_at(wav, wav_rate, share * video_seconds, rate)
+        if codec is not None:  # an early track holds speech from before SPEECH_START
+            audio = speech_at(wav, wav_rate, share * video_seconds, rate,
+                              SPEECH_START + min(0.0, start))
             if silent:
                 audio = np.zeros_like(audio)
         mux(paths[name], frames, audio, codec, rate, layout, start)

@@ -14,7 +14,14 @@ import pytest
 
 import real_audio
 from extract_fixtures import TINY_LOGMEL
-from pipeline.data.media import MediaError, decode_audio, decode_audio_track
+from pipeline.data.media import (
+    MediaError,
+    decode_audio,
+    decode_audio_timed,
+    decode_audio_track,
+    lead_frames,
+)
+from pipeline.features.loading import AudioCache
 from pipeline.features.config import ExtractConfig
 from pipeline.features.plan import build_extractors
 
@@ -29,12 +36,14 @@ def _ours(path):
 
 def _librosa(real_speech, variant):
     """librosa's log-mel of what the variant's track should hold on the video's clock: silence
-    until its start, then the wav from SPEECH_START (the wav is 16 kHz: nothing to resample)."""
+    until its start, then the wav from SPEECH_START (the wav is 16 kHz: nothing to resample).
+    A track that starts before the video has its part before the first frame cut off."""
     _, _, _, _, share, _, start = real_audio.VARIANTS[variant]
     wav, rate = real_audio.read_wav(real_speech)
     assert rate == RATE
     first = int(real_audio.SPEECH_START * rate)
-    seconds = share * real_audio.N_FRAMES / float(real_audio.FPS)
+    seconds = share * real_audio.N_FRAMES / float(real_audio.FPS) + min(0.0, start)
+    start = max(0.0, start)
     y = np.concatenate([np.zeros(int(round(start * rate)), np.float32),
                         wav[first:first + int(round(seconds * rate))]])
     mel = librosa.feature.melspectrogram(y=y, sr=rate, n_fft=TINY_LOGMEL["n_fft"], hop_length=HOP,
@@ -42,7 +51,8 @@ def _librosa(real_speech, variant):
     return librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=80).T, start
 
 
-@pytest.mark.parametrize("variant", ["aac", "opus", "pcm", "short", "long", "late"])
+@pytest.mark.parametrize("variant", ["aac", "opus", "pcm", "surround", "short", "long", "late",
+                                     "early"])
 def test_the_decoded_track_is_the_wav_at_its_level_and_time(talking_videos, real_speech, variant):
     """Median |dB| difference over the loud cells: 0.02 (AAC), 0.12 (Opus), 0.00 (PCM), 0.20
     (late Opus) measured; one mel frame (16 ms) off gives 2 dB, so the tracks are in place to
@@ -63,7 +73,8 @@ def test_the_decoded_track_is_the_wav_at_its_level_and_time(talking_videos, real
 
 def test_a_stereo_track_is_as_loud_as_the_same_speech_in_mono(talking_videos):
     """Channels are averaged (librosa's to_mono): FFmpeg's stereo-to-mono downmix gave 1.41x."""
-    stereo, mono = decode_audio(talking_videos["aac"], RATE), decode_audio(talking_videos["pcm"], RATE)
+    stereo = decode_audio(talking_videos["aac"], RATE)
+    mono = decode_audio(talking_videos["pcm"], RATE)
     n = min(len(stereo), len(mono))
     gain = np.dot(stereo[:n], mono[:n]) / np.dot(mono[:n], mono[:n])
     assert gain == pytest.approx(1.0, abs=0.02)
@@ -78,6 +89,27 @@ def test_a_late_track_starts_where_the_video_says(talking_videos):
     samples = decode_audio(talking_videos["late"], RATE)
     assert len(samples) / RATE == pytest.approx(4.004, abs=0.01)
     assert not samples[:int(0.99 * RATE)].any() and samples[int(1.01 * RATE):].any()
+
+
+def test_a_late_tracks_lead_in_is_masked_and_said(talking_videos):
+    """The lead-in is silence put there by the reader, not sound: its frames (0-29 at 29.97 fps
+    before 1.0 s) read as frames without audio, and the note says where the track starts."""
+    samples, _, lead = decode_audio_timed(talking_videos["late"], RATE)
+    assert lead == pytest.approx(1.0, abs=0.002)
+    assert decode_audio_timed(talking_videos["aac"], RATE)[2] == 0
+    fps = float(real_audio.FPS)
+    assert lead_frames(lead, fps) == 30 and lead_frames(1 / fps, fps) == 0  # within a frame: none
+    assert lead_frames(0.0, fps) == 0 and lead_frames(2.5 / fps, fps) == 3
+    got, short = AudioCache().get(str(talking_videos["late"]), RATE, 120, fps)
+    assert len(got) == len(samples) and (short.first, short.covered) == (30, 120)
+    assert str(short) == ("audio starts at 1.00 s of the video's 4.00 s: audio features of its "
+                          "first 30 of 120 frames are masked (every face kept)")
+    both = type(short)(100, 120, 3.34, 4.0, 30, 1.0)
+    assert str(both) == ("audio starts at 1.00 s and ends at 3.34 s of the video's 4.00 s: audio "
+                         "features of its first 30 and last 20 of 120 frames are masked (every "
+                         "face kept)")
+    for variant in ("aac", "opus", "pcm", "long", "early"):  # whole tracks: nothing said
+        assert AudioCache().get(str(talking_videos[variant]), RATE, 120, fps)[1] is None, variant
 
 
 def test_a_silent_track_decodes_to_zeros_and_gives_finite_log_mels(talking_videos):
@@ -101,7 +133,8 @@ def test_no_track_and_an_undecodable_track_are_one_line_naming_the_file(talking_
                 continue
             if packet.stream.type == "audio":
                 garbled = av.Packet(noise.integers(0, 256, packet.size, np.uint8).tobytes())
-                garbled.pts, garbled.dts, garbled.time_base = packet.pts, packet.dts, packet.time_base
+                garbled.pts, garbled.dts = packet.pts, packet.dts
+                garbled.time_base = packet.time_base
                 packet = garbled
                 packet.stream = streams[1]
             else:

@@ -31,8 +31,9 @@ pytestmark = [pytest.mark.slow,
 def crops(talking_videos, tmp_path_factory):
     """``{variant: crop folder}``: the faces ``faces`` found in the mp4, one folder per variant."""
     root = tmp_path_factory.mktemp("talking-raw")
-    assert main(["faces", str(talking_videos["aac"]), "--out", str(root / "raw"), "--all-faces"]) == 0
-    found = root / "raw" / "cropped_aligned" / "aac_t1"
+    raw = root / "raw"
+    assert main(["faces", str(talking_videos["aac"]), "--out", str(raw), "--all-faces"]) == 0
+    found = raw / "cropped_aligned" / "aac_t1"
     assert len(list(found.glob("*.jpg"))) >= 114  # a face on (nearly) every frame
     folders = {}
     for variant in real_audio.VARIANTS:
@@ -62,7 +63,8 @@ def bundle(tmp_path_factory):
     return root / "pipeline"
 
 
-def test_extract_gives_every_frame_of_every_audio_case_a_row(talking_videos, crops, tmp_path, capsys):
+def test_extract_gives_every_frame_of_every_audio_case_a_row(talking_videos, crops, tmp_path,
+                                                             capsys):
     clips = [crop_clip(v, crops[v], talking_videos[v], 25.0) for v in real_audio.VARIANTS]
     assert [c.audio_path is None for c in clips] == [v == "mute" for v in real_audio.VARIANTS]
     assert all(c.n_frames == 120 and c.fps == pytest.approx(float(real_audio.FPS)) for c in clips)
@@ -72,10 +74,14 @@ def test_extract_gives_every_frame_of_every_audio_case_a_row(talking_videos, cro
     assert main(["extract", "--manifests", str(tmp_path / "manifests"), "--store", str(store_path),
                  "-e", "logmel", "-e", "tdnn", "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
-    # The short track (2.02 s of 4.00 s) is padded, not dropped, and said in one line; no other.
-    (line,) = [l for l in printed.splitlines() if l.startswith("short audio")]
-    assert line.startswith(f"short audio short: {talking_videos['short']}: audio ends at 2.02 s")
-    assert "last 60 of 120 frames are masked (every face kept)" in line
+    # The short track (2.02 s of 4.00 s) is padded, not dropped, and said in one line; the late
+    # one (first sample at 1.0 s) too; no other.
+    late, short = sorted(l for l in printed.splitlines() if l.startswith("short audio"))
+    assert short.startswith(f"short audio short: {talking_videos['short']}: audio ends at 2.02 s")
+    assert "last 60 of 120 frames are masked (every face kept)" in short
+    assert late == (f"short audio late: {talking_videos['late']}: audio starts at 1.00 s of the "
+                    "video's 4.00 s: audio features of its first 30 of 120 frames are masked "
+                    "(every face kept)")
     store = FeatureStore(store_path)
     assert set(store.clip_ids()) == set(real_audio.VARIANTS)
     embeddings = sorted(n for n in store.array_names("aac") if n.startswith("tdnn"))
@@ -97,13 +103,16 @@ def test_extract_gives_every_frame_of_every_audio_case_a_row(talking_videos, cro
         if variant == "short":
             audio = store.read(variant, "audio_valid")
             assert audio[:60].all() and not audio[60:].any()
+        elif variant == "late":  # frames 0-29 end before 1.0 s: no audio in their span
+            audio = store.read(variant, "audio_valid")
+            assert not audio[:30].any() and audio[30:].all()
         else:
             assert "audio_valid" not in names, variant
     silent, speech = store.read("silent", embeddings[0]), store.read("aac", embeddings[0])
     assert np.ptp(silent, axis=0).max() < np.ptp(speech, axis=0).max()  # silence is flat
     # mp4, mkv and mov of the same speech give the same log-mel, within codec tolerance (dB)
     reference = store.read("pcm", "logmel")
-    for variant in ("aac", "opus", "long"):
+    for variant in ("aac", "opus", "surround", "long", "early"):
         other = store.read(variant, "logmel")[:len(reference)]
         loud = reference > reference.max() - 40
         assert np.median(np.abs(other - reference[:len(other)])[loud]) < 0.5, variant
@@ -119,14 +128,15 @@ def test_predict_answers_every_frame_of_every_audio_case(talking_videos, crops, 
     assert main(["predict", *map(str, crops.values()), "--videos", str(videos), "--pipeline",
                  str(bundle), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    (line,) = [l for l in printed.splitlines() if l.startswith("short audio")]
-    assert line.startswith(f"short audio short: {talking_videos['short']}: audio ends at 2.02 s")
+    late, short = sorted(l for l in printed.splitlines() if l.startswith("short audio"))
+    assert short.startswith(f"short audio short: {talking_videos['short']}: audio ends at 2.02 s")
+    assert late.startswith(f"short audio late: {talking_videos['late']}: audio starts at 1.00 s")
     for variant in real_audio.VARIANTS:
         table = pd.read_parquet(out / f"{variant}.parquet")
         assert list(table["frame"]) == list(range(1, 121))
         assert table["label"].between(0, 7).all()
         summary = json.loads((out / f"{variant}.json").read_text())
         assert summary["frames"] == 120
-        assert ("audio" in summary) == (variant == "short")
+        assert ("audio" in summary) == (variant in ("short", "late"))
     assert "audio ends at 2.02 s" in json.loads((out / "short.json").read_text())["audio"]
     assert probe_video(talking_videos["mute"]).has_audio is False
