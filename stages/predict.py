@@ -57,8 +57,8 @@ class PredictResult:
     seconds: float = 0.0
     extract_seconds: float = 0.0
     random_backbones: list[str] = field(default_factory=list)
-    # One line per clip whose audio track ends before its video ("<clip>: <path>: audio ends at
-    # ..."): its faces are all predicted, its audio features past the end are masked.
+    # One line per clip whose audio track ends before its video or starts after it ("<clip>:
+    # <path>: audio ends at ..."): its faces are all predicted, its frames without audio masked.
     notes: list[str] = field(default_factory=list)
 
 

@@ -108,7 +108,7 @@ class AudioCache:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._entries: dict[int, tuple[str, np.ndarray, float]] = {}
+        self._entries: dict[int, tuple[str, np.ndarray, float, float]] = {}
 
     def get(self, path: str, sample_rate: int, n_frames: int, fps: float,
             extra_tolerance: float = 0.0) -> tuple[np.ndarray, ShortAudio | None]:
@@ -120,7 +120,9 @@ class AudioCache:
         (its video stream lacks frames its container declares: an InputError, the clip is bad
         input) or audio that ends before the video, common in real recordings: the samples come
         back padded with silence to the clip's length, with the frames the audio covers, so that
-        the clip keeps every face and only its audio past the end is masked."""
+        the clip keeps every face and only its audio past the end is masked. A track that starts
+        more than a frame after the video (its lead-in: silence put there by the decoder) has the
+        frames before its start masked the same way."""
         with self._lock:  # decoding under the lock: the second clip of a video waits, not re-decodes
             entry = self._entries.get(sample_rate)
             if entry is None or entry[0] != path:
@@ -154,7 +156,8 @@ class AudioCache:
 
 @dataclass(frozen=True)
 class ShortAudio:
-    """An audio track that ends before its clip's video (not a truncated file)."""
+    """An audio track that ends before its clip's video (not a truncated file), or starts after
+    its first frame."""
 
     covered: int  # the clip's first frames the audio covers; its audio features past them are masked
     n_frames: int
