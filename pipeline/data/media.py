@@ -94,34 +94,94 @@ def truncation(declared: int, present: int) -> str | None:
 
 
 def decode_audio(path: str | Path, sample_rate: int) -> np.ndarray:
-    """The first audio stream as float32 mono at ``sample_rate`` Hz (resampled by FFmpeg)."""
+    """The first audio stream as float32 mono at ``sample_rate`` Hz (resampled by FFmpeg), on
+    the video's clock: see :func:`decode_audio_track`."""
     return decode_audio_track(path, sample_rate)[0]
 
 
 def decode_audio_track(path: str | Path, sample_rate: int) -> tuple[np.ndarray, float]:
     """:func:`decode_audio`, and the seconds of one frame of the track's codec (1024 samples for
     AAC; 0 for a codec without fixed frames, such as PCM): the granularity of its length."""
+    samples, frame_seconds, _ = decode_audio_timed(path, sample_rate)
+    return samples, frame_seconds
+
+
+def decode_audio_timed(path: str | Path, sample_rate: int) -> tuple[np.ndarray, float, float]:
+    """:func:`decode_audio_track`, and the seconds of silence put before the track's first
+    sample (0 unless the track starts after the video).
+
+    Channels are averaged into mono (as librosa's ``to_mono``; FFmpeg's own stereo downmix adds
+    3 dB, so the same speech would come out louder from a stereo file than from a mono one).
+    More than two channels (5.1, 7.1) are downmixed by FFmpeg, which keeps the centre channel,
+    where films put the dialogue, at its level (an average of six channels would lose 15 dB of it,
+    a downmix to stereo first 3 dB).
+    Sample 0 is the video's first frame: a track whose first sample is later than the video's
+    (a positive start time, a recorder started late) is preceded by that much silence, one that
+    starts earlier loses its samples before the video. A file without video keeps its samples
+    from its first one."""
     path = Path(path)
     try:
         with av.open(str(path)) as container:
             if not container.streams.audio:
                 raise _fail(path, "no audio stream")
-            codec = container.streams.audio[0].codec_context
+            stream = container.streams.audio[0]
+            codec = stream.codec_context
             frame_seconds = (codec.frame_size or 0) / (codec.sample_rate or sample_rate)
-            resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
-            chunks = []
-            for frame in container.decode(container.streams.audio[0]):
-                for out in resampler.resample(frame):
-                    chunks.append(out.to_ndarray().reshape(-1))
-            for out in resampler.resample(None):  # flush
-                chunks.append(out.to_ndarray().reshape(-1))
+            origin = _video_start(container)
+            resampler, start, chunks = None, None, []
+            for frame in container.decode(stream):
+                if resampler is None:  # mono or stereo as they are: averaged below
+                    layout = frame.layout if len(frame.layout.channels) <= 2 else "mono"
+                    resampler = av.AudioResampler(format="fltp", layout=layout, rate=sample_rate)
+                    start = frame.time
+                chunks.extend(resampler.resample(frame))
+            if resampler is not None:
+                chunks.extend(resampler.resample(None))  # flush
+            chunks = [_mono(out.to_ndarray()) for out in chunks]
     except MediaError:
         raise
     except (av.error.FFmpegError, OSError, ValueError) as e:
         raise _fail(path, f"unreadable audio ({e})") from None
     if not chunks:
         raise _fail(path, "audio stream holds no samples")
-    return np.concatenate(chunks).astype(np.float32, copy=False), frame_seconds
+    samples = np.concatenate(chunks).astype(np.float32, copy=False)
+    shift = 0
+    if origin is not None and start is not None:
+        shift = int(round((start - origin) * sample_rate))
+        if shift > 0:
+            samples = np.concatenate([np.zeros(shift, np.float32), samples])
+        elif shift < 0:
+            samples = samples[-shift:]
+            if not len(samples):
+                raise _fail(path, "the audio track ends before the video starts")
+    return samples, frame_seconds, max(shift, 0) / sample_rate
+
+
+def lead_frames(lead: float, fps: float) -> int:
+    """How many of a clip's first frames a track that starts ``lead`` seconds into the video
+    leaves without audio: frame ``i`` spans ``[i / fps, (i + 1) / fps)`` and has audio when
+    ``i / fps`` is within the track. A lead of one video frame or less counts as none (tracks
+    of one file start within a frame of each other, as they end)."""
+    if lead <= 1 / fps:
+        return 0
+    return int(np.ceil(lead * fps - 1e-6))
+
+
+def _mono(planes: np.ndarray) -> np.ndarray:
+    """``[channels, n]`` float32 as ``[n]``: the mean of the channels; a mono track's samples
+    as they are (a mean would turn its -0.0 into 0.0: not the same bytes as before)."""
+    return planes[0] if len(planes) == 1 else planes.mean(axis=0, dtype=np.float32)
+
+
+def _video_start(container: av.container.InputContainer) -> float | None:
+    """Seconds at which the first video stream starts (0 when it declares nothing), or None for
+    a file without video."""
+    if not container.streams.video:
+        return None
+    video = container.streams.video[0]
+    if video.start_time is None or video.time_base is None:
+        return 0.0
+    return float(video.start_time * video.time_base)
 
 
 def short_audio(n_samples: int, sample_rate: int, n_frames: int, fps: float,

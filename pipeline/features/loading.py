@@ -25,7 +25,8 @@ import numpy as np
 from pipeline.data.media import (
     MediaError,
     audio_frames,
-    decode_audio_track,
+    decode_audio_timed,
+    lead_frames,
     read_image,
     short_audio,
     truncation,
@@ -107,7 +108,7 @@ class AudioCache:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._entries: dict[int, tuple[str, np.ndarray, float]] = {}
+        self._entries: dict[int, tuple[str, np.ndarray, float, float]] = {}
 
     def get(self, path: str, sample_rate: int, n_frames: int, fps: float,
             extra_tolerance: float = 0.0) -> tuple[np.ndarray, ShortAudio | None]:
@@ -119,19 +120,26 @@ class AudioCache:
         (its video stream lacks frames its container declares: an InputError, the clip is bad
         input) or audio that ends before the video, common in real recordings: the samples come
         back padded with silence to the clip's length, with the frames the audio covers, so that
-        the clip keeps every face and only its audio past the end is masked."""
+        the clip keeps every face and only its audio past the end is masked. A track that starts
+        more than a frame after the video (its lead-in: silence put there by the decoder) has the
+        frames before its start masked the same way."""
         with self._lock:  # decoding under the lock: the second clip of a video waits, not re-decodes
             entry = self._entries.get(sample_rate)
             if entry is None or entry[0] != path:
                 try:
-                    entry = (path, *decode_audio_track(path, sample_rate))
+                    entry = (path, *decode_audio_timed(path, sample_rate))
                 except MediaError as e:
                     raise input_error(path, e) from None
                 self._entries[sample_rate] = entry
-        _, samples, frame_seconds = entry
-        reason = short_audio(len(samples), sample_rate, n_frames, fps, frame_seconds, extra_tolerance)
-        if reason is None:
+        _, samples, frame_seconds, lead = entry
+        first = lead_frames(lead, fps)
+        reason = short_audio(len(samples), sample_rate, n_frames, fps, frame_seconds,
+                             extra_tolerance)
+        if reason is None and not first:
             return samples, None
+        if reason is None:  # starts late, covers the end: the lead-in frames alone are masked
+            return samples, ShortAudio(n_frames, n_frames, len(samples) / sample_rate,
+                                       n_frames / fps, first, lead)
         try:
             truncated = truncation(*video_frames(path))
         except MediaError as e:
@@ -142,19 +150,33 @@ class AudioCache:
         need = int(np.ceil(n_frames / fps * sample_rate)) + 1
         padded = np.zeros(max(need, len(samples)), np.float32)
         padded[:len(samples)] = samples
-        return padded, ShortAudio(covered, n_frames, len(samples) / sample_rate, n_frames / fps)
+        return padded, ShortAudio(covered, n_frames, len(samples) / sample_rate, n_frames / fps,
+                                  min(first, covered), lead)
 
 
 @dataclass(frozen=True)
 class ShortAudio:
-    """An audio track that ends before its clip's video (not a truncated file)."""
+    """An audio track that ends before its clip's video (not a truncated file), or starts after
+    its first frame."""
 
     covered: int  # the clip's first frames the audio covers; its audio features past them are masked
     n_frames: int
     audio_seconds: float
     video_seconds: float
+    # A track that starts late (media.decode_audio_timed): the frames before ``first`` have no
+    # audio either, and are masked too; ``audio_start`` is where its first sample is.
+    first: int = 0
+    audio_start: float = 0.0
 
     def __str__(self) -> str:
-        return (f"audio ends at {self.audio_seconds:.2f} s of the video's {self.video_seconds:.2f} s:"
-                f" audio features of its last {self.n_frames - self.covered} of {self.n_frames} "
+        ends = self.covered < self.n_frames
+        when, which = [], []
+        if self.first:
+            when.append(f"starts at {self.audio_start:.2f} s")
+            which.append(f"first {self.first}")
+        if ends or not self.first:
+            when.append(f"ends at {self.audio_seconds:.2f} s")
+            which.append(f"last {self.n_frames - self.covered}")
+        return (f"audio {' and '.join(when)} of the video's {self.video_seconds:.2f} s:"
+                f" audio features of its {' and '.join(which)} of {self.n_frames} "
                 "frames are masked (every face kept)")

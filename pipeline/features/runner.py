@@ -16,8 +16,8 @@ worker). Three kinds of threads keep the model busy:
 
 A clip with unreadable input (a missing, empty or corrupt JPEG, an undecodable audio file, a
 truncated file) is dropped whole: none of its arrays is written and its outcome names the file
-and the reason. An audio track that merely ends before the video keeps the clip: its audio past
-the end is masked (``audio_valid``) and the outcome's ``note`` says so.
+and the reason. An audio track that merely ends before the video (or starts after it) keeps the
+clip: its frames without audio are masked (``audio_valid``) and the outcome's ``note`` says so.
 """
 
 from __future__ import annotations

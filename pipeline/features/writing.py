@@ -61,8 +61,9 @@ def assemble(state: ClipState) -> dict[str, tuple[np.ndarray, float]]:
         for name, data in ext.assemble(state.context, state.buffers, state.arrays).items():
             out[name] = (data, rate)
     short = state.context.audio_short
-    if short is not None:  # the audio ends before the video: which frames it covers
-        out[AUDIO_VALID] = (np.arange(state.context.n_frames) < short.covered, fps)
+    if short is not None:  # the audio starts after or ends before the video: the frames it covers
+        frames = np.arange(state.context.n_frames)
+        out[AUDIO_VALID] = ((frames >= short.first) & (frames < short.covered), fps)
     if state.write_valid:
         out[VALID] = (state.context.valid, fps)
     return out

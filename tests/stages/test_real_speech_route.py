@@ -1,0 +1,142 @@
+"""The route on real footage with real speech (:mod:`real_audio`): ``faces`` on the AAC mp4 (real
+MTCNN on carphone's man), then ``extract`` with the demo's audio extractors (``-e logmel -e tdnn``,
+random seeded TDNN weights as the demo has them) and ``predict`` with a bundle, on every audio
+case: AAC stereo mp4, Opus mkv, PCM mov, short, long, silent, late and no track.
+
+Every variant has the same 120 frames, so the crops ``faces`` wrote for the mp4 serve them all
+(clips built from crop folder + video by :func:`stages.predict.crop_clip`, as ``predict`` and the
+manifest reader do): MTCNN runs once, not eight times.
+"""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+import real_audio
+from cli.main import main
+from pipeline.data.faces import weights
+from pipeline.data.manifest import write_manifest
+from pipeline.data.media import probe_video
+from pipeline.features.store import FeatureStore
+from stages.predict import crop_clip
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not weights.default_path().exists(),
+                                 reason="MTCNN weights: `make faces-weights`")]
+
+
+@pytest.fixture(scope="module")
+def crops(talking_videos, tmp_path_factory):
+    """``{variant: crop folder}``: the faces ``faces`` found in the mp4, one folder per variant."""
+    root = tmp_path_factory.mktemp("talking-raw")
+    raw = root / "raw"
+    assert main(["faces", str(talking_videos["aac"]), "--out", str(raw), "--all-faces"]) == 0
+    found = raw / "cropped_aligned" / "aac_t1"
+    assert len(list(found.glob("*.jpg"))) >= 114  # a face on (nearly) every frame
+    folders = {}
+    for variant in real_audio.VARIANTS:
+        folders[variant] = root / "crops" / variant
+        shutil.copytree(found, folders[variant])
+    return folders
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    """A bundle of an image head (timm ``test_vit``) and an audio head (TDNN) trained 2 epochs on
+    a small demo: as tests/bundle/test_identity.py builds it, smaller."""
+    root = tmp_path_factory.mktemp("bundle")
+    data, manifests, store = root / "data", root / "manifests", root / "store.zarr"
+    assert main(["demo-data", str(data), "--clips", "8", "--frames", "16", "--seed", "3"]) == 0
+    assert main(["manifest", str(data), "--out", str(manifests)]) == 0
+    assert main(["extract", "--manifests", str(manifests), "--store", str(store), "-e", "timm",
+                 "--set", "configs.timm.model=test_vit", "-e", "tdnn", "--precision", "fp32"]) == 0
+    for method, options in (("image", ["--set", "head.image=timm"]), ("audio", [])):
+        assert main(["fuse", "--method", method, "--store", str(store), "--manifests",
+                     str(manifests), "--out", str(root / "runs"), "--set", "train.epochs=2",
+                     *options]) == 0
+    runs = [str(root / "runs" / m) for m in ("image", "audio")]
+    assert main(["ensemble", *runs, "--manifests", str(manifests), "--out", str(root / "scores"),
+                 "--tune-on", "same", "--no-nested", "--bootstrap", "0"]) == 0
+    assert main(["bundle", str(root / "scores"), *runs, "--out", str(root / "pipeline")]) == 0
+    return root / "pipeline"
+
+
+def test_extract_gives_every_frame_of_every_audio_case_a_row(talking_videos, crops, tmp_path,
+                                                             capsys):
+    clips = [crop_clip(v, crops[v], talking_videos[v], 25.0) for v in real_audio.VARIANTS]
+    assert [c.audio_path is None for c in clips] == [v == "mute" for v in real_audio.VARIANTS]
+    assert all(c.n_frames == 120 and c.fps == pytest.approx(float(real_audio.FPS)) for c in clips)
+    write_manifest(tmp_path / "manifests" / "test.jsonl", clips)
+    store_path = tmp_path / "features.zarr"
+    capsys.readouterr()
+    assert main(["extract", "--manifests", str(tmp_path / "manifests"), "--store", str(store_path),
+                 "-e", "logmel", "-e", "tdnn", "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    # The short track (2.02 s of 4.00 s) is padded, not dropped, and said in one line; the late
+    # one (first sample at 1.0 s) too; no other.
+    late, short = sorted(l for l in printed.splitlines() if l.startswith("short audio"))
+    assert short.startswith(f"short audio short: {talking_videos['short']}: audio ends at 2.02 s")
+    assert "last 60 of 120 frames are masked (every face kept)" in short
+    assert late == (f"short audio late: {talking_videos['late']}: audio starts at 1.00 s of the "
+                    "video's 4.00 s: audio features of its first 30 of 120 frames are masked "
+                    "(every face kept)")
+    store = FeatureStore(store_path)
+    assert set(store.clip_ids()) == set(real_audio.VARIANTS)
+    embeddings = sorted(n for n in store.array_names("aac") if n.startswith("tdnn"))
+    assert embeddings
+    for variant in real_audio.VARIANTS:
+        valid = store.read(variant, "valid")
+        assert len(valid) == 120 and valid.sum() >= 114  # every face kept, whatever the audio
+        if variant == "mute":  # no track: the face features stay, no audio rows, no crash
+            assert store.clip_attrs(variant)["has_audio"] is False
+            assert store.read(variant, "logmel").shape[0] == 0
+            continue
+        logmel = store.read(variant, "logmel")
+        # the demo's log-mel (kim2023: hop 1024 at 16 kHz) over the whole 4 s, padded if short
+        assert np.isfinite(logmel).all() and len(logmel) >= 4.0 * 16000 // 1024
+        for name in embeddings:  # one row per frame, finite: silent and late tracks included
+            rows = store.read(variant, name)
+            assert rows.shape[0] == 120 and np.isfinite(rows).all(), (variant, name)
+        names = store.array_names(variant)
+        if variant == "short":
+            audio = store.read(variant, "audio_valid")
+            assert audio[:60].all() and not audio[60:].any()
+        elif variant == "late":  # frames 0-29 end before 1.0 s: no audio in their span
+            audio = store.read(variant, "audio_valid")
+            assert not audio[:30].any() and audio[30:].all()
+        else:
+            assert "audio_valid" not in names, variant
+    silent, speech = store.read("silent", embeddings[0]), store.read("aac", embeddings[0])
+    assert np.ptp(silent, axis=0).max() < np.ptp(speech, axis=0).max()  # silence is flat
+    # mp4, mkv and mov of the same speech give the same log-mel, within codec tolerance (dB)
+    reference = store.read("pcm", "logmel")
+    for variant in ("aac", "opus", "surround", "long", "early"):
+        other = store.read(variant, "logmel")[:len(reference)]
+        loud = reference > reference.max() - 40
+        assert np.median(np.abs(other - reference[:len(other)])[loud]) < 0.5, variant
+
+
+def test_predict_answers_every_frame_of_every_audio_case(talking_videos, crops, bundle, tmp_path,
+                                                         capsys):
+    import pandas as pd
+
+    videos = talking_videos["aac"].parent
+    out = tmp_path / "predicted"
+    capsys.readouterr()
+    assert main(["predict", *map(str, crops.values()), "--videos", str(videos), "--pipeline",
+                 str(bundle), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    late, short = sorted(l for l in printed.splitlines() if l.startswith("short audio"))
+    assert short.startswith(f"short audio short: {talking_videos['short']}: audio ends at 2.02 s")
+    assert late.startswith(f"short audio late: {talking_videos['late']}: audio starts at 1.00 s")
+    for variant in real_audio.VARIANTS:
+        table = pd.read_parquet(out / f"{variant}.parquet")
+        assert list(table["frame"]) == list(range(1, 121))
+        assert table["label"].between(0, 7).all()
+        summary = json.loads((out / f"{variant}.json").read_text())
+        assert summary["frames"] == 120
+        assert ("audio" in summary) == (variant in ("short", "late"))
+    assert "audio ends at 2.02 s" in json.loads((out / "short.json").read_text())["audio"]
+    assert probe_video(talking_videos["mute"]).has_audio is False
