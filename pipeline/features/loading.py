@@ -2,7 +2,8 @@
 
 These run in the loader pool of :mod:`pipeline.features.runner`, off the model's thread. A file
 that cannot be read raises :class:`~pipeline.features.feeding.InputError` naming it, which drops
-the clip whole.
+the clip whole; an audio track that cannot be decoded beside a whole video stream costs the clip
+its audio only (:class:`AudioCache`).
 
 **JPEG decoding on the GPU.** On a GPU, Swin-Tiny in bf16 outruns the CPU's JPEG decoding.
 :func:`jpeg_decode_device` says where a chunk of frames can be decoded: on the model's CUDA
@@ -126,12 +127,12 @@ class AudioCache:
         with self._lock:  # decoding under the lock: the second clip of a video waits, not re-decodes
             entry = self._entries.get(sample_rate)
             if entry is None or entry[0] != path:
-                try:
-                    entry = (path, *decode_audio_timed(path, sample_rate))
-                except MediaError as e:
-                    raise input_error(path, e) from None
+                entry = (path, *_decoded(path, sample_rate))
                 self._entries[sample_rate] = entry
         _, samples, frame_seconds, lead = entry
+        if samples is None:  # the track cannot be decoded (frame_seconds holds why): faces kept
+            return (np.zeros(int(np.ceil(n_frames / fps * sample_rate)) + 1, np.float32),
+                    ShortAudio(0, n_frames, 0.0, n_frames / fps, undecodable=str(frame_seconds)))
         first = lead_frames(lead, fps)
         reason = short_audio(len(samples), sample_rate, n_frames, fps, frame_seconds,
                              extra_tolerance)
@@ -154,6 +155,24 @@ class AudioCache:
                                   min(first, covered), lead)
 
 
+def _decoded(path: str, sample_rate: int) -> tuple[np.ndarray | None, float | str, float]:
+    """:func:`~pipeline.data.media.decode_audio_timed` of ``path``; for a track that cannot be
+    decoded in a file whose video stream is whole, ``(None, why, 0.0)``: the clip keeps its faces
+    and only its audio is lost (a garbled audio stream is common in real recordings). A file
+    whose video is unreadable or truncated too raises the InputError that drops the clip."""
+    try:
+        return decode_audio_timed(path, sample_rate)
+    except MediaError as e:
+        why = input_error(path, e).reason
+        try:
+            truncated = truncation(*video_frames(path))
+        except MediaError:
+            raise input_error(path, e) from None
+        if truncated is not None:
+            raise InputError(path, f"{truncated} ({why})") from None
+        return None, why, 0.0
+
+
 @dataclass(frozen=True)
 class ShortAudio:
     """An audio track that ends before its clip's video (not a truncated file), or starts after
@@ -167,8 +186,12 @@ class ShortAudio:
     # audio either, and are masked too; ``audio_start`` is where its first sample is.
     first: int = 0
     audio_start: float = 0.0
+    undecodable: str = ""  # why the track could not be decoded: every frame's audio is masked
 
     def __str__(self) -> str:
+        if self.undecodable:
+            return (f"audio track cannot be decoded ({self.undecodable}): audio features of all "
+                    f"{self.n_frames} frames are masked (every face kept)")
         ends = self.covered < self.n_frames
         when, which = [], []
         if self.first:

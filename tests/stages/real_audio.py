@@ -119,8 +119,33 @@ def mux(path: Path, frames: np.ndarray, audio: np.ndarray | None, codec: str | N
         container.mux(sound.encode())
 
 
+def garble(source: Path, dest: Path, seed: int = 0) -> Path:
+    """``source`` with its audio packets' bytes replaced by noise (same sizes and timestamps): a
+    file whose video plays and whose audio track the decoder refuses."""
+    noise = np.random.default_rng(seed)
+    with av.open(str(source)) as src, av.open(str(dest), "w") as dst:
+        streams = {s.index: dst.add_stream_from_template(s) for s in src.streams}
+        for packet in src.demux():
+            if packet.dts is None:
+                continue
+            if packet.stream.type == "audio":
+                garbled = av.Packet(noise.integers(0, 256, packet.size, np.uint8).tobytes())
+                garbled.pts, garbled.dts = packet.pts, packet.dts
+                garbled.time_base = packet.time_base
+                garbled.stream = streams[packet.stream.index]
+                packet = garbled
+            else:
+                packet.stream = streams[packet.stream.index]
+            dst.mux(packet)
+    return dest
+
+
+# Every file :func:`build` writes: the variants, and the AAC mp4 with its audio garbled.
+ALL = (*VARIANTS, "garbled")
+
+
 def build(dest: Path, carphone: Path, speech_wav: Path) -> dict[str, Path]:
-    """Every :data:`VARIANTS` file in ``dest``: ``{variant: path}``."""
+    """Every file of :data:`ALL` in ``dest``: ``{name: path}``."""
     dest.mkdir(parents=True, exist_ok=True)
     frames = carphone_frames(carphone)
     assert len(frames) == N_FRAMES
@@ -136,4 +161,5 @@ def build(dest: Path, carphone: Path, speech_wav: Path) -> dict[str, Path]:
             if silent:
                 audio = np.zeros_like(audio)
         mux(paths[name], frames, audio, codec, rate, layout, start)
+    paths["garbled"] = garble(paths["aac"], dest / "garbled.mp4")
     return paths

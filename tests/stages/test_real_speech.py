@@ -124,26 +124,33 @@ def test_no_track_and_an_undecodable_track_are_one_line_naming_the_file(talking_
     with pytest.raises(MediaError, match=r"mute\.mp4: no audio stream$"):
         decode_audio(talking_videos["mute"], RATE)
     # The mp4's AAC packets with their bytes replaced by noise: the decoder refuses them.
-    broken = tmp_path / "garbled.mp4"
-    noise = np.random.default_rng(0)
-    with av.open(str(talking_videos["aac"])) as src, av.open(str(broken), "w") as dst:
-        streams = {s.index: dst.add_stream_from_template(s) for s in src.streams}
-        for packet in src.demux():
-            if packet.dts is None:
-                continue
-            if packet.stream.type == "audio":
-                garbled = av.Packet(noise.integers(0, 256, packet.size, np.uint8).tobytes())
-                garbled.pts, garbled.dts = packet.pts, packet.dts
-                garbled.time_base = packet.time_base
-                packet = garbled
-                packet.stream = streams[1]
-            else:
-                packet.stream = streams[packet.stream.index]
-            dst.mux(packet)
+    broken = talking_videos["garbled"]
     with pytest.raises(MediaError) as error:
         decode_audio(broken, RATE)
     message = str(error.value)
     assert message.startswith(f"{broken}: ") and "\n" not in message
+
+
+def test_an_undecodable_track_in_a_whole_video_masks_the_audio_and_keeps_the_faces(
+        talking_videos, tmp_path):
+    """Extract's loader: the garbled track gives silence with every frame's audio masked and one
+    line saying why (before: an InputError that dropped the clip, faces and all); a file whose
+    video cannot be read either is still bad input, named."""
+    from pipeline.features.feeding import InputError
+
+    fps = float(real_audio.FPS)
+    broken = str(talking_videos["garbled"])
+    samples, short = AudioCache().get(broken, RATE, 120, fps)
+    assert not samples.any() and len(samples) >= 4.0 * RATE
+    assert (short.first, short.covered, short.n_frames) == (0, 0, 120)
+    reason = str(short)
+    assert reason.startswith("audio track cannot be decoded (") and "\n" not in reason
+    assert reason.endswith("audio features of all 120 frames are masked (every face kept)")
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"\x00" * 4096)
+    with pytest.raises(InputError) as error:
+        AudioCache().get(str(junk), RATE, 120, fps)
+    assert str(error.value).startswith(f"{junk}: ") and "\n" not in str(error.value)
 
 
 def test_the_speech_is_read_only_from_the_wheel_its_pin_names(tmp_path):

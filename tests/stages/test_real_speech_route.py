@@ -1,7 +1,8 @@
 """The route on real footage with real speech (:mod:`real_audio`): ``faces`` on the AAC mp4 (real
 MTCNN on carphone's man), then ``extract`` with the demo's audio extractors (``-e logmel -e tdnn``,
 random seeded TDNN weights as the demo has them) and ``predict`` with a bundle, on every audio
-case: AAC stereo mp4, Opus mkv, PCM mov, short, long, silent, late and no track.
+case: AAC stereo mp4, Opus mkv, PCM mov, short, long, silent, late, no track and a track the
+decoder refuses (garbled).
 
 Every variant has the same 120 frames, so the crops ``faces`` wrote for the mp4 serve them all
 (clips built from crop folder + video by :func:`stages.predict.crop_clip`, as ``predict`` and the
@@ -36,7 +37,7 @@ def crops(talking_videos, tmp_path_factory):
     found = raw / "cropped_aligned" / "aac_t1"
     assert len(list(found.glob("*.jpg"))) >= 114  # a face on (nearly) every frame
     folders = {}
-    for variant in real_audio.VARIANTS:
+    for variant in real_audio.ALL:
         folders[variant] = root / "crops" / variant
         shutil.copytree(found, folders[variant])
     return folders
@@ -65,8 +66,8 @@ def bundle(tmp_path_factory):
 
 def test_extract_gives_every_frame_of_every_audio_case_a_row(talking_videos, crops, tmp_path,
                                                              capsys):
-    clips = [crop_clip(v, crops[v], talking_videos[v], 25.0) for v in real_audio.VARIANTS]
-    assert [c.audio_path is None for c in clips] == [v == "mute" for v in real_audio.VARIANTS]
+    clips = [crop_clip(v, crops[v], talking_videos[v], 25.0) for v in real_audio.ALL]
+    assert [c.audio_path is None for c in clips] == [v == "mute" for v in real_audio.ALL]
     assert all(c.n_frames == 120 and c.fps == pytest.approx(float(real_audio.FPS)) for c in clips)
     write_manifest(tmp_path / "manifests" / "test.jsonl", clips)
     store_path = tmp_path / "features.zarr"
@@ -75,18 +76,21 @@ def test_extract_gives_every_frame_of_every_audio_case_a_row(talking_videos, cro
                  "-e", "logmel", "-e", "tdnn", "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
     # The short track (2.02 s of 4.00 s) is padded, not dropped, and said in one line; the late
-    # one (first sample at 1.0 s) too; no other.
-    late, short = sorted(l for l in printed.splitlines() if l.startswith("short audio"))
+    # one (first sample at 1.0 s) too, and the garbled one (every frame's audio masked); no other.
+    garbled, late, short = sorted(l for l in printed.splitlines() if l.startswith("short audio"))
+    assert garbled.startswith(f"short audio garbled: {talking_videos['garbled']}: audio track "
+                              "cannot be decoded (")
+    assert garbled.endswith("audio features of all 120 frames are masked (every face kept)")
     assert short.startswith(f"short audio short: {talking_videos['short']}: audio ends at 2.02 s")
     assert "last 60 of 120 frames are masked (every face kept)" in short
     assert late == (f"short audio late: {talking_videos['late']}: audio starts at 1.00 s of the "
                     "video's 4.00 s: audio features of its first 30 of 120 frames are masked "
                     "(every face kept)")
     store = FeatureStore(store_path)
-    assert set(store.clip_ids()) == set(real_audio.VARIANTS)
+    assert set(store.clip_ids()) == set(real_audio.ALL)
     embeddings = sorted(n for n in store.array_names("aac") if n.startswith("tdnn"))
     assert embeddings
-    for variant in real_audio.VARIANTS:
+    for variant in real_audio.ALL:
         valid = store.read(variant, "valid")
         assert len(valid) == 120 and valid.sum() >= 114  # every face kept, whatever the audio
         if variant == "mute":  # no track: the face features stay, no audio rows, no crash
@@ -106,6 +110,8 @@ def test_extract_gives_every_frame_of_every_audio_case_a_row(talking_videos, cro
         elif variant == "late":  # frames 0-29 end before 1.0 s: no audio in their span
             audio = store.read(variant, "audio_valid")
             assert not audio[:30].any() and audio[30:].all()
+        elif variant == "garbled":  # silence in place of the track, none of it counted
+            assert not store.read(variant, "audio_valid").any()
         else:
             assert "audio_valid" not in names, variant
     silent, speech = store.read("silent", embeddings[0]), store.read("aac", embeddings[0])
@@ -128,15 +134,17 @@ def test_predict_answers_every_frame_of_every_audio_case(talking_videos, crops, 
     assert main(["predict", *map(str, crops.values()), "--videos", str(videos), "--pipeline",
                  str(bundle), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    late, short = sorted(l for l in printed.splitlines() if l.startswith("short audio"))
+    garbled, late, short = sorted(l for l in printed.splitlines() if l.startswith("short audio"))
     assert short.startswith(f"short audio short: {talking_videos['short']}: audio ends at 2.02 s")
     assert late.startswith(f"short audio late: {talking_videos['late']}: audio starts at 1.00 s")
-    for variant in real_audio.VARIANTS:
+    assert garbled.startswith(f"short audio garbled: {talking_videos['garbled']}: audio track "
+                              "cannot be decoded")
+    for variant in real_audio.ALL:
         table = pd.read_parquet(out / f"{variant}.parquet")
         assert list(table["frame"]) == list(range(1, 121))
         assert table["label"].between(0, 7).all()
         summary = json.loads((out / f"{variant}.json").read_text())
         assert summary["frames"] == 120
-        assert ("audio" in summary) == (variant in ("short", "late"))
+        assert ("audio" in summary) == (variant in ("short", "late", "garbled"))
     assert "audio ends at 2.02 s" in json.loads((out / "short.json").read_text())["audio"]
     assert probe_video(talking_videos["mute"]).has_audio is False
