@@ -54,8 +54,24 @@ weight, and 1 for an AU without a positive or a negative frame.
 
 Valence and arousal (``loss.va_loss``): ``ccc`` is ``1 - CCC`` of each dimension over the batch's
 valid frames (population moments, as :mod:`pipeline.metrics.va` scores), averaged over the two;
-``mse`` the mean squared error over valid values; ``both`` the CCC loss plus ``loss.va_mse_weight``
-times the MSE. Targets of -5 (invalid) are left out.
+``mse`` the mean squared error over valid values; ``both`` (the default) the CCC loss plus
+``loss.va_mse_weight`` times the MSE. Targets of -5 (invalid) are left out.
+
+**Why ``both`` by default.** ``1 - CCC`` alone has a trap at the start of training. Its gradient
+on the predictions' mean is ``-CCC (m_x - m_y)`` (up to a positive factor): when a batch
+correlates negatively with the truth, which a fresh VA layer does for about half of its
+dimensions, descent moves the mean *away* from the targets' (a larger denominator brings a
+negative CCC toward 0). Under the heads' ``tanh`` and AdamW, whose first steps move every weight
+of the trunk by about ``lr`` whatever the gradient's size, one or two such steps put the outputs
+at +-0.99 (pre-activations about 3, 85% of them beyond 2), where they are near-constant, the
+variance CCC needs is gone and every gradient through the ``tanh`` is about 100 times smaller
+(AdamW's second moments still remember the first, large ones). Measured on the demo: ``tcn``
+went from mean 0.33 to 0.97 in one VA step and its dev CCC stayed at 0.002;
+``xattn``'s arousal at -0.99 (docs/valence-arousal.md). The MSE's pull on the mean,
+``2 (m_x - m_y)``, outweighs that push from the first step, so the outputs stay where the CCC's
+correlation term can work; CCC stays the objective that ranks (ABAW scores CCC). Frame heads
+with many VA steps an epoch usually recover; the window heads, with few windows an epoch, did not
+before early stopping. ``ccc`` remains available (Jeong et al. 2022: tanh and CCC loss).
 """
 
 from __future__ import annotations
@@ -91,8 +107,9 @@ class LossConfig:
     # positives of each AU over the training split's AU-labelled frames
     au_pos_weight: tuple[float, ...] = ()
     # VA loss (head.tasks with "va"): "ccc" (1 - CCC per dimension, their mean, over the batch),
-    # "mse", or "both" (the CCC loss + va_mse_weight * MSE)
-    va_loss: str = "ccc"
+    # "mse", or "both" (the CCC loss + va_mse_weight * MSE; the default: the MSE keeps a batch
+    # that starts anti-correlated from pushing the tanh outputs onto the rails, module docstring)
+    va_loss: str = "both"
     va_mse_weight: float = 1.0  # the MSE term's weight under va_loss = "both"
     # Heads with the proportional fusion P = (m Pa + n Pv) / (m + n) (gcsa, proportional): the
     # loss of each branch's own prediction, summed ("branches"), or the loss of the fused P
