@@ -21,7 +21,8 @@ For each video (one task each, through :mod:`pipeline.parallel`'s executors, as 
 
 Everything of a video is written into ``ROOT/.faces-partial/`` first, then moved into place, then
 its record ``ROOT/faces/<video>.json`` is written last (the video's absolute path, its clips,
-the frames that decoded, and its track report: every track with its frames and clip, and the
+the frames that decoded, its display rotation when it has one (frames are decoded upright:
+:func:`pipeline.data.faces.video.upright`), and its track report: every track with its frames and clip, and the
 cuts): a video with a record whose key matches (settings, weights, the video's size and mtime) is
 complete and skipped by a rerun; any other is redone, replacing whatever an interrupted run left
 of it. One run at a time per ROOT (a lock; a second is refused in one line), so the staging a
@@ -54,7 +55,7 @@ from pipeline.data.faces.config import FacesConfig
 from pipeline.data.faces.detectors import detector_for
 from pipeline.data.faces.scan import quality_arrays, scan_video
 from pipeline.data.faces.track import clips
-from pipeline.data.faces.video import frame_batches
+from pipeline.data.faces.video import frame_batches, video_rotation
 from pipeline.data.faces.videos import find_videos, is_complete, two_person_videos, video_key
 from pipeline.data.frames import frame_name
 from pipeline.data.media import MediaError, probe_video, truncation, video_frames
@@ -148,6 +149,9 @@ def process_video(video: str, out: str, config: FacesConfig,
         record = {"video": str(video_path), "clips": names, "frames": n,
                   "faces": {name: len(p) for name, p in zip(names, persons)},
                   "tracks": tracks, "cuts": scan.cuts, "key": video_key(video_path, config)}
+        rotation = video_rotation(video_path)
+        if rotation:  # only then: records of unrotated videos stay as they were
+            record["rotation"] = rotation  # degrees counterclockwise, applied before detection
         io.write_json(root / QUALITY / f"{video_path.stem}.json", record)
     except MediaError as e:
         return VideoOutcome(video_path.stem, "skipped", reason=str(e))

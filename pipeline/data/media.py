@@ -52,13 +52,37 @@ def probe_video(path: str | Path) -> VideoInfo:
             # AVI headers may count a trailing empty packet, and some files declare nothing:
             # count the non-empty packets (no decoding) unless an MP4 declares the count.
             if not n_frames or path.suffix.lower() != ".mp4":
-                n_frames = sum(1 for p in container.demux(stream) if p.size)
+                packets = [p for p in container.demux(stream) if p.size]
+                n_frames = len(packets)
+                fps = timed_rate(packets, stream.time_base, fps)
             duration = n_frames / fps
             return VideoInfo(fps, int(n_frames), bool(container.streams.audio), duration)
     except MediaError:
         raise
     except (av.error.FFmpegError, OSError, ValueError) as e:
         raise _fail(path, f"unreadable video ({e})") from None
+
+
+def timed_rate(packets: list, time_base, declared: float) -> float:
+    """The frame rate of a stream's ``packets`` from their timestamps: frames over the time
+    they span (first timestamp to the last one plus its duration), when it is more than 1% off
+    the ``declared`` rate; ``declared`` otherwise (it stays exact, e.g. 30000/1001).
+
+    Matroska and WebM headers give a variable frame rate stream (a phone's) the rate of its
+    first frames: 120 frames over 5.97 s declared at 29.97 fps would put the last frames' audio
+    2 s early. Frame ``i``'s time is ``i / fps`` with the rate measured here, so a stream's
+    frames are spread over the time they span; within it, a frame of a variable rate stream
+    can be off its timestamp by up to the irregularity (docs/real-media.md, "Video shapes")."""
+    stamps = sorted(p.pts for p in packets if p.pts is not None)
+    if len(stamps) < 2 or time_base is None:
+        return declared
+    steps = np.diff(stamps)
+    last = packets[-1].duration or float(np.median(steps))
+    span = float((stamps[-1] - stamps[0] + last) * time_base)
+    if span <= 0:
+        return declared
+    measured = len(packets) / span
+    return measured if abs(measured / declared - 1) > 0.01 else declared
 
 
 def video_frames(path: str | Path) -> tuple[int, int]:

@@ -32,3 +32,12 @@ def talking_videos(real_footage, real_speech, tmp_path_factory):
 
     return real_audio.build(tmp_path_factory.mktemp("talking"), real_footage["carphone_pristine"],
                             real_speech)
+
+
+@pytest.fixture(scope="session")
+def shaped_videos(real_footage, tmp_path_factory):
+    """``{variant: path}``: carphone's real frames in every rotation, frame rate, codec, pixel
+    format and size of :data:`real_video.VARIANTS` (built once per session, a few seconds)."""
+    import real_video
+
+    return real_video.build(tmp_path_factory.mktemp("shaped"), real_footage["carphone_pristine"])
