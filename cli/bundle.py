@@ -52,6 +52,8 @@ def predict(
                   f" {result.seconds:.1f} s", highlight=False, soft_wrap=True)
     for note in result.notes:  # as `extract` says it: one line per clip
         console.print(f"short audio {note}", markup=False, highlight=False, soft_wrap=True)
+    for note in result.timing:
+        console.print(note, markup=False, highlight=False, soft_wrap=True)
     for name in result.random_backbones:
         err_console.print(f"WARNING: backbone {name!r} has RANDOM WEIGHTS: these predictions are"
                           " not those of a trained model", highlight=False)

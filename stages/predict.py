@@ -36,7 +36,7 @@ from pipeline.bundle.decide import Bundle, frame_table, summary
 from pipeline.bundle.format import MANIFEST, BundleError
 from pipeline.data.faces.config import FacesConfig
 from pipeline.data.manifest import Clip, write_manifest
-from pipeline.data.media import probe_video
+from pipeline.data.media import probe_video, variable_rate
 from pipeline.errors import PipelineError
 from pipeline.features.config import ExtractConfig
 from pipeline.features.store import FeatureStore
@@ -60,6 +60,9 @@ class PredictResult:
     # One line per clip whose audio track ends before its video or starts after it ("<clip>:
     # <path>: audio ends at ..."): its faces are all predicted, its frames without audio masked.
     notes: list[str] = field(default_factory=list)
+    # One line per video of a variable frame rate whose frames stray more than a frame from
+    # their times at its average rate ("<clip>: <path>: variable frame rate: ...").
+    timing: list[str] = field(default_factory=list)
 
 
 def _is_crops(path: Path) -> bool:
@@ -120,8 +123,10 @@ def extract_config(bundle: Bundle, scheduler: str) -> ExtractConfig:
 
 
 def _gather(inputs: Sequence[str | Path], work: Path, bundle: Bundle, videos: Path | None,
-            fps: float, scheduler: str, progress: ProgressFn) -> tuple[list[Clip], dict[str, Path]]:
-    """The clips to predict, and where the face step's per-frame records are."""
+            fps: float, scheduler: str,
+            progress: ProgressFn) -> tuple[list[Clip], dict[str, Path], dict[str, str]]:
+    """The clips to predict, where the face step's per-frame records are, and a line per raw
+    video whose variable frame rate puts frames more than a frame off their timestamps."""
     crops, raw = [], []
     for path in map(Path, inputs):
         if _is_crops(path):
@@ -133,6 +138,7 @@ def _gather(inputs: Sequence[str | Path], work: Path, bundle: Bundle, videos: Pa
                                 " videos, or a folder of face crops")
     clips = [crop_clip(p.name, p, video_for(p.name, videos), fps) for p in crops]
     quality: dict[str, Path] = {}
+    timing: dict[str, str] = {}
     if raw:
         # Coupled to the faces stage only through its entry point and its output layout
         # (cropped_aligned/<clip>/, faces/<clip>.npz), not its records.
@@ -142,7 +148,9 @@ def _gather(inputs: Sequence[str | Path], work: Path, bundle: Bundle, videos: Pa
             if outcome.status == "skipped":
                 raise PipelineError(f"{outcome.video}: {outcome.reason}")
         for video in find_videos(raw):
-            info = probe_video(video)
+            info = probe_video(video, timed=True)
+            if info.drift > 1 / info.fps:
+                timing[video.stem] = variable_rate(video, info)
             crops = root / "cropped_aligned" / video.stem
             clips.append(Clip(video.stem, "test", video.stem, info.n_frames, info.fps,
                               str(crops.resolve()), str(video.resolve()),
@@ -151,7 +159,7 @@ def _gather(inputs: Sequence[str | Path], work: Path, bundle: Bundle, videos: Pa
     ids = [c.clip_id for c in clips]
     if len(set(ids)) != len(ids):
         raise PipelineError(f"two inputs give the clip {next(i for i in ids if ids.count(i) > 1)!r}")
-    return clips, quality
+    return clips, quality, timing
 
 
 def _boxes(path: Path | None, n: int) -> dict | None:
@@ -202,10 +210,11 @@ def run_predict(inputs: Sequence[str | Path], pipeline: str | Path, out: str | P
         raise PipelineError(f"{out}: a symbolic link; give a plain folder")
     work = out / WORK
     work.mkdir(parents=True, exist_ok=True)
-    clips, quality = _gather(inputs, work, bundle, Path(videos) if videos else None, fps,
-                             scheduler, progress)
+    clips, quality, timing = _gather(inputs, work, bundle, Path(videos) if videos else None, fps,
+                                     scheduler, progress)
     result = PredictResult(out, [c.clip_id for c in clips],
-                           random_backbones=bundle.random_backbones)
+                           random_backbones=bundle.random_backbones,
+                           timing=[f"{clip}: {line}" for clip, line in timing.items()])
     digest = _digest(bundle)
     todo = [c for c in clips if not _complete(out, c, digest)]
     result.reused = [c.clip_id for c in clips if c.clip_id not in {t.clip_id for t in todo}]
@@ -236,6 +245,8 @@ def run_predict(inputs: Sequence[str | Path], pipeline: str | Path, out: str | P
                   "pipeline_digest": digest, "random_backbones": bundle.random_backbones}
         if clip.clip_id in audio_notes:  # only then: other clips' records stay as they were
             record["audio"] = audio_notes[clip.clip_id]
+        if clip.clip_id in timing:  # the same: only then
+            record["timing"] = timing[clip.clip_id]
         io.write_json(out / f"{clip.clip_id}.json", record)  # last: the clip is complete
         result.frames += clip.n_frames
         result.faces += int(np.count_nonzero(face))

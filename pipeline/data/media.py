@@ -30,14 +30,22 @@ class VideoInfo:
     n_frames: int  # frames in the video stream (counted by decoding headers if not declared)
     has_audio: bool  # the file has at least one audio stream
     duration: float  # seconds
+    # Seconds the farthest frame's timestamp is from its time i / fps: a variable frame rate's
+    # irregularity (0 for a constant rate; measured where the packets were read: see probe_video)
+    drift: float = 0.0
 
 
 def _fail(path: Path, reason: object) -> MediaError:
     return MediaError(f"{path}: {' '.join(str(reason).split())}")
 
 
-def probe_video(path: str | Path) -> VideoInfo:
-    """Frame rate, frame count and audio presence of a video file."""
+def probe_video(path: str | Path, timed: bool = False) -> VideoInfo:
+    """Frame rate, frame count and audio presence of a video file.
+
+    The packets are read (not decoded) to count the frames unless an MP4 declares the count,
+    and then the rate is measured from their timestamps too (:func:`timed_rate`), and how far
+    they stray from ``i / fps`` (``drift``); ``timed`` reads an MP4's packets for the drift
+    too (its declared count and rate kept)."""
     path = Path(path)
     try:
         with av.open(str(path)) as container:
@@ -51,12 +59,16 @@ def probe_video(path: str | Path) -> VideoInfo:
             n_frames = stream.frames
             # AVI headers may count a trailing empty packet, and some files declare nothing:
             # count the non-empty packets (no decoding) unless an MP4 declares the count.
-            if not n_frames or path.suffix.lower() != ".mp4":
+            count = not n_frames or path.suffix.lower() != ".mp4"
+            drift = 0.0
+            if count or timed:
                 packets = [p for p in container.demux(stream) if p.size]
-                n_frames = len(packets)
-                fps = timed_rate(packets, stream.time_base, fps)
+                if count:
+                    n_frames = len(packets)
+                    fps = timed_rate(packets, stream.time_base, fps)
+                drift = frame_drift(packets, stream.time_base, fps)
             duration = n_frames / fps
-            return VideoInfo(fps, int(n_frames), bool(container.streams.audio), duration)
+            return VideoInfo(fps, int(n_frames), bool(container.streams.audio), duration, drift)
     except MediaError:
         raise
     except (av.error.FFmpegError, OSError, ValueError) as e:
@@ -83,6 +95,23 @@ def timed_rate(packets: list, time_base, declared: float) -> float:
         return declared
     measured = len(packets) / span
     return measured if abs(measured / declared - 1) > 0.01 else declared
+
+
+def frame_drift(packets: list, time_base, fps: float) -> float:
+    """Seconds the farthest of ``packets``' timestamps (from the first, in order) is from its
+    frame's time ``i / fps``: 0 up to rounding for a constant rate."""
+    stamps = sorted(p.pts for p in packets if p.pts is not None)
+    if len(stamps) < 2 or time_base is None:
+        return 0.0
+    seconds = (np.asarray(stamps, np.float64) - stamps[0]) * float(time_base)
+    return float(np.abs(seconds - np.arange(len(stamps)) / fps).max())
+
+
+def variable_rate(path: Path, info: VideoInfo) -> str:
+    """The line that says a video's frames stray from their times ``i / fps`` (``info.drift``
+    beyond a frame: a variable frame rate), naming the file."""
+    return (f"{path}: variable frame rate: its frames are put at {info.fps:.4g} fps (their "
+            f"average); one is {info.drift:.2f} s off its timestamp, and its audio window with it")
 
 
 def video_frames(path: str | Path) -> tuple[int, int]:

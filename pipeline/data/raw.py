@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 
 from pipeline.data.manifest import SPLITS, Clip, DatasetReading, Issue
-from pipeline.data.media import MediaError, probe_video
+from pipeline.data.media import MediaError, probe_video, variable_rate
 
 CROPS, QUALITY, PARTIAL = "cropped_aligned", "faces", ".faces-partial"  # a faces root's folders
 RAW_SPLIT = "test"  # unlabelled clips: the split that has no labels
@@ -72,7 +72,7 @@ def read_faces_root(root: str | Path) -> DatasetReading:
         if not video.is_absolute():  # written before records held absolute paths
             video = root / video
         try:
-            info = probe_video(video)
+            info = probe_video(video, timed=True)
         except MediaError as e:
             for name in record["clips"]:
                 rejections.append(Issue(name, str(video), "unreadable_video",
@@ -83,6 +83,9 @@ def read_faces_root(root: str | Path) -> DatasetReading:
             repairs.append(Issue(path.stem, str(video), "frames_decoded",
                                  f"the container declares {info.n_frames} frames, {n} decoded: "
                                  f"the clips have {n}"))
+        if info.drift > 1 / info.fps:  # beyond a frame: the clip's audio is off by as much
+            repairs.append(Issue(path.stem, str(video), "variable_frame_rate",
+                                 variable_rate(video, info).removeprefix(f"{video}: ")))
         if not record["clips"]:  # `faces --all-faces` found no face track: said, not dropped unseen
             repairs.append(Issue(path.stem, str(video), "no_faces",
                                  f"no face track in its {n} frames: no clip from this video"))

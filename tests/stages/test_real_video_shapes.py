@@ -68,6 +68,19 @@ def test_a_variable_frame_rate_is_measured_from_the_timestamps(shaped_videos, va
         assert probe_video(shaped_videos[constant]).fps == CFR  # exactly: bytes unchanged
 
 
+def test_how_far_a_variable_rate_puts_frames_off_their_timestamps(shaped_videos):
+    """``drift``: the farthest frame's timestamp from ``i / fps``: 0.33 s for runs of 20 frames
+    at 1/30 s and 1/15 s (10 frames' worth), 0 up to timestamp rounding for a constant rate; an
+    mp4 that declares its count is read for it only when asked (``timed``: the manifest of
+    ``faces`` output and ``predict`` ask; a training set's loader does not read every file)."""
+    for variant in ("vfr_mkv", "vfr_mp4"):
+        assert probe_video(shaped_videos[variant], timed=True).drift == pytest.approx(0.328, abs=2e-3)
+    assert probe_video(shaped_videos["vfr_mkv"]).drift == pytest.approx(0.328, abs=2e-3)
+    assert probe_video(shaped_videos["vfr_mp4"]).drift == 0.0  # not read
+    for constant in ("plain", "vp9", "mpeg4", "late_mp4", "late_mkv", "mjpeg_mov"):
+        assert probe_video(shaped_videos[constant], timed=True).drift < 0.002  # ms stamps: 0.001
+
+
 def test_timed_rate_keeps_the_declared_rate_within_one_percent():
     class Packet:
         def __init__(self, pts, duration):
