@@ -5,7 +5,7 @@ carphone_pristine's 120 real frames (a man talking in a car, QCIF 176x144, 30000
   show them, as phones write (``rotate90`` is a phone's portrait clip: stored turned 90 degrees
   counterclockwise, shown turned 90 clockwise; ffprobe says ``rotation of -90.00 degrees``);
 - **variable frame rate**: frames 1/30 s apart, then 1/15 s, alternating every 20 frames, in
-  mp4 and mkv;
+  mp4, mkv and avi (MJPEG: the AVI holds an empty packet, a dropped frame, in each gap);
 - **codecs and pixel formats**: VP9 (webm), MPEG-4 part 2 (avi), MJPEG (avi, mov), HEVC (mp4),
   AV1 (mkv), H.264 yuv444p and 10-bit yuv420p10le, odd dimensions (175x143, VP9);
 - **a late start**: the first frame at 1.5 s (mp4 writes it as an edit list; mkv as the pts);
@@ -41,6 +41,7 @@ VARIANTS = {
     "vp9": ("vp9.webm", "libvpx-vp9", "yuv420p", 0, None, False),
     "mpeg4": ("mpeg4.avi", "mpeg4", "yuv420p", 0, None, False),
     "mjpeg_avi": ("mjpeg_avi.avi", "mjpeg", "yuvj420p", 0, None, False),
+    "vfr_avi": ("vfr_avi.avi", "mjpeg", "yuvj420p", 0, VFR_TICKS, False),
     "mjpeg_mov": ("mjpeg_mov.mov", "mjpeg", "yuvj422p", 0, None, False),
     "hevc": ("hevc.mp4", "libx265", "yuv420p", 0, None, False),
     "av1": ("av1.mkv", "libsvtav1", "yuv420p", 0, None, False),

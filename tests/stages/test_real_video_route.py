@@ -1,6 +1,7 @@
 """The raw-video route on real footage in the video shapes people's files come in
 (:mod:`real_video`): ``faces`` (real MTCNN on carphone's man), ``manifest`` and ``predict`` with a
-bundle on a phone's rotated clips, a variable frame rate mkv, odd dimensions and HEVC; a file
+bundle on a phone's rotated clips, a variable frame rate mkv and avi (whose dropped frames read
+as a truncated file before), odd dimensions and HEVC; a file
 whose first packets are garbled is skipped in one line and loses nothing else."""
 
 import json
@@ -18,7 +19,7 @@ pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not weights.default_path().exists(),
                                  reason="MTCNN weights: `make faces-weights`")]
 
-ROUTE = ("rotate90", "rotate180", "rotate270", "vfr_mkv", "odd", "hevc")
+ROUTE = ("rotate90", "rotate180", "rotate270", "vfr_mkv", "vfr_avi", "odd", "hevc")
 
 
 def test_faces_finds_the_man_upright_in_every_shape_and_skips_a_garbled_file(
@@ -54,7 +55,7 @@ def test_faces_finds_the_man_upright_in_every_shape_and_skips_a_garbled_file(
             "average); one is 0.33 s off its timestamp, and its audio window with it "
             "[variable_frame_rate]") in capsys.readouterr().out
     report = json.loads((tmp_path / "m" / "report.json").read_text())
-    assert report["repaired"]["variable_frame_rate"] == 1
+    assert report["repaired"]["variable_frame_rate"] == 2  # the mkv and the avi
     clips = {c.clip_id: c for c in load_clips(tmp_path / "m")}
     assert set(clips) == {shaped_videos[n].stem for n in ROUTE}
     assert all(c.n_frames == 120 for c in clips.values())

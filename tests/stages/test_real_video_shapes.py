@@ -10,7 +10,7 @@ import pytest
 
 import real_video
 from pipeline.data.faces.video import frame_batches, upright, video_rotation
-from pipeline.data.media import MediaError, probe_video, timed_rate
+from pipeline.data.media import MediaError, probe_video, timed_rate, truncation, video_frames
 
 CFR = float(Fraction(30000, 1001))
 DECODABLE = [v for v in real_video.VARIANTS]
@@ -54,11 +54,12 @@ def test_every_codec_pixel_format_and_size_decodes_every_frame(shaped_videos, pl
     assert probe_video(shaped_videos[variant]).n_frames == 120
 
 
-@pytest.mark.parametrize("variant", ["vfr_mkv", "vfr_mp4"])
+@pytest.mark.parametrize("variant", ["vfr_mkv", "vfr_mp4", "vfr_avi"])
 def test_a_variable_frame_rate_is_measured_from_the_timestamps(shaped_videos, variant):
     """120 frames over 5.97 s (runs of 1/30 s and 1/15 s steps): the probe's rate is 120 over
-    the time they span, in mkv as in mp4 (before: mkv took its header's 29.97 fps, which put the
-    last frame 2 s early on the audio); constant-rate files keep their exact declared rate."""
+    the time they span, in mkv and avi as in mp4 (before: mkv and avi took their header's
+    29.97 fps, which put the last frame 2 s early on the audio); constant-rate files keep their
+    exact declared rate."""
     span = (real_video.VFR_TICKS[-1] + 1) / CFR
     info = probe_video(shaped_videos[variant])
     assert info.n_frames == 120
@@ -73,12 +74,26 @@ def test_how_far_a_variable_rate_puts_frames_off_their_timestamps(shaped_videos)
     at 1/30 s and 1/15 s (10 frames' worth), 0 up to timestamp rounding for a constant rate; an
     mp4 that declares its count is read for it only when asked (``timed``: the manifest of
     ``faces`` output and ``predict`` ask; a training set's loader does not read every file)."""
-    for variant in ("vfr_mkv", "vfr_mp4"):
+    for variant in ("vfr_mkv", "vfr_mp4", "vfr_avi"):
         assert probe_video(shaped_videos[variant], timed=True).drift == pytest.approx(0.328, abs=2e-3)
     assert probe_video(shaped_videos["vfr_mkv"]).drift == pytest.approx(0.328, abs=2e-3)
     assert probe_video(shaped_videos["vfr_mp4"]).drift == 0.0  # not read
     for constant in ("plain", "vp9", "mpeg4", "late_mp4", "late_mkv", "mjpeg_mov"):
         assert probe_video(shaped_videos[constant], timed=True).drift < 0.002  # ms stamps: 0.001
+
+
+def test_an_avis_dropped_frames_are_no_truncation(shaped_videos, tmp_path):
+    """An AVI's header counts frame slots (179 for the variable-rate file), its packets fill 120:
+    the 59 gaps are dropped frames, not a cut (before: "truncated file: the container declares
+    179 video frames, only 120 are in it", and the whole video skipped by ``faces`` and
+    ``extract``); the same file cut short is still truncated."""
+    path = shaped_videos["vfr_avi"]
+    assert video_frames(path) == (120, 120) and truncation(*video_frames(path)) is None
+    data = path.read_bytes()
+    for share in (0.5, 0.97):
+        cut = tmp_path / f"cut{share}.avi"
+        cut.write_bytes(data[:int(len(data) * share)])
+        assert truncation(*video_frames(cut)).startswith("truncated file")
 
 
 def test_timed_rate_keeps_the_declared_rate_within_one_percent():
