@@ -162,9 +162,10 @@ def test_demo_scale_says_each_stand_in_and_full_scale_keeps_the_papers_model(nam
         steps = {s.id: a for s, a, _ in render(recipe(name), "D", "W", scale, {}, True)}
         assert steps["finetune-timm"][steps["finetune-timm"].index("--model") + 1] == model
         assert f"configs.timm.model={model}" in steps["extract"]
-        # the fuse preset accepts the stand-in only because the demo scale says so
-        assert ("--allow-stand-ins" in steps[f"fuse-{name}"]) == (scale == "demo")
-        assert not any("--allow-stand-ins" in a for i, a in steps.items() if i != f"fuse-{name}")
+        # the fuse and finetune presets accept the stand-in only because the demo scale says so
+        flagged = ("finetune-timm", f"fuse-{name}")
+        assert all(("--allow-stand-ins" in steps[i]) == (scale == "demo") for i in flagged)
+        assert not any("--allow-stand-ins" in a for i, a in steps.items() if i not in flagged)
     full = []
     run_recipe(name, "D", "W", scale="full", dry_run=True, echo=full.append)
     assert not any("in place of" in line for line in full)
@@ -173,6 +174,7 @@ def test_demo_scale_says_each_stand_in_and_full_scale_keeps_the_papers_model(nam
                                            True)}
     assert f"configs.timm.model={paper}" in given["extract"]
     assert "--allow-stand-ins" not in given[f"fuse-{name}"]
+    assert "--allow-stand-ins" not in given["finetune-timm"]
 
 
 def test_the_stand_ins_are_timm_models_of_the_papers_family():
