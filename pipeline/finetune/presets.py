@@ -5,6 +5,9 @@ What a paper does not state keeps this project's default (:mod:`pipeline.finetun
 ``--backbone`` wins over a preset's: ``--preset jin2021 --backbone iresnet`` trains jin2021's face
 model with the settings the paper states for it (the preset's default backbone is its TDNN, for
 which the paper states nothing), ``--preset kim2023 --backbone swin_audio`` its audio Swin.
+A preset's ``model`` is the paper's: another is refused (:func:`check_model`) unless it is the
+paper's stand-in and ``--allow-stand-ins`` (demo runs, as ``fuse --preset``), or
+``--allow-other-model``.
 
 | preset | backbone | paper states | ours (paper silent) |
 | --- | --- | --- | --- |
