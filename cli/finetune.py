@@ -39,9 +39,9 @@ def finetune(
     backbone: Optional[str] = typer.Option(None, "--backbone", help="The backbone (listed from the registry when shown)."),
     model: Optional[str] = typer.Option(None, "--model", help="timm model name (backbone timm)."),
     weights: Optional[str] = typer.Option(None, "--weights", help="Initial weights (file or folder); default: seeded random."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="A paper's fine-tuning settings and model: "
-                                         "kim2023, jeong2022, jin2021, yu2025, sun2026, yu2026 "
-                                         "(before --config, --set)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="A paper's fine-tuning settings "
+                                         "and model: kim2023, jeong2022, jin2021, yu2025, sun2026, "
+                                         "yu2026 (before --config, --set)."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML config."),
     sets: List[str] = typer.Option([], "--set", help="Override, e.g. lr=3e-5, epochs=10, augment.hflip=0."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed (classifier, sampling, augmentation)."),

@@ -225,7 +225,8 @@ class Registry(Generic[T]):
         names = [n for n in self.names() if self.attribute(n, attribute)]
         if self._order is None:
             return names
-        return sorted(names, key=lambda n: self._order((n, _Attributes(self, n))))  # type: ignore[arg-type]
+        order = self._order
+        return sorted(names, key=lambda n: order((n, _Attributes(self, n))))  # type: ignore
 
     def config(self, name: str) -> type | None:
         """The options dataclass of ``name`` (its class's ``Config``; ``None`` without one)."""

@@ -168,8 +168,9 @@ class FinetuneConfig:
             raise PipelineError(f"head {self.head!r}: choose from {', '.join(HEADS)}")
         if self.head == "dan" and (not BACKBONES.attribute(self.backbone, "supports_dan_head")
                                    or "au" in self.tasks or self.classifier.experts):
-            raise PipelineError(f"head dan: needs backbone {' or '.join(BACKBONES.having('supports_dan_head'))}"
-                                " (a convolutional model), tasks [\"expr\"] and classifier.experts 0")
+            dan = " or ".join(BACKBONES.having("supports_dan_head"))
+            raise PipelineError(f"head dan: needs backbone {dan} (a convolutional model), tasks "
+                                "[\"expr\"] and classifier.experts 0")
         if not 0.0 < self.lr_decay <= 1.0:
             raise PipelineError(f"lr_decay {self.lr_decay}: need 0 < d <= 1 (1: off)")
         a = self.augment

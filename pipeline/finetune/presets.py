@@ -108,7 +108,8 @@ def check_model(preset: str | None, backbone: str, model: str, allow_stand_ins: 
     stand_in = STAND_INS.get(wanted) == model
     if (stand_in and allow_stand_ins) or allow_other_model:
         kind = "its stand-in" if stand_in else "not the paper's"
-        return f"finetune --preset {preset}: model {model} ({kind}) in place of the paper's {wanted}"
+        return (f"finetune --preset {preset}: model {model} ({kind}) in place of the paper's "
+                f"{wanted}")
     hint = ("--allow-stand-ins (a smaller stand-in for demo runs)" if stand_in else
             "--allow-other-model to train it with the paper's settings anyway")
     raise PipelineError(f"finetune --preset {preset}: the paper fine-tunes {wanted}, not {model}: "

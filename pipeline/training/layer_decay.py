@@ -11,16 +11,17 @@ parameter, as without the option). ``lr_decay = 1`` builds the optimiser exactly
 What a block is, per layer order (:data:`LAYER_ORDERS`; a fine-tune backbone declares its own as
 its class's ``layer_order``, :class:`pipeline.finetune.backbones.Backbone`):
 
-* ``timm`` (backbones ``timm`` and ``swin_audio``, a timm Swin): the model's own ``group_matcher(coarse=False)``, read
-  by timm's :func:`timm.models.group_parameters` (a ViT's ``blocks.N``, a Swin's blocks of every
-  stage with its downsampling, a ResNet's ``layerS.B``). timm files the final norm with the last
-  block (its "previous group" marker); BEiT gives it ``lr``, so do we: a parameter that the
-  matcher files after the last block, or matches with no pattern, counts as "after the last
-  block". A model without a ``group_matcher`` (or whose matcher puts everything in one group) is
-  refused: there is no depth order to decay by.
-* ``hf_audio`` (backbone ``hf_audio``): the encoder's ``encoder.layers.N`` (``L`` = its ``num_hidden_layers``); only the
-  top ``train_layers`` of them train, so only their rates matter. Anything else of the encoder
-  (the convolutional feature encoder, projection, positional convolution) counts as embeddings.
+* ``timm`` (backbones ``timm`` and ``swin_audio``, a timm Swin): the model's own
+  ``group_matcher(coarse=False)``, read by timm's :func:`timm.models.group_parameters` (a ViT's
+  ``blocks.N``, a Swin's blocks of every stage with its downsampling, a ResNet's ``layerS.B``).
+  timm files the final norm with the last block (its "previous group" marker); BEiT gives it
+  ``lr``, so do we: a parameter that the matcher files after the last block, or matches with no
+  pattern, counts as "after the last block". A model without a ``group_matcher`` (or whose matcher
+  puts everything in one group) is refused: there is no depth order to decay by.
+* ``hf_audio`` (backbone ``hf_audio``): the encoder's ``encoder.layers.N`` (``L`` = its
+  ``num_hidden_layers``); only the top ``train_layers`` of them train, so only their rates matter.
+  Anything else of the encoder (the convolutional feature encoder, projection, positional
+  convolution) counts as embeddings.
 * none (backbones ``tdnn`` and ``iresnet``): refused (``finetune``'s config checks each
   backbone's declared ``layer_order``); no depth order is defined for them here.
 
