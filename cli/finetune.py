@@ -39,8 +39,9 @@ def finetune(
     backbone: Optional[str] = typer.Option(None, "--backbone", help="The backbone (listed from the registry when shown)."),
     model: Optional[str] = typer.Option(None, "--model", help="timm model name (backbone timm)."),
     weights: Optional[str] = typer.Option(None, "--weights", help="Initial weights (file or folder); default: seeded random."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="A paper's fine-tuning settings: "
-                                         "kim2023, jeong2022, jin2021, yu2025 (before --config, --set)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="A paper's fine-tuning settings "
+                                         "and model: kim2023, jeong2022, jin2021, yu2025, sun2026, "
+                                         "yu2026 (before --config, --set)."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML config."),
     sets: List[str] = typer.Option([], "--set", help="Override, e.g. lr=3e-5, epochs=10, augment.hflip=0."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed (classifier, sampling, augmentation)."),
@@ -58,6 +59,14 @@ def finetune(
         False, "--allow-random-weights",
         help="With --preset: start from seeded random weights where the paper starts from"
              " pretrained ones (no --weights)."),
+    allow_stand_ins: bool = typer.Option(
+        False, "--allow-stand-ins",
+        help="With --preset: accept the smaller model of the paper's family in place of the"
+             " paper's (ResNet-18 for ResNet-50, ...: docs/recipes.md; demo runs)."),
+    allow_other_model: bool = typer.Option(
+        False, "--allow-other-model",
+        help="With --preset: fine-tune a --model that is not the paper's with the paper's"
+             " settings (said in a line; the run is then not the paper's)."),
 ) -> None:
     """Fine-tune a face or audio backbone on the training clips (stage 0); write a weights folder."""
     from pipeline import epoch_log
@@ -69,13 +78,18 @@ def finetune(
     if static is not None:
         manifests = static_data(static, static_store or out.with_name(out.name + ".static"))
     log, sets = epoch_log.split_sets(sets)  # log.* change no number: not part of the config
+    notes: list[str] = []
     run_config = build_config(manifests, backbone=backbone, model=model, weights=weights,
                               config_file=config, sets=sets, seed=seed, preset=preset,
-                              allow_random_weights=allow_random_weights)
+                              allow_random_weights=allow_random_weights,
+                              allow_stand_ins=allow_stand_ins, allow_other_model=allow_other_model,
+                              notes=notes)
     if os.environ.get("RANK", "0") != "0":  # a DDP process other than rank 0: rank 0 reports
         with epoch_log.use(log):
             run(run_config, out, restart=restart)
         return
+    for line in notes:  # a model in place of the preset's paper's: said before training
+        console.print(f"note: {line}", highlight=False, soft_wrap=True, markup=False)
     with progress_bar() as bar, epoch_log.use(log):
         result = run(run_config, out, progress=_with_epoch_lines(bar), restart=restart)
     r = result.record

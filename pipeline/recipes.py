@@ -14,7 +14,7 @@ Templates name ``{data}`` (the dataset root), ``{work}`` (the recipe's folder) a
 - ``@scale:KEY``: the arguments of ``KEY`` in the recipe's ``scales[SCALE]`` (epochs, widths,
   sampling: ``demo`` fits a 2-core CPU and tiny data, ``full`` is the paper's);
 - ``@stand_ins``: ``--allow-stand-ins`` where the scale puts a stand-in in place of a paper's model
-  (fuse: the preset accepts it only then).
+  (fuse and finetune: their presets accept it only then).
 
 ``{model}`` is the recipe's face model (``Recipe.model``): the paper's at ``full``; at ``demo``
 its smaller stand-in (:data:`pipeline.stand_ins.STAND_INS`: ResNet-18 for ResNet-50, a
@@ -76,7 +76,8 @@ def _ensemble(*runs: str) -> Step:
 def _finetune(key: str, *args: str) -> Step:
     return Step(f"finetune-{key}", ("finetune", "--manifests", "{m}", "--out",
                                     f"{{work}}/weights/{key}", *args, f"@init:{key}",
-                                    f"@scale:{key}"), f"{{work}}/weights/{key}/finetune.json")
+                                    "@stand_ins", f"@scale:{key}"),
+                f"{{work}}/weights/{key}/finetune.json")
 
 
 def _fuse(method: str, preset: str, name: str, *args: str) -> Step:

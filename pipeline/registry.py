@@ -8,7 +8,8 @@ is found the same way:
 - **built in**: the modules of one package that hold a class decorated with the registry's
   ``register`` (``@register`` or ``@SOMETHING.register``); their names are read from the source
   (:mod:`ast`, the class body's ``name = "..."``) without importing anything, so listing the
-  names in ``--help`` loads no model library;
+  names in ``--help`` loads no model library; so are the literal class attributes a kind's
+  options are checked against (:meth:`Registry.attribute`: a fine-tune backbone's capabilities);
 - **plug-ins**: entry points of installed packages in the kind's group (``fer_pipeline.<kind>s``,
   e.g. ``fer_pipeline.detectors``): ``NAME = "module.path"``, where importing the module
   registers the class called ``NAME``;
@@ -30,12 +31,13 @@ import importlib.metadata
 import importlib.util
 import pkgutil
 import sys
-from typing import Callable, Generic, Iterable, TypeVar
+from typing import Any, Callable, Generic, Iterable, TypeVar
 
 from pipeline.errors import PipelineError
 from pipeline.suggest import did_you_mean
 
-__all__ = ["DuplicateName", "Registry", "UnknownName", "entry_points", "registered_names", "summary"]
+__all__ = ["DuplicateName", "Registry", "UnknownName", "entry_points", "registered_classes",
+           "registered_names", "summary"]
 
 T = TypeVar("T", bound=type)
 
@@ -62,25 +64,36 @@ def _is_registration(decorator: ast.expr) -> bool:
         isinstance(decorator, ast.Attribute) and decorator.attr == "register")
 
 
-def registered_names(source: str) -> list[str | None]:
-    """``name`` of each registered class defined in a module's source, in order; ``None`` for a
-    registered class whose ``name`` is not a plain string in its body (found by importing)."""
-    found: list[str | None] = []
+def registered_classes(source: str) -> list[tuple[str | None, dict[str, Any]]]:
+    """Each registered class defined in a module's source, in order: its ``name`` (``None`` when
+    that is not a plain string in its body: found by importing) and the attributes its body
+    assigns a literal (``ast.literal_eval``), read without importing anything."""
+    found: list[tuple[str | None, dict[str, Any]]] = []
     for node in ast.walk(ast.parse(source)):
         if not isinstance(node, ast.ClassDef) or not any(map(_is_registration, node.decorator_list)):
             continue
-        name = None
+        literals: dict[str, Any] = {}
         for statement in node.body:
             if isinstance(statement, ast.Assign) and len(statement.targets) == 1:
                 target = statement.targets[0]
             else:  # an annotated assignment, or anything else (no target)
                 target = getattr(statement, "target", None)
             value = getattr(statement, "value", None)
-            if (isinstance(target, ast.Name) and target.id == "name"
-                    and isinstance(value, ast.Constant) and isinstance(value.value, str)):
-                name = value.value
-        found.append(name)
+            if not isinstance(target, ast.Name) or value is None:
+                continue
+            try:
+                literals[target.id] = ast.literal_eval(value)
+            except ValueError:  # not a literal: known only by importing the class
+                literals.pop(target.id, None)
+        name = literals.get("name")
+        found.append((name if isinstance(name, str) else None, literals))
     return found
+
+
+def registered_names(source: str) -> list[str | None]:
+    """``name`` of each registered class defined in a module's source, in order; ``None`` for a
+    registered class whose ``name`` is not a plain string in its body (found by importing)."""
+    return [name for name, _ in registered_classes(source)]
 
 
 def summary(cls: type) -> str:
@@ -130,22 +143,26 @@ class Registry(Generic[T]):
     # -- finding
 
     @functools.cached_property
-    def _built_in(self) -> tuple[dict[str, str], frozenset[str]]:
+    def _built_in(self) -> tuple[dict[str, str], frozenset[str], dict[str, dict[str, Any]]]:
         """(name -> module of ``package`` registering it, read from the sources; every module
-        that registers a class, a class without a literal ``name`` included)."""
+        that registers a class, a class without a literal ``name`` included; name -> the
+        literal attributes of its class body)."""
         names: dict[str, str] = {}
         modules: set[str] = set()
+        literals: dict[str, dict[str, Any]] = {}
         package = importlib.import_module(self.package)
         for info in pkgutil.iter_modules(package.__path__):
             spec = importlib.util.find_spec(f"{self.package}.{info.name}")
             if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
                 continue
             with open(spec.origin, encoding="utf-8") as f:
-                found = registered_names(f.read())
+                found = registered_classes(f.read())
             if found:
                 modules.add(spec.name)
-            names.update((name, spec.name) for name in found if name is not None)
-        return names, frozenset(modules)
+            for name, attributes in found:
+                if name is not None:
+                    names[name], literals[name] = spec.name, attributes
+        return names, frozenset(modules), literals
 
     def modules(self) -> dict[str, str]:
         """Name -> module that registers it: entry points, then built-ins (a built-in name wins
@@ -191,6 +208,26 @@ class Registry(Generic[T]):
                                 f"{did_you_mean(name, names)}")
         return self._classes[name]
 
+    def attribute(self, name: str, attribute: str, default: Any = None) -> Any:
+        """Class attribute ``attribute`` of ``name`` (``default`` where the class has none): read
+        from a built-in class's source where its body assigns it a literal (imports nothing);
+        else from the class, imported (a plug-in, an inherited or computed value)."""
+        if name not in self._classes:
+            literals = self._built_in[2].get(name, {})
+            if attribute in literals:
+                return literals[attribute]
+        return getattr(self.get(name), attribute, default)
+
+    def having(self, attribute: str) -> list[str]:
+        """The names whose class's ``attribute`` is true, in the kind's order (the order
+        function's key read through :meth:`attribute`; imports only what the sources do not
+        say)."""
+        names = [n for n in self.names() if self.attribute(n, attribute)]
+        if self._order is None:
+            return names
+        order = self._order
+        return sorted(names, key=lambda n: order((n, _Attributes(self, n))))  # type: ignore
+
     def config(self, name: str) -> type | None:
         """The options dataclass of ``name`` (its class's ``Config``; ``None`` without one)."""
         return getattr(self.get(name), "Config", None)
@@ -209,3 +246,18 @@ class Registry(Generic[T]):
     def choices(self) -> str:
         """The names joined for a help line: ``"a, b, c"``."""
         return ", ".join(self.names())
+
+
+class _Attributes:
+    """A class's attributes as :meth:`Registry.attribute` reads them, for an ``order`` function
+    (``getattr(cls, "order", 100)``) that should not import a class to sort it."""
+
+    def __init__(self, registry: Registry, name: str) -> None:
+        self._registry, self._name = registry, name
+
+    def __getattr__(self, attribute: str) -> Any:
+        missing = object()
+        value = self._registry.attribute(self._name, attribute, missing)
+        if value is missing:
+            raise AttributeError(attribute)
+        return value

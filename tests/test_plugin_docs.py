@@ -116,6 +116,10 @@ def test_the_documented_backbone_fine_tunes(installed, tmp_path):
     assert torch.equal(grey.tensor(samples, 0, seed=None), plain.tensor(samples, 0, seed=None))
 
     out = tmp_path / "W"
+    # its declared layer order and input size: lr_decay and input_size are accepted and used
     assert main(["finetune", "--manifests", str(manifests), "--backbone", name, "--out", str(out),
-                 "--set", "model=test_resnet", "--set", "epochs=1", "--set", "batch_size=16"]) == 0
-    assert read_record(out).family == "timm"  # stage one loads it as any timm folder
+                 "--set", "model=test_resnet", "--set", "epochs=1", "--set", "batch_size=16",
+                 "--set", "lr_decay=0.75", "--set", "input_size=40"]) == 0
+    record = read_record(out)
+    assert record.family == "timm"  # stage one loads it as any timm folder
+    assert record.config["lr_decay"] == 0.75 and record.preprocessing["input_size"] == [3, 40, 40]

@@ -62,6 +62,9 @@ class SwinAudioBackbone(AudioBackbone):
     Config = SwinAudioConfig  # FinetuneConfig.swin_audio
     family = "swin_audio"
     needs = "audio and windows of enough label purity"
+    supports_input_size = False  # its input is fixed by its extractor
+    supports_dan_head = False
+    layer_order = "timm"  # a timm Swin: its group_matcher
 
     def __init__(self, config: FinetuneConfig) -> None:
         Backbone.__init__(self, config)  # not AudioBackbone's: another extractor
@@ -157,6 +160,9 @@ class HfAudioBackbone(AudioBackbone):
     order = 4
     trains_on = "waveform"
     family = "hf_audio"
+    supports_input_size = False  # a waveform
+    supports_dan_head = False
+    layer_order = "hf_audio"  # encoder.layers.N
 
     def __init__(self, config: FinetuneConfig) -> None:
         Backbone.__init__(self, config)

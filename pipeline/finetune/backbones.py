@@ -132,6 +132,15 @@ class Backbone:
     family: str
     model_name: str
     needs = "audio"  # what a usable sample needs (named in the error when none is)
+    # What FinetuneConfig's options may ask of it, checked before anything is built (literals:
+    # the registry reads a built-in's from its source; pipeline.finetune.backbone_choice):
+    # fit_input honours input_size and crop_pct;
+    supports_input_size: bool = False
+    # head dan: build() gives a network whose forward_features is a spatial map [B, C, H, W];
+    supports_dan_head: bool = False
+    # lr_decay: how its parameters are ordered by depth (pipeline.training.layer_decay's
+    # LAYER_ORDERS: "timm", the model's group_matcher; "hf_audio", encoder.layers.N); None: none
+    layer_order: str | None = None
 
     def __init__(self, config: FinetuneConfig) -> None:
         self.config = config
@@ -227,6 +236,9 @@ class FaceBackbone(Backbone):
     trains_on = "face crops"
     family = "timm"
     needs = "faces"
+    supports_input_size = True
+    supports_dan_head = True  # a convolutional model's map (model.DANClassifier checks its shape)
+    layer_order = "timm"
 
     def __init__(self, config: FinetuneConfig) -> None:
         super().__init__(config)
@@ -319,6 +331,9 @@ class AudioBackbone(Backbone):
     Config = TdnnConfig  # FinetuneConfig.tdnn
     family = "tdnn"
     model_name = "xvector"
+    supports_input_size = False  # its input is fixed by its extractor
+    supports_dan_head = False
+    layer_order = None
 
     def __init__(self, config: FinetuneConfig) -> None:
         super().__init__(config)

@@ -16,7 +16,7 @@ from pipeline.finetune.backbone_choice import BACKBONES
 from pipeline.suggest import did_you_mean
 from pipeline.training.config import ClassifierConfig
 from pipeline.training.dan import DANNetConfig
-from pipeline.training.layer_decay import LAYER_DECAY_BACKBONES
+from pipeline.training.layer_decay import LAYER_ORDERS
 from pipeline.training.losses import LossConfig
 from pipeline.training.sampling import SamplingConfig
 from pipeline.training.windows import PURITY_RULES
@@ -166,9 +166,10 @@ class FinetuneConfig:
                                 f"{', '.join(TASK_SCHEDULES)}")
         if self.head not in HEADS:
             raise PipelineError(f"head {self.head!r}: choose from {', '.join(HEADS)}")
-        if self.head == "dan" and (self.backbone != "timm" or "au" in self.tasks
-                                   or self.classifier.experts):
-            raise PipelineError("head dan: needs backbone timm (a convolutional model), tasks "
+        if self.head == "dan" and (not BACKBONES.attribute(self.backbone, "supports_dan_head")
+                                   or "au" in self.tasks or self.classifier.experts):
+            dan = " or ".join(BACKBONES.having("supports_dan_head"))
+            raise PipelineError(f"head dan: needs backbone {dan} (a convolutional model), tasks "
                                 "[\"expr\"] and classifier.experts 0")
         if not 0.0 < self.lr_decay <= 1.0:
             raise PipelineError(f"lr_decay {self.lr_decay}: need 0 < d <= 1 (1: off)")
@@ -178,9 +179,10 @@ class FinetuneConfig:
             raise PipelineError(f"augment.pad_prob {a.pad_prob} / pad_shift {a.pad_shift} / pad_mode "
                                 f"{a.pad_mode!r}: need a chance in [0, 1], a shift in (0.05, 1) and "
                                 "replicate, reflect or black")
-        if self.lr_decay != 1.0 and self.backbone not in LAYER_DECAY_BACKBONES:
+        if self.lr_decay != 1.0 and not _has_layer_order(self.backbone):
+            ordered = [n for n in BACKBONES.having("layer_order") if _has_layer_order(n)]
             raise PipelineError(f"lr_decay {self.lr_decay}: backbone {self.backbone} has no layer "
-                                f"order; choose from {', '.join(LAYER_DECAY_BACKBONES)} or lr_decay=1")
+                                f"order; choose from {', '.join(ordered)} or lr_decay=1")
         if self.dev_min_videos < 1:
             raise PipelineError(f"dev_min_videos {self.dev_min_videos}: need >= 1")
         if self.min_epochs < 0:
@@ -189,22 +191,34 @@ class FinetuneConfig:
             raise PipelineError(f"input_size {self.input_size}: need at least 8 pixels")
         if self.crop_pct is not None and not 0.0 < self.crop_pct <= 1.0:
             raise PipelineError(f"crop_pct {self.crop_pct}: need 0 < p <= 1")
-        if (self.input_size is not None or self.crop_pct is not None) and self.backbone != "timm":
-            raise PipelineError(f"input_size and crop_pct apply to backbone timm, not {self.backbone} "
-                                "(its input is fixed by its extractor)")
+        if ((self.input_size is not None or self.crop_pct is not None)
+                and not BACKBONES.attribute(self.backbone, "supports_input_size")):
+            raise PipelineError(f"input_size and crop_pct apply to backbone "
+                                f"{', '.join(BACKBONES.having('supports_input_size'))}, not "
+                                f"{self.backbone} (its input is fixed by its extractor)")
         if self.window < 1:
             raise PipelineError(f"window {self.window}: need a positive number of video frames")
+
+
+def _has_layer_order(backbone: str) -> bool:
+    """Whether ``backbone`` declares a depth order ``lr_decay`` knows (its class's
+    ``layer_order``, read from the source for a built-in: nothing imported)."""
+    return BACKBONES.attribute(backbone, "layer_order") in LAYER_ORDERS
 
 
 def build_config(manifests: str | Path, backbone: str | None = None, model: str | None = None,
                  weights: str | None = None, config_file: str | Path | None = None,
                  sets: Sequence[str] = (), seed: int | None = None,
                  preset: str | None = None,
-                 allow_random_weights: bool = False) -> FinetuneConfig:
+                 allow_random_weights: bool = False, allow_stand_ins: bool = False,
+                 allow_other_model: bool = False,
+                 notes: list[str] | None = None) -> FinetuneConfig:
     """The fine-tune's config: defaults < preset (:mod:`pipeline.finetune.presets`) < config file
-    < ``key=value`` < the command's options. A preset whose paper starts the backbone from
+    < ``key=value`` < the command's options. A preset refuses a model other than its paper's
+    unless it is the paper's stand-in and ``allow_stand_ins``, or ``allow_other_model`` (the
+    line saying so is appended to ``notes``); a preset whose paper starts the backbone from
     pretrained weights refuses a random start unless ``allow_random_weights``."""
-    from pipeline.finetune.presets import check_start, preset_tables
+    from pipeline.finetune.presets import check_model, check_start, preset_tables
 
     tables = preset_tables(preset, backbone)
     if tables is not None and backbone not in (None, "timm"):  # the preset's face-only settings
@@ -212,5 +226,8 @@ def build_config(manifests: str | Path, backbone: str | None = None, model: str 
     config = build(FinetuneConfig, file=config_file, sets=sets, preset=tables,
                    options={"manifests": str(manifests), "backbone": backbone, "model": model,
                             "weights": weights, "seed": seed})
+    note = check_model(preset, config.backbone, config.model, allow_stand_ins, allow_other_model)
+    if note is not None and notes is not None:
+        notes.append(note)
     check_start(preset, config.backbone, config.weights, allow_random_weights)
     return config

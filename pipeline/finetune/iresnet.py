@@ -36,6 +36,9 @@ class IResNetBackbone(FaceBackbone):
     trains_on = "face crops"
     Config = IResNetConfig  # FinetuneConfig.iresnet
     family = "iresnet"
+    supports_input_size = False  # the extractor's fixed 112x112
+    supports_dan_head = False  # its map is not what DAN was built on (not tried)
+    layer_order = None  # no depth order defined for it (pipeline.training.layer_decay)
 
     def __init__(self, config: FinetuneConfig) -> None:
         Backbone.__init__(self, config)  # not FaceBackbone's: no timm model to probe

@@ -12,6 +12,7 @@ from torch import nn
 
 from pipeline.data.labels import NUM_AUS, NUM_CLASSES
 from pipeline.errors import PipelineError
+from pipeline.finetune.backbone_choice import BACKBONES
 from pipeline.finetune.config import FinetuneConfig
 from pipeline.training.config import ClassifierConfig
 from pipeline.training.moe import MixtureOfExperts
@@ -100,8 +101,8 @@ def make_optimizer(model: Classifier, config: FinetuneConfig,
     heads = list(model.head.parameters())
     if model.au_head is not None:
         heads += list(model.au_head.parameters())
-    scales = (lr_scales(config.backbone, model_name, model.backbone, config.lr_decay)
-              if config.lr_decay != 1.0 else None)
+    scales = (lr_scales(BACKBONES.attribute(config.backbone, "layer_order"), model_name,
+                        model.backbone, config.lr_decay) if config.lr_decay != 1.0 else None)
     groups = decayed_groups(model.backbone, scales, config.lr)
     groups.append({"params": heads, "lr": config.head_lr})
     return optim.make_optimizer(groups, config.optimizer, config.lr, config.weight_decay,

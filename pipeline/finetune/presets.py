@@ -5,6 +5,9 @@ What a paper does not state keeps this project's default (:mod:`pipeline.finetun
 ``--backbone`` wins over a preset's: ``--preset jin2021 --backbone iresnet`` trains jin2021's face
 model with the settings the paper states for it (the preset's default backbone is its TDNN, for
 which the paper states nothing), ``--preset kim2023 --backbone swin_audio`` its audio Swin.
+A preset's ``model`` is the paper's: another is refused (:func:`check_model`) unless it is the
+paper's stand-in and ``--allow-stand-ins`` (demo runs, as ``fuse --preset``), or
+``--allow-other-model``.
 
 | preset | backbone | paper states | ours (paper silent) |
 | --- | --- | --- | --- |
@@ -23,6 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.errors import PipelineError
+from pipeline.stand_ins import STAND_INS
 from pipeline.suggest import did_you_mean
 
 # A preset's tables for one backbone only (``--backbone NAME``), over its others.
@@ -88,6 +92,28 @@ def check_start(preset: str | None, backbone: str, weights: str | None,
             f"finetune --preset {preset}: the paper starts {backbone} from pretrained weights "
             f"({start}), and no --weights was given: pass --weights FILE, or "
             f"--allow-random-weights to fine-tune from random weights")
+
+
+def check_model(preset: str | None, backbone: str, model: str, allow_stand_ins: bool = False,
+                allow_other_model: bool = False) -> str | None:
+    """Refuse, in one line, a fine-tune under ``preset`` whose ``model`` is not the paper's (the
+    preset's ``model``, for its own backbone: another backbone does not read ``model``). The
+    paper's model's stand-in (:data:`pipeline.stand_ins.STAND_INS`, the list ``fuse`` accepts)
+    passes with ``allow_stand_ins``, any model with ``allow_other_model``; the returned line says
+    which model stands in (None: the paper's)."""
+    paper = FINETUNE_PRESETS.get(preset or "", {})
+    wanted = paper.get("model")
+    if wanted is None or backbone != paper["backbone"] or model == wanted:
+        return None
+    stand_in = STAND_INS.get(wanted) == model
+    if (stand_in and allow_stand_ins) or allow_other_model:
+        kind = "its stand-in" if stand_in else "not the paper's"
+        return (f"finetune --preset {preset}: model {model} ({kind}) in place of the paper's "
+                f"{wanted}")
+    hint = ("--allow-stand-ins (a smaller stand-in for demo runs)" if stand_in else
+            "--allow-other-model to train it with the paper's settings anyway")
+    raise PipelineError(f"finetune --preset {preset}: the paper fine-tunes {wanted}, not {model}: "
+                        f"drop --model, or pass {hint}")
 
 
 def preset_tables(name: str | None, backbone: str | None = None) -> dict[str, Any] | None:

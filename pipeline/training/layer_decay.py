@@ -8,20 +8,22 @@ embeddings (patch embedding, class/position tokens; ``i = 0``) get ``d ** (L + 1
 ``lr``. The new classifier keeps ``head_lr``; weight decay is unchanged (``weight_decay`` on every
 parameter, as without the option). ``lr_decay = 1`` builds the optimiser exactly as before.
 
-What a block is, per backbone:
+What a block is, per layer order (:data:`LAYER_ORDERS`; a fine-tune backbone declares its own as
+its class's ``layer_order``, :class:`pipeline.finetune.backbones.Backbone`):
 
-* ``timm`` and ``swin_audio`` (a timm Swin): the model's own ``group_matcher(coarse=False)``, read
-  by timm's :func:`timm.models.group_parameters` (a ViT's ``blocks.N``, a Swin's blocks of every
-  stage with its downsampling, a ResNet's ``layerS.B``). timm files the final norm with the last
-  block (its "previous group" marker); BEiT gives it ``lr``, so do we: a parameter that the
-  matcher files after the last block, or matches with no pattern, counts as "after the last
-  block". A model without a ``group_matcher`` (or whose matcher puts everything in one group) is
-  refused: there is no depth order to decay by.
-* ``hf_audio``: the encoder's ``encoder.layers.N`` (``L`` = its ``num_hidden_layers``); only the
-  top ``train_layers`` of them train, so only their rates matter. Anything else of the encoder
-  (the convolutional feature encoder, projection, positional convolution) counts as embeddings.
-* ``tdnn`` and ``iresnet``: refused (``finetune``'s config checks :data:`LAYER_DECAY_BACKBONES`); no depth
-  order is defined for them here.
+* ``timm`` (backbones ``timm`` and ``swin_audio``, a timm Swin): the model's own
+  ``group_matcher(coarse=False)``, read by timm's :func:`timm.models.group_parameters` (a ViT's
+  ``blocks.N``, a Swin's blocks of every stage with its downsampling, a ResNet's ``layerS.B``).
+  timm files the final norm with the last block (its "previous group" marker); BEiT gives it
+  ``lr``, so do we: a parameter that the matcher files after the last block, or matches with no
+  pattern, counts as "after the last block". A model without a ``group_matcher`` (or whose matcher
+  puts everything in one group) is refused: there is no depth order to decay by.
+* ``hf_audio`` (backbone ``hf_audio``): the encoder's ``encoder.layers.N`` (``L`` = its
+  ``num_hidden_layers``); only the top ``train_layers`` of them train, so only their rates matter.
+  Anything else of the encoder (the convolutional feature encoder, projection, positional
+  convolution) counts as embeddings.
+* none (backbones ``tdnn`` and ``iresnet``): refused (``finetune``'s config checks each
+  backbone's declared ``layer_order``); no depth order is defined for them here.
 
 Why not timm's ``param_groups_layer_decay``: it also takes weight decay off every 1-D parameter
 (norms, biases) and leaves the learning rate to timm's schedulers (an ``lr_scale`` key), which
@@ -38,17 +40,20 @@ from torch import nn
 
 from pipeline.errors import PipelineError
 
-LAYER_DECAY_BACKBONES = ("timm", "swin_audio", "hf_audio")  # the backbones with a layer order
+LAYER_ORDERS = ("timm", "hf_audio")  # the depth orders lr_decay knows (the module docstring)
 _PREVIOUS_GROUP = (99999,)  # timm's marker in a matcher: "file me with the group before"
 
 
-def lr_scales(family: str, model_name: str, backbone: nn.Module, decay: float) -> dict[str, float]:
-    """Each backbone parameter's name -> its share of ``lr`` (see the module docstring)."""
-    if family == "hf_audio":
+def lr_scales(order: str | None, model_name: str, backbone: nn.Module,
+              decay: float) -> dict[str, float]:
+    """Each backbone parameter's name -> its share of ``lr`` (see the module docstring), by the
+    backbone's declared layer ``order`` (one of :data:`LAYER_ORDERS`)."""
+    if order == "hf_audio":
         return _hf_audio_scales(backbone, decay)
-    if family not in ("timm", "swin_audio"):
-        raise PipelineError(f"lr_decay {decay}: backbone {family} has no layer order; "
-                            f"choose from {', '.join(LAYER_DECAY_BACKBONES)} or lr_decay=1")
+    if order != "timm":
+        raise PipelineError(f"lr_decay {decay}: {model_name} has no layer order ({order!r}); "
+                            f"choose a backbone of layer order {' or '.join(LAYER_ORDERS)}, or "
+                            "lr_decay=1")
     return _timm_scales(model_name, backbone, decay)
 
 

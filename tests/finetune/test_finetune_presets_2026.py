@@ -34,7 +34,8 @@ def test_yu2026_resolves_beit_large_focal(demo_manifests):
 @pytest.mark.parametrize("preset", ["sun2026", "yu2026"])
 def test_preset_trains_with_a_tiny_vit_standing_in(preset, demo_manifests, tmp_path):
     sets = ["model=test_vit", "epochs=2", "batch_size=16"]
-    config = build_config(demo_manifests, preset=preset, sets=sets, allow_random_weights=True)
+    config = build_config(demo_manifests, preset=preset, sets=sets, allow_random_weights=True,
+                          allow_other_model=True)  # test_vit: not the paper's, said so
     result = finetune(config, tmp_path / preset)
     record = read_record(result.out)
     assert record.model == "test_vit" and record.config["lr_decay"] == 0.75

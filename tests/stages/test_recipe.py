@@ -162,9 +162,10 @@ def test_demo_scale_says_each_stand_in_and_full_scale_keeps_the_papers_model(nam
         steps = {s.id: a for s, a, _ in render(recipe(name), "D", "W", scale, {}, True)}
         assert steps["finetune-timm"][steps["finetune-timm"].index("--model") + 1] == model
         assert f"configs.timm.model={model}" in steps["extract"]
-        # the fuse preset accepts the stand-in only because the demo scale says so
-        assert ("--allow-stand-ins" in steps[f"fuse-{name}"]) == (scale == "demo")
-        assert not any("--allow-stand-ins" in a for i, a in steps.items() if i != f"fuse-{name}")
+        # the fuse and finetune presets accept the stand-in only because the demo scale says so
+        flagged = ("finetune-timm", f"fuse-{name}")
+        assert all(("--allow-stand-ins" in steps[i]) == (scale == "demo") for i in flagged)
+        assert not any("--allow-stand-ins" in a for i, a in steps.items() if i not in flagged)
     full = []
     run_recipe(name, "D", "W", scale="full", dry_run=True, echo=full.append)
     assert not any("in place of" in line for line in full)
@@ -173,6 +174,7 @@ def test_demo_scale_says_each_stand_in_and_full_scale_keeps_the_papers_model(nam
                                            True)}
     assert f"configs.timm.model={paper}" in given["extract"]
     assert "--allow-stand-ins" not in given[f"fuse-{name}"]
+    assert "--allow-stand-ins" not in given["finetune-timm"]
 
 
 def test_the_stand_ins_are_timm_models_of_the_papers_family():
@@ -182,3 +184,34 @@ def test_the_stand_ins_are_timm_models_of_the_papers_family():
     for paper, stand_in in STAND_INS.items():
         small, large = timm_probe(stand_in), timm_probe(paper)
         assert small.layout == large.layout and small.num_features < large.num_features
+
+
+@pytest.mark.parametrize("scale", ["demo", "full"])
+def test_every_fine_tune_step_passes_its_presets_model_check(scale, tmp_path, monkeypatch):
+    """Each recipe's finetune commands get through ``finetune``'s own option parsing and config
+    checks (the preset's model check among them) at both scales; training is replaced."""
+    from pipeline.data.dataset import read_dataset
+    from pipeline.data.manifest import write_manifests
+    from pipeline.data.synthetic import DemoConfig, generate
+
+    import pipeline.finetune.config as finetune_config
+
+    generate(tmp_path / "data", DemoConfig(clips=8, frames=20, seed=0, size=32))
+    write_manifests(read_dataset(tmp_path / "data"), tmp_path / "m")
+    built, real = [], finetune_config.build_config
+
+    def build_then_stop(*args, **kwargs):
+        built.append(real(*args, **kwargs))
+        raise PipelineError("built")  # the config passed every check: nothing is trained
+
+    monkeypatch.setattr(finetune_config, "build_config", build_then_stop)
+    steps = 0
+    for name in sorted(RECIPES):
+        for step, args, _ in render(recipe(name), "D", str(tmp_path), scale, {}, True):
+            if args[0] == "finetune":
+                args[args.index("--manifests") + 1] = str(tmp_path / "m")
+                steps += 1
+                assert main(args) == 1 and len(built) == steps, (name, step.id)
+    models = {c.model for c in built if c.backbone == "timm"}
+    stand_ins = {"resnet18", "fer_demo_vit_small_patch14_dinov2", "fer_demo_beit_small_patch16"}
+    assert (stand_ins <= models) == (scale == "demo") and steps > 5
