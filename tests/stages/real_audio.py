@@ -119,16 +119,20 @@ def mux(path: Path, frames: np.ndarray, audio: np.ndarray | None, codec: str | N
         container.mux(sound.encode())
 
 
-def garble(source: Path, dest: Path, seed: int = 0) -> Path:
-    """``source`` with its audio packets' bytes replaced by noise (same sizes and timestamps): a
-    file whose video plays and whose audio track the decoder refuses."""
+def garble(source: Path, dest: Path, kind: str = "audio", first: int | None = None,
+           seed: int = 0) -> Path:
+    """``source`` with the bytes of its ``kind`` ("audio" or "video") packets replaced by noise,
+    every one or the ``first`` ones (same sizes and timestamps): a file whose audio track (or
+    first frames) the decoder refuses while the rest plays."""
     noise = np.random.default_rng(seed)
+    seen = 0
     with av.open(str(source)) as src, av.open(str(dest), "w") as dst:
         streams = {s.index: dst.add_stream_from_template(s) for s in src.streams}
         for packet in src.demux():
             if packet.dts is None:
                 continue
-            if packet.stream.type == "audio":
+            if packet.stream.type == kind and (first is None or seen < first):
+                seen += 1
                 garbled = av.Packet(noise.integers(0, 256, packet.size, np.uint8).tobytes())
                 garbled.pts, garbled.dts = packet.pts, packet.dts
                 garbled.time_base = packet.time_base

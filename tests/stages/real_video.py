@@ -22,7 +22,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from real_audio import FPS, N_FRAMES, carphone_frames
+from real_audio import FPS, N_FRAMES, carphone_frames, garble
 
 LATE = 1.5  # seconds: the first frame of the `late` files
 GARBLED = 5  # the first packets of `garbled_start` replaced by noise
@@ -86,29 +86,6 @@ def encode(path: Path, frames: np.ndarray, codec: str, pix_fmt: str, rotate: int
     return path
 
 
-def garble_start(source: Path, dest: Path, packets: int = GARBLED, seed: int = 0) -> Path:
-    """``source`` with its first ``packets`` video packets' bytes replaced by noise (same sizes
-    and timestamps): a file whose first frames cannot be decoded."""
-    noise = np.random.default_rng(seed)
-    with av.open(str(source)) as src, av.open(str(dest), "w") as dst:
-        streams = {s.index: dst.add_stream_from_template(s) for s in src.streams}
-        seen = 0
-        for packet in src.demux():
-            if packet.dts is None:
-                continue
-            if packet.stream.type == "video" and seen < packets:
-                seen += 1
-                garbled = av.Packet(noise.integers(0, 256, packet.size, np.uint8).tobytes())
-                garbled.pts, garbled.dts = packet.pts, packet.dts
-                garbled.time_base = packet.time_base
-                garbled.stream = streams[packet.stream.index]
-                packet = garbled
-            else:
-                packet.stream = streams[packet.stream.index]
-            dst.mux(packet)
-    return dest
-
-
 # Every file :func:`build` writes: the variants, and the mp4 with its first packets garbled.
 ALL = (*VARIANTS, "garbled_start")
 
@@ -123,5 +100,6 @@ def build(dest: Path, carphone: Path) -> dict[str, Path]:
         source = np.ascontiguousarray(frames[:, :ODD[0], :ODD[1]]) if odd else frames
         paths[name] = encode(dest / file, source, codec, pix_fmt, rotate, ticks)
     paths["plain"] = encode(dest / "plain.mp4", frames, "libx264", "yuv420p")
-    paths["garbled_start"] = garble_start(paths["plain"], dest / "garbled_start.mp4")
+    paths["garbled_start"] = garble(paths["plain"], dest / "garbled_start.mp4", "video",
+                                    GARBLED)
     return paths
