@@ -37,7 +37,8 @@ from pipeline.features.audio_windows import frame_windows, window_length
 from pipeline.features.extractors.hf_audio import normalize_waveform
 from pipeline.features.extractors.swin_audio import SwinAudioConfig
 from pipeline.finetune.backbone_choice import register
-from pipeline.finetune.backbones import AudioBackbone, Backbone, Samples, labelled_samples
+from pipeline.finetune.backbones import AudioBackbone, Backbone
+from pipeline.finetune.samples import Samples, labelled_samples
 from pipeline.finetune.config import FinetuneConfig
 from pipeline.training.windows import PAPER_THRESHOLDS, PAPER_WINDOWS, purity
 

@@ -73,7 +73,7 @@ from pipeline.features.weights_record import (
     write_weights_folder,
 )
 from pipeline.finetune.backbone_choice import backbone_for
-from pipeline.finetune.backbones import Samples, au_pos_weight
+from pipeline.finetune.samples import Samples, au_pos_weight
 from pipeline.finetune.config import FinetuneConfig
 from pipeline.finetune.checkpoint import check_resumable, read_checkpoint, recorded_config
 from pipeline.finetune.model import Classifier, DANClassifier, autocast, freeze, logits_of, make_optimizer

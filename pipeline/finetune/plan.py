@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pipeline.finetune.backbones import Samples
+from pipeline.finetune.samples import Samples
 from pipeline.training import sampling
 
 MIN_BATCH = 2  # fewest samples per process in a training step (BatchNorm needs two)

@@ -11,7 +11,8 @@ import numpy as np
 import torch
 
 from pipeline.data.labels import NUM_CLASSES
-from pipeline.finetune.backbones import Backbone, Samples
+from pipeline.finetune.backbones import Backbone
+from pipeline.finetune.samples import Samples
 from pipeline.finetune.config import FinetuneConfig
 from pipeline.finetune.model import Classifier, DANClassifier, logits_of
 
