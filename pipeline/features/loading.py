@@ -109,7 +109,7 @@ class AudioCache:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._entries: dict[int, tuple[str, np.ndarray, float, float]] = {}
+        self._entries: dict[int, tuple[str, _Track]] = {}
 
     def get(self, path: str, sample_rate: int, n_frames: int, fps: float,
             extra_tolerance: float = 0.0) -> tuple[np.ndarray, ShortAudio | None]:
@@ -127,12 +127,13 @@ class AudioCache:
         with self._lock:  # decoding under the lock: the second clip of a video waits, not re-decodes
             entry = self._entries.get(sample_rate)
             if entry is None or entry[0] != path:
-                entry = (path, *_decoded(path, sample_rate))
+                entry = (path, _decoded(path, sample_rate))
                 self._entries[sample_rate] = entry
-        _, samples, frame_seconds, lead = entry
-        if samples is None:  # the track cannot be decoded (frame_seconds holds why): faces kept
+        track = entry[1]
+        if track.undecodable:  # the clip keeps its faces; its audio is silence, all masked
             return (np.zeros(int(np.ceil(n_frames / fps * sample_rate)) + 1, np.float32),
-                    ShortAudio(0, n_frames, 0.0, n_frames / fps, undecodable=str(frame_seconds)))
+                    ShortAudio(0, n_frames, 0.0, n_frames / fps, undecodable=track.undecodable))
+        samples, frame_seconds, lead = track.samples, track.frame_seconds, track.lead
         first = lead_frames(lead, fps)
         reason = short_audio(len(samples), sample_rate, n_frames, fps, frame_seconds,
                              extra_tolerance)
@@ -155,13 +156,24 @@ class AudioCache:
                                   min(first, covered), lead)
 
 
-def _decoded(path: str, sample_rate: int) -> tuple[np.ndarray | None, float | str, float]:
-    """:func:`~pipeline.data.media.decode_audio_timed` of ``path``; for a track that cannot be
-    decoded in a file whose video stream is whole, ``(None, why, 0.0)``: the clip keeps its faces
-    and only its audio is lost (a garbled audio stream is common in real recordings). A file
-    whose video is unreadable or truncated too raises the InputError that drops the clip."""
+@dataclass(frozen=True)
+class _Track:
+    """A file's decoded audio track (:func:`~pipeline.data.media.decode_audio_timed`), or why it
+    cannot be decoded."""
+
+    samples: np.ndarray
+    frame_seconds: float
+    lead: float
+    undecodable: str = ""
+
+
+def _decoded(path: str, sample_rate: int) -> _Track:
+    """The audio track of ``path``; one that cannot be decoded in a file whose video stream is
+    whole comes back empty with the reason: the clip keeps its faces and only its audio is lost
+    (a garbled audio stream is common in real recordings). A file whose video is unreadable or
+    truncated too raises the InputError that drops the clip."""
     try:
-        return decode_audio_timed(path, sample_rate)
+        return _Track(*decode_audio_timed(path, sample_rate))
     except MediaError as e:
         why = input_error(path, e).reason
         try:
@@ -170,7 +182,7 @@ def _decoded(path: str, sample_rate: int) -> tuple[np.ndarray | None, float | st
             raise input_error(path, e) from None
         if truncated is not None:
             raise InputError(path, f"{truncated} ({why})") from None
-        return None, why, 0.0
+        return _Track(np.zeros(0, np.float32), 0.0, 0.0, undecodable=why)
 
 
 @dataclass(frozen=True)
