@@ -47,22 +47,36 @@ def verified(wheel: Path) -> bytes:
     return data
 
 
-def missing(wheel: Path = WHEEL) -> str | None:
-    """Why the real footage cannot be read (one line), or None when it can."""
+def missing(wheel: Path = WHEEL, what: str = "real footage") -> str | None:
+    """Why ``what`` in ``wheel`` cannot be read (one line), or None when it can."""
     try:
         verified(wheel)
     except ValueError as e:
-        return f"real footage: {e}"
+        return f"{what}: {e}"
     return None
 
 
 def speech_missing(wheel: Path = SPEECH_WHEEL) -> str | None:
     """Why the real speech cannot be read (one line), or None when it can."""
+    return missing(wheel, "real speech")
+
+
+def assert_an_altered_copy_is_refused(wheel: Path, read, tmp: Path) -> None:
+    """A copy of ``wheel`` with one bit flipped: :func:`missing` says why in one line naming it
+    and the sha256, and ``read(dest, wheel=copy)`` raises before writing anything to ``dest``."""
+    altered = tmp / wheel.name
+    data = bytearray(wheel.read_bytes())
+    data[len(data) // 2] ^= 1
+    altered.write_bytes(bytes(data))
+    why = missing(altered)
+    assert why is not None and str(altered) in why and "sha256" in why and "\n" not in why
     try:
-        verified(wheel)
+        read(tmp / "out", wheel=altered)
     except ValueError as e:
-        return f"real speech: {e}"
-    return None
+        assert "sha256" in str(e)
+    else:
+        raise AssertionError(f"{altered}: read although its sha256 differs from the pin")
+    assert not (tmp / "out").exists()
 
 
 def speech(dest: Path, wheel: Path = SPEECH_WHEEL) -> Path:

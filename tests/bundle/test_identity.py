@@ -13,6 +13,7 @@ import json
 import numpy as np
 import pytest
 
+import small_bundle
 from cli.main import main
 from pipeline.runs.predictions import Predictions
 
@@ -22,24 +23,10 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
-    data, manifests, store = root / "data", root / "manifests", root / "store.zarr"
-    assert main(["demo-data", str(data), "--clips", "8", "--frames", "16", "--seed", "3"]) == 0
-    assert main(["manifest", str(data), "--out", str(manifests)]) == 0
-    assert main(["extract", "--manifests", str(manifests), "--store", str(store), "-e", "timm",
-                 "--set", "configs.timm.model=test_vit", "-e", "tdnn", "--precision", "fp32"]) == 0
-    runs = []
-    image = ["--set", "head.image=timm", "--set", 'head.tasks=["expr", "au", "va"]']  # AU, VA
-    for method, options in (("image", image), ("audio", [])):
-        assert main(["fuse", "--method", method, "--store", str(store), "--manifests",
-                     str(manifests), "--out", str(root / "runs"), "--set", "train.epochs=2",
-                     *options]) == 0
-        runs.append(root / "runs" / method)
-    scores = root / "scores"
-    assert main(["ensemble", *map(str, runs), "--manifests", str(manifests), "--out", str(scores),
-                 "--tune-on", "same", "--no-nested", "--windows", "3,5", "--set",
-                 "selection=best", "--set", "fallback=true", "--bootstrap", "0"]) == 0
-    pipeline = root / "pipeline"
-    assert main(["bundle", str(scores), *map(str, runs), "--out", str(pipeline)]) == 0
+    data, manifests, _, scores, pipeline = small_bundle.build(
+        root, image_options=["--set", 'head.tasks=["expr", "au", "va"]'],  # AU, VA outputs
+        ensemble_options=["--no-nested", "--windows", "3,5", "--set", "selection=best",
+                          "--set", "fallback=true"])
     return root, data, manifests, scores, pipeline
 
 

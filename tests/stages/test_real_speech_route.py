@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import real_audio
+import small_bundle
 from cli.main import main
 from pipeline.data.faces import weights
 from pipeline.data.manifest import write_manifest
@@ -46,22 +47,8 @@ def crops(talking_videos, tmp_path_factory):
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
     """A bundle of an image head (timm ``test_vit``) and an audio head (TDNN) trained 2 epochs on
-    a small demo: as tests/bundle/test_identity.py builds it, smaller."""
-    root = tmp_path_factory.mktemp("bundle")
-    data, manifests, store = root / "data", root / "manifests", root / "store.zarr"
-    assert main(["demo-data", str(data), "--clips", "8", "--frames", "16", "--seed", "3"]) == 0
-    assert main(["manifest", str(data), "--out", str(manifests)]) == 0
-    assert main(["extract", "--manifests", str(manifests), "--store", str(store), "-e", "timm",
-                 "--set", "configs.timm.model=test_vit", "-e", "tdnn", "--precision", "fp32"]) == 0
-    for method, options in (("image", ["--set", "head.image=timm"]), ("audio", [])):
-        assert main(["fuse", "--method", method, "--store", str(store), "--manifests",
-                     str(manifests), "--out", str(root / "runs"), "--set", "train.epochs=2",
-                     *options]) == 0
-    runs = [str(root / "runs" / m) for m in ("image", "audio")]
-    assert main(["ensemble", *runs, "--manifests", str(manifests), "--out", str(root / "scores"),
-                 "--tune-on", "same", "--no-nested", "--bootstrap", "0"]) == 0
-    assert main(["bundle", str(root / "scores"), *runs, "--out", str(root / "pipeline")]) == 0
-    return root / "pipeline"
+    a small demo (:mod:`small_bundle`)."""
+    return small_bundle.build(tmp_path_factory.mktemp("bundle"))[-1]
 
 
 def test_extract_gives_every_frame_of_every_audio_case_a_row(talking_videos, crops, tmp_path,
